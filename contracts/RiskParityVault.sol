@@ -1,0 +1,530 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
+import {ERC4626} from "@openzeppelin/contracts/token/ERC20/extensions/ERC4626.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interfaces/AggregatorV3Interface.sol";
+import {ISwapRouter} from "@uniswap/v3-periphery/contracts/interfaces/ISwapRouter.sol";
+
+/// @title RiskParityVault
+/// @notice ERC-4626 vault over a USD stablecoin (the base asset) that holds a whitelist of risk assets,
+/// each priced by a Chainlink `AggregatorV3Interface` feed. An off-chain keeper keeps the holdings at
+/// equal risk contribution by calling `rebalance` with a list of Uniswap V3 swap legs; the vault itself
+/// checks every leg against its own oracle prices and refuses trades that breach its bounds.
+/// @dev Valuation: `totalAssets()` = base balance + Σ balanceᵢ × priceᵢ, in base-asset units (floor).
+/// A risk asset is valued as `balance × answer × 10^baseDecimals / 10^(tokenDecimals + feedDecimals)`.
+/// Shares carry `DECIMALS_OFFSET` extra decimals (virtual shares, EIP-4626 inflation-attack defence).
+/// Withdrawals pay base asset out of the vault's idle balance, so `maxWithdraw`/`maxRedeem` are capped
+/// by that balance (the keeper keeps a cash buffer); `redeemInKind` is the exit that never depends on
+/// liquidity, prices or the pause.
+contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
+    using SafeERC20 for IERC20;
+    using Math for uint256;
+
+    /*//////////////////////////////////////////////////////////////
+                                 TYPES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Configuration of one whitelisted risk asset.
+    /// @param feed Chainlink-compatible price feed quoting the asset in USD (= base-asset units).
+    /// @param heartbeat Maximum age of the feed's answer, in seconds.
+    /// @param poolFee Fee tier (hundredths of a bip) of the Uniswap V3 pool against the base asset.
+    /// @param tokenDecimals The asset's ERC-20 decimals.
+    /// @param feedDecimals The feed's decimals.
+    /// @param listed True while the asset is whitelisted.
+    struct RiskAsset {
+        AggregatorV3Interface feed;
+        uint32 heartbeat;
+        uint24 poolFee;
+        uint8 tokenDecimals;
+        uint8 feedDecimals;
+        bool listed;
+    }
+
+    /// @notice One swap of a rebalance: exactly one side is the base asset.
+    /// @param tokenIn Token sold by the vault.
+    /// @param tokenOut Token bought by the vault.
+    /// @param amountIn Amount of `tokenIn` sold, in its smallest unit.
+    /// @param minAmountOut Least acceptable amount of `tokenOut`, in its smallest unit.
+    struct SwapLeg {
+        address tokenIn;
+        address tokenOut;
+        uint256 amountIn;
+        uint256 minAmountOut;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 ERRORS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice A feed's answer is older than the asset's heartbeat allows.
+    error StalePrice(address feed, uint256 updatedAt, uint256 heartbeat);
+    /// @notice A feed answered zero or a negative price.
+    error InvalidPrice(address feed, int256 answer);
+    /// @notice The token is neither the base asset nor a whitelisted risk asset.
+    error AssetNotListed(address token);
+    /// @notice A leg does not trade a risk asset against the base asset.
+    error InvalidLeg(uint256 legIndex, address tokenIn, address tokenOut);
+    /// @notice A rebalance was called with no legs or more than `MAX_LEGS`.
+    error InvalidLegCount(uint256 legCount, uint256 maxLegs);
+    /// @notice A leg's `minAmountOut` is below the oracle-fair output less `maxSlippageBps`.
+    error MinAmountOutBelowOracleBound(uint256 legIndex, address tokenOut, uint256 minAmountOut, uint256 oracleBound);
+    /// @notice The swap of a leg reverted in the router (for instance its `amountOutMinimum` was not met).
+    error LegSwapFailed(uint256 legIndex, bytes reason);
+    /// @notice A leg returned less than its `minAmountOut`.
+    error SlippageExceeded(uint256 legIndex, address tokenOut, uint256 minAmountOut, uint256 amountOut);
+    /// @notice The rebalance trades more than `maxTurnoverBps` of NAV.
+    error TurnoverCapExceeded(uint256 turnoverBps, uint256 maxTurnoverBps);
+    /// @notice NAV after the trades is below the keeper's floor.
+    error NavBelowFloor(uint256 navAfter, uint256 minNavAfter);
+    /// @notice NAV after the trades fell more than `maxNavLossBps` below NAV before.
+    error NavLossExceeded(uint256 navBefore, uint256 navAfter, uint256 maxNavLossBps);
+    /// @notice The rebalance targets another epoch (a replay, or a race lost to another keeper).
+    error EpochMismatch(uint256 expectedEpoch, uint256 currentEpoch);
+    /// @notice The rebalance's deadline has passed.
+    error DeadlinePassed(uint256 deadline, uint256 timestamp);
+    /// @notice A limit is outside its allowed range.
+    error LimitOutOfRange(uint256 value, uint256 maxValue);
+    /// @notice The asset is already listed, or still held when delisting.
+    error AssetConfigInvalid(address token);
+    /// @notice The whitelist is full.
+    error TooManyAssets(uint256 maxAssets);
+
+    /*//////////////////////////////////////////////////////////////
+                                 EVENTS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice One executed leg. `oracleAmountOut` is the output the oracle prices imply.
+    event LegExecuted(
+        uint256 indexed epoch,
+        uint256 legIndex,
+        address indexed tokenIn,
+        address indexed tokenOut,
+        uint256 amountIn,
+        uint256 amountOut,
+        uint256 oracleAmountOut
+    );
+    /// @notice A completed rebalance. NAVs in base-asset units, turnover in bps of `navBefore`.
+    event Rebalanced(uint256 indexed epoch, uint256 navBefore, uint256 navAfter, uint256 turnoverBps, uint256 legCount);
+    event RiskAssetListed(address indexed token, address feed, uint32 heartbeat, uint24 poolFee);
+    event RiskAssetDelisted(address indexed token);
+    event LimitsSet(uint256 maxSlippageBps, uint256 maxTurnoverBps, uint256 maxNavLossBps);
+    event RedeemedInKind(address indexed owner, address indexed receiver, uint256 shares);
+
+    /*//////////////////////////////////////////////////////////////
+                               CONSTANTS
+    //////////////////////////////////////////////////////////////*/
+
+    bytes32 public constant KEEPER_ROLE = keccak256("KEEPER_ROLE");
+    bytes32 public constant GUARDIAN_ROLE = keccak256("GUARDIAN_ROLE");
+    /// @dev 100% in basis points.
+    uint256 internal constant BPS = 10_000;
+    /// @dev Shares have 6 more decimals than the base asset: a donation attack must burn 1e6× what it steals.
+    uint8 internal constant DECIMALS_OFFSET = 6;
+    uint256 public constant MAX_ASSETS = 32;
+    uint256 public constant MAX_LEGS = 2 * MAX_ASSETS;
+    /// @dev Upper bounds for the governance limits: 10% slippage, 200% turnover, 10% NAV loss.
+    uint256 public constant MAX_SLIPPAGE_BPS_LIMIT = 1_000;
+    uint256 public constant MAX_TURNOVER_BPS_LIMIT = 20_000;
+    uint256 public constant MAX_NAV_LOSS_BPS_LIMIT = 1_000;
+
+    /*//////////////////////////////////////////////////////////////
+                               IMMUTABLES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice The Uniswap V3 `SwapRouter` every leg trades through.
+    ISwapRouter public immutable swapRouter;
+    uint8 private immutable _baseDecimals;
+
+    /*//////////////////////////////////////////////////////////////
+                                STORAGE
+    //////////////////////////////////////////////////////////////*/
+
+    address[] private _riskAssets;
+    mapping(address token => RiskAsset) public riskAssetConfig;
+    /// @notice Number of rebalances done; a rebalance must name it (replay protection).
+    uint256 public rebalanceEpoch;
+    /// @notice Largest shortfall of a leg's `minAmountOut` below its oracle-fair output, bps.
+    uint256 public maxSlippageBps;
+    /// @notice Largest Σ leg value (base units) per rebalance, bps of NAV before.
+    uint256 public maxTurnoverBps;
+    /// @notice Largest fall of NAV across one rebalance, bps of NAV before.
+    uint256 public maxNavLossBps;
+
+    /*//////////////////////////////////////////////////////////////
+                              CONSTRUCTOR
+    //////////////////////////////////////////////////////////////*/
+
+    /// @param baseAsset The USD stablecoin the vault accounts in.
+    /// @param router Uniswap V3 `SwapRouter`.
+    /// @param admin Holder of `DEFAULT_ADMIN_ROLE` (governance).
+    /// @param keeper Holder of `KEEPER_ROLE`.
+    /// @param guardian Holder of `GUARDIAN_ROLE` (may pause).
+    constructor(
+        IERC20Metadata baseAsset,
+        string memory name_,
+        string memory symbol_,
+        ISwapRouter router,
+        address admin,
+        address keeper,
+        address guardian
+    ) ERC4626(baseAsset) ERC20(name_, symbol_) {
+        swapRouter = router;
+        _baseDecimals = baseAsset.decimals();
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(KEEPER_ROLE, keeper);
+        _grantRole(GUARDIAN_ROLE, guardian);
+        _setLimits(100, 10_000, 200);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                               DEPOSITORS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @inheritdoc ERC4626
+    function deposit(uint256 assets, address receiver) public override whenNotPaused nonReentrant returns (uint256) {
+        return super.deposit(assets, receiver);
+    }
+
+    /// @inheritdoc ERC4626
+    function mint(uint256 shares, address receiver) public override whenNotPaused nonReentrant returns (uint256) {
+        return super.mint(shares, receiver);
+    }
+
+    /// @inheritdoc ERC4626
+    function withdraw(uint256 assets, address receiver, address owner)
+        public
+        override
+        whenNotPaused
+        nonReentrant
+        returns (uint256)
+    {
+        return super.withdraw(assets, receiver, owner);
+    }
+
+    /// @inheritdoc ERC4626
+    function redeem(uint256 shares, address receiver, address owner)
+        public
+        override
+        whenNotPaused
+        nonReentrant
+        returns (uint256)
+    {
+        return super.redeem(shares, receiver, owner);
+    }
+
+    /// @notice Burns `shares` of `owner` and sends `receiver` the same fraction of every holding
+    /// (base asset and each risk asset), rounded down. Needs no price and works while paused.
+    /// @return amounts Amount sent of the base asset, then of each risk asset in `riskAssets()` order.
+    function redeemInKind(uint256 shares, address receiver, address owner)
+        external
+        nonReentrant
+        returns (uint256[] memory amounts)
+    {
+        if (msg.sender != owner) _spendAllowance(owner, msg.sender, shares);
+        // Fractions use the same virtual shares as ERC-4626 conversions, so they round in the vault's favour.
+        uint256 supply = totalSupply() + 10 ** _decimalsOffset();
+        uint256 n = _riskAssets.length;
+        amounts = new uint256[](n + 1);
+        amounts[0] = IERC20(asset()).balanceOf(address(this)).mulDiv(shares, supply, Math.Rounding.Floor);
+        for (uint256 i; i < n; ++i) {
+            amounts[i + 1] = IERC20(_riskAssets[i]).balanceOf(address(this)).mulDiv(shares, supply, Math.Rounding.Floor);
+        }
+        // Burn before transferring so a reentrant token sees the reduced supply.
+        _burn(owner, shares);
+        IERC20(asset()).safeTransfer(receiver, amounts[0]);
+        for (uint256 i; i < n; ++i) {
+            if (amounts[i + 1] > 0) IERC20(_riskAssets[i]).safeTransfer(receiver, amounts[i + 1]);
+        }
+        emit RedeemedInKind(owner, receiver, shares);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 KEEPER
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Executes the swap legs of one rebalance through Uniswap V3, sells and buys in the given order.
+    /// @dev Checks, in order: keeper role, not paused, deadline, epoch, legs (listed tokens, base on one side,
+    /// `minAmountOut` within `maxSlippageBps` of the oracle-fair output, fresh oracles), turnover cap;
+    /// then swaps, then NAV floor and NAV loss bound. Increments `rebalanceEpoch`.
+    /// @param legs Swaps to make, executed in order (put sells first so buys are funded).
+    /// @param minNavAfter Least acceptable NAV after the trades, base-asset units.
+    /// @param expectedEpoch Must equal `rebalanceEpoch`.
+    /// @param deadline Unix time after which the call reverts.
+    /// @return navAfter NAV after the trades, base-asset units.
+    function rebalance(SwapLeg[] calldata legs, uint256 minNavAfter, uint256 expectedEpoch, uint256 deadline)
+        external
+        onlyRole(KEEPER_ROLE)
+        whenNotPaused
+        nonReentrant
+        returns (uint256 navAfter)
+    {
+        if (block.timestamp > deadline) revert DeadlinePassed(deadline, block.timestamp);
+        if (expectedEpoch != rebalanceEpoch) revert EpochMismatch(expectedEpoch, rebalanceEpoch);
+        if (legs.length == 0 || legs.length > MAX_LEGS) revert InvalidLegCount(legs.length, MAX_LEGS);
+
+        uint256 navBefore = totalAssets();
+        (uint256[] memory oracleOut, uint256 turnoverBps) = _checkLegs(legs, navBefore);
+        _executeLegs(expectedEpoch, legs, oracleOut, deadline);
+
+        navAfter = totalAssets();
+        if (navAfter < minNavAfter) revert NavBelowFloor(navAfter, minNavAfter);
+        if (navAfter < navBefore.mulDiv(BPS - maxNavLossBps, BPS, Math.Rounding.Ceil)) {
+            revert NavLossExceeded(navBefore, navAfter, maxNavLossBps);
+        }
+        rebalanceEpoch = expectedEpoch + 1;
+        emit Rebalanced(expectedEpoch, navBefore, navAfter, turnoverBps, legs.length);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                               GOVERNANCE
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Whitelists `token`, priced by `feed` in USD, traded in the `poolFee` pool against the base asset.
+    function listRiskAsset(address token, AggregatorV3Interface feed, uint32 heartbeat, uint24 poolFee)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        if (token == asset() || riskAssetConfig[token].listed || heartbeat == 0) revert AssetConfigInvalid(token);
+        if (_riskAssets.length >= MAX_ASSETS) revert TooManyAssets(MAX_ASSETS);
+        riskAssetConfig[token] = RiskAsset({
+            feed: feed,
+            heartbeat: heartbeat,
+            poolFee: poolFee,
+            tokenDecimals: IERC20Metadata(token).decimals(),
+            feedDecimals: feed.decimals(),
+            listed: true
+        });
+        _riskAssets.push(token);
+        emit RiskAssetListed(token, address(feed), heartbeat, poolFee);
+    }
+
+    /// @notice Removes `token` from the whitelist; the vault must hold none of it.
+    function delistRiskAsset(address token) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (!riskAssetConfig[token].listed || IERC20(token).balanceOf(address(this)) != 0) {
+            revert AssetConfigInvalid(token);
+        }
+        delete riskAssetConfig[token];
+        uint256 n = _riskAssets.length;
+        for (uint256 i; i < n; ++i) {
+            if (_riskAssets[i] == token) {
+                _riskAssets[i] = _riskAssets[n - 1];
+                _riskAssets.pop();
+                break;
+            }
+        }
+        emit RiskAssetDelisted(token);
+    }
+
+    /// @notice Sets the rebalance bounds, each in basis points.
+    function setLimits(uint256 maxSlippageBps_, uint256 maxTurnoverBps_, uint256 maxNavLossBps_)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        _setLimits(maxSlippageBps_, maxTurnoverBps_, maxNavLossBps_);
+    }
+
+    /// @notice Stops deposits, withdrawals and rebalances (`redeemInKind` stays open).
+    function pause() external onlyRole(GUARDIAN_ROLE) {
+        _pause();
+    }
+
+    /// @notice Lifts the pause.
+    function unpause() external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _unpause();
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 VIEWS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Base balance plus every risk asset at its oracle price, in base-asset units, rounded down.
+    /// @dev Reverts with `StalePrice` or `InvalidPrice` if the feed of a held asset is stale or non-positive.
+    function totalAssets() public view override returns (uint256 nav) {
+        nav = IERC20(asset()).balanceOf(address(this));
+        uint256 n = _riskAssets.length;
+        for (uint256 i; i < n; ++i) {
+            address token = _riskAssets[i];
+            uint256 balance = IERC20(token).balanceOf(address(this));
+            if (balance != 0) nav += _valueOf(token, balance, Math.Rounding.Floor);
+        }
+    }
+
+    /// @notice The whitelisted risk assets, in listing order.
+    function riskAssets() external view returns (address[] memory) {
+        return _riskAssets;
+    }
+
+    /// @notice The vault's balances in one call: base asset, then each risk asset in `riskAssets()` order.
+    function holdings() external view returns (address[] memory tokens, uint256[] memory balances) {
+        uint256 n = _riskAssets.length;
+        tokens = new address[](n + 1);
+        balances = new uint256[](n + 1);
+        tokens[0] = asset();
+        balances[0] = IERC20(tokens[0]).balanceOf(address(this));
+        for (uint256 i; i < n; ++i) {
+            tokens[i + 1] = _riskAssets[i];
+            balances[i + 1] = IERC20(_riskAssets[i]).balanceOf(address(this));
+        }
+    }
+
+    /// @notice Oracle price of a risk asset: the feed's answer and decimals, after the staleness checks.
+    function oraclePrice(address token) external view returns (uint256 answer, uint8 feedDecimals) {
+        RiskAsset memory config = riskAssetConfig[token];
+        if (!config.listed) revert AssetNotListed(token);
+        return (_checkedAnswer(config), config.feedDecimals);
+    }
+
+    /// @inheritdoc ERC4626
+    /// @dev Zero while paused.
+    function maxDeposit(address receiver) public view override returns (uint256) {
+        return paused() ? 0 : super.maxDeposit(receiver);
+    }
+
+    /// @inheritdoc ERC4626
+    /// @dev Zero while paused.
+    function maxMint(address receiver) public view override returns (uint256) {
+        return paused() ? 0 : super.maxMint(receiver);
+    }
+
+    /// @inheritdoc ERC4626
+    /// @dev Capped by the idle base balance; zero while paused.
+    function maxWithdraw(address owner) public view override returns (uint256) {
+        if (paused()) return 0;
+        return Math.min(super.maxWithdraw(owner), IERC20(asset()).balanceOf(address(this)));
+    }
+
+    /// @inheritdoc ERC4626
+    /// @dev Capped by the shares the idle base balance can pay (rounded down); zero while paused.
+    function maxRedeem(address owner) public view override returns (uint256) {
+        if (paused()) return 0;
+        uint256 idleShares = _convertToShares(IERC20(asset()).balanceOf(address(this)), Math.Rounding.Floor);
+        return Math.min(super.maxRedeem(owner), idleShares);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                INTERNAL
+    //////////////////////////////////////////////////////////////*/
+
+    function _decimalsOffset() internal pure override returns (uint8) {
+        return DECIMALS_OFFSET;
+    }
+
+    function _setLimits(uint256 slippageBps, uint256 turnoverBps, uint256 navLossBps) internal {
+        if (slippageBps > MAX_SLIPPAGE_BPS_LIMIT) revert LimitOutOfRange(slippageBps, MAX_SLIPPAGE_BPS_LIMIT);
+        if (turnoverBps > MAX_TURNOVER_BPS_LIMIT) revert LimitOutOfRange(turnoverBps, MAX_TURNOVER_BPS_LIMIT);
+        if (navLossBps > MAX_NAV_LOSS_BPS_LIMIT) revert LimitOutOfRange(navLossBps, MAX_NAV_LOSS_BPS_LIMIT);
+        maxSlippageBps = slippageBps;
+        maxTurnoverBps = turnoverBps;
+        maxNavLossBps = navLossBps;
+        emit LimitsSet(slippageBps, turnoverBps, navLossBps);
+    }
+
+    /// @dev Validates every leg and the turnover cap; returns each leg's oracle-fair output and the turnover,
+    /// Σ leg input value (base units) in bps of `navBefore`, rounded up.
+    function _checkLegs(SwapLeg[] calldata legs, uint256 navBefore)
+        internal
+        view
+        returns (uint256[] memory oracleOut, uint256 turnoverBps)
+    {
+        oracleOut = new uint256[](legs.length);
+        uint256 tradedValue;
+        for (uint256 i; i < legs.length; ++i) {
+            uint256 valueIn;
+            (valueIn, oracleOut[i]) = _checkLeg(i, legs[i]);
+            tradedValue += valueIn;
+        }
+        turnoverBps = navBefore == 0 ? type(uint256).max : tradedValue.mulDiv(BPS, navBefore, Math.Rounding.Ceil);
+        if (turnoverBps > maxTurnoverBps) revert TurnoverCapExceeded(turnoverBps, maxTurnoverBps);
+    }
+
+    /// @dev Validates a leg and returns its input value (base units, floor) and oracle-fair output (floor).
+    function _checkLeg(uint256 i, SwapLeg calldata leg) internal view returns (uint256 valueIn, uint256 fairOut) {
+        address base = asset();
+        if (leg.tokenIn == base) {
+            RiskAsset memory out = _listed(leg.tokenOut);
+            valueIn = leg.amountIn;
+            // fairOut = valueIn × 10^(tokenDecimals + feedDecimals) / (answer × 10^baseDecimals)
+            fairOut = valueIn.mulDiv(
+                10 ** (uint256(out.tokenDecimals) + out.feedDecimals),
+                _checkedAnswer(out) * 10 ** _baseDecimals,
+                Math.Rounding.Floor
+            );
+        } else if (leg.tokenOut == base) {
+            _listed(leg.tokenIn);
+            valueIn = _valueOf(leg.tokenIn, leg.amountIn, Math.Rounding.Floor);
+            fairOut = valueIn;
+        } else {
+            revert InvalidLeg(i, leg.tokenIn, leg.tokenOut);
+        }
+        // The bound rounds up: the keeper may never ask for less than the exact bound.
+        uint256 bound = fairOut.mulDiv(BPS - maxSlippageBps, BPS, Math.Rounding.Ceil);
+        if (leg.minAmountOut < bound) revert MinAmountOutBelowOracleBound(i, leg.tokenOut, leg.minAmountOut, bound);
+    }
+
+    function _executeLegs(uint256 epoch, SwapLeg[] calldata legs, uint256[] memory oracleOut, uint256 deadline)
+        internal
+    {
+        for (uint256 i; i < legs.length; ++i) {
+            _swap(epoch, i, legs[i], oracleOut[i], deadline);
+        }
+    }
+
+    function _swap(uint256 epoch, uint256 i, SwapLeg calldata leg, uint256 oracleOut, uint256 deadline) internal {
+        address risk = leg.tokenIn == asset() ? leg.tokenOut : leg.tokenIn;
+        IERC20(leg.tokenIn).forceApprove(address(swapRouter), leg.amountIn);
+        uint256 amountOut;
+        try swapRouter.exactInputSingle(
+            ISwapRouter.ExactInputSingleParams({
+                tokenIn: leg.tokenIn,
+                tokenOut: leg.tokenOut,
+                fee: riskAssetConfig[risk].poolFee,
+                recipient: address(this),
+                deadline: deadline,
+                amountIn: leg.amountIn,
+                amountOutMinimum: leg.minAmountOut,
+                sqrtPriceLimitX96: 0
+            })
+        ) returns (uint256 out) {
+            amountOut = out;
+        } catch (bytes memory reason) {
+            revert LegSwapFailed(i, reason);
+        }
+        // Defence in depth: the router enforces amountOutMinimum, the vault re-checks what it was told.
+        if (amountOut < leg.minAmountOut) revert SlippageExceeded(i, leg.tokenOut, leg.minAmountOut, amountOut);
+        emit LegExecuted(epoch, i, leg.tokenIn, leg.tokenOut, leg.amountIn, amountOut, oracleOut);
+    }
+
+    function _listed(address token) internal view returns (RiskAsset memory config) {
+        config = riskAssetConfig[token];
+        if (!config.listed) revert AssetNotListed(token);
+    }
+
+    /// @dev value = amount × answer × 10^baseDecimals / 10^(tokenDecimals + feedDecimals), base-asset units.
+    function _valueOf(address token, uint256 amount, Math.Rounding rounding) internal view returns (uint256) {
+        RiskAsset memory config = riskAssetConfig[token];
+        return amount.mulDiv(
+            _checkedAnswer(config) * 10 ** _baseDecimals,
+            10 ** (uint256(config.tokenDecimals) + config.feedDecimals),
+            rounding
+        );
+    }
+
+    /// @dev The feed's latest answer, refusing non-positive answers and answers older than the heartbeat.
+    /// Not checked on purpose: `answeredInRound` (deprecated by Chainlink) and min/max answer bounds.
+    function _checkedAnswer(RiskAsset memory config) internal view returns (uint256) {
+        (, int256 answer,, uint256 updatedAt,) = config.feed.latestRoundData();
+        if (answer <= 0) revert InvalidPrice(address(config.feed), answer);
+        if (updatedAt > block.timestamp || block.timestamp - updatedAt > config.heartbeat) {
+            revert StalePrice(address(config.feed), updatedAt, config.heartbeat);
+        }
+        return uint256(answer);
+    }
+}

@@ -1,0 +1,163 @@
+"""Compiles the project's Solidity and loads contract artifacts (ABI and bytecode).
+
+Project contracts in ``contracts/`` are compiled with solc's standard-JSON interface: a native ``solc``
+(0.8.24 or newer) when one is on ``PATH``, otherwise the project's adapter ``tools/solc/solc`` around the
+npm package ``solc`` (the same compiler built to wasm). Output is cached in ``build/artifacts.json`` and
+rebuilt only when a source or the compiler changes. Uniswap V3 is never recompiled: its real bytecode is
+loaded from the compiled artifacts shipped in the ``@uniswap/v3-core`` and ``@uniswap/v3-periphery`` npm
+packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from keeper.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONTRACTS_DIR = PROJECT_ROOT / "contracts"
+NODE_MODULES = PROJECT_ROOT / "node_modules"
+BUILD_FILE = PROJECT_ROOT / "build" / "artifacts.json"
+ADAPTER = PROJECT_ROOT / "tools" / "solc" / "solc"
+EVM_VERSION = "cancun"
+
+#: Uniswap V3 contracts deployed from their npm artifacts: name -> path under node_modules.
+UNISWAP_ARTIFACTS = {
+    "UniswapV3Factory": "@uniswap/v3-core/artifacts/contracts/UniswapV3Factory.sol/UniswapV3Factory.json",
+    "UniswapV3Pool": "@uniswap/v3-core/artifacts/contracts/UniswapV3Pool.sol/UniswapV3Pool.json",
+    "SwapRouter": "@uniswap/v3-periphery/artifacts/contracts/SwapRouter.sol/SwapRouter.json",
+    "NonfungiblePositionManager": (
+        "@uniswap/v3-periphery/artifacts/contracts/NonfungiblePositionManager.sol/NonfungiblePositionManager.json"
+    ),
+    "QuoterV2": "@uniswap/v3-periphery/artifacts/contracts/lens/QuoterV2.sol/QuoterV2.json",
+}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """ABI and creation bytecode (hex, ``0x``-prefixed) of one contract."""
+
+    name: str
+    abi: list[dict[str, Any]]
+    bytecode: str
+
+
+def find_solc() -> list[str]:
+    """Command that runs a solc answering ``--standard-json``.
+
+    A native ``solc`` of version 0.8.24 or newer on ``PATH`` wins; otherwise the project's adapter.
+
+    Raises
+    ------
+    ConfigError
+        When neither exists (run ``npm ci`` to install the npm compiler).
+    """
+    native = shutil.which("solc")
+    if native and Path(native).resolve() != ADAPTER.resolve():
+        try:
+            out = subprocess.run([native, "--version"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        match = re.search(r"Version: 0\.8\.(\d+)", out)
+        if match and int(match.group(1)) >= 24 and "Emscripten" not in out:
+            return [native]
+    if not (NODE_MODULES / "solc").is_dir():
+        raise ConfigError(
+            f"no native solc >= 0.8.24 on PATH and no npm compiler at {NODE_MODULES / 'solc'}; run `npm ci`"
+        )
+    return ["node", str(ADAPTER)]
+
+
+def _sources() -> dict[str, str]:
+    return {
+        str(path.relative_to(PROJECT_ROOT)): path.read_text()
+        for path in sorted(CONTRACTS_DIR.rglob("*.sol"))
+    }
+
+
+def compile_contracts(force: bool = False) -> dict[str, Artifact]:
+    """Compiles ``contracts/`` (cached) and returns artifacts by contract name.
+
+    Raises
+    ------
+    ConfigError
+        When the compiler is missing or the sources do not compile (the message holds solc's errors).
+    """
+    sources = _sources()
+    solc = find_solc()
+    digest = hashlib.sha256(json.dumps([sources, solc[-1], EVM_VERSION]).encode()).hexdigest()
+    if not force and BUILD_FILE.exists():
+        cached = json.loads(BUILD_FILE.read_text())
+        if cached.get("digest") == digest:
+            return {name: Artifact(name, a["abi"], a["bytecode"]) for name, a in cached["contracts"].items()}
+    standard_input = {
+        "language": "Solidity",
+        "sources": {path: {"content": text} for path, text in sources.items()},
+        "settings": {
+            "optimizer": {"enabled": True, "runs": 200},
+            "evmVersion": EVM_VERSION,
+            "remappings": [
+                f"@openzeppelin/={NODE_MODULES}/@openzeppelin/",
+                f"@chainlink/={NODE_MODULES}/@chainlink/",
+                f"@uniswap/={NODE_MODULES}/@uniswap/",
+            ],
+            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
+        },
+    }
+    proc = subprocess.run(
+        [*solc, "--standard-json", "--base-path", str(PROJECT_ROOT), "--include-path", str(NODE_MODULES)],
+        input=json.dumps(standard_input),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode != 0 or not proc.stdout:
+        raise ConfigError(f"solc failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    output = json.loads(proc.stdout)
+    errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
+    if errors:
+        raise ConfigError("contracts do not compile:\n" + "\n".join(e["formattedMessage"] for e in errors))
+    contracts: dict[str, dict[str, Any]] = {}
+    for path, by_name in output["contracts"].items():
+        if not path.startswith("contracts/"):
+            continue
+        for name, data in by_name.items():
+            contracts[name] = {"abi": data["abi"], "bytecode": "0x" + data["evm"]["bytecode"]["object"]}
+    BUILD_FILE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = BUILD_FILE.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"digest": digest, "contracts": contracts}))
+    os.replace(tmp, BUILD_FILE)
+    return {name: Artifact(name, a["abi"], a["bytecode"]) for name, a in contracts.items()}
+
+
+@lru_cache(maxsize=None)
+def load_artifacts() -> dict[str, Artifact]:
+    """All artifacts: the project's contracts (compiled if needed) and Uniswap V3's from npm."""
+    artifacts = dict(compile_contracts())
+    for name, rel in UNISWAP_ARTIFACTS.items():
+        path = NODE_MODULES / rel
+        if not path.exists():
+            raise ConfigError(f"Uniswap artifact missing at {path}; run `npm ci`")
+        data = json.loads(path.read_text())
+        artifacts[name] = Artifact(name, data["abi"], data["bytecode"])
+    return artifacts
+
+
+def main() -> None:
+    """Entry point of ``python -m keeper.build``: compile and list the artifacts."""
+    artifacts = compile_contracts(force=True)
+    for name, art in sorted(artifacts.items()):
+        print(f"{name:28s} {(len(art.bytecode) - 2) // 2:6d} bytes")
+
+
+if __name__ == "__main__":
+    main()

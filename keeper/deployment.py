@@ -1,0 +1,224 @@
+"""Deployment of the whole system on a local chain, and the price-moving helpers a replay needs.
+
+Deploys the base stablecoin and the risk assets (test ERC-20s), one push feed per asset, the real
+Uniswap V3 (``UniswapV3Factory``, ``SwapRouter``, ``NonfungiblePositionManager``, ``QuoterV2``) from the
+npm artifacts, one full-range pool per risk asset against the base asset seeded at the oracle price,
+and the vault. Addresses are returned as a :class:`Deployment` and can be written to JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+from web3 import Web3
+
+from keeper.build import load_artifacts
+from keeper.chain import DevSender, contract
+
+Q96 = 2**96
+#: Uniswap V3 bounds on sqrtPriceX96 (TickMath.MIN_SQRT_RATIO, MAX_SQRT_RATIO).
+MIN_SQRT_RATIO = 4295128739
+MAX_SQRT_RATIO = 1461446703485210103287273853667048180796877543004
+#: Fee tier (hundredths of a bip) and tick spacing of the pools: 0.05%.
+POOL_FEE = 500
+TICK_SPACING = 10
+MAX_TICK = 887272
+FEED_DECIMALS = 8
+BASE_DECIMALS = 6
+RISK_DECIMALS = 18
+MAX_UINT256 = 2**256 - 1
+
+
+@dataclass(frozen=True)
+class RiskAssetDeployment:
+    symbol: str
+    token: str
+    feed: str
+    pool: str
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Addresses of one deployed system (checksummed hex)."""
+
+    chain_id: int
+    base_asset: str
+    vault: str
+    factory: str
+    swap_router: str
+    position_manager: str
+    quoter: str
+    assets: list[RiskAssetDeployment] = field(default_factory=list)
+
+    def to_json(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def from_json(cls, path: Path) -> "Deployment":
+        data = json.loads(path.read_text())
+        data["assets"] = [RiskAssetDeployment(**a) for a in data["assets"]]
+        return cls(**data)
+
+
+def price_to_answer(price_usd: float) -> int:
+    """USD price to a feed answer with :data:`FEED_DECIMALS` decimals (rounded to nearest)."""
+    return int(round(Fraction(repr(float(price_usd))) * 10**FEED_DECIMALS))
+
+
+def sqrt_price_x96(answer: int, risk_is_token0: bool, feed_decimals: int = FEED_DECIMALS) -> int:
+    """Uniswap V3 ``sqrtPriceX96`` of a risk/base pool at the oracle price.
+
+    The pool price is token1 per token0 in raw units. With P = answer / 10^feed_decimals USD per whole
+    risk token, one raw risk unit is worth P × 10^(base_decimals − risk_decimals) raw base units.
+    """
+    num = answer * 10**BASE_DECIMALS
+    den = 10 ** (feed_decimals + RISK_DECIMALS)
+    if not risk_is_token0:
+        num, den = den, num
+    value = math.isqrt(num * Q96 * Q96 // den)
+    return max(MIN_SQRT_RATIO + 1, min(MAX_SQRT_RATIO - 1, value))
+
+
+def deploy_system(
+    w3: Web3,
+    deployer: str,
+    keeper: str,
+    guardian: str,
+    symbols: Sequence[str],
+    initial_prices_usd: Sequence[float],
+    pool_depth_usd: float = 50_000_000.0,
+    heartbeat_seconds: int = 2 * 86400,
+) -> Deployment:
+    """Deploys tokens, feeds, Uniswap V3, seeded pools and the vault; ``deployer`` administers all.
+
+    Parameters
+    ----------
+    symbols, initial_prices_usd : sequences of length n_assets
+        Risk assets and their first feed answers (USD per whole token).
+    pool_depth_usd : float
+        Value of each side of each pool's full-range position, USD.
+    heartbeat_seconds : int
+        Maximum oracle age the vault accepts, seconds.
+    """
+    arts = load_artifacts()
+    tx = DevSender(w3)
+    base = tx.deploy(deployer, arts["TestToken"], "USD Coin (test)", "USDC", BASE_DECIMALS, deployer)
+    # Uniswap's periphery wants a WETH9 address; no swap here touches ETH, so the base token stands in.
+    factory = tx.deploy(deployer, arts["UniswapV3Factory"])
+    router = tx.deploy(deployer, arts["SwapRouter"], factory.address, base.address)
+    npm = tx.deploy(
+        deployer, arts["NonfungiblePositionManager"], factory.address, base.address, "0x" + "00" * 20
+    )
+    quoter = tx.deploy(deployer, arts["QuoterV2"], factory.address, base.address)
+    vault = tx.deploy(
+        deployer,
+        arts["RiskParityVault"],
+        base.address,
+        "Risk Parity Vault",
+        "rpUSDC",
+        router.address,
+        deployer,
+        keeper,
+        guardian,
+    )
+    tx.transact(deployer, base.functions.approve(npm.address, MAX_UINT256))
+    assets = []
+    for symbol, price in zip(symbols, initial_prices_usd, strict=True):
+        token = tx.deploy(deployer, arts["TestToken"], f"{symbol} (test)", symbol, RISK_DECIMALS, deployer)
+        feed = tx.deploy(deployer, arts["PushPriceFeed"], FEED_DECIMALS, f"{symbol} / USD", deployer)
+        answer = price_to_answer(price)
+        tx.transact(deployer, feed.functions.pushAnswer(answer))
+        pool = _create_seeded_pool(w3, tx, deployer, npm, base, token, answer, pool_depth_usd)
+        tx.transact(deployer, vault.functions.listRiskAsset(token.address, feed.address, heartbeat_seconds, POOL_FEE))
+        assets.append(RiskAssetDeployment(symbol, token.address, feed.address, pool))
+    return Deployment(
+        chain_id=w3.eth.chain_id,
+        base_asset=base.address,
+        vault=vault.address,
+        factory=factory.address,
+        swap_router=router.address,
+        position_manager=npm.address,
+        quoter=quoter.address,
+        assets=assets,
+    )
+
+
+def _create_seeded_pool(w3, tx: DevSender, deployer: str, npm, base, token, answer: int, depth_usd: float) -> str:
+    risk_is_token0 = int(token.address, 16) < int(base.address, 16)
+    token0, token1 = (token, base) if risk_is_token0 else (base, token)
+    sqrt_p = sqrt_price_x96(answer, risk_is_token0)
+    tx.transact(deployer, npm.functions.createAndInitializePoolIfNecessary(token0.address, token1.address, POOL_FEE, sqrt_p))
+    base_amount = int(depth_usd * 10**BASE_DECIMALS)
+    risk_amount = base_amount * 10 ** (FEED_DECIMALS + RISK_DECIMALS - BASE_DECIMALS) // answer
+    tx.transact(deployer, base.functions.mint(deployer, base_amount))
+    tx.transact(deployer, token.functions.mint(deployer, risk_amount))
+    tx.transact(deployer, token.functions.approve(npm.address, MAX_UINT256))
+    amount0, amount1 = (risk_amount, base_amount) if risk_is_token0 else (base_amount, risk_amount)
+    tick = MAX_TICK // TICK_SPACING * TICK_SPACING
+    tx.transact(
+        deployer,
+        npm.functions.mint(
+            (token0.address, token1.address, POOL_FEE, -tick, tick, amount0, amount1, 0, 0, deployer, 2**64)
+        ),
+    )
+    factory = contract(w3, "UniswapV3Factory", npm.functions.factory().call())
+    return factory.functions.getPool(token0.address, token1.address, POOL_FEE).call()
+
+
+class Arbitrageur:
+    """Moves each pool to its oracle price with real swaps through the ``SwapRouter``.
+
+    The arbitrageur holds ample base and risk tokens (minted by the deployer) and sells whichever side
+    is cheap in the pool with ``sqrtPriceLimitX96`` set to the oracle price, so the swap stops exactly
+    there.
+    """
+
+    def __init__(self, w3: Web3, deployment: Deployment, account: str, deployer: str, inventory_usd: float = 1e12):
+        self.w3 = w3
+        self.account = account
+        self.tx = DevSender(w3)
+        self.router = contract(w3, "SwapRouter", deployment.swap_router)
+        self.base = contract(w3, "TestToken", deployment.base_asset)
+        self.pools = {a.token: contract(w3, "UniswapV3Pool", a.pool) for a in deployment.assets}
+        self.tokens = {a.token: contract(w3, "TestToken", a.token) for a in deployment.assets}
+        self.inventory_usd = inventory_usd
+        self.tx.transact(deployer, self.base.functions.mint(account, int(inventory_usd * 10**BASE_DECIMALS)))
+        self.tx.transact(account, self.base.functions.approve(self.router.address, MAX_UINT256))
+        for token in self.tokens.values():
+            self.tx.transact(account, token.functions.approve(self.router.address, MAX_UINT256))
+        self._deployer = deployer
+
+    def align(self, token: str, answer: int) -> int:
+        """Swaps so the ``token``/base pool's price equals ``answer`` (feed units). Returns gas used."""
+        pool = self.pools[token]
+        risk_is_token0 = int(token, 16) < int(self.base.address, 16)
+        target = sqrt_price_x96(answer, risk_is_token0)
+        current = pool.functions.slot0().call()[0]
+        if current == target:
+            return 0
+        # Price (token1 per token0) above target: sell token0 into the pool, else sell token1.
+        zero_for_one = current > target
+        sell_risk = zero_for_one == risk_is_token0
+        token_in = token if sell_risk else self.base.address
+        token_out = self.base.address if sell_risk else token
+        if sell_risk:
+            balance = self.tokens[token].functions.balanceOf(self.account).call()
+            needed = int(self.inventory_usd) * 10 ** (FEED_DECIMALS + RISK_DECIMALS) // answer
+            if balance < needed // 2:
+                self.tx.transact(self._deployer, self.tokens[token].functions.mint(self.account, needed))
+                balance += needed
+            amount_in = balance
+        else:
+            amount_in = self.base.functions.balanceOf(self.account).call()
+        receipt = self.tx.transact(
+            self.account,
+            self.router.functions.exactInputSingle(
+                (token_in, token_out, POOL_FEE, self.account, 2**63, amount_in, 0, target)
+            ),
+        )
+        return int(receipt["gasUsed"], 16)
