@@ -35,6 +35,8 @@ References
    Convex Programming", SIAM, 1994 (damped Newton for self-concordant
    functions); S. Boyd, L. Vandenberghe, "Convex Optimization", CUP, 2004,
    §9.5-9.6 (Newton decrement, backtracking line search).
+.. [4] D. Chaves, J. Hsu, F. Li, O. Shakernia, "Efficient algorithms for
+   computing risk parity portfolio weights", Journal of Investing 21(3), 2012.
 """
 
 from __future__ import annotations
@@ -67,6 +69,13 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
+# Bare ufunc reductions / BLAS dot: ~1 µs less per call than the ndarray
+# methods and ``@`` on tiny arrays, which matters at n ~ 5 (dozens of calls).
+_dot = np.dot
+_sum = np.add.reduce
+_max = np.maximum.reduce
+_min = np.minimum.reduce
+
 _SYMMETRY_RTOL = 1e-10
 _BUDGET_SUM_ATOL = 1e-9
 # Newton decrement (of the self-concordant rescaling f / min(b)) below which a
@@ -75,7 +84,13 @@ _QUADRATIC_REGION = 0.25
 _ARMIJO_SLOPE = 0.25
 _FRACTION_TO_BOUNDARY = 0.99
 # The budget error is only evaluated once the scaled decrement is below this.
-_CHECK_ERROR_BELOW = 1e-2
+_CHECK_ERROR_BELOW = 1e-4
+# Multiplicative fixed-point sweeps y_i <- sqrt(b_i y_i / (Cy)_i) used to warm
+# start Newton when all marginal risks are positive (the usual case for assets
+# that are positively correlated); each saves most of a Newton iteration.
+_WARM_START_SWEEPS = 2
+# Checked quadratic-region steps without improvement before giving up.
+_MAX_STALLS = 3
 # Budget error accepted when round-off stalls Newton before ``tol`` is met.
 _ROUNDOFF_ACCEPT = 1e-9
 
@@ -275,26 +290,26 @@ def _validate_covariance(covariance: npt.ArrayLike) -> FloatArray:
             f"covariance has shape {cov.shape}; it must be a non-empty square "
             "(n, n) matrix. Pass the estimator's CovarianceEstimate.covariance."
         )
-    if not np.isfinite(cov).all():
+    scale = float(np.abs(cov).max())  # NaN propagates, so this also tests finiteness
+    if not math.isfinite(scale):
         bad = np.argwhere(~np.isfinite(cov))[0]
         raise SingularCovarianceError(
             f"covariance entry ({bad[0]}, {bad[1]}) is {cov[bad[0], bad[1]]!r}; "
             "all entries must be finite. Re-estimate the covariance from clean "
             "prices."
         )
-    scale = float(np.max(np.abs(cov)))
-    asym = float(np.max(np.abs(cov - cov.T)))
+    asym = float(np.abs(cov - cov.T).max())
     if asym > _SYMMETRY_RTOL * scale:
         raise SingularCovarianceError(
             f"covariance is not symmetric: max |Σ - Σ'| = {asym:.3e} exceeds "
             f"{_SYMMETRY_RTOL:.0e} x max |Σ| = {_SYMMETRY_RTOL * scale:.3e}. "
             "Symmetrise it, e.g. (Σ + Σ')/2, or fix its construction."
         )
-    cov = 0.5 * (cov + cov.T)
+    cov = (cov + cov.T) * 0.5
     # Cholesky is the cheapest exact test of positive definiteness.
     _, info = _lapack_dpotrf(cov, lower=0, clean=0, overwrite_a=0)
     if info != 0:
-        diag_min = float(np.min(np.diag(cov)))
+        diag_min = float(cov.diagonal().min())
         raise SingularCovarianceError(
             f"covariance is not positive definite (Cholesky failed at pivot "
             f"{info}; smallest diagonal entry {diag_min:.3e}); it must be "
@@ -372,13 +387,25 @@ def _solve_correlation_space(
     iterations : int
         Newton steps taken.
     error : float
-        :math:`\\max_i |RRC_i(y) - b_i|` at ``y`` (``inf`` if never evaluated).
+        :math:`\\max_i |RRC_i(y) - b_i|` at ``y``.
 
     Notes
     -----
     * Start: :math:`y_0 = b / \\sqrt{b^\\top C b}` -- proportional to
       :math:`b_i/\\sigma_i` in covariance space (budget-scaled inverse
       volatility) and on the scale of the solution (:math:`y^\\top C y = 1`).
+      If every marginal risk :math:`(Cy)_i` is positive, two multiplicative
+      fixed-point sweeps :math:`y_i \\leftarrow \\sqrt{b_i y_i/(Cy)_i}`
+      (the geometric mean of :math:`y_i` and the fixed-point map
+      :math:`b_i/(Cy)_i` of Chaves et al. [4]_; the map is invariant to the
+      scale of :math:`y`, so :math:`y` is rescaled to :math:`y^\\top C y = 1`
+      once, after the sweeps) refine it; this saves one to two Newton
+      iterations on realistic (positively correlated) inputs and is harmless
+      otherwise, since damped Newton converges from any positive start.
+    * Rescaling.  Since :math:`\\sum_i b_i = 1`, :math:`f(sy)` is minimised over
+      :math:`s > 0` at :math:`s^* = 1/\\sqrt{y^\\top C y}`; this exact ray
+      minimisation is applied after every damped step (it only lowers
+      :math:`f`, at the cost of one dot product).
     * Newton system :math:`(C + \\mathrm{diag}(b/y^2))\\,\\Delta = -(Cy - b/y)`
       solved by Cholesky (LAPACK ``dposv``, i.e. ``cho_factor`` +
       ``cho_solve`` in one call without scipy's Python-level overhead), with
@@ -395,34 +422,52 @@ def _solve_correlation_space(
       the damped step :math:`1/(1+\\lambda_F)`, which is feasible and
       decreases :math:`F` by at least :math:`\\lambda_F - \\ln(1+\\lambda_F)`.
     * Stopping.  The budget error :math:`\\max_i|RRC_i-b_i|` is evaluated at
-      the start and once the previous decrement :math:`\\lambda_F` fell below
-      ``1e-2`` (before that the iterate cannot be converged; skipping the
-      evaluation saves ~1/3 of the work at small ``n``).  Stop when it is
-      :math:`\\le` ``tol``, or when it is :math:`\\le` ``floor_tol`` and a
-      quadratic-region step no longer reduces it (floating-point floor; the
-      last improving iterate is returned).
+      the start, at the last iteration and after every step whose decrement
+      :math:`\\lambda_F` was below ``1e-4`` (before that the iterate cannot
+      have converged to ``tol``; skipping the evaluation saves ~1/4 of the
+      work at small ``n``).  Stop
+      when it is :math:`\\le` ``tol``.  A quadratic-region step that does not
+      reduce it means the floating-point floor is reached (ill-conditioned
+      :math:`C`): return the best iterate if its error is :math:`\\le`
+      ``floor_tol``, or after ``_MAX_STALLS`` such steps, instead of burning
+      the remaining iterations.
     """
     n = b.size
     min_b = float(b.min())
-    y = b / math.sqrt(float(b @ (corr @ b)))
-    cy = corr @ y
+    y = b / math.sqrt(float(_dot(b, corr.dot(b))))
+    cy = corr.dot(y)
+    swept = False
+    for _ in range(_WARM_START_SWEEPS):
+        if not float(_min(cy)) > 0.0:  # a negative marginal risk: stop sweeping
+            break
+        y = np.sqrt(b * y / cy)  # scale-invariant map: no rescaling in between
+        cy = corr.dot(y)
+        swept = True
+    if swept:
+        scale = 1.0 / math.sqrt(float(_dot(y, cy)))
+        y *= scale
+        cy *= scale
     hessian = np.empty_like(corr)
     hessian_diag = hessian.reshape(-1)[:: n + 1]  # view on the diagonal
     error = math.inf
-    y_prev = y
+    y_best = y
+    stalls = 0
     lambda_scaled = math.inf
     full_step_taken = False
     for iteration in range(max_iter + 1):
-        if iteration == 0 or lambda_scaled < _CHECK_ERROR_BELOW:
+        if iteration in (0, max_iter) or lambda_scaled < _CHECK_ERROR_BELOW:
             ycy = y * cy
-            variance = float(ycy.sum())
-            new_error = float(np.abs(ycy - variance * b).max()) / variance
+            variance = float(_sum(ycy))
+            new_error = float(_max(np.abs(ycy - variance * b))) / variance
             if new_error <= tol:
                 return y, iteration, new_error
-            if full_step_taken and new_error >= error and error <= floor_tol:
-                # Round-off floor: a quadratically convergent step did not help.
-                return y_prev, iteration - 1, error
-            error = new_error
+            if new_error < error:
+                error, y_best, stalls = new_error, y, 0
+            elif full_step_taken:
+                # A quadratically convergent step did not help: round-off floor.
+                stalls += 1
+                if error <= floor_tol or stalls >= _MAX_STALLS:
+                    return y_best, iteration, error
         if iteration == max_iter:
             break
         b_over_y = b / y
@@ -430,23 +475,24 @@ def _solve_correlation_space(
         np.copyto(hessian, corr)
         np.add(b_over_y / y, 1.0, out=hessian_diag)  # C_ii = 1 exactly
         newton = _newton_system(hessian, gradient)  # Δ = -newton
-        decrement2 = float(gradient @ newton)  # λ_f² = g'H⁻¹g
+        decrement2 = float(_dot(gradient, newton))  # λ_f² = g'H⁻¹g
         lambda_scaled = math.sqrt(max(decrement2, 0.0) / min_b)
-        y_prev = y
         full_step_taken = lambda_scaled < _QUADRATIC_REGION
         if full_step_taken:
-            y = y - newton
-            if not float(y.min()) > 0.0:  # impossible in exact arithmetic
-                y = y_prev - newton / (1.0 + lambda_scaled)
-                full_step_taken = False
-        else:
-            y = y_prev - _line_search(corr, b, y_prev, cy, newton, decrement2, lambda_scaled) * newton
-        cy = corr @ y
-    if error == math.inf or lambda_scaled >= _CHECK_ERROR_BELOW:
-        ycy = y * cy
-        variance = float(ycy.sum())
-        error = float(np.abs(ycy - variance * b).max()) / variance
-    return y, max_iter, error
+            y_new = y - newton
+            if float(_min(y_new)) > 0.0:
+                y = y_new
+                cy = corr.dot(y)
+                continue
+            # Infeasible full step: impossible in exact arithmetic; damp it.
+            full_step_taken = False
+        y = y - _line_search(corr, b, y, cy, newton, decrement2, lambda_scaled) * newton
+        cy = corr.dot(y)
+        # Exact minimisation of f along the ray {s y}: s* = 1/sqrt(y'Cy).
+        scale = 1.0 / math.sqrt(float(_dot(y, cy)))
+        y *= scale
+        cy *= scale
+    return y_best, max_iter, error
 
 
 def _line_search(
@@ -458,16 +504,21 @@ def _line_search(
     decrement2: float,
     lambda_scaled: float,
 ) -> float:
-    """Step length ``t`` for ``y - t * newton`` far from the optimum (see above)."""
+    """Step length ``t`` for ``y - t * newton`` far from the optimum.
+
+    Fraction-to-the-boundary start ``min(1, 0.99 / max_i(newton_i / y_i))``,
+    Armijo backtracking by halving, floored at the self-concordant damped
+    step ``1 / (1 + lambda_scaled)`` (feasible and decreasing by theory).
+    """
     t_damped = 1.0 / (1.0 + lambda_scaled)
     t = 1.0
-    moving_down = newton > 0.0  # components with Δ_i < 0
-    if moving_down.any():
-        t = min(t, _FRACTION_TO_BOUNDARY * float((y[moving_down] / newton[moving_down]).min()))
-    f_y = 0.5 * float(y @ cy) - float(b @ np.log(y))
+    shrink = float(_max(newton / y))  # > 0 iff some y_i decreases
+    if shrink * t > _FRACTION_TO_BOUNDARY:
+        t = _FRACTION_TO_BOUNDARY / shrink
+    f_y = 0.5 * float(_dot(y, cy)) - float(_dot(b, np.log(y)))
     while t > t_damped:
         y_try = y - t * newton
-        f_try = 0.5 * float(y_try @ (corr @ y_try)) - float(b @ np.log(y_try))
+        f_try = 0.5 * float(_dot(y_try, corr.dot(y_try))) - float(_dot(b, np.log(y_try)))
         if f_try <= f_y - _ARMIJO_SLOPE * t * decrement2:
             return t
         t *= 0.5
@@ -490,7 +541,9 @@ def solve_equal_risk_contribution(
     and map back :math:`x = y / s`, :math:`w = x / \\sum_i x_i`.  Risk
     contributions are invariant under this change of variables
     (:math:`x_i(\\Sigma x)_i = y_i (C y)_i`).  Each iteration costs one
-    Cholesky solve, :math:`O(n^3/3)`; typically 4--8 iterations.
+    Cholesky solve, :math:`O(n^3/3)` flops: 3--5 iterations on realistic
+    (factor-model, positively correlated) inputs, up to ~20 when
+    :math:`\\kappa(\\Sigma) \\sim 10^8` (see ``benchmarks/bench_optimizer.py``).
 
     Parameters
     ----------
@@ -539,9 +592,9 @@ def solve_equal_risk_contribution(
     n = cov.shape[0]
     b = _validate_budget(risk_budget, n)
 
-    vols = np.sqrt(np.diag(cov))
-    corr = cov / np.outer(vols, vols)
-    corr.flat[:: n + 1] = 1.0
+    vols = np.sqrt(cov.diagonal())
+    corr = cov / (vols[:, None] * vols)
+    corr.reshape(-1)[:: n + 1] = 1.0  # exact unit diagonal (in-place view)
 
     accept = max(float(tol), _ROUNDOFF_ACCEPT)
     y, iterations, error = _solve_correlation_space(corr, b, float(tol), int(max_iter), accept)
@@ -561,7 +614,7 @@ def solve_equal_risk_contribution(
     rrc = w * sigma_w / variance
     return TargetWeights(
         weights=_freeze(w),
-        risk_budget=_freeze(b.copy()),
+        risk_budget=_freeze(b),
         risk_contributions=_freeze(rrc * sigma),
         relative_risk_contributions=_freeze(rrc),
         portfolio_volatility=sigma,

@@ -1,0 +1,90 @@
+"""Command line: ``keeper demo``, ``keeper run``, ``keeper build``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+
+from keeper.errors import KeeperError
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    parser = argparse.ArgumentParser(prog="keeper", description="Risk-parity vault keeper")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="replay real price history through the whole system on a local Anvil")
+    demo.add_argument("--data", type=Path, default=None, help="CSV of daily closes (date, then one column per asset)")
+    demo.add_argument("--assets", default=None, help="comma-separated symbols (default: every column)")
+    demo.add_argument("--start", type=_date, default=dt.date(2022, 1, 1), help="first replayed day (default 2022-01-01)")
+    demo.add_argument("--end", type=_date, default=dt.date(2022, 12, 31), help="last replayed day (default 2022-12-31)")
+    demo.add_argument("--full", action="store_true", help="replay the whole file (ignores --start/--end)")
+    demo.add_argument("--rebalance-every", type=int, default=1, help="days between keeper ticks (default 1)")
+    demo.add_argument("--half-life", type=float, default=30.0, help="EWMA half-life, days (default 30)")
+    demo.add_argument("--lookback", type=int, default=90, help="days of history per estimate (default 90)")
+    demo.add_argument("--drift-bps", type=float, default=300.0, help="rebalance when weights drift this far, bps")
+    demo.add_argument("--out", type=Path, default=Path("out"), help="directory for report.json/png and the journal")
+    demo.add_argument("--quiet", action="store_true")
+
+    run = sub.add_parser("run", help="run ticks on a schedule against a deployed vault")
+    run.add_argument("--config", type=Path, required=True, help="JSON or TOML keeper config")
+    run.add_argument("--once", action="store_true", help="run one tick and exit")
+
+    sub.add_parser("build", help="compile the contracts")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "demo":
+            from keeper.data import DEFAULT_PRICES_CSV
+            from keeper.demo import DemoOptions, run_demo
+
+            logging.getLogger("keeper").setLevel(logging.WARNING)
+            options = DemoOptions(
+                data=args.data or DEFAULT_PRICES_CSV,
+                symbols=[s.strip() for s in args.assets.split(",")] if args.assets else None,
+                start=None if args.full else args.start,
+                end=None if args.full else args.end,
+                rebalance_every_days=args.rebalance_every,
+                half_life_days=args.half_life,
+                lookback_days=args.lookback,
+                drift_threshold_bps=args.drift_bps,
+                out_dir=args.out,
+                quiet=args.quiet,
+            )
+            report = run_demo(options)
+            print(f"\nwrote {', '.join(report['files'])}")
+        elif args.command == "run":
+            from keeper.config import load_config
+            from keeper.runner import Keeper, run_forever
+
+            config = load_config(args.config)
+            keeper = Keeper(config)
+            if args.once:
+                report = keeper.run_once()
+                print(f"{report.status}: {report.reason or ''}")
+                return 0 if report.status != "error" else 1
+            run_forever(keeper, config.interval_seconds)
+        elif args.command == "build":
+            from keeper.build import main as build_main
+
+            build_main()
+    except KeeperError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Keeper configuration, validated once at start-up (pydantic) and passed explicitly.
+
+Loaded from a JSON or TOML file with :func:`load_config`. Units are in the field names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from keeper.errors import ConfigError
+
+
+class KeeperConfig(BaseModel):
+    """Everything a keeper needs to run against one vault.
+
+    The keeper's key comes from ``ape_account`` (an alias in ape's account store, unlocked with the
+    passphrase in ``APE_ACCOUNTS_<alias>_PASSPHRASE``) or from the environment variable named by
+    ``private_key_env``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rpc_url: str = Field(description="JSON-RPC endpoint of the chain")
+    vault_address: str = Field(description="RiskParityVault address")
+    quoter_address: str = Field(description="Uniswap V3 QuoterV2 address")
+    private_key_env: str = Field("KEEPER_PRIVATE_KEY", description="env var holding the keeper's hex key")
+    ape_account: str | None = Field(None, description="alias of an ape account to sign with instead")
+    interval_seconds: float = Field(3600.0, gt=0, description="seconds between scheduled ticks")
+    half_life_days: float = Field(30.0, gt=0, description="EWMA half-life of the covariance, days")
+    lookback_days: int = Field(180, ge=3, description="days of oracle history fed to the estimator")
+    min_observations: int = Field(30, ge=2, description="fewest daily returns the estimator accepts")
+    periods_per_year: int = Field(365, gt=0, description="annualisation factor of daily returns")
+    risk_budget: dict[str, float] | None = Field(
+        None, description="risk budget by token symbol (sums to 1); equal when omitted"
+    )
+    drift_threshold_bps: float = Field(300.0, ge=0, description="skip when max |w - w*| (NAV fractions) is below, bps")
+    cash_buffer_bps: float = Field(500.0, ge=0, lt=10_000, description="NAV kept in the base asset for withdrawals, bps")
+    slippage_budget_bps: float = Field(50.0, gt=0, lt=10_000, description="minAmountOut below oracle-fair output, bps")
+    min_trade_usd: float = Field(10.0, ge=0, description="legs smaller than this are dropped, USD")
+    max_oracle_age_seconds: int | None = Field(
+        None, gt=0, description="refuse answers older than this; the vault's heartbeat when omitted"
+    )
+    max_fee_per_gas_gwei: float = Field(200.0, gt=0, description="hard cap on maxFeePerGas, gwei")
+    max_priority_fee_per_gas_gwei: float = Field(2.0, ge=0, description="cap on the priority fee, gwei")
+    gas_limit_margin: float = Field(1.3, ge=1.0, description="gas limit = estimate × margin")
+    deadline_seconds: int = Field(600, gt=0, description="rebalance deadline after the latest block, seconds")
+    receipt_timeout_seconds: float = Field(180.0, gt=0, description="wait this long for a receipt, seconds")
+    journal_path: Path = Field(Path("keeper-journal.sqlite"), description="SQLite journal of every tick")
+
+    @field_validator("vault_address", "quoter_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not (value.startswith("0x") and len(value) == 42):
+            raise ValueError(f"not a 20-byte hex address: {value!r}")
+        int(value, 16)
+        return value
+
+    @model_validator(mode="after")
+    def _budget(self) -> "KeeperConfig":
+        if self.risk_budget is not None:
+            total = sum(self.risk_budget.values())
+            if any(v <= 0 for v in self.risk_budget.values()) or abs(total - 1.0) > 1e-9:
+                raise ValueError(f"risk_budget must be positive and sum to 1, got sum {total}")
+        if self.min_observations > self.lookback_days - 1:
+            raise ValueError(
+                f"min_observations ({self.min_observations}) needs lookback_days >= {self.min_observations + 1}"
+            )
+        return self
+
+    def private_key(self) -> str:
+        """The keeper's private key (hex).
+
+        Raises
+        ------
+        ConfigError
+            When neither an ape account nor the environment variable provides one.
+        """
+        if self.ape_account:
+            try:
+                from ape import accounts  # imported lazily: ape is slow to import
+
+                account = accounts.load(self.ape_account)
+                passphrase = os.environ.get(f"APE_ACCOUNTS_{self.ape_account}_PASSPHRASE")
+                if passphrase is None:
+                    raise ConfigError(
+                        f"set APE_ACCOUNTS_{self.ape_account}_PASSPHRASE to unlock ape account {self.ape_account!r}"
+                    )
+                from eth_account import Account
+
+                return Account.decrypt(account.keyfile, passphrase).hex()
+            except ConfigError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise ConfigError(f"cannot load ape account {self.ape_account!r}: {exc}") from exc
+        key = os.environ.get(self.private_key_env)
+        if not key:
+            raise ConfigError(
+                f"no keeper key: set the environment variable {self.private_key_env} or `ape_account` in the config"
+            )
+        return key
+
+
+def load_config(path: Path) -> KeeperConfig:
+    """Reads a JSON or TOML config file.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing, unparsable, or a value is invalid (the message lists each field).
+    """
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from exc
+    try:
+        return KeeperConfig(**data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid config {path}: {problems}") from exc

@@ -1,0 +1,210 @@
+"""``keeper demo``: real price history replayed through the whole system on a local Anvil.
+
+Starts Anvil at the first date of the window, deploys tokens, feeds, Uniswap V3 and the vault, has
+three depositors deposit, then replays each day: push the closes to the feeds as new rounds, let an
+arbitrageur move every pool to the oracle price with real swaps, process depositors' deposits and
+redemptions, and run the keeper's tick (every ``rebalance_every_days`` days). Ends with a report
+(:mod:`keeper.report`): text, PNG chart and JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from keeper.chain import ANVIL_KEYS, AnvilProcess, DevSender, connect, contract, dev_accounts, rpc
+from keeper.config import KeeperConfig
+from keeper.data import DEFAULT_PRICES_CSV, PriceTable, load_prices
+from keeper.deployment import BASE_DECIMALS, MAX_UINT256, Arbitrageur, deploy_system, price_to_answer
+from keeper.errors import ConfigError
+from keeper.journal import Journal
+from keeper.optimizer import relative_risk_contributions
+from keeper.report import DemoRecord, build_report
+from keeper.runner import Keeper
+
+SECONDS_PER_DAY = 86_400
+#: Depositors' first deposits, USD.
+INITIAL_DEPOSITS_USD = (400_000.0, 350_000.0, 250_000.0)
+
+
+@dataclass
+class DemoOptions:
+    """Parameters of a replay. Dates are inclusive; ``None`` means the file's bounds."""
+
+    data: Path = DEFAULT_PRICES_CSV
+    symbols: Sequence[str] | None = None
+    start: dt.date | None = dt.date(2022, 1, 1)
+    end: dt.date | None = dt.date(2022, 12, 31)
+    rebalance_every_days: int = 1
+    out_dir: Path = Path("out")
+    half_life_days: float = 30.0
+    lookback_days: int = 90
+    drift_threshold_bps: float = 300.0
+    cash_buffer_bps: float = 500.0
+    slippage_budget_bps: float = 50.0
+    pool_depth_usd: float = 50_000_000.0
+    flows_every_days: int = 30
+    quiet: bool = False
+    progress: Callable[[str], None] | None = field(default=None, repr=False)
+
+
+def run_demo(options: DemoOptions) -> dict:
+    """Runs the replay and writes ``report.json``, ``report.png`` and the journal into ``options.out_dir``.
+
+    Returns the report dictionary.
+
+    Raises
+    ------
+    ConfigError
+        Bad options or data (unknown asset, window too short for the estimator's warm-up).
+    """
+    say = options.progress or ((lambda s: None) if options.quiet else (lambda s: print(s, file=sys.stderr, flush=True)))
+    if options.rebalance_every_days < 1:
+        raise ConfigError("rebalance_every_days must be at least 1")
+    full = load_prices(options.data, options.symbols)
+    first = full.index_of(options.start) if options.start else 0
+    warmup = options.lookback_days + 1
+    if first < warmup:
+        if options.start is not None and first > 0:
+            say(f"note: only {first} days of history before {options.start}; the replay starts later to warm up")
+        first = warmup
+    last = len(full.dates) - 1
+    if options.end is not None:
+        last = int(np.searchsorted(np.array([d.toordinal() for d in full.dates]), options.end.toordinal(), "right")) - 1
+    if last - first < 2:
+        raise ConfigError(
+            f"window {options.start}..{options.end} leaves {max(last - first + 1, 0)} days after a "
+            f"{warmup}-day warm-up; choose a later start or a longer window"
+        )
+    table = full
+    symbols = table.symbols
+    begin = first - warmup
+    out = options.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    journal_path = out / "journal.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(journal_path) + suffix).unlink(missing_ok=True)
+
+    say(f"replaying {len(symbols)} assets {', '.join(symbols)} from {table.dates[first]} to {table.dates[last]} "
+        f"({last - first + 1} days, {warmup} warm-up days) from {options.data.name}")
+    t_start = time.perf_counter()
+    with AnvilProcess(timestamp=table.close_timestamp(begin) - 3600) as node:
+        w3 = connect(node.rpc_url)
+        accounts = dev_accounts()
+        deployer, keeper_addr, guardian, arb_addr = accounts[:4]
+        depositors = accounts[4:7]
+        tx = DevSender(w3)
+        deployment = deploy_system(
+            w3, deployer, keeper_addr, guardian, symbols, table.prices[begin], pool_depth_usd=options.pool_depth_usd
+        )
+        deployment.to_json(out / "deployment.json")
+        feeds = [contract(w3, "PushPriceFeed", a.feed) for a in deployment.assets]
+        vault = contract(w3, "RiskParityVault", deployment.vault)
+        base = contract(w3, "TestToken", deployment.base_asset)
+        arb = Arbitrageur(w3, deployment, arb_addr, deployer)
+
+        def set_time(ts: int) -> None:
+            rpc(w3, "evm_setNextBlockTimestamp", [ts])
+
+        # Warm-up: the feeds accumulate the history the estimator needs (no trading yet).
+        for t in range(begin + 1, first):
+            set_time(table.close_timestamp(t))
+            for feed, price in zip(feeds, table.prices[t]):
+                tx.transact(deployer, feed.functions.pushAnswer(price_to_answer(price)))
+        say(f"deployed and warmed up in {time.perf_counter() - t_start:.1f} s; vault {deployment.vault}")
+
+        for who, usd in zip(depositors, INITIAL_DEPOSITS_USD):
+            tx.transact(deployer, base.functions.mint(who, int(usd * 10**BASE_DECIMALS) * 10))
+            tx.transact(who, base.functions.approve(vault.address, MAX_UINT256))
+
+        config = KeeperConfig(
+            rpc_url=node.rpc_url,
+            vault_address=deployment.vault,
+            quoter_address=deployment.quoter,
+            half_life_days=options.half_life_days,
+            lookback_days=options.lookback_days,
+            min_observations=min(30, options.lookback_days - 1),
+            drift_threshold_bps=options.drift_threshold_bps,
+            cash_buffer_bps=options.cash_buffer_bps,
+            slippage_budget_bps=options.slippage_budget_bps,
+            journal_path=journal_path,
+        )
+        keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(journal_path))
+        record = DemoRecord(symbols=symbols)
+        one_share = 10 ** vault.functions.decimals().call()
+        t_replay = time.perf_counter()
+        n_days = last - first + 1
+        for step, t in enumerate(range(first, last + 1)):
+            ts = table.close_timestamp(t)
+            set_time(ts)
+            for feed, price in zip(feeds, table.prices[t]):
+                tx.transact(deployer, feed.functions.pushAnswer(price_to_answer(price)))
+            for asset, price in zip(deployment.assets, table.prices[t]):
+                arb.align(asset.token, price_to_answer(price))
+            flows = _depositor_flows(step, depositors, vault, tx, options.flows_every_days)
+            report = None
+            if step % options.rebalance_every_days == 0:
+                report = keeper.run_once()
+            tokens, balances = vault.functions.holdings().call()
+            nav = vault.functions.totalAssets().call()
+            record.add_day(
+                date=table.dates[t],
+                prices=table.prices[t],
+                nav=nav / 10**BASE_DECIMALS,
+                share_price=vault.functions.convertToAssets(one_share).call() / 10**BASE_DECIMALS,
+                weights=_weights(balances, table.prices[t], nav),
+                flows_usd=flows,
+            )
+            if report is not None:
+                post = None
+                if report.status == "rebalanced" and report.covariance is not None:
+                    w = _weights(balances, table.prices[t], nav)
+                    post = relative_risk_contributions(w / w.sum(), np.asarray(report.covariance)).tolist()
+                record.add_tick(table.dates[t], report, post)
+            if step % 30 == 0 or t == last:
+                elapsed = time.perf_counter() - t_replay
+                say(f"  {table.dates[t]}  day {step + 1:4d}/{n_days}  NAV ${nav / 1e6:,.0f}  "
+                    f"share {record.share_prices[-1]:.4f}  rebalances {record.rebalances}  "
+                    f"({(step + 1) / max(elapsed, 1e-9):.1f} days/s)")
+        replay_seconds = time.perf_counter() - t_replay
+    result = build_report(record, out, replay_seconds=replay_seconds, data_file=options.data)
+    say(result["text"])
+    return result
+
+
+def _weights(balances: Sequence[int], prices: np.ndarray, nav_base_units: int) -> np.ndarray:
+    """Fractions of NAV per risk asset (balances have 18 decimals; NAV has the base asset's 6)."""
+    values = np.array(balances[1:], dtype=np.float64) / 1e18 * prices
+    return values / (nav_base_units / 10**BASE_DECIMALS)
+
+
+def _depositor_flows(step: int, depositors: Sequence[str], vault, tx: DevSender, every: int) -> float:
+    """Depositors' activity on day ``step``: initial deposits, then every ``every`` days one deposit and
+    one redemption (of up to 20% of that depositor's shares, within ``maxRedeem``). Returns net USD in."""
+    net = 0.0
+    if step == 0:
+        for who, usd in zip(depositors, INITIAL_DEPOSITS_USD):
+            amount = int(usd * 10**BASE_DECIMALS)
+            tx.transact(who, vault.functions.deposit(amount, who))
+            net += usd
+        return net
+    if every <= 0 or step % every:
+        return 0.0
+    k = step // every
+    giver = depositors[k % len(depositors)]
+    taker = depositors[(k + 1) % len(depositors)]
+    amount = int(50_000 * 10**BASE_DECIMALS)
+    tx.transact(giver, vault.functions.deposit(amount, giver))
+    net += amount / 10**BASE_DECIMALS
+    shares = min(vault.functions.balanceOf(taker).call() // 5, vault.functions.maxRedeem(taker).call())
+    if shares > 0:
+        assets = vault.functions.previewRedeem(shares).call()
+        tx.transact(taker, vault.functions.redeem(shares, taker, taker))
+        net -= assets / 10**BASE_DECIMALS
+    return net

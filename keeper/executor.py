@@ -1,0 +1,206 @@
+"""Last stage of a tick: check a :class:`~keeper.planner.RebalancePlan` against QuoterV2, simulate the
+exact transaction with ``eth_call``, price it under the fee cap, sign, send and wait for the receipt.
+
+Refuses to send, raising a :class:`~keeper.errors.KeeperError`, when a quote is below a leg's
+``minAmountOut``, when the simulation reverts (a lost race for the epoch shows up here and costs no
+gas), or when gas is above the cap.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from eth_account import Account
+from eth_utils import event_abi_to_log_topic, to_checksum_address
+from web3 import Web3
+
+from keeper.chain import call_raw, contract, decode_revert, wait_for_receipt
+from keeper.errors import QuoteBelowBoundError, SimulationRevertedError, TransactionFailedError
+from keeper.gas import FeePolicy, Fees
+from keeper.planner import RebalancePlan
+
+BPS = 10_000
+
+
+@dataclass(frozen=True)
+class LegResult:
+    """What one leg did on chain. ``realised_slippage_bps`` = (1 − amountOut / oracleAmountOut) × 1e4."""
+
+    symbol: str
+    side: str
+    amount_in: int
+    amount_out: int
+    oracle_amount_out: int
+    realised_slippage_bps: float
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """A mined rebalance."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    effective_gas_price: int
+    nav_before: int
+    nav_after: int
+    legs: tuple[LegResult, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Executor:
+    """Guards and sends rebalances for one vault from one keeper key.
+
+    Parameters
+    ----------
+    w3 : Web3
+    vault_address, quoter_address : str
+    private_key : str
+        Hex key of an account holding ``KEEPER_ROLE``.
+    fee_policy : FeePolicy
+    gas_limit_margin : float
+        Gas limit = ``eth_estimateGas`` × margin (Uniswap gas varies with the block).
+    receipt_timeout_seconds : float
+    """
+
+    def __init__(
+        self,
+        w3: Web3,
+        vault_address: str,
+        quoter_address: str,
+        private_key: str,
+        fee_policy: FeePolicy,
+        gas_limit_margin: float = 1.3,
+        receipt_timeout_seconds: float = 180.0,
+    ) -> None:
+        self.w3 = w3
+        self.vault = contract(w3, "RiskParityVault", vault_address)
+        self.quoter = contract(w3, "QuoterV2", quoter_address)
+        self.account = Account.from_key(private_key)
+        self.fee_policy = fee_policy
+        self.gas_limit_margin = gas_limit_margin
+        self.receipt_timeout_seconds = receipt_timeout_seconds
+        self.chain_id = w3.eth.chain_id
+        self._pool_fees: dict[str, int] = {}
+        leg_event = next(e for e in self.vault.abi if e.get("type") == "event" and e["name"] == "LegExecuted")
+        self._leg_topic = "0x" + event_abi_to_log_topic(leg_event).hex()
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    def calldata(self, plan: RebalancePlan) -> str:
+        """ABI-encoded ``rebalance(legs, minNavAfter, expectedEpoch, deadline)``."""
+        return self.vault.encode_abi(
+            "rebalance",
+            [[leg.as_tuple() for leg in plan.legs], plan.min_nav_after, plan.expected_epoch, plan.deadline],
+        )
+
+    def quote(self, plan: RebalancePlan, pool_fees: dict[str, int]) -> tuple[int, ...]:
+        """QuoterV2 output of every leg (each leg trades its own pool, so quotes are independent).
+
+        Raises
+        ------
+        QuoteBelowBoundError
+            A quote is below the leg's ``minAmountOut``: the pool is off the oracle price or too shallow.
+        """
+        quotes = []
+        for leg in plan.legs:
+            risk = leg.token_out if leg.side == "buy" else leg.token_in
+            fn = self.quoter.functions.quoteExactInputSingle(
+                (leg.token_in, leg.token_out, leg.amount_in, pool_fees[risk], 0)
+            )
+            ok, data = call_raw(self.w3, {"to": self.quoter.address, "data": fn._encode_transaction_data()})
+            if not ok:
+                raise QuoteBelowBoundError(f"QuoterV2 reverted for the {leg.symbol} {leg.side} leg: {decode_revert(data)}")
+            amount_out = int.from_bytes(data[:32], "big")
+            if amount_out < leg.min_amount_out:
+                shortfall = (1 - amount_out / leg.oracle_amount_out) * BPS
+                raise QuoteBelowBoundError(
+                    f"{leg.symbol} {leg.side} leg quotes {amount_out} < minAmountOut {leg.min_amount_out} "
+                    f"({shortfall:.1f} bps below the oracle, budget {plan.slippage_bps} bps): the pool is off the "
+                    "oracle price or too shallow; skipping this tick"
+                )
+            quotes.append(amount_out)
+        return tuple(quotes)
+
+    def simulate(self, data: str, block: str = "latest") -> None:
+        """``eth_call`` of the exact transaction from the keeper's address.
+
+        Raises
+        ------
+        SimulationRevertedError
+            With the decoded custom error (e.g. ``EpochMismatch`` when another keeper already rebalanced).
+        """
+        ok, out = call_raw(self.w3, {"from": self.address, "to": self.vault.address, "data": data}, block)
+        if not ok:
+            reason = decode_revert(out)
+            raise SimulationRevertedError(
+                f"rebalance simulation reverted with {reason}; nothing was sent", 
+            ) from None
+
+    def send(self, plan: RebalancePlan, data: str | None = None) -> ExecutionResult:
+        """Simulates, prices, signs and sends ``plan``; waits for the receipt.
+
+        Raises
+        ------
+        SimulationRevertedError, GasPriceTooHighError
+            Before anything is sent.
+        TransactionFailedError
+            The transaction reverted on chain or no receipt arrived in time.
+        """
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        data = data or self.calldata(plan)
+        self.simulate(data)
+        timings["simulate"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        block = self.w3.eth.get_block("latest")
+        fees: Fees = self.fee_policy.fees(int(block["baseFeePerGas"]))
+        tx = {"from": self.address, "to": self.vault.address, "data": data}
+        gas = int(self.w3.eth.estimate_gas(tx) * self.gas_limit_margin)  # type: ignore[arg-type]
+        nonce = self.w3.eth.get_transaction_count(self.address, "pending")
+        signed = self.account.sign_transaction(
+            {
+                "type": 2,
+                "chainId": self.chain_id,
+                "nonce": nonce,
+                "to": to_checksum_address(self.vault.address),
+                "data": data,
+                "value": 0,
+                "gas": gas,
+                "maxFeePerGas": fees.max_fee_per_gas,
+                "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
+            }
+        )
+        tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = wait_for_receipt(self.w3, tx_hash, timeout_seconds=self.receipt_timeout_seconds)
+        timings["send"] = time.perf_counter() - t1
+        tx_hex = "0x" + bytes(tx_hash).hex()
+        if int(receipt["status"], 16) != 1:
+            raise TransactionFailedError(
+                f"rebalance {tx_hex} reverted on chain after a successful simulation (state changed in between); "
+                "the next tick re-plans from the new state"
+            )
+        legs = []
+        for log in receipt["logs"]:
+            if log["topics"][0] != self._leg_topic or log["address"].lower() != self.vault.address.lower():
+                continue
+            _epoch_unused = int(log["topics"][1], 16)
+            raw = bytes.fromhex(log["data"][2:])
+            index, amount_in, amount_out, oracle_out = (int.from_bytes(raw[i : i + 32], "big") for i in range(0, 128, 32))
+            leg = plan.legs[index]
+            slip = (1 - amount_out / oracle_out) * BPS if oracle_out else 0.0
+            legs.append(LegResult(leg.symbol, leg.side, amount_in, amount_out, oracle_out, slip))
+        nav_after = self.vault.functions.totalAssets().call(block_identifier=int(receipt["blockNumber"], 16))
+        return ExecutionResult(
+            tx_hash=tx_hex,
+            block_number=int(receipt["blockNumber"], 16),
+            gas_used=int(receipt["gasUsed"], 16),
+            effective_gas_price=int(receipt["effectiveGasPrice"], 16),
+            nav_before=plan.nav_before,
+            nav_after=nav_after,
+            legs=tuple(legs),
+            timings=timings,
+        )

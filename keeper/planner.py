@@ -1,0 +1,205 @@
+"""Trade planning: current holdings and target weights to the swap legs of one rebalance.
+
+Pure integer/array code: amounts are computed exactly as the vault computes them (floor division on
+the same fixed-point formula), so every ``minAmountOut`` passes the vault's oracle bound by
+construction.
+
+Value of ``amount`` of a risk token in base-asset units (the vault's ``_valueOf``)::
+
+    value = amount × answer × 10^base_decimals // 10^(token_decimals + feed_decimals)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from keeper.errors import ConfigError
+from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
+
+FloatArray = npt.NDArray[np.float64]
+BPS = 10_000
+
+
+@dataclass(frozen=True)
+class SwapLeg:
+    """One swap of a rebalance. Amounts in the tokens' smallest units; ``value`` in base-asset units."""
+
+    symbol: str
+    side: str  # "sell" (risk -> base) or "buy" (base -> risk)
+    token_in: str
+    token_out: str
+    amount_in: int
+    min_amount_out: int
+    oracle_amount_out: int
+    value: int
+
+    def as_tuple(self) -> tuple[str, str, int, int]:
+        """ABI tuple of the vault's ``SwapLeg`` struct."""
+        return (self.token_in, self.token_out, self.amount_in, self.min_amount_out)
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """Holdings valued at the oracle, base-asset units (exactly as the vault values them)."""
+
+    values: tuple[int, ...]
+    base_balance: int
+    nav: int
+
+    @property
+    def weights(self) -> FloatArray:
+        """Fractions of NAV per risk asset, shape (n_assets,)."""
+        return np.array(self.values, dtype=np.float64) / self.nav if self.nav else np.zeros(len(self.values))
+
+
+@dataclass(frozen=True)
+class RebalancePlan:
+    """A rebalance to send, or a decision not to (``legs`` empty and ``skip_reason`` set).
+
+    Attributes
+    ----------
+    current_weights, target_weights : ndarray of shape (n_assets,)
+        Fractions of NAV in each risk asset now and after the plan (the rest is the base asset).
+    drift_bps : float
+        max |current − target| over the risk assets and the cash sleeve, bps of NAV.
+    turnover_bps : float
+        Σ leg values over NAV, bps (the vault's definition).
+    min_nav_after : int
+        NAV floor passed to the vault: NAV before less each leg's slippage allowance, base units.
+    """
+
+    legs: tuple[SwapLeg, ...]
+    expected_epoch: int
+    deadline: int
+    nav_before: int
+    min_nav_after: int
+    current_weights: FloatArray
+    target_weights: FloatArray
+    drift_bps: float
+    turnover_bps: float
+    slippage_bps: int
+    skip_reason: str | None = None
+
+
+def value_of(amount: int, answer: int, info: RiskAssetInfo, base_decimals: int) -> int:
+    """Base-asset value of ``amount`` token units at feed ``answer`` (floor), as the vault computes it."""
+    return amount * answer * 10**base_decimals // 10 ** (info.token_decimals + info.feed_decimals)
+
+
+def amount_for_value(value: int, answer: int, info: RiskAssetInfo, base_decimals: int) -> int:
+    """Token units worth ``value`` base units at feed ``answer`` (floor), as the vault computes it."""
+    return value * 10 ** (info.token_decimals + info.feed_decimals) // (answer * 10**base_decimals)
+
+
+def value_holdings(snapshot: PriceSnapshot, state: VaultState, assets: Sequence[RiskAssetInfo]) -> Holdings:
+    """Values the vault's holdings at the snapshot's oracle answers."""
+    values = tuple(
+        value_of(b, a, info, state.base_decimals) for b, a, info in zip(state.balances, snapshot.answers, assets)
+    )
+    return Holdings(values=values, base_balance=state.base_balance, nav=state.base_balance + sum(values))
+
+
+def _min_out(oracle_out: int, slippage_bps: int) -> int:
+    # Rounded up, matching the vault's bound, so the leg never asks for less than the vault allows.
+    return -(-oracle_out * (BPS - slippage_bps) // BPS)
+
+
+def plan_rebalance(
+    snapshot: PriceSnapshot,
+    state: VaultState,
+    assets: Sequence[RiskAssetInfo],
+    target_weights: FloatArray,
+    *,
+    cash_buffer_bps: float,
+    slippage_budget_bps: float,
+    drift_threshold_bps: float,
+    min_trade_value: int,
+    deadline: int,
+) -> RebalancePlan:
+    """Plans the legs that move the vault from its holdings to ``target_weights``.
+
+    Targets: risk asset i is worth ``NAV × (1 − cash_buffer) × w_i``; the rest stays in the base asset
+    for withdrawals. Sells come first and fund the buys; buys are scaled down if the sells' guaranteed
+    proceeds (their ``minAmountOut``) plus the idle balance cannot pay for them; the whole plan is
+    scaled down if it would trade more than the vault's turnover cap. Legs worth less than
+    ``min_trade_value`` are dropped.
+
+    Parameters
+    ----------
+    target_weights : ndarray of shape (n_assets,)
+        Weights of the risky sleeve (sum to 1, long only), e.g. the ERC solution.
+    cash_buffer_bps, slippage_budget_bps, drift_threshold_bps : float
+        Basis points. The slippage budget is clamped to the vault's ``maxSlippageBps``.
+    min_trade_value : int
+        Base-asset units.
+    deadline : int
+        Unix seconds.
+
+    Raises
+    ------
+    ConfigError
+        Target weights of the wrong shape, negative, or not summing to 1.
+    """
+    n = len(assets)
+    w = np.asarray(target_weights, dtype=np.float64)
+    if w.shape != (n,) or np.any(w < -1e-12) or abs(w.sum() - 1.0) > 1e-6:
+        raise ConfigError(f"target weights must be {n} non-negative numbers summing to 1, got {w!r}")
+    holdings = value_holdings(snapshot, state, assets)
+    nav = holdings.nav
+    risky_fraction = 1.0 - cash_buffer_bps / BPS
+    target_nav_fraction = w * risky_fraction
+    current = holdings.weights
+    slippage = int(min(slippage_budget_bps, state.max_slippage_bps))
+
+    def skip(reason: str, drift: float = 0.0) -> RebalancePlan:
+        return RebalancePlan((), state.rebalance_epoch, deadline, nav, nav, current, target_nav_fraction,
+                             drift, 0.0, slippage, skip_reason=reason)
+
+    if nav == 0:
+        return skip("vault is empty")
+    cash_now = holdings.base_balance / nav
+    drift = float(max(np.max(np.abs(current - target_nav_fraction)), abs(cash_now - (1.0 - risky_fraction)))) * BPS
+    if drift < drift_threshold_bps:
+        return skip(f"drift {drift:.1f} bps below threshold {drift_threshold_bps:.1f} bps", drift)
+
+    deltas = [int(round(nav * t)) - v for t, v in zip(target_nav_fraction, holdings.values)]
+    # Scale the whole move down to respect the vault's turnover cap (with one bps of headroom for rounding).
+    gross = sum(abs(d) for d in deltas)
+    cap = (state.max_turnover_bps - 1) * nav // BPS
+    scale = min(1.0, cap / gross) if gross else 1.0
+
+    sells: list[SwapLeg] = []
+    buys_wanted: list[tuple[int, int]] = []
+    for i, (info, d) in enumerate(zip(assets, deltas)):
+        d = int(d * scale)
+        if -d >= max(min_trade_value, 1):
+            amount = min(amount_for_value(-d, snapshot.answers[i], info, state.base_decimals), state.balances[i])
+            oracle_out = value_of(amount, snapshot.answers[i], info, state.base_decimals)
+            if amount > 0 and oracle_out >= max(min_trade_value, 1):
+                sells.append(SwapLeg(info.symbol, "sell", info.token, state.base_asset, amount,
+                                     _min_out(oracle_out, slippage), oracle_out, oracle_out))
+        elif d >= max(min_trade_value, 1):
+            buys_wanted.append((i, d))
+
+    cash = holdings.base_balance + sum(leg.min_amount_out for leg in sells)
+    total_buys = sum(d for _, d in buys_wanted)
+    fund = min(1.0, cash / total_buys) if total_buys else 1.0
+    buys: list[SwapLeg] = []
+    for i, d in buys_wanted:
+        info = assets[i]
+        spend = int(d * fund)
+        oracle_out = amount_for_value(spend, snapshot.answers[i], info, state.base_decimals)
+        if spend >= max(min_trade_value, 1) and oracle_out > 0:
+            buys.append(SwapLeg(info.symbol, "buy", state.base_asset, info.token, spend,
+                                _min_out(oracle_out, slippage), oracle_out, spend))
+    legs = tuple(sells + buys)
+    if not legs:
+        return skip(f"drift {drift:.1f} bps but every leg is below the minimum trade", drift)
+    allowance = sum(-(-leg.value * slippage // BPS) + 1 for leg in legs)
+    turnover = sum(leg.value for leg in legs) * BPS / nav
+    return RebalancePlan(legs, state.rebalance_epoch, deadline, nav, max(nav - allowance, 0), current,
+                         target_nav_fraction, drift, turnover, slippage)
