@@ -8,14 +8,12 @@ middleware costs extra ``eth_chainId`` round trips per call); transactions are b
 from __future__ import annotations
 
 import glob
-import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 from eth_abi import decode as abi_decode
@@ -289,7 +287,14 @@ class DevSender:
             raise TransactionFailedError(f"transaction from {sender} to {to} refused: {detail}")
         receipt = wait_for_receipt(self.w3, response["result"])
         if int(receipt["status"], 16) != 1:
-            raise TransactionFailedError(f"transaction {response['result']} reverted on chain (to {to})")
+            # Replay as a call on the resulting state to recover the revert reason for the message.
+            call = {k: v for k, v in tx.items() if k != "gas"}
+            try:
+                ok, out = call_raw(self.w3, call)
+                detail = "" if ok else f": {decode_revert(out)}"
+            except RuntimeError:
+                detail = ""
+            raise TransactionFailedError(f"transaction {response['result']} reverted on chain (to {to}){detail}")
         return receipt
 
     def transact(self, sender: str, fn: Any, value: int = 0, gas: int | None = None) -> Any:
@@ -311,10 +316,6 @@ def dev_accounts() -> list[str]:
     return [Account.from_key(k).address for k in ANVIL_KEYS]
 
 
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}
-
-
 __all__ = [
     "ANVIL_KEYS",
     "AnvilProcess",
@@ -328,5 +329,4 @@ __all__ = [
     "dev_accounts",
     "rpc",
     "wait_for_receipt",
-    "Path",
 ]
