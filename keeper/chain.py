@@ -275,6 +275,11 @@ class DevSender:
         tx: dict[str, Any] = {"from": sender, "data": data_hex, "value": hex(value)}
         if to is not None:
             tx["to"] = to
+        if gas is None:
+            # Anvil's own estimate can fall short on Uniswap swaps (gas depends on the block): add a margin.
+            estimate = self.w3.provider.make_request("eth_estimateGas", [tx])  # type: ignore[arg-type]
+            if "result" in estimate:
+                gas = int(estimate["result"], 16) * 13 // 10 + 20_000
         if gas is not None:
             tx["gas"] = hex(gas)
         response = self.w3.provider.make_request("eth_sendTransaction", [tx])  # type: ignore[arg-type]

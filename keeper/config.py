@@ -41,6 +41,9 @@ class KeeperConfig(BaseModel):
     drift_threshold_bps: float = Field(300.0, ge=0, description="skip when max |w - w*| (NAV fractions) is below, bps")
     cash_buffer_bps: float = Field(500.0, ge=0, lt=10_000, description="NAV kept in the base asset for withdrawals, bps")
     slippage_budget_bps: float = Field(50.0, gt=0, lt=10_000, description="minAmountOut below oracle-fair output, bps")
+    max_step_halvings: int = Field(
+        2, ge=0, le=10, description="when quotes miss the slippage budget, halve the step this many times"
+    )
     min_trade_usd: float = Field(10.0, ge=0, description="legs smaller than this are dropped, USD")
     max_oracle_age_seconds: int | None = Field(
         None, gt=0, description="refuse answers older than this; the vault's heartbeat when omitted"
@@ -121,6 +124,8 @@ def load_config(path: Path) -> KeeperConfig:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must hold a table/object of settings, got {type(data).__name__}")
     try:
         return KeeperConfig(**data)
     except ValidationError as exc:

@@ -53,7 +53,7 @@ _LN2 = math.log(2.0)
 _DEFAULT_MAX_CONDITION_NUMBER = 1e10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: identity equality, no ambiguous ==
 class CovarianceEstimate:
     """An annualised covariance estimate and its diagnostics.
 

@@ -21,16 +21,22 @@ CREATE TABLE IF NOT EXISTS ticks (
     epoch INTEGER,
     tx_hash TEXT,
     gas_used INTEGER,
-    effective_gas_price INTEGER,
-    nav_before INTEGER,
-    nav_after INTEGER,
+    effective_gas_price TEXT,
+    nav_before TEXT,
+    nav_after TEXT,
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ticks_status ON ticks(status);
 """
 
 
+#: Token amounts and wei can exceed SQLite's 64-bit integers: they are stored as decimal text.
+_BIG_INT_COLUMNS = {"effective_gas_price", "nav_before", "nav_after"}
+
+
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, (np.floating, np.integer)):
@@ -64,7 +70,8 @@ class Journal:
         """Appends a tick; ``fields`` matching a column go there, everything goes into ``detail`` (JSON)."""
         columns = {"block_number", "block_timestamp", "epoch", "tx_hash", "gas_used", "effective_gas_price",
                    "nav_before", "nav_after"}
-        row = {k: _jsonable(v) for k, v in fields.items() if k in columns}
+        row = {k: (str(v) if k in _BIG_INT_COLUMNS and v is not None else _jsonable(v))
+               for k, v in fields.items() if k in columns}
         detail = json.dumps(_jsonable(fields), default=str)
         with self.conn:
             cur = self.conn.execute(
@@ -77,13 +84,16 @@ class Journal:
     def ticks(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Recorded ticks, oldest first, with ``detail`` decoded."""
         query = "SELECT * FROM ticks" + (" WHERE status = ?" if status else "") + " ORDER BY id"
-        if limit:
+        if limit is not None:
             query = f"SELECT * FROM ({query} DESC LIMIT {int(limit)}) ORDER BY id"
         cur = self.conn.execute(query, (status,) if status else ())
         names = [d[0] for d in cur.description]
         rows = [dict(zip(names, r)) for r in cur.fetchall()]
         for row in rows:
             row["detail"] = json.loads(row["detail"])
+            for key in _BIG_INT_COLUMNS:
+                if row[key] is not None:
+                    row[key] = int(row[key])
         return rows
 
     def close(self) -> None:

@@ -91,8 +91,12 @@ _CHECK_ERROR_BELOW = 1e-4
 _WARM_START_SWEEPS = 2
 # Checked quadratic-region steps without improvement before giving up.
 _MAX_STALLS = 3
-# Budget error accepted when round-off stalls Newton before ``tol`` is met.
+# Budget error always accepted when round-off stalls Newton before ``tol``.
 _ROUNDOFF_ACCEPT = 1e-9
+# Upper cap on the conditioning-dependent round-off acceptance (see
+# ``_rounding_floor``): never return an error above this silently.
+_ROUNDOFF_ACCEPT_CAP = 1e-7
+_UNIT_ROUNDOFF = float(np.finfo(np.float64).eps) / 2.0
 
 
 # --------------------------------------------------------------------------- #
@@ -243,7 +247,7 @@ def relative_risk_contributions(
 # --------------------------------------------------------------------------- #
 # Result type
 # --------------------------------------------------------------------------- #
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: identity equality, no ambiguous ==
 class TargetWeights:
     """Risk-budgeting solution and its diagnostics (arrays are read-only).
 
@@ -362,9 +366,26 @@ def _newton_system(hessian: FloatArray, gradient: FloatArray) -> FloatArray:
     return np.linalg.solve(hessian, gradient)
 
 
+def _rounding_floor(corr: FloatArray, y: FloatArray) -> float:
+    """First-order bound on the rounding error of :math:`\\max_i|RRC_i - b_i|`.
+
+    Evaluating :math:`(Cy)_i` in floating point commits an error of at most
+    :math:`n u (|C| y)_i` (:math:`u = 2^{-53}`, :math:`y > 0`), so
+    :math:`RRC_i = y_i (Cy)_i / y^\\top C y` is only known to within
+
+    .. math:: \\epsilon = n u \\max_i y_i (|C| y)_i \\,/\\, y^\\top C y .
+
+    It is large when risk contributions cancel (long-only weights near an
+    eigenvector of a tiny eigenvalue, :math:`\\epsilon \\sim n u \\kappa`):
+    no float64 iterate can then be certified more accurately.
+    """
+    variance = float(_dot(y, corr.dot(y)))
+    return y.size * _UNIT_ROUNDOFF * float(_max(y * np.abs(corr).dot(y))) / variance
+
+
 def _solve_correlation_space(
     corr: FloatArray, b: FloatArray, tol: float, max_iter: int, floor_tol: float
-) -> tuple[FloatArray, int, float]:
+) -> tuple[FloatArray, int, float, float]:
     """Minimise :math:`\\tfrac12 y^\\top C y - b^\\top \\ln y` by damped Newton.
 
     Parameters
@@ -378,7 +399,9 @@ def _solve_correlation_space(
     max_iter : int
         Maximum number of Newton steps.
     floor_tol : float
-        Error accepted (``>= tol``) once round-off stalls the iteration.
+        Error always accepted (``>= tol``) once round-off stalls the
+        iteration; raised to :func:`_rounding_floor` (capped at ``1e-7``) if
+        that is larger.
 
     Returns
     -------
@@ -388,6 +411,9 @@ def _solve_correlation_space(
         Newton steps taken.
     error : float
         :math:`\\max_i |RRC_i(y) - b_i|` at ``y``.
+    accept : float
+        The error the caller should accept: ``tol`` unless round-off stalled
+        the iteration, then the (possibly raised) ``floor_tol``.
 
     Notes
     -----
@@ -428,9 +454,9 @@ def _solve_correlation_space(
       work at small ``n``).  Stop
       when it is :math:`\\le` ``tol``.  A quadratic-region step that does not
       reduce it means the floating-point floor is reached (ill-conditioned
-      :math:`C`): return the best iterate if its error is :math:`\\le`
-      ``floor_tol``, or after ``_MAX_STALLS`` such steps, instead of burning
-      the remaining iterations.
+      :math:`C`): return the best iterate if its error is within the
+      acceptance floor, or after ``_MAX_STALLS`` such steps, instead of
+      burning the remaining iterations.
     """
     n = b.size
     min_b = float(b.min())
@@ -460,14 +486,18 @@ def _solve_correlation_space(
             variance = float(_sum(ycy))
             new_error = float(_max(np.abs(ycy - variance * b))) / variance
             if new_error <= tol:
-                return y, iteration, new_error
+                return y, iteration, new_error, tol
             if new_error < error:
                 error, y_best, stalls = new_error, y, 0
             elif full_step_taken:
                 # A quadratically convergent step did not help: round-off floor.
                 stalls += 1
+                if stalls == 1:
+                    floor_tol = max(
+                        floor_tol, min(_ROUNDOFF_ACCEPT_CAP, _rounding_floor(corr, y_best))
+                    )
                 if error <= floor_tol or stalls >= _MAX_STALLS:
-                    return y_best, iteration, error
+                    return y_best, iteration, error, floor_tol
         if iteration == max_iter:
             break
         b_over_y = b / y
@@ -492,7 +522,7 @@ def _solve_correlation_space(
         scale = 1.0 / math.sqrt(float(_dot(y, cy)))
         y *= scale
         cy *= scale
-    return y_best, max_iter, error
+    return y_best, max_iter, error, floor_tol
 
 
 def _line_search(
@@ -555,9 +585,13 @@ def solve_equal_risk_contribution(
         Budget :math:`b`, finite, :math:`b_i > 0`, summing to 1 within
         ``1e-9`` (then normalised exactly).  Default: equal, :math:`b_i = 1/n`.
     tol : float, default 1e-12
-        Target :math:`\\max_i |RRC_i - b_i|`.  If the floating-point floor is
-        reached before ``tol`` (very ill-conditioned :math:`\\Sigma`), the
-        result is accepted when its error is at most ``max(tol, 1e-9)``.
+        Target :math:`\\max_i |RRC_i - b_i|`.  If round-off stalls Newton
+        before ``tol`` (ill-conditioned :math:`\\Sigma`), the result is
+        accepted when its error is at most ``max(tol, 1e-9, eps_eval)``, where
+        ``eps_eval`` (capped at ``1e-7``) bounds the rounding error of
+        evaluating the risk contributions themselves, :math:`\\sim n u
+        \\kappa`: at :math:`\\kappa(\\Sigma) = 10^8` expect errors of a few
+        ``1e-9``.
     max_iter : int, default 100
         Maximum number of Newton iterations.
 
@@ -578,7 +612,10 @@ def solve_equal_risk_contribution(
         NaN or infinite entry (NaN in the *budget* raises ``ConfigError``),
         or does not sum to 1; or if ``tol <= 0`` or ``max_iter < 1``.
     SolverDidNotConvergeError
-        If the budget error is not reached within ``max_iter`` iterations.
+        If ``tol`` is not reached within ``max_iter`` iterations and the
+        achieved error is above the round-off acceptance described under
+        ``tol`` (in practice: :math:`\\kappa(\\Sigma) \\gtrsim 10^{11}`); the
+        message names the achieved error.
 
     References
     ----------
@@ -596,14 +633,17 @@ def solve_equal_risk_contribution(
     corr = cov / (vols[:, None] * vols)
     corr.reshape(-1)[:: n + 1] = 1.0  # exact unit diagonal (in-place view)
 
-    accept = max(float(tol), _ROUNDOFF_ACCEPT)
-    y, iterations, error = _solve_correlation_space(corr, b, float(tol), int(max_iter), accept)
-    if not error <= accept:
+    floor_tol = max(float(tol), _ROUNDOFF_ACCEPT)
+    y, iterations, error, accept = _solve_correlation_space(
+        corr, b, float(tol), int(max_iter), floor_tol
+    )
+    if not error <= max(accept, floor_tol):
         raise SolverDidNotConvergeError(
             f"risk-budgeting Newton solver reached max |RRC - b| = {error:.3e} after "
             f"{iterations} iteration(s); the tolerance is {tol:.1e} (accepted up to "
-            f"{accept:.1e}) with max_iter={max_iter}. Increase max_iter or tol, or "
-            "check the covariance conditioning (shrink it or drop collinear assets)."
+            f"{max(accept, floor_tol):.1e} at the round-off floor) with "
+            f"max_iter={max_iter}. Increase max_iter or tol, or improve the "
+            "covariance conditioning (shrink it or drop collinear assets)."
         )
 
     x = y / vols

@@ -119,6 +119,7 @@ def plan_rebalance(
     drift_threshold_bps: float,
     min_trade_value: int,
     deadline: int,
+    fraction: float = 1.0,
 ) -> RebalancePlan:
     """Plans the legs that move the vault from its holdings to ``target_weights``.
 
@@ -138,6 +139,9 @@ def plan_rebalance(
         Base-asset units.
     deadline : int
         Unix seconds.
+    fraction : float
+        Share of the move to make, in (0, 1]: a partial step toward the targets (used when the pools
+        cannot absorb the whole move within the slippage budget).
 
     Raises
     ------
@@ -146,7 +150,7 @@ def plan_rebalance(
     """
     n = len(assets)
     w = np.asarray(target_weights, dtype=np.float64)
-    if w.shape != (n,) or np.any(w < -1e-12) or abs(w.sum() - 1.0) > 1e-6:
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < -1e-12) or abs(w.sum() - 1.0) > 1e-6:
         raise ConfigError(f"target weights must be {n} non-negative numbers summing to 1, got {w!r}")
     holdings = value_holdings(snapshot, state, assets)
     nav = holdings.nav
@@ -169,8 +173,12 @@ def plan_rebalance(
     deltas = [int(round(nav * t)) - v for t, v in zip(target_nav_fraction, holdings.values)]
     # Scale the whole move down to respect the vault's turnover cap (with one bps of headroom for rounding).
     gross = sum(abs(d) for d in deltas)
-    cap = (state.max_turnover_bps - 1) * nav // BPS
-    scale = min(1.0, cap / gross) if gross else 1.0
+    cap = max(state.max_turnover_bps - 1, 0) * nav // BPS
+    if cap == 0:
+        return skip(f"the vault's turnover cap ({state.max_turnover_bps} bps) allows no trade", drift)
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
+    scale = min(fraction, cap / gross) if gross else fraction
 
     sells: list[SwapLeg] = []
     buys_wanted: list[tuple[int, int]] = []
@@ -187,11 +195,11 @@ def plan_rebalance(
 
     cash = holdings.base_balance + sum(leg.min_amount_out for leg in sells)
     total_buys = sum(d for _, d in buys_wanted)
-    fund = min(1.0, cash / total_buys) if total_buys else 1.0
     buys: list[SwapLeg] = []
     for i, d in buys_wanted:
         info = assets[i]
-        spend = int(d * fund)
+        # Integer pro-rata scaling: the buys never spend more than the guaranteed cash (no float rounding).
+        spend = d if total_buys <= cash else d * cash // total_buys
         oracle_out = amount_for_value(spend, snapshot.answers[i], info, state.base_decimals)
         if spend >= max(min_trade_value, 1) and oracle_out > 0:
             buys.append(SwapLeg(info.symbol, "buy", state.base_asset, info.token, spend,

@@ -19,7 +19,7 @@ from web3 import Web3
 
 from keeper.chain import connect
 from keeper.config import KeeperConfig
-from keeper.errors import KeeperError
+from keeper.errors import KeeperError, QuoteBelowBoundError
 from keeper.estimation import ewma_covariance, simple_returns
 from keeper.executor import ExecutionResult, Executor
 from keeper.gas import FeePolicy
@@ -136,17 +136,14 @@ class Keeper:
             min_observations=cfg.min_observations,
         )
         target = solve_equal_risk_contribution(estimate.covariance, self.risk_budget)
-        plan = plan_rebalance(
-            snapshot,
-            state,
-            self.reader.assets,
-            target.weights,
+        plan_args = dict(
             cash_buffer_bps=cfg.cash_buffer_bps,
             slippage_budget_bps=cfg.slippage_budget_bps,
             drift_threshold_bps=cfg.drift_threshold_bps,
             min_trade_value=int(cfg.min_trade_usd * 10**state.base_decimals),
             deadline=snapshot.block_timestamp + cfg.deadline_seconds,
         )
+        plan = plan_rebalance(snapshot, state, self.reader.assets, target.weights, **plan_args)
         held = np.asarray(plan.current_weights)
         context.update(
             target_weights=target.weights.tolist(),
@@ -162,8 +159,23 @@ class Keeper:
         if plan.skip_reason:
             return TickReport(status="skipped", reason=plan.skip_reason, timings=timings, **context)
 
+        # Quote every leg; when a pool cannot absorb the whole move within the slippage budget, take a
+        # smaller step toward the targets (halving up to `max_step_halvings` times) rather than none.
         t = time.perf_counter()
-        self.executor.quote(plan, {a.token: a.pool_fee for a in self.reader.assets})
+        pool_fees = {a.token: a.pool_fee for a in self.reader.assets}
+        fraction = 1.0
+        for attempt in range(cfg.max_step_halvings + 1):
+            try:
+                self.executor.quote(plan, pool_fees)
+                break
+            except QuoteBelowBoundError:
+                if attempt == cfg.max_step_halvings:
+                    raise
+                fraction /= 2
+                plan = plan_rebalance(snapshot, state, self.reader.assets, target.weights, fraction=fraction, **plan_args)
+                if plan.skip_reason:
+                    raise
+        context.update(plan=plan)
         timings["quote"] = time.perf_counter() - t
         execution = self.executor.send(plan)
         timings.update(execution.timings)

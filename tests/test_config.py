@@ -1,0 +1,150 @@
+"""Unit tests of keeper.config: loading and validating a keeper configuration file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from keeper.config import KeeperConfig, load_config
+from keeper.errors import ConfigError
+
+VAULT = "0x" + "1234567890abcdef" * 2 + "12345678"
+QUOTER = "0x" + "AbCdEf0123456789" * 2 + "abcdef01"
+
+
+def minimal(**extra):
+    return {"rpc_url": "http://127.0.0.1:8545", "vault_address": VAULT, "quoter_address": QUOTER, **extra}
+
+
+def write_json(tmp_path: Path, data, name="keeper.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_addresses_are_well_formed_fixtures():
+    assert len(VAULT) == len(QUOTER) == 42
+
+
+def test_load_json(tmp_path):
+    path = write_json(tmp_path, minimal(lookback_days=90, min_observations=40, risk_budget={"WETH": 0.25, "WBTC": 0.75},
+                                        journal_path=str(tmp_path / "j.sqlite")))
+    cfg = load_config(path)
+    assert isinstance(cfg, KeeperConfig)
+    assert cfg.vault_address == VAULT and cfg.quoter_address == QUOTER
+    assert cfg.lookback_days == 90 and cfg.min_observations == 40
+    assert cfg.risk_budget == {"WETH": 0.25, "WBTC": 0.75}
+    assert cfg.journal_path == tmp_path / "j.sqlite"
+    # omitted fields take their documented defaults
+    assert cfg.slippage_budget_bps == KeeperConfig.model_fields["slippage_budget_bps"].default
+    assert cfg.private_key_env == "KEEPER_PRIVATE_KEY"
+
+
+def test_load_toml(tmp_path):
+    path = tmp_path / "keeper.toml"
+    path.write_text(
+        f'rpc_url = "http://localhost:8545"\n'
+        f'vault_address = "{VAULT}"\n'
+        f'quoter_address = "{QUOTER}"\n'
+        "interval_seconds = 900.0\n"
+        "cash_buffer_bps = 250\n"
+        "\n[risk_budget]\nWETH = 0.5\nWBTC = 0.5\n"
+    )
+    cfg = load_config(path)
+    assert cfg.rpc_url == "http://localhost:8545"
+    assert cfg.interval_seconds == 900.0
+    assert cfg.cash_buffer_bps == 250.0
+    assert cfg.risk_budget == {"WETH": 0.5, "WBTC": 0.5}
+
+
+def test_json_and_toml_with_the_same_values_give_the_same_config(tmp_path):
+    data = minimal(drift_threshold_bps=150.0, deadline_seconds=300)
+    toml = tmp_path / "same.toml"
+    toml.write_text("\n".join(f"{k} = {json.dumps(v)}" for k, v in data.items()) + "\n")
+    assert load_config(write_json(tmp_path, data)) == load_config(toml)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        pytest.param({"slipage_budget_bps": 10}, "slipage_budget_bps", id="unknown-key"),
+        pytest.param({"vault_address": "0x1234"}, "vault_address", id="short-address"),
+        pytest.param({"quoter_address": "0x" + "zz" * 20}, "quoter_address", id="non-hex-address"),
+        pytest.param({"vault_address": "12" * 21}, "vault_address", id="no-0x-address"),
+        pytest.param({"risk_budget": {"WETH": 0.5, "WBTC": 0.4}}, "risk_budget", id="budget-sum-0.9"),
+        pytest.param({"risk_budget": {"WETH": 1.5, "WBTC": -0.5}}, "risk_budget", id="budget-negative"),
+        pytest.param({"lookback_days": 30, "min_observations": 30}, "min_observations", id="observations>lookback-1"),
+        pytest.param({"cash_buffer_bps": 10_000}, "cash_buffer_bps", id="buffer-100%"),
+        pytest.param({"slippage_budget_bps": 0}, "slippage_budget_bps", id="zero-slippage"),
+        pytest.param({"interval_seconds": -1}, "interval_seconds", id="negative-interval"),
+        pytest.param({"lookback_days": "many"}, "lookback_days", id="not-an-int"),
+    ],
+)
+def test_invalid_values_raise_config_error_naming_the_field(tmp_path, overrides, field):
+    path = write_json(tmp_path, minimal(**overrides))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert field in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_min_observations_fits_lookback_at_the_boundary(tmp_path):
+    assert load_config(write_json(tmp_path, minimal(lookback_days=31, min_observations=30))).min_observations == 30
+
+
+def test_missing_required_field_is_named(tmp_path):
+    data = minimal()
+    del data["rpc_url"]
+    with pytest.raises(ConfigError, match="rpc_url"):
+        load_config(write_json(tmp_path, data))
+
+
+def test_invalid_json_raises_config_error(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"rpc_url": "http://x", ')
+    with pytest.raises(ConfigError, match="not valid JSON") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_invalid_toml_raises_config_error(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("rpc_url = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_json_that_is_not_an_object_raises_config_error(tmp_path):
+    with pytest.raises(ConfigError):
+        load_config(write_json(tmp_path, [minimal()]))
+
+
+def test_missing_file_raises_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.json")
+
+
+def test_config_is_frozen(tmp_path):
+    cfg = load_config(write_json(tmp_path, minimal()))
+    with pytest.raises(Exception):
+        cfg.rpc_url = "http://elsewhere"  # type: ignore[misc]
+    assert cfg.rpc_url == "http://127.0.0.1:8545"
+
+
+def test_private_key_from_the_named_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_KEEPER_KEY_FOR_CONFIG", "0x" + "ab" * 32)
+    cfg = load_config(write_json(tmp_path, minimal(private_key_env="TEST_KEEPER_KEY_FOR_CONFIG")))
+    assert cfg.private_key() == "0x" + "ab" * 32
+
+
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_missing_private_key_raises_config_error_naming_the_variable(tmp_path, monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("TEST_KEEPER_KEY_MISSING", raising=False)
+    else:
+        monkeypatch.setenv("TEST_KEEPER_KEY_MISSING", value)
+    cfg = load_config(write_json(tmp_path, minimal(private_key_env="TEST_KEEPER_KEY_MISSING")))
+    with pytest.raises(ConfigError, match="TEST_KEEPER_KEY_MISSING"):
+        cfg.private_key()
