@@ -28,9 +28,8 @@ day, as ``keeper demo`` does. Three sections:
    the replay loop's wall time split into feed pushes, arbitrage, depositor flows, keeper ticks (and
    those by timing key) and the rest (the demo's own per-day reads and bookkeeping).
 
-``deploy_system`` is called with explicit gas limits on its transactions (see :func:`deploy`): with the
-node's own estimates it fails about one run in three. That and the timers of section 3 are patches of
-module attributes inside this process only; no file of the package is changed.
+The timers of section 3 patch module attributes of ``keeper.demo`` inside this process only (restored
+afterwards); no file of the package is changed.
 
 No assertion is made on any time. Times are wall-clock (``time.perf_counter``).
 """
@@ -59,7 +58,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import web3  # noqa: E402
 
 import keeper.demo as demo_mod  # noqa: E402
-import keeper.deployment as deployment_mod  # noqa: E402
 from keeper.chain import (  # noqa: E402
     ANVIL_KEYS,
     AnvilProcess,
@@ -145,29 +143,6 @@ def section(title: str) -> None:
     print("=" * len(title))
 
 
-class _GasLimitedSender(DevSender):
-    """A ``DevSender`` that sends with an explicit gas limit instead of the node's estimate."""
-
-    def send(self, sender: str, to: str | None, data: bytes | str, value: int = 0, gas: int | None = None) -> Any:
-        return super().send(sender, to, data, value=value, gas=GAS_LIMIT if gas is None else gas)
-
-
-def deploy(*args: Any, **kwargs: Any) -> Any:
-    """``deploy_system`` with explicit gas limits on its transactions.
-
-    Work-around, local to this benchmark: ``deploy_system`` sends through ``DevSender`` with no gas limit,
-    so Anvil estimates one; the position manager's ``mint`` right after a pool's initialisation is
-    estimated without the pool's oracle-observation write and runs out of gas whenever it is mined one
-    second later than the pool was initialised (about one deployment in three).
-    """
-    original = deployment_mod.DevSender
-    deployment_mod.DevSender = _GasLimitedSender
-    try:
-        return deploy_system(*args, **kwargs)
-    finally:
-        deployment_mod.DevSender = original
-
-
 def push_day(tx: DevSender, deployer: str, feeds: Sequence[Any], prices: Sequence[float]) -> None:
     for feed, price in zip(feeds, prices):
         tx.transact(deployer, feed.functions.pushAnswer(price_to_answer(price)))
@@ -188,7 +163,7 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
         accounts = dev_accounts()
         deployer, keeper_addr, guardian, arb_addr, depositor = accounts[:5]
         tx = DevSender(w3)
-        deployment = deploy(w3, deployer, keeper_addr, guardian, prices.symbols, prices.prices[begin])
+        deployment = deploy_system(w3, deployer, keeper_addr, guardian, prices.symbols, prices.prices[begin])
         feeds = [contract(w3, "PushPriceFeed", a.feed) for a in deployment.assets]
         vault = contract(w3, "RiskParityVault", deployment.vault)
         base = contract(w3, "TestToken", deployment.base_asset)
@@ -270,7 +245,7 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
     rows.append(["JSON-RPC requests", rpc_counts[0], f"{np.median(counts):.0f}",
                  f"{np.percentile(counts, 90):.0f}", min(counts), max(counts)])
     gas = [r.execution.gas_used for r in st]
-    rows.append(["gas used", cold_tick.execution.gas_used if cold_tick.execution else "-",
+    rows.append(["gas used", f"{cold_tick.execution.gas_used:,}" if cold_tick.execution else "-",
                  f"{np.median(gas):,.0f}", f"{np.percentile(gas, 90):,.0f}", f"{min(gas):,}", f"{max(gas):,}"])
     print()
     print(f"  Per-tick wall time, ms (tick 1 = cold round cache, all-cash vault; then {len(st)} rebalancing ticks)")
@@ -303,7 +278,7 @@ def bench_gas(prices: PriceTable) -> None:
         deployer, keeper_addr, guardian, trader, depositor = (accounts[0], accounts[1], accounts[2],
                                                               accounts[5], accounts[4])
         tx = DevSender(w3)
-        dep = deploy(w3, deployer, keeper_addr, guardian, prices.symbols, prices.prices[day])
+        dep = deploy_system(w3, deployer, keeper_addr, guardian, prices.symbols, prices.prices[day])
         vault = contract(w3, "RiskParityVault", dep.vault)
         base = contract(w3, "TestToken", dep.base_asset)
         router = contract(w3, "SwapRouter", dep.swap_router)
@@ -377,8 +352,8 @@ def bench_gas(prices: PriceTable) -> None:
         def via_vault(legs: Sequence[SwapLeg]) -> int:
             data = rebalance_data(legs, deadline)
             rpc(w3, "evm_setNextBlockTimestamp", [t_measure])
-            # Explicit limit: the node's estimate (no gas given) can miss the pools' oracle-observation
-            # writes in a block with a later timestamp and come out short (out of gas on chain).
+            # Explicit limit (no estimate): gasUsed does not depend on it, and an estimate made at the
+            # previous block's timestamp could miss the pools' oracle-observation writes.
             receipt = tx.send(keeper_addr, vault.address, data, gas=GAS_LIMIT)
             return int(receipt["gasUsed"], 16)
 
@@ -400,10 +375,10 @@ def bench_gas(prices: PriceTable) -> None:
             results[n] = (vault_runs, direct_runs, legs)
 
     repeatable = all(len(set(v)) == 1 and all(d == dr[0] for d in dr) for v, dr, _ in results.values())
-    print(f"  9 assets, pools 0.05% full range $50M a side, legs ${LEG_USD:,.0f} each (sells of even-indexed "
-          f"assets first, then buys of odd-indexed), minAmountOut {LEG_SLIPPAGE_BPS} bps under the oracle;")
-    print(f"  vault holds ${SEED_BUY_USD:,.0f} of each asset; every measured tx mined at a fixed timestamp from "
-          f"one evm_snapshot; each run {GAS_REPEATS}x: "
+    print(f"  9 listed assets, pools 0.05% full range $50M a side; vault holds ${SEED_BUY_USD:,.0f} of each asset.")
+    print(f"  Legs ${LEG_USD:,.0f} each: sells of even-indexed assets first, then buys of odd-indexed; "
+          f"minAmountOut {LEG_SLIPPAGE_BPS} bps under the oracle.")
+    print(f"  Each variant from the same evm_snapshot, txs at fixed timestamps, run {GAS_REPEATS}x: "
           f"{'identical gas in every repeat' if repeatable else 'GAS DIFFERED BETWEEN REPEATS'}")
     print()
     rows = []
@@ -455,6 +430,7 @@ def bench_demo(workdir: Path) -> None:
     spent = {"feeds": 0.0, "arbitrage": 0.0, "flows": 0.0, "keeper": 0.0}
     keeper_phases = {k: 0.0 for k in TICK_KEYS + ("total",)}
     statuses: list[str] = []
+    reads: list[float] = []
     replaying = {"on": False, "t": 0.0}
 
     class TimedSender(DevSender):
@@ -485,6 +461,7 @@ def bench_demo(workdir: Path) -> None:
             report = super().run_once()
             spent["keeper"] += time.perf_counter() - t0
             statuses.append(report.status)
+            reads.append(report.timings.get("read", 0.0))
             for k in keeper_phases:
                 keeper_phases[k] += report.timings.get(k, 0.0)
             return report
@@ -499,7 +476,7 @@ def bench_demo(workdir: Path) -> None:
             spent["flows"] += time.perf_counter() - t0
 
     patches = {"DevSender": TimedSender, "Arbitrageur": TimedArbitrageur, "Keeper": TimedKeeper,
-               "_depositor_flows": timed_flows, "deploy_system": deploy}
+               "_depositor_flows": timed_flows}
     saved = {name: getattr(demo_mod, name) for name in patches}
     for name, obj in patches.items():
         setattr(demo_mod, name, obj)
@@ -533,6 +510,9 @@ def bench_demo(workdir: Path) -> None:
             for k in TICK_KEYS:
                 v = keeper_phases[k]
                 rows.append([f"  keeper: {k}", f"{v:.2f}", f"{v / n_days * 1e3:.1f}", f"{v / replay:.0%}"])
+                if k == "read" and reads:
+                    for label, v in (("first tick (cold cache)", reads[0]), ("other ticks", sum(reads[1:]))):
+                        rows.append([f"    read: {label}", f"{v:.2f}", f"{v / n_days * 1e3:.1f}", f"{v / replay:.0%}"])
             v = keeper_phases["total"] - sum(keeper_phases[k] for k in TICK_KEYS)
             rows.append(["  keeper: other", f"{v:.2f}", f"{v / n_days * 1e3:.1f}", f"{v / replay:.0%}"])
             v = spent["keeper"] - keeper_phases["total"]

@@ -1,0 +1,36 @@
+"""Deploys the whole system (tokens, push feeds, Uniswap V3 with seeded pools, the vault) to a local
+chain whose dev accounts are unlocked (Anvil), and writes the addresses to a JSON file.
+
+    .venv/bin/python scripts/deploy.py --rpc-url http://127.0.0.1:8545 --out deployment.json
+
+Account roles: dev account 0 administers everything, 1 is the keeper, 2 the guardian. Initial prices
+are the first closes of the shipped history.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from keeper.chain import connect, dev_accounts
+from keeper.data import load_prices
+from keeper.deployment import deploy_system
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rpc-url", default="http://127.0.0.1:8545")
+    parser.add_argument("--assets", default="BTC,ETH,SOL", help="comma-separated symbols from the shipped data")
+    parser.add_argument("--pool-depth-usd", type=float, default=50_000_000.0)
+    parser.add_argument("--out", type=Path, default=Path("deployment.json"))
+    args = parser.parse_args()
+    w3 = connect(args.rpc_url)
+    table = load_prices(symbols=[s.strip() for s in args.assets.split(",")])
+    owner, keeper, guardian = dev_accounts()[:3]
+    deployment = deploy_system(w3, owner, keeper, guardian, table.symbols, table.prices[-1], args.pool_depth_usd)
+    deployment.to_json(args.out)
+    print(f"vault {deployment.vault}\nquoter {deployment.quoter}\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
