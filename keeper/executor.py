@@ -136,9 +136,7 @@ class Executor:
         ok, out = call_raw(self.w3, {"from": self.address, "to": self.vault.address, "data": data}, block)
         if not ok:
             reason = decode_revert(out)
-            raise SimulationRevertedError(
-                f"rebalance simulation reverted with {reason}; nothing was sent", 
-            ) from None
+            raise SimulationRevertedError(f"rebalance simulation reverted with {reason}; nothing was sent")
 
     def send(self, plan: RebalancePlan, data: str | None = None) -> ExecutionResult:
         """Simulates, prices, signs and sends ``plan``; waits for the receipt.
@@ -187,7 +185,6 @@ class Executor:
         for log in receipt["logs"]:
             if log["topics"][0] != self._leg_topic or log["address"].lower() != self.vault.address.lower():
                 continue
-            _epoch_unused = int(log["topics"][1], 16)
             raw = bytes.fromhex(log["data"][2:])
             index, amount_in, amount_out, oracle_out = (int.from_bytes(raw[i : i + 32], "big") for i in range(0, 128, 32))
             leg = plan.legs[index]

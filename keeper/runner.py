@@ -8,6 +8,7 @@ stops the scheduler.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 import traceback
@@ -228,7 +229,7 @@ def run_forever(keeper: Keeper, interval_seconds: float) -> None:
         max_instances=1,
         coalesce=True,
         misfire_grace_time=max(1, int(interval_seconds)),
-        next_run_time=__import__("datetime").datetime.now(),
+        next_run_time=datetime.datetime.now(),
         id="tick",
     )
     try:
