@@ -7,6 +7,7 @@ Outputs are frozen dataclasses of numpy arrays; later stages never see a provide
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -100,6 +101,7 @@ class ChainReader:
         self.vault = contract(w3, "RiskParityVault", vault_address)
         self.assets: tuple[RiskAssetInfo, ...] = ()
         self._rounds: dict[str, dict[int, tuple[int, int]]] = {}
+        self._feeds: dict[str, Any] = {}
         self.base_asset: str = self.vault.functions.asset().call()
         self.base_decimals: int = contract(w3, "TestToken", self.base_asset).functions.decimals().call()
         self.refresh_assets()
@@ -107,6 +109,7 @@ class ChainReader:
     def refresh_assets(self) -> None:
         """Re-reads the whitelist and each asset's configuration from the vault."""
         infos = []
+        self._feeds = {}
         for token in self.vault.functions.riskAssets().call():
             feed, heartbeat, pool_fee, token_decimals, feed_decimals, _listed = (
                 self.vault.functions.riskAssetConfig(token).call()
@@ -114,6 +117,7 @@ class ChainReader:
             symbol = contract(self.w3, "TestToken", token).functions.symbol().call()
             infos.append(RiskAssetInfo(token, symbol, feed, token_decimals, feed_decimals, heartbeat, pool_fee))
             self._rounds.setdefault(feed, {})
+            self._feeds[feed] = contract(self.w3, "PushPriceFeed", feed)
         self.assets = tuple(infos)
 
     @property
@@ -133,7 +137,7 @@ class ChainReader:
         block = self.w3.eth.get_block("latest")
         answers, updated, rounds = [], [], []
         for info in self.assets:
-            feed = contract(self.w3, "PushPriceFeed", info.feed)
+            feed = self._feeds[info.feed]
             round_id, answer, _, updated_at, _ = feed.functions.latestRoundData().call(
                 block_identifier=block["number"]
             )
@@ -179,7 +183,7 @@ class ChainReader:
         columns = []
         for info, latest in zip(self.assets, snapshot.round_ids):
             cache = self._rounds[info.feed]
-            feed = contract(self.w3, "PushPriceFeed", info.feed)
+            feed = self._feeds[info.feed]
             round_id = latest
             while round_id >= 1:
                 if round_id not in cache:
