@@ -718,12 +718,14 @@ def _gaussian(w: FloatArray, cov_daily: FloatArray, mu_daily: FloatArray, confid
               horizon: int, n_scenarios: int) -> RiskMeasure:
     sigma_w = cov_daily @ w
     variance = float(w @ sigma_w)
-    if variance < 0.0:
+    # Round-off on a singular PSD matrix may leave a tiny negative variance: clamp it, refuse a real one.
+    scale = float(w @ np.sqrt(np.abs(np.diag(cov_daily)))) ** 2
+    if variance < -1e-12 * scale:
         raise ConfigError(
             f"portfolio variance w'Σw is {variance!r} < 0: the covariance is not positive "
             "semi-definite. Pass a valid covariance estimate."
         )
-    sigma = math.sqrt(variance)
+    sigma = math.sqrt(max(variance, 0.0))
     z = float(ndtri(confidence))
     k_var = z
     k_es = _normal_pdf(z) / (1.0 - confidence)
@@ -768,11 +770,18 @@ def _cornish_fisher(w: FloatArray, r: FloatArray, confidence: float, horizon: in
     root_h = math.sqrt(h)
     mean_part = -h * (w * mu_vec)
     mu_p = float(w @ mu_vec)
-    if not m2 > 1e-300:
-        flags = ("zero_variance",) if np.any(w > 0.0) else ()
-        frozen = _freeze(mean_part.copy())
-        return RiskMeasure("cornish_fisher", confidence, horizon, -h * mu_p, -h * mu_p,
-                           frozen, _freeze(mean_part.copy()), n_obs, flags=flags)
+    if not m2 > 0.0:  # no dispersion (e.g. all weights zero): the loss is the mean's, no tail shape
+        return RiskMeasure(
+            method="cornish_fisher",
+            confidence=confidence,
+            horizon_days=horizon,
+            var=-h * mu_p,
+            es=-h * mu_p,
+            var_contributions=_freeze(mean_part.copy()),
+            es_contributions=_freeze(mean_part.copy()),
+            n_scenarios=n_obs,
+            flags=("zero_variance",) if np.any(w > 0.0) else (),
+        )
     p3 = p2 * p
     m3 = float(p3.mean())
     m4 = float((p2 * p2).mean())
@@ -946,18 +955,17 @@ def _measure(w: FloatArray, method: str, confidence: float, horizon: int, r: Flo
              cov: FloatArray | None, mu_ann: FloatArray, periods: int) -> RiskMeasure:
     if method not in METHODS:
         raise ConfigError(f"method is {method!r}; choose one of {METHODS}.")
+    if method == "gaussian" and cov is not None:
+        return _gaussian(w, cov / periods, mu_ann / periods, confidence, horizon, 0)
+    if r is None:
+        raise ConfigError(f"method {method!r} needs daily returns; pass returns=(n_obs, n_assets).")
     if method == "gaussian":
-        if cov is not None:
-            return _gaussian(w, cov / periods, mu_ann / periods, confidence, horizon, 0)
-        assert r is not None  # checked by the callers
         if r.shape[0] < 2:
             raise InsufficientHistoryError(
                 f"{r.shape[0]} daily return(s); a sample covariance needs at least 2. Fetch more history."
             )
         return _gaussian(w, np.atleast_2d(np.cov(r, rowvar=False)), r.mean(axis=0), confidence,
                          horizon, r.shape[0])
-    if r is None:
-        raise ConfigError(f"method {method!r} needs daily returns; pass returns=(n_obs, n_assets).")
     if method == "historical":
         return _historical(w, horizon_returns(r, horizon), confidence, horizon)
     return _cornish_fisher(w, r, confidence, horizon)
