@@ -664,8 +664,13 @@ def horizon_returns(returns: npt.ArrayLike, horizon_days: int) -> FloatArray:
         )
     if h == 1:
         return r
-    windows = np.lib.stride_tricks.sliding_window_view(1.0 + r, h, axis=0)  # (T-h+1, n, h)
-    return windows.prod(axis=-1) - 1.0
+    growth = 1.0 + r
+    n_windows = r.shape[0] - h + 1
+    out = growth[:n_windows].copy()
+    for lag in range(1, h):  # h contiguous products, oldest day first, instead of a strided reduction
+        out *= growth[lag:lag + n_windows]
+    out -= 1.0
+    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -689,8 +694,7 @@ def _historical(w: FloatArray, scenarios: FloatArray, confidence: float,
             f"confidence {confidence}; at least {math.ceil(1.0 / (1.0 - confidence) - 1e-9)} are needed. "
             "Fetch a longer history or use the gaussian or cornish_fisher method."
         )
-    asset_losses = 0.0 - scenarios * w  # (N, n): each asset's loss, fraction of NAV (no -0.0)
-    losses = asset_losses.sum(axis=1)
+    losses = 0.0 - scenarios @ w  # (N,) fraction of NAV; "0.0 -" leaves no -0.0
     k = int(math.floor(m))
     var = float(np.partition(losses, n_scen - 1 - k)[n_scen - 1 - k])
     above = losses > var
@@ -700,8 +704,8 @@ def _historical(w: FloatArray, scenarios: FloatArray, confidence: float,
     # Acerbi-Tasche tail weights: 1/m beyond VaR; the rest of the mass shared by the ties at VaR.
     q = np.where(above, 1.0 / m, 0.0) + np.where(at_var, (m - n_above) / (m * n_at), 0.0)
     es = float((float(np.sum(losses[above])) + (m - n_above) * var) / m)
-    var_contrib = asset_losses[at_var].mean(axis=0)
-    es_contrib = q @ asset_losses
+    var_contrib = 0.0 - w * scenarios[at_var].mean(axis=0)
+    es_contrib = 0.0 - w * (q @ scenarios)
     return RiskMeasure(
         method="historical",
         confidence=confidence,
@@ -754,48 +758,72 @@ def _gaussian(w: FloatArray, cov_daily: FloatArray, mu_daily: FloatArray, confid
     )
 
 
-def _cornish_fisher(w: FloatArray, r: FloatArray, confidence: float, horizon: int) -> RiskMeasure:
-    n_obs = r.shape[0]
+@dataclass(frozen=True)
+class _PortfolioMoments:
+    """Daily portfolio mean and central moments (divisor N) and the moments' gradients in w."""
+
+    n_obs: int
+    mean_vector: FloatArray  # (n,) daily mean return of each asset
+    mean: float
+    m2: float
+    m3: float
+    m4: float
+    d_m2: FloatArray  # (n,) d m_k / d w = k X' p^(k-1) / N
+    d_m3: FloatArray
+    d_m4: FloatArray
+
+
+def _portfolio_moments(w: FloatArray, mean_vector: FloatArray, centred: FloatArray) -> _PortfolioMoments:
+    n_obs = centred.shape[0]
     if n_obs < _MIN_CF_OBSERVATIONS:
         raise InsufficientHistoryError(
             f"{n_obs} daily returns; the Cornish-Fisher method needs at least {_MIN_CF_OBSERVATIONS} "
             "to estimate four moments (far more for a stable estimate). Fetch a longer history."
         )
-    mu_vec = r.mean(axis=0)
-    x = r - mu_vec
-    p = x @ w
+    p = centred @ w
     p2 = p * p
-    m2 = float(p2.mean())
+    p3 = p2 * p
+    powers = np.column_stack([p, p2, p3])
+    sums = powers.T @ p / n_obs  # m2, m3, m4
+    grads = centred.T @ powers / n_obs  # (n, 3), one product for the three gradients
+    return _PortfolioMoments(
+        n_obs=n_obs,
+        mean_vector=mean_vector,
+        mean=float(w @ mean_vector),
+        m2=float(sums[0]),
+        m3=float(sums[1]),
+        m4=float(sums[2]),
+        d_m2=2.0 * grads[:, 0],
+        d_m3=3.0 * grads[:, 1],
+        d_m4=4.0 * grads[:, 2],
+    )
+
+
+def _cornish_fisher(w: FloatArray, mom: _PortfolioMoments, confidence: float, horizon: int) -> RiskMeasure:
     h = float(horizon)
     root_h = math.sqrt(h)
-    mean_part = -h * (w * mu_vec)
-    mu_p = float(w @ mu_vec)
-    if not m2 > 0.0:  # no dispersion (e.g. all weights zero): the loss is the mean's, no tail shape
+    mean_part = -h * (w * mom.mean_vector)
+    if not mom.m2 > 0.0:  # no dispersion (e.g. all weights zero): the loss is the mean's, no tail shape
         return RiskMeasure(
             method="cornish_fisher",
             confidence=confidence,
             horizon_days=horizon,
-            var=-h * mu_p,
-            es=-h * mu_p,
+            var=-h * mom.mean,
+            es=-h * mom.mean,
             var_contributions=_freeze(mean_part.copy()),
             es_contributions=_freeze(mean_part.copy()),
-            n_scenarios=n_obs,
+            n_scenarios=mom.n_obs,
             flags=("zero_variance",) if np.any(w > 0.0) else (),
         )
-    p3 = p2 * p
-    m3 = float(p3.mean())
-    m4 = float((p2 * p2).mean())
+    m2, m3, m4 = mom.m2, mom.m3, mom.m4
     sigma = math.sqrt(m2)
     skew = m3 / (m2 * sigma)
     kurt = m4 / (m2 * m2) - 3.0
     skew_h, kurt_h = skew / root_h, kurt / h
     g_var, g_var_s, g_var_k, g_es, g_es_s, g_es_k = _cf_terms(confidence, skew_h, kurt_h)
-    # Moment gradients d m_k / d w = k X' p^(k-1) / N in one (n, 3) product.
-    grads = x.T @ np.column_stack([p, p2, p3]) / n_obs
-    d_m2, d_m3, d_m4 = 2.0 * grads[:, 0], 3.0 * grads[:, 1], 4.0 * grads[:, 2]
-    d_sigma = d_m2 / (2.0 * sigma)
-    d_skew = d_m3 / (m2 * sigma) - 1.5 * m3 * d_m2 / (m2 * m2 * sigma)
-    d_kurt = d_m4 / (m2 * m2) - 2.0 * m4 * d_m2 / (m2 * m2 * m2)
+    d_sigma = mom.d_m2 / (2.0 * sigma)
+    d_skew = mom.d_m3 / (m2 * sigma) - 1.5 * m3 * mom.d_m2 / (m2 * m2 * sigma)
+    d_kurt = mom.d_m4 / (m2 * m2) - 2.0 * m4 * mom.d_m2 / (m2 * m2 * m2)
     sigma_h = root_h * sigma
 
     def euler(g: float, g_s: float, g_k: float) -> FloatArray:
@@ -807,13 +835,62 @@ def _cornish_fisher(w: FloatArray, r: FloatArray, confidence: float, horizon: in
         method="cornish_fisher",
         confidence=confidence,
         horizon_days=horizon,
-        var=-h * mu_p + sigma_h * g_var,
-        es=-h * mu_p + sigma_h * g_es,
+        var=-h * mom.mean + sigma_h * g_var,
+        es=-h * mom.mean + sigma_h * g_es,
         var_contributions=_freeze(euler(g_var, g_var_s, g_var_k)),
         es_contributions=_freeze(euler(g_es, g_es_s, g_es_k)),
-        n_scenarios=n_obs,
+        n_scenarios=mom.n_obs,
         flags=flags,
     )
+
+
+class _Inputs:
+    """Validated inputs and the weight-free quantities derived from them, each computed once."""
+
+    def __init__(self, returns: FloatArray | None, covariance: FloatArray | None,
+                 expected_returns: FloatArray, periods_per_year: int) -> None:
+        self.returns = returns
+        self.covariance = covariance
+        self.expected_returns = expected_returns
+        self.periods_per_year = periods_per_year
+        self._scenarios: dict[int, FloatArray] = {}
+        self._sample: tuple[FloatArray, FloatArray] | None = None
+        self._centred: tuple[FloatArray, FloatArray] | None = None
+        self._moments: dict[bytes, _PortfolioMoments] = {}
+
+    def need_returns(self, method: str) -> FloatArray:
+        if self.returns is None:
+            raise ConfigError(f"method {method!r} needs daily returns; pass returns=(n_obs, n_assets).")
+        return self.returns
+
+    def scenarios(self, horizon: int) -> FloatArray:
+        if horizon not in self._scenarios:
+            self._scenarios[horizon] = horizon_returns(self.need_returns("historical"), horizon)
+        return self._scenarios[horizon]
+
+    def daily_gaussian(self) -> tuple[FloatArray, FloatArray, int]:
+        """Daily covariance and mean: the given annualised ones / P, else the sample's."""
+        if self.covariance is not None:
+            p = self.periods_per_year
+            return self.covariance / p, self.expected_returns / p, 0
+        r = self.need_returns("gaussian")
+        if r.shape[0] < 2:
+            raise InsufficientHistoryError(
+                f"{r.shape[0]} daily return(s); a sample covariance needs at least 2. Fetch more history."
+            )
+        if self._sample is None:
+            self._sample = (np.atleast_2d(np.cov(r, rowvar=False)), r.mean(axis=0))
+        return self._sample[0], self._sample[1], r.shape[0]
+
+    def moments(self, w: FloatArray) -> _PortfolioMoments:
+        if self._centred is None:
+            r = self.need_returns("cornish_fisher")
+            mean_vector = r.mean(axis=0)
+            self._centred = (mean_vector, r - mean_vector)
+        key = w.tobytes()
+        if key not in self._moments:
+            self._moments[key] = _portfolio_moments(w, *self._centred)
+        return self._moments[key]
 
 
 def historical_var_es(weights: npt.ArrayLike, returns: npt.ArrayLike, confidence: float = 0.99,
@@ -948,37 +1025,27 @@ def cornish_fisher_var_es(weights: npt.ArrayLike, returns: npt.ArrayLike, confid
     h = _check_horizon(horizon_days)
     nav = _check_nav(nav_base_units)
     r = _check_returns(returns, w.size)
-    return _with_base_units(_cornish_fisher(w, r, a, h), nav)
+    return _with_base_units(_measure(w, "cornish_fisher", a, h, _Inputs(r, None, np.zeros(w.size), 1)), nav)
 
 
-def _measure(w: FloatArray, method: str, confidence: float, horizon: int, r: FloatArray | None,
-             cov: FloatArray | None, mu_ann: FloatArray, periods: int) -> RiskMeasure:
-    if method not in METHODS:
-        raise ConfigError(f"method is {method!r}; choose one of {METHODS}.")
-    if method == "gaussian" and cov is not None:
-        return _gaussian(w, cov / periods, mu_ann / periods, confidence, horizon, 0)
-    if r is None:
-        raise ConfigError(f"method {method!r} needs daily returns; pass returns=(n_obs, n_assets).")
-    if method == "gaussian":
-        if r.shape[0] < 2:
-            raise InsufficientHistoryError(
-                f"{r.shape[0]} daily return(s); a sample covariance needs at least 2. Fetch more history."
-            )
-        return _gaussian(w, np.atleast_2d(np.cov(r, rowvar=False)), r.mean(axis=0), confidence,
-                         horizon, r.shape[0])
+def _measure(w: FloatArray, method: str, confidence: float, horizon: int, data: _Inputs) -> RiskMeasure:
     if method == "historical":
-        return _historical(w, horizon_returns(r, horizon), confidence, horizon)
-    return _cornish_fisher(w, r, confidence, horizon)
+        return _historical(w, data.scenarios(horizon), confidence, horizon)
+    if method == "gaussian":
+        cov_daily, mu_daily, n_obs = data.daily_gaussian()
+        return _gaussian(w, cov_daily, mu_daily, confidence, horizon, n_obs)
+    if method == "cornish_fisher":
+        return _cornish_fisher(w, data.moments(w), confidence, horizon)
+    raise ConfigError(f"method is {method!r}; choose one of {METHODS}.")
 
 
 def _inputs(w: FloatArray, returns: npt.ArrayLike | None, covariance: npt.ArrayLike | None,
-            expected_returns: npt.ArrayLike | None, periods_per_year: int
-            ) -> tuple[FloatArray | None, FloatArray | None, FloatArray, int]:
+            expected_returns: npt.ArrayLike | None, periods_per_year: int) -> _Inputs:
     if returns is None and covariance is None:
         raise ConfigError("pass daily returns (n_obs, n_assets), an annualised covariance, or both.")
     r = None if returns is None else _check_returns(returns, w.size)
     cov = None if covariance is None else _check_covariance(covariance, w.size)
-    return r, cov, _expected_returns(expected_returns, w.size), _check_periods(periods_per_year)
+    return _Inputs(r, cov, _expected_returns(expected_returns, w.size), _check_periods(periods_per_year))
 
 
 def portfolio_var_es(weights: npt.ArrayLike, *, method: str, confidence: float = 0.99,
@@ -1007,8 +1074,8 @@ def portfolio_var_es(weights: npt.ArrayLike, *, method: str, confidence: float =
     a = _check_confidence(confidence)
     h = _check_horizon(horizon_days)
     nav = _check_nav(nav_base_units)
-    r, cov, mu, periods = _inputs(w, returns, covariance, expected_returns, periods_per_year)
-    return _with_base_units(_measure(w, method, a, h, r, cov, mu, periods), nav)
+    data = _inputs(w, returns, covariance, expected_returns, periods_per_year)
+    return _with_base_units(_measure(w, method, a, h, data), nav)
 
 
 def risk_report(weights: npt.ArrayLike, returns: npt.ArrayLike | None = None, *,
@@ -1052,7 +1119,7 @@ def risk_report(weights: npt.ArrayLike, returns: npt.ArrayLike | None = None, *,
     """
     w = _check_weights(weights)
     nav = _check_nav(nav_base_units)
-    r, cov, mu, periods = _inputs(w, returns, covariance, expected_returns, periods_per_year)
+    data = _inputs(w, returns, covariance, expected_returns, periods_per_year)
     names = tuple(symbols) if symbols is not None else tuple(f"asset{i}" for i in range(w.size))
     if len(names) != w.size:
         raise ConfigError(f"{len(names)} symbols for {w.size} weights; pass one symbol per asset.")
@@ -1062,13 +1129,13 @@ def risk_report(weights: npt.ArrayLike, returns: npt.ArrayLike | None = None, *,
             a = _check_confidence(confidence)
             for horizon in horizons_days:
                 h = _check_horizon(horizon)
-                measures.append(_with_base_units(_measure(w, method, a, h, r, cov, mu, periods), nav))
+                measures.append(_with_base_units(_measure(w, method, a, h, data), nav))
     return RiskReport(
         symbols=names,
         weights=_freeze(w),
         nav_base_units=nav,
         measures=tuple(measures),
-        covariance_source="covariance" if cov is not None else "returns",
+        covariance_source="covariance" if data.covariance is not None else "returns",
     )
 
 
@@ -1129,10 +1196,10 @@ def enforce_es_limit(target_weights: npt.ArrayLike, es_limit: float, *,
     a = _check_confidence(confidence)
     h = _check_horizon(horizon_days)
     nav = _check_nav(nav_base_units)
-    r, cov, mu, periods = _inputs(w, returns, covariance, expected_returns, periods_per_year)
+    data = _inputs(w, returns, covariance, expected_returns, periods_per_year)
 
     def es_of(x: FloatArray) -> RiskMeasure:
-        return _measure(x, method, a, h, r, cov, mu, periods)
+        return _measure(x, method, a, h, data)
 
     before = es_of(w)
     label = f"{method} ES {a:.4g} {h}-day"

@@ -53,6 +53,7 @@ import csv
 import datetime as dt
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -135,13 +136,14 @@ class CloseHistory:
 
     def row(self, date: dt.date) -> int | None:
         """Row index of ``date``, or None when the file has no row for it."""
-        i = int(np.searchsorted(self._ordinals(), date.toordinal()))
+        i = int(np.searchsorted(self._ordinals, date.toordinal()))
         return i if i < len(self.dates) and self.dates[i] == date else None
 
     def column(self, symbol: str) -> int | None:
         """Column index of ``symbol``, or None."""
         return self.symbols.index(symbol) if symbol in self.symbols else None
 
+    @cached_property
     def _ordinals(self) -> npt.NDArray[np.int64]:
         return np.fromiter((d.toordinal() for d in self.dates), dtype=np.int64, count=len(self.dates))
 
