@@ -112,7 +112,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtri
 
 from keeper.errors import ConfigError, InsufficientHistoryError, InvalidPriceError
 
