@@ -24,6 +24,7 @@ __all__ = [
     "SimulationRevertedError",
     "QuoteBelowBoundError",
     "TransactionFailedError",
+    "MissingObservationError",
 ]
 
 
@@ -69,3 +70,7 @@ class QuoteBelowBoundError(KeeperError):
 
 class TransactionFailedError(KeeperError):
     """A sent transaction was mined with a failure status or was dropped."""
+
+
+class MissingObservationError(InvalidPriceError):
+    """A price or return is missing (NaN) and the estimator's missing-data policy is ``"raise"``."""
