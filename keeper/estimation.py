@@ -1020,7 +1020,8 @@ def _pairwise_base(
     if config.demean:
         # Shift each column by its observed mean: covariances are shift-invariant and the
         # smaller magnitudes avoid cancellation in Q/W - A A^T / W^2.
-        x = np.where(observed, x - np.nanmean(r, axis=0), 0.0)
+        x -= x.sum(axis=0) / np.diagonal(counts)
+        x *= m  # missing cells back to exactly 0
     xv = x * v[:, None]
     w = m.T @ (m * v[:, None])
     with np.errstate(divide="ignore", invalid="ignore"):
