@@ -1052,7 +1052,19 @@ def _compute_base(returns: npt.ArrayLike, config: EstimatorConfig) -> _Base:
 
 
 def _assemble(base: _Base, shrinkage: float, config: EstimatorConfig) -> tuple[FloatArray, RepairReport | None]:
-    """Shrink the base by ``shrinkage`` and, for pairwise estimates, repair it."""
+    """Shrink the base by ``shrinkage`` and, for pairwise estimates, repair it.
+
+    A zero variance is refused first: shrinkage would lift it to ``shrinkage * mu`` and
+    hide a constant (e.g. frozen) price series behind an invented volatility.
+    """
+    variances = np.diag(base.covariance)
+    if not np.all(variances > 0.0):
+        i = int(np.argmin(variances > 0.0))
+        raise SingularCovarianceError(
+            f"asset {i} has variance {variances[i]!r} over the estimation window (a constant "
+            "price, e.g. a frozen feed); no shrinkage or repair can give it a meaningful "
+            "volatility. Check that asset's oracle/price history or remove the asset."
+        )
     cov = shrink_covariance(base.covariance, shrinkage) if shrinkage > 0.0 else base.covariance
     if config.missing == "pairwise":
         cov, report = repair_covariance(cov, config.eigenvalue_floor)
@@ -1531,6 +1543,9 @@ def gated_covariance(
        than ``min_variance_observations`` returns or a constant price, an
        infinite return, a ``NaN`` under ``missing="raise"``): no estimate,
        keep the current positions.
+
+    A constant price (zero variance, e.g. a frozen feed) is never shrunk into
+    an invented volatility: it skips rungs 1-2, fails rung 3 and holds.
 
     Data problems never raise; they become the decision's ``reason``.
 

@@ -927,3 +927,22 @@ def test_inverse_volatility_weights_definition_and_errors() -> None:
     for bad in ([0.2, 0.0], [0.2, np.nan], [[0.1, 0.2]], []):
         with pytest.raises(ConfigError, match="volatilit"):
             inverse_volatility_weights(bad)
+
+
+@pytest.mark.parametrize("method, params", [("sample", {"shrinkage": 0.5}), ("ledoit_wolf", {}),
+                                            ("ewma", {"half_life_days": 10.0, "missing": "pairwise"})])
+def test_a_constant_price_is_never_hidden_by_shrinkage(method: str, params: dict) -> None:
+    r = random_returns(seed=19, n_obs=80, n_assets=3)
+    r[:, 1] = 0.0  # a frozen feed
+    with pytest.raises(SingularCovarianceError, match="asset 1 has variance 0.0"):
+        estimate_covariance(r, method, **params)
+
+
+@pytest.mark.parametrize("config", [EstimatorConfig("sample"), EstimatorConfig("ledoit_wolf", shrinkage=0.3)])
+def test_gate_holds_on_a_frozen_feed_instead_of_shrinking_it(config: EstimatorConfig) -> None:
+    r = random_returns(seed=20, n_obs=80, n_assets=3)
+    r[:, 0] = 0.0
+    decision = gated_covariance(r, config, 1e6)
+    assert decision.action == "hold" and decision.estimate is None
+    assert [a.stage for a in decision.attempts] == ["estimate", "inverse_volatility"]
+    assert "frozen feed" in decision.reason
