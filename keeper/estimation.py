@@ -124,6 +124,7 @@ _MISSING_POLICIES: tuple[str, ...] = get_args(MissingPolicy)
 _LN2 = math.log(2.0)
 _DEFAULT_MAX_CONDITION_NUMBER = 1e10
 _DEFAULT_EIGENVALUE_FLOOR = 1e-8  # smallest eigenvalue of a repaired *correlation* matrix
+_ZERO_VARIANCE_RATIO = 1e-20  # a variance at most this times the largest counts as zero
 DEFAULT_SHRINKAGE_STEPS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75)
 """Total shrinkage intensities the gate tries, in order, after the configured estimate."""
 
@@ -1055,11 +1056,14 @@ def _assemble(base: _Base, shrinkage: float, config: EstimatorConfig) -> tuple[F
     """Shrink the base by ``shrinkage`` and, for pairwise estimates, repair it.
 
     A zero variance is refused first: shrinkage would lift it to ``shrinkage * mu`` and
-    hide a constant (e.g. frozen) price series behind an invented volatility.
+    hide a constant (e.g. frozen) price series behind an invented volatility.  "Zero" is
+    relative: at most ``_ZERO_VARIANCE_RATIO`` times the largest variance (a volatility
+    ratio of 1e-10, far below any traded asset's, well above rounding leftovers).
     """
     variances = np.diag(base.covariance)
-    if not np.all(variances > 0.0):
-        i = int(np.argmin(variances > 0.0))
+    zero = ~(variances > _ZERO_VARIANCE_RATIO * float(np.max(variances)))
+    if zero.any():
+        i = int(np.argmax(zero))
         raise SingularCovarianceError(
             f"asset {i} has variance {variances[i]!r} over the estimation window (a constant "
             "price, e.g. a frozen feed); no shrinkage or repair can give it a meaningful "

@@ -946,3 +946,11 @@ def test_gate_holds_on_a_frozen_feed_instead_of_shrinking_it(config: EstimatorCo
     assert decision.action == "hold" and decision.estimate is None
     assert [a.stage for a in decision.attempts] == ["estimate", "inverse_volatility"]
     assert "frozen feed" in decision.reason
+
+
+def test_rounding_leftovers_of_a_constant_return_count_as_zero_variance() -> None:
+    r = random_returns(seed=22, n_obs=80, n_assets=3)
+    r[:, 2] = 0.001  # constant non-zero return: the centred column is rounding noise at most
+    for method, params in (("sample", {}), ("ewma", {"half_life_days": 7.0, "missing": "pairwise"})):
+        with pytest.raises(SingularCovarianceError, match="asset 2 has variance"):
+            estimate_covariance(r, method, shrinkage=0.2, **params)
