@@ -25,6 +25,7 @@ __all__ = [
     "QuoteBelowBoundError",
     "TransactionFailedError",
     "MissingObservationError",
+    "EstimatorConfigError",
 ]
 
 
@@ -74,3 +75,11 @@ class TransactionFailedError(KeeperError):
 
 class MissingObservationError(InvalidPriceError):
     """A price or return is missing (NaN) and the estimator's missing-data policy is ``"raise"``."""
+
+
+class EstimatorConfigError(ConfigError, ValueError):
+    """An estimator configuration value is invalid.
+
+    Also a ``ValueError`` so that pydantic reports it as a validation error (with the field path)
+    when the configuration is nested in a pydantic model loaded from a config file.
+    """

@@ -78,6 +78,7 @@ import numpy.typing as npt
 
 from keeper.errors import (
     ConfigError,
+    EstimatorConfigError,
     InsufficientHistoryError,
     InvalidPriceError,
     MissingObservationError,
@@ -270,9 +271,11 @@ class EstimatorConfig:
 
     Raises
     ------
-    ConfigError
+    EstimatorConfigError
         On construction, if any field is out of range or the combination is
-        inconsistent (message names the field, the value and the fix).
+        inconsistent (message names the field, the value and the fix).  A
+        :class:`~keeper.errors.ConfigError` and a ``ValueError``, so pydantic
+        turns it into a ``ValidationError`` with the field path.
     """
 
     method: Method = "ewma"
@@ -286,6 +289,14 @@ class EstimatorConfig:
     max_condition_number: float = _DEFAULT_MAX_CONDITION_NUMBER
 
     def __post_init__(self) -> None:
+        try:
+            self._validate()
+        except EstimatorConfigError:
+            raise
+        except ConfigError as exc:  # re-raised as a ValueError too, for pydantic (see the error's doc)
+            raise EstimatorConfigError(str(exc)) from None
+
+    def _validate(self) -> None:
         if self.method not in _METHODS:
             raise ConfigError(f"method is {self.method!r}; choose one of {list(_METHODS)}.")
         if self.method == "ewma":
@@ -338,7 +349,7 @@ class EstimatorConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown estimator setting(s) {unknown}; known: {sorted(known)}.")
+            raise EstimatorConfigError(f"unknown estimator setting(s) {unknown}; known: {sorted(known)}.")
         return cls(**dict(values))
 
 

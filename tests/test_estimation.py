@@ -21,6 +21,7 @@ from keeper.build import PROJECT_ROOT
 from keeper.data import load_prices
 from keeper.errors import (
     ConfigError,
+    EstimatorConfigError,
     InsufficientHistoryError,
     InvalidPriceError,
     KeeperError,
@@ -349,8 +350,12 @@ def test_errors_share_the_keeper_base_class() -> None:
         InvalidPriceError,
         InsufficientHistoryError,
         SingularCovarianceError,
+        MissingObservationError,
+        EstimatorConfigError,
     ):
         assert issubclass(error, KeeperError)
+    assert issubclass(MissingObservationError, InvalidPriceError)
+    assert issubclass(EstimatorConfigError, ConfigError) and issubclass(EstimatorConfigError, ValueError)
 
 
 # --------------------------------------------------------------------------- #
@@ -499,10 +504,13 @@ def test_estimator_config_is_frozen_and_loads_from_toml_through_pydantic() -> No
     assert config == EstimatorConfig.from_mapping(table)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.method = "sample"  # type: ignore[misc]
-    with pytest.raises(ConfigError, match="half_life_days"):  # raised by the class itself, not wrapped
-        Settings(estimator={"method": "ewma"})
-    with pytest.raises(pydantic.ValidationError, match="half_life_days"):  # type errors: pydantic's own
-        Settings(estimator={"method": "ewma", "half_life_days": "thirty"})
+    for bad in ({"method": "ewma"}, {"method": "ewma", "half_life_days": "thirty"}):
+        with pytest.raises(pydantic.ValidationError, match="estimator") as excinfo:
+            Settings(estimator=bad)
+        assert "half_life_days" in str(excinfo.value)
+    with pytest.raises(EstimatorConfigError) as direct:
+        EstimatorConfig(method="ewma")
+    assert isinstance(direct.value, ConfigError) and isinstance(direct.value, ValueError)
 
 
 # --------------------------------------------------------------------------- #
