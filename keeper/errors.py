@@ -24,6 +24,8 @@ __all__ = [
     "SimulationRevertedError",
     "QuoteBelowBoundError",
     "TransactionFailedError",
+    "MissingObservationError",
+    "EstimatorConfigError",
 ]
 
 
@@ -69,3 +71,15 @@ class QuoteBelowBoundError(KeeperError):
 
 class TransactionFailedError(KeeperError):
     """A sent transaction was mined with a failure status or was dropped."""
+
+
+class MissingObservationError(InvalidPriceError):
+    """A price or return is missing (NaN) and the estimator's missing-data policy is ``"raise"``."""
+
+
+class EstimatorConfigError(ConfigError, ValueError):
+    """An estimator configuration value is invalid.
+
+    Also a ``ValueError`` so that pydantic reports it as a validation error (with the field path)
+    when the configuration is nested in a pydantic model loaded from a config file.
+    """

@@ -1,4 +1,4 @@
-"""Tests of keeper.estimation: simple returns and the EWMA covariance.
+"""Tests of keeper.estimation: returns, estimators, missing data, repair and the conditioning gate.
 
 Every random number generator is seeded; tests state defining properties
 (exact limits, closed forms, an independent loop-based reference) rather than
@@ -8,23 +8,43 @@ snapshot values.  No timing assertions.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
+import tomllib
 
 import numpy as np
+import pydantic
 import pytest
+from sklearn.covariance import LedoitWolf
 
+from keeper.build import PROJECT_ROOT
+from keeper.data import load_prices
 from keeper.errors import (
     ConfigError,
+    EstimatorConfigError,
     InsufficientHistoryError,
     InvalidPriceError,
     KeeperError,
+    MissingObservationError,
     SingularCovarianceError,
 )
 from keeper.estimation import (
+    DEFAULT_SHRINKAGE_STEPS,
     CovarianceEstimate,
+    EstimatorConfig,
+    condition_number,
+    covariance_from_config,
+    estimate_covariance,
     ewma_covariance,
+    gated_covariance,
+    inverse_volatility_weights,
+    ledoit_wolf_covariance,
+    reindex_daily,
+    repair_covariance,
     sample_covariance,
+    shrink_covariance,
     simple_returns,
+    simple_returns_with_missing,
 )
 
 
@@ -330,5 +350,615 @@ def test_errors_share_the_keeper_base_class() -> None:
         InvalidPriceError,
         InsufficientHistoryError,
         SingularCovarianceError,
+        MissingObservationError,
+        EstimatorConfigError,
     ):
         assert issubclass(error, KeeperError)
+    assert issubclass(MissingObservationError, InvalidPriceError)
+    assert issubclass(EstimatorConfigError, ConfigError) and issubclass(EstimatorConfigError, ValueError)
+
+
+# --------------------------------------------------------------------------- #
+# Ledoit-Wolf and shrinkage
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("n_obs,n_assets", [(40, 8), (250, 5), (12, 9)])
+def test_ledoit_wolf_matches_scikit_learn_annualised(seed: int, n_obs: int, n_assets: int) -> None:
+    r = random_returns(seed, n_obs, n_assets)
+    reference = LedoitWolf().fit(r)
+    est = ledoit_wolf_covariance(r)
+    np.testing.assert_allclose(est.covariance, 365.0 * reference.covariance_, rtol=1e-12)
+    assert est.shrinkage == pytest.approx(reference.shrinkage_, abs=1e-15)
+    assert 0.0 <= est.shrinkage <= 1.0
+    assert est.method == "ledoit_wolf" and est.half_life_days == math.inf
+    assert est.n_observations == n_obs and est.periods_per_year == 365
+
+
+def test_ledoit_wolf_target_is_the_scaled_identity_of_the_mle_covariance() -> None:
+    """(1 - d) S + d tr(S)/n I with S the 1/T covariance, built here from np.cov(bias=True)."""
+    r = random_returns(seed=3, n_obs=60, n_assets=4)
+    s = np.cov(r, rowvar=False, bias=True)
+    mu = np.trace(s) / 4
+    for delta in (0.0, 0.3, 1.0):
+        est = ledoit_wolf_covariance(r, periods_per_year=1, shrinkage=delta)
+        np.testing.assert_allclose(est.covariance, (1 - delta) * s + delta * mu * np.eye(4), rtol=1e-12)
+        assert est.shrinkage == delta
+
+
+def test_ledoit_wolf_without_demeaning_matches_assume_centered() -> None:
+    r = random_returns(seed=4, n_obs=80, n_assets=3)
+    reference = LedoitWolf(assume_centered=True).fit(r)
+    est = ledoit_wolf_covariance(r, demean=False)
+    np.testing.assert_allclose(est.covariance, 365.0 * reference.covariance_, rtol=1e-12)
+
+
+def test_ledoit_wolf_is_well_conditioned_with_fewer_rows_than_assets() -> None:
+    r = random_returns(seed=5, n_obs=6, n_assets=10)
+    with pytest.raises((SingularCovarianceError, InsufficientHistoryError)):
+        sample_covariance(r, min_observations=2)
+    est = ledoit_wolf_covariance(r)
+    assert 0.0 < est.shrinkage <= 1.0
+    assert np.linalg.eigvalsh(est.covariance).min() > 0.0
+    assert math.isfinite(est.condition_number)
+
+
+def test_shrinkage_moves_eigenvalues_towards_their_mean_and_keeps_the_trace() -> None:
+    cov = sample_covariance(random_returns(seed=6, n_obs=100, n_assets=5)).covariance
+    eigenvalues = np.linalg.eigvalsh(cov)
+    mu = eigenvalues.mean()
+    kappas = []
+    for delta in (0.0, 0.2, 0.5, 0.9, 1.0):
+        shrunk = shrink_covariance(cov, delta)
+        np.testing.assert_array_equal(shrunk, shrunk.T)
+        assert np.trace(shrunk) == pytest.approx(np.trace(cov), rel=1e-14)
+        np.testing.assert_allclose(
+            np.linalg.eigvalsh(shrunk), (1 - delta) * eigenvalues + delta * mu, rtol=1e-10
+        )
+        kappas.append(condition_number(shrunk))
+    assert all(b < a for a, b in zip(kappas, kappas[1:]))
+    assert kappas[-1] == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_array_equal(shrink_covariance(cov, 0.0), cov)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, np.nan])
+def test_shrinkage_outside_unit_interval_is_config_error(bad: float) -> None:
+    with pytest.raises(ConfigError, match="shrinkage"):
+        shrink_covariance(np.eye(2), bad)
+    with pytest.raises(ConfigError, match="shrinkage"):
+        estimate_covariance(random_returns(1, 30, 2), "sample", shrinkage=bad)
+
+
+def test_explicit_shrinkage_on_ewma_and_sample() -> None:
+    r = random_returns(seed=7, n_obs=90, n_assets=4)
+    for method, params in (("ewma", {"half_life_days": 20.0}), ("sample", {})):
+        plain = estimate_covariance(r, method, **params)
+        shrunk = estimate_covariance(r, method, shrinkage=0.4, **params)
+        np.testing.assert_allclose(shrunk.covariance, shrink_covariance(plain.covariance, 0.4), rtol=1e-12)
+        assert shrunk.shrinkage == 0.4 and plain.shrinkage == 0.0
+        assert shrunk.condition_number < plain.condition_number
+
+
+# --------------------------------------------------------------------------- #
+# One interface and its configuration
+# --------------------------------------------------------------------------- #
+def test_estimate_covariance_dispatches_to_the_named_estimators() -> None:
+    r = random_returns(seed=8, n_obs=120, n_assets=3)
+    pairs = [
+        (estimate_covariance(r, "ewma", half_life_days=15.0), ewma_covariance(r, 15.0)),
+        (estimate_covariance(r, "sample"), sample_covariance(r)),
+        (estimate_covariance(r, "ledoit_wolf"), ledoit_wolf_covariance(r)),
+        (covariance_from_config(r, EstimatorConfig("ewma", 15.0, periods_per_year=252)),
+         ewma_covariance(r, 15.0, periods_per_year=252)),
+    ]
+    for a, b in pairs:
+        np.testing.assert_array_equal(a.covariance, b.covariance)
+        assert (a.method, a.shrinkage, a.half_life_days) == (b.method, b.shrinkage, b.half_life_days)
+    assert pairs[0][0].method == "ewma" and pairs[1][0].method == "sample"
+
+
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"method": "garch"}, "method"),
+        ({"method": "ewma"}, "half_life_days"),
+        ({"method": "sample", "half_life_days": 30.0}, "half_life_days"),
+        ({"method": "ewma", "half_life_days": -1.0}, "half_life_days"),
+        ({"method": "sample", "periods_per_year": 0}, "periods_per_year"),
+        ({"method": "sample", "periods_per_year": True}, "periods_per_year"),
+        ({"method": "sample", "missing": "ffill"}, "missing"),
+        ({"method": "ledoit_wolf", "missing": "pairwise"}, "pairwise"),
+        ({"method": "sample", "shrinkage": 2.0}, "shrinkage"),
+        ({"method": "sample", "eigenvalue_floor": 0.0}, "eigenvalue_floor"),
+        ({"method": "sample", "max_condition_number": 1.0}, "max_condition_number"),
+        ({"method": "sample", "min_observations": -3}, "min_observations"),
+        ({"method": "sample", "demean": "yes"}, "demean"),
+        ({"method": "sample", "window": 30}, "unknown"),
+    ],
+)
+def test_invalid_estimator_configuration_is_config_error(params: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        EstimatorConfig.from_mapping(params)
+
+
+def test_estimate_covariance_rejects_unknown_parameters() -> None:
+    with pytest.raises(ConfigError, match="unknown"):
+        estimate_covariance(random_returns(1, 30, 2), "sample", lookback=30)
+
+
+def test_estimator_config_is_frozen_and_loads_from_toml_through_pydantic() -> None:
+    text = """
+    [estimator]
+    method = "ewma"
+    half_life_days = 45.0
+    missing = "pairwise"
+    shrinkage = 0.1
+    """
+    table = tomllib.loads(text)["estimator"]
+
+    class Settings(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(frozen=True)
+        estimator: EstimatorConfig
+
+    config = Settings(estimator=table).estimator
+    assert config == EstimatorConfig(method="ewma", half_life_days=45.0, missing="pairwise", shrinkage=0.1)
+    assert config == EstimatorConfig.from_mapping(table)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.method = "sample"  # type: ignore[misc]
+    for bad in ({"method": "ewma"}, {"method": "ewma", "half_life_days": "thirty"}):
+        with pytest.raises(pydantic.ValidationError, match="estimator") as excinfo:
+            Settings(estimator=bad)
+        assert "half_life_days" in str(excinfo.value)
+    with pytest.raises(EstimatorConfigError) as direct:
+        EstimatorConfig(method="ewma")
+    assert isinstance(direct.value, ConfigError) and isinstance(direct.value, ValueError)
+
+
+# --------------------------------------------------------------------------- #
+# Missing observations
+# --------------------------------------------------------------------------- #
+def with_gaps(seed: int, n_obs: int, n_assets: int, blanks: dict[int, slice | list[int]]) -> np.ndarray:
+    r = random_returns(seed, n_obs, n_assets)
+    for column, rows in blanks.items():
+        r[rows, column] = np.nan
+    return r
+
+
+def test_missing_observation_raises_by_default() -> None:
+    r = with_gaps(1, 60, 3, {1: [17]})
+    for call in (
+        lambda: sample_covariance(r),
+        lambda: ewma_covariance(r, 10),
+        lambda: ledoit_wolf_covariance(r),
+        lambda: estimate_covariance(r, "sample"),
+    ):
+        with pytest.raises(MissingObservationError, match="row 17, column 1") as excinfo:
+            call()
+        assert isinstance(excinfo.value, InvalidPriceError)
+        assert "missing='drop_rows'" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("missing", ["drop_rows", "pairwise"])
+def test_infinite_return_is_invalid_under_every_policy(missing: str) -> None:
+    r = with_gaps(2, 60, 3, {0: [3]})
+    r[40, 2] = np.inf
+    with pytest.raises(InvalidPriceError, match="row 40, column 2") as excinfo:
+        estimate_covariance(r, "sample", missing=missing)
+    assert not isinstance(excinfo.value, MissingObservationError)
+
+
+def test_drop_rows_sample_is_np_cov_of_the_complete_rows() -> None:
+    r = with_gaps(3, 200, 4, {0: slice(0, 30), 2: [50, 51, 120], 3: [120, 199]})
+    keep = ~np.isnan(r).any(axis=1)
+    est = sample_covariance(r, missing="drop_rows")
+    np.testing.assert_allclose(est.covariance, 365 * np.cov(r[keep], rowvar=False), rtol=1e-12)
+    assert est.dropped_rows == 200 - keep.sum() == 34
+    assert est.n_observations == keep.sum()
+    np.testing.assert_array_equal(est.pair_observations, np.full((4, 4), keep.sum()))
+    assert est.missing == "drop_rows" and est.repair is None
+
+
+def test_drop_rows_ewma_ages_count_calendar_rows() -> None:
+    """A dropped row still ages the older ones: weights 2^(-age/h) with age from the original row."""
+    r = with_gaps(4, 150, 3, {1: [10, 11, 140, 149]})
+    keep = ~np.isnan(r).any(axis=1)
+    ages = np.arange(149, -1, -1)
+    half_life = 12.0
+    expected = np.cov(r[keep], rowvar=False, aweights=0.5 ** (ages[keep] / half_life))
+    est = ewma_covariance(r, half_life, periods_per_year=1, missing="drop_rows")
+    np.testing.assert_allclose(est.covariance, expected, rtol=1e-11)
+
+
+def pairwise_reference(r: np.ndarray, half_life: float) -> tuple[np.ndarray, np.ndarray]:
+    """Entry by entry np.cov on each pair's common rows (explicit loops)."""
+    n_obs, n = r.shape
+    weights = 0.5 ** (np.arange(n_obs - 1, -1, -1) / half_life)
+    cov = np.zeros((n, n))
+    counts = np.zeros((n, n), dtype=int)
+    for i in range(n):
+        for j in range(n):
+            common = ~np.isnan(r[:, i]) & ~np.isnan(r[:, j])
+            counts[i, j] = common.sum()
+            pair = np.vstack([r[common, i], r[common, j]])
+            cov[i, j] = np.cov(pair, aweights=weights[common])[0, 1]
+    return cov, counts
+
+
+@pytest.mark.parametrize("half_life", [math.inf, 25.0])
+def test_pairwise_matches_per_pair_np_cov(half_life: float) -> None:
+    r = with_gaps(5, 300, 4, {0: slice(0, 120), 1: [5, 6, 7, 250], 3: slice(280, 300)})
+    r[100, :] = np.nan  # a day nobody reported
+    method = "sample" if half_life == math.inf else "ewma"
+    params = {} if method == "sample" else {"half_life_days": half_life}
+    est = estimate_covariance(r, method, periods_per_year=1, missing="pairwise", **params)
+    expected, counts = pairwise_reference(r, half_life)
+    assert est.repair is not None and est.repair.eigenvalues_lifted == 0  # this one is PD already
+    np.testing.assert_allclose(est.covariance, expected, rtol=1e-10)
+    np.testing.assert_array_equal(est.pair_observations, counts)
+    assert est.dropped_rows == 1 and est.n_observations == 299
+
+
+def test_pairwise_on_complete_data_equals_the_complete_estimate() -> None:
+    r = random_returns(seed=6, n_obs=120, n_assets=5)
+    for method, params in (("sample", {}), ("ewma", {"half_life_days": 10.0})):
+        full = estimate_covariance(r, method, **params)
+        pairwise = estimate_covariance(r, method, missing="pairwise", **params)
+        np.testing.assert_allclose(pairwise.covariance, full.covariance, rtol=1e-11)
+
+
+def indefinite_pairwise_returns() -> np.ndarray:
+    """A ~ B, B ~ C and A ~ -C on disjoint blocks of rows: the pairwise correlation is indefinite."""
+    rng = np.random.default_rng(21)
+    z = 0.02 * rng.normal(size=(3, 100))
+    noise = 0.002 * rng.normal(size=(3, 100))
+    r = np.full((300, 3), np.nan)
+    r[0:100, 0], r[0:100, 1] = z[0], z[0] + noise[0]  # A ~ B
+    r[100:200, 1], r[100:200, 2] = z[1], z[1] + noise[1]  # B ~ C
+    r[200:300, 0], r[200:300, 2] = z[2], -z[2] + noise[2]  # A ~ -C
+    return r
+
+
+def test_indefinite_pairwise_estimate_is_repaired_and_says_so() -> None:
+    r = indefinite_pairwise_returns()
+    raw, counts = pairwise_reference(r, math.inf)
+    assert np.linalg.eigvalsh(raw).min() < 0.0  # the raw pairwise matrix is not PSD
+    est = sample_covariance(r, periods_per_year=1, missing="pairwise", min_observations=50)
+    assert est.repair is not None and est.repair.eigenvalues_lifted == 1
+    assert est.repair.min_eigenvalue_before < 0.0 and est.repair.condition_number_before == math.inf
+    assert np.linalg.eigvalsh(est.covariance).min() > 0.0
+    np.testing.assert_allclose(np.diag(est.covariance), np.diag(raw), rtol=1e-12)  # variances kept
+    np.testing.assert_array_equal(est.pair_observations, counts)
+
+
+def test_pairwise_needs_enough_common_rows_for_every_pair() -> None:
+    r = with_gaps(7, 100, 3, {2: slice(0, 97)})  # asset 2 listed 3 days ago
+    with pytest.raises(InsufficientHistoryError, match="assets 0 and 2") as excinfo:
+        sample_covariance(r, missing="pairwise")
+    assert "3 return rows" in str(excinfo.value)
+
+
+def test_drop_rows_reports_the_counts_when_too_few_rows_are_left() -> None:
+    r = with_gaps(8, 100, 3, {1: slice(0, 98)})
+    with pytest.raises(InsufficientHistoryError, match="dropping 98 of 100") as excinfo:
+        sample_covariance(r, missing="drop_rows")
+    assert "[100, 2, 100]" in str(excinfo.value)
+
+
+def test_simple_returns_with_missing_never_bridges_a_gap() -> None:
+    r = random_returns(seed=9, n_obs=20, n_assets=2)
+    p = prices_from_returns(r)
+    p[7, 0] = np.nan
+    out = simple_returns_with_missing(p)
+    assert np.isnan(out[6, 0]) and np.isnan(out[7, 0])  # both returns touching the gap
+    assert np.count_nonzero(np.isnan(out)) == 2
+    keep = ~np.isnan(out)
+    np.testing.assert_allclose(out[keep], r[keep], rtol=1e-12)
+    np.testing.assert_array_equal(simple_returns_with_missing(prices_from_returns(r)),
+                                  simple_returns(prices_from_returns(r)))
+
+
+@pytest.mark.parametrize("bad_value", [0.0, -2.0, np.inf])
+def test_simple_returns_with_missing_rejects_invalid_present_prices(bad_value: float) -> None:
+    p = prices_from_returns(random_returns(seed=10, n_obs=10, n_assets=2))
+    p[3, 1] = bad_value
+    with pytest.raises(InvalidPriceError, match="row 3, column 1"):
+        simple_returns_with_missing(p)
+
+
+def test_reindex_daily_inserts_blank_rows_for_skipped_days() -> None:
+    dates = [dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 5)]
+    prices = np.array([[1.0, 2.0], [1.1, 2.1], [1.2, np.nan]])
+    calendar, out = reindex_daily(dates, prices)
+    assert calendar == tuple(dt.date(2024, 1, d) for d in range(1, 6))
+    np.testing.assert_array_equal(out[[0, 1, 4]], prices)
+    assert np.isnan(out[[2, 3]]).all()
+    calendar, out = reindex_daily(dates, prices, start=dt.date(2023, 12, 31), end=dt.date(2024, 1, 2))
+    assert len(calendar) == 3 and np.isnan(out[0]).all()
+    np.testing.assert_array_equal(out[1:], prices[:2])
+    with pytest.raises(ConfigError, match="strictly increasing"):
+        reindex_daily([dates[1], dates[0]], prices[:2])
+    with pytest.raises(ConfigError, match="dates"):
+        reindex_daily(dates[:2], prices)
+
+
+# --------------------------------------------------------------------------- #
+# Real blanks: the unaligned Binance history
+# --------------------------------------------------------------------------- #
+RAW_CSV = PROJECT_ROOT / "data" / "crypto_daily_close_binance.csv"
+RAW_SYMBOLS = ("BTC", "ETH", "BNB", "XRP", "ADA", "DOGE", "SOL", "TRX", "BCH")
+
+
+@pytest.fixture(scope="module")
+def raw_panel() -> tuple[tuple[dt.date, ...], np.ndarray]:
+    """Every calendar day of the raw file, one column per asset, NaN where it has no close."""
+    tables = [load_prices(RAW_CSV, [symbol]) for symbol in RAW_SYMBOLS]
+    start = min(t.dates[0] for t in tables)
+    end = max(t.dates[-1] for t in tables)
+    columns = [reindex_daily(t.dates, t.prices, start, end) for t in tables]
+    calendar = columns[0][0]
+    return calendar, np.hstack([c[1] for c in columns])
+
+
+def test_load_prices_drops_blank_rows_and_does_not_forward_fill() -> None:
+    both = load_prices(RAW_CSV, ["BTC", "SOL"])
+    sol_alone = load_prices(RAW_CSV, ["SOL"])
+    btc_alone = load_prices(RAW_CSV, ["BTC"])
+    assert both.dropped_rows == len(btc_alone.dates) - len(sol_alone.dates) > 1000
+    assert both.dates == sol_alone.dates  # SOL's blank (pre-listing) rows are gone, not filled
+    assert both.dates[0] == dt.date(2020, 8, 11)
+    np.testing.assert_array_equal(both.prices[:, 1], sol_alone.prices[:, 0])
+
+
+def test_raw_history_has_blanks_and_skipped_days(raw_panel) -> None:
+    calendar, prices = raw_panel
+    assert calendar[0] == dt.date(2017, 8, 17) and calendar[-1] == dt.date(2026, 3, 30)
+    assert len(calendar) == (calendar[-1] - calendar[0]).days + 1
+    all_missing = np.isnan(prices).all(axis=1)
+    assert all_missing.sum() == 6  # the six days of 2026 the file has no row for
+    assert calendar[int(np.argmax(all_missing))] == dt.date(2026, 1, 8)
+    assert np.isnan(prices[:, RAW_SYMBOLS.index("SOL")]).sum() == 1090 + 6
+
+
+def test_estimators_on_the_raw_history(raw_panel) -> None:
+    calendar, prices = raw_panel
+    returns = simple_returns_with_missing(prices)
+    observed = ~np.isnan(returns)
+    complete = observed.all(axis=1)
+
+    with pytest.raises(MissingObservationError):
+        sample_covariance(returns)
+
+    dropped = sample_covariance(returns, missing="drop_rows")
+    np.testing.assert_allclose(dropped.covariance, 365 * np.cov(returns[complete], rowvar=False), rtol=1e-12)
+    assert dropped.dropped_rows == returns.shape[0] - complete.sum()
+
+    pairwise = ewma_covariance(returns, 90.0, missing="pairwise")
+    np.testing.assert_array_equal(pairwise.pair_observations, observed.T.astype(int) @ observed.astype(int))
+    btc, eth, sol = (RAW_SYMBOLS.index(s) for s in ("BTC", "ETH", "SOL"))
+    assert pairwise.pair_observations[btc, eth] > pairwise.pair_observations[btc, sol]
+    assert np.linalg.eigvalsh(pairwise.covariance).min() > 0.0
+    assert 0.2 < pairwise.volatilities[btc] < 1.5  # annualised BTC volatility, fraction per sqrt-year
+
+    decision = gated_covariance(returns, EstimatorConfig("ewma", 90.0, missing="pairwise"), 1e4)
+    assert decision.action == "accept"
+    assert decision.estimate is not None and decision.estimate.condition_number <= 1e4
+
+    # A window where SOL has only just listed: no usable joint matrix, but variances exist.
+    first_sol = int(np.argmax(observed[:, sol]))
+    window = returns[first_sol - 200:first_sol + 5]
+    config = EstimatorConfig("sample", missing="pairwise", min_observations=30)
+    decision = gated_covariance(window, config, 1e4)
+    assert decision.action == "inverse_volatility"
+    assert decision.estimate.pair_observations[sol, sol] == 5
+    assert f"assets {btc} and {sol} are both observed in only 5" in decision.reason
+
+
+# --------------------------------------------------------------------------- #
+# repair_covariance and condition_number
+# --------------------------------------------------------------------------- #
+def test_repair_lifts_negative_eigenvalues_and_keeps_variances() -> None:
+    vols = np.array([0.5, 0.8, 0.3])
+    corr = np.array([[1.0, 0.95, -0.9], [0.95, 1.0, 0.95], [-0.9, 0.95, 1.0]])
+    cov = corr * np.outer(vols, vols)
+    assert np.linalg.eigvalsh(corr).min() < 0
+    repaired, report = repair_covariance(cov, 1e-4)
+    np.testing.assert_array_equal(repaired, repaired.T)
+    np.testing.assert_array_equal(np.diag(repaired), np.diag(cov))
+    new_corr = repaired / np.outer(vols, vols)
+    assert np.linalg.eigvalsh(new_corr).min() > 0.5e-4
+    assert report.eigenvalues_lifted == 1 and report.min_eigenvalue_before < 0
+    assert report.condition_number_before == math.inf
+    assert report.condition_number_after == pytest.approx(condition_number(repaired), rel=1e-9)
+    assert report.max_abs_correlation_change == pytest.approx(np.max(np.abs(new_corr - corr)), abs=1e-12)
+
+
+def test_repair_leaves_a_well_conditioned_matrix_unchanged() -> None:
+    cov = sample_covariance(random_returns(seed=11, n_obs=100, n_assets=4)).covariance
+    repaired, report = repair_covariance(cov)
+    np.testing.assert_array_equal(repaired, cov)
+    assert report.eigenvalues_lifted == 0 and report.max_abs_correlation_change == 0.0
+
+
+def test_repair_refuses_a_zero_variance_and_bad_arguments() -> None:
+    with pytest.raises(SingularCovarianceError, match="variance of asset 1"):
+        repair_covariance(np.diag([1.0, 0.0, 2.0]))
+    with pytest.raises(ConfigError, match="eigenvalue_floor"):
+        repair_covariance(np.eye(2), 1.0)
+    with pytest.raises(ConfigError, match="square"):
+        repair_covariance(np.ones((2, 3)))
+    with pytest.raises(ConfigError, match="finite"):
+        condition_number(np.array([[1.0, np.nan], [np.nan, 1.0]]))
+
+
+def test_condition_number_definition() -> None:
+    assert condition_number(np.diag([4.0, 1.0, 0.5])) == pytest.approx(8.0, rel=1e-14)
+    assert condition_number(np.ones((2, 2))) == math.inf
+    assert condition_number(np.array([[1.0, 2.0], [2.0, 1.0]])) == math.inf  # indefinite
+
+
+# --------------------------------------------------------------------------- #
+# The conditioning gate: every path
+# --------------------------------------------------------------------------- #
+def test_gate_accepts_a_well_conditioned_estimate() -> None:
+    r = random_returns(seed=12, n_obs=200, n_assets=4)
+    config = EstimatorConfig("ewma", 30.0)
+    decision = gated_covariance(r, config, 1e6)
+    assert decision.action == "accept"
+    np.testing.assert_array_equal(decision.estimate.covariance, covariance_from_config(r, config).covariance)
+    assert decision.condition_numbers == (decision.estimate.condition_number,)
+    assert len(decision.attempts) == 1 and decision.attempts[0].accepted
+    assert "accepted" in decision.reason
+
+
+def test_gate_shrinks_harder_until_the_limit_holds() -> None:
+    r = random_returns(seed=13, n_obs=200, n_assets=4)
+    config = EstimatorConfig("sample")
+    base = covariance_from_config(r, config)
+    at_quarter = condition_number(shrink_covariance(base.covariance, 0.25))
+    at_tenth = condition_number(shrink_covariance(base.covariance, 0.1))
+    limit = 0.5 * (at_quarter + at_tenth)  # 0.1 is not enough, 0.25 is
+    decision = gated_covariance(r, config, limit)
+    assert decision.action == "shrink"
+    assert decision.estimate.shrinkage == 0.25
+    assert decision.estimate.condition_number <= limit
+    assert [a.stage for a in decision.attempts] == ["estimate", "shrink", "shrink"]
+    assert [a.accepted for a in decision.attempts] == [False, False, True]
+    assert decision.condition_numbers[0] == pytest.approx(base.condition_number, rel=1e-9)
+    assert all(k > limit for k in decision.condition_numbers[:2])
+    assert "exceeds the limit" in decision.reason and "0.25" in decision.reason
+
+
+def test_gate_shrinks_a_singular_estimate() -> None:
+    p = prices_from_returns(random_returns(seed=14, n_obs=200, n_assets=3))
+    duplicated = simple_returns(np.column_stack([p, p[:, 0]]))
+    decision = gated_covariance(duplicated, EstimatorConfig("ewma", 30.0), 1e3)
+    assert decision.action == "shrink"
+    assert decision.attempts[0].condition_number > 1e3
+    assert np.linalg.eigvalsh(decision.estimate.covariance).min() > 0.0
+    assert decision.estimate.condition_number <= 1e3
+
+
+def test_gate_starts_above_the_ledoit_wolf_intensity() -> None:
+    r = random_returns(seed=15, n_obs=30, n_assets=8)
+    config = EstimatorConfig("ledoit_wolf")
+    fitted = covariance_from_config(r, config).shrinkage
+    decision = gated_covariance(r, config, 1.0001, shrinkage_steps=(0.05, 0.5, 0.999))
+    tried = [a.shrinkage for a in decision.attempts if a.stage != "inverse_volatility"]
+    assert tried[0] == fitted and all(s > fitted for s in tried[1:])
+
+
+def test_gate_falls_back_to_inverse_volatility_when_no_step_is_enough() -> None:
+    r = random_returns(seed=16, n_obs=200, n_assets=3)
+    decision = gated_covariance(r, EstimatorConfig("ewma", 30.0), 1.0001)
+    assert decision.action == "inverse_volatility"
+    assert [a.stage for a in decision.attempts] == ["estimate"] + ["shrink"] * 4 + ["inverse_volatility"]
+    est = decision.estimate
+    expected_var = 365 * np.array([np.cov(r[:, i], aweights=0.5 ** (np.arange(199, -1, -1) / 30)) for i in range(3)])
+    np.testing.assert_allclose(np.diag(est.covariance), expected_var, rtol=1e-11)
+    np.testing.assert_array_equal(est.covariance, np.diag(np.diag(est.covariance)))
+    np.testing.assert_array_equal(est.correlation, np.eye(3))
+    np.testing.assert_array_equal(est.pair_observations, np.diag([200, 200, 200]))
+    weights = inverse_volatility_weights(est.volatilities)
+    np.testing.assert_allclose(weights * est.volatilities, np.full(3, (weights * est.volatilities)[0]), rtol=1e-12)
+
+
+def test_gate_falls_back_to_inverse_volatility_when_too_few_joint_rows() -> None:
+    r = random_returns(seed=17, n_obs=4, n_assets=6)  # fewer rows than assets + 1
+    decision = gated_covariance(r, EstimatorConfig("sample"), 1e4)
+    assert decision.action == "inverse_volatility"
+    assert decision.attempts[0].condition_number is None
+    assert "InsufficientHistoryError" in decision.reason
+    np.testing.assert_allclose(np.diag(decision.estimate.covariance), 365 * np.var(r, axis=0, ddof=1), rtol=1e-12)
+
+
+def test_gate_reports_a_pairwise_repair() -> None:
+    r = indefinite_pairwise_returns()
+    config = EstimatorConfig("sample", missing="pairwise", min_observations=50)
+    decision = gated_covariance(r, config, 1e12)
+    assert decision.action == "accept"
+    assert "repaired" in decision.reason and decision.estimate.repair.eigenvalues_lifted == 1
+    tighter = gated_covariance(r, config, 100.0)
+    assert tighter.action == "shrink" and tighter.estimate.condition_number <= 100.0
+
+
+@pytest.mark.parametrize(
+    "case, fragment",
+    [
+        ("nan_under_raise", "MissingObservationError"),
+        ("constant_price", "constant price"),
+        ("infinite_return", "InvalidPriceError"),
+        ("asset_without_data", "observed returns"),
+    ],
+)
+def test_gate_holds_when_not_even_variances_are_usable(case: str, fragment: str) -> None:
+    r = random_returns(seed=18, n_obs=100, n_assets=3)
+    config = EstimatorConfig("ewma", 20.0, missing="pairwise")
+    if case == "nan_under_raise":
+        r[10, 1] = np.nan
+        config = EstimatorConfig("ewma", 20.0)
+    elif case == "constant_price":
+        r[:, 2] = 0.0
+    elif case == "infinite_return":
+        r[5, 0] = np.inf
+    else:
+        r[:-1, 1] = np.nan  # one observed return
+    decision = gated_covariance(r, config, 1e6)
+    assert decision.action == "hold" and decision.estimate is None
+    assert fragment in decision.reason and "hold" in decision.reason
+    assert decision.attempts[-1].stage == "inverse_volatility" and not decision.attempts[-1].accepted
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"max_condition_number": 1.0}, "max_condition_number"),
+        ({"shrinkage_steps": (0.5, 0.25)}, "strictly increasing"),
+        ({"shrinkage_steps": (0.0, 0.5)}, "strictly increasing"),
+        ({"shrinkage_steps": (0.5, 1.5)}, "shrinkage"),
+        ({"min_variance_observations": 1}, "min_variance_observations"),
+    ],
+)
+def test_gate_rejects_bad_arguments(kwargs: dict, fragment: str) -> None:
+    args = {"max_condition_number": 1e4, **kwargs}
+    with pytest.raises(ConfigError, match=fragment):
+        gated_covariance(random_returns(1, 50, 2), EstimatorConfig("sample"), **args)
+
+
+def test_gate_needs_an_estimator_config() -> None:
+    with pytest.raises(ConfigError, match="EstimatorConfig"):
+        gated_covariance(random_returns(1, 50, 2), {"method": "sample"}, 1e4)  # type: ignore[arg-type]
+    assert DEFAULT_SHRINKAGE_STEPS == tuple(sorted(DEFAULT_SHRINKAGE_STEPS))
+
+
+def test_inverse_volatility_weights_definition_and_errors() -> None:
+    weights = inverse_volatility_weights([0.2, 0.4, 0.8])
+    np.testing.assert_allclose(weights, np.array([4.0, 2.0, 1.0]) / 7.0, rtol=1e-15)
+    for bad in ([0.2, 0.0], [0.2, np.nan], [[0.1, 0.2]], []):
+        with pytest.raises(ConfigError, match="volatilit"):
+            inverse_volatility_weights(bad)
+
+
+@pytest.mark.parametrize("method, params", [("sample", {"shrinkage": 0.5}), ("ledoit_wolf", {}),
+                                            ("ewma", {"half_life_days": 10.0, "missing": "pairwise"})])
+def test_a_constant_price_is_never_hidden_by_shrinkage(method: str, params: dict) -> None:
+    r = random_returns(seed=19, n_obs=80, n_assets=3)
+    r[:, 1] = 0.0  # a frozen feed
+    with pytest.raises(SingularCovarianceError, match="asset 1 has variance 0.0"):
+        estimate_covariance(r, method, **params)
+
+
+@pytest.mark.parametrize("config", [EstimatorConfig("sample"), EstimatorConfig("ledoit_wolf", shrinkage=0.3)])
+def test_gate_holds_on_a_frozen_feed_instead_of_shrinking_it(config: EstimatorConfig) -> None:
+    r = random_returns(seed=20, n_obs=80, n_assets=3)
+    r[:, 0] = 0.0
+    decision = gated_covariance(r, config, 1e6)
+    assert decision.action == "hold" and decision.estimate is None
+    assert [a.stage for a in decision.attempts] == ["estimate", "inverse_volatility"]
+    assert "frozen feed" in decision.reason
+
+
+def test_rounding_leftovers_of_a_constant_return_count_as_zero_variance() -> None:
+    r = random_returns(seed=22, n_obs=80, n_assets=3)
+    r[:, 2] = 0.001  # constant non-zero return: the centred column is rounding noise at most
+    for method, params in (("sample", {}), ("ewma", {"half_life_days": 7.0, "missing": "pairwise"})):
+        with pytest.raises(SingularCovarianceError, match="asset 2 has variance"):
+            estimate_covariance(r, method, shrinkage=0.2, **params)
