@@ -69,3 +69,10 @@ class QuoteBelowBoundError(KeeperError):
 
 class TransactionFailedError(KeeperError):
     """A sent transaction was mined with a failure status or was dropped."""
+
+
+class AllocationFailedError(KeeperError):
+    """Every method of the allocator's fallback chain failed (no weights to return)."""
+
+
+__all__ += ["AllocationFailedError"]
