@@ -42,6 +42,7 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,7 @@ __all__ = [
     "METHOD_RISK_BUDGETING",
     "METHOD_INVERSE_VOLATILITY",
     "METHOD_PREVIOUS",
+    "METHOD_EQUAL_WEIGHT",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -1000,8 +1002,9 @@ def _solve_bounded(
             "applying the weight bounds. Increase max_iter or improve the covariance "
             "conditioning."
         )
-    s0 = float(_dot(y0, inv_vols))
-    w0 = y0 * inv_vols / s0
+    x0 = y0 / vols  # same arithmetic as solve_equal_risk_contribution
+    s0 = float(x0.sum())
+    w0 = x0 / s0
     no_mask = np.zeros(n, dtype=bool)
     if bool(np.all(w0 >= lower) and np.all(w0 <= upper)):
         return w0, iterations, no_mask, no_mask
@@ -1206,6 +1209,8 @@ def solve_risk_budgeting(
 METHOD_RISK_BUDGETING = "risk_budgeting"
 METHOD_INVERSE_VOLATILITY = "inverse_volatility"
 METHOD_PREVIOUS = "previous"
+METHOD_EQUAL_WEIGHT = "equal_weight"
+_ALLOCATORS = (METHOD_RISK_BUDGETING, METHOD_INVERSE_VOLATILITY, METHOD_EQUAL_WEIGHT)
 # Slack on the sum of previous weights (they come from on-chain balances).
 _PREVIOUS_SUM_ATOL = 1e-9
 
@@ -1246,7 +1251,8 @@ class Allocation:
         ``min(max_gross_exposure, 1 - min_cash_weight)``, so ``volatility`` is
         below the target.  ``False`` when the target is met (or no target).
     method : str
-        ``"risk_budgeting"``, ``"inverse_volatility"`` or ``"previous"``.
+        ``"risk_budgeting"``, ``"inverse_volatility"``, ``"equal_weight"``
+        (only when chosen as ``allocator``) or ``"previous"``.
     fallback_reasons : tuple of str
         One ``"<method>: <ErrorClass>: <message>"`` per method that failed
         before ``method`` succeeded (empty when risk budgeting succeeded).
@@ -1306,6 +1312,16 @@ def _sleeve_risk(
     return math.sqrt(variance), rrc, float(np.max(np.abs(rrc - budget)))
 
 
+def _bound_indices(
+    sleeve: FloatArray, bounds: tuple[FloatArray, FloatArray] | None
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if bounds is None:
+        return (), ()
+    lower, upper = bounds
+    at_lower = np.flatnonzero((sleeve == lower) & (lower > 0.0))
+    return tuple(int(i) for i in at_lower), tuple(int(i) for i in np.flatnonzero(sleeve == upper))
+
+
 def _reason(method: str, error: Exception) -> str:
     return f"{method}: {type(error).__name__}: {error}"
 
@@ -1320,6 +1336,7 @@ def allocate(
     previous_weights: npt.ArrayLike | None = None,
     tol: float = 1e-12,
     max_iter: int = 100,
+    allocator: str = METHOD_RISK_BUDGETING,
 ) -> Allocation:
     """Risky sleeve by risk budgeting, scaled to a volatility target, rest in cash.
 
@@ -1369,6 +1386,11 @@ def allocate(
         last resort of the fallback chain.
     tol, max_iter
         Passed to :func:`solve_risk_budgeting`.
+    allocator : str, default ``"risk_budgeting"``
+        First method of the chain.  The baselines ``"inverse_volatility"``
+        (chain: inverse volatility, previous) and ``"equal_weight"``
+        (:math:`w^s_i = 1/n` within the bounds; chain: equal weight,
+        previous) get the same scaling and cash sleeve, for backtests.
 
     Returns
     -------
@@ -1378,7 +1400,8 @@ def allocate(
     ------
     ConfigError
         Invalid budget, bounds, target, exposure cap, cash floor, previous
-        weights (shape, sign, finiteness, sum > 1), ``tol`` or ``max_iter``.
+        weights (shape, sign, finiteness, sum > 1), ``tol``, ``max_iter`` or
+        ``allocator``.
     AllocationFailedError
         Every method of the chain failed (no ``previous_weights`` given); the
         message lists each failure.
@@ -1399,6 +1422,8 @@ def allocate(
     ):
         raise ConfigError(f"min_cash_weight is {min_cash_weight!r}; it must be in [0, 1).")
     cap = min(max_gross_exposure, 1.0 - float(min_cash_weight))
+    if allocator not in _ALLOCATORS:
+        raise ConfigError(f"allocator is {allocator!r}; it must be one of {_ALLOCATORS}.")
     if not (tol > 0.0 and math.isfinite(tol)):
         raise ConfigError(f"tol is {tol!r}; it must be finite and > 0 (default 1e-12).")
     if isinstance(max_iter, bool) or int(max_iter) != max_iter or max_iter < 1:
@@ -1428,48 +1453,56 @@ def allocate(
                 f"most 1 (sum {total!r}): they are fractions of NAV held in risky assets."
             )
 
-    def scaled(sleeve: FloatArray, sigma: float) -> tuple[float, bool]:
-        if volatility_target is None:
-            return cap, False
-        scale = volatility_target / sigma
-        return (cap, True) if scale > cap else (scale, False)
+    def finish(
+        sleeve: FloatArray,
+        method: str,
+        iterations: int,
+        bound_indices: tuple[tuple[int, ...], tuple[int, ...]],
+    ) -> Allocation:
+        sigma, rrc, error = _sleeve_risk(sleeve, cov, budget)
+        scale, capped = cap, False
+        if volatility_target is not None and volatility_target / sigma <= cap:
+            scale = volatility_target / sigma
+        elif volatility_target is not None:
+            capped = True
+        return _allocation(
+            sleeve, scale, sigma, volatility_target, capped, method, reasons, budget, rrc,
+            error, iterations, *bound_indices,
+        )
 
-    reasons: list[str] = []
-    # 1. Risk budgeting.
-    try:
+    def risk_budgeting() -> Allocation:
         result = solve_risk_budgeting(cov, budget, checked_bounds, tol, max_iter)
         sleeve = np.array(result.weights)
         if not np.isfinite(sleeve).all():
             raise SolverDidNotConvergeError(
                 f"risk-budgeting weights are not finite: {sleeve.tolist()}."
             )
-        sigma, rrc, error = _sleeve_risk(sleeve, cov, budget)
-        scale, capped = scaled(sleeve, sigma)
-        return _allocation(
-            sleeve, scale, sigma, volatility_target, capped, METHOD_RISK_BUDGETING, reasons,
-            budget, rrc, error, result.iterations, result.lower_bound_active,
-            result.upper_bound_active,
-        )
-    except (SingularCovarianceError, SolverDidNotConvergeError) as exc:
-        reasons.append(_reason(METHOD_RISK_BUDGETING, exc))
-    # 2. Inverse volatility (within the bounds).
-    try:
-        sleeve = inverse_volatility_weights(cov)
-        lower_idx: tuple[int, ...] = ()
-        upper_idx: tuple[int, ...] = ()
+        active = (result.lower_bound_active, result.upper_bound_active)
+        return finish(sleeve, METHOD_RISK_BUDGETING, result.iterations, active)
+
+    def baseline(method: str) -> Allocation:
+        if method == METHOD_EQUAL_WEIGHT:
+            sleeve = equal_weights(n)
+        else:
+            sleeve = inverse_volatility_weights(cov)
         if checked_bounds is not None:
-            lower, upper = checked_bounds
-            sleeve = bounded_normalise(sleeve, lower, upper)
-            lower_idx = tuple(int(i) for i in np.flatnonzero((sleeve == lower) & (lower > 0)))
-            upper_idx = tuple(int(i) for i in np.flatnonzero(sleeve == upper))
-        sigma, rrc, error = _sleeve_risk(sleeve, cov, budget)
-        scale, capped = scaled(sleeve, sigma)
-        return _allocation(
-            sleeve, scale, sigma, volatility_target, capped, METHOD_INVERSE_VOLATILITY,
-            reasons, budget, rrc, error, 0, lower_idx, upper_idx,
+            sleeve = bounded_normalise(sleeve, *checked_bounds)
+        return finish(sleeve, method, 0, _bound_indices(sleeve, checked_bounds))
+
+    chain: tuple[tuple[str, Callable[[], Allocation]], ...]
+    if allocator == METHOD_RISK_BUDGETING:
+        chain = (
+            (METHOD_RISK_BUDGETING, risk_budgeting),
+            (METHOD_INVERSE_VOLATILITY, lambda: baseline(METHOD_INVERSE_VOLATILITY)),
         )
-    except SingularCovarianceError as exc:
-        reasons.append(_reason(METHOD_INVERSE_VOLATILITY, exc))
+    else:
+        chain = ((allocator, lambda: baseline(allocator)),)
+    reasons: list[str] = []
+    for method, attempt in chain:
+        try:
+            return attempt()
+        except (SingularCovarianceError, SolverDidNotConvergeError) as exc:
+            reasons.append(_reason(method, exc))
     # 3. Previous weights, unchanged.
     if previous is None:
         raise AllocationFailedError(
@@ -1508,7 +1541,8 @@ def _allocation(
     risky = scale * sleeve if weights is None else weights
     return Allocation(
         weights=_freeze(risky),
-        cash_weight=max(0.0, 1.0 - float(risky.sum())),
+        # Exactly 1 - scale (the sum of the risky weights may differ by an ulp).
+        cash_weight=max(0.0, 1.0 - float(scale)),
         sleeve_weights=_freeze(np.array(sleeve)),
         scale=float(scale),
         gross_exposure=float(scale),
