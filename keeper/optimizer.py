@@ -1053,9 +1053,10 @@ def _solve_bounded(
                 candidate = log_lam + (_LOG_LAMBDA_STEP if gap < 0.0 else -_LOG_LAMBDA_STEP)
         if abs(candidate - origin) > _LOG_LAMBDA_RANGE:
             raise SolverDidNotConvergeError(
-                f"constrained risk budgeting: the sleeve cannot be fully invested within the "
-                f"bounds (sum of weights {total!r} at lambda = e^{log_lam:.1f}); the bounds "
-                "force assets whose marginal risk is negative. Loosen the bounds."
+                "constrained risk budgeting has no solution: no fully invested sleeve within "
+                "the bounds gives every asset a positive marginal risk (the bounded solution "
+                f"sums to {total!r} at lambda = e^{log_lam:.1f}, not 1); the lower bounds force "
+                "holdings that other assets must hedge. Loosen the lower bounds."
             )
         if bracket_lo < candidate < bracket_hi and math.isfinite(bracket_lo + bracket_hi):
             if candidate == log_lam:  # bracket exhausted at float resolution

@@ -536,8 +536,12 @@ def test_bad_bounds_are_config_errors(bounds: tuple, match: str) -> None:
 def test_bounds_forcing_hedged_assets_have_no_solution() -> None:
     """Asset 1 needs w_1 > 0.9 w_0 for a positive marginal risk; w_0 >= 0.6 forces sum > 1."""
     cov = np.array([[1.0, -0.9], [-0.9, 1.0]])
-    with pytest.raises(SolverDidNotConvergeError, match="fully invested"):
+    with pytest.raises(SolverDidNotConvergeError, match="no solution"):
         solve_risk_budgeting(cov, None, (np.array([0.6, 0.0]), 1.0))
+    allocation = allocate(cov, bounds=(np.array([0.6, 0.0]), 1.0))  # falls back, within bounds
+    assert allocation.method == METHOD_INVERSE_VOLATILITY
+    assert "no solution" in allocation.fallback_reasons[0]
+    np.testing.assert_allclose(allocation.sleeve_weights, [0.6, 0.4], rtol=1e-15)
 
 
 def test_bounded_normalise() -> None:
