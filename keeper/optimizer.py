@@ -756,8 +756,10 @@ def equal_weights(n: int) -> FloatArray:
 # --------------------------------------------------------------------------- #
 # Relative bound tolerance when validating ``bounds`` (sum l <= 1 <= sum u).
 _BOUNDS_SUM_ATOL = 1e-12
-# Outer root finding on ln(lambda): stop when |sum(x) - 1| is below this.
-_SUM_TOL = 4.0 * float(np.finfo(np.float64).eps)
+# Outer root finding on ln(lambda): stop when |sum(x) - 1| is below this.  The inner
+# solves are exact to ~1e-13 relative, so the sum is not known better; the final
+# renormalisation of the free assets moves their risk contributions by O(1e-12) at most.
+_SUM_TOL = 1e-12
 _MAX_OUTER = 100
 # Bracket expansion factor on ln(lambda) and the range searched before giving up.
 _LOG_LAMBDA_STEP = math.log(16.0)
@@ -1046,11 +1048,15 @@ def _solve_bounded(
             slope = lam * float(_dot(inv_vols[idx], dy)) / total
         step = -math.log(total) / slope if slope > 0.0 else math.nan
         candidate = log_lam + step
-        if not (math.isfinite(candidate) and bracket_lo < candidate < bracket_hi):
-            if math.isfinite(bracket_lo) and math.isfinite(bracket_hi):
-                candidate = 0.5 * (bracket_lo + bracket_hi)
-            else:
-                candidate = log_lam + (_LOG_LAMBDA_STEP if gap < 0.0 else -_LOG_LAMBDA_STEP)
+        bracketed = math.isfinite(bracket_lo) and math.isfinite(bracket_hi)
+        if bracketed:
+            if not (math.isfinite(candidate) and bracket_lo < candidate < bracket_hi):
+                candidate = 0.5 * (bracket_lo + bracket_hi)  # bisection
+        elif not (math.isfinite(step) and abs(step) <= _LOG_LAMBDA_STEP) or not (
+            bracket_lo < candidate < bracket_hi
+        ):
+            # Expand towards the root by a bounded factor (the slope may be tiny).
+            candidate = log_lam + (_LOG_LAMBDA_STEP if gap < 0.0 else -_LOG_LAMBDA_STEP)
         if abs(candidate - origin) > _LOG_LAMBDA_RANGE:
             raise SolverDidNotConvergeError(
                 "constrained risk budgeting has no solution: no fully invested sleeve within "
