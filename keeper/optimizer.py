@@ -25,6 +25,14 @@ equation (and gives :math:`x^{*\\top}\\Sigma x^* = \\sum_i b_i = 1`).  We run a
 damped Newton method on :math:`f` with gradient :math:`\\Sigma x - b/x` and
 Hessian :math:`\\Sigma + \\mathrm{diag}(b/x^2)`.
 
+Beyond the unconstrained solver: :func:`solve_risk_budgeting` adds per-asset
+weight bounds (Richard & Roncalli's constrained risk-budgeting portfolio [6]_,
+see its docstring for what is optimal when budgets and bounds conflict), and
+:func:`allocate` turns the fully invested sleeve into the tick's target: scaled
+to a volatility target under a gross-exposure cap of at most 1, the rest in
+cash, with the fallback chain risk budgeting -> inverse volatility -> previous
+weights.
+
 References
 ----------
 .. [1] F. Spinu, "An algorithm for computing risk parity weights", SSRN
@@ -1406,7 +1414,8 @@ def allocate(
     Raises
     ------
     ConfigError
-        Invalid budget, bounds, target, exposure cap, cash floor, previous
+        Covariance not a square (n, n) array; invalid budget, bounds, target,
+        exposure cap, cash floor, previous
         weights (shape, sign, finiteness, sum > 1), ``tol``, ``max_iter`` or
         ``allocator``.
     AllocationFailedError
