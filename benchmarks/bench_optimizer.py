@@ -1,4 +1,5 @@
-"""Benchmark of :func:`keeper.optimizer.solve_equal_risk_contribution`.
+"""Benchmark of :func:`keeper.optimizer.solve_equal_risk_contribution`, the bounded
+:func:`keeper.optimizer.solve_risk_budgeting` and :func:`keeper.optimizer.allocate`.
 
 Run with ``python benchmarks/bench_optimizer.py`` from the repository root.
 
@@ -12,6 +13,13 @@ independent covariances after one warm-up call, single-threaded BLAS.
 Printed per ``n``: median and 90th-percentile solve time in microseconds,
 median and maximum Newton iterations, and the worst budget error
 ``max_i |RRC_i - b_i|`` over all runs (equal budget).
+
+A second table times the constrained solver with binding bounds
+(``l_i = 0.5/n``, ``u_i = 1.5/n`` on the sleeve, Dirichlet budgets) and
+``allocate`` with those bounds and a volatility target of 0.3: median time,
+median count of assets at a bound, worst free-asset error
+``max_{i free} |RRC_i - kappa b_i|`` and worst bound violation.
+(For the comparison with other libraries see ``bench_solvers.py``.)
 """
 
 from __future__ import annotations
@@ -33,8 +41,10 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from keeper.optimizer import (  # noqa: E402
+    allocate,
     relative_risk_contributions,
     solve_equal_risk_contribution,
+    solve_risk_budgeting,
 )
 
 SIZES = (5, 20, 50, 200)
@@ -86,6 +96,38 @@ def bench(n: int, runs: int, rng: np.random.Generator) -> tuple[float, float, fl
     )
 
 
+def bench_bounded(n: int, runs: int, rng: np.random.Generator) -> tuple[float, float, float, float, float]:
+    covariances = [factor_model_covariance(rng, n) for _ in range(runs)]
+    budgets = [rng.dirichlet(np.ones(n)) for _ in range(runs)]
+    lower, upper = np.full(n, 0.5 / n), np.full(n, 1.5 / n)
+    solve_risk_budgeting(covariances[0], budgets[0], (lower, upper))  # warm-up
+    solve_us, allocate_us, active = np.empty(runs), np.empty(runs), np.empty(runs)
+    worst_free, worst_violation = 0.0, 0.0
+    for i, (cov, budget) in enumerate(zip(covariances, budgets)):
+        t0 = time.perf_counter_ns()
+        result = solve_risk_budgeting(cov, budget, (lower, upper))
+        solve_us[i] = (time.perf_counter_ns() - t0) / 1e3
+        t0 = time.perf_counter_ns()
+        allocate(cov, budget, bounds=(lower, upper), volatility_target=0.3)
+        allocate_us[i] = (time.perf_counter_ns() - t0) / 1e3
+        w = result.weights
+        bound = set(result.lower_bound_active) | set(result.upper_bound_active)
+        active[i] = len(bound)
+        free = np.array([j not in bound for j in range(n)])
+        rrc = relative_risk_contributions(w, cov)
+        if free.any():
+            kappa = rrc[free].sum() / budget[free].sum()
+            worst_free = max(worst_free, float(np.max(np.abs(rrc[free] - kappa * budget[free]))))
+        worst_violation = max(worst_violation, float(np.max(lower - w)), float(np.max(w - upper)))
+    return (
+        float(np.median(solve_us)),
+        float(np.median(allocate_us)),
+        float(np.median(active)),
+        worst_free,
+        worst_violation,
+    )
+
+
 def main() -> None:
     rng = np.random.default_rng(SEED)
     print(f"numpy {np.__version__}, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
@@ -100,6 +142,21 @@ def main() -> None:
         print(
             f"{n:>5} {RUNS[n]:>6} {median:>11.1f} {p90:>10.1f} "
             f"{it_med:>9.0f} {it_max:>9d} {err:>11.1e}"
+        )
+    print()
+    print("bounds l = 0.5/n, u = 1.5/n, Dirichlet budgets; allocate with volatility target 0.3")
+    header = (
+        f"{'n':>5} {'runs':>6} {'bounded us':>11} {'allocate us':>12} {'at bound':>9} "
+        f"{'free err':>9} {'violation':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for n in SIZES:
+        runs = max(10, RUNS[n] // 10)
+        solve_us, allocate_us, active, free_err, violation = bench_bounded(n, runs, rng)
+        print(
+            f"{n:>5} {runs:>6} {solve_us:>11.1f} {allocate_us:>12.1f} {active:>9.0f} "
+            f"{free_err:>9.1e} {violation:>10.1e}"
         )
 
 

@@ -83,3 +83,10 @@ class EstimatorConfigError(ConfigError, ValueError):
     Also a ``ValueError`` so that pydantic reports it as a validation error (with the field path)
     when the configuration is nested in a pydantic model loaded from a config file.
     """
+
+
+class AllocationFailedError(KeeperError):
+    """Every method of the allocator's fallback chain failed (no weights to return)."""
+
+
+__all__ += ["MissingObservationError", "EstimatorConfigError", "AllocationFailedError"]

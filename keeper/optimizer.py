@@ -25,6 +25,14 @@ equation (and gives :math:`x^{*\\top}\\Sigma x^* = \\sum_i b_i = 1`).  We run a
 damped Newton method on :math:`f` with gradient :math:`\\Sigma x - b/x` and
 Hessian :math:`\\Sigma + \\mathrm{diag}(b/x^2)`.
 
+Beyond the unconstrained solver: :func:`solve_risk_budgeting` adds per-asset
+weight bounds (Richard & Roncalli's constrained risk-budgeting portfolio [6]_,
+see its docstring for what is optimal when budgets and bounds conflict), and
+:func:`allocate` turns the fully invested sleeve into the tick's target: scaled
+to a volatility target under a gross-exposure cap of at most 1, the rest in
+cash, with the fallback chain risk budgeting -> inverse volatility -> previous
+weights.
+
 References
 ----------
 .. [1] F. Spinu, "An algorithm for computing risk parity weights", SSRN
@@ -42,6 +50,7 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +59,7 @@ from scipy.linalg.lapack import dposv as _lapack_dposv
 from scipy.linalg.lapack import dpotrf as _lapack_dpotrf
 
 from keeper.errors import (
+    AllocationFailedError,
     ConfigError,
     SingularCovarianceError,
     SolverDidNotConvergeError,
@@ -65,6 +75,14 @@ __all__ = [
     "solve_equal_risk_contribution",
     "inverse_volatility_weights",
     "equal_weights",
+    "bounded_normalise",
+    "solve_risk_budgeting",
+    "Allocation",
+    "allocate",
+    "METHOD_RISK_BUDGETING",
+    "METHOD_INVERSE_VOLATILITY",
+    "METHOD_PREVIOUS",
+    "METHOD_EQUAL_WEIGHT",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -266,7 +284,17 @@ class TargetWeights:
     iterations : int
         Newton iterations performed.
     max_budget_error : float
-        :math:`\\max_i |RRC_i - b_i|` evaluated at ``weights``.
+        :math:`\\max_i |RRC_i - b_i|` evaluated at ``weights``.  With weight
+        bounds that bind this is the (intended) deviation forced by the bounds;
+        see ``max_free_budget_error`` for the solver's accuracy.
+    lower_bound_active, upper_bound_active : tuple of int
+        Indices of the assets held exactly at their lower / upper weight bound
+        (:func:`solve_risk_budgeting` with ``bounds``; empty otherwise).
+    max_free_budget_error : float
+        :math:`\\max_{i \\in F} |RRC_i - \\kappa b_i|` over the assets :math:`F`
+        strictly inside their bounds, with :math:`\\kappa = \\sum_F RRC_i /
+        \\sum_F b_i` (``nan`` if every asset is at a bound).  Equals
+        ``max_budget_error`` when no bound binds.
     """
 
     weights: FloatArray
@@ -276,6 +304,9 @@ class TargetWeights:
     portfolio_volatility: float
     iterations: int
     max_budget_error: float
+    lower_bound_active: tuple[int, ...] = ()
+    upper_bound_active: tuple[int, ...] = ()
+    max_free_budget_error: float = math.nan
 
 
 def _freeze(a: FloatArray) -> FloatArray:
@@ -652,6 +683,7 @@ def solve_equal_risk_contribution(
     variance = float(w @ sigma_w)
     sigma = math.sqrt(variance)
     rrc = w * sigma_w / variance
+    max_error = float(np.max(np.abs(rrc - b)))
     return TargetWeights(
         weights=_freeze(w),
         risk_budget=_freeze(b),
@@ -659,7 +691,8 @@ def solve_equal_risk_contribution(
         relative_risk_contributions=_freeze(rrc),
         portfolio_volatility=sigma,
         iterations=iterations,
-        max_budget_error=float(np.max(np.abs(rrc - b))),
+        max_budget_error=max_error,
+        max_free_budget_error=max_error,
     )
 
 
@@ -724,3 +757,821 @@ def equal_weights(n: int) -> FloatArray:
     if isinstance(n, bool) or int(n) != n or n < 1:
         raise ConfigError(f"n is {n!r}; the number of assets must be an integer >= 1.")
     return np.full(int(n), 1.0 / int(n))
+
+
+# --------------------------------------------------------------------------- #
+# Constrained risk budgeting (per-asset weight bounds)
+# --------------------------------------------------------------------------- #
+# Relative bound tolerance when validating ``bounds`` (sum l <= 1 <= sum u).
+_BOUNDS_SUM_ATOL = 1e-12
+# Outer root finding on ln(lambda): stop when |sum(x) - 1| is below this.  The inner
+# solves are exact to ~1e-13 relative, so the sum is not known better; the final
+# renormalisation of the free assets moves their risk contributions by O(1e-12) at most.
+_SUM_TOL = 1e-12
+_MAX_OUTER = 100
+# Bracket expansion factor on ln(lambda) and the range searched before giving up.
+_LOG_LAMBDA_STEP = math.log(16.0)
+_LOG_LAMBDA_RANGE = 120.0
+# Largest radius of the epsilon-active set of the projected Newton method [5].
+_ACTIVE_EPSILON = 1e-6
+
+
+def _validate_bounds(
+    bounds: tuple[npt.ArrayLike, npt.ArrayLike] | None, n: int
+) -> tuple[FloatArray, FloatArray] | None:
+    """Return ``(lower, upper)`` as float arrays of shape (n,), checked; ``None`` if unbounded."""
+    if bounds is None:
+        return None
+    try:
+        lower_in, upper_in = bounds
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"bounds is {bounds!r}; it must be a pair (lower, upper) of scalars or "
+            f"arrays of shape ({n},), weights of the fully invested risky sleeve."
+        ) from None
+    lower = np.broadcast_to(np.asarray(lower_in, dtype=np.float64), (n,)).copy() if np.ndim(
+        lower_in
+    ) == 0 else np.asarray(lower_in, dtype=np.float64).copy()
+    upper = np.broadcast_to(np.asarray(upper_in, dtype=np.float64), (n,)).copy() if np.ndim(
+        upper_in
+    ) == 0 else np.asarray(upper_in, dtype=np.float64).copy()
+    for name, arr in (("lower", lower), ("upper", upper)):
+        if arr.shape != (n,):
+            raise ConfigError(
+                f"{name} bound has shape {arr.shape}; expected ({n},) or a scalar, "
+                "one entry per asset of the covariance."
+            )
+    bad = ~(np.isfinite(lower) & (lower >= 0.0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ConfigError(
+            f"lower bound of asset {i} is {lower[i]!r}; lower bounds must be finite "
+            "and >= 0 (the risky sleeve is long-only)."
+        )
+    bad = np.isnan(upper) | (upper < lower)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ConfigError(
+            f"upper bound of asset {i} is {upper[i]!r} with lower bound {lower[i]!r}; "
+            "each upper bound must be >= its lower bound (inf allowed)."
+        )
+    if not (upper > 0.0).all():
+        i = int(np.argmax(~(upper > 0.0)))
+        raise ConfigError(
+            f"upper bound of asset {i} is {upper[i]!r}; it must be > 0 (risk budgeting "
+            "holds every asset with a positive weight): drop the asset instead."
+        )
+    low_sum, high_sum = float(lower.sum()), float(upper.sum())
+    if low_sum > 1.0 + _BOUNDS_SUM_ATOL or high_sum < 1.0 - _BOUNDS_SUM_ATOL:
+        raise ConfigError(
+            f"bounds admit no fully invested sleeve: sum of lower bounds {low_sum!r} and "
+            f"sum of upper bounds {high_sum!r} must satisfy sum(lower) <= 1 <= sum(upper). "
+            "Loosen the per-asset bounds."
+        )
+    return lower, upper
+
+
+def bounded_normalise(
+    scores: npt.ArrayLike, lower: npt.ArrayLike, upper: npt.ArrayLike
+) -> FloatArray:
+    """Scale positive scores to weights within bounds that sum to one.
+
+    Returns :math:`w_i = \\mathrm{clip}(c\\, v_i, l_i, u_i)` with the unique
+    :math:`c > 0` (up to flat pieces) such that :math:`\\sum_i w_i = 1`: the
+    map :math:`c \\mapsto \\sum_i \\mathrm{clip}(c v_i, l_i, u_i)` is continuous,
+    non-decreasing and piecewise linear, so :math:`c` is found exactly on the
+    segment between two breakpoints :math:`l_i/v_i, u_i/v_i`.  Used to put the
+    inverse-volatility fallback within the same bounds as the solver.
+
+    Parameters
+    ----------
+    scores : array_like, shape (n,)
+        Positive, finite scores :math:`v` (e.g. inverse volatilities).
+    lower, upper : array_like, shape (n,)
+        Bounds with :math:`0 \\le l \\le u`, :math:`\\sum l \\le 1 \\le \\sum u`.
+
+    Returns
+    -------
+    FloatArray, shape (n,)
+        Weights in ``[lower, upper]`` summing to 1 (to rounding).
+
+    Raises
+    ------
+    ConfigError
+        If shapes differ, scores are not positive and finite, or the bounds
+        admit no fully invested vector.
+    """
+    v = np.asarray(scores, dtype=np.float64)
+    n = v.size
+    checked = _validate_bounds((lower, upper), n)
+    assert checked is not None
+    lo, hi = checked
+    if v.shape != (n,) or not (np.isfinite(v).all() and (v > 0.0).all()):
+        raise ConfigError(f"scores {v!r} must be a vector of positive finite numbers.")
+    breakpoints = np.unique(np.concatenate([lo / v, hi[np.isfinite(hi)] / v[np.isfinite(hi)]]))
+    totals = np.clip(np.outer(breakpoints, v), lo, hi).sum(axis=1)
+    k = int(np.searchsorted(totals, 1.0))  # first breakpoint with total >= 1
+    if k < totals.size and totals[k] == 1.0:
+        c = float(breakpoints[k])
+    elif k == 0:  # cannot happen: the first breakpoint has total <= sum(l) <= 1
+        c = float(breakpoints[0])
+    elif k == totals.size:
+        # Beyond the last finite breakpoint only infinite upper bounds still move.
+        c_last = float(breakpoints[-1])
+        slope = float(v[~np.isfinite(hi)].sum())
+        c = c_last + (1.0 - float(totals[-1])) / slope
+    else:
+        c0, c1 = float(breakpoints[k - 1]), float(breakpoints[k])
+        t0, t1 = float(totals[k - 1]), float(totals[k])
+        c = c0 + (1.0 - t0) * (c1 - c0) / (t1 - t0)
+    w = np.clip(c * v, lo, hi)
+    free = (w > lo) & (w < hi)
+    if free.any():  # absorb the rounding of the sum in the assets inside their bounds
+        w[free] *= (1.0 - float(w[~free].sum())) / float(w[free].sum())
+        w = np.clip(w, lo, hi)
+    return w
+
+
+def _box_objective(corr: FloatArray, lb: FloatArray, y: FloatArray) -> float:
+    if not float(_min(y)) > 0.0:
+        return math.inf
+    return 0.5 * float(_dot(y, corr.dot(y))) - float(_dot(lb, np.log(y)))
+
+
+def _box_newton(
+    corr: FloatArray,
+    b: FloatArray,
+    lam: float,
+    lo: FloatArray,
+    hi: FloatArray,
+    y: FloatArray,
+    tol: float,
+    max_iter: int,
+) -> tuple[FloatArray, int, FloatArray, FloatArray, float]:
+    """Minimise :math:`\\tfrac12 y^\\top C y - \\lambda b^\\top\\ln y` over ``lo <= y <= hi``.
+
+    Projected Newton method of Bertsekas [5]_: the epsilon-active set (assets
+    within ``eps`` of a bound whose gradient pushes them out of the box) is
+    held by a diagonally scaled gradient step, the others take the Newton step
+    of the reduced Hessian :math:`C_{FF} + \\mathrm{diag}(\\lambda b/y^2)_F`;
+    Armijo backtracking along the projection arc, the full step once the
+    reduced (self-concordant) Newton decrement is below 1/4.  ``lo`` may be
+    zero: the log barrier keeps :math:`y > 0` and such a bound never binds.
+
+    Returns ``(y, iterations, at_lower, at_upper, residual)`` where the masks
+    mark the assets exactly at a bound and ``residual`` is
+    :math:`\\max_F |y_i g_i| / y^\\top C y` (:math:`g` the gradient): the
+    relative risk contribution error of the free assets.
+    """
+    lb = lam * b
+    has_lo = lo > 0.0
+    min_lb = float(lb.min())
+    best = (math.inf, y, np.zeros(y.size, bool), np.zeros(y.size, bool))
+    stalls = 0
+    for iteration in range(max_iter + 1):
+        cy = corr.dot(y)
+        g = cy - lb / y
+        step_measure = float(np.abs(y - np.clip(y - g, lo, hi)).max())
+        eps = min(_ACTIVE_EPSILON * float(y.max()), step_measure)
+        at_lo = has_lo & (y <= lo + eps) & (g > 0.0)
+        at_hi = (y >= hi - eps) & (g < 0.0)
+        active = at_lo | at_hi
+        free = ~active
+        variance = float(_dot(y, cy))
+        residual = float(_max(np.abs(y[free] * g[free]), initial=0.0)) / variance
+        exact = bool(np.all(y[at_lo] == lo[at_lo]) and np.all(y[at_hi] == hi[at_hi]))
+        if exact and residual <= tol:
+            return y, iteration, at_lo, at_hi, residual
+        if exact:
+            if residual < best[0]:
+                best, stalls = (residual, y, at_lo, at_hi), 0
+            else:
+                stalls += 1
+                if stalls >= _MAX_STALLS:
+                    break
+        if iteration == max_iter:
+            break
+        d = np.empty_like(y)
+        hess_diag = 1.0 + lb / (y * y)
+        d[active] = g[active] / hess_diag[active]
+        idx = np.flatnonzero(free)
+        decrement2 = 0.0
+        if idx.size:
+            h = corr[np.ix_(idx, idx)]
+            h.reshape(-1)[:: idx.size + 1] = hess_diag[idx]
+            d_free = _newton_system(h, g[idx])
+            d[idx] = d_free
+            decrement2 = float(_dot(g[idx], d_free))
+        lambda_scaled = math.sqrt(max(decrement2, 0.0) / min_lb)
+        if lambda_scaled < _QUADRATIC_REGION:
+            y_new = np.clip(y - d, lo, hi)
+            if float(_min(y_new)) > 0.0:
+                y = y_new
+                continue
+        f_y = _box_objective(corr, lb, y)
+        t = 1.0
+        while True:
+            y_try = np.clip(y - t * d, lo, hi)
+            f_try = _box_objective(corr, lb, y_try)
+            predicted = t * decrement2 + float(_dot(g[active], y[active] - y_try[active]))
+            if f_try <= f_y - 1e-4 * predicted or t < 1e-12:
+                break
+            t *= 0.5
+        if t < 1e-12:  # no descent at machine precision: round-off floor
+            break
+        y = y_try
+    residual, y, at_lo, at_hi = best
+    return y, max_iter, at_lo, at_hi, residual
+
+
+def _solve_bounded(
+    cov: FloatArray,
+    b: FloatArray,
+    lower: FloatArray,
+    upper: FloatArray,
+    tol: float,
+    max_iter: int,
+) -> tuple[FloatArray, int, FloatArray, FloatArray]:
+    """Constrained risk budgeting (Richard & Roncalli [6]_), see :func:`solve_risk_budgeting`.
+
+    Returns the weights (in bounds, summing to 1), the total number of inner
+    Newton iterations and the lower / upper active masks.
+    """
+    n = b.size
+    vols = np.sqrt(cov.diagonal())
+    corr = cov / (vols[:, None] * vols)
+    corr.reshape(-1)[:: n + 1] = 1.0
+    inv_vols = 1.0 / vols
+
+    floor_tol = max(tol, _ROUNDOFF_ACCEPT)
+    y0, iterations, error, accept = _solve_correlation_space(corr, b, tol, max_iter, floor_tol)
+    if not error <= max(accept, floor_tol):
+        raise SolverDidNotConvergeError(
+            f"risk-budgeting Newton solver reached max |RRC - b| = {error:.3e} after "
+            f"{iterations} iteration(s) (tolerance {tol:.1e}, max_iter={max_iter}) before "
+            "applying the weight bounds. Increase max_iter or improve the covariance "
+            "conditioning."
+        )
+    x0 = y0 / vols  # same arithmetic as solve_equal_risk_contribution
+    s0 = float(x0.sum())
+    w0 = x0 / s0
+    no_mask = np.zeros(n, dtype=bool)
+    if bool(np.all(w0 >= lower) and np.all(w0 <= upper)):
+        return w0, iterations, no_mask, no_mask
+    # Degenerate boxes: the bounds alone pin the sleeve.
+    if float(lower.sum()) >= 1.0 - _BOUNDS_SUM_ATOL:
+        return lower / float(lower.sum()), iterations, lower > 0.0, no_mask
+    if float(upper.sum()) <= 1.0 + _BOUNDS_SUM_ATOL:
+        return upper / float(upper.sum()), iterations, no_mask, np.ones(n, dtype=bool)
+
+    lo, hi = lower * vols, upper * vols  # bounds in correlation space, y = vols * x
+    # Unconstrained: y(lambda) = sqrt(lambda) y0, so lambda = 1/s0^2 gives sum(x) = 1.
+    log_lam = -2.0 * math.log(s0)
+    y = np.clip(y0 / s0, lo, hi)
+    bracket_lo, bracket_hi = -math.inf, math.inf  # ln(lambda) with sum(x) < 1 / > 1
+    origin = log_lam
+    inner_tol = max(0.1 * tol, 1e-15)
+    for _ in range(_MAX_OUTER):
+        lam = math.exp(log_lam)
+        y, inner_iterations, at_lo, at_hi, residual = _box_newton(
+            corr, b, lam, lo, hi, y, inner_tol, max_iter
+        )
+        iterations += inner_iterations
+        total = float(_dot(y, inv_vols))
+        gap = total - 1.0
+        if abs(gap) <= _SUM_TOL:
+            break
+        if gap < 0.0:
+            bracket_lo = max(bracket_lo, log_lam)
+        else:
+            bracket_hi = min(bracket_hi, log_lam)
+        # Newton on ln(sum x) in ln(lambda): d y_F / d lambda = H_FF^{-1} (b_F / y_F).
+        free = ~(at_lo | at_hi)
+        idx = np.flatnonzero(free)
+        slope = 0.0
+        if idx.size:
+            h = corr[np.ix_(idx, idx)]
+            h.reshape(-1)[:: idx.size + 1] = 1.0 + lam * b[idx] / (y[idx] * y[idx])
+            dy = _newton_system(h, b[idx] / y[idx])
+            slope = lam * float(_dot(inv_vols[idx], dy)) / total
+        step = -math.log(total) / slope if slope > 0.0 else math.nan
+        candidate = log_lam + step
+        bracketed = math.isfinite(bracket_lo) and math.isfinite(bracket_hi)
+        if bracketed:
+            if not (math.isfinite(candidate) and bracket_lo < candidate < bracket_hi):
+                candidate = 0.5 * (bracket_lo + bracket_hi)  # bisection
+        elif not (math.isfinite(step) and abs(step) <= _LOG_LAMBDA_STEP) or not (
+            bracket_lo < candidate < bracket_hi
+        ):
+            # Expand towards the root by a bounded factor (the slope may be tiny).
+            candidate = log_lam + (_LOG_LAMBDA_STEP if gap < 0.0 else -_LOG_LAMBDA_STEP)
+        if abs(candidate - origin) > _LOG_LAMBDA_RANGE:
+            raise SolverDidNotConvergeError(
+                "constrained risk budgeting has no solution: no fully invested sleeve within "
+                "the bounds gives every asset a positive marginal risk (the bounded solution "
+                f"sums to {total!r} at lambda = e^{log_lam:.1f}, not 1); the lower bounds force "
+                "holdings that other assets must hedge. Loosen the lower bounds."
+            )
+        if bracket_lo < candidate < bracket_hi and math.isfinite(bracket_lo + bracket_hi):
+            if candidate == log_lam:  # bracket exhausted at float resolution
+                break
+        # Warm start: free assets scale like sqrt(lambda) (exact without bounds).
+        y = y.copy()
+        y[free] *= math.exp(0.5 * (candidate - log_lam))
+        y = np.clip(y, lo, hi)
+        log_lam = candidate
+    else:
+        raise SolverDidNotConvergeError(
+            f"constrained risk budgeting: sum of sleeve weights {total!r} after {_MAX_OUTER} "
+            "outer iterations; expected 1. Loosen the bounds or improve the covariance "
+            "conditioning."
+        )
+    if not residual <= max(tol, floor_tol):
+        raise SolverDidNotConvergeError(
+            f"constrained risk budgeting: the free assets' max |RRC - kappa b| is "
+            f"{residual:.3e} after {iterations} iteration(s); the tolerance is {tol:.1e} "
+            f"(accepted up to {floor_tol:.1e}) with max_iter={max_iter}. Increase max_iter "
+            "or improve the covariance conditioning."
+        )
+    w = y * inv_vols
+    w[at_lo] = lower[at_lo]  # exactly at the bound (y / vols may be off by an ulp)
+    w[at_hi] = upper[at_hi]
+    free = ~(at_lo | at_hi)
+    if free.any():
+        w[free] *= (1.0 - float(w[~free].sum())) / float(w[free].sum())
+    w = np.clip(w, lower, upper)
+    return w, iterations, at_lo, at_hi
+
+
+def solve_risk_budgeting(
+    covariance: npt.ArrayLike,
+    risk_budget: npt.ArrayLike | None = None,
+    bounds: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    tol: float = 1e-12,
+    max_iter: int = 100,
+) -> TargetWeights:
+    """Risk-budgeting weights of a fully invested sleeve, optionally within weight bounds.
+
+    Without ``bounds`` this is :func:`solve_equal_risk_contribution`
+    (:math:`RRC_i = b_i` exactly).  With bounds
+    :math:`l_i \\le w_i \\le u_i` the budget may be unattainable; we return
+    the *constrained risk-budgeting portfolio* of Richard & Roncalli [6]_:
+
+    .. math::
+
+        y^*(\\lambda) = \\arg\\min_{l \\le y \\le u}\\ \\tfrac12 y^\\top\\Sigma y
+            - \\lambda \\textstyle\\sum_i b_i \\ln y_i, \\qquad
+        w = y^*(\\lambda^*) \\ \\text{with}\\ \\textstyle\\sum_i y^*_i(\\lambda^*) = 1.
+
+    The bounds are imposed on :math:`y` *before* the budget constraint is
+    met through :math:`\\lambda`, instead of normalising afterwards (which
+    would break the bounds).  The KKT conditions characterise the result:
+    with :math:`\\kappa = \\lambda^* / w^\\top\\Sigma w`,
+
+    * assets strictly inside their bounds: :math:`RRC_i = \\kappa b_i` -- the
+      budget is met *relative to each other* exactly;
+    * assets at their lower bound: :math:`RRC_i \\ge \\kappa b_i` (they would
+      be cut further);
+    * assets at their upper bound: :math:`RRC_i \\le \\kappa b_i` (they would
+      be bought more).
+
+    The unconstrained solution is returned unchanged when it lies in the
+    bounds.  Solved by a projected Newton method [5]_ (inner) and safeguarded
+    Newton on :math:`\\ln\\lambda` (outer; :math:`\\partial y_F/\\partial\\lambda
+    = H_{FF}^{-1}(b_F/y_F)`), in correlation space like the unbounded solver.
+
+    Parameters
+    ----------
+    covariance : array_like, shape (n, n)
+        Covariance :math:`\\Sigma`, as for :func:`solve_equal_risk_contribution`.
+    risk_budget : array_like, shape (n,), optional
+        Budget :math:`b > 0` summing to 1 (default equal).
+    bounds : (lower, upper), optional
+        Per-asset bounds on the sleeve weights (fractions of the sleeve, which
+        sums to 1): scalars or arrays of shape (n,), :math:`0 \\le l_i \\le
+        u_i` (``inf`` allowed), :math:`\\sum l \\le 1 \\le \\sum u`,
+        :math:`u_i > 0`.
+    tol : float, default 1e-12
+        Target of :math:`\\max_{i\\in F}|RRC_i - \\kappa b_i|` (free assets).
+    max_iter : int, default 100
+        Maximum Newton iterations of each inner solve.
+
+    Returns
+    -------
+    TargetWeights
+        With ``lower_bound_active``, ``upper_bound_active`` and
+        ``max_free_budget_error`` filled in.
+
+    Raises
+    ------
+    SingularCovarianceError
+        Invalid covariance (see :func:`solve_equal_risk_contribution`).
+    ConfigError
+        Invalid budget, bounds (wrong shape, negative or NaN, ``u < l``,
+        :math:`\\sum l > 1` or :math:`\\sum u < 1`), ``tol`` or ``max_iter``.
+    SolverDidNotConvergeError
+        If a Newton solve stalls above tolerance, or no :math:`\\lambda`
+        gives a fully invested sleeve (possible only when lower bounds force
+        assets that hedge each other, i.e. some marginal risk is negative).
+
+    References
+    ----------
+    .. [5] D. P. Bertsekas, "Projected Newton methods for optimization
+       problems with simple constraints", SIAM J. Control Optim. 20(2), 1982.
+    .. [6] E. Richard, T. Roncalli, "Constrained risk budgeting portfolios:
+       theory, algorithms, applications & puzzles", arXiv:1902.05710, 2019.
+    """
+    if bounds is None:
+        return solve_equal_risk_contribution(covariance, risk_budget, tol, max_iter)
+    if not (tol > 0.0 and math.isfinite(tol)):
+        raise ConfigError(f"tol is {tol!r}; it must be finite and > 0 (default 1e-12).")
+    if isinstance(max_iter, bool) or int(max_iter) != max_iter or max_iter < 1:
+        raise ConfigError(f"max_iter is {max_iter!r}; it must be an integer >= 1 (default 100).")
+    cov = _validate_covariance(covariance)
+    n = cov.shape[0]
+    b = _validate_budget(risk_budget, n)
+    checked = _validate_bounds(bounds, n)
+    assert checked is not None
+    lower, upper = checked
+    w, iterations, at_lo, at_hi = _solve_bounded(cov, b, lower, upper, float(tol), int(max_iter))
+    sigma_w = cov @ w
+    variance = float(w @ sigma_w)
+    sigma = math.sqrt(variance)
+    rrc = w * sigma_w / variance
+    free = ~(at_lo | at_hi)
+    if free.any():
+        kappa = float(rrc[free].sum()) / float(b[free].sum())
+        free_error = float(np.max(np.abs(rrc[free] - kappa * b[free])))
+    else:
+        free_error = math.nan
+    return TargetWeights(
+        weights=_freeze(w),
+        risk_budget=_freeze(b),
+        risk_contributions=_freeze(rrc * sigma),
+        relative_risk_contributions=_freeze(rrc),
+        portfolio_volatility=sigma,
+        iterations=iterations,
+        max_budget_error=float(np.max(np.abs(rrc - b))),
+        lower_bound_active=tuple(int(i) for i in np.flatnonzero(at_lo)),
+        upper_bound_active=tuple(int(i) for i in np.flatnonzero(at_hi)),
+        max_free_budget_error=free_error,
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Allocation: risky sleeve, cash sleeve, volatility target, fallback chain
+# --------------------------------------------------------------------------- #
+METHOD_RISK_BUDGETING = "risk_budgeting"
+METHOD_INVERSE_VOLATILITY = "inverse_volatility"
+METHOD_PREVIOUS = "previous"
+METHOD_EQUAL_WEIGHT = "equal_weight"
+_ALLOCATORS = (METHOD_RISK_BUDGETING, METHOD_INVERSE_VOLATILITY, METHOD_EQUAL_WEIGHT)
+# Slack on the sum of previous weights (they come from on-chain balances).
+_PREVIOUS_SUM_ATOL = 1e-9
+
+
+@dataclass(frozen=True, eq=False)  # arrays: identity equality, no ambiguous ==
+class Allocation:
+    """Target of one tick: risky weights, cash weight and how they were obtained.
+
+    All weights are fractions of NAV; the cash (base asset) sleeve has zero
+    volatility and zero correlation with the risky assets.  Arrays are
+    read-only.
+
+    Attributes
+    ----------
+    weights : FloatArray, shape (n,)
+        Risky weights :math:`\\mathrm{scale} \\cdot w^{sleeve}`, each >= 0,
+        summing to ``gross_exposure``.
+    cash_weight : float
+        :math:`1 - \\sum_i` ``weights``, in [0, 1].
+    sleeve_weights : FloatArray, shape (n,)
+        Fully invested risky sleeve (sums to 1) before scaling.
+    scale : float
+        Leverage applied to the sleeve, :math:`\\mathrm{scale} = \\sum_i`
+        ``weights`` (``<= max_gross_exposure <= 1``: the vault never borrows).
+    gross_exposure : float
+        Same number as ``scale``, under its risk-report name.
+    volatility : float
+        Ex-ante volatility of the whole portfolio,
+        :math:`\\mathrm{scale}\\cdot\\sigma(w^{sleeve})`, in the covariance's
+        unit (annualised if it is); ``nan`` if the covariance could not give
+        one (``method == "previous"`` only).
+    sleeve_volatility : float
+        :math:`\\sigma(w^{sleeve}) = \\sqrt{w^\\top\\Sigma w}` (``nan`` as above).
+    volatility_target : float or None
+        The requested target (annualised if the covariance is).
+    capped : bool
+        ``True`` when a target was set but the scale hit the cap
+        ``min(max_gross_exposure, 1 - min_cash_weight)``, so ``volatility`` is
+        below the target.  ``False`` when the target is met (or no target).
+    method : str
+        ``"risk_budgeting"``, ``"inverse_volatility"``, ``"equal_weight"``
+        (only when chosen as ``allocator``) or ``"previous"``.
+    fallback_reasons : tuple of str
+        One ``"<method>: <ErrorClass>: <message>"`` per method that failed
+        before ``method`` succeeded (empty when risk budgeting succeeded).
+    risk_budget : FloatArray, shape (n,)
+        Budget targeted (normalised).
+    relative_risk_contributions : FloatArray, shape (n,)
+        :math:`RRC_i` of the sleeve (identical for the scaled portfolio);
+        ``nan`` entries when no volatility is available.
+    max_budget_error : float
+        :math:`\\max_i |RRC_i - b_i|` (``nan`` when not computable).
+    iterations : int
+        Newton iterations of the risk-budgeting solve (0 for a fallback).
+    lower_bound_active, upper_bound_active : tuple of int
+        Sleeve assets held at their lower / upper bound.
+    """
+
+    weights: FloatArray
+    cash_weight: float
+    sleeve_weights: FloatArray
+    scale: float
+    gross_exposure: float
+    volatility: float
+    sleeve_volatility: float
+    volatility_target: float | None
+    capped: bool
+    method: str
+    fallback_reasons: tuple[str, ...]
+    risk_budget: FloatArray
+    relative_risk_contributions: FloatArray
+    max_budget_error: float
+    iterations: int
+    lower_bound_active: tuple[int, ...] = ()
+    upper_bound_active: tuple[int, ...] = ()
+
+
+def _positive_finite(name: str, value: float, default_hint: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ConfigError(f"{name} is {value!r}; it must be a real number ({default_hint}).")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ConfigError(f"{name} is {value!r}; it must be finite and > 0 ({default_hint}).")
+    return value
+
+
+def _sleeve_risk(
+    sleeve: FloatArray, cov: FloatArray, budget: FloatArray
+) -> tuple[float, FloatArray, float]:
+    """Volatility, RRC and max |RRC - b| of a sleeve; raises if the variance is not > 0."""
+    sigma_w = cov @ sleeve
+    variance = float(sleeve @ sigma_w)
+    if not (variance > 0.0 and math.isfinite(variance)):
+        raise SingularCovarianceError(
+            f"sleeve variance w'Σw is {variance!r}; it must be finite and > 0 to size "
+            "the sleeve. Re-estimate the covariance."
+        )
+    rrc = sleeve * sigma_w / variance
+    return math.sqrt(variance), rrc, float(np.max(np.abs(rrc - budget)))
+
+
+def _bound_indices(
+    sleeve: FloatArray, bounds: tuple[FloatArray, FloatArray] | None
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if bounds is None:
+        return (), ()
+    lower, upper = bounds
+    at_lower = np.flatnonzero((sleeve == lower) & (lower > 0.0))
+    return tuple(int(i) for i in at_lower), tuple(int(i) for i in np.flatnonzero(sleeve == upper))
+
+
+def _reason(method: str, error: Exception) -> str:
+    return f"{method}: {type(error).__name__}: {error}"
+
+
+def allocate(
+    covariance: npt.ArrayLike,
+    risk_budget: npt.ArrayLike | None = None,
+    bounds: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    volatility_target: float | None = None,
+    max_gross_exposure: float = 1.0,
+    min_cash_weight: float = 0.0,
+    previous_weights: npt.ArrayLike | None = None,
+    tol: float = 1e-12,
+    max_iter: int = 100,
+    allocator: str = METHOD_RISK_BUDGETING,
+) -> Allocation:
+    """Risky sleeve by risk budgeting, scaled to a volatility target, rest in cash.
+
+    1. **Sleeve.**  :func:`solve_risk_budgeting` (Spinu's Newton method;
+       Richard & Roncalli's constrained portfolio when ``bounds`` bind) gives
+       fully invested weights :math:`w^{s}`, :math:`\\sum_i w^s_i = 1`.
+    2. **Scale.**  With :math:`\\sigma_s = \\sqrt{w^{s\\top}\\Sigma w^s}` and
+       cap :math:`c = \\min(\\text{max\\_gross\\_exposure}, 1 -
+       \\text{min\\_cash\\_weight})`:
+
+       .. math:: \\mathrm{scale} = \\min(\\sigma^* / \\sigma_s,\\ c)
+          \\quad(\\text{or } c \\text{ without a target } \\sigma^*),
+
+       risky weights :math:`\\mathrm{scale}\\cdot w^s`, cash
+       :math:`1 - \\mathrm{scale}`.  The ex-ante volatility
+       :math:`\\mathrm{scale}\\cdot\\sigma_s` equals the target (to rounding)
+       unless capped; cash carries no risk, so risk contributions *relative*
+       to the portfolio volatility are those of the sleeve.
+    3. **Fallback chain.**  If the solver fails (non-convergence, singular or
+       non-finite covariance, non-finite result), the failure is recorded in
+       ``fallback_reasons`` and the sleeve becomes the inverse-volatility
+       weights (put within ``bounds`` by :func:`bounded_normalise`), scaled
+       the same way.  If that fails too (a variance that is not finite and
+       positive, or no finite sleeve volatility), ``previous_weights`` are
+       returned unchanged (cash = 1 - their sum).  Configuration errors are
+       never absorbed by the chain: they are raised.
+
+    Parameters
+    ----------
+    covariance : array_like, shape (n, n)
+        Covariance of the risky assets' simple returns, annualised (365-day
+        year) in the keeper; ``volatility_target`` must be in the same unit.
+    risk_budget : array_like, shape (n,), optional
+        Risk budget :math:`b > 0`, sums to 1 (default equal).
+    bounds : (lower, upper), optional
+        Per-asset bounds on the *sleeve* weights (see
+        :func:`solve_risk_budgeting`).
+    volatility_target : float, optional
+        Target ex-ante volatility :math:`\\sigma^*` (e.g. ``0.40`` for 40 % a
+        year with an annualised covariance), finite and > 0.
+    max_gross_exposure : float, default 1.0
+        Cap on :math:`\\sum_i` weights, in (0, 1] (no borrowing).
+    min_cash_weight : float, default 0.0
+        Floor on the cash weight, in [0, 1).
+    previous_weights : array_like, shape (n,), optional
+        Risky weights currently held (fractions of NAV, >= 0, sum <= 1): the
+        last resort of the fallback chain.
+    tol, max_iter
+        Passed to :func:`solve_risk_budgeting`.
+    allocator : str, default ``"risk_budgeting"``
+        First method of the chain.  The baselines ``"inverse_volatility"``
+        (chain: inverse volatility, previous) and ``"equal_weight"``
+        (:math:`w^s_i = 1/n` within the bounds; chain: equal weight,
+        previous) get the same scaling and cash sleeve, for backtests.
+
+    Returns
+    -------
+    Allocation
+
+    Raises
+    ------
+    ConfigError
+        Covariance not a square (n, n) array; invalid budget, bounds, target,
+        exposure cap, cash floor, previous
+        weights (shape, sign, finiteness, sum > 1), ``tol``, ``max_iter`` or
+        ``allocator``.
+    AllocationFailedError
+        Every method of the chain failed (no ``previous_weights`` given); the
+        message lists each failure.
+    """
+    if volatility_target is not None:
+        volatility_target = _positive_finite(
+            "volatility_target", volatility_target, "annualised, e.g. 0.4 for 40 %/year"
+        )
+    max_gross_exposure = _positive_finite("max_gross_exposure", max_gross_exposure, "in (0, 1]")
+    if max_gross_exposure > 1.0:
+        raise ConfigError(
+            f"max_gross_exposure is {max_gross_exposure!r}; it must be <= 1: the vault does "
+            "not borrow."
+        )
+    if isinstance(min_cash_weight, bool) or not (
+        isinstance(min_cash_weight, (int, float, np.floating, np.integer))
+        and 0.0 <= float(min_cash_weight) < 1.0
+    ):
+        raise ConfigError(f"min_cash_weight is {min_cash_weight!r}; it must be in [0, 1).")
+    cap = min(max_gross_exposure, 1.0 - float(min_cash_weight))
+    if allocator not in _ALLOCATORS:
+        raise ConfigError(f"allocator is {allocator!r}; it must be one of {_ALLOCATORS}.")
+    if not (tol > 0.0 and math.isfinite(tol)):
+        raise ConfigError(f"tol is {tol!r}; it must be finite and > 0 (default 1e-12).")
+    if isinstance(max_iter, bool) or int(max_iter) != max_iter or max_iter < 1:
+        raise ConfigError(f"max_iter is {max_iter!r}; it must be an integer >= 1 (default 100).")
+
+    cov = np.asarray(covariance, dtype=np.float64)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or cov.shape[0] == 0:
+        raise ConfigError(
+            f"covariance has shape {cov.shape}; it must be a non-empty square (n, n) matrix."
+        )
+    n = cov.shape[0]
+    budget = _validate_budget(risk_budget, n)
+    checked_bounds = _validate_bounds(bounds, n)
+    previous = None
+    if previous_weights is not None:
+        previous = np.asarray(previous_weights, dtype=np.float64)
+        if previous.shape != (n,):
+            raise ConfigError(
+                f"previous_weights has shape {previous.shape}; expected ({n},)."
+            )
+        total = float(previous.sum())
+        if not (np.isfinite(previous).all() and (previous >= 0.0).all()) or not (
+            total <= 1.0 + _PREVIOUS_SUM_ATOL
+        ):
+            raise ConfigError(
+                f"previous_weights {previous.tolist()} must be finite, >= 0 and sum to at "
+                f"most 1 (sum {total!r}): they are fractions of NAV held in risky assets."
+            )
+
+    def finish(
+        sleeve: FloatArray,
+        method: str,
+        iterations: int,
+        bound_indices: tuple[tuple[int, ...], tuple[int, ...]],
+    ) -> Allocation:
+        sigma, rrc, error = _sleeve_risk(sleeve, cov, budget)
+        scale, capped = cap, False
+        if volatility_target is not None and volatility_target / sigma <= cap:
+            scale = volatility_target / sigma
+        elif volatility_target is not None:
+            capped = True
+        return _allocation(
+            sleeve, scale, sigma, volatility_target, capped, method, reasons, budget, rrc,
+            error, iterations, *bound_indices,
+        )
+
+    def risk_budgeting() -> Allocation:
+        result = solve_risk_budgeting(cov, budget, checked_bounds, tol, max_iter)
+        sleeve = np.array(result.weights)
+        if not np.isfinite(sleeve).all():
+            raise SolverDidNotConvergeError(
+                f"risk-budgeting weights are not finite: {sleeve.tolist()}."
+            )
+        active = (result.lower_bound_active, result.upper_bound_active)
+        return finish(sleeve, METHOD_RISK_BUDGETING, result.iterations, active)
+
+    def baseline(method: str) -> Allocation:
+        if method == METHOD_EQUAL_WEIGHT:
+            sleeve = equal_weights(n)
+        else:
+            sleeve = inverse_volatility_weights(cov)
+        if checked_bounds is not None:
+            sleeve = bounded_normalise(sleeve, *checked_bounds)
+        return finish(sleeve, method, 0, _bound_indices(sleeve, checked_bounds))
+
+    chain: tuple[tuple[str, Callable[[], Allocation]], ...]
+    if allocator == METHOD_RISK_BUDGETING:
+        chain = (
+            (METHOD_RISK_BUDGETING, risk_budgeting),
+            (METHOD_INVERSE_VOLATILITY, lambda: baseline(METHOD_INVERSE_VOLATILITY)),
+        )
+    else:
+        chain = ((allocator, lambda: baseline(allocator)),)
+    reasons: list[str] = []
+    for method, attempt in chain:
+        try:
+            return attempt()
+        except (SingularCovarianceError, SolverDidNotConvergeError) as exc:
+            reasons.append(_reason(method, exc))
+    # 3. Previous weights, unchanged.
+    if previous is None:
+        raise AllocationFailedError(
+            "every allocation method failed and no previous weights were given: "
+            + " | ".join(reasons)
+            + ". Keep the current holdings and repair the covariance estimate."
+        )
+    gross = float(previous.sum())
+    sleeve = previous / gross if gross > 0.0 else np.full(n, math.nan)
+    try:
+        sigma, rrc, error = _sleeve_risk(sleeve, cov, budget)
+    except SingularCovarianceError:
+        sigma, rrc, error = math.nan, np.full(n, math.nan), math.nan
+    return _allocation(
+        sleeve, gross, sigma, volatility_target, False, METHOD_PREVIOUS, reasons, budget, rrc,
+        error, 0, (), (), weights=previous.copy(),
+    )
+
+
+def _allocation(
+    sleeve: FloatArray,
+    scale: float,
+    sigma: float,
+    volatility_target: float | None,
+    capped: bool,
+    method: str,
+    reasons: list[str],
+    budget: FloatArray,
+    rrc: FloatArray,
+    error: float,
+    iterations: int,
+    lower_idx: tuple[int, ...],
+    upper_idx: tuple[int, ...],
+    weights: FloatArray | None = None,
+) -> Allocation:
+    risky = scale * sleeve if weights is None else weights
+    return Allocation(
+        weights=_freeze(risky),
+        # Exactly 1 - scale (the sum of the risky weights may differ by an ulp).
+        cash_weight=max(0.0, 1.0 - float(scale)),
+        sleeve_weights=_freeze(np.array(sleeve)),
+        scale=float(scale),
+        gross_exposure=float(scale),
+        volatility=float(scale) * sigma,
+        sleeve_volatility=sigma,
+        volatility_target=volatility_target,
+        capped=capped,
+        method=method,
+        fallback_reasons=tuple(reasons),
+        risk_budget=_freeze(np.array(budget)),
+        relative_risk_contributions=_freeze(np.array(rrc)),
+        max_budget_error=error,
+        iterations=iterations,
+        lower_bound_active=lower_idx,
+        upper_bound_active=upper_idx,
+    )

@@ -16,13 +16,19 @@ import pytest
 from scipy.optimize import minimize
 
 from keeper.errors import (
+    AllocationFailedError,
     ConfigError,
     KeeperError,
     SingularCovarianceError,
     SolverDidNotConvergeError,
 )
 from keeper.optimizer import (
+    METHOD_INVERSE_VOLATILITY,
+    METHOD_PREVIOUS,
+    METHOD_RISK_BUDGETING,
     TargetWeights,
+    allocate,
+    bounded_normalise,
     equal_weights,
     inverse_volatility_weights,
     marginal_risk_contributions,
@@ -30,6 +36,7 @@ from keeper.optimizer import (
     relative_risk_contributions,
     risk_contributions,
     solve_equal_risk_contribution,
+    solve_risk_budgeting,
 )
 
 BUDGET_TOL = 1e-8
@@ -415,3 +422,275 @@ def test_not_converged_names_the_achieved_error() -> None:
 def test_errors_share_the_keeper_base_class() -> None:
     for error in (ConfigError, SingularCovarianceError, SolverDidNotConvergeError):
         assert issubclass(error, KeeperError)
+
+
+# --------------------------------------------------------------------------- #
+# Constrained risk budgeting (weight bounds)
+# --------------------------------------------------------------------------- #
+def assert_constrained_kkt(result: TargetWeights, cov: np.ndarray, budget: np.ndarray,
+                           lower: np.ndarray, upper: np.ndarray, tol: float = 1e-10) -> None:
+    """Richard & Roncalli's optimality conditions, checked with plain numpy."""
+    w = result.weights
+    assert np.all(w >= lower) and np.all(w <= upper)
+    assert abs(w.sum() - 1.0) <= 1e-14
+    sw = cov @ w
+    rrc = w * sw / (w @ sw)
+    at_lo = np.zeros(w.size, bool)
+    at_hi = np.zeros(w.size, bool)
+    at_lo[list(result.lower_bound_active)] = True
+    at_hi[list(result.upper_bound_active)] = True
+    np.testing.assert_array_equal(w[at_lo], lower[at_lo])
+    np.testing.assert_array_equal(w[at_hi], upper[at_hi])
+    free = ~(at_lo | at_hi)
+    assert free.any()
+    assert np.all(w[free] > lower[free]) and np.all(w[free] < upper[free])
+    kappa = rrc[free].sum() / budget[free].sum()
+    assert np.max(np.abs(rrc[free] - kappa * budget[free])) <= tol
+    assert result.max_free_budget_error <= tol
+    # Bound assets would move out of the box: too much risk at the lower bound, too little at the upper.
+    assert np.all(rrc[at_lo] >= kappa * budget[at_lo] - tol)
+    assert np.all(rrc[at_hi] <= kappa * budget[at_hi] + tol)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("n", [3, 5, 10, 50])
+def test_bounds_that_bind_give_the_constrained_risk_budgeting_portfolio(n: int, seed: int) -> None:
+    cov = random_covariance(seed, n)
+    budget = np.random.default_rng(400 + seed).dirichlet(np.ones(n))
+    free_solution = solve_equal_risk_contribution(cov, budget).weights
+    lower = np.full(n, float(np.quantile(free_solution, 0.25)))
+    upper = np.full(n, float(np.quantile(free_solution, 0.8)))
+    assert (free_solution < lower).any() or (free_solution > upper).any()  # bounds bind
+    result = solve_risk_budgeting(cov, budget, (lower, upper))
+    assert result.lower_bound_active or result.upper_bound_active
+    assert_constrained_kkt(result, cov, budget, lower, upper)
+
+
+def test_bounds_that_do_not_bind_return_the_unconstrained_solution() -> None:
+    cov = random_covariance(3, 6)
+    budget = np.random.default_rng(3).dirichlet(np.ones(6))
+    free_solution = solve_equal_risk_contribution(cov, budget)
+    bounded = solve_risk_budgeting(cov, budget, (0.0, 1.0))
+    np.testing.assert_array_equal(bounded.weights, free_solution.weights)
+    assert bounded.lower_bound_active == () and bounded.upper_bound_active == ()
+    assert bounded.max_budget_error <= 1e-12
+
+
+def test_bounded_solution_agrees_with_an_independent_scipy_reference() -> None:
+    """Same formulation solved by SLSQP on the raw covariance: lambda fixed, box, then sum."""
+    n = 6
+    cov = random_covariance(11, n)
+    budget = np.random.default_rng(11).dirichlet(np.ones(n))
+    lower, upper = np.full(n, 0.08), np.full(n, 0.3)
+    result = solve_risk_budgeting(cov, budget, (lower, upper))
+    # At lambda*, the bounded Spinu problem's minimiser is the result (it sums to 1): recover
+    # lambda* from a free asset and minimise independently.
+    w = result.weights
+    free = [i for i in range(n) if i not in result.lower_bound_active + result.upper_bound_active]
+    lam = w[free[0]] * (cov @ w)[free[0]] / budget[free[0]]
+
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        sx = cov @ x
+        return 0.5 * float(x @ sx) - lam * float(budget @ np.log(x)), sx - lam * budget / x
+
+    reference = minimize(objective, np.full(n, 1.0 / n), jac=True, method="L-BFGS-B",
+                         bounds=list(zip(lower, upper)),
+                         options={"ftol": 1e-16, "gtol": 1e-14, "maxiter": 10_000})
+    np.testing.assert_allclose(reference.x, w, atol=1e-7)
+
+
+def test_equal_lower_and_upper_bounds_pin_assets() -> None:
+    cov = random_covariance(2, 4)
+    lower = np.array([0.1, 0.0, 0.0, 0.0])
+    upper = np.array([0.1, 1.0, 1.0, 1.0])
+    result = solve_risk_budgeting(cov, None, (lower, upper))
+    assert result.weights[0] == 0.1
+    assert_constrained_kkt(result, cov, np.full(4, 0.25), lower, upper)
+
+
+def test_bounds_that_sum_to_one_fix_the_sleeve() -> None:
+    cov = random_covariance(2, 4)
+    upper = np.array([0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_allclose(solve_risk_budgeting(cov, None, (0.0, upper)).weights, upper, rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "bounds,match",
+    [
+        ((0.3, 1.0), "no fully invested"),
+        ((0.0, 0.2), "no fully invested"),
+        ((np.array([0.1, 0.1]), 1.0), "shape"),
+        ((-0.1, 1.0), ">= 0"),
+        ((np.nan, 1.0), ">= 0"),
+        ((0.0, np.array([0.5, 0.5, np.nan, 0.5])), "upper bound"),
+        ((0.2, np.array([0.5, 0.1, 0.5, 0.5])), "upper bound"),
+        ((0.0, np.array([0.5, 0.0, 0.5, 0.5])), "> 0"),
+        ((0.1,), "pair"),
+    ],
+)
+def test_bad_bounds_are_config_errors(bounds: tuple, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        solve_risk_budgeting(random_covariance(0, 4), None, bounds)
+
+
+def test_bounds_forcing_hedged_assets_have_no_solution() -> None:
+    """Asset 1 needs w_1 > 0.9 w_0 for a positive marginal risk; w_0 >= 0.6 forces sum > 1."""
+    cov = np.array([[1.0, -0.9], [-0.9, 1.0]])
+    with pytest.raises(SolverDidNotConvergeError, match="no solution"):
+        solve_risk_budgeting(cov, None, (np.array([0.6, 0.0]), 1.0))
+    allocation = allocate(cov, bounds=(np.array([0.6, 0.0]), 1.0))  # falls back, within bounds
+    assert allocation.method == METHOD_INVERSE_VOLATILITY
+    assert "no solution" in allocation.fallback_reasons[0]
+    np.testing.assert_allclose(allocation.sleeve_weights, [0.6, 0.4], rtol=1e-15)
+
+
+def test_bounded_normalise() -> None:
+    v = np.array([4.0, 1.0, 1.0, 1.0])
+    w = bounded_normalise(v, 0.0, 0.4)
+    np.testing.assert_allclose(w, [0.4, 0.2, 0.2, 0.2], rtol=1e-15)
+    w = bounded_normalise(np.array([1.0, 10.0, 100.0]), 0.2, np.inf)
+    np.testing.assert_allclose(w, [0.2, 0.2, 0.6], rtol=1e-15)
+    np.testing.assert_allclose(bounded_normalise(v, 0.0, 1.0), v / v.sum(), rtol=1e-15)
+    with pytest.raises(ConfigError, match="positive"):
+        bounded_normalise(np.array([1.0, -1.0]), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- #
+# allocate(): cash sleeve, volatility target, fallback chain
+# --------------------------------------------------------------------------- #
+def test_volatility_target_is_met_exactly_when_not_capped() -> None:
+    cov = random_covariance(1, 6)
+    budget = np.random.default_rng(1).dirichlet(np.ones(6))
+    sleeve = solve_equal_risk_contribution(cov, budget)
+    target = 0.5 * sleeve.portfolio_volatility
+    allocation = allocate(cov, budget, volatility_target=target)
+    assert allocation.method == METHOD_RISK_BUDGETING and allocation.fallback_reasons == ()
+    assert not allocation.capped
+    np.testing.assert_allclose(math.sqrt(allocation.weights @ cov @ allocation.weights), target, rtol=1e-13)
+    assert allocation.volatility == pytest.approx(target, rel=1e-14)
+    assert allocation.scale == pytest.approx(0.5, rel=1e-13)
+    assert allocation.cash_weight == pytest.approx(0.5, rel=1e-13)
+    assert allocation.weights.sum() + allocation.cash_weight == pytest.approx(1.0, abs=1e-15)
+    np.testing.assert_allclose(allocation.sleeve_weights, sleeve.weights, rtol=1e-15)
+    # Cash has no risk: risk contributions relative to the portfolio volatility are the budget.
+    assert budget_error(allocation.weights, cov, budget) <= 1e-12
+    assert allocation.max_budget_error <= 1e-12
+
+
+def test_volatility_target_above_the_sleeve_is_capped_by_gross_exposure_and_cash_floor() -> None:
+    cov = random_covariance(1, 6)
+    sigma = solve_equal_risk_contribution(cov).portfolio_volatility
+    full = allocate(cov, volatility_target=2.0 * sigma)
+    assert full.capped and full.scale == 1.0 and full.cash_weight == 0.0
+    assert full.volatility == pytest.approx(sigma, rel=1e-14)
+    floored = allocate(cov, volatility_target=2.0 * sigma, min_cash_weight=0.1, max_gross_exposure=0.95)
+    assert floored.capped and floored.scale == 0.9 and floored.cash_weight == pytest.approx(0.1, abs=1e-16)
+    assert floored.weights.sum() == pytest.approx(0.9, rel=1e-14)
+    no_target = allocate(cov, max_gross_exposure=0.8)
+    assert not no_target.capped and no_target.scale == 0.8 and no_target.volatility_target is None
+
+
+def test_allocate_with_bounds_respects_them_on_the_sleeve() -> None:
+    cov = random_covariance(4, 8)
+    allocation = allocate(cov, bounds=(0.05, 0.2), volatility_target=0.1)
+    assert np.all(allocation.sleeve_weights >= 0.05) and np.all(allocation.sleeve_weights <= 0.2)
+    assert allocation.upper_bound_active or allocation.lower_bound_active
+    assert allocation.volatility == pytest.approx(0.1, rel=1e-13)
+
+
+@pytest.mark.parametrize("allocator", ["inverse_volatility", "equal_weight"])
+def test_baseline_allocators(allocator: str) -> None:
+    cov = random_covariance(5, 5)
+    allocation = allocate(cov, allocator=allocator, volatility_target=0.2)
+    expected = inverse_volatility_weights(cov) if allocator == "inverse_volatility" else equal_weights(5)
+    np.testing.assert_allclose(allocation.sleeve_weights, expected, rtol=1e-15)
+    assert allocation.method == allocator and allocation.volatility == pytest.approx(0.2, rel=1e-13)
+    bounded = allocate(cov, allocator=allocator, bounds=(0.0, 0.21))
+    assert np.all(bounded.sleeve_weights <= 0.21) and bounded.sleeve_weights.sum() == pytest.approx(1.0)
+
+
+def indefinite_covariance() -> np.ndarray:
+    """Pairwise-consistent but jointly impossible correlations (0.9, 0.9, -0.9): not PSD,
+    positive variances, and the inverse-volatility portfolio still has a positive variance."""
+    corr = np.array([[1.0, 0.9, 0.9], [0.9, 1.0, -0.9], [0.9, -0.9, 1.0]])
+    vols = np.array([0.5, 0.8, 1.1])
+    return corr * np.outer(vols, vols)
+
+
+def test_singular_covariance_falls_back_to_inverse_volatility() -> None:
+    cov = indefinite_covariance()
+    with pytest.raises(SingularCovarianceError):
+        solve_equal_risk_contribution(cov)
+    allocation = allocate(cov, volatility_target=0.15)
+    assert allocation.method == METHOD_INVERSE_VOLATILITY
+    assert len(allocation.fallback_reasons) == 1
+    assert allocation.fallback_reasons[0].startswith("risk_budgeting: SingularCovarianceError")
+    np.testing.assert_allclose(allocation.sleeve_weights, inverse_volatility_weights(cov), rtol=1e-15)
+    assert allocation.volatility == pytest.approx(0.15, rel=1e-13) and allocation.iterations == 0
+
+
+def test_non_convergence_falls_back_to_inverse_volatility_within_bounds() -> None:
+    cov = ill_conditioned_covariance(1, 20)
+    allocation = allocate(cov, bounds=(0.0, 0.09), max_iter=1)
+    assert allocation.method == METHOD_INVERSE_VOLATILITY
+    assert "SolverDidNotConvergeError" in allocation.fallback_reasons[0]
+    assert np.all(allocation.sleeve_weights <= 0.09)
+    assert allocation.sleeve_weights.sum() == pytest.approx(1.0, abs=1e-14)
+
+
+@pytest.mark.parametrize("where", ["diagonal", "off_diagonal", "infinite"])
+def test_broken_covariance_falls_back_to_previous_weights(where: str) -> None:
+    cov = random_covariance(7, 4)
+    if where == "diagonal":
+        cov[2, 2] = np.nan
+    elif where == "off_diagonal":
+        cov[0, 3] = cov[3, 0] = np.nan  # inverse volatility exists, its volatility does not
+    else:
+        cov[1, 1] = np.inf
+    previous = np.array([0.2, 0.3, 0.1, 0.2])
+    allocation = allocate(cov, previous_weights=previous, volatility_target=0.2)
+    assert allocation.method == METHOD_PREVIOUS
+    assert [r.split(":")[0] for r in allocation.fallback_reasons] == ["risk_budgeting", "inverse_volatility"]
+    np.testing.assert_array_equal(allocation.weights, previous)
+    assert allocation.cash_weight == pytest.approx(0.2, abs=1e-15)
+    assert math.isnan(allocation.volatility) and not allocation.capped
+
+
+def test_every_method_failing_without_previous_weights_raises() -> None:
+    cov = random_covariance(7, 4)
+    cov[2, 2] = np.nan
+    with pytest.raises(AllocationFailedError, match="risk_budgeting.*inverse_volatility"):
+        allocate(cov)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"volatility_target": 0.0}, "volatility_target"),
+        ({"volatility_target": np.nan}, "volatility_target"),
+        ({"volatility_target": "0.2"}, "volatility_target"),
+        ({"max_gross_exposure": 1.5}, "borrow"),
+        ({"max_gross_exposure": 0.0}, "max_gross_exposure"),
+        ({"min_cash_weight": 1.0}, "min_cash_weight"),
+        ({"min_cash_weight": -0.1}, "min_cash_weight"),
+        ({"previous_weights": np.array([0.5, 0.5, 0.5])}, "shape"),
+        ({"previous_weights": np.array([0.5, 0.5, 0.5, 0.5])}, "at most 1"),
+        ({"previous_weights": np.array([-0.1, 0.5, 0.1, 0.1])}, ">= 0"),
+        ({"risk_budget": np.array([0.5, 0.5])}, "shape"),
+        ({"bounds": (0.5, 1.0)}, "no fully invested"),
+        ({"allocator": "min_variance"}, "allocator"),
+        ({"tol": 0.0}, "tol"),
+    ],
+)
+def test_allocate_configuration_errors_are_raised_not_absorbed(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        allocate(random_covariance(0, 4), **kwargs)
+
+
+def test_allocation_is_immutable() -> None:
+    allocation = allocate(random_covariance(0, 4))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        allocation.method = "previous"  # type: ignore[misc]
+    for array in (allocation.weights, allocation.sleeve_weights, allocation.relative_risk_contributions):
+        with pytest.raises(ValueError):
+            array[0] = 0.0
