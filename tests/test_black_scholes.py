@@ -215,3 +215,12 @@ def test_inputs_outside_the_domain_revert_with_the_failing_value(harness, p, whi
     err = decode_revert(data)
     assert err.name == "BlackScholesInputOutOfRange"
     assert err.args[0] == which and err.args[1] == p[which]
+
+
+def test_domain_corners_price_within_no_arbitrage_bounds(harness) -> None:
+    corners = itertools.product((10**12, 10**30), (10**12, 10**30), (1, 10 * YEAR), (10**15, 5 * WAD))
+    for spot, strike, seconds, vol in corners:
+        g = harness.functions.greeks((spot, strike, seconds, vol, 0)).call()
+        assert max(spot - strike, 0) - 2 <= g[0] <= spot
+        assert max(strike - spot, 0) - 2 <= g[1] <= strike
+        assert 0 <= g[2] <= WAD and g[4] >= 0 and g[5] >= 0
