@@ -122,6 +122,8 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     error NotSettlementRound(bytes32 seriesId, uint80 roundId, uint256 updatedAt, uint256 expiry);
     /// @notice A limit is outside its allowed range.
     error LimitOutOfRange(uint256 value, uint256 maxValue);
+    /// @notice A feed was listed with a zero heartbeat.
+    error ZeroHeartbeat(address underlying);
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
@@ -311,7 +313,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         AggregatorV3Interface volFeed,
         uint32 volHeartbeat
     ) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        if (priceHeartbeat == 0 || volHeartbeat == 0) revert LimitOutOfRange(0, type(uint32).max);
+        if (priceHeartbeat == 0 || volHeartbeat == 0) revert ZeroHeartbeat(underlying);
         underlyingConfig[underlying] = Underlying({
             priceFeed: priceFeed,
             volFeed: volFeed,

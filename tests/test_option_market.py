@@ -330,3 +330,32 @@ def test_lp_nav_books_open_options_at_their_mark_and_withdrawals_stop_at_free_li
     assert free - 1 <= mk.maxWithdraw(m.owner).call() <= free
     with pytest.raises(TransactionFailedError, match="ERC4626ExceededMaxWithdraw"):
         m.tx.transact(m.owner, mk.withdraw(mk.freeLiquidity().call() + 1, m.owner, m.owner))
+
+
+def test_governance_is_admin_only_and_bounded(m: Market) -> None:
+    mk = m.market.functions
+    err = m.error(mk.setParams(100, 3600, 86400), m.alice)
+    assert err.name == "AccessControlUnauthorizedAccount"
+    err = m.error(mk.setParams(mk.MAX_SPREAD_BPS().call() + 1, 3600, 86400), m.owner)
+    assert err.name == "LimitOutOfRange" and err.args == (2_001, 2_000)
+    err = m.error(mk.setParams(100, 86400, 3600), m.owner)
+    assert err.name == "LimitOutOfRange" and err.args == (86400, 3600)
+    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 0, m.vol_feeds[0].address, 60), m.owner)
+    assert err.name == "ZeroHeartbeat"
+    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 60, m.vol_feeds[0].address, 60), m.alice)
+    assert err.name == "AccessControlUnauthorizedAccount"
+
+
+def test_a_late_lp_buys_in_at_the_marked_nav(m: Market) -> None:
+    mk = m.market.functions
+    _buy(m, 0, 40_000.0, m.now() + 30 * DAY, False, 50 * WAD, m.alice)
+    m.push(0, price=34_000.0)  # the pool's short puts lose: its NAV per share falls
+    nav, supply = mk.totalAssets().call(), mk.totalSupply().call()
+    assert nav < POOL_USD * USDC
+    assets = 1_000_000 * USDC
+    m.freeze()
+    m.tx.transact(m.lp, mk.deposit(assets, m.lp))
+    shares = mk.balanceOf(m.lp).call()
+    assert shares == assets * (supply + 10**6) // (nav + 1)  # ERC-4626 floor with virtual shares
+    # The late LP's claim is worth at most what they paid in.
+    assert mk.previewRedeem(shares).call() <= assets
