@@ -238,6 +238,13 @@ class OptionsDeployment:
     market: str
     vol_feeds: dict[str, str]
 
+    def to_json(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def from_json(cls, path: Path) -> "OptionsDeployment":
+        return cls(**json.loads(path.read_text()))
+
 
 def vol_to_answer(vol: float) -> int:
     """Annualised volatility (0.8 = 80%) to a feed answer with :data:`VOL_FEED_DECIMALS` decimals."""
@@ -279,6 +286,11 @@ def deploy_options(
         Window of times to expiry the market sells, seconds.
     connect_vault : bool
         Set the market as the vault's ``optionMarket`` (the deployer must be the vault's admin).
+
+    Raises
+    ------
+    TransactionFailedError
+        When a deployment or configuration transaction reverts (the message holds the decoded error).
     """
     arts = load_artifacts()
     tx = DevSender(w3)
