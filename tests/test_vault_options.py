@@ -353,3 +353,26 @@ def test_swap_and_option_legs_in_one_rebalance(env: Env) -> None:
     assert env.tokens[1].functions.balanceOf(env.vault.address).call() >= fair_out * 9950 // BPS
     assert len(v.openSeries().call()) == 2
     assert v.totalAssets().call() == env.nav_from_parts()
+
+
+def test_a_third_party_exercise_for_the_vault_keeps_the_books_right(env: Env) -> None:
+    v, mk = env.vault.functions, env.market.functions
+    strike, expiry, amount = 36_000 * WAD, env.now() + 5 * DAY, 2 * WAD
+    env.rebalance([], [put_leg(env, strike, expiry, amount)])
+    sid = v.openSeries().call()[0]
+    round_id = _expire(env, expiry, 30_000.0)
+    nav = v.totalAssets().call()
+    env.tx.transact(env.alice, mk.settle(sid, round_id))
+    env.tx.transact(env.alice, mk.exercise(sid, env.vault.address))  # paid to the vault, not to alice
+    assert v.totalAssets().call() == nav  # the mark became cash, wei for wei
+    env.tx.transact(env.bob, v.settleOption(sid, round_id))  # closes the emptied position
+    assert v.openSeries().call() == [] and v.totalAssets().call() == nav
+
+
+def test_a_market_refusal_is_wrapped_with_the_leg_index(env: Env) -> None:
+    strike, expiry = 36_000 * WAD, env.now() + 30 * DAY
+    env.rebalance([], [put_leg(env, strike, expiry, WAD)])
+    err = env.call_rebalance_error([], [sell_leg(env, strike, expiry, 2 * WAD)])
+    assert err.name == "OptionLegFailed" and err.args[0] == 0
+    inner = decode_revert(err.args[1])
+    assert inner.name == "InsufficientPosition" and inner.args[1:] == (WAD, 2 * WAD)
