@@ -13,12 +13,18 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interfaces/AggregatorV3Interface.sol";
 import {ISwapRouter} from "@uniswap/v3-periphery/contracts/interfaces/ISwapRouter.sol";
 
+import {OptionMarket} from "./OptionMarket.sol";
+
 /// @title RiskParityVault
 /// @notice ERC-4626 vault over a USD stablecoin (the base asset) that holds a whitelist of risk assets,
 /// each priced by a Chainlink `AggregatorV3Interface` feed. An off-chain keeper keeps the holdings at
 /// equal risk contribution by calling `rebalance` with a list of Uniswap V3 swap legs; the vault itself
 /// checks every leg against its own oracle prices and refuses trades that breach its bounds.
-/// @dev Valuation: `totalAssets()` = base balance + Σ balanceᵢ × priceᵢ, in base-asset units (floor).
+/// Through `rebalanceWithOptions` the keeper may also buy European options from an `OptionMarket` (and
+/// sell held ones back), each leg bounded against the market's on-chain Black-Scholes fair value.
+/// @dev Valuation: `totalAssets()` = base balance + Σ balanceᵢ × priceᵢ + Σ option positions at their
+/// `OptionMarket.positionValue` mark (Black-Scholes before expiry, the payout once settled), in
+/// base-asset units (floor).
 /// A risk asset is valued as `balance × answer × 10^baseDecimals / 10^(tokenDecimals + feedDecimals)`.
 /// Shares carry `DECIMALS_OFFSET` extra decimals (virtual shares, EIP-4626 inflation-attack defence).
 /// Withdrawals pay base asset out of the vault's idle balance, so `maxWithdraw`/`maxRedeem` are capped
@@ -60,6 +66,32 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         uint256 minAmountOut;
     }
 
+    /// @notice One option trade of a rebalance with the `OptionMarket`'s pool. The vault holds long
+    /// options only: a buy opens or adds to a position, a sell closes (part of) a held one.
+    /// @param underlying Whitelisted risk asset the option is written on.
+    /// @param strike Strike, 1e18 fixed point in USD per whole underlying.
+    /// @param expiry Unix time of expiry, seconds.
+    /// @param isCall Call (capped, see `OptionMarket`) or put.
+    /// @param isBuy True to buy from the market, false to sell a held position back.
+    /// @param amount Options traded, 1e18 = one whole underlying.
+    /// @param premiumLimit Base units: the most paid (buy) or the least received (sell).
+    struct OptionLeg {
+        address underlying;
+        uint256 strike;
+        uint256 expiry;
+        bool isCall;
+        bool isBuy;
+        uint256 amount;
+        uint256 premiumLimit;
+    }
+
+    /// @dev The scalar arguments of a rebalance (see `rebalanceWithOptions`).
+    struct RebalanceBounds {
+        uint256 minNavAfter;
+        uint256 expectedEpoch;
+        uint256 deadline;
+    }
+
     /*//////////////////////////////////////////////////////////////
                                  ERRORS
     //////////////////////////////////////////////////////////////*/
@@ -96,6 +128,28 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     error AssetConfigInvalid(address token);
     /// @notice The whitelist is full.
     error TooManyAssets(uint256 maxAssets);
+    /// @notice `rebalanceWithOptions` got more than `MAX_OPTION_LEGS` option legs, or no leg at all.
+    error InvalidOptionLegCount(uint256 optionLegCount, uint256 maxOptionLegs);
+    /// @notice An option leg trades a zero amount.
+    error InvalidOptionLeg(uint256 legIndex);
+    /// @notice No option market is set.
+    error OptionMarketNotSet();
+    /// @notice A buy leg's `premiumLimit` is above the fair value plus `maxPremiumBps` (base units).
+    error PremiumAboveFairBound(uint256 legIndex, uint256 premiumLimit, uint256 bound);
+    /// @notice A sell leg's `premiumLimit` is below the fair value less `maxPremiumBps` (base units).
+    error PremiumBelowFairBound(uint256 legIndex, uint256 premiumLimit, uint256 bound);
+    /// @notice The option trade of a leg reverted in the market.
+    error OptionLegFailed(uint256 legIndex, bytes reason);
+    /// @notice A leg's premium breached its `premiumLimit` (base units).
+    error OptionPremiumExceeded(uint256 legIndex, uint256 premiumLimit, uint256 premium);
+    /// @notice Premiums paid in the current period exceed `premiumBudgetBps` of NAV (base units).
+    error PremiumBudgetExceeded(uint256 spentInPeriod, uint256 budget);
+    /// @notice More open option series than `maxOpenSeries` after the rebalance.
+    error TooManyOpenSeries(uint256 openSeries, uint256 maxOpenSeries);
+    /// @notice The vault holds no position in the series.
+    error NotOpenSeries(bytes32 seriesId);
+    /// @notice The option market cannot change while positions are open.
+    error OptionPositionsOpen(uint256 openSeries);
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
@@ -117,6 +171,20 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     event RiskAssetDelisted(address indexed token);
     event LimitsSet(uint256 maxSlippageBps, uint256 maxTurnoverBps, uint256 maxNavLossBps);
     event RedeemedInKind(address indexed owner, address indexed receiver, uint256 shares);
+    /// @notice One executed option leg: premium paid (buy) or received (sell) and the fair value, base units.
+    event OptionLegExecuted(
+        uint256 indexed epoch,
+        uint256 legIndex,
+        bytes32 indexed seriesId,
+        bool isBuy,
+        uint256 amount,
+        uint256 premium,
+        uint256 fairValue
+    );
+    /// @notice An expired position settled and exercised: `payout` base units received.
+    event OptionSettled(bytes32 indexed seriesId, uint256 payout);
+    event OptionMarketSet(address market);
+    event OptionLimitsSet(uint256 maxPremiumBps, uint256 premiumBudgetBps, uint256 premiumPeriod, uint256 maxOpenSeries);
 
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
@@ -134,6 +202,13 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     uint256 public constant MAX_SLIPPAGE_BPS_LIMIT = 1_000;
     uint256 public constant MAX_TURNOVER_BPS_LIMIT = 20_000;
     uint256 public constant MAX_NAV_LOSS_BPS_LIMIT = 1_000;
+    uint256 public constant MAX_OPTION_LEGS = 8;
+    /// @dev Upper bounds for the option limits: 20% over fair value, 10% of NAV per period, 16 series.
+    uint256 public constant MAX_PREMIUM_BPS_LIMIT = 2_000;
+    uint256 public constant MAX_PREMIUM_BUDGET_BPS_LIMIT = 1_000;
+    uint256 public constant MAX_OPEN_SERIES_LIMIT = 16;
+    uint256 public constant MIN_PREMIUM_PERIOD = 1 hours;
+    uint256 public constant MAX_PREMIUM_PERIOD = 365 days;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -157,6 +232,21 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     uint256 public maxTurnoverBps;
     /// @notice Largest fall of NAV across one rebalance, bps of NAV before.
     uint256 public maxNavLossBps;
+    /// @notice Market the option legs trade with (zero: options disabled).
+    OptionMarket public optionMarket;
+    /// @notice Largest premium paid above (or received below) the market's fair value, bps of fair value.
+    uint256 public maxPremiumBps;
+    /// @notice Largest Σ premium paid per period, bps of NAV before the rebalance that pays.
+    uint256 public premiumBudgetBps;
+    /// @notice Length of a premium-budget period, seconds; periods are aligned to multiples of it.
+    uint256 public premiumPeriod;
+    /// @notice Largest number of option series held at once.
+    uint256 public maxOpenSeries;
+    /// @notice Start of the period `premiumSpentInPeriod` belongs to, Unix seconds.
+    uint256 public premiumPeriodStart;
+    /// @notice Premium paid in the period starting at `premiumPeriodStart`, base units.
+    uint256 public premiumSpentInPeriod;
+    bytes32[] private _openSeries;
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -182,6 +272,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         _grantRole(KEEPER_ROLE, keeper);
         _grantRole(GUARDIAN_ROLE, guardian);
         _setLimits(100, 10_000, 200);
+        _setOptionLimits(300, 200, 30 days, 8);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -222,6 +313,8 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
 
     /// @notice Burns `shares` of `owner` and sends `receiver` the same fraction of every holding
     /// (base asset and each risk asset), rounded down. Needs no price and works while paused.
+    /// Option positions are not paid in kind (they are not transferable): their value stays with the
+    /// remaining shares.
     /// @return amounts Amount sent of the base asset, then of each risk asset in `riskAssets()` order.
     function redeemInKind(uint256 shares, address receiver, address owner)
         external
@@ -266,21 +359,52 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         nonReentrant
         returns (uint256 navAfter)
     {
-        if (block.timestamp > deadline) revert DeadlinePassed(deadline, block.timestamp);
-        if (expectedEpoch != rebalanceEpoch) revert EpochMismatch(expectedEpoch, rebalanceEpoch);
+        _checkCall(expectedEpoch, deadline);
         if (legs.length == 0 || legs.length > MAX_LEGS) revert InvalidLegCount(legs.length, MAX_LEGS);
 
         uint256 navBefore = totalAssets();
-        (uint256[] memory oracleOut, uint256 turnoverBps) = _checkLegs(legs, navBefore);
+        (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs);
+        uint256 turnoverBps = _checkTurnover(swapValue, navBefore);
         _executeLegs(expectedEpoch, legs, oracleOut, deadline);
+        navAfter = _finishRebalance(expectedEpoch, navBefore, minNavAfter, turnoverBps, legs.length);
+    }
 
-        navAfter = totalAssets();
-        if (navAfter < minNavAfter) revert NavBelowFloor(navAfter, minNavAfter);
-        if (navAfter < navBefore.mulDiv(BPS - maxNavLossBps, BPS, Math.Rounding.Ceil)) {
-            revert NavLossExceeded(navBefore, navAfter, maxNavLossBps);
-        }
-        rebalanceEpoch = expectedEpoch + 1;
-        emit Rebalanced(expectedEpoch, navBefore, navAfter, turnoverBps, legs.length);
+    /// @notice `rebalance` with option legs beside the swap legs: swaps first, then option trades with
+    /// `optionMarket`, under the same checks (keeper role, not paused, deadline, epoch, oracle bounds,
+    /// turnover cap counting each option leg's fair value, NAV floor and NAV loss bound) and the option
+    /// bounds: each buy's `premiumLimit` at most fair × (1 + maxPremiumBps) and each sell's at least
+    /// fair × (1 − maxPremiumBps) (fair value from the market's Black-Scholes quote); premiums paid in the
+    /// current period at most `premiumBudgetBps` of NAV before; at most `maxOpenSeries` series held after.
+    /// @param legs Swaps, as in `rebalance` (may be empty).
+    /// @param optionLegs Option trades, executed in order after the swaps (at most `MAX_OPTION_LEGS`).
+    /// @param minNavAfter Least acceptable NAV after the trades (options at their mark), base-asset units.
+    /// @param expectedEpoch Must equal `rebalanceEpoch`.
+    /// @param deadline Unix time after which the call reverts.
+    /// @return navAfter NAV after the trades, base-asset units.
+    function rebalanceWithOptions(
+        SwapLeg[] calldata legs,
+        OptionLeg[] calldata optionLegs,
+        uint256 minNavAfter,
+        uint256 expectedEpoch,
+        uint256 deadline
+    ) external onlyRole(KEEPER_ROLE) whenNotPaused nonReentrant returns (uint256 navAfter) {
+        return _rebalanceWithOptions(legs, optionLegs, RebalanceBounds(minNavAfter, expectedEpoch, deadline));
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 ANYONE
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Settles an expired option series the vault holds (if the market has not yet) at the feed
+    /// round `roundId` current at expiry (see `OptionMarket.settle`, `OptionMarket.findSettlementRound`),
+    /// collects the payout and closes the position. Anyone may call, also while paused.
+    /// @return payout Base units received.
+    function settleOption(bytes32 seriesId, uint80 roundId) external nonReentrant returns (uint256 payout) {
+        if (!_removeOpenSeries(seriesId)) revert NotOpenSeries(seriesId);
+        OptionMarket market = optionMarket;
+        if (!market.series(seriesId).settled) market.settle(seriesId, roundId);
+        payout = market.exercise(seriesId, address(this));
+        emit OptionSettled(seriesId, payout);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -331,6 +455,24 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         _setLimits(maxSlippageBps_, maxTurnoverBps_, maxNavLossBps_);
     }
 
+    /// @notice Sets the market option legs trade with; only while no option position is open.
+    function setOptionMarket(OptionMarket market) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (_openSeries.length != 0) revert OptionPositionsOpen(_openSeries.length);
+        optionMarket = market;
+        emit OptionMarketSet(address(market));
+    }
+
+    /// @notice Sets the option bounds: premium bound (bps of fair value), premium budget (bps of NAV per
+    /// period), the period (seconds) and the cap on open series.
+    function setOptionLimits(
+        uint256 maxPremiumBps_,
+        uint256 premiumBudgetBps_,
+        uint256 premiumPeriod_,
+        uint256 maxOpenSeries_
+    ) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setOptionLimits(maxPremiumBps_, premiumBudgetBps_, premiumPeriod_, maxOpenSeries_);
+    }
+
     /// @notice Stops deposits, withdrawals and rebalances (`redeemInKind` stays open).
     function pause() external onlyRole(GUARDIAN_ROLE) {
         _pause();
@@ -345,8 +487,10 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
                                  VIEWS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Base balance plus every risk asset at its oracle price, in base-asset units, rounded down.
-    /// @dev Reverts with `StalePrice` or `InvalidPrice` if the feed of a held asset is stale or non-positive.
+    /// @notice Base balance plus every risk asset at its oracle price plus every option position at its
+    /// mark (`optionsValue`), in base-asset units, rounded down.
+    /// @dev Reverts with `StalePrice` or `InvalidPrice` if the feed of a held asset is stale or non-positive,
+    /// and with the market's errors if a feed an open option is marked with is.
     function totalAssets() public view override returns (uint256 nav) {
         nav = IERC20(asset()).balanceOf(address(this));
         uint256 n = _riskAssets.length;
@@ -355,6 +499,23 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
             uint256 balance = IERC20(token).balanceOf(address(this));
             if (balance != 0) nav += _valueOf(token, balance, Math.Rounding.Floor);
         }
+        if (_openSeries.length != 0) nav += optionsValue();
+    }
+
+    /// @notice Σ over held option series of `OptionMarket.positionValue` (Black-Scholes before expiry, the
+    /// intrinsic value at the latest price after expiry, the payout once settled), base units, rounded down.
+    function optionsValue() public view returns (uint256 value) {
+        OptionMarket market = optionMarket;
+        uint256 n = _openSeries.length;
+        for (uint256 i; i < n; ++i) {
+            bytes32 id = _openSeries[i];
+            value += market.positionValue(id, market.positionOf(id, address(this)));
+        }
+    }
+
+    /// @notice Ids of the option series the vault holds (see `OptionMarket.series`).
+    function openSeries() external view returns (bytes32[] memory) {
+        return _openSeries;
     }
 
     /// @notice The whitelisted risk assets, in listing order.
@@ -427,22 +588,178 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         emit LimitsSet(slippageBps, turnoverBps, navLossBps);
     }
 
-    /// @dev Validates every leg and the turnover cap; returns each leg's oracle-fair output and the turnover,
-    /// Σ leg input value (base units) in bps of `navBefore`, rounded up.
-    function _checkLegs(SwapLeg[] calldata legs, uint256 navBefore)
+    function _setOptionLimits(uint256 premiumBps, uint256 budgetBps, uint256 period, uint256 openSeriesCap) internal {
+        if (premiumBps > MAX_PREMIUM_BPS_LIMIT) revert LimitOutOfRange(premiumBps, MAX_PREMIUM_BPS_LIMIT);
+        if (budgetBps > MAX_PREMIUM_BUDGET_BPS_LIMIT) revert LimitOutOfRange(budgetBps, MAX_PREMIUM_BUDGET_BPS_LIMIT);
+        if (period < MIN_PREMIUM_PERIOD || period > MAX_PREMIUM_PERIOD) revert LimitOutOfRange(period, MAX_PREMIUM_PERIOD);
+        if (openSeriesCap > MAX_OPEN_SERIES_LIMIT) revert LimitOutOfRange(openSeriesCap, MAX_OPEN_SERIES_LIMIT);
+        maxPremiumBps = premiumBps;
+        premiumBudgetBps = budgetBps;
+        premiumPeriod = period;
+        maxOpenSeries = openSeriesCap;
+        emit OptionLimitsSet(premiumBps, budgetBps, period, openSeriesCap);
+    }
+
+    /// @dev Keeper call preamble shared by both rebalance entry points: deadline, then epoch.
+    function _checkCall(uint256 expectedEpoch, uint256 deadline) internal view {
+        if (block.timestamp > deadline) revert DeadlinePassed(deadline, block.timestamp);
+        if (expectedEpoch != rebalanceEpoch) revert EpochMismatch(expectedEpoch, rebalanceEpoch);
+    }
+
+    /// @dev NAV floor and NAV loss bound after the trades, then the epoch bump and the summary event.
+    function _finishRebalance(uint256 epoch, uint256 navBefore, uint256 minNavAfter, uint256 turnoverBps, uint256 legCount)
+        internal
+        returns (uint256 navAfter)
+    {
+        navAfter = totalAssets();
+        if (navAfter < minNavAfter) revert NavBelowFloor(navAfter, minNavAfter);
+        if (navAfter < navBefore.mulDiv(BPS - maxNavLossBps, BPS, Math.Rounding.Ceil)) {
+            revert NavLossExceeded(navBefore, navAfter, maxNavLossBps);
+        }
+        rebalanceEpoch = epoch + 1;
+        emit Rebalanced(epoch, navBefore, navAfter, turnoverBps, legCount);
+    }
+
+    /// @dev Body of `rebalanceWithOptions` (its scalars in a struct: calldata arrays take two stack slots).
+    function _rebalanceWithOptions(SwapLeg[] calldata legs, OptionLeg[] calldata optionLegs, RebalanceBounds memory b)
+        internal
+        returns (uint256 navAfter)
+    {
+        _checkCall(b.expectedEpoch, b.deadline);
+        if (legs.length > MAX_LEGS) revert InvalidLegCount(legs.length, MAX_LEGS);
+        if (optionLegs.length > MAX_OPTION_LEGS || legs.length + optionLegs.length == 0) {
+            revert InvalidOptionLegCount(optionLegs.length, MAX_OPTION_LEGS);
+        }
+        if (optionLegs.length != 0 && address(optionMarket) == address(0)) revert OptionMarketNotSet();
+
+        uint256 navBefore = totalAssets();
+        uint256 turnoverBps;
+        {
+            (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs);
+            (uint256[] memory fairValues, uint256 optionValue) = _checkOptionLegs(optionLegs);
+            turnoverBps = _checkTurnover(swapValue + optionValue, navBefore);
+            _executeLegs(b.expectedEpoch, legs, oracleOut, b.deadline);
+            _chargePremiumBudget(_executeOptionLegs(b.expectedEpoch, optionLegs, fairValues), navBefore);
+        }
+        if (_openSeries.length > maxOpenSeries) revert TooManyOpenSeries(_openSeries.length, maxOpenSeries);
+        navAfter = _finishRebalance(b.expectedEpoch, navBefore, b.minNavAfter, turnoverBps, legs.length + optionLegs.length);
+    }
+
+    /// @dev Turnover, Σ traded value (base units) in bps of `navBefore` rounded up, against the cap.
+    function _checkTurnover(uint256 tradedValue, uint256 navBefore) internal view returns (uint256 turnoverBps) {
+        turnoverBps = navBefore == 0 ? type(uint256).max : tradedValue.mulDiv(BPS, navBefore, Math.Rounding.Ceil);
+        if (turnoverBps > maxTurnoverBps) revert TurnoverCapExceeded(turnoverBps, maxTurnoverBps);
+    }
+
+    /// @dev Validates every leg; returns each leg's oracle-fair output and Σ leg input value (base units).
+    function _checkLegs(SwapLeg[] calldata legs)
         internal
         view
-        returns (uint256[] memory oracleOut, uint256 turnoverBps)
+        returns (uint256[] memory oracleOut, uint256 tradedValue)
     {
         oracleOut = new uint256[](legs.length);
-        uint256 tradedValue;
         for (uint256 i; i < legs.length; ++i) {
             uint256 valueIn;
             (valueIn, oracleOut[i]) = _checkLeg(i, legs[i]);
             tradedValue += valueIn;
         }
-        turnoverBps = navBefore == 0 ? type(uint256).max : tradedValue.mulDiv(BPS, navBefore, Math.Rounding.Ceil);
-        if (turnoverBps > maxTurnoverBps) revert TurnoverCapExceeded(turnoverBps, maxTurnoverBps);
+    }
+
+    /// @dev Validates every option leg against the market's fair value (base units, floor) and the premium
+    /// bound; returns each leg's fair value and their sum.
+    function _checkOptionLegs(OptionLeg[] calldata optionLegs)
+        internal
+        view
+        returns (uint256[] memory fairValues, uint256 totalFair)
+    {
+        fairValues = new uint256[](optionLegs.length);
+        for (uint256 i; i < optionLegs.length; ++i) {
+            OptionLeg calldata leg = optionLegs[i];
+            if (leg.amount == 0) revert InvalidOptionLeg(i);
+            _listed(leg.underlying);
+            (, uint256 fair) = optionMarket.quote(leg.underlying, leg.strike, leg.expiry, leg.isCall, leg.amount, leg.isBuy);
+            if (leg.isBuy) {
+                // The bound rounds down: the keeper may never offer more than the exact bound.
+                uint256 bound = fair.mulDiv(BPS + maxPremiumBps, BPS, Math.Rounding.Floor);
+                if (leg.premiumLimit > bound) revert PremiumAboveFairBound(i, leg.premiumLimit, bound);
+            } else {
+                uint256 bound = fair.mulDiv(BPS - maxPremiumBps, BPS, Math.Rounding.Ceil);
+                if (leg.premiumLimit < bound) revert PremiumBelowFairBound(i, leg.premiumLimit, bound);
+            }
+            fairValues[i] = fair;
+            totalFair += fair;
+        }
+    }
+
+    /// @dev Trades every option leg with the market; returns Σ premium paid (base units).
+    function _executeOptionLegs(uint256 epoch, OptionLeg[] calldata optionLegs, uint256[] memory fairValues)
+        internal
+        returns (uint256 paid)
+    {
+        for (uint256 i; i < optionLegs.length; ++i) {
+            (bytes32 id, uint256 premium) = _tradeOption(i, optionLegs[i]);
+            if (optionLegs[i].isBuy) paid += premium;
+            emit OptionLegExecuted(epoch, i, id, optionLegs[i].isBuy, optionLegs[i].amount, premium, fairValues[i]);
+        }
+    }
+
+    function _tradeOption(uint256 i, OptionLeg calldata leg) internal returns (bytes32 id, uint256 premium) {
+        OptionMarket market = optionMarket;
+        if (leg.isBuy) {
+            IERC20(asset()).forceApprove(address(market), leg.premiumLimit);
+            try market.buy(leg.underlying, leg.strike, leg.expiry, leg.isCall, leg.amount, leg.premiumLimit, address(this))
+            returns (bytes32 boughtId, uint256 paid) {
+                (id, premium) = (boughtId, paid);
+            } catch (bytes memory reason) {
+                revert OptionLegFailed(i, reason);
+            }
+            IERC20(asset()).forceApprove(address(market), 0);
+            // Defence in depth: the market enforces the limit, the vault re-checks what it paid.
+            if (premium > leg.premiumLimit) revert OptionPremiumExceeded(i, leg.premiumLimit, premium);
+            _addOpenSeries(id);
+        } else {
+            id = market.seriesId(leg.underlying, leg.strike, leg.expiry, leg.isCall);
+            try market.sell(id, leg.amount, leg.premiumLimit, address(this)) returns (uint256 received) {
+                premium = received;
+            } catch (bytes memory reason) {
+                revert OptionLegFailed(i, reason);
+            }
+            if (premium < leg.premiumLimit) revert OptionPremiumExceeded(i, leg.premiumLimit, premium);
+            if (market.positionOf(id, address(this)) == 0) _removeOpenSeries(id);
+        }
+    }
+
+    /// @dev Adds `paid` to the current period's premium (periods aligned to multiples of `premiumPeriod`)
+    /// and checks the budget, `premiumBudgetBps` of `navBefore` (floor).
+    function _chargePremiumBudget(uint256 paid, uint256 navBefore) internal {
+        if (paid == 0) return;
+        uint256 start = block.timestamp - block.timestamp % premiumPeriod;
+        uint256 spent = (start == premiumPeriodStart ? premiumSpentInPeriod : 0) + paid;
+        uint256 budget = navBefore.mulDiv(premiumBudgetBps, BPS, Math.Rounding.Floor);
+        if (spent > budget) revert PremiumBudgetExceeded(spent, budget);
+        premiumPeriodStart = start;
+        premiumSpentInPeriod = spent;
+    }
+
+    function _addOpenSeries(bytes32 id) internal {
+        uint256 n = _openSeries.length;
+        for (uint256 i; i < n; ++i) {
+            if (_openSeries[i] == id) return;
+        }
+        _openSeries.push(id);
+    }
+
+    /// @dev Removes `id` from the open series; false when it was not there.
+    function _removeOpenSeries(bytes32 id) internal returns (bool) {
+        uint256 n = _openSeries.length;
+        for (uint256 i; i < n; ++i) {
+            if (_openSeries[i] == id) {
+                _openSeries[i] = _openSeries[n - 1];
+                _openSeries.pop();
+                return true;
+            }
+        }
+        return false;
     }
 
     /// @dev Validates a leg and returns its input value (base units, floor) and oracle-fair output (floor).

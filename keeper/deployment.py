@@ -222,3 +222,100 @@ class Arbitrageur:
             ),
         )
         return int(receipt["gasUsed"], 16)
+
+
+#: Decimals of the implied-volatility feeds the local deployment uses: 1e18 = 100% annualised.
+VOL_FEED_DECIMALS = 18
+
+
+@dataclass(frozen=True)
+class OptionsDeployment:
+    """Addresses of a deployed :class:`OptionMarket` and its implied-volatility feeds (checksummed hex).
+
+    ``vol_feeds`` maps each underlying token address to its volatility feed.
+    """
+
+    market: str
+    vol_feeds: dict[str, str]
+
+    def to_json(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def from_json(cls, path: Path) -> "OptionsDeployment":
+        return cls(**json.loads(path.read_text()))
+
+
+def vol_to_answer(vol: float) -> int:
+    """Annualised volatility (0.8 = 80%) to a feed answer with :data:`VOL_FEED_DECIMALS` decimals."""
+    return int(round(Fraction(repr(float(vol))) * 10**VOL_FEED_DECIMALS))
+
+
+def deploy_options(
+    w3: Web3,
+    deployment: Deployment,
+    deployer: str,
+    implied_vols: Sequence[float],
+    pool_liquidity_usd: float = 10_000_000.0,
+    spread_bps: int = 100,
+    call_cap_bps: int = 10_000,
+    price_heartbeat_seconds: int = 2 * 86400,
+    vol_heartbeat_seconds: int = 2 * 86400,
+    min_time_to_expiry_seconds: int = 3600,
+    max_time_to_expiry_seconds: int = 365 * 86400,
+    connect_vault: bool = True,
+) -> OptionsDeployment:
+    """Deploys an ``OptionMarket`` over the system's base asset, one push implied-volatility feed per risk
+    asset, lists every asset with the price feed the vault uses, seeds the pool and connects the vault.
+
+    Parameters
+    ----------
+    deployment : Deployment
+        A system from :func:`deploy_system`; ``deployer`` must administer it (it mints the base asset).
+    implied_vols : sequence of float, length n_assets
+        First answer of each asset's volatility feed, annualised (0.8 = 80%), in ``deployment.assets`` order.
+    pool_liquidity_usd : float
+        Base asset the deployer deposits into the market's pool as its first LP, USD.
+    spread_bps : int
+        Market spread over (buys) and under (sells) the Black-Scholes fair value, bps.
+    call_cap_bps : int
+        A call's payout cap and collateral, bps of its strike.
+    price_heartbeat_seconds, vol_heartbeat_seconds : int
+        Largest age of a price / volatility answer the market accepts, seconds.
+    min_time_to_expiry_seconds, max_time_to_expiry_seconds : int
+        Window of times to expiry the market sells, seconds.
+    connect_vault : bool
+        Set the market as the vault's ``optionMarket`` (the deployer must be the vault's admin).
+
+    Raises
+    ------
+    TransactionFailedError
+        When a deployment or configuration transaction reverts (the message holds the decoded error).
+    """
+    arts = load_artifacts()
+    tx = DevSender(w3)
+    base = contract(w3, "TestToken", deployment.base_asset)
+    market = tx.deploy(deployer, arts["OptionMarket"], base.address, "Option Pool LP", "opLP", deployer, call_cap_bps)
+    tx.transact(
+        deployer, market.functions.setParams(spread_bps, min_time_to_expiry_seconds, max_time_to_expiry_seconds)
+    )
+    vol_feeds: dict[str, str] = {}
+    for asset, vol in zip(deployment.assets, implied_vols, strict=True):
+        feed = tx.deploy(deployer, arts["PushPriceFeed"], VOL_FEED_DECIMALS, f"{asset.symbol} implied vol", deployer)
+        tx.transact(deployer, feed.functions.pushAnswer(vol_to_answer(vol)))
+        tx.transact(
+            deployer,
+            market.functions.listUnderlying(
+                asset.token, asset.feed, price_heartbeat_seconds, feed.address, vol_heartbeat_seconds
+            ),
+        )
+        vol_feeds[asset.token] = feed.address
+    if pool_liquidity_usd > 0:
+        amount = int(pool_liquidity_usd * 10**BASE_DECIMALS)
+        tx.transact(deployer, base.functions.mint(deployer, amount))
+        tx.transact(deployer, base.functions.approve(market.address, amount))
+        tx.transact(deployer, market.functions.deposit(amount, deployer))
+    if connect_vault:
+        vault = contract(w3, "RiskParityVault", deployment.vault)
+        tx.transact(deployer, vault.functions.setOptionMarket(market.address))
+    return OptionsDeployment(market=market.address, vol_feeds=vol_feeds)

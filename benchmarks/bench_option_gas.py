@@ -1,0 +1,175 @@
+"""Gas of the on-chain options: a Black-Scholes quote, the market's trades, and vault rebalances with
+option legs.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_option_gas.py
+
+Everything runs on an Anvil process this script starts (``keeper.chain.AnvilProcess``): the full system
+(``deploy_system``: tokens, push feeds, Uniswap V3, pools 200M USD deep, the vault) with BTC, ETH and SOL
+at 40,000 / 3,000 / 100 USD, then ``deploy_options`` (implied vols 60% / 80% / 100%, a 10M USD pool).
+
+1. **Quotes** (``eth_estimateGas`` of a call, so 21,000 intrinsic gas and calldata included):
+   ``BlackScholesHarness.price`` (the library alone, one price), ``.greeks`` (call, put, deltas, gamma,
+   vega), ``OptionMarket.fairPrice`` and ``.quote`` for a put and for a capped call (two Black-Scholes
+   prices), and the vault's ``totalAssets`` with 0, 1 and 3 open option series.
+2. **Market transactions** (``gasUsed`` of receipts): ``buy`` creating a series, ``buy`` into an existing
+   one, ``sell``, ``settle``, ``exercise``.
+3. **Vault rebalances** (``gasUsed``): one swap leg with 0, 1 and 3 option legs through
+   ``rebalanceWithOptions``, and the swap alone through ``rebalance``; every variant starts from the same
+   ``evm_snapshot`` at the same block timestamp, and each is run twice to show the numbers repeat.
+   Then ``settleOption`` of an expired position (settle + exercise).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from keeper.build import load_artifacts  # noqa: E402
+from keeper.chain import AnvilProcess, DevSender, connect, contract, dev_accounts, rpc  # noqa: E402
+from keeper.deployment import (  # noqa: E402
+    BASE_DECIMALS,
+    MAX_UINT256,
+    deploy_options,
+    deploy_system,
+    price_to_answer,
+    vol_to_answer,
+)
+
+SYMBOLS = ("BTC", "ETH", "SOL")
+PRICES = (40_000.0, 3_000.0, 100.0)
+VOLS = (0.6, 0.8, 1.0)
+GENESIS = 1_700_000_000
+USDC = 10**BASE_DECIMALS
+WAD = 10**18
+DAY = 86400
+
+
+def estimate(w3: Any, fn: Any, sender: str) -> int:
+    tx = {"from": sender, "to": fn.address, "data": fn._encode_transaction_data()}
+    return int(rpc(w3, "eth_estimateGas", [tx]), 16)
+
+
+def gas_used(receipt: Any) -> int:
+    return int(receipt["gasUsed"], 16)
+
+
+def main() -> None:
+    node = AnvilProcess(timestamp=GENESIS)
+    try:
+        run(node)
+    finally:
+        node.stop()
+
+
+def run(node: AnvilProcess) -> None:
+    w3 = connect(node.rpc_url)
+    owner, keeper, guardian, _, alice, _bob = dev_accounts()[:6]
+    tx = DevSender(w3)
+    system = deploy_system(w3, owner, keeper, guardian, SYMBOLS, PRICES, pool_depth_usd=200_000_000)
+    options = deploy_options(w3, system, owner, VOLS, pool_liquidity_usd=10_000_000)
+    harness = tx.deploy(owner, load_artifacts()["BlackScholesHarness"])
+    vault = contract(w3, "RiskParityVault", system.vault)
+    market = contract(w3, "OptionMarket", options.market)
+    base = contract(w3, "TestToken", system.base_asset)
+    feeds = [contract(w3, "PushPriceFeed", a.feed) for a in system.assets]
+    vol_feeds = [contract(w3, "PushPriceFeed", options.vol_feeds[a.token]) for a in system.assets]
+    btc, eth, sol = (a.token for a in system.assets)
+    tx.transact(owner, base.functions.mint(alice, 100_000_000 * USDC))
+    tx.transact(alice, base.functions.approve(system.vault, MAX_UINT256))
+    tx.transact(alice, base.functions.approve(options.market, MAX_UINT256))
+    tx.transact(alice, vault.functions.deposit(5_000_000 * USDC, alice))
+    now = w3.eth.get_block("latest")["timestamp"]
+    expiry = now + 30 * DAY
+
+    print("1. Quotes (eth_estimateGas, incl. 21,000 intrinsic)")
+    bs_in = (40_000 * WAD, 36_000 * WAD, 30 * DAY, 6 * WAD // 10, 0)
+    rows = [
+        ("BlackScholes.price (library, one put)", harness.functions.price(bs_in, False)),
+        ("BlackScholes.greeks (call+put, deltas, gamma, vega)", harness.functions.greeks(bs_in)),
+        ("OptionMarket.fairPrice put", market.functions.fairPrice(btc, 36_000 * WAD, expiry, False)),
+        ("OptionMarket.quote put (buy)", market.functions.quote(btc, 36_000 * WAD, expiry, False, WAD, True)),
+        ("OptionMarket.quote capped call (buy)", market.functions.quote(btc, 44_000 * WAD, expiry, True, WAD, True)),
+        ("RiskParityVault.totalAssets, 0 open series", vault.functions.totalAssets()),
+    ]
+    for label, fn in rows:
+        print(f"   {label:55s} {estimate(w3, fn, alice):>9,d}")
+
+    print("2. Market transactions (gasUsed)")
+    r = tx.transact(alice, market.functions.buy(eth, 2_800 * WAD, expiry, False, 5 * WAD, 10**15, alice))
+    print(f"   {'buy, new series':55s} {gas_used(r):>9,d}")
+    r = tx.transact(alice, market.functions.buy(eth, 2_800 * WAD, expiry, False, 5 * WAD, 10**15, alice))
+    print(f"   {'buy, existing series':55s} {gas_used(r):>9,d}")
+    sid = market.functions.seriesId(eth, 2_800 * WAD, expiry, False).call()
+    r = tx.transact(alice, market.functions.sell(sid, 2 * WAD, 0, alice))
+    print(f"   {'sell back':55s} {gas_used(r):>9,d}")
+    snap = rpc(w3, "evm_snapshot", [])
+    rpc(w3, "evm_setNextBlockTimestamp", [expiry - 3600])
+    for f, vf, p, v in zip(feeds, vol_feeds, PRICES, VOLS):
+        tx.transact(owner, f.functions.pushAnswer(price_to_answer(p * 0.9)))
+        tx.transact(owner, vf.functions.pushAnswer(vol_to_answer(v)))
+    round_id = feeds[1].functions.latestRound().call()
+    rpc(w3, "evm_setNextBlockTimestamp", [expiry + 60])
+    rpc(w3, "evm_mine", [])
+    r = tx.transact(alice, market.functions.settle(sid, round_id))
+    print(f"   {'settle':55s} {gas_used(r):>9,d}")
+    r = tx.transact(alice, market.functions.exercise(sid, alice))
+    print(f"   {'exercise (in the money)':55s} {gas_used(r):>9,d}")
+    assert rpc(w3, "evm_revert", [snap])
+
+    print("3. Vault rebalances (gasUsed; 1 swap leg of 100,000 USDC into BTC + k option legs), two runs each")
+    amount_in = 100_000 * USDC
+    fair_out = amount_in * 10 ** (18 + 8) // (price_to_answer(PRICES[0]) * USDC)
+    swap = (system.base_asset, btc, amount_in, fair_out * 9950 // 10_000)
+    specs = [(btc, 36_000 * WAD, WAD), (eth, 2_700 * WAD, 10 * WAD), (sol, 90 * WAD, 100 * WAD)]
+
+    def legs(k: int) -> list[tuple]:
+        out = []
+        for token, strike, amount in specs[:k]:
+            ask = market.functions.quote(token, strike, expiry, False, amount, True).call()[0]
+            out.append((token, strike, expiry, False, True, amount, ask))
+        return out
+
+    start = w3.eth.get_block("latest")["timestamp"] + 10
+    snap = rpc(w3, "evm_snapshot", [])
+    variants: list[tuple[str, Any]] = [
+        ("rebalance (swap only, existing entry point)", lambda: vault.functions.rebalance([swap], 0, 0, start + 3600)),
+    ]
+    for k in (0, 1, 3):
+        variants.append(
+            (f"rebalanceWithOptions, {k} option leg(s)",
+             lambda k=k: vault.functions.rebalanceWithOptions([swap], legs(k), 0, 0, start + 3600))
+        )
+    for label, build in variants:
+        runs = []
+        for _ in range(2):
+            rpc(w3, "evm_setNextBlockTimestamp", [start])
+            rpc(w3, "evm_mine", [])
+            fn = build()
+            runs.append(gas_used(tx.transact(keeper, fn)))
+            assert rpc(w3, "evm_revert", [snap])
+            snap = rpc(w3, "evm_snapshot", [])
+        print(f"   {label:55s} {runs[0]:>9,d} {runs[1]:>9,d}")
+
+    rpc(w3, "evm_setNextBlockTimestamp", [start])
+    rpc(w3, "evm_mine", [])
+    tx.transact(keeper, vault.functions.rebalanceWithOptions([swap], legs(3), 0, 0, start + 3600))
+    print(f"   {'RiskParityVault.totalAssets, 3 open series (estimate)':55s} {estimate(w3, vault.functions.totalAssets(), alice):>9,d}")
+    rpc(w3, "evm_setNextBlockTimestamp", [expiry - 3600])
+    for f, vf, p, v in zip(feeds, vol_feeds, PRICES, VOLS):
+        tx.transact(owner, f.functions.pushAnswer(price_to_answer(p * 0.8)))
+        tx.transact(owner, vf.functions.pushAnswer(vol_to_answer(v)))
+    rpc(w3, "evm_setNextBlockTimestamp", [expiry + 60])
+    rpc(w3, "evm_mine", [])
+    sid = market.functions.seriesId(btc, 36_000 * WAD, expiry, False).call()
+    round_id = feeds[0].functions.latestRound().call()
+    r = tx.transact(alice, vault.functions.settleOption(sid, round_id))
+    print(f"   {'settleOption (settle + exercise, in the money)':55s} {gas_used(r):>9,d}")
+
+
+if __name__ == "__main__":
+    main()

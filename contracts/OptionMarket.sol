@@ -1,0 +1,599 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
+import {ERC4626} from "@openzeppelin/contracts/token/ERC20/extensions/ERC4626.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interfaces/AggregatorV3Interface.sol";
+
+import {BlackScholes} from "./BlackScholes.sol";
+
+/// @title OptionMarket
+/// @notice European, cash-settled calls and puts on whitelisted underlyings, settled in the base asset
+/// (a USD stablecoin) at expiry from the underlying's Chainlink price feed. A series is
+/// (underlying, strike, expiry, isCall). The market's liquidity pool is the writer of every option: LPs
+/// deposit the base asset (ERC-4626 shares of this contract), earn the premiums and bear the payouts.
+/// @dev Units. Strikes, spot and per-unit values are 1e18 fixed point in USD per whole underlying;
+/// option amounts are 1e18 fixed point in whole underlyings (1e18 = an option on one token); premiums,
+/// collateral and payouts are in base-asset units.
+///
+/// Payoffs at the settlement price P (per unit of amount):
+///   put:  max(K − P, 0), fully collateralised by K;
+///   call: min(max(P − K, 0), cap) with cap = K · callCapBps / 10_000, fully collateralised by cap
+///   (a capped call is a call spread K / K + cap, valued as BS(K) − BS(K + cap)).
+/// Collateral is locked when an option is bought and released when it is sold back or settled;
+/// the unexercised part returns to the pool, i.e. to its LPs.
+///
+/// Quotes: Black-Scholes fair value (`BlackScholes`, rate 0: the base asset earns no interest here)
+/// from the underlying's price feed and its implied-volatility feed, plus `spreadBps` when the market
+/// sells and minus `spreadBps` when it buys back. A quote refuses a feed answer older than its
+/// heartbeat or non-positive, a volatility outside the library's domain, and a buy whose time to expiry
+/// is outside [minTimeToExpiry, maxTimeToExpiry].
+///
+/// Implied-volatility feed: Chainlink `AggregatorV3Interface`, answer = annualised volatility scaled by
+/// the feed's own decimals (18 in the local deployment: 0.8e18 = 80%).
+///
+/// Settlement uses the feed round that was current at expiry: the caller names it and the market checks
+/// that it was updated at or before expiry, within the heartbeat of expiry, and that the next round
+/// (if any) was updated after expiry. Round ids are assumed contiguous within one aggregator phase.
+///
+/// Not supported on purpose: writing by third parties (the pool writes), early exercise, transferable
+/// positions (positions are a ledger per holder).
+contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
+    using SafeERC20 for IERC20;
+    using Math for uint256;
+
+    /*//////////////////////////////////////////////////////////////
+                                 TYPES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Feeds of one whitelisted underlying.
+    /// @param priceFeed USD price of one whole underlying (the feed the vault uses).
+    /// @param volFeed Annualised implied volatility, scaled by its own decimals.
+    struct Underlying {
+        AggregatorV3Interface priceFeed;
+        AggregatorV3Interface volFeed;
+        uint32 priceHeartbeat;
+        uint32 volHeartbeat;
+        uint8 priceDecimals;
+        uint8 volDecimals;
+        bool listed;
+    }
+
+    /// @notice State of one series.
+    /// @param openInterest Options outstanding, 1e18 = one whole underlying.
+    /// @param collateral Base units locked against the open interest (until settlement).
+    /// @param settlementPrice Underlying price at expiry, 1e18 USD (0 until settled).
+    /// @param payoffPerUnit Payout per whole underlying at settlement, 1e18 USD.
+    /// @param owed Base units still owed to holders after settlement.
+    struct Series {
+        address underlying;
+        uint64 expiry;
+        bool isCall;
+        bool settled;
+        uint256 strike;
+        uint256 openInterest;
+        uint256 collateral;
+        uint256 settlementPrice;
+        uint256 payoffPerUnit;
+        uint256 owed;
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 ERRORS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice A feed's answer is older than its heartbeat allows (or from the future).
+    error StaleFeed(address feed, uint256 updatedAt, uint256 heartbeat);
+    /// @notice A feed answered zero or a negative value.
+    error InvalidAnswer(address feed, int256 answer);
+    /// @notice The implied volatility (1e18) is outside the pricing library's domain.
+    error VolatilityOutOfRange(address feed, uint256 volatility, uint256 min, uint256 max);
+    /// @notice The underlying is not whitelisted.
+    error UnderlyingNotListed(address underlying);
+    /// @notice Time to expiry (seconds) outside the quoting window.
+    error ExpiryOutsideWindow(uint256 expiry, uint256 timeToExpiry, uint256 minTimeToExpiry, uint256 maxTimeToExpiry);
+    /// @notice The strike (1e18 USD) is outside the pricing library's domain.
+    error StrikeOutOfRange(uint256 strike);
+    /// @notice Zero amount.
+    error ZeroAmount();
+    /// @notice The premium asked is above the buyer's maximum.
+    error PremiumAboveMax(uint256 premium, uint256 maxPremium);
+    /// @notice The premium offered is below the seller's minimum.
+    error PremiumBelowMin(uint256 premium, uint256 minPremium);
+    /// @notice The pool's free liquidity cannot collateralise the trade.
+    error InsufficientLiquidity(uint256 collateral, uint256 freeLiquidity);
+    /// @notice The number of unsettled series reached `MAX_ACTIVE_SERIES`.
+    error TooManyActiveSeries(uint256 maxActiveSeries);
+    /// @notice The holder has fewer options of the series than asked.
+    error InsufficientPosition(bytes32 seriesId, uint256 position, uint256 amount);
+    /// @notice The series does not exist.
+    error UnknownSeries(bytes32 seriesId);
+    /// @notice The series has expired (no more trading) or has not yet (no settlement).
+    error ExpiryState(bytes32 seriesId, uint256 expiry, uint256 timestamp);
+    /// @notice The series is already settled, or not yet settled when exercising.
+    error SettlementState(bytes32 seriesId, bool settled);
+    /// @notice The named round was not the feed's current round at expiry.
+    error NotSettlementRound(bytes32 seriesId, uint80 roundId, uint256 updatedAt, uint256 expiry);
+    /// @notice A limit is outside its allowed range.
+    error LimitOutOfRange(uint256 value, uint256 maxValue);
+    /// @notice A feed was listed with a zero heartbeat.
+    error ZeroHeartbeat(address underlying);
+
+    /*//////////////////////////////////////////////////////////////
+                                 EVENTS
+    //////////////////////////////////////////////////////////////*/
+
+    event UnderlyingListed(address indexed underlying, address priceFeed, address volFeed, uint32 priceHeartbeat, uint32 volHeartbeat);
+    event SeriesCreated(bytes32 indexed seriesId, address indexed underlying, uint256 strike, uint256 expiry, bool isCall);
+    /// @notice An option bought from the pool: `premium` and `collateral` in base units.
+    event Bought(bytes32 indexed seriesId, address indexed buyer, address indexed receiver, uint256 amount, uint256 premium, uint256 fairValue, uint256 collateral);
+    /// @notice An option sold back to the pool.
+    event Sold(bytes32 indexed seriesId, address indexed seller, address indexed receiver, uint256 amount, uint256 premium, uint256 fairValue);
+    event Settled(bytes32 indexed seriesId, uint80 roundId, uint256 settlementPrice, uint256 payoffPerUnit, uint256 owed);
+    event Exercised(bytes32 indexed seriesId, address indexed holder, uint256 amount, uint256 payout);
+    event ParamsSet(uint256 spreadBps, uint256 minTimeToExpiry, uint256 maxTimeToExpiry);
+
+    /*//////////////////////////////////////////////////////////////
+                               CONSTANTS
+    //////////////////////////////////////////////////////////////*/
+
+    uint256 internal constant BPS = 10_000;
+    uint256 internal constant WAD = 1e18;
+    uint8 internal constant DECIMALS_OFFSET = 6;
+    /// @notice Bound on unsettled series (each is marked in `totalAssets`).
+    uint256 public constant MAX_ACTIVE_SERIES = 64;
+    /// @dev 20% spread at most.
+    uint256 public constant MAX_SPREAD_BPS = 2_000;
+    /// @notice Settlement rounds `findSettlementRound` inspects at most.
+    uint256 public constant MAX_ROUND_SEARCH = 1_000;
+
+    /*//////////////////////////////////////////////////////////////
+                               IMMUTABLES
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice A call pays at most `strike × callCapBps / 10_000` per unit (its collateral).
+    uint256 public immutable callCapBps;
+    /// @dev 10^(36 − baseDecimals): (1e18 value per unit) × (1e18 amount) / SCALE = base units.
+    uint256 private immutable _valueScale;
+
+    /*//////////////////////////////////////////////////////////////
+                                STORAGE
+    //////////////////////////////////////////////////////////////*/
+
+    mapping(address underlying => Underlying) public underlyingConfig;
+    mapping(bytes32 seriesId => Series) private _series;
+    mapping(bytes32 seriesId => mapping(address holder => uint256)) public positionOf;
+    bytes32[] private _activeSeries;
+    /// @notice Base units locked as collateral of unsettled series.
+    uint256 public lockedCollateral;
+    /// @notice Base units owed to holders of settled series, not yet exercised.
+    uint256 public owedPayouts;
+    uint256 public spreadBps;
+    uint256 public minTimeToExpiry;
+    uint256 public maxTimeToExpiry;
+
+    /*//////////////////////////////////////////////////////////////
+                              CONSTRUCTOR
+    //////////////////////////////////////////////////////////////*/
+
+    /// @param baseAsset The stablecoin premiums, collateral and payouts are paid in (≤ 18 decimals).
+    /// @param admin Holder of `DEFAULT_ADMIN_ROLE`.
+    /// @param callCapBps_ Cap of a call's payout, bps of its strike (1 … 100_000).
+    constructor(IERC20Metadata baseAsset, string memory name_, string memory symbol_, address admin, uint256 callCapBps_)
+        ERC4626(baseAsset)
+        ERC20(name_, symbol_)
+    {
+        if (callCapBps_ == 0 || callCapBps_ > 10 * BPS) revert LimitOutOfRange(callCapBps_, 10 * BPS);
+        callCapBps = callCapBps_;
+        _valueScale = 10 ** (36 - uint256(baseAsset.decimals()));
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _setParams(100, 1 hours, 365 days);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                TRADERS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Buys `amount` options of a series from the pool, creating the series if needed.
+    /// @param underlying Whitelisted underlying token.
+    /// @param strike Strike, 1e18 USD per whole underlying.
+    /// @param expiry Unix time of expiry; time to expiry must lie in [minTimeToExpiry, maxTimeToExpiry].
+    /// @param isCall Call (capped, see the contract NatSpec) or put.
+    /// @param amount Options bought, 1e18 = one whole underlying.
+    /// @param maxPremium Most the buyer pays, base units.
+    /// @param receiver Credited with the options.
+    /// @return seriesId The series' id.
+    /// @return premium Base units paid: fair value × (1 + spread), rounded up.
+    function buy(
+        address underlying,
+        uint256 strike,
+        uint256 expiry,
+        bool isCall,
+        uint256 amount,
+        uint256 maxPremium,
+        address receiver
+    ) external nonReentrant returns (bytes32 seriesId, uint256 premium) {
+        if (amount == 0) revert ZeroAmount();
+        uint256 fair;
+        (premium, fair) = quote(underlying, strike, expiry, isCall, amount, true);
+        if (premium > maxPremium) revert PremiumAboveMax(premium, maxPremium);
+        seriesId = _seriesOrCreate(underlying, strike, expiry, isCall);
+        Series storage s = _series[seriesId];
+        uint256 newInterest = s.openInterest + amount;
+        uint256 collateral = _collateralFor(s, newInterest) - s.collateral;
+        uint256 free = freeLiquidity();
+        if (collateral > free) revert InsufficientLiquidity(collateral, free);
+        s.openInterest = newInterest;
+        s.collateral += collateral;
+        lockedCollateral += collateral;
+        positionOf[seriesId][receiver] += amount;
+        IERC20(asset()).safeTransferFrom(msg.sender, address(this), premium);
+        emit Bought(seriesId, msg.sender, receiver, amount, premium, fair, collateral);
+    }
+
+    /// @notice Sells `amount` options of the caller back to the pool before expiry.
+    /// @return premium Base units paid to `receiver`: fair value × (1 − spread), rounded down.
+    function sell(bytes32 seriesId, uint256 amount, uint256 minPremium, address receiver)
+        external
+        nonReentrant
+        returns (uint256 premium)
+    {
+        if (amount == 0) revert ZeroAmount();
+        Series storage s = _existing(seriesId);
+        if (block.timestamp >= s.expiry) revert ExpiryState(seriesId, s.expiry, block.timestamp);
+        uint256 position = positionOf[seriesId][msg.sender];
+        if (position < amount) revert InsufficientPosition(seriesId, position, amount);
+        uint256 fair;
+        (premium, fair) = _quoteSeries(s.underlying, s.strike, s.expiry, s.isCall, amount, false);
+        if (premium < minPremium) revert PremiumBelowMin(premium, minPremium);
+        uint256 newInterest = s.openInterest - amount;
+        uint256 released = s.collateral - _collateralFor(s, newInterest);
+        positionOf[seriesId][msg.sender] = position - amount;
+        s.openInterest = newInterest;
+        s.collateral -= released;
+        lockedCollateral -= released;
+        IERC20(asset()).safeTransfer(receiver, premium);
+        emit Sold(seriesId, msg.sender, receiver, amount, premium, fair);
+    }
+
+    /// @notice Settles an expired series at the underlying's price in `roundId`, the feed round current
+    /// at expiry. Anyone may call. Releases the collateral and books the holders' payouts.
+    function settle(bytes32 seriesId, uint80 roundId) external nonReentrant {
+        Series storage s = _existing(seriesId);
+        if (s.settled) revert SettlementState(seriesId, true);
+        if (block.timestamp < s.expiry) revert ExpiryState(seriesId, s.expiry, block.timestamp);
+        uint256 price = _settlementPrice(seriesId, s, roundId);
+        uint256 payoff = _payoff(s.strike, s.isCall, price);
+        uint256 owed = payoff.mulDiv(s.openInterest, _valueScale, Math.Rounding.Ceil);
+        // Collateral covers the largest payoff, so owed ≤ collateral.
+        lockedCollateral -= s.collateral;
+        owedPayouts += owed;
+        s.collateral = 0;
+        s.settled = true;
+        s.settlementPrice = price;
+        s.payoffPerUnit = payoff;
+        s.owed = owed;
+        _removeActive(seriesId);
+        emit Settled(seriesId, roundId, price, payoff, owed);
+    }
+
+    /// @notice Pays `holder` the payout of their options of a settled series. Anyone may call.
+    /// @return payout Base units paid (rounded down), zero when the holder holds none.
+    function exercise(bytes32 seriesId, address holder) external nonReentrant returns (uint256 payout) {
+        Series storage s = _existing(seriesId);
+        if (!s.settled) revert SettlementState(seriesId, false);
+        uint256 amount = positionOf[seriesId][holder];
+        if (amount == 0) return 0;
+        payout = s.payoffPerUnit.mulDiv(amount, _valueScale, Math.Rounding.Floor);
+        positionOf[seriesId][holder] = 0;
+        s.openInterest -= amount;
+        // The last holder releases the rounding dust of the ceil-rounded debt back to the pool.
+        uint256 released = s.openInterest == 0 ? s.owed : payout;
+        s.owed -= released;
+        owedPayouts -= released;
+        if (payout != 0) IERC20(asset()).safeTransfer(holder, payout);
+        emit Exercised(seriesId, holder, amount, payout);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                               GOVERNANCE
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Whitelists `underlying` (or updates its feeds) with its price and implied-volatility feeds.
+    function listUnderlying(
+        address underlying,
+        AggregatorV3Interface priceFeed,
+        uint32 priceHeartbeat,
+        AggregatorV3Interface volFeed,
+        uint32 volHeartbeat
+    ) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (priceHeartbeat == 0 || volHeartbeat == 0) revert ZeroHeartbeat(underlying);
+        underlyingConfig[underlying] = Underlying({
+            priceFeed: priceFeed,
+            volFeed: volFeed,
+            priceHeartbeat: priceHeartbeat,
+            volHeartbeat: volHeartbeat,
+            priceDecimals: priceFeed.decimals(),
+            volDecimals: volFeed.decimals(),
+            listed: true
+        });
+        emit UnderlyingListed(underlying, address(priceFeed), address(volFeed), priceHeartbeat, volHeartbeat);
+    }
+
+    /// @notice Sets the spread (bps of fair value) and the window of times to expiry (seconds) for buys.
+    function setParams(uint256 spreadBps_, uint256 minTimeToExpiry_, uint256 maxTimeToExpiry_)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        _setParams(spreadBps_, minTimeToExpiry_, maxTimeToExpiry_);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 VIEWS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice Id of a series: keccak256 of its ABI-encoded terms.
+    function seriesId(address underlying, uint256 strike, uint256 expiry, bool isCall) public pure returns (bytes32) {
+        return keccak256(abi.encode(underlying, strike, expiry, isCall));
+    }
+
+    /// @notice Terms and state of a series.
+    function series(bytes32 id) external view returns (Series memory) {
+        return _series[id];
+    }
+
+    /// @notice Unsettled series, in creation order (modulo swaps on removal).
+    function activeSeries() external view returns (bytes32[] memory) {
+        return _activeSeries;
+    }
+
+    /// @notice Base units neither locked as collateral nor owed to holders.
+    function freeLiquidity() public view returns (uint256) {
+        uint256 balance = IERC20(asset()).balanceOf(address(this));
+        uint256 committed = lockedCollateral + owedPayouts;
+        return balance > committed ? balance - committed : 0;
+    }
+
+    /// @notice Premium of a trade with the pool and its fair value, both base units.
+    /// @dev Buy: fair × (1 + spread), rounded up, and the time to expiry must be inside the window.
+    /// Sell: fair × (1 − spread), rounded down, before expiry. Reverts on stale or invalid feeds.
+    /// @param isBuy True when the trader buys from the pool.
+    function quote(address underlying, uint256 strike, uint256 expiry, bool isCall, uint256 amount, bool isBuy)
+        public
+        view
+        returns (uint256 premium, uint256 fairValue)
+    {
+        if (isBuy) {
+            uint256 tte = expiry > block.timestamp ? expiry - block.timestamp : 0;
+            if (tte < minTimeToExpiry || tte > maxTimeToExpiry) {
+                revert ExpiryOutsideWindow(expiry, tte, minTimeToExpiry, maxTimeToExpiry);
+            }
+        }
+        return _quoteSeries(underlying, strike, expiry, isCall, amount, isBuy);
+    }
+
+    /// @notice Black-Scholes fair value of one option (1e18 = one whole underlying), 1e18 USD.
+    /// @dev A call is the capped call BS(K) − BS(K + cap). At or after expiry, the intrinsic value at
+    /// the latest price. Reverts on stale or invalid feeds.
+    function fairPrice(address underlying, uint256 strike, uint256 expiry, bool isCall) public view returns (uint256) {
+        Underlying memory u = _listed(underlying);
+        if (strike < BlackScholes.MIN_PRICE || strike > BlackScholes.MAX_PRICE / 20) revert StrikeOutOfRange(strike);
+        uint256 spot = _spot(u);
+        if (block.timestamp >= expiry) return _payoff(strike, isCall, spot);
+        BlackScholes.Inputs memory p = BlackScholes.Inputs({
+            spot: spot,
+            strike: strike,
+            timeToExpiry: expiry - block.timestamp,
+            volatility: _volatility(u),
+            rate: 0
+        });
+        if (!isCall) return BlackScholes.price(p, false);
+        uint256 low = BlackScholes.price(p, true);
+        p.strike = strike + strike * callCapBps / BPS;
+        uint256 high = BlackScholes.price(p, true);
+        return low > high ? low - high : 0;
+    }
+
+    /// @notice Prices and Greeks of the plain call and put of a strike and expiry (scales in `BlackScholes`).
+    function greeks(address underlying, uint256 strike, uint256 expiry) external view returns (BlackScholes.Greeks memory) {
+        Underlying memory u = _listed(underlying);
+        uint256 tte = expiry > block.timestamp ? expiry - block.timestamp : 0;
+        return BlackScholes.greeks(
+            BlackScholes.Inputs({spot: _spot(u), strike: strike, timeToExpiry: tte, volatility: _volatility(u), rate: 0})
+        );
+    }
+
+    /// @notice Value of `amount` options of a series in base units, rounded down: the payout once settled;
+    /// after expiry but before settlement, the intrinsic value at the latest price; before expiry, the
+    /// Black-Scholes fair value. This is the mark a holder (e.g. a vault) books.
+    function positionValue(bytes32 id, uint256 amount) public view returns (uint256) {
+        return _mark(id, amount, Math.Rounding.Floor);
+    }
+
+    /// @notice The feed round to name in `settle` for a series: the last round updated at or before
+    /// expiry, searched back from the latest round (at most `MAX_ROUND_SEARCH` rounds). Off-chain helper.
+    function findSettlementRound(bytes32 id) external view returns (uint80 roundId) {
+        Series storage s = _existing(id);
+        AggregatorV3Interface feed = underlyingConfig[s.underlying].priceFeed;
+        (uint80 latest,,, uint256 updatedAt,) = feed.latestRoundData();
+        roundId = latest;
+        for (uint256 i; i < MAX_ROUND_SEARCH && updatedAt > s.expiry && roundId > 1; ++i) {
+            --roundId;
+            (,,, updatedAt,) = feed.getRoundData(roundId);
+        }
+    }
+
+    /// @notice LP NAV: base balance less the payouts owed and less the open options at their mark
+    /// (rounded up: the pool values its liability conservatively), floored at zero.
+    function totalAssets() public view override returns (uint256) {
+        uint256 liability = owedPayouts;
+        uint256 n = _activeSeries.length;
+        for (uint256 i; i < n; ++i) {
+            bytes32 id = _activeSeries[i];
+            liability += _mark(id, _series[id].openInterest, Math.Rounding.Ceil);
+        }
+        uint256 balance = IERC20(asset()).balanceOf(address(this));
+        return balance > liability ? balance - liability : 0;
+    }
+
+    /// @inheritdoc ERC4626
+    /// @dev Capped by the free liquidity.
+    function maxWithdraw(address owner) public view override returns (uint256) {
+        return Math.min(super.maxWithdraw(owner), freeLiquidity());
+    }
+
+    /// @inheritdoc ERC4626
+    /// @dev Capped by the shares the free liquidity can pay (rounded down).
+    function maxRedeem(address owner) public view override returns (uint256) {
+        return Math.min(super.maxRedeem(owner), _convertToShares(freeLiquidity(), Math.Rounding.Floor));
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                INTERNAL
+    //////////////////////////////////////////////////////////////*/
+
+    function _decimalsOffset() internal pure override returns (uint8) {
+        return DECIMALS_OFFSET;
+    }
+
+    /// @dev LP deposits and withdrawals are guarded like trades.
+    function _deposit(address caller, address receiver, uint256 assets, uint256 shares) internal override nonReentrant {
+        super._deposit(caller, receiver, assets, shares);
+    }
+
+    function _withdraw(address caller, address receiver, address owner, uint256 assets, uint256 shares)
+        internal
+        override
+        nonReentrant
+    {
+        super._withdraw(caller, receiver, owner, assets, shares);
+    }
+
+    function _setParams(uint256 spread, uint256 minTte, uint256 maxTte) internal {
+        if (spread > MAX_SPREAD_BPS) revert LimitOutOfRange(spread, MAX_SPREAD_BPS);
+        if (maxTte > BlackScholes.MAX_TIME_TO_EXPIRY) revert LimitOutOfRange(maxTte, BlackScholes.MAX_TIME_TO_EXPIRY);
+        if (minTte > maxTte) revert LimitOutOfRange(minTte, maxTte);
+        spreadBps = spread;
+        minTimeToExpiry = minTte;
+        maxTimeToExpiry = maxTte;
+        emit ParamsSet(spread, minTte, maxTte);
+    }
+
+    function _quoteSeries(address underlying, uint256 strike, uint256 expiry, bool isCall, uint256 amount, bool isBuy)
+        internal
+        view
+        returns (uint256 premium, uint256 fairValue)
+    {
+        uint256 perUnit = fairPrice(underlying, strike, expiry, isCall);
+        fairValue = perUnit.mulDiv(amount, _valueScale, Math.Rounding.Floor);
+        premium = isBuy
+            ? perUnit.mulDiv(amount * (BPS + spreadBps), _valueScale * BPS, Math.Rounding.Ceil)
+            : perUnit.mulDiv(amount * (BPS - spreadBps), _valueScale * BPS, Math.Rounding.Floor);
+    }
+
+    function _mark(bytes32 id, uint256 amount, Math.Rounding rounding) internal view returns (uint256) {
+        if (amount == 0) return 0;
+        Series storage s = _existing(id);
+        uint256 perUnit = s.settled ? s.payoffPerUnit : fairPrice(s.underlying, s.strike, s.expiry, s.isCall);
+        return perUnit.mulDiv(amount, _valueScale, rounding);
+    }
+
+    /// @dev Collateral (base units, rounded up) for `interest` options of `s`: the largest payoff.
+    function _collateralFor(Series storage s, uint256 interest) internal view returns (uint256) {
+        uint256 perUnit = s.isCall ? s.strike * callCapBps / BPS : s.strike;
+        return perUnit.mulDiv(interest, _valueScale, Math.Rounding.Ceil);
+    }
+
+    /// @dev Payoff per unit (1e18 USD) at `price`; a call's is capped at strike × callCapBps.
+    function _payoff(uint256 strike, bool isCall, uint256 price) internal view returns (uint256) {
+        if (!isCall) return strike > price ? strike - price : 0;
+        if (price <= strike) return 0;
+        return Math.min(price - strike, strike * callCapBps / BPS);
+    }
+
+    function _seriesOrCreate(address underlying, uint256 strike, uint256 expiry, bool isCall)
+        internal
+        returns (bytes32 id)
+    {
+        id = seriesId(underlying, strike, expiry, isCall);
+        Series storage s = _series[id];
+        if (s.underlying != address(0)) {
+            if (s.settled) revert SettlementState(id, true);
+            return id;
+        }
+        if (_activeSeries.length >= MAX_ACTIVE_SERIES) revert TooManyActiveSeries(MAX_ACTIVE_SERIES);
+        s.underlying = underlying;
+        s.expiry = uint64(expiry);
+        s.isCall = isCall;
+        s.strike = strike;
+        _activeSeries.push(id);
+        emit SeriesCreated(id, underlying, strike, expiry, isCall);
+    }
+
+    function _removeActive(bytes32 id) internal {
+        uint256 n = _activeSeries.length;
+        for (uint256 i; i < n; ++i) {
+            if (_activeSeries[i] == id) {
+                _activeSeries[i] = _activeSeries[n - 1];
+                _activeSeries.pop();
+                return;
+            }
+        }
+    }
+
+    function _existing(bytes32 id) internal view returns (Series storage s) {
+        s = _series[id];
+        if (s.underlying == address(0)) revert UnknownSeries(id);
+    }
+
+    function _listed(address underlying) internal view returns (Underlying memory u) {
+        u = underlyingConfig[underlying];
+        if (!u.listed) revert UnderlyingNotListed(underlying);
+    }
+
+    /// @dev The underlying's price in 1e18 USD from its feed, after the staleness and sign checks.
+    function _spot(Underlying memory u) internal view returns (uint256) {
+        return _checked(u.priceFeed, u.priceHeartbeat) * WAD / 10 ** u.priceDecimals;
+    }
+
+    /// @dev The implied volatility in 1e18 (annualised) from its feed, checked against the library's domain.
+    function _volatility(Underlying memory u) internal view returns (uint256 vol) {
+        vol = _checked(u.volFeed, u.volHeartbeat) * WAD / 10 ** u.volDecimals;
+        if (vol < BlackScholes.MIN_VOLATILITY || vol > BlackScholes.MAX_VOLATILITY) {
+            revert VolatilityOutOfRange(address(u.volFeed), vol, BlackScholes.MIN_VOLATILITY, BlackScholes.MAX_VOLATILITY);
+        }
+    }
+
+    /// @dev Latest answer, refusing non-positive answers and answers older than `heartbeat`.
+    function _checked(AggregatorV3Interface feed, uint256 heartbeat) internal view returns (uint256) {
+        (, int256 answer,, uint256 updatedAt,) = feed.latestRoundData();
+        if (answer <= 0) revert InvalidAnswer(address(feed), answer);
+        if (updatedAt > block.timestamp || block.timestamp - updatedAt > heartbeat) {
+            revert StaleFeed(address(feed), updatedAt, heartbeat);
+        }
+        return uint256(answer);
+    }
+
+    /// @dev Price (1e18 USD) of `roundId` after checking it was the round current at expiry.
+    function _settlementPrice(bytes32 id, Series storage s, uint80 roundId) internal view returns (uint256) {
+        Underlying memory u = underlyingConfig[s.underlying];
+        (, int256 answer,, uint256 updatedAt,) = u.priceFeed.getRoundData(roundId);
+        if (updatedAt == 0 || updatedAt > s.expiry || s.expiry - updatedAt > u.priceHeartbeat) {
+            revert NotSettlementRound(id, roundId, updatedAt, s.expiry);
+        }
+        if (answer <= 0) revert InvalidAnswer(address(u.priceFeed), answer);
+        (uint80 latest,,,,) = u.priceFeed.latestRoundData();
+        if (roundId != latest) {
+            // A later round exists: it must have been updated after expiry.
+            (,,, uint256 nextUpdatedAt,) = u.priceFeed.getRoundData(roundId + 1);
+            if (nextUpdatedAt <= s.expiry) revert NotSettlementRound(id, roundId, nextUpdatedAt, s.expiry);
+        }
+        return uint256(answer) * WAD / 10 ** u.priceDecimals;
+    }
+}

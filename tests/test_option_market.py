@@ -1,0 +1,361 @@
+"""OptionMarket on Anvil: quotes against a Black-Scholes reference, buys, sells back, settlement in and
+out of the money, the quote's refusals, and the LP pool's accounting.
+
+One module-scoped deployment (``deploy_system`` then ``deploy_options``) on its own Anvil; every test runs
+from a snapshot of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from test_black_scholes import reference
+
+from keeper.chain import AnvilProcess, DevSender, call_raw, connect, contract, decode_revert, dev_accounts, rpc
+from keeper.deployment import (
+    BASE_DECIMALS,
+    MAX_UINT256,
+    deploy_options,
+    deploy_system,
+    price_to_answer,
+    vol_to_answer,
+)
+from keeper.errors import TransactionFailedError
+
+SYMBOLS = ("BTC", "ETH", "SOL")
+PRICES = (40_000.0, 3_000.0, 100.0)
+VOLS = (0.6, 0.8, 1.0)
+GENESIS = 1_700_000_000
+USDC = 10**BASE_DECIMALS
+WAD = 10**18
+SCALE = 10 ** (36 - BASE_DECIMALS)  # (1e18 value per unit) × (1e18 amount) / SCALE = base units
+BPS = 10_000
+DAY = 86400
+POOL_USD = 10_000_000
+
+
+@dataclass
+class Market:
+    w3: Any
+    tx: DevSender
+    owner: str
+    lp: str
+    alice: str
+    bob: str
+    market: Any
+    base: Any
+    tokens: list[Any]
+    feeds: list[Any]
+    vol_feeds: list[Any]
+
+    def error(self, fn: Any, sender: str) -> Any:
+        ok, data = call_raw(self.w3, {"from": sender, "to": fn.address, "data": fn._encode_transaction_data()})
+        assert not ok, "expected a revert"
+        return decode_revert(data)
+
+    def now(self) -> int:
+        return self.w3.eth.get_block("latest")["timestamp"]
+
+    def warp(self, timestamp: int) -> None:
+        rpc(self.w3, "evm_setNextBlockTimestamp", [timestamp])
+        rpc(self.w3, "evm_mine", [])
+
+    def freeze(self) -> None:
+        """The next transaction is mined at the latest block's time (the time eth_call sees)."""
+        rpc(self.w3, "evm_setNextBlockTimestamp", [self.now()])
+
+    def push(self, i: int, price: float | None = None, vol: float | None = None) -> None:
+        if price is not None:
+            self.tx.transact(self.owner, self.feeds[i].functions.pushAnswer(price_to_answer(price)))
+        if vol is not None:
+            self.tx.transact(self.owner, self.vol_feeds[i].functions.pushAnswer(vol_to_answer(vol)))
+
+
+@pytest.fixture(scope="module")
+def deployed() -> Market:
+    node = AnvilProcess(timestamp=GENESIS)
+    w3 = connect(node.rpc_url)
+    owner, keeper, guardian, lp, alice, bob = dev_accounts()[:6]
+    system = deploy_system(w3, owner, keeper, guardian, SYMBOLS, PRICES, pool_depth_usd=1_000_000)
+    options = deploy_options(w3, system, owner, VOLS, pool_liquidity_usd=POOL_USD)
+    tx = DevSender(w3)
+    m = Market(
+        w3=w3,
+        tx=tx,
+        owner=owner,
+        lp=lp,
+        alice=alice,
+        bob=bob,
+        market=contract(w3, "OptionMarket", options.market),
+        base=contract(w3, "TestToken", system.base_asset),
+        tokens=[contract(w3, "TestToken", a.token) for a in system.assets],
+        feeds=[contract(w3, "PushPriceFeed", a.feed) for a in system.assets],
+        vol_feeds=[contract(w3, "PushPriceFeed", options.vol_feeds[a.token]) for a in system.assets],
+    )
+    for who in (lp, alice, bob):
+        tx.transact(owner, m.base.functions.mint(who, 10_000_000 * USDC))
+        tx.transact(who, m.base.functions.approve(options.market, MAX_UINT256))
+    yield m
+    node.stop()
+
+
+@pytest.fixture
+def m(deployed: Market) -> Market:
+    snapshot = rpc(deployed.w3, "evm_snapshot", [])
+    yield deployed
+    assert rpc(deployed.w3, "evm_revert", [snapshot])
+
+
+def ref_unit(m: Market, i: int, strike: float, expiry: int, is_call: bool) -> float:
+    """Reference fair value per whole underlying (USD) at the latest block, read from the feeds."""
+    spot = m.feeds[i].functions.latestRoundData().call()[1] / 1e8
+    vol = m.vol_feeds[i].functions.latestRoundData().call()[1] / 1e18
+    seconds = expiry - m.now()
+    if not is_call:
+        return reference(spot, strike, seconds, vol, 0.0).put
+    cap = strike * m.market.functions.callCapBps().call() / BPS
+    return reference(spot, strike, seconds, vol, 0.0).call - reference(spot, strike + cap, seconds, vol, 0.0).call
+
+
+def test_fair_price_matches_black_scholes_and_the_quote_adds_the_spread(m: Market) -> None:
+    mk = m.market.functions
+    btc = m.tokens[0].address
+    expiry = m.now() + 30 * DAY
+    spread = mk.spreadBps().call()
+    for strike, is_call in ((36_000.0, False), (40_000.0, False), (44_000.0, True), (40_000.0, True)):
+        unit = mk.fairPrice(btc, wad(strike), expiry, is_call).call()
+        assert unit / WAD == pytest.approx(ref_unit(m, 0, strike, expiry, is_call), rel=1e-9)
+        amount = 3 * WAD // 2
+        premium, fair = mk.quote(btc, wad(strike), expiry, is_call, amount, True).call()
+        assert fair == unit * amount // SCALE
+        assert premium == -(-unit * amount * (BPS + spread) // (SCALE * BPS))  # rounded up
+        bid, _ = mk.quote(btc, wad(strike), expiry, is_call, amount, False).call()
+        assert bid == unit * amount * (BPS - spread) // (SCALE * BPS)  # rounded down
+
+
+def test_buy_locks_collateral_and_credits_the_position(m: Market) -> None:
+    mk = m.market.functions
+    eth = m.tokens[1].address
+    strike, expiry, amount = 2_800 * WAD, m.now() + 7 * DAY, 10 * WAD
+    free_before = mk.freeLiquidity().call()
+    alice_before = m.base.functions.balanceOf(m.alice).call()
+    m.freeze()
+    premium, _ = mk.quote(eth, strike, expiry, False, amount, True).call()
+    m.tx.transact(m.alice, mk.buy(eth, strike, expiry, False, amount, premium, m.alice))
+    sid = mk.seriesId(eth, strike, expiry, False).call()
+    assert mk.positionOf(sid, m.alice).call() == amount
+    assert m.base.functions.balanceOf(m.alice).call() == alice_before - premium
+    collateral = strike * amount // SCALE  # a put's collateral is its strike
+    assert mk.lockedCollateral().call() == collateral
+    assert mk.freeLiquidity().call() == free_before + premium - collateral
+    series = mk.series(sid).call()
+    assert series[5] == amount and series[6] == collateral
+    assert mk.activeSeries().call() == [sid]
+    # A call locks its cap: strike × callCapBps.
+    m.tx.transact(m.bob, mk.buy(eth, strike, expiry, True, amount, 10**12, m.bob))
+    cap_collateral = strike * mk.callCapBps().call() // BPS * amount // SCALE
+    assert mk.lockedCollateral().call() == collateral + cap_collateral
+
+
+def test_buy_refuses_a_premium_above_the_buyers_max(m: Market) -> None:
+    mk = m.market.functions
+    sol = m.tokens[2].address
+    expiry = m.now() + 14 * DAY
+    premium, _ = mk.quote(sol, 90 * WAD, expiry, False, WAD, True).call()
+    err = m.error(mk.buy(sol, 90 * WAD, expiry, False, WAD, premium - 1, m.alice), m.alice)
+    assert err.name == "PremiumAboveMax" and err.args == (premium, premium - 1)
+
+
+def test_quote_refuses_stale_inputs_bad_volatility_and_expiries_outside_the_window(m: Market) -> None:
+    mk = m.market.functions
+    btc = m.tokens[0].address
+    now = m.now()
+    lo, hi = mk.minTimeToExpiry().call(), mk.maxTimeToExpiry().call()
+    err = m.error(mk.quote(btc, 40_000 * WAD, now + lo - 1, False, WAD, True), m.alice)
+    assert err.name == "ExpiryOutsideWindow" and err.args[1:] == (lo - 1, lo, hi)
+    err = m.error(mk.quote(btc, 40_000 * WAD, now + hi + 1, False, WAD, True), m.alice)
+    assert err.name == "ExpiryOutsideWindow" and err.args[1] == hi + 1
+    err = m.error(mk.quote(m.alice, 40_000 * WAD, now + DAY, False, WAD, True), m.alice)
+    assert err.name == "UnderlyingNotListed"
+    m.push(0, vol=6.0)  # 600%: outside the library's domain
+    err = m.error(mk.quote(btc, 40_000 * WAD, now + DAY, False, WAD, True), m.alice)
+    assert err.name == "VolatilityOutOfRange" and err.args[1] == 6 * WAD
+    m.push(0, vol=0.6)
+    config = mk.underlyingConfig(btc).call()
+    m.warp(m.now() + config[2] + 1)  # past the price heartbeat
+    err = m.error(mk.quote(btc, 40_000 * WAD, m.now() + 30 * DAY, False, WAD, True), m.alice)
+    assert err.name == "StaleFeed" and err.args[0].lower() == m.feeds[0].address.lower() and err.args[2] == config[2]
+    m.push(0, price=40_000.0, vol=0.6)
+    m.warp(m.now() + 60)
+    assert mk.quote(btc, 40_000 * WAD, m.now() + 30 * DAY, False, WAD, True).call()[0] > 0
+    m.push(0, vol=0.0)
+    err = m.error(mk.quote(btc, 40_000 * WAD, m.now() + 30 * DAY, False, WAD, True), m.alice)
+    assert err.name == "InvalidAnswer" and err.args[0].lower() == m.vol_feeds[0].address.lower() and err.args[1] == 0
+
+
+def wad(x: float) -> int:
+    return int(Fraction(repr(float(x))) * WAD)
+
+
+def _buy(m: Market, i: int, strike: float, expiry: int, is_call: bool, amount: int, who: str) -> bytes:
+    mk = m.market.functions
+    token = m.tokens[i].address
+    m.tx.transact(who, mk.buy(token, wad(strike), expiry, is_call, amount, 10**15, who))
+    return mk.seriesId(token, wad(strike), expiry, is_call).call()
+
+
+def _expire(m: Market, i: int, expiry: int, price: float) -> int:
+    """Pushes ``price`` one hour before expiry, moves past expiry; returns the settlement round."""
+    m.warp(expiry - 3600)
+    for j, p in enumerate(PRICES):
+        m.push(j, price=price if j == i else p, vol=VOLS[j])
+    round_id = m.feeds[i].functions.latestRound().call()
+    m.warp(expiry + 600)
+    return round_id
+
+
+def test_settle_in_the_money_pays_the_intrinsic_value(m: Market) -> None:
+    mk = m.market.functions
+    expiry = m.now() + 10 * DAY
+    amount = 7 * WAD // 4
+    sid = _buy(m, 0, 38_000.0, expiry, False, amount, m.alice)
+    round_id = _expire(m, 0, expiry, 35_000.0)
+    assert mk.findSettlementRound(sid).call() == round_id
+    m.tx.transact(m.bob, mk.settle(sid, round_id))  # anyone settles
+    series = mk.series(sid).call()
+    assert series[3] is True and series[7] == 35_000 * WAD and series[8] == 3_000 * WAD
+    owed = -(-3_000 * WAD * amount // SCALE)
+    assert mk.owedPayouts().call() == owed and mk.lockedCollateral().call() == 0
+    assert mk.activeSeries().call() == []
+    before = m.base.functions.balanceOf(m.alice).call()
+    m.tx.transact(m.bob, mk.exercise(sid, m.alice))  # anyone exercises; the holder is paid
+    payout = 3_000 * WAD * amount // SCALE
+    assert m.base.functions.balanceOf(m.alice).call() == before + payout == before + 5_250 * USDC
+    assert mk.positionOf(sid, m.alice).call() == 0 and mk.owedPayouts().call() == 0
+
+
+def test_settle_out_of_the_money_returns_the_collateral_to_the_pool(m: Market) -> None:
+    mk = m.market.functions
+    expiry = m.now() + 3 * DAY
+    free_before = mk.freeLiquidity().call()
+    sid = _buy(m, 1, 3_300.0, expiry, True, 5 * WAD, m.alice)
+    premium = mk.freeLiquidity().call() - free_before + mk.lockedCollateral().call()
+    round_id = _expire(m, 1, expiry, 3_100.0)
+    m.tx.transact(m.bob, mk.settle(sid, round_id))
+    assert mk.series(sid).call()[8] == 0
+    assert mk.freeLiquidity().call() == free_before + premium
+    before = m.base.functions.balanceOf(m.alice).call()
+    m.tx.transact(m.alice, mk.exercise(sid, m.alice))
+    assert m.base.functions.balanceOf(m.alice).call() == before
+
+
+def test_a_call_pays_at_most_its_cap(m: Market) -> None:
+    mk = m.market.functions
+    expiry = m.now() + 3 * DAY
+    sid = _buy(m, 2, 100.0, expiry, True, 2 * WAD, m.alice)
+    round_id = _expire(m, 2, expiry, 260.0)  # 160 above the strike, capped at 100% of it
+    m.tx.transact(m.bob, mk.settle(sid, round_id))
+    before = m.base.functions.balanceOf(m.alice).call()
+    m.tx.transact(m.bob, mk.exercise(sid, m.alice))
+    assert m.base.functions.balanceOf(m.alice).call() - before == 200 * USDC
+
+
+def test_settlement_needs_the_round_current_at_expiry(m: Market) -> None:
+    mk = m.market.functions
+    expiry = m.now() + 2 * DAY
+    sid = _buy(m, 0, 40_000.0, expiry, False, WAD, m.alice)
+    err = m.error(mk.settle(sid, 1), m.bob)
+    assert err.name == "ExpiryState"
+    round_id = _expire(m, 0, expiry, 39_000.0)
+    m.push(0, price=30_000.0)  # a round after expiry
+    err = m.error(mk.settle(sid, round_id + 1), m.bob)
+    assert err.name == "NotSettlementRound" and err.args[1] == round_id + 1
+    err = m.error(mk.settle(sid, round_id - 1), m.bob)  # an older round: the next one is before expiry
+    assert err.name == "NotSettlementRound"
+    assert mk.findSettlementRound(sid).call() == round_id
+    m.tx.transact(m.bob, mk.settle(sid, round_id))
+    assert mk.series(sid).call()[7] == 39_000 * WAD
+    assert m.error(mk.settle(sid, round_id), m.bob).name == "SettlementState"
+
+
+def test_sell_back_before_expiry_pays_the_bid_and_releases_collateral(m: Market) -> None:
+    mk = m.market.functions
+    expiry = m.now() + 20 * DAY
+    amount = 4 * WAD
+    sid = _buy(m, 1, 2_900.0, expiry, False, amount, m.alice)
+    locked = mk.lockedCollateral().call()
+    m.freeze()
+    bid, _ = mk.quote(m.tokens[1].address, 2_900 * WAD, expiry, False, amount // 4, False).call()
+    err = m.error(mk.sell(sid, amount // 4, bid + 1, m.alice), m.alice)
+    assert err.name == "PremiumBelowMin" and err.args == (bid, bid + 1)
+    before = m.base.functions.balanceOf(m.alice).call()
+    m.tx.transact(m.alice, mk.sell(sid, amount // 4, bid, m.alice))
+    assert m.base.functions.balanceOf(m.alice).call() == before + bid
+    assert mk.positionOf(sid, m.alice).call() == amount * 3 // 4
+    assert mk.lockedCollateral().call() == locked - 2_900 * WAD * (amount // 4) // SCALE
+    err = m.error(mk.sell(sid, amount, 0, m.alice), m.alice)
+    assert err.name == "InsufficientPosition" and err.args[1:] == (amount * 3 // 4, amount)
+    assert m.error(mk.sell(sid, amount // 4, 0, m.bob), m.bob).name == "InsufficientPosition"
+
+
+def test_pool_refuses_what_its_free_liquidity_cannot_collateralise(m: Market) -> None:
+    mk = m.market.functions
+    free = mk.freeLiquidity().call()
+    amount = (free * SCALE // (40_000 * WAD)) + WAD  # puts struck at 40k on more BTC than the pool covers
+    err = m.error(mk.buy(m.tokens[0].address, 40_000 * WAD, m.now() + DAY, False, amount, 10**15, m.alice), m.alice)
+    assert err.name == "InsufficientLiquidity" and err.args[1] == free
+
+
+def test_lp_nav_books_open_options_at_their_mark_and_withdrawals_stop_at_free_liquidity(m: Market) -> None:
+    mk = m.market.functions
+    m.tx.transact(m.lp, mk.deposit(1_000_000 * USDC, m.lp))
+    expiry = m.now() + 30 * DAY
+    sid = _buy(m, 0, 40_000.0, expiry, False, 30 * WAD, m.alice)
+    balance = m.base.functions.balanceOf(m.market.address).call()
+    oi = mk.series(sid).call()[5]
+    unit = mk.fairPrice(m.tokens[0].address, 40_000 * WAD, expiry, False).call()
+    liability = -(-unit * oi // SCALE)  # the pool books its liability rounded up
+    assert mk.totalAssets().call() == balance - liability
+    # The pool earned the spread: NAV above the deposits.
+    assert mk.totalAssets().call() > (POOL_USD + 1_000_000) * USDC
+    # A price move against the pool lowers its NAV.
+    nav = mk.totalAssets().call()
+    m.push(0, price=36_000.0)
+    assert mk.totalAssets().call() < nav
+    free = mk.freeLiquidity().call()
+    assert mk.maxRedeem(m.owner).call() == mk.convertToShares(free).call() < mk.balanceOf(m.owner).call()
+    assert free - 1 <= mk.maxWithdraw(m.owner).call() <= free
+    with pytest.raises(TransactionFailedError, match="ERC4626ExceededMaxWithdraw"):
+        m.tx.transact(m.owner, mk.withdraw(mk.freeLiquidity().call() + 1, m.owner, m.owner))
+
+
+def test_governance_is_admin_only_and_bounded(m: Market) -> None:
+    mk = m.market.functions
+    err = m.error(mk.setParams(100, 3600, 86400), m.alice)
+    assert err.name == "AccessControlUnauthorizedAccount"
+    err = m.error(mk.setParams(mk.MAX_SPREAD_BPS().call() + 1, 3600, 86400), m.owner)
+    assert err.name == "LimitOutOfRange" and err.args == (2_001, 2_000)
+    err = m.error(mk.setParams(100, 86400, 3600), m.owner)
+    assert err.name == "LimitOutOfRange" and err.args == (86400, 3600)
+    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 0, m.vol_feeds[0].address, 60), m.owner)
+    assert err.name == "ZeroHeartbeat"
+    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 60, m.vol_feeds[0].address, 60), m.alice)
+    assert err.name == "AccessControlUnauthorizedAccount"
+
+
+def test_a_late_lp_buys_in_at_the_marked_nav(m: Market) -> None:
+    mk = m.market.functions
+    _buy(m, 0, 40_000.0, m.now() + 30 * DAY, False, 50 * WAD, m.alice)
+    m.push(0, price=34_000.0)  # the pool's short puts lose: its NAV per share falls
+    nav, supply = mk.totalAssets().call(), mk.totalSupply().call()
+    assert nav < POOL_USD * USDC
+    assets = 1_000_000 * USDC
+    m.freeze()
+    m.tx.transact(m.lp, mk.deposit(assets, m.lp))
+    shares = mk.balanceOf(m.lp).call()
+    assert shares == assets * (supply + 10**6) // (nav + 1)  # ERC-4626 floor with virtual shares
+    # The late LP's claim is worth at most what they paid in.
+    assert mk.previewRedeem(shares).call() <= assets
