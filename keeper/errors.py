@@ -69,3 +69,11 @@ class QuoteBelowBoundError(KeeperError):
 
 class TransactionFailedError(KeeperError):
     """A sent transaction was mined with a failure status or was dropped."""
+
+
+__all__ += ["OptionInputError"]
+
+
+class OptionInputError(KeeperError, ValueError):
+    """An option-pricing input is outside its domain (non-positive spot or strike, negative
+    expiry or volatility, NaN, a target delta that no strike attains); also a ``ValueError``."""
