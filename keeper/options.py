@@ -198,6 +198,8 @@ class _Terms:
     sqrt_t: FloatArray
     df_q: FloatArray  # e^{-qT}
     df_r: FloatArray  # e^{-rT}
+    d1: FloatArray
+    d2: FloatArray
     pdf_d1: FloatArray  # n(d1)
     cdf_1: FloatArray  # N(sign * d1)
     cdf_2: FloatArray  # N(sign * d2)
@@ -225,11 +227,21 @@ def _terms(S, K, T, sigma, r, q, is_call) -> _Terms:
         d2 = d1 - v
         zero_v = None
     pdf_d1 = _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
-    return _Terms(s, k, t, vol, rate, call, sign, sqrt_t, df_q, df_r, pdf_d1, ndtr(sign * d1), ndtr(sign * d2), zero_v)
+    return _Terms(s, k, t, vol, rate, call, sign, sqrt_t, df_q, df_r, d1, d2, pdf_d1, ndtr(sign * d1), ndtr(sign * d2), zero_v)
 
 
 def _price(tm: _Terms) -> FloatArray:
-    return tm.sign * (tm.s * tm.df_q * tm.cdf_1 - tm.k * tm.df_r * tm.cdf_2)
+    out = np.asarray(tm.sign * (tm.s * tm.df_q * tm.cdf_1 - tm.k * tm.df_r * tm.cdf_2))
+    # Out of the money below the inflection point (sign * d1 < 0) both terms are small and cancel.
+    # With N(-z) = erfcx(z/sqrt2) e^{-z^2/2} / 2 and S e^{-qT} n(d1) = K e^{-rT} n(d2):
+    #   V = sign * K e^{-rT} e^{-d2^2/2} [erfcx(-sign d1/sqrt2) - erfcx(-sign d2/sqrt2)] / 2,
+    # which keeps full relative precision down to the underflow of e^{-d2^2/2}.
+    tail = np.flatnonzero(tm.sign * tm.d1 < 0.0)
+    if tail.size:
+        sg, d1, d2 = tm.sign.flat[tail], tm.d1.flat[tail], tm.d2.flat[tail]
+        scaled = erfcx(-sg * d1 * _INV_SQRT2) - erfcx(-sg * d2 * _INV_SQRT2)
+        out.flat[tail] = 0.5 * sg * tm.k.flat[tail] * tm.df_r.flat[tail] * np.exp(-0.5 * d2 * d2) * scaled
+    return out
 
 
 def _delta(tm: _Terms) -> FloatArray:
@@ -510,7 +522,8 @@ def implied_volatility(
     slack = 4.0 * np.finfo(np.float64).eps * np.maximum(undiscounted, 1e-300) / np.sqrt(forward * k)
     at_intrinsic = (beta <= slack) & (beta >= -slack)
     result[at_intrinsic] = 0.0
-    solve = (beta > slack) & (beta < upper)
+    # At the upper bound within rounding (4 ulp) no finite volatility exists either.
+    solve = (beta > slack) & (beta < upper * (1.0 - 4.0 * np.finfo(np.float64).eps))
     if not solve.any():
         return result if result.ndim else result[()]
 
