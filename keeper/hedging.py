@@ -28,7 +28,9 @@ Units and conventions
   - ``dollar_delta`` :math:`= S_i \cdot` ``delta_units`` (USD per 1.00 relative move, i.e.
     the economic exposure)
   - ``gamma_units`` :math:`= \sum_j n_j\Gamma_j` (units of delta per 1 USD move of :math:`S_i`)
-  - ``dollar_gamma`` :math:`= \Gamma S^2 / 100`: change of ``dollar_delta`` for a 1 % move (USD)
+  - ``dollar_gamma`` :math:`= \Gamma S^2 / 100`: the USD value, at the current spot, of the change
+    in delta that a 1 % rise of spot causes (:math:`\Gamma \cdot 0.01 S \cdot S`); ``gamma_units``
+    is the same per 1 USD move, in units
   - ``vega_usd`` :math:`=\sum_j n_j\nu_j` per 1.00 of vol; ``vega_usd_per_point`` per 0.01
   - ``theta_usd_per_day`` :math:`= \sum_j n_j\Theta_j / 365`
 """
@@ -403,7 +405,7 @@ class OverlayConfig:
     vega_budget_per_asset_usd, vega_budget_total_usd : float
         Caps on ``|net vega|`` per vol point, USD: per asset, and summed over assets (Σ_i |vega_i|).
     gamma_budget_per_asset_usd, gamma_budget_total_usd : float
-        Caps on ``|dollar gamma|`` (change of dollar delta per 1 % move, USD), per asset and summed.
+        Caps on ``|dollar gamma|`` (Γ S²/100: USD value of the delta change per 1 % move), per asset and summed.
     """
 
     put_delta: float = -0.25
@@ -517,6 +519,14 @@ class OverlayPlan:
             "scale": dict(self.scale),
             "binding": list(self.binding),
         }
+
+
+def _shrink(amount: float, budget: float) -> float:
+    """Factor in [0, 1] that brings ``|amount|`` within ``budget`` (less the rounding margin)."""
+    limit = budget * (1.0 - _BUDGET_MARGIN)
+    if abs(amount) <= limit:
+        return 1.0
+    return limit / abs(amount) if limit > 0.0 else 0.0
 
 
 def _max_scale(kept: FloatArray, new: FloatArray, budget: float) -> float:
@@ -692,10 +702,9 @@ def plan_overlay(
     kept_asset_scale = np.ones(n)
     vb, gb = config.vega_budget_per_asset_usd, config.gamma_budget_per_asset_usd
     for i in range(n):
-        limit_v, limit_g = vb * (1.0 - _BUDGET_MARGIN), gb * (1.0 - _BUDGET_MARGIN)
-        over = [abs(kv[i]) / limit_v if abs(kv[i]) > limit_v else 1.0, abs(kg[i]) / limit_g if abs(kg[i]) > limit_g else 1.0]
-        if max(over) > 1.0:  # the kept book alone breaches: reduce it, open nothing new here
-            kept_asset_scale[i] = 1.0 / max(over)
+        shrink = min(_shrink(kv[i], vb), _shrink(kg[i], gb))
+        if shrink < 1.0:  # the kept book alone breaches: reduce it, open nothing new here
+            kept_asset_scale[i] = shrink
             asset_scale[i] = 0.0
             binding.append(f"kept_book_over_budget:{syms[i]}")
             continue
@@ -709,8 +718,7 @@ def plan_overlay(
     tv_lim = config.vega_budget_total_usd * (1.0 - _BUDGET_MARGIN)
     tg_lim = config.gamma_budget_total_usd * (1.0 - _BUDGET_MARGIN)
     if total_kept_v > tv_lim or total_kept_g > tg_lim:
-        shrink = min(tv_lim / total_kept_v if total_kept_v > tv_lim else 1.0,
-                     tg_lim / total_kept_g if total_kept_g > tg_lim else 1.0)
+        shrink = min(_shrink(total_kept_v, config.vega_budget_total_usd), _shrink(total_kept_g, config.gamma_budget_total_usd))
         kept_asset_scale *= shrink
         kv, kg = kv * shrink, kg * shrink
         s_total = 0.0
