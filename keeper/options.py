@@ -317,21 +317,33 @@ def price(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
 
     Returns an array of the broadcast shape. See the module docstring for the formula and limits.
     """
+    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
+    if fast is not None:
+        return fast.price
     return _out(_price(_terms(S, K, T, sigma, r, q, is_call)))
 
 
 def delta(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
     """dV/dS: change in option price per 1 unit of spot (dimensionless; in (0, 1) for calls, (-1, 0) for puts)."""
+    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
+    if fast is not None:
+        return fast.delta
     return _out(_delta(_terms(S, K, T, sigma, r, q, is_call)))
 
 
 def gamma(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
     """d²V/dS²: change in delta per 1 unit of spot (per USD if ``S`` is in USD); same for calls and puts."""
+    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
+    if fast is not None:
+        return fast.gamma
     return _out(_gamma(_terms(S, K, T, sigma, r, q, is_call)))
 
 
 def vega(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
     """dV/dsigma: change in price per **1.00** (100 vol points) of annualised vol; × :data:`VOL_POINT` for per point."""
+    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
+    if fast is not None:
+        return fast.vega
     return _out(_vega(_terms(S, K, T, sigma, r, q, is_call)))
 
 
@@ -340,6 +352,9 @@ def theta(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
 
     Use :func:`theta_per_day` for the change per calendar day (÷ 365).
     """
+    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
+    if fast is not None:
+        return fast.theta
     tm = _terms(S, K, T, sigma, r, q, is_call)
     return _out(_theta(tm, _carry(q, tm.s.shape)))
 
@@ -351,6 +366,9 @@ def theta_per_day(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
 
 def rho(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
     """dV/dr with ``q`` held fixed: change in price per **1.00** (10,000 bps) of the rate; × 0.01 for per 1 %."""
+    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
+    if fast is not None:
+        return fast.rho
     return _out(_rho(_terms(S, K, T, sigma, r, q, is_call)))
 
 
@@ -396,11 +414,63 @@ class Greeks:
         return self.vega * VOL_POINT
 
 
+_SCALAR_TYPES = (float, int)
+
+
+def _scalar_greeks(S, K, T, sigma, r, q, is_call) -> Greeks | None:
+    """All-scalar fast path with ``math`` (no array overhead); ``None`` defers to the array path.
+
+    Taken only for finite ``S, K, T, sigma > 0`` with ``sigma * sqrt(T) > 0`` and finite ``r, q``
+    (validation errors and the zero-vol limits are the array path's). Same formulas; N(d) is
+    ``erfc(-d/sqrt2)/2``, accurate in both tails, so results agree with the array path to a few ulp.
+    """
+    if not (
+        isinstance(S, _SCALAR_TYPES) and isinstance(K, _SCALAR_TYPES) and isinstance(T, _SCALAR_TYPES)
+        and isinstance(sigma, _SCALAR_TYPES) and isinstance(r, _SCALAR_TYPES) and isinstance(q, _SCALAR_TYPES)
+        and isinstance(is_call, (bool, np.bool_))
+    ):
+        return None
+    if not (0.0 < S < math.inf and 0.0 < K < math.inf and 0.0 < T < math.inf and 0.0 < sigma < math.inf
+            and math.isfinite(r) and math.isfinite(q)):
+        return None
+    sqrt_t = math.sqrt(T)
+    v = sigma * sqrt_t
+    if not v > 0.0:
+        return None
+    d1 = (math.log(S / K) + (r - q) * T) / v + 0.5 * v
+    d2 = d1 - v
+    sign = 1.0 if is_call else -1.0
+    df_q = math.exp(-q * T)
+    df_r = math.exp(-r * T)
+    pdf = _INV_SQRT_2PI * math.exp(-0.5 * d1 * d1)
+    n1 = 0.5 * math.erfc(-sign * d1 * _INV_SQRT2)
+    n2 = 0.5 * math.erfc(-sign * d2 * _INV_SQRT2)
+    if sign * d1 < 0.0:  # out of the money below the inflection point: see _price
+        scaled = float(erfcx(-sign * d1 * _INV_SQRT2)) - float(erfcx(-sign * d2 * _INV_SQRT2))
+        value = 0.5 * sign * K * df_r * math.exp(-0.5 * d2 * d2) * scaled
+    else:
+        value = sign * (S * df_q * n1 - K * df_r * n2)
+    f = np.float64
+    return Greeks(
+        price=f(value),
+        delta=f(sign * df_q * n1),
+        gamma=f(df_q * pdf / (S * v)),
+        vega=f(S * df_q * pdf * sqrt_t),
+        theta=f(sign * (q * S * df_q * n1 - r * K * df_r * n2) - S * df_q * pdf * sigma / (2.0 * sqrt_t)),
+        rho=f(sign * K * T * df_r * n2),
+    )
+
+
 def greeks(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> Greeks:
     """Price, delta, gamma, vega, theta and rho in one pass (d1, d2, n(d1), N(±d1), N(±d2) computed once).
 
-    Units as in :class:`Greeks` and the module docstring; identical values to the single functions.
+    Units as in :class:`Greeks` and the module docstring; identical values to the single functions
+    for array input. All-scalar input takes a ``math`` fast path (a few µs instead of ~100 µs of
+    array overhead) that agrees with the array path to a few ulp.
     """
+    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
+    if fast is not None:
+        return fast
     tm = _terms(S, K, T, sigma, r, q, is_call)
     return Greeks(
         price=_out(_price(tm)),
