@@ -70,6 +70,9 @@ SECONDS_PER_DAY = 86_400
 # Budgets are enforced with this relative margin so that float rounding of the scaled book can
 # never end a hair above the limit.
 _BUDGET_MARGIN = 1e-9
+# Premium, vega and gamma budgets below this many USD are treated as 0 (no exposure allowed): at such scales
+# (down to subnormal floats) the relative margin above no longer covers rounding.
+_MIN_BUDGET_USD = 1e-9
 
 
 # --------------------------------------------------------------------------- #
@@ -594,7 +597,8 @@ def plan_overlay(
        gamma within the per-asset budgets, then all by the largest :math:`s` keeping
        :math:`\sum_i |\cdot|` within the totals. If the kept book alone breaches a budget, it is
        reduced proportionally (``"reduce"`` orders) and nothing new is opened on that asset.
-       Greeks are linear in quantity, so the resulting book is within every budget.
+       Greeks are linear in quantity, so the resulting book is within every budget (each limit is
+       applied with a 1e-9 relative margin for rounding; a budget below 1e-9 USD counts as 0).
 
     Parameters
     ----------
@@ -666,41 +670,33 @@ def plan_overlay(
 
     binding: list[str] = []
     scale: dict[str, float] = {}
-    qty_scale = np.ones(len(new))
     budget_usd = config.premium_budget_bps * nav / BPS
-    put_premium = 0.0
-    if new:
-        g_new, asset_new, qty_new = unit_greeks(new)
-        is_put = np.array([not p.is_call for p in new])
-        put_premium = float(np.sum(np.where(is_put, qty_new * g_new.price, 0.0)))
-        s_prem = 1.0 if put_premium <= budget_usd else budget_usd / put_premium
-        if s_prem < 1.0:
-            binding.append("premium_budget")
-        scale["premium"] = s_prem
-        qty_scale = np.where(is_put, s_prem, 1.0)
+    budget_usd = 0.0 if budget_usd < _MIN_BUDGET_USD else budget_usd
+    g_new, asset_new, qty_new = unit_greeks(new)  # empty arrays for an empty list
+    g_kept, asset_kept, qty_kept = unit_greeks(kept)
+    is_put = np.array([not p.is_call for p in new], dtype=bool)
+    put_premium = float(np.sum(qty_new[is_put] * g_new.price[is_put]))
+    s_prem = 1.0 if put_premium <= budget_usd else budget_usd / put_premium
+    if s_prem < 1.0:
+        binding.append("premium_budget")
+    scale["premium"] = s_prem
+    qty_scale = np.where(is_put, s_prem, 1.0)
 
-    # 5. Vega / gamma budgets.
-    kept_scale = np.ones(len(kept))
-    if kept:
-        g_kept, asset_kept, qty_kept = unit_greeks(kept)
-    else:
-        asset_kept, qty_kept = np.zeros(0, dtype=np.int64), np.zeros(0)
-    vega_kept_unit = g_kept.vega * options.VOL_POINT if kept else np.zeros(0)
-    gamma_kept_unit = g_kept.gamma * s[asset_kept] ** 2 / 100.0 if kept else np.zeros(0)
-    vega_new_unit = g_new.vega * options.VOL_POINT if new else np.zeros(0)
-    gamma_new_unit = g_new.gamma * s[asset_new] ** 2 / 100.0 if new else np.zeros(0)
-    asset_new_arr = asset_new if new else np.zeros(0, dtype=np.int64)
-
+    # 5. Vega / gamma budgets: per-asset sums of vega per vol point and dollar gamma (Γ S²/100).
     def per_asset(asset: npt.NDArray[np.int64], amount: FloatArray) -> FloatArray:
         return np.bincount(asset, amount, minlength=n)
 
-    kv = per_asset(asset_kept, qty_kept * vega_kept_unit)
-    kg = per_asset(asset_kept, qty_kept * gamma_kept_unit)
-    nv = per_asset(asset_new_arr, qty_new * qty_scale * vega_new_unit) if new else np.zeros(n)
-    ng = per_asset(asset_new_arr, qty_new * qty_scale * gamma_new_unit) if new else np.zeros(n)
+    kv = per_asset(asset_kept, qty_kept * g_kept.vega * options.VOL_POINT)
+    kg = per_asset(asset_kept, qty_kept * g_kept.gamma * s[asset_kept] ** 2 / 100.0)
+    nv = per_asset(asset_new, qty_new * qty_scale * g_new.vega * options.VOL_POINT)
+    ng = per_asset(asset_new, qty_new * qty_scale * g_new.gamma * s[asset_new] ** 2 / 100.0)
     asset_scale = np.ones(n)
     kept_asset_scale = np.ones(n)
-    vb, gb = config.vega_budget_per_asset_usd, config.gamma_budget_per_asset_usd
+    def effective(budget: float) -> float:
+        return 0.0 if budget < _MIN_BUDGET_USD else budget
+
+    vb, gb = effective(config.vega_budget_per_asset_usd), effective(config.gamma_budget_per_asset_usd)
+    vt, gt = effective(config.vega_budget_total_usd), effective(config.gamma_budget_total_usd)
     for i in range(n):
         shrink = min(_shrink(kv[i], vb), _shrink(kg[i], gb))
         if shrink < 1.0:  # the kept book alone breaches: reduce it, open nothing new here
@@ -715,25 +711,20 @@ def plan_overlay(
     kv, kg = kv * kept_asset_scale, kg * kept_asset_scale
     nv, ng = nv * asset_scale, ng * asset_scale
     total_kept_v, total_kept_g = float(np.abs(kv).sum()), float(np.abs(kg).sum())
-    tv_lim = config.vega_budget_total_usd * (1.0 - _BUDGET_MARGIN)
-    tg_lim = config.gamma_budget_total_usd * (1.0 - _BUDGET_MARGIN)
-    if total_kept_v > tv_lim or total_kept_g > tg_lim:
-        shrink = min(_shrink(total_kept_v, config.vega_budget_total_usd), _shrink(total_kept_g, config.gamma_budget_total_usd))
+    if total_kept_v > vt * (1.0 - _BUDGET_MARGIN) or total_kept_g > gt * (1.0 - _BUDGET_MARGIN):
+        shrink = min(_shrink(total_kept_v, vt), _shrink(total_kept_g, gt))
         kept_asset_scale *= shrink
         kv, kg = kv * shrink, kg * shrink
         s_total = 0.0
         binding.append("kept_book_over_total_budget")
     else:
-        s_total = min(_max_scale_total(kv, nv, config.vega_budget_total_usd),
-                      _max_scale_total(kg, ng, config.gamma_budget_total_usd))
+        s_total = min(_max_scale_total(kv, nv, vt), _max_scale_total(kg, ng, gt))
         if s_total < 1.0:
             binding.append("vega_gamma_total_budget")
     scale.update({sym: float(asset_scale[i]) for i, sym in enumerate(syms)})
     scale["total"] = float(s_total)
-    if kept:
-        kept_scale = kept_asset_scale[asset_kept]
-    if new:
-        qty_scale = qty_scale * asset_scale[asset_new] * s_total
+    kept_scale = kept_asset_scale[asset_kept]
+    qty_scale = qty_scale * asset_scale[asset_new] * s_total
 
     # Orders and the resulting book.
     orders: list[OptionOrder] = []
