@@ -17,6 +17,10 @@ price and the five Greeks (delta, gamma, vega, theta, rho) of every option:
   numba's compilation. Version 0.1.1 does not compile under the installed numba; see
   :func:`load_py_vollib_vectorized` for the minimal, benchmark-only fix.
 
+Also timed: implied volatility of 10,000 options priced by ``keeper.options`` (ours vectorised,
+vollib in a loop on 2,000 of them, py_vollib_vectorized's ``vectorized_implied_volatility``) with
+the largest relative error of the recovered volatility.
+
 Wall clock (``time.perf_counter``), best of a few repeats, single-threaded BLAS; the machine load
 (``os.getloadavg``) is printed because it scales every number. Also printed: the largest
 differences from ``keeper.options`` on the timed options, after converting the other libraries'
@@ -188,6 +192,68 @@ def max_rel_diff(ours: options.Greeks, ref: dict[str, np.ndarray]) -> str:
     return ", ".join(parts)
 
 
+IV_N = 10_000
+
+
+def iv_workload() -> tuple[np.ndarray, ...]:
+    s, k, t, sigma, is_call = workload(IV_N)
+    return options.price(s, k, t, sigma, R, Q, is_call), s, k, t, sigma, is_call
+
+
+def iv_error(iv: np.ndarray) -> str:
+    """Max relative vol error where the price carries the vol (time value > 1e-8 of the price),
+    and how many of those came back NaN or raised."""
+    prices, s, k, t, sigma, is_call = iv_workload()
+    m = iv.size
+    intrinsic = np.maximum(np.where(is_call, 1.0, -1.0) * (s * np.exp(-Q * t) - k * np.exp(-R * t)), 0.0)
+    informative = ((prices - intrinsic) > 1e-8 * prices)[:m]
+    err = np.abs(iv - sigma[:m]) / sigma[:m]
+    failed = int(np.sum(np.isnan(iv) & informative))
+    return f"max error {float(np.nanmax(err[informative])):.1e} on {int(informative.sum()):,} informative, {failed} failed"
+
+
+def time_ours_iv() -> tuple[float, str]:
+    prices, s, k, t, sigma, is_call = iv_workload()
+    rate = IV_N / best_of(lambda: options.implied_volatility(prices, s, k, t, R, Q, is_call), 3)
+    return rate, iv_error(options.implied_volatility(prices, s, k, t, R, Q, is_call))
+
+
+def time_vollib_iv() -> tuple[float, str]:
+    """vollib's implied volatility in a loop (first LOOP_SUBSET options). Must run before
+    py_vollib_vectorized is imported: it replaces vollib's functions with its own."""
+    from vollib.black_scholes_merton.implied_volatility import implied_volatility as vollib_iv
+
+    prices, s, k, t, sigma, is_call = iv_workload()
+    m = LOOP_SUBSET
+    rows = [(float(prices[i]), float(s[i]), float(k[i]), float(t[i]), R, Q, "c" if is_call[i] else "p") for i in range(m)]
+    def one(a: tuple) -> float:
+        try:
+            return vollib_iv(*a)
+        except Exception:  # vollib raises for a price at or below intrinsic value
+            return float("nan")
+
+    rate = m / best_of(lambda: [one(a) for a in rows], 2)
+    return rate, iv_error(np.array([one(a) for a in rows]))
+
+
+def time_vectorized_iv() -> tuple[float, str]:
+    pvv = load_py_vollib_vectorized()
+    prices, s, k, t, sigma, is_call = iv_workload()
+    flags = np.where(is_call, "c", "p")
+
+    def run() -> np.ndarray:
+        return np.asarray(pvv.vectorized_implied_volatility(
+            prices, s, k, t, R, flags, Q, model="black_scholes_merton", return_as="numpy"
+        )).ravel()
+
+    try:
+        run()
+    except Exception as exc:  # numba.core.errors.TypingError: its IV code has the same recursion
+        return float("nan"), f"not measured: does not compile under the installed numba ({type(exc).__name__})"
+    rate = IV_N / best_of(run, 3)
+    return rate, iv_error(run())
+
+
 def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; price + 5 Greeks per option")
     print(f"{'n':>9} | {'keeper.options':>16} | {'vollib (loop)':>16} | {'py_vollib_vect.':>16} | {'vs vollib':>9} | {'vs pvv':>7}")
@@ -196,7 +262,9 @@ def main() -> None:
     # vollib first for every size: loading py_vollib_vectorized jits functions vollib may share.
     ours_runs = {n: time_ours(n) for n in SIZES}
     vollib_runs = {n: time_vollib(n) for n in SIZES}
+    iv_runs = {"keeper.options": time_ours_iv(), "vollib (loop)*": time_vollib_iv()}
     pvv_runs = {n: time_vectorized(n) for n in SIZES}
+    iv_runs["py_vollib_vectorized"] = time_vectorized_iv()
     for n in SIZES:
         ours_rate, ours = ours_runs[n]
         vollib_rate, extrapolated, vollib_ref = vollib_runs[n]
@@ -209,6 +277,10 @@ def main() -> None:
     print(f"* timed on the first {LOOP_SUBSET:,} options and extrapolated linearly (Python loop).")
     for line in notes:
         print(line)
+    print(f"\nimplied volatility of n = {IV_N:,} options priced by keeper.options (relative error of the vol):")
+    for name, (rate, err) in iv_runs.items():
+        shown = f"{rate:>12,.0f} options/s" if np.isfinite(rate) else f"{'-':>12}          "
+        print(f"  {name:<22} {shown}   {err}")
 
 
 if __name__ == "__main__":
