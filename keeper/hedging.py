@@ -676,7 +676,7 @@ def plan_overlay(
     g_kept, asset_kept, qty_kept = unit_greeks(kept)
     is_put = np.array([not p.is_call for p in new], dtype=bool)
     put_premium = float(np.sum(qty_new[is_put] * g_new.price[is_put]))
-    s_prem = 1.0 if put_premium <= budget_usd else budget_usd / put_premium
+    s_prem = 1.0 if put_premium <= budget_usd else budget_usd * (1.0 - _BUDGET_MARGIN) / put_premium
     if s_prem < 1.0:
         binding.append("premium_budget")
     scale["premium"] = s_prem

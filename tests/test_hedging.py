@@ -203,7 +203,7 @@ def test_overlay_scales_puts_to_the_premium_budget():
     unconstrained = plan_overlay(OverlayConfig(premium_budget_bps=10_000.0), positions=[], **_overlay_inputs())
     plan = plan_overlay(OverlayConfig(premium_budget_bps=5.0), positions=[], **_overlay_inputs())
     budget = 5.0 * 300_000.0 / 10_000
-    assert plan.put_premium_usd == pytest.approx(budget, rel=1e-12)
+    assert budget * (1 - 1e-8) <= plan.put_premium_usd <= budget
     assert unconstrained.put_premium_usd > budget
     assert "premium_budget" in plan.binding
 
