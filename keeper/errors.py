@@ -89,4 +89,9 @@ class AllocationFailedError(KeeperError):
     """Every method of the allocator's fallback chain failed (no weights to return)."""
 
 
-__all__ += ["MissingObservationError", "EstimatorConfigError", "AllocationFailedError"]
+class OptionInputError(KeeperError, ValueError):
+    """An option-pricing input is outside its domain (non-positive spot or strike, negative
+    expiry or volatility, NaN, a target delta that no strike attains); also a ``ValueError``."""
+
+
+__all__ += ["MissingObservationError", "EstimatorConfigError", "AllocationFailedError", "OptionInputError"]
