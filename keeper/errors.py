@@ -24,6 +24,7 @@ __all__ = [
     "SimulationRevertedError",
     "QuoteBelowBoundError",
     "TransactionFailedError",
+    "BacktestDataError",
 ]
 
 
@@ -69,3 +70,7 @@ class QuoteBelowBoundError(KeeperError):
 
 class TransactionFailedError(KeeperError):
     """A sent transaction was mined with a failure status or was dropped."""
+
+
+class BacktestDataError(KeeperError):
+    """A backtest's price data cannot support a replayed day (e.g. a held asset has no close)."""
