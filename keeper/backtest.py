@@ -67,6 +67,7 @@ __all__ = [
     "PricePanel",
     "load_price_panel",
     "DecisionContext",
+    "Allocation",
     "Strategy",
     "RiskParity",
     "InverseVolatility",
@@ -80,6 +81,9 @@ __all__ = [
     "StrategyRun",
     "StrategyResult",
     "run_backtest",
+    "asset_returns",
+    "strategy_result",
+    "replay_window",
     "compute_metrics",
     "format_table",
     "write_outputs",
@@ -222,13 +226,42 @@ class DecisionContext:
         return self.estimate.covariance
 
 
+@dataclass(frozen=True, eq=False)
+class Allocation:
+    """Target of a strategy: the risky sleeve's weights and the fraction of NAV invested in it.
+
+    Attributes
+    ----------
+    sleeve_weights : ndarray of shape (n,)
+        Non-negative, sum to 1 (ignored when ``invested_fraction`` is 0).
+    invested_fraction : float
+        In [0, 1]; the rest of NAV stays in the base asset (the planner's cash buffer is
+        ``(1 − invested_fraction) × 10^4`` bps).
+    """
+
+    sleeve_weights: FloatArray
+    invested_fraction: float
+
+    @property
+    def nav_fractions(self) -> FloatArray:
+        """Target NAV fractions per risk asset, shape (n,)."""
+        return np.asarray(self.sleeve_weights, dtype=np.float64) * self.invested_fraction
+
+    @classmethod
+    def from_nav_fractions(cls, nav_fractions: npt.ArrayLike) -> "Allocation":
+        w = np.asarray(nav_fractions, dtype=np.float64)
+        total = float(w.sum())
+        if total <= 0:
+            return cls(np.full(w.shape, 1.0 / max(w.size, 1)), 0.0)
+        return cls(w / total, total)
+
+
 class Strategy(Protocol):
-    """A callable from a :class:`DecisionContext` to target NAV fractions over ``ctx.symbols``
-    (shape (n,), non-negative, sum <= 1; the rest is held in the base asset)."""
+    """A callable from a :class:`DecisionContext` to an :class:`Allocation` over ``ctx.symbols``."""
 
     name: str
 
-    def __call__(self, ctx: DecisionContext) -> FloatArray: ...
+    def __call__(self, ctx: DecisionContext) -> Allocation: ...
 
 
 def vol_target_scale(sleeve_weights: npt.ArrayLike, covariance: npt.ArrayLike, vol_target: float,
@@ -282,7 +315,7 @@ class RiskParity:
         invested = 1.0 - self.cash_buffer_bps / BPS
         if self.vol_target is not None:
             invested *= vol_target_scale(w, ctx.covariance, self.vol_target, invested)
-        return np.asarray(w) * invested
+        return Allocation(np.asarray(w), invested)
 
 
 @dataclass(frozen=True)
@@ -293,7 +326,7 @@ class InverseVolatility:
     cash_buffer_bps: float = 500.0
 
     def __call__(self, ctx: DecisionContext) -> FloatArray:
-        return inverse_volatility_weights(ctx.covariance) * (1.0 - self.cash_buffer_bps / BPS)
+        return Allocation(inverse_volatility_weights(ctx.covariance), 1.0 - self.cash_buffer_bps / BPS)
 
 
 @dataclass(frozen=True)
@@ -304,7 +337,7 @@ class EqualWeight:
     cash_buffer_bps: float = 500.0
 
     def __call__(self, ctx: DecisionContext) -> FloatArray:
-        return equal_weights(len(ctx.symbols)) * (1.0 - self.cash_buffer_bps / BPS)
+        return Allocation(equal_weights(len(ctx.symbols)), 1.0 - self.cash_buffer_bps / BPS)
 
 
 @dataclass(frozen=True)
@@ -321,7 +354,7 @@ class FixedMix:
             raise ConfigError(f"fixed weights must be >= 0 and sum to at most 1, got {dict(self.weights)}")
 
     def __call__(self, ctx: DecisionContext) -> FloatArray:
-        return np.array([self.weights.get(s, 0.0) for s in ctx.symbols], dtype=np.float64)
+        return Allocation.from_nav_fractions([self.weights.get(s, 0.0) for s in ctx.symbols])
 
 
 def default_strategies(vol_target: float = 0.5, cash_buffer_bps: float = 500.0) -> list[Strategy]:
@@ -603,18 +636,19 @@ class StrategyRun:
         window = market.panel.prices[t - market.lookback_days: t + 1][:, list(universe)]
         ctx = DecisionContext(date, symbols, window[-1].copy(), window, estimate)
         try:
-            target = np.asarray(self.strategy(ctx), dtype=np.float64)
+            allocation = self.strategy(ctx)
         except KeeperError as exc:
             self._skip(t, f"{type(exc).__name__}: {exc}")
             return estimate
-        if target.shape != (len(universe),) or not np.all(np.isfinite(target)) or np.any(target < -1e-12) \
-                or target.sum() > 1 + 1e-9:
-            raise ConfigError(f"strategy {self.strategy.name!r} returned {target!r} for {symbols}: expected "
-                              f"{len(universe)} non-negative NAV fractions summing to at most 1")
-        target = np.clip(target, 0.0, None)
-        invested = float(target.sum())
-        sleeve = target / invested if invested > 0 else np.full(len(universe), 1.0 / len(universe))
-        cash_buffer_bps = (1.0 - min(invested, 1.0)) * BPS
+        sleeve = np.asarray(allocation.sleeve_weights, dtype=np.float64)
+        invested = float(allocation.invested_fraction)
+        if sleeve.shape != (len(universe),) or not np.all(np.isfinite(sleeve)) or np.any(sleeve < 0) \
+                or abs(sleeve.sum() - 1.0) > 1e-6 or not 0.0 <= invested <= 1.0:
+            raise ConfigError(f"strategy {self.strategy.name!r} returned {allocation!r} for {symbols}: expected "
+                              f"{len(universe)} non-negative sleeve weights summing to 1 and an invested "
+                              "fraction in [0, 1]")
+        target = sleeve * invested
+        cash_buffer_bps = (1.0 - invested) * BPS
 
         infos = [self._info(i) for i in universe]
         answers = tuple(market.answer(t, i) for i in universe)
@@ -859,7 +893,8 @@ def compute_metrics(
     return out
 
 
-def _result(run: StrategyRun, returns: FloatArray, rows: slice) -> StrategyResult:
+def strategy_result(run: StrategyRun, returns: FloatArray, rows: slice) -> StrategyResult:
+    """Metrics and series of a finished replay; ``returns[rows]`` are the assets' returns of its days."""
     nav = np.array(run.nav)
     turnover = np.array(run.turnover)
     costs = np.array(run.fees) + np.array(run.impacts) + np.array(run.gas)
@@ -883,13 +918,14 @@ def _result(run: StrategyRun, returns: FloatArray, rows: slice) -> StrategyResul
                           np.vstack(run.rrc), np.array(run.ex_ante_vol), run.decisions, metrics)
 
 
-def _asset_returns(prices: FloatArray) -> FloatArray:
+def asset_returns(prices: FloatArray) -> FloatArray:
+    """Simple return of each asset into each row, shape of ``prices``; NaN on row 0 and around blanks."""
     out = np.full(prices.shape, np.nan)
     out[1:] = prices[1:] / prices[:-1] - 1.0
     return out
 
 
-def _window(panel: PricePanel, start: dt.date | None, end: dt.date | None, lookback_days: int) -> tuple[int, int]:
+def replay_window(panel: PricePanel, start: dt.date | None, end: dt.date | None, lookback_days: int) -> tuple[int, int]:
     """First and last replayed rows. Without ``start``, the first row where some asset is active."""
     first = panel.index_on_or_after(start) if start else 0
     first = max(first, lookback_days)
@@ -937,15 +973,15 @@ def run_backtest(
     if len(set(names)) != len(names):
         raise ConfigError(f"strategy names must be unique, got {names}")
     market = market or Market(panel, config.lookback_days)
-    first, last = _window(panel, start, end, config.lookback_days)
-    returns = _asset_returns(panel.prices)
+    first, last = replay_window(panel, start, end, config.lookback_days)
+    returns = asset_returns(panel.prices)
     t0 = time.perf_counter()
     results = []
     for strategy in strategies:
         run = StrategyRun(market, strategy, config)
         for t in range(first, last + 1):
             run.step(t)
-        results.append(_result(run, returns, slice(first, last + 1)))
+        results.append(strategy_result(run, returns, slice(first, last + 1)))
     seconds = time.perf_counter() - t0
     asset_days = int(np.isfinite(panel.prices[first: last + 1]).sum()) * len(strategies)
     return {
