@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from keeper.errors import ConfigError
 from keeper.planner import SwapLeg
@@ -56,6 +56,8 @@ __all__ = [
     "TradeCost",
     "quote_leg",
     "rebalance_cost",
+    "gas_cost_base_units",
+    "cost_from_quotes",
 ]
 
 #: Uniswap V3 fee unit: hundredths of a basis point (1e6 = 100%).
@@ -280,3 +282,67 @@ def rebalance_cost(quotes: Sequence[LegQuote], gas: GasModel, eth_price_usd: flo
         gas=int(round(gas_usd * 10**base_decimals)),
         gas_units=gas.gas_units(n),
     )
+
+
+def gas_cost_base_units(gas_units: int, gas_price_wei: int, eth_price_usd: float, base_decimals: int) -> int:
+    """Gas of a transaction in base-asset units (a USD stablecoin): ``gas × price × 1e-18 × ETH/USD``, rounded.
+
+    Parameters
+    ----------
+    gas_units : int
+        Gas used or estimated.
+    gas_price_wei : int
+        Wei per gas paid (EIP-1559: base fee + tip).
+    eth_price_usd : float
+        USD per ETH.
+    base_decimals : int
+        Decimals of the base asset (6 for USDC).
+    """
+    if gas_units < 0 or gas_price_wei < 0 or not (math.isfinite(eth_price_usd) and eth_price_usd > 0):
+        raise ConfigError(f"gas cost needs gas >= 0, price >= 0 and a positive ETH price, got "
+                          f"{gas_units}, {gas_price_wei}, {eth_price_usd}")
+    return int(round(gas_units * gas_price_wei * eth_price_usd * 10**base_decimals / 10**18))
+
+
+def cost_from_quotes(
+    legs: Sequence[SwapLeg],
+    amounts_out: Sequence[int],
+    fee_pips: Mapping[str, int],
+    value_of_risk: Mapping[str, Callable[[int], int]],
+    gas: int,
+    gas_units: int = 0,
+) -> TradeCost:
+    """The cost of a planned rebalance from real quotes (QuoterV2), for the live keeper's cost gate.
+
+    For each leg, oracle-fair output minus quoted output, valued in base units at the oracle, split into
+    the fee (``amount_in × fee_pips / 10^6`` of the input) and the price impact (the rest).
+
+    Parameters
+    ----------
+    legs : sequence of SwapLeg
+        The plan's legs.
+    amounts_out : sequence of int
+        ``Executor.quote(plan, pool_fees)``: quoted output of each leg, smallest units.
+    fee_pips : mapping symbol -> int
+        Each pool's fee tier (``RiskAssetInfo.pool_fee``).
+    value_of_risk : mapping symbol -> callable int -> int
+        Base-asset value of an amount of that risk token at the oracle
+        (``lambda a: value_of(a, answer, info, base_decimals)``).
+    gas : int
+        Gas of the rebalance in base-asset units (:func:`gas_cost_base_units`).
+    """
+    if len(legs) != len(amounts_out):
+        raise ConfigError(f"{len(legs)} legs but {len(amounts_out)} quotes")
+    fee_total = impact_total = 0
+    for leg, out in zip(legs, amounts_out):
+        f = fee_pips[leg.symbol]
+        value = value_of_risk[leg.symbol]
+        if leg.side == "sell":
+            fair_value, got_value = leg.oracle_amount_out, out
+            fee = leg.oracle_amount_out - value(leg.amount_in * (PIPS - f) // PIPS)
+        else:
+            fair_value, got_value = leg.amount_in, value(out)
+            fee = leg.amount_in - leg.amount_in * (PIPS - f) // PIPS
+        fee_total += fee
+        impact_total += max(fair_value - got_value - fee, 0)
+    return TradeCost(fee=fee_total, impact=impact_total, gas=gas, gas_units=gas_units)

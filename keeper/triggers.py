@@ -39,11 +39,25 @@ and Donohue & Yip (2003, "Optimal portfolio rebalancing with transaction costs",
 to one comparison per decision. Weights here are fractions of NAV, the base asset (cash) having zero
 variance; :math:`\\Sigma` is annualised.
 
-The live keeper and the backtester call the same functions: the runner plans with
-``drift_threshold_bps=0``, calls :func:`check_triggers`, quotes the legs, prices them
-(:class:`keeper.costs.TradeCost`) and calls :func:`apply_cost_gate`; the resulting
-:class:`TriggerDecision` is what the journal stores. ``TriggerPolicy()`` (weight drift 300 bps only,
-no gate) reproduces the planner's historical behaviour exactly.
+The live keeper and the backtester call the same functions. In ``Keeper._tick`` the sequence is::
+
+    plan = plan_rebalance(..., drift_threshold_bps=0.0, ...)       # the planner no longer decides
+    signals = check_triggers(policy, drift_bps=plan.drift_bps, current_weights=plan.current_weights,
+                             target_weights=plan.target_weights, covariance=estimate.covariance,
+                             reference_covariance=<covariance of the last rebalance (journal)>,
+                             days_since_rebalance=<days since it>, universe_changed=<whitelist changed>)
+    if not signals.fired: skip with apply_cost_gate(policy, signals, benefit=0, cost=0).reason
+    quotes = executor.quote(plan, pool_fees)                         # with the halving loop as today
+    cost = keeper.costs.cost_from_quotes(plan.legs, quotes, fees, values,
+                                         gas_cost_base_units(gas, base_fee + tip, eth_usd, base_decimals))
+    benefit = expected_risk_benefit(plan.current_weights, <weights after the quoted legs>,
+                                    plan.target_weights, estimate.covariance, plan.nav_before, λ, H)
+    decision = apply_cost_gate(policy, signals, benefit=benefit, cost=cost.total,
+                               cost_breakdown=cost.as_dict())
+    # journal: trigger=decision.as_dict(); send only if decision.rebalance
+
+``TriggerPolicy(weight_drift_bps=config.drift_threshold_bps)`` (no other trigger, no gate)
+reproduces the planner's historical behaviour exactly (``weight_drift_bps`` is its drift to the bit).
 """
 
 from __future__ import annotations

@@ -187,6 +187,10 @@ def walk_forward(
         raise ConfigError("walk-forward produced no test window")
     result = strategy_result(runner, asset_returns(panel.prices), slice(test_start, last + 1))
     result.metrics["windows"] = len(windows)
+    targets = {w.vol_target for w in windows}
+    if len(targets) > 1 or None in targets:  # tracking error is defined against one target only
+        result.metrics.pop("vol_target", None)
+        result.metrics.pop("vol_target_tracking_error", None)
     return WalkForwardResult(result, windows, time.perf_counter() - t0)
 
 

@@ -230,3 +230,29 @@ def test_cost_gate_trades_only_when_the_benefit_pays_for_the_cost() -> None:
 def test_policy_rejects_bad_thresholds(kwargs) -> None:
     with pytest.raises(ConfigError):
         TriggerPolicy(**kwargs)
+
+
+def test_cost_from_quotes_prices_real_quotes_like_the_model() -> None:
+    from keeper.costs import cost_from_quotes, gas_cost_base_units
+
+    info = RiskAssetInfo("T", "BTC", "F", 18, 8, 86400, 500)
+    answer = 40_000 * 10**8
+    reserves = PoolModel(depth_usd=20e6).reserves("BTC", answer, 8, 18, 6)
+
+    def val(amount: int) -> int:
+        return value_of(amount, answer, info, 6)
+
+    fair = val(5 * 10**18)
+    legs = [SwapLeg("BTC", "sell", "T", "B", 5 * 10**18, 0, fair, fair),
+            SwapLeg("BTC", "buy", "B", "T", 100_000 * 10**6, 0, 2_500_000_000_000_000_000, 100_000 * 10**6)]
+    modelled = [quote_leg(leg, reserves, 500, val) for leg in legs]
+    gas = gas_cost_base_units(511_000, 21 * 10**9, 3_000.0, 6)
+    assert gas == round(511_000 * 21e9 * 3_000 * 1e6 / 1e18)
+    cost = cost_from_quotes(legs, [q.amount_out for q in modelled], {"BTC": 500}, {"BTC": val}, gas, 511_000)
+    assert cost.fee == sum(q.fee for q in modelled)
+    assert cost.impact == sum(q.impact for q in modelled)
+    assert cost.total == cost.fee + cost.impact + gas
+    with pytest.raises(ConfigError):
+        cost_from_quotes(legs, [1], {"BTC": 500}, {"BTC": val}, 0)
+    with pytest.raises(ConfigError):
+        gas_cost_base_units(1, 1, 0.0, 6)
