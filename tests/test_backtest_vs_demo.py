@@ -8,9 +8,10 @@ depth seeded at the warm-up's first close.
 
 1. Same targets (the demo's journalled ERC weights, tick by tick): the NAV paths differ by less than
    ``TOLERANCE`` = 1e-6 of NAV (0.01 bps) on every day, and the rebalances fall on the same days.
-   What remains after the modelled fees and price impact is rounding: Uniswap's sqrt-price arithmetic
-   and the arbitraged pools' ``sqrtPriceX96`` against the integer constant-product formula. Ignoring
-   the costs moves the backtest far outside the tolerance.
+   What may remain after the modelled fees and price impact is rounding: Uniswap's sqrt-price
+   arithmetic and the arbitraged pools' ``sqrtPriceX96`` against the integer constant-product formula
+   (on this window the two paths are identical to the base asset's smallest unit). Ignoring the costs
+   moves the backtest far outside the tolerance (about 3e-3 here).
 2. The backtest's own estimates: within ``ESTIMATOR_TOLERANCE`` = 1e-2. The demo's oracle history is
    sampled on a grid ending at the tick's block time, which Anvil puts 0 or 1 s after the day's close;
    a feed pushed a second after the grid point is read one day late, so the demo's covariance (and
