@@ -33,7 +33,8 @@ def main() -> int:
     start = dt.date(2025, 1, 1) if args.quick else None
     config = BacktestConfig()
 
-    print(f"\n{'strategy':<20}{'cache':>7}{'days':>7}{'asset-days':>12}{'seconds':>9}{'asset-days/s':>14}{'ms/tick':>9}")
+    print(f"\n{'strategy':<20}{'cache':>7}{'days':>7}{'asset-days':>12}{'seconds':>9}{'asset-days/s':>14}"
+          f"{'ms/tick':>9}")
     market = Market(panel, config.lookback_days)
     for strategy in default_strategies():
         for cache in ("cold", "warm"):
@@ -44,7 +45,8 @@ def main() -> int:
                   f"{run['speed_asset_days_per_second']:>14,.0f}{run['seconds'] / run['days'] * 1e3:>9.2f}")
 
     run = run_backtest(panel, default_strategies(), config, start)
-    print(f"\nsix strategies side by side: {run['days']} days, {run['asset_days']:,} asset-days in {run['seconds']:.1f} s "
+    print(f"\nsix strategies side by side: {run['days']} days, {run['asset_days']:,} asset-days in "
+          f"{run['seconds']:.1f} s "
           f"= {run['speed_asset_days_per_second']:,.0f} asset-days/s "
           f"({run['seconds'] / run['days'] / len(run['results']) * 1e3:.2f} ms per strategy-day)")
 

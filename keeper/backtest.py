@@ -357,16 +357,21 @@ class FixedMix:
         return Allocation.from_nav_fractions([self.weights.get(s, 0.0) for s in ctx.symbols])
 
 
-def default_strategies(vol_target: float = 0.5, cash_buffer_bps: float = 500.0) -> list[Strategy]:
-    """ERC, ERC with vol target, inverse-vol, equal weight, BTC only, 60/40 BTC/stable."""
-    return [
+def default_strategies(vol_target: float = 0.5, cash_buffer_bps: float = 500.0,
+                       symbols: Sequence[str] | None = None) -> list[Strategy]:
+    """ERC, ERC with vol target, inverse-vol, equal weight, BTC only, 60/40 BTC/stable.
+
+    The two BTC benchmarks are left out when ``symbols`` is given without BTC.
+    """
+    strategies: list[Strategy] = [
         RiskParity("ERC", cash_buffer_bps),
         RiskParity(f"ERC vol {vol_target:.0%}", cash_buffer_bps, vol_target=vol_target),
         InverseVolatility("inverse-vol", cash_buffer_bps),
         EqualWeight("equal weight", cash_buffer_bps),
-        FixedMix("BTC only", {"BTC": 1.0}),
-        FixedMix("60/40 BTC/stable", {"BTC": 0.6}),
     ]
+    if symbols is None or "BTC" in symbols:
+        strategies += [FixedMix("BTC only", {"BTC": 1.0}), FixedMix("60/40 BTC/stable", {"BTC": 0.6})]
+    return strategies
 
 
 # --------------------------------------------------------------------------- #
@@ -387,7 +392,8 @@ class BacktestConfig:
 
     ``pools`` defaults to 0.05% pools with a 250M USD full-range-equivalent base-side depth (the
     effective depth of the concentrated liquidity of major Uniswap V3 pools near the price; a
-    full-range pool of that TVL would be shallower). ``estimator``, when given, replaces the EWMA estimator: a callable from daily simple returns,
+    full-range pool of that TVL would be shallower). ``estimator``, when given, replaces the EWMA
+    estimator: a callable from daily simple returns,
     shape (lookback_days, n), to a :class:`~keeper.estimation.CovarianceEstimate`.
     """
 
@@ -768,7 +774,9 @@ class StrategyRun:
                 base -= leg.amount_in
                 balances[k] += q.amount_out
         if base < 0 or min(balances, default=0) < 0:
-            raise KeeperError(f"plan spends more than held (base {base}, balances {balances}): planner invariant broken")
+            raise KeeperError(
+                f"plan spends more than held (base {base}, balances {balances}): planner invariant broken"
+            )
         return balances, base
 
 

@@ -139,7 +139,7 @@ def _backtest(args: argparse.Namespace) -> None:
         pools=PoolModel(fee_pips=args.fee_pips, depth_usd=args.pool_depth),
         gas=GasModel(base_fee_gwei=args.base_fee_gwei, eth_price_usd=args.eth_price),
     )
-    run = run_backtest(panel, default_strategies(args.vol_target), config, args.start, args.end)
+    run = run_backtest(panel, default_strategies(args.vol_target, symbols=panel.symbols), config, args.start, args.end)
     doc = write_outputs(run, args.out, data, journal=not args.no_journal)
     print(doc["table"])
     if run["calendar_gaps"]:

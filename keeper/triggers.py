@@ -199,7 +199,9 @@ def _sleeve_rrc(weights: FloatArray, covariance: FloatArray) -> FloatArray | Non
 
 
 def rrc_drift(current_weights: npt.ArrayLike, target_weights: npt.ArrayLike, covariance: npt.ArrayLike) -> float:
-    """``max_i |RRC_i(w) − RRC_i(w*)|`` of the risky sleeves, with :math:`RRC_i = w_i(\\Sigma w)_i / w^\\top\\Sigma w`.
+    """``max_i |RRC_i(w) − RRC_i(w*)|`` of the risky sleeves.
+
+    :math:`RRC_i = w_i(\\Sigma w)_i / w^\\top\\Sigma w`.
 
     Parameters
     ----------

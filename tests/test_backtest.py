@@ -287,3 +287,9 @@ def test_cli_backtest_runs_and_reports_bad_input(tmp_path, capsys) -> None:
     assert main(["backtest", "--data", str(path), "--lookback", "40", "--start", "2030-01-01",
                  "--out", str(out)]) == 2
     assert "warm-up" in capsys.readouterr().err
+
+
+def test_btc_benchmarks_are_dropped_without_btc() -> None:
+    assert [s.name for s in default_strategies(symbols=["ETH", "SOL"])] == [
+        "ERC", "ERC vol 50%", "inverse-vol", "equal weight"]
+    assert len(default_strategies(symbols=["BTC", "ETH"])) == 6

@@ -25,7 +25,15 @@ import json
 
 import numpy as np
 
-from keeper.backtest import Allocation, BacktestConfig, DecisionContext, Market, RiskParity, load_price_panel, run_backtest
+from keeper.backtest import (
+    Allocation,
+    BacktestConfig,
+    DecisionContext,
+    Market,
+    RiskParity,
+    load_price_panel,
+    run_backtest,
+)
 from keeper.costs import GasModel, PoolModel
 from keeper.data import DEFAULT_PRICES_CSV
 from keeper.demo import DemoOptions, run_demo
