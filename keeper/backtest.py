@@ -683,7 +683,7 @@ class StrategyRun:
                                  covariance=estimate.covariance, reference_covariance=reference_cov,
                                  days_since_rebalance=days, universe_changed=universe_changed and bool(held))
         if not signals.fired:
-            self._skip(t, "no trigger fired", apply_cost_gate(policy, signals, benefit=0.0, cost=0.0))
+            self._skip(t, "no trigger fired", TriggerDecision(False, ("no trigger fired",), dict(signals.metrics)))
             return estimate
 
         timestamp = market.panel.close_timestamp(t)
