@@ -1,4 +1,4 @@
-"""Command line: ``keeper demo``, ``keeper run``, ``keeper build``, ``keeper backtest``."""
+"""Command line: ``keeper demo``, ``keeper run``, ``keeper build``."""
 
 from __future__ import annotations
 
