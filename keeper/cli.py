@@ -43,6 +43,31 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("build", help="compile the contracts")
 
+    bt = sub.add_parser("backtest", help="replay daily closes offline through the keeper's decision code")
+    bt.add_argument("--data", type=Path, default=None, help="CSV of daily closes (default: the shipped Binance file)")
+    bt.add_argument("--assets", default=None, help="comma-separated symbols (default: every column)")
+    bt.add_argument("--start", type=_date, default=None, help="first replayed day (default: once warmed up)")
+    bt.add_argument("--end", type=_date, default=None, help="last replayed day (default: the file's last)")
+    bt.add_argument("--out", type=Path, default=Path("out/backtest"), help="directory for the table, JSON, PNGs")
+    bt.add_argument("--half-life", type=float, default=30.0, help="EWMA half-life, days (default 30)")
+    bt.add_argument("--lookback", type=int, default=180, help="days of history per estimate (default 180)")
+    bt.add_argument("--rebalance-every", type=int, default=1, help="days between ticks (default 1)")
+    bt.add_argument("--vol-target", type=float, default=0.5, help="annualised vol target of 'ERC vol' (default 0.5)")
+    bt.add_argument("--drift-bps", type=float, default=300.0, help="weight-drift band, bps (default 300)")
+    bt.add_argument("--rrc-band", type=float, default=0.05, help="risk-contribution drift band (default 0.05)")
+    bt.add_argument("--regime-distance", type=float, default=0.25, help="covariance-distance trigger (default 0.25)")
+    bt.add_argument("--max-days", type=float, default=30.0, help="time trigger, days (default 30)")
+    bt.add_argument("--risk-aversion", type=float, default=5.0, help="price of tracking variance (default 5)")
+    bt.add_argument("--no-cost-gate", action="store_true", help="trade whenever a trigger fires")
+    bt.add_argument("--pool-depth", type=float, default=250e6, help="base-side pool depth, USD (default 250e6)")
+    bt.add_argument("--fee-pips", type=int, default=500, help="pool fee tier, hundredths of a bip (default 500)")
+    bt.add_argument("--base-fee-gwei", type=float, default=20.0, help="gas base fee, gwei (default 20)")
+    bt.add_argument("--eth-price", type=float, default=None, help="USD per ETH for gas (default: the data's ETH)")
+    bt.add_argument("--walk-forward", action="store_true", help="also run the walk-forward evaluation")
+    bt.add_argument("--train-days", type=int, default=365, help="walk-forward training window, days")
+    bt.add_argument("--test-days", type=int, default=180, help="walk-forward test window, days")
+    bt.add_argument("--no-journal", action="store_true", help="do not write the decisions' SQLite journal")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -80,10 +105,61 @@ def main(argv: list[str] | None = None) -> int:
             from keeper.build import main as build_main
 
             build_main()
+        elif args.command == "backtest":
+            _backtest(args)
     except KeeperError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _backtest(args: argparse.Namespace) -> None:
+    """``keeper backtest``: the strategies side by side, optionally the walk-forward; writes ``--out``."""
+    import json
+    import time
+
+    from keeper.backtest import (
+        DEFAULT_BACKTEST_CSV, BacktestConfig, default_strategies, format_table, load_price_panel, run_backtest,
+        write_outputs,
+    )
+    from keeper.costs import GasModel, PoolModel
+    from keeper.triggers import TriggerPolicy
+
+    data = args.data or DEFAULT_BACKTEST_CSV
+    t0 = time.perf_counter()
+    panel = load_price_panel(data, [s.strip() for s in args.assets.split(",")] if args.assets else None, args.end)
+    config = BacktestConfig(
+        half_life_days=args.half_life,
+        lookback_days=args.lookback,
+        min_observations=min(30, args.lookback),
+        rebalance_every_days=args.rebalance_every,
+        policy=TriggerPolicy(weight_drift_bps=args.drift_bps, rrc_band=args.rrc_band,
+                             regime_distance=args.regime_distance, max_days_between=args.max_days,
+                             cost_aware=not args.no_cost_gate, risk_aversion=args.risk_aversion),
+        pools=PoolModel(fee_pips=args.fee_pips, depth_usd=args.pool_depth),
+        gas=GasModel(base_fee_gwei=args.base_fee_gwei, eth_price_usd=args.eth_price),
+    )
+    run = run_backtest(panel, default_strategies(args.vol_target, symbols=panel.symbols), config, args.start, args.end)
+    doc = write_outputs(run, args.out, data, journal=not args.no_journal)
+    print(doc["table"])
+    if run["calendar_gaps"]:
+        print(f"note: calendar gaps (returns span them): {run['calendar_gaps']}")
+    print(f"\nreplayed {run['days']} days x {len(run['results'])} strategies in {run['seconds']:.1f} s "
+          f"({run['speed_asset_days_per_second']:,.0f} asset-days/s)")
+    if args.walk_forward:
+        from keeper.walkforward import WalkForwardConfig, format_windows, walk_forward
+
+        wf = walk_forward(panel, config, WalkForwardConfig(train_days=args.train_days, test_days=args.test_days),
+                          args.start, args.end)
+        text = format_windows(wf.windows) + "\n\n" + format_table([wf.result])
+        (args.out / "walkforward.txt").write_text(text + "\n")
+        (args.out / "walkforward.json").write_text(json.dumps(
+            {"windows": [w.as_dict() for w in wf.windows],
+             "metrics": {k: v for k, v in wf.result.metrics.items() if k != "realised_rrc"},
+             "seconds": wf.seconds}, indent=1, default=str))
+        print("\nwalk-forward (out of sample):\n" + text)
+        doc["files"] += [str(args.out / "walkforward.txt"), str(args.out / "walkforward.json")]
+    print(f"\nwrote {', '.join(doc['files'])} in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -94,4 +94,8 @@ class OptionInputError(KeeperError, ValueError):
     expiry or volatility, NaN, a target delta that no strike attains); also a ``ValueError``."""
 
 
-__all__ += ["MissingObservationError", "EstimatorConfigError", "AllocationFailedError", "OptionInputError"]
+class BacktestDataError(KeeperError):
+    """A backtest's price data cannot support a replayed day (e.g. a held asset has no close)."""
+
+
+__all__ += ["MissingObservationError", "EstimatorConfigError", "AllocationFailedError", "OptionInputError", "BacktestDataError"]

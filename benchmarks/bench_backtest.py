@@ -1,0 +1,63 @@
+"""Backtest speed: days × assets replayed per second, per strategy and for the default side-by-side run.
+
+    .venv/bin/python benchmarks/bench_backtest.py [--quick]
+
+Prints, for the shipped Binance history (nine assets, blank cells before each listing):
+  * each strategy alone on the whole file (the estimator cache cold, then warm),
+  * the default six strategies side by side (what ``keeper backtest`` runs),
+  * the walk-forward on two years,
+with asset-days/second = (days × assets with a close) / wall seconds, and the time per tick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from keeper.backtest import BacktestConfig, Market, default_strategies, load_price_panel, run_backtest  # noqa: E402
+from keeper.walkforward import WalkForwardConfig, walk_forward  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one year instead of the whole file")
+    args = parser.parse_args()
+    t = time.perf_counter()
+    panel = load_price_panel()
+    print(f"loaded {len(panel.dates)} rows x {len(panel.symbols)} assets in {time.perf_counter() - t:.2f} s")
+    start = dt.date(2025, 1, 1) if args.quick else None
+    config = BacktestConfig()
+
+    print(f"\n{'strategy':<20}{'cache':>7}{'days':>7}{'asset-days':>12}{'seconds':>9}{'asset-days/s':>14}"
+          f"{'ms/tick':>9}")
+    market = Market(panel, config.lookback_days)
+    for strategy in default_strategies():
+        for cache in ("cold", "warm"):
+            if cache == "cold":
+                market = Market(panel, config.lookback_days)
+            run = run_backtest(panel, [strategy], config, start, market=market)
+            print(f"{strategy.name:<20}{cache:>7}{run['days']:>7}{run['asset_days']:>12,}{run['seconds']:>9.2f}"
+                  f"{run['speed_asset_days_per_second']:>14,.0f}{run['seconds'] / run['days'] * 1e3:>9.2f}")
+
+    run = run_backtest(panel, default_strategies(), config, start)
+    print(f"\nsix strategies side by side: {run['days']} days, {run['asset_days']:,} asset-days in "
+          f"{run['seconds']:.1f} s "
+          f"= {run['speed_asset_days_per_second']:,.0f} asset-days/s "
+          f"({run['seconds'] / run['days'] / len(run['results']) * 1e3:.2f} ms per strategy-day)")
+
+    wf_start = dt.date(2024, 1, 1) if args.quick else dt.date(2023, 1, 1)
+    wf_config = WalkForwardConfig(train_days=180, test_days=90)
+    result = walk_forward(panel, config, wf_config, wf_start)
+    replayed = len(wf_config.grid()) * wf_config.train_days * len(result.windows) + len(result.result.dates)
+    print(f"walk-forward from {wf_start}: {len(result.windows)} windows x {len(wf_config.grid())} grid points, "
+          f"{replayed:,} strategy-days in {result.seconds:.1f} s ({replayed / result.seconds:,.0f} strategy-days/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

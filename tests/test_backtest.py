@@ -1,0 +1,295 @@
+"""The offline backtester: data handling, the replay's accounting, strategies, metrics and outputs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+
+import numpy as np
+import pytest
+
+from keeper.backtest import (
+    Allocation,
+    BacktestConfig,
+    EqualWeight,
+    FixedMix,
+    Market,
+    RiskParity,
+    compute_metrics,
+    default_strategies,
+    load_price_panel,
+    run_backtest,
+    vol_target_scale,
+    write_outputs,
+)
+from keeper.cli import main
+from keeper.costs import GasModel, PoolModel
+from keeper.errors import BacktestDataError, ConfigError, InvalidPriceError
+from keeper.estimation import ewma_covariance, simple_returns
+from keeper.optimizer import portfolio_volatility, solve_equal_risk_contribution
+from keeper.triggers import TriggerPolicy
+
+SYMBOLS = ["BTC", "ETH", "SOL"]
+
+
+def _csv(tmp_path, rows: list[str], header: str = "date,BTC,ETH") -> str:
+    path = tmp_path / "closes.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def _synthetic(tmp_path, n_days: int = 160, seed: int = 7, blanks: dict[str, int] | None = None):
+    """A CSV of geometric random walks; ``blanks[symbol] = k`` leaves its first k closes blank."""
+    rng = np.random.default_rng(seed)
+    vols = np.array([0.03, 0.04, 0.06])
+    prices = 100 * np.exp(np.cumsum(rng.normal(0, vols, size=(n_days, 3)), axis=0))
+    start = dt.date(2021, 1, 1)
+    rows = []
+    for t in range(n_days):
+        cells = []
+        for i, s in enumerate(SYMBOLS):
+            cells.append("" if blanks and t < blanks.get(s, 0) else f"{prices[t, i]:.6f}")
+        rows.append(",".join([(start + dt.timedelta(days=t)).isoformat(), *cells]))
+    return _csv(tmp_path, rows, "date," + ",".join(SYMBOLS))
+
+
+def _config(**overrides) -> BacktestConfig:
+    values = dict(lookback_days=40, min_observations=30, half_life_days=20.0,
+                  pools=PoolModel(depth_usd=50e6), gas=GasModel(eth_price_usd=2_000.0))
+    values.update(overrides)
+    return BacktestConfig(**values)
+
+
+# --------------------------------------------------------------------------- data
+def test_blank_cells_stay_blank_and_assets_enter_once_they_have_a_full_window(tmp_path) -> None:
+    path = _synthetic(tmp_path, blanks={"SOL": 60})
+    panel = load_price_panel(path)
+    assert np.isnan(panel.prices[:60, 2]).all() and np.isfinite(panel.prices[60:, 2]).all()
+    market = Market(panel, 40)
+    assert market.universe(40) == (0, 1)
+    assert market.universe(99) == (0, 1)
+    assert market.universe(100) == (0, 1, 2)  # rows 60..100: 41 closes = lookback + 1
+    run = run_backtest(panel, [EqualWeight()], _config(), market=market)
+    res = run["results"][0]
+    sol = res.weights[:, 2]
+    assert np.all(sol[: 100 - 40] == 0) and sol[-1] > 0.25
+    assert any(d.reason.startswith("universe changed") for d in res.decisions if d.status == "rebalanced")
+
+
+def test_a_held_asset_without_a_close_is_an_error_not_a_forward_fill(tmp_path) -> None:
+    path = _synthetic(tmp_path)
+    lines = path.read_text().splitlines()
+    cells = lines[121].split(",")
+    cells[2] = ""
+    lines[121] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BacktestDataError, match="ETH"):
+        run_backtest(load_price_panel(path), [EqualWeight()], _config())
+
+
+@pytest.mark.parametrize(
+    "rows, error",
+    [
+        (["2021-01-01,1,2", "2021-01-01,1,2"], ConfigError),  # duplicate date
+        (["2021-01-02,1,2", "2021-01-01,1,2"], ConfigError),  # unsorted
+        (["01/02/2021,1,2"], ConfigError),
+        (["2021-01-01,1,-2"], InvalidPriceError),
+        (["2021-01-01,1,abc"], InvalidPriceError),
+        ([], ConfigError),
+    ],
+)
+def test_bad_files_are_refused_with_a_clear_error(tmp_path, rows, error) -> None:
+    with pytest.raises(error):
+        load_price_panel(_csv(tmp_path, rows))
+
+
+def test_unknown_symbol_and_missing_file_are_config_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="DOGE"):
+        load_price_panel(_csv(tmp_path, ["2021-01-01,1,2"]), ["DOGE"])
+    with pytest.raises(ConfigError):
+        load_price_panel(tmp_path / "missing.csv")
+
+
+def test_calendar_gaps_are_reported(tmp_path) -> None:
+    panel = load_price_panel(_csv(tmp_path, ["2021-01-01,1,2", "2021-01-02,1,2", "2021-01-05,1,2"]))
+    assert panel.calendar_gaps == ((dt.date(2021, 1, 2), dt.date(2021, 1, 5)),)
+
+
+# --------------------------------------------------------------------------- strategies
+def test_vol_target_scales_the_sleeve_to_the_target_and_never_levers() -> None:
+    cov = np.array([[0.64, 0.2], [0.2, 0.36]])
+    w = np.array([0.4, 0.6])
+    sigma = portfolio_volatility(w, cov)
+    s = vol_target_scale(w, cov, 0.3, invested_fraction=0.95)
+    assert 0.95 * s * sigma == pytest.approx(0.3)
+    assert vol_target_scale(w, cov, 5.0) == 1.0
+    with pytest.raises(ConfigError):
+        vol_target_scale(w, cov, 0.0)
+
+
+def test_strategies_give_their_defining_weights(tmp_path) -> None:
+    panel = load_price_panel(_synthetic(tmp_path))
+    market = Market(panel, 40)
+    cfg = _config()
+    t = 100
+    est = market.estimate(t, market.universe(t), cfg)
+    from keeper.backtest import DecisionContext
+
+    window = panel.prices[t - 40: t + 1]
+    ctx = DecisionContext(panel.dates[t], tuple(SYMBOLS), window[-1], window, est)
+    erc = RiskParity()(ctx)
+    assert erc.invested_fraction == pytest.approx(0.95)
+    assert np.allclose(erc.sleeve_weights, solve_equal_risk_contribution(est.covariance).weights)
+    targeted = RiskParity(vol_target=0.2)(ctx)
+    assert portfolio_volatility(targeted.nav_fractions, est.covariance) == pytest.approx(0.2)
+    assert FixedMix("60/40", {"BTC": 0.6})(ctx).nav_fractions.tolist() == [0.6, 0.0, 0.0]
+    assert Allocation.from_nav_fractions([0.0, 0.0]).invested_fraction == 0.0
+    with pytest.raises(ConfigError):
+        FixedMix("bad", {"BTC": 0.8, "ETH": 0.3})
+
+
+def test_a_strategy_returning_malformed_weights_is_refused(tmp_path) -> None:
+    class Broken:
+        name = "broken"
+
+        def __call__(self, ctx):
+            return Allocation(np.array([0.7, 0.7, 0.7]), 1.0)
+
+    with pytest.raises(ConfigError, match="broken"):
+        run_backtest(load_price_panel(_synthetic(tmp_path)), [Broken()], _config())
+
+
+# --------------------------------------------------------------------------- the replay
+def test_the_replay_uses_the_live_estimator_and_reaches_the_erc_target(tmp_path) -> None:
+    panel = load_price_panel(_synthetic(tmp_path))
+    cfg = _config(policy=TriggerPolicy(weight_drift_bps=0.0))  # rebalance every day
+    res = run_backtest(panel, [RiskParity()], cfg)["results"][0]
+    t = len(panel.dates) - 1
+    est = ewma_covariance(simple_returns(panel.prices[t - 40: t + 1]), 20.0, min_observations=30)
+    target = solve_equal_risk_contribution(est.covariance)
+    # After the last rebalance the holdings are the ERC target within the planner's integer rounding
+    # and the costs, and their ex-ante relative risk contributions are equal.
+    assert res.decisions[-1].status == "rebalanced"
+    assert np.allclose(res.weights[-1], target.weights * 0.95, atol=2e-4)
+    assert np.allclose(res.rrc[-1], 1 / 3, atol=1e-3)
+
+
+def test_nav_accounting_adds_up_to_the_costs(tmp_path) -> None:
+    panel = load_price_panel(_synthetic(tmp_path))
+    cfg = _config(policy=TriggerPolicy(weight_drift_bps=100.0))
+    res = run_backtest(panel, [RiskParity()], cfg)["results"][0]
+    free = run_backtest(panel, [RiskParity()], _config(policy=TriggerPolicy(weight_drift_bps=100.0),
+                                                          pools=PoolModel(fee_pips=0, depth_usd=1e15),
+                                                          gas=GasModel(base_fee_gwei=0, priority_fee_gwei=0)))
+    free = free["results"][0]
+    assert free.metrics["fees_usd"] == free.metrics["gas_usd"] == 0.0
+    m = res.metrics
+    assert m["rebalances"] >= 3 and m["fees_usd"] > 0 and m["impact_usd"] > 0 and m["gas_usd"] > 0
+    # Gas is paid outside the vault and charged to the strategy's NAV.
+    assert res.nav_vault[-1] - res.nav[-1] == pytest.approx(m["gas_usd"], abs=1e-6)
+    # On the first day (one trade from cash) the NAV lost is exactly the modelled costs.
+    first = res.decisions[0].cost
+    assert 1e6 - res.nav[0] == pytest.approx((first.fee + first.impact + first.gas) / 1e6, abs=2e-6)
+    assert free.nav[0] == pytest.approx(1e6, abs=1e-3)  # no fee, no gas, an impact of size^2/depth ~ 3e-4 USD
+    assert m["cost_drag_bps_per_year"] > 0 and m["turnover_per_year"] > 0
+
+
+def test_the_cost_gate_trades_less_when_trading_is_expensive(tmp_path) -> None:
+    panel = load_price_panel(_synthetic(tmp_path))
+    policy = TriggerPolicy(weight_drift_bps=100.0, cost_aware=True, risk_aversion=5.0)
+    cheap = run_backtest(panel, [RiskParity()], _config(policy=policy))["results"][0]
+    dear = run_backtest(panel, [RiskParity()], _config(policy=policy, gas=GasModel(base_fee_gwei=3_000.0,
+                                                                                  eth_price_usd=2_000.0)))
+    dear = dear["results"][0]
+    assert dear.metrics["rebalances"] < cheap.metrics["rebalances"]
+    gated = [d for d in dear.decisions if "not worth trading" in d.reason]
+    assert gated and all(d.decision.metrics["benefit"] < d.decision.metrics["cost"] for d in gated)
+
+
+def test_slippage_budget_halves_the_step_like_the_runner(tmp_path) -> None:
+    panel = load_price_panel(_synthetic(tmp_path))
+    shallow = _config(pools=PoolModel(depth_usd=60e6), policy=TriggerPolicy(weight_drift_bps=300.0))
+    res = run_backtest(panel, [RiskParity()], shallow)["results"][0]
+    # A 950k buy into 60M pools costs ~0.5% per leg at full size: the first step is halved.
+    assert res.decisions[0].status == "rebalanced"
+    assert res.decisions[0].turnover_bps == pytest.approx(4750.0, abs=1.0)
+    hopeless = _config(pools=PoolModel(depth_usd=1e6), max_step_halvings=1)
+    first = run_backtest(panel, [RiskParity()], hopeless)["results"][0].decisions[0]
+    assert first.status == "skipped" and first.reason.startswith("QuoteBelowBoundError")
+
+
+# --------------------------------------------------------------------------- metrics
+def test_metrics_follow_their_definitions() -> None:
+    dates = [dt.date(2021, 1, 1) + dt.timedelta(days=k) for k in range(366)]
+    nav = np.full(366, 100.0)
+    nav[100:200] = 80.0  # peak day 99, trough day 100, recovery day 200
+    m = compute_metrics(nav, dates)
+    assert m["total_return"] == 0.0 and m["annualised_return"] == 0.0
+    assert m["max_drawdown"] == pytest.approx(0.2)
+    assert (m["max_drawdown_peak"], m["max_drawdown_trough"], m["max_drawdown_recovery"]) == (
+        "2021-01-01", "2021-04-11", "2021-07-20")
+    grow = 100 * 1.001 ** np.arange(366)
+    g = compute_metrics(grow, dates)
+    assert g["annualised_return"] == pytest.approx(1.001**365 - 1)
+    assert g["max_drawdown"] == 0.0 and g["calmar"] is None and g["max_drawdown_recovery"] is None
+    rng = np.random.default_rng(1)
+    r = rng.normal(0.001, 0.02, 365)
+    v = 100 * np.concatenate([[1.0], np.cumprod(1 + r)])
+    mm = compute_metrics(v, dates, vol_target=0.3)
+    assert mm["annualised_volatility"] == pytest.approx(np.std(r, ddof=1) * math.sqrt(365))
+    assert mm["sharpe"] == pytest.approx(r.mean() * 365 / mm["annualised_volatility"])
+    assert mm["sortino"] == pytest.approx(r.mean() * 365 / (math.sqrt(np.mean(np.minimum(r, 0) ** 2)) * math.sqrt(365)))
+    assert mm["vol_target_tracking_error"] > 0
+    with pytest.raises(ConfigError):
+        compute_metrics([100.0], dates[:1])
+    with pytest.raises(ConfigError):
+        compute_metrics([100.0, 0.0], dates[:2])
+
+
+def test_realised_risk_contributions_sum_to_one_and_are_equal_for_iid_equal_risk() -> None:
+    rng = np.random.default_rng(3)
+    n = 20_000
+    returns = np.vstack([np.full(3, np.nan), rng.normal(0, 0.02, size=(n, 3))])
+    weights = np.full((n + 1, 3), 1 / 3)
+    dates = [dt.date(2000, 1, 1) + dt.timedelta(days=k) for k in range(n + 1)]
+    nav = 100 * np.concatenate([[1.0], np.cumprod(1 + returns[1:].mean(axis=1))])
+    m = compute_metrics(nav, dates, weights=weights, asset_returns=returns)
+    assert m["realised_rrc"].sum() == pytest.approx(1.0)
+    assert m["rrc_dispersion"] < 0.01
+
+
+# --------------------------------------------------------------------------- outputs and CLI
+def test_outputs_are_written(tmp_path) -> None:
+    panel = load_price_panel(_synthetic(tmp_path))
+    run = run_backtest(panel, default_strategies(0.4)[:2] + [FixedMix("BTC only", {"BTC": 1.0})], _config())
+    doc = write_outputs(run, tmp_path / "out")
+    for name in ("backtest.json", "backtest.txt", "backtest_nav.png", "backtest_drawdown.png",
+                 "backtest_weights.png", "backtest_rrc.png", "backtest-journal.sqlite"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    saved = json.loads((tmp_path / "out" / "backtest.json").read_text())
+    assert [s["name"] for s in saved["strategies"]] == ["ERC", "ERC vol 40%", "BTC only"]
+    assert len(saved["series"]["nav_usd"]["ERC"]) == run["days"]
+    assert "ERC vol 40%" in doc["table"]
+    from keeper.journal import Journal
+
+    rows = Journal(tmp_path / "out" / "backtest-journal.sqlite").ticks()
+    assert len(rows) == sum(len(r.decisions) for r in run["results"])
+    assert {r["status"] for r in rows} == {"rebalanced", "skipped"} and all(r["reason"] for r in rows)
+
+
+def test_cli_backtest_runs_and_reports_bad_input(tmp_path, capsys) -> None:
+    path = _synthetic(tmp_path, n_days=120)
+    out = tmp_path / "cli"
+    assert main(["backtest", "--data", str(path), "--lookback", "40", "--out", str(out), "--no-journal"]) == 0
+    assert (out / "backtest.json").exists()
+    assert "ERC" in capsys.readouterr().out
+    assert main(["backtest", "--data", str(path), "--lookback", "40", "--start", "2030-01-01",
+                 "--out", str(out)]) == 2
+    assert "warm-up" in capsys.readouterr().err
+
+
+def test_btc_benchmarks_are_dropped_without_btc() -> None:
+    assert [s.name for s in default_strategies(symbols=["ETH", "SOL"])] == [
+        "ERC", "ERC vol 50%", "inverse-vol", "equal weight"]
+    assert len(default_strategies(symbols=["BTC", "ETH"])) == 6
