@@ -174,9 +174,9 @@ class TxManager:
     send_w3 : Web3, optional
         Private submission endpoint (e.g. a relay that keeps transactions out of the public mempool).
     validator : callable, optional
-        ``validator(record) -> reason or None``: why a ``rebalance`` transaction would no longer succeed
+        ``validator(record) -> reason or None``: why a transaction would no longer succeed
         (deadline passed, epoch moved, simulation reverts). Invalid stuck transactions are cancelled and
-        invalid unsent ones dropped rather than rebroadcast.
+        invalid unsent ones dropped rather than rebroadcast (not asked about cancels).
     fault_hook : callable, optional
         ``fault_hook(checkpoint, record)`` called at each of :data:`CHECKPOINTS` (tests).
     """
@@ -432,7 +432,7 @@ class TxManager:
         except GasPriceTooHighError:
             market = None  # the base fee is above the cap: bump within the cap only
         fees = self.fee_policy.bump(_fees_of(newest), market, self.policy.fee_bump_factor_e4)
-        reason = self.validator(record) if (self.validator is not None and record.kind == "rebalance") else None
+        reason = self.validator(record) if (self.validator is not None and record.kind != "cancel") else None
         if reason is None:
             log.warning("replacing stuck %s %s at nonce %d: max fee %d -> %d wei", record.kind, newest.hash,
                         record.nonce, newest.max_fee_per_gas, fees.max_fee_per_gas)
@@ -579,7 +579,7 @@ class TxManager:
             return
         # Nobody has it: the process died before sending, or the mempool evicted it.
         candidate = max(live, key=lambda r: (r.max_fee_per_gas, r.id))
-        reason = self.validator(candidate) if (self.validator is not None and candidate.kind == "rebalance") else None
+        reason = self.validator(candidate) if (self.validator is not None and candidate.kind != "cancel") else None
         if reason is not None:
             for row in live:
                 self.journal.finalize_tx(row.id, "dropped", note=f"never mined and no longer valid: {reason}")
