@@ -148,6 +148,17 @@ class Executor:
         """
         return self.tx.reconcile(self.receipt_timeout_seconds if wait_seconds is None else wait_seconds)
 
+    def ensure_idle(self) -> None:
+        """Settles the journalled transactions with the chain (no waiting) and refuses while one is still
+        pending. Cheap when idle (one journal query); meant for the start of every tick.
+
+        Raises
+        ------
+        PendingTransactionError
+            A transaction of the keeper is still pending (stuck ones are replaced or cancelled on the way).
+        """
+        self.tx.ensure_idle()
+
     def still_valid(self, record: TxRecord) -> str | None:
         """Why the journalled rebalance ``record`` would fail if mined now (``None`` when it would succeed):
         its deadline passed, the vault's epoch moved past it, or its ``eth_call`` reverts."""
@@ -233,7 +244,7 @@ class Executor:
         """
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        self.tx.ensure_idle()
+        self.ensure_idle()
         data = data or self.calldata(plan)
         self.simulate(data)
         timings["simulate"] = time.perf_counter() - t0
