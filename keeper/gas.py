@@ -107,7 +107,8 @@ class FeePolicy:
     def __post_init__(self) -> None:
         if self.max_fee_per_gas_wei <= 0 or self.max_priority_fee_per_gas_wei < 0:
             raise ConfigError(
-                f"fee caps must be positive: max fee {self.max_fee_per_gas_wei} wei, tip {self.max_priority_fee_per_gas_wei} wei"
+                f"fee caps must be positive: max fee {self.max_fee_per_gas_wei} wei, "
+                f"tip {self.max_priority_fee_per_gas_wei} wei"
             )
         if self.base_fee_multiplier_e4 < MULTIPLIER_SCALE:
             raise ConfigError(
@@ -240,15 +241,16 @@ class FeePolicy:
             When the caps leave less than the node's minimum bump: the node would refuse the replacement.
         """
         factor = max(factor_e4, NODE_MIN_BUMP_E4)
-        tip = max(_ceil_div(previous.max_priority_fee_per_gas * factor, MULTIPLIER_SCALE), previous.max_priority_fee_per_gas + 1)
-        max_fee = max(_ceil_div(previous.max_fee_per_gas * factor, MULTIPLIER_SCALE), previous.max_fee_per_gas + 1)
+        old_tip, old_fee = previous.max_priority_fee_per_gas, previous.max_fee_per_gas
+        tip = max(_ceil_div(old_tip * factor, MULTIPLIER_SCALE), old_tip + 1)
+        max_fee = max(_ceil_div(old_fee * factor, MULTIPLIER_SCALE), old_fee + 1)
         if market is not None:
             tip = max(tip, market.max_priority_fee_per_gas)
             max_fee = max(max_fee, market.max_fee_per_gas)
         tip = min(tip, self.max_priority_fee_per_gas_wei)
         max_fee = min(max_fee, self.max_fee_per_gas_wei)
-        need_tip = _ceil_div(previous.max_priority_fee_per_gas * NODE_MIN_BUMP_E4, MULTIPLIER_SCALE)
-        need_fee = _ceil_div(previous.max_fee_per_gas * NODE_MIN_BUMP_E4, MULTIPLIER_SCALE)
+        need_tip = _ceil_div(old_tip * NODE_MIN_BUMP_E4, MULTIPLIER_SCALE)
+        need_fee = _ceil_div(old_fee * NODE_MIN_BUMP_E4, MULTIPLIER_SCALE)
         if tip < need_tip or max_fee < need_fee or tip > max_fee:
             raise ReplacementFeeCapError(previous, self.max_fee_per_gas_wei, self.max_priority_fee_per_gas_wei)
         base = market.base_fee_per_gas if market is not None else previous.base_fee_per_gas

@@ -368,7 +368,8 @@ class TxManager:
         return None
 
     def _settle_from_receipts(self, nonce: int) -> TxOutcome | None:
-        rows = [r for r in self.journal.transactions(sender=self.address, nonce=nonce) if r.live or r.status == "dropped"]
+        rows = [r for r in self.journal.transactions(sender=self.address, nonce=nonce)
+                if r.live or r.status == "dropped"]
         for row in sorted(rows, key=lambda r: -r.id):  # newest attempts first: the likeliest winners
             receipt = self._rpc("eth_getTransactionReceipt", [row.hash])
             if receipt is None:
@@ -481,7 +482,8 @@ class TxManager:
                 return outcome
             live = self.journal.transactions(sender=self.address, nonce=record.nonce, live=True)
             if not live:
-                notes = "; ".join(sorted({r.note or "" for r in self.journal.transactions(sender=self.address, nonce=record.nonce)}))
+                attempts = self.journal.transactions(sender=self.address, nonce=record.nonce)
+                notes = "; ".join(sorted({r.note or "" for r in attempts}))
                 raise TransactionFailedError(f"transaction {record.hash} at nonce {record.nonce} was dropped: {notes}")
             newest = max(live, key=lambda r: r.id)
             if self.is_stuck(newest):
@@ -551,7 +553,9 @@ class TxManager:
             entries.append(ReconcileEntry(tx_id, old.hash, old.nonce, old.kind, old.status, new.status, action))
         for row in self.journal.transactions(sender=self.address):
             if row.id not in before and row.id in actions:  # replacements and cancels made here
-                entries.append(ReconcileEntry(row.id, row.hash, row.nonce, row.kind, "new", row.status, actions[row.id]))
+                entries.append(
+                    ReconcileEntry(row.id, row.hash, row.nonce, row.kind, "new", row.status, actions[row.id])
+                )
         report = ReconcileReport(tuple(entries), tuple(self.live()))
         if entries:
             log.info("reconciled %d journalled transactions:\n%s", len(entries), report)

@@ -51,6 +51,18 @@ def transfer(manager: TxManager, fees: Fees | None = None):
     return manager.submit(to=bob, data="0x", gas_limit=TRANSFER_GAS, fees=fees, kind="transfer", value=VALUE)
 
 
+class Crash(BaseException):
+    """Stands for the process dying at a checkpoint (not an Exception: nothing may catch it)."""
+
+
+def crash_at(checkpoint: str):
+    def hook(point, record):
+        if point == checkpoint:
+            raise Crash(point)
+
+    return hook
+
+
 @pytest.fixture
 def sys_(chain: System) -> System:
     assert chain.bob == Account.from_key(ANVIL_KEYS[5]).address
@@ -114,7 +126,8 @@ def test_next_nonce_follows_other_senders_and_the_journal(sys_: System) -> None:
     # A live journalled transaction the node has not seen (e.g. sent through a relay) reserves its nonce.
     manager.journal.record_intended_tx(
         kind="transfer", sender=chain.keeper, nonce=start + 4, tx_hash="0x" + "ee" * 32, raw_tx="0x00",
-        to_address=chain.bob, calldata="0x", value=0, gas_limit=TRANSFER_GAS, max_fee_per_gas=1, max_priority_fee_per_gas=0,
+        to_address=chain.bob, calldata="0x", value=0, gas_limit=TRANSFER_GAS, max_fee_per_gas=1,
+        max_priority_fee_per_gas=0,
     )
     assert manager.next_nonce() == start + 5
 
@@ -142,7 +155,12 @@ def test_nonce_taken_by_another_sender_between_journal_and_send_is_resynced(sys_
 def test_nonce_taken_at_every_retry_raises(sys_: System) -> None:
     chain = sys_
     manager = make_manager(chain)
-    manager.fault_hook = lambda point, rec: point == "after_journal" and chain.tx.send(chain.keeper, chain.alice, b"", value=1)
+
+    def intruder(point, record):
+        if point == "after_journal":  # every time: the nonce is always taken first
+            chain.tx.send(chain.keeper, chain.alice, b"", value=1)
+
+    manager.fault_hook = intruder
     bob0 = balance(chain, chain.bob)
     with pytest.raises(NonceConflictError, match="3 times"):
         transfer(manager)
@@ -203,8 +221,9 @@ def test_stuck_transaction_that_is_no_longer_valid_is_cancelled(paused: System) 
     manager = make_manager(chain, validator=lambda rec: verdict["reason"], stuck_after_blocks=1)
     bob0, keeper0 = balance(chain, chain.bob), balance(chain, chain.keeper)
     base = chain.w3.eth.get_block("latest")["baseFeePerGas"]
-    row = manager.submit(to=chain.bob, data="0x", gas_limit=TRANSFER_GAS, fees=Fees(base + GWEI // 10, GWEI // 10, base),
-                         kind="rebalance", value=VALUE, epoch=0, deadline=10**12)
+    cheap = Fees(base + GWEI // 10, GWEI // 10, base)
+    row = manager.submit(to=chain.bob, data="0x", gas_limit=TRANSFER_GAS, fees=cheap, kind="rebalance", value=VALUE,
+                         epoch=0, deadline=10**12)
     mine_expensive(chain, 20 * GWEI)
     verdict["reason"] = "the vault is at epoch 1, the transaction was for epoch 0"
     cancel = manager.unstick(manager.journal.transaction(row.id))
@@ -245,14 +264,9 @@ def test_reconcile_rebroadcasts_an_intended_transaction_that_never_left(sys_: Sy
     chain = sys_
     journal = Journal(":memory:")
     crashed = make_manager(chain, journal)
-
-    def crash(point, record):
-        if point == "after_journal":
-            raise KeyboardInterrupt  # the process dies after the commit, before the send
-
-    crashed.fault_hook = crash
+    crashed.fault_hook = crash_at("after_journal")  # the process dies after the commit, before the send
     bob0 = balance(chain, chain.bob)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Crash):
         transfer(crashed)
     [row] = journal.transactions()
     assert row.status == "intended" and chain.w3.eth.get_transaction_count(chain.keeper) == row.nonce
@@ -269,13 +283,15 @@ def test_reconcile_drops_an_unsent_transaction_that_is_no_longer_valid_and_reuse
     chain = sys_
     journal = Journal(":memory:")
     crashed = make_manager(chain, journal)
-    crashed.fault_hook = lambda point, rec: (_ for _ in ()).throw(KeyboardInterrupt) if point == "after_journal" else None
-    with pytest.raises(KeyboardInterrupt):
+    crashed.fault_hook = crash_at("after_journal")
+    with pytest.raises(Crash):
         transfer(crashed)
     [row] = journal.transactions()
     fresh = make_manager(chain, journal, validator=lambda rec: "deadline 5 passed")
     report = fresh.reconcile()
-    assert [(e.status_after, e.action) for e in report.entries] == [("dropped", "never mined and no longer valid: deadline 5 passed")]
+    assert [(e.status_after, e.action) for e in report.entries] == [
+        ("dropped", "never mined and no longer valid: deadline 5 passed")
+    ]
     assert fresh.next_nonce() == row.nonce  # the gap is filled by the next transaction
 
 
@@ -302,8 +318,8 @@ def test_reconcile_finds_a_sent_transaction_pending_and_waits_for_it(paused: Sys
     chain = paused
     journal = Journal(":memory:")
     crashed = make_manager(chain, journal)
-    crashed.fault_hook = lambda point, rec: (_ for _ in ()).throw(KeyboardInterrupt) if point == "after_send" else None
-    with pytest.raises(KeyboardInterrupt):
+    crashed.fault_hook = crash_at("after_send")
+    with pytest.raises(Crash):
         transfer(crashed)
     [row] = journal.transactions()
     assert row.status == "intended"  # the node has it, the journal does not know yet
