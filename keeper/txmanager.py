@@ -476,6 +476,7 @@ class TxManager:
         """
         deadline = time.monotonic() + timeout_seconds
         delay = poll_seconds
+        problem = ""
         while True:
             outcome = self.poll(record.nonce)
             if outcome is not None:
@@ -491,15 +492,15 @@ class TxManager:
                     self.unstick(newest)
                 except (ReplacementFeeCapError, TransactionStuckError, NonceConflictError) as exc:
                     log.warning("cannot unstick nonce %d: %s", record.nonce, exc)
-                    if time.monotonic() > deadline:
-                        raise TransactionStuckError(str(exc)) from exc
-                    # Try again only after another full stuck period: re-mark the newest attempt as sent now.
+                    problem = f"; not replaced: {exc}"
+                    # Look again only after another full stuck period: restart the newest attempt's age.
                     self.journal.mark_tx_sent(newest.id, self._block_number(), sent_at=time.time())
             if time.monotonic() > deadline:
+                attempts = len(self.journal.transactions(sender=self.address, nonce=record.nonce))
                 raise TransactionStuckError(
                     f"transaction {newest.hash} at nonce {record.nonce} has no receipt after {timeout_seconds} s "
-                    f"({len(self.journal.transactions(sender=self.address, nonce=record.nonce))} attempts); it stays "
-                    "journalled and is handled again before the next transaction"
+                    f"({attempts} attempts){problem}; it stays journalled and is handled again before the next "
+                    "transaction"
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
