@@ -66,7 +66,7 @@ class KeeperConfig(BaseModel):
     priority_fee_percentile: float = Field(
         50.0, ge=0, le=100, description="percentile of each block's priority fees used as the tip, %"
     )
-    min_priority_fee_per_gas_gwei: float = Field(0.01, ge=0, description="floor of the estimated tip, gwei")
+    min_priority_fee_per_gas_gwei: float = Field(0.01, ge=0, description="floor of the estimated tip, gwei (clipped to the tip cap)")
     fee_bump_factor: float = Field(
         1.125, ge=1.1, le=3.0, description="replacement fees = previous × this (node minimum ×1.10), geometric"
     )

@@ -594,8 +594,22 @@ class TxManager:
         except _NonceTaken:
             self.poll(nonce)  # consumed meanwhile: settle it
             return
-        except SubmissionError as exc:
-            actions[candidate.id] = f"rebroadcast failed: {exc}"
+        except _Unreachable as exc:
+            actions[candidate.id] = f"rebroadcast failed, left live: {exc}"
+            return
+        except SubmissionError as refused:
+            # The node refuses the signed bytes (typically a max fee now below the base fee): sign a
+            # replacement at the same nonce with current fees; if even that fails, nothing holds the nonce.
+            try:
+                new = self.unstick(candidate)
+            except (ReplacementFeeCapError, TransactionStuckError, NonceConflictError, SubmissionError) as exc:
+                for row in self.journal.transactions(sender=self.address, nonce=nonce, live=True):
+                    self.journal.finalize_tx(
+                        row.id, "dropped", note=f"refused on rebroadcast ({refused}) and not replaced ({exc})"
+                    )
+                return
+            actions[new.id] = f"replacement of #{candidate.id}, whose rebroadcast was refused: {refused}"
+            self.poll(nonce)
             return
         self.journal.mark_tx_sent(candidate.id, self._block_number(), sent_at=time.time())
         actions[candidate.id] = "rebroadcast from its signed bytes"

@@ -70,15 +70,20 @@ def sys_(chain: System) -> System:
 
 
 @pytest.fixture
-def paused(sys_: System):
-    """Mining paused (``evm_setAutomine false``). After the test the mempool is emptied, automine restored,
-    and the next block's base fee put back (Anvil keeps a raised base fee across ``evm_revert``)."""
-    w3 = sys_.w3
-    next_base_fee = rpc(w3, "eth_feeHistory", ["0x1", "latest", []])["baseFeePerGas"][-1]
-    rpc(w3, "evm_setAutomine", [False])
+def base_fee_restored(sys_: System):
+    """Puts the next block's base fee back after the test (Anvil keeps a raised one across ``evm_revert``)."""
+    next_base_fee = rpc(sys_.w3, "eth_feeHistory", ["0x1", "latest", []])["baseFeePerGas"][-1]
     yield sys_
+    rpc(sys_.w3, "anvil_setNextBlockBaseFeePerGas", [next_base_fee])
+
+
+@pytest.fixture
+def paused(base_fee_restored: System):
+    """Mining paused (``evm_setAutomine false``); after the test the mempool is emptied and automine restored."""
+    w3 = base_fee_restored.w3
+    rpc(w3, "evm_setAutomine", [False])
+    yield base_fee_restored
     rpc(w3, "anvil_dropAllTransactions", [])
-    rpc(w3, "anvil_setNextBlockBaseFeePerGas", [next_base_fee])
     rpc(w3, "evm_setAutomine", [True])
 
 
@@ -423,3 +428,24 @@ def test_wait_raises_when_every_attempt_was_dropped(paused: System) -> None:
     rpc(chain.w3, "evm_mine", [])
     with pytest.raises(TransactionFailedError, match="dropped"):
         manager.wait(row, 5)
+
+
+def test_reconcile_replaces_an_unsent_transaction_the_node_now_refuses_as_underpriced(base_fee_restored: System) -> None:
+    chain = base_fee_restored
+    journal = Journal(":memory:")
+    crashed = make_manager(chain, journal)
+    crashed.fault_hook = crash_at("after_journal")
+    base = chain.w3.eth.get_block("latest")["baseFeePerGas"]
+    bob0 = balance(chain, chain.bob)
+    with pytest.raises(Crash):
+        transfer(crashed, Fees(base + GWEI // 10, GWEI // 10, base))
+    mine_expensive(chain, 50 * GWEI)  # while the keeper was down the base fee rose above the signed max fee
+    fresh = make_manager(chain, journal)
+    report = fresh.reconcile(wait_seconds=10)
+    original, replacement = journal.transactions()
+    assert original.status == "replaced" and original.replaced_by == replacement.id
+    assert replacement.status == "mined" and replacement.nonce == original.nonce
+    assert replacement.max_fee_per_gas > 40 * GWEI
+    [entry] = [e for e in report.entries if e.tx_id == replacement.id]
+    assert (entry.status_before, entry.status_after) == ("new", "mined") and "rebroadcast was refused" in entry.action
+    assert report.clean and balance(chain, chain.bob) - bob0 == VALUE
