@@ -449,3 +449,27 @@ def test_reconcile_replaces_an_unsent_transaction_the_node_now_refuses_as_underp
     [entry] = [e for e in report.entries if e.tx_id == replacement.id]
     assert (entry.status_before, entry.status_after) == ("new", "mined") and "rebroadcast was refused" in entry.action
     assert report.clean and balance(chain, chain.bob) - bob0 == VALUE
+
+
+def test_policies_and_executor_from_config(sys_: System) -> None:
+    from keeper.executor import Executor
+
+    chain = sys_
+    relay = CountingRelay(chain.rpc_url)
+    try:
+        config = chain.keeper_config(
+            stuck_after_seconds=30, stuck_after_blocks=2, fee_bump_factor=1.2, max_fee_bumps=4,
+            private_rpc_url=relay.url, allow_public_fallback=True, base_fee_gate_gwei=80, fee_history_blocks=3,
+        )
+        assert TxPolicy.from_config(config) == TxPolicy(30, 2, 12_000, 4, True)
+        journal = Journal(":memory:")
+        executor = Executor.from_config(config, chain.w3, ANVIL_KEYS[1], journal)
+        assert executor.journal is journal and executor.tx.journal is journal
+        assert executor.fee_policy.base_fee_gate_wei == 80 * GWEI and executor.fee_policy.fee_history_blocks == 3
+        assert executor.tx.send_w3 is not None and executor.tx.policy.allow_public_fallback
+        row = transfer(executor.tx)
+        assert relay.methods == ["eth_sendRawTransaction"] and executor.tx.wait(row, 10).record.status == "mined"
+        assert executor.reconcile(wait_seconds=0).entries == ()
+        executor.ensure_idle()
+    finally:
+        relay.close()
