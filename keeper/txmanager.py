@@ -477,6 +477,7 @@ class TxManager:
         deadline = time.monotonic() + timeout_seconds
         delay = poll_seconds
         problem = ""
+        height: int | None = None
         while True:
             outcome = self.poll(record.nonce)
             if outcome is not None:
@@ -487,7 +488,9 @@ class TxManager:
                 notes = "; ".join(sorted({r.note or "" for r in attempts}))
                 raise TransactionFailedError(f"transaction {record.hash} at nonce {record.nonce} was dropped: {notes}")
             newest = max(live, key=lambda r: r.id)
-            if self.is_stuck(newest):
+            # ``height`` was read before this poll: an attempt mined up to it has been found by the poll, so
+            # "stuck" is never concluded from a block that already holds the transaction.
+            if height is not None and self.is_stuck(newest, height):
                 try:
                     self.unstick(newest)
                 except (ReplacementFeeCapError, TransactionStuckError, NonceConflictError) as exc:
@@ -504,6 +507,7 @@ class TxManager:
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
+            height = self._block_number()
 
     # --- Reconciliation -------------------------------------------------------------------------------
 
@@ -563,6 +567,7 @@ class TxManager:
         return report
 
     def _reconcile_nonce(self, nonce: int, actions: dict[int, str]) -> None:
+        height = self._block_number()  # before the receipts, as in :meth:`wait`
         if self.poll(nonce) is not None:
             return
         live = self.journal.transactions(sender=self.address, nonce=nonce, live=True)
@@ -575,7 +580,7 @@ class TxManager:
                 actions[row.id] = "found in the mempool: sent before the restart"
         if pending:
             newest = max(self.journal.transactions(sender=self.address, nonce=nonce, live=True), key=lambda r: r.id)
-            if self.is_stuck(newest):
+            if self.is_stuck(newest, height):
                 try:
                     new = self.unstick(newest)
                     actions[new.id] = f"{'replacement' if new.kind != 'cancel' else 'cancel'} of stuck #{newest.id}"

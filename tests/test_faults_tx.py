@@ -290,7 +290,9 @@ def test_underpriced_rebalance_stuck_behind_a_base_fee_spike_is_replaced_and_min
     thread.join(10)
     assert log == ["spike", "mined"]
     assert report.status == "rebalanced", report.reason
-    original, replacement = journal.transactions()
+    rows = journal.transactions()
+    assert len(rows) == 2, [(r.id, r.status, r.replaces, r.max_fee_per_gas, r.sent_block, r.note) for r in rows]
+    original, replacement = rows
     assert original.status == "replaced" and original.replaced_by == replacement.id
     assert replacement.status == "mined" and replacement.replaces == original.id and replacement.nonce == original.nonce
     assert original.max_fee_per_gas < spike <= replacement.max_fee_per_gas
