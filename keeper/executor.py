@@ -169,8 +169,9 @@ class Executor:
             epoch = self.vault.functions.rebalanceEpoch().call()
             if epoch != record.epoch:
                 return f"the vault is at epoch {epoch}, the transaction was for epoch {record.epoch}"
-        ok, out = call_raw(self.w3, {"from": self.address, "to": record.to_address or self.vault.address,
-                                     "data": record.calldata})
+        call = {"from": self.address, "to": record.to_address or self.vault.address, "data": record.calldata,
+                "value": record.value}
+        ok, out = call_raw(self.w3, call)
         if not ok:
             return f"simulation reverts with {decode_revert(out)}"
         return None
