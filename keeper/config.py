@@ -54,6 +54,31 @@ class KeeperConfig(BaseModel):
     deadline_seconds: int = Field(600, gt=0, description="rebalance deadline after the latest block, seconds")
     receipt_timeout_seconds: float = Field(180.0, gt=0, description="wait this long for a receipt, seconds")
     journal_path: Path = Field(Path("keeper-journal.sqlite"), description="SQLite journal of every tick")
+    base_fee_gate_gwei: float | None = Field(
+        None, gt=0, description="skip a tick while the next block's base fee is above this, gwei (no gate when omitted)"
+    )
+    base_fee_multiplier: float = Field(
+        2.0, ge=1.0, le=10.0, description="maxFeePerGas = next base fee × this + tip (2: room for six full blocks)"
+    )
+    fee_history_blocks: int = Field(
+        10, ge=0, le=1024, description="blocks of eth_feeHistory behind the tip estimate; 0 pays the tip cap"
+    )
+    priority_fee_percentile: float = Field(
+        50.0, ge=0, le=100, description="percentile of each block's priority fees used as the tip, %"
+    )
+    min_priority_fee_per_gas_gwei: float = Field(0.01, ge=0, description="floor of the estimated tip, gwei (clipped to the tip cap)")
+    fee_bump_factor: float = Field(
+        1.125, ge=1.1, le=3.0, description="replacement fees = previous × this (node minimum ×1.10), geometric"
+    )
+    max_fee_bumps: int = Field(5, ge=0, le=50, description="replacements of one stuck transaction before giving up")
+    stuck_after_seconds: float = Field(90.0, gt=0, description="a sent transaction unmined this long is stuck, seconds")
+    stuck_after_blocks: int = Field(5, ge=1, description="a sent transaction unmined this many blocks is stuck, blocks")
+    private_rpc_url: str | None = Field(
+        None, description="JSON-RPC endpoint that only submits transactions (private relay against MEV)"
+    )
+    allow_public_fallback: bool = Field(
+        False, description="send through rpc_url when private_rpc_url cannot be reached (exposes the trade)"
+    )
 
     @field_validator("vault_address", "quoter_address")
     @classmethod

@@ -98,4 +98,82 @@ class BacktestDataError(KeeperError):
     """A backtest's price data cannot support a replayed day (e.g. a held asset has no close)."""
 
 
-__all__ += ["MissingObservationError", "EstimatorConfigError", "AllocationFailedError", "OptionInputError", "BacktestDataError"]
+# --- Transactions: fees, nonces, submission, stuck and pending transactions ------------------------
+
+
+class BaseFeeAboveGateError(GasPriceTooHighError):
+    """The next block's base fee is above the configured gate: the tick waits for cheaper blocks.
+
+    Attributes
+    ----------
+    base_fee_per_gas_wei, gate_wei : int
+        The observed base fee and the gate, wei per gas.
+    """
+
+    def __init__(self, base_fee_per_gas_wei: int, gate_wei: int) -> None:
+        self.base_fee_per_gas_wei = base_fee_per_gas_wei
+        self.gate_wei = gate_wei
+        super().__init__(
+            f"next block base fee {base_fee_per_gas_wei / 1e9:.3f} gwei is above the gate {gate_wei / 1e9:.3f} gwei: "
+            "skipping this tick until blocks are cheaper (raise base_fee_gate_gwei to trade anyway)"
+        )
+
+
+class ReplacementFeeCapError(GasPriceTooHighError):
+    """A stuck transaction cannot be replaced: the fee caps leave less than the node's 10% minimum bump.
+
+    Attributes
+    ----------
+    previous : Fees
+        Fees of the transaction that would be replaced, wei per gas.
+    max_fee_per_gas_wei, max_priority_fee_per_gas_wei : int
+        The caps, wei per gas.
+    """
+
+    def __init__(self, previous: object, max_fee_per_gas_wei: int, max_priority_fee_per_gas_wei: int) -> None:
+        self.previous = previous
+        self.max_fee_per_gas_wei = max_fee_per_gas_wei
+        self.max_priority_fee_per_gas_wei = max_priority_fee_per_gas_wei
+        prev_fee = getattr(previous, "max_fee_per_gas", 0)
+        prev_tip = getattr(previous, "max_priority_fee_per_gas", 0)
+        super().__init__(
+            f"cannot replace a transaction priced max fee {prev_fee / 1e9:.3f} gwei, tip {prev_tip / 1e9:.3f} gwei: "
+            f"a replacement needs both 10% higher but the caps are {max_fee_per_gas_wei / 1e9:.3f} gwei and "
+            f"{max_priority_fee_per_gas_wei / 1e9:.3f} gwei; waiting for the base fee to fall (or raise "
+            "max_fee_per_gas_gwei / max_priority_fee_per_gas_gwei)"
+        )
+
+
+class NonceConflictError(KeeperError):
+    """The keeper's nonce kept being taken by another sender of the same account while sending."""
+
+
+class SubmissionError(KeeperError):
+    """The node refused a signed transaction, or the submission endpoint could not be reached."""
+
+
+class PendingTransactionError(KeeperError):
+    """A journalled transaction of the keeper is still pending: no second one is sent for the same work."""
+
+
+class TransactionStuckError(TransactionFailedError):
+    """A sent transaction is still unmined after the wait (and any replacements); it stays journalled
+    as live and is handled again by the next tick or by the reconciliation at start."""
+
+__all__ += [
+    "BaseFeeAboveGateError",
+    "ReplacementFeeCapError",
+    "NonceConflictError",
+    "SubmissionError",
+    "PendingTransactionError",
+    "TransactionStuckError",
+]
+
+
+__all__ += [
+    "MissingObservationError",
+    "EstimatorConfigError",
+    "AllocationFailedError",
+    "OptionInputError",
+    "BacktestDataError",
+]

@@ -1,24 +1,31 @@
 """Last stage of a tick: check a :class:`~keeper.planner.RebalancePlan` against QuoterV2, simulate the
-exact transaction with ``eth_call``, price it under the fee cap, sign, send and wait for the receipt.
+exact transaction with ``eth_call``, price it from ``eth_feeHistory`` under the caps and the base-fee gate,
+sign, journal (write-ahead), send (privately when configured) and wait for the receipt, replacing the
+transaction with bumped fees while it is stuck (:mod:`keeper.txmanager`).
 
-Refuses to send, raising a :class:`~keeper.errors.KeeperError`, when a quote is below a leg's
-``minAmountOut``, when the simulation reverts (a lost race for the epoch shows up here and costs no
-gas), or when gas is above the cap.
+Refuses to send, raising a :class:`~keeper.errors.KeeperError`, while an earlier transaction of the
+keeper is still pending, when a quote is below a leg's ``minAmountOut``, when the simulation reverts (a
+lost race for the epoch shows up here and costs no gas), or when gas is above the cap or the gate.
+
+At start, before any tick, :meth:`Executor.reconcile` settles every transaction the journal holds.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from eth_account import Account
 from eth_utils import event_abi_to_log_topic, to_checksum_address
 from web3 import Web3
 
-from keeper.chain import call_raw, contract, decode_revert, wait_for_receipt
+from keeper.chain import call_raw, connect, contract, decode_revert
 from keeper.errors import QuoteBelowBoundError, SimulationRevertedError, TransactionFailedError
 from keeper.gas import FeePolicy, Fees
+from keeper.journal import Journal, TxRecord
 from keeper.planner import RebalancePlan
+from keeper.txmanager import ReconcileReport, TxManager, TxPolicy
 
 BPS = 10_000
 
@@ -62,6 +69,16 @@ class Executor:
     gas_limit_margin : float
         Gas limit = ``eth_estimateGas`` × margin (Uniswap gas varies with the block).
     receipt_timeout_seconds : float
+        Wait for a receipt this long (replacements included) before leaving the transaction to the next tick.
+    journal : Journal, optional
+        Write-ahead log of the transactions; the keeper's journal file in production. An in-memory one when
+        omitted (nothing survives a restart: pass the real journal).
+    tx_policy : TxPolicy, optional
+        Stuck detection and fee bumps.
+    send_w3 : Web3, optional
+        Private submission endpoint.
+    fault_hook : callable, optional
+        ``fault_hook(checkpoint, record)`` at the transaction manager's checkpoints (tests).
     """
 
     def __init__(
@@ -73,6 +90,11 @@ class Executor:
         fee_policy: FeePolicy,
         gas_limit_margin: float = 1.3,
         receipt_timeout_seconds: float = 180.0,
+        *,
+        journal: Journal | None = None,
+        tx_policy: TxPolicy | None = None,
+        send_w3: Web3 | None = None,
+        fault_hook: Callable[[str, TxRecord], None] | None = None,
     ) -> None:
         self.w3 = w3
         self.vault = contract(w3, "RiskParityVault", vault_address)
@@ -85,6 +107,74 @@ class Executor:
         self._pool_fees: dict[str, int] = {}
         leg_event = next(e for e in self.vault.abi if e.get("type") == "event" and e["name"] == "LegExecuted")
         self._leg_topic = "0x" + event_abi_to_log_topic(leg_event).hex()
+        self.journal = journal if journal is not None else Journal(":memory:")
+        self.tx = TxManager(w3, self.account, self.journal, fee_policy, tx_policy, send_w3=send_w3,
+                            validator=self.still_valid, fault_hook=fault_hook)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Any,
+        w3: Web3,
+        private_key: str,
+        journal: Journal,
+        fault_hook: Callable[[str, TxRecord], None] | None = None,
+    ) -> "Executor":
+        """An executor with every transaction setting of a :class:`~keeper.config.KeeperConfig`: fee policy
+        (caps, gate, fee history), stuck policy, private submission endpoint, and ``journal`` as its
+        write-ahead log."""
+        send_w3 = connect(config.private_rpc_url, timeout_seconds=15) if config.private_rpc_url else None
+        return cls(
+            w3,
+            config.vault_address,
+            config.quoter_address,
+            private_key,
+            FeePolicy.from_config(config),
+            gas_limit_margin=config.gas_limit_margin,
+            receipt_timeout_seconds=config.receipt_timeout_seconds,
+            journal=journal,
+            tx_policy=TxPolicy.from_config(config),
+            send_w3=send_w3,
+            fault_hook=fault_hook,
+        )
+
+    def reconcile(self, wait_seconds: float | None = None) -> ReconcileReport:
+        """Settles every live journalled transaction with the chain; call once at start, before any tick.
+
+        Receipts settle transactions as mined/reverted (their replacements as replaced/cancelled); nonces
+        consumed elsewhere drop them; signed transactions nobody has are rebroadcast while still valid
+        (:meth:`still_valid`), else dropped; then waits up to ``wait_seconds`` (the receipt timeout by
+        default) for what is pending, replacing stuck transactions.
+        """
+        return self.tx.reconcile(self.receipt_timeout_seconds if wait_seconds is None else wait_seconds)
+
+    def ensure_idle(self) -> None:
+        """Settles the journalled transactions with the chain (no waiting) and refuses while one is still
+        pending. Cheap when idle (one journal query); meant for the start of every tick.
+
+        Raises
+        ------
+        PendingTransactionError
+            A transaction of the keeper is still pending (stuck ones are replaced or cancelled on the way).
+        """
+        self.tx.ensure_idle()
+
+    def still_valid(self, record: TxRecord) -> str | None:
+        """Why the journalled rebalance ``record`` would fail if mined now (``None`` when it would succeed):
+        its deadline passed, the vault's epoch moved past it, or its ``eth_call`` reverts."""
+        latest = self.w3.eth.get_block("latest")
+        if record.deadline is not None and int(latest["timestamp"]) + 1 > record.deadline:
+            return f"deadline {record.deadline} passed (latest block at {latest['timestamp']})"
+        if record.epoch is not None:
+            epoch = self.vault.functions.rebalanceEpoch().call()
+            if epoch != record.epoch:
+                return f"the vault is at epoch {epoch}, the transaction was for epoch {record.epoch}"
+        call = {"from": self.address, "to": record.to_address or self.vault.address, "data": record.calldata,
+                "value": record.value}
+        ok, out = call_raw(self.w3, call)
+        if not ok:
+            return f"simulation reverts with {decode_revert(out)}"
+        return None
 
     @property
     def address(self) -> str:
@@ -139,43 +229,41 @@ class Executor:
             raise SimulationRevertedError(f"rebalance simulation reverted with {reason}; nothing was sent")
 
     def send(self, plan: RebalancePlan, data: str | None = None) -> ExecutionResult:
-        """Simulates, prices, signs and sends ``plan``; waits for the receipt.
+        """Simulates, prices, signs, journals and sends ``plan``; waits for the receipt.
 
         Raises
         ------
-        SimulationRevertedError, GasPriceTooHighError
+        PendingTransactionError
+            An earlier transaction of the keeper is still pending (nothing new is sent).
+        SimulationRevertedError, GasPriceTooHighError, BaseFeeAboveGateError
             Before anything is sent.
         TransactionFailedError
-            The transaction reverted on chain or no receipt arrived in time.
+            The transaction reverted on chain, was cancelled or dropped.
+        TransactionStuckError
+            No receipt within ``receipt_timeout_seconds`` (replacements included); the transaction stays
+            journalled and the next tick or reconciliation settles it.
         """
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        self.ensure_idle()
         data = data or self.calldata(plan)
         self.simulate(data)
         timings["simulate"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        block = self.w3.eth.get_block("latest")
-        fees: Fees = self.fee_policy.fees(int(block["baseFeePerGas"]))
+        fees: Fees = self.fee_policy.estimate(self.w3)
         tx = {"from": self.address, "to": self.vault.address, "data": data}
         gas = int(self.w3.eth.estimate_gas(tx) * self.gas_limit_margin)  # type: ignore[arg-type]
-        nonce = self.w3.eth.get_transaction_count(self.address, "pending")
-        signed = self.account.sign_transaction(
-            {
-                "type": 2,
-                "chainId": self.chain_id,
-                "nonce": nonce,
-                "to": to_checksum_address(self.vault.address),
-                "data": data,
-                "value": 0,
-                "gas": gas,
-                "maxFeePerGas": fees.max_fee_per_gas,
-                "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
-            }
-        )
-        tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        receipt = wait_for_receipt(self.w3, tx_hash, timeout_seconds=self.receipt_timeout_seconds)
+        record = self.tx.submit(to=self.vault.address, data=data, gas_limit=gas, fees=fees, kind="rebalance",
+                                epoch=plan.expected_epoch, deadline=plan.deadline)
+        outcome = self.tx.wait(record, self.receipt_timeout_seconds)
+        receipt = outcome.receipt
         timings["send"] = time.perf_counter() - t1
-        tx_hex = "0x" + bytes(tx_hash).hex()
+        tx_hex = outcome.record.hash
+        if outcome.record.kind == "cancel":
+            raise TransactionFailedError(
+                f"rebalance {record.hash} was cancelled by {tx_hex} (it was stuck and no longer valid); "
+                "the next tick re-plans from the new state"
+            )
         if int(receipt["status"], 16) != 1:
             raise TransactionFailedError(
                 f"rebalance {tx_hex} reverted on chain after a successful simulation (state changed in between); "

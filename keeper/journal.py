@@ -1,10 +1,18 @@
-"""SQLite journal: one row per tick, taken or skipped, with everything that drove the decision."""
+"""SQLite journal: one row per tick, taken or skipped, with everything that drove the decision; and a
+write-ahead log of the keeper's transactions.
+
+A transaction is recorded as ``intended`` with its signed bytes and hash *before* it is sent (the commit
+is durable: WAL with ``synchronous=FULL``), so that a keeper killed at any point finds on restart every
+transaction that may have reached the network and can reconcile it with the chain.
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +37,47 @@ CREATE TABLE IF NOT EXISTS ticks (
 CREATE INDEX IF NOT EXISTS ticks_status ON ticks(status);
 """
 
+#: Version 2 adds the write-ahead transaction log. Every statement is idempotent, so opening a journal
+#: written by an older keeper (ticks only) migrates it in place and opening it again changes nothing.
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS transactions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    nonce INTEGER NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    raw_tx TEXT NOT NULL,
+    to_address TEXT,
+    calldata TEXT NOT NULL,
+    value TEXT NOT NULL,
+    gas_limit INTEGER NOT NULL,
+    max_fee_per_gas TEXT NOT NULL,
+    max_priority_fee_per_gas TEXT NOT NULL,
+    epoch INTEGER,
+    deadline INTEGER,
+    replaces INTEGER REFERENCES transactions(id),
+    replaced_by INTEGER REFERENCES transactions(id),
+    created_at REAL NOT NULL,
+    sent_at REAL,
+    sent_block INTEGER,
+    finalized_at REAL,
+    block_number INTEGER,
+    gas_used INTEGER,
+    effective_gas_price TEXT,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS transactions_status ON transactions(status);
+CREATE INDEX IF NOT EXISTS transactions_nonce ON transactions(sender, nonce);
+"""
+_SCHEMA_VERSION = 2
+
+#: Statuses of a journalled transaction. ``intended``: signed and recorded, maybe not yet sent;
+#: ``sent``: accepted by a node, unmined. The others are final.
+TX_LIVE = ("intended", "sent")
+TX_FINAL = ("mined", "reverted", "replaced", "dropped", "cancelled")
+TX_STATUSES = TX_LIVE + TX_FINAL
+
 
 #: Token amounts and wei can exceed SQLite's 64-bit integers: they are stored as decimal text.
 _BIG_INT_COLUMNS = {"effective_gas_price", "nav_before", "nav_after"}
@@ -50,6 +99,49 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class TxRecord:
+    """One journalled transaction. Fees in wei per gas, ``value`` in wei, times in Unix seconds.
+
+    ``kind`` is ``"rebalance"`` or ``"cancel"`` (a 0-value self-transfer taking the nonce of a stuck
+    transaction); ``replaces`` / ``replaced_by`` link the attempts at one nonce (ids of this table).
+    """
+
+    id: int
+    kind: str
+    status: str
+    sender: str
+    nonce: int
+    hash: str
+    raw_tx: str
+    to_address: str | None
+    calldata: str
+    value: int
+    gas_limit: int
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
+    epoch: int | None
+    deadline: int | None
+    replaces: int | None
+    replaced_by: int | None
+    created_at: float
+    sent_at: float | None
+    sent_block: int | None
+    finalized_at: float | None
+    block_number: int | None
+    gas_used: int | None
+    effective_gas_price: int | None
+    note: str | None
+
+    @property
+    def live(self) -> bool:
+        """Recorded and not yet final (``intended`` or ``sent``)."""
+        return self.status in TX_LIVE
+
+
+_TX_BIG_INT_COLUMNS = ("value", "max_fee_per_gas", "max_priority_fee_per_gas", "effective_gas_price")
+
+
 class Journal:
     """Append-only record of ticks in a SQLite file (WAL mode; safe against a crash mid-write).
 
@@ -64,7 +156,12 @@ class Journal:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(path), check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
+        # A committed "intended" row must survive a power cut, not only a killed process: sync the WAL
+        # on every commit (the write-ahead guarantee of the transaction log rests on it).
+        self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self._migrate()
 
     def record(self, status: str, reason: str | None = None, **fields: Any) -> int:
         """Appends a tick; ``fields`` matching a column go there, everything goes into ``detail`` (JSON)."""
@@ -98,3 +195,152 @@ class Journal:
 
     def close(self) -> None:
         self.conn.close()
+
+    # --- Write-ahead transaction log ------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._lock, self.conn:
+            (version,) = self.conn.execute("PRAGMA user_version").fetchone()
+            if version < _SCHEMA_VERSION:
+                self.conn.executescript(_SCHEMA_V2)
+                self.conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    def record_intended_tx(
+        self,
+        *,
+        kind: str,
+        sender: str,
+        nonce: int,
+        tx_hash: str,
+        raw_tx: str,
+        to_address: str | None,
+        calldata: str,
+        value: int,
+        gas_limit: int,
+        max_fee_per_gas: int,
+        max_priority_fee_per_gas: int,
+        epoch: int | None = None,
+        deadline: int | None = None,
+        replaces: int | None = None,
+    ) -> TxRecord:
+        """Records a signed transaction as ``intended``, committed before it is sent. Returns the row.
+
+        ``raw_tx`` and ``calldata`` are 0x-hex; ``tx_hash`` is the keccak of the signed bytes.
+        """
+        with self._lock, self.conn:
+            cur = self.conn.execute(
+                "INSERT INTO transactions (kind, status, sender, nonce, hash, raw_tx, to_address, calldata, value, "
+                "gas_limit, max_fee_per_gas, max_priority_fee_per_gas, epoch, deadline, replaces, created_at) "
+                "VALUES (?, 'intended', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, sender.lower(), int(nonce), tx_hash.lower(), raw_tx, to_address, calldata, str(int(value)),
+                 int(gas_limit), str(int(max_fee_per_gas)), str(int(max_priority_fee_per_gas)), epoch, deadline,
+                 replaces, time.time()),
+            )
+        return self.transaction(int(cur.lastrowid or 0))
+
+    def mark_tx_sent(self, tx_id: int, sent_block: int | None, sent_at: float | None = None) -> TxRecord:
+        """A node accepted the transaction (or already knew it): ``intended`` -> ``sent``.
+
+        ``sent_at`` (Unix seconds, now by default) and ``sent_block`` are the start of its age; a rebroadcast
+        of a ``sent`` row keeps them unless given.
+        """
+        with self._lock, self.conn:
+            self.conn.execute(
+                "UPDATE transactions SET status = 'sent', sent_at = COALESCE(?, sent_at, ?), "
+                "sent_block = COALESCE(?, sent_block) WHERE id = ? AND status IN ('intended', 'sent')",
+                (sent_at, time.time(), sent_block, tx_id),
+            )
+        return self.transaction(tx_id)
+
+    def finalize_tx(
+        self,
+        tx_id: int,
+        status: str,
+        *,
+        block_number: int | None = None,
+        gas_used: int | None = None,
+        effective_gas_price: int | None = None,
+        replaced_by: int | None = None,
+        note: str | None = None,
+        allow_correction: bool = False,
+    ) -> TxRecord:
+        """Moves a live transaction to a final ``status`` (one of :data:`TX_FINAL`).
+
+        A row that is already final is left as it is (reconciling twice changes nothing), except that with
+        ``allow_correction`` a ``dropped`` row, an inference, becomes ``mined``/``reverted`` when its receipt
+        turns up (a relay held it after all).
+
+        Raises
+        ------
+        ValueError
+            When ``status`` is not a final status.
+        """
+        if status not in TX_FINAL:
+            raise ValueError(f"final transaction status must be one of {TX_FINAL}, got {status!r}")
+        correctable = allow_correction and status in ("mined", "reverted")
+        from_statuses = "'intended', 'sent', 'dropped'" if correctable else "'intended', 'sent'"
+        with self._lock, self.conn:
+            self.conn.execute(
+                "UPDATE transactions SET status = ?, finalized_at = ?, block_number = ?, gas_used = ?, "
+                "effective_gas_price = ?, replaced_by = ?, note = COALESCE(?, note) "
+                f"WHERE id = ? AND status IN ({from_statuses})",
+                (status, time.time(), block_number, gas_used,
+                 None if effective_gas_price is None else str(int(effective_gas_price)), replaced_by, note, tx_id),
+            )
+        return self.transaction(tx_id)
+
+    def annotate_tx(self, tx_id: int, note: str) -> None:
+        """Sets the free-text ``note`` of a transaction (what was done about it)."""
+        with self._lock, self.conn:
+            self.conn.execute("UPDATE transactions SET note = ? WHERE id = ?", (note, tx_id))
+
+    def transaction(self, tx_id: int) -> TxRecord:
+        """The row ``tx_id``.
+
+        Raises
+        ------
+        KeyError
+            When there is no such row.
+        """
+        rows = self._tx_query("WHERE id = ?", (tx_id,))
+        if not rows:
+            raise KeyError(f"no journalled transaction with id {tx_id}")
+        return rows[0]
+
+    def transactions(
+        self, status: str | None = None, sender: str | None = None, nonce: int | None = None, live: bool = False
+    ) -> list[TxRecord]:
+        """Journalled transactions, oldest first, filtered by ``status``, ``sender``, ``nonce`` or liveness."""
+        clauses, args = [], []
+        if status is not None:
+            clauses.append("status = ?")
+            args.append(status)
+        if live:
+            clauses.append("status IN ('intended', 'sent')")
+        if sender is not None:
+            clauses.append("sender = ?")
+            args.append(sender.lower())
+        if nonce is not None:
+            clauses.append("nonce = ?")
+            args.append(int(nonce))
+        return self._tx_query(("WHERE " + " AND ".join(clauses)) if clauses else "", tuple(args))
+
+    def highest_live_nonce(self, sender: str) -> int | None:
+        """Largest nonce of a live transaction of ``sender``, or ``None``."""
+        with self._lock:
+            (value,) = self.conn.execute(
+                "SELECT MAX(nonce) FROM transactions WHERE sender = ? AND status IN ('intended', 'sent')",
+                (sender.lower(),),
+            ).fetchone()
+        return None if value is None else int(value)
+
+    def _tx_query(self, where: str, args: tuple[Any, ...]) -> list[TxRecord]:
+        with self._lock:
+            cur = self.conn.execute(f"SELECT * FROM transactions {where} ORDER BY id", args)
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        for row in rows:
+            for key in _TX_BIG_INT_COLUMNS:
+                if row[key] is not None:
+                    row[key] = int(row[key])
+        return [TxRecord(**row) for row in rows]

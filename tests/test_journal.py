@@ -125,3 +125,113 @@ def test_persists_across_reopen(tmp_path):
     third = Journal(path)
     assert len(third.ticks()) == 2
     third.close()
+
+
+# --- Write-ahead transaction log ---------------------------------------------------------------------
+
+import sqlite3  # noqa: E402
+
+from keeper.journal import TX_FINAL, TxRecord  # noqa: E402
+
+SENDER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+def intended(journal, nonce=7, tag="aa", **overrides):
+    args = dict(
+        kind="rebalance", sender=SENDER, nonce=nonce, tx_hash="0x" + tag * 32, raw_tx="0x02f8" + tag * 40,
+        to_address="0x" + "12" * 20, calldata="0xdeadbeef", value=0, gas_limit=612_345,
+        max_fee_per_gas=2 * 10**9 + 1, max_priority_fee_per_gas=10**8, epoch=3, deadline=1_700_000_600,
+    )
+    args.update(overrides)
+    return journal.record_intended_tx(**args)
+
+
+def test_intended_row_is_committed_before_the_call_returns(tmp_path):
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    row = intended(journal)
+    # Another connection (another process after a crash) sees it at once: the write is committed.
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT status, nonce, hash, raw_tx FROM transactions").fetchall() == [
+        ("intended", 7, row.hash, row.raw_tx)
+    ]
+    assert journal.conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: the WAL is synced per commit
+    other.close()
+    journal.close()
+
+
+def test_transaction_life_cycle_and_fields_round_trip(journal):
+    row = intended(journal, value=10**30, max_fee_per_gas=10**20)  # above int64: stored as decimal text
+    assert isinstance(row, TxRecord) and row.status == "intended" and row.live
+    assert row.sender == SENDER.lower() and row.value == 10**30 and row.max_fee_per_gas == 10**20
+    assert (row.epoch, row.deadline, row.gas_limit, row.replaces, row.sent_at) == (3, 1_700_000_600, 612_345, None, None)
+    sent = journal.mark_tx_sent(row.id, sent_block=41)
+    assert sent.status == "sent" and sent.sent_block == 41 and sent.sent_at >= sent.created_at
+    mined = journal.finalize_tx(row.id, "mined", block_number=42, gas_used=400_000, effective_gas_price=3 * 10**9)
+    assert (mined.status, mined.block_number, mined.gas_used, mined.effective_gas_price) == ("mined", 42, 400_000, 3 * 10**9)
+    assert not mined.live and mined.finalized_at is not None
+    # Final rows stay final: reconciling twice changes nothing.
+    assert journal.finalize_tx(row.id, "dropped", note="late").status == "mined"
+    assert journal.mark_tx_sent(row.id, sent_block=99).status == "mined"
+    with pytest.raises(ValueError, match="final transaction status"):
+        journal.finalize_tx(row.id, "sent")
+    with pytest.raises(KeyError):
+        journal.transaction(999)
+
+
+def test_replacement_links_filters_and_highest_live_nonce(journal):
+    first = intended(journal, nonce=5, tag="01")
+    journal.mark_tx_sent(first.id, 10)
+    second = intended(journal, nonce=5, tag="02", replaces=first.id, max_fee_per_gas=3 * 10**9)
+    third = intended(journal, nonce=6, tag="03")
+    other = intended(journal, nonce=50, tag="04", sender="0x" + "99" * 20)
+    assert journal.highest_live_nonce(SENDER) == 6
+    assert journal.highest_live_nonce("0x" + "99" * 20) == 50
+    assert [r.id for r in journal.transactions(sender=SENDER, nonce=5)] == [first.id, second.id]
+    assert [r.id for r in journal.transactions(live=True, sender=SENDER)] == [first.id, second.id, third.id]
+    journal.finalize_tx(second.id, "mined", block_number=11)
+    journal.finalize_tx(first.id, "replaced", replaced_by=second.id)
+    journal.finalize_tx(third.id, "dropped", note="nonce consumed by a transaction not in the journal")
+    assert journal.transaction(first.id).replaced_by == second.id
+    assert journal.transaction(second.id).replaces == first.id
+    assert journal.highest_live_nonce(SENDER) is None
+    assert [r.id for r in journal.transactions(status="dropped")] == [third.id]
+    assert journal.transaction(third.id).note.startswith("nonce consumed")
+    assert [r.id for r in journal.transactions(live=True)] == [other.id]
+    # A dropped row whose receipt turns up later is corrected, only when asked to.
+    assert journal.finalize_tx(third.id, "mined", block_number=12).status == "dropped"
+    assert journal.finalize_tx(third.id, "mined", block_number=12, allow_correction=True).status == "mined"
+    assert set(TX_FINAL) == {"mined", "reverted", "replaced", "dropped", "cancelled"}
+
+
+def test_hash_is_unique(journal):
+    intended(journal, tag="0f")
+    with pytest.raises(sqlite3.IntegrityError):
+        intended(journal, tag="0f")
+
+
+OLD_SCHEMA = """
+CREATE TABLE ticks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, recorded_at REAL NOT NULL, status TEXT NOT NULL, reason TEXT,
+    block_number INTEGER, block_timestamp INTEGER, epoch INTEGER, tx_hash TEXT, gas_used INTEGER,
+    effective_gas_price TEXT, nav_before TEXT, nav_after TEXT, detail TEXT NOT NULL
+);
+CREATE INDEX ticks_status ON ticks(status);
+INSERT INTO ticks (recorded_at, status, reason, epoch, detail) VALUES (1.5, 'skipped', 'calm', 4, '{"a": 1}');
+"""
+
+
+def test_a_journal_written_before_the_transaction_log_opens_and_migrates_idempotently(tmp_path):
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA)
+    conn.commit()
+    conn.close()
+    for _ in range(2):  # opening twice migrates once and changes nothing the second time
+        journal = Journal(path)
+        assert [(t["status"], t["epoch"], t["detail"]) for t in journal.ticks()] == [("skipped", 4, {"a": 1})]
+        assert journal.conn.execute("PRAGMA user_version").fetchone() == (2,)
+        if not journal.transactions():
+            intended(journal)
+        assert len(journal.transactions()) == 1
+        journal.close()
