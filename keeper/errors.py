@@ -160,6 +160,7 @@ class TransactionStuckError(TransactionFailedError):
     """A sent transaction is still unmined after the wait (and any replacements); it stays journalled
     as live and is handled again by the next tick or by the reconciliation at start."""
 
+
 __all__ += [
     "BaseFeeAboveGateError",
     "ReplacementFeeCapError",
@@ -167,10 +168,6 @@ __all__ += [
     "SubmissionError",
     "PendingTransactionError",
     "TransactionStuckError",
-]
-
-
-__all__ += [
     "MissingObservationError",
     "EstimatorConfigError",
     "AllocationFailedError",
