@@ -145,6 +145,21 @@ def connect(rpc_url: str, timeout_seconds: float = 30.0) -> Web3:
     return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_seconds}), middleware=[])
 
 
+def connect_failover(config: Any) -> Web3:
+    """A web3 connection over ``config.rpc_url`` then ``config.rpc_fallback_urls``, with the config's
+    per-request timeout and retry policy (:class:`keeper.rpc.FailoverHTTPProvider`), no default middleware."""
+    from keeper.rpc import FailoverHTTPProvider
+
+    provider = FailoverHTTPProvider(
+        [config.rpc_url, *config.rpc_fallback_urls],
+        timeout_seconds=config.rpc_timeout_seconds,
+        max_attempts=config.rpc_max_attempts,
+        backoff_initial_seconds=config.rpc_backoff_initial_seconds,
+        backoff_max_seconds=config.rpc_backoff_max_seconds,
+    )
+    return Web3(provider, middleware=[])
+
+
 def contract(w3: Web3, name: str, address: str) -> Contract:
     """Handle on the deployed contract ``name`` (an artifact name) at ``address``."""
     return w3.eth.contract(address=to_checksum_address(address), abi=load_artifacts()[name].abi)
@@ -329,6 +344,7 @@ __all__ = [
     "anvil_binary",
     "call_raw",
     "connect",
+    "connect_failover",
     "contract",
     "decode_revert",
     "dev_accounts",

@@ -24,6 +24,8 @@ __all__ = [
     "SimulationRevertedError",
     "QuoteBelowBoundError",
     "TransactionFailedError",
+    "RpcUnavailableError",
+    "ShutdownRequestedError",
 ]
 
 
@@ -69,3 +71,11 @@ class QuoteBelowBoundError(KeeperError):
 
 class TransactionFailedError(KeeperError):
     """A sent transaction was mined with a failure status or was dropped."""
+
+
+class RpcUnavailableError(KeeperError):
+    """Every configured RPC endpoint failed transiently (down, timing out, rate limiting) for one request."""
+
+
+class ShutdownRequestedError(KeeperError):
+    """A shutdown (SIGTERM/SIGINT) arrived before the tick reached the point of sending; nothing was sent."""
