@@ -242,7 +242,7 @@ def journal_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         detail = r.get("detail") or {}
         if r["status"] == "skipped":
             code = detail.get("reason_code") if isinstance(detail, dict) else None
-            reasons[code or (r.get("reason") or "").split(" ")[0] or "unknown"] += 1
+            reasons[code or (r.get("reason") or "").split(":")[0].split(" ")[0] or "unknown"] += 1
         if r["status"] == "rebalanced":
             gas_used += int(r.get("gas_used") or 0)
             fees_wei += int(r.get("gas_used") or 0) * int(r.get("effective_gas_price") or 0)
