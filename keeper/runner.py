@@ -302,6 +302,8 @@ class Keeper:
         cfg = self.config
         if cfg.standby_delay_seconds > 0:
             # A standby gives the primary time to land its rebalance, then looks before it leaps.
+            log.info("standby: waiting %g s before sending the rebalance of epoch %d", cfg.standby_delay_seconds,
+                     plan.expected_epoch)
             if self._stop.wait(cfg.standby_delay_seconds):
                 raise ShutdownRequestedError("shutdown requested during the standby delay; nothing was sent")
             epoch = self.reader.vault.functions.rebalanceEpoch().call()

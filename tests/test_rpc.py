@@ -31,7 +31,8 @@ class RpcProxy:
     ``mode``: ``"503"``, ``"502"``, ``"429"``, ``"-32005"`` (a JSON-RPC limit error), ``"html"`` (a
     200 with a non-JSON body), ``"timeout"`` (answer after ``slow_seconds``) or ``"drop"`` (close the
     connection without answering). ``hook(method, request)`` runs before forwarding (fault injection
-    mid-tick). ``seen`` lists every method received, in order.
+    mid-tick) and ``after_hook(method, request, response_body)`` after the upstream answered, before
+    the client gets the answer. ``seen`` lists every method received, in order.
     """
 
     def __init__(self, upstream: str, slow_seconds: float = 1.0) -> None:
@@ -39,6 +40,7 @@ class RpcProxy:
         self.slow_seconds = slow_seconds
         self.seen: list[str] = []
         self.hook: Callable[[str, dict[str, Any]], None] | None = None
+        self.after_hook: Callable[[str, dict[str, Any], bytes], None] | None = None
         self._faults: list[tuple[str, frozenset[str] | None]] = []
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -50,6 +52,11 @@ class RpcProxy:
     def fail(self, n: int, mode: str, methods: set[str] | None = None) -> None:
         with self._lock:
             self._faults += [(mode, frozenset(methods) if methods else None)] * n
+
+    def clear(self) -> None:
+        """Drops the faults not yet used."""
+        with self._lock:
+            self._faults.clear()
 
     def count(self, method: str) -> int:
         return self.seen.count(method)
@@ -101,6 +108,8 @@ class RpcProxy:
                                              timeout=30)
                 except requests.RequestException:
                     return self._send(502, b"upstream down", "text/plain")
+                if proxy.after_hook is not None:
+                    proxy.after_hook(method, request, upstream.content)
                 self._send(upstream.status_code, upstream.content, "application/json")
 
             def _send(self, code: int, payload: bytes, kind: str) -> None:
