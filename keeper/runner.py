@@ -311,20 +311,27 @@ class Keeper:
                 return self._lost_race(plan, epoch, timings, context, onchain=False)
         if self._stop.is_set():
             raise ShutdownRequestedError("shutdown requested before sending; nothing was sent")
+        nonce_before = self.w3.eth.get_transaction_count(self.executor.address, "latest")
         try:
             execution = self.executor.send(plan)
         except Exception as exc:
             # Another keeper may have rebalanced this epoch between our read and our send: the
             # simulation (or gas estimate) reverts with EpochMismatch and nothing is sent; a send that
-            # raced all the way to the chain reverts there.
+            # raced all the way to the chain reverts there. If the epoch's rebalance is our own (the
+            # failure came after our transaction was mined, e.g. the receipt could not be read), the
+            # original failure stands: it was not a lost race.
             try:
                 epoch = self.reader.vault.functions.rebalanceEpoch().call()
+                if epoch == plan.expected_epoch:
+                    raise exc
+                winner = self._rebalancer_of(plan.expected_epoch, context.get("block_number") or 0)
+                nonce_after = self.w3.eth.get_transaction_count(self.executor.address, "latest")
             except Exception:  # noqa: BLE001 - keep the original failure
                 raise exc from None
-            if epoch != plan.expected_epoch:
-                return self._lost_race(plan, epoch, timings, context,
-                                       onchain=isinstance(exc, TransactionFailedError), cause=exc)
-            raise
+            if winner is not None and winner.lower() == self.executor.address.lower():
+                raise exc
+            return self._lost_race(plan, epoch, timings, context, onchain=nonce_after > nonce_before, cause=exc,
+                                   winner=winner)
         timings.update(execution.timings)
         log.info("rebalanced epoch %d: %d legs, gas %d, tx %s", plan.expected_epoch, len(plan.legs),
                  execution.gas_used, execution.tx_hash,
@@ -336,16 +343,25 @@ class Keeper:
                           reason_code=planned.reason_code, **context)
 
     def _lost_race(self, plan: RebalancePlan, epoch: int, timings: dict[str, float], context: dict[str, Any],
-                   onchain: bool, cause: BaseException | None = None) -> TickReport:
+                   onchain: bool, cause: BaseException | None = None, winner: str | None = None) -> TickReport:
+        by = f"another keeper{f' ({winner})' if winner else ''}"
         if onchain:
-            reason = (f"epoch advanced by another keeper (expected {plan.expected_epoch}, now {epoch}) while our "
+            reason = (f"epoch advanced by {by} (expected {plan.expected_epoch}, now {epoch}) while our "
                       f"transaction was in flight; it reverted on chain: {cause}")
         else:
-            reason = (f"epoch advanced by another keeper (expected {plan.expected_epoch}, now {epoch}); "
+            reason = (f"epoch advanced by {by} (expected {plan.expected_epoch}, now {epoch}); "
                       f"nothing was sent{f' ({cause})' if cause else ''}")
         log.info("lost the race: %s", reason, extra={"status": "skipped", "reason_code": "lost_race"})
         return TickReport(status="skipped", reason=reason, timings=timings,
                           reason_code="lost_race_onchain" if onchain else "lost_race", **context)
+
+    def _rebalancer_of(self, epoch: int, from_block: int) -> str | None:
+        """Sender of the transaction that emitted ``Rebalanced(epoch)`` since ``from_block``, if found."""
+        event = self.reader.vault.events.Rebalanced
+        logs = event.get_logs(from_block=from_block, argument_filters={"epoch": epoch})
+        if not logs:
+            return None
+        return self.w3.eth.get_transaction(logs[0]["transactionHash"])["from"]
 
     # --- breakers ------------------------------------------------------------------------------
 

@@ -348,3 +348,69 @@ def test_three_keepers_with_standby_delays_send_exactly_once(node: KillableChain
             assert after["nonces"][address] == before["nonces"][address]
             assert after["balances"][address] == before["balances"][address]
     node.assert_no_funds_lost(before, after)
+
+
+def test_receipt_unreadable_after_our_own_rebalance_is_not_a_lost_race(node: KillableChain, proxy: RpcProxy,
+                                                                     tmp_path) -> None:
+    _deposit(node, 150_000)
+    keeper = _keeper(node, proxy.url, tmp_path)
+    before = node.ledger([KEEPER])
+    proxy.fail(4, "503", {"eth_getTransactionReceipt"})  # every attempt of the first receipt poll
+    report = keeper.run_once()
+    # Our transaction was mined (epoch moved, by us): the tick reports the RPC failure, not a lost race.
+    assert report.status == "skipped" and report.reason_code == "RpcUnavailableError", report.reason
+    after = node.ledger([KEEPER])
+    assert after["epoch"] == before["epoch"] + 1 and after["nonces"][KEEPER] == before["nonces"][KEEPER] + 1
+    assert keeper.run_once().reason_code == "no_trade_needed"
+    assert node.ledger([KEEPER]) == after
+    node.assert_no_funds_lost(before, after)
+
+
+def test_keepers_colliding_after_simulation_lose_on_chain_and_pay_only_gas(node: KillableChain, tmp_path) -> None:
+    """The residual race: three keepers pass simulation and gas estimation for epoch 0 and then send
+    within the same moment (a gate holds their sends, then releases them 1 s apart). The vault still
+    lets exactly one through; the other two revert on chain with EpochMismatch, pay gas for the revert,
+    lose no funds, and journal ``lost_race_onchain``. ``standby_delay_seconds`` exists to avoid this."""
+    owner = dev_accounts()[0]
+    role = node.vault.functions.KEEPER_ROLE().call()
+    for address, _ in RACERS:
+        node.tx.transact(owner, node.vault.functions.grantRole(role, address))
+    _deposit(node, 200_000)
+    gate = RpcProxy(node.url)
+    arrived = threading.Barrier(3)
+    order = iter(range(3))
+    lock = threading.Lock()
+
+    def hold(method: str, request: dict[str, Any]) -> None:
+        if method == "eth_sendRawTransaction":
+            arrived.wait(timeout=120)
+            with lock:
+                turn = next(order, 3)
+            time.sleep(1.0 * turn)
+
+    gate.hook = hold
+    accounts = [a for a, _ in RACERS]
+    before = node.ledger(accounts)
+    start_block = node.w3.eth.block_number
+    keepers = [_keeper(node, gate.url, tmp_path / str(i), key=key, rpc_timeout_seconds=60)
+               for i, (_, key) in enumerate(RACERS)]
+    reports: dict[int, Any] = {}
+    threads = [threading.Thread(target=lambda i=i, k=k: reports.__setitem__(i, k.run_once())) for i, k in enumerate(keepers)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=180)
+    finally:
+        gate.stop()
+    after = node.ledger(accounts)
+    events = node.vault.events.Rebalanced.get_logs(from_block=start_block)
+    assert len(events) == 1 and after["epoch"] == before["epoch"] + 1
+    outcomes = sorted((r.status, r.reason_code) for r in reports.values())
+    assert outcomes == [("rebalanced", None), ("skipped", "lost_race_onchain"), ("skipped", "lost_race_onchain")]
+    for i, (address, _) in enumerate(RACERS):
+        assert after["nonces"][address] == before["nonces"][address] + 1  # everyone sent one transaction
+        if reports[i].status == "skipped":
+            assert "EpochMismatch" in reports[i].reason or "reverted on chain" in reports[i].reason
+            assert after["balances"][address] < before["balances"][address]  # the loser paid gas for its revert
+    node.assert_no_funds_lost(before, after)
