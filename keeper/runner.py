@@ -34,7 +34,7 @@ from web3 import Web3
 from keeper.breakers import BreakerDecision, BreakerLimits, ChainHeadTracker, PoolPriceReader, evaluate
 from keeper.chain import connect_failover
 from keeper.config import KeeperConfig
-from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, ShutdownRequestedError, TransactionFailedError
+from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, ShutdownRequestedError
 from keeper.estimation import ewma_covariance, simple_returns
 from keeper.executor import ExecutionResult, Executor
 from keeper.gas import FeePolicy
