@@ -20,6 +20,7 @@ primary's transaction before they would send their own.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import signal
 import threading
@@ -162,7 +163,10 @@ class Keeper:
         if callable(reconcile):
             reconcile()
         # -------------------------------------------------------------------------------------------
-        self._update_balance()
+        try:
+            self._update_balance()
+        except KeeperError as exc:  # an RPC hiccup at start-up: the first tick and heartbeat retry
+            log.warning("could not read the keeper's balance at start-up: %s", exc)
 
     # --- one tick ------------------------------------------------------------------------------
 
@@ -390,8 +394,6 @@ class Keeper:
             return None
         if not rows:
             return None
-        import json
-
         detail = json.loads(rows[0][0])
         if tuple(detail.get("symbols") or ()) != self.reader.symbols or not detail.get("prices_usd"):
             return None
@@ -421,7 +423,14 @@ class Keeper:
 
         now = time.time() if now is None else now
         with self._journal_lock:
-            rows = [r for r in self.journal.ticks() if r["recorded_at"] >= now - 86_400]
+            cur = self.journal.conn.execute(
+                "SELECT status, reason, gas_used, effective_gas_price, nav_after, detail FROM ticks "
+                "WHERE recorded_at >= ? AND recorded_at <= ? ORDER BY id", (now - 86_400, now)
+            )
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"] or "{}")
         summary = journal_summary(rows)
         summary.update(event="daily_report", since=now - 86_400, until=now)
         log.info("daily report: %s", summary, extra=summary)

@@ -216,7 +216,9 @@ def test_anvil_killed_between_read_and_send_and_back_late(node: KillableChain, p
 
 def test_anvil_killed_after_the_send_before_the_receipt(node: KillableChain, proxy: RpcProxy, tmp_path) -> None:
     _deposit(node, 150_000)
-    keeper = _keeper(node, proxy.url, tmp_path)
+    # A timeout long enough for the send's answer to arrive (the kill dumps the state first); the receipt
+    # polls then meet a dead node.
+    keeper = _keeper(node, proxy.url, tmp_path, rpc_timeout_seconds=30)
     before = node.ledger([KEEPER])
     events = _kill_on(proxy, node, "eth_sendRawTransaction", restart_after_seconds=None, after_answer=True)
     lost = keeper.run_once()
