@@ -79,6 +79,9 @@ class AnvilProcess:
         RPC URL to fork from.
     extra_args : sequence of str
         Further anvil flags.
+    history_states : int, optional
+        Keep this many recent states in memory (``--prune-history N``), so calls at a block a little
+        behind the head still work while other transactions are mined; by default only the head's.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class AnvilProcess:
         fork_url: str | None = None,
         extra_args: Sequence[str] = (),
         startup_timeout_seconds: float = 30.0,
+        history_states: int | None = None,
     ) -> None:
         self.port = port or free_port()
         self.rpc_url = f"http://127.0.0.1:{self.port}"
@@ -96,7 +100,7 @@ class AnvilProcess:
             "--port", str(self.port),
             "--host", "127.0.0.1",
             "--silent",
-            "--prune-history",
+            "--prune-history", *([str(int(history_states))] if history_states is not None else []),
             "--accounts", str(len(ANVIL_KEYS)),
             "--balance", "1000000",
         ]

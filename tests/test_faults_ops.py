@@ -34,18 +34,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class KillableChain:
-    """A copy of the session chain on its own Anvil; :meth:`kill` returns the state to :meth:`restart` with."""
+    """A copy of the session chain on its own Anvil; :meth:`kill` returns the state to :meth:`restart` with.
+
+    A restarted node comes back on a new port and is reachable (through the proxies registered in
+    ``proxies``) only once its state is loaded, as a real node serves only after opening its database.
+    It keeps 256 recent states, as a full node does, so reads at a block just behind the head work
+    while other keepers' transactions are mined.
+    """
 
     def __init__(self, system: System) -> None:
         self.deployment = system.deployment
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.proxies: list[RpcProxy] = []
         self._start(rpc(system.w3, "anvil_dumpState", []), system.w3.eth.get_block("latest")["timestamp"])
 
     def _start(self, state: str, timestamp: int) -> None:
-        self.anvil = AnvilProcess(port=self.port, timestamp=timestamp + 1)
+        self.anvil = AnvilProcess(timestamp=timestamp + 1, history_states=256)
+        self.url = self.anvil.rpc_url
         self.w3 = connect(self.url)
         assert rpc(self.w3, "anvil_loadState", [state])
+        for proxy in self.proxies:
+            proxy.upstream = self.url
         self.tx = DevSender(self.w3)
         self.vault = contract(self.w3, "RiskParityVault", self.deployment.vault)
         self.base = contract(self.w3, "TestToken", self.deployment.base_asset)
@@ -94,6 +102,7 @@ def node(system: System):
 @pytest.fixture
 def proxy(node: KillableChain):
     p = RpcProxy(node.url, slow_seconds=1.0)
+    node.proxies.append(p)
     yield p
     p.stop()
 

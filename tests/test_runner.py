@@ -3,6 +3,7 @@ SIGTERM/SIGINT of a real `keeper run` process."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,11 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from conftest import System
 
-from keeper.chain import ANVIL_KEYS
+from keeper.chain import ANVIL_KEYS, free_port
 from keeper.config import KeeperConfig
 from keeper.errors import ConfigError
 from keeper.journal import Journal
@@ -144,11 +146,20 @@ def _wait_for(predicate, timeout: float, what: str, output: list[str] | None = N
 
 def test_sigterm_between_ticks_exits_zero_with_a_final_record(chain: System, tmp_path) -> None:
     journal = tmp_path / "journal.sqlite"
-    config = chain.keeper_config(journal_path=journal, interval_seconds=1.0, metrics_port=0)
+    port = free_port()
+    config = chain.keeper_config(journal_path=journal, interval_seconds=1.0, metrics_port=port, log_json=True)
     process = _spawn_keeper(config, tmp_path, ANVIL_KEYS[1])
     output = _collect_output(process)
     try:
-        _wait_for(lambda: journal.exists() and len(read_journal(journal)["ticks"]) >= 2, 90, "two ticks")
+        _wait_for(lambda: journal.exists() and len(read_journal(journal)["ticks"]) >= 2, 90, "two ticks", output)
+        # The running process serves its metrics and health, and logs JSON lines.
+        health = requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
+        assert health.status_code == 200 and health.json()["healthy"] is True, health.text
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert 'keeper_skipped_ticks_total{reason="no_trade_needed"}' in metrics
+        assert "keeper_tick_duration_seconds_count" in metrics and "keeper_rpc_retries_total 0.0" in metrics
+        assert any(json.loads(line).get("message", "").startswith("keeper started") for line in list(output)
+                   if line.startswith("{"))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, "".join(output)
     finally:
