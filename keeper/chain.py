@@ -79,6 +79,9 @@ class AnvilProcess:
         RPC URL to fork from.
     extra_args : sequence of str
         Further anvil flags.
+    history_states : int, optional
+        Keep this many recent states in memory (``--prune-history N``), so calls at a block a little
+        behind the head still work while other transactions are mined; by default only the head's.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class AnvilProcess:
         fork_url: str | None = None,
         extra_args: Sequence[str] = (),
         startup_timeout_seconds: float = 30.0,
+        history_states: int | None = None,
     ) -> None:
         self.port = port or free_port()
         self.rpc_url = f"http://127.0.0.1:{self.port}"
@@ -96,7 +100,7 @@ class AnvilProcess:
             "--port", str(self.port),
             "--host", "127.0.0.1",
             "--silent",
-            "--prune-history",
+            "--prune-history", *([str(int(history_states))] if history_states is not None else []),
             "--accounts", str(len(ANVIL_KEYS)),
             "--balance", "1000000",
         ]
@@ -143,6 +147,21 @@ class AnvilProcess:
 def connect(rpc_url: str, timeout_seconds: float = 30.0) -> Web3:
     """A web3 connection with no default middleware (fewer round trips per call)."""
     return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_seconds}), middleware=[])
+
+
+def connect_failover(config: Any) -> Web3:
+    """A web3 connection over ``config.rpc_url`` then ``config.rpc_fallback_urls``, with the config's
+    per-request timeout and retry policy (:class:`keeper.rpc.FailoverHTTPProvider`), no default middleware."""
+    from keeper.rpc import FailoverHTTPProvider
+
+    provider = FailoverHTTPProvider(
+        [config.rpc_url, *config.rpc_fallback_urls],
+        timeout_seconds=config.rpc_timeout_seconds,
+        max_attempts=config.rpc_max_attempts,
+        backoff_initial_seconds=config.rpc_backoff_initial_seconds,
+        backoff_max_seconds=config.rpc_backoff_max_seconds,
+    )
+    return Web3(provider, middleware=[])
 
 
 def contract(w3: Web3, name: str, address: str) -> Contract:
@@ -329,6 +348,7 @@ __all__ = [
     "anvil_binary",
     "call_raw",
     "connect",
+    "connect_failover",
     "contract",
     "decode_revert",
     "dev_accounts",

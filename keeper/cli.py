@@ -1,9 +1,10 @@
-"""Command line: ``keeper demo``, ``keeper run``, ``keeper build``."""
+"""Command line: ``keeper demo``, ``keeper run``, ``keeper status``, ``keeper simulate``, ``keeper build``."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import os
 import sys
@@ -40,6 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run ticks on a schedule against a deployed vault")
     run.add_argument("--config", type=Path, required=True, help="JSON or TOML keeper config")
     run.add_argument("--once", action="store_true", help="run one tick and exit")
+    run.add_argument("--log-json", action="store_true", help="one JSON object per log line (or log_json in the config)")
+    run.add_argument("--metrics-port", type=int, default=None, help="serve /metrics and /health here (overrides the config)")
+
+    status = sub.add_parser("status", help="vault state, holdings and risk contributions, last ticks, pending transactions")
+    status.add_argument("--config", type=Path, required=True, help="JSON or TOML keeper config")
+    status.add_argument("--ticks", type=int, default=10, help="how many of the last journalled ticks to show")
+    status.add_argument("--address", default=None, help="keeper address (default: the configured key's)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    simulate = sub.add_parser("simulate", help="run one tick's exact plan on an Anvil fork and report the outcome")
+    simulate.add_argument("--config", type=Path, required=True, help="JSON or TOML keeper config")
+    simulate.add_argument("--fork-url", required=True, help="RPC URL of the chain to fork (never written to)")
+    simulate.add_argument("--keeper-address", default=None, help="address to impersonate (default: the configured key's)")
+    simulate.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     sub.add_parser("build", help="compile the contracts")
 
@@ -69,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--no-journal", action="store_true", help="do not write the decisions' SQLite journal")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from keeper.logs import configure_logging
+
+    configure_logging(json_output=bool(getattr(args, "log_json", False)))
     try:
         if args.command == "demo":
             from keeper.data import DEFAULT_PRICES_CSV
@@ -92,15 +109,38 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nwrote {', '.join(report['files'])}")
         elif args.command == "run":
             from keeper.config import load_config
-            from keeper.runner import Keeper, run_forever
+            from keeper.metrics import MetricsServer
+            from keeper.runner import Keeper, make_metrics, run_forever
 
             config = load_config(args.config)
+            if config.log_json:
+                configure_logging(json_output=True)
+            port = config.metrics_port if args.metrics_port is None else args.metrics_port
             keeper = Keeper(config)
             if args.once:
+                keeper.startup()
                 report = keeper.run_once()
                 print(f"{report.status}: {report.reason or ''}")
                 return 0 if report.status != "error" else 1
-            run_forever(keeper, config.interval_seconds)
+            server = None
+            if port:
+                keeper.metrics = make_metrics(config, keeper.w3.provider)
+                server = MetricsServer(keeper.metrics, config.metrics_host, port)
+                logging.getLogger("keeper").info("metrics on %s/metrics, health on %s/health", server.url, server.url)
+            return run_forever(keeper, metrics_server=server)
+        elif args.command == "status":
+            from keeper.config import load_config
+            from keeper.status import collect_status, format_status
+
+            result = collect_status(load_config(args.config), last_ticks=args.ticks, keeper_address=args.address)
+            print(json.dumps(result, indent=2, default=str) if args.json else format_status(result))
+        elif args.command == "simulate":
+            from keeper.config import load_config
+            from keeper.simulate import format_simulation, simulate_on_fork
+
+            result = simulate_on_fork(load_config(args.config), args.fork_url, keeper_address=args.keeper_address)
+            print(json.dumps(result, indent=2, default=str) if args.json else format_simulation(result))
+            return 0 if result["status"] != "reverted" else 1
         elif args.command == "build":
             from keeper.build import main as build_main
 

@@ -9,6 +9,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -78,6 +79,48 @@ class KeeperConfig(BaseModel):
     )
     allow_public_fallback: bool = Field(
         False, description="send through rpc_url when private_rpc_url cannot be reached (exposes the trade)"
+    )
+    # --- Operations: RPC failover, schedule, observability, circuit breakers, redundancy ---------------
+    rpc_fallback_urls: list[str] = Field(
+        default_factory=list, description="further JSON-RPC endpoints of the same chain, tried in order after rpc_url"
+    )
+    rpc_timeout_seconds: float = Field(10.0, gt=0, description="per-request RPC timeout, seconds")
+    rpc_max_attempts: int = Field(5, ge=1, le=50, description="attempts per RPC request over all endpoints")
+    rpc_backoff_initial_seconds: float = Field(0.25, ge=0, description="backoff scale between RPC retries, seconds")
+    rpc_backoff_max_seconds: float = Field(8.0, ge=0, description="cap on one backoff wait between RPC retries, seconds")
+    tick_cron: str | None = Field(
+        None, description="5-field crontab (UTC) scheduling ticks instead of interval_seconds, e.g. '0 * * * *'"
+    )
+    misfire_grace_seconds: int | None = Field(
+        None, gt=0, description="a tick that starts this late still runs, seconds; interval_seconds when omitted"
+    )
+    heartbeat_seconds: float = Field(60.0, gt=0, description="seconds between heartbeats (logs and metrics)")
+    daily_report_hour_utc: int = Field(0, ge=0, le=23, description="hour (UTC) of the daily report")
+    metrics_port: int = Field(0, ge=0, le=65535, description="port of /metrics and /health; 0 = off")
+    metrics_host: str = Field("127.0.0.1", description="interface the metrics endpoint listens on")
+    health_max_tick_age_seconds: float | None = Field(
+        None, gt=0, description="unhealthy when the last successful tick is older, seconds; 3 × interval when omitted"
+    )
+    min_keeper_balance_eth: float = Field(0.05, ge=0, description="unhealthy below this keeper balance, ETH")
+    log_json: bool = Field(False, description="one JSON object per log line")
+    breaker_max_oracle_age_seconds: int | None = Field(
+        None, gt=0, description="circuit breaker: an oracle answer older than this, seconds; off when omitted"
+    )
+    breaker_stale_oracle_action: Literal["skip", "derisk"] = Field("skip", description="on a stale oracle")
+    breaker_max_pool_deviation_bps: float | None = Field(
+        None, gt=0, description="circuit breaker: |pool − oracle| / oracle above this, bps; off when omitted"
+    )
+    breaker_pool_deviation_action: Literal["skip", "derisk"] = Field("skip", description="on a pool deviation")
+    breaker_max_price_jump_bps: float | None = Field(
+        None, gt=0, description="circuit breaker: |p / p_previous_tick − 1| above this, bps; off when omitted"
+    )
+    breaker_price_jump_action: Literal["skip", "derisk"] = Field("skip", description="on a price jump")
+    breaker_chain_stall_seconds: float | None = Field(
+        None, gt=0, description="circuit breaker: the head block unchanged this long, seconds; off when omitted"
+    )
+    breaker_chain_stall_action: Literal["skip", "derisk"] = Field("skip", description="on a stalled chain")
+    standby_delay_seconds: float = Field(
+        0.0, ge=0, description="wait this long before sending, then re-check the epoch (0 for the primary keeper), s"
     )
 
     @field_validator("vault_address", "quoter_address")

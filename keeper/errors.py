@@ -26,6 +26,8 @@ __all__ = [
     "TransactionFailedError",
     "MissingObservationError",
     "EstimatorConfigError",
+    "RpcUnavailableError",
+    "ShutdownRequestedError",
 ]
 
 
@@ -159,6 +161,12 @@ class PendingTransactionError(KeeperError):
 class TransactionStuckError(TransactionFailedError):
     """A sent transaction is still unmined after the wait (and any replacements); it stays journalled
     as live and is handled again by the next tick or by the reconciliation at start."""
+class RpcUnavailableError(KeeperError):
+    """Every configured RPC endpoint failed transiently (down, timing out, rate limiting) for one request."""
+
+
+class ShutdownRequestedError(KeeperError):
+    """A shutdown (SIGTERM/SIGINT) arrived before the tick reached the point of sending; nothing was sent."""
 
 
 __all__ += [

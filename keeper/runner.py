@@ -1,15 +1,29 @@
 """One keeper tick end to end, and the scheduler that repeats it.
 
-A tick is a one-way pipeline: oracle → estimator → optimizer → planner → executor → chain. Every
-anticipated failure (:class:`~keeper.errors.KeeperError`) ends the tick as ``skipped`` with its reason;
-anything else ends it as ``error`` with the traceback in the log. Both are journalled, and neither
-stops the scheduler.
+A tick is a one-way pipeline: oracle → circuit breakers → estimator → optimizer → planner → executor →
+chain. Every anticipated failure (:class:`~keeper.errors.KeeperError`) ends the tick as ``skipped``
+with its reason; anything else ends it as ``error`` with the traceback in the log. Both are
+journalled, and neither stops the scheduler.
+
+:func:`run_forever` runs three APScheduler jobs -- the tick (interval or cron; one at a time, missed
+runs coalesced, a misfire grace), a heartbeat, and a daily report -- serves ``/metrics`` and
+``/health`` when a port is configured, and on SIGTERM/SIGINT lets the in-flight tick finish (or
+journals it as not sent when it had not reached the send), journals a final record, and returns 0.
+
+Redundant keepers (several processes, machines and keys on one vault) need no coordination: the
+vault's ``expectedEpoch`` lets exactly one rebalance per epoch through, and a keeper that lost the race
+sees ``EpochMismatch`` in its ``eth_call`` simulation, sends nothing, and journals
+``skipped`` / ``lost_race``. ``standby_delay_seconds`` staggers the sends so that the standbys see the
+primary's transaction before they would send their own.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -18,18 +32,23 @@ from typing import Any
 import numpy as np
 from web3 import Web3
 
-from keeper.chain import connect
+from keeper.breakers import BreakerDecision, BreakerLimits, ChainHeadTracker, PoolPriceReader, evaluate
+from keeper.chain import connect_failover
 from keeper.config import KeeperConfig
-from keeper.errors import KeeperError, QuoteBelowBoundError
+from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, ShutdownRequestedError
 from keeper.estimation import ewma_covariance, simple_returns
 from keeper.executor import ExecutionResult, Executor
 from keeper.gas import FeePolicy
 from keeper.journal import Journal
+from keeper.metrics import KeeperMetrics, MetricsServer, WEI_PER_ETH
 from keeper.optimizer import relative_risk_contributions, solve_equal_risk_contribution
 from keeper.oracle import ChainReader
-from keeper.planner import RebalancePlan, plan_rebalance
+from keeper.planner import RebalancePlan, plan_rebalance, value_holdings
 
 log = logging.getLogger("keeper")
+
+#: Journal status of the record written when the keeper stops.
+SHUTDOWN_STATUS = "shutdown"
 
 
 @dataclass(frozen=True)
@@ -37,8 +56,11 @@ class TickReport:
     """Outcome of one tick.
 
     ``status`` is ``"rebalanced"``, ``"skipped"`` (a decision or an anticipated refusal; ``reason`` says
-    which) or ``"error"`` (an unexpected exception). Weights are fractions of NAV; risk contributions are
-    relative (sum to 1 over the risky sleeve); volatilities annualised; timings in seconds.
+    which) or ``"error"`` (an unexpected exception); :meth:`Keeper.plan_tick` also returns
+    ``"planned"`` (a quoted plan, not yet sent). ``reason_code`` is a short label of the reason
+    (``no_trade_needed``, ``paused``, ``lost_race``, ``breaker:<name>``, ``derisk``, ``shutdown``, or the
+    exception's class name) for metrics. Weights are fractions of NAV; risk contributions are relative
+    (sum to 1 over the risky sleeve); volatilities annualised; timings in seconds.
     """
 
     status: str
@@ -55,6 +77,10 @@ class TickReport:
     plan: RebalancePlan | None = None
     execution: ExecutionResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    reason_code: str | None = None
+    breakers: tuple[dict[str, Any], ...] = ()
+    derisk: bool = False
+    relative_risk_contributions_after: list[float] | None = None
 
 
 class Keeper:
@@ -64,11 +90,14 @@ class Keeper:
     ----------
     config : KeeperConfig
     w3 : Web3, optional
-        Connection to reuse; a new one to ``config.rpc_url`` by default.
+        Connection to reuse; by default a :class:`~keeper.rpc.FailoverHTTPProvider` over
+        ``config.rpc_url`` and ``config.rpc_fallback_urls``.
     private_key : str, optional
         Overrides the key source of the config (tests, the demo).
     journal : Journal, optional
         Defaults to the SQLite file ``config.journal_path``.
+    metrics : KeeperMetrics, optional
+        Updated after every tick and heartbeat.
     """
 
     def __init__(
@@ -77,9 +106,10 @@ class Keeper:
         w3: Web3 | None = None,
         private_key: str | None = None,
         journal: Journal | None = None,
+        metrics: KeeperMetrics | None = None,
     ) -> None:
         self.config = config
-        self.w3 = w3 or connect(config.rpc_url)
+        self.w3 = w3 or connect_failover(config)
         self.reader = ChainReader(self.w3, config.vault_address)
         self.executor = Executor(
             self.w3,
@@ -91,6 +121,7 @@ class Keeper:
             receipt_timeout_seconds=config.receipt_timeout_seconds,
         )
         self.journal = journal or Journal(config.journal_path)
+        self.metrics = metrics
         symbols = self.reader.symbols
         if config.risk_budget is not None:
             missing = set(symbols) ^ set(config.risk_budget)
@@ -99,6 +130,45 @@ class Keeper:
             self.risk_budget = np.array([config.risk_budget[s] for s in symbols])
         else:
             self.risk_budget = None
+        self.breaker_limits = BreakerLimits.from_config(config)
+        self.head_tracker = ChainHeadTracker()
+        self._pool_reader: PoolPriceReader | None = None
+        #: Oracle prices of the previous tick (USD per whole token), the reference of the jump breaker.
+        self.previous_prices_usd: np.ndarray | None = self._last_journalled_prices()
+        self._stop = threading.Event()
+        self._journal_lock = threading.Lock()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Asks the in-flight tick (if any) not to start a send; a send already started completes."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def startup(self) -> None:
+        """Start-up steps before the first tick: reconciliation with the chain, then the first balance.
+
+        Raises
+        ------
+        KeeperError
+            When reconciliation finds something it cannot settle (the keeper should not start).
+        """
+        # --- START-UP RECONCILIATION ---------------------------------------------------------------
+        # The executor's write-ahead journal settles transactions that were in flight when the keeper
+        # last stopped (mined, dropped or still pending) here, before the first tick plans anything.
+        reconcile = getattr(self.executor, "reconcile", None)
+        if callable(reconcile):
+            reconcile()
+        # -------------------------------------------------------------------------------------------
+        try:
+            self._update_balance()
+        except KeeperError as exc:  # an RPC hiccup at start-up: the first tick and heartbeat retry
+            log.warning("could not read the keeper's balance at start-up: %s", exc)
+
+    # --- one tick ------------------------------------------------------------------------------
 
     def run_once(self) -> TickReport:
         """Runs one tick and journals it. Never raises for a failed tick."""
@@ -108,35 +178,61 @@ class Keeper:
         try:
             report = self._tick(timings, context)
         except KeeperError as exc:
-            report = TickReport(status="skipped", reason=f"{type(exc).__name__}: {exc}", timings=timings, **context)
-            log.warning("tick skipped: %s", report.reason)
+            code = "shutdown" if isinstance(exc, ShutdownRequestedError) else type(exc).__name__
+            report = TickReport(status="skipped", reason=f"{type(exc).__name__}: {exc}", timings=timings,
+                                reason_code=code, **context)
+            log.warning("tick skipped: %s", report.reason, extra={"status": "skipped", "reason_code": code})
         except Exception as exc:  # noqa: BLE001 - the tick boundary: log, journal, carry on
-            report = TickReport(status="error", reason=f"{type(exc).__name__}: {exc}", timings=timings, **context)
+            report = TickReport(status="error", reason=f"{type(exc).__name__}: {exc}", timings=timings,
+                                reason_code=type(exc).__name__, **context)
             log.error("tick failed: %s\n%s", report.reason, traceback.format_exc())
         timings["total"] = time.perf_counter() - t0
-        self._record(report)
+        try:
+            self._record(report)
+        except Exception:  # noqa: BLE001 - a full disk must not kill the scheduler; the log keeps the tick
+            log.error("could not journal the tick (%s: %s)\n%s", report.status, report.reason, traceback.format_exc())
+        if self.metrics is not None:
+            self._observe(report)
         return report
 
-    def _tick(self, timings: dict[str, float], context: dict[str, Any]) -> TickReport:
+    def plan_tick(self, timings: dict[str, float] | None = None, context: dict[str, Any] | None = None) -> TickReport:
+        """Reads the chain, checks the circuit breakers, and plans and quotes the tick's rebalance.
+
+        Returns a report with status ``"planned"`` (``plan`` holds the quoted legs, ready to send) or
+        ``"skipped"`` (a decision: nothing to do, paused, a breaker). Sends nothing; journals nothing.
+        :func:`keeper.simulate.simulate_on_fork` runs exactly this on a fork.
+
+        Raises
+        ------
+        KeeperError
+            Anticipated failures (stale or invalid oracle, short history, quotes below the bound, RPC down).
+        """
+        timings = {} if timings is None else timings
+        context = {} if context is None else context
         cfg = self.config
         t = time.perf_counter()
         snapshot = self.reader.snapshot(cfg.max_oracle_age_seconds)
         context.update(block_number=snapshot.block_number, block_timestamp=snapshot.block_timestamp,
                        symbols=self.reader.symbols, prices_usd=snapshot.prices_usd.tolist())
         state = self.reader.vault_state(snapshot.block_number)
-        history = self.reader.history(snapshot, cfg.lookback_days)
-        timings["read"] = time.perf_counter() - t
+        decision = self._check_breakers(snapshot)
+        self.previous_prices_usd = snapshot.prices_usd  # the jump breaker's reference for the next tick
+        if decision.trips:
+            context.update(breakers=tuple(_trip_dict(trip) for trip in decision.trips))
         if state.paused:
-            return TickReport(status="skipped", reason="vault is paused", timings=timings, **context)
+            timings["read"] = time.perf_counter() - t
+            return TickReport(status="skipped", reason="vault is paused", timings=timings, reason_code="paused", **context)
+        if decision.action == "skip":
+            timings["read"] = time.perf_counter() - t
+            first = decision.trips[0].breaker
+            log.warning("circuit breaker: %s", decision.reason, extra={"breakers": [t.breaker for t in decision.trips]})
+            return TickReport(status="skipped", reason=f"circuit breaker: {decision.reason}", timings=timings,
+                              reason_code=f"breaker:{first}", **context)
+        derisk = decision.action == "derisk"
+        history = None if derisk else self.reader.history(snapshot, cfg.lookback_days)
+        timings["read"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        estimate = ewma_covariance(
-            simple_returns(history.prices_usd),
-            cfg.half_life_days,
-            periods_per_year=cfg.periods_per_year,
-            min_observations=cfg.min_observations,
-        )
-        target = solve_equal_risk_contribution(estimate.covariance, self.risk_budget)
         plan_args = dict(
             cash_buffer_bps=cfg.cash_buffer_bps,
             slippage_budget_bps=cfg.slippage_budget_bps,
@@ -144,21 +240,40 @@ class Keeper:
             min_trade_value=int(cfg.min_trade_usd * 10**state.base_decimals),
             deadline=snapshot.block_timestamp + cfg.deadline_seconds,
         )
-        plan = plan_rebalance(snapshot, state, self.reader.assets, target.weights, **plan_args)
+        if derisk:
+            # De-risk: every risk asset's target is zero (the whole NAV in the base asset); the planner
+            # still sells first, keeps under the turnover cap and respects the drift threshold.
+            n = len(self.reader.assets)
+            target_weights = np.full(n, 1.0 / n)
+            plan_args["cash_buffer_bps"] = 10_000
+            context.update(derisk=True)
+            log.warning("circuit breaker: de-risking toward the base asset: %s", decision.reason)
+        else:
+            estimate = ewma_covariance(
+                simple_returns(history.prices_usd),
+                cfg.half_life_days,
+                periods_per_year=cfg.periods_per_year,
+                min_observations=cfg.min_observations,
+            )
+            target = solve_equal_risk_contribution(estimate.covariance, self.risk_budget)
+            target_weights = target.weights
+        plan = plan_rebalance(snapshot, state, self.reader.assets, target_weights, **plan_args)
         held = np.asarray(plan.current_weights)
-        context.update(
-            target_weights=target.weights.tolist(),
-            relative_risk_contributions_target=target.relative_risk_contributions.tolist(),
-            relative_risk_contributions_before=(
-                relative_risk_contributions(held, estimate.covariance).tolist() if held.sum() > 0 else None
-            ),
-            ex_ante_volatility=target.portfolio_volatility,
-            covariance=estimate.covariance.tolist(),
-            plan=plan,
-        )
+        if not derisk:
+            context.update(
+                target_weights=target.weights.tolist(),
+                relative_risk_contributions_target=target.relative_risk_contributions.tolist(),
+                relative_risk_contributions_before=(
+                    relative_risk_contributions(held, estimate.covariance).tolist() if held.sum() > 0 else None
+                ),
+                ex_ante_volatility=target.portfolio_volatility,
+                covariance=estimate.covariance.tolist(),
+            )
+        context.update(plan=plan)
         timings["compute"] = time.perf_counter() - t
         if plan.skip_reason:
-            return TickReport(status="skipped", reason=plan.skip_reason, timings=timings, **context)
+            return TickReport(status="skipped", reason=plan.skip_reason, timings=timings,
+                              reason_code="no_trade_needed", **context)
 
         # Quote every leg; when a pool cannot absorb the whole move within the slippage budget, take a
         # smaller step toward the targets (halving up to `max_step_halvings` times) rather than none.
@@ -173,66 +288,343 @@ class Keeper:
                 if attempt == cfg.max_step_halvings:
                     raise
                 fraction /= 2
-                plan = plan_rebalance(snapshot, state, self.reader.assets, target.weights, fraction=fraction, **plan_args)
+                plan = plan_rebalance(snapshot, state, self.reader.assets, target_weights, fraction=fraction, **plan_args)
                 if plan.skip_reason:
                     raise
         context.update(plan=plan)
         timings["quote"] = time.perf_counter() - t
-        execution = self.executor.send(plan)
+        reason = f"derisk: {decision.reason}" if derisk else None
+        return TickReport(status="planned", reason=reason, timings=timings,
+                          reason_code="derisk" if derisk else None, **context)
+
+    def _tick(self, timings: dict[str, float], context: dict[str, Any]) -> TickReport:
+        planned = self.plan_tick(timings, context)
+        if planned.status != "planned":
+            return planned
+        plan = planned.plan
+        assert plan is not None
+        cfg = self.config
+        if cfg.standby_delay_seconds > 0:
+            # A standby gives the primary time to land its rebalance, then looks before it leaps.
+            log.info("standby: waiting %g s before sending the rebalance of epoch %d", cfg.standby_delay_seconds,
+                     plan.expected_epoch)
+            if self._stop.wait(cfg.standby_delay_seconds):
+                raise ShutdownRequestedError("shutdown requested during the standby delay; nothing was sent")
+            epoch = self.reader.vault.functions.rebalanceEpoch().call()
+            if epoch != plan.expected_epoch:
+                return self._lost_race(plan, epoch, timings, context, onchain=False)
+        if self._stop.is_set():
+            raise ShutdownRequestedError("shutdown requested before sending; nothing was sent")
+        nonce_before = self.w3.eth.get_transaction_count(self.executor.address, "latest")
+        try:
+            execution = self.executor.send(plan)
+        except Exception as exc:
+            # Another keeper may have rebalanced this epoch between our read and our send: the
+            # simulation (or gas estimate) reverts with EpochMismatch and nothing is sent; a send that
+            # raced all the way to the chain reverts there. If the epoch's rebalance is our own (the
+            # failure came after our transaction was mined, e.g. the receipt could not be read), the
+            # original failure stands: it was not a lost race.
+            try:
+                epoch = self.reader.vault.functions.rebalanceEpoch().call()
+                if epoch == plan.expected_epoch:
+                    raise exc
+                winner = self._rebalancer_of(plan.expected_epoch, context.get("block_number") or 0)
+                nonce_after = self.w3.eth.get_transaction_count(self.executor.address, "latest")
+            except Exception:  # noqa: BLE001 - keep the original failure
+                raise exc from None
+            if winner is not None and winner.lower() == self.executor.address.lower():
+                raise exc
+            return self._lost_race(plan, epoch, timings, context, onchain=nonce_after > nonce_before, cause=exc,
+                                   winner=winner)
         timings.update(execution.timings)
         log.info("rebalanced epoch %d: %d legs, gas %d, tx %s", plan.expected_epoch, len(plan.legs),
-                 execution.gas_used, execution.tx_hash)
-        return TickReport(status="rebalanced", execution=execution, timings=timings, **context)
+                 execution.gas_used, execution.tx_hash,
+                 extra={"status": "rebalanced", "epoch": plan.expected_epoch, "tx_hash": execution.tx_hash,
+                        "gas_used": execution.gas_used, "derisk": planned.derisk})
+        if self.metrics is not None:
+            context.update(relative_risk_contributions_after=self._post_trade_rrc(execution.block_number, context))
+        return TickReport(status="rebalanced", reason=planned.reason, execution=execution, timings=timings,
+                          reason_code=planned.reason_code, **context)
+
+    def _lost_race(self, plan: RebalancePlan, epoch: int, timings: dict[str, float], context: dict[str, Any],
+                   onchain: bool, cause: BaseException | None = None, winner: str | None = None) -> TickReport:
+        by = f"another keeper{f' ({winner})' if winner else ''}"
+        if onchain:
+            reason = (f"epoch advanced by {by} (expected {plan.expected_epoch}, now {epoch}) while our "
+                      f"transaction was in flight; it reverted on chain: {cause}")
+        else:
+            reason = (f"epoch advanced by {by} (expected {plan.expected_epoch}, now {epoch}); "
+                      f"nothing was sent{f' ({cause})' if cause else ''}")
+        log.info("lost the race: %s", reason, extra={"status": "skipped", "reason_code": "lost_race"})
+        return TickReport(status="skipped", reason=reason, timings=timings,
+                          reason_code="lost_race_onchain" if onchain else "lost_race", **context)
+
+    def _rebalancer_of(self, epoch: int, from_block: int) -> str | None:
+        """Sender of the transaction that emitted ``Rebalanced(epoch)`` since ``from_block``, if found."""
+        event = self.reader.vault.events.Rebalanced
+        logs = event.get_logs(from_block=from_block, argument_filters={"epoch": epoch})
+        if not logs:
+            return None
+        return self.w3.eth.get_transaction(logs[0]["transactionHash"])["from"]
+
+    # --- breakers ------------------------------------------------------------------------------
+
+    def _check_breakers(self, snapshot: Any) -> BreakerDecision:
+        limits = self.breaker_limits
+        stalled = self.head_tracker.observe(snapshot.block_number)
+        pool_prices = None
+        if limits.max_pool_deviation_bps is not None:
+            if self._pool_reader is None:
+                self._pool_reader = PoolPriceReader(self.w3, self.reader.vault, self.reader.assets,
+                                                    self.reader.base_asset, self.reader.base_decimals)
+            pool_prices = self._pool_reader.prices_usd(snapshot.block_number)
+        previous = self.previous_prices_usd
+        if previous is not None and previous.shape != snapshot.prices_usd.shape:
+            previous = None
+        return evaluate(limits, self.reader.symbols, snapshot.prices_usd, snapshot.updated_at.tolist(),
+                        snapshot.block_number, snapshot.block_timestamp, previous_prices_usd=previous,
+                        pool_prices_usd=pool_prices, stalled_seconds=stalled)
+
+    def _last_journalled_prices(self) -> np.ndarray | None:
+        try:
+            rows = self.journal.conn.execute(
+                "SELECT detail FROM ticks WHERE block_number IS NOT NULL ORDER BY id DESC LIMIT 1"
+            ).fetchall()
+        except Exception:  # noqa: BLE001 - an unreadable journal only means no reference price yet
+            return None
+        if not rows:
+            return None
+        detail = json.loads(rows[0][0])
+        if tuple(detail.get("symbols") or ()) != self.reader.symbols or not detail.get("prices_usd"):
+            return None
+        return np.asarray(detail["prices_usd"], dtype=np.float64)
+
+    # --- heartbeat, metrics, journal -------------------------------------------------------------
+
+    def heartbeat(self) -> dict[str, Any]:
+        """Reads the head block and the keeper's balance, updates metrics, logs one line; never raises."""
+        facts: dict[str, Any] = {"event": "heartbeat"}
+        try:
+            facts["head_block"] = self.w3.eth.block_number
+            facts["keeper_balance_wei"] = self._update_balance()
+        except Exception as exc:  # noqa: BLE001 - a heartbeat reports, it does not fail
+            facts["error"] = f"{type(exc).__name__}: {exc}"
+        if self.metrics is not None:
+            self.metrics.beat(facts.get("head_block"))
+            health = self.metrics.health()
+            facts.update(healthy=health.healthy, health_reasons=list(health.reasons),
+                         last_successful_tick_age_seconds=health.last_successful_tick_age_seconds)
+        log.info("heartbeat: %s", {k: v for k, v in facts.items() if k != "event"}, extra=facts)
+        return facts
+
+    def daily_report(self, now: float | None = None) -> dict[str, Any]:
+        """Summary of the journal's last 24 hours (see :func:`keeper.status.journal_summary`), logged."""
+        from keeper.status import journal_summary
+
+        now = time.time() if now is None else now
+        with self._journal_lock:
+            cur = self.journal.conn.execute(
+                "SELECT status, reason, gas_used, effective_gas_price, nav_after, detail FROM ticks "
+                "WHERE recorded_at >= ? AND recorded_at <= ? ORDER BY id", (now - 86_400, now)
+            )
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"] or "{}")
+        summary = journal_summary(rows)
+        summary.update(event="daily_report", since=now - 86_400, until=now)
+        log.info("daily report: %s", summary, extra=summary)
+        return summary
+
+    def record_shutdown(self, reason: str) -> None:
+        """Journals the final record of a run."""
+        with self._journal_lock:
+            self.journal.record(SHUTDOWN_STATUS, reason, reason_code="shutdown")
+
+    def _update_balance(self) -> int | None:
+        balance = int(self.w3.eth.get_balance(self.executor.address))
+        if self.metrics is not None:
+            self.metrics.set_balance(balance)
+        return balance
+
+    def _post_trade_rrc(self, block_number: int, context: dict[str, Any]) -> list[float] | None:
+        try:
+            snapshot = self.reader.snapshot(self.config.max_oracle_age_seconds)
+            state = self.reader.vault_state(block_number)
+            held = value_holdings(snapshot, state, self.reader.assets).weights
+            if context.get("covariance") is None or held.sum() <= 0:
+                return None
+            return relative_risk_contributions(held, np.asarray(context["covariance"])).tolist()
+        except Exception:  # noqa: BLE001 - a metric, not a decision
+            log.warning("could not read post-trade holdings for the risk-contribution metric", exc_info=True)
+            return None
+
+    def _observe(self, report: TickReport) -> None:
+        assert self.metrics is not None
+        execution, plan = report.execution, report.plan
+        nav = execution.nav_after if execution else (plan.nav_before if plan else None)
+        rrc = report.relative_risk_contributions_after or report.relative_risk_contributions_before
+        dispersion = None
+        if rrc is not None:
+            budget = self.risk_budget if self.risk_budget is not None else np.full(len(rrc), 1 / len(rrc))
+            dispersion = float(np.max(np.abs(np.asarray(rrc) - budget)))
+        self.metrics.observe_tick(
+            report.status, report.reason_code, report.reason, report.timings.get("total", 0.0),
+            gas_used=execution.gas_used if execution else None,
+            effective_gas_price_wei=execution.effective_gas_price if execution else None,
+            nav_base_units=nav / 10**self.reader.base_decimals if nav is not None else None,
+            dispersion=dispersion,
+            breakers=[b["breaker"] for b in report.breakers],
+        )
+        try:
+            self._update_balance()
+        except Exception:  # noqa: BLE001 - the next heartbeat retries
+            log.warning("could not read the keeper's balance", exc_info=True)
 
     def _record(self, report: TickReport) -> None:
         execution = report.execution
         plan = report.plan
-        self.journal.record(
-            report.status,
-            report.reason,
-            block_number=report.block_number,
-            block_timestamp=report.block_timestamp,
-            epoch=plan.expected_epoch if plan else None,
-            tx_hash=execution.tx_hash if execution else None,
-            gas_used=execution.gas_used if execution else None,
-            effective_gas_price=execution.effective_gas_price if execution else None,
-            nav_before=plan.nav_before if plan else None,
-            nav_after=execution.nav_after if execution else None,
-            symbols=report.symbols,
-            prices_usd=report.prices_usd,
-            target_weights=report.target_weights,
-            relative_risk_contributions_target=report.relative_risk_contributions_target,
-            relative_risk_contributions_before=report.relative_risk_contributions_before,
-            ex_ante_volatility=report.ex_ante_volatility,
-            covariance=report.covariance,
-            current_weights=plan.current_weights if plan else None,
-            drift_bps=plan.drift_bps if plan else None,
-            turnover_bps=plan.turnover_bps if plan else None,
-            legs=plan.legs if plan else None,
-            leg_results=execution.legs if execution else None,
-            timings=report.timings,
-        )
+        with self._journal_lock:
+            self.journal.record(
+                report.status,
+                report.reason,
+                block_number=report.block_number,
+                block_timestamp=report.block_timestamp,
+                epoch=plan.expected_epoch if plan else None,
+                tx_hash=execution.tx_hash if execution else None,
+                gas_used=execution.gas_used if execution else None,
+                effective_gas_price=execution.effective_gas_price if execution else None,
+                nav_before=plan.nav_before if plan else None,
+                nav_after=execution.nav_after if execution else None,
+                symbols=report.symbols,
+                prices_usd=report.prices_usd,
+                target_weights=report.target_weights,
+                relative_risk_contributions_target=report.relative_risk_contributions_target,
+                relative_risk_contributions_before=report.relative_risk_contributions_before,
+                ex_ante_volatility=report.ex_ante_volatility,
+                covariance=report.covariance,
+                current_weights=plan.current_weights if plan else None,
+                drift_bps=plan.drift_bps if plan else None,
+                turnover_bps=plan.turnover_bps if plan else None,
+                legs=plan.legs if plan else None,
+                leg_results=execution.legs if execution else None,
+                timings=report.timings,
+                reason_code=report.reason_code,
+                breakers=list(report.breakers),
+                derisk=report.derisk,
+            )
 
 
-def run_forever(keeper: Keeper, interval_seconds: float) -> None:
-    """Runs ``keeper.run_once`` on an APScheduler interval until interrupted.
+def _trip_dict(trip: Any) -> dict[str, Any]:
+    return {"breaker": trip.breaker, "action": trip.action, "symbol": trip.symbol,
+            "observed": trip.observed, "limit": trip.limit, "reason": trip.reason}
 
-    One tick at a time (``max_instances=1``), missed runs coalesced into one, first tick immediately.
+
+# --- Scheduler -------------------------------------------------------------------------------------
+
+
+def tick_trigger(config: KeeperConfig) -> Any:
+    """The APScheduler trigger of the tick job: ``config.tick_cron`` (UTC) or an interval.
+
+    Raises
+    ------
+    ConfigError
+        An invalid crontab expression.
     """
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
 
-    scheduler = BlockingScheduler()
-    scheduler.add_job(
-        keeper.run_once,
-        "interval",
-        seconds=interval_seconds,
-        max_instances=1,
-        coalesce=True,
-        misfire_grace_time=max(1, int(interval_seconds)),
-        next_run_time=datetime.datetime.now(),
-        id="tick",
+    if config.tick_cron:
+        try:
+            return CronTrigger.from_crontab(config.tick_cron, timezone=datetime.timezone.utc)
+        except ValueError as exc:
+            raise ConfigError(f"tick_cron {config.tick_cron!r} is not a 5-field crontab: {exc}") from exc
+    return IntervalTrigger(seconds=config.interval_seconds, timezone=datetime.timezone.utc)
+
+
+def build_scheduler(keeper: Keeper, first_tick_now: bool = True) -> Any:
+    """A background scheduler with the tick, heartbeat and daily-report jobs (not started).
+
+    The tick runs one at a time (``max_instances=1``); runs missed while one was in flight are
+    coalesced into one; a run that starts later than ``misfire_grace_seconds`` (default the interval)
+    is dropped. Two worker threads: a heartbeat keeps beating (and ``/health`` keeps its facts fresh)
+    while a long tick waits for its receipt.
+    """
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    cfg = keeper.config
+    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(2)}, timezone=datetime.timezone.utc)
+    grace = cfg.misfire_grace_seconds or max(1, int(cfg.interval_seconds))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    scheduler.add_job(keeper.run_once, tick_trigger(cfg), id="tick", max_instances=1, coalesce=True,
+                      misfire_grace_time=grace, next_run_time=now if first_tick_now else None)
+    scheduler.add_job(keeper.heartbeat, "interval", seconds=cfg.heartbeat_seconds, id="heartbeat",
+                      max_instances=1, coalesce=True, misfire_grace_time=max(1, int(cfg.heartbeat_seconds)))
+    scheduler.add_job(keeper.daily_report, "cron", hour=cfg.daily_report_hour_utc, minute=0,
+                      timezone=datetime.timezone.utc, id="daily_report", max_instances=1, coalesce=True,
+                      misfire_grace_time=3600)
+    return scheduler
+
+
+def make_metrics(keeper_config: KeeperConfig, provider: Any = None) -> KeeperMetrics:
+    """Metrics with the config's health limits (max tick age defaults to 3 × ``interval_seconds``)."""
+    stats = getattr(provider, "stats", None)
+    return KeeperMetrics(
+        max_tick_age_seconds=keeper_config.health_max_tick_age_seconds or 3 * keeper_config.interval_seconds,
+        min_balance_wei=int(keeper_config.min_keeper_balance_eth * WEI_PER_ETH),
+        rpc_stats=(lambda: stats) if stats is not None else None,
     )
+
+
+def run_forever(
+    keeper: Keeper,
+    interval_seconds: float | None = None,
+    *,
+    stop_event: threading.Event | None = None,
+    install_signal_handlers: bool = True,
+    metrics_server: MetricsServer | None = None,
+) -> int:
+    """Runs the keeper's jobs until SIGTERM/SIGINT (or ``stop_event``), then shuts down gracefully.
+
+    Shutdown: the keeper is told to stop (a tick that has not started its send journals itself as
+    ``skipped``/``shutdown`` and sends nothing; one that is sending waits for its receipt), the
+    scheduler waits for the in-flight job, a final ``shutdown`` record is journalled, the metrics
+    server stops. Returns the process exit code, 0.
+
+    ``interval_seconds`` is accepted for compatibility; the schedule comes from ``keeper.config``.
+    """
+    del interval_seconds
+    stop = stop_event or threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        keeper.request_stop()
+        stop.set()
+
+    previous = {}
+    if install_signal_handlers and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    keeper.startup()
+    scheduler = build_scheduler(keeper)
+    scheduler.start()
+    log.info("keeper started: vault %s, keeper %s, schedule %s", keeper.config.vault_address,
+             keeper.executor.address, keeper.config.tick_cron or f"every {keeper.config.interval_seconds:g} s")
     try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
-        log.info("scheduler stopped")
+        while not stop.wait(0.5):
+            pass
+    finally:
+        keeper.request_stop()
+        t0 = time.monotonic()
+        scheduler.shutdown(wait=True)
+        why = f"{received[0]} received" if received else "stop requested"
+        keeper.record_shutdown(f"{why}; scheduler stopped after {time.monotonic() - t0:.2f} s waiting for the "
+                               "in-flight tick")
+        if metrics_server is not None:
+            metrics_server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("keeper stopped (%s)", why)
+    return 0

@@ -1,0 +1,262 @@
+"""``keeper status``: what the vault holds and what the keeper has been doing, read-only.
+
+- the vault's state: ``totalAssets``, ``totalSupply``, share price, rebalance epoch, pause flag, limits;
+- holdings: balance, oracle price, value, weight (fraction of NAV), and each asset's relative risk
+  contribution under the same EWMA covariance the tick estimates from the oracle history, next to its
+  risk budget;
+- the last ticks of the journal (opened read-only; a missing journal is reported, not created);
+- pending transactions: the journal's ``transactions`` table when it has one (rows not yet final),
+  and the gap between the keeper account's ``pending`` and ``latest`` nonces on the node.
+
+Also :func:`journal_summary`, the daily report's arithmetic over journal rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from web3 import Web3
+
+from keeper.chain import connect_failover
+from keeper.config import KeeperConfig
+from keeper.errors import KeeperError
+from keeper.estimation import ewma_covariance, simple_returns
+from keeper.optimizer import portfolio_volatility, relative_risk_contributions
+from keeper.oracle import ChainReader
+from keeper.planner import value_holdings
+
+#: Transaction states a journal's ``transactions`` table may use for not-yet-final rows.
+PENDING_TX_STATES = ("pending", "sent", "submitted", "replaced", "intent", "signed")
+
+
+def read_journal(path: Path | str, last_ticks: int = 10) -> dict[str, Any]:
+    """The last ``last_ticks`` tick rows (newest last) and the pending transactions of a journal file.
+
+    Opens the file read-only (``mode=ro``) and never creates it. Returns ``{"ticks": [...],
+    "pending_transactions": [...] or None, "note": str or None}``; ``pending_transactions`` is ``None``
+    when the journal has no ``transactions`` table.
+    """
+    path = Path(path)
+    if str(path) == ":memory:" or not path.exists():
+        return {"ticks": [], "pending_transactions": None, "note": f"no journal at {path}"}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn.row_factory = sqlite3.Row
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        ticks: list[dict[str, Any]] = []
+        if "ticks" in tables:
+            rows = conn.execute("SELECT * FROM ticks ORDER BY id DESC LIMIT ?", (int(last_ticks),)).fetchall()
+            for row in reversed(rows):
+                tick = dict(row)
+                detail = json.loads(tick.pop("detail") or "{}")
+                tick["reason_code"] = detail.get("reason_code")
+                tick["legs"] = len(detail.get("legs") or [])
+                ticks.append(tick)
+        pending = None
+        if "transactions" in tables:
+            columns = [r[1] for r in conn.execute("PRAGMA table_info(transactions)")]
+            state_column = next((c for c in ("status", "state") if c in columns), None)
+            if state_column is None:
+                rows = conn.execute("SELECT * FROM transactions").fetchall()
+            else:
+                marks = ", ".join("?" * len(PENDING_TX_STATES))
+                rows = conn.execute(
+                    f"SELECT * FROM transactions WHERE lower({state_column}) IN ({marks})", PENDING_TX_STATES
+                ).fetchall()
+            pending = [dict(r) for r in rows]
+        return {"ticks": ticks, "pending_transactions": pending, "note": None}
+    finally:
+        conn.close()
+
+
+def collect_status(
+    config: KeeperConfig,
+    w3: Web3 | None = None,
+    *,
+    last_ticks: int = 10,
+    keeper_address: str | None = None,
+) -> dict[str, Any]:
+    """Everything ``keeper status`` shows, as one JSON-able dict.
+
+    Amounts: raw integers (smallest units) next to human floats; NAV and values in base-asset units
+    (``*_base``) and whole units (``*_usd``, the base asset counted at 1 USD); weights are fractions of
+    NAV; risk contributions relative (sum to 1 over the risk assets); volatility annualised.
+
+    Raises
+    ------
+    KeeperError
+        The chain cannot be read (RPC down, not a vault at the address).
+    """
+    w3 = w3 or connect_failover(config)
+    reader = ChainReader(w3, config.vault_address)
+    vault = reader.vault.functions
+    snapshot = reader.snapshot(10**12)  # status shows stale prices instead of refusing; see price ages
+    state = reader.vault_state(snapshot.block_number)
+    block = snapshot.block_number
+    base_scale = 10**state.base_decimals
+    share_decimals = vault.decimals().call(block_identifier=block)
+    share_price = vault.convertToAssets(10**share_decimals).call(block_identifier=block) / base_scale
+    holdings = value_holdings(snapshot, state, reader.assets)
+    weights = holdings.weights
+    symbols = reader.symbols
+    if config.risk_budget is not None:
+        budget = np.array([config.risk_budget.get(s, np.nan) for s in symbols])
+    else:
+        budget = np.full(len(symbols), 1.0 / len(symbols))
+
+    rrc: list[float] | None = None
+    volatility: float | None = None
+    risk_note: str | None = None
+    try:
+        history = reader.history(snapshot, config.lookback_days)
+        estimate = ewma_covariance(simple_returns(history.prices_usd), config.half_life_days,
+                                   periods_per_year=config.periods_per_year, min_observations=config.min_observations)
+        if weights.sum() > 0:
+            rrc = relative_risk_contributions(weights, estimate.covariance).tolist()
+            volatility = portfolio_volatility(weights, estimate.covariance)
+        else:
+            risk_note = "the vault holds no risk assets"
+    except KeeperError as exc:
+        risk_note = f"risk contributions unavailable: {type(exc).__name__}: {exc}"
+
+    assets = []
+    for i, info in enumerate(reader.assets):
+        assets.append({
+            "symbol": info.symbol,
+            "token": info.token,
+            "balance": state.balances[i],
+            "balance_tokens": state.balances[i] / 10**info.token_decimals,
+            "price_usd": float(snapshot.prices_usd[i]),
+            "price_age_seconds": int(snapshot.block_timestamp - snapshot.updated_at[i]),
+            "value_base": holdings.values[i],
+            "value_usd": holdings.values[i] / base_scale,
+            "weight": float(weights[i]),
+            "risk_contribution": None if rrc is None else rrc[i],
+            "risk_budget": float(budget[i]),
+        })
+
+    address = keeper_address
+    if address is None:
+        try:
+            from eth_account import Account
+
+            address = Account.from_key(config.private_key()).address
+        except KeeperError:
+            address = None
+    keeper: dict[str, Any] | None = None
+    if address is not None:
+        latest = w3.eth.get_transaction_count(address, "latest")
+        pending = w3.eth.get_transaction_count(address, "pending")
+        keeper = {"address": address, "balance_wei": int(w3.eth.get_balance(address)),
+                  "nonce_latest": latest, "nonce_pending": pending, "transactions_in_mempool": pending - latest}
+
+    journal = read_journal(config.journal_path, last_ticks)
+    return {
+        "vault": config.vault_address,
+        "block_number": block,
+        "block_timestamp": snapshot.block_timestamp,
+        "total_assets": state.total_assets,
+        "total_assets_usd": state.total_assets / base_scale,
+        "total_supply": state.total_supply,
+        "share_decimals": share_decimals,
+        "share_price_usd": share_price,
+        "rebalance_epoch": state.rebalance_epoch,
+        "paused": state.paused,
+        "limits": {"max_slippage_bps": state.max_slippage_bps, "max_turnover_bps": state.max_turnover_bps,
+                   "max_nav_loss_bps": state.max_nav_loss_bps},
+        "base_asset": state.base_asset,
+        "base_balance": state.base_balance,
+        "base_decimals": state.base_decimals,
+        "cash_weight": state.base_balance / holdings.nav if holdings.nav else 0.0,
+        "holdings": assets,
+        "ex_ante_volatility": volatility,
+        "risk_note": risk_note,
+        "keeper": keeper,
+        "last_ticks": journal["ticks"],
+        "pending_transactions": journal["pending_transactions"],
+        "journal_note": journal["note"],
+    }
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A plain-text rendering of :func:`collect_status`'s dict."""
+    lines = [
+        f"vault {status['vault']} at block {status['block_number']} (t={status['block_timestamp']})",
+        f"  totalAssets {status['total_assets_usd']:,.6f} USD ({status['total_assets']} base units), "
+        f"totalSupply {status['total_supply']}, share price {status['share_price_usd']:.6f} USD",
+        f"  epoch {status['rebalance_epoch']}, paused {status['paused']}, limits: slippage "
+        f"{status['limits']['max_slippage_bps']} bps, turnover {status['limits']['max_turnover_bps']} bps, "
+        f"NAV loss {status['limits']['max_nav_loss_bps']} bps",
+        "",
+        f"  {'asset':<6} {'balance':>18} {'price USD':>14} {'value USD':>16} {'weight':>8} {'RC':>8} {'budget':>8}",
+    ]
+    for h in status["holdings"]:
+        rc = "-" if h["risk_contribution"] is None else f"{h['risk_contribution']:.4f}"
+        lines.append(f"  {h['symbol']:<6} {h['balance_tokens']:>18.8f} {h['price_usd']:>14,.4f} {h['value_usd']:>16,.2f} "
+                     f"{h['weight']:>8.4f} {rc:>8} {h['risk_budget']:>8.4f}")
+    lines.append(f"  {'cash':<6} {status['base_balance'] / 10**status['base_decimals']:>18.6f} {'':>14} {'':>16} {status['cash_weight']:>8.4f}")
+    if status["ex_ante_volatility"] is not None:
+        lines.append(f"  ex-ante volatility of the holdings {status['ex_ante_volatility']:.2%} (annualised)")
+    if status["risk_note"]:
+        lines.append(f"  {status['risk_note']}")
+    keeper = status["keeper"]
+    lines.append("")
+    if keeper:
+        lines.append(f"keeper {keeper['address']}: balance {keeper['balance_wei'] / 1e18:.6f} ETH, nonce "
+                     f"{keeper['nonce_latest']}, {keeper['transactions_in_mempool']} transaction(s) in the mempool")
+    else:
+        lines.append("keeper address unknown (no key configured; pass --address)")
+    lines.append("")
+    lines.append("last ticks:" if status["last_ticks"] else f"last ticks: none ({status['journal_note'] or 'empty journal'})")
+    for t in status["last_ticks"]:
+        lines.append(f"  #{t['id']} block {t['block_number']} epoch {t['epoch']} {t['status']:<10} "
+                     f"{(t['reason'] or '')[:100]}{' tx ' + t['tx_hash'] if t.get('tx_hash') else ''}")
+    pending = status["pending_transactions"]
+    if pending is None:
+        lines.append("pending transactions: the journal keeps no transaction table")
+    else:
+        lines.append(f"pending transactions: {len(pending)}")
+        for row in pending:
+            lines.append(f"  {row}")
+    return "\n".join(lines)
+
+
+def journal_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and totals over journal tick rows (as :meth:`Journal.ticks` returns them).
+
+    Returns ticks by status, skipped ticks by reason code (the detail's ``reason_code``, else the
+    reason's first word), rebalances, gas used (gas units), fees paid (wei = Σ gasUsed × effectiveGasPrice)
+    and the latest NAV after a rebalance (base units).
+    """
+    rows = list(rows)
+    statuses = Counter(r["status"] for r in rows)
+    reasons: Counter[str] = Counter()
+    gas_used = fees_wei = 0
+    last_nav = None
+    for r in rows:
+        detail = r.get("detail") or {}
+        if r["status"] == "skipped":
+            code = detail.get("reason_code") if isinstance(detail, dict) else None
+            reasons[code or (r.get("reason") or "").split(":")[0].split(" ")[0] or "unknown"] += 1
+        if r["status"] == "rebalanced":
+            gas_used += int(r.get("gas_used") or 0)
+            fees_wei += int(r.get("gas_used") or 0) * int(r.get("effective_gas_price") or 0)
+            if r.get("nav_after") is not None:
+                last_nav = int(r["nav_after"])
+    return {
+        "ticks": len(rows),
+        "by_status": dict(statuses),
+        "skipped_by_reason": dict(reasons),
+        "rebalances": statuses.get("rebalanced", 0),
+        "gas_used": gas_used,
+        "fees_wei": fees_wei,
+        "last_nav_after": last_nav,
+    }
+
+
+__all__ = ["PENDING_TX_STATES", "collect_status", "format_status", "journal_summary", "read_journal"]
