@@ -38,7 +38,6 @@ from keeper.config import KeeperConfig
 from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, ShutdownRequestedError
 from keeper.estimation import ewma_covariance, simple_returns
 from keeper.executor import ExecutionResult, Executor
-from keeper.gas import FeePolicy
 from keeper.journal import Journal
 from keeper.metrics import KeeperMetrics, MetricsServer, WEI_PER_ETH
 from keeper.optimizer import relative_risk_contributions, solve_equal_risk_contribution
@@ -111,16 +110,9 @@ class Keeper:
         self.config = config
         self.w3 = w3 or connect_failover(config)
         self.reader = ChainReader(self.w3, config.vault_address)
-        self.executor = Executor(
-            self.w3,
-            config.vault_address,
-            config.quoter_address,
-            private_key or config.private_key(),
-            FeePolicy.from_gwei(config.max_fee_per_gas_gwei, config.max_priority_fee_per_gas_gwei),
-            gas_limit_margin=config.gas_limit_margin,
-            receipt_timeout_seconds=config.receipt_timeout_seconds,
-        )
+        # The journal comes first: it is the executor's write-ahead log of every transaction.
         self.journal = journal or Journal(config.journal_path)
+        self.executor = Executor.from_config(config, self.w3, private_key or config.private_key(), self.journal)
         self.metrics = metrics
         symbols = self.reader.symbols
         if config.risk_budget is not None:
@@ -159,9 +151,9 @@ class Keeper:
         # --- START-UP RECONCILIATION ---------------------------------------------------------------
         # The executor's write-ahead journal settles transactions that were in flight when the keeper
         # last stopped (mined, dropped or still pending) here, before the first tick plans anything.
-        reconcile = getattr(self.executor, "reconcile", None)
-        if callable(reconcile):
-            reconcile()
+        report = self.executor.reconcile()
+        if report.entries:
+            log.info("start-up reconciliation: %s", report)
         # -------------------------------------------------------------------------------------------
         try:
             self._update_balance()
@@ -298,6 +290,9 @@ class Keeper:
                           reason_code="derisk" if derisk else None, **context)
 
     def _tick(self, timings: dict[str, float], context: dict[str, Any]) -> TickReport:
+        # Settle any transaction still live in the journal (mined, replaced, stuck) before planning:
+        # the journal stays current every tick, and no second rebalance is planned over a pending one.
+        self.executor.ensure_idle()
         planned = self.plan_tick(timings, context)
         if planned.status != "planned":
             return planned

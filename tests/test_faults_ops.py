@@ -231,14 +231,19 @@ def test_anvil_killed_after_the_send_before_the_receipt(node: KillableChain, pro
     before = node.ledger([KEEPER])
     events = _kill_on(proxy, node, "eth_sendRawTransaction", restart_after_seconds=None, after_answer=True)
     lost = keeper.run_once()
-    # The transaction was mined, but the keeper could not see its receipt: it says so and moves on.
+    # The transaction was mined, but the keeper could not see its receipt: it says so and moves on, and
+    # the write-ahead journal still holds the signed transaction as live.
     assert lost.status == "skipped" and lost.reason_code == "RpcUnavailableError"
-    assert "eth_getTransactionReceipt" in lost.reason
+    (pending,) = keeper.journal.transactions(live=True)
+    assert pending.kind == "rebalance" and pending.status in ("intended", "sent")  # the node died before "sent" was read back
     node.restart(events["saved"])
     after = node.ledger([KEEPER])
     assert after["epoch"] == before["epoch"] + 1 and after["nonces"][KEEPER] == before["nonces"][KEEPER] + 1
-    again = keeper.run_once()  # re-plans from the chain: the rebalance is there, nothing left to do
+    again = keeper.run_once()  # settles the journalled transaction, re-plans: nothing left to do
     assert again.status == "skipped" and again.reason_code == "no_trade_needed", again.reason
+    assert keeper.journal.transactions(live=True) == []
+    (settled,) = keeper.journal.transactions(status="mined")
+    assert settled.hash == pending.hash and settled.block_number is not None
     assert node.ledger([KEEPER]) == after  # not rebalanced twice, no second transaction
     node.assert_no_funds_lost(before, after)
 
