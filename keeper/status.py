@@ -30,8 +30,8 @@ from keeper.optimizer import portfolio_volatility, relative_risk_contributions
 from keeper.oracle import ChainReader
 from keeper.planner import value_holdings
 
-#: Transaction states a journal's ``transactions`` table may use for not-yet-final rows.
-PENDING_TX_STATES = ("pending", "sent", "submitted", "replaced", "intent", "signed")
+#: States of the write-ahead ``transactions`` table (:mod:`keeper.journal`) that are not final yet.
+PENDING_TX_STATES = ("intended", "sent")
 
 
 def read_journal(path: Path | str, last_ticks: int = 10) -> dict[str, Any]:
@@ -59,15 +59,12 @@ def read_journal(path: Path | str, last_ticks: int = 10) -> dict[str, Any]:
                 ticks.append(tick)
         pending = None
         if "transactions" in tables:
-            columns = [r[1] for r in conn.execute("PRAGMA table_info(transactions)")]
-            state_column = next((c for c in ("status", "state") if c in columns), None)
-            if state_column is None:
-                rows = conn.execute("SELECT * FROM transactions").fetchall()
-            else:
-                marks = ", ".join("?" * len(PENDING_TX_STATES))
-                rows = conn.execute(
-                    f"SELECT * FROM transactions WHERE lower({state_column}) IN ({marks})", PENDING_TX_STATES
-                ).fetchall()
+            marks = ", ".join("?" * len(PENDING_TX_STATES))
+            rows = conn.execute(
+                "SELECT id, kind, status, sender, nonce, hash, epoch, deadline, max_fee_per_gas, "
+                f"max_priority_fee_per_gas, created_at, sent_at FROM transactions WHERE status IN ({marks}) "
+                "ORDER BY id", PENDING_TX_STATES,
+            ).fetchall()
             pending = [dict(r) for r in rows]
         return {"ticks": ticks, "pending_transactions": pending, "note": None}
     finally:

@@ -102,7 +102,13 @@ def test_run_forever_stops_on_request_and_journals_a_final_record(chain: System,
     keeper = Keeper(chain.keeper_config(interval_seconds=3600, heartbeat_seconds=0.2), w3=chain.w3,
                     private_key=ANVIL_KEYS[1], journal=journal)
     reconciled = []
-    keeper.executor.reconcile = lambda: reconciled.append(journal.ticks())  # the start-up reconcile hook
+    real_reconcile = keeper.executor.reconcile
+
+    def reconcile():  # the start-up reconciliation runs before any tick is journalled
+        reconciled.append(journal.ticks())
+        return real_reconcile()
+
+    keeper.executor.reconcile = reconcile
     stop = threading.Event()
     result = []
     thread = threading.Thread(target=lambda: result.append(run_forever(keeper, stop_event=stop,

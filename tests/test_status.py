@@ -51,7 +51,7 @@ def test_status_reports_the_vault_holdings_risk_and_ticks(chain: System, tmp_pat
     ticks = status["last_ticks"]
     assert [t["status"] for t in ticks] == ["rebalanced", "skipped"]
     assert ticks[0]["tx_hash"] == first.execution.tx_hash and ticks[1]["reason_code"] == "no_trade_needed"
-    assert status["pending_transactions"] is None
+    assert status["pending_transactions"] == []  # the write-ahead journal holds nothing live
     text = format_status(status)
     for needle in ("epoch 1", "BTC", "SOL", "rebalanced", "journal keeps no transaction table", chain.keeper):
         assert needle in text
@@ -72,18 +72,26 @@ def test_status_cli_json_and_a_missing_journal(chain: System, tmp_path, capsys, 
     assert f"keeper {chain.keeper}" in text and "last ticks: none" in text
 
 
-def test_pending_transactions_come_from_the_journal_table_when_there_is_one(tmp_path) -> None:
+def test_pending_transactions_come_from_the_write_ahead_journal(tmp_path) -> None:
+    old = tmp_path / "old.sqlite"  # a journal written before the transactions table existed
+    with sqlite3.connect(old) as conn:
+        conn.execute("CREATE TABLE ticks (id INTEGER PRIMARY KEY, ts REAL, status TEXT, reason TEXT, detail TEXT)")
+    assert read_journal(old)["pending_transactions"] is None
     path = tmp_path / "j.sqlite"
     journal = Journal(path)
     journal.record("skipped", "drift 1 bps", reason_code="no_trade_needed")
+    rows = [
+        journal.record_intended_tx(kind="rebalance", sender="0x" + "aa" * 20, nonce=n, tx_hash=f"0x{n:064x}",
+                                   raw_tx="0x00", to_address="0x" + "bb" * 20, calldata="0x", value=0,
+                                   gas_limit=500_000, max_fee_per_gas=10**10, max_priority_fee_per_gas=10**9, epoch=n)
+        for n in (4, 5, 6)
+    ]
+    journal.mark_tx_sent(rows[0].id, sent_block=10)
+    journal.finalize_tx(rows[0].id, "mined", block_number=11)
+    journal.mark_tx_sent(rows[2].id, sent_block=12)
     journal.close()
-    assert read_journal(path)["pending_transactions"] is None
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE transactions (id INTEGER PRIMARY KEY, tx_hash TEXT, nonce INTEGER, status TEXT)")
-        conn.executemany("INSERT INTO transactions (tx_hash, nonce, status) VALUES (?, ?, ?)",
-                         [("0x01", 4, "mined"), ("0x02", 5, "pending"), ("0x03", 6, "SENT")])
     out = read_journal(path)
-    assert [r["tx_hash"] for r in out["pending_transactions"]] == ["0x02", "0x03"]
+    assert [(r["nonce"], r["status"]) for r in out["pending_transactions"]] == [(5, "intended"), (6, "sent")]
     assert out["ticks"][0]["reason_code"] == "no_trade_needed"
 
 
