@@ -53,7 +53,7 @@ def test_status_reports_the_vault_holdings_risk_and_ticks(chain: System, tmp_pat
     assert ticks[0]["tx_hash"] == first.execution.tx_hash and ticks[1]["reason_code"] == "no_trade_needed"
     assert status["pending_transactions"] == []  # the write-ahead journal holds nothing live
     text = format_status(status)
-    for needle in ("epoch 1", "BTC", "SOL", "rebalanced", "journal keeps no transaction table", chain.keeper):
+    for needle in ("epoch 1", "BTC", "SOL", "rebalanced", "pending transactions: 0", chain.keeper):
         assert needle in text
 
 
