@@ -99,3 +99,13 @@ class BacktestDataError(KeeperError):
 
 
 __all__ += ["MissingObservationError", "EstimatorConfigError", "AllocationFailedError", "OptionInputError", "BacktestDataError"]
+
+
+class PolicyInputError(ConfigError, ValueError):
+    """An input of the decision policy (:mod:`keeper.policy`) is malformed: returns not (n_obs, n),
+    symbols not unique or not one per column, weights not long-only fractions of NAV summing to at
+    most 1, a budget or bound missing a symbol, a decision record that does not parse. Also a
+    ``ValueError``."""
+
+
+__all__ += ["PolicyInputError"]

@@ -133,16 +133,30 @@ def test_strategies_give_their_defining_weights(tmp_path) -> None:
     market = Market(panel, 40)
     cfg = _config()
     t = 100
-    est = market.estimate(t, market.universe(t), cfg)
-    from keeper.backtest import DecisionContext
+    universe = market.universe(t)
+    gate = market.gate(t, universe, cfg)
+    assert gate.action == "accept"
+    est = gate.estimate
+    # The gate's estimate is the live keeper's EWMA estimate, to the bit.
+    live = ewma_covariance(simple_returns(panel.prices[t - 40: t + 1]), 20.0, min_observations=30)
+    np.testing.assert_array_equal(est.covariance, live.covariance)
+    from keeper.backtest import DecisionContext, InverseVolatility
 
     window = panel.prices[t - 40: t + 1]
-    ctx = DecisionContext(panel.dates[t], tuple(SYMBOLS), window[-1], window, est)
+    ctx = DecisionContext(panel.dates[t], tuple(SYMBOLS), window[-1], window, est, gate=gate,
+                          current_weights=np.zeros(3), policy=cfg.policy_config())
     erc = RiskParity()(ctx)
-    assert erc.invested_fraction == pytest.approx(0.95)
-    assert np.allclose(erc.sleeve_weights, solve_equal_risk_contribution(est.covariance).weights)
+    assert erc.action == "target" and erc.allocation_method == "risk_budgeting"
+    assert erc.invested_fraction == pytest.approx(0.95) and erc.cash_weight == pytest.approx(0.05)
+    assert np.allclose(erc.sleeve_weights, solve_equal_risk_contribution(est.covariance).weights, atol=1e-12)
+    assert np.allclose(erc.relative_risk_contributions, 1 / 3, atol=1e-9)
     targeted = RiskParity(vol_target=0.2)(ctx)
-    assert portfolio_volatility(targeted.nav_fractions, est.covariance) == pytest.approx(0.2)
+    assert portfolio_volatility(targeted.target_weights, est.covariance) == pytest.approx(0.2)
+    assert targeted.ex_ante_volatility == pytest.approx(0.2)
+    inv = InverseVolatility()(ctx)
+    vols = np.sqrt(np.diag(est.covariance))
+    assert np.allclose(inv.sleeve_weights, (1 / vols) / (1 / vols).sum(), atol=1e-15)
+    assert EqualWeight()(ctx).target_weights.tolist() == pytest.approx([0.95 / 3] * 3)
     assert FixedMix("60/40", {"BTC": 0.6})(ctx).nav_fractions.tolist() == [0.6, 0.0, 0.0]
     assert Allocation.from_nav_fractions([0.0, 0.0]).invested_fraction == 0.0
     with pytest.raises(ConfigError):
