@@ -515,15 +515,17 @@ def _sleeve(weights: FloatArray) -> FloatArray:
 def _volatility(weights: FloatArray, covariance: FloatArray | None) -> float:
     if covariance is None:
         return math.nan
-    variance = float(weights @ covariance @ weights)
+    with np.errstate(invalid="ignore", over="ignore"):  # a broken covariance gives NaN, recorded as such
+        variance = float(weights @ covariance @ weights)
     return math.sqrt(variance) if variance >= 0.0 else math.nan
 
 
 def _rrc(weights: FloatArray, covariance: FloatArray | None) -> FloatArray:
     if covariance is None:
         return np.full(weights.size, math.nan)
-    sigma_w = covariance @ weights
-    variance = float(weights @ sigma_w)
+    with np.errstate(invalid="ignore", over="ignore"):
+        sigma_w = covariance @ weights
+        variance = float(weights @ sigma_w)
     if not (variance > 0.0 and math.isfinite(variance)):
         return np.full(weights.size, math.nan)
     return weights * sigma_w / variance
