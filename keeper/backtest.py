@@ -57,7 +57,8 @@ from keeper.optimizer import portfolio_volatility, relative_risk_contributions
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, plan_rebalance, value_of
 from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets, evaluate_trade, policy_triggers
-from keeper.risk import RiskReport, risk_report
+from keeper.risk import DEFAULT_CONFIDENCES, DEFAULT_HORIZONS_DAYS, RiskReport, risk_report
+from keeper.risk import METHODS as RISK_METHODS
 from keeper.stress import DEFAULT_WINDOWS, CloseHistory, StressReport, run_stress_tests
 from keeper.triggers import (
     TriggerDecision,
@@ -1120,7 +1121,8 @@ def final_portfolio_risk(run: StrategyRun, t: int) -> tuple[RiskReport | None, S
     Returns
     -------
     (RiskReport or None, StressReport or None)
-        None when no asset is active on row ``t`` or the window's returns cannot be measured.
+        The report holds every combination the window supports (a 10-day 99 % historical ES needs
+        at least 109 daily returns); None when no asset is active on row ``t`` or none can be measured.
     """
     market = run.market
     universe = market.universe(t)
@@ -1135,9 +1137,21 @@ def final_portfolio_risk(run: StrategyRun, t: int) -> tuple[RiskReport | None, S
     window = panel.prices[t - market.lookback_days: t + 1][:, list(universe)]
     try:
         returns = simple_returns(window)
-        risk = risk_report(weights, returns, covariance=covariance, symbols=symbols, nav_base_units=nav_units)
     except KeeperError:
-        risk = None
+        returns = None
+    # One combination at a time: a short window cannot give a 10-day 99 % historical ES, but the rest stand.
+    measures = []
+    for method in RISK_METHODS:
+        for confidence in DEFAULT_CONFIDENCES:
+            for horizon in DEFAULT_HORIZONS_DAYS:
+                try:
+                    measures += risk_report(weights, returns, covariance=covariance, symbols=symbols,
+                                            nav_base_units=nav_units, methods=(method,), confidences=(confidence,),
+                                            horizons_days=(horizon,)).measures
+                except KeeperError:
+                    continue
+    risk = RiskReport(symbols, weights, nav_units, tuple(measures),
+                      "covariance" if covariance is not None else "returns") if measures else None
     history = CloseHistory(panel.dates, panel.symbols, panel.prices)
     # Only the historical windows the panel covers (a custom file may start later).
     windows = tuple(w for w in DEFAULT_WINDOWS if history.row(w.start) is not None and history.row(w.end) is not None)
@@ -1383,6 +1397,9 @@ def _charts(results: Sequence[StrategyResult], symbols: Sequence[str], out_dir: 
         for ax, r in zip(axes[:, 0], shown):
             data = getattr(r, attr)
             cols = [i for i in range(len(symbols)) if np.any(data[:, i] > 0)]
+            if not cols:  # held nothing but the base asset
+                ax.set_ylabel(r.name, fontsize=8)
+                continue
             ax.stackplot(dates[::step], *(data[::step, i] for i in cols), labels=[symbols[i] for i in cols])
             ax.set_ylim(0, 1)
             ax.set_ylabel(r.name, fontsize=8)

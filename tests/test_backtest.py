@@ -302,6 +302,25 @@ def test_cli_backtest_runs_and_reports_bad_input(tmp_path, capsys) -> None:
     assert main(["backtest", "--data", str(path), "--lookback", "40", "--start", "2030-01-01",
                  "--out", str(out)]) == 2
     assert "warm-up" in capsys.readouterr().err
+    # The decision policy's options: estimator, gate limit, ES limit.
+    assert main(["backtest", "--data", str(path), "--lookback", "40", "--out", str(out), "--no-journal",
+                 "--estimator", "ledoit_wolf", "--max-condition-number", "1e4", "--es-limit", "0.02",
+                 "--es-method", "gaussian"]) == 0
+    table = capsys.readouterr().out
+    assert "ES99 1d" in table and "gate a/s/iv/h" in table
+    saved = json.loads((out / "backtest.json").read_text())
+    assert saved["config"]["estimator_method"] == "ledoit_wolf" and saved["config"]["es_limit"] == 0.02
+    erc = saved["strategies"][0]["metrics"]
+    assert erc["es_limit_binding"] > 0 and sum(erc["gate_counts"].values()) == erc["ticks"]
+    assert erc["final_risk"]["measures"] and erc["final_stress"]["results"]
+    # 40 daily returns cannot give a historical 99 % ES (a tail of 0.4 scenario): the policy holds, in cash.
+    assert main(["backtest", "--data", str(path), "--lookback", "40", "--out", str(out), "--es-limit", "0.02"]) == 0
+    capsys.readouterr()
+    erc = json.loads((out / "backtest.json").read_text())["strategies"][0]
+    assert erc["metrics"]["policy_holds"] == erc["metrics"]["ticks"] and erc["metrics"]["rebalances"] == 0
+    assert all("cannot be checked" in d["reason"] for d in erc["decisions"])
+    assert main(["backtest", "--data", str(path), "--lookback", "40", "--out", str(out), "--es-limit", "-0.1"]) == 2
+    assert "es_limit" in capsys.readouterr().err
 
 
 def test_btc_benchmarks_are_dropped_without_btc() -> None:
