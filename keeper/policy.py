@@ -33,7 +33,7 @@ Conventions
 
 The live tick's call (inputs it already reads from the chain and its journal)::
 
-    policy = PolicyConfig(...)                       # once, from the keeper's config
+    policy = PolicyConfig.from_keeper_config(config)  # once; KeeperConfig's estimator, budget, cash, drift
     decision = decide_targets(simple_returns(history.prices_usd), reader.symbols,
                               current_weights=<holdings values / NAV, value_holdings(...).weights>,
                               previous_target=<target_weights of the last decision (journal)>,
@@ -187,6 +187,30 @@ class PolicyConfig(BaseModel):
                         f"{self.max_weight[symbol]!r}"
                     )
         return self
+
+    @classmethod
+    def from_keeper_config(cls, config: Any, **overrides: Any) -> "PolicyConfig":
+        """The policy of a :class:`keeper.config.KeeperConfig`: its estimator fields (``half_life_days``,
+        ``min_observations``, ``periods_per_year``), ``risk_budget``, ``cash_buffer_bps`` and
+        ``drift_threshold_bps`` (as ``weight_drift_bps``), then ``overrides`` (any field of this class).
+
+        With a default ``KeeperConfig`` and no override this is ``PolicyConfig()``.
+
+        Raises
+        ------
+        pydantic.ValidationError
+            A value out of range.
+        """
+        values: dict[str, Any] = {
+            "estimator": EstimatorConfig(method="ewma", half_life_days=float(config.half_life_days),
+                                         periods_per_year=int(config.periods_per_year),
+                                         min_observations=int(config.min_observations)),
+            "risk_budget": None if config.risk_budget is None else dict(config.risk_budget),
+            "cash_buffer_bps": float(config.cash_buffer_bps),
+            "weight_drift_bps": float(config.drift_threshold_bps),
+        }
+        values.update(overrides)
+        return cls.model_validate(values)
 
     def trigger_policy(self) -> TriggerPolicy:
         """The :class:`keeper.triggers.TriggerPolicy` of these fields."""

@@ -64,6 +64,22 @@ def test_defaults_reproduce_the_live_keeper() -> None:
     assert decision.cash_buffer_bps == pytest.approx(500.0, abs=1e-9)
 
 
+def test_the_keeper_config_maps_onto_the_policy() -> None:
+    from keeper.config import KeeperConfig
+
+    addresses = dict(rpc_url="http://127.0.0.1:8545", vault_address="0x" + "11" * 20, quoter_address="0x" + "22" * 20)
+    assert PolicyConfig.from_keeper_config(KeeperConfig(**addresses)) == PolicyConfig()
+    custom = KeeperConfig(**addresses, half_life_days=45.0, min_observations=40, cash_buffer_bps=800.0,
+                          drift_threshold_bps=150.0, risk_budget={"BTC": 0.5, "ETH": 0.25, "SOL": 0.25})
+    policy = PolicyConfig.from_keeper_config(custom, es_limit=0.06, volatility_target=0.5)
+    assert policy.estimator == EstimatorConfig(method="ewma", half_life_days=45.0, min_observations=40)
+    assert (policy.cash_buffer_bps, policy.weight_drift_bps, policy.es_limit, policy.volatility_target) == (
+        800.0, 150.0, 0.06, 0.5)
+    assert policy.risk_budget == {"BTC": 0.5, "ETH": 0.25, "SOL": 0.25}
+    with pytest.raises(pydantic.ValidationError):
+        PolicyConfig.from_keeper_config(custom, es_limit=-1.0)
+
+
 def test_config_loads_from_toml_and_refuses_bad_values() -> None:
     table = tomllib.loads("""
         allocator = "risk_budgeting"
