@@ -1342,6 +1342,19 @@ def write_outputs(run: dict[str, Any], out_dir: Path, data_file: Path | None = N
     return doc
 
 
+def _journal_policy(record: DecisionRecord) -> dict[str, Any] | None:
+    """The policy's record for the journal: in full when a trigger fired or the policy held, else the
+    gate's and allocator's verdicts only (most ticks; the full record is recomputable from the data)."""
+    p = record.policy
+    if p is None:
+        return None
+    if record.reason != "no trigger fired":
+        return p.as_dict(covariance=False)
+    return {"action": p.action, "gate_action": p.gate_action, "allocation_method": p.allocation_method,
+            "fallback_reasons": list(p.fallback_reasons), "es_scale": p.es_scale,
+            "ex_ante_volatility": _jsonable(p.ex_ante_volatility)}
+
+
 def _journal(results: Sequence[StrategyResult], path: Path) -> str:
     from keeper.journal import Journal
 
@@ -1356,8 +1369,7 @@ def _journal(results: Sequence[StrategyResult], path: Path) -> str:
                 j.record(d.status, d.reason, strategy=r.name, date=d.date.isoformat(),
                          trigger=d.decision.as_dict() if d.decision else None, legs=d.legs,
                          turnover_bps=d.turnover_bps, cost=d.cost.as_dict() if d.cost else None,
-                         target_weights=d.target_weights,
-                         policy=d.policy.as_dict(covariance=False) if d.policy else None)
+                         target_weights=d.target_weights, policy=_journal_policy(d))
     finally:
         j.close()
     return str(path)
