@@ -233,6 +233,8 @@ class DecisionContext:
     policy : PolicyConfig, optional
         The decision policy of the replay (:meth:`BacktestConfig.policy_config`); a
         :class:`PolicyStrategy` applies its own fields on top.
+    nav_base_units : int, optional
+        The vault's NAV before the tick, base-asset units.
     """
 
     date: dt.date
@@ -244,6 +246,7 @@ class DecisionContext:
     current_weights: FloatArray | None = None
     previous_target: FloatArray | None = None
     policy: PolicyConfig | None = None
+    nav_base_units: int | None = None
 
     @property
     def covariance(self) -> FloatArray:
@@ -352,7 +355,8 @@ class PolicyStrategy:
         current = ctx.current_weights if ctx.current_weights is not None else np.zeros(n)
         # The day's gate was computed under ctx.policy's estimator and limit, which no override changes.
         gate = ctx.gate if ctx.policy is not None else None
-        return decide_targets(ctx.returns, ctx.symbols, current, ctx.previous_target, policy, gate=gate)
+        return decide_targets(ctx.returns, ctx.symbols, current, ctx.previous_target, policy, gate=gate,
+                              nav_base_units=ctx.nav_base_units)
 
 
 @dataclass(frozen=True)
@@ -787,7 +791,8 @@ class StrategyRun:
         if self.previous_target is not None and self.previous_target[0] == universe:
             previous = self.previous_target[1]
         ctx = DecisionContext(date, symbols, window[-1].copy(), window, estimate, gate=gate,
-                              current_weights=current, previous_target=previous, policy=self._policy())
+                              current_weights=current, previous_target=previous, policy=self._policy(),
+                              nav_base_units=nav)
         try:
             allocation = self.strategy(ctx)
         except KeeperError as exc:

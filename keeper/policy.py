@@ -37,7 +37,7 @@ The live tick's call (inputs it already reads from the chain and its journal)::
     decision = decide_targets(simple_returns(history.prices_usd), reader.symbols,
                               current_weights=<holdings values / NAV, value_holdings(...).weights>,
                               previous_target=<target_weights of the last decision (journal)>,
-                              config=policy)
+                              config=policy, nav_base_units=state.total_assets)
     if decision.action == "hold": journal evaluate_trade(decision, policy, TriggerSignals(())) and stop
     plan = plan_rebalance(snapshot, state, assets, decision.sleeve_weights,
                           cash_buffer_bps=decision.cash_buffer_bps, drift_threshold_bps=0.0, ...)
@@ -291,6 +291,10 @@ class PolicyDecision:
         ES of the allocator's target and of the final target, fractions of NAV (None without a limit).
     es_reason : str or None
         The ES limit's sentence for the journal.
+    nav_base_units : int or None
+        NAV the decision was taken at, base-asset units (when given).
+    es_before_base_units, es_after_base_units, es_limit_base_units : int or None
+        The ES figures times NAV, nearest base unit (when a limit and NAV are given).
     """
 
     symbols: tuple[str, ...]
@@ -326,6 +330,10 @@ class PolicyDecision:
     es_before: float | None = None
     es_after: float | None = None
     es_reason: str | None = None
+    nav_base_units: int | None = None
+    es_before_base_units: int | None = None
+    es_after_base_units: int | None = None
+    es_limit_base_units: int | None = None
 
     @property
     def reason(self) -> str:
@@ -393,7 +401,11 @@ class PolicyDecision:
                 "after": _num(self.es_after),
                 "scale": _num(self.es_scale),
                 "reason": self.es_reason,
+                "before_base_units": self.es_before_base_units,
+                "after_base_units": self.es_after_base_units,
+                "limit_base_units": self.es_limit_base_units,
             },
+            "nav_base_units": self.nav_base_units,
             "scale": _num(self.scale),
             "ex_ante_volatility": _num(self.ex_ante_volatility),
         }
@@ -444,6 +456,10 @@ class PolicyDecision:
                 es_before=es["before"],
                 es_after=es["after"],
                 es_reason=es["reason"],
+                nav_base_units=data["nav_base_units"],
+                es_before_base_units=es["before_base_units"],
+                es_after_base_units=es["after_base_units"],
+                es_limit_base_units=es["limit_base_units"],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyInputError(
@@ -570,6 +586,7 @@ def decide_targets(
     config: PolicyConfig | None = None,
     *,
     gate: GateDecision | None = None,
+    nav_base_units: int | None = None,
 ) -> PolicyDecision:
     """Target weights of one decision: conditioning gate -> allocation -> ES limit.
 
@@ -601,6 +618,8 @@ def decide_targets(
     gate : GateDecision, optional
         ``gated_covariance(returns, config.estimator, config.max_condition_number)`` when the
         caller already computed it (the backtest shares one per day among its strategies).
+    nav_base_units : int, optional
+        NAV in base-asset units (``totalAssets()``), to state the ES figures in base units too.
 
     Returns
     -------
@@ -609,8 +628,8 @@ def decide_targets(
     Raises
     ------
     PolicyInputError
-        Malformed ``returns``, ``symbols``, weights, a ``gate`` that does not match, or a budget /
-        bounds map that misses a symbol.
+        Malformed ``returns``, ``symbols``, weights or ``nav_base_units``, a ``gate`` that does not
+        match, or a budget / bounds map that misses a symbol.
     ConfigError
         Bounds that admit no fully invested sleeve (from :func:`keeper.optimizer.allocate`).
     """
@@ -626,6 +645,11 @@ def decide_targets(
         raise PolicyInputError(f"symbols {list(names)} must be {n} unique non-empty names, one per returns column.")
     current = _check_fractions("current_weights", current_weights, n)
     previous = None if previous_target is None else _check_fractions("previous_target", previous_target, n)
+    if nav_base_units is not None and (isinstance(nav_base_units, bool) or not isinstance(
+            nav_base_units, (int, np.integer)) or nav_base_units < 0):
+        raise PolicyInputError(
+            f"nav_base_units is {nav_base_units!r}; pass the vault's totalAssets() as a non-negative int."
+        )
     if gate is None:
         gate = gated_covariance(r, config.estimator, config.max_condition_number)
     elif not isinstance(gate, GateDecision) or gate.max_condition_number != config.max_condition_number or (
@@ -640,7 +664,7 @@ def decide_targets(
         max_condition_number=float(gate.max_condition_number), condition_numbers=gate.condition_numbers,
         estimator=config.estimator.method, allocator=config.allocator, volatility_target=config.volatility_target,
         es_limit=config.es_limit, es_method=config.es_method, es_confidence=config.es_confidence,
-        es_horizon_days=config.es_horizon_days,
+        es_horizon_days=config.es_horizon_days, nav_base_units=nav_base_units,
     )
     reasons = [f"gate {gate.action}: {gate.reason}"]
     if gate.action == "hold" or gate.estimate is None:
@@ -688,13 +712,15 @@ def decide_targets(
                 weights, config.es_limit, method=config.es_method, confidence=config.es_confidence,
                 horizon_days=config.es_horizon_days, returns=_complete_rows(r) if needs_returns else None,
                 covariance=None if needs_returns else cov,
-                periods_per_year=int(config.estimator.periods_per_year),
+                periods_per_year=int(config.estimator.periods_per_year), nav_base_units=nav_base_units,
             )
         except (InsufficientHistoryError, InvalidPriceError) as exc:
             reasons.append(f"ES limit {config.es_limit:.4%} cannot be checked ({type(exc).__name__}: {exc}): "
                            "hold current positions")
             return _hold(common, reasons, current, cov, shrinkage, n_obs)
         es_scale, es_before, es_after, es_reason = limit.scale, limit.es_before, limit.es_after, limit.reason
+        common.update(es_before_base_units=limit.es_before_base_units, es_after_base_units=limit.es_after_base_units,
+                      es_limit_base_units=limit.es_limit_base_units)
         reasons.append(es_reason)
         weights = np.array(limit.approved_weights, dtype=np.float64)
 

@@ -116,6 +116,8 @@ def test_bad_inputs_are_policy_input_errors() -> None:
         decide_targets(r, SYMBOLS, np.array([0.5, 0.4, 0.3]))
     with pytest.raises(PolicyInputError, match=">= 0"):
         decide_targets(r, SYMBOLS, np.array([-0.1, 0.4, 0.3]))
+    with pytest.raises(PolicyInputError, match="nav_base_units"):
+        decide_targets(r, SYMBOLS, np.zeros(3), nav_base_units=1.5e12)
     with pytest.raises(PolicyInputError, match="no entry for"):
         decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(risk_budget={"BTC": 0.5, "ETH": 0.5}))
     other = gated_covariance(r, EstimatorConfig(method="sample"), 1e6)
@@ -232,7 +234,10 @@ def test_es_limit_binding_scales_toward_the_base_asset() -> None:
     free = decide_targets(r, SYMBOLS, np.zeros(3))
     es_free = _historical_es(free.target_weights, r, 2)
     limit = 0.5 * es_free
-    decision = decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(es_limit=limit))
+    nav = 2_500_000 * 10**6  # 2.5M USD in 6-decimal base units
+    decision = decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(es_limit=limit), nav_base_units=nav)
+    assert decision.nav_base_units == nav and decision.es_limit_base_units == round(limit * nav)
+    assert decision.es_after_base_units <= decision.es_limit_base_units < decision.es_before_base_units
     assert decision.es_binding and decision.es_before == pytest.approx(es_free, rel=1e-12)
     assert _historical_es(decision.target_weights, r, 2) <= limit
     assert decision.es_after == pytest.approx(limit, rel=1e-12)
@@ -270,7 +275,8 @@ def test_decision_json_round_trip(case: str) -> None:
     if case == "target":
         decision = decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(volatility_target=0.3))
     elif case == "es":
-        decision = decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(es_limit=0.01))
+        decision = decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(es_limit=0.01),
+                                  nav_base_units=10**12)
     elif case == "hold":
         r[:, 0] = 0.0
         decision = decide_targets(r, SYMBOLS, np.array([0.1, 0.0, 0.2]))
