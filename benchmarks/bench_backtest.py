@@ -4,7 +4,8 @@
 
 Prints, for the shipped Binance history (nine assets, blank cells before each listing):
   * each strategy alone on the whole file (the estimator cache cold, then warm),
-  * the default six strategies side by side (what ``keeper backtest`` runs),
+  * the default six strategies side by side (what ``keeper backtest`` runs), then with a 5 % ES limit,
+  * the decision policy alone (:func:`keeper.policy.decide_targets`) per call on a 180-day window,
   * the walk-forward on two years,
 with asset-days/second = (days × assets with a close) / wall seconds, and the time per tick.
 """
@@ -12,6 +13,7 @@ with asset-days/second = (days × assets with a close) / wall seconds, and the t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import sys
@@ -20,6 +22,8 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from keeper.backtest import BacktestConfig, Market, default_strategies, load_price_panel, run_backtest  # noqa: E402
+from keeper.estimation import EstimatorConfig, simple_returns  # noqa: E402
+from keeper.policy import PolicyConfig, decide_targets  # noqa: E402
 from keeper.walkforward import WalkForwardConfig, walk_forward  # noqa: E402
 
 
@@ -49,6 +53,34 @@ def main() -> int:
           f"{run['seconds']:.1f} s "
           f"= {run['speed_asset_days_per_second']:,.0f} asset-days/s "
           f"({run['seconds'] / run['days'] / len(run['results']) * 1e3:.2f} ms per strategy-day)")
+
+    limited = dataclasses.replace(config, es_limit=0.05)
+    run = run_backtest(panel, default_strategies(), limited, start)
+    binding = {r.name: r.metrics["es_limit_binding"] for r in run["results"]}
+    print(f"same with a 5 % historical 99 % 1-day ES limit: {run['seconds']:.1f} s "
+          f"= {run['speed_asset_days_per_second']:,.0f} asset-days/s; ticks where the limit bound: {binding}")
+
+    t_last = len(panel.dates) - 1
+    universe = list(market.universe(t_last))
+    symbols = [panel.symbols[i] for i in universe]
+    returns = simple_returns(panel.prices[t_last - config.lookback_days: t_last + 1][:, universe])
+    current = [0.0] * len(universe)
+    print(f"\ndecide_targets on {returns.shape[0]} days x {returns.shape[1]} assets:")
+    for label, policy in (
+        ("default (EWMA, ERC, 500 bps cash)", PolicyConfig()),
+        ("vol target 0.5", PolicyConfig(volatility_target=0.5)),
+        ("ES limit 5 % historical", PolicyConfig(es_limit=0.05)),
+        ("ES limit 5 % Cornish-Fisher", PolicyConfig(es_limit=0.05, es_method="cornish_fisher")),
+        ("Ledoit-Wolf, gate 1e2", PolicyConfig(estimator=EstimatorConfig(method="ledoit_wolf"),
+                                               max_condition_number=1e2)),
+    ):
+        calls = 300
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            decision = decide_targets(returns, symbols, current, config=policy)
+        per_call = (time.perf_counter() - t0) / calls
+        print(f"  {label:<36}{per_call * 1e3:>8.3f} ms/call  gate {decision.gate_action}, "
+              f"{decision.allocation_method}, invested {decision.invested_fraction:.4f}")
 
     wf_start = dt.date(2024, 1, 1) if args.quick else dt.date(2023, 1, 1)
     wf_config = WalkForwardConfig(train_days=180, test_days=90)

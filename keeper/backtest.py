@@ -4,13 +4,21 @@ No chain: each day the replay values the holdings at the oracle exactly as the v
 (:func:`keeper.planner.value_of`), and on each tick runs the live pipeline's stages on the
 information available that day:
 
-estimator (:func:`keeper.estimation.ewma_covariance` of :func:`~keeper.estimation.simple_returns`,
-the window the oracle reader would return) → strategy (target NAV fractions, e.g. the ERC solution of
-:func:`keeper.optimizer.solve_equal_risk_contribution`) → planner
-(:func:`keeper.planner.plan_rebalance`, the same integer legs) → triggers
-(:func:`keeper.triggers.check_triggers`) → quotes from a cost model of the pools
+decision policy (:func:`keeper.policy.decide_targets`: the conditioning gate of
+:func:`keeper.estimation.gated_covariance` on the :func:`~keeper.estimation.simple_returns` of the window
+the oracle reader would return, the allocator :func:`keeper.optimizer.allocate` with its volatility
+target, cash sleeve and fallback chain, and the Expected Shortfall limit of
+:func:`keeper.risk.enforce_es_limit`) → planner (:func:`keeper.planner.plan_rebalance`, the same integer
+legs) → triggers (:func:`keeper.policy.policy_triggers`) → quotes from a cost model of the pools
 (:mod:`keeper.costs`; halving the step when a quote misses ``minAmountOut``, as the runner does) →
-cost gate (:func:`keeper.triggers.apply_cost_gate`) → execution at the modelled pool outputs.
+cost gate (:func:`keeper.policy.evaluate_trade`) → execution at the modelled pool outputs.
+
+The ERC, ERC-with-volatility-target, inverse-volatility and equal-weight strategies are
+:class:`~keeper.policy.PolicyConfig` variants run by that one policy; the fixed-mix benchmarks (BTC
+only, 60/40 BTC/stable) hold fixed NAV fractions through the same planner, triggers and cost gate.
+Each strategy's gate actions, allocator fallbacks and ES-limit scalings are counted, and its final
+portfolio gets a VaR/ES report (:func:`keeper.risk.risk_report`) and the stress tests of
+:func:`keeper.stress.run_stress_tests`.
 
 Data: a CSV with a ``date`` column and one USD close column per asset (the shipped
 ``data/crypto_daily_close_binance.csv`` by default). Blank cells mean "no close": an asset enters
@@ -34,7 +42,8 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from collections import Counter
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -43,16 +52,14 @@ from keeper.build import PROJECT_ROOT
 from keeper.costs import GasModel, LegQuote, PoolModel, TradeCost, quote_leg, rebalance_cost
 from keeper.deployment import price_to_answer
 from keeper.errors import BacktestDataError, ConfigError, InvalidPriceError, KeeperError
-from keeper.estimation import CovarianceEstimate, ewma_covariance, simple_returns
-from keeper.optimizer import (
-    equal_weights,
-    inverse_volatility_weights,
-    portfolio_volatility,
-    relative_risk_contributions,
-    solve_equal_risk_contribution,
-)
+from keeper.estimation import CovarianceEstimate, EstimatorConfig, GateDecision, gated_covariance, simple_returns
+from keeper.optimizer import portfolio_volatility, relative_risk_contributions
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, plan_rebalance, value_of
+from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets, evaluate_trade, policy_triggers
+from keeper.risk import DEFAULT_CONFIDENCES, DEFAULT_HORIZONS_DAYS, RiskReport, risk_report
+from keeper.risk import METHODS as RISK_METHODS
+from keeper.stress import DEFAULT_WINDOWS, CloseHistory, StressReport, run_stress_tests
 from keeper.triggers import (
     TriggerDecision,
     TriggerPolicy,
@@ -69,6 +76,7 @@ __all__ = [
     "DecisionContext",
     "Allocation",
     "Strategy",
+    "PolicyStrategy",
     "RiskParity",
     "InverseVolatility",
     "EqualWeight",
@@ -83,6 +91,7 @@ __all__ = [
     "run_backtest",
     "asset_returns",
     "strategy_result",
+    "final_portfolio_risk",
     "replay_window",
     "compute_metrics",
     "format_table",
@@ -212,7 +221,20 @@ class DecisionContext:
     history_usd : ndarray of shape (lookback_days + 1, n)
         Closes of the estimation window, oldest first, ending today.
     estimate : CovarianceEstimate
-        The estimator's output on that window (annualised, 365-day year).
+        The conditioning gate's accepted estimate on that window (annualised, 365-day year; the
+        diagonal after an inverse-volatility gate).
+    gate : GateDecision, optional
+        :func:`keeper.estimation.gated_covariance` of the window's returns under ``policy`` (shared
+        by the strategies of one day).
+    current_weights : ndarray of shape (n,), optional
+        Holdings before the tick, fractions of NAV (zeros when unknown).
+    previous_target : ndarray of shape (n,), optional
+        The strategy's previous target over the same universe, fractions of NAV.
+    policy : PolicyConfig, optional
+        The decision policy of the replay (:meth:`BacktestConfig.policy_config`); a
+        :class:`PolicyStrategy` applies its own fields on top.
+    nav_base_units : int, optional
+        The vault's NAV before the tick, base-asset units.
     """
 
     date: dt.date
@@ -220,10 +242,20 @@ class DecisionContext:
     prices_usd: FloatArray
     history_usd: FloatArray
     estimate: CovarianceEstimate
+    gate: GateDecision | None = None
+    current_weights: FloatArray | None = None
+    previous_target: FloatArray | None = None
+    policy: PolicyConfig | None = None
+    nav_base_units: int | None = None
 
     @property
     def covariance(self) -> FloatArray:
         return self.estimate.covariance
+
+    @property
+    def returns(self) -> FloatArray:
+        """Daily simple returns of the window, shape (lookback_days, n)."""
+        return simple_returns(self.history_usd)
 
 
 @dataclass(frozen=True, eq=False)
@@ -257,11 +289,12 @@ class Allocation:
 
 
 class Strategy(Protocol):
-    """A callable from a :class:`DecisionContext` to an :class:`Allocation` over ``ctx.symbols``."""
+    """A callable from a :class:`DecisionContext` to an :class:`Allocation` (a fixed target) or a
+    :class:`~keeper.policy.PolicyDecision` (the keeper's policy) over ``ctx.symbols``."""
 
     name: str
 
-    def __call__(self, ctx: DecisionContext) -> Allocation: ...
+    def __call__(self, ctx: DecisionContext) -> Allocation | PolicyDecision: ...
 
 
 def vol_target_scale(sleeve_weights: npt.ArrayLike, covariance: npt.ArrayLike, vol_target: float,
@@ -273,6 +306,7 @@ def vol_target_scale(sleeve_weights: npt.ArrayLike, covariance: npt.ArrayLike, v
     with :math:`w` the sleeve weights (sum to 1), :math:`f` the fraction of NAV invested before
     scaling (1 − cash buffer) and :math:`\\sigma^*` the annualised target; the scaled-out part goes
     to the base asset, so the portfolio's ex-ante volatility is :math:`\\min(\\sigma^*, f\\sigma_w)`.
+    (The policy's allocator, :func:`keeper.optimizer.allocate`, applies the same rule.)
 
     Raises
     ------
@@ -285,8 +319,48 @@ def vol_target_scale(sleeve_weights: npt.ArrayLike, covariance: npt.ArrayLike, v
     return min(1.0, vol_target / sigma) if sigma > 0 else 1.0
 
 
+class PolicyStrategy:
+    """A strategy that is a :class:`~keeper.policy.PolicyConfig` variant run by
+    :func:`keeper.policy.decide_targets` (the live keeper's decision stage).
+
+    Subclasses set ``allocator`` and may override :meth:`overrides`; their ``cash_buffer_bps`` (and,
+    for :class:`RiskParity`, ``vol_target`` and ``risk_budget``) replace the replay's policy fields.
+    """
+
+    name: str
+    cash_buffer_bps: float
+    allocator: ClassVar[str] = "risk_budgeting"
+
+    def overrides(self) -> dict[str, Any]:
+        """Fields of the :class:`~keeper.policy.PolicyConfig` this strategy sets."""
+        return {"allocator": self.allocator, "cash_buffer_bps": self.cash_buffer_bps, "volatility_target": None}
+
+    def policy_config(self, base: PolicyConfig | None = None) -> PolicyConfig:
+        """``base`` (default :class:`~keeper.policy.PolicyConfig`) with :meth:`overrides` applied, validated.
+
+        Raises
+        ------
+        pydantic.ValidationError
+            An override out of range (also a ``ValueError``).
+        """
+        base = base if base is not None else PolicyConfig()
+        update = self.overrides()
+        if all(getattr(base, k) == v for k, v in update.items()):
+            return base
+        return PolicyConfig.model_validate({**base.model_dump(), **update})
+
+    def __call__(self, ctx: DecisionContext) -> PolicyDecision:
+        policy = self.policy_config(ctx.policy)
+        n = len(ctx.symbols)
+        current = ctx.current_weights if ctx.current_weights is not None else np.zeros(n)
+        # The day's gate was computed under ctx.policy's estimator and limit, which no override changes.
+        gate = ctx.gate if ctx.policy is not None else None
+        return decide_targets(ctx.returns, ctx.symbols, current, ctx.previous_target, policy, gate=gate,
+                              nav_base_units=ctx.nav_base_units)
+
+
 @dataclass(frozen=True)
-class RiskParity:
+class RiskParity(PolicyStrategy):
     """Risk budgeting (ERC by default) on the active universe, optional volatility target.
 
     Attributes
@@ -294,7 +368,8 @@ class RiskParity:
     cash_buffer_bps : float
         NAV kept in the base asset (the vault's withdrawal buffer), bps.
     vol_target : float or None
-        Annualised portfolio volatility target (:func:`vol_target_scale`); ``None``: fully invested.
+        Annualised portfolio volatility target (the allocator scales the sleeve down to it, never
+        up); ``None``: fully invested but for the cash buffer.
     risk_budget : mapping of symbol to float, optional
         Relative budgets (renormalised over the active assets); equal by default.
     """
@@ -304,40 +379,27 @@ class RiskParity:
     vol_target: float | None = None
     risk_budget: Mapping[str, float] | None = None
 
-    def __call__(self, ctx: DecisionContext) -> FloatArray:
-        budget = None
-        if self.risk_budget is not None:
-            b = np.array([self.risk_budget.get(s, 0.0) for s in ctx.symbols], dtype=np.float64)
-            if b.sum() <= 0 or np.any(b <= 0):
-                raise ConfigError(f"risk_budget {dict(self.risk_budget)} must give every asset of {ctx.symbols} > 0")
-            budget = b / b.sum()
-        w = solve_equal_risk_contribution(ctx.covariance, budget).weights
-        invested = 1.0 - self.cash_buffer_bps / BPS
-        if self.vol_target is not None:
-            invested *= vol_target_scale(w, ctx.covariance, self.vol_target, invested)
-        return Allocation(np.asarray(w), invested)
+    def overrides(self) -> dict[str, Any]:
+        return {**super().overrides(), "volatility_target": self.vol_target,
+                "risk_budget": None if self.risk_budget is None else dict(self.risk_budget)}
 
 
 @dataclass(frozen=True)
-class InverseVolatility:
-    """Weights ∝ 1/σ_i (:func:`keeper.optimizer.inverse_volatility_weights`), cash buffer kept."""
+class InverseVolatility(PolicyStrategy):
+    """Weights ∝ 1/σ_i (the policy's ``"inverse_volatility"`` allocator), cash buffer kept."""
 
     name: str = "inverse-vol"
     cash_buffer_bps: float = 500.0
-
-    def __call__(self, ctx: DecisionContext) -> FloatArray:
-        return Allocation(inverse_volatility_weights(ctx.covariance), 1.0 - self.cash_buffer_bps / BPS)
+    allocator: ClassVar[str] = "inverse_volatility"
 
 
 @dataclass(frozen=True)
-class EqualWeight:
-    """1/n of the invested NAV per active asset, cash buffer kept."""
+class EqualWeight(PolicyStrategy):
+    """1/n of the invested NAV per active asset (the policy's ``"equal_weight"`` allocator), cash buffer kept."""
 
     name: str = "equal weight"
     cash_buffer_bps: float = 500.0
-
-    def __call__(self, ctx: DecisionContext) -> FloatArray:
-        return Allocation(equal_weights(len(ctx.symbols)), 1.0 - self.cash_buffer_bps / BPS)
+    allocator: ClassVar[str] = "equal_weight"
 
 
 @dataclass(frozen=True)
@@ -353,7 +415,7 @@ class FixedMix:
         if any(not (math.isfinite(v) and v >= 0) for v in self.weights.values()) or total > 1 + 1e-12:
             raise ConfigError(f"fixed weights must be >= 0 and sum to at most 1, got {dict(self.weights)}")
 
-    def __call__(self, ctx: DecisionContext) -> FloatArray:
+    def __call__(self, ctx: DecisionContext) -> Allocation:
         return Allocation.from_nav_fractions([self.weights.get(s, 0.0) for s in ctx.symbols])
 
 
@@ -392,9 +454,14 @@ class BacktestConfig:
 
     ``pools`` defaults to 0.05% pools with a 250M USD full-range-equivalent base-side depth (the
     effective depth of the concentrated liquidity of major Uniswap V3 pools near the price; a
-    full-range pool of that TVL would be shallower). ``estimator``, when given, replaces the EWMA
-    estimator: a callable from daily simple returns,
-    shape (lookback_days, n), to a :class:`~keeper.estimation.CovarianceEstimate`.
+    full-range pool of that TVL would be shallower).
+
+    The decision policy's fields (:meth:`policy_config`): ``estimator_method`` with ``half_life_days``
+    (EWMA only), ``min_observations`` and ``periods_per_year`` make the
+    :class:`~keeper.estimation.EstimatorConfig`; ``max_condition_number`` is the conditioning gate's
+    limit; ``es_limit`` (fraction of NAV, ``None``: no limit) with ``es_method``, ``es_confidence`` and
+    ``es_horizon_days`` the pre-trade Expected Shortfall limit; ``policy`` the triggers and cost gate.
+    The allocator, cash buffer and volatility target are each strategy's own.
     """
 
     half_life_days: float = 30.0
@@ -411,7 +478,50 @@ class BacktestConfig:
     pools: PoolModel = field(default_factory=lambda: PoolModel(depth_usd=250_000_000.0))
     gas: GasModel = field(default_factory=GasModel)
     limits: VaultLimits = field(default_factory=VaultLimits)
-    estimator: Callable[[FloatArray], CovarianceEstimate] | None = None
+    estimator_method: str = "ewma"
+    max_condition_number: float = 1e10
+    es_limit: float | None = None
+    es_method: str = "historical"
+    es_confidence: float = 0.99
+    es_horizon_days: int = 1
+
+    def estimator_config(self) -> EstimatorConfig:
+        """The :class:`~keeper.estimation.EstimatorConfig` of these fields (missing data raise: the
+        active universe only holds assets with a full window).
+
+        Raises
+        ------
+        EstimatorConfigError
+            An unknown method or a bad half-life.
+        """
+        return EstimatorConfig(
+            method=self.estimator_method,
+            half_life_days=self.half_life_days if self.estimator_method == "ewma" else None,
+            periods_per_year=self.periods_per_year,
+            min_observations=self.min_observations,
+        )
+
+    def policy_config(self) -> PolicyConfig:
+        """The replay's :class:`~keeper.policy.PolicyConfig` (allocator and cash buffer at their defaults;
+        strategies override them).
+
+        Raises
+        ------
+        ConfigError
+            A field out of range (the pydantic message names it).
+        """
+        p = self.policy
+        try:
+            return PolicyConfig(
+                estimator=self.estimator_config(), max_condition_number=self.max_condition_number,
+                es_limit=self.es_limit, es_method=self.es_method, es_confidence=self.es_confidence,
+                es_horizon_days=self.es_horizon_days, weight_drift_bps=p.weight_drift_bps, rrc_band=p.rrc_band,
+                regime_distance=p.regime_distance, max_days_between=p.max_days_between, cost_aware=p.cost_aware,
+                risk_aversion=p.risk_aversion, benefit_horizon_days=p.horizon_days,
+                min_benefit_to_cost=p.min_benefit_to_cost,
+            )
+        except ValueError as exc:  # pydantic's ValidationError
+            raise ConfigError(f"invalid backtest policy: {exc}") from exc
 
     def __post_init__(self) -> None:
         if self.lookback_days < 3 or self.min_observations < 2 or self.min_observations > self.lookback_days:
@@ -425,6 +535,7 @@ class BacktestConfig:
             raise ConfigError(f"initial_nav_usd must be > 0, got {self.initial_nav_usd}")
         if not 0 < self.slippage_budget_bps < BPS or self.max_step_halvings < 0 or self.min_trade_usd < 0:
             raise ConfigError("slippage_budget_bps must be in (0, 10000), max_step_halvings and min_trade_usd >= 0")
+        self.policy_config()  # the policy fields are checked once, here
 
 
 # --------------------------------------------------------------------------- #
@@ -455,7 +566,7 @@ class Market:
             run[t] = count
         self.active = run >= lookback_days + 1
         self._answers: dict[tuple[int, int], int] = {}
-        self._estimates: dict[tuple, CovarianceEstimate | KeeperError] = {}
+        self._gates: dict[tuple, GateDecision] = {}
         self.eth_index = panel.symbols.index("ETH") if "ETH" in panel.symbols else None
         self.estimator_calls = 0
 
@@ -476,26 +587,24 @@ class Market:
     def universe(self, t: int) -> tuple[int, ...]:
         return tuple(int(i) for i in np.flatnonzero(self.active[t]))
 
-    def estimate(self, t: int, universe: tuple[int, ...], config: BacktestConfig) -> CovarianceEstimate:
-        """The estimator on the window of rows ``t − lookback .. t`` (cached; failures re-raised)."""
-        key = (t, universe, config.half_life_days, config.min_observations, config.periods_per_year,
-               id(config.estimator) if config.estimator else None)
-        cached = self._estimates.get(key)
+    def gate(self, t: int, universe: tuple[int, ...], config: BacktestConfig) -> GateDecision:
+        """The conditioning gate (:func:`keeper.estimation.gated_covariance`) on the returns of rows
+        ``t − lookback .. t`` under ``config``'s estimator and limit (cached: one per day and setting,
+        shared by every strategy). Data problems are a ``"hold"`` with the reason, never raised.
+        """
+        key = (t, universe, config.estimator_method, config.half_life_days, config.min_observations,
+               config.periods_per_year, config.max_condition_number)
+        cached = self._gates.get(key)
         if cached is None:
             window = self.panel.prices[t - self.lookback_days: t + 1][:, list(universe)]
             try:
-                returns = simple_returns(window)
-                if config.estimator is not None:
-                    cached = config.estimator(returns)
-                else:
-                    cached = ewma_covariance(returns, config.half_life_days, periods_per_year=config.periods_per_year,
-                                             min_observations=config.min_observations)
-            except KeeperError as exc:
-                cached = exc
+                cached = gated_covariance(simple_returns(window), config.estimator_config(),
+                                          config.max_condition_number)
+            except InvalidPriceError as exc:
+                cached = GateDecision("hold", f"no returns ({type(exc).__name__}: {exc}); hold current positions",
+                                      None, config.max_condition_number, ())
             self.estimator_calls += 1
-            self._estimates[key] = cached
-        if isinstance(cached, KeeperError):
-            raise cached
+            self._gates[key] = cached
         return cached
 
     def eth_price(self, t: int) -> float | None:
@@ -520,12 +629,15 @@ class DecisionRecord:
     turnover_bps: float = 0.0
     cost: TradeCost | None = None
     target_weights: dict[str, float] | None = None
+    policy: PolicyDecision | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"date": self.date.isoformat(), "status": self.status, "reason": self.reason,
                                "legs": self.legs, "turnover_bps": self.turnover_bps}
         if self.decision is not None:
             out["metrics"] = self.decision.metrics
+        if self.policy is not None:
+            out["policy"] = self.policy.as_dict(covariance=False)
         if self.cost is not None:
             out["cost"] = self.cost.as_dict()
         if self.target_weights is not None:
@@ -568,6 +680,28 @@ class StrategyRun:
         self.impacts: list[float] = []
         self.gas: list[float] = []
         self.decisions: list[DecisionRecord] = []
+        # The decision policy's bookkeeping.
+        self.previous_target: tuple[tuple[int, ...], FloatArray] | None = None
+        self.gate_counts: Counter[str] = Counter()
+        self.allocation_fallbacks = 0
+        self.es_limit_binding = 0
+        self.policy_holds = 0
+        self._policies: dict[tuple[int, int], tuple[Any, BacktestConfig, PolicyConfig | None]] = {}
+
+    def _policy(self) -> PolicyConfig | None:
+        """This strategy's policy under the current config (built once per strategy and config)."""
+        key = (id(self.strategy), id(self.config))
+        cached = self._policies.get(key)
+        if cached is None:
+            base = self.config.policy_config()
+            maker = getattr(self.strategy, "policy_config", None)
+            try:
+                policy = maker(base) if maker is not None else base
+            except ValueError as exc:  # pydantic's ValidationError
+                raise ConfigError(f"strategy {self.strategy.name!r}: invalid policy: {exc}") from exc
+            # The strategy and config are kept so that their ids stay theirs.
+            cached = self._policies[key] = (self.strategy, self.config, policy)
+        return cached[2]
 
     # -- valuation ----------------------------------------------------------
     def _info(self, i: int) -> RiskAssetInfo:
@@ -619,8 +753,9 @@ class StrategyRun:
             if len(series) < len(self.dates):
                 series.append(0.0)
 
-    def _skip(self, t: int, reason: str, decision: TriggerDecision | None = None) -> None:
-        self.decisions.append(DecisionRecord(self.market.panel.dates[t], "skipped", reason, decision))
+    def _skip(self, t: int, reason: str, decision: TriggerDecision | None = None,
+              policy: PolicyDecision | None = None) -> None:
+        self.decisions.append(DecisionRecord(self.market.panel.dates[t], "skipped", reason, decision, policy=policy))
 
     def _tick(self, t: int, universe: tuple[int, ...]) -> CovarianceEstimate | None:
         cfg = self.config
@@ -633,28 +768,14 @@ class StrategyRun:
         if not held <= set(universe):
             names = [market.panel.symbols[i] for i in sorted(held - set(universe))]
             raise BacktestDataError(f"held assets {names} left the universe on {date}: their closes have a gap")
-        try:
-            estimate = market.estimate(t, universe, cfg)
-        except KeeperError as exc:
-            self._skip(t, f"{type(exc).__name__}: {exc}")
+        gate = market.gate(t, universe, cfg)
+        self.gate_counts[gate.action] += 1
+        if gate.action == "hold" or gate.estimate is None:
+            self._skip(t, f"gate hold: {gate.reason}")
             return None
+        estimate = gate.estimate
         symbols = tuple(market.panel.symbols[i] for i in universe)
         window = market.panel.prices[t - market.lookback_days: t + 1][:, list(universe)]
-        ctx = DecisionContext(date, symbols, window[-1].copy(), window, estimate)
-        try:
-            allocation = self.strategy(ctx)
-        except KeeperError as exc:
-            self._skip(t, f"{type(exc).__name__}: {exc}")
-            return estimate
-        sleeve = np.asarray(allocation.sleeve_weights, dtype=np.float64)
-        invested = float(allocation.invested_fraction)
-        if sleeve.shape != (len(universe),) or not np.all(np.isfinite(sleeve)) or np.any(sleeve < 0) \
-                or abs(sleeve.sum() - 1.0) > 1e-6 or not 0.0 <= invested <= 1.0:
-            raise ConfigError(f"strategy {self.strategy.name!r} returned {allocation!r} for {symbols}: expected "
-                              f"{len(universe)} non-negative sleeve weights summing to 1 and an invested "
-                              "fraction in [0, 1]")
-        target = sleeve * invested
-        cash_buffer_bps = (1.0 - invested) * BPS
 
         infos = [self._info(i) for i in universe]
         answers = tuple(market.answer(t, i) for i in universe)
@@ -664,26 +785,67 @@ class StrategyRun:
         if nav == 0:
             self._skip(t, "vault is empty")
             return estimate
-        # The planner's holdings weights, targets and drift, to the bit (see keeper.planner.plan_rebalance),
-        # so that the planner runs only when a trigger fires.
+        # The planner's holdings weights (keeper.planner.value_holdings), to the bit.
         current = np.array(values, dtype=np.float64) / nav
+        previous = None
+        if self.previous_target is not None and self.previous_target[0] == universe:
+            previous = self.previous_target[1]
+        ctx = DecisionContext(date, symbols, window[-1].copy(), window, estimate, gate=gate,
+                              current_weights=current, previous_target=previous, policy=self._policy(),
+                              nav_base_units=nav)
+        try:
+            allocation = self.strategy(ctx)
+        except KeeperError as exc:
+            self._skip(t, f"{type(exc).__name__}: {exc}")
+            return estimate
+        decision_policy: PolicyDecision | None = None
+        if isinstance(allocation, PolicyDecision):
+            decision_policy = allocation
+            self.allocation_fallbacks += len(allocation.fallback_reasons)
+            self.es_limit_binding += int(allocation.es_binding)
+            if allocation.action == "hold":
+                self.policy_holds += 1
+                self._skip(t, f"policy holds: {allocation.reason}", policy=allocation)
+                return estimate
+            self.previous_target = (universe, np.array(allocation.target_weights))
+            sleeve = np.asarray(allocation.sleeve_weights, dtype=np.float64)
+            invested = min(1.0, allocation.scale)  # Σ target weights; the cash weight is 1 − scale
+        else:
+            sleeve = np.asarray(allocation.sleeve_weights, dtype=np.float64)
+            invested = float(allocation.invested_fraction)
+        if sleeve.shape != (len(universe),) or not np.all(np.isfinite(sleeve)) or np.any(sleeve < 0) \
+                or abs(sleeve.sum() - 1.0) > 1e-6 or not 0.0 <= invested <= 1.0:
+            raise ConfigError(f"strategy {self.strategy.name!r} returned {allocation!r} for {symbols}: expected "
+                              f"{len(universe)} non-negative sleeve weights summing to 1 and an invested "
+                              "fraction in [0, 1]")
+        target = sleeve * invested
+        cash_buffer_bps = (1.0 - invested) * BPS
+
+        # The planner's targets and drift, to the bit (see keeper.planner.plan_rebalance), so that the
+        # planner runs only when a trigger fires.
         risky_fraction = 1.0 - cash_buffer_bps / BPS
         target_nav = sleeve * risky_fraction
         drift = weight_drift_bps(current, target_nav, self.base_balance / nav, 1.0 - risky_fraction)
 
-        reference_cov = None
-        universe_changed = False
-        if self.reference is not None:
+        last = None
+        if self.reference is not None and self.last_rebalance is not None:
             ref_universe, ref_cov = self.reference
-            universe_changed = ref_universe != universe
-            reference_cov = None if universe_changed else ref_cov
-        days = None if self.last_rebalance is None else float((date - self.last_rebalance).days)
+            last = LastRebalance(tuple(market.panel.symbols[i] for i in ref_universe), ref_cov,
+                                 float((date - self.last_rebalance).days))
         policy = cfg.policy
-        signals = check_triggers(policy, drift_bps=drift, current_weights=current, target_weights=target_nav,
-                                 covariance=estimate.covariance, reference_covariance=reference_cov,
-                                 days_since_rebalance=days, universe_changed=universe_changed and bool(held))
+        if decision_policy is not None:
+            signals = policy_triggers(decision_policy, policy, current_weights=current, drift_bps=drift,
+                                      last_rebalance=last)
+        else:
+            changed = last is not None and last.symbols != symbols
+            signals = check_triggers(
+                policy, drift_bps=drift, current_weights=current, target_weights=target_nav,
+                covariance=estimate.covariance, reference_covariance=None if last is None or changed else last.covariance,
+                days_since_rebalance=None if last is None else last.days_ago,
+                universe_changed=changed and bool(held))
         if not signals.fired:
-            self._skip(t, "no trigger fired", TriggerDecision(False, ("no trigger fired",), dict(signals.metrics)))
+            self._skip(t, "no trigger fired", TriggerDecision(False, ("no trigger fired",), dict(signals.metrics)),
+                       policy=decision_policy)
             return estimate
 
         timestamp = market.panel.close_timestamp(t)
@@ -722,13 +884,18 @@ class StrategyRun:
         new_balances, new_base = self._after(plan, quotes, universe)
         post_values = [value_of(b, a, info, BASE_DECIMALS) for b, a, info in zip(new_balances, answers, infos)]
         post = np.array(post_values, dtype=np.float64) / nav
-        benefit = expected_risk_benefit(plan.current_weights, post, plan.target_weights, estimate.covariance,
-                                        nav, policy.risk_aversion, policy.horizon_days)
-        decision = apply_cost_gate(policy, signals, benefit=benefit, cost=cost.total, cost_breakdown=cost.as_dict())
+        if decision_policy is not None:
+            decision = evaluate_trade(decision_policy, policy, signals, post_trade_weights=post, nav_base_units=nav,
+                                      cost=cost, current_weights=plan.current_weights)
+        else:
+            benefit = expected_risk_benefit(plan.current_weights, post, plan.target_weights, estimate.covariance,
+                                            nav, policy.risk_aversion, policy.horizon_days)
+            decision = apply_cost_gate(policy, signals, benefit=benefit, cost=cost.total,
+                                       cost_breakdown=cost.as_dict())
         targets = {s: float(x) for s, x in zip(symbols, target)}
         if not decision.rebalance:
             self.decisions.append(DecisionRecord(date, "skipped", decision.reason, decision, len(plan.legs),
-                                                 plan.turnover_bps, cost, targets))
+                                                 plan.turnover_bps, cost, targets, decision_policy))
             return estimate
         for i, b in zip(universe, new_balances):
             self.balances[i] = b
@@ -738,7 +905,7 @@ class StrategyRun:
         self.last_rebalance = date
         self.reference = (universe, np.array(estimate.covariance))
         self.decisions.append(DecisionRecord(date, "rebalanced", decision.reason, decision, len(plan.legs),
-                                             plan.turnover_bps, cost, targets))
+                                             plan.turnover_bps, cost, targets, decision_policy))
         self.turnover.append(plan.turnover_bps / BPS)
         self.fees.append(cost.fee / nav)
         self.impacts.append(cost.impact / nav)
@@ -921,9 +1088,81 @@ def strategy_result(run: StrategyRun, returns: FloatArray, rows: slice) -> Strat
         gas_usd=float(sum(d.cost.gas for d in taken) / 10**BASE_DECIMALS),
         skipped_by_cost_gate=sum(1 for d in run.decisions if d.status == "skipped" and "not worth" in d.reason),
         final_nav_usd=float(nav[-1]),
+        gate_counts={a: int(run.gate_counts.get(a, 0)) for a in ("accept", "shrink", "inverse_volatility", "hold")},
+        allocation_fallbacks=run.allocation_fallbacks,
+        es_limit_binding=run.es_limit_binding,
+        policy_holds=run.policy_holds,
     )
+    risk, stress = final_portfolio_risk(run, rows.stop - 1)
+    if risk is not None:
+        metrics["final_risk"] = risk.to_dict()
+        var99, es99 = _risk_summary(risk, 0.99, 1)
+        metrics.update(final_var_99_1d=var99, final_es_99_1d=es99)
+    if stress is not None:
+        metrics["final_stress"] = stress.to_dict()
+        worst = stress.worst() if stress.results else None
+        metrics.update(worst_stress=worst.name if worst else None,
+                       worst_stress_loss=float(worst.total_loss) if worst else None)
     return StrategyResult(run.strategy.name, list(run.dates), nav, np.array(run.nav_vault), weights,
                           np.vstack(run.rrc), np.array(run.ex_ante_vol), run.decisions, metrics)
+
+
+def _risk_summary(report: RiskReport, confidence: float, horizon_days: int) -> tuple[float | None, float | None]:
+    for m in report.measures:
+        if m.method == "historical" and m.confidence == confidence and m.horizon_days == horizon_days:
+            return float(m.var), float(m.es)
+    return None, None
+
+
+def final_portfolio_risk(run: StrategyRun, t: int) -> tuple[RiskReport | None, StressReport | None]:
+    """VaR/ES and stress tests of a replay's holdings at the close of row ``t`` (its last day).
+
+    The risky holdings (fractions of NAV) of the assets active on row ``t``, measured on that day's
+    estimation window: :func:`keeper.risk.risk_report` (historical and Cornish-Fisher on the window's
+    daily returns, Gaussian on the gate's covariance; 95/99 %, 1 and 10 days) and
+    :func:`keeper.stress.run_stress_tests` (the historical windows the panel covers, replayed on its own
+    closes, the price shocks, and the stressed covariances), both with the vault NAV in base units.
+
+    Returns
+    -------
+    (RiskReport or None, StressReport or None)
+        The report holds every combination the window supports (a 10-day 99 % historical ES needs
+        at least 109 daily returns); None when no asset is active on row ``t`` or none can be measured.
+    """
+    market = run.market
+    universe = market.universe(t)
+    if not universe or not run.weights:
+        return None, None
+    panel = market.panel
+    symbols = tuple(panel.symbols[i] for i in universe)
+    weights = np.clip(np.asarray(run.weights[-1], dtype=np.float64)[list(universe)], 0.0, None)
+    nav_units = int(round(run.nav_vault[-1] * 10**BASE_DECIMALS))
+    gate = market.gate(t, universe, run.config)
+    covariance = gate.estimate.covariance if gate.estimate is not None else None
+    window = panel.prices[t - market.lookback_days: t + 1][:, list(universe)]
+    try:
+        returns = simple_returns(window)
+    except KeeperError:
+        returns = None
+    # One combination at a time: a short window cannot give a 10-day 99 % historical ES, but the rest stand.
+    measures = []
+    for method in RISK_METHODS:
+        for confidence in DEFAULT_CONFIDENCES:
+            for horizon in DEFAULT_HORIZONS_DAYS:
+                try:
+                    measures += risk_report(weights, returns, covariance=covariance, symbols=symbols,
+                                            nav_base_units=nav_units, methods=(method,), confidences=(confidence,),
+                                            horizons_days=(horizon,)).measures
+                except KeeperError:
+                    continue
+    risk = RiskReport(symbols, weights, nav_units, tuple(measures),
+                      "covariance" if covariance is not None else "returns") if measures else None
+    history = CloseHistory(panel.dates, panel.symbols, panel.prices)
+    # Only the historical windows the panel covers (a custom file may start later).
+    windows = tuple(w for w in DEFAULT_WINDOWS if history.row(w.start) is not None and history.row(w.end) is not None)
+    stress = run_stress_tests(weights, symbols, covariance, nav_base_units=nav_units, history=history,
+                              windows=windows)
+    return risk, stress
 
 
 def asset_returns(prices: FloatArray) -> FloatArray:
@@ -1015,20 +1254,33 @@ def _fmt(x: Any, pct: bool = False, digits: int = 2) -> str:
 
 
 def format_table(results: Sequence[StrategyResult]) -> str:
-    """A fixed-width text table of the main metrics, one row per strategy."""
+    """A fixed-width text table of the main metrics, one row per strategy.
+
+    Risk columns describe the final portfolio: ``ES99 1d`` its historical 99 % one-day Expected
+    Shortfall and ``worst stress`` its largest stress-test loss (fractions of NAV). ``gate a/s/iv/h``
+    counts the conditioning gate's accept / shrink / inverse-volatility / hold decisions over the
+    ticks, ``fallbk`` the allocator's fallbacks and ``ES bind`` the ticks where the ES limit scaled the
+    target down.
+    """
     head = (f"{'strategy':<18}{'ann.ret':>9}{'ann.vol':>9}{'Sharpe':>8}{'Sortino':>9}{'maxDD':>8}"
             f"{'  DD peak -> trough':<26}{'Calmar':>8}{'turn/yr':>9}{'cost bps/yr':>12}{'RRC disp':>10}"
-            f"{'volTE':>8}{'rebal':>7}")
+            f"{'volTE':>8}{'rebal':>7}{'ES99 1d':>9}{'worst stress':>26}{'  gate a/s/iv/h':<22}{'fallbk':>7}"
+            f"{'ES bind':>8}")
     lines = [head, "-" * len(head)]
     for res in results:
         m = res.metrics
+        g = m.get("gate_counts") or {}
+        gates = "/".join(str(g.get(k, 0)) for k in ("accept", "shrink", "inverse_volatility", "hold"))
+        worst = (f"{m['worst_stress'][:17]} {_fmt(m['worst_stress_loss'], True)}"
+                 if m.get("worst_stress") else "n/a")
         lines.append(
             f"{res.name[:17]:<18}{_fmt(m['annualised_return'], True):>9}{_fmt(m['annualised_volatility'], True):>9}"
             f"{_fmt(m['sharpe']):>8}{_fmt(m['sortino']):>9}{_fmt(m['max_drawdown'], True):>8}"
             f"  {m['max_drawdown_peak']} -> {m['max_drawdown_trough']:<10}{_fmt(m['calmar']):>8}"
             f"{_fmt(m.get('turnover_per_year')):>9}{_fmt(m.get('cost_drag_bps_per_year'), digits=1):>12}"
             f"{_fmt(m.get('rrc_dispersion'), digits=3):>10}{_fmt(m.get('vol_target_tracking_error'), True):>8}"
-            f"{m['rebalances']:>7}"
+            f"{m['rebalances']:>7}{_fmt(m.get('final_es_99_1d'), True):>9}{worst:>26}  {gates:<20}"
+            f"{m.get('allocation_fallbacks', 0):>7}{m.get('es_limit_binding', 0):>8}"
         )
     return "\n".join(lines)
 
@@ -1095,6 +1347,19 @@ def write_outputs(run: dict[str, Any], out_dir: Path, data_file: Path | None = N
     return doc
 
 
+def _journal_policy(record: DecisionRecord) -> dict[str, Any] | None:
+    """The policy's record for the journal: in full when a trigger fired or the policy held, else the
+    gate's and allocator's verdicts only (most ticks; the full record is recomputable from the data)."""
+    p = record.policy
+    if p is None:
+        return None
+    if record.reason != "no trigger fired":
+        return p.as_dict(covariance=False)
+    return {"action": p.action, "gate_action": p.gate_action, "allocation_method": p.allocation_method,
+            "fallback_reasons": list(p.fallback_reasons), "es_scale": p.es_scale,
+            "ex_ante_volatility": _jsonable(p.ex_ante_volatility)}
+
+
 def _journal(results: Sequence[StrategyResult], path: Path) -> str:
     from keeper.journal import Journal
 
@@ -1109,7 +1374,7 @@ def _journal(results: Sequence[StrategyResult], path: Path) -> str:
                 j.record(d.status, d.reason, strategy=r.name, date=d.date.isoformat(),
                          trigger=d.decision.as_dict() if d.decision else None, legs=d.legs,
                          turnover_bps=d.turnover_bps, cost=d.cost.as_dict() if d.cost else None,
-                         target_weights=d.target_weights)
+                         target_weights=d.target_weights, policy=_journal_policy(d))
     finally:
         j.close()
     return str(path)
@@ -1149,6 +1414,9 @@ def _charts(results: Sequence[StrategyResult], symbols: Sequence[str], out_dir: 
         for ax, r in zip(axes[:, 0], shown):
             data = getattr(r, attr)
             cols = [i for i in range(len(symbols)) if np.any(data[:, i] > 0)]
+            if not cols:  # held nothing but the base asset
+                ax.set_ylabel(r.name, fontsize=8)
+                continue
             ax.stackplot(dates[::step], *(data[::step, i] for i in cols), labels=[symbols[i] for i in cols])
             ax.set_ylim(0, 1)
             ax.set_ylabel(r.name, fontsize=8)

@@ -82,6 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--train-days", type=int, default=365, help="walk-forward training window, days")
     bt.add_argument("--test-days", type=int, default=180, help="walk-forward test window, days")
     bt.add_argument("--no-journal", action="store_true", help="do not write the decisions' SQLite journal")
+    bt.add_argument("--estimator", choices=("ewma", "sample", "ledoit_wolf"), default="ewma",
+                    help="covariance estimator of the decision policy (default ewma; --half-life is EWMA's)")
+    bt.add_argument("--max-condition-number", type=float, default=1e10,
+                    help="conditioning gate's limit on the covariance's condition number (default 1e10)")
+    bt.add_argument("--es-limit", type=float, default=None,
+                    help="Expected Shortfall limit, fraction of NAV (e.g. 0.08); the policy scales targets "
+                         "above it toward the base asset (default: none)")
+    bt.add_argument("--es-method", choices=("historical", "gaussian", "cornish_fisher"), default="historical",
+                    help="measure of --es-limit (default historical)")
+    bt.add_argument("--es-confidence", type=float, default=0.99, help="confidence of --es-limit (default 0.99)")
+    bt.add_argument("--es-horizon", type=int, default=1, help="horizon of --es-limit, days (default 1)")
 
     args = parser.parse_args(argv)
     from keeper.logs import configure_logging
@@ -178,6 +189,12 @@ def _backtest(args: argparse.Namespace) -> None:
                              cost_aware=not args.no_cost_gate, risk_aversion=args.risk_aversion),
         pools=PoolModel(fee_pips=args.fee_pips, depth_usd=args.pool_depth),
         gas=GasModel(base_fee_gwei=args.base_fee_gwei, eth_price_usd=args.eth_price),
+        estimator_method=args.estimator,
+        max_condition_number=args.max_condition_number,
+        es_limit=args.es_limit,
+        es_method=args.es_method,
+        es_confidence=args.es_confidence,
+        es_horizon_days=args.es_horizon,
     )
     run = run_backtest(panel, default_strategies(args.vol_target, symbols=panel.symbols), config, args.start, args.end)
     doc = write_outputs(run, args.out, data, journal=not args.no_journal)

@@ -169,6 +169,13 @@ class ShutdownRequestedError(KeeperError):
     """A shutdown (SIGTERM/SIGINT) arrived before the tick reached the point of sending; nothing was sent."""
 
 
+class PolicyInputError(ConfigError, ValueError):
+    """An input of the decision policy (:mod:`keeper.policy`) is malformed: returns not (n_obs, n),
+    symbols not unique or not one per column, weights not long-only fractions of NAV summing to at
+    most 1, a budget or bound missing a symbol, a decision record that does not parse. Also a
+    ``ValueError``."""
+
+
 __all__ += [
     "BaseFeeAboveGateError",
     "ReplacementFeeCapError",
@@ -181,4 +188,5 @@ __all__ += [
     "AllocationFailedError",
     "OptionInputError",
     "BacktestDataError",
+    "PolicyInputError",
 ]

@@ -6,6 +6,11 @@ For each test window ``[s, s + test_days)`` (rows of the price panel), every poi
 to the first point of the grid) runs the test window. The test windows chain into one out-of-sample
 path: holdings carry over from one window to the next, only the parameters change.
 
+Every replay, training or test, decides through the live keeper's policy
+(:func:`keeper.policy.decide_targets` via :class:`keeper.backtest.RiskParity`): the half-life sets the
+policy's EWMA estimator, the vol target its allocator's target, and the base config's conditioning
+gate, ES limit and triggers apply unchanged.
+
 No look-ahead: a choice for the window starting at row ``s`` reads rows ``< s`` only, and the replay
 of row ``t`` reads rows ``<= t`` only (see :class:`keeper.backtest.Market`). ``tests/test_walkforward.py``
 proves it by perturbing every price after a date D and checking that every decision, weight and NAV

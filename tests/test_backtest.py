@@ -133,16 +133,31 @@ def test_strategies_give_their_defining_weights(tmp_path) -> None:
     market = Market(panel, 40)
     cfg = _config()
     t = 100
-    est = market.estimate(t, market.universe(t), cfg)
-    from keeper.backtest import DecisionContext
+    universe = market.universe(t)
+    gate = market.gate(t, universe, cfg)
+    assert gate.action == "accept"
+    est = gate.estimate
+    # The gate's estimate is the EWMA estimate (to rounding: the gate assembles it from the same
+    # weighted moments in another order).
+    live = ewma_covariance(simple_returns(panel.prices[t - 40: t + 1]), 20.0, min_observations=30)
+    np.testing.assert_allclose(est.covariance, live.covariance, rtol=1e-14, atol=0)
+    from keeper.backtest import DecisionContext, InverseVolatility
 
     window = panel.prices[t - 40: t + 1]
-    ctx = DecisionContext(panel.dates[t], tuple(SYMBOLS), window[-1], window, est)
+    ctx = DecisionContext(panel.dates[t], tuple(SYMBOLS), window[-1], window, est, gate=gate,
+                          current_weights=np.zeros(3), policy=cfg.policy_config())
     erc = RiskParity()(ctx)
-    assert erc.invested_fraction == pytest.approx(0.95)
-    assert np.allclose(erc.sleeve_weights, solve_equal_risk_contribution(est.covariance).weights)
+    assert erc.action == "target" and erc.allocation_method == "risk_budgeting"
+    assert erc.invested_fraction == pytest.approx(0.95) and erc.cash_weight == pytest.approx(0.05)
+    assert np.allclose(erc.sleeve_weights, solve_equal_risk_contribution(est.covariance).weights, atol=1e-12)
+    assert np.allclose(erc.relative_risk_contributions, 1 / 3, atol=1e-9)
     targeted = RiskParity(vol_target=0.2)(ctx)
-    assert portfolio_volatility(targeted.nav_fractions, est.covariance) == pytest.approx(0.2)
+    assert portfolio_volatility(targeted.target_weights, est.covariance) == pytest.approx(0.2)
+    assert targeted.ex_ante_volatility == pytest.approx(0.2)
+    inv = InverseVolatility()(ctx)
+    vols = np.sqrt(np.diag(est.covariance))
+    assert np.allclose(inv.sleeve_weights, (1 / vols) / (1 / vols).sum(), atol=1e-15)
+    assert EqualWeight()(ctx).target_weights.tolist() == pytest.approx([0.95 / 3] * 3)
     assert FixedMix("60/40", {"BTC": 0.6})(ctx).nav_fractions.tolist() == [0.6, 0.0, 0.0]
     assert Allocation.from_nav_fractions([0.0, 0.0]).invested_fraction == 0.0
     with pytest.raises(ConfigError):
@@ -276,6 +291,11 @@ def test_outputs_are_written(tmp_path) -> None:
     rows = Journal(tmp_path / "out" / "backtest-journal.sqlite").ticks()
     assert len(rows) == sum(len(r.decisions) for r in run["results"])
     assert {r["status"] for r in rows} == {"rebalanced", "skipped"} and all(r["reason"] for r in rows)
+    # Every tick of a policy strategy carries the policy's verdict; a rebalance carries the full record.
+    erc = [r for r in rows if r["detail"]["strategy"] == "ERC" and r["detail"]["policy"] is not None]
+    assert len(erc) == len(run["results"][0].decisions)
+    assert all(r["detail"]["policy"]["gate"]["action"] == "accept" for r in erc if r["status"] == "rebalanced")
+    assert all(r["detail"]["policy"] is None for r in rows if r["detail"]["strategy"] == "BTC only")
 
 
 def test_cli_backtest_runs_and_reports_bad_input(tmp_path, capsys) -> None:
@@ -287,6 +307,25 @@ def test_cli_backtest_runs_and_reports_bad_input(tmp_path, capsys) -> None:
     assert main(["backtest", "--data", str(path), "--lookback", "40", "--start", "2030-01-01",
                  "--out", str(out)]) == 2
     assert "warm-up" in capsys.readouterr().err
+    # The decision policy's options: estimator, gate limit, ES limit.
+    assert main(["backtest", "--data", str(path), "--lookback", "40", "--out", str(out), "--no-journal",
+                 "--estimator", "ledoit_wolf", "--max-condition-number", "1e4", "--es-limit", "0.02",
+                 "--es-method", "gaussian"]) == 0
+    table = capsys.readouterr().out
+    assert "ES99 1d" in table and "gate a/s/iv/h" in table
+    saved = json.loads((out / "backtest.json").read_text())
+    assert saved["config"]["estimator_method"] == "ledoit_wolf" and saved["config"]["es_limit"] == 0.02
+    erc = saved["strategies"][0]["metrics"]
+    assert erc["es_limit_binding"] > 0 and sum(erc["gate_counts"].values()) == erc["ticks"]
+    assert erc["final_risk"]["measures"] and erc["final_stress"]["results"]
+    # 40 daily returns cannot give a historical 99 % ES (a tail of 0.4 scenario): the policy holds, in cash.
+    assert main(["backtest", "--data", str(path), "--lookback", "40", "--out", str(out), "--es-limit", "0.02"]) == 0
+    capsys.readouterr()
+    erc = json.loads((out / "backtest.json").read_text())["strategies"][0]
+    assert erc["metrics"]["policy_holds"] == erc["metrics"]["ticks"] and erc["metrics"]["rebalances"] == 0
+    assert all("cannot be checked" in d["reason"] for d in erc["decisions"])
+    assert main(["backtest", "--data", str(path), "--lookback", "40", "--out", str(out), "--es-limit", "-0.1"]) == 2
+    assert "es_limit" in capsys.readouterr().err
 
 
 def test_btc_benchmarks_are_dropped_without_btc() -> None:
