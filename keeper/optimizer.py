@@ -1039,8 +1039,9 @@ def solve_equal_risk_contribution(
     check_positive_definite : bool, default True
         Test that :math:`\\Sigma` is positive definite (Cholesky).  ``False``
         skips this :math:`O(n^3/3)` test -- the largest cost of a call beyond
-        n ~ 50 (about 60 µs at n = 100 and 200-250 µs at n = 200 on one core,
-        more than the solve) -- for a caller that guarantees it (e.g. a
+        n ~ 50 (about 60 µs at n = 100 and 270-350 µs at n = 200 on one core in
+        ``benchmarks/bench_solvers.py``, as much as the solve or more) -- for a
+        caller that guarantees it (e.g. a
         shrinkage estimate).  A matrix that is not positive definite is then
         still rejected whenever coordinate descent does not converge (the
         Newton path validates it), but may otherwise yield weights that meet
