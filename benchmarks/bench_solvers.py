@@ -7,8 +7,17 @@ Run from the repository root, after ``.venv/bin/pip install -e '.[test,bench]'``
 Solvers (each called through its documented API, at its default tolerance):
 
 * **ours** -- :func:`keeper.optimizer.solve_equal_risk_contribution(covariance, risk_budget)`,
-  the full public call (input validation, Newton solve, risk decomposition), tolerance
-  ``max |RRC - b| <= 1e-12``.
+  the full public call (input validation including the O(n^3) Cholesky test of positive
+  definiteness, the compiled coordinate-descent kernel, risk decomposition), tolerance
+  ``max |RRC - b| <= 1e-12``.  Two more rows of the same function: "ours no-PD"
+  (``check_positive_definite=False``: every check but the Cholesky test, which
+  riskparityportfolio does not perform either) and "ours =rpp" (default checks, ``tol`` set to
+  the error riskparityportfolio reaches at its default tolerance on that problem: the
+  comparison at equal accuracy with "rpp"; "=rpp no-PD" is the same without the Cholesky
+  test).  The kernel is compiled once (numba,
+  ``cache=True``); the script prints that one-time cost (a fresh process with an empty cache
+  directory, and the first call of this process) and then times warm calls only, like every
+  other solver (one untimed warm-up call each).
 * **riskparityportfolio** -- ``riskparityportfolio.vanilla.design(Sigma, b)``, the compiled
   (C++/Eigen, pybind11) cyclical coordinate descent behind ``RiskParityPortfolio`` without
   constraints; defaults ``tol=1e-4`` (on ``max |x_i (Cx)_i - b_i|`` in correlation space),
@@ -59,7 +68,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import glob  # noqa: E402
 import importlib.util  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -161,6 +172,52 @@ Solver = Callable[[Problem], Callable[[], np.ndarray]]
 def ours(problem: Problem) -> Callable[[], np.ndarray]:
     cov, b = problem.covariance, problem.budget
     return lambda: solve_equal_risk_contribution(cov, b).weights
+
+
+def ours_without_pd_test(problem: Problem) -> Callable[[], np.ndarray]:
+    cov, b = problem.covariance, problem.budget
+    return lambda: solve_equal_risk_contribution(cov, b, check_positive_definite=False).weights
+
+
+def ours_at_accuracy_of(design: Callable[..., np.ndarray], check_pd: bool = True) -> Solver:
+    """Ours with ``tol`` = the budget error riskparityportfolio reaches at its defaults."""
+
+    def factory(problem: Problem) -> Callable[[], np.ndarray]:
+        cov, b = problem.covariance, problem.budget
+        tol = max(budget_error(design(cov, b), cov, b), 1e-15)
+        return lambda: solve_equal_risk_contribution(
+            cov, b, tol=tol, check_positive_definite=check_pd
+        ).weights
+
+    return factory
+
+
+def jit_cost() -> str:
+    """One-time cost of the compiled kernel: cold compile in a fresh process, cache load here."""
+    code = (
+        "import time, numpy as np; t0 = time.perf_counter(); "
+        "from keeper.optimizer import solve_equal_risk_contribution as s; t1 = time.perf_counter(); "
+        "s(np.array([[0.04, 0.01], [0.01, 0.09]])); t2 = time.perf_counter(); "
+        "print(f'{t1 - t0:.2f} {t2 - t1:.2f}')"
+    )
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        cold = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+    t0 = time.perf_counter()
+    solve_equal_risk_contribution(np.array([[0.04, 0.01], [0.01, 0.09]]))
+    warm = time.perf_counter() - t0
+    cold_text = (
+        f"import {cold.stdout.split()[0]} s, first call (compiles) {cold.stdout.split()[1]} s"
+        if cold.returncode == 0
+        else f"failed: {cold.stderr.strip()[-200:]}"
+    )
+    return (
+        f"ours: one-time JIT cost, fresh process with an empty NUMBA_CACHE_DIR: {cold_text}; "
+        f"first call of this process (kernel loaded from the on-disk cache): {warm:.2f} s; "
+        "all times below are warm calls"
+    )
 
 
 def load_riskparityportfolio() -> tuple[Callable[..., np.ndarray] | None, str]:
@@ -270,11 +327,19 @@ def main() -> None:
     args = parser.parse_args()
     sizes = (5, 20, 200) if args.quick else SIZES
 
-    solvers: list[tuple[str, str, Solver]] = [("ours", "fast", ours)]
-    notes = ["ours: keeper.optimizer.solve_equal_risk_contribution, tol 1e-12 (default)"]
+    solvers: list[tuple[str, str, Solver]] = [
+        ("ours", "fast", ours),
+        ("ours no-PD", "fast", ours_without_pd_test),
+    ]
+    notes = [
+        "ours: keeper.optimizer.solve_equal_risk_contribution, tol 1e-12 (default)",
+        jit_cost(),
+    ]
     design, note = load_riskparityportfolio()
     notes.append(note)
     if design is not None:
+        solvers.append(("ours =rpp", "fast", ours_at_accuracy_of(design)))
+        solvers.append(("=rpp no-PD", "fast", ours_at_accuracy_of(design, check_pd=False)))
         solvers.append(
             ("rpp", "fast", lambda p: (lambda: design(p.covariance, p.budget)))
         )
@@ -296,16 +361,21 @@ def main() -> None:
         print(" -", note)
     print(
         "time: median CPU time per call in microseconds (wall in brackets); "
-        "ratio = theirs / ours (> 1: ours faster); error = max |RRC - b|"
+        "ratio = theirs / ours (> 1: ours faster); error = max |RRC - b|; "
+        "eq-acc = time of the same-accuracy row of ours / this row's (rpp: ours =rpp, "
+        "rpp tight: ours; > 1: ours faster)"
     )
     header = (
         f"{'n':>4} {'covariance':<15} {'budget':<9} {'solver':<10} {'cpu us':>10} "
-        f"{'(wall us)':>12} {'ratio':>9} {'max|RRC-b|':>11} {'reps':>5}"
+        f"{'(wall us)':>12} {'ratio':>9} {'max|RRC-b|':>11} {'reps':>5} {'eq-acc':>7}"
     )
     print(header)
     print("-" * len(header))
+    # Rows compared at equal accuracy: this row's time over that of the row of ours.
+    same_accuracy = {"rpp": "ours =rpp", "rpp tight": "ours"}
     for problem in make_problems(sizes):
         reference: Measurement | None = None
+        results: dict[str, Measurement] = {}
         for name, speed, factory in solvers:
             try:
                 result = measure(factory(problem), problem, speed)
@@ -317,11 +387,14 @@ def main() -> None:
                 continue
             if reference is None:
                 reference = result
+            results[name] = result
             ratio = result.cpu_us / reference.cpu_us
+            peer = results.get(same_accuracy.get(name, ""))
+            equal = f"{result.cpu_us / peer.cpu_us:>7.2f}" if peer is not None else f"{'':>7}"
             print(
                 f"{problem.n:>4} {problem.source:<15} {problem.budget_kind:<9} {name:<10} "
                 f"{fmt_time(result.cpu_us)} ({fmt_time(result.wall_us)}) "
-                f"{ratio:>9.2f} {result.error:>11.1e} {result.repeats:>5}"
+                f"{ratio:>9.2f} {result.error:>11.1e} {result.repeats:>5} {equal}"
             )
         sys.stdout.flush()
 

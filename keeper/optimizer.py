@@ -21,9 +21,11 @@ Method (Spinu [1]_): the unique solution is :math:`w = x^*/\\sum_i x^*_i` where
 .. math:: f(x) = \\tfrac12 x^\\top \\Sigma x - \\sum_i b_i \\ln x_i, \\qquad x > 0,
 
 whose first-order condition :math:`x_i (\\Sigma x)_i = b_i` is the budget
-equation (and gives :math:`x^{*\\top}\\Sigma x^* = \\sum_i b_i = 1`).  We run a
-damped Newton method on :math:`f` with gradient :math:`\\Sigma x - b/x` and
-Hessian :math:`\\Sigma + \\mathrm{diag}(b/x^2)`.
+equation (and gives :math:`x^{*\\top}\\Sigma x^* = \\sum_i b_i = 1`).  We run
+cyclical coordinate descent on :math:`f` (closed-form coordinate minimiser,
+Griveau-Billion et al. [7]_) in a compiled kernel, and a damped Newton method
+(gradient :math:`\\Sigma x - b/x`, Hessian :math:`\\Sigma +
+\\mathrm{diag}(b/x^2)`) when coordinate descent is too slow.
 
 Beyond the unconstrained solver: :func:`solve_risk_budgeting` adds per-asset
 weight bounds (Richard & Roncalli's constrained risk-budgeting portfolio [6]_,
@@ -45,16 +47,21 @@ References
    §9.5-9.6 (Newton decrement, backtracking line search).
 .. [4] D. Chaves, J. Hsu, F. Li, O. Shakernia, "Efficient algorithms for
    computing risk parity portfolio weights", Journal of Investing 21(3), 2012.
+.. [7] T. Griveau-Billion, J.-C. Richard, T. Roncalli, "A fast algorithm for
+   computing high-dimensional risk parity portfolios", SSRN 2325255, 2013.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
+from numba import types as numba_types
 from scipy.linalg.lapack import dposv as _lapack_dposv
 from scipy.linalg.lapack import dpotrf as _lapack_dpotrf
 
@@ -282,7 +289,7 @@ class TargetWeights:
     portfolio_volatility : float
         :math:`\\sigma(w)`, annualised (fraction per square-root year).
     iterations : int
-        Newton iterations performed.
+        Coordinate-descent sweeps plus Newton iterations performed.
     max_budget_error : float
         :math:`\\max_i |RRC_i - b_i|` evaluated at ``weights``.  With weight
         bounds that bind this is the (intended) deviation forced by the bounds;
@@ -586,25 +593,428 @@ def _line_search(
     return t_damped
 
 
+# --------------------------------------------------------------------------- #
+# Compiled fast path: validation, coordinate descent and risk decomposition
+# --------------------------------------------------------------------------- #
+# Status codes of :func:`_ccd_kernel`.
+_KERNEL_OK = 0
+# An input check failed: the reference path re-validates and raises the documented error.
+_KERNEL_INVALID = 1
+# Coordinate descent would not reach ``tol`` within ``max_iter`` sweeps (ill-conditioned
+# correlation, round-off floor): the reference Newton path solves the problem instead.
+_KERNEL_SLOW = 2
+# Up to this size the positive-definiteness test is an unblocked Cholesky compiled into the
+# kernel; above it, LAPACK's blocked ``dpotrf`` (through numba's ``np.linalg.cholesky``).
+_KERNEL_CHOLESKY_MAX_N = 48
+# Up to this size the kernel switches from coordinate descent to Newton steps (compiled
+# Cholesky) after _KERNEL_NEWTON_AFTER sweeps: a step then costs about as much as a sweep.
+_KERNEL_NEWTON_MAX_N = 24
+_KERNEL_NEWTON_AFTER = 3
+# Sweeps over which the contraction of the budget error is measured, and the first sweep
+# at which the kernel may give up because that rate cannot reach ``tol`` within the budget.
+_RATE_WINDOW = 4
+_RATE_FIRST_CHECK = 8
+_LARGEST_FLOAT = float(np.finfo(np.float64).max)
+# Tile size of the symmetric pass over the covariance (two 16 x 16 tiles: 4 KiB).
+_TILE = 16
+_NO_BUDGET = np.empty(0, dtype=np.float64)
+
+
+@njit(cache=True, nogil=True)
+def _cholesky_succeeds(a: FloatArray) -> bool:  # pragma: no cover - compiled
+    """Unblocked in-place Cholesky ``a = R'R`` (``R`` upper, stored in ``a``'s upper
+    triangle); ``True`` iff every pivot is positive, i.e. ``a`` is positive definite."""
+    n = a.shape[0]
+    for j in range(n):
+        pivot = a[j, j]
+        for k in range(j):
+            pivot -= a[k, j] * a[k, j]
+        if not pivot > 0.0:
+            return False
+        r = math.sqrt(pivot)
+        a[j, j] = r
+        for i in range(j + 1, n):
+            s = a[j, i]
+            for k in range(j):
+                s -= a[k, j] * a[k, i]
+            a[j, i] = s / r
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _is_positive_definite(a: FloatArray) -> bool:  # pragma: no cover - compiled
+    """Cholesky test of a symmetric matrix (``a`` is not modified)."""
+    if a.shape[0] <= _KERNEL_CHOLESKY_MAX_N:
+        return _cholesky_succeeds(a.copy())
+    try:
+        np.linalg.cholesky(a)  # LAPACK dpotrf on a copy
+    except Exception:  # numpy.linalg.LinAlgError: a pivot is not positive
+        return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _compensated_sum(a: FloatArray) -> float:  # pragma: no cover - compiled
+    """Neumaier's compensated sum: error ~1 ulp of the total whatever ``a.size``
+    (a plain loop commits up to ``n`` ulps, numpy's pairwise sum ~log2 n)."""
+    total = 0.0
+    carry = 0.0
+    for v in a:
+        t = total + v
+        if abs(total) >= abs(v):
+            carry += (total - t) + v
+        else:
+            carry += (v - t) + total
+        total = t
+    return total + carry
+
+
+@njit(cache=True, nogil=True)
+def _budget_error(y: FloatArray, cy: FloatArray, b: FloatArray) -> float:  # pragma: no cover
+    """:math:`\\max_i |y_i (Cy)_i - (y^\\top Cy) b_i| / y^\\top C y`, i.e. max |RRC - b|;
+    ``inf`` unless :math:`y^\\top C y > 0` (possible only if :math:`C` is not positive
+    definite)."""
+    variance = 0.0
+    for i in range(y.size):
+        variance += y[i] * cy[i]
+    if not variance > 0.0:
+        return math.inf
+    error = 0.0
+    for i in range(y.size):
+        e = abs(y[i] * cy[i] - variance * b[i])
+        if e > error:
+            error = e
+    return error / variance
+
+
+@njit(cache=True, nogil=True)
+def _matvec(a: FloatArray, x: FloatArray, out: FloatArray) -> None:  # pragma: no cover
+    """``out = a @ x`` (row-major dot products)."""
+    n = x.size
+    for i in range(n):
+        s = 0.0
+        for j in range(n):
+            s += a[i, j] * x[j]
+        out[i] = s
+
+
+@njit(cache=True, nogil=True)
+def _newton_step(
+    corr: FloatArray, b: FloatArray, y: FloatArray, cy: FloatArray, h: FloatArray, d: FloatArray
+) -> bool:  # pragma: no cover - compiled
+    """Newton direction of Spinu's objective: ``d = H^{-1} g`` with ``g = Cy - b/y`` and
+    ``H = C + diag(b/y^2)`` (Cholesky in ``h``); ``False`` if ``H`` is not numerically
+    positive definite.  The Newton iterate is ``y - d``."""
+    n = y.size
+    for i in range(n):
+        d[i] = cy[i] - b[i] / y[i]
+        for j in range(n):
+            h[i, j] = corr[i, j]
+        h[i, i] = 1.0 + b[i] / (y[i] * y[i])
+    if not _cholesky_succeeds(h):  # h = R'R, R upper
+        return False
+    for i in range(n):  # R' z = g
+        s = d[i]
+        for k in range(i):
+            s -= h[k, i] * d[k]
+        d[i] = s / h[i, i]
+    for i in range(n - 1, -1, -1):  # R d = z
+        s = d[i]
+        for k in range(i + 1, n):
+            s -= h[i, k] * d[k]
+        d[i] = s / h[i, i]
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _ccd_kernel(
+    cov: FloatArray, budget: FloatArray, tol: float, max_sweeps: int, check_pd: bool
+) -> tuple[int, FloatArray, float, int, float]:  # pragma: no cover - compiled
+    """Validate, solve by cyclical coordinate descent and decompose risk, in one call.
+
+    Parameters
+    ----------
+    cov : FloatArray, shape (n, n), C-contiguous
+        Covariance as given (not yet symmetrised).
+    budget : FloatArray, shape (n,) or (0,)
+        Risk budget as given, or empty for the equal budget ``1/n``.
+    tol : float
+        Target of :math:`\\max_i |RRC_i - b_i|`, certified with an exactly
+        recomputed :math:`Cy` (the sweeps update it incrementally).
+    max_sweeps : int
+        Maximum number of coordinate-descent sweeps.
+    check_pd : bool
+        Test positive definiteness (Cholesky of the correlation matrix).
+
+    Returns
+    -------
+    (status, out, sigma, sweeps, error)
+        ``status``: ``_KERNEL_OK``, ``_KERNEL_INVALID`` (some check of
+        ``_validate_covariance`` / ``_validate_budget`` fails) or
+        ``_KERNEL_SLOW``.  For ``_KERNEL_OK``: ``out`` (shape (4, n)) holds
+        the weights, the normalised budget, the relative and the absolute risk
+        contributions; ``sigma`` the volatility, ``error`` the achieved
+        :math:`\\max_i |RRC_i - b_i|`.  ``sweeps`` is the number of sweeps.
+
+    Notes
+    -----
+    Algorithm: Griveau-Billion, Richard & Roncalli [7]_ on Spinu's objective in
+    correlation space, :math:`f(y) = \\tfrac12 y^\\top C y - b^\\top \\ln y`.
+    Minimising :math:`f` exactly in coordinate :math:`i` (:math:`C_{ii} = 1`)
+    is the positive root of :math:`y_i^2 + c_i y_i - b_i = 0` with
+    :math:`c_i = (Cy)_i - y_i`; after it :math:`Cy` changes by a multiple of
+    row :math:`i` of :math:`C`, so a sweep over all coordinates costs
+    :math:`O(n^2)`.  Cyclical coordinate descent converges for this strictly
+    convex, coordinate-wise smooth objective; on realistic (factor-model)
+    correlations each sweep cuts the budget error about tenfold.  The error
+    is checked after every sweep; if the contraction measured over the last
+    ``_RATE_WINDOW`` sweeps cannot reach ``tol`` within ``max_sweeps``, the
+    kernel stops early with ``_KERNEL_SLOW``.
+    """
+    n = cov.shape[0]
+    out = np.empty((4, n))
+    work = np.empty((4, n))
+    vols, inv_vols, y, cy = work[0], work[1], work[2], work[3]
+    # The checks of _validate_covariance and _validate_budget; any failure sends the call to
+    # the reference path, which raises the documented error (so their order is irrelevant).
+    scale = 0.0
+    for i in range(n):
+        d = cov[i, i]
+        if not (d > 0.0 and d <= _LARGEST_FLOAT):  # Cholesky fails at this pivot at the latest
+            return _KERNEL_INVALID, out, 0.0, 0, 0.0
+        scale = max(scale, d)
+        vols[i] = math.sqrt(d)
+        inv_vols[i] = 1.0 / vols[i]
+    # Correlation C = sym(Σ) / (s s'), s = sqrt(diag Σ), with an exact unit diagonal, built
+    # together with the finiteness and symmetry checks in one pass over pairs of tiles
+    # (the transposed tile stays in L1).  The symmetry limit is relative to the largest
+    # variance, not to max |Σ_ij| as in _validate_covariance: never looser (equal for a
+    # positive semi-definite Σ), and a stricter failure only costs the reference path.
+    limit = _SYMMETRY_RTOL * scale
+    corr = np.empty((n, n))
+    valid = True
+    for i0 in range(0, n, _TILE):
+        i1 = min(i0 + _TILE, n)
+        for j0 in range(i0, n, _TILE):
+            j1 = min(j0 + _TILE, n)
+            for i in range(i0, i1):
+                for j in range(max(j0, i + 1), j1):
+                    upper, lower = cov[i, j], cov[j, i]
+                    # NaN fails both comparisons; an infinite entry fails the second.
+                    valid &= abs(upper) <= _LARGEST_FLOAT and abs(upper - lower) <= limit
+                    c = ((upper + lower) * 0.5) * (inv_vols[i] * inv_vols[j])
+                    corr[i, j] = c
+                    corr[j, i] = c
+        for i in range(i0, i1):
+            corr[i, i] = 1.0
+    if not valid:
+        return _KERNEL_INVALID, out, 0.0, 0, 0.0
+    # Σ is positive definite iff C is (congruent by a positive diagonal).
+    if check_pd and not _is_positive_definite(corr):
+        return _KERNEL_INVALID, out, 0.0, 0, 0.0
+    b = out[1]
+    if budget.size == 0:
+        b[:] = 1.0 / n
+    else:
+        for i in range(n):
+            if not (budget[i] > 0.0 and budget[i] <= _LARGEST_FLOAT):
+                return _KERNEL_INVALID, out, 0.0, 0, 0.0
+        total = _compensated_sum(budget)
+        if abs(total - 1.0) > _BUDGET_SUM_ATOL:
+            return _KERNEL_INVALID, out, 0.0, 0, 0.0
+        for i in range(n):
+            b[i] = budget[i] / total
+
+    # Start y = b / sqrt(b'Cb), on the scale of the solution (y'Cy = 1); exact for a
+    # diagonal or constant correlation with equal budgets.
+    variance = 0.0
+    for i in range(n):
+        s = 0.0
+        for j in range(n):
+            s += corr[i, j] * b[j]
+        cy[i] = s
+        variance += b[i] * s
+    start = 1.0 / math.sqrt(variance)
+    for i in range(n):
+        y[i] = b[i] * start
+        cy[i] *= start
+    error = _budget_error(y, cy, b)
+    history = np.empty(_RATE_WINDOW)  # errors of the last sweeps, a ring buffer
+    newton = n <= _KERNEL_NEWTON_MAX_N
+    if newton:
+        hessian = np.empty((n, n))
+        trial = np.empty((3, n))
+        gradient, y_trial, cy_trial = trial[0], trial[1], trial[2]
+    sweeps = 0  # sweeps and Newton steps
+    converged = error <= tol
+    while not converged and sweeps < max_sweeps:
+        history[sweeps % _RATE_WINDOW] = error
+        if newton and sweeps >= _KERNEL_NEWTON_AFTER:
+            # Small n: a Newton step (one n x n Cholesky) costs about one sweep and
+            # converges quadratically; kept only if it lowers the (exact) error.
+            sweeps += 1
+            if _newton_step(corr, b, y, cy, hessian, gradient):
+                for i in range(n):
+                    y_trial[i] = y[i] - gradient[i]
+                    newton = newton and y_trial[i] > 0.0
+            else:
+                newton = False
+            if newton:
+                _matvec(corr, y_trial, cy_trial)
+                trial_error = _budget_error(y_trial, cy_trial, b)
+                if trial_error < error:
+                    y[:] = y_trial
+                    cy[:] = cy_trial
+                    error = trial_error
+                    converged = error <= tol
+                    continue
+                newton = False
+            continue  # the step was not taken: coordinate descent from here
+        for i in range(n):
+            c = cy[i] - y[i]
+            root = math.sqrt(c * c + 4.0 * b[i])
+            # Positive root of y^2 + c y - b_i, without cancellation for c > 0.
+            y_new = 2.0 * b[i] / (c + root) if c > 0.0 else 0.5 * (root - c)
+            step = y_new - y[i]
+            y[i] = y_new
+            for j in range(n):  # C symmetric: row i is column i
+                cy[j] += step * corr[i, j]
+        sweeps += 1
+        error = _budget_error(y, cy, b)
+        if error <= tol:
+            _matvec(corr, y, cy)  # certify with an exact Cy
+            error = _budget_error(y, cy, b)
+            converged = error <= tol
+        elif sweeps >= _RATE_FIRST_CHECK:
+            rate = error / history[sweeps % _RATE_WINDOW]  # over the last _RATE_WINDOW sweeps
+            if not rate < 1.0:
+                break  # no progress: round-off floor or a hard problem
+            if rate > 0.0 and (
+                sweeps + _RATE_WINDOW * math.log(tol / error) / math.log(rate) > max_sweeps
+            ):
+                break
+    if not converged:
+        return _KERNEL_SLOW, out, 0.0, sweeps, 0.0
+
+    # Weights w = x / sum(x), x = y / s.  With u = s w: Σw = s (C u) and w'Σw = u'Cu.
+    w = out[0]
+    for i in range(n):
+        w[i] = y[i] / vols[i]
+    total = _compensated_sum(w)
+    u = y  # y is no longer needed
+    for i in range(n):
+        w[i] /= total
+        u[i] = vols[i] * w[i]
+    _matvec(corr, u, cy)
+    variance = 0.0
+    for i in range(n):
+        variance += u[i] * cy[i]
+    if not variance > 0.0:  # only without the positive-definiteness test
+        return _KERNEL_INVALID, out, 0.0, sweeps, 0.0
+    sigma = math.sqrt(variance)
+    rrc, rc = out[2], out[3]
+    error = 0.0
+    for i in range(n):
+        rrc[i] = u[i] * cy[i] / variance
+        rc[i] = rrc[i] * sigma
+        e = abs(rrc[i] - b[i])
+        if e > error:
+            error = e
+    return _KERNEL_OK, out, sigma, sweeps, error
+
+
+# The compiled kernel for exactly the argument types the wrapper passes (C-contiguous float64
+# arrays, float, int, bool), called without the dispatcher's per-call type resolution
+# (~1 µs, a fifth of a call at n ~ 5).  Filled after the first call has compiled or loaded it.
+_KERNEL_ENTRY: list[Callable[..., tuple[int, FloatArray, float, int, float]] | None] = [None]
+
+
+def _compiled_entry_point() -> Callable[..., tuple[int, FloatArray, float, int, float]] | None:
+    """The kernel's compiled entry point for the wrapper's argument types, if available.
+
+    ``np.ascontiguousarray(..., dtype=np.float64)`` guarantees the array types except
+    writeability; the kernel never writes its inputs, so a read-only array is safe too.
+    ``None`` (keep using the dispatcher) if this numba version lays the dispatcher out
+    differently.
+    """
+    signature = (
+        numba_types.Array(numba_types.float64, 2, "C"),
+        numba_types.Array(numba_types.float64, 1, "C"),
+        numba_types.float64,
+        numba_types.int64,
+        numba_types.boolean,
+    )
+    compiled = getattr(_ccd_kernel, "overloads", {}).get(signature)
+    return getattr(compiled, "entry_point", None)
+
+
+def _target_weights(out: FloatArray, sigma: float, iterations: int, error: float) -> TargetWeights:
+    """:class:`TargetWeights` from the kernel's packed output (read-only views of ``out``).
+
+    Sets the frozen dataclass's ``__dict__`` in one assignment: the object the generated
+    ``__init__`` builds, ~1.5 µs cheaper (a quarter of the whole call at n ~ 5).
+    """
+    out.setflags(write=False)  # the row views below inherit it
+    result = _new_object(TargetWeights)
+    _set_attribute(
+        result,
+        "__dict__",
+        {
+            "weights": out[0],
+            "risk_budget": out[1],
+            "risk_contributions": out[3],
+            "relative_risk_contributions": out[2],
+            "portfolio_volatility": sigma,
+            "iterations": iterations,
+            "max_budget_error": error,
+            "lower_bound_active": (),
+            "upper_bound_active": (),
+            "max_free_budget_error": error,
+        },
+    )
+    return result
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
 def solve_equal_risk_contribution(
     covariance: npt.ArrayLike,
     risk_budget: npt.ArrayLike | None = None,
     tol: float = 1e-12,
     max_iter: int = 100,
+    *,
+    check_positive_definite: bool = True,
 ) -> TargetWeights:
     """Long-only risk-budgeting weights (equal risk contribution by default).
 
-    Solves :math:`RRC_i(w) = b_i`, :math:`w > 0`, :math:`\\sum_i w_i = 1` by
-    Newton's method on Spinu's convex formulation [1]_ (see the module
-    docstring), run in *correlation space* for conditioning: with
+    Solves :math:`RRC_i(w) = b_i`, :math:`w > 0`, :math:`\\sum_i w_i = 1` on
+    Spinu's convex formulation [1]_ (see the module docstring), run in
+    *correlation space* for conditioning: with
     :math:`s = \\sqrt{\\mathrm{diag}\\,\\Sigma}` and
     :math:`C = \\Sigma / (s s^\\top)`, we solve for :math:`y` with :math:`C`
     and map back :math:`x = y / s`, :math:`w = x / \\sum_i x_i`.  Risk
     contributions are invariant under this change of variables
-    (:math:`x_i(\\Sigma x)_i = y_i (C y)_i`).  Each iteration costs one
-    Cholesky solve, :math:`O(n^3/3)` flops: 3--5 iterations on realistic
-    (factor-model, positively correlated) inputs, up to ~20 when
-    :math:`\\kappa(\\Sigma) \\sim 10^8` (see ``benchmarks/bench_optimizer.py``).
+    (:math:`x_i(\\Sigma x)_i = y_i (C y)_i`).
+
+    Two methods, same problem and tolerance:
+
+    * first, a compiled (numba) kernel that validates the input, runs cyclical
+      coordinate descent with the closed-form coordinate update of
+      Griveau-Billion, Richard & Roncalli [7]_ (:math:`O(n^2)` per sweep,
+      about 13 sweeps to ``1e-12`` on realistic factor-model covariances) and
+      computes the risk decomposition, in one call;
+    * if coordinate descent cannot reach ``tol`` within ``max_iter`` sweeps at
+      its measured rate (ill-conditioned :math:`\\Sigma`, round-off floor),
+      damped Newton (one Cholesky solve, :math:`O(n^3/3)` flops, per
+      iteration; 3--5 iterations on realistic inputs, up to ~20 when
+      :math:`\\kappa(\\Sigma) \\sim 10^8`), from its own start.
+
+    The kernel is compiled on the first call of a process without an on-disk
+    cache (``cache=True``: ``__pycache__`` next to this module), a one-time
+    cost of tens of seconds; loading it from the cache costs about a second.
+    See ``benchmarks/bench_solvers.py`` for timings against other libraries.
 
     Parameters
     ----------
@@ -624,13 +1034,25 @@ def solve_equal_risk_contribution(
         \\kappa`: at :math:`\\kappa(\\Sigma) = 10^8` expect errors of a few
         ``1e-9``.
     max_iter : int, default 100
-        Maximum number of Newton iterations.
+        Maximum number of coordinate-descent sweeps, and then of Newton
+        iterations if Newton takes over.
+    check_positive_definite : bool, default True
+        Test that :math:`\\Sigma` is positive definite (Cholesky).  ``False``
+        skips this :math:`O(n^3/3)` test -- the largest cost of a call beyond
+        n ~ 50 (about 60 µs at n = 100 and 270-350 µs at n = 200 on one core in
+        ``benchmarks/bench_solvers.py``, as much as the solve or more) -- for a
+        caller that guarantees it (e.g. a
+        shrinkage estimate).  A matrix that is not positive definite is then
+        still rejected whenever coordinate descent does not converge (the
+        Newton path validates it), but may otherwise yield weights that meet
+        the budget for that invalid matrix.  Every other check still runs.
 
     Returns
     -------
     TargetWeights
         Weights, budget, risk decomposition (annualised if ``covariance`` is),
-        iterations and the achieved :math:`\\max_i |RRC_i - b_i|`.
+        ``iterations`` (coordinate-descent sweeps plus Newton iterations) and
+        the achieved :math:`\\max_i |RRC_i - b_i|`.
 
     Raises
     ------
@@ -651,11 +1073,45 @@ def solve_equal_risk_contribution(
     References
     ----------
     .. [1] F. Spinu, "An algorithm for computing risk parity weights", 2013.
+    .. [7] Griveau-Billion, Richard, Roncalli, SSRN 2325255, 2013.
     """
     if not (tol > 0.0 and math.isfinite(tol)):
         raise ConfigError(f"tol is {tol!r}; it must be finite and > 0 (default 1e-12).")
     if isinstance(max_iter, bool) or int(max_iter) != max_iter or max_iter < 1:
         raise ConfigError(f"max_iter is {max_iter!r}; it must be an integer >= 1 (default 100).")
+    cov = np.ascontiguousarray(covariance, dtype=np.float64)
+    n = cov.shape[0] if cov.ndim == 2 else 0
+    budget: FloatArray | None = _NO_BUDGET
+    if risk_budget is not None:
+        budget = np.ascontiguousarray(risk_budget, dtype=np.float64)
+        if budget.shape != (n,):
+            budget = None
+    sweeps = 0
+    if n and cov.shape[1] == n and budget is not None:
+        status, out, sigma, sweeps, error = (_KERNEL_ENTRY[0] or _ccd_kernel)(
+            cov, budget, float(tol), int(max_iter), bool(check_positive_definite)
+        )
+        if _KERNEL_ENTRY[0] is None:
+            _KERNEL_ENTRY[0] = _compiled_entry_point()
+        if status == _KERNEL_OK:
+            return _target_weights(out, sigma, sweeps, error)
+    # Invalid input (raises the documented error) or a problem coordinate descent
+    # cannot finish in max_iter sweeps: damped Newton.
+    result = _newton_risk_budgeting(covariance, risk_budget, float(tol), int(max_iter))
+    if sweeps:
+        result = dataclasses.replace(result, iterations=result.iterations + sweeps)
+    return result
+
+
+def _newton_risk_budgeting(
+    covariance: npt.ArrayLike, risk_budget: npt.ArrayLike | None, tol: float, max_iter: int
+) -> TargetWeights:
+    """Validate, then solve by damped Newton in correlation space (the reference path).
+
+    :func:`solve_equal_risk_contribution` without the compiled coordinate-descent
+    fast path: same arguments (already checked ``tol`` and ``max_iter``), same
+    result type and errors; ``iterations`` counts Newton iterations only.
+    """
     cov = _validate_covariance(covariance)
     n = cov.shape[0]
     b = _validate_budget(risk_budget, n)
@@ -991,11 +1447,15 @@ def _solve_bounded(
     upper: FloatArray,
     tol: float,
     max_iter: int,
+    unconstrained: TargetWeights,
 ) -> tuple[FloatArray, int, FloatArray, FloatArray]:
     """Constrained risk budgeting (Richard & Roncalli [6]_), see :func:`solve_risk_budgeting`.
 
-    Returns the weights (in bounds, summing to 1), the total number of inner
-    Newton iterations and the lower / upper active masks.
+    ``unconstrained`` is :func:`solve_equal_risk_contribution`'s solution for
+    the same covariance and budget, outside the bounds.  Returns the weights
+    (in bounds, summing to 1), the total number of iterations (those of the
+    unconstrained solve plus the inner Newton iterations) and the lower /
+    upper active masks.
     """
     n = b.size
     vols = np.sqrt(cov.diagonal())
@@ -1004,20 +1464,11 @@ def _solve_bounded(
     inv_vols = 1.0 / vols
 
     floor_tol = max(tol, _ROUNDOFF_ACCEPT)
-    y0, iterations, error, accept = _solve_correlation_space(corr, b, tol, max_iter, floor_tol)
-    if not error <= max(accept, floor_tol):
-        raise SolverDidNotConvergeError(
-            f"risk-budgeting Newton solver reached max |RRC - b| = {error:.3e} after "
-            f"{iterations} iteration(s) (tolerance {tol:.1e}, max_iter={max_iter}) before "
-            "applying the weight bounds. Increase max_iter or improve the covariance "
-            "conditioning."
-        )
-    x0 = y0 / vols  # same arithmetic as solve_equal_risk_contribution
-    s0 = float(x0.sum())
-    w0 = x0 / s0
+    iterations = unconstrained.iterations
+    # Spinu's solution x0 = w0 / sigma(w0) has x0'Σx0 = 1, hence sum(x0) = 1 / sigma(w0).
+    w0 = unconstrained.weights
+    s0 = 1.0 / unconstrained.portfolio_volatility
     no_mask = np.zeros(n, dtype=bool)
-    if bool(np.all(w0 >= lower) and np.all(w0 <= upper)):
-        return w0, iterations, no_mask, no_mask
     # Degenerate boxes: the bounds alone pin the sleeve.
     if float(lower.sum()) >= 1.0 - _BOUNDS_SUM_ATOL:
         return lower / float(lower.sum()), iterations, lower > 0.0, no_mask
@@ -1027,7 +1478,7 @@ def _solve_bounded(
     lo, hi = lower * vols, upper * vols  # bounds in correlation space, y = vols * x
     # Unconstrained: y(lambda) = sqrt(lambda) y0, so lambda = 1/s0^2 gives sum(x) = 1.
     log_lam = -2.0 * math.log(s0)
-    y = np.clip(y0 / s0, lo, hi)
+    y = np.clip(w0 * vols, lo, hi)  # = y0 / s0 in correlation space
     bracket_lo, bracket_hi = -math.inf, math.inf  # ln(lambda) with sum(x) < 1 / > 1
     origin = log_lam
     inner_tol = max(0.1 * tol, 1e-15)
@@ -1193,7 +1644,14 @@ def solve_risk_budgeting(
     checked = _validate_bounds(bounds, n)
     assert checked is not None
     lower, upper = checked
-    w, iterations, at_lo, at_hi = _solve_bounded(cov, b, lower, upper, float(tol), int(max_iter))
+    # The original arguments: the very same call as without bounds, so that bounds that do
+    # not bind return exactly its result.
+    unconstrained = solve_equal_risk_contribution(covariance, risk_budget, tol, max_iter)
+    if bool(np.all(unconstrained.weights >= lower) and np.all(unconstrained.weights <= upper)):
+        return unconstrained  # the bounds do not bind
+    w, iterations, at_lo, at_hi = _solve_bounded(
+        cov, b, lower, upper, float(tol), int(max_iter), unconstrained
+    )
     sigma_w = cov @ w
     variance = float(w @ sigma_w)
     sigma = math.sqrt(variance)

@@ -694,3 +694,173 @@ def test_allocation_is_immutable() -> None:
     for array in (allocation.weights, allocation.sleeve_weights, allocation.relative_risk_contributions):
         with pytest.raises(ValueError):
             array[0] = 0.0
+
+
+# --------------------------------------------------------------------------- #
+# Compiled coordinate-descent kernel against the Newton reference
+# --------------------------------------------------------------------------- #
+from keeper.optimizer import (  # noqa: E402
+    _KERNEL_INVALID,
+    _KERNEL_OK,
+    _KERNEL_SLOW,
+    _ccd_kernel,
+    _newton_risk_budgeting,
+)
+
+
+def factor_covariance(seed: int, n: int) -> np.ndarray:
+    """Market factor + sector factors + noise, annualised vols U[0.3, 1.2] (the realistic case)."""
+    rng = np.random.default_rng(seed)
+    loadings = np.hstack(
+        [rng.uniform(0.4, 1.0, size=(n, 1)), rng.normal(0.0, 0.3, size=(n, min(4, max(1, n // 5))))]
+    )
+    raw = loadings @ loadings.T + np.diag(rng.uniform(0.1, 0.6, size=n))
+    d = np.sqrt(np.diag(raw))
+    vols = rng.uniform(0.3, 1.2, size=n)
+    cov = raw / np.outer(d, d) * np.outer(vols, vols)
+    return 0.5 * (cov + cov.T)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("n", [2, 3, 5, 10, 24, 25, 50, 120])
+@pytest.mark.parametrize("kind", ["factor", "random"])
+@pytest.mark.parametrize("budget_kind", ["equal", "dirichlet"])
+def test_kernel_agrees_with_the_newton_reference(n: int, seed: int, kind: str, budget_kind: str) -> None:
+    cov = factor_covariance(seed, n) if kind == "factor" else random_covariance(seed, n)
+    budget = (
+        np.full(n, 1.0 / n)
+        if budget_kind == "equal"
+        else np.random.default_rng(700 + seed).dirichlet(np.ones(n))
+    )
+    reference = _newton_risk_budgeting(cov, budget, 1e-12, 100)
+    status, out, sigma, sweeps, error = _ccd_kernel(cov, budget, 1e-12, 100, True)
+    if kind == "factor":
+        assert status == _KERNEL_OK  # the realistic case never needs the Newton path
+    if status == _KERNEL_OK:
+        weights, b, rrc, rc = out
+        np.testing.assert_allclose(weights, reference.weights, rtol=1e-9, atol=0)
+        np.testing.assert_allclose(b, reference.risk_budget, rtol=1e-15, atol=0)
+        assert error <= 1e-12 and budget_error(weights, cov, budget) <= 1e-12
+        assert sigma == pytest.approx(reference.portfolio_volatility, rel=1e-9)
+        np.testing.assert_allclose(rrc, relative_risk_contributions(weights, cov), rtol=1e-12)
+        np.testing.assert_allclose(rc, risk_contributions(weights, cov), rtol=1e-12)
+        assert 0 <= sweeps <= 100
+    else:
+        assert status == _KERNEL_SLOW
+    result = solve_equal_risk_contribution(cov, budget)  # whichever path: same solution
+    np.testing.assert_allclose(result.weights, reference.weights, rtol=1e-9, atol=0)
+    assert result.max_budget_error <= 1e-12
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_kernel_newton_steps_solve_small_ill_conditioned_problems(n: int) -> None:
+    cov = ill_conditioned_covariance(2, n, condition=1e8)
+    status, out, _, sweeps, error = _ccd_kernel(cov, np.full(n, 1.0 / n), 1e-12, 100, True)
+    assert status == _KERNEL_OK and sweeps <= 20 and error <= 1e-12
+    reference = _newton_risk_budgeting(cov, None, 1e-12, 100)
+    np.testing.assert_allclose(out[0], reference.weights, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("n", [40, 60])
+def test_kernel_hands_ill_conditioned_problems_to_newton(n: int) -> None:
+    cov = ill_conditioned_covariance(2, n, condition=1e10)
+    status, _, _, sweeps, _ = _ccd_kernel(cov, np.full(n, 1.0 / n), 1e-12, 100, True)
+    assert status == _KERNEL_SLOW and 1 <= sweeps <= 100
+    result = solve_equal_risk_contribution(cov)
+    reference = _newton_risk_budgeting(cov, None, 1e-12, 100)
+    np.testing.assert_array_equal(result.weights, reference.weights)  # the Newton result itself
+    assert result.iterations == reference.iterations + sweeps
+
+
+def kernel_status(cov: np.ndarray, budget: np.ndarray | None = None) -> int:
+    b = np.empty(0) if budget is None else np.ascontiguousarray(budget, dtype=np.float64)
+    return _ccd_kernel(np.ascontiguousarray(cov, dtype=np.float64), b, 1e-12, 100, True)[0]
+
+
+@pytest.mark.parametrize("n", [3, 60])  # unblocked compiled Cholesky / LAPACK
+def test_kernel_flags_every_invalid_input(n: int) -> None:
+    cov = random_covariance(0, n)
+    assert kernel_status(cov) == _KERNEL_OK
+    for i, j, value in [(1, 2, np.nan), (1, 2, np.inf), (0, 0, np.inf), (2, 2, 0.0), (2, 2, -0.1)]:
+        bad = cov.copy()
+        bad[i, j] = bad[j, i] = value
+        assert kernel_status(bad) == _KERNEL_INVALID
+    asymmetric = cov.copy()
+    asymmetric[0, 1] += 1e-6
+    assert kernel_status(asymmetric) == _KERNEL_INVALID
+    a = np.random.default_rng(1).normal(size=(n, max(1, n // 3)))
+    assert kernel_status(a @ a.T) == _KERNEL_INVALID  # rank n/3: singular at any rounding
+    indefinite = cov.copy()
+    indefinite[0, 1] = indefinite[1, 0] = 1.5 * math.sqrt(cov[0, 0] * cov[1, 1])
+    assert kernel_status(indefinite) == _KERNEL_INVALID
+    budget = np.full(n, 1.0 / n)
+    for bad_budget in (budget * 1.1, np.where(np.arange(n) == 1, 0.0, budget), np.full(n, np.nan)):
+        assert kernel_status(cov, bad_budget) == _KERNEL_INVALID
+
+
+def test_read_only_and_non_contiguous_inputs_give_the_same_result() -> None:
+    cov = factor_covariance(4, 12)
+    budget = np.random.default_rng(4).dirichlet(np.ones(12))
+    base = solve_equal_risk_contribution(cov, budget)
+    frozen_cov, frozen_budget = cov.copy(), budget.copy()
+    frozen_cov.setflags(write=False)
+    frozen_budget.setflags(write=False)
+    for c, b in [
+        (frozen_cov, frozen_budget),
+        (np.asfortranarray(cov), budget),
+        (cov.tolist(), budget.tolist()),
+    ]:
+        np.testing.assert_array_equal(solve_equal_risk_contribution(c, b).weights, base.weights)
+    strided_budget = np.repeat(budget, 2)[::2]  # non-contiguous view
+    np.testing.assert_array_equal(
+        solve_equal_risk_contribution(cov, strided_budget).weights, base.weights
+    )
+    np.testing.assert_array_equal(
+        solve_equal_risk_contribution(cov, base.risk_budget).weights,  # a result's read-only budget
+        solve_equal_risk_contribution(cov, base.risk_budget.copy()).weights,
+    )
+
+
+def test_result_arrays_of_the_kernel_are_read_only() -> None:
+    result = solve_equal_risk_contribution(factor_covariance(5, 6))
+    for array in (
+        result.weights,
+        result.risk_budget,
+        result.risk_contributions,
+        result.relative_risk_contributions,
+    ):
+        with pytest.raises(ValueError):
+            array[0] = 1.0
+    assert result.lower_bound_active == () and result.upper_bound_active == ()
+    assert result.max_free_budget_error == result.max_budget_error
+    assert dataclasses.replace(result, iterations=7).iterations == 7  # a regular dataclass
+
+
+@pytest.mark.parametrize("n", [5, 60])
+def test_skipping_the_positive_definite_test(n: int) -> None:
+    cov = factor_covariance(6, n)
+    checked = solve_equal_risk_contribution(cov)
+    unchecked = solve_equal_risk_contribution(cov, check_positive_definite=False)
+    np.testing.assert_array_equal(unchecked.weights, checked.weights)
+    # Not positive definite: rejected, or (without the test) weights that meet the budget for
+    # that matrix; never an unchecked wrong answer.
+    q, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(n, n)))
+    eigenvalues = np.linspace(1.0, 2.0, n)
+    eigenvalues[0] = -0.05
+    indefinite = (q * eigenvalues) @ q.T
+    indefinite = 0.5 * (indefinite + indefinite.T)
+    with pytest.raises(SingularCovarianceError, match="positive definite"):
+        solve_equal_risk_contribution(indefinite)
+    try:
+        result = solve_equal_risk_contribution(indefinite, check_positive_definite=False)
+    except SingularCovarianceError:
+        return
+    assert budget_error(result.weights, indefinite, np.full(n, 1.0 / n)) <= 1e-12
+
+
+def test_not_converged_within_max_iter_sweeps_uses_newton() -> None:
+    cov = factor_covariance(7, 30)
+    result = solve_equal_risk_contribution(cov, max_iter=3)  # 3 sweeps cannot reach 1e-12
+    reference = _newton_risk_budgeting(cov, None, 1e-12, 3)
+    np.testing.assert_array_equal(result.weights, reference.weights)
+    assert result.iterations == 3 + reference.iterations
