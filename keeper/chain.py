@@ -81,7 +81,8 @@ class AnvilProcess:
         Further anvil flags.
     history_states : int, optional
         Keep this many recent states in memory (``--prune-history N``), so calls at a block a little
-        behind the head still work while other transactions are mined; by default only the head's.
+        behind the head still work while other transactions are mined (a keeper reads every call of a
+        tick at its snapshot block, as a real node's recent state allows). Default 64.
     """
 
     def __init__(
@@ -91,7 +92,7 @@ class AnvilProcess:
         fork_url: str | None = None,
         extra_args: Sequence[str] = (),
         startup_timeout_seconds: float = 30.0,
-        history_states: int | None = None,
+        history_states: int | None = 64,
     ) -> None:
         self.port = port or free_port()
         self.rpc_url = f"http://127.0.0.1:{self.port}"

@@ -241,9 +241,11 @@ def test_anvil_killed_after_the_send_before_the_receipt(node: KillableChain, pro
     assert after["epoch"] == before["epoch"] + 1 and after["nonces"][KEEPER] == before["nonces"][KEEPER] + 1
     again = keeper.run_once()  # settles the journalled transaction, re-plans: nothing left to do
     assert again.status == "skipped" and again.reason_code == "no_trade_needed", again.reason
+    # Settled: "mined" when the restarted node still has the receipt; "dropped" when its reloaded state holds
+    # the effect (nonce consumed) but not the receipt. Either way nothing is live and nothing is re-sent.
     assert keeper.journal.transactions(live=True) == []
-    (settled,) = keeper.journal.transactions(status="mined")
-    assert settled.hash == pending.hash and settled.block_number is not None
+    (settled,) = keeper.journal.transactions()
+    assert settled.hash == pending.hash and settled.status in ("mined", "dropped")
     assert node.ledger([KEEPER]) == after  # not rebalanced twice, no second transaction
     node.assert_no_funds_lost(before, after)
 
