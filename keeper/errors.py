@@ -99,3 +99,15 @@ class BacktestDataError(KeeperError):
 
 
 __all__ += ["MissingObservationError", "EstimatorConfigError", "AllocationFailedError", "OptionInputError", "BacktestDataError"]
+
+
+class OptionLegError(KeeperError):
+    """An overlay order cannot become a vault ``OptionLeg`` (a written option, a close of a series the vault
+    does not hold, too many legs)."""
+
+
+class OptionPremiumBoundError(KeeperError):
+    """The option market's ask (bid) lies beyond the vault's ``maxPremiumBps`` bound around the fair value."""
+
+
+__all__ += ["OptionLegError", "OptionPremiumBoundError"]
