@@ -42,7 +42,14 @@ from web3.logs import DISCARD
 
 from keeper import hedging
 from keeper.chain import call_raw, decode_revert
-from keeper.errors import ConfigError, KeeperError, OptionLegError, OptionPremiumBoundError, SimulationRevertedError
+from keeper.errors import (
+    ConfigError,
+    KeeperError,
+    OptionLegError,
+    OptionPremiumBoundError,
+    QuoteBelowBoundError,
+    SimulationRevertedError,
+)
 from keeper.hedging import OptionPosition, OverlayConfig, OverlayPlan
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import BPS, RebalancePlan, plan_rebalance, sleeve_targets, value_holdings
@@ -295,20 +302,24 @@ def option_legs_for_plan(
         ask, fair = market.functions.quote(token, strike, expiry, is_call, amount, True).call(block_identifier=block)
         quoted.append((symbol, token, strike, expiry, is_call, amount, reason, ask, fair))
     # What is left of the vault's premium budget in the current period (base units), against the buy limits.
-    limits = [_buy_limit(q[7], q[8], tolerance_bps, max_premium_bps)[0] for q in quoted]
-    total_limit = sum(limits)
-    if total_limit > 0:
-        remaining = _remaining_budget(vf, now, block)
-        if total_limit > remaining:
-            scale_num, scale_den = remaining, total_limit
-            rescaled = []
-            for q in quoted:
-                amount = q[5] * scale_num // scale_den
-                if amount == 0:
-                    continue
-                ask, fair = market.functions.quote(q[1], q[2], q[3], q[4], amount, True).call(block_identifier=block)
-                rescaled.append((*q[:5], amount, q[6] + "; scaled to the vault's premium budget", ask, fair))
-            quoted = rescaled
+    # Limits are not linear in the amount (ceil roundings): rescale and re-quote until they fit (a few rounds).
+    remaining = _remaining_budget(vf, now, block) if quoted else 0
+    for _ in range(8):
+        total_limit = sum(_buy_limit(q[7], q[8], tolerance_bps, max_premium_bps)[0] for q in quoted)
+        if total_limit <= remaining:
+            break
+        rescaled = []
+        for q in quoted:
+            # Floor, and one bps under the ratio so that the rounding of the new quotes cannot overshoot.
+            amount = q[5] * remaining * (BPS - 1) // (total_limit * BPS)
+            if amount == 0:
+                continue
+            ask, fair = market.functions.quote(q[1], q[2], q[3], q[4], amount, True).call(block_identifier=block)
+            reason = q[6] if q[6].endswith("premium budget") else q[6] + "; scaled to the vault's premium budget"
+            rescaled.append((*q[:5], amount, reason, ask, fair))
+        quoted = rescaled
+    else:
+        quoted = []  # could not fit (a budget of a few base units): buy nothing
     out_buys = []
     for symbol, token, strike, expiry, is_call, amount, reason, ask, fair in quoted:
         limit, bound = _buy_limit(ask, fair, tolerance_bps, max_premium_bps)
@@ -419,6 +430,7 @@ class OverlayStepReport:
     settlements: tuple[Settlement, ...] = ()
     decision: dict[str, Any] | None = None
     overlay: dict[str, Any] | None = None
+    greeks_before: dict[str, Any] | None = None
     greeks_after: dict[str, Any] | None = None
     plan: RebalancePlan | None = None
     legs: tuple[OptionLeg, ...] = ()
@@ -426,6 +438,9 @@ class OverlayStepReport:
     tx_hash: str | None = None
     gas_used: int | None = None
     execution: Any = None
+    #: Factor (<= 1) applied to the spot targets when they and the premiums do not fit in the NAV
+    #: (:func:`keeper.planner.sleeve_targets`); below 1 the deltas stay under their targets.
+    cash_scale: float = 1.0
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -517,10 +532,12 @@ class OptionOverlay:
         spots = snapshot.prices_usd
         units = np.array([b / 10**a.token_decimals for b, a in zip(state.balances, assets)])
         positions = [h.position() for h in book]
+        greeks_before = self._greeks(units, positions, spots, vols, now, symbols)
+        context["greeks_before"] = greeks_before.as_dict()
         overlay_plan = hedging.plan_overlay(
             self.overlay, symbols=symbols, spots=spots, vols=vols, spot_units=units,
             risk_contributions=_risk_contributions(
-                hedging.delta_adjusted_exposures(self._greeks(units, positions, spots, vols, now, symbols), nav_usd), cov),
+                hedging.delta_adjusted_exposures(greeks_before, nav_usd), cov),
             nav=nav_usd, positions=positions, now=now,
         )
         option_legs = option_legs_for_plan(overlay_plan, book, self.vault, self.market, assets, now, block=block)
@@ -534,7 +551,9 @@ class OptionOverlay:
         )
         context.update(decision=decision.as_dict(), overlay=overlay_plan.as_dict())
         deadline = now + cfg.deadline_seconds
+        self._cash_scale = 1.0
         spot_plan = self._spot_plan(decision, snapshot, state, assets, option_legs, deadline)
+        context["cash_scale"] = self._cash_scale
         plan = with_option_legs(spot_plan, option_legs, state.total_assets, options_value)
         context["plan"] = plan
         context["legs"] = tuple(option_legs)
@@ -542,6 +561,9 @@ class OptionOverlay:
         if not (plan.legs or plan.option_legs):
             return OverlayStepReport("skipped", plan.skip_reason or "no hedge trigger and no option order",
                                      timings=timings, **context)
+        if plan.legs:
+            plan = self._quoted(plan, decision, snapshot, state, assets, option_legs, deadline, options_value)
+            context["plan"] = plan
         data = encode_rebalance_with_options(self.vault, plan)
         execution = self.keeper.executor.send(plan, data)  # simulates (eth_call) first, refuses on revert
         timings.update(execution.timings)
@@ -558,8 +580,30 @@ class OptionOverlay:
         return OverlayStepReport("traded", None, executed=executed, tx_hash=execution.tx_hash,
                                  gas_used=execution.gas_used, execution=execution, greeks_after=greeks_after, timings=timings, **context)
 
+    def _quoted(self, plan: RebalancePlan, decision: hedging.HedgeDecision, snapshot: PriceSnapshot, state: VaultState,
+                assets: Sequence[RiskAssetInfo], option_legs: Sequence[OptionLeg], deadline: int,
+                options_value: int) -> RebalancePlan:
+        """Quotes the swap legs (QuoterV2); when a pool cannot absorb the hedge within the slippage budget, takes
+        half the step (up to ``max_step_halvings`` times), as the keeper's tick does."""
+        pool_fees = {a.token: a.pool_fee for a in assets}
+        fraction = 1.0
+        for attempt in range(self.keeper.config.max_step_halvings + 1):
+            try:
+                self.keeper.executor.quote(plan, pool_fees)
+                return plan
+            except QuoteBelowBoundError:
+                if attempt == self.keeper.config.max_step_halvings:
+                    raise
+                fraction /= 2
+                spot = self._spot_plan(decision, snapshot, state, assets, option_legs, deadline, fraction)
+                plan = with_option_legs(spot, option_legs, state.total_assets, options_value)
+                if not plan.legs:
+                    return plan
+        return plan
+
     def _spot_plan(self, decision: hedging.HedgeDecision, snapshot: PriceSnapshot, state: VaultState,
-                   assets: Sequence[RiskAssetInfo], option_legs: Sequence[OptionLeg], deadline: int) -> RebalancePlan:
+                   assets: Sequence[RiskAssetInfo], option_legs: Sequence[OptionLeg], deadline: int,
+                   fraction: float = 1.0) -> RebalancePlan:
         cfg = self.keeper.config
         args = dict(slippage_budget_bps=cfg.slippage_budget_bps, min_trade_value=int(cfg.min_trade_usd * 10**state.base_decimals),
                     deadline=deadline)
@@ -570,10 +614,16 @@ class OptionOverlay:
                                  int(min(cfg.slippage_budget_bps, state.max_slippage_bps)),
                                  skip_reason="no hedge trigger fired")
         holdings = value_holdings(snapshot, state, assets)
+        # The premiums are paid after the swaps, from the base balance; the sells may return up to the slippage
+        # budget less than their oracle value, so that much of the spot NAV is kept back too.
+        slippage = int(min(cfg.slippage_budget_bps, state.max_slippage_bps))
         reserved = sum(leg.premium_limit for leg in option_legs if leg.is_buy)
+        if reserved:
+            reserved = min(reserved + -(-holdings.nav * slippage // BPS), holdings.nav)
         sleeve = sleeve_targets(decision.orders.spot_target_weights, state.total_assets, holdings.nav, reserved_cash=reserved)
+        self._cash_scale = sleeve.scale
         return plan_rebalance(snapshot, state, assets, sleeve.weights, cash_buffer_bps=sleeve.cash_buffer_bps,
-                              drift_threshold_bps=0.0, **args)
+                              drift_threshold_bps=0.0, fraction=fraction, **args)
 
     def _greeks(self, units: FloatArray, positions: Sequence[OptionPosition], spots: FloatArray, vols: FloatArray,
                 now: int, symbols: Sequence[str]) -> hedging.PortfolioGreeks:
@@ -604,12 +654,14 @@ class OptionOverlay:
             nav_before=plan.nav_before if plan else None,
             hedge_decision=report.decision,
             overlay_plan=report.overlay,
+            greeks_before=report.greeks_before,
             greeks=(report.decision or {}).get("greeks"),
             greeks_after=report.greeks_after,
             legs=plan.legs if plan else None,
             option_legs=report.legs,
             executed=report.executed,
             settlements=report.settlements,
+            cash_scale=report.cash_scale,
             timings=report.timings,
         )
 

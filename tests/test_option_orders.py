@@ -19,7 +19,7 @@ import pytest
 from keeper import hedging, options
 from keeper.chain import ANVIL_KEYS, AnvilProcess, DevSender, connect, contract, dev_accounts, rpc
 from keeper.config import KeeperConfig
-from keeper.deployment import BASE_DECIMALS, MAX_UINT256, deploy_options, deploy_system, price_to_answer, vol_to_answer
+from keeper.deployment import BASE_DECIMALS, MAX_UINT256, Arbitrageur, deploy_options, deploy_system, price_to_answer, vol_to_answer
 from keeper.errors import OptionLegError, OptionPremiumBoundError
 from keeper.hedging import HedgeTriggerConfig, OptionOrder, OverlayConfig, OverlayPlan
 from keeper.journal import Journal
@@ -68,7 +68,9 @@ class Env:
     vol_feeds: list[Any]
     rpc_url: str
     quoter: str
-    journal_dir: Any = None
+    arb: Any = None
+    tokens: tuple[str, ...] = ()
+    prices: tuple[float, ...] = PRICES
 
     def now(self) -> int:
         return self.w3.eth.get_block("latest")["timestamp"]
@@ -80,6 +82,18 @@ class Env:
         for feed, vol_feed, p, v in zip(self.feeds, self.vol_feeds, prices, vols):
             self.tx.transact(self.owner, feed.functions.pushAnswer(price_to_answer(p)))
             self.tx.transact(self.owner, vol_feed.functions.pushAnswer(vol_to_answer(v)))
+        self.prices = tuple(prices)
+        self.align()
+
+    def align(self) -> None:
+        """An arbitrageur moves every pool back to the oracle price (as the demo does each day)."""
+        for token, p in zip(self.tokens, self.prices):
+            self.arb.align(token, price_to_answer(p))
+
+    def step(self, overlay: OptionOverlay):
+        report = overlay.step(TARGETS, COV)
+        self.align()
+        return report
 
     def overlay(self, tmp_path, config: OverlayConfig | None = None, band_bps: float = BAND_BPS) -> OptionOverlay:
         cfg = KeeperConfig(rpc_url=self.rpc_url, vault_address=self.vault.address, quoter_address=self.quoter,
@@ -107,7 +121,7 @@ class Env:
 def deployed():
     node = AnvilProcess(timestamp=GENESIS)
     w3 = connect(node.rpc_url)
-    owner, keeper, guardian, anyone, alice = dev_accounts()[:5]
+    owner, keeper, guardian, anyone, alice, arb = dev_accounts()[:6]
     system = deploy_system(w3, owner, keeper, guardian, SYMBOLS, PRICES, pool_depth_usd=200_000_000)
     opts = deploy_options(w3, system, owner, VOLS, pool_liquidity_usd=20_000_000)
     tx = DevSender(w3)
@@ -119,6 +133,7 @@ def deployed():
         feeds=[contract(w3, "PushPriceFeed", a.feed) for a in system.assets],
         vol_feeds=[contract(w3, "PushPriceFeed", opts.vol_feeds[a.token]) for a in system.assets],
         rpc_url=node.rpc_url, quoter=system.quoter,
+        arb=Arbitrageur(w3, system, arb, owner), tokens=tuple(a.token for a in system.assets),
     )
     tx.transact(owner, env.base.functions.mint(alice, 10_000_000 * USDC))
     tx.transact(alice, env.base.functions.approve(system.vault, MAX_UINT256))
@@ -142,14 +157,15 @@ def _exposure_drift_bps(env: Env, overlay: OptionOverlay) -> np.ndarray:
 
 def test_first_step_hedges_spot_then_buys_the_25_delta_put_on_the_largest_contributor(env: Env, tmp_path) -> None:
     overlay = env.overlay(tmp_path)
-    first = overlay.step(TARGETS, COV)
+    first = env.step(overlay)
     # Never hedged: the time trigger fires, the vault holds no spot yet, so no put (nothing to protect).
     assert first.status == "traded", first.reason
-    assert first.decision["reasons"] == ["time"] and not first.legs
+    assert set(first.decision["reasons"]) == {"time", "delta_drift:BTC", "delta_drift:ETH", "delta_drift:SOL"}
+    assert not first.legs
     assert np.all(np.abs(_exposure_drift_bps(env, overlay)) <= BAND_BPS)
 
     nav_before = env.vault.functions.totalAssets().call()
-    second = overlay.step(TARGETS, COV)
+    second = env.step(overlay)
     assert second.status == "traded", second.reason
     (leg,) = second.legs
     g_before = second.decision["greeks"]
@@ -180,24 +196,27 @@ def test_first_step_hedges_spot_then_buys_the_25_delta_put_on_the_largest_contri
     rows = overlay.keeper.journal.ticks("overlay_traded")
     assert len(rows) == 2
     detail = rows[-1]["detail"]
-    assert detail["hedge_decision"]["greeks"]["BTC"]["option_delta_units"] == 0.0  # Greeks before the trade
+    assert detail["greeks_before"]["BTC"]["option_delta_units"] == 0.0  # the book before: no option
+    planned = detail["hedge_decision"]["greeks"]["BTC"]["option_delta_units"]  # the book the hedge targets
+    assert planned == pytest.approx(-0.25 * leg.amount / WAD, rel=1e-3)
     assert detail["overlay_plan"]["orders"][0]["action"] == "open"
     assert detail["greeks_after"]["BTC"]["option_delta_units"] == pytest.approx(-0.25 * leg.amount / WAD, rel=1e-3)
 
 
 def test_hedge_brings_each_delta_to_its_target_within_the_band(env: Env, tmp_path) -> None:
-    overlay = env.overlay(tmp_path, OverlayConfig(max_put_assets=2, hedge_ratio=1.0, premium_budget_bps=150.0))
-    overlay.step(TARGETS, COV)
-    overlay.step(TARGETS, COV)  # puts on BTC and ETH, hedged in the same transaction
+    overlay = env.overlay(tmp_path, OverlayConfig(max_put_assets=2, hedge_ratio=0.5, premium_budget_bps=150.0))
+    env.step(overlay)
+    env.step(overlay)  # puts on BTC and ETH, hedged in the same transaction
     assert len(read_option_book(env.vault, env.market, overlay.keeper.reader.assets)) == 2
     assert np.all(np.abs(_exposure_drift_bps(env, overlay)) <= BAND_BPS)
-    # A 15 % fall of BTC moves its exposure (spot and put delta) out of the band; the next step re-hedges.
-    env.push((34_000.0, 3_000.0, 100.0), at=env.now() + 3600)
+    # A 10 % fall of BTC moves its exposure (spot and put delta) out of the band; the next step re-hedges.
+    env.push((36_000.0, 3_000.0, 100.0), at=env.now() + 3600)
     drift = _exposure_drift_bps(env, overlay)
     assert np.max(np.abs(drift)) > BAND_BPS
-    step = overlay.step(TARGETS, COV)
+    step = env.step(overlay)
     assert step.status == "traded", step.reason
     assert "delta_drift:BTC" in step.decision["reasons"]
+    assert step.plan.legs and step.cash_scale == 1.0  # feasible: no target scaled down for cash
     after = _exposure_drift_bps(env, overlay)
     assert np.all(np.abs(after) <= BAND_BPS), after
     # The put's delta counted in the hedge: BTC spot is above its exposure target.
@@ -207,7 +226,7 @@ def test_hedge_brings_each_delta_to_its_target_within_the_band(env: Env, tmp_pat
 
 def test_premium_limit_within_the_vault_bound_and_refused_beyond(env: Env, tmp_path) -> None:
     overlay = env.overlay(tmp_path)
-    overlay.step(TARGETS, COV)
+    env.step(overlay)
     reader = overlay.keeper.reader
     now = env.now()
     strike = 36_000.0
@@ -227,7 +246,7 @@ def test_premium_limit_within_the_vault_bound_and_refused_beyond(env: Env, tmp_p
 
 def test_buys_are_scaled_to_what_is_left_of_the_vault_premium_budget(env: Env, tmp_path) -> None:
     overlay = env.overlay(tmp_path)
-    overlay.step(TARGETS, COV)
+    env.step(overlay)
     env.tx.transact(env.owner, env.vault.functions.setOptionLimits(300, 5, 30 * DAY, 8))  # 5 bps of NAV
     now = env.now()
     plan = _open_plan(36_000.0, now + 30 * DAY, 10.0)  # ~ 0.7 % of NAV at full size
@@ -245,12 +264,12 @@ def test_buys_are_scaled_to_what_is_left_of_the_vault_premium_budget(env: Env, t
 
 def test_roll_before_expiry_sells_the_old_series_and_buys_a_new_one(env: Env, tmp_path) -> None:
     overlay = env.overlay(tmp_path)
-    overlay.step(TARGETS, COV)
-    overlay.step(TARGETS, COV)
+    env.step(overlay)
+    env.step(overlay)
     (old,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
     # 26 days later (4 days to expiry, inside the 5-day roll window).
     env.push(at=old.expiry - 4 * DAY)
-    step = overlay.step(TARGETS, COV)
+    step = env.step(overlay)
     assert step.status == "traded", step.reason
     sell, buy = step.legs
     assert (sell.is_buy, sell.strike, sell.expiry, sell.amount) == (False, old.strike, old.expiry, old.amount)
@@ -266,7 +285,7 @@ def test_roll_before_expiry_sells_the_old_series_and_buys_a_new_one(env: Env, tm
 @pytest.mark.parametrize("final_price, in_the_money", [(30_000.0, True), (45_000.0, False)])
 def test_settle_after_expiry(env: Env, tmp_path, final_price: float, in_the_money: bool) -> None:
     overlay = env.overlay(tmp_path)
-    overlay.step(TARGETS, COV)
+    env.step(overlay)
     now = env.now()
     strike = 36_000.0
     (leg,) = option_legs_for_plan(_open_plan(strike, now + 10 * DAY, 3.0), (), env.vault, env.market,
@@ -291,12 +310,12 @@ def test_settle_after_expiry(env: Env, tmp_path, final_price: float, in_the_mone
 
 def test_overlay_step_settles_expired_series_itself(env: Env, tmp_path) -> None:
     overlay = env.overlay(tmp_path)
-    overlay.step(TARGETS, COV)
-    overlay.step(TARGETS, COV)
+    env.step(overlay)
+    env.step(overlay)
     (held,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
     env.push((25_000.0, 3_000.0, 100.0), at=held.expiry - 60)
     env.push((25_000.0, 3_000.0, 100.0), at=held.expiry + 60)
-    step = overlay.step(TARGETS, COV)
+    step = env.step(overlay)
     (s,) = step.settlements
     assert s.payout == (held.strike - 25_000 * WAD) * held.amount // SCALE > 0
 
@@ -327,7 +346,8 @@ def test_calldata_round_trip(env: Env, tmp_path) -> None:
     rp = _bare_plan(overlay.keeper.reader.vault_state(), [leg], now)
     fn, args = env.vault.decode_function_input(encode_rebalance_with_options(env.vault, rp))
     assert fn.fn_name == "rebalanceWithOptions"
-    assert list(args["optionLegs"][0]) == list(leg.as_tuple())
+    decoded = args["optionLegs"][0]
+    assert list(decoded.values() if hasattr(decoded, "values") else decoded) == list(leg.as_tuple())
     assert (args["legs"], args["minNavAfter"], args["expectedEpoch"], args["deadline"]) == (
         [], rp.min_nav_after, rp.expected_epoch, rp.deadline)
 
@@ -353,3 +373,17 @@ def _bare_plan(state: Any, legs: list, now: int):
     spot = RebalancePlan((), state.rebalance_epoch, now + 600, state.total_assets, state.total_assets, w, w, 0.0, 0.0,
                          50, skip_reason="options only")
     return with_option_legs(spot, legs, state.total_assets, 0)
+
+
+def test_targets_beyond_the_cash_are_scaled_down_and_flagged(env: Env, tmp_path) -> None:
+    # Full-size puts on two assets after a fall: spot + |put delta| would need more than the NAV.
+    overlay = env.overlay(tmp_path, OverlayConfig(max_put_assets=2, hedge_ratio=1.0, premium_budget_bps=150.0))
+    env.step(overlay)
+    env.step(overlay)
+    env.push((33_000.0, 2_500.0, 100.0), at=env.now() + 3600)
+    step = env.step(overlay)
+    assert step.status == "traded", step.reason
+    assert 0.0 < step.cash_scale < 1.0
+    assert overlay.keeper.journal.ticks("overlay_traded")[-1]["detail"]["cash_scale"] == step.cash_scale
+    # The base balance still pays the premiums of the legs; the vault keeps a positive cash balance.
+    assert env.base.functions.balanceOf(env.vault.address).call() > 0
