@@ -65,6 +65,7 @@ __all__ = [
     "strike_to_wad",
     "amount_to_wad",
     "option_legs_for_plan",
+    "book_after_legs",
     "with_option_legs",
     "encode_rebalance_with_options",
     "settle_expired",
@@ -347,6 +348,20 @@ def _remaining_budget(vf: Any, now: int, block: int | str) -> int:
     return max(budget - spent, 0)
 
 
+def book_after_legs(book: Sequence[HeldSeries], legs: Sequence[OptionLeg]) -> list[OptionPosition]:
+    """The option book after ``legs`` execute: held amounts less sells plus buys, as OptionPositions."""
+    amounts: dict[tuple[str, int, int, bool], int] = {}
+    for h in book:
+        if not h.settled:
+            key = (h.symbol, h.strike, h.expiry, h.is_call)
+            amounts[key] = amounts.get(key, 0) + h.amount
+    for leg in legs:
+        key = (leg.symbol, leg.strike, leg.expiry, leg.is_call)
+        amounts[key] = amounts.get(key, 0) + (leg.amount if leg.is_buy else -leg.amount)
+    return [OptionPosition(sym, strike / WAD, expiry, is_call, amount / WAD)
+            for (sym, strike, expiry, is_call), amount in amounts.items() if amount > 0]
+
+
 def with_option_legs(plan: RebalancePlan, legs: Sequence[OptionLeg], nav_before: int, options_value: int) -> RebalancePlan:
     """``plan`` with ``option_legs`` and a NAV floor for the whole transaction.
 
@@ -441,6 +456,9 @@ class OverlayStepReport:
     #: Factor (<= 1) applied to the spot targets when they and the premiums do not fit in the NAV
     #: (:func:`keeper.planner.sleeve_targets`); below 1 the deltas stay under their targets.
     cash_scale: float = 1.0
+    #: Factor (<= 1) applied to the exposure targets so that spot plus option delta can reach them without
+    #: leverage (long puts deep in the money ask for more spot than the NAV holds).
+    target_scale: float = 1.0
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -541,10 +559,21 @@ class OptionOverlay:
             nav=nav_usd, positions=positions, now=now,
         )
         option_legs = option_legs_for_plan(overlay_plan, book, self.vault, self.market, assets, now, block=block)
-        book_after = [OptionPosition(p.symbol, p.strike, p.expiry, p.is_call, p.quantity)
-                      for p in overlay_plan.positions_after]
+        # The hedge targets the book the legs lead to (amounts floored, buys perhaps scaled to the vault's budget),
+        # not the overlay's float plan.
+        book_after = book_after_legs(book, option_legs)
         greeks = self._greeks(units, book_after, spots, vols, now, symbols)
         target_exposure = w_erc * (1.0 - cfg.cash_buffer_bps / BPS)
+        # A long-only vault without leverage holds spot worth Σ_i (t_i N − Δopt_i S_i) at most the spot NAV less
+        # the cash the premiums need: when long puts (Δopt < 0) ask for more, every target is scaled by k < 1
+        # so that the hedge aims at what it can reach (and does not churn against an unreachable target).
+        holdings = value_holdings(snapshot, state, assets)
+        available_usd = (holdings.nav - self._reserved(option_legs, holdings.nav, state)) / scale
+        wanted_usd = float(target_exposure.sum()) * nav_usd
+        reachable_usd = available_usd + float(np.dot(greeks.option_delta_units, spots))
+        target_scale = 1.0 if wanted_usd <= reachable_usd else max(reachable_usd, 0.0) / wanted_usd
+        context["target_scale"] = target_scale
+        target_exposure = target_exposure * target_scale
         decision = hedging.hedge_decision(
             self.trigger, greeks=greeks, target_exposure_weights=target_exposure, nav=nav_usd, now=now,
             last_hedge_at=self.last_hedge_at, iv_at_last_hedge=self.iv_at_last_hedge,
@@ -614,16 +643,20 @@ class OptionOverlay:
                                  int(min(cfg.slippage_budget_bps, state.max_slippage_bps)),
                                  skip_reason="no hedge trigger fired")
         holdings = value_holdings(snapshot, state, assets)
-        # The premiums are paid after the swaps, from the base balance; the sells may return up to the slippage
-        # budget less than their oracle value, so that much of the spot NAV is kept back too.
-        slippage = int(min(cfg.slippage_budget_bps, state.max_slippage_bps))
-        reserved = sum(leg.premium_limit for leg in option_legs if leg.is_buy)
-        if reserved:
-            reserved = min(reserved + -(-holdings.nav * slippage // BPS), holdings.nav)
+        reserved = self._reserved(option_legs, holdings.nav, state)
         sleeve = sleeve_targets(decision.orders.spot_target_weights, state.total_assets, holdings.nav, reserved_cash=reserved)
         self._cash_scale = sleeve.scale
         return plan_rebalance(snapshot, state, assets, sleeve.weights, cash_buffer_bps=sleeve.cash_buffer_bps,
                               drift_threshold_bps=0.0, fraction=fraction, **args)
+
+    def _reserved(self, option_legs: Sequence[OptionLeg], spot_nav: int, state: VaultState) -> int:
+        """Base units kept in cash for the premiums, paid after the swaps from the base balance; the sells may
+        return up to the slippage budget less than their oracle value, so that much of the spot NAV too."""
+        reserved = sum(leg.premium_limit for leg in option_legs if leg.is_buy)
+        if not reserved:
+            return 0
+        slippage = int(min(self.keeper.config.slippage_budget_bps, state.max_slippage_bps))
+        return min(reserved + -(-spot_nav * slippage // BPS), spot_nav)
 
     def _greeks(self, units: FloatArray, positions: Sequence[OptionPosition], spots: FloatArray, vols: FloatArray,
                 now: int, symbols: Sequence[str]) -> hedging.PortfolioGreeks:
@@ -662,6 +695,7 @@ class OptionOverlay:
             executed=report.executed,
             settlements=report.settlements,
             cash_scale=report.cash_scale,
+            target_scale=report.target_scale,
             timings=report.timings,
         )
 

@@ -216,7 +216,7 @@ def test_hedge_brings_each_delta_to_its_target_within_the_band(env: Env, tmp_pat
     step = env.step(overlay)
     assert step.status == "traded", step.reason
     assert "delta_drift:BTC" in step.decision["reasons"]
-    assert step.plan.legs and step.cash_scale == 1.0  # feasible: no target scaled down for cash
+    assert step.plan.legs and step.target_scale == step.cash_scale == 1.0  # reachable: nothing scaled down
     after = _exposure_drift_bps(env, overlay)
     assert np.all(np.abs(after) <= BAND_BPS), after
     # The put's delta counted in the hedge: BTC spot is above its exposure target.
@@ -375,15 +375,21 @@ def _bare_plan(state: Any, legs: list, now: int):
     return with_option_legs(spot, legs, state.total_assets, 0)
 
 
-def test_targets_beyond_the_cash_are_scaled_down_and_flagged(env: Env, tmp_path) -> None:
-    # Full-size puts on two assets after a fall: spot + |put delta| would need more than the NAV.
+def test_unreachable_targets_are_scaled_to_what_the_vault_can_hold(env: Env, tmp_path) -> None:
+    # Full-size puts on two assets, then a fall: spot + |put delta| would need more than the NAV (no leverage).
     overlay = env.overlay(tmp_path, OverlayConfig(max_put_assets=2, hedge_ratio=1.0, premium_budget_bps=150.0))
     env.step(overlay)
     env.step(overlay)
-    env.push((33_000.0, 2_500.0, 100.0), at=env.now() + 3600)
+    env.push((30_000.0, 2_300.0, 100.0), at=env.now() + 3600)
     step = env.step(overlay)
     assert step.status == "traded", step.reason
-    assert 0.0 < step.cash_scale < 1.0
-    assert overlay.keeper.journal.ticks("overlay_traded")[-1]["detail"]["cash_scale"] == step.cash_scale
-    # The base balance still pays the premiums of the legs; the vault keeps a positive cash balance.
+    assert 0.0 < step.target_scale < 1.0
+    assert step.cash_scale == pytest.approx(1.0, abs=1e-9)
+    assert overlay.keeper.journal.ticks("overlay_traded")[-1]["detail"]["target_scale"] == step.target_scale
+    # Every delta within the band of its scaled target; the vault keeps cash for the premiums.
+    g, nav = env.greeks(overlay)
+    target = TARGETS * (1 - CASH_BUFFER_BPS / BPS) * step.target_scale
+    assert np.all(np.abs(hedging.delta_adjusted_exposures(g, nav) - target) * BPS <= BAND_BPS)
     assert env.base.functions.balanceOf(env.vault.address).call() > 0
+    # The next step has nothing to do: no churn against an unreachable target.
+    assert env.step(overlay).status == "skipped"
