@@ -62,6 +62,7 @@ __all__ = [
     "Settlement",
     "read_option_book",
     "read_implied_vols",
+    "vol_feeds_of",
     "strike_to_wad",
     "amount_to_wad",
     "option_legs_for_plan",
@@ -166,17 +167,26 @@ def read_option_book(vault: Any, market: Any, assets: Sequence[RiskAssetInfo], b
     return tuple(out)
 
 
-def read_implied_vols(market: Any, assets: Sequence[RiskAssetInfo], block: int | str = "latest") -> FloatArray:
-    """Annualised implied volatility per asset (fraction) from the market's volatility feeds, shape (n_assets,)."""
+def vol_feeds_of(market: Any, assets: Sequence[RiskAssetInfo]) -> list[tuple[Any, int]]:
+    """Each asset's implied-volatility feed (web3 contract) and its decimals, from ``market.underlyingConfig``."""
     from keeper.chain import contract
 
-    vols = []
+    out = []
     for a in assets:
-        cfg = market.functions.underlyingConfig(a.token).call(block_identifier=block)
-        vol_feed, vol_decimals = cfg[1], cfg[5]
-        answer = contract(market.w3, "PushPriceFeed", vol_feed).functions.latestRoundData().call(block_identifier=block)[1]
-        vols.append(answer / 10**vol_decimals)
-    return np.array(vols, dtype=np.float64)
+        cfg = market.functions.underlyingConfig(a.token).call()
+        out.append((contract(market.w3, "PushPriceFeed", cfg[1]), int(cfg[5])))
+    return out
+
+
+def read_implied_vols(market: Any, assets: Sequence[RiskAssetInfo], block: int | str = "latest",
+                      feeds: Sequence[tuple[Any, int]] | None = None) -> FloatArray:
+    """Annualised implied volatility per asset (fraction) from the market's volatility feeds, shape (n_assets,).
+
+    ``feeds`` (from :func:`vol_feeds_of`) saves the configuration reads when called every tick.
+    """
+    feeds = feeds if feeds is not None else vol_feeds_of(market, assets)
+    return np.array([feed.functions.latestRoundData().call(block_identifier=block)[1] / 10**decimals
+                     for feed, decimals in feeds], dtype=np.float64)
 
 
 def strike_to_wad(strike_usd: float) -> int:
@@ -503,6 +513,7 @@ class OptionOverlay:
         self.vault = keeper.reader.vault
         self.last_hedge_at: int | None = None
         self.iv_at_last_hedge: FloatArray | None = None
+        self._vol_feeds: list[tuple[Any, int]] | None = None
         leg_event = self.vault.events.OptionLegExecuted()
         self._leg_event = leg_event
 
@@ -530,15 +541,17 @@ class OptionOverlay:
         t = time.perf_counter()
         snapshot: PriceSnapshot = reader.snapshot(cfg.max_oracle_age_seconds)
         now = snapshot.block_timestamp
-        settlements = settle_expired(self.vault, self.market, read_option_book(self.vault, self.market, assets), now,
-                                     self.settle, self.settler)
+        book = read_option_book(self.vault, self.market, assets, snapshot.block_number)
+        settlements = settle_expired(self.vault, self.market, book, now, self.settle, self.settler)
         context["settlements"] = settlements
         if settlements:
             snapshot = reader.snapshot(cfg.max_oracle_age_seconds)
+            book = read_option_book(self.vault, self.market, assets, snapshot.block_number)
         block = snapshot.block_number
         state: VaultState = reader.vault_state(block)
-        book = read_option_book(self.vault, self.market, assets, block)
-        vols = read_implied_vols(self.market, assets, block)
+        if self._vol_feeds is None:
+            self._vol_feeds = vol_feeds_of(self.market, assets)
+        vols = read_implied_vols(self.market, assets, block, self._vol_feeds)
         options_value = self.vault.functions.optionsValue().call(block_identifier=block)
         timings["read"] = time.perf_counter() - t
         if state.paused:
@@ -605,7 +618,7 @@ class OptionOverlay:
         if plan.legs:
             self.last_hedge_at = now
             self.iv_at_last_hedge = vols
-        greeks_after = self._greeks_after(symbols, vols)
+        greeks_after = self._greeks_after(symbols, spots, vols, int(receipt["blockNumber"]))
         return OverlayStepReport("traded", None, executed=executed, tx_hash=execution.tx_hash,
                                  gas_used=execution.gas_used, execution=execution, greeks_after=greeks_after, timings=timings, **context)
 
@@ -663,14 +676,16 @@ class OptionOverlay:
         return hedging.portfolio_greeks(dict(zip(symbols, units)), positions, dict(zip(symbols, spots)),
                                         dict(zip(symbols, vols)), now, symbols=symbols)
 
-    def _greeks_after(self, symbols: Sequence[str], vols: FloatArray) -> dict[str, Any]:
+    def _greeks_after(self, symbols: Sequence[str], spots: FloatArray, vols: FloatArray, block: int) -> dict[str, Any]:
+        """Greeks of the book at ``block`` (after the transaction; the feeds are the ones it was planned with)."""
         reader = self.keeper.reader
-        snap = reader.snapshot()
-        state = reader.vault_state(snap.block_number)
-        units = np.array([b / 10**a.token_decimals for b, a in zip(state.balances, reader.assets)])
-        book = read_option_book(self.vault, self.market, reader.assets, snap.block_number)
-        g = self._greeks(units, [h.position() for h in book], snap.prices_usd, vols, snap.block_timestamp, symbols)
-        nav = state.total_assets / 10**state.base_decimals
+        fn = self.vault.functions
+        balances = fn.holdings().call(block_identifier=block)[1][1:]
+        nav = fn.totalAssets().call(block_identifier=block) / 10**reader.base_decimals
+        units = np.array([b / 10**a.token_decimals for b, a in zip(balances, reader.assets)])
+        book = read_option_book(self.vault, self.market, reader.assets, block)
+        now = self.keeper.w3.eth.get_block(block)["timestamp"]
+        g = self._greeks(units, [h.position() for h in book], spots, vols, now, symbols)
         out = g.as_dict()
         for i, s in enumerate(symbols):
             out[s]["exposure_weight"] = float(g.dollar_delta[i] / nav)
