@@ -25,6 +25,24 @@ Units at this boundary
 
 The vault holds long options only (``OptionLeg`` buys open, sells close): an overlay order that would
 write an option (a covered call) is refused with :class:`~keeper.errors.OptionLegError`.
+
+Using it in a tick
+------------------
+After the keeper's spot tick (``report = keeper.run_once()``, which supplies the ERC targets and the
+covariance), one call runs the overlay step::
+
+    overlay = OptionOverlay(keeper, market, OverlayConfig(...), HedgeTriggerConfig(...), settle, settler)
+    step = overlay.step(report.target_weights, report.covariance)
+
+It settles expired series, plans the overlay (:func:`keeper.hedging.plan_overlay`) on the book read from
+chain, turns it into legs (:func:`option_legs_for_plan`), decides the delta hedge on the book those legs
+lead to (:func:`keeper.hedging.hedge_decision`), plans the spot legs
+(:func:`keeper.planner.sleeve_targets` then :func:`keeper.planner.plan_rebalance`), and sends one
+``rebalanceWithOptions`` through ``keeper.executor.send(plan, encode_rebalance_with_options(vault, plan))``
+(``eth_call`` simulation first). Each step is journalled with the Greeks before, planned and after. The
+keeper's own tick must then not trade spot toward the spot-only targets (the demo sets its drift
+threshold above 100 %); an executor that builds its own calldata only needs
+:func:`encode_rebalance_with_options` when ``plan.option_legs`` is not empty.
 """
 
 from __future__ import annotations
@@ -485,6 +503,11 @@ class OptionOverlay:
 
     State kept between steps: the time and implied vols of the last hedge (for
     :func:`keeper.hedging.hedge_decision`).
+
+    Exposure targets are ``w_erc × (1 − cash_buffer)``; where long puts ask for more spot than the vault can
+    hold without leverage (spot worth ``Σ_i (t_i N − Δopt_i S_i)`` above the spot NAV less the premiums), every
+    target is scaled by the same ``target_scale < 1`` (reported and journalled) so that the hedge aims at a
+    reachable book. Any remaining shortfall (rounding) scales the spot targets (``cash_scale``).
 
     Parameters
     ----------
