@@ -165,7 +165,9 @@ class Settlement:
     tx_hash: str
 
 
-def read_option_book(vault: Any, market: Any, assets: Sequence[RiskAssetInfo], block: int | str = "latest") -> tuple[HeldSeries, ...]:
+def read_option_book(
+    vault: Any, market: Any, assets: Sequence[RiskAssetInfo], block: int | str = "latest"
+) -> tuple[HeldSeries, ...]:
     """The vault's option positions: ``vault.openSeries()``, ``market.series(id)``, ``market.positionOf(id, vault)``.
 
     Raises
@@ -179,9 +181,12 @@ def read_option_book(vault: Any, market: Any, assets: Sequence[RiskAssetInfo], b
         s = market.functions.series(sid).call(block_identifier=block)
         underlying, expiry, is_call, settled, strike = s[0], s[1], s[2], s[3], s[4]
         if underlying.lower() not in symbol_of:
-            raise OptionLegError(f"the vault holds series 0x{bytes(sid).hex()} on {underlying}, not a listed risk asset")
+            raise OptionLegError(
+                f"the vault holds series 0x{bytes(sid).hex()} on {underlying}, not a listed risk asset"
+            )
         amount = market.functions.positionOf(sid, vault.address).call(block_identifier=block)
-        out.append(HeldSeries(bytes(sid), symbol_of[underlying.lower()], underlying, strike, expiry, is_call, amount, settled))
+        symbol = symbol_of[underlying.lower()]
+        out.append(HeldSeries(bytes(sid), symbol, underlying, strike, expiry, is_call, amount, settled))
     return tuple(out)
 
 
@@ -362,7 +367,9 @@ def option_legs_for_plan(
     legs = tuple(sells + out_buys)
     max_legs = vf.MAX_OPTION_LEGS().call()
     if len(legs) > max_legs:
-        raise OptionLegError(f"{len(legs)} option legs exceed the vault's MAX_OPTION_LEGS {max_legs}; lower max_open_series")
+        raise OptionLegError(
+            f"{len(legs)} option legs exceed the vault's MAX_OPTION_LEGS {max_legs}; lower max_open_series"
+        )
     return legs
 
 
@@ -390,7 +397,9 @@ def book_after_legs(book: Sequence[HeldSeries], legs: Sequence[OptionLeg]) -> li
             for (sym, strike, expiry, is_call), amount in amounts.items() if amount > 0]
 
 
-def with_option_legs(plan: RebalancePlan, legs: Sequence[OptionLeg], nav_before: int, options_value: int) -> RebalancePlan:
+def with_option_legs(
+    plan: RebalancePlan, legs: Sequence[OptionLeg], nav_before: int, options_value: int
+) -> RebalancePlan:
     """``plan`` with ``option_legs`` and a NAV floor for the whole transaction.
 
     The floor is the vault's NAV (``totalAssets()``, options at their mark) less each swap leg's slippage
@@ -444,7 +453,8 @@ def settle_expired(
         ok, data = call_raw(vault.w3, {"from": sender, "to": vault.address, "data": fn._encode_transaction_data()})
         if not ok:
             raise SimulationRevertedError(
-                f"settleOption of {h.symbol} series 0x{h.series_id.hex()} (expiry {h.expiry}, round {round_id}) reverted "
+                f"settleOption of {h.symbol} series 0x{h.series_id.hex()} (expiry {h.expiry}, round {round_id}) "
+                "reverted "
                 f"with {decode_revert(data)}; nothing was sent"
             )
         payout = int.from_bytes(data[:32], "big")
@@ -556,7 +566,9 @@ class OptionOverlay:
         self._record(report)
         return report
 
-    def _step(self, w_erc: FloatArray, cov: FloatArray, timings: dict[str, float], context: dict[str, Any]) -> OverlayStepReport:
+    def _step(
+        self, w_erc: FloatArray, cov: FloatArray, timings: dict[str, float], context: dict[str, Any]
+    ) -> OverlayStepReport:
         cfg = self.keeper.config
         reader = self.keeper.reader
         assets = reader.assets
@@ -643,7 +655,8 @@ class OptionOverlay:
             self.iv_at_last_hedge = vols
         greeks_after = self._greeks_after(symbols, spots, vols, int(receipt["blockNumber"]))
         return OverlayStepReport("traded", None, executed=executed, tx_hash=execution.tx_hash,
-                                 gas_used=execution.gas_used, execution=execution, greeks_after=greeks_after, timings=timings, **context)
+                                 gas_used=execution.gas_used, execution=execution, greeks_after=greeks_after,
+                                 timings=timings, **context)
 
     def _quoted(self, plan: RebalancePlan, decision: hedging.HedgeDecision, snapshot: PriceSnapshot, state: VaultState,
                 assets: Sequence[RiskAssetInfo], option_legs: Sequence[OptionLeg], deadline: int,
@@ -670,7 +683,8 @@ class OptionOverlay:
                    assets: Sequence[RiskAssetInfo], option_legs: Sequence[OptionLeg], deadline: int,
                    fraction: float = 1.0) -> RebalancePlan:
         cfg = self.keeper.config
-        args = dict(slippage_budget_bps=cfg.slippage_budget_bps, min_trade_value=int(cfg.min_trade_usd * 10**state.base_decimals),
+        args = dict(slippage_budget_bps=cfg.slippage_budget_bps,
+                    min_trade_value=int(cfg.min_trade_usd * 10**state.base_decimals),
                     deadline=deadline)
         if not decision.hedge:
             holdings = value_holdings(snapshot, state, assets)
@@ -680,7 +694,8 @@ class OptionOverlay:
                                  skip_reason="no hedge trigger fired")
         holdings = value_holdings(snapshot, state, assets)
         reserved = self._reserved(option_legs, holdings.nav, state)
-        sleeve = sleeve_targets(decision.orders.spot_target_weights, state.total_assets, holdings.nav, reserved_cash=reserved)
+        sleeve = sleeve_targets(decision.orders.spot_target_weights, state.total_assets, holdings.nav,
+                                reserved_cash=reserved)
         self._cash_scale = sleeve.scale
         return plan_rebalance(snapshot, state, assets, sleeve.weights, cash_buffer_bps=sleeve.cash_buffer_bps,
                               drift_threshold_bps=0.0, fraction=fraction, **args)
