@@ -51,6 +51,7 @@ import dataclasses
 import logging
 import math
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -473,7 +474,8 @@ def settle_expired(
 class OverlayStepReport:
     """Outcome of one overlay step.
 
-    ``status``: ``"traded"``, ``"skipped"`` (nothing to trade, or an anticipated refusal in ``reason``).
+    ``status``: ``"traded"``, ``"skipped"`` (nothing to trade, or an anticipated refusal in ``reason``) or
+    ``"error"`` (an unexpected exception, traceback in the log).
     Premiums and payouts in base units; ``legs`` the option legs sent; ``executed`` the vault's
     ``OptionLegExecuted`` events ``(leg_index, is_buy, amount, premium, fair_value)``.
     """
@@ -552,7 +554,8 @@ class OptionOverlay:
 
     def step(self, target_weights: npt.ArrayLike, covariance: npt.ArrayLike) -> OverlayStepReport:
         """One step with the ERC ``target_weights`` (risky sleeve, sum 1) and the annualised ``covariance``
-        of the keeper's tick. Journals the decision; never raises for an anticipated failure."""
+        of the keeper's tick. Journals the decision; never raises: an anticipated failure
+        (:class:`~keeper.errors.KeeperError`) ends the step as ``"skipped"``, anything else as ``"error"``."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         context: dict[str, Any] = {}
@@ -562,6 +565,9 @@ class OptionOverlay:
         except KeeperError as exc:
             report = OverlayStepReport("skipped", f"{type(exc).__name__}: {exc}", timings=timings, **context)
             log.warning("overlay step skipped: %s", report.reason)
+        except Exception as exc:  # noqa: BLE001 - the step boundary, as in Keeper.run_once: log, journal, carry on
+            report = OverlayStepReport("error", f"{type(exc).__name__}: {exc}", timings=timings, **context)
+            log.error("overlay step failed: %s\n%s", report.reason, traceback.format_exc())
         timings["total"] = time.perf_counter() - t0
         self._record(report)
         return report

@@ -393,3 +393,20 @@ def test_unreachable_targets_are_scaled_to_what_the_vault_can_hold(env: Env, tmp
     assert env.base.functions.balanceOf(env.vault.address).call() > 0
     # The next step has nothing to do: no churn against an unreachable target.
     assert env.step(overlay).status == "skipped"
+
+
+def test_a_refused_step_is_journalled_and_sends_nothing(env: Env, tmp_path) -> None:
+    overlay = env.overlay(tmp_path)
+    epoch = env.vault.functions.rebalanceEpoch().call()
+    step = overlay.step(TARGETS, np.eye(2))  # a covariance of the wrong shape
+    assert step.status == "skipped" and "ConfigError" in step.reason and "covariance" in step.reason
+    # A tighter premium bound than the market's spread, once there is spot to protect.
+    env.step(overlay)
+    env.tx.transact(env.owner, env.vault.functions.setOptionLimits(50, 200, 30 * DAY, 8))
+    before = env.vault.functions.rebalanceEpoch().call()
+    step = env.step(overlay)
+    assert step.status == "skipped" and "OptionPremiumBoundError" in step.reason
+    assert env.vault.functions.rebalanceEpoch().call() == before == epoch + 1
+    rows = overlay.keeper.journal.ticks("overlay_skipped")
+    assert len(rows) == 2 and "ConfigError" in rows[0]["reason"] and rows[1]["reason"] == step.reason
+    assert rows[-1]["tx_hash"] is None
