@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--quiet", action="store_true")
     demo.add_argument("--options", action="store_true",
                       help="options mode: protective-put overlay on an option market priced with DVOL (BTC) and a "
-                           "realised-vol proxy (others), delta-hedged; also replays without the overlay to compare")
+                           "realised-vol proxy (others), delta-hedged; also replays without the overlay to compare "
+                           "(assets default to BTC,ETH,SOL)")
 
     run = sub.add_parser("run", help="run ticks on a schedule against a deployed vault")
     run.add_argument("--config", type=Path, required=True, help="JSON or TOML keeper config")
