@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--drift-bps", type=float, default=300.0, help="rebalance when weights drift this far, bps")
     demo.add_argument("--out", type=Path, default=Path("out"), help="directory for report.json/png and the journal")
     demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--options", action="store_true",
+                      help="options mode: protective-put overlay on an option market priced with DVOL (BTC) and a "
+                           "realised-vol proxy (others), delta-hedged; also replays without the overlay to compare "
+                           "(assets default to BTC,ETH,SOL)")
 
     run = sub.add_parser("run", help="run ticks on a schedule against a deployed vault")
     run.add_argument("--config", type=Path, required=True, help="JSON or TOML keeper config")
@@ -115,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 drift_threshold_bps=args.drift_bps,
                 out_dir=args.out,
                 quiet=args.quiet,
+                options_mode=args.options,
             )
             report = run_demo(options)
             print(f"\nwrote {', '.join(report['files'])}")

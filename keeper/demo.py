@@ -5,6 +5,18 @@ three depositors deposit, then replays each day: push the closes to the feeds as
 arbitrageur move every pool to the oracle price with real swaps, process depositors' deposits and
 redemptions, and run the keeper's tick (every ``rebalance_every_days`` days). Ends with a report
 (:mod:`keeper.report`): text, PNG chart and JSON.
+
+Options mode (``DemoOptions.options_mode``, ``keeper demo --options``) adds an ``OptionMarket``
+(:func:`keeper.deployment.deploy_options`) whose implied-volatility feeds get one answer a day: BTC from
+Deribit's DVOL (DVOL/100 as the ATM 30-day implied vol; a day without a value carries the last one
+forward and is flagged), every other asset from the realised-volatility proxy
+(:func:`keeper.implied_vol.realised_vol_proxy`, stated as derived in the report). Each tick the keeper's
+own tick estimates the covariance and the ERC targets (its drift threshold is set to 100 % so that it
+never trades spot itself: the targets apply to delta-adjusted exposures, which only the overlay step
+sees), then :class:`keeper.option_orders.OptionOverlay` settles expired series, plans the put overlay,
+decides the delta hedge and sends one ``rebalanceWithOptions``. The replay is then run a second time on
+a fresh chain with the same days, prices, volatilities, flows and hedge policy but no puts
+(``max_put_assets = 0``): the report compares the drawdowns of the two share prices.
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,14 +33,26 @@ import numpy as np
 from keeper.chain import ANVIL_KEYS, AnvilProcess, DevSender, connect, contract, dev_accounts, rpc
 from keeper.config import KeeperConfig
 from keeper.data import DEFAULT_PRICES_CSV, PriceTable, load_prices
-from keeper.deployment import BASE_DECIMALS, MAX_UINT256, Arbitrageur, deploy_system, price_to_answer
+from keeper.deployment import (
+    BASE_DECIMALS,
+    MAX_UINT256,
+    Arbitrageur,
+    deploy_options,
+    deploy_system,
+    price_to_answer,
+    vol_to_answer,
+)
 from keeper.errors import ConfigError
+from keeper.hedging import HedgeTriggerConfig, OverlayConfig
+from keeper.implied_vol import DEFAULT_DVOL_CSV, ImpliedVolSeries, load_dvol, realised_vol_proxy
 from keeper.journal import Journal
 from keeper.optimizer import relative_risk_contributions
-from keeper.report import DemoRecord, build_report
+from keeper.option_orders import OptionOverlay
+from keeper.report import DemoRecord, OptionsRecord, build_report
 from keeper.runner import Keeper
 
 SECONDS_PER_DAY = 86_400
+BPS = 10_000
 #: Depositors' first deposits, USD.
 INITIAL_DEPOSITS_USD = (400_000.0, 350_000.0, 250_000.0)
 
@@ -52,6 +76,22 @@ class DemoOptions:
     flows_every_days: int = 30
     quiet: bool = False
     progress: Callable[[str], None] | None = field(default=None, repr=False)
+    #: Options mode (module doc): option market, daily implied vols, overlay step, run without the overlay too.
+    options_mode: bool = False
+    #: Overlay policy of the options mode: 25-delta 30-day puts on the two largest risk contributors, half the
+    #: spot units, rolled 5 days before expiry, at most 100 bps of NAV of premium per roll.
+    overlay: OverlayConfig = field(default_factory=lambda: OverlayConfig(
+        put_delta=-0.25, tenor_days=30.0, roll_before_days=5.0, premium_budget_bps=100.0, max_put_assets=2,
+        hedge_ratio=0.5, max_open_series=6))
+    hedge_trigger: HedgeTriggerConfig = field(default_factory=HedgeTriggerConfig)
+    #: Cash buffer of the options mode, bps of NAV: the delta hedge buys spot against the puts' negative delta.
+    options_cash_buffer_bps: float = 1500.0
+    dvol: Path = DEFAULT_DVOL_CSV
+    #: Also replay without the overlay (same days and flows) to compare drawdowns.
+    compare_without_overlay: bool = True
+    #: Assets of the options mode when ``symbols`` is None: the three with listed option markets, which keeps
+    #: the two replays of a year near twice the plain demo's wall time.
+    options_symbols: Sequence[str] = ("BTC", "ETH", "SOL")
 
 
 def run_demo(options: DemoOptions) -> dict:
@@ -67,7 +107,10 @@ def run_demo(options: DemoOptions) -> dict:
     say = options.progress or ((lambda s: None) if options.quiet else (lambda s: print(s, file=sys.stderr, flush=True)))
     if options.rebalance_every_days < 1:
         raise ConfigError("rebalance_every_days must be at least 1")
-    full = load_prices(options.data, options.symbols)
+    symbols = options.symbols
+    if symbols is None and options.options_mode:
+        symbols = list(options.options_symbols)
+    full = load_prices(options.data, symbols)
     first = full.index_of(options.start) if options.start else 0
     warmup = options.lookback_days + 1
     if first < warmup:
@@ -88,11 +131,47 @@ def run_demo(options: DemoOptions) -> dict:
     out = options.out_dir
     out.mkdir(parents=True, exist_ok=True)
     journal_path = out / "journal.sqlite"
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(journal_path) + suffix).unlink(missing_ok=True)
 
     say(f"replaying {len(symbols)} assets {', '.join(symbols)} from {table.dates[first]} to {table.dates[last]} "
         f"({last - first + 1} days, {warmup} warm-up days) from {options.data.name}")
+    if not options.options_mode:
+        record, replay_seconds, _ = _replay(options, table, first, last, begin, out, journal_path, say, None)
+        result = build_report(record, out, replay_seconds=replay_seconds, data_file=options.data)
+        say(result["text"])
+        return result
+
+    vols = _implied_vol_series(options, table)
+    record, replay_seconds, opt = _replay(options, table, first, last, begin, out, journal_path, say, (options.overlay, vols))
+    baseline = None
+    if options.compare_without_overlay:
+        say("replaying the same days without the overlay (no puts, same hedge policy and flows)")
+        bare = out / "without_overlay"
+        bare.mkdir(parents=True, exist_ok=True)
+        no_puts = replace(options.overlay, max_put_assets=0, covered_calls=False)
+        baseline, seconds_bare, _ = _replay(options, table, first, last, begin, bare, bare / "journal.sqlite", say,
+                                            (no_puts, vols))
+        replay_seconds += seconds_bare
+    result = build_report(record, out, replay_seconds=replay_seconds, data_file=options.data, options=opt,
+                          baseline=baseline)
+    say(result["text"])
+    return result
+
+
+def _implied_vol_series(options: DemoOptions, table: PriceTable) -> dict[str, ImpliedVolSeries]:
+    """BTC: DVOL/100 (flagged fills); the others: the realised-vol proxy (derived). One series per symbol."""
+    out = {s: realised_vol_proxy(table, s) for s in table.symbols}
+    if "BTC" in table.symbols:
+        out["BTC"] = load_dvol(options.dvol)
+    return out
+
+
+def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begin: int, out: Path, journal_path: Path,
+            say: Callable[[str], None],
+            overlay: tuple[OverlayConfig, dict[str, ImpliedVolSeries]] | None) -> tuple[DemoRecord, float, OptionsRecord | None]:
+    """One replay on its own Anvil; ``overlay`` = (policy, implied-vol series) in options mode."""
+    symbols = table.symbols
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(journal_path) + suffix).unlink(missing_ok=True)
     t_start = time.perf_counter()
     with AnvilProcess(timestamp=table.close_timestamp(begin) - 3600) as node:
         w3 = connect(node.rpc_url)
@@ -117,6 +196,19 @@ def run_demo(options: DemoOptions) -> dict:
             set_time(table.close_timestamp(t))
             for feed, price in zip(feeds, table.prices[t]):
                 tx.transact(deployer, feed.functions.pushAnswer(price_to_answer(price)))
+        opt_record = None
+        if overlay is not None:
+            policy, vol_series = overlay
+            first_vols = [vol_series[sym].on(table.dates[first])[0] for sym in symbols]
+            opt_deployment = deploy_options(w3, deployment, deployer, first_vols)
+            opt_deployment.to_json(out / "options_deployment.json")
+            market = contract(w3, "OptionMarket", opt_deployment.market)
+            vol_feeds = [contract(w3, "PushPriceFeed", opt_deployment.vol_feeds[a.token]) for a in deployment.assets]
+            opt_record = OptionsRecord(
+                symbols=symbols,
+                vol_sources={sym: vol_series[sym].source for sym in symbols},
+                vol_derived={sym: bool(vol_series[sym].derived) for sym in symbols},
+            )
         say(f"deployed and warmed up in {time.perf_counter() - t_start:.1f} s; vault {deployment.vault}")
 
         for who, usd in zip(depositors, INITIAL_DEPOSITS_USD):
@@ -130,12 +222,16 @@ def run_demo(options: DemoOptions) -> dict:
             half_life_days=options.half_life_days,
             lookback_days=options.lookback_days,
             min_observations=min(30, options.lookback_days - 1),
-            drift_threshold_bps=options.drift_threshold_bps,
-            cash_buffer_bps=options.cash_buffer_bps,
+            # Options mode: the keeper's own tick estimates and optimizes but never trades (the overlay step does).
+            drift_threshold_bps=options.drift_threshold_bps if overlay is None else 2 * BPS,
+            cash_buffer_bps=options.cash_buffer_bps if overlay is None else options.options_cash_buffer_bps,
             slippage_budget_bps=options.slippage_budget_bps,
             journal_path=journal_path,
         )
         keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(journal_path))
+        if overlay is not None:
+            step_runner = OptionOverlay(keeper, market, policy, options.hedge_trigger,
+                                        settle=lambda fn: tx.transact(arb_addr, fn), settler=arb_addr)
         record = DemoRecord(symbols=symbols)
         one_share = 10 ** vault.functions.decimals().call()
         t_replay = time.perf_counter()
@@ -145,12 +241,20 @@ def run_demo(options: DemoOptions) -> dict:
             set_time(ts)
             for feed, price in zip(feeds, table.prices[t]):
                 tx.transact(deployer, feed.functions.pushAnswer(price_to_answer(price)))
+            if overlay is not None:
+                day_vols = [vol_series[sym].on(table.dates[t]) for sym in symbols]
+                for feed, (vol, _) in zip(vol_feeds, day_vols):
+                    tx.transact(deployer, feed.functions.pushAnswer(vol_to_answer(vol)))
+                opt_record.add_vols(table.dates[t], [v for v, _ in day_vols], [f for _, f in day_vols])
             for asset, price in zip(deployment.assets, table.prices[t]):
                 arb.align(asset.token, price_to_answer(price))
             flows = _depositor_flows(step, depositors, vault, tx, options.flows_every_days)
             report = None
             if step % options.rebalance_every_days == 0:
                 report = keeper.run_once()
+            overlay_step = None
+            if overlay is not None and report is not None and report.target_weights is not None:
+                overlay_step = step_runner.step(report.target_weights, report.covariance)
             tokens, balances = vault.functions.holdings().call()
             nav = vault.functions.totalAssets().call()
             record.add_day(
@@ -161,7 +265,12 @@ def run_demo(options: DemoOptions) -> dict:
                 weights=_weights(balances, table.prices[t], nav),
                 flows_usd=flows,
             )
-            if report is not None:
+            if overlay is not None:
+                opt_record.add_day(vault.functions.optionsValue().call() / 10**BASE_DECIMALS)
+                if overlay_step is not None:
+                    opt_record.add_step(table.dates[t], overlay_step)
+                    record.add_overlay_step(table.dates[t], overlay_step, report)
+            elif report is not None:
                 post = None
                 if report.status == "rebalanced" and report.covariance is not None:
                     w = _weights(balances, table.prices[t], nav)
@@ -173,9 +282,7 @@ def run_demo(options: DemoOptions) -> dict:
                     f"share {record.share_prices[-1]:.4f}  rebalances {record.rebalances}  "
                     f"({(step + 1) / max(elapsed, 1e-9):.1f} days/s)")
         replay_seconds = time.perf_counter() - t_replay
-    result = build_report(record, out, replay_seconds=replay_seconds, data_file=options.data)
-    say(result["text"])
-    return result
+    return record, replay_seconds, opt_record
 
 
 def _weights(balances: Sequence[int], prices: np.ndarray, nav_base_units: int) -> np.ndarray:

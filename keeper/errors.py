@@ -176,6 +176,15 @@ class PolicyInputError(ConfigError, ValueError):
     ``ValueError``."""
 
 
+class OptionLegError(KeeperError):
+    """An overlay order cannot become a vault ``OptionLeg`` (a written option, a close of a series the vault
+    does not hold, too many legs)."""
+
+
+class OptionPremiumBoundError(KeeperError):
+    """The option market's ask (bid) lies beyond the vault's ``maxPremiumBps`` bound around the fair value."""
+
+
 __all__ += [
     "BaseFeeAboveGateError",
     "ReplacementFeeCapError",
@@ -189,4 +198,6 @@ __all__ += [
     "OptionInputError",
     "BacktestDataError",
     "PolicyInputError",
+    "OptionLegError",
+    "OptionPremiumBoundError",
 ]

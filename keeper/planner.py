@@ -83,6 +83,9 @@ class RebalancePlan:
     turnover_bps: float
     slippage_bps: int
     skip_reason: str | None = None
+    #: Option trades sent beside the swaps through ``rebalanceWithOptions`` (:class:`keeper.option_orders.OptionLeg`);
+    #: empty for a spot-only ``rebalance``. ``min_nav_after`` then covers both (see ``option_orders.with_option_legs``).
+    option_legs: tuple = ()
 
 
 def value_of(amount: int, answer: int, info: RiskAssetInfo, base_decimals: int) -> int:
@@ -211,3 +214,74 @@ def plan_rebalance(
     turnover = sum(leg.value for leg in legs) * BPS / nav
     return RebalancePlan(legs, state.rebalance_epoch, deadline, nav, max(nav - allowance, 0), current,
                          target_nav_fraction, drift, turnover, slippage)
+
+
+@dataclass(frozen=True)
+class SleeveTargets:
+    """Planner inputs equivalent to spot targets given as fractions of the vault's NAV.
+
+    Attributes
+    ----------
+    weights : ndarray of shape (n_assets,)
+        Risky-sleeve weights, sum to 1 (uniform when every target is 0; the cash buffer is then 100 %).
+    cash_buffer_bps : float
+        Cash buffer for :func:`plan_rebalance`, bps of the spot NAV (base balance plus risk assets).
+    scale : float
+        Factor in (0, 1] applied to the targets so that the cash left after the swaps covers
+        ``reserved_cash``; 1 when they fit.
+    """
+
+    weights: FloatArray
+    cash_buffer_bps: float
+    scale: float
+
+
+def sleeve_targets(
+    nav_fractions: npt.ArrayLike,
+    nav: int,
+    spot_nav: int,
+    *,
+    reserved_cash: int = 0,
+) -> SleeveTargets:
+    r"""Converts spot targets as fractions of the vault's NAV into :func:`plan_rebalance`'s inputs.
+
+    :func:`keeper.hedging.hedge_trades` states each asset's spot target as a fraction ``f_i`` of the
+    vault's NAV (``totalAssets()``, option positions at their mark included); the planner wants
+    risky-sleeve weights ``w`` summing to 1 and a cash buffer ``c`` over the *spot* NAV ``N_s`` (base
+    balance plus risk assets, which excludes the options). The target values must agree:
+
+    .. math:: N_s (1 - c) w_i = s f_i N, \quad w_i = f_i / 	extstyle\sum_j f_j, \quad
+              1 - c = s 	extstyle\sum_j f_j N / N_s
+
+    with ``s = min(1, (N_s - reserved_cash) / (Σ f N))``: the base balance left after the swaps must
+    pay ``reserved_cash`` (e.g. the premium limits of options bought in the same transaction).
+
+    Parameters
+    ----------
+    nav_fractions : array_like of shape (n_assets,)
+        Spot targets, fractions of ``nav``, >= 0 (``HedgeOrders.spot_target_weights``).
+    nav, spot_nav : int
+        Base-asset units: the vault's ``totalAssets()`` and the spot NAV (``Holdings.nav``).
+    reserved_cash : int
+        Base-asset units to leave in the base asset, >= 0.
+
+    Raises
+    ------
+    ConfigError
+        Negative or non-finite fractions, a non-positive NAV, a negative reserve, or a reserve above
+        the spot NAV.
+    """
+    f = np.asarray(nav_fractions, dtype=np.float64)
+    if f.ndim != 1 or not np.all(np.isfinite(f)) or np.any(f < 0.0):
+        raise ConfigError(f"nav_fractions must be finite and >= 0, got {f!r}")
+    if nav <= 0 or spot_nav <= 0:
+        raise ConfigError(f"nav {nav} and spot_nav {spot_nav} must be positive (base units)")
+    if not 0 <= reserved_cash <= spot_nav:
+        raise ConfigError(f"reserved_cash {reserved_cash} must be in [0, spot NAV {spot_nav}] (base units)")
+    total = float(f.sum())
+    if total == 0.0:
+        return SleeveTargets(np.full(f.size, 1.0 / f.size), float(BPS), 1.0)
+    wanted = total * nav
+    scale = min(1.0, (spot_nav - reserved_cash) / wanted)
+    risky = scale * wanted / spot_nav
+    return SleeveTargets(f / total, (1.0 - risky) * BPS, scale)

@@ -64,6 +64,98 @@ class DemoRecord:
         self.ticks.append(entry)
 
 
+    def add_overlay_step(self, date: dt.date, step: Any, keeper_report: Any) -> None:
+        """Options mode: one overlay step (:class:`keeper.option_orders.OverlayStepReport`) as a tick; the ERC
+        targets and covariance come from the keeper's tick; post-trade risk contributions are those of the
+        delta-adjusted exposures (spot + option delta) after the transaction."""
+        entry: dict[str, Any] = {"date": date.isoformat(), "status": "rebalanced" if step.status == "traded" else "skipped",
+                                 "reason": step.reason or (step.plan.skip_reason if step.plan else None)}
+        if step.status == "traded":
+            self.rebalances += 1
+            ex = step.execution
+            plan = step.plan
+            post = None
+            if step.greeks_after and keeper_report.covariance is not None:
+                w = np.array([step.greeks_after[s]["exposure_weight"] for s in self.symbols])
+                cov = np.asarray(keeper_report.covariance)
+                if w.sum() > 0:
+                    w = w / w.sum()
+                    post = (w * (cov @ w) / float(w @ cov @ w)).tolist()
+            entry.update(
+                tx_hash=ex.tx_hash,
+                gas_used=ex.gas_used,
+                legs=len(plan.legs) + len(plan.option_legs),
+                option_legs=len(plan.option_legs),
+                turnover_bps=plan.turnover_bps,
+                nav_before=ex.nav_before,
+                nav_after=ex.nav_after,
+                target_weights=keeper_report.target_weights,
+                rrc_target=keeper_report.relative_risk_contributions_target,
+                rrc_post_trade=post,
+                ex_ante_volatility=keeper_report.ex_ante_volatility,
+                leg_slippage_bps=[leg.realised_slippage_bps for leg in ex.legs],
+                leg_values=[leg.oracle_amount_out if leg.side == "sell" else leg.amount_in for leg in ex.legs],
+                sell_value=sum(leg.oracle_amount_out for leg in ex.legs if leg.side == "sell"),
+                premium_paid=step.premium_paid,
+                premium_received=step.premium_received,
+                timings=step.timings,
+            )
+        self.ticks.append(entry)
+
+
+@dataclass
+class OptionsRecord:
+    """Options mode: implied vols pushed each day, the overlay's trades and settlements (base units)."""
+
+    symbols: tuple[str, ...]
+    vol_sources: dict[str, str]
+    vol_derived: dict[str, bool]
+    vol_dates: list[dt.date] = field(default_factory=list)
+    vols: list[list[float]] = field(default_factory=list)
+    vol_filled: list[list[bool]] = field(default_factory=list)
+    options_value_usd: list[float] = field(default_factory=list)
+    premium_paid: int = 0
+    premium_received: int = 0
+    settlement_payouts: int = 0
+    puts_bought: int = 0
+    puts_rolled: int = 0
+    settlements: int = 0
+    overlay_transactions: int = 0
+    hedge_transactions: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_vols(self, date: dt.date, vols: list[float], filled: list[bool]) -> None:
+        self.vol_dates.append(date)
+        self.vols.append([float(v) for v in vols])
+        self.vol_filled.append([bool(f) for f in filled])
+
+    def add_day(self, options_value_usd: float) -> None:
+        self.options_value_usd.append(float(options_value_usd))
+
+    def add_step(self, date: dt.date, step: Any) -> None:
+        for s in step.settlements:
+            self.settlements += 1
+            self.settlement_payouts += s.payout
+            self.events.append({"date": date.isoformat(), "kind": "settled", "symbol": s.symbol, "strike": s.strike / 1e18,
+                                "amount": s.amount / 1e18, "payout": s.payout})
+        if step.status != "traded":
+            return
+        self.overlay_transactions += 1
+        if step.plan is not None and step.plan.legs:
+            self.hedge_transactions += 1
+        for index, is_buy, amount, premium, fair in step.executed:
+            leg = step.legs[index]
+            if is_buy:
+                self.premium_paid += premium
+                self.puts_bought += 0 if leg.is_call else 1
+            else:
+                self.premium_received += premium
+                self.puts_rolled += 1 if (not leg.is_call and leg.reason.startswith("roll")) else 0
+            self.events.append({"date": date.isoformat(), "kind": "buy" if is_buy else "sell", "symbol": leg.symbol,
+                                "strike": leg.strike / 1e18, "expiry": leg.expiry, "amount": amount / 1e18,
+                                "premium": premium, "fair_value": fair, "reason": leg.reason})
+
+
 def max_drawdown(series: np.ndarray) -> tuple[float, int, int]:
     """Largest peak-to-trough fall of ``series`` as a positive fraction, with peak and trough indices."""
     peaks = np.maximum.accumulate(series)
@@ -107,9 +199,14 @@ def _summary(name: str, series: np.ndarray, dates: list[dt.date]) -> dict[str, A
     }
 
 
-def build_report(record: DemoRecord, out_dir: Path, replay_seconds: float, data_file: Path) -> dict[str, Any]:
+def build_report(record: DemoRecord, out_dir: Path, replay_seconds: float, data_file: Path,
+                 options: OptionsRecord | None = None, baseline: DemoRecord | None = None) -> dict[str, Any]:
     """Computes the metrics, writes ``report.json`` and ``report.png`` into ``out_dir``, returns the report
-    (with its text rendering under ``"text"``)."""
+    (with its text rendering under ``"text"``).
+
+    Options mode: ``options`` adds the ``"options"`` section (premiums and payouts in USD, puts bought and
+    rolled, implied-vol sources with the days carried forward); ``baseline`` is the same replay without
+    the overlay, whose share-price drawdown is reported beside the overlay's."""
     prices = np.array(record.prices)
     share = np.array(record.share_prices)
     weights = np.array(record.weights)
@@ -175,11 +272,84 @@ def build_report(record: DemoRecord, out_dir: Path, replay_seconds: float, data_
         },
         "rebalance_log": rebal,
     }
+    if options is not None:
+        report["options"] = _options_section(options, vault, baseline, record.dates)
     report["text"] = _render(report)
     (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
     _chart(record, report, out_dir / "report.png", vault, btc, equal, weights, post)
     report["files"] = [str(out_dir / "report.json"), str(out_dir / "report.png"), str(out_dir / "journal.sqlite")]
     return report
+
+
+def _options_section(opt: OptionsRecord, vault: np.ndarray, baseline: DemoRecord | None,
+                     dates: list[dt.date]) -> dict[str, Any]:
+    usd = 10.0**6  # base units per USD (the local USDC has 6 decimals)
+    filled = np.array(opt.vol_filled, dtype=bool) if opt.vol_filled else np.zeros((0, len(opt.symbols)), dtype=bool)
+    dd, peak, trough = max_drawdown(vault)
+    section: dict[str, Any] = {
+        "premium_spent_usd": opt.premium_paid / usd,
+        "premium_received_on_close_usd": opt.premium_received / usd,
+        "settlement_payouts_usd": opt.settlement_payouts / usd,
+        "payouts_received_usd": (opt.premium_received + opt.settlement_payouts) / usd,
+        "net_premium_usd": (opt.premium_paid - opt.premium_received - opt.settlement_payouts) / usd,
+        "puts_bought": opt.puts_bought,
+        "puts_rolled": opt.puts_rolled,
+        "settlements": opt.settlements,
+        "overlay_transactions": opt.overlay_transactions,
+        "hedge_transactions": opt.hedge_transactions,
+        "final_options_value_usd": opt.options_value_usd[-1] if opt.options_value_usd else 0.0,
+        "implied_vol_sources": {
+            sym: {
+                "source": opt.vol_sources[sym],
+                "derived": opt.vol_derived[sym],
+                "kind": ("derived from realised volatility (30-day realised x 1.2), not a market quote"
+                         if opt.vol_derived[sym] else "Deribit DVOL / 100 as the ATM 30-day implied volatility"),
+                "days_carried_forward": int(filled[:, i].sum()) if filled.size else 0,
+                "mean": float(np.mean([v[i] for v in opt.vols])) if opt.vols else None,
+            }
+            for i, sym in enumerate(opt.symbols)
+        },
+        "max_drawdown_with_overlay": dd,
+        "max_drawdown_with_overlay_window": [dates[peak].isoformat(), dates[trough].isoformat()],
+        "total_return_with_overlay": float(vault[-1] / vault[0] - 1.0),
+        "events": opt.events,
+        "series": {"options_value_usd": opt.options_value_usd, "vols": opt.vols},
+    }
+    if baseline is not None:
+        bare = np.array(baseline.share_prices) / baseline.share_prices[0]
+        bdd, bpeak, btrough = max_drawdown(bare)
+        section.update(
+            max_drawdown_without_overlay=bdd,
+            max_drawdown_without_overlay_window=[baseline.dates[bpeak].isoformat(), baseline.dates[btrough].isoformat()],
+            total_return_without_overlay=float(bare[-1] / bare[0] - 1.0),
+            share_price_without_overlay=baseline.share_prices,
+            rebalances_without_overlay=baseline.rebalances,
+        )
+    return section
+
+
+def _render_options(o: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "option overlay (protective puts, delta-hedged exposures):",
+        f"  premium spent ${o['premium_spent_usd']:,.0f}   payouts received ${o['payouts_received_usd']:,.0f} "
+        f"(closing sales ${o['premium_received_on_close_usd']:,.0f}, settlements ${o['settlement_payouts_usd']:,.0f})",
+        f"  puts bought {o['puts_bought']}, rolled {o['puts_rolled']}, settled {o['settlements']}; "
+        f"{o['overlay_transactions']} transactions ({o['hedge_transactions']} with a spot hedge); "
+        f"options held at the end ${o['final_options_value_usd']:,.0f}",
+        f"  max drawdown with the overlay {o['max_drawdown_with_overlay']:.1%} "
+        f"({o['max_drawdown_with_overlay_window'][0]} → {o['max_drawdown_with_overlay_window'][1]}), "
+        f"return {o['total_return_with_overlay']:.1%}",
+    ]
+    if "max_drawdown_without_overlay" in o:
+        lines.append(
+            f"  max drawdown without the overlay {o['max_drawdown_without_overlay']:.1%} "
+            f"({o['max_drawdown_without_overlay_window'][0]} → {o['max_drawdown_without_overlay_window'][1]}), "
+            f"return {o['total_return_without_overlay']:.1%} (same days, prices, flows and hedge policy)"
+        )
+    for sym, v in o["implied_vol_sources"].items():
+        lines.append(f"  {sym} implied vol: {v['kind']} [{v['source']}], {v['days_carried_forward']} days carried forward")
+    return lines
 
 
 def _render(rep: dict[str, Any]) -> str:
@@ -212,6 +382,8 @@ def _render(rep: dict[str, Any]) -> str:
         lines.append("  mean after rebalance: " + "  ".join(
             f"{s} {v:.3f}" for s, v in zip(rep["assets"], rep["ex_ante_rrc_post_trade_mean"])))
     lines.append("realised risk contributions:  " + "  ".join(f"{s} {v:.3f}" for s, v in rep["realised_rrc"].items()))
+    if "options" in rep:
+        lines += _render_options(rep["options"])
     if rep["replayed_days_per_second"]:
         lines.append(f"replay speed {rep['replayed_days_per_second']:.2f} days/s ({rep['replay_seconds']:.0f} s)")
     return "\n".join(lines)
@@ -236,6 +408,10 @@ def _chart(record: DemoRecord, rep: dict[str, Any], path: Path, vault: np.ndarra
     ax = axes[0, 1]
     for series, label in ((vault, "vault"), (btc, "BTC"), (equal, "equal weight")):
         ax.plot(dates, series / np.maximum.accumulate(series) - 1.0, label=label)
+    bare = rep.get("options", {}).get("share_price_without_overlay")
+    if bare:
+        b = np.array(bare)
+        ax.plot(dates, b / np.maximum.accumulate(b) - 1.0, label="vault without the overlay", ls="--")
     ax.set_title("Drawdown")
     ax.legend()
     ax.grid(alpha=0.3)

@@ -1,4 +1,4 @@
-"""Differential tests of contracts/BlackScholes.sol against a float64 reference (scipy.stats.norm).
+"""Differential tests of contracts/BlackScholes.sol against the keeper's float64 Black-Scholes (keeper.options).
 
 The library is reached through ``BlackScholesHarness`` on a local Anvil. The documented bound (see the
 library's NatSpec) is checked over a grid of moneyness 0.2 … 5, expiries 1 hour … 5 years,
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from scipy.stats import norm
+from scipy.special import ndtr
 
+from keeper import options
 from keeper.build import load_artifacts
 from keeper.chain import AnvilProcess, DevSender, call_raw, connect, decode_revert, dev_accounts
 
@@ -45,19 +46,15 @@ class Reference:
 
 
 def reference(spot: float, strike: float, seconds: int, vol: float, rate: float) -> Reference:
-    """Black-Scholes in float64: prices, deltas, gamma (per USD) and vega (per 1.00 vol).
+    """Black-Scholes in float64 from :mod:`keeper.options`: prices, deltas, gamma (per USD) and vega (per 1.00 vol).
 
     Uses the same τ as the contract: ⌊seconds·1e18 / YEAR⌋ / 1e18 years.
     """
     tau = (seconds * WAD // YEAR) / WAD
-    sqrt_t = math.sqrt(tau)
-    d1 = (math.log(spot / strike) + (rate + vol * vol / 2) * tau) / (vol * sqrt_t)
-    d2 = d1 - vol * sqrt_t
-    kd = strike * math.exp(-rate * tau)
-    call = spot * norm.cdf(d1) - kd * norm.cdf(d2)
-    put = kd * norm.cdf(-d2) - spot * norm.cdf(-d1)
-    pdf = norm.pdf(d1)
-    return Reference(call, put, norm.cdf(d1), norm.cdf(d1) - 1, pdf / (spot * vol * sqrt_t), spot * pdf * sqrt_t)
+    call = options.greeks(spot, strike, tau, vol, rate, 0.0, True)
+    put = options.greeks(spot, strike, tau, vol, rate, 0.0, False)
+    return Reference(float(call.price), float(put.price), float(call.delta), float(put.delta), float(call.gamma),
+                     float(call.vega))
 
 
 def wad(x: float) -> int:
@@ -167,7 +164,7 @@ def test_normal_cdf_error_and_clamp(harness) -> None:
     worst = 0.0
     for x in xs:
         got = harness.functions.normalCdf(wad(float(x))).call()
-        exact = norm.cdf(wad(float(x)) / WAD)
+        exact = ndtr(wad(float(x)) / WAD)  # the normal CDF keeper.options uses
         worst = max(worst, abs(got / WAD - exact))
         if x >= 9:
             assert got == WAD

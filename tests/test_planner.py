@@ -14,7 +14,7 @@ import pytest
 
 from keeper.errors import ConfigError
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
-from keeper.planner import amount_for_value, plan_rebalance, value_of
+from keeper.planner import RebalancePlan, amount_for_value, plan_rebalance, sleeve_targets, value_holdings, value_of
 
 BPS = 10_000
 BASE = "0x" + "b" * 40
@@ -484,3 +484,53 @@ def test_bad_target_weights_raise_config_error(weights):
     with pytest.raises(ConfigError, match="target weights"):
         plan_rebalance(snapshot, state, assets, np.array(weights), cash_buffer_bps=0, slippage_budget_bps=50,
                        drift_threshold_bps=0, min_trade_value=1, deadline=0)
+
+
+# --- spot targets as fractions of the vault's NAV (options included) -------------------------------------
+
+
+@pytest.mark.parametrize("options_value_usd", [0, 3_000, 12_000])
+def test_sleeve_targets_land_the_spot_on_the_nav_fractions(options_value_usd):
+    assets, snapshot, state, _ = balanced_vault(nav_usd=100_000, weights=(0.4, 0.6))
+    spot_nav = value_holdings(snapshot, state, assets).nav
+    nav = spot_nav + options_value_usd * 10**6  # totalAssets(): spot NAV plus the options' mark
+    f = np.array([0.45, 0.35])  # spot targets, fractions of nav (e.g. HedgeOrders.spot_target_weights)
+    sleeve = sleeve_targets(f, nav, spot_nav)
+    assert sleeve.weights.sum() == pytest.approx(1.0, abs=1e-15) and sleeve.scale == 1.0
+    plan = plan_rebalance(snapshot, state, assets, sleeve.weights, cash_buffer_bps=sleeve.cash_buffer_bps,
+                          slippage_budget_bps=50, drift_threshold_bps=0, min_trade_value=1, deadline=0)
+    # The planner's target value of each asset (fraction of the spot NAV) is f_i × nav.
+    np.testing.assert_allclose(np.asarray(plan.target_weights) * spot_nav, f * nav, rtol=1e-12)
+    assert plan.option_legs == ()
+
+
+def test_sleeve_targets_keep_the_reserved_cash_and_flag_the_scale():
+    f = np.array([0.6, 0.45])  # more than the spot NAV can hold
+    sleeve = sleeve_targets(f, nav=1_000_000, spot_nav=980_000, reserved_cash=20_000)
+    assert 0 < sleeve.scale < 1
+    risky_value = (1 - sleeve.cash_buffer_bps / BPS) * 980_000
+    assert risky_value == pytest.approx(960_000, rel=1e-12)  # exactly the reserve is left in cash
+    np.testing.assert_allclose(sleeve.weights, f / f.sum())
+    # All targets zero: everything in cash.
+    none = sleeve_targets(np.zeros(2), 10, 10)
+    assert none.cash_buffer_bps == BPS and none.weights.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args", [
+    (np.array([-0.1, 0.5]), 100, 100, 0),
+    (np.array([np.nan, 0.5]), 100, 100, 0),
+    (np.array([0.1, 0.5]), 0, 100, 0),
+    (np.array([0.1, 0.5]), 100, 100, 101),
+    (np.array([0.1, 0.5]), 100, 100, -1),
+])
+def test_sleeve_targets_refuse_bad_input(args):
+    f, nav, spot_nav, reserved = args
+    with pytest.raises(ConfigError):
+        sleeve_targets(f, nav, spot_nav, reserved_cash=reserved)
+
+
+def test_rebalance_plan_option_legs_default_empty():
+    assets, snapshot, state, w = balanced_vault()
+    plan = plan_rebalance(snapshot, state, assets, w, cash_buffer_bps=500, slippage_budget_bps=50,
+                          drift_threshold_bps=10_000, min_trade_value=1, deadline=0)
+    assert isinstance(plan, RebalancePlan) and plan.option_legs == ()

@@ -1,0 +1,412 @@
+"""The keeper's option overlay on chain (keeper.option_orders): the 25-delta 30-day put on the largest risk
+contributor within the premium budget, premium limits inside the vault's bound, the roll before expiry,
+settlement in and out of the money, and the delta hedge that brings every asset's exposure (spot + option
+delta) within the band of its target.
+
+One module-scoped deployment (``deploy_system`` then ``deploy_options``) on its own Anvil; alice deposits,
+then every test runs from a snapshot of that state with a fresh :class:`OptionOverlay`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from keeper import hedging, options
+from keeper.chain import ANVIL_KEYS, AnvilProcess, DevSender, connect, contract, dev_accounts, rpc
+from keeper.config import KeeperConfig
+from keeper.deployment import BASE_DECIMALS, MAX_UINT256, Arbitrageur, deploy_options, deploy_system, price_to_answer, vol_to_answer
+from keeper.errors import OptionLegError, OptionPremiumBoundError
+from keeper.hedging import HedgeTriggerConfig, OptionOrder, OverlayConfig, OverlayPlan
+from keeper.journal import Journal
+from keeper.option_orders import (
+    STRIKE_TICK_WAD,
+    WAD,
+    OptionOverlay,
+    amount_to_wad,
+    encode_rebalance_with_options,
+    option_legs_for_plan,
+    read_implied_vols,
+    read_option_book,
+    settle_expired,
+    strike_to_wad,
+)
+from keeper.runner import Keeper
+
+SYMBOLS = ("BTC", "ETH", "SOL")
+PRICES = (40_000.0, 3_000.0, 100.0)
+VOLS = (0.6, 0.8, 1.0)
+GENESIS = 1_700_000_000
+USDC = 10**BASE_DECIMALS
+SCALE = 10 ** (36 - BASE_DECIMALS)  # the market's value scale: 1e18 USD × 1e18 units -> base units
+BPS = 10_000
+DAY = 86400
+#: ERC-like targets of the risky sleeve and a covariance in which BTC is the largest risk contributor.
+TARGETS = np.array([0.5, 0.3, 0.2])
+CORR = np.array([[1.0, 0.8, 0.7], [0.8, 1.0, 0.75], [0.7, 0.75, 1.0]])
+COV = CORR * np.outer(VOLS, VOLS)
+CASH_BUFFER_BPS = 2000.0
+BAND_BPS = 200.0
+
+
+@dataclass
+class Env:
+    w3: Any
+    tx: DevSender
+    owner: str
+    keeper_addr: str
+    anyone: str
+    alice: str
+    vault: Any
+    market: Any
+    base: Any
+    feeds: list[Any]
+    vol_feeds: list[Any]
+    rpc_url: str
+    quoter: str
+    arb: Any = None
+    tokens: tuple[str, ...] = ()
+    prices: tuple[float, ...] = PRICES
+
+    def now(self) -> int:
+        return self.w3.eth.get_block("latest")["timestamp"]
+
+    def push(self, prices=PRICES, vols=VOLS, at: int | None = None) -> None:
+        """New rounds of every price and vol feed, mined at ``at`` (then the chain stays there)."""
+        if at is not None:
+            rpc(self.w3, "evm_setNextBlockTimestamp", [at])
+        for feed, vol_feed, p, v in zip(self.feeds, self.vol_feeds, prices, vols):
+            self.tx.transact(self.owner, feed.functions.pushAnswer(price_to_answer(p)))
+            self.tx.transact(self.owner, vol_feed.functions.pushAnswer(vol_to_answer(v)))
+        self.prices = tuple(prices)
+        self.align()
+
+    def align(self) -> None:
+        """An arbitrageur moves every pool back to the oracle price (as the demo does each day)."""
+        for token, p in zip(self.tokens, self.prices):
+            self.arb.align(token, price_to_answer(p))
+
+    def step(self, overlay: OptionOverlay):
+        report = overlay.step(TARGETS, COV)
+        self.align()
+        return report
+
+    def overlay(self, tmp_path, config: OverlayConfig | None = None, band_bps: float = BAND_BPS) -> OptionOverlay:
+        cfg = KeeperConfig(rpc_url=self.rpc_url, vault_address=self.vault.address, quoter_address=self.quoter,
+                           cash_buffer_bps=CASH_BUFFER_BPS, slippage_budget_bps=50, journal_path=tmp_path / "j.sqlite")
+        keeper = Keeper(cfg, w3=self.w3, private_key=ANVIL_KEYS[1], journal=Journal(tmp_path / "j.sqlite"))
+        policy = config or OverlayConfig(max_put_assets=1, hedge_ratio=0.5, premium_budget_bps=100.0)
+        return OptionOverlay(keeper, self.market, policy, HedgeTriggerConfig(delta_band_bps=band_bps),
+                             settle=lambda fn: self.tx.transact(self.anyone, fn), settler=self.anyone)
+
+    def greeks(self, overlay: OptionOverlay) -> tuple[hedging.PortfolioGreeks, float]:
+        """Greeks of the vault's book read from chain now, and its NAV in USD."""
+        reader = overlay.keeper.reader
+        balances = self.vault.functions.holdings().call()[1][1:]
+        book = read_option_book(self.vault, self.market, reader.assets)
+        vols = read_implied_vols(self.market, reader.assets)
+        spots = reader.snapshot().prices_usd
+        g = hedging.portfolio_greeks(
+            {s: b / WAD for s, b in zip(SYMBOLS, balances)}, [h.position() for h in book],
+            dict(zip(SYMBOLS, spots)), dict(zip(SYMBOLS, vols)), self.now(), symbols=SYMBOLS,
+        )
+        return g, self.vault.functions.totalAssets().call() / USDC
+
+
+@pytest.fixture(scope="module")
+def deployed():
+    node = AnvilProcess(timestamp=GENESIS)
+    w3 = connect(node.rpc_url)
+    owner, keeper, guardian, anyone, alice, arb = dev_accounts()[:6]
+    system = deploy_system(w3, owner, keeper, guardian, SYMBOLS, PRICES, pool_depth_usd=200_000_000)
+    opts = deploy_options(w3, system, owner, VOLS, pool_liquidity_usd=20_000_000)
+    tx = DevSender(w3)
+    env = Env(
+        w3=w3, tx=tx, owner=owner, keeper_addr=keeper, anyone=anyone, alice=alice,
+        vault=contract(w3, "RiskParityVault", system.vault),
+        market=contract(w3, "OptionMarket", opts.market),
+        base=contract(w3, "TestToken", system.base_asset),
+        feeds=[contract(w3, "PushPriceFeed", a.feed) for a in system.assets],
+        vol_feeds=[contract(w3, "PushPriceFeed", opts.vol_feeds[a.token]) for a in system.assets],
+        rpc_url=node.rpc_url, quoter=system.quoter,
+        arb=Arbitrageur(w3, system, arb, owner), tokens=tuple(a.token for a in system.assets),
+    )
+    tx.transact(owner, env.base.functions.mint(alice, 10_000_000 * USDC))
+    tx.transact(alice, env.base.functions.approve(system.vault, MAX_UINT256))
+    tx.transact(alice, env.vault.functions.deposit(2_000_000 * USDC, alice))
+    yield env
+    node.stop()
+
+
+@pytest.fixture
+def env(deployed: Env):
+    snapshot = rpc(deployed.w3, "evm_snapshot", [])
+    yield deployed
+    assert rpc(deployed.w3, "evm_revert", [snapshot])
+
+
+def _exposure_drift_bps(env: Env, overlay: OptionOverlay) -> np.ndarray:
+    g, nav = env.greeks(overlay)
+    target = TARGETS * (1 - CASH_BUFFER_BPS / BPS)
+    return (hedging.delta_adjusted_exposures(g, nav) - target) * BPS
+
+
+def test_first_step_hedges_spot_then_buys_the_25_delta_put_on_the_largest_contributor(env: Env, tmp_path) -> None:
+    overlay = env.overlay(tmp_path)
+    first = env.step(overlay)
+    # Never hedged: the time trigger fires, the vault holds no spot yet, so no put (nothing to protect).
+    assert first.status == "traded", first.reason
+    assert set(first.decision["reasons"]) == {"time", "delta_drift:BTC", "delta_drift:ETH", "delta_drift:SOL"}
+    assert not first.legs
+    assert np.all(np.abs(_exposure_drift_bps(env, overlay)) <= BAND_BPS)
+
+    nav_before = env.vault.functions.totalAssets().call()
+    second = env.step(overlay)
+    assert second.status == "traded", second.reason
+    (leg,) = second.legs
+    g_before = second.decision["greeks"]
+    exposures = np.array([g_before[s]["spot_units"] * g_before[s]["spots"] for s in SYMBOLS]) / (nav_before / USDC)
+    rc = exposures * (COV @ exposures)
+    assert leg.symbol == SYMBOLS[int(np.argmax(rc))] == "BTC"
+    assert leg.is_buy and not leg.is_call
+    now = env.now()
+    assert abs(leg.expiry - (now + 30 * DAY)) <= 5  # planned one block earlier
+    # 25-delta at the market's vol and tenor; the strike sits on the cent grid.
+    assert leg.strike % STRIKE_TICK_WAD == 0
+    tau = options.year_fraction(leg.expiry - (now - 1))
+    assert float(options.delta(PRICES[0], leg.strike / WAD, tau, VOLS[0], 0.0, 0.0, False)) == pytest.approx(-0.25, abs=1e-4)
+    # Half the BTC units held when planned, rounded down.
+    btc_units = g_before["BTC"]["spot_units"]
+    assert leg.amount == amount_to_wad(0.5 * btc_units)
+    # Within the overlay's premium budget (100 bps of NAV) and the vault's (200 bps per period).
+    ((index, is_buy, amount, premium, fair),) = second.executed
+    assert (index, is_buy, amount) == (0, True, leg.amount)
+    assert premium <= leg.premium_limit
+    assert premium <= nav_before * 100 // BPS
+    assert env.vault.functions.premiumSpentInPeriod().call() == premium
+    (held,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
+    assert (held.strike, held.expiry, held.amount) == (leg.strike, leg.expiry, leg.amount)
+    # The hedge in the same transaction: every asset's delta (spot + put delta) is within the band.
+    assert np.all(np.abs(_exposure_drift_bps(env, overlay)) <= BAND_BPS)
+    # The journal holds each decision with its Greeks.
+    rows = overlay.keeper.journal.ticks("overlay_traded")
+    assert len(rows) == 2
+    detail = rows[-1]["detail"]
+    assert detail["greeks_before"]["BTC"]["option_delta_units"] == 0.0  # the book before: no option
+    planned = detail["hedge_decision"]["greeks"]["BTC"]["option_delta_units"]  # the book the hedge targets
+    assert planned == pytest.approx(-0.25 * leg.amount / WAD, rel=1e-3)
+    assert detail["overlay_plan"]["orders"][0]["action"] == "open"
+    assert detail["greeks_after"]["BTC"]["option_delta_units"] == pytest.approx(-0.25 * leg.amount / WAD, rel=1e-3)
+
+
+def test_hedge_brings_each_delta_to_its_target_within_the_band(env: Env, tmp_path) -> None:
+    overlay = env.overlay(tmp_path, OverlayConfig(max_put_assets=2, hedge_ratio=0.5, premium_budget_bps=150.0))
+    env.step(overlay)
+    env.step(overlay)  # puts on BTC and ETH, hedged in the same transaction
+    assert len(read_option_book(env.vault, env.market, overlay.keeper.reader.assets)) == 2
+    assert np.all(np.abs(_exposure_drift_bps(env, overlay)) <= BAND_BPS)
+    # A 10 % fall of BTC moves its exposure (spot and put delta) out of the band; the next step re-hedges.
+    env.push((36_000.0, 3_000.0, 100.0), at=env.now() + 3600)
+    drift = _exposure_drift_bps(env, overlay)
+    assert np.max(np.abs(drift)) > BAND_BPS
+    step = env.step(overlay)
+    assert step.status == "traded", step.reason
+    assert "delta_drift:BTC" in step.decision["reasons"]
+    assert step.plan.legs and step.target_scale == step.cash_scale == 1.0  # reachable: nothing scaled down
+    after = _exposure_drift_bps(env, overlay)
+    assert np.all(np.abs(after) <= BAND_BPS), after
+    # The put's delta counted in the hedge: BTC spot is above its exposure target.
+    g, nav = env.greeks(overlay)
+    assert g.option_delta_units[0] < 0 and g.spot_units[0] * g.spots[0] / nav > TARGETS[0] * 0.8
+
+
+def test_premium_limit_within_the_vault_bound_and_refused_beyond(env: Env, tmp_path) -> None:
+    overlay = env.overlay(tmp_path)
+    env.step(overlay)
+    reader = overlay.keeper.reader
+    now = env.now()
+    strike = 36_000.0
+    plan = _open_plan(strike, now + 30 * DAY, 5.0)
+    (leg,) = option_legs_for_plan(plan, (), env.vault, env.market, reader.assets, now, tolerance_bps=20)
+    ask, fair = env.market.functions.quote(leg.underlying, leg.strike, leg.expiry, False, leg.amount, True).call()
+    bound = fair * (BPS + env.vault.functions.maxPremiumBps().call()) // BPS
+    assert (leg.quoted_premium, leg.fair_value) == (ask, fair)
+    assert leg.premium_limit == min(-(-ask * (BPS + 20) // BPS), bound)
+    assert ask <= leg.premium_limit <= bound
+    assert leg.amount == 5 * WAD and leg.strike == strike_to_wad(strike)
+    # A bound tighter than the market's spread (100 bps) cannot be met: refused before sending.
+    env.tx.transact(env.owner, env.vault.functions.setOptionLimits(50, 200, 30 * DAY, 8))
+    with pytest.raises(OptionPremiumBoundError, match="above the vault's bound"):
+        option_legs_for_plan(plan, (), env.vault, env.market, reader.assets, env.now())
+
+
+def test_buys_are_scaled_to_what_is_left_of_the_vault_premium_budget(env: Env, tmp_path) -> None:
+    overlay = env.overlay(tmp_path)
+    env.step(overlay)
+    env.tx.transact(env.owner, env.vault.functions.setOptionLimits(300, 5, 30 * DAY, 8))  # 5 bps of NAV
+    now = env.now()
+    plan = _open_plan(36_000.0, now + 30 * DAY, 10.0)  # ~ 0.7 % of NAV at full size
+    (leg,) = option_legs_for_plan(plan, (), env.vault, env.market, overlay.keeper.reader.assets, now)
+    budget = env.vault.functions.totalAssets().call() * 5 // BPS
+    assert 0 < leg.amount < 10 * WAD
+    assert leg.premium_limit <= budget
+    assert "premium budget" in leg.reason
+    # The vault accepts it.
+    state = overlay.keeper.reader.vault_state()
+    rp = _bare_plan(state, [leg], now)
+    overlay.keeper.executor.send(rp, encode_rebalance_with_options(env.vault, rp))
+    assert 0 < env.vault.functions.premiumSpentInPeriod().call() <= budget
+
+
+def test_roll_before_expiry_sells_the_old_series_and_buys_a_new_one(env: Env, tmp_path) -> None:
+    overlay = env.overlay(tmp_path)
+    env.step(overlay)
+    env.step(overlay)
+    (old,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
+    # 26 days later (4 days to expiry, inside the 5-day roll window).
+    env.push(at=old.expiry - 4 * DAY)
+    step = env.step(overlay)
+    assert step.status == "traded", step.reason
+    sell, buy = step.legs
+    assert (sell.is_buy, sell.strike, sell.expiry, sell.amount) == (False, old.strike, old.expiry, old.amount)
+    assert sell.reason.startswith("roll")
+    assert buy.is_buy and buy.symbol == "BTC" and buy.expiry > old.expiry
+    (new,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
+    assert new.expiry == buy.expiry and new.amount == buy.amount
+    assert env.market.functions.positionOf(old.series_id, env.vault.address).call() == 0
+    premiums = {e[1]: e[3] for e in step.executed}
+    assert premiums[False] >= sell.premium_limit and premiums[True] <= buy.premium_limit
+
+
+@pytest.mark.parametrize("final_price, in_the_money", [(30_000.0, True), (45_000.0, False)])
+def test_settle_after_expiry(env: Env, tmp_path, final_price: float, in_the_money: bool) -> None:
+    overlay = env.overlay(tmp_path)
+    env.step(overlay)
+    now = env.now()
+    strike = 36_000.0
+    (leg,) = option_legs_for_plan(_open_plan(strike, now + 10 * DAY, 3.0), (), env.vault, env.market,
+                                  overlay.keeper.reader.assets, now)
+    state = overlay.keeper.reader.vault_state()
+    rp = _bare_plan(state, [leg], now)
+    overlay.keeper.executor.send(rp, encode_rebalance_with_options(env.vault, rp))
+    (held,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
+    # The settlement round is the last price before expiry; a later round exists too.
+    env.push((final_price, 3_000.0, 100.0), at=held.expiry - 600)
+    env.push((20_000.0, 3_000.0, 100.0), at=held.expiry + 3600)
+    # Not yet expired for an earlier clock: nothing to settle.
+    assert settle_expired(env.vault, env.market, [held], held.expiry - 1, overlay.settle, env.anyone) == ()
+    base_before = env.base.functions.balanceOf(env.vault.address).call()
+    (settled,) = settle_expired(env.vault, env.market, [held], env.now(), overlay.settle, env.anyone)
+    payoff = max(leg.strike - int(final_price) * WAD, 0)
+    assert settled.payout == payoff * held.amount // SCALE
+    assert (settled.payout > 0) == in_the_money
+    assert env.base.functions.balanceOf(env.vault.address).call() - base_before == settled.payout
+    assert env.vault.functions.openSeries().call() == []
+
+
+def test_overlay_step_settles_expired_series_itself(env: Env, tmp_path) -> None:
+    overlay = env.overlay(tmp_path)
+    env.step(overlay)
+    env.step(overlay)
+    (held,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
+    env.push((25_000.0, 3_000.0, 100.0), at=held.expiry - 60)
+    env.push((25_000.0, 3_000.0, 100.0), at=held.expiry + 60)
+    step = env.step(overlay)
+    (s,) = step.settlements
+    assert s.payout == (held.strike - 25_000 * WAD) * held.amount // SCALE > 0
+
+
+def test_orders_that_cannot_become_legs_are_refused(env: Env, tmp_path) -> None:
+    overlay = env.overlay(tmp_path)
+    assets = overlay.keeper.reader.assets
+    now = env.now()
+    call = dataclasses.replace(_open_plan(44_000.0, now + 30 * DAY, 2.0).orders[0], is_call=True, quantity=-2.0)
+    with pytest.raises(OptionLegError, match="long options only"):
+        option_legs_for_plan(_plan([call]), (), env.vault, env.market, assets, now)
+    close = dataclasses.replace(call, action="close", is_call=False, quantity=-1.0)
+    with pytest.raises(OptionLegError, match="holds no such series"):
+        option_legs_for_plan(_plan([close]), (), env.vault, env.market, assets, now)
+    with pytest.raises(OptionLegError, match="not among"):
+        option_legs_for_plan(_plan([dataclasses.replace(close, symbol="DOGE")]), (), env.vault, env.market, assets, now)
+    with pytest.raises(OptionLegError):
+        strike_to_wad(float("nan"))
+    with pytest.raises(OptionLegError):
+        amount_to_wad(-1.0)
+
+
+def test_calldata_round_trip(env: Env, tmp_path) -> None:
+    overlay = env.overlay(tmp_path)
+    now = env.now()
+    (leg,) = option_legs_for_plan(_open_plan(36_000.0, now + 30 * DAY, 1.0), (), env.vault, env.market,
+                                  overlay.keeper.reader.assets, now)
+    rp = _bare_plan(overlay.keeper.reader.vault_state(), [leg], now)
+    fn, args = env.vault.decode_function_input(encode_rebalance_with_options(env.vault, rp))
+    assert fn.fn_name == "rebalanceWithOptions"
+    decoded = args["optionLegs"][0]
+    assert list(decoded.values() if hasattr(decoded, "values") else decoded) == list(leg.as_tuple())
+    assert (args["legs"], args["minNavAfter"], args["expectedEpoch"], args["deadline"]) == (
+        [], rp.min_nav_after, rp.expected_epoch, rp.deadline)
+
+
+# --------------------------------------------------------------------------- helpers
+def _order(strike: float, expiry: int, qty: float) -> OptionOrder:
+    return OptionOrder("open", "BTC", strike, expiry, False, qty, 0.0, 0.0, 0.0, 0.0, 0.0, "protective put")
+
+
+def _plan(orders: list[OptionOrder]) -> OverlayPlan:
+    return OverlayPlan(SYMBOLS, tuple(orders), (), 0.0, 0.0, 0.0, np.zeros(3), np.zeros(3))
+
+
+def _open_plan(strike: float, expiry: int, qty: float) -> OverlayPlan:
+    return _plan([_order(strike, expiry, qty)])
+
+
+def _bare_plan(state: Any, legs: list, now: int):
+    from keeper.option_orders import with_option_legs
+    from keeper.planner import RebalancePlan
+
+    w = np.zeros(3)
+    spot = RebalancePlan((), state.rebalance_epoch, now + 600, state.total_assets, state.total_assets, w, w, 0.0, 0.0,
+                         50, skip_reason="options only")
+    return with_option_legs(spot, legs, state.total_assets, 0)
+
+
+def test_unreachable_targets_are_scaled_to_what_the_vault_can_hold(env: Env, tmp_path) -> None:
+    # Full-size puts on two assets, then a fall: spot + |put delta| would need more than the NAV (no leverage).
+    overlay = env.overlay(tmp_path, OverlayConfig(max_put_assets=2, hedge_ratio=1.0, premium_budget_bps=150.0))
+    env.step(overlay)
+    env.step(overlay)
+    env.push((30_000.0, 2_300.0, 100.0), at=env.now() + 3600)
+    step = env.step(overlay)
+    assert step.status == "traded", step.reason
+    assert 0.0 < step.target_scale < 1.0
+    assert step.cash_scale == pytest.approx(1.0, abs=1e-9)
+    assert overlay.keeper.journal.ticks("overlay_traded")[-1]["detail"]["target_scale"] == step.target_scale
+    # Every delta within the band of its scaled target; the vault keeps cash for the premiums.
+    g, nav = env.greeks(overlay)
+    target = TARGETS * (1 - CASH_BUFFER_BPS / BPS) * step.target_scale
+    assert np.all(np.abs(hedging.delta_adjusted_exposures(g, nav) - target) * BPS <= BAND_BPS)
+    assert env.base.functions.balanceOf(env.vault.address).call() > 0
+    # The next step has nothing to do: no churn against an unreachable target.
+    assert env.step(overlay).status == "skipped"
+
+
+def test_a_refused_step_is_journalled_and_sends_nothing(env: Env, tmp_path) -> None:
+    overlay = env.overlay(tmp_path)
+    epoch = env.vault.functions.rebalanceEpoch().call()
+    step = overlay.step(TARGETS, np.eye(2))  # a covariance of the wrong shape
+    assert step.status == "skipped" and "ConfigError" in step.reason and "covariance" in step.reason
+    # A tighter premium bound than the market's spread, once there is spot to protect.
+    env.step(overlay)
+    env.tx.transact(env.owner, env.vault.functions.setOptionLimits(50, 200, 30 * DAY, 8))
+    before = env.vault.functions.rebalanceEpoch().call()
+    step = env.step(overlay)
+    assert step.status == "skipped" and "OptionPremiumBoundError" in step.reason
+    assert env.vault.functions.rebalanceEpoch().call() == before == epoch + 1
+    rows = overlay.keeper.journal.ticks("overlay_skipped")
+    assert len(rows) == 2 and "ConfigError" in rows[0]["reason"] and rows[1]["reason"] == step.reason
+    assert rows[-1]["tx_hash"] is None
