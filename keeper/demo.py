@@ -57,6 +57,9 @@ BPS = 10_000
 INITIAL_DEPOSITS_USD = (400_000.0, 350_000.0, 250_000.0)
 
 
+#: Seconds after each day's close at which the keeper reads (one hour: after every push and swap of the day).
+TICK_AFTER_CLOSE_SECONDS = 3600
+
 @dataclass
 class DemoOptions:
     """Parameters of a replay. Dates are inclusive; ``None`` means the file's bounds."""
@@ -249,6 +252,11 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
             for asset, price in zip(deployment.assets, table.prices[t]):
                 arb.align(asset.token, price_to_answer(price))
             flows = _depositor_flows(step, depositors, vault, tx, options.flows_every_days)
+            # The keeper reads at a block one hour after the close, the same offset every day, so its daily
+            # grid (block time − k days) falls after every feed's push of each day, whatever the seconds
+            # between the pushes and the swaps were.
+            latest = w3.eth.get_block("latest")["timestamp"]
+            rpc(w3, "evm_mine", [max(ts + TICK_AFTER_CLOSE_SECONDS, latest + 1)])
             report = None
             if step % options.rebalance_every_days == 0:
                 report = keeper.run_once()

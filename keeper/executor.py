@@ -24,6 +24,7 @@ from keeper.chain import call_raw, connect, contract, decode_revert
 from keeper.errors import QuoteBelowBoundError, SimulationRevertedError, TransactionFailedError
 from keeper.gas import FeePolicy, Fees
 from keeper.journal import Journal, TxRecord
+from keeper.option_orders import encode_rebalance_with_options
 from keeper.planner import RebalancePlan
 from keeper.txmanager import ReconcileReport, TxManager, TxPolicy
 
@@ -181,7 +182,10 @@ class Executor:
         return self.account.address
 
     def calldata(self, plan: RebalancePlan) -> str:
-        """ABI-encoded ``rebalance(legs, minNavAfter, expectedEpoch, deadline)``."""
+        """ABI-encoded ``rebalance(legs, minNavAfter, expectedEpoch, deadline)``, or
+        ``rebalanceWithOptions(legs, optionLegs, ...)`` when the plan carries option legs."""
+        if plan.option_legs:
+            return encode_rebalance_with_options(self.vault, plan)
         return self.vault.encode_abi(
             "rebalance",
             [[leg.as_tuple() for leg in plan.legs], plan.min_nav_after, plan.expected_epoch, plan.deadline],

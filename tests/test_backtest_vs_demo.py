@@ -12,10 +12,10 @@ depth seeded at the warm-up's first close.
    arithmetic and the arbitraged pools' ``sqrtPriceX96`` against the integer constant-product formula
    (on this window the two paths are identical to the base asset's smallest unit). Ignoring the costs
    moves the backtest far outside the tolerance (about 3e-3 here).
-2. The backtest's own estimates: within ``ESTIMATOR_TOLERANCE`` = 1e-2. The demo's oracle history is
-   sampled on a grid ending at the tick's block time, which Anvil puts 0 or 1 s after the day's close;
-   a feed pushed a second after the grid point is read one day late, so the demo's covariance (and
-   targets) differ from the backtest's, which reads the CSV closes.
+2. The backtest's own estimates (its estimator, optimizer, triggers and planner on the CSV closes): the
+   same ``TOLERANCE``. The demo's keeper reads its oracle history at a block one hour after each close
+   (``keeper.demo.TICK_AFTER_CLOSE_SECONDS``), so every feed's round of a day is on the daily grid and the
+   on-chain history equals the CSV; on this window the two NAV paths are identical to the smallest unit.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from keeper.journal import Journal
 from keeper.triggers import TriggerPolicy
 
 TOLERANCE = 1e-6
-ESTIMATOR_TOLERANCE = 1e-2
+ESTIMATOR_TOLERANCE = TOLERANCE
 SYMBOLS = ["BTC", "ETH", "SOL"]
 
 
