@@ -122,6 +122,50 @@ class KeeperConfig(BaseModel):
     standby_delay_seconds: float = Field(
         0.0, ge=0, description="wait this long before sending, then re-check the epoch (0 for the primary keeper), s"
     )
+    # --- Decision policy (keeper.policy.PolicyConfig.from_keeper_config): defaults reproduce plain ERC -------
+    estimator_method: Literal["ewma", "sample", "ledoit_wolf"] = Field(
+        "ewma", description="covariance estimator of the policy (half_life_days applies to ewma)"
+    )
+    max_condition_number: float = Field(
+        1e10, gt=1.0, description="conditioning gate: largest condition number of an accepted covariance"
+    )
+    allocator: Literal["risk_budgeting", "inverse_volatility", "equal_weight"] = Field(
+        "risk_budgeting", description="first method of the allocator's fallback chain"
+    )
+    volatility_target: float | None = Field(
+        None, gt=0, description="ex-ante volatility target, annualised fraction (0.4 = 40 %/year); off when omitted"
+    )
+    max_gross_exposure: float = Field(1.0, gt=0, le=1.0, description="cap on the risky weights' sum, fraction of NAV")
+    es_limit: float | None = Field(
+        None, ge=0, description="Expected Shortfall limit, fraction of NAV (0.08 = 8 %); off when omitted"
+    )
+    es_method: Literal["historical", "gaussian", "cornish_fisher"] = Field(
+        "historical", description="ES measure the limit is stated in"
+    )
+    es_confidence: float = Field(0.99, ge=0.5, lt=1.0, description="ES confidence level, fraction")
+    es_horizon_days: int = Field(1, ge=1, description="ES horizon, days")
+    min_weight: dict[str, float] | None = Field(
+        None, description="lower bound by symbol on the risky sleeve's weights, fraction in [0, 1]"
+    )
+    max_weight: dict[str, float] | None = Field(
+        None, description="upper bound by symbol on the risky sleeve's weights, fraction in (0, 1]"
+    )
+    rrc_band: float | None = Field(
+        None, ge=0, description="trigger: max |RRC_i(w) − RRC_i(w*)|, fraction; off when omitted"
+    )
+    regime_distance: float | None = Field(
+        None, ge=0, description="trigger: covariance distance to the last rebalance's, dimensionless; off when omitted"
+    )
+    max_days_between: float | None = Field(
+        None, ge=0, description="trigger: days since the last rebalance; off when omitted"
+    )
+    cost_aware: bool = Field(False, description="trade only when the expected risk benefit pays gas + fee + impact")
+    risk_aversion: float = Field(5.0, gt=0, description="cost gate's risk aversion lambda, per year")
+    benefit_horizon_days: float = Field(30.0, gt=0, description="cost gate: days over which the risk benefit counts")
+    min_benefit_to_cost: float = Field(1.0, gt=0, description="cost gate: trade when benefit >= this × cost")
+    eth_price_usd: float = Field(
+        3000.0, gt=0, description="USD per ETH used to value gas in the cost-aware trigger"
+    )
 
     @field_validator("vault_address", "quoter_address")
     @classmethod
