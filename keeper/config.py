@@ -1,6 +1,18 @@
 """Keeper configuration, validated once at start-up (pydantic) and passed explicitly.
 
 Loaded from a JSON or TOML file with :func:`load_config`. Units are in the field names.
+
+The decision-policy fields (``estimator_method`` … ``min_benefit_to_cost``, at the end) are the live
+tick's :class:`keeper.policy.PolicyConfig` (:meth:`~keeper.policy.PolicyConfig.from_keeper_config`), the
+same policy the backtester runs; their defaults reproduce plain equal risk contributions with a
+``drift_threshold_bps`` trigger. ``eth_price_usd`` values gas in the cost-aware trigger when the vault
+lists no WETH/ETH asset (otherwise that asset's oracle price is used). For example::
+
+    es_limit = 0.08              # 1-day 99 % ES at most 8 % of NAV: scale toward the base asset
+    es_method = "gaussian"       # historical needs >= 100 daily returns at 99 %
+    volatility_target = 0.40     # annualised
+    max_days_between = 30        # rebalance at least monthly
+    cost_aware = true            # ... but only when the risk benefit pays gas + fee + impact
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
 """One keeper tick end to end, and the scheduler that repeats it.
 
-A tick is a one-way pipeline: oracle → circuit breakers → decision policy (:mod:`keeper.policy`: conditioning
-gate → allocator → volatility target → ES limit, the same stage the backtester runs) → planner → triggers →
-quotes → cost gate → executor → chain. Every anticipated failure (:class:`~keeper.errors.KeeperError`) ends the tick as ``skipped``
-with its reason; anything else ends it as ``error`` with the traceback in the log. Both are
-journalled, and neither stops the scheduler.
+A tick is a one-way pipeline: oracle → circuit breakers → decision policy (:mod:`keeper.policy`:
+conditioning gate → allocator → volatility target → ES limit, the same stage the backtester runs) →
+planner → triggers → quotes → cost gate → executor → chain. Every anticipated failure
+(:class:`~keeper.errors.KeeperError`) ends the tick as ``skipped`` with its reason; anything else ends
+it as ``error`` with the traceback in the log. Both are journalled, and neither stops the scheduler.
+The decision (``policy``) and the trade decision (``trigger``: fired triggers, expected risk benefit
+and cost in base-asset units) are journalled with every tick that reaches them; the next tick reads
+back the last target and the last rebalance's symbols, covariance and age from the journal.
 
 :func:`run_forever` runs three APScheduler jobs -- the tick (interval or cron; one at a time, missed
 runs coalesced, a misfire grace), a heartbeat, and a daily report -- serves ``/metrics`` and
@@ -303,7 +306,8 @@ class Keeper:
                 trade = evaluate_trade(policy_decision, self.policy, signals)
                 context.update(trigger=trade.as_dict())
                 timings["compute"] = time.perf_counter() - t
-                reason = f"drift {plan.drift_bps:.1f} bps below threshold {cfg.drift_threshold_bps:.1f} bps; {trade.reason}"
+                reason = (f"drift {plan.drift_bps:.1f} bps below threshold {cfg.drift_threshold_bps:.1f} bps; "
+                          f"{trade.reason}")
                 return TickReport(status="skipped", reason=reason, timings=timings, reason_code="no_trade_needed",
                                   **context)
         timings["compute"] = time.perf_counter() - t
