@@ -207,3 +207,18 @@ def test_previous_target_is_read_back_from_the_journal(chain: System) -> None:
     last = again._last_rebalance(first.reader.snapshot().block_timestamp)
     assert last is not None and last.symbols == first.reader.symbols and last.days_ago == pytest.approx(1.0, abs=0.01)
     assert last.covariance.shape == (3, 3)
+
+
+def test_status_shows_the_policy_targets_and_es(chain: System) -> None:
+    from keeper.status import collect_status, format_status
+
+    chain.deposit(chain.alice, 100_000)
+    config = chain.keeper_config(es_limit=0.03, es_method="gaussian")
+    status = collect_status(config, w3=chain.w3, keeper_address=chain.keeper)
+    policy = status["policy"]
+    assert policy["action"] == "target" and policy["es_before"] > 0.03
+    assert policy["es_after"] == pytest.approx(0.03, rel=1e-6)
+    assert sum(policy["target_weights"]) + policy["cash_weight"] == pytest.approx(1.0)
+    assert policy["cash_weight"] > 0.05
+    text = format_status(status)
+    assert "policy target: target BTC" in text and "(limit 3.00%" in text
