@@ -1,6 +1,18 @@
 """Keeper configuration, validated once at start-up (pydantic) and passed explicitly.
 
 Loaded from a JSON or TOML file with :func:`load_config`. Units are in the field names.
+
+The decision-policy fields (``estimator_method`` … ``min_benefit_to_cost``, at the end) are the live
+tick's :class:`keeper.policy.PolicyConfig` (:meth:`~keeper.policy.PolicyConfig.from_keeper_config`), the
+same policy the backtester runs; their defaults reproduce plain equal risk contributions with a
+``drift_threshold_bps`` trigger. ``eth_price_usd`` values gas in the cost-aware trigger when the vault
+lists no WETH/ETH asset (otherwise that asset's oracle price is used). For example::
+
+    es_limit = 0.08              # 1-day 99 % ES at most 8 % of NAV: scale toward the base asset
+    es_method = "gaussian"       # historical needs >= 100 daily returns at 99 %
+    volatility_target = 0.40     # annualised
+    max_days_between = 30        # rebalance at least monthly
+    cost_aware = true            # ... but only when the risk benefit pays gas + fee + impact
 """
 
 from __future__ import annotations
@@ -121,6 +133,50 @@ class KeeperConfig(BaseModel):
     breaker_chain_stall_action: Literal["skip", "derisk"] = Field("skip", description="on a stalled chain")
     standby_delay_seconds: float = Field(
         0.0, ge=0, description="wait this long before sending, then re-check the epoch (0 for the primary keeper), s"
+    )
+    # --- Decision policy (keeper.policy.PolicyConfig.from_keeper_config): defaults reproduce plain ERC -------
+    estimator_method: Literal["ewma", "sample", "ledoit_wolf"] = Field(
+        "ewma", description="covariance estimator of the policy (half_life_days applies to ewma)"
+    )
+    max_condition_number: float = Field(
+        1e10, gt=1.0, description="conditioning gate: largest condition number of an accepted covariance"
+    )
+    allocator: Literal["risk_budgeting", "inverse_volatility", "equal_weight"] = Field(
+        "risk_budgeting", description="first method of the allocator's fallback chain"
+    )
+    volatility_target: float | None = Field(
+        None, gt=0, description="ex-ante volatility target, annualised fraction (0.4 = 40 %/year); off when omitted"
+    )
+    max_gross_exposure: float = Field(1.0, gt=0, le=1.0, description="cap on the risky weights' sum, fraction of NAV")
+    es_limit: float | None = Field(
+        None, ge=0, description="Expected Shortfall limit, fraction of NAV (0.08 = 8 %); off when omitted"
+    )
+    es_method: Literal["historical", "gaussian", "cornish_fisher"] = Field(
+        "historical", description="ES measure the limit is stated in"
+    )
+    es_confidence: float = Field(0.99, ge=0.5, lt=1.0, description="ES confidence level, fraction")
+    es_horizon_days: int = Field(1, ge=1, description="ES horizon, days")
+    min_weight: dict[str, float] | None = Field(
+        None, description="lower bound by symbol on the risky sleeve's weights, fraction in [0, 1]"
+    )
+    max_weight: dict[str, float] | None = Field(
+        None, description="upper bound by symbol on the risky sleeve's weights, fraction in (0, 1]"
+    )
+    rrc_band: float | None = Field(
+        None, ge=0, description="trigger: max |RRC_i(w) − RRC_i(w*)|, fraction; off when omitted"
+    )
+    regime_distance: float | None = Field(
+        None, ge=0, description="trigger: covariance distance to the last rebalance's, dimensionless; off when omitted"
+    )
+    max_days_between: float | None = Field(
+        None, ge=0, description="trigger: days since the last rebalance; off when omitted"
+    )
+    cost_aware: bool = Field(False, description="trade only when the expected risk benefit pays gas + fee + impact")
+    risk_aversion: float = Field(5.0, gt=0, description="cost gate's risk aversion lambda, per year")
+    benefit_horizon_days: float = Field(30.0, gt=0, description="cost gate: days over which the risk benefit counts")
+    min_benefit_to_cost: float = Field(1.0, gt=0, description="cost gate: trade when benefit >= this × cost")
+    eth_price_usd: float = Field(
+        3000.0, gt=0, description="USD per ETH used to value gas in the cost-aware trigger"
     )
 
     @field_validator("vault_address", "quoter_address")

@@ -92,6 +92,13 @@ DEFAULT_ESTIMATOR = EstimatorConfig(method="ewma", half_life_days=30.0, min_obse
 """The live keeper's estimator: EWMA, 30-day half-life, at least 30 daily returns, 365-day year."""
 
 Allocator = Literal["risk_budgeting", "inverse_volatility", "equal_weight"]
+
+#: PolicyConfig fields a KeeperConfig carries under the same name (:meth:`PolicyConfig.from_keeper_config`).
+_KEEPER_CONFIG_FIELDS = (
+    "max_condition_number", "allocator", "volatility_target", "max_gross_exposure", "es_limit", "es_method",
+    "es_confidence", "es_horizon_days", "min_weight", "max_weight", "rrc_band", "regime_distance",
+    "max_days_between", "cost_aware", "risk_aversion", "benefit_horizon_days", "min_benefit_to_cost",
+)
 EsMethod = Literal["historical", "gaussian", "cornish_fisher"]
 
 
@@ -190,9 +197,14 @@ class PolicyConfig(BaseModel):
 
     @classmethod
     def from_keeper_config(cls, config: Any, **overrides: Any) -> "PolicyConfig":
-        """The policy of a :class:`keeper.config.KeeperConfig`: its estimator fields (``half_life_days``,
-        ``min_observations``, ``periods_per_year``), ``risk_budget``, ``cash_buffer_bps`` and
-        ``drift_threshold_bps`` (as ``weight_drift_bps``), then ``overrides`` (any field of this class).
+        """The policy of a :class:`keeper.config.KeeperConfig`: its estimator fields (``estimator_method``,
+        ``half_life_days``, ``min_observations``, ``periods_per_year``), ``risk_budget``, ``cash_buffer_bps``,
+        ``drift_threshold_bps`` (as ``weight_drift_bps``), every field of this class that the config also
+        has under the same name (``max_condition_number``, ``allocator``, ``volatility_target``,
+        ``max_gross_exposure``, ``es_*``, ``min_weight``, ``max_weight``, ``rrc_band``, ``regime_distance``,
+        ``max_days_between``, ``cost_aware``, ``risk_aversion``, ``benefit_horizon_days``,
+        ``min_benefit_to_cost``; an older config without them keeps this class's defaults), then
+        ``overrides`` (any field of this class).
 
         With a default ``KeeperConfig`` and no override this is ``PolicyConfig()``.
 
@@ -201,14 +213,20 @@ class PolicyConfig(BaseModel):
         pydantic.ValidationError
             A value out of range.
         """
+        method = getattr(config, "estimator_method", "ewma")
         values: dict[str, Any] = {
-            "estimator": EstimatorConfig(method="ewma", half_life_days=float(config.half_life_days),
+            "estimator": EstimatorConfig(method=method,
+                                         half_life_days=float(config.half_life_days) if method == "ewma" else None,
                                          periods_per_year=int(config.periods_per_year),
                                          min_observations=int(config.min_observations)),
             "risk_budget": None if config.risk_budget is None else dict(config.risk_budget),
             "cash_buffer_bps": float(config.cash_buffer_bps),
             "weight_drift_bps": float(config.drift_threshold_bps),
         }
+        for name in _KEEPER_CONFIG_FIELDS:
+            if hasattr(config, name):
+                value = getattr(config, name)
+                values[name] = dict(value) if isinstance(value, Mapping) else value
         values.update(overrides)
         return cls.model_validate(values)
 

@@ -1,9 +1,13 @@
 """One keeper tick end to end, and the scheduler that repeats it.
 
-A tick is a one-way pipeline: oracle → circuit breakers → estimator → optimizer → planner → executor →
-chain. Every anticipated failure (:class:`~keeper.errors.KeeperError`) ends the tick as ``skipped``
-with its reason; anything else ends it as ``error`` with the traceback in the log. Both are
-journalled, and neither stops the scheduler.
+A tick is a one-way pipeline: oracle → circuit breakers → decision policy (:mod:`keeper.policy`:
+conditioning gate → allocator → volatility target → ES limit, the same stage the backtester runs) →
+planner → triggers → quotes → cost gate → executor → chain. Every anticipated failure
+(:class:`~keeper.errors.KeeperError`) ends the tick as ``skipped`` with its reason; anything else ends
+it as ``error`` with the traceback in the log. Both are journalled, and neither stops the scheduler.
+The decision (``policy``) and the trade decision (``trigger``: fired triggers, expected risk benefit
+and cost in base-asset units) are journalled with every tick that reaches them; the next tick reads
+back the last target and the last rebalance's symbols, covariance and age from the journal.
 
 :func:`run_forever` runs three APScheduler jobs -- the tick (interval or cron; one at a time, missed
 runs coalesced, a misfire grace), a heartbeat, and a daily report -- serves ``/metrics`` and
@@ -34,20 +38,31 @@ from web3 import Web3
 
 from keeper.breakers import BreakerDecision, BreakerLimits, ChainHeadTracker, PoolPriceReader, evaluate
 from keeper.chain import connect_failover
+from pydantic import ValidationError
+
 from keeper.config import KeeperConfig
+from keeper.costs import GasModel, TradeCost, cost_from_quotes, gas_cost_base_units
 from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, ShutdownRequestedError
-from keeper.estimation import ewma_covariance, simple_returns
+from keeper.estimation import simple_returns
 from keeper.executor import ExecutionResult, Executor
 from keeper.journal import Journal
 from keeper.metrics import KeeperMetrics, MetricsServer, WEI_PER_ETH
-from keeper.optimizer import relative_risk_contributions, solve_equal_risk_contribution
+from keeper.optimizer import relative_risk_contributions
 from keeper.oracle import ChainReader
-from keeper.planner import RebalancePlan, plan_rebalance, value_holdings
+from keeper.planner import RebalancePlan, plan_rebalance, value_holdings, value_of
+from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets, evaluate_trade, policy_triggers
+from keeper.triggers import TriggerDecision
 
 log = logging.getLogger("keeper")
 
 #: Journal status of the record written when the keeper stops.
 SHUTDOWN_STATUS = "shutdown"
+
+#: Seconds per day (the age of the last rebalance for the time trigger).
+SECONDS_PER_DAY = 86_400
+
+#: Symbols whose oracle price values gas (USD per ETH) when the vault lists one of them.
+ETH_SYMBOLS = ("WETH", "ETH")
 
 
 @dataclass(frozen=True)
@@ -57,9 +72,15 @@ class TickReport:
     ``status`` is ``"rebalanced"``, ``"skipped"`` (a decision or an anticipated refusal; ``reason`` says
     which) or ``"error"`` (an unexpected exception); :meth:`Keeper.plan_tick` also returns
     ``"planned"`` (a quoted plan, not yet sent). ``reason_code`` is a short label of the reason
-    (``no_trade_needed``, ``paused``, ``lost_race``, ``breaker:<name>``, ``derisk``, ``shutdown``, or the
-    exception's class name) for metrics. Weights are fractions of NAV; risk contributions are relative
-    (sum to 1 over the risky sleeve); volatilities annualised; timings in seconds.
+    (``no_trade_needed``, ``not_worth_trading``, ``policy_hold``, ``paused``, ``lost_race``,
+    ``breaker:<name>``, ``derisk``, ``shutdown``, or the exception's class name) for metrics.
+    ``target_weights`` is the risky sleeve's target (sums to 1, the planner's input; NAV fractions are
+    ``policy["target_weights"]`` and ``plan.target_weights``); risk contributions are relative (sum to 1
+    over the risky sleeve); ``ex_ante_volatility`` is the annualised volatility of the policy's target
+    NAV weights (cash included); timings in seconds. ``policy`` is
+    :meth:`keeper.policy.PolicyDecision.as_dict` of the tick's decision and ``trigger`` the
+    :meth:`keeper.triggers.TriggerDecision.as_dict` of its trade decision (fired triggers, benefit and
+    cost in base-asset units); both None when the tick stopped before them (breakers, de-risk).
     """
 
     status: str
@@ -80,6 +101,8 @@ class TickReport:
     breakers: tuple[dict[str, Any], ...] = ()
     derisk: bool = False
     relative_risk_contributions_after: list[float] | None = None
+    policy: dict[str, Any] | None = None
+    trigger: dict[str, Any] | None = None
 
 
 class Keeper:
@@ -122,6 +145,13 @@ class Keeper:
             self.risk_budget = np.array([config.risk_budget[s] for s in symbols])
         else:
             self.risk_budget = None
+        try:
+            #: The decision policy, shared with the backtester (:mod:`keeper.policy`).
+            self.policy = PolicyConfig.from_keeper_config(config)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"invalid decision policy in the config: {problems}") from exc
+        self.gas_model = GasModel()
         self.breaker_limits = BreakerLimits.from_config(config)
         self.head_tracker = ChainHeadTracker()
         self._pool_reader: PoolPriceReader | None = None
@@ -232,62 +262,127 @@ class Keeper:
             min_trade_value=int(cfg.min_trade_usd * 10**state.base_decimals),
             deadline=snapshot.block_timestamp + cfg.deadline_seconds,
         )
+        assets = self.reader.assets
+        policy_decision: PolicyDecision | None = None
         if derisk:
             # De-risk: every risk asset's target is zero (the whole NAV in the base asset); the planner
             # still sells first, keeps under the turnover cap and respects the drift threshold.
-            n = len(self.reader.assets)
+            n = len(assets)
             target_weights = np.full(n, 1.0 / n)
             plan_args["cash_buffer_bps"] = 10_000
             context.update(derisk=True)
             log.warning("circuit breaker: de-risking toward the base asset: %s", decision.reason)
         else:
-            estimate = ewma_covariance(
-                simple_returns(history.prices_usd),
-                cfg.half_life_days,
-                periods_per_year=cfg.periods_per_year,
-                min_observations=cfg.min_observations,
+            policy_decision = decide_targets(
+                simple_returns(history.prices_usd), self.reader.symbols,
+                current_weights=value_holdings(snapshot, state, assets).weights,
+                previous_target=self._previous_target(), config=self.policy, nav_base_units=state.total_assets,
             )
-            target = solve_equal_risk_contribution(estimate.covariance, self.risk_budget)
-            target_weights = target.weights
-        plan = plan_rebalance(snapshot, state, self.reader.assets, target_weights, **plan_args)
+            context.update(policy=policy_decision.as_dict(), **_decision_context(policy_decision))
+            if policy_decision.action == "hold":
+                trade = evaluate_trade(policy_decision, self.policy, policy_triggers(policy_decision, self.policy))
+                context.update(trigger=trade.as_dict())
+                timings["compute"] = time.perf_counter() - t
+                log.warning("policy holds: %s", policy_decision.reason)
+                return TickReport(status="skipped", reason=trade.reason, timings=timings,
+                                  reason_code="policy_hold", **context)
+            target_weights = np.asarray(policy_decision.sleeve_weights)
+            # The policy sets the cash sleeve (buffer, volatility target, ES limit); its triggers, not the
+            # planner's threshold, decide whether the drift is worth a trade.
+            plan_args.update(cash_buffer_bps=policy_decision.cash_buffer_bps, drift_threshold_bps=0.0)
+        plan = plan_rebalance(snapshot, state, assets, target_weights, **plan_args)
         held = np.asarray(plan.current_weights)
-        if not derisk:
-            context.update(
-                target_weights=target.weights.tolist(),
-                relative_risk_contributions_target=target.relative_risk_contributions.tolist(),
-                relative_risk_contributions_before=(
-                    relative_risk_contributions(held, estimate.covariance).tolist() if held.sum() > 0 else None
-                ),
-                ex_ante_volatility=target.portfolio_volatility,
-                covariance=estimate.covariance.tolist(),
-            )
+        if policy_decision is not None and policy_decision.covariance is not None:
+            context.update(relative_risk_contributions_before=(
+                relative_risk_contributions(held, np.asarray(policy_decision.covariance)).tolist()
+                if held.sum() > 0 else None))
         context.update(plan=plan)
+        signals = None
+        if policy_decision is not None and plan.nav_before > 0:
+            signals = policy_triggers(policy_decision, self.policy, drift_bps=plan.drift_bps,
+                                      current_weights=plan.current_weights,
+                                      last_rebalance=self._last_rebalance(snapshot.block_timestamp))
+            if not signals.fired:
+                trade = evaluate_trade(policy_decision, self.policy, signals)
+                context.update(trigger=trade.as_dict())
+                timings["compute"] = time.perf_counter() - t
+                reason = (f"drift {plan.drift_bps:.1f} bps below threshold {cfg.drift_threshold_bps:.1f} bps; "
+                          f"{trade.reason}")
+                return TickReport(status="skipped", reason=reason, timings=timings, reason_code="no_trade_needed",
+                                  **context)
         timings["compute"] = time.perf_counter() - t
         if plan.skip_reason:
+            if signals is not None:
+                context.update(trigger=TriggerDecision(False, (*signals.fired, plan.skip_reason),
+                                                       dict(signals.metrics)).as_dict())
             return TickReport(status="skipped", reason=plan.skip_reason, timings=timings,
                               reason_code="no_trade_needed", **context)
 
         # Quote every leg; when a pool cannot absorb the whole move within the slippage budget, take a
         # smaller step toward the targets (halving up to `max_step_halvings` times) rather than none.
         t = time.perf_counter()
-        pool_fees = {a.token: a.pool_fee for a in self.reader.assets}
+        pool_fees = {a.token: a.pool_fee for a in assets}
         fraction = 1.0
         for attempt in range(cfg.max_step_halvings + 1):
             try:
-                self.executor.quote(plan, pool_fees)
+                quotes = self.executor.quote(plan, pool_fees)
                 break
             except QuoteBelowBoundError:
                 if attempt == cfg.max_step_halvings:
                     raise
                 fraction /= 2
-                plan = plan_rebalance(snapshot, state, self.reader.assets, target_weights, fraction=fraction, **plan_args)
+                plan = plan_rebalance(snapshot, state, assets, target_weights, fraction=fraction, **plan_args)
                 if plan.skip_reason:
                     raise
         context.update(plan=plan)
         timings["quote"] = time.perf_counter() - t
+        if policy_decision is not None and signals is not None:
+            # The cost gate: the expected risk benefit of the quoted legs against their gas, fees and impact.
+            cost = self._trade_cost(plan, quotes, snapshot, state)
+            trade = evaluate_trade(policy_decision, self.policy, signals,
+                                   post_trade_weights=_post_trade_weights(plan, quotes, snapshot, state, assets),
+                                   nav_base_units=plan.nav_before, cost=cost)
+            context.update(trigger=trade.as_dict())
+            if not trade.rebalance:
+                log.info("cost gate: %s", trade.reason)
+                return TickReport(status="skipped", reason=trade.reason, timings=timings,
+                                  reason_code="not_worth_trading", **context)
+            return TickReport(status="planned", reason=trade.reason, timings=timings, **context)
         reason = f"derisk: {decision.reason}" if derisk else None
         return TickReport(status="planned", reason=reason, timings=timings,
                           reason_code="derisk" if derisk else None, **context)
+
+    def _trade_cost(self, plan: RebalancePlan, quotes: tuple[int, ...], snapshot: Any, state: Any) -> TradeCost:
+        """Fees + price impact of the quoted legs and the gas of one rebalance, base-asset units.
+
+        Gas: :class:`keeper.costs.GasModel` units for the plan's legs at the next block's base fee plus
+        the tip (:meth:`keeper.gas.FeePolicy.estimate`), valued at the vault's WETH/ETH oracle price when
+        it lists one, else ``config.eth_price_usd``. When the fee cannot be read or is above the cap, gas
+        is priced at the cap ``max_fee_per_gas``: an upper bound, so the cost gate errs toward not trading
+        (and the send refuses a price above the cap anyway).
+        """
+        assets = self.reader.assets
+        try:
+            fees = self.executor.fee_policy.estimate(self.w3, gate=False)
+            gas_price = fees.base_fee_per_gas + fees.max_priority_fee_per_gas
+        except KeeperError as exc:
+            log.warning("pricing the rebalance's gas at the fee cap: %s", exc)
+            gas_price = self.executor.fee_policy.max_fee_per_gas_wei
+        gas_units = self.gas_model.gas_units(len(plan.legs))
+        gas = gas_cost_base_units(gas_units, gas_price, self._eth_price_usd(snapshot), state.base_decimals)
+        value_of_risk = {
+            info.symbol: (lambda amount, answer=answer, info=info: value_of(amount, answer, info, state.base_decimals))
+            for info, answer in zip(assets, snapshot.answers)
+        }
+        return cost_from_quotes(plan.legs, quotes, {a.symbol: a.pool_fee for a in assets}, value_of_risk, gas,
+                                gas_units)
+
+    def _eth_price_usd(self, snapshot: Any) -> float:
+        """USD per ETH: the vault's WETH/ETH oracle price when it lists that asset, else the config's."""
+        for symbol, price in zip(self.reader.symbols, snapshot.prices_usd):
+            if symbol.upper() in ETH_SYMBOLS and np.isfinite(price) and price > 0:
+                return float(price)
+        return float(self.config.eth_price_usd)
 
     def _tick(self, timings: dict[str, float], context: dict[str, Any]) -> TickReport:
         # Settle any transaction still live in the journal (mined, replaced, stuck) before planning:
@@ -393,6 +488,45 @@ class Keeper:
         if tuple(detail.get("symbols") or ()) != self.reader.symbols or not detail.get("prices_usd"):
             return None
         return np.asarray(detail["prices_usd"], dtype=np.float64)
+
+    def _previous_target(self) -> np.ndarray | None:
+        """``target_weights`` of the last journalled policy decision over the vault's symbols, or None."""
+        try:
+            rows = self.journal.conn.execute(
+                "SELECT detail FROM ticks WHERE detail LIKE '%\"policy\": {%' ORDER BY id DESC LIMIT 1"
+            ).fetchall()
+        except Exception:  # noqa: BLE001 - an unreadable journal only means no previous target
+            return None
+        if not rows:
+            return None
+        policy = json.loads(rows[0][0]).get("policy") or {}
+        weights = policy.get("target_weights")
+        if tuple(policy.get("symbols") or ()) != self.reader.symbols or not weights or None in weights:
+            return None
+        target = np.asarray(weights, dtype=np.float64)
+        if np.any(target < 0) or target.sum() > 1.0 + 1e-9:
+            return None
+        return target
+
+    def _last_rebalance(self, now: int) -> LastRebalance | None:
+        """The last journalled rebalance (symbols, covariance used, days before ``now``), or None."""
+        try:
+            rows = self.journal.conn.execute(
+                "SELECT block_timestamp, detail FROM ticks WHERE status = 'rebalanced' ORDER BY id DESC LIMIT 1"
+            ).fetchall()
+        except Exception:  # noqa: BLE001 - an unreadable journal: no last rebalance known
+            return None
+        if not rows or rows[0][0] is None:
+            return None
+        detail = json.loads(rows[0][1])
+        covariance = (detail.get("policy") or {}).get("covariance") or detail.get("covariance")
+        cov = None
+        if covariance is not None:
+            cov = np.asarray([[np.nan if x is None else x for x in row] for row in covariance], dtype=np.float64)
+            if not np.all(np.isfinite(cov)):
+                cov = None
+        return LastRebalance(tuple(detail.get("symbols") or ()), cov,
+                             max(0.0, (now - int(rows[0][0])) / SECONDS_PER_DAY))
 
     # --- heartbeat, metrics, journal -------------------------------------------------------------
 
@@ -507,7 +641,36 @@ class Keeper:
                 reason_code=report.reason_code,
                 breakers=list(report.breakers),
                 derisk=report.derisk,
+                policy=report.policy,
+                trigger=report.trigger,
             )
+
+
+def _decision_context(decision: PolicyDecision) -> dict[str, Any]:
+    """The :class:`TickReport` fields filled from a policy decision."""
+    rrc = decision.relative_risk_contributions
+    return dict(
+        target_weights=np.asarray(decision.sleeve_weights).tolist(),
+        relative_risk_contributions_target=None if not np.all(np.isfinite(rrc)) else np.asarray(rrc).tolist(),
+        ex_ante_volatility=(float(decision.ex_ante_volatility) if np.isfinite(decision.ex_ante_volatility)
+                            else None),
+        covariance=None if decision.covariance is None else np.asarray(decision.covariance).tolist(),
+    )
+
+
+def _post_trade_weights(plan: RebalancePlan, quotes: tuple[int, ...], snapshot: Any, state: Any,
+                        assets: Any) -> np.ndarray:
+    """Risky weights after the quoted legs, fractions of the NAV before (oracle values, base units)."""
+    values = np.array([value_of(b, a, info, state.base_decimals)
+                       for b, a, info in zip(state.balances, snapshot.answers, assets)], dtype=np.float64)
+    index = {info.symbol: i for i, info in enumerate(assets)}
+    for leg, out in zip(plan.legs, quotes):
+        i = index[leg.symbol]
+        if leg.side == "sell":
+            values[i] -= leg.oracle_amount_out
+        else:
+            values[i] += value_of(out, snapshot.answers[i], assets[i], state.base_decimals)
+    return np.clip(values, 0.0, None) / plan.nav_before
 
 
 def _trip_dict(trip: Any) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """``keeper simulate --fork-url URL``: one tick's exact plan executed on a throwaway fork.
 
 Starts a local Anvil forked from ``URL`` at its latest block, builds the keeper against the fork, runs
-:meth:`keeper.runner.Keeper.plan_tick` there (the same reads, breakers, estimate, optimizer, planner
-and quotes as the live tick), then impersonates the keeper's address (``anvil_impersonateAccount``,
+:meth:`keeper.runner.Keeper.plan_tick` there (the same reads, breakers, decision policy, planner, triggers,
+quotes and cost gate as the live tick; the fork's keeper journals nothing, so the triggers see no previous
+rebalance and the allocator no previous target), then impersonates the keeper's address (``anvil_impersonateAccount``,
 funded with ``anvil_setBalance``) and sends the planned ``rebalance`` on the fork. Reports each leg's
 ``amountIn``/``amountOut``/oracle output and realised slippage (from the ``LegExecuted`` events), NAV
 before and after, and gas. The source chain only ever receives reads from the fork's lazy state
@@ -76,7 +77,9 @@ def simulate_on_fork(
         rebalance would fail, with the decoded error), ``reason``, ``fork_block``, ``epoch_before`` and
         ``epoch_after``, ``nav_before``/``nav_after`` (base units) and ``nav_change_bps``, ``gas_used``,
         ``legs`` (planned amounts) and ``leg_results`` (``amount_in``, ``amount_out``,
-        ``oracle_amount_out``, ``realised_slippage_bps`` = (1 − amountOut / oracleAmountOut) × 1e4).
+        ``oracle_amount_out``, ``realised_slippage_bps`` = (1 − amountOut / oracleAmountOut) × 1e4),
+        ``policy`` and ``trigger`` (the tick's :class:`~keeper.runner.TickReport` fields: the decision and
+        the trade decision with its benefit and cost, base units; None after a breaker).
 
     Raises
     ------
@@ -101,7 +104,8 @@ def simulate_on_fork(
         result: dict[str, Any] = {"fork_url": fork_url, "fork_block": fork_block, "keeper": keeper_address}
         report = keeper.plan_tick()
         epoch_before = keeper.reader.vault.functions.rebalanceEpoch().call()
-        result.update(epoch_before=epoch_before, breakers=list(report.breakers), derisk=report.derisk)
+        result.update(epoch_before=epoch_before, breakers=list(report.breakers), derisk=report.derisk,
+                      policy=report.policy, trigger=report.trigger)
         plan = report.plan
         if plan is not None:
             result.update(
@@ -176,6 +180,15 @@ def format_simulation(result: dict[str, Any]) -> str:
              f"{result['status']}" + (f" ({result['reason']})" if result.get("reason") else "")]
     for b in result.get("breakers") or []:
         lines.append(f"  breaker {b['breaker']} -> {b['action']}: {b['reason']}")
+    policy = result.get("policy")
+    if policy:
+        lines.append(f"  policy {policy['action']}: {'; '.join(policy['reasons'])}")
+    trigger = result.get("trigger")
+    if trigger:
+        metrics = trigger.get("metrics") or {}
+        money = (f" (benefit {metrics['benefit']:.0f}, cost {metrics['cost']:.0f} base units)"
+                 if "benefit" in metrics and "cost" in metrics else "")
+        lines.append(f"  trade {'yes' if trigger['rebalance'] else 'no'}: {'; '.join(trigger['reasons'])}{money}")
     if "nav_before" in result:
         lines.append(f"  NAV before {result['nav_before']}" + (
             f", after {result['nav_after']} ({result['nav_change_bps']:+.2f} bps)" if "nav_after" in result else ""))

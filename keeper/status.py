@@ -2,8 +2,10 @@
 
 - the vault's state: ``totalAssets``, ``totalSupply``, share price, rebalance epoch, pause flag, limits;
 - holdings: balance, oracle price, value, weight (fraction of NAV), and each asset's relative risk
-  contribution under the same EWMA covariance the tick estimates from the oracle history, next to its
-  risk budget;
+  contribution under the same covariance the tick's decision policy (:mod:`keeper.policy`) accepts from
+  the oracle history, next to its risk budget;
+- the policy's current decision: target weights (fractions of NAV), cash weight, ex-ante volatility
+  and, when the config sets an ES limit, the target's Expected Shortfall before and after the limit;
 - the last ticks of the journal (opened read-only; a missing journal is reported, not created);
 - pending transactions: the journal's ``transactions`` table when it has one (rows not yet final),
   and the gap between the keeper account's ``pending`` and ``latest`` nonces on the node.
@@ -25,10 +27,11 @@ from web3 import Web3
 from keeper.chain import connect_failover
 from keeper.config import KeeperConfig
 from keeper.errors import KeeperError
-from keeper.estimation import ewma_covariance, simple_returns
+from keeper.estimation import simple_returns
 from keeper.optimizer import portfolio_volatility, relative_risk_contributions
 from keeper.oracle import ChainReader
 from keeper.planner import value_holdings
+from keeper.policy import PolicyConfig, decide_targets
 
 #: States of the write-ahead ``transactions`` table (:mod:`keeper.journal`) that are not final yet.
 PENDING_TX_STATES = ("intended", "sent")
@@ -109,16 +112,29 @@ def collect_status(
     rrc: list[float] | None = None
     volatility: float | None = None
     risk_note: str | None = None
+    policy: dict[str, Any] | None = None
     try:
         history = reader.history(snapshot, config.lookback_days)
-        estimate = ewma_covariance(simple_returns(history.prices_usd), config.half_life_days,
-                                   periods_per_year=config.periods_per_year, min_observations=config.min_observations)
-        if weights.sum() > 0:
-            rrc = relative_risk_contributions(weights, estimate.covariance).tolist()
-            volatility = portfolio_volatility(weights, estimate.covariance)
+        decision = decide_targets(simple_returns(history.prices_usd), symbols, current_weights=weights,
+                                  config=PolicyConfig.from_keeper_config(config), nav_base_units=state.total_assets)
+        policy = {
+            "action": decision.action,
+            "reason": decision.reason,
+            "target_weights": decision.target_weights.tolist(),
+            "cash_weight": decision.cash_weight,
+            "ex_ante_volatility": decision.ex_ante_volatility if np.isfinite(decision.ex_ante_volatility) else None,
+            "es_limit": decision.es_limit,
+            "es_before": decision.es_before,
+            "es_after": decision.es_after,
+        }
+        if decision.covariance is None:
+            risk_note = f"risk contributions unavailable: the policy holds ({decision.gate_reason})"
+        elif weights.sum() > 0:
+            rrc = relative_risk_contributions(weights, decision.covariance).tolist()
+            volatility = portfolio_volatility(weights, decision.covariance)
         else:
             risk_note = "the vault holds no risk assets"
-    except KeeperError as exc:
+    except (KeeperError, ValueError) as exc:  # ValueError: pydantic's, for a policy field out of range
         risk_note = f"risk contributions unavailable: {type(exc).__name__}: {exc}"
 
     assets = []
@@ -172,6 +188,7 @@ def collect_status(
         "cash_weight": state.base_balance / holdings.nav if holdings.nav else 0.0,
         "holdings": assets,
         "ex_ante_volatility": volatility,
+        "policy": policy,
         "risk_note": risk_note,
         "keeper": keeper,
         "last_ticks": journal["ticks"],
@@ -199,6 +216,15 @@ def format_status(status: dict[str, Any]) -> str:
     lines.append(f"  {'cash':<6} {status['base_balance'] / 10**status['base_decimals']:>18.6f} {'':>14} {'':>16} {status['cash_weight']:>8.4f}")
     if status["ex_ante_volatility"] is not None:
         lines.append(f"  ex-ante volatility of the holdings {status['ex_ante_volatility']:.2%} (annualised)")
+    policy = status.get("policy")
+    if policy is not None:
+        targets = ", ".join(f"{h['symbol']} {w:.4f}" for h, w in zip(status["holdings"], policy["target_weights"]))
+        lines.append(f"  policy {policy['action']}: target {targets}, cash {policy['cash_weight']:.4f}"
+                     + (f", ex-ante volatility {policy['ex_ante_volatility']:.2%}"
+                        if policy["ex_ante_volatility"] is not None else ""))
+        if policy["es_limit"] is not None and policy["es_after"] is not None:
+            lines.append(f"  ES {policy['es_after']:.2%} of NAV (limit {policy['es_limit']:.2%}, "
+                         f"before the limit {policy['es_before']:.2%})")
     if status["risk_note"]:
         lines.append(f"  {status['risk_note']}")
     keeper = status["keeper"]
