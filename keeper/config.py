@@ -21,7 +21,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -178,10 +178,25 @@ class KeeperConfig(BaseModel):
     eth_price_usd: float = Field(
         3000.0, gt=0, description="USD per ETH used to value gas in the cost-aware trigger"
     )
+    # --- Options: protective-put overlay and delta hedge (keeper.hedging, keeper.option_orders) -----
+    option_market_address: str | None = Field(
+        None, description="OptionMarket the vault trades on; when set, each tick runs the option overlay and the "
+        "delta hedge (spot + option delta to the ERC targets) in one rebalanceWithOptions instead of a spot-only rebalance"
+    )
+    overlay: dict[str, Any] = Field(
+        default_factory=dict, description="keeper.hedging.OverlayConfig fields, e.g. put_delta = -0.25, tenor_days = 30, "
+        "roll_before_days = 5, premium_budget_bps = 50 (bps of NAV per period), vega/gamma budgets"
+    )
+    hedge_trigger: dict[str, Any] = Field(
+        default_factory=dict, description="keeper.hedging.HedgeTriggerConfig fields: delta_band_bps, "
+        "max_interval_seconds, iv_move_points"
+    )
 
-    @field_validator("vault_address", "quoter_address")
+    @field_validator("vault_address", "quoter_address", "option_market_address")
     @classmethod
-    def _address(cls, value: str) -> str:
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not (value.startswith("0x") and len(value) == 42):
             raise ValueError(f"not a 20-byte hex address: {value!r}")
         int(value, 16)

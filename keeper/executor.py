@@ -232,6 +232,30 @@ class Executor:
             reason = decode_revert(out)
             raise SimulationRevertedError(f"rebalance simulation reverted with {reason}; nothing was sent")
 
+    def send_call(self, to: str, data: str, kind: str) -> dict[str, Any]:
+        """Simulates, signs, journals (write-ahead) and sends one call that is not a rebalance, e.g. the
+        vault's ``settleOption`` (open to anyone); waits for the receipt and returns it.
+
+        Raises
+        ------
+        SimulationRevertedError
+            The ``eth_call`` reverts (decoded); nothing was sent.
+        TransactionFailedError
+            Mined with a failure status, or cancelled as stuck.
+        """
+        self.ensure_idle()
+        tx = {"from": self.address, "to": to, "data": data}
+        ok, out = call_raw(self.w3, tx)
+        if not ok:
+            raise SimulationRevertedError(f"{kind} simulation reverted with {decode_revert(out)}; nothing was sent")
+        fees: Fees = self.fee_policy.estimate(self.w3)
+        gas = int(self.w3.eth.estimate_gas(tx) * self.gas_limit_margin)  # type: ignore[arg-type]
+        record = self.tx.submit(to=to, data=data, gas_limit=gas, fees=fees, kind=kind)
+        outcome = self.tx.wait(record, self.receipt_timeout_seconds)
+        if outcome.record.kind == "cancel" or int(outcome.receipt["status"], 16) != 1:
+            raise TransactionFailedError(f"{kind} {outcome.record.hash} failed on chain (or was cancelled as stuck)")
+        return outcome.receipt
+
     def send(self, plan: RebalancePlan, data: str | None = None) -> ExecutionResult:
         """Simulates, prices, signs, journals and sends ``plan``; waits for the receipt.
 

@@ -23,6 +23,7 @@ primary's transaction before they would send their own.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -45,9 +46,12 @@ from keeper.costs import GasModel, TradeCost, cost_from_quotes, gas_cost_base_un
 from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, ShutdownRequestedError
 from keeper.estimation import simple_returns
 from keeper.executor import ExecutionResult, Executor
+from keeper.hedging import HedgeTriggerConfig, OverlayConfig
+from keeper.chain import contract
 from keeper.journal import Journal
 from keeper.metrics import KeeperMetrics, MetricsServer, WEI_PER_ETH
 from keeper.optimizer import relative_risk_contributions
+from keeper.option_orders import OptionOverlay, OverlayStepReport
 from keeper.oracle import ChainReader
 from keeper.planner import RebalancePlan, plan_rebalance, value_holdings, value_of
 from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets, evaluate_trade, policy_triggers
@@ -103,6 +107,7 @@ class TickReport:
     relative_risk_contributions_after: list[float] | None = None
     policy: dict[str, Any] | None = None
     trigger: dict[str, Any] | None = None
+    overlay: dict[str, Any] | None = None
 
 
 class Keeper:
@@ -152,6 +157,8 @@ class Keeper:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ConfigError(f"invalid decision policy in the config: {problems}") from exc
         self.gas_model = GasModel()
+        #: The option overlay and delta hedge, when the config names the vault's OptionMarket.
+        self.overlay: OptionOverlay | None = self._option_overlay(config)
         self.breaker_limits = BreakerLimits.from_config(config)
         self.head_tracker = ChainHeadTracker()
         self._pool_reader: PoolPriceReader | None = None
@@ -384,11 +391,65 @@ class Keeper:
                 return float(price)
         return float(self.config.eth_price_usd)
 
+    def _option_overlay(self, config: KeeperConfig) -> OptionOverlay | None:
+        """The overlay step bound to the vault's OptionMarket, or ``None`` without ``option_market_address``.
+
+        Raises
+        ------
+        ConfigError
+            Unknown or invalid ``overlay`` / ``hedge_trigger`` settings, or a market that is not the vault's.
+        """
+        if config.option_market_address is None:
+            return None
+        try:
+            overlay = OverlayConfig(**config.overlay)
+            trigger = HedgeTriggerConfig(**config.hedge_trigger)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid overlay / hedge_trigger settings: {exc}") from exc
+        vault_market = self.reader.vault.functions.optionMarket().call()
+        if vault_market.lower() != config.option_market_address.lower():
+            raise ConfigError(
+                f"option_market_address {config.option_market_address} is not the vault's option market ({vault_market})"
+            )
+        market = contract(self.w3, "OptionMarket", config.option_market_address)
+        return OptionOverlay(self, market, overlay, trigger, settle=self._settle, settler=self.executor.address)
+
+    def _settle(self, fn: Any) -> dict[str, Any]:
+        """Sends a ``settleOption`` (open to anyone) from the keeper key through the write-ahead journal."""
+        return self.executor.send_call(fn.address, fn._encode_transaction_data(), kind="settle")
+
+    def _overlay_tick(self, planned: TickReport, timings: dict[str, float]) -> TickReport:
+        """Options mode: the policy's targets apply to delta-adjusted exposures, so the overlay step (settle,
+        overlay, delta hedge in one ``rebalanceWithOptions``) replaces the spot-only rebalance."""
+        assert self.overlay is not None
+        if self._stop.is_set():
+            raise ShutdownRequestedError("shutdown requested before the overlay step; nothing was sent")
+        step: OverlayStepReport = self.overlay.step(planned.target_weights, planned.covariance)
+        timings.update({f"overlay_{k}": v for k, v in step.timings.items()})
+        summary = {
+            "status": step.status, "reason": step.reason, "tx_hash": step.tx_hash, "gas_used": step.gas_used,
+            "option_legs": len(step.legs), "swap_legs": len(step.plan.legs) if step.plan else 0,
+            "settlements": len(step.settlements), "target_scale": step.target_scale, "cash_scale": step.cash_scale,
+        }
+        if step.status == "traded":
+            status, code = "rebalanced", "overlay_traded"
+        elif step.status == "skipped":
+            status, code = "skipped", "overlay_skipped"
+        else:
+            status, code = "error", "overlay_error"
+        return dataclasses.replace(planned, status=status, reason=f"overlay: {step.reason}" if step.reason else "overlay",
+                                   reason_code=code, plan=step.plan, execution=step.execution, overlay=summary,
+                                   timings=timings)
+
     def _tick(self, timings: dict[str, float], context: dict[str, Any]) -> TickReport:
         # Settle any transaction still live in the journal (mined, replaced, stuck) before planning:
         # the journal stays current every tick, and no second rebalance is planned over a pending one.
         self.executor.ensure_idle()
         planned = self.plan_tick(timings, context)
+        if (self.overlay is not None and not planned.derisk and planned.target_weights is not None
+                and planned.covariance is not None
+                and (planned.status == "planned" or planned.reason_code in ("no_trade_needed", "not_worth_trading"))):
+            return self._overlay_tick(planned, timings)
         if planned.status != "planned":
             return planned
         plan = planned.plan
@@ -643,6 +704,7 @@ class Keeper:
                 derisk=report.derisk,
                 policy=report.policy,
                 trigger=report.trigger,
+                overlay=report.overlay,
             )
 
 
