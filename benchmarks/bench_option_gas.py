@@ -5,9 +5,10 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/bench_option_gas.py
 
-Everything runs on an Anvil process this script starts (``keeper.chain.AnvilProcess``): the full system
-(``deploy_system``: tokens, push feeds, Uniswap V3, pools 200M USD deep, the vault) with BTC, ETH and SOL
-at 40,000 / 3,000 / 100 USD, then ``deploy_options`` (implied vols 60% / 80% / 100%, a 10M USD pool).
+Everything runs on an Anvil process this script starts (``deploy_env`` of ``tests/options_env.py``, shared
+with the option tests): the full system (``deploy_system``: tokens, push feeds, Uniswap V3, pools 200M USD
+deep, the vault) with BTC, ETH and SOL at 40,000 / 3,000 / 100 USD, then ``deploy_options`` (implied vols
+60% / 80% / 100%, a 10M USD pool).
 
 1. **Quotes** (``eth_estimateGas`` of a call, so 21,000 intrinsic gas and calldata included):
    ``BlackScholesHarness.price`` (the library alone, one price), ``.greeks`` (call, put, deltas, gamma,
@@ -27,26 +28,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from options_env import ACCOUNT_4, DAY, PRICES, USDC, VOLS, WAD, OptionsEnv, deploy_env  # noqa: E402
 
 from keeper.build import load_artifacts  # noqa: E402
-from keeper.chain import AnvilProcess, DevSender, connect, contract, dev_accounts, rpc  # noqa: E402
-from keeper.deployment import (  # noqa: E402
-    BASE_DECIMALS,
-    MAX_UINT256,
-    deploy_options,
-    deploy_system,
-    price_to_answer,
-    vol_to_answer,
-)
-
-SYMBOLS = ("BTC", "ETH", "SOL")
-PRICES = (40_000.0, 3_000.0, 100.0)
-VOLS = (0.6, 0.8, 1.0)
-GENESIS = 1_700_000_000
-USDC = 10**BASE_DECIMALS
-WAD = 10**18
-DAY = 86400
+from keeper.chain import rpc  # noqa: E402
+from keeper.deployment import MAX_UINT256, price_to_answer  # noqa: E402
 
 
 def estimate(w3: Any, fn: Any, sender: str) -> int:
@@ -59,32 +48,23 @@ def gas_used(receipt: Any) -> int:
 
 
 def main() -> None:
-    node = AnvilProcess(timestamp=GENESIS)
+    env = deploy_env(200_000_000, 10_000_000)
     try:
-        run(node)
+        run(env)
     finally:
-        node.stop()
+        env.stop()
 
 
-def run(node: AnvilProcess) -> None:
-    w3 = connect(node.rpc_url)
-    owner, keeper, guardian, _, alice, _bob = dev_accounts()[:6]
-    tx = DevSender(w3)
-    system = deploy_system(w3, owner, keeper, guardian, SYMBOLS, PRICES, pool_depth_usd=200_000_000)
-    options = deploy_options(w3, system, owner, VOLS, pool_liquidity_usd=10_000_000)
+def run(env: OptionsEnv) -> None:
+    w3, tx, system, owner, keeper, alice = env.w3, env.tx, env.system, env.owner, env.keeper, ACCOUNT_4
+    vault, market, base, feeds = env.vault, env.market, env.base, env.feeds
     harness = tx.deploy(owner, load_artifacts()["BlackScholesHarness"])
-    vault = contract(w3, "RiskParityVault", system.vault)
-    market = contract(w3, "OptionMarket", options.market)
-    base = contract(w3, "TestToken", system.base_asset)
-    feeds = [contract(w3, "PushPriceFeed", a.feed) for a in system.assets]
-    vol_feeds = [contract(w3, "PushPriceFeed", options.vol_feeds[a.token]) for a in system.assets]
-    btc, eth, sol = (a.token for a in system.assets)
+    btc, eth, sol = (t.address for t in env.tokens)
     tx.transact(owner, base.functions.mint(alice, 100_000_000 * USDC))
     tx.transact(alice, base.functions.approve(system.vault, MAX_UINT256))
-    tx.transact(alice, base.functions.approve(options.market, MAX_UINT256))
+    tx.transact(alice, base.functions.approve(market.address, MAX_UINT256))
     tx.transact(alice, vault.functions.deposit(5_000_000 * USDC, alice))
-    now = w3.eth.get_block("latest")["timestamp"]
-    expiry = now + 30 * DAY
+    expiry = env.now() + 30 * DAY
 
     print("1. Quotes (eth_estimateGas, incl. 21,000 intrinsic)")
     bs_in = (40_000 * WAD, 36_000 * WAD, 30 * DAY, 6 * WAD // 10, 0)
@@ -108,13 +88,9 @@ def run(node: AnvilProcess) -> None:
     r = tx.transact(alice, market.functions.sell(sid, 2 * WAD, 0, alice))
     print(f"   {'sell back':55s} {gas_used(r):>9,d}")
     snap = rpc(w3, "evm_snapshot", [])
-    rpc(w3, "evm_setNextBlockTimestamp", [expiry - 3600])
-    for f, vf, p, v in zip(feeds, vol_feeds, PRICES, VOLS):
-        tx.transact(owner, f.functions.pushAnswer(price_to_answer(p * 0.9)))
-        tx.transact(owner, vf.functions.pushAnswer(vol_to_answer(v)))
+    env.push_all(tuple(p * 0.9 for p in PRICES), VOLS, at=expiry - 3600)
     round_id = feeds[1].functions.latestRound().call()
-    rpc(w3, "evm_setNextBlockTimestamp", [expiry + 60])
-    rpc(w3, "evm_mine", [])
+    env.warp(expiry + 60)
     r = tx.transact(alice, market.functions.settle(sid, round_id))
     print(f"   {'settle':55s} {gas_used(r):>9,d}")
     r = tx.transact(alice, market.functions.exercise(sid, alice))
@@ -147,24 +123,18 @@ def run(node: AnvilProcess) -> None:
     for label, build in variants:
         runs = []
         for _ in range(2):
-            rpc(w3, "evm_setNextBlockTimestamp", [start])
-            rpc(w3, "evm_mine", [])
+            env.warp(start)
             fn = build()
             runs.append(gas_used(tx.transact(keeper, fn)))
             assert rpc(w3, "evm_revert", [snap])
             snap = rpc(w3, "evm_snapshot", [])
         print(f"   {label:55s} {runs[0]:>9,d} {runs[1]:>9,d}")
 
-    rpc(w3, "evm_setNextBlockTimestamp", [start])
-    rpc(w3, "evm_mine", [])
+    env.warp(start)
     tx.transact(keeper, vault.functions.rebalanceWithOptions([swap], legs(3), 0, 0, start + 3600))
     print(f"   {'RiskParityVault.totalAssets, 3 open series (estimate)':55s} {estimate(w3, vault.functions.totalAssets(), alice):>9,d}")
-    rpc(w3, "evm_setNextBlockTimestamp", [expiry - 3600])
-    for f, vf, p, v in zip(feeds, vol_feeds, PRICES, VOLS):
-        tx.transact(owner, f.functions.pushAnswer(price_to_answer(p * 0.8)))
-        tx.transact(owner, vf.functions.pushAnswer(vol_to_answer(v)))
-    rpc(w3, "evm_setNextBlockTimestamp", [expiry + 60])
-    rpc(w3, "evm_mine", [])
+    env.push_all(tuple(p * 0.8 for p in PRICES), VOLS, at=expiry - 3600)
+    env.warp(expiry + 60)
     sid = market.functions.seriesId(btc, 36_000 * WAD, expiry, False).call()
     round_id = feeds[0].functions.latestRound().call()
     r = tx.transact(alice, vault.functions.settleOption(sid, round_id))

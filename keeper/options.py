@@ -77,6 +77,7 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -284,6 +285,14 @@ def _carry(q, shape) -> FloatArray:
     return np.broadcast_to(np.asarray(q, dtype=np.float64), shape)
 
 
+def _one(field: str, kernel: Callable[[_Terms], FloatArray], S, K, T, sigma, r, q, is_call) -> FloatArray:
+    """One public price or Greek: ``field`` of the scalar fast path when it applies, else ``kernel`` on the arrays."""
+    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
+    if fast is not None:
+        return getattr(fast, field)
+    return _out(kernel(_terms(S, K, T, sigma, r, q, is_call)))
+
+
 # --------------------------------------------------------------------------- #
 # Public: prices and Greeks
 # --------------------------------------------------------------------------- #
@@ -317,34 +326,22 @@ def price(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
 
     Returns an array of the broadcast shape. See the module docstring for the formula and limits.
     """
-    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
-    if fast is not None:
-        return fast.price
-    return _out(_price(_terms(S, K, T, sigma, r, q, is_call)))
+    return _one("price", _price, S, K, T, sigma, r, q, is_call)
 
 
 def delta(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
     """dV/dS: change in option price per 1 unit of spot (dimensionless; in (0, 1) for calls, (-1, 0) for puts)."""
-    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
-    if fast is not None:
-        return fast.delta
-    return _out(_delta(_terms(S, K, T, sigma, r, q, is_call)))
+    return _one("delta", _delta, S, K, T, sigma, r, q, is_call)
 
 
 def gamma(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
     """d²V/dS²: change in delta per 1 unit of spot (per USD if ``S`` is in USD); same for calls and puts."""
-    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
-    if fast is not None:
-        return fast.gamma
-    return _out(_gamma(_terms(S, K, T, sigma, r, q, is_call)))
+    return _one("gamma", _gamma, S, K, T, sigma, r, q, is_call)
 
 
 def vega(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
     """dV/dsigma: change in price per **1.00** (100 vol points) of annualised vol; × :data:`VOL_POINT` for per point."""
-    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
-    if fast is not None:
-        return fast.vega
-    return _out(_vega(_terms(S, K, T, sigma, r, q, is_call)))
+    return _one("vega", _vega, S, K, T, sigma, r, q, is_call)
 
 
 def theta(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
@@ -352,11 +349,7 @@ def theta(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
 
     Use :func:`theta_per_day` for the change per calendar day (÷ 365).
     """
-    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
-    if fast is not None:
-        return fast.theta
-    tm = _terms(S, K, T, sigma, r, q, is_call)
-    return _out(_theta(tm, _carry(q, tm.s.shape)))
+    return _one("theta", lambda tm: _theta(tm, _carry(q, tm.s.shape)), S, K, T, sigma, r, q, is_call)
 
 
 def theta_per_day(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
@@ -366,10 +359,7 @@ def theta_per_day(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
 
 def rho(S, K, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:
     """dV/dr with ``q`` held fixed: change in price per **1.00** (10,000 bps) of the rate; × 0.01 for per 1 %."""
-    fast = _scalar_greeks(S, K, T, sigma, r, q, is_call)
-    if fast is not None:
-        return fast.rho
-    return _out(_rho(_terms(S, K, T, sigma, r, q, is_call)))
+    return _one("rho", _rho, S, K, T, sigma, r, q, is_call)
 
 
 for _f in (price, delta, gamma, vega, theta, theta_per_day, rho):

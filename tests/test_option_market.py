@@ -1,112 +1,59 @@
 """OptionMarket on Anvil: quotes against a Black-Scholes reference, buys, sells back, settlement in and
 out of the money, the quote's refusals, and the LP pool's accounting.
 
-One module-scoped deployment (``deploy_system`` then ``deploy_options``) on its own Anvil; every test runs
-from a snapshot of it.
+One module-scoped deployment (``options_env.deploy_env``: ``deploy_system`` then ``deploy_options``) on its
+own Anvil; every test runs from a snapshot of it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 import pytest
+from options_env import (
+    ACCOUNT_3,
+    ACCOUNT_4,
+    ACCOUNT_5,
+    BPS,
+    DAY,
+    PRICES,
+    SCALE,
+    USDC,
+    VOLS,
+    WAD,
+    OptionsEnv,
+    deploy_env,
+    reverted,
+)
 from test_black_scholes import reference
 
-from keeper.chain import AnvilProcess, DevSender, call_raw, connect, contract, decode_revert, dev_accounts, rpc
-from keeper.deployment import (
-    BASE_DECIMALS,
-    MAX_UINT256,
-    deploy_options,
-    deploy_system,
-    price_to_answer,
-    vol_to_answer,
-)
+from keeper.deployment import MAX_UINT256
 from keeper.errors import TransactionFailedError
 
-SYMBOLS = ("BTC", "ETH", "SOL")
-PRICES = (40_000.0, 3_000.0, 100.0)
-VOLS = (0.6, 0.8, 1.0)
-GENESIS = 1_700_000_000
-USDC = 10**BASE_DECIMALS
-WAD = 10**18
-SCALE = 10 ** (36 - BASE_DECIMALS)  # (1e18 value per unit) × (1e18 amount) / SCALE = base units
-BPS = 10_000
-DAY = 86400
 POOL_USD = 10_000_000
 
 
 @dataclass
-class Market:
-    w3: Any
-    tx: DevSender
-    owner: str
+class Market(OptionsEnv):
     lp: str
     alice: str
     bob: str
-    market: Any
-    base: Any
-    tokens: list[Any]
-    feeds: list[Any]
-    vol_feeds: list[Any]
-
-    def error(self, fn: Any, sender: str) -> Any:
-        ok, data = call_raw(self.w3, {"from": sender, "to": fn.address, "data": fn._encode_transaction_data()})
-        assert not ok, "expected a revert"
-        return decode_revert(data)
-
-    def now(self) -> int:
-        return self.w3.eth.get_block("latest")["timestamp"]
-
-    def warp(self, timestamp: int) -> None:
-        rpc(self.w3, "evm_setNextBlockTimestamp", [timestamp])
-        rpc(self.w3, "evm_mine", [])
-
-    def freeze(self) -> None:
-        """The next transaction is mined at the latest block's time (the time eth_call sees)."""
-        rpc(self.w3, "evm_setNextBlockTimestamp", [self.now()])
-
-    def push(self, i: int, price: float | None = None, vol: float | None = None) -> None:
-        if price is not None:
-            self.tx.transact(self.owner, self.feeds[i].functions.pushAnswer(price_to_answer(price)))
-        if vol is not None:
-            self.tx.transact(self.owner, self.vol_feeds[i].functions.pushAnswer(vol_to_answer(vol)))
 
 
 @pytest.fixture(scope="module")
 def deployed() -> Market:
-    node = AnvilProcess(timestamp=GENESIS)
-    w3 = connect(node.rpc_url)
-    owner, keeper, guardian, lp, alice, bob = dev_accounts()[:6]
-    system = deploy_system(w3, owner, keeper, guardian, SYMBOLS, PRICES, pool_depth_usd=1_000_000)
-    options = deploy_options(w3, system, owner, VOLS, pool_liquidity_usd=POOL_USD)
-    tx = DevSender(w3)
-    m = Market(
-        w3=w3,
-        tx=tx,
-        owner=owner,
-        lp=lp,
-        alice=alice,
-        bob=bob,
-        market=contract(w3, "OptionMarket", options.market),
-        base=contract(w3, "TestToken", system.base_asset),
-        tokens=[contract(w3, "TestToken", a.token) for a in system.assets],
-        feeds=[contract(w3, "PushPriceFeed", a.feed) for a in system.assets],
-        vol_feeds=[contract(w3, "PushPriceFeed", options.vol_feeds[a.token]) for a in system.assets],
-    )
-    for who in (lp, alice, bob):
-        tx.transact(owner, m.base.functions.mint(who, 10_000_000 * USDC))
-        tx.transact(who, m.base.functions.approve(options.market, MAX_UINT256))
+    m = deploy_env(1_000_000, POOL_USD, Market, lp=ACCOUNT_3, alice=ACCOUNT_4, bob=ACCOUNT_5)
+    for who in (m.lp, m.alice, m.bob):
+        m.tx.transact(m.owner, m.base.functions.mint(who, 10_000_000 * USDC))
+        m.tx.transact(who, m.base.functions.approve(m.market.address, MAX_UINT256))
     yield m
-    node.stop()
+    m.stop()
 
 
 @pytest.fixture
 def m(deployed: Market) -> Market:
-    snapshot = rpc(deployed.w3, "evm_snapshot", [])
-    yield deployed
-    assert rpc(deployed.w3, "evm_revert", [snapshot])
+    yield from reverted(deployed)
 
 
 def ref_unit(m: Market, i: int, strike: float, expiry: int, is_call: bool) -> float:

@@ -3,8 +3,9 @@ contributor within the premium budget, premium limits inside the vault's bound, 
 settlement in and out of the money, and the delta hedge that brings every asset's exposure (spot + option
 delta) within the band of its target.
 
-One module-scoped deployment (``deploy_system`` then ``deploy_options``) on its own Anvil; alice deposits,
-then every test runs from a snapshot of that state with a fresh :class:`OptionOverlay`.
+One module-scoped deployment (``options_env.deploy_env``: ``deploy_system`` then ``deploy_options``) on its
+own Anvil; alice deposits, then every test runs from a snapshot of that state with a fresh
+:class:`OptionOverlay`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,26 @@ from typing import Any
 
 import numpy as np
 import pytest
+from options_env import (
+    ACCOUNT_3,
+    ACCOUNT_4,
+    ACCOUNT_5,
+    BPS,
+    DAY,
+    PRICES,
+    SCALE,
+    SYMBOLS,
+    USDC,
+    VOLS,
+    OptionsEnv,
+    deploy_env,
+    reverted,
+)
 
 from keeper import hedging, options
-from keeper.chain import ANVIL_KEYS, AnvilProcess, DevSender, connect, contract, dev_accounts, rpc
+from keeper.chain import ANVIL_KEYS
 from keeper.config import KeeperConfig
-from keeper.deployment import BASE_DECIMALS, MAX_UINT256, Arbitrageur, deploy_options, deploy_system, price_to_answer, vol_to_answer
+from keeper.deployment import MAX_UINT256, Arbitrageur, price_to_answer
 from keeper.errors import OptionLegError, OptionPremiumBoundError
 from keeper.hedging import HedgeTriggerConfig, OptionOrder, OverlayConfig, OverlayPlan
 from keeper.journal import Journal
@@ -37,14 +53,6 @@ from keeper.option_orders import (
 )
 from keeper.runner import Keeper
 
-SYMBOLS = ("BTC", "ETH", "SOL")
-PRICES = (40_000.0, 3_000.0, 100.0)
-VOLS = (0.6, 0.8, 1.0)
-GENESIS = 1_700_000_000
-USDC = 10**BASE_DECIMALS
-SCALE = 10 ** (36 - BASE_DECIMALS)  # the market's value scale: 1e18 USD × 1e18 units -> base units
-BPS = 10_000
-DAY = 86400
 #: ERC-like targets of the risky sleeve and a covariance in which BTC is the largest risk contributor.
 TARGETS = np.array([0.5, 0.3, 0.2])
 CORR = np.array([[1.0, 0.8, 0.7], [0.8, 1.0, 0.75], [0.7, 0.75, 1.0]])
@@ -54,41 +62,22 @@ BAND_BPS = 200.0
 
 
 @dataclass
-class Env:
-    w3: Any
-    tx: DevSender
-    owner: str
-    keeper_addr: str
+class Env(OptionsEnv):
     anyone: str
     alice: str
-    vault: Any
-    market: Any
-    base: Any
-    feeds: list[Any]
-    vol_feeds: list[Any]
-    rpc_url: str
-    quoter: str
-    arb: Any = None
-    tokens: tuple[str, ...] = ()
+    arb: Arbitrageur | None = None  # set once the system is deployed
     prices: tuple[float, ...] = PRICES
 
-    def now(self) -> int:
-        return self.w3.eth.get_block("latest")["timestamp"]
-
-    def push(self, prices=PRICES, vols=VOLS, at: int | None = None) -> None:
-        """New rounds of every price and vol feed, mined at ``at`` (then the chain stays there)."""
-        if at is not None:
-            rpc(self.w3, "evm_setNextBlockTimestamp", [at])
-        for feed, vol_feed, p, v in zip(self.feeds, self.vol_feeds, prices, vols):
-            self.tx.transact(self.owner, feed.functions.pushAnswer(price_to_answer(p)))
-            self.tx.transact(self.owner, vol_feed.functions.pushAnswer(vol_to_answer(v)))
+    def push_all(self, prices=PRICES, vols=VOLS, at: int | None = None) -> None:
+        """New rounds of every price and vol feed, mined at ``at`` (then the chain stays there); the pools follow."""
+        super().push_all(prices, vols, at)
         self.prices = tuple(prices)
         self.align()
 
     def align(self) -> None:
         """An arbitrageur moves every pool back to the oracle price (as the demo does each day)."""
         for token, p in zip(self.tokens, self.prices):
-            self.arb.align(token, price_to_answer(p))
+            self.arb.align(token.address, price_to_answer(p))
 
     def step(self, overlay: OptionOverlay):
         report = overlay.step(TARGETS, COV)
@@ -96,7 +85,7 @@ class Env:
         return report
 
     def overlay(self, tmp_path, config: OverlayConfig | None = None, band_bps: float = BAND_BPS) -> OptionOverlay:
-        cfg = KeeperConfig(rpc_url=self.rpc_url, vault_address=self.vault.address, quoter_address=self.quoter,
+        cfg = KeeperConfig(rpc_url=self.node.rpc_url, vault_address=self.vault.address, quoter_address=self.system.quoter,
                            cash_buffer_bps=CASH_BUFFER_BPS, slippage_budget_bps=50, journal_path=tmp_path / "j.sqlite")
         keeper = Keeper(cfg, w3=self.w3, private_key=ANVIL_KEYS[1], journal=Journal(tmp_path / "j.sqlite"))
         policy = config or OverlayConfig(max_put_assets=1, hedge_ratio=0.5, premium_budget_bps=100.0)
@@ -119,34 +108,18 @@ class Env:
 
 @pytest.fixture(scope="module")
 def deployed():
-    node = AnvilProcess(timestamp=GENESIS)
-    w3 = connect(node.rpc_url)
-    owner, keeper, guardian, anyone, alice, arb = dev_accounts()[:6]
-    system = deploy_system(w3, owner, keeper, guardian, SYMBOLS, PRICES, pool_depth_usd=200_000_000)
-    opts = deploy_options(w3, system, owner, VOLS, pool_liquidity_usd=20_000_000)
-    tx = DevSender(w3)
-    env = Env(
-        w3=w3, tx=tx, owner=owner, keeper_addr=keeper, anyone=anyone, alice=alice,
-        vault=contract(w3, "RiskParityVault", system.vault),
-        market=contract(w3, "OptionMarket", opts.market),
-        base=contract(w3, "TestToken", system.base_asset),
-        feeds=[contract(w3, "PushPriceFeed", a.feed) for a in system.assets],
-        vol_feeds=[contract(w3, "PushPriceFeed", opts.vol_feeds[a.token]) for a in system.assets],
-        rpc_url=node.rpc_url, quoter=system.quoter,
-        arb=Arbitrageur(w3, system, arb, owner), tokens=tuple(a.token for a in system.assets),
-    )
-    tx.transact(owner, env.base.functions.mint(alice, 10_000_000 * USDC))
-    tx.transact(alice, env.base.functions.approve(system.vault, MAX_UINT256))
-    tx.transact(alice, env.vault.functions.deposit(2_000_000 * USDC, alice))
+    env = deploy_env(200_000_000, 20_000_000, Env, anyone=ACCOUNT_3, alice=ACCOUNT_4)
+    env.arb = Arbitrageur(env.w3, env.system, ACCOUNT_5, env.owner)
+    env.tx.transact(env.owner, env.base.functions.mint(env.alice, 10_000_000 * USDC))
+    env.tx.transact(env.alice, env.base.functions.approve(env.system.vault, MAX_UINT256))
+    env.tx.transact(env.alice, env.vault.functions.deposit(2_000_000 * USDC, env.alice))
     yield env
-    node.stop()
+    env.stop()
 
 
 @pytest.fixture
 def env(deployed: Env):
-    snapshot = rpc(deployed.w3, "evm_snapshot", [])
-    yield deployed
-    assert rpc(deployed.w3, "evm_revert", [snapshot])
+    yield from reverted(deployed)
 
 
 def _exposure_drift_bps(env: Env, overlay: OptionOverlay) -> np.ndarray:
@@ -210,7 +183,7 @@ def test_hedge_brings_each_delta_to_its_target_within_the_band(env: Env, tmp_pat
     assert len(read_option_book(env.vault, env.market, overlay.keeper.reader.assets)) == 2
     assert np.all(np.abs(_exposure_drift_bps(env, overlay)) <= BAND_BPS)
     # A 10 % fall of BTC moves its exposure (spot and put delta) out of the band; the next step re-hedges.
-    env.push((36_000.0, 3_000.0, 100.0), at=env.now() + 3600)
+    env.push_all((36_000.0, 3_000.0, 100.0), at=env.now() + 3600)
     drift = _exposure_drift_bps(env, overlay)
     assert np.max(np.abs(drift)) > BAND_BPS
     step = env.step(overlay)
@@ -268,7 +241,7 @@ def test_roll_before_expiry_sells_the_old_series_and_buys_a_new_one(env: Env, tm
     env.step(overlay)
     (old,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
     # 26 days later (4 days to expiry, inside the 5-day roll window).
-    env.push(at=old.expiry - 4 * DAY)
+    env.push_all(at=old.expiry - 4 * DAY)
     step = env.step(overlay)
     assert step.status == "traded", step.reason
     sell, buy = step.legs
@@ -295,8 +268,8 @@ def test_settle_after_expiry(env: Env, tmp_path, final_price: float, in_the_mone
     overlay.keeper.executor.send(rp, encode_rebalance_with_options(env.vault, rp))
     (held,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
     # The settlement round is the last price before expiry; a later round exists too.
-    env.push((final_price, 3_000.0, 100.0), at=held.expiry - 600)
-    env.push((20_000.0, 3_000.0, 100.0), at=held.expiry + 3600)
+    env.push_all((final_price, 3_000.0, 100.0), at=held.expiry - 600)
+    env.push_all((20_000.0, 3_000.0, 100.0), at=held.expiry + 3600)
     # Not yet expired for an earlier clock: nothing to settle.
     assert settle_expired(env.vault, env.market, [held], held.expiry - 1, overlay.settle, env.anyone) == ()
     base_before = env.base.functions.balanceOf(env.vault.address).call()
@@ -313,8 +286,8 @@ def test_overlay_step_settles_expired_series_itself(env: Env, tmp_path) -> None:
     env.step(overlay)
     env.step(overlay)
     (held,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
-    env.push((25_000.0, 3_000.0, 100.0), at=held.expiry - 60)
-    env.push((25_000.0, 3_000.0, 100.0), at=held.expiry + 60)
+    env.push_all((25_000.0, 3_000.0, 100.0), at=held.expiry - 60)
+    env.push_all((25_000.0, 3_000.0, 100.0), at=held.expiry + 60)
     step = env.step(overlay)
     (s,) = step.settlements
     assert s.payout == (held.strike - 25_000 * WAD) * held.amount // SCALE > 0
@@ -380,7 +353,7 @@ def test_unreachable_targets_are_scaled_to_what_the_vault_can_hold(env: Env, tmp
     overlay = env.overlay(tmp_path, OverlayConfig(max_put_assets=2, hedge_ratio=1.0, premium_budget_bps=150.0))
     env.step(overlay)
     env.step(overlay)
-    env.push((30_000.0, 2_300.0, 100.0), at=env.now() + 3600)
+    env.push_all((30_000.0, 2_300.0, 100.0), at=env.now() + 3600)
     step = env.step(overlay)
     assert step.status == "traded", step.reason
     assert 0.0 < step.target_scale < 1.0

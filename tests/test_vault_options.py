@@ -2,7 +2,8 @@
 OptionMarket, the premium bound, budget and open-series cap, option marks in totalAssets, settlement by
 anyone, and a depositor's fair share while options are open.
 
-One module-scoped deployment (``deploy_system`` then ``deploy_options``) on its own Anvil; alice and bob
+One module-scoped deployment (``options_env.deploy_env``: ``deploy_system`` then ``deploy_options``) on its
+own Anvil; alice and bob
 deposit and the keeper buys BTC, then every test runs from a snapshot of that state.
 """
 
@@ -12,61 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from options_env import ACCOUNT_4, ACCOUNT_5, BPS, DAY, PRICES, USDC, WAD, OptionsEnv, deploy_env, reverted
 from test_black_scholes import reference
 
 from web3.logs import DISCARD
 
-from keeper.chain import AnvilProcess, DevSender, call_raw, connect, contract, decode_revert, dev_accounts, rpc
-from keeper.deployment import BASE_DECIMALS, MAX_UINT256, deploy_options, deploy_system, price_to_answer, vol_to_answer
+from keeper.chain import call_raw, decode_revert
+from keeper.deployment import MAX_UINT256, price_to_answer
 from keeper.errors import TransactionFailedError
 
-SYMBOLS = ("BTC", "ETH", "SOL")
-PRICES = (40_000.0, 3_000.0, 100.0)
-VOLS = (0.6, 0.8, 1.0)
-GENESIS = 1_700_000_000
-USDC = 10**BASE_DECIMALS
-WAD = 10**18
-SCALE = 10 ** (36 - BASE_DECIMALS)
-BPS = 10_000
-DAY = 86400
 VIRTUAL_SHARES = 10**6  # the vault's _decimalsOffset
 
 
 @dataclass
-class Env:
-    w3: Any
-    tx: DevSender
-    owner: str
-    keeper: str
+class Env(OptionsEnv):
     alice: str
     bob: str
-    vault: Any
-    market: Any
-    base: Any
-    tokens: list[Any]
-    feeds: list[Any]
-    vol_feeds: list[Any]
-
-    def error(self, fn: Any, sender: str) -> Any:
-        ok, data = call_raw(self.w3, {"from": sender, "to": fn.address, "data": fn._encode_transaction_data()})
-        assert not ok, "expected a revert"
-        return decode_revert(data)
-
-    def now(self) -> int:
-        return self.w3.eth.get_block("latest")["timestamp"]
-
-    def warp(self, timestamp: int) -> None:
-        rpc(self.w3, "evm_setNextBlockTimestamp", [timestamp])
-        rpc(self.w3, "evm_mine", [])
-
-    def freeze(self) -> None:
-        """The next transaction is mined at the latest block's time (the time eth_call sees)."""
-        rpc(self.w3, "evm_setNextBlockTimestamp", [self.now()])
-
-    def push_all(self, prices: tuple[float, ...] = PRICES, vols: tuple[float, ...] = VOLS) -> None:
-        for feed, vol_feed, p, v in zip(self.feeds, self.vol_feeds, prices, vols):
-            self.tx.transact(self.owner, feed.functions.pushAnswer(price_to_answer(p)))
-            self.tx.transact(self.owner, vol_feed.functions.pushAnswer(vol_to_answer(v)))
 
     def rebalance(self, legs: list, option_legs: list, sender: str | None = None) -> Any:
         v = self.vault.functions
@@ -110,44 +72,24 @@ def sell_leg(env: Env, strike: int, expiry: int, amount: int, premium_limit: int
 
 @pytest.fixture(scope="module")
 def deployed() -> Env:
-    node = AnvilProcess(timestamp=GENESIS)
-    w3 = connect(node.rpc_url)
-    owner, keeper, guardian, _, alice, bob = dev_accounts()[:6]
-    system = deploy_system(w3, owner, keeper, guardian, SYMBOLS, PRICES, pool_depth_usd=200_000_000)
-    options = deploy_options(w3, system, owner, VOLS, pool_liquidity_usd=10_000_000)
-    tx = DevSender(w3)
-    env = Env(
-        w3=w3,
-        tx=tx,
-        owner=owner,
-        keeper=keeper,
-        alice=alice,
-        bob=bob,
-        vault=contract(w3, "RiskParityVault", system.vault),
-        market=contract(w3, "OptionMarket", options.market),
-        base=contract(w3, "TestToken", system.base_asset),
-        tokens=[contract(w3, "TestToken", a.token) for a in system.assets],
-        feeds=[contract(w3, "PushPriceFeed", a.feed) for a in system.assets],
-        vol_feeds=[contract(w3, "PushPriceFeed", options.vol_feeds[a.token]) for a in system.assets],
-    )
-    for who, usd in ((alice, 1_000_000), (bob, 500_000)):
-        tx.transact(owner, env.base.functions.mint(who, 10_000_000 * USDC))
+    env = deploy_env(200_000_000, 10_000_000, Env, alice=ACCOUNT_4, bob=ACCOUNT_5)
+    tx, system = env.tx, env.system
+    for who, usd in ((env.alice, 1_000_000), (env.bob, 500_000)):
+        tx.transact(env.owner, env.base.functions.mint(who, 10_000_000 * USDC))
         tx.transact(who, env.base.functions.approve(system.vault, MAX_UINT256))
         tx.transact(who, env.vault.functions.deposit(usd * USDC, who))
     # The keeper puts 40% of NAV in BTC (minAmountOut 90 bps under the oracle).
     amount_in = 600_000 * USDC
     fair_out = amount_in * 10 ** (18 + 8) // (price_to_answer(PRICES[0]) * USDC)
     leg = (system.base_asset, system.assets[0].token, amount_in, fair_out * 9910 // BPS)
-    tx.transact(keeper, env.vault.functions.rebalance([leg], 0, 0, env.now() + 3600))
+    tx.transact(env.keeper, env.vault.functions.rebalance([leg], 0, 0, env.now() + 3600))
     yield env
-    node.stop()
+    env.stop()
 
 
 @pytest.fixture
 def env(deployed: Env) -> Env:
-    snapshot = rpc(deployed.w3, "evm_snapshot", [])
-    yield deployed
-    assert rpc(deployed.w3, "evm_revert", [snapshot])
+    yield from reverted(deployed)
 
 
 def test_buying_a_put_books_it_at_its_black_scholes_mark(env: Env) -> None:
