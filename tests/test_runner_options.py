@@ -1,0 +1,98 @@
+"""The live keeper in options mode (``option_market_address`` set): each tick runs the option overlay and
+the delta hedge in one ``rebalanceWithOptions`` instead of a spot-only rebalance; expired series are
+settled from the keeper key through the write-ahead journal.
+
+Runs on the session chain (real 2022 closes, real Uniswap V3) with an OptionMarket deployed on top.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import System
+
+from keeper import hedging
+from keeper.chain import contract, rpc
+from keeper.deployment import deploy_options, vol_to_answer
+from keeper.errors import ConfigError
+from keeper.option_orders import read_implied_vols, read_option_book
+
+VOLS = (0.7, 0.9, 1.1)
+OVERLAY = {"max_put_assets": 1, "hedge_ratio": 0.5, "premium_budget_bps": 100.0}
+BAND_BPS = 200.0
+WAD = 10**18
+
+
+def _options_keeper(chain: System, **overrides):
+    opts = deploy_options(chain.w3, chain.deployment, chain.owner, VOLS)
+    values = dict(option_market_address=opts.market, overlay=OVERLAY, hedge_trigger={"delta_band_bps": BAND_BPS},
+                  cash_buffer_bps=2000)
+    values.update(overrides)
+    return chain.make_keeper(**values), contract(chain.w3, "OptionMarket", opts.market), opts
+
+
+def _exposure_drift_bps(chain: System, keeper, market) -> np.ndarray:
+    """Delta-adjusted exposure (spot + option delta, fraction of NAV) minus its target, bps."""
+    reader = keeper.reader
+    balances = chain.vault.functions.holdings().call()[1][1:]
+    book = read_option_book(chain.vault, market, reader.assets)
+    vols = read_implied_vols(market, reader.assets)
+    spots = reader.snapshot().prices_usd
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    symbols = reader.symbols
+    g = hedging.portfolio_greeks({s: b / WAD for s, b in zip(symbols, balances)}, [h.position() for h in book],
+                                 dict(zip(symbols, spots)), dict(zip(symbols, vols)), now, symbols=symbols)
+    nav = chain.vault.functions.totalAssets().call() / 10**6
+    targets = np.array(keeper.journal.ticks()[-1]["detail"]["target_weights"]) * (1 - 2000 / 10_000)
+    return (hedging.delta_adjusted_exposures(g, nav) - targets) * 10_000
+
+
+def test_options_mode_hedges_then_buys_the_put_in_one_transaction_each(chain: System) -> None:
+    chain.deposit(chain.alice, 200_000)
+    keeper, market, _ = _options_keeper(chain)
+    first = keeper.run_once()  # never hedged: the hedge buys spot; no spot held yet, so no put to protect it
+    assert first.status == "rebalanced" and first.reason_code == "overlay_traded", first.reason
+    assert first.overlay["swap_legs"] > 0 and first.overlay["option_legs"] == 0, first.overlay
+    assert np.all(np.abs(_exposure_drift_bps(chain, keeper, market)) <= BAND_BPS)
+    second = keeper.run_once()  # the overlay buys the 25-delta put on the largest risk contributor
+    assert second.status == "rebalanced", second.reason
+    assert second.overlay["option_legs"] == 1
+    (held,) = read_option_book(chain.vault, market, keeper.reader.assets)
+    assert not held.is_call and held.amount > 0
+    assert np.all(np.abs(_exposure_drift_bps(chain, keeper, market)) <= BAND_BPS)
+    # Every decision is journalled (tick rows with the overlay summary, overlay rows with the Greeks), and
+    # both transactions went through the write-ahead journal.
+    ticks = keeper.journal.ticks("rebalanced")
+    assert [t["detail"]["overlay"]["status"] for t in ticks] == ["traded", "traded"]
+    assert len(keeper.journal.ticks("overlay_traded")) == 2
+    assert [(t.kind, t.status) for t in keeper.journal.transactions()] == [("rebalance", "mined")] * 2
+    assert chain.vault.functions.rebalanceEpoch().call() == 2
+
+
+def test_options_mode_settles_expired_series_through_the_journal(chain: System) -> None:
+    chain.deposit(chain.alice, 200_000)
+    keeper, market, opts = _options_keeper(chain)
+    keeper.run_once()
+    keeper.run_once()
+    (held,) = read_option_book(chain.vault, market, keeper.reader.assets)
+    # Past expiry: new closes every day up to it (the feeds' heartbeat), implied vols pushed alongside.
+    vol_feeds = [contract(chain.w3, "PushPriceFeed", opts.vol_feeds[a.token]) for a in chain.deployment.assets]
+    day = chain.day
+    while chain.table.close_timestamp(day) <= held.expiry + 3600:
+        day += 1
+        chain.push_day(day)
+        for feed, vol in zip(vol_feeds, VOLS):
+            chain.tx.transact(chain.owner, feed.functions.pushAnswer(vol_to_answer(vol)))
+    rpc(chain.w3, "evm_mine", [])
+    report = keeper.run_once()
+    assert report.overlay is not None and report.overlay["settlements"] == 1, report.reason
+    settled = [t for t in keeper.journal.transactions() if t.kind == "settle"]
+    assert len(settled) == 1 and settled[0].status == "mined"
+    assert held.series_id not in [h.series_id for h in read_option_book(chain.vault, market, keeper.reader.assets)]
+
+
+def test_options_mode_refuses_a_market_that_is_not_the_vaults(chain: System) -> None:
+    with pytest.raises(ConfigError, match="not the vault's option market"):
+        chain.make_keeper(option_market_address="0x" + "11" * 20)
+    with pytest.raises(ConfigError, match="overlay"):
+        _options_keeper(chain, overlay={"no_such_setting": 1})
