@@ -148,3 +148,14 @@ def test_missing_private_key_raises_config_error_naming_the_variable(tmp_path, m
     cfg = load_config(write_json(tmp_path, minimal(private_key_env="TEST_KEEPER_KEY_MISSING")))
     with pytest.raises(ConfigError, match="TEST_KEEPER_KEY_MISSING"):
         cfg.private_key()
+
+
+def test_the_readme_config_example_is_a_valid_config() -> None:
+    import re
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", text, re.S).group(1).replace('"0x..."', '"0x' + "11" * 20 + '"')
+    config = KeeperConfig(**tomllib.loads(block))
+    assert config.es_limit == 0.08 and config.overlay["put_delta"] == -0.25 and config.rpc_fallback_urls
