@@ -351,7 +351,8 @@ class TxManager:
 
         A receipt for one of our hashes makes that row ``mined``/``reverted`` and the other live rows at the
         nonce ``replaced`` (or ``cancelled`` when the winner is a cancel). A nonce consumed with no receipt for
-        any of our hashes makes the live rows ``dropped`` (another sender of the account used it).
+        any of our hashes, and none of them known to the node, makes the live rows ``dropped`` (another sender
+        of the account used it); while the node still knows one of them, its receipt is awaited.
         """
         outcome = self._settle_from_receipts(nonce)
         if outcome is not None:
@@ -361,7 +362,12 @@ class TxManager:
             outcome = self._settle_from_receipts(nonce)
             if outcome is not None:
                 return outcome
-            for row in self.journal.transactions(sender=self.address, nonce=nonce, live=True):
+            live = self.journal.transactions(sender=self.address, nonce=nonce, live=True)
+            if any(self._rpc("eth_getTransactionByHash", [row.hash]) is not None for row in live):
+                # The node knows one of our transactions at this nonce: the nonce was consumed by it and its
+                # receipt is not indexed yet (a node may report the new nonce a moment before the receipt).
+                return None
+            for row in live:
                 self.journal.finalize_tx(
                     row.id, "dropped", note=f"nonce {nonce} consumed by a transaction not in the journal"
                 )

@@ -473,3 +473,25 @@ def test_policies_and_executor_from_config(sys_: System) -> None:
         executor.ensure_idle()
     finally:
         relay.close()
+
+
+def test_a_consumed_nonce_whose_receipt_is_not_indexed_yet_is_not_taken_for_dropped(sys_: System) -> None:
+    """A node may report the new nonce a moment before the receipt: while it knows our transaction, poll
+    waits for the receipt instead of journalling the transaction as dropped."""
+    manager = make_manager(sys_)
+    record = transfer(manager)  # automine: mined at once
+    real_rpc = manager._rpc
+    hidden = {"receipts": True}
+
+    def lagging(method, params):
+        if method == "eth_getTransactionReceipt" and hidden["receipts"]:
+            return None
+        return real_rpc(method, params)
+
+    manager._rpc = lagging
+    assert manager.chain_nonce("latest") > record.nonce
+    assert manager.poll(record.nonce) is None  # the node knows the transaction: not dropped
+    assert manager.journal.transaction(record.id).status == "sent"
+    hidden["receipts"] = False
+    outcome = manager.poll(record.nonce)
+    assert outcome is not None and outcome.record.status == "mined" and outcome.record.hash == record.hash
