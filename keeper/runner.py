@@ -325,6 +325,11 @@ class Keeper:
             return TickReport(status="skipped", reason=plan.skip_reason, timings=timings,
                               reason_code="no_trade_needed", **context)
 
+        if self.overlay is not None and not derisk:
+            # Options mode: the overlay step plans, quotes and sends its own legs (spot hedge and options in
+            # one rebalanceWithOptions), so the spot-only plan is not quoted here.
+            return TickReport(status="planned", reason=None, timings=timings, **context)
+
         # Quote every leg; when a pool cannot absorb the whole move within the slippage budget, take a
         # smaller step toward the targets (halving up to `max_step_halvings` times) rather than none.
         t = time.perf_counter()
