@@ -320,7 +320,8 @@ weight_vectors = st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3).filter(la
 
 
 @settings(max_examples=60, deadline=None)
-@given(w=weight_vectors, lower=st.floats(0.5, 0.989), gap=st.floats(1e-3, 0.01))
+# Confidence stays below 1 − 1/len(RETURNS) (500 scenarios): above it the historical tail holds less than one scenario.
+@given(w=weight_vectors, lower=st.floats(0.5, 0.985), gap=st.floats(1e-3, 0.01))
 def test_es_is_monotone_in_confidence_and_not_below_var(w, lower, gap):
     higher = lower + gap
     for method in ("historical", "gaussian"):
