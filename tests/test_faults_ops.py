@@ -59,7 +59,15 @@ class KillableChain:
         self.base = contract(self.w3, "TestToken", self.deployment.base_asset)
 
     def kill(self) -> tuple[str, int]:
-        """Dumps the state, then SIGKILLs the node (no clean shutdown). Returns (state, latest timestamp)."""
+        """Dumps the state, then SIGKILLs the node (no clean shutdown). Returns (state, latest timestamp).
+
+        Anvil answers ``eth_sendRawTransaction`` before its automine task has mined the transaction; the
+        dump waits for the pool to drain so that a node killed after a send dies with the transaction
+        mined (the scenario under test), not with it still pending.
+        """
+        deadline = time.monotonic() + 10.0
+        while rpc(self.w3, "txpool_status", [])["pending"] not in (0, "0x0") and time.monotonic() < deadline:
+            time.sleep(0.01)
         state = rpc(self.w3, "anvil_dumpState", [])
         timestamp = self.w3.eth.get_block("latest")["timestamp"]
         self.anvil.process.kill()
