@@ -615,8 +615,6 @@ _KERNEL_NEWTON_AFTER = 3
 _RATE_WINDOW = 4
 _RATE_FIRST_CHECK = 8
 _LARGEST_FLOAT = float(np.finfo(np.float64).max)
-# Tile size of the symmetric pass over the covariance (two 16 x 16 tiles: 4 KiB).
-_TILE = 16
 _NO_BUDGET = np.empty(0, dtype=np.float64)
 
 
@@ -642,15 +640,61 @@ def _cholesky_succeeds(a: FloatArray) -> bool:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _is_positive_definite(a: FloatArray) -> bool:  # pragma: no cover - compiled
-    """Cholesky test of a symmetric matrix (``a`` is not modified)."""
-    if a.shape[0] <= _KERNEL_CHOLESKY_MAX_N:
-        return _cholesky_succeeds(a.copy())
+def _is_positive_definite(a: FloatArray, inv_vols: FloatArray) -> bool:  # pragma: no cover
+    """Cholesky test of the symmetric ``a`` (not modified); ``inv_vols`` is
+    ``1 / sqrt(diag a)``.
+
+    Up to ``_KERNEL_CHOLESKY_MAX_N`` the compiled unblocked Cholesky of the correlation
+    matrix ``a / (s s')``; above, LAPACK ``dpotrf`` on ``a`` itself (numba's
+    ``np.linalg.cholesky``, given the F-ordered view ``a.T``, which is ``a`` and is copied
+    without a transposition).  ``a`` is positive definite iff its correlation matrix is
+    (congruent by a positive diagonal).
+    """
+    n = a.shape[0]
+    if n <= _KERNEL_CHOLESKY_MAX_N:
+        corr = np.empty((n, n))
+        for i in range(n):
+            for j in range(n):
+                corr[i, j] = a[i, j] * (inv_vols[i] * inv_vols[j])
+        return _cholesky_succeeds(corr)
     try:
-        np.linalg.cholesky(a)  # LAPACK dpotrf on a copy
+        np.linalg.cholesky(a.T)  # LAPACK dpotrf on a copy
     except Exception:  # numpy.linalg.LinAlgError: a pivot is not positive
         return False
     return True
+
+
+@njit(cache=True, nogil=True)
+def _asymmetry(a: FloatArray) -> float:  # pragma: no cover - compiled
+    """:math:`\\sum_{i<j} (a_{ij} - a_{ji})^2`: ``0`` iff ``a`` is exactly symmetric, and
+    NaN or ``inf`` if an off-diagonal entry is (or a difference overflows).
+
+    Four rows at a time with four accumulators, so that the strided reads of the
+    transposed entries are independent scalar loads (about one pass over ``a``;
+    a vectorising compiler would turn them into gathers, three to four times slower).
+    """
+    n = a.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    m = n - n % 4
+    for i in range(0, m, 4):
+        for p in range(i, i + 4):  # the 4 x 4 diagonal block
+            for q in range(p + 1, i + 4):
+                d = a[p, q] - a[q, p]
+                s0 += d * d
+        for j in range(i + 4, n):
+            d0 = a[i, j] - a[j, i]
+            d1 = a[i + 1, j] - a[j, i + 1]
+            d2 = a[i + 2, j] - a[j, i + 2]
+            d3 = a[i + 3, j] - a[j, i + 3]
+            s0 += d0 * d0
+            s1 += d1 * d1
+            s2 += d2 * d2
+            s3 += d3 * d3
+    for p in range(m, n):
+        for q in range(p + 1, n):
+            d = a[p, q] - a[q, p]
+            s0 += d * d
+    return (s0 + s1) + (s2 + s3)
 
 
 @njit(cache=True, nogil=True)
@@ -670,46 +714,55 @@ def _compensated_sum(a: FloatArray) -> float:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _budget_error(y: FloatArray, cy: FloatArray, b: FloatArray) -> float:  # pragma: no cover
-    """:math:`\\max_i |y_i (Cy)_i - (y^\\top Cy) b_i| / y^\\top C y`, i.e. max |RRC - b|;
-    ``inf`` unless :math:`y^\\top C y > 0` (possible only if :math:`C` is not positive
-    definite)."""
+def _budget_error(x: FloatArray, sx: FloatArray, b: FloatArray) -> float:  # pragma: no cover
+    """:math:`\\max_i |x_i (\\Sigma x)_i - (x^\\top \\Sigma x) b_i| / x^\\top \\Sigma x`,
+    i.e. max |RRC - b|; ``inf`` unless :math:`x^\\top \\Sigma x > 0` (possible only if
+    :math:`\\Sigma` is not positive definite)."""
     variance = 0.0
-    for i in range(y.size):
-        variance += y[i] * cy[i]
+    for i in range(x.size):
+        variance += x[i] * sx[i]
     if not variance > 0.0:
         return math.inf
     error = 0.0
-    for i in range(y.size):
-        e = abs(y[i] * cy[i] - variance * b[i])
+    for i in range(x.size):
+        e = abs(x[i] * sx[i] - variance * b[i])
         if e > error:
             error = e
     return error / variance
 
 
 @njit(cache=True, nogil=True)
-def _matvec(a: FloatArray, x: FloatArray, out: FloatArray) -> None:  # pragma: no cover
-    """``out = a @ x`` (row-major dot products)."""
+def _symv(a: FloatArray, x: FloatArray, out: FloatArray) -> None:  # pragma: no cover
+    """``out = a @ x`` for a symmetric ``a``, as the sum of its rows scaled by ``x``:
+    contiguous AXPYs that vectorise (row dot products are a serial reduction)."""
     n = x.size
     for i in range(n):
-        s = 0.0
-        for j in range(n):
-            s += a[i, j] * x[j]
-        out[i] = s
+        out[i] = 0.0
+    for j in range(n):
+        xj = x[j]
+        for i in range(n):
+            out[i] += xj * a[j, i]
 
 
 @njit(cache=True, nogil=True)
 def _newton_step(
-    corr: FloatArray, b: FloatArray, y: FloatArray, cy: FloatArray, h: FloatArray, d: FloatArray
+    a: FloatArray,
+    inv_vols: FloatArray,
+    b: FloatArray,
+    y: FloatArray,
+    cy: FloatArray,
+    h: FloatArray,
+    d: FloatArray,
 ) -> bool:  # pragma: no cover - compiled
-    """Newton direction of Spinu's objective: ``d = H^{-1} g`` with ``g = Cy - b/y`` and
-    ``H = C + diag(b/y^2)`` (Cholesky in ``h``); ``False`` if ``H`` is not numerically
-    positive definite.  The Newton iterate is ``y - d``."""
+    """Newton direction of Spinu's objective in correlation space: ``d = H^{-1} g`` with
+    ``g = Cy - b/y``, ``H = C + diag(b/y^2)`` and ``C = a / (s s')`` (Cholesky in ``h``);
+    ``False`` if ``H`` is not numerically positive definite.  The Newton iterate is
+    ``y - d``."""
     n = y.size
     for i in range(n):
         d[i] = cy[i] - b[i] / y[i]
         for j in range(n):
-            h[i, j] = corr[i, j]
+            h[i, j] = a[i, j] * (inv_vols[i] * inv_vols[j])
         h[i, i] = 1.0 + b[i] / (y[i] * y[i])
     if not _cholesky_succeeds(h):  # h = R'R, R upper
         return False
@@ -735,16 +788,16 @@ def _ccd_kernel(
     Parameters
     ----------
     cov : FloatArray, shape (n, n), C-contiguous
-        Covariance as given (not yet symmetrised).
+        Covariance as given (not yet symmetrised); never written.
     budget : FloatArray, shape (n,) or (0,)
         Risk budget as given, or empty for the equal budget ``1/n``.
     tol : float
         Target of :math:`\\max_i |RRC_i - b_i|`, certified with an exactly
-        recomputed :math:`Cy` (the sweeps update it incrementally).
+        recomputed :math:`\\Sigma x` (the sweeps update it incrementally).
     max_sweeps : int
         Maximum number of coordinate-descent sweeps.
     check_pd : bool
-        Test positive definiteness (Cholesky of the correlation matrix).
+        Test positive definiteness (Cholesky).
 
     Returns
     -------
@@ -755,26 +808,11 @@ def _ccd_kernel(
         the weights, the normalised budget, the relative and the absolute risk
         contributions; ``sigma`` the volatility, ``error`` the achieved
         :math:`\\max_i |RRC_i - b_i|`.  ``sweeps`` is the number of sweeps.
-
-    Notes
-    -----
-    Algorithm: Griveau-Billion, Richard & Roncalli [7]_ on Spinu's objective in
-    correlation space, :math:`f(y) = \\tfrac12 y^\\top C y - b^\\top \\ln y`.
-    Minimising :math:`f` exactly in coordinate :math:`i` (:math:`C_{ii} = 1`)
-    is the positive root of :math:`y_i^2 + c_i y_i - b_i = 0` with
-    :math:`c_i = (Cy)_i - y_i`; after it :math:`Cy` changes by a multiple of
-    row :math:`i` of :math:`C`, so a sweep over all coordinates costs
-    :math:`O(n^2)`.  Cyclical coordinate descent converges for this strictly
-    convex, coordinate-wise smooth objective; on realistic (factor-model)
-    correlations each sweep cuts the budget error about tenfold.  The error
-    is checked after every sweep; if the contraction measured over the last
-    ``_RATE_WINDOW`` sweeps cannot reach ``tol`` within ``max_sweeps``, the
-    kernel stops early with ``_KERNEL_SLOW``.
     """
     n = cov.shape[0]
     out = np.empty((4, n))
-    work = np.empty((4, n))
-    vols, inv_vols, y, cy = work[0], work[1], work[2], work[3]
+    work = np.empty((2, n))
+    vols, inv_vols = work[0], work[1]
     # The checks of _validate_covariance and _validate_budget; any failure sends the call to
     # the reference path, which raises the documented error (so their order is irrelevant).
     scale = 0.0
@@ -785,32 +823,60 @@ def _ccd_kernel(
         scale = max(scale, d)
         vols[i] = math.sqrt(d)
         inv_vols[i] = 1.0 / vols[i]
-    # Correlation C = sym(Σ) / (s s'), s = sqrt(diag Σ), with an exact unit diagonal, built
-    # together with the finiteness and symmetry checks in one pass over pairs of tiles
-    # (the transposed tile stays in L1).  The symmetry limit is relative to the largest
-    # variance, not to max |Σ_ij| as in _validate_covariance: never looser (equal for a
-    # positive semi-definite Σ), and a stricter failure only costs the reference path.
+    # Finiteness and symmetry of the off-diagonal entries in one pass.  The symmetry limit
+    # is relative to the largest variance, not to max |Σ_ij| as in _validate_covariance:
+    # never looser (equal for a positive semi-definite Σ), and a stricter failure only
+    # costs the reference path; so is the sum of squares against the largest difference.
+    asymmetry = _asymmetry(cov)
     limit = _SYMMETRY_RTOL * scale
-    corr = np.empty((n, n))
-    valid = True
-    for i0 in range(0, n, _TILE):
-        i1 = min(i0 + _TILE, n)
-        for j0 in range(i0, n, _TILE):
-            j1 = min(j0 + _TILE, n)
-            for i in range(i0, i1):
-                for j in range(max(j0, i + 1), j1):
-                    upper, lower = cov[i, j], cov[j, i]
-                    # NaN fails both comparisons; an infinite entry fails the second.
-                    valid &= abs(upper) <= _LARGEST_FLOAT and abs(upper - lower) <= limit
-                    c = ((upper + lower) * 0.5) * (inv_vols[i] * inv_vols[j])
-                    corr[i, j] = c
-                    corr[j, i] = c
-        for i in range(i0, i1):
-            corr[i, i] = 1.0
-    if not valid:
+    if not asymmetry <= limit * limit:  # NaN: a non-finite entry
         return _KERNEL_INVALID, out, 0.0, 0, 0.0
-    # Σ is positive definite iff C is (congruent by a positive diagonal).
-    if check_pd and not _is_positive_definite(corr):
+    if asymmetry == 0.0:
+        return _ccd_solve(cov, vols, inv_vols, budget, tol, max_sweeps, check_pd, out)
+    symmetric = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            symmetric[i, j] = (cov[i, j] + cov[j, i]) * 0.5
+    return _ccd_solve(symmetric, vols, inv_vols, budget, tol, max_sweeps, check_pd, out)
+
+
+@njit(cache=True, nogil=True)
+def _ccd_solve(
+    a: FloatArray,
+    vols: FloatArray,
+    inv_vols: FloatArray,
+    budget: FloatArray,
+    tol: float,
+    max_sweeps: int,
+    check_pd: bool,
+    out: FloatArray,
+) -> tuple[int, FloatArray, float, int, float]:  # pragma: no cover - compiled
+    """:func:`_ccd_kernel` after the covariance checks, on the exactly symmetric ``a``.
+
+    Notes
+    -----
+    Algorithm: Griveau-Billion, Richard & Roncalli [7]_ on Spinu's objective in
+    correlation space, :math:`f(y) = \\tfrac12 y^\\top C y - b^\\top \\ln y` with
+    :math:`C = \\Sigma / (s s^\\top)`, :math:`y = s x`.  Minimising :math:`f`
+    exactly in coordinate :math:`i` (:math:`C_{ii} = 1`) is the positive root of
+    :math:`y_i^2 + c_i y_i - b_i = 0` with :math:`c_i = (Cy)_i - y_i`; after it
+    :math:`Cy` changes by a multiple of row :math:`i` of :math:`C`, so a sweep
+    costs :math:`O(n^2)`.  :math:`C` is never formed: the kernel keeps
+    :math:`x` and :math:`\\Sigma x` (``(Cy)_i = (\\Sigma x)_i / s_i``) and
+    updates the latter with row :math:`i` of :math:`\\Sigma` itself, one
+    contiguous AXPY per coordinate.  Coordinate-wise exact minimisation is
+    invariant to the diagonal change of variables, so the iterates are those
+    of the correlation-space method; the scalar updates are made in
+    correlation space, where the quadratic is well scaled.  Cyclical
+    coordinate descent converges for this strictly convex, coordinate-wise
+    smooth objective; on realistic (factor-model) correlations each sweep
+    cuts the budget error about tenfold.  The error is checked after every
+    sweep; if the contraction measured over the last ``_RATE_WINDOW`` sweeps
+    cannot reach ``tol`` within ``max_sweeps``, the kernel stops early with
+    ``_KERNEL_SLOW``.
+    """
+    n = a.shape[0]
+    if check_pd and not _is_positive_definite(a, inv_vols):
         return _KERNEL_INVALID, out, 0.0, 0, 0.0
     b = out[1]
     if budget.size == 0:
@@ -825,26 +891,27 @@ def _ccd_kernel(
         for i in range(n):
             b[i] = budget[i] / total
 
+    state = np.empty((2, n))
+    x, sx = state[0], state[1]  # the iterate x = y / s and Σx
     # Start y = b / sqrt(b'Cb), on the scale of the solution (y'Cy = 1); exact for a
-    # diagonal or constant correlation with equal budgets.
+    # diagonal or constant correlation with equal budgets.  In x: u = b / s, b'Cb = u'Σu.
+    for i in range(n):
+        x[i] = b[i] * inv_vols[i]
+    _symv(a, x, sx)
     variance = 0.0
     for i in range(n):
-        s = 0.0
-        for j in range(n):
-            s += corr[i, j] * b[j]
-        cy[i] = s
-        variance += b[i] * s
+        variance += x[i] * sx[i]
     start = 1.0 / math.sqrt(variance)
     for i in range(n):
-        y[i] = b[i] * start
-        cy[i] *= start
-    error = _budget_error(y, cy, b)
+        x[i] *= start
+        sx[i] *= start
+    error = _budget_error(x, sx, b)
     history = np.empty(_RATE_WINDOW)  # errors of the last sweeps, a ring buffer
     newton = n <= _KERNEL_NEWTON_MAX_N
     if newton:
         hessian = np.empty((n, n))
-        trial = np.empty((3, n))
-        gradient, y_trial, cy_trial = trial[0], trial[1], trial[2]
+        trial = np.empty((5, n))
+        gradient, y, cy, x_trial, sx_trial = trial[0], trial[1], trial[2], trial[3], trial[4]
     sweeps = 0  # sweeps and Newton steps
     converged = error <= tol
     while not converged and sweeps < max_sweeps:
@@ -853,37 +920,42 @@ def _ccd_kernel(
             # Small n: a Newton step (one n x n Cholesky) costs about one sweep and
             # converges quadratically; kept only if it lowers the (exact) error.
             sweeps += 1
-            if _newton_step(corr, b, y, cy, hessian, gradient):
+            for i in range(n):
+                y[i] = x[i] * vols[i]
+                cy[i] = sx[i] * inv_vols[i]
+            if _newton_step(a, inv_vols, b, y, cy, hessian, gradient):
                 for i in range(n):
-                    y_trial[i] = y[i] - gradient[i]
-                    newton = newton and y_trial[i] > 0.0
+                    x_trial[i] = (y[i] - gradient[i]) * inv_vols[i]
+                    newton = newton and x_trial[i] > 0.0
             else:
                 newton = False
             if newton:
-                _matvec(corr, y_trial, cy_trial)
-                trial_error = _budget_error(y_trial, cy_trial, b)
+                _symv(a, x_trial, sx_trial)
+                trial_error = _budget_error(x_trial, sx_trial, b)
                 if trial_error < error:
-                    y[:] = y_trial
-                    cy[:] = cy_trial
+                    x[:] = x_trial
+                    sx[:] = sx_trial
                     error = trial_error
                     converged = error <= tol
                     continue
                 newton = False
             continue  # the step was not taken: coordinate descent from here
         for i in range(n):
-            c = cy[i] - y[i]
+            y_old = x[i] * vols[i]
+            c = sx[i] * inv_vols[i] - y_old
             root = math.sqrt(c * c + 4.0 * b[i])
             # Positive root of y^2 + c y - b_i, without cancellation for c > 0.
             y_new = 2.0 * b[i] / (c + root) if c > 0.0 else 0.5 * (root - c)
-            step = y_new - y[i]
-            y[i] = y_new
-            for j in range(n):  # C symmetric: row i is column i
-                cy[j] += step * corr[i, j]
+            x_new = y_new * inv_vols[i]
+            step = x_new - x[i]
+            x[i] = x_new
+            for j in range(n):  # Σ symmetric: row i is column i
+                sx[j] += step * a[i, j]
         sweeps += 1
-        error = _budget_error(y, cy, b)
+        error = _budget_error(x, sx, b)
         if error <= tol:
-            _matvec(corr, y, cy)  # certify with an exact Cy
-            error = _budget_error(y, cy, b)
+            _symv(a, x, sx)  # certify with an exact Σx
+            error = _budget_error(x, sx, b)
             converged = error <= tol
         elif sweeps >= _RATE_FIRST_CHECK:
             rate = error / history[sweeps % _RATE_WINDOW]  # over the last _RATE_WINDOW sweeps
@@ -896,26 +968,23 @@ def _ccd_kernel(
     if not converged:
         return _KERNEL_SLOW, out, 0.0, sweeps, 0.0
 
-    # Weights w = x / sum(x), x = y / s.  With u = s w: Σw = s (C u) and w'Σw = u'Cu.
+    # Weights w = x / sum(x); RRC_i = w_i (Σw)_i / w'Σw.
     w = out[0]
+    total = _compensated_sum(x)
     for i in range(n):
-        w[i] = y[i] / vols[i]
-    total = _compensated_sum(w)
-    u = y  # y is no longer needed
-    for i in range(n):
-        w[i] /= total
-        u[i] = vols[i] * w[i]
-    _matvec(corr, u, cy)
+        w[i] = x[i] / total
+    sw = sx  # Σx is no longer needed
+    _symv(a, w, sw)
     variance = 0.0
     for i in range(n):
-        variance += u[i] * cy[i]
+        variance += w[i] * sw[i]
     if not variance > 0.0:  # only without the positive-definiteness test
         return _KERNEL_INVALID, out, 0.0, sweeps, 0.0
     sigma = math.sqrt(variance)
     rrc, rc = out[2], out[3]
     error = 0.0
     for i in range(n):
-        rrc[i] = u[i] * cy[i] / variance
+        rrc[i] = w[i] * sw[i] / variance
         rc[i] = rrc[i] * sigma
         e = abs(rrc[i] - b[i])
         if e > error:
