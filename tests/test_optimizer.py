@@ -864,3 +864,16 @@ def test_not_converged_within_max_iter_sweeps_uses_newton() -> None:
     reference = _newton_risk_budgeting(cov, None, 1e-12, 3)
     np.testing.assert_array_equal(result.weights, reference.weights)
     assert result.iterations == 3 + reference.iterations
+
+
+def test_bounded_solve_refines_a_warm_start_that_already_meets_the_inner_tolerance() -> None:
+    # A 2-asset case where the rescaled warm start for each new lambda met the inner residual
+    # test without a Newton step: sum(w) stalled 1.7e-12 below 1 for all 100 outer iterations.
+    cov = np.array([[2.84908554e-03, 1.49264570e-02], [1.49264570e-02, 3.85046285e00]])
+    budget = np.array([0.44785926, 0.55214074])
+    budget = budget / budget.sum()
+    lower, upper = np.full(2, 0.6875 / 2), np.ones(2)
+    result = solve_risk_budgeting(cov, budget, (lower, upper))
+    assert result.lower_bound_active == (1,) and result.upper_bound_active == ()
+    assert result.weights[1] == lower[1] and abs(result.weights.sum() - 1.0) <= 1e-15
+    assert result.max_free_budget_error == 0.0  # one free asset: its budget share is exact
