@@ -86,7 +86,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_optimizer import factor_model_covariance  # noqa: E402
 
 from keeper.data import load_prices  # noqa: E402
-from keeper.optimizer import solve_equal_risk_contribution  # noqa: E402
+from keeper.optimizer import risk_budgeting_weights, solve_equal_risk_contribution  # noqa: E402
 
 SIZES = (5, 10, 20, 50, 100, 200)
 SEED = 20241128
@@ -94,7 +94,9 @@ SYNTHETIC_OBSERVATIONS = 1000
 # Minimum total CPU time spent timing one solver on one problem, and repeat bounds.
 MIN_TOTAL_NS = 300_000_000
 MIN_REPEATS = {"fast": 21, "slow": 5}
-MAX_REPEATS = {"fast": 2001, "slow": 15}
+MAX_REPEATS = {"fast": 301, "slow": 15}
+# Target duration of one timed batch of back-to-back calls (see measure_interleaved).
+BATCH_NS = 200_000
 
 
 @dataclass
@@ -174,20 +176,24 @@ def ours(problem: Problem) -> Callable[[], np.ndarray]:
     return lambda: solve_equal_risk_contribution(cov, b).weights
 
 
-def ours_without_pd_test(problem: Problem) -> Callable[[], np.ndarray]:
-    cov, b = problem.covariance, problem.budget
-    return lambda: solve_equal_risk_contribution(cov, b, check_positive_definite=False).weights
+def ours_weights(check_pd: bool = True) -> Solver:
+    """:func:`keeper.optimizer.risk_budgeting_weights` (weights only, like ``vanilla.design``)."""
+
+    def factory(problem: Problem) -> Callable[[], np.ndarray]:
+        cov, b = problem.covariance, problem.budget
+        return lambda: risk_budgeting_weights(cov, b, check_positive_definite=check_pd)
+
+    return factory
 
 
 def ours_at_accuracy_of(design: Callable[..., np.ndarray], check_pd: bool = True) -> Solver:
-    """Ours with ``tol`` = the budget error riskparityportfolio reaches at its defaults."""
+    """Ours (weights only) with ``tol`` = the budget error riskparityportfolio reaches at its
+    defaults on that problem."""
 
     def factory(problem: Problem) -> Callable[[], np.ndarray]:
         cov, b = problem.covariance, problem.budget
         tol = max(budget_error(design(cov, b), cov, b), 1e-15)
-        return lambda: solve_equal_risk_contribution(
-            cov, b, tol=tol, check_positive_definite=check_pd
-        ).weights
+        return lambda: risk_budgeting_weights(cov, b, tol=tol, check_positive_definite=check_pd)
 
     return factory
 
@@ -295,30 +301,72 @@ def load_riskfolio() -> tuple[Solver | None, str]:
 # Timing
 # --------------------------------------------------------------------------- #
 def measure(call: Callable[[], np.ndarray], problem: Problem, speed: str) -> Measurement:
+    """Times one solver alone (the slow references: milliseconds per call)."""
+    return measure_interleaved({"": call}, problem, speed)[""]
+
+
+def measure_interleaved(
+    calls: dict[str, Callable[[], np.ndarray]], problem: Problem, speed: str
+) -> dict[str, Measurement]:
+    """Times several solvers on one problem in interleaved rounds, so that every solver
+    sees the same machine conditions.
+
+    In each round every solver runs one batch of back-to-back calls (in a seeded random
+    order of solvers); a batch lasts about ``BATCH_NS``, so that its calls run warm, as in
+    a loop of solves, and its time over its size is one sample.  Medians over rounds.
+    """
+    order = np.random.default_rng(SEED)
+    names = list(calls)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        weights = call()  # warm-up (imports, JIT/caches, CVXPY canonicalisation)
-        cpu, wall = [], []
-        total = 0
-        while len(cpu) < MAX_REPEATS[speed] and (
-            len(cpu) < MIN_REPEATS[speed] or total < MIN_TOTAL_NS
+        weights = {name: call() for name, call in calls.items()}  # warm-up (imports, caches)
+        batch = {}
+        for name, call in calls.items():
+            t0 = time.perf_counter_ns()
+            call()
+            batch[name] = max(1, min(1000, BATCH_NS // max(1, time.perf_counter_ns() - t0)))
+        cpu: dict[str, list[float]] = {name: [] for name in calls}
+        wall: dict[str, list[float]] = {name: [] for name in calls}
+        spent = dict.fromkeys(calls, 0)
+        rounds = 0
+        while rounds < MAX_REPEATS[speed] and (
+            rounds < MIN_REPEATS[speed] or min(spent.values()) < MIN_TOTAL_NS
         ):
-            c0, w0 = time.process_time_ns(), time.perf_counter_ns()
-            weights = call()
-            c1, w1 = time.process_time_ns(), time.perf_counter_ns()
-            cpu.append(c1 - c0)
-            wall.append(w1 - w0)
-            total += c1 - c0
-    return Measurement(
-        cpu_us=float(np.median(cpu)) / 1e3,
-        wall_us=float(np.median(wall)) / 1e3,
-        error=budget_error(weights, problem.covariance, problem.budget),
-        repeats=len(cpu),
-    )
+            for k in order.permutation(len(names)):
+                name, call, size = names[k], calls[names[k]], batch[names[k]]
+                c0, w0 = time.process_time_ns(), time.perf_counter_ns()
+                for _ in range(size):
+                    weights[name] = call()
+                c1, w1 = time.process_time_ns(), time.perf_counter_ns()
+                cpu[name].append((c1 - c0) / size)
+                wall[name].append((w1 - w0) / size)
+                spent[name] += c1 - c0
+            rounds += 1
+    return {
+        name: Measurement(
+            cpu_us=float(np.median(cpu[name])) / 1e3,
+            wall_us=float(np.median(wall[name])) / 1e3,
+            error=budget_error(weights[name], problem.covariance, problem.budget),
+            repeats=rounds * batch[name],
+        )
+        for name in calls
+    }
 
 
 def fmt_time(us: float) -> str:
     return f"{us:10.1f}" if us < 1e5 else f"{us:10.0f}"
+
+
+# Comparisons at equal accuracy: (reference row, our row).  riskparityportfolio at its
+# default tolerance against ours at the error it reached; at 1e-12 against ours at 1e-12.
+EQUAL_ACCURACY = (
+    ("rpp", "ours =rpp"),
+    ("rpp", "=rpp no-PD"),
+    ("rpp tight", "ours w"),
+    ("rpp tight", "ours w no-PD"),
+    ("skfolio", "ours"),
+    ("riskfolio", "ours"),
+)
 
 
 def main() -> None:
@@ -327,76 +375,84 @@ def main() -> None:
     args = parser.parse_args()
     sizes = (5, 20, 200) if args.quick else SIZES
 
-    solvers: list[tuple[str, str, Solver]] = [
-        ("ours", "fast", ours),
-        ("ours no-PD", "fast", ours_without_pd_test),
+    fast: list[tuple[str, Solver]] = [
+        ("ours", ours),
+        ("ours w", ours_weights()),
+        ("ours w no-PD", ours_weights(check_pd=False)),
     ]
+    slow: list[tuple[str, Solver]] = []
     notes = [
-        "ours: keeper.optimizer.solve_equal_risk_contribution, tol 1e-12 (default)",
+        "ours: keeper.optimizer.solve_equal_risk_contribution, tol 1e-12 (default); "
+        "ours w: keeper.optimizer.risk_budgeting_weights (same solver, weights only)",
         jit_cost(),
     ]
     design, note = load_riskparityportfolio()
     notes.append(note)
     if design is not None:
-        solvers.append(("ours =rpp", "fast", ours_at_accuracy_of(design)))
-        solvers.append(("=rpp no-PD", "fast", ours_at_accuracy_of(design, check_pd=False)))
-        solvers.append(
-            ("rpp", "fast", lambda p: (lambda: design(p.covariance, p.budget)))
-        )
-        solvers.append(
-            (
-                "rpp tight",
-                "fast",
-                lambda p: (lambda: design(p.covariance, p.budget, 1e-12, 100_000)),
-            )
-        )
+        fast += [
+            ("ours =rpp", ours_at_accuracy_of(design)),
+            ("=rpp no-PD", ours_at_accuracy_of(design, check_pd=False)),
+            ("rpp", lambda p: (lambda: design(p.covariance, p.budget))),
+            ("rpp tight", lambda p: (lambda: design(p.covariance, p.budget, 1e-12, 100_000))),
+        ]
     for loader, name in ((load_skfolio, "skfolio"), (load_riskfolio, "riskfolio")):
         factory, note = loader()
         notes.append(note)
         if factory is not None:
-            solvers.append((name, "slow", factory))
+            slow.append((name, factory))
 
     print(f"numpy {np.__version__}, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
     for note in notes:
         print(" -", note)
     print(
-        "time: median CPU time per call in microseconds (wall in brackets); "
-        "ratio = theirs / ours (> 1: ours faster); error = max |RRC - b|; "
-        "eq-acc = time of the same-accuracy row of ours / this row's (rpp: ours =rpp, "
-        "rpp tight: ours; > 1: ours faster)"
+        "time: median CPU time per call in microseconds (wall in brackets), the fast solvers "
+        "timed in interleaved rounds; ratio = this row / ours; error = max |RRC - b|"
     )
     header = (
-        f"{'n':>4} {'covariance':<15} {'budget':<9} {'solver':<10} {'cpu us':>10} "
-        f"{'(wall us)':>12} {'ratio':>9} {'max|RRC-b|':>11} {'reps':>5} {'eq-acc':>7}"
+        f"{'n':>4} {'covariance':<15} {'budget':<9} {'solver':<12} {'cpu us':>10} "
+        f"{'(wall us)':>12} {'ratio':>9} {'max|RRC-b|':>11} {'reps':>5}"
     )
     print(header)
     print("-" * len(header))
-    # Rows compared at equal accuracy: this row's time over that of the row of ours.
-    same_accuracy = {"rpp": "ours =rpp", "rpp tight": "ours"}
+    summary: list[tuple[Problem, dict[str, Measurement]]] = []
     for problem in make_problems(sizes):
-        reference: Measurement | None = None
-        results: dict[str, Measurement] = {}
-        for name, speed, factory in solvers:
+        results = measure_interleaved(
+            {name: factory(problem) for name, factory in fast}, problem, "fast"
+        )
+        for name, factory in slow:
             try:
-                result = measure(factory(problem), problem, speed)
+                results[name] = measure(factory(problem), problem, "slow")
             except Exception as exc:  # a reference failing must not stop the others
-                print(
-                    f"{problem.n:>4} {problem.source:<15} {problem.budget_kind:<9} {name:<10} "
-                    f"failed: {type(exc).__name__}: {str(exc)[:80]}"
-                )
-                continue
-            if reference is None:
-                reference = result
-            results[name] = result
-            ratio = result.cpu_us / reference.cpu_us
-            peer = results.get(same_accuracy.get(name, ""))
-            equal = f"{result.cpu_us / peer.cpu_us:>7.2f}" if peer is not None else f"{'':>7}"
+                print(f"{problem.n:>4} {name}: failed: {type(exc).__name__}: {str(exc)[:80]}")
+        reference = results["ours"]
+        for name, result in results.items():
             print(
-                f"{problem.n:>4} {problem.source:<15} {problem.budget_kind:<9} {name:<10} "
+                f"{problem.n:>4} {problem.source:<15} {problem.budget_kind:<9} {name:<12} "
                 f"{fmt_time(result.cpu_us)} ({fmt_time(result.wall_us)}) "
-                f"{ratio:>9.2f} {result.error:>11.1e} {result.repeats:>5} {equal}"
+                f"{result.cpu_us / reference.cpu_us:>9.2f} {result.error:>11.1e} "
+                f"{result.repeats:>5}"
             )
+        summary.append((problem, results))
         sys.stdout.flush()
+
+    print()
+    print(
+        "Equal accuracy: time ratio theirs / ours (> 1: ours faster); in brackets the errors "
+        "max |RRC - b|, theirs / ours.  PD: ours with its Cholesky test of positive "
+        "definiteness (the references test nothing); no-PD: ours without it."
+    )
+    pairs = [(r, o) for r, o in EQUAL_ACCURACY if any(r in m and o in m for _, m in summary)]
+    print(f"{'n':>4} {'budget':<9} " + " ".join(f"{r + ' / ' + o:>30}" for r, o in pairs))
+    for problem, m in summary:
+        cells = []
+        for r, o in pairs:
+            if r in m and o in m:
+                cells.append(
+                    f"{m[r].cpu_us / m[o].cpu_us:>8.2f} ({m[r].error:.0e} / {m[o].error:.0e})"
+                )
+            else:
+                cells.append("n/a")
+        print(f"{problem.n:>4} {problem.budget_kind:<9} " + " ".join(f"{c:>30}" for c in cells))
 
 
 if __name__ == "__main__":

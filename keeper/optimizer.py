@@ -1209,15 +1209,30 @@ def risk_budgeting_weights(
     if not (tol.__class__ is float and 0.0 < tol < _INFINITY and max_iter.__class__ is int
             and max_iter >= 1):
         tol, max_iter = _solver_arguments(tol, max_iter)
-    status, out, _, _, _ = _run_kernel(
-        covariance, risk_budget, tol, max_iter, check_positive_definite is not False
-    )
-    if status == _KERNEL_OK:
-        return out[0]
+    # _run_kernel inlined: this function exists for loops where a call frame counts.
+    cov = _as_c_array(covariance, dtype=_FLOAT64)
+    n = cov.shape[0] if cov.ndim == 2 else 0
+    if risk_budget is None:
+        budget = _NO_BUDGET
+    else:
+        budget = _as_c_array(risk_budget, dtype=_FLOAT64)
+        if budget.shape != (n,):
+            n = 0
+    entry = _KERNEL_ENTRY[0]
+    if n and cov.shape[1] == n and entry is not None:
+        result = entry(cov, budget, tol, max_iter, check_positive_definite is not False)
+    else:
+        result = _run_kernel(
+            covariance, risk_budget, tol, max_iter, check_positive_definite is not False
+        )
+    if result[0] == _KERNEL_OK:
+        return result[1][0]
     return np.array(_newton_risk_budgeting(covariance, risk_budget, tol, max_iter).weights)
 
 
 _INFINITY = math.inf
+_FLOAT64 = np.dtype(np.float64)  # a dtype object: ~0.1 µs cheaper per conversion than the type
+_as_c_array = np.ascontiguousarray
 
 
 def _solver_arguments(tol: float, max_iter: int) -> tuple[float, int]:
@@ -1244,12 +1259,12 @@ def _run_kernel(
 ) -> tuple[int, FloatArray, float, int, float]:
     """:func:`_ccd_kernel` on the inputs as float64 C-contiguous arrays; ``_KERNEL_INVALID``
     without calling it when their shapes are wrong (the reference path then raises)."""
-    cov = np.ascontiguousarray(covariance, dtype=np.float64)
+    cov = _as_c_array(covariance, dtype=_FLOAT64)
     n = cov.shape[0] if cov.ndim == 2 else 0
     if risk_budget is None:
         budget = _NO_BUDGET
     else:
-        budget = np.ascontiguousarray(risk_budget, dtype=np.float64)
+        budget = _as_c_array(risk_budget, dtype=_FLOAT64)
         if budget.shape != (n,):
             n = 0
     if not n or cov.shape[1] != n:

@@ -877,3 +877,41 @@ def test_bounded_solve_refines_a_warm_start_that_already_meets_the_inner_toleran
     assert result.lower_bound_active == (1,) and result.upper_bound_active == ()
     assert result.weights[1] == lower[1] and abs(result.weights.sum() - 1.0) <= 1e-15
     assert result.max_free_budget_error == 0.0  # one free asset: its budget share is exact
+
+
+@pytest.mark.parametrize("n", [3, 30, 60])
+def test_kernel_solves_the_symmetric_part_of_a_slightly_asymmetric_covariance(n: int) -> None:
+    cov = factor_covariance(9, n)
+    skewed = cov.copy()
+    skewed[0, n - 1] *= 1.0 + 1e-13  # within the documented 1e-10 relative symmetry limit
+    assert not np.array_equal(skewed, skewed.T)
+    status, out, _, _, error = _ccd_kernel(skewed, np.empty(0), 1e-12, 100, True)
+    assert status == _KERNEL_OK and error <= 1e-12
+    symmetric = 0.5 * (skewed + skewed.T)
+    np.testing.assert_array_equal(out[0], solve_equal_risk_contribution(symmetric).weights)
+    assert budget_error(out[0], symmetric, np.full(n, 1.0 / n)) <= 1e-12
+
+
+def test_weights_only_entry_point_matches_the_full_solver() -> None:
+    from keeper.optimizer import risk_budgeting_weights
+
+    for n in (4, 30, 70):
+        cov = factor_covariance(11, n)
+        budget = np.random.default_rng(n).dirichlet(np.ones(n))
+        full = solve_equal_risk_contribution(cov, budget)
+        np.testing.assert_array_equal(risk_budgeting_weights(cov, budget), full.weights)
+        np.testing.assert_array_equal(
+            risk_budgeting_weights(cov, budget, check_positive_definite=False), full.weights
+        )
+    hard = ill_conditioned_covariance(2, 40, condition=1e10)  # the Newton path
+    np.testing.assert_array_equal(
+        risk_budgeting_weights(hard), solve_equal_risk_contribution(hard).weights
+    )
+    with pytest.raises(SingularCovarianceError):
+        risk_budgeting_weights(np.array([[1.0, 2.0], [2.0, 1.0]]))
+    with pytest.raises(ConfigError):
+        risk_budgeting_weights(np.eye(2), [0.5, 0.6])
+    with pytest.raises(ConfigError):
+        risk_budgeting_weights(np.eye(2), tol=0.0)
+    with pytest.raises(ConfigError):
+        risk_budgeting_weights(np.eye(2), max_iter=0)
