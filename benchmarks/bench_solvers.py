@@ -8,16 +8,17 @@ Solvers (each called through its documented API, at its default tolerance):
 
 * **ours** -- :func:`keeper.optimizer.solve_equal_risk_contribution(covariance, risk_budget)`,
   the full public call (input validation including the O(n^3) Cholesky test of positive
-  definiteness, the compiled coordinate-descent kernel, risk decomposition), tolerance
-  ``max |RRC - b| <= 1e-12``.  Two more rows of the same function: "ours no-PD"
-  (``check_positive_definite=False``: every check but the Cholesky test, which
-  riskparityportfolio does not perform either) and "ours =rpp" (default checks, ``tol`` set to
-  the error riskparityportfolio reaches at its default tolerance on that problem: the
-  comparison at equal accuracy with "rpp"; "=rpp no-PD" is the same without the Cholesky
-  test).  The kernel is compiled once (numba,
-  ``cache=True``); the script prints that one-time cost (a fresh process with an empty cache
-  directory, and the first call of this process) and then times warm calls only, like every
-  other solver (one untimed warm-up call each).
+  definiteness, the compiled coordinate-descent kernel, risk decomposition, the
+  ``TargetWeights`` record), tolerance ``max |RRC - b| <= 1e-12``.  "ours w" is
+  :func:`keeper.optimizer.risk_budgeting_weights`, the same solver returning the weights only
+  (what ``vanilla.design`` returns); "ours w no-PD" the same with
+  ``check_positive_definite=False`` (every check but the Cholesky test, which none of the
+  references performs).  "ours =rpp" is "ours w" with ``tol`` set to the error
+  riskparityportfolio reaches at its default tolerance on that problem (the comparison at
+  equal accuracy with "rpp"); "=rpp no-PD" the same without the Cholesky test.  The kernel
+  is compiled once (numba, ``cache=True``); the script prints that one-time cost (a fresh
+  process with an empty cache directory, and the first call of this process) and then times
+  warm calls only, like every other solver (one untimed warm-up call each).
 * **riskparityportfolio** -- ``riskparityportfolio.vanilla.design(Sigma, b)``, the compiled
   (C++/Eigen, pybind11) cyclical coordinate descent behind ``RiskParityPortfolio`` without
   constraints; defaults ``tol=1e-4`` (on ``max |x_i (Cx)_i - b_i|`` in correlation space),
@@ -48,12 +49,16 @@ Problems.  For each ``n`` in 5, 10, 20, 50, 100, 200: the covariance is
 Two budgets each: equal (``b_i = 1/n``) and non-uniform (seeded Dirichlet(1), floored at
 ``0.1/n`` and renormalised).  Every solver gets the same covariance and budget.
 
-Measured: median per-call time over repeats (after one untimed warm-up call), as CPU time of
-the process (``time.process_time_ns``, robust to other load on the machine) and as wall time;
-and the accuracy ``max_i |RRC_i - b_i|`` of the returned weights, recomputed here with plain
-numpy on the benchmark covariance (``RRC_i = w_i (Σw)_i / w'Σw``, after normalising the
-weights to sum to 1).  Single-threaded BLAS.  The table prints, per size, budget and
-library: time, time ratio ``theirs / ours`` (> 1: ours is faster) and accuracy.
+Measured: per-call time as CPU time of the process (``time.process_time_ns``, robust to
+other load on the machine) and as wall time.  The fast solvers (ours, riskparityportfolio) are
+timed together in interleaved rounds, each round one batch of back-to-back calls per solver
+(~0.2 ms) in a random order, so that all see the same machine conditions; the median over
+rounds of batch time / batch size is reported.  The slow references are timed alone, one call
+per sample.  Accuracy: ``max_i |RRC_i - b_i|`` of the returned weights, recomputed here with
+plain numpy on the benchmark covariance (``RRC_i = w_i (Σw)_i / w'Σw``, after normalising the
+weights to sum to 1).  Single-threaded BLAS.  The first table prints, per size, budget and
+solver: time, time relative to "ours" and accuracy; the second, the equal-accuracy
+comparisons as ``theirs / ours`` (> 1: ours is faster) with both errors.
 """
 
 from __future__ import annotations

@@ -1085,7 +1085,8 @@ def solve_equal_risk_contribution(
     * first, a compiled (numba) kernel that validates the input, runs cyclical
       coordinate descent with the closed-form coordinate update of
       Griveau-Billion, Richard & Roncalli [7]_ (:math:`O(n^2)` per sweep,
-      about 13 sweeps to ``1e-12`` on realistic factor-model covariances) and
+      one contiguous pass over :math:`\\Sigma`; about 13 sweeps to ``1e-12``
+      on realistic factor-model covariances) and
       computes the risk decomposition, in one call;
     * if coordinate descent cannot reach ``tol`` within ``max_iter`` sweeps at
       its measured rate (ill-conditioned :math:`\\Sigma`, round-off floor),
@@ -1119,12 +1120,14 @@ def solve_equal_risk_contribution(
         Maximum number of coordinate-descent sweeps, and then of Newton
         iterations if Newton takes over.
     check_positive_definite : bool, default True
-        Test that :math:`\\Sigma` is positive definite (Cholesky).  ``False``
-        skips this :math:`O(n^3/3)` test -- the largest cost of a call beyond
-        n ~ 50 (about 60 µs at n = 100 and 270-350 µs at n = 200 on one core in
-        ``benchmarks/bench_solvers.py``, as much as the solve or more) -- for a
-        caller that guarantees it (e.g. a
-        shrinkage estimate).  A matrix that is not positive definite is then
+        Test that :math:`\\Sigma` is positive definite (Cholesky: compiled up
+        to n = 48, LAPACK ``dpotrf`` above).  ``False`` (only ``False``: any
+        other value keeps the test) skips this :math:`O(n^3/3)` test -- the
+        largest cost of a call beyond n ~ 50 (about 70 µs at n = 100 and
+        260 µs at n = 200 on one core in ``benchmarks/bench_solvers.py``, more
+        than the solve itself) -- for a caller that guarantees it (e.g. a
+        covariance that passed the estimator's conditioning gate, whose
+        eigenvalues prove it).  A matrix that is not positive definite is then
         still rejected whenever coordinate descent does not converge (the
         Newton path validates it), but may otherwise yield weights that meet
         the budget for that invalid matrix.  Every other check still runs.
