@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from keeper.errors import ConfigError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ticks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -162,6 +164,33 @@ class Journal:
         self.conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._migrate()
+
+    @classmethod
+    def snapshot(cls, path: Path | str) -> "Journal":
+        """An in-memory journal holding a copy of the journal file at ``path``.
+
+        The file is opened read-only and copied with SQLite's online backup API (a consistent
+        snapshot even while a live keeper writes to it); writes go to the copy only.  An empty
+        journal when ``path`` is ``":memory:"`` or does not exist.
+
+        Raises
+        ------
+        ConfigError
+            The file exists but is not a readable SQLite journal.
+        """
+        journal = cls(":memory:")
+        if str(path) == ":memory:" or not Path(path).exists():
+            return journal
+        source = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+        try:
+            source.backup(journal.conn)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot read the keeper journal {path} ({exc}); check journal_path") from exc
+        finally:
+            source.close()
+        journal.conn.executescript(_SCHEMA)  # a file written by an older version: add what it lacks
+        journal._migrate()
+        return journal
 
     def record(self, status: str, reason: str | None = None, **fields: Any) -> int:
         """Appends a tick; ``fields`` matching a column go there, everything goes into ``detail`` (JSON)."""

@@ -63,7 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from keeper.errors import InsufficientHistoryError, InvalidPriceError, PolicyInputError
 from keeper.estimation import EstimatorConfig, GateDecision, gated_covariance
 from keeper.optimizer import METHOD_PREVIOUS, allocate
-from keeper.risk import enforce_es_limit
+from keeper.risk import enforce_es_limit, portfolio_var_es
 from keeper.triggers import (
     TriggerDecision,
     TriggerPolicy,
@@ -307,6 +307,9 @@ class PolicyDecision:
         The measure of the limit.
     es_before, es_after : float or None
         ES of the allocator's target and of the final target, fractions of NAV (None without a limit).
+    es_current : float or None
+        ES of the current holdings (``current_weights``) by the same measure, fraction of NAV (None
+        without a limit); above ``es_limit`` it fires the ES-limit trigger (:func:`policy_triggers`).
     es_reason : str or None
         The ES limit's sentence for the journal.
     nav_base_units : int or None
@@ -352,6 +355,7 @@ class PolicyDecision:
     es_before_base_units: int | None = None
     es_after_base_units: int | None = None
     es_limit_base_units: int | None = None
+    es_current: float | None = None
 
     @property
     def reason(self) -> str:
@@ -417,6 +421,7 @@ class PolicyDecision:
                 "horizon_days": self.es_horizon_days,
                 "before": _num(self.es_before),
                 "after": _num(self.es_after),
+                "current": _num(self.es_current),
                 "scale": _num(self.es_scale),
                 "reason": self.es_reason,
                 "before_base_units": self.es_before_base_units,
@@ -478,6 +483,7 @@ class PolicyDecision:
                 es_before_base_units=es["before_base_units"],
                 es_after_base_units=es["after_base_units"],
                 es_limit_base_units=es["limit_base_units"],
+                es_current=es.get("current"),  # absent from records written before it existed
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyInputError(
@@ -724,12 +730,12 @@ def decide_targets(
 
     es_scale, es_before, es_after, es_reason = 1.0, None, None, None
     if config.es_limit is not None:
-        needs_returns = config.es_method != "gaussian"
+        es_returns = _complete_rows(r) if config.es_method != "gaussian" else None
+        es_covariance = cov if es_returns is None else None
         try:
             limit = enforce_es_limit(
                 weights, config.es_limit, method=config.es_method, confidence=config.es_confidence,
-                horizon_days=config.es_horizon_days, returns=_complete_rows(r) if needs_returns else None,
-                covariance=None if needs_returns else cov,
+                horizon_days=config.es_horizon_days, returns=es_returns, covariance=es_covariance,
                 periods_per_year=int(config.estimator.periods_per_year), nav_base_units=nav_base_units,
             )
         except (InsufficientHistoryError, InvalidPriceError) as exc:
@@ -739,6 +745,13 @@ def decide_targets(
         es_scale, es_before, es_after, es_reason = limit.scale, limit.es_before, limit.es_after, limit.reason
         common.update(es_before_base_units=limit.es_before_base_units, es_after_base_units=limit.es_after_base_units,
                       es_limit_base_units=limit.es_limit_base_units)
+        # The holdings themselves, by the same measure: above the limit they call for a trade even
+        # inside the drift band (the ES-limit trigger of policy_triggers).
+        common["es_current"] = 0.0 if not float(current.sum()) > 0.0 else portfolio_var_es(
+            current, method=config.es_method, confidence=config.es_confidence,
+            horizon_days=config.es_horizon_days, returns=es_returns, covariance=es_covariance,
+            periods_per_year=int(config.estimator.periods_per_year),
+        ).es
         reasons.append(es_reason)
         weights = np.array(limit.approved_weights, dtype=np.float64)
 
@@ -855,6 +868,7 @@ def policy_triggers(
         triggers, drift_bps=float(drift_bps), current_weights=current, target_weights=decision.target_weights,
         covariance=decision.covariance, reference_covariance=reference, days_since_rebalance=days,
         universe_changed=changed and float(np.sum(current)) > 0.0,
+        es_current=decision.es_current, es_limit=decision.es_limit,
     )
 
 

@@ -2,8 +2,9 @@
 
 Starts a local Anvil forked from ``URL`` at its latest block, builds the keeper against the fork, runs
 :meth:`keeper.runner.Keeper.plan_tick` there (the same reads, breakers, decision policy, planner, triggers,
-quotes and cost gate as the live tick; the fork's keeper journals nothing, so the triggers see no previous
-rebalance and the allocator no previous target), then impersonates the keeper's address (``anvil_impersonateAccount``,
+quotes and cost gate as the live tick, against an in-memory copy of the live keeper's journal: the triggers
+see its last rebalance and the allocator its previous target, and nothing is written to the live journal),
+then impersonates the keeper's address (``anvil_impersonateAccount``,
 funded with ``anvil_setBalance``) and sends the planned ``rebalance`` on the fork. Reports each leg's
 ``amountIn``/``amountOut``/oracle output and realised slippage (from the ``LegExecuted`` events), NAV
 before and after, and gas. The source chain only ever receives reads from the fork's lazy state
@@ -99,7 +100,8 @@ def simulate_on_fork(
         fork_block = w3.eth.block_number
         fork_config = config.model_copy(update={"rpc_url": node.rpc_url, "rpc_fallback_urls": []})
         # Quoting and calldata need no key; a throwaway key stands in and never signs anything here.
-        keeper = Keeper(fork_config, w3=w3, private_key=Account.create().key.hex(), journal=Journal(":memory:"))
+        keeper = Keeper(fork_config, w3=w3, private_key=Account.create().key.hex(),
+                        journal=Journal.snapshot(config.journal_path))
         keeper.previous_prices_usd = _previous_prices(config.journal_path, keeper.reader.symbols)
         result: dict[str, Any] = {"fork_url": fork_url, "fork_block": fork_block, "keeper": keeper_address}
         report = keeper.plan_tick()

@@ -11,7 +11,10 @@ A decision has two stages, so that the (possibly expensive) quoting happens only
      current covariance (:func:`rrc_drift`);
    * **regime shift**: the distance between the covariance now and the one the last rebalance used
      (:func:`covariance_distance`), or a change of the asset universe;
-   * **time**: days since the last rebalance.
+   * **time**: days since the last rebalance;
+   * **ES limit**: the Expected Shortfall of the current holdings above the vault's limit (holdings
+     that drifted into a breach inside the drift band).  A breach is not gated on cost: a limit is a
+     constraint, not a preference.
 
 2. :func:`apply_cost_gate`: given the actual trade (after quoting) and its cost, trade only when the
    expected risk improvement is worth the cost (:func:`expected_risk_benefit`).
@@ -86,6 +89,8 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 BPS = 10_000
 DAYS_PER_YEAR = 365
+# Prefix of the reason the ES-limit trigger fires with.
+ES_LIMIT_TRIGGER = "ES limit"
 
 
 @dataclass(frozen=True)
@@ -318,6 +323,8 @@ def check_triggers(
     reference_covariance: npt.ArrayLike | None,
     days_since_rebalance: float | None,
     universe_changed: bool = False,
+    es_current: float | None = None,
+    es_limit: float | None = None,
 ) -> TriggerSignals:
     """Stage 1 of a decision: which triggers fire.
 
@@ -336,6 +343,10 @@ def check_triggers(
         Days since the last rebalance (``None`` when there was none).
     universe_changed : bool
         The set of assets differs from the last rebalance's (fires ``"universe changed"``).
+    es_current, es_limit : float or None
+        Expected Shortfall of the current holdings and the vault's limit, fractions of NAV, in the
+        same measure (``PolicyDecision.es_current`` / ``es_limit``); fires ``"ES limit: ..."`` when
+        ``es_current > es_limit``.  Off when either is ``None``.
 
     Returns
     -------
@@ -364,6 +375,10 @@ def check_triggers(
         metrics["days_since_rebalance"] = float(days_since_rebalance)
         if policy.max_days_between is not None and days_since_rebalance >= policy.max_days_between:
             fired.append(f"time: {days_since_rebalance:g} days since the last rebalance >= {policy.max_days_between:g}")
+    if es_current is not None and es_limit is not None:
+        metrics["es_current"] = float(es_current)
+        if es_current > es_limit:
+            fired.append(f"{ES_LIMIT_TRIGGER}: ES of the holdings {es_current:.4%} of NAV > limit {es_limit:.4%}")
     return TriggerSignals(tuple(fired), metrics)
 
 
@@ -397,8 +412,9 @@ def apply_cost_gate(
         metrics["cost_breakdown"] = dict(cost_breakdown)
     if not signals.fired:
         return TriggerDecision(False, ("no trigger fired",), metrics)
-    # The first allocation and a universe change are structural: they are not gated on cost.
-    structural = any(r in ("first allocation", "universe changed") for r in signals.fired)
+    # The first allocation, a universe change and an ES-limit breach are not gated on cost.
+    structural = any(r in ("first allocation", "universe changed") or r.startswith(ES_LIMIT_TRIGGER)
+                     for r in signals.fired)
     if policy.cost_aware and not structural and benefit < policy.min_benefit_to_cost * cost:
         reason = (f"expected risk benefit {benefit:.0f} < {policy.min_benefit_to_cost:g} x cost {cost:.0f} "
                   "(base units): not worth trading")

@@ -335,6 +335,35 @@ def test_triggers_and_cost_gate_for_a_decision() -> None:
         LastRebalance(SYMBOLS, None, -1.0)
 
 
+def test_holdings_drifted_above_the_es_limit_trigger_a_trade_the_cost_gate_cannot_stop() -> None:
+    r = _returns(n_obs=200)  # 200 scenarios: the 99 % tail holds exactly 2
+    target = decide_targets(r, SYMBOLS, np.zeros(3)).target_weights
+    # Holdings within 2 % of the target weights (inside a 300 bps band) but tilted toward SOL, the
+    # most volatile asset, so that their ES exceeds a limit the target meets.
+    current = target + np.array([-0.02, -0.0, 0.02])
+    es_target, es_current = _historical_es(target, r, 2), _historical_es(current, r, 2)
+    assert es_current > es_target
+    limit = 0.5 * (es_target + es_current)
+    config = PolicyConfig(es_limit=limit, weight_drift_bps=300.0, cost_aware=True)
+    decision = decide_targets(r, SYMBOLS, current, config=config)
+    assert decision.es_current == pytest.approx(es_current, rel=1e-12) and not decision.es_binding
+    signals = policy_triggers(decision, config)
+    assert signals.metrics["drift_bps"] < 300.0
+    (fired,) = signals.fired
+    assert fired.startswith("ES limit: ES of the holdings") and signals.metrics["es_current"] == decision.es_current
+    # A limit breach is not weighed against its cost.
+    trade = evaluate_trade(decision, config, signals, post_trade_weights=current + 0.5 * (target - current),
+                           nav_base_units=10**12, cost=1e12)
+    assert trade.rebalance and trade.reasons == (fired,)
+    # Below the limit nothing fires; without a limit nothing is measured.
+    relaxed = decide_targets(r, SYMBOLS, current, config=PolicyConfig(es_limit=1.01 * es_current))
+    assert policy_triggers(relaxed, config).fired == ()
+    unlimited = decide_targets(r, SYMBOLS, current)
+    assert unlimited.es_current is None and "es_current" not in policy_triggers(unlimited, config).metrics
+    # The journal record keeps it.
+    assert PolicyDecision.from_dict(decision.as_dict()).es_current == decision.es_current
+
+
 # --------------------------------------------------------------------------- through the backtest
 def test_the_backtest_records_the_policy_and_respects_the_es_limit() -> None:
     panel = load_price_panel(DEFAULT_PRICES_CSV, ["BTC", "ETH", "SOL", "DOGE"], end=dt.date(2022, 9, 30))

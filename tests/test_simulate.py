@@ -74,3 +74,26 @@ def test_simulate_cli(chain: System, tmp_path, capsys, monkeypatch) -> None:
     text = capsys.readouterr().out
     assert "rebalanced" in text and "slippage" in text and "gas used" in text
     assert chain.vault.functions.rebalanceEpoch().call() == 0
+
+
+def test_simulation_reads_a_copy_of_the_live_journal_and_writes_nothing_to_it(chain: System, tmp_path) -> None:
+    chain.deposit(chain.alice, 120_000)
+    journal_path = tmp_path / "live.sqlite"
+    config = chain.keeper_config(journal_path=journal_path, max_days_between=30.0)
+    from keeper.chain import ANVIL_KEYS
+    from keeper.journal import Journal
+    from keeper.runner import Keeper
+
+    live = Keeper(config, w3=chain.w3, private_key=ANVIL_KEYS[1], journal=Journal(journal_path))
+    assert live.run_once().status == "rebalanced"
+    live.journal.close()
+    rows_before = Journal(journal_path).ticks()
+
+    result = simulate_on_fork(config, chain.rpc_url, keeper_address=chain.keeper)
+
+    # The fork's tick knew the live rebalance: the time trigger measured the days since it, and with the
+    # vault on target nothing fired.
+    assert result["status"] == "skipped", result
+    assert result["trigger"]["metrics"]["days_since_rebalance"] < 1.0
+    assert result["trigger"]["reasons"] == ["no trigger fired"]
+    assert Journal(journal_path).ticks() == rows_before  # the live journal is untouched
