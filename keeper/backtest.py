@@ -518,7 +518,7 @@ class BacktestConfig:
                 es_horizon_days=self.es_horizon_days, weight_drift_bps=p.weight_drift_bps, rrc_band=p.rrc_band,
                 regime_distance=p.regime_distance, max_days_between=p.max_days_between, cost_aware=p.cost_aware,
                 risk_aversion=p.risk_aversion, benefit_horizon_days=p.horizon_days,
-                min_benefit_to_cost=p.min_benefit_to_cost,
+                min_benefit_to_cost=p.min_benefit_to_cost, es_trigger_tolerance=p.es_trigger_tolerance,
             )
         except ValueError as exc:  # pydantic's ValidationError
             raise ConfigError(f"invalid backtest policy: {exc}") from exc

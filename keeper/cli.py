@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure of --es-limit (default historical)")
     bt.add_argument("--es-confidence", type=float, default=0.99, help="confidence of --es-limit (default 0.99)")
     bt.add_argument("--es-horizon", type=int, default=1, help="horizon of --es-limit, days (default 1)")
+    bt.add_argument("--es-tolerance", type=float, default=0.1,
+                    help="holdings above --es-limit by more than this fraction of it trigger a trade (default 0.1)")
 
     args = parser.parse_args(argv)
     from keeper.logs import configure_logging
@@ -191,7 +193,8 @@ def _backtest(args: argparse.Namespace) -> None:
         rebalance_every_days=args.rebalance_every,
         policy=TriggerPolicy(weight_drift_bps=args.drift_bps, rrc_band=args.rrc_band,
                              regime_distance=args.regime_distance, max_days_between=args.max_days,
-                             cost_aware=not args.no_cost_gate, risk_aversion=args.risk_aversion),
+                             cost_aware=not args.no_cost_gate, risk_aversion=args.risk_aversion,
+                             es_trigger_tolerance=args.es_tolerance),
         pools=PoolModel(fee_pips=args.fee_pips, depth_usd=args.pool_depth),
         gas=GasModel(base_fee_gwei=args.base_fee_gwei, eth_price_usd=args.eth_price),
         estimator_method=args.estimator,

@@ -156,6 +156,10 @@ class KeeperConfig(BaseModel):
     )
     es_confidence: float = Field(0.99, ge=0.5, lt=1.0, description="ES confidence level, fraction")
     es_horizon_days: int = Field(1, ge=1, description="ES horizon, days")
+    es_trigger_tolerance: float = Field(
+        0.1, ge=0, description="trigger: holdings whose ES exceeds es_limit by more than this fraction of it "
+        "are traded back (0.1: above 110 % of the limit)"
+    )
     min_weight: dict[str, float] | None = Field(
         None, description="lower bound by symbol on the risky sleeve's weights, fraction in [0, 1]"
     )

@@ -98,6 +98,7 @@ _KEEPER_CONFIG_FIELDS = (
     "max_condition_number", "allocator", "volatility_target", "max_gross_exposure", "es_limit", "es_method",
     "es_confidence", "es_horizon_days", "min_weight", "max_weight", "rrc_band", "regime_distance",
     "max_days_between", "cost_aware", "risk_aversion", "benefit_horizon_days", "min_benefit_to_cost",
+    "es_trigger_tolerance",
 )
 EsMethod = Literal["historical", "gaussian", "cornish_fisher"]
 
@@ -171,6 +172,10 @@ class PolicyConfig(BaseModel):
         30.0, gt=0.0, allow_inf_nan=False, description="cost gate: days over which the risk benefit counts",
     )
     min_benefit_to_cost: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="cost gate's k")
+    es_trigger_tolerance: float = Field(
+        0.1, ge=0.0, allow_inf_nan=False,
+        description="trigger: holdings whose ES exceeds es_limit by more than this fraction of it are traded back",
+    )
 
     @model_validator(mode="after")
     def _check_maps(self) -> "PolicyConfig":
@@ -203,7 +208,7 @@ class PolicyConfig(BaseModel):
         has under the same name (``max_condition_number``, ``allocator``, ``volatility_target``,
         ``max_gross_exposure``, ``es_*``, ``min_weight``, ``max_weight``, ``rrc_band``, ``regime_distance``,
         ``max_days_between``, ``cost_aware``, ``risk_aversion``, ``benefit_horizon_days``,
-        ``min_benefit_to_cost``; an older config without them keeps this class's defaults), then
+        ``min_benefit_to_cost``, ``es_trigger_tolerance``; an older config without them keeps this class's defaults), then
         ``overrides`` (any field of this class).
 
         With a default ``KeeperConfig`` and no override this is ``PolicyConfig()``.
@@ -236,6 +241,7 @@ class PolicyConfig(BaseModel):
             weight_drift_bps=self.weight_drift_bps, rrc_band=self.rrc_band, regime_distance=self.regime_distance,
             max_days_between=self.max_days_between, cost_aware=self.cost_aware, risk_aversion=self.risk_aversion,
             horizon_days=self.benefit_horizon_days, min_benefit_to_cost=self.min_benefit_to_cost,
+            es_trigger_tolerance=self.es_trigger_tolerance,
         )
 
 

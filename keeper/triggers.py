@@ -12,8 +12,8 @@ A decision has two stages, so that the (possibly expensive) quoting happens only
    * **regime shift**: the distance between the covariance now and the one the last rebalance used
      (:func:`covariance_distance`), or a change of the asset universe;
    * **time**: days since the last rebalance;
-   * **ES limit**: the Expected Shortfall of the current holdings above the vault's limit (holdings
-     that drifted into a breach inside the drift band).  A breach is not gated on cost: a limit is a
+   * **ES limit**: the Expected Shortfall of the current holdings above the vault's limit by more than
+     a tolerance (holdings that drifted into a breach inside the drift band).  A breach is not gated on cost: a limit is a
      constraint, not a preference.
 
 2. :func:`apply_cost_gate`: given the actual trade (after quoting) and its cost, trade only when the
@@ -116,6 +116,11 @@ class TriggerPolicy:
         Days over which the improvement is counted (the expected time to the next decision).
     min_benefit_to_cost : float
         :math:`k` of the gate.
+    es_trigger_tolerance : float
+        The ES-limit trigger fires when the holdings' ES exceeds the limit by more than this
+        fraction of it (0.1: above 110 % of the limit).  A target de-risked by the limit sits exactly
+        at it, and the ES of unchanged holdings moves with every day's scenarios: without a band,
+        half the days would trade.
     """
 
     weight_drift_bps: float | None = 300.0
@@ -126,6 +131,7 @@ class TriggerPolicy:
     risk_aversion: float = 5.0
     horizon_days: float = 30.0
     min_benefit_to_cost: float = 1.0
+    es_trigger_tolerance: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("weight_drift_bps", "rrc_band", "regime_distance", "max_days_between"):
@@ -136,6 +142,8 @@ class TriggerPolicy:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+        if not (math.isfinite(self.es_trigger_tolerance) and self.es_trigger_tolerance >= 0):
+            raise ConfigError(f"es_trigger_tolerance must be a finite fraction >= 0, got {self.es_trigger_tolerance!r}")
 
 
 @dataclass(frozen=True)
@@ -346,7 +354,7 @@ def check_triggers(
     es_current, es_limit : float or None
         Expected Shortfall of the current holdings and the vault's limit, fractions of NAV, in the
         same measure (``PolicyDecision.es_current`` / ``es_limit``); fires ``"ES limit: ..."`` when
-        ``es_current > es_limit``.  Off when either is ``None``.
+        ``es_current > es_limit × (1 + policy.es_trigger_tolerance)``.  Off when either is ``None``.
 
     Returns
     -------
@@ -377,8 +385,10 @@ def check_triggers(
             fired.append(f"time: {days_since_rebalance:g} days since the last rebalance >= {policy.max_days_between:g}")
     if es_current is not None and es_limit is not None:
         metrics["es_current"] = float(es_current)
-        if es_current > es_limit:
-            fired.append(f"{ES_LIMIT_TRIGGER}: ES of the holdings {es_current:.4%} of NAV > limit {es_limit:.4%}")
+        ceiling = es_limit * (1.0 + policy.es_trigger_tolerance)
+        if es_current > ceiling:
+            fired.append(f"{ES_LIMIT_TRIGGER}: ES of the holdings {es_current:.4%} of NAV > limit {es_limit:.4%} "
+                         f"+ {policy.es_trigger_tolerance:.0%}")
     return TriggerSignals(tuple(fired), metrics)
 
 

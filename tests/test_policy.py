@@ -340,11 +340,11 @@ def test_holdings_drifted_above_the_es_limit_trigger_a_trade_the_cost_gate_canno
     target = decide_targets(r, SYMBOLS, np.zeros(3)).target_weights
     # Holdings within 2 % of the target weights (inside a 300 bps band) but tilted toward SOL, the
     # most volatile asset, so that their ES exceeds a limit the target meets.
-    current = target + np.array([-0.02, -0.0, 0.02])
+    current = target + np.array([-0.025, 0.0, 0.025])
     es_target, es_current = _historical_es(target, r, 2), _historical_es(current, r, 2)
-    assert es_current > es_target
-    limit = 0.5 * (es_target + es_current)
-    config = PolicyConfig(es_limit=limit, weight_drift_bps=300.0, cost_aware=True)
+    limit = es_current / 1.03  # the holdings 3 % above the limit, the target within it
+    assert es_target < limit
+    config = PolicyConfig(es_limit=limit, weight_drift_bps=300.0, cost_aware=True, es_trigger_tolerance=0.02)
     decision = decide_targets(r, SYMBOLS, current, config=config)
     assert decision.es_current == pytest.approx(es_current, rel=1e-12) and not decision.es_binding
     signals = policy_triggers(decision, config)
@@ -355,9 +355,12 @@ def test_holdings_drifted_above_the_es_limit_trigger_a_trade_the_cost_gate_canno
     trade = evaluate_trade(decision, config, signals, post_trade_weights=current + 0.5 * (target - current),
                            nav_base_units=10**12, cost=1e12)
     assert trade.rebalance and trade.reasons == (fired,)
-    # Below the limit nothing fires; without a limit nothing is measured.
-    relaxed = decide_targets(r, SYMBOLS, current, config=PolicyConfig(es_limit=1.01 * es_current))
-    assert policy_triggers(relaxed, config).fired == ()
+    # Within the tolerance (3 % over a 5 % band) or below the limit nothing fires; without a limit
+    # nothing is measured.
+    tolerant = config.model_copy(update={"es_trigger_tolerance": 0.05})
+    assert policy_triggers(decide_targets(r, SYMBOLS, current, config=tolerant), tolerant).fired == ()
+    relaxed = config.model_copy(update={"es_limit": 1.01 * es_current})
+    assert policy_triggers(decide_targets(r, SYMBOLS, current, config=relaxed), relaxed).fired == ()
     unlimited = decide_targets(r, SYMBOLS, current)
     assert unlimited.es_current is None and "es_current" not in policy_triggers(unlimited, config).metrics
     # The journal record keeps it.
