@@ -7,7 +7,9 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from keeper.errors import KeeperError
@@ -128,18 +130,29 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             from keeper.config import load_config
             from keeper.metrics import MetricsServer
-            from keeper.runner import Keeper, make_metrics, run_forever
+            from keeper.runner import Keeper, make_metrics, run_forever, start_when_reachable
 
             config = load_config(args.config)
             if config.log_json:
                 configure_logging(json_output=True)
             port = config.metrics_port if args.metrics_port is None else args.metrics_port
-            keeper = Keeper(config)
             if args.once:
+                keeper = Keeper(config)
                 keeper.startup()
                 report = keeper.run_once()
                 print(f"{report.status}: {report.reason or ''}")
                 return 0 if report.status != "error" else 1
+            # A node that is down at start is waited for (SIGTERM/SIGINT end the wait, exit 0).
+            stop = threading.Event()
+            handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                keeper = start_when_reachable(lambda: Keeper(config), stop)
+            finally:
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
+            if keeper is None:
+                logging.getLogger("keeper").info("keeper stopped before the chain became reachable")
+                return 0
             server = None
             if port:
                 keeper.metrics = make_metrics(config, keeper.w3.provider)

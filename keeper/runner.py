@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from web3 import Web3
@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from keeper.config import KeeperConfig
 from keeper.costs import GasModel, TradeCost, cost_from_quotes, gas_cost_base_units
-from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, ShutdownRequestedError
+from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, RpcUnavailableError, ShutdownRequestedError
 from keeper.estimation import simple_returns
 from keeper.executor import ExecutionResult, Executor
 from keeper.hedging import HedgeTriggerConfig, OverlayConfig
@@ -166,6 +166,8 @@ class Keeper:
         self.previous_prices_usd: np.ndarray | None = self._last_journalled_prices()
         self._stop = threading.Event()
         self._journal_lock = threading.Lock()
+        #: True once :meth:`startup` has completed (``run_forever`` then does not repeat it).
+        self.started = False
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -196,6 +198,7 @@ class Keeper:
             self._update_balance()
         except KeeperError as exc:  # an RPC hiccup at start-up: the first tick and heartbeat retry
             log.warning("could not read the keeper's balance at start-up: %s", exc)
+        self.started = True
 
     # --- one tick ------------------------------------------------------------------------------
 
@@ -802,6 +805,58 @@ def make_metrics(keeper_config: KeeperConfig, provider: Any = None) -> KeeperMet
     )
 
 
+def start_when_reachable(
+    make_keeper: Callable[[], Keeper],
+    stop: threading.Event,
+    *,
+    initial_delay_seconds: float = 1.0,
+    max_delay_seconds: float = 60.0,
+) -> Keeper | None:
+    """Builds the keeper and runs its start-up reconciliation, waiting for the chain if it is down.
+
+    A keeper started while every RPC endpoint is unreachable (a node restarting, a provider outage)
+    waits instead of exiting: each :class:`~keeper.errors.RpcUnavailableError` from the
+    construction (which reads the vault) or from :meth:`Keeper.startup` is logged and retried after
+    an exponential backoff (``initial_delay_seconds``, doubling, capped at ``max_delay_seconds``).
+    Nothing is sent before the start-up reconciliation has run, so waiting loses nothing.
+
+    Parameters
+    ----------
+    make_keeper : callable
+        Builds a :class:`Keeper` (e.g. ``lambda: Keeper(config)``).
+    stop : threading.Event
+        Set (SIGTERM/SIGINT) to give up waiting; the wait wakes at once.
+
+    Returns
+    -------
+    Keeper or None
+        The started keeper (``started`` is True), or None when ``stop`` was set first.
+
+    Raises
+    ------
+    KeeperError
+        Any other error (a wrong address, a bad key, a journal that cannot be reconciled): waiting
+        would not fix it.
+    """
+    delay = initial_delay_seconds
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        try:
+            keeper = make_keeper()
+            keeper.startup()
+            if attempt > 1:
+                log.info("chain reachable after %d attempt(s): keeper started", attempt)
+            return keeper
+        except RpcUnavailableError as exc:
+            log.warning("cannot start yet, the chain is unreachable (attempt %d): %s; retrying in %.0f s",
+                        attempt, exc, delay)
+        if stop.wait(delay):
+            break
+        delay = min(2.0 * delay, max_delay_seconds)
+    return None
+
+
 def run_forever(
     keeper: Keeper,
     interval_seconds: float | None = None,
@@ -832,7 +887,8 @@ def run_forever(
     if install_signal_handlers and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
-    keeper.startup()
+    if not keeper.started:
+        keeper.startup()
     scheduler = build_scheduler(keeper)
     scheduler.start()
     log.info("keeper started: vault %s, keeper %s, schedule %s", keeper.config.vault_address,

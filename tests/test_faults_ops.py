@@ -440,3 +440,61 @@ def test_keepers_colliding_after_simulation_lose_on_chain_and_pay_only_gas(node:
             assert "EpochMismatch" in reports[i].reason or "reverted on chain" in reports[i].reason
             assert after["balances"][address] < before["balances"][address]  # the loser paid gas for its revert
     node.assert_no_funds_lost(before, after)
+
+
+# --- A keeper started while the chain is down -------------------------------------------------------
+
+
+def test_a_keeper_started_while_every_rpc_is_down_waits_then_runs(node: KillableChain, proxy: RpcProxy,
+                                                                   tmp_path) -> None:
+    _deposit(node, 150_000)
+    before = node.ledger([KEEPER])
+    proxy.fail(10_000, "503")  # the only endpoint answers 503 to everything
+    journal = tmp_path / "journal.sqlite"
+    values = dict(rpc_url=proxy.url, vault_address=node.deployment.vault, quoter_address=node.deployment.quoter,
+                  lookback_days=45, min_observations=30, half_life_days=20, drift_threshold_bps=100,
+                  interval_seconds=2.0, heartbeat_seconds=30, rpc_max_attempts=2, rpc_backoff_initial_seconds=0.05,
+                  rpc_backoff_max_seconds=0.1, journal_path=journal)
+    process = _spawn(values, tmp_path, "late", ANVIL_KEYS[1])
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while sum("cannot start yet" in line for line in lines) < 2:  # waited, and is still waiting
+            assert process.poll() is None, "the keeper exited:\n" + "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        assert node.ledger([KEEPER]) == before
+        assert not journal.exists() or read_journal(journal, 10)["ticks"] == []  # no tick before the start
+        proxy.clear()  # the node is back
+        deadline = time.monotonic() + 120
+        while node.vault.functions.rebalanceEpoch().call() == before["epoch"]:
+            assert process.poll() is None, "the keeper exited:\n" + "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, "".join(lines)
+    finally:
+        process.kill()
+    assert any("chain reachable after" in line for line in lines), "".join(lines)
+    after = node.ledger([KEEPER])
+    assert after["epoch"] == before["epoch"] + 1
+    node.assert_no_funds_lost(before, after)
+
+
+def test_a_keeper_waiting_for_the_chain_stops_on_sigterm(tmp_path) -> None:
+    values = dict(rpc_url=f"http://127.0.0.1:{free_port()}", vault_address="0x" + "11" * 20,
+                  quoter_address="0x" + "22" * 20, rpc_max_attempts=1, journal_path=tmp_path / "j.sqlite")
+    process = _spawn(values, tmp_path, "never", ANVIL_KEYS[1])
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any("cannot start yet" in line for line in lines):
+            assert process.poll() is None, "the keeper exited:\n" + "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, "".join(lines)
+    finally:
+        process.kill()

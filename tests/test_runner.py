@@ -228,3 +228,40 @@ def test_sigterm_during_a_send_lets_it_finish(chain: System, tmp_path) -> None:
     assert [t["status"] for t in ticks] == ["rebalanced", "shutdown"]
     assert chain.vault.functions.rebalanceEpoch().call() == 1
     assert ticks[0]["tx_hash"].startswith("0x") and ticks[0]["gas_used"] > 0
+
+
+def test_start_when_reachable_retries_only_an_unreachable_chain() -> None:
+    import threading
+
+    from keeper.errors import ConfigError, RpcUnavailableError
+    from keeper.runner import start_when_reachable
+
+    class Started:
+        started = False
+
+        def startup(self) -> None:
+            self.started = True
+
+    calls: list[int] = []
+
+    def flaky() -> Started:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RpcUnavailableError("eth_call failed on every RPC endpoint")
+        return Started()
+
+    stop = threading.Event()
+    keeper = start_when_reachable(flaky, stop, initial_delay_seconds=0.01, max_delay_seconds=0.02)
+    assert isinstance(keeper, Started) and keeper.started and len(calls) == 3
+
+    def wrong_address() -> Started:
+        raise ConfigError("vault_address is not a vault")
+
+    with pytest.raises(ConfigError):
+        start_when_reachable(wrong_address, stop, initial_delay_seconds=0.01)
+
+    def down() -> Started:
+        raise RpcUnavailableError("down")
+
+    threading.Timer(0.2, stop.set).start()
+    assert start_when_reachable(down, stop, initial_delay_seconds=0.05, max_delay_seconds=0.05) is None
