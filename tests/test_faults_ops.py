@@ -445,6 +445,22 @@ def test_keepers_colliding_after_simulation_lose_on_chain_and_pay_only_gas(node:
 # --- A keeper started while the chain is down -------------------------------------------------------
 
 
+def _output(process: subprocess.Popen) -> list[str]:
+    """The process's output lines, collected by a reader thread as they come."""
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    return lines
+
+
+def _wait_while_running(condition: Any, process: subprocess.Popen, lines: list[str], seconds: float) -> None:
+    """Polls ``condition`` until it holds; fails if the process exits first or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, "the keeper exited:\n" + "".join(lines)
+        assert time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.1)
+
+
 def test_a_keeper_started_while_every_rpc_is_down_waits_then_runs(node: KillableChain, proxy: RpcProxy,
                                                                    tmp_path) -> None:
     _deposit(node, 150_000)
@@ -456,22 +472,15 @@ def test_a_keeper_started_while_every_rpc_is_down_waits_then_runs(node: Killable
                   interval_seconds=2.0, heartbeat_seconds=30, rpc_max_attempts=2, rpc_backoff_initial_seconds=0.05,
                   rpc_backoff_max_seconds=0.1, journal_path=journal)
     process = _spawn(values, tmp_path, "late", ANVIL_KEYS[1])
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    lines = _output(process)
     try:
-        deadline = time.monotonic() + 60
-        while sum("cannot start yet" in line for line in lines) < 2:  # waited, and is still waiting
-            assert process.poll() is None, "the keeper exited:\n" + "".join(lines)
-            assert time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.1)
+        # Waited, and is still waiting.
+        _wait_while_running(lambda: sum("cannot start yet" in line for line in lines) >= 2, process, lines, 60)
         assert node.ledger([KEEPER]) == before
         assert not journal.exists() or read_journal(journal, 10)["ticks"] == []  # no tick before the start
         proxy.clear()  # the node is back
-        deadline = time.monotonic() + 120
-        while node.vault.functions.rebalanceEpoch().call() == before["epoch"]:
-            assert process.poll() is None, "the keeper exited:\n" + "".join(lines)
-            assert time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.2)
+        _wait_while_running(lambda: node.vault.functions.rebalanceEpoch().call() > before["epoch"], process,
+                            lines, 120)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, "".join(lines)
     finally:
@@ -486,14 +495,9 @@ def test_a_keeper_waiting_for_the_chain_stops_on_sigterm(tmp_path) -> None:
     values = dict(rpc_url=f"http://127.0.0.1:{free_port()}", vault_address="0x" + "11" * 20,
                   quoter_address="0x" + "22" * 20, rpc_max_attempts=1, journal_path=tmp_path / "j.sqlite")
     process = _spawn(values, tmp_path, "never", ANVIL_KEYS[1])
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True).start()
+    lines = _output(process)
     try:
-        deadline = time.monotonic() + 60
-        while not any("cannot start yet" in line for line in lines):
-            assert process.poll() is None, "the keeper exited:\n" + "".join(lines)
-            assert time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.1)
+        _wait_while_running(lambda: any("cannot start yet" in line for line in lines), process, lines, 60)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, "".join(lines)
     finally:
