@@ -10,11 +10,12 @@ Options mode (``DemoOptions.options_mode``, ``keeper demo --options``) adds an `
 (:func:`keeper.deployment.deploy_options`) whose implied-volatility feeds get one answer a day: BTC from
 Deribit's DVOL (DVOL/100 as the ATM 30-day implied vol; a day without a value carries the last one
 forward and is flagged), every other asset from the realised-volatility proxy
-(:func:`keeper.implied_vol.realised_vol_proxy`, stated as derived in the report). Each tick the keeper's
-own tick estimates the covariance and the ERC targets (its drift threshold is set to 100 % so that it
-never trades spot itself: the targets apply to delta-adjusted exposures, which only the overlay step
-sees), then :class:`keeper.option_orders.OptionOverlay` settles expired series, plans the put overlay,
-decides the delta hedge and sends one ``rebalanceWithOptions``. The replay is then run a second time on
+(:func:`keeper.implied_vol.realised_vol_proxy`, stated as derived in the report). The keeper runs in its
+options mode (``option_market_address`` in its config, as a live keeper would): each tick estimates the
+covariance and the ERC targets, and instead of a spot-only rebalance its
+:class:`keeper.option_orders.OptionOverlay` step settles expired series (from the keeper's key, through
+its write-ahead journal), plans the put overlay, decides the delta hedge and sends one
+``rebalanceWithOptions``. The replay is then run a second time on
 a fresh chain with the same days, prices, volatilities, flows and hedge policy but no puts
 (``max_put_assets = 0``): the report compares the drawdowns of the two share prices.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -47,12 +48,10 @@ from keeper.hedging import HedgeTriggerConfig, OverlayConfig
 from keeper.implied_vol import DEFAULT_DVOL_CSV, ImpliedVolSeries, load_dvol, realised_vol_proxy
 from keeper.journal import Journal
 from keeper.optimizer import relative_risk_contributions
-from keeper.option_orders import OptionOverlay
 from keeper.report import DemoRecord, OptionsRecord, build_report
 from keeper.runner import Keeper
 
 SECONDS_PER_DAY = 86_400
-BPS = 10_000
 #: Depositors' first deposits, USD.
 INITIAL_DEPOSITS_USD = (400_000.0, 350_000.0, 250_000.0)
 
@@ -205,7 +204,6 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
             first_vols = [vol_series[sym].on(table.dates[first])[0] for sym in symbols]
             opt_deployment = deploy_options(w3, deployment, deployer, first_vols)
             opt_deployment.to_json(out / "options_deployment.json")
-            market = contract(w3, "OptionMarket", opt_deployment.market)
             vol_feeds = [contract(w3, "PushPriceFeed", opt_deployment.vol_feeds[a.token]) for a in deployment.assets]
             opt_record = OptionsRecord(
                 symbols=symbols,
@@ -225,16 +223,16 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
             half_life_days=options.half_life_days,
             lookback_days=options.lookback_days,
             min_observations=min(30, options.lookback_days - 1),
-            # Options mode: the keeper's own tick estimates and optimizes but never trades (the overlay step does).
-            drift_threshold_bps=options.drift_threshold_bps if overlay is None else 2 * BPS,
+            drift_threshold_bps=options.drift_threshold_bps,
             cash_buffer_bps=options.cash_buffer_bps if overlay is None else options.options_cash_buffer_bps,
             slippage_budget_bps=options.slippage_budget_bps,
             journal_path=journal_path,
+            # Options mode: the keeper's overlay step trades spot and options together (delta-adjusted targets).
+            option_market_address=None if overlay is None else opt_deployment.market,
+            overlay={} if overlay is None else asdict(policy),
+            hedge_trigger={} if overlay is None else asdict(options.hedge_trigger),
         )
         keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(journal_path))
-        if overlay is not None:
-            step_runner = OptionOverlay(keeper, market, policy, options.hedge_trigger,
-                                        settle=lambda fn: tx.transact(arb_addr, fn), settler=arb_addr)
         record = DemoRecord(symbols=symbols)
         one_share = 10 ** vault.functions.decimals().call()
         t_replay = time.perf_counter()
@@ -261,8 +259,9 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
             if step % options.rebalance_every_days == 0:
                 report = keeper.run_once()
             overlay_step = None
-            if overlay is not None and report is not None and report.target_weights is not None:
-                overlay_step = step_runner.step(report.target_weights, report.covariance)
+            if overlay is not None and report is not None:
+                overlay_step = keeper.last_overlay_step  # this tick's step, if it ran one
+                keeper.last_overlay_step = None
             tokens, balances = vault.functions.holdings().call()
             nav = vault.functions.totalAssets().call()
             record.add_day(

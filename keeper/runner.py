@@ -168,6 +168,9 @@ class Keeper:
         self._journal_lock = threading.Lock()
         #: True once :meth:`startup` has completed (``run_forever`` then does not repeat it).
         self.started = False
+        #: Options mode: the :class:`~keeper.option_orders.OverlayStepReport` of the last tick that ran the
+        #: overlay step (legs, premiums, settlements, hedge); None before one has.
+        self.last_overlay_step: OverlayStepReport | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -433,6 +436,7 @@ class Keeper:
         if self._stop.is_set():
             raise ShutdownRequestedError("shutdown requested before the overlay step; nothing was sent")
         step: OverlayStepReport = self.overlay.step(planned.target_weights, planned.covariance)
+        self.last_overlay_step = step
         timings.update({f"overlay_{k}": v for k, v in step.timings.items()})
         summary = {
             "status": step.status, "reason": step.reason, "tx_hash": step.tx_hash, "gas_used": step.gas_used,
