@@ -1212,22 +1212,7 @@ def risk_budgeting_weights(
     if not (tol.__class__ is float and 0.0 < tol < _INFINITY and max_iter.__class__ is int
             and max_iter >= 1):
         tol, max_iter = _solver_arguments(tol, max_iter)
-    # _run_kernel inlined: this function exists for loops where a call frame counts.
-    cov = _as_c_array(covariance, dtype=_FLOAT64)
-    n = cov.shape[0] if cov.ndim == 2 else 0
-    if risk_budget is None:
-        budget = _NO_BUDGET
-    else:
-        budget = _as_c_array(risk_budget, dtype=_FLOAT64)
-        if budget.shape != (n,):
-            n = 0
-    entry = _KERNEL_ENTRY[0]
-    if n and cov.shape[1] == n and entry is not None:
-        result = entry(cov, budget, tol, max_iter, check_positive_definite is not False)
-    else:
-        result = _run_kernel(
-            covariance, risk_budget, tol, max_iter, check_positive_definite is not False
-        )
+    result = _run_kernel(covariance, risk_budget, tol, max_iter, check_positive_definite is not False)
     if result[0] == _KERNEL_OK:
         return result[1][0]
     return np.array(_newton_risk_budgeting(covariance, risk_budget, tol, max_iter).weights)
