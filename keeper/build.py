@@ -28,6 +28,7 @@ CONTRACTS_DIR = PROJECT_ROOT / "contracts"
 NODE_MODULES = PROJECT_ROOT / "node_modules"
 BUILD_FILE = PROJECT_ROOT / "build" / "artifacts.json"
 ADAPTER = PROJECT_ROOT / "tools" / "solc" / "solc"
+PACKAGE_LOCK = PROJECT_ROOT / "package-lock.json"
 EVM_VERSION = "cancun"
 
 #: Uniswap V3 contracts deployed from their npm artifacts: name -> path under node_modules.
@@ -84,6 +85,45 @@ def _sources() -> dict[str, str]:
     }
 
 
+def _settings() -> dict[str, Any]:
+    """solc standard-JSON settings: optimizer, EVM version, remappings into ``node_modules``."""
+    return {
+        "optimizer": {"enabled": True, "runs": 200},
+        "evmVersion": EVM_VERSION,
+        "remappings": [
+            f"@openzeppelin/={NODE_MODULES}/@openzeppelin/",
+            f"@chainlink/={NODE_MODULES}/@chainlink/",
+            f"@uniswap/={NODE_MODULES}/@uniswap/",
+        ],
+        "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
+    }
+
+
+def _digest(sources: dict[str, str], solc: list[str], settings: dict[str, Any]) -> str:
+    """Content hash of everything the build output depends on.
+
+    The project's sources, the compiler (native binary path, or the npm adapter whose version is pinned by
+    ``package-lock.json``), the settings, and ``package-lock.json`` itself (it pins the imported
+    OpenZeppelin, Chainlink and Uniswap sources and the npm compiler).
+    """
+    lock = PACKAGE_LOCK.read_bytes() if PACKAGE_LOCK.exists() else b""
+    payload = json.dumps([sources, solc[-1], settings]).encode() + hashlib.sha256(lock).digest()
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _cached(digest: str) -> dict[str, Artifact] | None:
+    """The cached artifacts when ``build/artifacts.json`` was built from ``digest``, else ``None``."""
+    if not BUILD_FILE.exists():
+        return None
+    try:
+        cached = json.loads(BUILD_FILE.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if cached.get("digest") != digest:
+        return None
+    return {name: Artifact(name, a["abi"], a["bytecode"]) for name, a in cached["contracts"].items()}
+
+
 def compile_contracts(force: bool = False) -> dict[str, Artifact]:
     """Compiles ``contracts/`` (cached) and returns artifacts by contract name.
 
@@ -94,24 +134,16 @@ def compile_contracts(force: bool = False) -> dict[str, Artifact]:
     """
     sources = _sources()
     solc = find_solc()
-    digest = hashlib.sha256(json.dumps([sources, solc[-1], EVM_VERSION]).encode()).hexdigest()
-    if not force and BUILD_FILE.exists():
-        cached = json.loads(BUILD_FILE.read_text())
-        if cached.get("digest") == digest:
-            return {name: Artifact(name, a["abi"], a["bytecode"]) for name, a in cached["contracts"].items()}
+    settings = _settings()
+    digest = _digest(sources, solc, settings)
+    if not force:
+        cached = _cached(digest)
+        if cached is not None:
+            return cached
     standard_input = {
         "language": "Solidity",
         "sources": {path: {"content": text} for path, text in sources.items()},
-        "settings": {
-            "optimizer": {"enabled": True, "runs": 200},
-            "evmVersion": EVM_VERSION,
-            "remappings": [
-                f"@openzeppelin/={NODE_MODULES}/@openzeppelin/",
-                f"@chainlink/={NODE_MODULES}/@chainlink/",
-                f"@uniswap/={NODE_MODULES}/@uniswap/",
-            ],
-            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
-        },
+        "settings": settings,
     }
     proc = subprocess.run(
         [*solc, "--standard-json", "--base-path", str(PROJECT_ROOT), "--include-path", str(NODE_MODULES)],
@@ -152,8 +184,21 @@ def load_artifacts() -> dict[str, Artifact]:
     return artifacts
 
 
-def main() -> None:
-    """Entry point of ``python -m keeper.build``: compile and list the artifacts."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m keeper.build [--if-changed]``.
+
+    Without a flag it recompiles and lists the artifacts. With ``--if-changed`` (what ``./run`` calls
+    before every command) it compiles only when the content hash of sources, compiler, settings and
+    ``package-lock.json`` differs from the cached build, and prints one line when it does.
+    """
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if "--if-changed" in args:
+        if _cached(_digest(_sources(), find_solc(), _settings())) is None:
+            print("compiling contracts/ (sources, compiler or package-lock.json changed)...", file=sys.stderr)
+            compile_contracts(force=True)
+        return
     artifacts = compile_contracts(force=True)
     for name, art in sorted(artifacts.items()):
         print(f"{name:28s} {(len(art.bytecode) - 2) // 2:6d} bytes")

@@ -53,7 +53,9 @@ References
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections.abc import Callable
 import dataclasses
 from dataclasses import dataclass
@@ -1011,6 +1013,19 @@ def _ccd_solve(
 _KERNEL_ENTRY: list[Callable[..., tuple[int, FloatArray, float, int, float]] | None] = [None]
 
 
+def _announce_first_compile() -> None:
+    """Logs one line before the first call compiles the kernel (no on-disk cache yet).
+
+    numba compiles ``_ccd_kernel`` on its first call (about 10 s on a 2-core machine) and writes
+    the machine code to its cache; later processes load it in milliseconds. The cache index is
+    looked up where numba keeps it; if numba lays its cache out differently, nothing is logged.
+    """
+    cache = getattr(_ccd_kernel, "_cache", None)
+    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    if index is not None and not os.path.exists(index):
+        logging.getLogger(__name__).warning("compiling the solver kernel once, ~10 s (cached for later runs)")
+
+
 def _compiled_entry_point() -> Callable[..., tuple[int, FloatArray, float, int, float]] | None:
     """The kernel's compiled entry point for the wrapper's argument types, if available.
 
@@ -1259,6 +1274,7 @@ def _run_kernel(
         return _KERNEL_INVALID, _NO_BUDGET, 0.0, 0, 0.0
     entry = _KERNEL_ENTRY[0]
     if entry is None:
+        _announce_first_compile()
         result = _ccd_kernel(cov, budget, tol, max_iter, check_pd)
         _KERNEL_ENTRY[0] = _compiled_entry_point()
         return result
