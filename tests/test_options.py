@@ -14,6 +14,7 @@ import re
 
 import numpy as np
 import pytest
+from scipy import special, stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vollib.black_scholes_merton import black_scholes_merton as vollib_price
@@ -22,6 +23,7 @@ from vollib.black_scholes_merton.implied_volatility import implied_volatility as
 
 from keeper import options
 from keeper.errors import KeeperError, OptionInputError, SolverDidNotConvergeError
+from tolerances import ELEMENTARY_ULPS, ERFC_RELATIVE_ERROR, U, gamma
 
 SPOTS = (50.0, 100.0, 30_000.0)
 MONEYNESS = (0.5, 0.8, 0.95, 1.0, 1.05, 1.25, 2.0)
@@ -139,10 +141,20 @@ def test_put_call_parity(inputs):
     call = options.greeks(S, K, T, sigma, r, q, True)
     put = options.greeks(S, K, T, sigma, r, q, False)
     forward_value = S * math.exp(-q * T) - K * math.exp(-r * T)
-    assert call.price - put.price == pytest.approx(forward_value, rel=1e-12, abs=1e-12 * S)
-    assert call.delta - put.delta == pytest.approx(math.exp(-q * T), rel=1e-12)
-    assert call.gamma == pytest.approx(put.gamma, rel=1e-12)
-    assert call.vega == pytest.approx(put.vega, rel=1e-12)
+    # Each price is S e^{-qT} N(+-d1) - K e^{-rT} N(+-d2) (or the tail form, more accurate still): N within
+    # ERFC_RELATIVE_ERROR, e^{-qT}, e^{-rT}, ln(S/K) within ELEMENTARY_ULPS each, and n(d) * (error of d)
+    # <= max|x n(x)| * (a few U) since d's error is a few U times |d|. The two prices' absolute errors add,
+    # so the parity residual is bounded by their scale S e^{-qT} + K e^{-rT}, whatever the cancellation.
+    scale = S * math.exp(-q * T) + K * math.exp(-r * T)
+    parity_abs = scale * (2 * ERFC_RELATIVE_ERROR + 8 * (ELEMENTARY_ULPS + 4) * U)
+    assert call.price - put.price == pytest.approx(forward_value, rel=0, abs=parity_abs)
+    # N(d1) + N(-d1) = 1: each within ERFC_RELATIVE_ERROR (plus the shared d, which cancels to first
+    # order since n(d1) appears with opposite signs), times e^{-qT} (ELEMENTARY_ULPS) and two roundings.
+    delta_rel = 2 * ERFC_RELATIVE_ERROR + 4 * ELEMENTARY_ULPS * U + gamma(2)
+    assert call.delta - put.delta == pytest.approx(math.exp(-q * T), rel=delta_rel)
+    # Same path: gamma and vega do not depend on the option's sign, so they are computed identically.
+    assert call.gamma == put.gamma
+    assert call.vega == put.vega
     assert call.rho - put.rho == pytest.approx(K * T * math.exp(-r * T), rel=1e-10)
     # d/dt of the forward value S e^{-qT} - K e^{-rT} is q S e^{-qT} - r K e^{-rT}.
     assert call.theta - put.theta == pytest.approx(q * S * math.exp(-q * T) - r * K * math.exp(-r * T), rel=1e-9, abs=1e-10 * S)
@@ -151,25 +163,111 @@ def test_put_call_parity(inputs):
 def test_greeks_function_equals_the_single_greek_functions_and_units_helpers():
     s, k, t, v, r, q, c = _grid()
     g = options.greeks(s, k, t, v, r, q, c)
+    # Same path: greeks() and the single functions run the same array code on the same inputs.
     np.testing.assert_array_equal(g.price, options.price(s, k, t, v, r, q, c))
     np.testing.assert_array_equal(g.delta, options.delta(s, k, t, v, r, q, c))
     np.testing.assert_array_equal(g.gamma, options.gamma(s, k, t, v, r, q, c))
     np.testing.assert_array_equal(g.vega, options.vega(s, k, t, v, r, q, c))
     np.testing.assert_array_equal(g.theta, options.theta(s, k, t, v, r, q, c))
     np.testing.assert_array_equal(g.rho, options.rho(s, k, t, v, r, q, c))
-    np.testing.assert_allclose(options.theta_per_day(s, k, t, v, r, q, c) * 365.0, g.theta, rtol=1e-15)
-    np.testing.assert_allclose(g.theta_per_day * 365.0, g.theta, rtol=1e-15)
-    np.testing.assert_allclose(g.vega_per_point * 100.0, g.vega, rtol=1e-15)
+    # Same path: theta / 365 * 365 is two roundings; vega * 0.01 * 100 three (0.01 is itself rounded).
+    np.testing.assert_allclose(options.theta_per_day(s, k, t, v, r, q, c) * 365.0, g.theta, rtol=gamma(2))
+    np.testing.assert_allclose(g.theta_per_day * 365.0, g.theta, rtol=gamma(2))
+    np.testing.assert_allclose(g.vega_per_point * 100.0, g.vega, rtol=gamma(3))
+
+
+def _two_path_bounds(S: float, K: float, T: float, sigma: float, r: float, q: float, is_call: bool) -> dict[str, float]:
+    """First-order bound on |scalar path - array path| (absolute, in each output's units) for each output
+    of ``options.greeks``.
+
+    The two paths evaluate the same formulas on the same doubles. They differ where they call different
+    implementations: ``math.log``/``math.exp`` vs NumPy's (each within ``ELEMENTARY_ULPS`` ulp, so the
+    two differ by up to ``2 * ELEMENTARY_ULPS`` ulp <= ``4 * ELEMENTARY_ULPS * U`` relative) and
+    ``math.erfc`` vs ``scipy.special.ndtr`` for N(d) (each within ``ERFC_RELATIVE_ERROR``). Every
+    arithmetic step is correctly rounded on both paths but may round differently once its inputs differ
+    (at most ``2 U`` relative between the paths per step). Those differences are propagated with the
+    condition number of each step: through d = (ln(S/K) + (r - q) T) / v + v / 2 into every N(d),
+    n(d) and e^{-d^2/2} (relative sensitivity n(d)/N(d) and |d| per unit of d), and through the sums
+    where terms cancel (the price S e^{-qT} N(d1) - K e^{-rT} N(d2), theta's three terms, and the
+    erfcx difference of the out-of-the-money tail formula).
+    """
+    E = 4 * ELEMENTARY_ULPS * U  # relative difference of exp/log between the paths
+    v = sigma * math.sqrt(T)  # identical on both paths (sqrt and * correctly rounded, same inputs)
+    sign = 1.0 if is_call else -1.0
+    log_fk = math.log(S / K) + (r - q) * T
+    d1 = log_fk / v + 0.5 * v
+    d2 = d1 - v
+    # Absolute difference of d1 and d2: ln(S/K) differs by E relative; the sum, the division, the
+    # half-v sum and d1 - v each round (2 U relative to their result, all below the same scale).
+    delta_d = E * abs(math.log(S / K)) / v + 8 * U * ((abs(math.log(S / K)) + abs((r - q) * T)) / v + v)
+    # The 1/sqrt2 scaling of the erfc argument rounds once more: U |d| on the argument.
+    delta_d_arg = delta_d + U * max(abs(d1), abs(d2))
+
+    def cdf_rel(d: float) -> float:  # N(sign d): implementations + argument sensitivity n(d)/N(sign d)
+        hazard = math.exp(stats.norm.logpdf(d) - stats.norm.logcdf(sign * d))
+        return 2 * ERFC_RELATIVE_ERROR + 4 * U + hazard * delta_d_arg
+
+    def gauss_rel(d: float) -> float:  # e^{-d^2/2}: exp + argument sensitivity |d| + rounding of d*d/2
+        return E + abs(d) * delta_d + 2 * U * d * d + 2 * U
+
+    df_q_rel = E + 2 * U * abs(q * T)
+    df_r_rel = E + 2 * U * abs(r * T)
+    n1, n2 = stats.norm.cdf(sign * d1), stats.norm.cdf(sign * d2)
+    pdf = stats.norm.pdf(d1)
+    fq, fr = math.exp(-q * T), math.exp(-r * T)
+    n1_rel, n2_rel, pdf_rel = cdf_rel(d1), cdf_rel(d2), gauss_rel(d1)
+    bounds = {
+        "delta": fq * n1 * (df_q_rel + n1_rel + 4 * U),
+        "gamma": fq * pdf / (S * v) * (df_q_rel + pdf_rel + 8 * U),
+        "vega": S * fq * pdf * math.sqrt(T) * (df_q_rel + pdf_rel + 8 * U),
+        "rho": K * T * fr * n2 * (df_r_rel + n2_rel + 6 * U),
+    }
+    if sign * d1 < 0.0:
+        # Tail formula: V = sign K e^{-rT} e^{-d2^2/2} [erfcx(a) - erfcx(b)] / 2 with a = -sign d1/sqrt2,
+        # b = -sign d2/sqrt2. scipy's erfcx is the same compiled function on both paths, so only the
+        # argument difference propagates, through erfcx'(x) = 2 x erfcx(x) - 2/sqrt(pi), plus the
+        # rounding of the subtraction, both relative to the (possibly small) difference D.
+        a, b = -sign * d1 / math.sqrt(2.0), -sign * d2 / math.sqrt(2.0)
+        ea, eb = float(special.erfcx(a)), float(special.erfcx(b))
+        slope = abs(2 * a * ea - 2 / math.sqrt(math.pi)) + abs(2 * b * eb - 2 / math.sqrt(math.pi))
+        d_rel = (slope * delta_d_arg / math.sqrt(2.0) + 4 * U * (ea + eb)) / abs(ea - eb)
+        price = 0.5 * K * fr * math.exp(-0.5 * d2 * d2) * abs(ea - eb)
+        bounds["price"] = price * (df_r_rel + gauss_rel(d2) + d_rel + 8 * U)
+    else:
+        term1, term2 = S * fq * n1, K * fr * n2
+        price = abs(term1 - term2)
+        bounds["price"] = term1 * (df_q_rel + n1_rel + 4 * U) + term2 * (df_r_rel + n2_rel + 4 * U) + 2 * U * price
+    carry = abs(q * S * fq * n1)
+    rate = abs(r * K * fr * n2)
+    diffusion = S * fq * pdf * sigma / (2.0 * math.sqrt(T))
+    theta = abs(sign * (q * S * fq * n1 - r * K * fr * n2) - diffusion)
+    bounds["theta"] = (
+        carry * (df_q_rel + n1_rel + 6 * U) + rate * (df_r_rel + n2_rel + 6 * U) + diffusion * (df_q_rel + pdf_rel + 10 * U)
+        + 4 * U * theta
+    )
+    return bounds
+
+
+# Below the normal range a result loses relative precision: a subnormal e^{-d^2/2} carries an absolute
+# error of one subnormal spacing (2^-1074), which the following products scale by at most K e^{-rT}
+# times the erfcx difference (< 1e6 on this grid).
+_SUBNORMAL_ABS = 2.0**-1074 * 1e6
 
 
 def test_scalar_fast_path_agrees_with_the_array_path():
     s, k, t, v, r, q, c = _grid()
     arrays = options.greeks(s, k, t, v, r, q, c)
     for i in range(0, s.size, 7):
-        one = options.greeks(float(s[i]), float(k[i]), float(t[i]), float(v[i]), float(r[i]), float(q[i]), bool(c[i]))
+        args = (float(s[i]), float(k[i]), float(t[i]), float(v[i]), float(r[i]), float(q[i]), bool(c[i]))
+        one = options.greeks(*args)
+        bounds = _two_path_bounds(*args)
         for name in ("price", "delta", "gamma", "vega", "theta", "rho"):
-            assert float(getattr(one, name)) == pytest.approx(float(getattr(arrays, name)[i]), rel=1e-13, abs=1e-290)
-        assert float(options.price(float(s[i]), float(k[i]), float(t[i]), float(v[i]), float(r[i]), float(q[i]), bool(c[i]))) == float(one.price)
+            expected = float(getattr(arrays, name)[i])
+            # First-order bound; the second-order remainder is at most bound^2 / |value| (relative bound squared).
+            bound = bounds[name] * (1.0 + bounds[name] / max(abs(expected), _SUBNORMAL_ABS)) + _SUBNORMAL_ABS
+            assert abs(float(getattr(one, name)) - expected) <= bound, (name, args, bound)
+        # The single-output functions take the same fast path: bit-identical to greeks().
+        assert float(options.price(*args)) == float(one.price)
     # Scalars the fast path declines (zero vol, invalid input) still get the array path's result or error.
     assert float(options.price(100.0, 90.0, 0.0, 0.3)) == 10.0
     with pytest.raises(OptionInputError, match="^K is"):
@@ -181,7 +279,9 @@ def test_broadcasting_shapes_and_scalars():
     spots = np.array([[90.0], [110.0]])
     out = options.price(spots, strikes, 0.5, 0.4, is_call=np.array([[True], [False]]))
     assert out.shape == (2, 3)
-    assert out[1, 2] == pytest.approx(float(options.price(110.0, 120.0, 0.5, 0.4, is_call=False)), rel=1e-15)
+    # The array path against the scalar fast path: the two-path bound derived above.
+    one = (110.0, 120.0, 0.5, 0.4, 0.0, 0.0, False)
+    assert abs(out[1, 2] - float(options.price(*one))) <= _two_path_bounds(*one)["price"]
     scalar = options.delta(100.0, 100.0, 1.0, 0.2)
     assert isinstance(scalar, float) and 0.5 < scalar < 0.6
     assert options.greeks(100.0, 100.0, 1.0, 0.2).gamma.shape == ()
@@ -211,10 +311,17 @@ def test_zero_vol_prices_discounted_forward_intrinsic_and_is_the_small_vol_limit
     K = np.array([90.0, forward, 110.0])
     zero = options.greeks(S, K, T, 0.0, r, q, True)
     tiny = options.greeks(S, K, T, 1e-9, r, q, True)
-    np.testing.assert_allclose(zero.price, np.maximum(forward - K, 0.0) * math.exp(-r * T), rtol=1e-14, atol=1e-12)
+    # The zero-vol price is S e^{-qT} - K e^{-rT} (NumPy's exp) against (F - K) e^{-rT} (math.exp): the
+    # exponentials differ by up to 2 ELEMENTARY_ULPS ulp, and the subtraction turns that into an absolute
+    # error on the scale (S + K) e^{-rT}, plus three roundings.
+    zero_abs = (S + K.max()) * math.exp(-r * T) * (4 * ELEMENTARY_ULPS * U + gamma(3))
+    np.testing.assert_allclose(zero.price, np.maximum(forward - K, 0.0) * math.exp(-r * T), rtol=0, atol=zero_abs)
     np.testing.assert_allclose(zero.price, tiny.price, rtol=1e-8, atol=1e-7)
     np.testing.assert_allclose(zero.delta, tiny.delta, rtol=1e-7, atol=1e-12)
-    np.testing.assert_allclose(zero.delta, [math.exp(-q * T), 0.5 * math.exp(-q * T), 0.0], rtol=1e-14)
+    # e^{-qT} by NumPy vs math (2 ELEMENTARY_ULPS ulp apart), times N = 1 or 1/2 exactly, one rounding.
+    np.testing.assert_allclose(
+        zero.delta, [math.exp(-q * T), 0.5 * math.exp(-q * T), 0.0], rtol=4 * ELEMENTARY_ULPS * U + gamma(1)
+    )
     np.testing.assert_allclose(zero.vega, tiny.vega, rtol=1e-7, atol=1e-12)  # S e^{-qT} sqrt(T/2pi) at the money
     np.testing.assert_allclose(zero.theta, tiny.theta, rtol=1e-7, atol=1e-6)  # diffusion term ~ sigma
     np.testing.assert_allclose(zero.rho, tiny.rho, rtol=1e-7, atol=1e-9)

@@ -1,0 +1,99 @@
+"""Floating-point tolerances derived from error analysis, shared by the tests.
+
+Two computations of the same quantity by different paths (NumPy vs ``math``, the compiled kernel vs
+NumPy, a closed form vs a library, Solidity fixed point vs float) differ by the rounding errors of
+each path, amplified by the condition number of what is computed. A tolerance here is such a bound:
+a count of roundings times the unit roundoff, times a condition number the test computes from its
+own inputs, never a number tuned until a test passed on one CPU. Each test that uses one says in a
+comment which bound applies and why.
+
+Sources: N. J. Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed. (SIAM, 2002):
+unit roundoff and the constant gamma_n (§2.2, Lemma 3.1), summation (§4.2), inner products (§3.1).
+"""
+
+from __future__ import annotations
+
+#: Unit roundoff of IEEE-754 binary64 (round to nearest): |fl(x op y) - (x op y)| <= U |x op y|.
+U = 2.0**-53
+
+#: Largest error, in units of the last place, of an elementary function (exp, log) on either path
+#: we compare: glibc's double exp/log are within 1 ulp; NumPy's float64 SIMD exp/log (AVX512F,
+#: dispatched at run time by CPU model) were published with maximum errors of 2.52 and 3.83 ulp
+#: (NumPy 1.20 release notes). sqrt is correctly rounded everywhere. One ulp of x is at most 2 U |x|.
+ELEMENTARY_ULPS = 4
+
+#: Bound on the relative error of the complementary error function as implemented by the libraries
+#: we use (``math.erfc`` through the C library, ``scipy.special.ndtr``/``erfc`` from Cephes/xsf):
+#: Cephes documents a peak relative error of 5.7e-14 for erfc on [0, 26.6] (its test range; beyond
+#: it the result underflows). We take that figure for both paths.
+ERFC_RELATIVE_ERROR = 5.7e-14
+
+
+def gamma(n: int) -> float:
+    """Higham's gamma_n = n U / (1 - n U): the relative error bound of ``n`` chained roundings."""
+    if n < 0:
+        raise ValueError(f"gamma(n) needs n >= 0, got {n}")
+    return n * U / (1.0 - n * U)
+
+
+def sum_rtol(n_terms: int, condition: float = 1.0) -> float:
+    """Relative error bound of a sum of ``n_terms`` computed in any order (Higham eq. 4.4):
+    ``gamma(n - 1) * sum|x_i| / |sum x_i|``; pass that ratio as ``condition`` (1 for same-sign terms).
+
+    Two paths that sum in different orders (NumPy's pairwise sum vs a loop) differ by at most twice it.
+    """
+    return gamma(max(n_terms - 1, 0)) * condition
+
+
+def dot_rtol(n_terms: int, condition: float = 1.0) -> float:
+    """Relative error bound of an inner product of length ``n_terms`` (Higham eq. 3.5): ``gamma(n)``
+    times ``sum|x_i y_i| / |sum x_i y_i|``, passed as ``condition``."""
+    return gamma(n_terms) * condition
+
+
+def quadratic_form_rtol(n: int, condition: float = 1.0) -> float:
+    """Relative error bound of a quadratic/bilinear form ``x' A y`` of order ``n`` computed as
+    ``x . (A y)`` (a matrix-vector product, then an inner product) in any summation order:
+    ``fl(A y) = (A + dA) y`` with ``|dA| <= gamma(n)|A|`` (Higham eq. 3.11), then the dot adds
+    ``gamma(n)``; ``(1 + gamma(n))^2 - 1 <= gamma(2n)`` (Lemma 3.3), so the error is at most
+    ``gamma(2n) |x|'|A||y|``. Pass ``|x|'|A||y| / |x' A y|`` (:func:`quadratic_form_condition`)
+    as ``condition``; it is 1 when every term is >= 0."""
+    return gamma(2 * n) * condition
+
+
+def quadratic_form_condition(x, a, y=None) -> float:
+    """``|x|'|A||y| / |x' A y|`` (``y = x`` by default): the condition of a quadratic form, i.e.
+    how much cancellation among its ``n^2`` terms amplifies their rounding errors."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    a = np.asarray(a, dtype=float)
+    y = x if y is None else np.asarray(y, dtype=float)
+    return float(np.abs(x) @ np.abs(a) @ np.abs(y) / abs(x @ a @ y))
+
+
+def matvec_condition(a, x) -> float:
+    """``max_i (|A||x|)_i / |(A x)_i|``: the componentwise condition of a matrix-vector product,
+    the worst amplification of the ``gamma(n)`` rounding of each component (Higham eq. 3.11)."""
+    import numpy as np
+
+    a = np.asarray(a, dtype=float)
+    x = np.asarray(x, dtype=float)
+    return float(np.max((np.abs(a) @ np.abs(x)) / np.abs(a @ x)))
+
+
+def risk_contribution_rtol(weights, covariance) -> float:
+    """Relative error bound of ONE evaluation of the risk decomposition at ``weights``: the
+    portfolio volatility ``sigma = sqrt(w' S w)``, ``RC_i = w_i (S w)_i / sigma`` and
+    ``RRC_i = w_i (S w)_i / (w' S w)``, in any summation order (NumPy/BLAS, the compiled kernel):
+    ``(S w)_i`` is a length-n inner product, ``gamma(n) * matvec_condition``; ``w' S w`` a
+    quadratic form, ``gamma(2n) * quadratic_form_condition`` (halved by the square root, and
+    entering ``RC = RRC * sigma`` once more: 1.5 times); at most 5 further roundings (the
+    product, the square root, sigma*sigma or *sigma, the division, the final scaling).
+    Two paths differ by at most twice it."""
+    n = len(weights)
+    return (
+        dot_rtol(n, matvec_condition(covariance, weights))
+        + 1.5 * quadratic_form_rtol(n, quadratic_form_condition(weights, covariance))
+        + 5 * U
+    )
