@@ -39,6 +39,16 @@ from keeper.optimizer import (
     solve_risk_budgeting,
 )
 
+from tolerances import (
+    U,
+    dot_rtol,
+    gamma,
+    quadratic_form_condition,
+    quadratic_form_rtol,
+    risk_contribution_rtol,
+    sum_rtol,
+)
+
 BUDGET_TOL = 1e-8
 
 
@@ -79,7 +89,10 @@ def assert_valid_solution(result: TargetWeights, cov: np.ndarray, budget: np.nda
     assert abs(w.sum() - 1.0) <= 1e-12
     assert budget_error(w, cov, budget) <= BUDGET_TOL
     assert result.max_budget_error <= BUDGET_TOL
-    np.testing.assert_allclose(result.risk_budget, budget, rtol=1e-15, atol=0)
+    # b / sum(b): the caller's own normalisation left sum(b) within sum_rtol(n) + U of 1, the solver's
+    # sum adds at most sum_rtol(n) (pairwise) or 2U (compensated), its division U.
+    n = budget.size
+    np.testing.assert_allclose(result.risk_budget, budget, rtol=2 * sum_rtol(n) + 2 * U, atol=0)
 
 
 def spinu_reference_weights(cov: np.ndarray, budget: np.ndarray) -> np.ndarray:
@@ -101,6 +114,19 @@ def spinu_reference_weights(cov: np.ndarray, budget: np.ndarray) -> np.ndarray:
     return result.x / result.x.sum()
 
 
+def weight_condition(weights: np.ndarray, cov: np.ndarray) -> float:
+    """max_i |d ln w_i| per unit max |d RRC|, on the simplex (sum w = 1): the condition of the
+    risk-budgeting solution, from the Jacobian dRRC_i/d ln w_j = RRC_i delta_ij + w_i S_ij w_j / v
+    - 2 RRC_i RRC_j (singular along w -> c w, hence the constraint row w'), inverted by pinv.
+    Two solutions whose RRC each meet the budget within e1, e2 differ in ln w by <= it (e1 + e2)."""
+    sw = cov @ weights
+    v = weights @ sw
+    rrc = weights * sw / v
+    jac = np.diag(rrc) + np.outer(weights, weights) * cov / v - 2.0 * np.outer(rrc, rrc)
+    inverse = np.linalg.pinv(np.vstack([jac, weights]))[:, : weights.size]
+    return float(np.abs(inverse).sum(axis=1).max())
+
+
 # --------------------------------------------------------------------------- #
 # Risk decomposition identities
 # --------------------------------------------------------------------------- #
@@ -109,11 +135,20 @@ def test_risk_contributions_sum_to_volatility(seed: int) -> None:
     cov = random_covariance(seed, 7)
     w = np.random.default_rng(100 + seed).normal(size=7)  # any sign: identities hold
     sigma = portfolio_volatility(w, cov)
-    np.testing.assert_allclose(sigma, math.sqrt(w @ cov @ w), rtol=1e-14)
-    np.testing.assert_allclose(risk_contributions(w, cov).sum(), sigma, rtol=1e-12)
-    np.testing.assert_allclose(relative_risk_contributions(w, cov).sum(), 1.0, rtol=1e-12)
+    n, cq = w.size, quadratic_form_condition(w, cov)  # mixed-sign weights: cq > 1
+    sw = cov @ w
+    cd = float(np.abs(w * sw).sum() / abs(w @ sw))  # cancellation in sum_i w_i (S w)_i
+    # w.(S w) vs (w S).w: two orders of one quadratic form, each gamma(2n) cq, halved by sqrt; 2 sqrt.
+    np.testing.assert_allclose(sigma, math.sqrt(w @ cov @ w), rtol=quadratic_form_rtol(n, cq) + 2 * U)
+    # Same S w in both; sum of n rounded w_i(Sw)_i/sigma vs the BLAS dot w.(Sw): two sums of the same
+    # terms (gamma(n+1) cd each, with the product and division), the sqrt (U) and its square (U).
+    np.testing.assert_allclose(risk_contributions(w, cov).sum(), sigma, rtol=2 * dot_rtol(n + 1, cd) + 2 * U)
     np.testing.assert_allclose(
-        relative_risk_contributions(w, cov), risk_contributions(w, cov) / sigma, rtol=1e-13
+        relative_risk_contributions(w, cov).sum(), 1.0, rtol=2 * dot_rtol(n + 1, cd) + 3 * U
+    )
+    # Same w_i(Sw)_i and sigma: /(sigma*sigma) vs /sigma/sigma, 2 roundings each path.
+    np.testing.assert_allclose(
+        relative_risk_contributions(w, cov), risk_contributions(w, cov) / sigma, rtol=4 * U
     )
 
 
@@ -122,9 +157,14 @@ def test_euler_allocation_and_marginal_risk_is_the_gradient(seed: int) -> None:
     cov = random_covariance(seed, 6)
     w = np.random.default_rng(200 + seed).uniform(0.05, 1.0, size=6)
     mrc = marginal_risk_contributions(w, cov)
+    sw = cov @ w
+    cd = float(np.abs(w * sw).sum() / abs(w @ sw))  # 1 here unless some (S w)_i < 0
     # Euler: sigma is 1-homogeneous, so sigma(w) = w . grad sigma(w).
-    np.testing.assert_allclose(w @ mrc, portfolio_volatility(w, cov), rtol=1e-13)
-    np.testing.assert_allclose(risk_contributions(w, cov), w * mrc, rtol=1e-13)
+    # Same S w; dot of w with (Sw)_i/sigma vs sqrt(w.(Sw)): two dots of n terms (gamma(n+1) cd each,
+    # with the division), the sqrt and the division by it.
+    np.testing.assert_allclose(w @ mrc, portfolio_volatility(w, cov), rtol=2 * dot_rtol(6 + 1, cd) + 2 * U)
+    # (w_i (Sw)_i)/sigma vs w_i ((Sw)_i/sigma): same operands, 2 roundings each.
+    np.testing.assert_allclose(risk_contributions(w, cov), w * mrc, rtol=4 * U)
     # Marginal risk equals the central finite-difference gradient of sigma.
     h = 1e-6
     fd = np.array(
@@ -136,8 +176,11 @@ def test_euler_allocation_and_marginal_risk_is_the_gradient(seed: int) -> None:
     np.testing.assert_allclose(mrc, fd, rtol=1e-7, atol=1e-9)
     # Homogeneity: sigma(c w) = c sigma(w), RRC(c w) = RRC(w).
     np.testing.assert_allclose(portfolio_volatility(3.0 * w, cov), 3.0 * portfolio_volatility(w, cov))
+    # Two evaluations (at w and 3w, no shared rounding): risk_contribution_rtol each; rounding 3w (U per
+    # weight) moves RRC_i by <= U (1 + cmv + 2 cq), less than a third risk_contribution_rtol (>= n U (cmv + 3 cq)).
     np.testing.assert_allclose(
-        relative_risk_contributions(3.0 * w, cov), relative_risk_contributions(w, cov), rtol=1e-13
+        relative_risk_contributions(3.0 * w, cov), relative_risk_contributions(w, cov),
+        rtol=3 * risk_contribution_rtol(w, cov),
     )
 
 
@@ -200,14 +243,28 @@ def test_result_fields_are_consistent() -> None:
     cov = random_covariance(5, 8)
     result = solve_equal_risk_contribution(cov)
     w = result.weights
-    np.testing.assert_allclose(result.portfolio_volatility, portfolio_volatility(w, cov), rtol=1e-14)
-    np.testing.assert_allclose(result.risk_contributions, risk_contributions(w, cov), rtol=1e-12)
+    n, cq = w.size, quadratic_form_condition(w, cov)
+    # The kernel's loops vs NumPy/BLAS at the same w: w'Sw in two orders (gamma(2n) cq each, halved by
+    # the sqrt), one sqrt each.
     np.testing.assert_allclose(
-        result.relative_risk_contributions, relative_risk_contributions(w, cov), rtol=1e-12
+        result.portfolio_volatility, portfolio_volatility(w, cov), rtol=quadratic_form_rtol(n, cq) + 2 * U
     )
-    np.testing.assert_allclose(result.risk_contributions.sum(), result.portfolio_volatility, rtol=1e-12)
+    # Same decomposition by the kernel and by NumPy: twice the one-path bound.
+    rtol = 2 * risk_contribution_rtol(w, cov)
+    np.testing.assert_allclose(result.risk_contributions, risk_contributions(w, cov), rtol=rtol)
+    np.testing.assert_allclose(result.relative_risk_contributions, relative_risk_contributions(w, cov), rtol=rtol)
+    # RC_i = (w_i (Sw)_i / v) sigma summed (gamma(n-1) + 3 roundings per term) vs sigma = sqrt(v), v the
+    # kernel's serial dot of the same terms (gamma(n) cd); the sqrt and its square: 2U.
+    sw = cov @ w
+    cd = float(np.abs(w * sw).sum() / abs(w @ sw))
+    np.testing.assert_allclose(
+        result.risk_contributions.sum(), result.portfolio_volatility, rtol=2 * dot_rtol(n + 1, cd) + 2 * U
+    )
     assert 1 <= result.iterations <= 100
-    assert result.max_budget_error == pytest.approx(budget_error(w, cov, result.risk_budget), abs=1e-15)
+    # max |RRC_i - b_i| from the kernel's and NumPy's RRC (same b): they differ by <= rtol * RRC_i.
+    assert result.max_budget_error == pytest.approx(
+        budget_error(w, cov, result.risk_budget), abs=rtol * float(result.relative_risk_contributions.max())
+    )
 
 
 def test_result_is_immutable() -> None:
@@ -220,11 +277,12 @@ def test_result_is_immutable() -> None:
 
 def test_default_budget_is_equal_budget() -> None:
     cov = random_covariance(2, 6)
-    np.testing.assert_allclose(
-        solve_equal_risk_contribution(cov).weights,
-        solve_equal_risk_contribution(cov, np.full(6, 1 / 6)).weights,
-        rtol=1e-13,
-    )
+    default = solve_equal_risk_contribution(cov)
+    explicit = solve_equal_risk_contribution(cov, np.full(6, 1 / 6))
+    # Same path, exact: 6 fl(1/6) = 1 - 2^-54 rounds (ties to even) to 1.0 in the compensated sum, so
+    # b = fl(1/6) / 1.0 is bit-identical to the default 1/n, and the kernel repeats the same arithmetic.
+    np.testing.assert_array_equal(explicit.risk_budget, default.risk_budget)
+    np.testing.assert_array_equal(explicit.weights, default.weights)
 
 
 def test_single_asset() -> None:
@@ -263,8 +321,17 @@ def test_scale_invariance(scale: float) -> None:
     base = solve_equal_risk_contribution(cov)
     scaled = solve_equal_risk_contribution(cov * scale)
     np.testing.assert_allclose(scaled.weights, base.weights, rtol=1e-9)
+    # Two solver outputs: each w meets the budget within its certified max_budget_error (<= tol), so
+    # ln w differs by <= weight_condition * (e1 + e2 + their evaluation rounding), and sigma (sum RRC_i
+    # d ln w_i) by no more; plus sigma's evaluation on each path (gamma(2n) cq / 2 + U), the rounding
+    # of cov * scale (U cq / 2) and of sqrt(scale) * (2U).
+    w, n = base.weights, base.weights.size
+    cq = quadratic_form_condition(w, cov)
+    # (each certified error is itself computed within risk_contribution_rtol * RRC_i, RRC_i = 1/n here)
+    budget_errors = base.max_budget_error + scaled.max_budget_error + 2 * risk_contribution_rtol(w, cov) / n
     np.testing.assert_allclose(
-        scaled.portfolio_volatility, math.sqrt(scale) * base.portfolio_volatility, rtol=1e-12
+        scaled.portfolio_volatility, math.sqrt(scale) * base.portfolio_volatility,
+        rtol=weight_condition(w, cov) * budget_errors + quadratic_form_rtol(n, cq) + (cq / 2 + 4) * U,
     )
 
 
@@ -287,7 +354,9 @@ def test_diagonal_covariance_closed_form(seed: int) -> None:
     cov = np.diag(vols**2)
     inv = 1.0 / vols
     np.testing.assert_allclose(solve_equal_risk_contribution(cov).weights, inv / inv.sum(), rtol=1e-10)
-    np.testing.assert_allclose(inverse_volatility_weights(cov), inv / inv.sum(), rtol=1e-14)
+    # 1/sqrt(fl(v^2)) vs 1/v (sqrt halves the square's U: <= 2.5U vs U), two 15-term sums of positive
+    # terms (sum_rtol(15) each), one division each.
+    np.testing.assert_allclose(inverse_volatility_weights(cov), inv / inv.sum(), rtol=2 * sum_rtol(15) + 6 * U)
     budget = rng.dirichlet(np.ones(15))
     expected = np.sqrt(budget) / vols
     np.testing.assert_allclose(
@@ -401,8 +470,11 @@ def test_bad_budget_is_config_error(budget: np.ndarray, match: str) -> None:
 def test_budget_within_tolerance_is_normalised_exactly() -> None:
     budget = np.array([0.2, 0.3, 0.5 + 5e-10])
     result = solve_equal_risk_contribution(random_covariance(0, 3), budget)
-    np.testing.assert_allclose(result.risk_budget, budget / budget.sum(), rtol=1e-15)
-    assert abs(result.risk_budget.sum() - 1.0) <= 1e-15
+    # b / S: the test's serial 3-term sum (sum_rtol(3)) vs the solver's compensated sum (2U), one
+    # division each.
+    np.testing.assert_allclose(result.risk_budget, budget / budget.sum(), rtol=sum_rtol(3) + 4 * U)
+    # sum of the 3 quotients: exact value within 3U of 1 (total to 2U, each quotient U), summed gamma(2).
+    assert abs(result.risk_budget.sum() - 1.0) <= sum_rtol(3) + 3 * U
 
 
 @pytest.mark.parametrize("kwargs", [{"tol": 0.0}, {"tol": -1e-9}, {"tol": np.nan}, {"max_iter": 0}])
@@ -439,6 +511,7 @@ def assert_constrained_kkt(result: TargetWeights, cov: np.ndarray, budget: np.nd
     at_hi = np.zeros(w.size, bool)
     at_lo[list(result.lower_bound_active)] = True
     at_hi[list(result.upper_bound_active)] = True
+    # Exact by construction: the solver assigns w[at_lo] = lower, w[at_hi] = upper (then clips).
     np.testing.assert_array_equal(w[at_lo], lower[at_lo])
     np.testing.assert_array_equal(w[at_hi], upper[at_hi])
     free = ~(at_lo | at_hi)
@@ -471,7 +544,7 @@ def test_bounds_that_do_not_bind_return_the_unconstrained_solution() -> None:
     budget = np.random.default_rng(3).dirichlet(np.ones(6))
     free_solution = solve_equal_risk_contribution(cov, budget)
     bounded = solve_risk_budgeting(cov, budget, (0.0, 1.0))
-    np.testing.assert_array_equal(bounded.weights, free_solution.weights)
+    np.testing.assert_array_equal(bounded.weights, free_solution.weights)  # same path: non-binding bounds return the free solve
     assert bounded.lower_bound_active == () and bounded.upper_bound_active == ()
     assert bounded.max_budget_error <= 1e-12
 
@@ -504,14 +577,15 @@ def test_equal_lower_and_upper_bounds_pin_assets() -> None:
     lower = np.array([0.1, 0.0, 0.0, 0.0])
     upper = np.array([0.1, 1.0, 1.0, 1.0])
     result = solve_risk_budgeting(cov, None, (lower, upper))
-    assert result.weights[0] == 0.1
+    assert result.weights[0] == 0.1  # exact: assigned w = lower at the bound
     assert_constrained_kkt(result, cov, np.full(4, 0.25), lower, upper)
 
 
 def test_bounds_that_sum_to_one_fix_the_sleeve() -> None:
     cov = random_covariance(2, 4)
     upper = np.array([0.1, 0.2, 0.3, 0.4])
-    np.testing.assert_allclose(solve_risk_budgeting(cov, None, (0.0, upper)).weights, upper, rtol=1e-15)
+    # upper / sum(upper): a 4-term sum of positive terms (sum_rtol(4)) and one division.
+    np.testing.assert_allclose(solve_risk_budgeting(cov, None, (0.0, upper)).weights, upper, rtol=sum_rtol(4) + U)
 
 
 @pytest.mark.parametrize(
@@ -541,16 +615,22 @@ def test_bounds_forcing_hedged_assets_have_no_solution() -> None:
     allocation = allocate(cov, bounds=(np.array([0.6, 0.0]), 1.0))  # falls back, within bounds
     assert allocation.method == METHOD_INVERSE_VOLATILITY
     assert "no solution" in allocation.fallback_reasons[0]
-    np.testing.assert_allclose(allocation.sleeve_weights, [0.6, 0.4], rtol=1e-15)
+    # w0 = 0.6 assigned at the bound; w1 *= (1 - 0.6) / w1: 3 roundings, and the literal 0.4's (U).
+    np.testing.assert_allclose(allocation.sleeve_weights, [0.6, 0.4], rtol=gamma(4))
 
 
 def test_bounded_normalise() -> None:
     v = np.array([4.0, 1.0, 1.0, 1.0])
     w = bounded_normalise(v, 0.0, 0.4)
-    np.testing.assert_allclose(w, [0.4, 0.2, 0.2, 0.2], rtol=1e-15)
+    # Clipped entries are the bound itself; the free ones c * ((1 - 0.4) / (3 c)): 1 - fl(0.4) (U, plus
+    # fl(0.4)'s own error, <= U), the 3-term sum (gamma(2)), the division, the product; the literal 0.2 (U).
+    np.testing.assert_allclose(w, [0.4, 0.2, 0.2, 0.2], rtol=gamma(6))
     w = bounded_normalise(np.array([1.0, 10.0, 100.0]), 0.2, np.inf)
-    np.testing.assert_allclose(w, [0.2, 0.2, 0.6], rtol=1e-15)
-    np.testing.assert_allclose(bounded_normalise(v, 0.0, 1.0), v / v.sum(), rtol=1e-15)
+    # w3 * ((1 - 0.4) / w3): 3 roundings, and the literal 0.6 (U); 0.2 + 0.2 is exact.
+    np.testing.assert_allclose(w, [0.2, 0.2, 0.6], rtol=gamma(6))
+    # c v_i (U) renormalised by 1 / sum (4 positive terms, sum_rtol(4); 2 roundings) vs v / sum (the same
+    # sum bound, one division).
+    np.testing.assert_allclose(bounded_normalise(v, 0.0, 1.0), v / v.sum(), rtol=2 * sum_rtol(4) + 5 * U)
     with pytest.raises(ConfigError, match="positive"):
         bounded_normalise(np.array([1.0, -1.0]), 0.0, 1.0)
 
@@ -566,12 +646,32 @@ def test_volatility_target_is_met_exactly_when_not_capped() -> None:
     allocation = allocate(cov, budget, volatility_target=target)
     assert allocation.method == METHOD_RISK_BUDGETING and allocation.fallback_reasons == ()
     assert not allocation.capped
-    np.testing.assert_allclose(math.sqrt(allocation.weights @ cov @ allocation.weights), target, rtol=1e-13)
-    assert allocation.volatility == pytest.approx(target, rel=1e-14)
-    assert allocation.scale == pytest.approx(0.5, rel=1e-13)
-    assert allocation.cash_weight == pytest.approx(0.5, rel=1e-13)
-    assert allocation.weights.sum() + allocation.cash_weight == pytest.approx(1.0, abs=1e-15)
-    np.testing.assert_allclose(allocation.sleeve_weights, sleeve.weights, rtol=1e-15)
+    n, cq = 6, quadratic_form_condition(sleeve.weights, cov)
+    # allocate normalises the budget (NumPy sum) before the solver does (compensated): b differs by
+    # <= sum_rtol(n) + 4U relative, so this is a second solve. Both meet their budgets within their
+    # certified errors (allocate's own recomputed by NumPy, within 2 risk_contribution_rtol RRC_i), so
+    # ln w differs by <= weight_condition * (the sum of these): a solver bound, ~1e-11 at tol = 1e-12.
+    rrc_rounding = 2 * risk_contribution_rtol(sleeve.weights, cov) * float(budget.max())
+    budget_shift = (sum_rtol(n) + 4 * U) * float(budget.max())
+    ln_w = weight_condition(sleeve.weights, cov) * (
+        sleeve.max_budget_error + allocation.max_budget_error + budget_shift + rrc_rounding
+    )
+    np.testing.assert_allclose(allocation.sleeve_weights, sleeve.weights, rtol=2 * ln_w)
+    # target = sigma_kernel / 2 (exact); allocate's scale = target / sigma_numpy (U). sigma moves by at
+    # most max |d ln w| between the two solutions; at one w the kernel's and NumPy's w'Sw differ by
+    # <= 2 gamma(2n) cq (halved by the sqrt, one sqrt each).
+    sigma_paths = ln_w + quadratic_form_rtol(n, cq) + 2 * U
+    # NumPy again, in another order, at scale * w (U per weight: U cq on sigma), one more sqrt.
+    np.testing.assert_allclose(
+        math.sqrt(allocation.weights @ cov @ allocation.weights), target, rtol=sigma_paths + (cq + 2) * U
+    )
+    # (target / sigma) * sigma with the same sigma: 2 roundings.
+    assert allocation.volatility == pytest.approx(target, rel=2 * U)
+    assert allocation.scale == pytest.approx(0.5, rel=sigma_paths + U)
+    assert allocation.cash_weight == pytest.approx(0.5, rel=sigma_paths + U)  # 1 - scale: exact (Sterbenz)
+    # sum(sleeve) = 1 within 3U (compensated total, one division each), scale * w_i (U), the 6-term sum
+    # (sum_rtol(6)), cash exact, the final addition (U).
+    assert allocation.weights.sum() + allocation.cash_weight == pytest.approx(1.0, abs=sum_rtol(6) + 5 * U)
     # Cash has no risk: risk contributions relative to the portfolio volatility are the budget.
     assert budget_error(allocation.weights, cov, budget) <= 1e-12
     assert allocation.max_budget_error <= 1e-12
@@ -582,10 +682,14 @@ def test_volatility_target_above_the_sleeve_is_capped_by_gross_exposure_and_cash
     sigma = solve_equal_risk_contribution(cov).portfolio_volatility
     full = allocate(cov, volatility_target=2.0 * sigma)
     assert full.capped and full.scale == 1.0 and full.cash_weight == 0.0
-    assert full.volatility == pytest.approx(sigma, rel=1e-14)
+    w = solve_equal_risk_contribution(cov).weights
+    # sigma by the kernel vs allocate's NumPy sigma at the same w: gamma(2n) cq each, halved; 2 sqrt.
+    assert full.volatility == pytest.approx(sigma, rel=quadratic_form_rtol(6, quadratic_form_condition(w, cov)) + 2 * U)
     floored = allocate(cov, volatility_target=2.0 * sigma, min_cash_weight=0.1, max_gross_exposure=0.95)
-    assert floored.capped and floored.scale == 0.9 and floored.cash_weight == pytest.approx(0.1, abs=1e-16)
-    assert floored.weights.sum() == pytest.approx(0.9, rel=1e-14)
+    # 1 - fl(0.9) is exact (Sterbenz); fl(0.9), fl(0.1) are within U/2, U/16 of 0.9, 0.1.
+    assert floored.capped and floored.scale == 0.9 and floored.cash_weight == pytest.approx(0.1, abs=U)
+    # sum(sleeve) = 1 within 3U (compensated total, one division), 0.9 w_i (U), the 6-term sum.
+    assert floored.weights.sum() == pytest.approx(0.9, rel=sum_rtol(6) + 4 * U)
     no_target = allocate(cov, max_gross_exposure=0.8)
     assert not no_target.capped and no_target.scale == 0.8 and no_target.volatility_target is None
 
@@ -595,7 +699,7 @@ def test_allocate_with_bounds_respects_them_on_the_sleeve() -> None:
     allocation = allocate(cov, bounds=(0.05, 0.2), volatility_target=0.1)
     assert np.all(allocation.sleeve_weights >= 0.05) and np.all(allocation.sleeve_weights <= 0.2)
     assert allocation.upper_bound_active or allocation.lower_bound_active
-    assert allocation.volatility == pytest.approx(0.1, rel=1e-13)
+    assert allocation.volatility == pytest.approx(0.1, rel=2 * U)  # (0.1 / sigma) * sigma, same sigma: 2 roundings
 
 
 @pytest.mark.parametrize("allocator", ["inverse_volatility", "equal_weight"])
@@ -603,8 +707,9 @@ def test_baseline_allocators(allocator: str) -> None:
     cov = random_covariance(5, 5)
     allocation = allocate(cov, allocator=allocator, volatility_target=0.2)
     expected = inverse_volatility_weights(cov) if allocator == "inverse_volatility" else equal_weights(5)
-    np.testing.assert_allclose(allocation.sleeve_weights, expected, rtol=1e-15)
-    assert allocation.method == allocator and allocation.volatility == pytest.approx(0.2, rel=1e-13)
+    np.testing.assert_array_equal(allocation.sleeve_weights, expected)  # same path: allocate calls the same function
+    # (0.2 / sigma) * sigma with the same sigma: 2 roundings.
+    assert allocation.method == allocator and allocation.volatility == pytest.approx(0.2, rel=2 * U)
     bounded = allocate(cov, allocator=allocator, bounds=(0.0, 0.21))
     assert np.all(bounded.sleeve_weights <= 0.21) and bounded.sleeve_weights.sum() == pytest.approx(1.0)
 
@@ -625,8 +730,9 @@ def test_singular_covariance_falls_back_to_inverse_volatility() -> None:
     assert allocation.method == METHOD_INVERSE_VOLATILITY
     assert len(allocation.fallback_reasons) == 1
     assert allocation.fallback_reasons[0].startswith("risk_budgeting: SingularCovarianceError")
-    np.testing.assert_allclose(allocation.sleeve_weights, inverse_volatility_weights(cov), rtol=1e-15)
-    assert allocation.volatility == pytest.approx(0.15, rel=1e-13) and allocation.iterations == 0
+    np.testing.assert_array_equal(allocation.sleeve_weights, inverse_volatility_weights(cov))  # same path: same function
+    # (0.15 / sigma) * sigma with the same sigma: 2 roundings.
+    assert allocation.volatility == pytest.approx(0.15, rel=2 * U) and allocation.iterations == 0
 
 
 def test_non_convergence_falls_back_to_inverse_volatility_within_bounds() -> None:
@@ -635,7 +741,9 @@ def test_non_convergence_falls_back_to_inverse_volatility_within_bounds() -> Non
     assert allocation.method == METHOD_INVERSE_VOLATILITY
     assert "SolverDidNotConvergeError" in allocation.fallback_reasons[0]
     assert np.all(allocation.sleeve_weights <= 0.09)
-    assert allocation.sleeve_weights.sum() == pytest.approx(1.0, abs=1e-14)
+    # bounded_normalise: free weights scaled by (1 - sum fixed) / sum free (two 20-term sums, 3 roundings),
+    # then summed again (a third sum bound): <= 3 sum_rtol(20) + 3U.
+    assert allocation.sleeve_weights.sum() == pytest.approx(1.0, abs=3 * sum_rtol(20) + 3 * U)
 
 
 @pytest.mark.parametrize("where", ["diagonal", "off_diagonal", "infinite"])
@@ -651,8 +759,10 @@ def test_broken_covariance_falls_back_to_previous_weights(where: str) -> None:
     allocation = allocate(cov, previous_weights=previous, volatility_target=0.2)
     assert allocation.method == METHOD_PREVIOUS
     assert [r.split(":")[0] for r in allocation.fallback_reasons] == ["risk_budgeting", "inverse_volatility"]
-    np.testing.assert_array_equal(allocation.weights, previous)
-    assert allocation.cash_weight == pytest.approx(0.2, abs=1e-15)
+    np.testing.assert_array_equal(allocation.weights, previous)  # exact: a copy of them
+    # 1 - (0.2 + 0.3 + 0.1 + 0.2): 4 literals (U each relative), a 4-term sum (sum_rtol(4)), 1 - 0.8 exact
+    # (Sterbenz), the literal 0.2 (U).
+    assert allocation.cash_weight == pytest.approx(0.2, abs=sum_rtol(4) + 2 * U)
     assert math.isnan(allocation.volatility) and not allocation.capped
 
 
@@ -739,11 +849,14 @@ def test_kernel_agrees_with_the_newton_reference(n: int, seed: int, kind: str, b
     if status == _KERNEL_OK:
         weights, b, rrc, rc = out
         np.testing.assert_allclose(weights, reference.weights, rtol=1e-9, atol=0)
-        np.testing.assert_allclose(b, reference.risk_budget, rtol=1e-15, atol=0)
+        # budget / its sum: NumPy's pairwise sum (sum_rtol(n)) vs the kernel's compensated one (2U); a
+        # division each.
+        np.testing.assert_allclose(b, reference.risk_budget, rtol=sum_rtol(n) + 4 * U, atol=0)
         assert error <= 1e-12 and budget_error(weights, cov, budget) <= 1e-12
         assert sigma == pytest.approx(reference.portfolio_volatility, rel=1e-9)
-        np.testing.assert_allclose(rrc, relative_risk_contributions(weights, cov), rtol=1e-12)
-        np.testing.assert_allclose(rc, risk_contributions(weights, cov), rtol=1e-12)
+        # Same weights, the kernel's loops vs NumPy: twice the one-path bound of the decomposition.
+        np.testing.assert_allclose(rrc, relative_risk_contributions(weights, cov), rtol=2 * risk_contribution_rtol(weights, cov))
+        np.testing.assert_allclose(rc, risk_contributions(weights, cov), rtol=2 * risk_contribution_rtol(weights, cov))
         assert 0 <= sweeps <= 100
     else:
         assert status == _KERNEL_SLOW
@@ -768,7 +881,7 @@ def test_kernel_hands_ill_conditioned_problems_to_newton(n: int) -> None:
     assert status == _KERNEL_SLOW and 1 <= sweeps <= 100
     result = solve_equal_risk_contribution(cov)
     reference = _newton_risk_budgeting(cov, None, 1e-12, 100)
-    np.testing.assert_array_equal(result.weights, reference.weights)  # the Newton result itself
+    np.testing.assert_array_equal(result.weights, reference.weights)  # same path: the Newton result itself
     assert result.iterations == reference.iterations + sweeps
 
 
@@ -810,6 +923,7 @@ def test_read_only_and_non_contiguous_inputs_give_the_same_result() -> None:
         (np.asfortranarray(cov), budget),
         (cov.tolist(), budget.tolist()),
     ]:
+        # Same path: the wrapper copies every input to the same C-contiguous float64 values.
         np.testing.assert_array_equal(solve_equal_risk_contribution(c, b).weights, base.weights)
     strided_budget = np.repeat(budget, 2)[::2]  # non-contiguous view
     np.testing.assert_array_equal(
@@ -841,7 +955,7 @@ def test_skipping_the_positive_definite_test(n: int) -> None:
     cov = factor_covariance(6, n)
     checked = solve_equal_risk_contribution(cov)
     unchecked = solve_equal_risk_contribution(cov, check_positive_definite=False)
-    np.testing.assert_array_equal(unchecked.weights, checked.weights)
+    np.testing.assert_array_equal(unchecked.weights, checked.weights)  # same path once the test passed
     # Not positive definite: rejected, or (without the test) weights that meet the budget for
     # that matrix; never an unchecked wrong answer.
     q, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(n, n)))
@@ -862,7 +976,7 @@ def test_not_converged_within_max_iter_sweeps_uses_newton() -> None:
     cov = factor_covariance(7, 30)
     result = solve_equal_risk_contribution(cov, max_iter=3)  # 3 sweeps cannot reach 1e-12
     reference = _newton_risk_budgeting(cov, None, 1e-12, 3)
-    np.testing.assert_array_equal(result.weights, reference.weights)
+    np.testing.assert_array_equal(result.weights, reference.weights)  # same path: the Newton fallback itself
     assert result.iterations == 3 + reference.iterations
 
 
@@ -875,8 +989,11 @@ def test_bounded_solve_refines_a_warm_start_that_already_meets_the_inner_toleran
     lower, upper = np.full(2, 0.6875 / 2), np.ones(2)
     result = solve_risk_budgeting(cov, budget, (lower, upper))
     assert result.lower_bound_active == (1,) and result.upper_bound_active == ()
-    assert result.weights[1] == lower[1] and abs(result.weights.sum() - 1.0) <= 1e-15
-    assert result.max_free_budget_error == 0.0  # one free asset: its budget share is exact
+    # w[1] assigned the bound; w0 *= (1 - 0.34375) / w0 (1 - 0.34375 exact): 2 roundings of ~0.66, the sum U.
+    assert result.weights[1] == lower[1] and abs(result.weights.sum() - 1.0) <= 3 * U
+    # One free asset: kappa = RRC_0 / b_0, then |RRC_0 - kappa b_0| is the rounding of a division and a
+    # product (fl(fl(r / b) b) need not be r: e.g. r = 1, b = 49), at most 2U RRC_0.
+    assert result.max_free_budget_error <= 2 * U * result.relative_risk_contributions[0]
 
 
 @pytest.mark.parametrize("n", [3, 30, 60])
@@ -888,6 +1005,7 @@ def test_kernel_solves_the_symmetric_part_of_a_slightly_asymmetric_covariance(n:
     status, out, _, _, error = _ccd_kernel(skewed, np.empty(0), 1e-12, 100, True)
     assert status == _KERNEL_OK and error <= 1e-12
     symmetric = 0.5 * (skewed + skewed.T)
+    # Same path: the kernel symmetrises with (a + b) * 0.5, the same (commutative, exactly halved) values.
     np.testing.assert_array_equal(out[0], solve_equal_risk_contribution(symmetric).weights)
     assert budget_error(out[0], symmetric, np.full(n, 1.0 / n)) <= 1e-12
 
@@ -899,7 +1017,7 @@ def test_weights_only_entry_point_matches_the_full_solver() -> None:
         cov = factor_covariance(11, n)
         budget = np.random.default_rng(n).dirichlet(np.ones(n))
         full = solve_equal_risk_contribution(cov, budget)
-        np.testing.assert_array_equal(risk_budgeting_weights(cov, budget), full.weights)
+        np.testing.assert_array_equal(risk_budgeting_weights(cov, budget), full.weights)  # same path: same kernel call
         np.testing.assert_array_equal(
             risk_budgeting_weights(cov, budget, check_positive_definite=False), full.weights
         )
