@@ -1,7 +1,7 @@
 """Throughput of Black-Scholes-Merton price + Greeks: keeper.options vs vollib vs py_vollib_vectorized.
 
 Run with ``python benchmarks/bench_greeks.py`` from the repository root, after
-``pip install -e '.[test,bench]'`` (``vollib`` comes with the test extra, ``py_vollib_vectorized``
+``.tools/uv/bin/uv sync --frozen --extra test --extra bench`` (``vollib`` comes with the test extra, ``py_vollib_vectorized``
 with the bench extra).
 
 Workload: ``n`` European options (half calls, half puts) with spot 100, strike 100 x exp(U[-0.5, 0.5]),

@@ -1,6 +1,6 @@
 """Side-by-side benchmark: our risk-budgeting solver against three reference libraries.
 
-Run from the repository root, after ``.venv/bin/pip install -e '.[test,bench]'``::
+Run from the repository root, after ``.tools/uv/bin/uv sync --frozen --extra test --extra bench``::
 
     .venv/bin/python benchmarks/bench_solvers.py [--quick]
 
