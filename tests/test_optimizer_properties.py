@@ -24,6 +24,7 @@ from scipy.optimize import minimize
 
 from keeper.errors import SolverDidNotConvergeError
 from keeper.optimizer import allocate, solve_risk_budgeting
+from tolerances import U, quadratic_form_condition, quadratic_form_rtol, sum_rtol
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -71,7 +72,10 @@ def test_budgets_are_met(problem: tuple[np.ndarray, np.ndarray]) -> None:
     cov, budget = problem
     result = solve_risk_budgeting(cov, budget)
     assert np.all(result.weights > 0.0)
-    assert abs(result.weights.sum() - 1.0) <= 1e-14
+    # w = x / sum(x) (compensated in the kernel, NumPy's pairwise sum on the Newton path: sum_rtol(n)),
+    # one division per weight, then summed here (sum_rtol(n)).
+    n = budget.size
+    assert abs(result.weights.sum() - 1.0) <= 2 * sum_rtol(n) + 3 * U
     assert np.max(np.abs(rrc_of(result.weights, cov) - budget)) <= 1e-10
 
 
@@ -94,7 +98,9 @@ def test_bounds_are_respected_with_constrained_optimality(
         return
     w = result.weights
     assert np.all(w >= lower) and np.all(w <= upper)
-    assert abs(w.sum() - 1.0) <= 1e-14
+    # Free weights scaled by (1 - sum fixed) / sum free: two sums (sum_rtol(n + 1) each with the final
+    # clip's no-op), 3 roundings, then summed here (a third sum bound).
+    assert abs(w.sum() - 1.0) <= 3 * sum_rtol(n + 1) + 4 * U
     at_lo = np.isin(np.arange(n), result.lower_bound_active)
     at_hi = np.isin(np.arange(n), result.upper_bound_active)
     free = ~(at_lo | at_hi)
@@ -121,17 +127,27 @@ def test_volatility_target_is_met_or_capped(
         cov, budget, volatility_target=target, max_gross_exposure=max_gross, min_cash_weight=min_cash
     )
     w = allocation.weights
+    n = budget.size
     cap = min(max_gross, 1.0 - min_cash)
     vol = math.sqrt(w @ cov @ w)
     assert allocation.method == "risk_budgeting"
-    assert w.sum() <= cap * (1.0 + 1e-14)
-    assert allocation.cash_weight >= min_cash - 1e-15
-    assert abs(w.sum() + allocation.cash_weight - 1.0) <= 1e-14
+    # sum(sleeve) is 1 within sum_rtol(n) + 3U (see test_budgets_are_met), scale * s_i (U), summed here.
+    sleeve_sum = 2 * sum_rtol(n) + 4 * U
+    assert w.sum() <= cap * (1.0 + sleeve_sum)
+    # cash = 1 - scale with scale <= fl(1 - min_cash): each subtraction within half an ulp of 1 (U/2).
+    assert allocation.cash_weight >= min_cash - U
+    assert abs(w.sum() + allocation.cash_weight - 1.0) <= sleeve_sum + 2 * U  # plus cash (U/2), the addition (U)
     if allocation.capped:
         assert allocation.scale == cap and vol < target
     else:
-        assert math.isclose(vol, target, rel_tol=1e-12)
-    np.testing.assert_allclose(w / w.sum(), allocation.sleeve_weights, rtol=1e-13)
+        # scale = target / sigma(sleeve), sigma = sqrt(s.(S s)) by allocate; here sqrt((w S).w) at
+        # w = scale * s: the form in two orders (gamma(2n) cq each, halved), rounding scale * s (U cq on
+        # sigma), the division and the two square roots (3U).
+        cq = quadratic_form_condition(allocation.sleeve_weights, cov)
+        assert math.isclose(vol, target, rel_tol=quadratic_form_rtol(n, cq) + (cq + 3) * U)
+    # (scale s_i) / sum(scale s): U per product, the sum (sum_rtol(n)) of a sleeve summing to 1 within
+    # sleeve_sum, one division.
+    np.testing.assert_allclose(w / w.sum(), allocation.sleeve_weights, rtol=sum_rtol(n) + sleeve_sum + 2 * U)
 
 
 @SETTINGS

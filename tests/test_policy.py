@@ -27,6 +27,7 @@ from keeper.policy import (
     policy_triggers,
 )
 from keeper.triggers import TriggerPolicy, TriggerSignals, weight_drift_bps
+from tolerances import U, dot_rtol, gamma, quadratic_form_condition, quadratic_form_rtol, sum_rtol
 
 SYMBOLS = ("BTC", "ETH", "SOL")
 
@@ -46,6 +47,18 @@ def _historical_es(weights: np.ndarray, returns: np.ndarray, tail: int) -> float
     return float(losses[:tail].mean())
 
 
+def _historical_es_rtol(weights: np.ndarray, returns: np.ndarray, tail: int) -> float:
+    """Bound on the difference between two evaluations of that ES (ours, keeper.risk's): each tail
+    loss is a length-n dot product, gamma(n) times its condition sum_j |r_j w_j| / |r.w| (the worst
+    among the tail scenarios), then a sum of ``tail`` positive losses (sum_rtol(tail)) and a
+    division; twice that for two paths."""
+    products = -(returns * weights)
+    losses = products.sum(axis=1)
+    top = np.argsort(losses)[::-1][:tail]
+    condition = float(np.max(np.abs(products[top]).sum(axis=1) / np.abs(losses[top])))
+    return 2 * (dot_rtol(weights.size, condition) + sum_rtol(tail) + U)
+
+
 # --------------------------------------------------------------------------- configuration
 def test_defaults_reproduce_the_live_keeper() -> None:
     config = PolicyConfig()
@@ -56,11 +69,16 @@ def test_defaults_reproduce_the_live_keeper() -> None:
     r = _returns()
     decision = decide_targets(r, SYMBOLS, np.zeros(3))
     live = ewma_covariance(r, 30.0, min_observations=30)
-    np.testing.assert_allclose(decision.covariance, live.covariance, rtol=1e-14, atol=0)
-    np.testing.assert_allclose(decision.sleeve_weights, solve_equal_risk_contribution(live.covariance).weights,
-                               rtol=1e-12)
-    assert decision.invested_fraction == pytest.approx(0.95, abs=1e-15)
-    assert decision.cash_weight == pytest.approx(0.05, abs=1e-15)
+    # Same path: the gate's first estimate is covariance_from_config, which ewma_covariance calls too.
+    np.testing.assert_array_equal(decision.covariance, live.covariance)
+    # Same path, exact: allocate's default budget full(3, fl(1/3)) compensated-sums to 1 - 2^-54, which
+    # rounds (ties to even) to 1.0, so the kernel sees the bit-identical b = 1/n of the default.
+    np.testing.assert_array_equal(decision.sleeve_weights, solve_equal_risk_contribution(live.covariance).weights)
+    # sum of 0.95 w_i: the sleeve sums to 1 within 3U (compensated total, one division each), the products
+    # (U), the 3-term sum (sum_rtol(3)); 1 - fl(0.05) and the literal 0.95 are each within U/2 of 0.95.
+    assert decision.invested_fraction == pytest.approx(0.95, abs=sum_rtol(3) + 5 * U)
+    # 1 - fl(1 - fl(0.05)) is exact (Sterbenz); 1 - fl(0.05) rounds by <= U/2.
+    assert decision.cash_weight == pytest.approx(0.05, abs=U)
     assert decision.cash_buffer_bps == pytest.approx(500.0, abs=1e-9)
 
 
@@ -158,7 +176,14 @@ def test_gate_falls_back_to_inverse_volatility_when_no_shrinkage_is_enough() -> 
     assert decision.allocation_method == "inverse_volatility"
     assert any("instead of risk budgeting" in x for x in decision.reasons)
     sample_vols = np.std(r, axis=0, ddof=1) * math.sqrt(365)
-    np.testing.assert_allclose(decision.sleeve_weights, inverse_volatility_weights(sample_vols), rtol=1e-12)
+    # Two variance paths (np.std vs the estimator's centred cross products): two-pass sums of squares,
+    # relative error <= gamma(n_obs + 3) each (Higham §1.9, mean ~ 0 so the data's condition is ~1), halved
+    # by the sqrt, with the annualisation (<= 3U); w_i = (1/v_i) / sum moves by <= 2 max |dv/v|, plus each
+    # path's own 1/v, 3-term sum and division.
+    vol_rtol = gamma(len(r) + 3) + 6 * U
+    np.testing.assert_allclose(
+        decision.sleeve_weights, inverse_volatility_weights(sample_vols), rtol=2 * vol_rtol + 2 * (sum_rtol(3) + 2 * U)
+    )
     assert np.count_nonzero(decision.covariance - np.diag(np.diag(decision.covariance))) == 0  # the diagonal
 
 
@@ -168,7 +193,7 @@ def test_gate_hold_keeps_the_current_weights_and_no_trade_follows() -> None:
     current = np.array([0.3, 0.3, 0.3])
     decision = decide_targets(r, SYMBOLS, current)
     assert decision.action == "hold" and decision.gate_action == "hold"
-    np.testing.assert_array_equal(decision.target_weights, current)
+    np.testing.assert_array_equal(decision.target_weights, current)  # exact: the current weights themselves
     assert decision.cash_weight == pytest.approx(0.1) and decision.covariance is None
     assert "hold current positions" in decision.reason
     signals = policy_triggers(decision, PolicyConfig(weight_drift_bps=0.0))
@@ -194,7 +219,8 @@ def test_allocator_falls_back_to_inverse_volatility_when_bounds_leave_no_risk_bu
     assert len(decision.fallback_reasons) == 1 and decision.fallback_reasons[0].startswith("risk_budgeting: ")
     assert any(x.startswith("allocator fallback after risk_budgeting") for x in decision.reasons)
     assert decision.sleeve_weights[0] >= 0.6 - 1e-15
-    assert decision.target_weights.sum() == pytest.approx(1.0, abs=1e-15)
+    # [0.6, w1 * ((1 - 0.6) / w1)]: 3 roundings of ~0.4 and the 2-term sum (U).
+    assert decision.target_weights.sum() == pytest.approx(1.0, abs=sum_rtol(2) + 3 * U)
 
 
 def test_allocator_falls_back_to_the_previous_target_when_every_method_fails() -> None:
@@ -209,10 +235,10 @@ def test_allocator_falls_back_to_the_previous_target_when_every_method_fails() -
     decision = decide_targets(r, SYMBOLS, current, previous, config, gate=gate)
     assert decision.allocation_method == "previous"
     assert [x.split(":")[0] for x in decision.fallback_reasons] == ["risk_budgeting", "inverse_volatility"]
-    np.testing.assert_array_equal(decision.target_weights, previous)
+    np.testing.assert_array_equal(decision.target_weights, previous)  # exact: a copy of them
     assert decision.cash_weight == pytest.approx(0.4) and "keeping the previous target" in decision.reason
     without = decide_targets(r, SYMBOLS, current, None, config, gate=gate)
-    np.testing.assert_array_equal(without.target_weights, current)  # no previous target: hold what is held
+    np.testing.assert_array_equal(without.target_weights, current)  # no previous target: hold what is held (a copy)
     assert "keeping the current weights" in without.reason
 
 
@@ -220,12 +246,21 @@ def test_allocator_falls_back_to_the_previous_target_when_every_method_fails() -
 def test_volatility_target_is_met_or_capped() -> None:
     r = _returns()
     met = decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(volatility_target=0.25))
-    assert met.ex_ante_volatility == pytest.approx(0.25, rel=1e-12) and not met.capped
     cov = met.covariance
-    assert math.sqrt(met.target_weights @ cov @ met.target_weights) == pytest.approx(0.25, rel=1e-12)
-    assert met.cash_weight == pytest.approx(1 - met.target_weights.sum(), abs=1e-15) and met.cash_weight > 0.05
+    # scale = 0.25 / sigma(sleeve) by allocate (s.(S s)); the volatility of w = scale * s evaluated again
+    # ((w S).w, another order): gamma(2n) cq on each form, halved by the sqrt; rounding scale * s moves
+    # sigma by <= U cq; the division and two square roots 3U.
+    cq = quadratic_form_condition(met.sleeve_weights, cov)
+    vol_rtol = quadratic_form_rtol(3, cq) + (cq + 3) * U
+    assert met.ex_ante_volatility == pytest.approx(0.25, rel=vol_rtol) and not met.capped
+    assert math.sqrt(met.target_weights @ cov @ met.target_weights) == pytest.approx(0.25, rel=vol_rtol)
+    # 1 - scale (<= U/2) vs 1 - sum(scale s_i): the sleeve sums to 1 within sum_rtol(3) + 3U, the products
+    # (U), the sum here (sum_rtol(3)), the subtraction (U).
+    assert met.cash_weight == pytest.approx(1 - met.target_weights.sum(), abs=2 * sum_rtol(3) + 6 * U)
+    assert met.cash_weight > 0.05
     capped = decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(volatility_target=5.0))
-    assert capped.capped and capped.invested_fraction == pytest.approx(0.95, abs=1e-15)
+    # As in test_defaults_reproduce_the_live_keeper: sleeve sum 3U, products, 3-term sum, 0.95's roundings.
+    assert capped.capped and capped.invested_fraction == pytest.approx(0.95, abs=sum_rtol(3) + 5 * U)
     assert capped.ex_ante_volatility < 5.0
 
 
@@ -238,13 +273,22 @@ def test_es_limit_binding_scales_toward_the_base_asset() -> None:
     decision = decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(es_limit=limit), nav_base_units=nav)
     assert decision.nav_base_units == nav and decision.es_limit_base_units == round(limit * nav)
     assert decision.es_after_base_units <= decision.es_limit_base_units < decision.es_before_base_units
-    assert decision.es_binding and decision.es_before == pytest.approx(es_free, rel=1e-12)
+    # keeper.risk's ES of the same weights vs ours: two evaluations of the tail losses and their mean.
+    es_rtol = _historical_es_rtol(free.target_weights, r, 2)
+    assert decision.es_binding and decision.es_before == pytest.approx(es_free, rel=es_rtol)
     assert _historical_es(decision.target_weights, r, 2) <= limit
-    assert decision.es_after == pytest.approx(limit, rel=1e-12)
-    assert decision.es_scale == pytest.approx(0.5, rel=1e-12)
-    np.testing.assert_allclose(decision.target_weights, decision.es_scale * free.target_weights, rtol=1e-15)
-    np.testing.assert_array_equal(decision.sleeve_weights, free.sleeve_weights)  # only the cash grows
-    assert decision.cash_weight == pytest.approx(1 - 0.95 * decision.es_scale, abs=1e-15)
+    # ES(s w) = s ES(w) up to: s = limit / es_before (U), the products s w_i (U cond on each loss, within
+    # es_rtol), a second evaluation (es_rtol), and the documented ulp steps down of s (a few U).
+    assert decision.es_after == pytest.approx(limit, rel=2 * es_rtol + 8 * U)
+    # s = limit / es_before with limit = es_free / 2 (exact): es_before vs es_free, the division, then the
+    # steps down (at most twice the overshoot, itself <= es_rtol + 4U).
+    assert decision.es_scale == pytest.approx(0.5, rel=3 * es_rtol + 9 * U)
+    # Same path: the approved weights are es_scale * (the same allocation's weights), bit for bit.
+    np.testing.assert_array_equal(decision.target_weights, decision.es_scale * free.target_weights)
+    np.testing.assert_array_equal(decision.sleeve_weights, free.sleeve_weights)  # only the cash grows (same path)
+    # 1 - fl(1 - fl(0.05)) * s vs 1 - fl(0.95) * s: the two 0.95s within U/2 of each other, then the same
+    # product and subtraction (U/2 each at most on each side).
+    assert decision.cash_weight == pytest.approx(1 - 0.95 * decision.es_scale, abs=2 * U)
     assert "toward the base asset" in decision.es_reason and decision.es_reason in decision.reasons
 
 
@@ -253,8 +297,9 @@ def test_es_limit_not_binding_leaves_the_target_unchanged() -> None:
     free = decide_targets(r, SYMBOLS, np.zeros(3))
     decision = decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(es_limit=0.5))
     assert not decision.es_binding and decision.es_scale == 1.0
+    # es_after is es_before (the same measure, not recomputed) when the limit does not bind.
     assert decision.es_before == decision.es_after == pytest.approx(_historical_es(free.target_weights, r, 2))
-    np.testing.assert_array_equal(decision.target_weights, free.target_weights)
+    np.testing.assert_array_equal(decision.target_weights, free.target_weights)  # same path: approved unchanged
     gaussian = decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(es_limit=0.5, es_method="gaussian"))
     assert gaussian.es_method == "gaussian" and gaussian.es_scale == 1.0 and 0 < gaussian.es_before < 0.5
 
@@ -291,6 +336,7 @@ def test_decision_json_round_trip(case: str) -> None:
     text = json.dumps(record, allow_nan=False)  # strict JSON
     again = PolicyDecision.from_dict(json.loads(text))
     assert again.as_dict() == record
+    # Exact: JSON carries floats as repr, the shortest string that round-trips.
     np.testing.assert_array_equal(again.target_weights, decision.target_weights)
     assert again.reason == decision.reason and again.gate_action == decision.gate_action
     assert "covariance" in record and decision.as_dict(covariance=False)["covariance"] is None
@@ -306,7 +352,7 @@ def test_triggers_and_cost_gate_for_a_decision() -> None:
     decision = decide_targets(r, SYMBOLS, current, config=config)
     drift = weight_drift_bps(current, decision.target_weights, None, decision.cash_weight)
     signals = policy_triggers(decision, config)
-    assert signals.metrics["drift_bps"] == drift
+    assert signals.metrics["drift_bps"] == drift  # same path: the same function on the same arguments
     assert any(x.startswith("weight drift") for x in signals.fired) == (drift >= 300.0)
     # The last rebalance: same assets, a covariance half as large, 12 days ago.
     last = LastRebalance(SYMBOLS, decision.covariance / 2, 12.0)
@@ -346,10 +392,13 @@ def test_holdings_drifted_above_the_es_limit_trigger_a_trade_the_cost_gate_canno
     assert es_target < limit
     config = PolicyConfig(es_limit=limit, weight_drift_bps=300.0, cost_aware=True, es_trigger_tolerance=0.02)
     decision = decide_targets(r, SYMBOLS, current, config=config)
-    assert decision.es_current == pytest.approx(es_current, rel=1e-12) and not decision.es_binding
+    # keeper.risk's ES of the holdings vs ours: two evaluations of the tail losses and their mean.
+    assert decision.es_current == pytest.approx(es_current, rel=_historical_es_rtol(current, r, 2))
+    assert not decision.es_binding
     signals = policy_triggers(decision, config)
     assert signals.metrics["drift_bps"] < 300.0
     (fired,) = signals.fired
+    # Exact: the trigger reports the decision's own number.
     assert fired.startswith("ES limit: ES of the holdings") and signals.metrics["es_current"] == decision.es_current
     # A limit breach is not weighed against its cost.
     trade = evaluate_trade(decision, config, signals, post_trade_weights=current + 0.5 * (target - current),
