@@ -33,6 +33,8 @@ from keeper.risk import (
     to_base_units,
 )
 
+from tolerances import ELEMENTARY_ULPS, NDTRI_RELATIVE_ERROR, U, dot_rtol, gamma, quadratic_form_condition, sum_rtol
+
 NAV = 12_345_678_901_234  # base units (6 decimals): 12,345,678.901234 USD
 
 
@@ -62,6 +64,110 @@ def weights_for(seed: int, n: int, total: float = 0.9) -> np.ndarray:
     return total * w / w.sum()
 
 
+def es_factor_rtol(z: float) -> float:
+    """Relative error bound of k = phi(z) / (1 - a) on one path: exp (ELEMENTARY_ULPS) of -z^2/2, whose
+    two roundings (and z's own ndtri error, relative NDTRI_RELATIVE_ERROR) are amplified by z^2; the
+    constant 1/sqrt(2 pi), the product and the division (3U)."""
+    return (ELEMENTARY_ULPS + z * z * 2 + 3) * U + z * z * NDTRI_RELATIVE_ERROR
+
+
+def gaussian_two_path_atol(w, cov, mu_ann, h: int, k: float, k_rtol: float, periods: int = 365) -> float:
+    """Absolute bound on the difference of two evaluations (keeper.risk's, the test's) of
+    -h w.mu/P + sqrt(h) k sqrt(w'Sw/P): per path the mean term is a length-n dot (gamma(n) sum|w_i mu_i|)
+    divided by P and scaled by h (3U); the sigma term a quadratic form (gamma(2n) |w|'|S||w|, the
+    rounding of S/P entrywise adding U |w|'|S||w|) halved by the sqrt, then sqrt, sqrt(h), * k, * sigma
+    (4U) and k's own error ``k_rtol``; the final subtraction U |total|."""
+    w = np.asarray(w, dtype=float)
+    n = w.size
+    mean_abs = h * float(np.abs(w * mu_ann).sum()) / periods
+    form_abs = float(np.abs(w) @ np.abs(cov) @ np.abs(w))
+    variance = float(w @ cov @ w)
+    sigma = math.sqrt(variance / periods)
+    sigma_rtol = 0.5 * (gamma(2 * n) + U) * form_abs / variance + 4 * U + k_rtol
+    total = abs(-h * float(w @ mu_ann) / periods + math.sqrt(h) * k * sigma)
+    per_path = mean_abs * (gamma(n) + 3 * U) + math.sqrt(h) * abs(k) * sigma * sigma_rtol + U * total
+    return 2 * per_path
+
+
+def gaussian_euler_atol(w, cov, mu_daily, h: int, k: float) -> float:
+    """Bound on |sum_i c_i - total| for the Gaussian Euler contributions c_i = -h w_i mu_i + sqrt(h) k
+    w_i (S w)_i / sigma against total = -h w.mu + sqrt(h) k sigma, S and mu as the module uses them:
+    both sides are sums of the same n terms of each kind with <= n + 8 roundings on any path (the dots,
+    sigma = sqrt(w.(Sw)) vs sum w_i (Sw)_i / sigma, the scalings), so each side is within
+    gamma(n + 8) of the sum of the terms' absolute values."""
+    w = np.asarray(w, dtype=float)
+    sw = cov @ w
+    sigma = math.sqrt(max(float(w @ sw), 0.0))
+    terms = h * np.abs(w * mu_daily).sum() + (math.sqrt(h) * abs(k) * np.abs(w * sw).sum() / sigma if sigma > 0 else 0.0)
+    return 2 * gamma(w.size + 8) * float(terms)
+
+
+def historical_contribution_atol(w, scenarios, confidence: float) -> tuple[float, float]:
+    """Bounds on |sum_i ES_i - ES| and |sum_i VaR_i - VaR| for the historical Euler contributions: ES and
+    its contributions are the same double sum sum_t q_t (-r_t . w) over the tail (q_t = 1/m, or the ties'
+    share), evaluated in two orders (<= n_tail + n + 4 roundings on any path, gamma of that times the sum
+    of |q_t r_ti w_i|); VaR is one scenario's loss (or the ties' mean) vs its n products summed."""
+    w = np.asarray(w, dtype=float)
+    products = -(scenarios * w)
+    losses = products.sum(axis=1)
+    n_scen = len(losses)
+    m = (1.0 - confidence) * n_scen
+    k = int(math.floor(m + 1e-9))
+    var = np.sort(losses)[::-1][k]
+    tail = losses >= var - 1e-12 * max(abs(var), 1e-300)  # the tail and the scenarios at (or within rounding of) VaR
+    n_tail = int(np.count_nonzero(tail))
+    es_abs = float(np.abs(products[tail]).sum()) / max(m, 1.0)
+    at_var = np.abs(losses - var) <= 1e-12 * max(abs(var), 1e-300)
+    var_abs = float(np.abs(products[at_var]).sum(axis=1).max()) if at_var.any() else 0.0
+    return 2 * gamma(n_tail + w.size + 4) * es_abs, 2 * gamma(w.size + 4) * var_abs
+
+
+def cornish_fisher_euler_atol(w, returns, h: int, confidence: float,
+                              mean_estimated_twice: bool = False) -> tuple[float, float]:
+    """Bound on |sum_i c_i - total| for the Cornish-Fisher Euler contributions (VaR, ES). The total is
+    -h mu + sqrt(h) sigma G(S/sqrt(h), K/h); the contributions split it along d sigma, d S, d K, whose
+    Euler sums are sigma, 0 and 0 only in exact arithmetic. With p = centred returns . w and
+    B_k = k mean_t(sum_i |w_i c_ti| |p_t|^(k-1)) (the absolute value of sum_i w_i dm_k/dw_i = k m_k),
+    every term of either side is within gamma(N + n + 24) (the N-term moment sums, the n-term dot, <= 20
+    scalar roundings of the formulas) of its absolute value, and the absolute values add up to
+    h sum|w_i mu_i| + sqrt(h) |G| B_2/(2 sigma) + sigma (|G_S| (B_3/(m2 sigma) + 1.5 |m3| B_2/(m2^2 sigma))
+    + |G_K| / sqrt(h) (B_4/m2^2 + 2 m4 B_2/m2^3)).
+
+    ``mean_estimated_twice``: the two sides also estimate the mean separately (w . mean(r) vs mean(r . w),
+    both within gamma(N + n) mean_t sum_i |r_ti w_i| =: e), which shifts the centring: m3 by <= 3 m2 e,
+    m4 by <= 4 |m3| e (m2 only to second order), and the mean term by h e."""
+    from keeper.risk import _cf_terms  # magnitudes of G and its partials only
+
+    w = np.asarray(w, dtype=float)
+    r = np.asarray(returns, dtype=float)
+    n_obs = r.shape[0]
+    mu = r.mean(axis=0)
+    centred = r - mu
+    p = centred @ w
+    m2, m3, m4 = float(np.mean(p**2)), float(np.mean(p**3)), float(np.mean(p**4))
+    sigma = math.sqrt(m2)
+    root_h = math.sqrt(h)
+    skew, kurt = m3 / (m2 * sigma), m4 / (m2 * m2) - 3.0
+    g_var, g_var_s, g_var_k, g_es, g_es_s, g_es_k = _cf_terms(confidence, skew / root_h, kurt / h)
+    spread = np.abs(centred * w).sum(axis=1)
+    b2, b3, b4 = (k * float(np.mean(spread * np.abs(p) ** (k - 1))) for k in (2, 3, 4))
+    d_sigma = b2 / (2 * sigma)
+    d_skew = b3 / (m2 * sigma) + 1.5 * abs(m3) * b2 / (m2 * m2 * sigma)
+    d_kurt = b4 / (m2 * m2) + 2 * m4 * b2 / (m2 * m2 * m2)
+    mean_abs = h * float(np.abs(w * mu).sum())
+    if mean_estimated_twice:
+        e = gamma(n_obs + w.size) * float(np.abs(r * w).sum(axis=1).mean())
+        unit = gamma(n_obs + w.size + 24)  # the terms below are multiplied by it again
+        mean_abs += h * e / unit
+        d_skew += 3 * m2 * e / (m2 * sigma) / unit
+        d_kurt += 4 * abs(m3) * e / (m2 * m2) / unit
+    bound = []
+    for g, g_s, g_k in ((g_var, g_var_s, g_var_k), (g_es, g_es_s, g_es_k)):
+        terms = mean_abs + root_h * abs(g) * d_sigma + sigma * (abs(g_s) * d_skew + abs(g_k) * d_kurt / root_h)
+        bound.append(2 * gamma(n_obs + w.size + 24) * terms)
+    return bound[0], bound[1]
+
+
 def finite_difference_gradient(f, w: np.ndarray, step: float = 1e-6) -> np.ndarray:
     grad = np.empty_like(w)
     for i in range(w.size):
@@ -80,7 +186,10 @@ def finite_difference_gradient(f, w: np.ndarray, step: float = 1e-6) -> np.ndarr
 def test_gaussian_from_moments_matches_scipy(confidence, mean, std):
     var, es = gaussian_var_es_from_moments(mean, std, confidence)
     loss = stats.norm(loc=-mean, scale=std)  # loss = -return
-    assert var == pytest.approx(loss.ppf(confidence), rel=1e-12, abs=1e-15)
+    # Same z (scipy.stats.norm.ppf is scipy.special.ndtri); -mean + std z in two orders: 2 roundings each,
+    # with the cancellation of the sum (absolute bound, as VaR = 0 at a = 0.5 with mean 0).
+    z = stats.norm.ppf(confidence)
+    assert var == pytest.approx(loss.ppf(confidence), abs=2 * gamma(2) * (abs(mean) + abs(std * z)))
     # ES as the conditional mean of the loss beyond VaR, by scipy's numerical integration.
     es_numeric = loss.expect(lambda x: x, lb=loss.ppf(confidence), conditional=True)
     assert es == pytest.approx(es_numeric, rel=1e-8)
@@ -97,10 +206,12 @@ def test_gaussian_from_covariance_closed_form_and_sqrt_time():
         for h in (1, 10):
             m = gaussian_var_es(w, cov, confidence, h, expected_returns=mu_ann)
             loss = stats.norm(loc=-h * mu_daily, scale=math.sqrt(h) * sigma_daily)
-            assert m.var == pytest.approx(loss.ppf(confidence), rel=1e-12)
-            z = stats.norm.ppf(confidence)
+            z = stats.norm.ppf(confidence)  # = ndtri(a), the module's z: no error between the paths
+            assert m.var == pytest.approx(loss.ppf(confidence), abs=gaussian_two_path_atol(w, cov, mu_ann, h, z, 0.0))
+            k_es = stats.norm.pdf(z) / (1 - confidence)  # two pdf evaluations: es_factor_rtol each
             assert m.es == pytest.approx(
-                -h * mu_daily + math.sqrt(h) * sigma_daily * stats.norm.pdf(z) / (1 - confidence), rel=1e-12)
+                -h * mu_daily + math.sqrt(h) * sigma_daily * stats.norm.pdf(z) / (1 - confidence),
+                abs=gaussian_two_path_atol(w, cov, mu_ann, h, k_es, 2 * es_factor_rtol(z)))
             assert m.n_scenarios == 0
 
 
@@ -114,7 +225,8 @@ def test_gaussian_contributions_are_euler_gradients():
         grad = finite_difference_gradient(
             lambda x: getattr(gaussian_var_es(x, cov, 0.99, 10, expected_returns=mu), attr), w)
         np.testing.assert_allclose(contrib, w * grad, rtol=1e-6, atol=1e-12)
-        assert contrib.sum() == pytest.approx(getattr(m, attr), rel=1e-13)
+        k = stats.norm.ppf(0.99) if attr == "var" else stats.norm.pdf(stats.norm.ppf(0.99)) / 0.01
+        assert contrib.sum() == pytest.approx(getattr(m, attr), abs=gaussian_euler_atol(w, cov / 365, mu / 365, 10, k))
 
 
 def test_gaussian_from_returns_uses_sample_mean_and_covariance():
@@ -123,22 +235,36 @@ def test_gaussian_from_returns_uses_sample_mean_and_covariance():
     from_returns = portfolio_var_es(w, method="gaussian", returns=r, confidence=0.95, horizon_days=10)
     from_cov = gaussian_var_es(w, np.cov(r, rowvar=False) * 365, 0.95, 10,
                                expected_returns=r.mean(axis=0) * 365)
-    assert from_returns.var == pytest.approx(from_cov.var, rel=1e-12)
-    assert from_returns.es == pytest.approx(from_cov.es, rel=1e-12)
+    # Two estimators of the same mean and covariance (two-pass, Higham §1.9): each mean within
+    # gamma(N) mean_t|r_ti|, each covariance entry within gamma(N + 3) sqrt(c_ii c_jj) (Cauchy-Schwarz on
+    # the centred products), so w'Sw within gamma(N + 3) (sum_i w_i sigma_i)^2; then the formula on both.
+    n_obs = r.shape[0]
+    cov = np.cov(r, rowvar=False)
+    vols = np.sqrt(np.diag(cov))
+    mean_atol = 2 * gamma(n_obs + 2) * float(np.abs(r).mean(axis=0) @ w) * 10
+    sigma = math.sqrt(float(w @ cov @ w))
+    sigma_rtol = gamma(n_obs + 3) * float(w @ vols) ** 2 / float(w @ cov @ w)
+    for got, want, k in ((from_returns.var, from_cov.var, stats.norm.ppf(0.95)),
+                         (from_returns.es, from_cov.es, stats.norm.pdf(stats.norm.ppf(0.95)) / 0.05)):
+        atol = (mean_atol + math.sqrt(10) * k * sigma * sigma_rtol
+                + gaussian_two_path_atol(w, cov * 365, r.mean(axis=0) * 365, 10, k, 2 * es_factor_rtol(k)))
+        assert got == pytest.approx(want, abs=atol)
     assert from_returns.n_scenarios == r.shape[0]
     # With a covariance given, the covariance wins over the returns.
     cov = random_covariance(7, 3)
     both = portfolio_var_es(w, method="gaussian", returns=r, covariance=cov)
-    assert both.es == pytest.approx(gaussian_var_es(w, cov).es, rel=1e-15)
+    assert both.es == gaussian_var_es(w, cov).es  # same path: the same _gaussian on the same inputs
 
 
 def test_gaussian_accepts_singular_covariance_and_zero_weights():
     vols = np.array([0.5, 0.8])
     m = gaussian_var_es([0.25, 0.5], np.outer(vols, vols), 0.99)
     sigma = (0.25 * 0.5 + 0.5 * 0.8) / math.sqrt(365)  # perfect correlation: volatilities add
-    assert m.var == pytest.approx(stats.norm.ppf(0.99) * sigma, rel=1e-12)
+    # All terms positive: the module's 2x2 form of S/365 (gamma(4) + U, halved by the sqrt), sqrt, * z;
+    # ours: 2 products and a sum, sqrt(365), the division, * z. At most 10 roundings in all.
+    assert m.var == pytest.approx(stats.norm.ppf(0.99) * sigma, rel=gamma(10))
     zero = gaussian_var_es([0.0, 0.0], np.outer(vols, vols), 0.99)
-    assert zero.var == 0.0 and zero.es == 0.0 and zero.flags == ()
+    assert zero.var == 0.0 and zero.es == 0.0 and zero.flags == ()  # exact: products with 0
     np.testing.assert_array_equal(zero.es_contributions, [0.0, 0.0])
 
 
@@ -160,8 +286,9 @@ HAND_RETURNS = np.array([0.010, -0.020, 0.030, -0.050, 0.004, -0.010, 0.020, -0.
 ])
 def test_historical_matches_hand_computation(confidence, var, es):
     m = historical_var_es([1.0], HAND_RETURNS[:, None], confidence)
-    assert m.var == pytest.approx(var, abs=1e-15)
-    assert m.es == pytest.approx(es, abs=1e-15)
+    assert m.var == var  # exact: a loss is 0 - r * 1.0, the same float as the literal
+    # <= 4 losses summed in another order than ours (gamma(3)), and the (m - n) VaR term and division.
+    assert m.es == pytest.approx(es, abs=2 * gamma(5) * es)
     assert m.n_scenarios == 20
 
 
@@ -173,9 +300,11 @@ def test_historical_ties_share_the_boundary_weight():
     base[7] = -0.10
     returns = np.column_stack([base, base])  # two identical assets, weights 0.2 and 0.6
     m = historical_var_es([0.2, 0.6], returns, 0.9)
-    assert m.var == pytest.approx(0.8 * 0.05, abs=1e-15)
-    assert m.es == pytest.approx(0.8 * (0.10 + 0.05) / 2, abs=1e-15)
-    np.testing.assert_allclose(m.es_contributions, [0.2 * 0.075, 0.6 * 0.075], atol=1e-15)
+    # All terms positive: a 2-term dot (3 roundings) vs 0.8 * 0.05 (1, and the literals'): gamma(6).
+    assert m.var == pytest.approx(0.8 * 0.05, rel=gamma(6))
+    assert m.es == pytest.approx(0.8 * (0.10 + 0.05) / 2, rel=gamma(8))  # two more sums, a division each
+    # q @ r: 4 non-zero terms of one sign (the zeros add exactly), q's own 1/m and 1/(m n) roundings, * w.
+    np.testing.assert_allclose(m.es_contributions, [0.2 * 0.075, 0.6 * 0.075], rtol=gamma(10))
 
 
 def test_historical_contributions_are_tail_conditional_means_and_order_free():
@@ -187,15 +316,23 @@ def test_historical_contributions_are_tail_conditional_means_and_order_free():
     order = np.argsort(-losses, kind="stable")
     tail = (-(r * w))[order[:13]]
     weights = np.r_[np.ones(12), 0.5] / 12.5
-    np.testing.assert_allclose(m.es_contributions, weights @ tail, rtol=1e-12)
-    np.testing.assert_allclose(m.var_contributions, -(r[order[12]] * w), rtol=1e-12)
-    assert m.var == pytest.approx(losses[order[12]], rel=1e-14)
-    assert m.es_contributions.sum() == pytest.approx(m.es, rel=1e-13)
-    assert m.var_contributions.sum() == pytest.approx(m.var, rel=1e-13)
+    # Per asset, a 13-term weighted sum of tail returns of both signs, in two orders: gamma(13 + 2) times
+    # its condition sum_t |q_t r_ti| / |sum_t q_t r_ti| (from these returns), * w_i, and q's rounding.
+    asset_condition = float(np.max(np.abs(weights) @ np.abs(tail) / np.abs(weights @ tail)))
+    np.testing.assert_allclose(m.es_contributions, weights @ tail, rtol=2 * dot_rtol(15, asset_condition))
+    # Exact: the mean of the one row at VaR is the row; w * r and r * w are the same products.
+    np.testing.assert_array_equal(m.var_contributions, -(r[order[12]] * w))
+    # Two evaluations of a 3-term dot (an order statistic moves by no more than the losses do).
+    loss_atol = 2 * gamma(3) * float(np.abs(r * w).sum(axis=1).max())
+    assert m.var == pytest.approx(losses[order[12]], abs=loss_atol)
+    es_atol, var_atol = historical_contribution_atol(w, r, 0.95)
+    assert m.es_contributions.sum() == pytest.approx(m.es, abs=es_atol)
+    assert m.var_contributions.sum() == pytest.approx(m.var, abs=var_atol)
     shuffled = r[np.random.default_rng(1).permutation(r.shape[0])]
     m2 = historical_var_es(w, shuffled, 0.95)
-    assert (m2.var, m2.es) == (m.var, pytest.approx(m.es, rel=1e-14))
-    np.testing.assert_allclose(m2.es_contributions, m.es_contributions, rtol=1e-12)
+    # Row order changes only the summation order of the same tail terms (the losses by <= loss_atol).
+    assert (m2.var, m2.es) == (pytest.approx(m.var, abs=loss_atol), pytest.approx(m.es, abs=es_atol + loss_atol))
+    np.testing.assert_allclose(m2.es_contributions, m.es_contributions, rtol=2 * dot_rtol(15, asset_condition))
 
 
 @pytest.mark.parametrize("n_obs", [101, 157, 333, 1000])
@@ -205,9 +342,10 @@ def test_historical_var_is_numpy_inverted_cdf_and_es_integrates_the_quantile(n_o
     w = weights_for(n_obs, 3)
     m = historical_var_es(w, r, confidence)
     losses = -(r @ w)
-    # (rel 1e-14: the module sums asset losses, r @ w sums in another order; order statistics differ
-    # by far more than that)
-    assert m.var == pytest.approx(np.quantile(losses, confidence, method="inverted_cdf"), rel=1e-14)
+    # The module's losses and ours: two evaluations of each 3-term dot (2 gamma(3) sum_i |r_ti w_i|); an
+    # order statistic moves by no more than the largest of these (order statistics differ by far more).
+    loss_atol = 2 * gamma(3) * float(np.abs(r * w).sum(axis=1).max())
+    assert m.var == pytest.approx(np.quantile(losses, confidence, method="inverted_cdf"), abs=loss_atol)
     # ES = 1/(1-a) * integral_a^1 q(u) du with the empirical quantile q(u) = L_(ceil(uN)), integrated
     # piecewise exactly over the constant steps of q.
     sorted_losses = np.sort(losses)
@@ -215,17 +353,28 @@ def test_historical_var_is_numpy_inverted_cdf_and_es_integrates_the_quantile(n_o
     grid = grid[grid >= confidence]
     mids = 0.5 * (grid[:-1] + grid[1:])
     q = sorted_losses[np.ceil(mids * n_obs).astype(int) - 1]
-    assert m.es == pytest.approx(float(q @ np.diff(grid)) / (1.0 - confidence), rel=1e-12)
+    # Our quadrature: each grid step is a difference of two rounded numbers near 1 (<= 2U absolute,
+    # i.e. ~2 n_obs U relative), the dot over the steps (gamma(k)); the module's tail sum and division
+    # (gamma(k + 3)); and the losses themselves (loss_atol).
+    k = q.size
+    quadrature = (2 * U * float(np.abs(q).sum()) + 2 * gamma(k + 3) * float(np.abs(q * np.diff(grid)).sum()))
+    assert m.es == pytest.approx(float(q @ np.diff(grid)) / (1.0 - confidence),
+                                 abs=quadrature / (1.0 - confidence) + loss_atol)
 
 
 def test_historical_ten_day_uses_overlapping_compounded_returns():
     r = fat_tailed_returns(10, n_obs=300)
     w = weights_for(11, 3)
     loop = np.array([[np.prod(1.0 + r[t:t + 10, i]) - 1.0 for i in range(3)] for t in range(291)])
-    np.testing.assert_allclose(horizon_returns(r, 10), loop, rtol=1e-13, atol=1e-16)
+    # A product of the same 10 factors 1 + r in two orders (gamma(9) each), then - 1: the absolute error
+    # is gamma(9) times the growth 1 + R on each path (R itself may be ~0: cancellation), plus U |R|.
+    growth_atol = 2 * (gamma(9) * (1.0 + loop) + U * np.abs(loop))
+    assert np.all(np.abs(horizon_returns(r, 10) - loop) <= growth_atol)
     m = historical_var_es(w, r, 0.95, horizon_days=10)
     assert m.n_scenarios == 291
-    assert m.var == pytest.approx(np.quantile(-(loop @ w), 0.95, method="inverted_cdf"), rel=1e-13)
+    # The scenarios differ by <= growth_atol, then two 3-term dots; an order statistic moves no more.
+    loss_atol = float((growth_atol @ w).max()) + 2 * gamma(3) * float(np.abs(loop * w).sum(axis=1).max())
+    assert m.var == pytest.approx(np.quantile(-(loop @ w), 0.95, method="inverted_cdf"), abs=loss_atol)
 
 
 def test_historical_needs_a_tail_scenario():
@@ -242,8 +391,14 @@ def test_historical_needs_a_tail_scenario():
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
 def test_cornish_fisher_reduces_to_gaussian(confidence):
+    # With S = K = 0 the CF terms vanish exactly (products with 0), leaving ndtri(1 - a) (1 - a exact by
+    # Sterbenz) against -ndtri(a): two ndtri evaluations (2 NDTRI_RELATIVE_ERROR on z, amplified by z^2 in
+    # phi(z)), then the same -mean + std k (2 roundings each, with the sum's cancellation).
+    z = stats.norm.ppf(confidence)
+    k_es = stats.norm.pdf(z) / (1 - confidence)
+    atol = 0.04 * (2 * NDTRI_RELATIVE_ERROR * abs(z) + k_es * 2 * es_factor_rtol(z)) + 2 * gamma(2) * (0.001 + 0.04 * k_es)
     assert cornish_fisher_var_es_from_moments(0.001, 0.04, 0.0, 0.0, confidence) == pytest.approx(
-        gaussian_var_es_from_moments(0.001, 0.04, confidence), rel=1e-14)
+        gaussian_var_es_from_moments(0.001, 0.04, confidence), abs=atol)
 
 
 def cf_quantile(u: float, skew: float, kurt: float) -> float:
@@ -258,7 +413,13 @@ def cf_quantile(u: float, skew: float, kurt: float) -> float:
 def test_cornish_fisher_es_is_the_tail_integral_of_the_cf_quantile(skew, kurt, confidence):
     mean, std = 0.0005, 0.035
     var, es = cornish_fisher_var_es_from_moments(mean, std, skew, kurt, confidence)
-    assert var == pytest.approx(-mean - std * cf_quantile(1 - confidence, skew, kurt), rel=1e-12)
+    # Same c = ndtri(1 - a) (scipy.stats.norm.ppf is ndtri); the polynomial in two operation orders,
+    # each term within gamma(8) of its absolute value (c^3 - 3c and 2c^3 - 5c cancel), and -mean - std z.
+    c = stats.norm.ppf(1 - confidence)
+    poly_abs = (abs(c) + (c * c + 1) * abs(skew) / 6 + (abs(c) ** 3 + 3 * abs(c)) * abs(kurt) / 24
+                + (2 * abs(c) ** 3 + 5 * abs(c)) * skew * skew / 36)
+    assert var == pytest.approx(-mean - std * cf_quantile(1 - confidence, skew, kurt),
+                                abs=2 * gamma(8) * std * poly_abs + 2 * gamma(2) * abs(mean))
     integral, _ = integrate.quad(lambda u: -mean - std * cf_quantile(u, skew, kurt), 0.0, 1 - confidence,
                                  limit=200, epsabs=1e-13, epsrel=1e-12)
     assert es == pytest.approx(integral / (1 - confidence), rel=1e-8)
@@ -276,7 +437,10 @@ def test_cornish_fisher_from_returns_uses_method_of_moments():
         m = cornish_fisher_var_es(w, r, 0.99, h)
         var, es = cornish_fisher_var_es_from_moments(h * p.mean(), math.sqrt(h) * std,
                                                      skew / math.sqrt(h), kurt / h, 0.99)
-        assert (m.var, m.es) == (pytest.approx(var, rel=1e-12), pytest.approx(es, rel=1e-12))
+        # Moments by the module (centred returns . w) and by scipy.stats (centred p): the same N-term sums
+        # in two orders, bounded like the Euler sums (cornish_fisher_euler_atol: the same terms and factors).
+        var_atol, es_atol = cornish_fisher_euler_atol(w, r, h, 0.99, mean_estimated_twice=True)
+        assert (m.var, m.es) == (pytest.approx(var, abs=var_atol), pytest.approx(es, abs=es_atol))
     assert m.flags == ()
 
 
@@ -289,7 +453,8 @@ def test_cornish_fisher_contributions_are_euler_gradients(horizon):
         grad = finite_difference_gradient(lambda x: getattr(cornish_fisher_var_es(x, r, 0.99, horizon), attr),
                                           w, step=1e-7)
         np.testing.assert_allclose(contrib, w * grad, rtol=1e-5, atol=1e-10)
-        assert contrib.sum() == pytest.approx(getattr(m, attr), rel=1e-12)
+        var_atol, es_atol = cornish_fisher_euler_atol(w, r, horizon, 0.99)
+        assert contrib.sum() == pytest.approx(getattr(m, attr), abs=var_atol if attr == "var" else es_atol)
 
 
 def test_cornish_fisher_flags_a_non_monotone_expansion():
@@ -314,6 +479,8 @@ def test_zero_weights_give_zero_risk_for_every_method():
 # --------------------------------------------------------------------------- #
 RETURNS = fat_tailed_returns(18, n_obs=500, n_assets=3)
 COVARIANCE = random_covariance(19, 3)
+RETURNS_COV = np.cov(RETURNS, rowvar=False) * 365  # magnitudes for the Euler bounds of the gaussian method
+RETURNS_MEAN = RETURNS.mean(axis=0)
 
 weight_vectors = st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3).filter(lambda x: sum(x) > 1e-3).map(
     lambda x: np.array(x) / max(sum(x), 1.0))
@@ -341,7 +508,11 @@ def test_es_is_monotone_in_confidence_and_not_below_var(w, lower, gap):
 def test_measures_are_positively_homogeneous_of_degree_one(w, c, confidence, horizon):
     g = gaussian_var_es(w, COVARIANCE, confidence, horizon)
     gc = gaussian_var_es(c * w, COVARIANCE, confidence, horizon)
-    assert gc.es == pytest.approx(c * g.es, rel=1e-12) and gc.var == pytest.approx(c * g.var, rel=1e-12)
+    # Mean zero: sqrt(h) k sqrt(w'(S/P)w) at w and c w: per evaluation the form (gamma(2n) cq, and U cq
+    # for S/P) halved, 4 scalar roundings; rounding c w moves sigma by <= U cq; c * g one more U.
+    cq = quadratic_form_condition(w, COVARIANCE)
+    rtol = (gamma(6) + U) * cq + 8 * U + U * cq + U
+    assert gc.es == pytest.approx(c * g.es, rel=rtol) and gc.var == pytest.approx(c * g.var, rel=rtol)
     np.testing.assert_allclose(gc.es_contributions, c * g.es_contributions, rtol=1e-11, atol=1e-17)
     for method in ("historical", "cornish_fisher"):
         m = portfolio_var_es(w, method=method, returns=RETURNS, confidence=confidence, horizon_days=horizon)
@@ -356,8 +527,17 @@ def test_measures_are_positively_homogeneous_of_degree_one(w, c, confidence, hor
 def test_contributions_sum_to_the_total(w, confidence, horizon, method):
     m = portfolio_var_es(w, method=method, returns=RETURNS, confidence=confidence, horizon_days=horizon,
                          nav_base_units=NAV)
-    assert m.var_contributions.sum() == pytest.approx(m.var, rel=1e-12, abs=1e-16)
-    assert m.es_contributions.sum() == pytest.approx(m.es, rel=1e-12, abs=1e-16)
+    if method == "gaussian":  # Euler sums vs the totals: the same terms summed two ways (see the helpers)
+        k_var = stats.norm.ppf(confidence)
+        var_atol = gaussian_euler_atol(w, RETURNS_COV / 365, RETURNS_MEAN, horizon, k_var)
+        es_atol = gaussian_euler_atol(w, RETURNS_COV / 365, RETURNS_MEAN, horizon,
+                                      stats.norm.pdf(k_var) / (1 - confidence))
+    elif method == "historical":
+        es_atol, var_atol = historical_contribution_atol(w, horizon_returns(RETURNS, horizon), confidence)
+    else:
+        var_atol, es_atol = cornish_fisher_euler_atol(w, RETURNS, horizon, confidence)
+    assert m.var_contributions.sum() == pytest.approx(m.var, abs=var_atol + 1e-300)
+    assert m.es_contributions.sum() == pytest.approx(m.es, abs=es_atol + 1e-300)
     assert sum(m.es_contributions_base_units) == m.es_base_units == to_base_units(m.es, NAV)
     assert sum(m.var_contributions_base_units) == m.var_base_units == to_base_units(m.var, NAV)
     for part, contrib in zip(m.es_contributions_base_units, m.es_contributions):

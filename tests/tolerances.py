@@ -97,3 +97,10 @@ def risk_contribution_rtol(weights, covariance) -> float:
         + 1.5 * quadratic_form_rtol(n, quadratic_form_condition(weights, covariance))
         + 5 * U
     )
+
+
+#: Bound on the relative error of the inverse normal CDF ``scipy.special.ndtri`` (Cephes ndtri.c, which
+#: ``scipy.stats.norm.ppf`` calls): peak relative error 7.2e-16 on [0.125, 1] and 4.6e-16 on
+#: [3e-308, 0.135] in Cephes' IEEE tests. ``ndtri(1 - a)`` and ``-ndtri(a)`` are two evaluations
+#: (different rational approximations), so they may differ by twice it.
+NDTRI_RELATIVE_ERROR = 7.2e-16
