@@ -16,6 +16,7 @@ import numpy as np
 import pydantic
 import pytest
 from sklearn.covariance import LedoitWolf
+from tolerances import ELEMENTARY_ULPS, U, gamma, sum_rtol
 
 from keeper.build import PROJECT_ROOT
 from keeper.data import load_prices
@@ -51,6 +52,37 @@ from keeper.estimation import (
 # --------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------- #
+def covariance_atol(returns: np.ndarray, weights: np.ndarray | None = None, *, demean: bool = True,
+                    correction: float | None = None, weight_rtol: float = U) -> np.ndarray:
+    """Per-entry absolute error bound of ONE evaluation of a (weighted) two-pass covariance
+    c_ij = sum_t w_t d_ti d_tj / correction, d = r - (weighted mean), in any summation order: each term
+    has <= 3 roundings (the centring, two products), the N-term sum gamma(N - 1), the division U; the
+    error of the mean enters only to second order (sum_t w_t d_t = 0; Higham §1.9), and the weights'
+    own relative error ``weight_rtol`` scales every term. So |error| <= (gamma(N + 4) + weight_rtol) times
+    sum_t w_t |d_ti| |d_tj| / correction. ``weights`` default: 1/N (np.cov), correction 1 - sum w^2
+    (= (N - 1)/N unweighted; pass 1.0 for the maximum-likelihood 1/N estimate)."""
+    n_obs = returns.shape[0]
+    w = np.full(n_obs, 1.0 / n_obs) if weights is None else np.asarray(weights, float) / np.sum(weights)
+    d = np.abs(returns - w @ returns) if demean else np.abs(returns)
+    if correction is None:
+        correction = 1.0 - float(w @ w)
+    return (d.T * w) @ d / correction * (gamma(n_obs + 4) + weight_rtol)
+
+
+def ewma_weight_rtol(n_obs: int, half_life: float) -> float:
+    """Relative error bound of normalised EWMA weights 2^(-age/h) computed as exp(age * (-ln2/h)) or
+    0.5 ** (age/h): the argument's 2 roundings amplified by its size (<= (N - 1) ln2 / h), exp/pow
+    (ELEMENTARY_ULPS), the N-term normalising sum (gamma(N - 1)) and the division."""
+    return (ELEMENTARY_ULPS + 2 * (n_obs - 1) * math.log(2) / half_life + n_obs + 1) * U
+
+
+def assert_entries_within(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray) -> None:
+    """|actual - expected| <= atol entry by entry (atol an array of derived per-entry bounds)."""
+    diff = np.abs(np.asarray(actual) - np.asarray(expected))
+    excess = np.divide(diff, atol, out=np.zeros_like(diff), where=diff > 0)  # 0/0 (exact zeros) is fine
+    assert np.all(excess <= 1.0), f"worst entry at {excess.max():.3g} x its bound"
+
+
 def random_returns(seed: int, n_obs: int, n_assets: int, daily_vol: float = 0.03) -> np.ndarray:
     """Correlated Gaussian daily returns, shape (n_obs, n_assets)."""
     rng = np.random.default_rng(seed)
@@ -92,13 +124,17 @@ def test_simple_returns_definition_and_round_trip() -> None:
     out = simple_returns(p)
     assert out.shape == (50, 3)
     assert out.dtype == np.float64
-    np.testing.assert_allclose(out, p[1:] / p[:-1] - 1.0, rtol=0, atol=0)
-    np.testing.assert_allclose(out, r, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out, p[1:] / p[:-1] - 1.0, rtol=0, atol=0)  # same path: the same formula, exact
+    # p_{t+1} / p_t = (1 + r_t)(1 + e), |e| <= 5U (1 + r, the cumulative product, the two * 100, the
+    # division); - 1 cancels, so the bound is absolute: gamma(5) |1 + r| + U |r|.
+    np.testing.assert_allclose(out, r, rtol=0, atol=float(np.max(gamma(5) * np.abs(1 + r) + U * np.abs(r))))
 
 
 def test_simple_returns_are_scale_invariant() -> None:
     p = prices_from_returns(random_returns(seed=2, n_obs=30, n_assets=2))
-    np.testing.assert_allclose(simple_returns(p * 1e-6), simple_returns(p), rtol=1e-12, atol=1e-15)
+    # Rounding p * 1e-6 (U per price) moves each ratio by <= 2U, plus one division each: absolute after - 1.
+    ratio = p[1:] / p[:-1]
+    np.testing.assert_allclose(simple_returns(p * 1e-6), simple_returns(p), rtol=0, atol=gamma(4) * float(ratio.max()))
 
 
 @pytest.mark.parametrize("bad_value", [0.0, -1.0, np.nan, np.inf, -np.inf])
@@ -130,9 +166,11 @@ def test_simple_returns_rejects_non_2d() -> None:
 def test_infinite_half_life_is_exactly_np_cov(seed: int, n_obs: int, n_assets: int) -> None:
     r = random_returns(seed, n_obs, n_assets)
     reference = 365.0 * np.cov(r, rowvar=False)
+    # Two evaluations of the same estimate (weights 2^0 = 1 exactly, then 1/N): covariance_atol each,
+    # times 365, and the annualisation and symmetrisation roundings (3U).
+    atol = 2 * 365.0 * covariance_atol(r) + 3 * U * np.abs(reference)
     for est in (ewma_covariance(r, math.inf), sample_covariance(r)):
-        scale = np.max(np.abs(reference))
-        assert np.max(np.abs(est.covariance - reference)) <= 1e-12 * scale
+        assert_entries_within(est.covariance, reference, atol)
         assert est.half_life_days == math.inf
 
 
@@ -202,9 +240,10 @@ def test_short_half_life_weights_recent_data() -> None:
 def test_only_order_matters_not_labels() -> None:
     """Reversing time changes an EWMA estimate but never a sample covariance."""
     r = random_returns(seed=12, n_obs=300, n_assets=3)
-    np.testing.assert_allclose(
-        sample_covariance(r[::-1]).covariance, sample_covariance(r).covariance, rtol=1e-12
-    )
+    # The same terms summed in another order: two evaluations, annualised and symmetrised.
+    forward = sample_covariance(r).covariance
+    assert_entries_within(sample_covariance(r[::-1]).covariance, forward,
+                          2 * 365.0 * covariance_atol(r) + 4 * U * np.abs(forward))
     assert not np.allclose(
         ewma_covariance(r[::-1], 10).covariance, ewma_covariance(r, 10).covariance, rtol=1e-3
     )
@@ -215,7 +254,10 @@ def test_asset_permutation_equivariance() -> None:
     perm = np.array([3, 0, 4, 1, 2])
     a = ewma_covariance(r, 30).covariance
     b = ewma_covariance(r[:, perm], 30).covariance
-    np.testing.assert_allclose(b, a[np.ix_(perm, perm)], rtol=1e-13)
+    # Same weights; each entry the same terms, possibly summed in another order by the matrix product.
+    weights = 0.5 ** (np.arange(199, -1, -1) / 30)
+    atol = 2 * 365.0 * covariance_atol(r, weights, weight_rtol=0.0) + 4 * U * np.abs(a)
+    assert_entries_within(b, a[np.ix_(perm, perm)], atol[np.ix_(perm, perm)])
 
 
 # --------------------------------------------------------------------------- #
@@ -226,10 +268,13 @@ def test_annualisation_factor() -> None:
     daily = ewma_covariance(r, 60, periods_per_year=1)
     crypto = ewma_covariance(r, 60, periods_per_year=365)
     equity = ewma_covariance(r, 60, periods_per_year=252)
-    np.testing.assert_allclose(crypto.covariance, 365 * daily.covariance, rtol=1e-14)
-    np.testing.assert_allclose(equity.covariance, 252 * daily.covariance, rtol=1e-14)
-    np.testing.assert_allclose(crypto.volatilities, math.sqrt(365) * daily.volatilities, rtol=1e-14)
-    np.testing.assert_allclose(crypto.correlation, daily.correlation, atol=1e-15)
+    # The same per-period matrix S: fl(0.5 (fl(P S_ij) + fl(P S_ji))) vs P fl(0.5 (S_ij + S_ji)): <= 5
+    # roundings. The volatilities: half of that through sqrt, the sqrts and the product (3U). The
+    # correlations (|rho| <= 1): from inputs within gamma(5), 3 roundings each (outer, divide, symmetrise).
+    np.testing.assert_allclose(crypto.covariance, 365 * daily.covariance, rtol=gamma(5))
+    np.testing.assert_allclose(equity.covariance, 252 * daily.covariance, rtol=gamma(5))
+    np.testing.assert_allclose(crypto.volatilities, math.sqrt(365) * daily.volatilities, rtol=gamma(6))
+    np.testing.assert_allclose(crypto.correlation, daily.correlation, atol=3 * gamma(5) + 6 * U)
     assert crypto.periods_per_year == 365 and equity.periods_per_year == 252
 
 
@@ -241,16 +286,17 @@ def test_output_is_symmetric_positive_definite_and_consistent(seed: int, half_li
     cov = est.covariance
     assert isinstance(est, CovarianceEstimate)
     assert cov.shape == (6, 6) and est.volatilities.shape == (6,) and est.correlation.shape == (6, 6)
-    np.testing.assert_array_equal(cov, cov.T)
+    np.testing.assert_array_equal(cov, cov.T)  # exact: 0.5 (C + C') is symmetric bit for bit (+ commutes)
     eigenvalues = np.linalg.eigvalsh(cov)
     assert eigenvalues.min() > 0.0
     np.testing.assert_allclose(est.condition_number, eigenvalues.max() / eigenvalues.min(), rtol=1e-8)
-    np.testing.assert_allclose(est.volatilities, np.sqrt(np.diag(cov)), rtol=1e-15)
-    np.testing.assert_array_equal(np.diag(est.correlation), 1.0)
-    np.testing.assert_array_equal(est.correlation, est.correlation.T)
+    np.testing.assert_array_equal(est.volatilities, np.sqrt(np.diag(cov)))  # same path: the same sqrt of the same diagonal
+    np.testing.assert_array_equal(np.diag(est.correlation), 1.0)  # exact: assigned
+    np.testing.assert_array_equal(est.correlation, est.correlation.T)  # exact: symmetrised as 0.5 (R + R')
     assert np.all(np.abs(est.correlation) <= 1.0)
+    # rho = C / (v v') symmetrised (3 roundings, and v = sqrt(C_ii) within U each), times v v' (2): gamma(8).
     np.testing.assert_allclose(
-        est.correlation * np.outer(est.volatilities, est.volatilities), cov, rtol=1e-13
+        est.correlation * np.outer(est.volatilities, est.volatilities), cov, rtol=gamma(8)
     )
     assert est.n_observations == 120
     assert est.half_life_days == half_life
@@ -367,8 +413,15 @@ def test_ledoit_wolf_matches_scikit_learn_annualised(seed: int, n_obs: int, n_as
     r = random_returns(seed, n_obs, n_assets)
     reference = LedoitWolf().fit(r)
     est = ledoit_wolf_covariance(r)
-    np.testing.assert_allclose(est.covariance, 365.0 * reference.covariance_, rtol=1e-12)
-    assert est.shrinkage == pytest.approx(reference.shrinkage_, abs=1e-15)
+    # Same path: both call sklearn's ledoit_wolf_shrinkage on the same centred rows.
+    assert est.shrinkage == reference.shrinkage_
+    # (1 - d) S + d tr(S)/n I with S = centred'centred / N (ours) vs np.cov(bias=True) (sklearn's): two
+    # evaluations of S (covariance_atol with correction 1), of its trace (n of them), then <= 6 roundings.
+    a = covariance_atol(r, correction=1.0)
+    d = est.shrinkage
+    n = r.shape[1]
+    atol = 365.0 * (2 * (1 - d) * a + 2 * d * np.trace(a) / n * np.eye(n)) + gamma(6) * 365.0 * np.abs(reference.covariance_)
+    assert_entries_within(est.covariance, 365.0 * reference.covariance_, atol)
     assert 0.0 <= est.shrinkage <= 1.0
     assert est.method == "ledoit_wolf" and est.half_life_days == math.inf
     assert est.n_observations == n_obs and est.periods_per_year == 365
@@ -379,9 +432,12 @@ def test_ledoit_wolf_target_is_the_scaled_identity_of_the_mle_covariance() -> No
     r = random_returns(seed=3, n_obs=60, n_assets=4)
     s = np.cov(r, rowvar=False, bias=True)
     mu = np.trace(s) / 4
+    a = covariance_atol(r, correction=1.0)  # two evaluations of S, of its trace, then <= 6 roundings
     for delta in (0.0, 0.3, 1.0):
         est = ledoit_wolf_covariance(r, periods_per_year=1, shrinkage=delta)
-        np.testing.assert_allclose(est.covariance, (1 - delta) * s + delta * mu * np.eye(4), rtol=1e-12)
+        expected = (1 - delta) * s + delta * mu * np.eye(4)
+        atol = 2 * (1 - delta) * a + 2 * delta * np.trace(a) / 4 * np.eye(4) + gamma(6) * np.abs(expected)
+        assert_entries_within(est.covariance, expected, atol)
         assert est.shrinkage == delta
 
 
@@ -389,7 +445,11 @@ def test_ledoit_wolf_without_demeaning_matches_assume_centered() -> None:
     r = random_returns(seed=4, n_obs=80, n_assets=3)
     reference = LedoitWolf(assume_centered=True).fit(r)
     est = ledoit_wolf_covariance(r, demean=False)
-    np.testing.assert_allclose(est.covariance, 365.0 * reference.covariance_, rtol=1e-12)
+    # As in test_ledoit_wolf_matches_scikit_learn_annualised, with S = r'r / N (no centring).
+    a = covariance_atol(r, demean=False, correction=1.0)
+    d, n = est.shrinkage, r.shape[1]
+    atol = 365.0 * (2 * (1 - d) * a + 2 * d * np.trace(a) / n * np.eye(n)) + gamma(6) * 365.0 * np.abs(reference.covariance_)
+    assert_entries_within(est.covariance, 365.0 * reference.covariance_, atol)
 
 
 def test_ledoit_wolf_is_well_conditioned_with_fewer_rows_than_assets() -> None:
@@ -409,15 +469,16 @@ def test_shrinkage_moves_eigenvalues_towards_their_mean_and_keeps_the_trace() ->
     kappas = []
     for delta in (0.0, 0.2, 0.5, 0.9, 1.0):
         shrunk = shrink_covariance(cov, delta)
-        np.testing.assert_array_equal(shrunk, shrunk.T)
-        assert np.trace(shrunk) == pytest.approx(np.trace(cov), rel=1e-14)
+        np.testing.assert_array_equal(shrunk, shrunk.T)  # exact: the same operations on C_ij = C_ji
+        # (1 - d) C_ii + d tr/n summed vs tr: two 5-term sums of positive terms and <= 4 roundings.
+        assert np.trace(shrunk) == pytest.approx(np.trace(cov), rel=2 * sum_rtol(5) + 4 * U)
         np.testing.assert_allclose(
             np.linalg.eigvalsh(shrunk), (1 - delta) * eigenvalues + delta * mu, rtol=1e-10
         )
         kappas.append(condition_number(shrunk))
     assert all(b < a for a, b in zip(kappas, kappas[1:]))
     assert kappas[-1] == pytest.approx(1.0, abs=1e-12)
-    np.testing.assert_array_equal(shrink_covariance(cov, 0.0), cov)
+    np.testing.assert_array_equal(shrink_covariance(cov, 0.0), cov)  # exact: 1 * C + 0
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, np.nan])
@@ -433,7 +494,10 @@ def test_explicit_shrinkage_on_ewma_and_sample() -> None:
     for method, params in (("ewma", {"half_life_days": 20.0}), ("sample", {})):
         plain = estimate_covariance(r, method, **params)
         shrunk = estimate_covariance(r, method, shrinkage=0.4, **params)
-        np.testing.assert_allclose(shrunk.covariance, shrink_covariance(plain.covariance, 0.4), rtol=1e-12)
+        # Shrunk per period then annualised (ours: annualised then shrunk): the trace (2 sum_rtol(n)) and
+        # <= 13 scalar roundings in all (scalings, products, the sum, two symmetrisations).
+        np.testing.assert_allclose(shrunk.covariance, shrink_covariance(plain.covariance, 0.4),
+                                   rtol=2 * sum_rtol(4) + 13 * U)
         assert shrunk.shrinkage == 0.4 and plain.shrinkage == 0.0
         assert shrunk.condition_number < plain.condition_number
 
@@ -451,7 +515,7 @@ def test_estimate_covariance_dispatches_to_the_named_estimators() -> None:
          ewma_covariance(r, 15.0, periods_per_year=252)),
     ]
     for a, b in pairs:
-        np.testing.assert_array_equal(a.covariance, b.covariance)
+        np.testing.assert_array_equal(a.covariance, b.covariance)  # same path: one dispatches to the other
         assert (a.method, a.shrinkage, a.half_life_days) == (b.method, b.shrinkage, b.half_life_days)
     assert pairs[0][0].method == "ewma" and pairs[1][0].method == "sample"
 
@@ -550,7 +614,8 @@ def test_drop_rows_sample_is_np_cov_of_the_complete_rows() -> None:
     r = with_gaps(3, 200, 4, {0: slice(0, 30), 2: [50, 51, 120], 3: [120, 199]})
     keep = ~np.isnan(r).any(axis=1)
     est = sample_covariance(r, missing="drop_rows")
-    np.testing.assert_allclose(est.covariance, 365 * np.cov(r[keep], rowvar=False), rtol=1e-12)
+    expected = 365 * np.cov(r[keep], rowvar=False)  # two evaluations on the complete rows
+    assert_entries_within(est.covariance, expected, 2 * 365.0 * covariance_atol(r[keep]) + 3 * U * np.abs(expected))
     assert est.dropped_rows == 200 - keep.sum() == 34
     assert est.n_observations == keep.sum()
     np.testing.assert_array_equal(est.pair_observations, np.full((4, 4), keep.sum()))
@@ -625,7 +690,9 @@ def test_indefinite_pairwise_estimate_is_repaired_and_says_so() -> None:
     assert est.repair is not None and est.repair.eigenvalues_lifted == 1
     assert est.repair.min_eigenvalue_before < 0.0 and est.repair.condition_number_before == math.inf
     assert np.linalg.eigvalsh(est.covariance).min() > 0.0
-    np.testing.assert_allclose(np.diag(est.covariance), np.diag(raw), rtol=1e-12)  # variances kept
+    # Variances kept: two evaluations of a sum of squares (positive terms: gamma(N + 4) relative each).
+    n_max = int(np.diag(counts).max())
+    np.testing.assert_allclose(np.diag(est.covariance), np.diag(raw), rtol=2 * gamma(n_max + 4) + 4 * U)
     np.testing.assert_array_equal(est.pair_observations, counts)
 
 
@@ -651,7 +718,8 @@ def test_simple_returns_with_missing_never_bridges_a_gap() -> None:
     assert np.isnan(out[6, 0]) and np.isnan(out[7, 0])  # both returns touching the gap
     assert np.count_nonzero(np.isnan(out)) == 2
     keep = ~np.isnan(out)
-    np.testing.assert_allclose(out[keep], r[keep], rtol=1e-12)
+    # As in test_simple_returns_definition_and_round_trip: absolute, gamma(5) |1 + r| + U |r|.
+    np.testing.assert_allclose(out[keep], r[keep], rtol=0, atol=float(np.max(gamma(5) * np.abs(1 + r) + U * np.abs(r))))
     np.testing.assert_array_equal(simple_returns_with_missing(prices_from_returns(r)),
                                   simple_returns(prices_from_returns(r)))
 
@@ -728,7 +796,9 @@ def test_estimators_on_the_raw_history(raw_panel) -> None:
         sample_covariance(returns)
 
     dropped = sample_covariance(returns, missing="drop_rows")
-    np.testing.assert_allclose(dropped.covariance, 365 * np.cov(returns[complete], rowvar=False), rtol=1e-12)
+    expected = 365 * np.cov(returns[complete], rowvar=False)  # two evaluations on the complete rows
+    assert_entries_within(dropped.covariance, expected,
+                          2 * 365.0 * covariance_atol(returns[complete]) + 3 * U * np.abs(expected))
     assert dropped.dropped_rows == returns.shape[0] - complete.sum()
 
     pairwise = ewma_covariance(returns, 90.0, missing="pairwise")
@@ -768,13 +838,14 @@ def test_repair_lifts_negative_eigenvalues_and_keeps_variances() -> None:
     assert report.eigenvalues_lifted == 1 and report.min_eigenvalue_before < 0
     assert report.condition_number_before == math.inf
     assert report.condition_number_after == pytest.approx(condition_number(repaired), rel=1e-9)
-    assert report.max_abs_correlation_change == pytest.approx(np.max(np.abs(new_corr - corr)), abs=1e-12)
+    # |rho| <= 1 on both sides: the module's and our correlations each within <= 8 roundings of it.
+    assert report.max_abs_correlation_change == pytest.approx(np.max(np.abs(new_corr - corr)), abs=gamma(16))
 
 
 def test_repair_leaves_a_well_conditioned_matrix_unchanged() -> None:
     cov = sample_covariance(random_returns(seed=11, n_obs=100, n_assets=4)).covariance
     repaired, report = repair_covariance(cov)
-    np.testing.assert_array_equal(repaired, cov)
+    np.testing.assert_array_equal(repaired, cov)  # exact: nothing to lift, the input is returned
     assert report.eigenvalues_lifted == 0 and report.max_abs_correlation_change == 0.0
 
 
@@ -790,7 +861,8 @@ def test_repair_refuses_a_zero_variance_and_bad_arguments() -> None:
 
 
 def test_condition_number_definition() -> None:
-    assert condition_number(np.diag([4.0, 1.0, 0.5])) == pytest.approx(8.0, rel=1e-14)
+    # eigvalsh of a diagonal matrix returns its entries (no rotation is applied); 4 / 0.5 is exact.
+    assert condition_number(np.diag([4.0, 1.0, 0.5])) == pytest.approx(8.0, rel=2 * U)
     assert condition_number(np.ones((2, 2))) == math.inf
     assert condition_number(np.array([[1.0, 2.0], [2.0, 1.0]])) == math.inf  # indefinite
 
@@ -858,7 +930,8 @@ def test_gate_falls_back_to_inverse_volatility_when_no_step_is_enough() -> None:
     np.testing.assert_array_equal(est.correlation, np.eye(3))
     np.testing.assert_array_equal(est.pair_observations, np.diag([200, 200, 200]))
     weights = inverse_volatility_weights(est.volatilities)
-    np.testing.assert_allclose(weights * est.volatilities, np.full(3, (weights * est.volatilities)[0]), rtol=1e-12)
+    # w_i v_i = ((1/v_i) / S) v_i with the same S: 3 roundings each, so two of them differ by <= 6U.
+    np.testing.assert_allclose(weights * est.volatilities, np.full(3, (weights * est.volatilities)[0]), rtol=gamma(6))
 
 
 def test_gate_falls_back_to_inverse_volatility_when_too_few_joint_rows() -> None:
@@ -867,7 +940,9 @@ def test_gate_falls_back_to_inverse_volatility_when_too_few_joint_rows() -> None
     assert decision.action == "inverse_volatility"
     assert decision.attempts[0].condition_number is None
     assert "InsufficientHistoryError" in decision.reason
-    np.testing.assert_allclose(np.diag(decision.estimate.covariance), 365 * np.var(r, axis=0, ddof=1), rtol=1e-12)
+    # Two evaluations of 4-row sums of squares (positive: gamma(N + 4) each), annualised (U each).
+    np.testing.assert_allclose(np.diag(decision.estimate.covariance), 365 * np.var(r, axis=0, ddof=1),
+                               rtol=2 * gamma(4 + 4) + 3 * U)
 
 
 def test_gate_reports_a_pairwise_repair() -> None:
@@ -931,7 +1006,8 @@ def test_gate_needs_an_estimator_config() -> None:
 
 def test_inverse_volatility_weights_definition_and_errors() -> None:
     weights = inverse_volatility_weights([0.2, 0.4, 0.8])
-    np.testing.assert_allclose(weights, np.array([4.0, 2.0, 1.0]) / 7.0, rtol=1e-15)
+    # fl(0.4), fl(0.8) are exactly 2, 4 fl(0.2): 1/v (U), the 3-term sum (2U), the division (U); 4/7 (U).
+    np.testing.assert_allclose(weights, np.array([4.0, 2.0, 1.0]) / 7.0, rtol=gamma(5))
     for bad in ([0.2, 0.0], [0.2, np.nan], [[0.1, 0.2]], []):
         with pytest.raises(ConfigError, match="volatilit"):
             inverse_volatility_weights(bad)
