@@ -86,12 +86,12 @@ def adversarial_returns(draw: st.DrawFn, allow_nan: bool) -> np.ndarray:
 
 def assert_valid_estimate(est, max_condition_number: float) -> None:
     cov = est.covariance
-    np.testing.assert_array_equal(cov, cov.T)
+    np.testing.assert_array_equal(cov, cov.T)  # exact: symmetrised as 0.5 (C + C'), + commutes
     eigenvalues = np.linalg.eigvalsh(cov)
     assert eigenvalues.min() > 0.0
     assert est.condition_number <= max_condition_number
-    np.testing.assert_allclose(est.volatilities, np.sqrt(np.diag(cov)), rtol=1e-15)
-    np.testing.assert_array_equal(np.diag(est.correlation), 1.0)
+    np.testing.assert_array_equal(est.volatilities, np.sqrt(np.diag(cov)))  # same path: the same sqrt of the same diagonal
+    np.testing.assert_array_equal(np.diag(est.correlation), 1.0)  # exact: assigned
     assert 0.0 <= est.shrinkage <= 1.0
 
 
@@ -204,15 +204,15 @@ def symmetric_with_positive_diagonal(draw: st.DrawFn) -> np.ndarray:
 def test_repair_is_symmetric_positive_definite_and_keeps_variances(cov: np.ndarray, floor: float) -> None:
     repaired, report = repair_covariance(cov, floor)
     n = cov.shape[0]
-    np.testing.assert_array_equal(repaired, repaired.T)
-    np.testing.assert_array_equal(np.diag(repaired), np.diag(cov))
+    np.testing.assert_array_equal(repaired, repaired.T)  # exact: 0.5 (R + R') times v_i v_j, both symmetric bit for bit
+    np.testing.assert_array_equal(np.diag(repaired), np.diag(cov))  # exact: the diagonal is assigned back
     vols = np.sqrt(np.diag(cov))
     corr_eigenvalues = np.linalg.eigvalsh(repaired / np.outer(vols, vols))
     if report.eigenvalues_lifted:
         assert corr_eigenvalues.min() >= 0.5 * floor / (n + 1)
         assert np.linalg.eigvalsh(repaired).min() > 0.0
     else:
-        np.testing.assert_array_equal(repaired, cov)
+        np.testing.assert_array_equal(repaired, cov)  # exact: nothing lifted, the (symmetric) input returned
         assert corr_eigenvalues.min() >= floor * (1 - 1e-9)
     assert 0 <= report.eigenvalues_lifted <= n
 
@@ -230,13 +230,13 @@ def assert_valid_decision(decision, limit: float) -> None:
     assert len(accepted) == 1 and accepted[-1] is decision.attempts[-1]
     est = decision.estimate
     assert np.linalg.eigvalsh(est.covariance).min() > 0.0
-    np.testing.assert_array_equal(est.covariance, est.covariance.T)
+    np.testing.assert_array_equal(est.covariance, est.covariance.T)  # exact: symmetrised as 0.5 (C + C')
     if decision.action in ("accept", "shrink"):
         assert est.condition_number <= limit
         assert condition_number(est.covariance) <= limit * (1 + 1e-9)
         assert all(a.condition_number is None or a.condition_number > limit for a in decision.attempts[:-1])
     else:
-        np.testing.assert_array_equal(est.covariance, np.diag(np.diag(est.covariance)))
+        np.testing.assert_array_equal(est.covariance, np.diag(np.diag(est.covariance)))  # exact: built diagonal
 
 
 @PROPERTY_SETTINGS
