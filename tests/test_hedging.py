@@ -38,6 +38,8 @@ from keeper.implied_vol import (
 )
 from keeper.journal import Journal
 from keeper.optimizer import relative_risk_contributions, solve_equal_risk_contribution
+from test_options import _two_path_bounds  # per-output bound between options' scalar (math) and array paths
+from tolerances import ELEMENTARY_ULPS, U, gamma
 
 NOW = 1_700_000_000
 DAY = 86_400
@@ -65,13 +67,26 @@ def test_portfolio_greeks_aggregate_spot_and_options_per_underlying():
     t = options.year_fraction(30 * DAY)
     put = options.greeks(60_000.0, 55_000.0, t, 0.5, 0.04, 0.0, False)
     call = options.greeks(60_000.0, 70_000.0, t, 0.5, 0.04, 0.0, True)
-    assert g.delta_units[0] == pytest.approx(1.5 + put.delta - 0.5 * call.delta, rel=1e-14)
-    assert g.dollar_delta[0] == pytest.approx(g.delta_units[0] * 60_000.0, rel=1e-14)
-    assert g.gamma_units[0] == pytest.approx(put.gamma - 0.5 * call.gamma, rel=1e-12)
-    assert g.vega_usd[0] == pytest.approx(put.vega - 0.5 * call.vega, rel=1e-12)
-    assert g.vega_usd_per_point[0] == pytest.approx(g.vega_usd[0] / 100.0, rel=1e-14)
-    assert g.theta_usd_per_day[0] == pytest.approx((put.theta - 0.5 * call.theta) / 365.0, rel=1e-12)
-    assert g.option_value_usd[0] == pytest.approx(put.price - 0.5 * call.price, rel=1e-12)
+    # Our scalars take options' math fast path, the portfolio its array path (scipy ndtr, NumPy exp/log):
+    # each Greek within _two_path_bounds of the other path's, then 1 * put + (-0.5) * call (+ spot) summed
+    # in another order: <= 3 roundings on each side, relative to the terms' absolute values.
+    bp = _two_path_bounds(60_000.0, 55_000.0, float(t), 0.5, 0.04, 0.0, False)
+    bc = _two_path_bounds(60_000.0, 70_000.0, float(t), 0.5, 0.04, 0.0, True)
+
+    def atol(name: str, spot: float = 0.0) -> float:
+        p, c = float(getattr(put, name)), float(getattr(call, name))
+        return bp[name] + 0.5 * bc[name] + 2 * gamma(3) * (abs(spot) + abs(p) + 0.5 * abs(c))
+
+    assert g.delta_units[0] == pytest.approx(1.5 + put.delta - 0.5 * call.delta, abs=atol("delta", 1.5))
+    assert g.dollar_delta[0] == g.delta_units[0] * 60_000.0  # same path: delta_units * spot, exact
+    assert g.gamma_units[0] == pytest.approx(put.gamma - 0.5 * call.gamma, abs=atol("gamma"))
+    assert g.vega_usd[0] == pytest.approx(put.vega - 0.5 * call.vega, abs=atol("vega"))
+    # v * fl(0.01) vs v / 100: 0.01's representation (U) and one rounding each.
+    assert g.vega_usd_per_point[0] == pytest.approx(g.vega_usd[0] / 100.0, rel=gamma(3))
+    # / 365 on both sides (one rounding each) after the same sums as above.
+    assert g.theta_usd_per_day[0] == pytest.approx((put.theta - 0.5 * call.theta) / 365.0,
+                                                   abs=atol("theta") / 365.0 * (1 + 2 * U))
+    assert g.option_value_usd[0] == pytest.approx(put.price - 0.5 * call.price, abs=atol("price"))
     # SOL has no options: delta 1 per unit, no gamma or vega.
     assert g.delta_units[2] == 100.0 and g.gamma_units[2] == 0.0 and g.vega_usd[2] == 0.0
     np.testing.assert_allclose(delta_adjusted_exposures(g, 200_000.0), g.dollar_delta / 200_000.0)
@@ -90,6 +105,7 @@ def test_dollar_gamma_is_the_usd_value_of_the_delta_change_for_a_one_percent_mov
 def test_expired_options_count_at_intrinsic_with_a_step_delta():
     book = [OptionPosition("BTC", 65_000.0, NOW - DAY, False, 2.0), OptionPosition("ETH", 3_500.0, NOW, True, 1.0)]
     g = portfolio_greeks({"BTC": 0.0, "ETH": 0.0}, book, SPOTS, VOLS, NOW)
+    # Exact: intrinsic values and step deltas of integers and halves are exact products and sums.
     assert g.option_value_usd.tolist() == [2.0 * 5_000.0, 0.0]
     assert g.delta_units.tolist() == [-2.0, 0.0]
     assert g.vega_usd.tolist() == [0.0, 0.0]
@@ -135,7 +151,12 @@ def test_hedged_delta_adjusted_exposures_have_equal_risk_contributions():
     orders = hedge_trades(target, nav, g, band_bps=0.0)
     after = portfolio_greeks(dict(zip(SYMBOLS, orders.spot_target_units)), book, spots, VOLS, NOW)
     exposure = delta_adjusted_exposures(after, nav)
-    np.testing.assert_allclose(exposure, target, rtol=1e-12)
+    # The same option deltas (same inputs, same path) enter the hedge and the check: spot units =
+    # h + (w NAV / S - (h + o)), then (spot + o) S / NAV; <= 8 roundings, the sums cancelling, so the
+    # bound is on the terms' magnitudes |w NAV / S|, |h|, |o| (in NAV fractions).
+    spot_values = np.array([spots[s] for s in SYMBOLS])
+    magnitudes = target + 2 * (np.abs(g.spot_units) + np.abs(g.option_delta_units)) * spot_values / nav
+    assert np.all(np.abs(exposure - target) <= gamma(10) * magnitudes)
     rrc = relative_risk_contributions(exposure, cov)
     np.testing.assert_allclose(rrc, np.full(3, 1 / 3), atol=1e-8)
     np.testing.assert_allclose(orders.trade_value_usd, orders.trade_units * np.array([spots[s] for s in SYMBOLS]))
@@ -147,15 +168,17 @@ def test_hedge_trades_only_assets_outside_the_band_and_clips_negative_spot():
     g = portfolio_greeks(holdings, [], SPOTS, VOLS, NOW)
     target = np.array([0.21, 0.30, 0.25])  # drifts: BTC -100 bps, ETH 0, SOL +500 bps
     orders = hedge_trades(target, nav, g, band_bps=200.0)
-    np.testing.assert_allclose(orders.drift_bps, [-100.0, 0.0, 500.0], atol=1e-9)
-    assert orders.trade_units[0] == 0.0 and orders.trade_units[1] == 0.0
-    assert orders.trade_units[2] == pytest.approx(0.25 * nav / 150.0 - 600.0, rel=1e-12)
+    # (h S / NAV - w) 1e4: exposures and targets <= 1, each within a few roundings (and w's literal U).
+    np.testing.assert_allclose(orders.drift_bps, [-100.0, 0.0, 500.0], atol=1e4 * gamma(6))
+    assert orders.trade_units[0] == 0.0 and orders.trade_units[1] == 0.0  # exact: h + 0 - h inside the band
+    # (h + (w NAV / S - h)) - h: 5 roundings in all, the sums cancelling: relative to w NAV / S + 2 h.
+    assert orders.trade_units[2] == pytest.approx(0.25 * nav / 150.0 - 600.0, abs=gamma(6) * (0.25 * nav / 150.0 + 1200.0))
     assert orders.any_trade
     # A short-call book whose delta exceeds the target: the long-only vault cannot sell below zero.
     book = [OptionPosition("BTC", 1.0, NOW + 30 * DAY, True, 5.0)]  # deep ITM: delta ~ 5 BTC
     orders = hedge_trades(target, nav, portfolio_greeks(holdings, book, SPOTS, VOLS, NOW), band_bps=0.0)
     assert orders.clipped.tolist() == [True, False, False]
-    assert orders.spot_target_units[0] == 0.0 and orders.trade_units[0] == -1.0
+    assert orders.spot_target_units[0] == 0.0 and orders.trade_units[0] == -1.0  # exact: max(., 0) - 1
 
 
 def test_hedge_trades_reject_bad_targets():
@@ -371,9 +394,9 @@ def test_dvol_series_is_daily_with_gaps_filled_forward_and_flagged():
     known = dict(rows)
     for i, day in enumerate(series.dates):
         if day in known:
-            assert not series.filled[i] and series.vols[i] == known[day] / 100.0
+            assert not series.filled[i] and series.vols[i] == known[day] / 100.0  # same path: one division
         else:
-            assert series.filled[i] and series.vols[i] == series.vols[i - 1]
+            assert series.filled[i] and series.vols[i] == series.vols[i - 1]  # exact: a copy
     assert not series.derived and series.source == "deribit_dvol"
     gap_day = series.dates[int(np.argmax(series.filled))]
     assert series.on(gap_day)[1] is True
@@ -403,9 +426,16 @@ def test_realised_proxy_is_derived_and_the_factor_is_the_btc_implied_to_realised
     assert proxy.derived and proxy.source == "realised_30d_x1.2"
     # Value on one day by hand: 30 log returns ending that day.
     t = 400
-    r = np.diff(np.log(table.prices[t - 30 : t + 1, 1]))
+    closes = table.prices[t - 30 : t + 1, 1]
+    r = np.diff(np.log(closes))
     expected = 1.2 * math.sqrt(np.mean(r**2) * 365)
-    assert proxy.on(table.dates[t])[0] == pytest.approx(expected, rel=1e-12)
+    # Two log evaluations (NumPy's strided and contiguous loops may differ: ELEMENTARY_ULPS each) whose
+    # difference cancels: r_s within 2 ELEMENTARY_ULPS U (|ln P_s| + |ln P_s-1|) + U |r_s| on each path; the
+    # 30-term sums of squares (gamma(31) each), halved by the sqrt, and <= 5 more roundings.
+    log_abs = np.abs(np.log(closes))
+    r_err = 2 * ELEMENTARY_ULPS * U * (log_abs[1:] + log_abs[:-1]) + U * np.abs(r)
+    sum_rel = (2 * float(np.sum(2 * np.abs(r) * r_err)) / float(np.sum(r**2))) + 2 * gamma(31)
+    assert proxy.on(table.dates[t])[0] == pytest.approx(expected, rel=0.5 * sum_rel + 10 * U)
     # The default factor is the median DVOL / realised ratio on BTC (1.199 on the shipped files).
     btc = realised_vol_proxy(table, "BTC", factor=1.0)
     dvol = load_dvol()
@@ -421,7 +451,7 @@ def test_implied_vols_on_uses_dvol_for_btc_and_the_proxy_elsewhere():
     dvol = load_dvol()
     day = dt.date(2022, 6, 15)
     vols, filled, derived = implied_vols_on(day, ("BTC", "ETH", "SOL"), table, dvol)
-    assert vols[0] == dvol.on(day)[0] and not derived[0]
+    assert vols[0] == dvol.on(day)[0] and not derived[0]  # same path: the DVOL value itself
     assert derived[1] and derived[2] and (vols > 0.1).all()
     # Before DVOL starts, BTC falls back to the proxy and says so.
     vols, _, derived = implied_vols_on(dt.date(2021, 1, 15), ("BTC",), table, dvol)
