@@ -28,11 +28,11 @@ write an option (a covered call) is refused with :class:`~keeper.errors.OptionLe
 
 Using it in a tick
 ------------------
-After the keeper's spot tick (``report = keeper.run_once()``, which supplies the ERC targets and the
-covariance), one call runs the overlay step::
+After the keeper's policy decision (``report.policy["target_weights"]``, the NAV fractions after the cash
+buffer, the volatility target and the ES limit, and ``report.covariance``), one call runs the overlay step::
 
     overlay = OptionOverlay(keeper, market, OverlayConfig(...), HedgeTriggerConfig(...), settle, settler)
-    step = overlay.step(report.target_weights, report.covariance)
+    step = overlay.step(report.policy["target_weights"], report.covariance)
 
 It settles expired series, plans the overlay (:func:`keeper.hedging.plan_overlay`) on the book read from
 chain, turns it into legs (:func:`option_legs_for_plan`), decides the delta hedge on the book those legs
@@ -516,7 +516,8 @@ class OptionOverlay:
     State kept between steps: the time and implied vols of the last hedge (for
     :func:`keeper.hedging.hedge_decision`).
 
-    Exposure targets are ``w_erc × (1 − cash_buffer)``; where long puts ask for more spot than the vault can
+    Exposure targets are the policy's NAV fractions (risk budget, cash buffer, volatility target, ES limit);
+    where long puts ask for more spot than the vault can
     hold without leverage (spot worth ``Σ_i (t_i N − Δopt_i S_i)`` above the spot NAV less the premiums), every
     target is scaled by the same ``target_scale < 1`` (reported and journalled) so that the hedge aims at a
     reachable book. Any remaining shortfall (rounding) scales the spot targets (``cash_scale``).
@@ -553,8 +554,10 @@ class OptionOverlay:
         self._leg_event = leg_event
 
     def step(self, target_weights: npt.ArrayLike, covariance: npt.ArrayLike) -> OverlayStepReport:
-        """One step with the ERC ``target_weights`` (risky sleeve, sum 1) and the annualised ``covariance``
-        of the keeper's tick. Journals the decision; never raises: an anticipated failure
+        """One step toward the policy's ``target_weights`` (fractions of NAV, shape (n,): the risk budget
+        after the cash buffer, the volatility target and the ES limit, i.e. ``PolicyDecision.target_weights``)
+        with the annualised ``covariance`` (n, n) of the keeper's tick. The delta hedge aims the delta-adjusted
+        exposure (spot + option delta) at those fractions. Journals the decision; never raises: an anticipated failure
         (:class:`~keeper.errors.KeeperError`) ends the step as ``"skipped"``, anything else as ``"error"``."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -573,7 +576,7 @@ class OptionOverlay:
         return report
 
     def _step(
-        self, w_erc: FloatArray, cov: FloatArray, timings: dict[str, float], context: dict[str, Any]
+        self, w_target: FloatArray, cov: FloatArray, timings: dict[str, float], context: dict[str, Any]
     ) -> OverlayStepReport:
         cfg = self.keeper.config
         reader = self.keeper.reader
@@ -617,7 +620,8 @@ class OptionOverlay:
         # not the overlay's float plan.
         book_after = book_after_legs(book, option_legs)
         greeks = self._greeks(units, book_after, spots, vols, now, symbols)
-        target_exposure = w_erc * (1.0 - cfg.cash_buffer_bps / BPS)
+        # The policy's NAV fractions: its cash sleeve (buffer, volatility target, ES limit) is already out.
+        target_exposure = w_target
         # A long-only vault without leverage holds spot worth Σ_i (t_i N − Δopt_i S_i) at most the spot NAV less
         # the cash the premiums need: when long puts (Δopt < 0) ask for more, every target is scaled by k < 1
         # so that the hedge aims at what it can reach (and does not churn against an unreachable target).

@@ -435,7 +435,8 @@ class Keeper:
         assert self.overlay is not None
         if self._stop.is_set():
             raise ShutdownRequestedError("shutdown requested before the overlay step; nothing was sent")
-        step: OverlayStepReport = self.overlay.step(planned.target_weights, planned.covariance)
+        assert planned.policy is not None  # options mode runs only after a policy decision (not on de-risk)
+        step: OverlayStepReport = self.overlay.step(planned.policy["target_weights"], planned.covariance)
         self.last_overlay_step = step
         timings.update({f"overlay_{k}": v for k, v in step.timings.items()})
         summary = {

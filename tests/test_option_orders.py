@@ -54,10 +54,12 @@ from keeper.option_orders import (
 from keeper.runner import Keeper
 
 #: ERC-like targets of the risky sleeve and a covariance in which BTC is the largest risk contributor.
-TARGETS = np.array([0.5, 0.3, 0.2])
+TARGETS = np.array([0.5, 0.3, 0.2])  # the risk sleeve (sums to 1)
 CORR = np.array([[1.0, 0.8, 0.7], [0.8, 1.0, 0.75], [0.7, 0.75, 1.0]])
 COV = CORR * np.outer(VOLS, VOLS)
 CASH_BUFFER_BPS = 2000.0
+#: The policy's targets as the overlay takes them: fractions of NAV, the cash buffer out.
+NAV_TARGETS = TARGETS * (1 - CASH_BUFFER_BPS / 10_000)
 BAND_BPS = 200.0
 
 
@@ -80,7 +82,7 @@ class Env(OptionsEnv):
             self.arb.align(token.address, price_to_answer(p))
 
     def step(self, overlay: OptionOverlay):
-        report = overlay.step(TARGETS, COV)
+        report = overlay.step(NAV_TARGETS, COV)
         self.align()
         return report
 
@@ -371,7 +373,7 @@ def test_unreachable_targets_are_scaled_to_what_the_vault_can_hold(env: Env, tmp
 def test_a_refused_step_is_journalled_and_sends_nothing(env: Env, tmp_path) -> None:
     overlay = env.overlay(tmp_path)
     epoch = env.vault.functions.rebalanceEpoch().call()
-    step = overlay.step(TARGETS, np.eye(2))  # a covariance of the wrong shape
+    step = overlay.step(NAV_TARGETS, np.eye(2))  # a covariance of the wrong shape
     assert step.status == "skipped" and "ConfigError" in step.reason and "covariance" in step.reason
     # A tighter premium bound than the market's spread, once there is spot to protect.
     env.step(overlay)

@@ -43,7 +43,8 @@ def _exposure_drift_bps(chain: System, keeper, market) -> np.ndarray:
     g = hedging.portfolio_greeks({s: b / WAD for s, b in zip(symbols, balances)}, [h.position() for h in book],
                                  dict(zip(symbols, spots)), dict(zip(symbols, vols)), now, symbols=symbols)
     nav = chain.vault.functions.totalAssets().call() / 10**6
-    targets = np.array(keeper.journal.ticks()[-1]["detail"]["target_weights"]) * (1 - 2000 / 10_000)
+    # The policy's targets, fractions of NAV: its cash sleeve (buffer, volatility target, ES limit) is out.
+    targets = np.array(keeper.journal.ticks()[-1]["detail"]["policy"]["target_weights"])
     return (hedging.delta_adjusted_exposures(g, nav) - targets) * 10_000
 
 
@@ -67,6 +68,27 @@ def test_options_mode_hedges_then_buys_the_put_in_one_transaction_each(chain: Sy
     assert len(keeper.journal.ticks("overlay_traded")) == 2
     assert [(t.kind, t.status) for t in keeper.journal.transactions()] == [("rebalance", "mined")] * 2
     assert chain.vault.functions.rebalanceEpoch().call() == 2
+
+
+def test_options_mode_honours_the_volatility_target_and_the_es_limit(chain: System) -> None:
+    """The delta-adjusted exposure follows the policy's targets, not the bare risk budget: with a 25 %
+    volatility target and a 2 % ES limit (1-day 99 % Gaussian, which binds below the target's ~3.5 %)
+    most of the NAV stays in the base asset."""
+    chain.deposit(chain.alice, 200_000)
+    keeper, market, _ = _options_keeper(chain, volatility_target=0.25, es_limit=0.02, es_method="gaussian")
+    for _ in range(2):  # the hedge, then the put on the largest contributor
+        report = keeper.run_once()
+        assert report.status == "rebalanced", report.reason
+    policy = keeper.journal.ticks()[-1]["detail"]["policy"]
+    targets = np.array(policy["target_weights"])
+    assert policy["allocation"]["volatility_target"] == 0.25
+    # The policy scaled the sleeve: gross exposure well under the 80 % the cash buffer alone would leave.
+    assert targets.sum() < 0.6, targets
+    assert policy["ex_ante_volatility"] <= 0.25 * (1 + 1e-9)
+    es = policy["es"]
+    assert es["scale"] < 1.0 and es["before"] > 0.02 and es["after"] <= 0.02 * (1 + 1e-9), es
+    # Executed: every asset's delta-adjusted exposure within the hedge band of those targets.
+    assert np.all(np.abs(_exposure_drift_bps(chain, keeper, market)) <= BAND_BPS)
 
 
 def test_options_mode_settles_expired_series_through_the_journal(chain: System) -> None:
