@@ -18,6 +18,7 @@ from scipy import stats
 
 from keeper.errors import ConfigError, InvalidPriceError, KeeperError
 from keeper.risk import gaussian_var_es
+from tolerances import ELEMENTARY_ULPS, NDTRI_RELATIVE_ERROR, U, gamma
 from keeper.stress import (
     DEFAULT_STRESS_CSV,
     DEFAULT_WINDOWS,
@@ -75,15 +76,18 @@ def test_windows_are_the_btc_peak_to_trough_of_their_month(window, history, csv_
     fall, peak, trough = month_peak_to_trough(csv_closes["BTC"], window.start.year, window.start.month)
     assert (window.start, window.end) == (peak, trough)
     result = replay_window([1.0], ["BTC"], window, history, nav_base_units=NAV)
-    assert result.total_loss == pytest.approx(fall, rel=1e-14)
+    # Same arithmetic on the same doubles (both parse the CSV's closes correctly rounded): the module's
+    # 0 - 1.0 (P1/P0 - 1) is our 1 - P1/P0 exactly (rounding is symmetric under negation).
+    assert result.total_loss == fall
     assert result.total_loss_base_units == round(Fraction(result.total_loss) * NAV)
     assert result.flags == ()
-    assert result.details["proxy_return"] == pytest.approx(-fall, rel=1e-14)
+    assert result.details["proxy_return"] == -fall  # exact, as above
 
 
 def test_known_covid_drawdown_and_every_asset_replayed(history, csv_closes):
     result = replay_window([0.6], ["BTC"], DEFAULT_WINDOWS[0], history, nav_base_units=NAV)
-    assert result.total_loss == pytest.approx(0.6 * (1 - 4800 / 9131.88), rel=1e-14)
+    # Exact: 0 - 0.6 (P1/P0 - 1) and 0.6 (1 - P1/P0) round the same magnitudes the same way.
+    assert result.total_loss == 0.6 * (1 - 4800 / 9131.88)
     # Exact decimal arithmetic on the CSV's closes; the float path may differ by at most one unit.
     exact = Fraction("0.6") * (Fraction("9131.88") - 4800) / Fraction("9131.88") * NAV
     assert abs(result.total_loss_base_units - exact) <= 1
@@ -91,9 +95,12 @@ def test_known_covid_drawdown_and_every_asset_replayed(history, csv_closes):
     w = np.full(8, 0.1)
     r = replay_window(w, symbols, DEFAULT_WINDOWS[0], history)
     expected = [csv_closes[s][dt.date(2020, 3, 12)] / csv_closes[s][dt.date(2020, 3, 6)] - 1 for s in symbols]
-    np.testing.assert_allclose(r.asset_returns, expected, rtol=1e-14)
-    np.testing.assert_allclose(r.asset_losses, -0.1 * np.array(expected), rtol=1e-14)
-    assert r.total_loss == pytest.approx(-0.1 * sum(expected), rel=1e-13)
+    np.testing.assert_array_equal(r.asset_returns, expected)  # same formula on the same doubles: exact
+    np.testing.assert_array_equal(r.asset_losses, -0.1 * np.array(expected))  # 0 - 0.1 R = -(0.1 R): exact
+    # NumPy's sum of the 8 losses vs Python's sum of the returns, then * -0.1: two 8-term sums in other
+    # orders (gamma(7) each of sum |0.1 R_i|) and the product.
+    losses_abs = 0.1 * float(np.sum(np.abs(expected)))
+    assert r.total_loss == pytest.approx(-0.1 * sum(expected), abs=2 * gamma(8) * losses_abs)
 
 
 def test_missing_asset_is_proxied_by_its_beta_to_btc(history, csv_closes):
@@ -116,7 +123,7 @@ def test_missing_asset_is_proxied_by_its_beta_to_btc(history, csv_closes):
     assert beta["n_observations"] == len(pairs)
     btc_return = 4800 / 9131.88 - 1
     assert result.asset_returns[2] == pytest.approx(slope * btc_return, rel=1e-10)
-    assert result.asset_returns[0] == pytest.approx(btc_return, rel=1e-14)
+    assert result.asset_returns[0] == btc_return  # same formula on the same doubles: exact
     assert sum(result.asset_losses_base_units) == result.total_loss_base_units
 
 
@@ -127,7 +134,8 @@ def test_missing_asset_reported_uncovered_when_not_proxied(history):
     assert result.asset_losses[2] == 0.0 and result.asset_returns[2] == 0.0
     unknown = replay_window([0.5, 0.4], ["BTC", "LUNA"], DEFAULT_WINDOWS[2], history)
     assert unknown.flags == ("uncovered:LUNA",)
-    assert unknown.total_loss == pytest.approx(0.5 * (1 - 28629.8 / 39690), rel=1e-14)
+    # Exact: -(0.5 R) + (0 - 0.4 * 0) = 0.5 (1 - P1/P0), the same roundings as ours.
+    assert unknown.total_loss == 0.5 * (1 - 28629.8 / 39690)
     # SOL has a price in the later windows: no flag there.
     assert all(r.flags == () for r in historical_stress(w, SYMBOLS, history=history)[1:])
 
@@ -135,7 +143,10 @@ def test_missing_asset_reported_uncovered_when_not_proxied(history):
 def test_beta_needs_enough_common_history(history):
     assert beta_to_proxy(history, "SOL", min_observations=10**6) is None
     assert beta_to_proxy(history, "NOPE") is None
-    assert beta_to_proxy(history, "BTC")[0] == pytest.approx(1.0, rel=1e-14)
+    # Numerator and denominator are the same sum of squares of the same centred returns; bounded as two
+    # evaluations of an N-term sum of positive terms in case the BLAS kernel orders them differently.
+    beta, n_obs = beta_to_proxy(history, "BTC")
+    assert beta == pytest.approx(1.0, rel=2 * gamma(n_obs) + U)
 
 
 def test_window_outside_the_file_is_refused(history):
@@ -176,12 +187,12 @@ def test_minus_fifty_percent_loses_exactly_half_of_each_weight(w):
     results = {r.name: r for r in hypothetical_stress(w, COV, symbols=SYMBOLS, nav_base_units=NAV)}
     for i, s in enumerate(SYMBOLS):
         r = results[f"shock_{s}"]
-        assert r.total_loss == 0.5 * w[i]
+        assert r.total_loss == 0.5 * w[i]  # exact: 0 - w (-0.5) is a scaling by a power of two, plus zeros
         assert r.total_loss_base_units == round(Fraction(w[i]) * NAV / 2)
         assert r.asset_losses_base_units[i] == r.total_loss_base_units
         assert sum(abs(x) for j, x in enumerate(r.asset_losses_base_units) if j != i) == 0
     everything = results["shock_all"]
-    np.testing.assert_array_equal(everything.asset_losses, 0.5 * np.array(w))
+    np.testing.assert_array_equal(everything.asset_losses, 0.5 * np.array(w))  # exact: scaling by 2^-1
     assert everything.asset_losses_base_units == tuple(round(Fraction(x) * NAV / 2) for x in w)
     assert sum(everything.asset_losses_base_units) == everything.total_loss_base_units
     if w[0] == 0.25:  # exact binary weights: exactly half of each weight times NAV
@@ -193,22 +204,31 @@ def test_stressed_covariances_give_the_closed_form_es():
     w = np.array([0.2, 0.3, 0.4])
     results = {r.name: r for r in hypothetical_stress(w, COV, symbols=SYMBOLS, nav_base_units=NAV,
                                                       confidence=0.99, horizon_days=10)}
-    k = stats.norm.pdf(stats.norm.ppf(0.99)) / 0.01 * math.sqrt(10 / 365)
+    z = stats.norm.ppf(0.99)
+    k = stats.norm.pdf(z) / 0.01 * math.sqrt(10 / 365)
     vols = np.sqrt(np.diag(COV))
+    # Every term positive (w, COV > 0): a quadratic form of order 3 is within gamma(6) (halved by a
+    # sqrt), w . vols within gamma(3). The ES factor phi(z)/(1 - a) by the module and by scipy:
+    # es_factor_rtol each (exp of -z^2/2, constant, division); the scalings (sqrt(h), /365, * mult^2) <= 8U.
+    k_rtol = 2 * ((ELEMENTARY_ULPS + 2 * z * z + 3) * U + z * z * NDTRI_RELATIVE_ERROR)
+    form_rtol = gamma(6) + gamma(3) + 8 * U
     one = results["correlations_to_one"]
-    assert one.total_loss == pytest.approx(k * float(w @ vols), rel=1e-12)  # volatilities add up
-    assert one.details["portfolio_volatility_annualised"] == pytest.approx(float(w @ vols), rel=1e-12)
+    assert one.total_loss == pytest.approx(k * float(w @ vols), rel=k_rtol + form_rtol)  # volatilities add up
+    assert one.details["portfolio_volatility_annualised"] == pytest.approx(float(w @ vols), rel=form_rtol)
     x3 = results["volatilities_x3"]
-    assert x3.total_loss == pytest.approx(3 * k * math.sqrt(w @ COV @ w), rel=1e-12)
-    assert x3.total_loss == pytest.approx(3 * gaussian_var_es(w, COV, 0.99, 10).es, rel=1e-12)
+    assert x3.total_loss == pytest.approx(3 * k * math.sqrt(w @ COV @ w), rel=k_rtol + form_rtol)
+    # The same function at 9 COV and COV: the same k; two quadratic forms (and 9 COV's rounding), * 3.
+    assert x3.total_loss == pytest.approx(3 * gaussian_var_es(w, COV, 0.99, 10).es, rel=form_rtol)
     both = results["correlations_to_one_volatilities_x3"]
-    assert both.total_loss == pytest.approx(3 * one.total_loss, rel=1e-12)
+    assert both.total_loss == pytest.approx(3 * one.total_loss, rel=form_rtol)
     assert both.total_loss > x3.total_loss > one.total_loss
     for r in (one, x3, both):
         assert r.kind == "parametric" and r.asset_returns is None
-        assert r.asset_losses.sum() == pytest.approx(r.total_loss, rel=1e-12)
+        # Euler: sum_i sqrt(h) k w_i (S w)_i / sigma vs sqrt(h) k sigma, positive terms: two 3-term dots
+        # (gamma(4) each with the division), the sqrt and its square, the scalings.
+        assert r.asset_losses.sum() == pytest.approx(r.total_loss, rel=2 * gamma(4) + 6 * U)
         assert sum(r.asset_losses_base_units) == r.total_loss_base_units
-        assert r.details["var"] < r.details["es"] == r.total_loss
+        assert r.details["var"] < r.details["es"] == r.total_loss  # the same value, passed on
 
 
 def test_price_shock_validation():
