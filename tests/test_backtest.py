@@ -29,6 +29,7 @@ from keeper.errors import BacktestDataError, ConfigError, InvalidPriceError
 from keeper.estimation import ewma_covariance, simple_returns
 from keeper.optimizer import portfolio_volatility, solve_equal_risk_contribution
 from keeper.triggers import TriggerPolicy
+from tolerances import U, assert_entries_within, covariance_atol, ewma_weight_rtol
 
 SYMBOLS = ["BTC", "ETH", "SOL"]
 
@@ -123,7 +124,7 @@ def test_vol_target_scales_the_sleeve_to_the_target_and_never_levers() -> None:
     sigma = portfolio_volatility(w, cov)
     s = vol_target_scale(w, cov, 0.3, invested_fraction=0.95)
     assert 0.95 * s * sigma == pytest.approx(0.3)
-    assert vol_target_scale(w, cov, 5.0) == 1.0
+    assert vol_target_scale(w, cov, 5.0) == 1.0  # exact: capped at 1
     with pytest.raises(ConfigError):
         vol_target_scale(w, cov, 0.0)
 
@@ -139,8 +140,13 @@ def test_strategies_give_their_defining_weights(tmp_path) -> None:
     est = gate.estimate
     # The gate's estimate is the EWMA estimate (to rounding: the gate assembles it from the same
     # weighted moments in another order).
-    live = ewma_covariance(simple_returns(panel.prices[t - 40: t + 1]), 20.0, min_observations=30)
-    np.testing.assert_allclose(est.covariance, live.covariance, rtol=1e-14, atol=0)
+    returns = simple_returns(panel.prices[t - 40: t + 1])
+    live = ewma_covariance(returns, 20.0, min_observations=30)
+    # Two evaluations of the same weighted covariance: covariance_atol each (with the EWMA weights'
+    # own error), annualised and symmetrised (3U).
+    weights = 0.5 ** (np.arange(returns.shape[0] - 1, -1, -1) / 20.0)
+    atol = 2 * 365.0 * covariance_atol(returns, weights, weight_rtol=ewma_weight_rtol(returns.shape[0], 20.0))
+    assert_entries_within(est.covariance, live.covariance, atol + 3 * U * np.abs(live.covariance))
     from keeper.backtest import DecisionContext, InverseVolatility
 
     window = panel.prices[t - 40: t + 1]
@@ -158,7 +164,7 @@ def test_strategies_give_their_defining_weights(tmp_path) -> None:
     vols = np.sqrt(np.diag(est.covariance))
     assert np.allclose(inv.sleeve_weights, (1 / vols) / (1 / vols).sum(), atol=1e-15)
     assert EqualWeight()(ctx).target_weights.tolist() == pytest.approx([0.95 / 3] * 3)
-    assert FixedMix("60/40", {"BTC": 0.6})(ctx).nav_fractions.tolist() == [0.6, 0.0, 0.0]
+    assert FixedMix("60/40", {"BTC": 0.6})(ctx).nav_fractions.tolist() == [0.6, 0.0, 0.0]  # exact: assigned
     assert Allocation.from_nav_fractions([0.0, 0.0]).invested_fraction == 0.0
     with pytest.raises(ConfigError):
         FixedMix("bad", {"BTC": 0.8, "ETH": 0.3})
@@ -198,11 +204,14 @@ def test_nav_accounting_adds_up_to_the_costs(tmp_path) -> None:
                                                           pools=PoolModel(fee_pips=0, depth_usd=1e15),
                                                           gas=GasModel(base_fee_gwei=0, priority_fee_gwei=0)))
     free = free["results"][0]
-    assert free.metrics["fees_usd"] == free.metrics["gas_usd"] == 0.0
+    assert free.metrics["fees_usd"] == free.metrics["gas_usd"] == 0.0  # exact: sums of integer zeros
     m = res.metrics
     assert m["rebalances"] >= 3 and m["fees_usd"] > 0 and m["impact_usd"] > 0 and m["gas_usd"] > 0
     # Gas is paid outside the vault and charged to the strategy's NAV.
-    assert res.nav_vault[-1] - res.nav[-1] == pytest.approx(m["gas_usd"], abs=1e-6)
+    # nav_vault / 1e6 and (nav_vault - gas) / 1e6 from the same base-unit NAV: one division each (U of
+    # ~1e6 USD) and the subtraction; gas_usd one more division. One base unit (1e-6 USD) is far above.
+    assert res.nav_vault[-1] - res.nav[-1] == pytest.approx(
+        m["gas_usd"], abs=2 * U * (res.nav_vault[-1] + res.nav[-1]) + 2 * U * m["gas_usd"])
     # On the first day (one trade from cash) the NAV lost is exactly the modelled costs.
     first = res.decisions[0].cost
     assert 1e6 - res.nav[0] == pytest.approx((first.fee + first.impact + first.gas) / 1e6, abs=2e-6)
@@ -240,13 +249,14 @@ def test_metrics_follow_their_definitions() -> None:
     nav = np.full(366, 100.0)
     nav[100:200] = 80.0  # peak day 99, trough day 100, recovery day 200
     m = compute_metrics(nav, dates)
-    assert m["total_return"] == 0.0 and m["annualised_return"] == 0.0
+    assert m["total_return"] == 0.0 and m["annualised_return"] == 0.0  # exact: 100 / 100 - 1 and 1^x - 1
     assert m["max_drawdown"] == pytest.approx(0.2)
     assert (m["max_drawdown_peak"], m["max_drawdown_trough"], m["max_drawdown_recovery"]) == (
         "2021-01-01", "2021-04-11", "2021-07-20")
     grow = 100 * 1.001 ** np.arange(366)
     g = compute_metrics(grow, dates)
     assert g["annualised_return"] == pytest.approx(1.001**365 - 1)
+    # Exact: a rising series is its own running maximum, 1 - v / v = 0.
     assert g["max_drawdown"] == 0.0 and g["calmar"] is None and g["max_drawdown_recovery"] is None
     rng = np.random.default_rng(1)
     r = rng.normal(0.001, 0.02, 365)

@@ -16,7 +16,7 @@ import numpy as np
 import pydantic
 import pytest
 from sklearn.covariance import LedoitWolf
-from tolerances import ELEMENTARY_ULPS, U, gamma, sum_rtol
+from tolerances import U, assert_entries_within, covariance_atol, gamma, sum_rtol
 
 from keeper.build import PROJECT_ROOT
 from keeper.data import load_prices
@@ -52,37 +52,6 @@ from keeper.estimation import (
 # --------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------- #
-def covariance_atol(returns: np.ndarray, weights: np.ndarray | None = None, *, demean: bool = True,
-                    correction: float | None = None, weight_rtol: float = U) -> np.ndarray:
-    """Per-entry absolute error bound of ONE evaluation of a (weighted) two-pass covariance
-    c_ij = sum_t w_t d_ti d_tj / correction, d = r - (weighted mean), in any summation order: each term
-    has <= 3 roundings (the centring, two products), the N-term sum gamma(N - 1), the division U; the
-    error of the mean enters only to second order (sum_t w_t d_t = 0; Higham §1.9), and the weights'
-    own relative error ``weight_rtol`` scales every term. So |error| <= (gamma(N + 4) + weight_rtol) times
-    sum_t w_t |d_ti| |d_tj| / correction. ``weights`` default: 1/N (np.cov), correction 1 - sum w^2
-    (= (N - 1)/N unweighted; pass 1.0 for the maximum-likelihood 1/N estimate)."""
-    n_obs = returns.shape[0]
-    w = np.full(n_obs, 1.0 / n_obs) if weights is None else np.asarray(weights, float) / np.sum(weights)
-    d = np.abs(returns - w @ returns) if demean else np.abs(returns)
-    if correction is None:
-        correction = 1.0 - float(w @ w)
-    return (d.T * w) @ d / correction * (gamma(n_obs + 4) + weight_rtol)
-
-
-def ewma_weight_rtol(n_obs: int, half_life: float) -> float:
-    """Relative error bound of normalised EWMA weights 2^(-age/h) computed as exp(age * (-ln2/h)) or
-    0.5 ** (age/h): the argument's 2 roundings amplified by its size (<= (N - 1) ln2 / h), exp/pow
-    (ELEMENTARY_ULPS), the N-term normalising sum (gamma(N - 1)) and the division."""
-    return (ELEMENTARY_ULPS + 2 * (n_obs - 1) * math.log(2) / half_life + n_obs + 1) * U
-
-
-def assert_entries_within(actual: np.ndarray, expected: np.ndarray, atol: np.ndarray) -> None:
-    """|actual - expected| <= atol entry by entry (atol an array of derived per-entry bounds)."""
-    diff = np.abs(np.asarray(actual) - np.asarray(expected))
-    excess = np.divide(diff, atol, out=np.zeros_like(diff), where=diff > 0)  # 0/0 (exact zeros) is fine
-    assert np.all(excess <= 1.0), f"worst entry at {excess.max():.3g} x its bound"
-
-
 def random_returns(seed: int, n_obs: int, n_assets: int, daily_vol: float = 0.03) -> np.ndarray:
     """Correlated Gaussian daily returns, shape (n_obs, n_assets)."""
     rng = np.random.default_rng(seed)

@@ -13,6 +13,10 @@ unit roundoff and the constant gamma_n (§2.2, Lemma 3.1), summation (§4.2), in
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 #: Unit roundoff of IEEE-754 binary64 (round to nearest): |fl(x op y) - (x op y)| <= U |x op y|.
 U = 2.0**-53
 
@@ -104,3 +108,34 @@ def risk_contribution_rtol(weights, covariance) -> float:
 #: [3e-308, 0.135] in Cephes' IEEE tests. ``ndtri(1 - a)`` and ``-ndtri(a)`` are two evaluations
 #: (different rational approximations), so they may differ by twice it.
 NDTRI_RELATIVE_ERROR = 7.2e-16
+
+
+def covariance_atol(returns, weights=None, *, demean: bool = True, correction: float | None = None,
+                    weight_rtol: float = U):
+    """Per-entry absolute error bound of ONE evaluation of a (weighted) two-pass covariance
+    c_ij = sum_t w_t d_ti d_tj / correction, d = r - (weighted mean), in any summation order: each term
+    has <= 3 roundings (the centring, two products), the N-term sum gamma(N - 1), the division U; the
+    error of the mean enters only to second order (sum_t w_t d_t = 0; Higham §1.9), and the weights'
+    own relative error ``weight_rtol`` scales every term. So |error| <= (gamma(N + 4) + weight_rtol) times
+    sum_t w_t |d_ti| |d_tj| / correction. ``weights`` default: 1/N (np.cov), correction 1 - sum w^2
+    (= (N - 1)/N unweighted; pass 1.0 for the maximum-likelihood 1/N estimate)."""
+    n_obs = returns.shape[0]
+    w = np.full(n_obs, 1.0 / n_obs) if weights is None else np.asarray(weights, float) / np.sum(weights)
+    d = np.abs(returns - w @ returns) if demean else np.abs(returns)
+    if correction is None:
+        correction = 1.0 - float(w @ w)
+    return (d.T * w) @ d / correction * (gamma(n_obs + 4) + weight_rtol)
+
+
+def ewma_weight_rtol(n_obs: int, half_life: float) -> float:
+    """Relative error bound of normalised EWMA weights 2^(-age/h) computed as exp(age * (-ln2/h)) or
+    0.5 ** (age/h): the argument's 2 roundings amplified by its size (<= (N - 1) ln2 / h), exp/pow
+    (ELEMENTARY_ULPS), the N-term normalising sum (gamma(N - 1)) and the division."""
+    return (ELEMENTARY_ULPS + 2 * (n_obs - 1) * math.log(2) / half_life + n_obs + 1) * U
+
+
+def assert_entries_within(actual, expected, atol) -> None:
+    """|actual - expected| <= atol entry by entry (atol an array of derived per-entry bounds)."""
+    diff = np.abs(np.asarray(actual) - np.asarray(expected))
+    excess = np.divide(diff, atol, out=np.zeros_like(diff), where=diff > 0)  # 0/0 (exact zeros) is fine
+    assert np.all(excess <= 1.0), f"worst entry at {excess.max():.3g} x its bound"
