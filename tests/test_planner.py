@@ -15,6 +15,7 @@ import pytest
 from keeper.errors import ConfigError
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, amount_for_value, plan_rebalance, sleeve_targets, value_holdings, value_of
+from tolerances import U, gamma, sum_rtol
 
 BPS = 10_000
 BASE = "0x" + "b" * 40
@@ -313,7 +314,8 @@ def test_plan_applied_at_oracle_prices_lands_on_the_target_values():
 def test_target_weights_reported_are_nav_fractions():
     case = random_case(3)
     plan = case.plan()
-    np.testing.assert_allclose(plan.target_weights, case.weights * (1 - case.cash_buffer_bps / BPS), rtol=1e-12)
+    # Same path: the planner reports w * (1 - cash_buffer_bps / 10^4), the same formula on the same numbers.
+    np.testing.assert_array_equal(plan.target_weights, case.weights * (1 - case.cash_buffer_bps / BPS))
     assert plan.expected_epoch == case.state.rebalance_epoch
     assert plan.deadline == 1_700_000_600
     assert plan.nav_before == case.nav
@@ -496,11 +498,16 @@ def test_sleeve_targets_land_the_spot_on_the_nav_fractions(options_value_usd):
     nav = spot_nav + options_value_usd * 10**6  # totalAssets(): spot NAV plus the options' mark
     f = np.array([0.45, 0.35])  # spot targets, fractions of nav (e.g. HedgeOrders.spot_target_weights)
     sleeve = sleeve_targets(f, nav, spot_nav)
-    assert sleeve.weights.sum() == pytest.approx(1.0, abs=1e-15) and sleeve.scale == 1.0
+    # f / sum(f): the 2-term sum (U), one division each (U), the sum here (U).
+    assert sleeve.weights.sum() == pytest.approx(1.0, abs=sum_rtol(2) + 2 * U) and sleeve.scale == 1.0
     plan = plan_rebalance(snapshot, state, assets, sleeve.weights, cash_buffer_bps=sleeve.cash_buffer_bps,
                           slippage_budget_bps=50, drift_threshold_bps=0, min_trade_value=1, deadline=0)
-    # The planner's target value of each asset (fraction of the spot NAV) is f_i × nav.
-    np.testing.assert_allclose(np.asarray(plan.target_weights) * spot_nav, f * nav, rtol=1e-12)
+    # The planner's target value of each asset (fraction of the spot NAV) is f_i × nav: f / sum(f) times
+    # 1 - ((1 - risky) 10^4) / 10^4, risky = sum(f) nav / spot_nav, times spot_nav. <= 8 roundings of the
+    # products, and the detour through the cash buffer in bps: absolute (3 (1 - risky) + 2) U on risky.
+    risky = float(f.sum()) * nav / spot_nav
+    rtol = gamma(8) + (3 * abs(1 - risky) + 2) * U / risky
+    np.testing.assert_allclose(np.asarray(plan.target_weights) * spot_nav, f * nav, rtol=rtol)
     assert plan.option_legs == ()
 
 
@@ -509,7 +516,9 @@ def test_sleeve_targets_keep_the_reserved_cash_and_flag_the_scale():
     sleeve = sleeve_targets(f, nav=1_000_000, spot_nav=980_000, reserved_cash=20_000)
     assert 0 < sleeve.scale < 1
     risky_value = (1 - sleeve.cash_buffer_bps / BPS) * 980_000
-    assert risky_value == pytest.approx(960_000, rel=1e-12)  # exactly the reserve is left in cash
+    # Exactly the reserve is left in cash, up to: scale and risky (3 roundings), the round trip through
+    # bps (absolute (3 (1 - risky) + 2) U, risky ~ 0.98) and the product with 980,000.
+    assert risky_value == pytest.approx(960_000, rel=gamma(7))
     np.testing.assert_allclose(sleeve.weights, f / f.sum())
     # All targets zero: everything in cash.
     none = sleeve_targets(np.zeros(2), 10, 10)
