@@ -13,6 +13,7 @@ from keeper.costs import PIPS, GasModel, PoolModel, amount_out_exact_input, quot
 from keeper.errors import ConfigError, SingularCovarianceError
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import SwapLeg, plan_rebalance, value_of
+from tolerances import U, gamma
 from keeper.triggers import (
     TriggerPolicy,
     apply_cost_gate,
@@ -123,15 +124,20 @@ def test_weight_drift_is_the_planners_drift_to_the_bit() -> None:
     plan = plan_rebalance(snapshot, state, infos, sleeve, cash_buffer_bps=500.0, slippage_budget_bps=50,
                           drift_threshold_bps=0.0, min_trade_value=0, deadline=0)
     current = np.array(values, dtype=np.float64) / nav
-    ours = weight_drift_bps(current, sleeve * 0.95, base / nav, 0.05)
+    # Same path, to the bit: the planner's own expressions for the targets (w (1 - 500/10^4)) and the cash
+    # target (1 - (1 - 500/10^4), not the literal 0.05, which differs from it by an ulp).
+    risky = 1.0 - 500.0 / 10_000
+    ours = weight_drift_bps(current, sleeve * risky, base / nav, 1.0 - risky)
     assert ours == plan.drift_bps
     assert weight_drift_bps([0.5, 0.5], [0.5, 0.4]) == pytest.approx(1000.0)
 
 
 def test_rrc_drift_is_zero_at_the_target_and_scale_free() -> None:
     w = np.array([0.5, 0.3, 0.2])
-    assert rrc_drift(w, w, COV) == 0.0
-    assert rrc_drift(w * 0.5, w, COV) == pytest.approx(0.0, abs=1e-15)  # cash does not change RRC
+    assert rrc_drift(w, w, COV) == 0.0  # same path on the same weights: exact
+    # Cash does not change RRC: exact, as w * 0.5 and its sum scale by a power of two, so the sleeve
+    # w / sum(w) is the same double and the rest is the same path.
+    assert rrc_drift(w * 0.5, w, COV) == 0.0
     assert rrc_drift(w, np.array([0.2, 0.3, 0.5]), COV) > 0.05
     assert rrc_drift(np.zeros(3), w, COV) == 1.0
     assert rrc_drift(np.zeros(3), np.zeros(3), COV) == 0.0
@@ -176,11 +182,17 @@ def test_risk_benefit_is_the_utility_loss_of_the_tracking_variance() -> None:
     def utility(w: np.ndarray) -> float:
         return float(mu @ w - 0.5 * lam * w @ COV @ w)
 
-    assert utility(target) - utility(current) == pytest.approx(0.5 * lam * te2, rel=1e-12)
+    # Two utilities (a 3-term dot gamma(3) |mu||w|, a quadratic form gamma(6) |w|'|S||w|, 3 more roundings
+    # each) whose difference cancels, against lambda/2 d'Sd with d = current - target (U |d| each, then
+    # the form): absolute bounds on the terms' magnitudes.
+    d = current - target
+    terms = sum(np.abs(mu) @ np.abs(w) + 0.5 * lam * np.abs(w) @ np.abs(COV) @ np.abs(w) for w in (target, current))
+    atol = gamma(9) * terms + 0.5 * lam * gamma(9) * float(np.abs(d) @ np.abs(COV) @ np.abs(d))
+    assert utility(target) - utility(current) == pytest.approx(0.5 * lam * te2, abs=atol)
     # A partial step earns part of it; no step earns nothing.
     half = expected_risk_benefit(current, (current + target) / 2, target, COV, 1e12, 4.0, 73)
     assert 0 < half < benefit
-    assert expected_risk_benefit(current, current, target, COV, 1e12, 4.0, 73) == 0.0
+    assert expected_risk_benefit(current, current, target, COV, 1e12, 4.0, 73) == 0.0  # exact: no step, no benefit
 
 
 def _signals(policy: TriggerPolicy, **overrides):
