@@ -54,6 +54,7 @@ def test_shipped_file_symbol_subset_and_window():
     rng = np.random.default_rng(0)
     for t in rng.integers(0, len(rows), 20):
         assert table.dates[t] == dt.date.fromisoformat(rows[t][0])
+        # Exact: both parse the same decimal string to the nearest double.
         assert table.prices[t, 0] == float(rows[t][sol]) and table.prices[t, 1] == float(rows[t][btc])
 
 
@@ -95,7 +96,7 @@ def test_blank_cell_drops_the_row_and_counts_it(tmp_path):
     )
     table = load_prices(path)
     assert table.dates == (dt.date(2024, 1, 1), dt.date(2024, 1, 4))
-    np.testing.assert_array_equal(table.prices, [[1.0, 10.0], [1.3, 13.0]])  # never forward-filled
+    np.testing.assert_array_equal(table.prices, [[1.0, 10.0], [1.3, 13.0]])  # never forward-filled; exact parse
     assert table.dropped_rows == 2
     # a blank cell in a column that was not asked for does not drop the row
     only_b = load_prices(path, symbols=["BBB"])

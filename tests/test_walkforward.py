@@ -55,6 +55,8 @@ def test_backtest_decisions_up_to_a_date_ignore_every_later_price(panels) -> Non
     n = sum(1 for d in a["results"][0].dates if d <= CUT)
     for ra, rb in zip(a["results"], b["results"]):
         assert _decisions_until(ra, CUT) == _decisions_until(rb, CUT)
+        # Same path, bit for bit: up to the cut both runs read the same prices and do the same operations
+        # in the same order (that is the property: no later price enters), so no rounding can differ.
         np.testing.assert_array_equal(ra.weights[:n], rb.weights[:n])
         np.testing.assert_array_equal(ra.nav[:n], rb.nav[:n])
         # The perturbation is real: the paths part after the cut.
@@ -71,7 +73,7 @@ def test_walk_forward_choices_and_decisions_up_to_a_date_ignore_every_later_pric
             assert wa == wb
     assert _decisions_until(a.result, CUT) == _decisions_until(b.result, CUT)
     n = sum(1 for d in a.result.dates if d <= CUT)
-    np.testing.assert_array_equal(a.result.nav[:n], b.result.nav[:n])
+    np.testing.assert_array_equal(a.result.nav[:n], b.result.nav[:n])  # same path up to the cut: exact
     assert not np.array_equal(a.result.nav[n:], b.result.nav[n:])
 
 
