@@ -47,6 +47,9 @@ def deployed() -> Market:
     for who in (m.lp, m.alice, m.bob):
         m.tx.transact(m.owner, m.base.functions.mint(who, 10_000_000 * USDC))
         m.tx.transact(who, m.base.functions.approve(m.market.address, MAX_UINT256))
+    # alice and bob open series of their own here (a role the admin grants; the vault holds it).
+    for who in (m.alice, m.bob):
+        m.tx.transact(m.owner, m.market.functions.grantRole(m.market.functions.SERIES_CREATOR_ROLE().call(), who))
     yield m
     m.stop()
 
@@ -287,9 +290,9 @@ def test_governance_is_admin_only_and_bounded(m: Market) -> None:
     assert err.name == "LimitOutOfRange" and err.args == (2_001, 2_000)
     err = m.error(mk.setParams(100, 86400, 3600), m.owner)
     assert err.name == "LimitOutOfRange" and err.args == (86400, 3600)
-    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 0, m.vol_feeds[0].address, 60), m.owner)
+    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 0, m.vol_feeds[0].address, 60, 0, 0), m.owner)
     assert err.name == "ZeroHeartbeat"
-    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 60, m.vol_feeds[0].address, 60), m.alice)
+    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 60, m.vol_feeds[0].address, 60, 0, 0), m.alice)
     assert err.name == "AccessControlUnauthorizedAccount"
 
 
