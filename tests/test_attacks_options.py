@@ -145,3 +145,124 @@ def test_h1_flash_lp_cannot_take_the_pools_expired_gain(env: Env) -> None:
     assert mk.series(sid).call()[3] is True and mk.series(sid).call()[8] == 0  # the put expired worthless
     assert profit <= 0
     assert mk.totalAssets().call() >= nav_before
+
+
+# ------------------------------------------------------------------------ settlement that must happen
+
+
+def _relist_btc(env: Env, price_heartbeat: int, price_step_bps: int = 0, vol_step: int = 0, i: int = 0) -> None:
+    """The admin relists asset ``i`` with another price heartbeat (seconds) and quote steps."""
+    mk = env.market.functions
+    token = env.tokens[i].address
+    cfg = mk.underlyingConfig(token).call()
+    env.tx.transact(env.owner, mk.listUnderlying(token, cfg[0], price_heartbeat, cfg[1], cfg[3], price_step_bps, vol_step))
+
+
+def _alice_puts(env: Env, strike: float, expiry: int, amount: int) -> bytes:
+    mk = env.market.functions
+    btc = env.tokens[0].address
+    _grant_creator(env, env.alice)
+    env.push_all()
+    env.tx.transact(env.alice, mk.buy(btc, int(strike) * WAD, expiry, False, amount, 10**15, env.alice))
+    return mk.seriesId(btc, int(strike) * WAD, expiry, False).call()
+
+
+def _settle_and_check(env: Env, sid: bytes, amount: int, round_id: int, price: float) -> None:
+    """Mark before settlement == payout booked == what the holder receives; the pool's NAV does not jump."""
+    mk = env.market.functions
+    strike = mk.series(sid).call()[4]
+    payout = max(strike - int(price) * WAD, 0) * amount // SCALE
+    assert mk.findSettlementRound(sid).call() == round_id
+    assert mk.positionValue(sid, amount).call() == payout
+    nav = mk.totalAssets().call()
+    env.tx.transact(env.bob, mk.settle(sid, round_id))
+    series = mk.series(sid).call()
+    assert series[3] is True and series[7] == int(price) * WAD
+    assert mk.totalAssets().call() == nav
+    before = env.balance(env.alice)
+    env.tx.transact(env.bob, mk.exercise(sid, env.alice))
+    assert env.balance(env.alice) - before == payout
+
+
+def test_settlement_after_a_late_update_uses_the_first_round_after_expiry(env: Env) -> None:
+    """Heartbeat 3,600 s, the update due before expiry lands 3,630 s after the previous one, after expiry.
+
+    The round current at expiry is 3,610 s old: stale. The old rule (the round current at expiry, within a
+    heartbeat) refused every round and left the collateral locked; the first round after expiry is used now.
+    """
+    mk = env.market.functions
+    _relist_btc(env, 3600)
+    expiry = env.now() + 2 * DAY
+    sid = _alice_puts(env, 40_000, expiry, 2 * WAD)
+    env.push_at(expiry - 3610, 0, price=38_000.0)
+    stale_round = env.feeds[0].functions.latestRound().call()
+    env.warp(expiry + 10)
+    # Not decidable yet: settlement, the round helper and the mark all refuse to guess.
+    for fn in (mk.settle(sid, stale_round), mk.findSettlementRound(sid), mk.positionValue(sid, 2 * WAD), mk.totalAssets()):
+        err = env.error(fn, env.bob)
+        assert err.name == "SettlementPending" and err.args[1:] == (expiry, expiry + 3600)
+    env.push_at(expiry + 20, 0, price=35_000.0)  # 3,630 s after the previous round
+    late_round = env.feeds[0].functions.latestRound().call()
+    env.push_at(expiry + 500, 0, price=30_000.0)  # later rounds change nothing
+    err = env.error(mk.settle(sid, stale_round), env.bob)
+    assert err.name == "NotSettlementRound" and err.args[1:] == (stale_round, late_round)
+    _settle_and_check(env, sid, 2 * WAD, late_round, 35_000.0)
+
+
+def test_settlement_with_no_round_near_expiry_falls_back_to_the_round_current_at_expiry(env: Env) -> None:
+    """No round within a heartbeat on either side of expiry: once expiry + heartbeat has passed, the round
+    current at expiry (however old) is final, and a round landing later does not change it."""
+    mk = env.market.functions
+    _relist_btc(env, 3600)
+    expiry = env.now() + 2 * DAY
+    sid = _alice_puts(env, 40_000, expiry, 2 * WAD)
+    env.push_at(expiry - 7200, 0, price=37_000.0)
+    stale_round = env.feeds[0].functions.latestRound().call()
+    env.warp(expiry + 3600)
+    assert env.error(mk.findSettlementRound(sid), env.bob).name == "SettlementPending"
+    env.warp(expiry + 3601)
+    assert mk.findSettlementRound(sid).call() == stale_round
+    env.push_at(expiry + 4000, 0, price=31_000.0)  # too late to be the settlement round
+    _settle_and_check(env, sid, 2 * WAD, stale_round, 37_000.0)
+
+
+def _rounds(env: Env, start: int, count: int, price: float, spacing: int = 60) -> None:
+    for k in range(count):
+        env.push_at(start + k * spacing, 0, price=price + k)
+
+
+def test_settlement_across_an_aggregator_phase_boundary(env: Env) -> None:
+    """The round current at expiry is the last of phase 0; the proxy then moves to phase 1, whose round ids
+    start again at (1 << 64) | 1: the old `roundId + 1` check reverted (no such round) for ever."""
+    mk = env.market.functions
+    feed = env.feeds[0].functions
+    expiry = env.now() + 2 * DAY
+    sid = _alice_puts(env, 40_000, expiry, 2 * WAD)
+    _rounds(env, expiry - 3 * 3600, 37, 36_000.0, spacing=60)  # 37 more rounds in phase 0 (odd counts on purpose)
+    at_expiry = feed.latestRound().call()
+    assert at_expiry >> 64 == 0
+    env.tx.transact(env.owner, feed.startPhase())
+    _rounds(env, expiry + 300, 5, 44_000.0)
+    assert feed.latestRound().call() == (1 << 64) | 5
+    env.warp(expiry + 1200)
+    _settle_and_check(env, sid, 2 * WAD, at_expiry, 36_036.0)
+
+
+def test_settlement_on_the_first_round_of_a_new_phase_after_a_stale_one(env: Env) -> None:
+    """Stale round at expiry (the last of phase 1), then phases 2 and 3 open after expiry: the first round
+    after expiry, (2 << 64) | 1, settles — found by walking back through the phases."""
+    mk = env.market.functions
+    feed = env.feeds[0].functions
+    _relist_btc(env, 3600)
+    expiry = env.now() + 2 * DAY
+    sid = _alice_puts(env, 40_000, expiry, 2 * WAD)
+    env.tx.transact(env.owner, feed.startPhase())
+    _rounds(env, expiry - 4 * 3600, 3, 38_000.0)
+    env.tx.transact(env.owner, feed.startPhase())
+    _rounds(env, expiry + 120, 1, 35_500.0)
+    first_after = feed.latestRound().call()
+    assert first_after == (2 << 64) | 1
+    env.tx.transact(env.owner, feed.startPhase())
+    _rounds(env, expiry + 600, 9, 30_000.0)
+    env.warp(expiry + 2000)
+    _settle_and_check(env, sid, 2 * WAD, first_after, 35_500.0)

@@ -92,15 +92,20 @@ library ChainlinkReader {
         if (loAt == 0) return (0, 0);
         lo = 1;
         uint256 hi = 2;
-        // Doubling until a missing round, then bisection: (phase, lo) exists, (phase, hi) does not.
-        for (bool doubling = true; hi - lo > 1;) {
+        // Doubling until a missing round, then bisection: (phase, lo) exists, (phase, hi) does not (or hi is
+        // 2^64, past every aggregator round id).
+        bool doubling = true;
+        while (doubling || hi - lo > 1) {
             uint256 probe = doubling ? hi : (lo + hi) >> 1;
             (, uint256 at) = roundAt(feed, _id(phase, probe));
-            if (at != 0) {
-                (lo, loAt) = (probe, at);
-                if (doubling) hi = probe < type(uint64).max >> 1 ? probe << 1 : type(uint64).max;
-            } else {
+            if (at == 0) {
                 (hi, doubling) = (probe, false);
+            } else {
+                (lo, loAt) = (probe, at);
+                if (doubling) {
+                    hi = probe << 1;
+                    doubling = hi < 1 << PHASE_OFFSET;
+                }
             }
         }
     }
