@@ -266,3 +266,88 @@ def test_settlement_on_the_first_round_of_a_new_phase_after_a_stale_one(env: Env
     _rounds(env, expiry + 600, 9, 30_000.0)
     env.warp(expiry + 2000)
     _settle_and_check(env, sid, 2 * WAD, first_after, 35_500.0)
+
+
+# ---------------------------------------------------------------------------------------------- M-1
+
+
+def test_m1_outsiders_cannot_fill_the_series_capacity_and_lp_gas_stays_bounded(env: Env) -> None:
+    """Series spam (1-wei, deep OTM, 365-day puts) up to MAX_ACTIVE_SERIES: every creation is refused, the
+    vault still opens its series, and an LP deposit costs what it cost before the attempt."""
+    v, mk = env.vault.functions, env.market.functions
+    attacker = env.attacker
+    tokens = [t.address for t in env.tokens]
+    expiry = env.now() + 365 * DAY - 600
+    def lp_deposit() -> int:
+        gas = env.tx.transact(env.bob, mk.deposit(1_000 * USDC, env.bob))["gasUsed"]
+        return int(gas, 16) if isinstance(gas, str) else int(gas)
+
+    gas_before = lp_deposit()
+    cap = mk.MAX_ACTIVE_SERIES().call()
+    for k in range(cap):
+        token, price = tokens[k % 3], PRICES[k % 3]
+        strike = int(price * (0.05 + k / 1000)) * WAD  # a distinct deep-OTM strike per series
+        err = env.error(mk.buy(token, strike, expiry, False, 1, 10**12, attacker), attacker)
+        assert err.name == "SeriesCreationNotAllowed" and err.args[0].lower() == attacker.lower()
+    with pytest.raises(TransactionFailedError, match="SeriesCreationNotAllowed"):
+        env.tx.transact(attacker, mk.buy(tokens[0], 2_000 * WAD, expiry, False, 1, 10**12, attacker))
+    assert mk.activeSeries().call() == []
+    # The vault (SERIES_CREATOR_ROLE from deployment) opens its protective put.
+    btc, strike, put_expiry, amount = tokens[0], 36_000 * WAD, env.now() + 30 * DAY, 5 * WAD
+    env.rebalance_options([(btc, strike, put_expiry, False, True, amount, mk.quote(btc, strike, put_expiry, False, amount, True).call()[0])])
+    sid = mk.seriesId(btc, strike, put_expiry, False).call()
+    assert mk.activeSeries().call() == [sid] and v.openSeries().call() == [sid]
+    # Outsiders still trade the series that exist (1 wei of the vault's put): no new series.
+    env.tx.transact(attacker, mk.buy(btc, strike, put_expiry, False, 1, 10**12, attacker))
+    assert mk.activeSeries().call() == [sid]
+    gas_after = lp_deposit()
+    print(f"M-1: LP deposit gas {gas_before} with no series, {gas_after} with the vault's one series; {cap} spam creations refused")
+    # One priced series (the vault's) is all the LP's gas grew by: far below the 64-series 1.28M of the review.
+    assert gas_after < gas_before + 120_000
+
+
+# ---------------------------------------------------------------------------------------------- M-3
+
+
+def _round_trip(env: Env, i: int, is_call: bool, strike: int, amount: int, update) -> int:
+    """Attacker buys ``amount`` one-day options, the feed update ``update()`` lands, attacker sells them
+    all back; returns the attacker's profit in base units (premium received − premium paid)."""
+    mk = env.market.functions
+    token = env.tokens[i].address
+    expiry = env.now() + DAY
+    start = env.balance(env.attacker)
+    env.freeze()
+    env.tx.transact(env.attacker, mk.buy(token, strike, expiry, is_call, amount, 10**15, env.attacker))
+    update()
+    sid = mk.seriesId(token, strike, expiry, is_call).call()
+    env.tx.transact(env.attacker, mk.sell(sid, amount, 0, env.attacker))
+    return env.balance(env.attacker) - start
+
+
+CASES = {
+    # ETH at 3,000 (vol 80%): 1,000 one-day ATM puts across a −1% price round ...
+    "put-price-round-down": (1, False, 3_000, lambda env: env.push(1, price=2_970.0)),
+    # ... 1,000 one-day ATM capped calls across a +1% price round ...
+    "call-price-round-up": (1, True, 3_000, lambda env: env.push(1, price=3_030.0)),
+    # ... and 1,000 one-day ATM puts across a vol round 80% → 90%.
+    "put-vol-round-up": (1, False, 3_000, lambda env: env.push(1, vol=0.9)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_m3_picking_off_the_lps_across_a_feed_round_no_longer_pays(env: Env, case: str) -> None:
+    """The same round trip, first with the spread alone (steps 0: the old quote), then with the feed steps
+    listed (1% price deviation threshold, 10-point vol step): the half-spread covers one update."""
+    from keeper.chain import rpc
+
+    i, is_call, strike, update = CASES[case]
+    _grant_creator(env, env.attacker)  # the series would exist anyway (e.g. the vault's); pricing is what is tested
+    amount = 1_000 * WAD
+    snapshot = rpc(env.w3, "evm_snapshot", [])
+    before = _round_trip(env, i, is_call, strike * WAD, amount, lambda: update(env))
+    assert rpc(env.w3, "evm_revert", [snapshot])
+    _relist_btc(env, 2 * DAY, price_step_bps=100, vol_step=WAD // 10, i=i)
+    after = _round_trip(env, i, is_call, strike * WAD, amount, lambda: update(env))
+    print(f"M-3 {case}: round-trip profit {before / USDC:+,.2f} USD with the spread alone, {after / USDC:+,.2f} USD with the step half-spread")
+    assert before > 0  # the attack is real against the spread alone
+    assert after <= 0
