@@ -75,6 +75,10 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     /// @param volFeed Annualised implied volatility, scaled by its own decimals.
     /// @param priceStepBps One price-feed update step (its deviation threshold), bps of spot.
     /// @param volStep One vol-feed update step, 1e18 = 100 vol points.
+    /// @param minPriceAnswer Least price answer accepted live, in the feed's decimals (`setAnswerBounds`).
+    /// @param maxPriceAnswer Largest price answer accepted live (0: no upper bound).
+    /// @param minVolAnswer Least vol answer accepted, in the feed's decimals.
+    /// @param maxVolAnswer Largest vol answer accepted (0: no upper bound).
     struct Underlying {
         AggregatorV3Interface priceFeed;
         AggregatorV3Interface volFeed;
@@ -85,6 +89,10 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         bool listed;
         uint16 priceStepBps;
         uint64 volStep;
+        uint128 minPriceAnswer;
+        uint128 maxPriceAnswer;
+        uint128 minVolAnswer;
+        uint128 maxVolAnswer;
     }
 
     /// @notice State of one series.
@@ -163,6 +171,8 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     event Settled(bytes32 indexed seriesId, uint80 roundId, uint256 settlementPrice, uint256 payoffPerUnit, uint256 owed);
     event Exercised(bytes32 indexed seriesId, address indexed holder, uint256 amount, uint256 payout);
     event ParamsSet(uint256 spreadBps, uint256 minTimeToExpiry, uint256 maxTimeToExpiry);
+    event AnswerBoundsSet(address indexed underlying, uint256 minPriceAnswer, uint256 maxPriceAnswer, uint256 minVolAnswer, uint256 maxVolAnswer);
+    event SequencerSet(address uptimeFeed, uint256 gracePeriod);
 
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
@@ -205,6 +215,10 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     uint256 public spreadBps;
     uint256 public minTimeToExpiry;
     uint256 public maxTimeToExpiry;
+    /// @notice Chainlink L2 sequencer uptime feed (zero: none, an L1 deployment) and the grace period
+    /// (seconds) after the sequencer comes back up during which live prices are refused.
+    AggregatorV3Interface public sequencerUptimeFeed;
+    uint32 public sequencerGracePeriod;
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -350,18 +364,32 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         if (priceHeartbeat == 0 || volHeartbeat == 0) revert ZeroHeartbeat(underlying);
         if (priceStepBps > MAX_PRICE_STEP_BPS) revert LimitOutOfRange(priceStepBps, MAX_PRICE_STEP_BPS);
         if (volStep > MAX_VOL_STEP) revert LimitOutOfRange(volStep, MAX_VOL_STEP);
-        underlyingConfig[underlying] = Underlying({
-            priceFeed: priceFeed,
-            volFeed: volFeed,
-            priceHeartbeat: priceHeartbeat,
-            volHeartbeat: volHeartbeat,
-            priceDecimals: priceFeed.decimals(),
-            volDecimals: volFeed.decimals(),
-            listed: true,
-            priceStepBps: priceStepBps,
-            volStep: volStep
-        });
+        Underlying storage u = underlyingConfig[underlying];
+        (u.priceFeed, u.volFeed, u.priceHeartbeat, u.volHeartbeat) = (priceFeed, volFeed, priceHeartbeat, volHeartbeat);
+        (u.priceDecimals, u.volDecimals, u.listed) = (priceFeed.decimals(), volFeed.decimals(), true);
+        (u.priceStepBps, u.volStep) = (priceStepBps, volStep);
         emit UnderlyingListed(underlying, address(priceFeed), address(volFeed), priceHeartbeat, volHeartbeat, priceStepBps, volStep);
+    }
+
+    /// @notice Sets the bounds of a listed underlying's live answers, in each feed's own decimals (a max of
+    /// 0: no upper bound). Quotes and marks before expiry refuse an answer outside them
+    /// (`AnswerOutOfBounds`); settlement does not (refusing the settlement round would lock the collateral).
+    function setAnswerBounds(address underlying, uint128 minPrice, uint128 maxPrice, uint128 minVol, uint128 maxVol)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        Underlying storage u = _listed(underlying);
+        if (maxPrice != 0 && minPrice > maxPrice) revert LimitOutOfRange(minPrice, maxPrice);
+        if (maxVol != 0 && minVol > maxVol) revert LimitOutOfRange(minVol, maxVol);
+        (u.minPriceAnswer, u.maxPriceAnswer, u.minVolAnswer, u.maxVolAnswer) = (minPrice, maxPrice, minVol, maxVol);
+        emit AnswerBoundsSet(underlying, minPrice, maxPrice, minVol, maxVol);
+    }
+
+    /// @notice Sets the L2 sequencer uptime feed (zero address: none) and its grace period (≤ 1 day).
+    function setSequencer(AggregatorV3Interface uptimeFeed, uint32 gracePeriod) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (gracePeriod > 1 days) revert LimitOutOfRange(gracePeriod, 1 days);
+        (sequencerUptimeFeed, sequencerGracePeriod) = (uptimeFeed, gracePeriod);
+        emit SequencerSet(address(uptimeFeed), gracePeriod);
     }
 
     /// @notice Sets the spread (bps of fair value) and the window of times to expiry (seconds) for buys.
@@ -423,6 +451,15 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     /// on stale or invalid feeds.
     function fairPrice(address underlying, uint256 strike, uint256 expiry, bool isCall) public view returns (uint256 fair) {
         (fair,) = _fairAndStep(underlying, strike, expiry, isCall);
+    }
+
+    /// @notice Prices and Greeks of the plain call and put of a strike and expiry (scales in `BlackScholes`).
+    function greeks(address underlying, uint256 strike, uint256 expiry) external view returns (BlackScholes.Greeks memory) {
+        Underlying storage u = _listed(underlying);
+        uint256 tte = expiry > block.timestamp ? expiry - block.timestamp : 0;
+        return BlackScholes.greeks(
+            BlackScholes.Inputs({spot: _spot(u), strike: strike, timeToExpiry: tte, volatility: _volatility(u), rate: 0})
+        );
     }
 
     /// @notice Value of `amount` options of a series in base units, rounded down: the payout once settled;
@@ -627,14 +664,16 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         if (!u.listed) revert UnderlyingNotListed(underlying);
     }
 
-    /// @dev The underlying's price in 1e18 USD from its feed, after the staleness and sign checks.
+    /// @dev The underlying's price in 1e18 USD from its feed, after the sequencer, sign, bound and staleness checks.
     function _spot(Underlying storage u) internal view returns (uint256) {
-        return ChainlinkReader.latestChecked(u.priceFeed, u.priceHeartbeat) * WAD / 10 ** u.priceDecimals;
+        ChainlinkReader.checkSequencer(sequencerUptimeFeed, sequencerGracePeriod);
+        uint256 answer = ChainlinkReader.latestChecked(u.priceFeed, u.priceHeartbeat, u.minPriceAnswer, u.maxPriceAnswer);
+        return answer * WAD / 10 ** u.priceDecimals;
     }
 
     /// @dev The implied volatility in 1e18 (annualised) from its feed, checked against the library's domain.
     function _volatility(Underlying storage u) internal view returns (uint256 vol) {
-        vol = ChainlinkReader.latestChecked(u.volFeed, u.volHeartbeat) * WAD / 10 ** u.volDecimals;
+        vol = ChainlinkReader.latestChecked(u.volFeed, u.volHeartbeat, u.minVolAnswer, u.maxVolAnswer) * WAD / 10 ** u.volDecimals;
         if (vol < BlackScholes.MIN_VOLATILITY || vol > BlackScholes.MAX_VOLATILITY) {
             revert VolatilityOutOfRange(address(u.volFeed), vol, BlackScholes.MIN_VOLATILITY, BlackScholes.MAX_VOLATILITY);
         }

@@ -4,8 +4,9 @@ pragma solidity ^0.8.24;
 import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interfaces/AggregatorV3Interface.sol";
 
 /// @title ChainlinkReader
-/// @notice Reads of Chainlink `AggregatorV3Interface` feeds: the latest answer behind staleness and sign
-/// checks, and the rounds around a point in time, aware of the proxy's aggregator phases.
+/// @notice Reads of Chainlink `AggregatorV3Interface` feeds: the latest answer behind staleness, sign and
+/// bound checks, an L2 sequencer uptime check with a grace period, and the rounds around a point in time,
+/// aware of the proxy's aggregator phases.
 /// @dev Round ids. A Chainlink proxy's round id is `(phaseId << 64) | aggregatorRoundId`: within one phase
 /// the aggregator round ids are contiguous from 1 and their `updatedAt` non-decreasing; a new phase (a new
 /// aggregator behind the proxy) starts again at aggregator round 1, so `roundId + 1` need not exist.
@@ -16,19 +17,46 @@ library ChainlinkReader {
     error StaleFeed(address feed, uint256 updatedAt, uint256 heartbeat);
     /// @notice A feed answered zero or a negative value.
     error InvalidAnswer(address feed, int256 answer);
+    /// @notice A feed's answer is outside the bounds set for it (`maxAnswer` 0: no upper bound).
+    error AnswerOutOfBounds(address feed, int256 answer, uint256 minAnswer, uint256 maxAnswer);
+    /// @notice The L2 sequencer uptime feed reports the sequencer down (`status` 1), or an invalid round.
+    error SequencerDown(address uptimeFeed, int256 status, uint256 startedAt);
+    /// @notice The sequencer is up again since `startedAt`, less than `gracePeriod` seconds ago.
+    error SequencerGracePeriod(address uptimeFeed, uint256 startedAt, uint256 gracePeriod);
 
     /// @notice Earlier phases `roundsAround` walks back through at most.
     uint256 internal constant MAX_PHASES_BACK = 4;
     uint256 private constant PHASE_OFFSET = 64;
 
-    /// @notice Latest answer, refusing a non-positive answer and one older than `heartbeat` seconds.
-    function latestChecked(AggregatorV3Interface feed, uint256 heartbeat) internal view returns (uint256) {
+    /// @notice Latest answer, refusing a non-positive answer, one outside [minAnswer, maxAnswer] (in the
+    /// feed's own decimals; `maxAnswer` 0: no upper bound) and one older than `heartbeat` seconds.
+    /// @dev The bounds catch a feed pinned at its aggregator's own min/max answer in a crash or spike.
+    function latestChecked(AggregatorV3Interface feed, uint256 heartbeat, uint256 minAnswer, uint256 maxAnswer)
+        internal
+        view
+        returns (uint256)
+    {
         (, int256 answer,, uint256 updatedAt,) = feed.latestRoundData();
         if (answer <= 0) revert InvalidAnswer(address(feed), answer);
+        if (uint256(answer) < minAnswer || (maxAnswer != 0 && uint256(answer) > maxAnswer)) {
+            revert AnswerOutOfBounds(address(feed), answer, minAnswer, maxAnswer);
+        }
         if (updatedAt > block.timestamp || block.timestamp - updatedAt > heartbeat) {
             revert StaleFeed(address(feed), updatedAt, heartbeat);
         }
         return uint256(answer);
+    }
+
+    /// @notice Refuses while the L2 sequencer is down and for `gracePeriod` seconds after it came back up
+    /// (Chainlink's sequencer uptime feed: answer 0 up, 1 down, `startedAt` the time of the last change).
+    /// No check when `uptimeFeed` is the zero address (an L1 deployment).
+    function checkSequencer(AggregatorV3Interface uptimeFeed, uint256 gracePeriod) internal view {
+        if (address(uptimeFeed) == address(0)) return;
+        (, int256 status, uint256 startedAt,,) = uptimeFeed.latestRoundData();
+        if (status != 0 || startedAt == 0) revert SequencerDown(address(uptimeFeed), status, startedAt);
+        if (block.timestamp - startedAt < gracePeriod) {
+            revert SequencerGracePeriod(address(uptimeFeed), startedAt, gracePeriod);
+        }
     }
 
     /// @notice Answer and update time of round `id`; `updatedAt` is 0 when the round does not exist.
