@@ -150,7 +150,7 @@ def test_h1_flash_lp_cannot_take_the_pools_expired_gain(env: Env) -> None:
 # ------------------------------------------------------------------------ settlement that must happen
 
 
-def _relist_btc(env: Env, price_heartbeat: int, price_step_bps: int = 0, vol_step: int = 0, i: int = 0) -> None:
+def _relist(env: Env, price_heartbeat: int, price_step_bps: int = 0, vol_step: int = 0, i: int = 0) -> None:
     """The admin relists asset ``i`` with another price heartbeat (seconds) and quote steps."""
     mk = env.market.functions
     token = env.tokens[i].address
@@ -191,7 +191,7 @@ def test_settlement_after_a_late_update_uses_the_first_round_after_expiry(env: E
     heartbeat) refused every round and left the collateral locked; the first round after expiry is used now.
     """
     mk = env.market.functions
-    _relist_btc(env, 3600)
+    _relist(env, 3600)
     expiry = env.now() + 2 * DAY
     sid = _alice_puts(env, 40_000, expiry, 2 * WAD)
     env.push_at(expiry - 3610, 0, price=38_000.0)
@@ -213,7 +213,7 @@ def test_settlement_with_no_round_near_expiry_falls_back_to_the_round_current_at
     """No round within a heartbeat on either side of expiry: once expiry + heartbeat has passed, the round
     current at expiry (however old) is final, and a round landing later does not change it."""
     mk = env.market.functions
-    _relist_btc(env, 3600)
+    _relist(env, 3600)
     expiry = env.now() + 2 * DAY
     sid = _alice_puts(env, 40_000, expiry, 2 * WAD)
     env.push_at(expiry - 7200, 0, price=37_000.0)
@@ -253,7 +253,7 @@ def test_settlement_on_the_first_round_of_a_new_phase_after_a_stale_one(env: Env
     after expiry, (2 << 64) | 1, settles — found by walking back through the phases."""
     mk = env.market.functions
     feed = env.feeds[0].functions
-    _relist_btc(env, 3600)
+    _relist(env, 3600)
     expiry = env.now() + 2 * DAY
     sid = _alice_puts(env, 40_000, expiry, 2 * WAD)
     env.tx.transact(env.owner, feed.startPhase())
@@ -346,8 +346,41 @@ def test_m3_picking_off_the_lps_across_a_feed_round_no_longer_pays(env: Env, cas
     snapshot = rpc(env.w3, "evm_snapshot", [])
     before = _round_trip(env, i, is_call, strike * WAD, amount, lambda: update(env))
     assert rpc(env.w3, "evm_revert", [snapshot])
-    _relist_btc(env, 2 * DAY, price_step_bps=100, vol_step=WAD // 10, i=i)
+    _relist(env, 2 * DAY, price_step_bps=100, vol_step=WAD // 10, i=i)
     after = _round_trip(env, i, is_call, strike * WAD, amount, lambda: update(env))
     print(f"M-3 {case}: round-trip profit {before / USDC:+,.2f} USD with the spread alone, {after / USDC:+,.2f} USD with the step half-spread")
     assert before > 0  # the attack is real against the spread alone
+    assert after <= 0
+
+
+def _reverse_round_trip(env: Env, amount: int) -> int:
+    """A holder of ``amount`` one-day ETH calls sells them all just before a −1% price round and buys them
+    back just after; returns the cash gained (the position is the same before and after)."""
+    mk = env.market.functions
+    eth = env.tokens[1].address
+    expiry = env.now() + DAY + 3600
+    env.tx.transact(env.attacker, mk.buy(eth, 3_000 * WAD, expiry, True, amount, 10**15, env.attacker))
+    sid = mk.seriesId(eth, 3_000 * WAD, expiry, True).call()
+    start = env.balance(env.attacker)
+    env.freeze()
+    env.tx.transact(env.attacker, mk.sell(sid, amount, 0, env.attacker))
+    env.push(1, price=2_970.0)
+    env.tx.transact(env.attacker, mk.buy(eth, 3_000 * WAD, expiry, True, amount, 10**15, env.attacker))
+    assert mk.positionOf(sid, env.attacker).call() == amount
+    return env.balance(env.attacker) - start
+
+
+def test_m3_selling_before_a_round_and_buying_back_after_no_longer_pays(env: Env) -> None:
+    """The reverse pick-off (the half-spread applies to the pool's bid as well as its ask)."""
+    from keeper.chain import rpc
+
+    _grant_creator(env, env.attacker)
+    amount = 1_000 * WAD
+    snapshot = rpc(env.w3, "evm_snapshot", [])
+    before = _reverse_round_trip(env, amount)
+    assert rpc(env.w3, "evm_revert", [snapshot])
+    _relist(env, 2 * DAY, price_step_bps=100, vol_step=WAD // 10, i=1)
+    after = _reverse_round_trip(env, amount)
+    print(f"M-3 sell-before/buy-after: {before / USDC:+,.2f} USD with the spread alone, {after / USDC:+,.2f} USD with the step half-spread")
+    assert before > 0
     assert after <= 0
