@@ -477,7 +477,10 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     }
 
     /// @notice LP NAV: base balance less the payouts owed and less the open options at their mark
-    /// (rounded up: the pool values its liability conservatively), floored at zero.
+    /// (rounded up: the pool values its liability conservatively), floored at zero. An expired series is
+    /// marked at its settlement payout, so settling it never moves the NAV; while its settlement round is
+    /// pending (at most a heartbeat after expiry, only when the round current at expiry was stale) this
+    /// reverts with `SettlementPending`, and LP deposits and withdrawals wait.
     function totalAssets() public view override returns (uint256) {
         uint256 liability = owedPayouts;
         uint256 n = _activeSeries.length;
