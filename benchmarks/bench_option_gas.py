@@ -64,6 +64,8 @@ def run(env: OptionsEnv) -> None:
     tx.transact(alice, base.functions.approve(system.vault, MAX_UINT256))
     tx.transact(alice, base.functions.approve(market.address, MAX_UINT256))
     tx.transact(alice, vault.functions.deposit(5_000_000 * USDC, alice))
+    # alice opens series of her own below (new series need SERIES_CREATOR_ROLE; the vault holds it).
+    tx.transact(owner, market.functions.grantRole(market.functions.SERIES_CREATOR_ROLE().call(), alice))
     expiry = env.now() + 30 * DAY
 
     print("1. Quotes (eth_estimateGas, incl. 21,000 intrinsic)")

@@ -12,6 +12,7 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interfaces/AggregatorV3Interface.sol";
 
 import {BlackScholes} from "./BlackScholes.sol";
+import {ChainlinkReader} from "./libraries/ChainlinkReader.sol";
 
 /// @title OptionMarket
 /// @notice European, cash-settled calls and puts on whitelisted underlyings, settled in the base asset
@@ -30,17 +31,34 @@ import {BlackScholes} from "./BlackScholes.sol";
 /// the unexercised part returns to the pool, i.e. to its LPs.
 ///
 /// Quotes: Black-Scholes fair value (`BlackScholes`, rate 0: the base asset earns no interest here)
-/// from the underlying's price feed and its implied-volatility feed, plus `spreadBps` when the market
-/// sells and minus `spreadBps` when it buys back. A quote refuses a feed answer older than its
-/// heartbeat or non-positive, a volatility outside the library's domain, and a buy whose time to expiry
-/// is outside [minTimeToExpiry, maxTimeToExpiry].
+/// from the underlying's price feed and its implied-volatility feed, plus a half-spread when the market
+/// sells and minus it when it buys back. The half-spread per unit is
+///   fair · spreadBps  +  |Δ|·dS + ½·|Γ|·dS²  +  |vega| · volStep,   dS = spot · priceStepBps,
+/// where priceStepBps (the price feed's deviation threshold) and volStep (the vol feed's step) are set
+/// per underlying by the admin (`listUnderlying`): the quote moves by about one feed update at a time, and
+/// a half-spread covering one update step on each side makes buying before a known round and selling
+/// after it (or the reverse) a loss for the trader, not for the LPs. A quote refuses a feed answer older
+/// than its heartbeat or non-positive, a volatility outside the library's domain, and a buy whose time to
+/// expiry is outside [minTimeToExpiry, maxTimeToExpiry].
+///
+/// Series creation: a new series is opened (by `buy`) only by a holder of `SERIES_CREATOR_ROLE` (the
+/// vault, the admin); anyone trades series that exist. Every unsettled series costs a slot of
+/// `MAX_ACTIVE_SERIES` and is priced in every LP deposit and withdrawal (`totalAssets`), so opening one is
+/// a listing decision: outsiders can neither fill the slots the vault needs nor grow the LPs' gas.
 ///
 /// Implied-volatility feed: Chainlink `AggregatorV3Interface`, answer = annualised volatility scaled by
 /// the feed's own decimals (18 in the local deployment: 0.8e18 = 80%).
 ///
-/// Settlement uses the feed round that was current at expiry: the caller names it and the market checks
-/// that it was updated at or before expiry, within the heartbeat of expiry, and that the next round
-/// (if any) was updated after expiry. Round ids are assumed contiguous within one aggregator phase.
+/// Settlement price (the rule `settle`, `findSettlementRound` and the mark of an expired series share,
+/// so an expired series is always marked at exactly what settlement pays). With E the expiry and H the
+/// price heartbeat, the settlement round is, on phase-aware round ids (`ChainlinkReader`):
+///   1. the round current at E (the last updated at or before E) if it is at most H old at E;
+///   2. otherwise the first round updated after E, if it is at most H after E;
+///   3. otherwise, once the time is past E + H (no round can land in (E, E + H] any more), the round
+///      current at E however old it is (or, when the feed has none, the first round after E).
+/// Until one of these holds (a stale round at E and no round yet in (E, E + H]), settlement and the
+/// mark revert with `SettlementPending`. The choice never changes once made, so the payout is fixed.
+/// Settlement and the expired mark start strictly after E (a round stamped E may still land in block E).
 ///
 /// Not supported on purpose: writing by third parties (the pool writes), early exercise, transferable
 /// positions (positions are a ledger per holder).
@@ -55,6 +73,12 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     /// @notice Feeds of one whitelisted underlying.
     /// @param priceFeed USD price of one whole underlying (the feed the vault uses).
     /// @param volFeed Annualised implied volatility, scaled by its own decimals.
+    /// @param priceStepBps One price-feed update step (its deviation threshold), bps of spot.
+    /// @param volStep One vol-feed update step, 1e18 = 100 vol points.
+    /// @param minPriceAnswer Least price answer accepted live, in the feed's decimals (`setAnswerBounds`).
+    /// @param maxPriceAnswer Largest price answer accepted live (0: no upper bound).
+    /// @param minVolAnswer Least vol answer accepted, in the feed's decimals.
+    /// @param maxVolAnswer Largest vol answer accepted (0: no upper bound).
     struct Underlying {
         AggregatorV3Interface priceFeed;
         AggregatorV3Interface volFeed;
@@ -63,6 +87,12 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         uint8 priceDecimals;
         uint8 volDecimals;
         bool listed;
+        uint16 priceStepBps;
+        uint64 volStep;
+        uint128 minPriceAnswer;
+        uint128 maxPriceAnswer;
+        uint128 minVolAnswer;
+        uint128 maxVolAnswer;
     }
 
     /// @notice State of one series.
@@ -88,10 +118,6 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
                                  ERRORS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice A feed's answer is older than its heartbeat allows (or from the future).
-    error StaleFeed(address feed, uint256 updatedAt, uint256 heartbeat);
-    /// @notice A feed answered zero or a negative value.
-    error InvalidAnswer(address feed, int256 answer);
     /// @notice The implied volatility (1e18) is outside the pricing library's domain.
     error VolatilityOutOfRange(address feed, uint256 volatility, uint256 min, uint256 max);
     /// @notice The underlying is not whitelisted.
@@ -118,8 +144,13 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     error ExpiryState(bytes32 seriesId, uint256 expiry, uint256 timestamp);
     /// @notice The series is already settled, or not yet settled when exercising.
     error SettlementState(bytes32 seriesId, bool settled);
-    /// @notice The named round was not the feed's current round at expiry.
-    error NotSettlementRound(bytes32 seriesId, uint80 roundId, uint256 updatedAt, uint256 expiry);
+    /// @notice The named round is not the settlement round of the series (see the contract NatSpec).
+    error NotSettlementRound(bytes32 seriesId, uint80 roundId, uint80 settlementRoundId);
+    /// @notice The settlement round is not known yet: the round current at expiry is stale and no round has
+    /// landed within the heartbeat after expiry; known at the latest after `decidedAfter` (unix seconds).
+    error SettlementPending(bytes32 seriesId, uint256 expiry, uint256 decidedAfter);
+    /// @notice Only `SERIES_CREATOR_ROLE` opens a new series.
+    error SeriesCreationNotAllowed(address caller, bytes32 seriesId);
     /// @notice A limit is outside its allowed range.
     error LimitOutOfRange(uint256 value, uint256 maxValue);
     /// @notice A feed was listed with a zero heartbeat.
@@ -129,7 +160,9 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
                                  EVENTS
     //////////////////////////////////////////////////////////////*/
 
-    event UnderlyingListed(address indexed underlying, address priceFeed, address volFeed, uint32 priceHeartbeat, uint32 volHeartbeat);
+    event UnderlyingListed(
+        address indexed underlying, address priceFeed, address volFeed, uint32 priceHeartbeat, uint32 volHeartbeat, uint256 priceStepBps, uint256 volStep
+    );
     event SeriesCreated(bytes32 indexed seriesId, address indexed underlying, uint256 strike, uint256 expiry, bool isCall);
     /// @notice An option bought from the pool: `premium` and `collateral` in base units.
     event Bought(bytes32 indexed seriesId, address indexed buyer, address indexed receiver, uint256 amount, uint256 premium, uint256 fairValue, uint256 collateral);
@@ -138,6 +171,8 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     event Settled(bytes32 indexed seriesId, uint80 roundId, uint256 settlementPrice, uint256 payoffPerUnit, uint256 owed);
     event Exercised(bytes32 indexed seriesId, address indexed holder, uint256 amount, uint256 payout);
     event ParamsSet(uint256 spreadBps, uint256 minTimeToExpiry, uint256 maxTimeToExpiry);
+    event AnswerBoundsSet(address indexed underlying, uint256 minPriceAnswer, uint256 maxPriceAnswer, uint256 minVolAnswer, uint256 maxVolAnswer);
+    event SequencerSet(address uptimeFeed, uint256 gracePeriod);
 
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
@@ -150,8 +185,11 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     uint256 public constant MAX_ACTIVE_SERIES = 64;
     /// @dev 20% spread at most.
     uint256 public constant MAX_SPREAD_BPS = 2_000;
-    /// @notice Settlement rounds `findSettlementRound` inspects at most.
-    uint256 public constant MAX_ROUND_SEARCH = 1_000;
+    /// @notice May open new series (see the contract NatSpec).
+    bytes32 public constant SERIES_CREATOR_ROLE = keccak256("SERIES_CREATOR_ROLE");
+    /// @dev Bounds of the quote steps (`listUnderlying`): a 20% price step, a 100-point vol step.
+    uint256 internal constant MAX_PRICE_STEP_BPS = 2_000;
+    uint256 internal constant MAX_VOL_STEP = 1e18;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -177,6 +215,10 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     uint256 public spreadBps;
     uint256 public minTimeToExpiry;
     uint256 public maxTimeToExpiry;
+    /// @notice Chainlink L2 sequencer uptime feed (zero: none, an L1 deployment) and the grace period
+    /// (seconds) after the sequencer comes back up during which live prices are refused.
+    AggregatorV3Interface public sequencerUptimeFeed;
+    uint32 public sequencerGracePeriod;
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -262,13 +304,14 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         emit Sold(seriesId, msg.sender, receiver, amount, premium, fair);
     }
 
-    /// @notice Settles an expired series at the underlying's price in `roundId`, the feed round current
-    /// at expiry. Anyone may call. Releases the collateral and books the holders' payouts.
+    /// @notice Settles an expired series at the underlying's price in its settlement round (the rule in the
+    /// contract NatSpec; `findSettlementRound` returns it), which the caller names as `roundId`. Anyone may
+    /// call, strictly after expiry. Releases the collateral and books the holders' payouts.
     function settle(bytes32 seriesId, uint80 roundId) external nonReentrant {
         Series storage s = _existing(seriesId);
         if (s.settled) revert SettlementState(seriesId, true);
-        if (block.timestamp < s.expiry) revert ExpiryState(seriesId, s.expiry, block.timestamp);
-        uint256 price = _settlementPrice(seriesId, s, roundId);
+        (uint80 settlementRound, uint256 price) = _settlementRound(seriesId, s);
+        if (roundId != settlementRound) revert NotSettlementRound(seriesId, roundId, settlementRound);
         uint256 payoff = _payoff(s.strike, s.isCall, price);
         uint256 owed = payoff.mulDiv(s.openInterest, _valueScale, Math.Rounding.Ceil);
         // Collateral covers the largest payoff, so owed ≤ collateral.
@@ -305,25 +348,48 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
                                GOVERNANCE
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Whitelists `underlying` (or updates its feeds) with its price and implied-volatility feeds.
+    /// @notice Whitelists `underlying` (or updates its configuration) with its price and implied-volatility
+    /// feeds, their heartbeats (seconds) and one update step of each, which the quote's half-spread covers
+    /// (contract NatSpec): `priceStepBps` the price feed's deviation threshold (bps of spot, ≤ 2,000) and
+    /// `volStep` the vol feed's step (1e18 = 100 vol points, ≤ 1e18).
     function listUnderlying(
         address underlying,
         AggregatorV3Interface priceFeed,
         uint32 priceHeartbeat,
         AggregatorV3Interface volFeed,
-        uint32 volHeartbeat
+        uint32 volHeartbeat,
+        uint16 priceStepBps,
+        uint64 volStep
     ) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (priceHeartbeat == 0 || volHeartbeat == 0) revert ZeroHeartbeat(underlying);
-        underlyingConfig[underlying] = Underlying({
-            priceFeed: priceFeed,
-            volFeed: volFeed,
-            priceHeartbeat: priceHeartbeat,
-            volHeartbeat: volHeartbeat,
-            priceDecimals: priceFeed.decimals(),
-            volDecimals: volFeed.decimals(),
-            listed: true
-        });
-        emit UnderlyingListed(underlying, address(priceFeed), address(volFeed), priceHeartbeat, volHeartbeat);
+        if (priceStepBps > MAX_PRICE_STEP_BPS) revert LimitOutOfRange(priceStepBps, MAX_PRICE_STEP_BPS);
+        if (volStep > MAX_VOL_STEP) revert LimitOutOfRange(volStep, MAX_VOL_STEP);
+        Underlying storage u = underlyingConfig[underlying];
+        (u.priceFeed, u.volFeed, u.priceHeartbeat, u.volHeartbeat) = (priceFeed, volFeed, priceHeartbeat, volHeartbeat);
+        (u.priceDecimals, u.volDecimals, u.listed) = (priceFeed.decimals(), volFeed.decimals(), true);
+        (u.priceStepBps, u.volStep) = (priceStepBps, volStep);
+        emit UnderlyingListed(underlying, address(priceFeed), address(volFeed), priceHeartbeat, volHeartbeat, priceStepBps, volStep);
+    }
+
+    /// @notice Sets the bounds of a listed underlying's live answers, in each feed's own decimals (a max of
+    /// 0: no upper bound). Quotes and marks before expiry refuse an answer outside them
+    /// (`AnswerOutOfBounds`); settlement does not (refusing the settlement round would lock the collateral).
+    function setAnswerBounds(address underlying, uint128 minPrice, uint128 maxPrice, uint128 minVol, uint128 maxVol)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        Underlying storage u = _listed(underlying);
+        if (maxPrice != 0 && minPrice > maxPrice) revert LimitOutOfRange(minPrice, maxPrice);
+        if (maxVol != 0 && minVol > maxVol) revert LimitOutOfRange(minVol, maxVol);
+        (u.minPriceAnswer, u.maxPriceAnswer, u.minVolAnswer, u.maxVolAnswer) = (minPrice, maxPrice, minVol, maxVol);
+        emit AnswerBoundsSet(underlying, minPrice, maxPrice, minVol, maxVol);
+    }
+
+    /// @notice Sets the L2 sequencer uptime feed (zero address: none) and its grace period (≤ 1 day).
+    function setSequencer(AggregatorV3Interface uptimeFeed, uint32 gracePeriod) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (gracePeriod > 1 days) revert LimitOutOfRange(gracePeriod, 1 days);
+        (sequencerUptimeFeed, sequencerGracePeriod) = (uptimeFeed, gracePeriod);
+        emit SequencerSet(address(uptimeFeed), gracePeriod);
     }
 
     /// @notice Sets the spread (bps of fair value) and the window of times to expiry (seconds) for buys.
@@ -361,8 +427,9 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     }
 
     /// @notice Premium of a trade with the pool and its fair value, both base units.
-    /// @dev Buy: fair × (1 + spread), rounded up, and the time to expiry must be inside the window.
-    /// Sell: fair × (1 − spread), rounded down, before expiry. Reverts on stale or invalid feeds.
+    /// @dev Buy: (fair + half-spread) × amount, rounded up, and the time to expiry must be inside the
+    /// window. Sell: (fair − half-spread) × amount floored at zero, rounded down, before expiry. The
+    /// half-spread is in the contract NatSpec. Reverts on stale or invalid feeds.
     /// @param isBuy True when the trader buys from the pool.
     function quote(address underlying, uint256 strike, uint256 expiry, bool isCall, uint256 amount, bool isBuy)
         public
@@ -380,29 +447,15 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
 
     /// @notice Black-Scholes fair value of one option (1e18 = one whole underlying), 1e18 USD.
     /// @dev A call is the capped call BS(K) − BS(K + cap). At or after expiry, the intrinsic value at
-    /// the latest price. Reverts on stale or invalid feeds.
-    function fairPrice(address underlying, uint256 strike, uint256 expiry, bool isCall) public view returns (uint256) {
-        Underlying memory u = _listed(underlying);
-        if (strike < BlackScholes.MIN_PRICE || strike > BlackScholes.MAX_PRICE / 20) revert StrikeOutOfRange(strike);
-        uint256 spot = _spot(u);
-        if (block.timestamp >= expiry) return _payoff(strike, isCall, spot);
-        BlackScholes.Inputs memory p = BlackScholes.Inputs({
-            spot: spot,
-            strike: strike,
-            timeToExpiry: expiry - block.timestamp,
-            volatility: _volatility(u),
-            rate: 0
-        });
-        if (!isCall) return BlackScholes.price(p, false);
-        uint256 low = BlackScholes.price(p, true);
-        p.strike = strike + strike * callCapBps / BPS;
-        uint256 high = BlackScholes.price(p, true);
-        return low > high ? low - high : 0;
+    /// the latest price (an expired series is marked at its settlement price: `positionValue`). Reverts
+    /// on stale or invalid feeds.
+    function fairPrice(address underlying, uint256 strike, uint256 expiry, bool isCall) public view returns (uint256 fair) {
+        (fair,) = _fairAndStep(underlying, strike, expiry, isCall);
     }
 
     /// @notice Prices and Greeks of the plain call and put of a strike and expiry (scales in `BlackScholes`).
     function greeks(address underlying, uint256 strike, uint256 expiry) external view returns (BlackScholes.Greeks memory) {
-        Underlying memory u = _listed(underlying);
+        Underlying storage u = _listed(underlying);
         uint256 tte = expiry > block.timestamp ? expiry - block.timestamp : 0;
         return BlackScholes.greeks(
             BlackScholes.Inputs({spot: _spot(u), strike: strike, timeToExpiry: tte, volatility: _volatility(u), rate: 0})
@@ -410,27 +463,24 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     }
 
     /// @notice Value of `amount` options of a series in base units, rounded down: the payout once settled;
-    /// after expiry but before settlement, the intrinsic value at the latest price; before expiry, the
-    /// Black-Scholes fair value. This is the mark a holder (e.g. a vault) books.
+    /// after expiry but before settlement, the payout settlement will pay (the settlement round's price,
+    /// contract NatSpec; reverts with `SettlementPending` while that round is not known); before expiry,
+    /// the Black-Scholes fair value. This is the mark a holder (e.g. a vault) books.
     function positionValue(bytes32 id, uint256 amount) public view returns (uint256) {
         return _mark(id, amount, Math.Rounding.Floor);
     }
 
-    /// @notice The feed round to name in `settle` for a series: the last round updated at or before
-    /// expiry, searched back from the latest round (at most `MAX_ROUND_SEARCH` rounds). Off-chain helper.
+    /// @notice The settlement round of an expired series, the one to name in `settle` (the rule in the
+    /// contract NatSpec). Reverts before expiry (`ExpiryState`) and while pending (`SettlementPending`).
     function findSettlementRound(bytes32 id) external view returns (uint80 roundId) {
-        Series storage s = _existing(id);
-        AggregatorV3Interface feed = underlyingConfig[s.underlying].priceFeed;
-        (uint80 latest,,, uint256 updatedAt,) = feed.latestRoundData();
-        roundId = latest;
-        for (uint256 i; i < MAX_ROUND_SEARCH && updatedAt > s.expiry && roundId > 1; ++i) {
-            --roundId;
-            (,,, updatedAt,) = feed.getRoundData(roundId);
-        }
+        (roundId,) = _settlementRound(id, _existing(id));
     }
 
     /// @notice LP NAV: base balance less the payouts owed and less the open options at their mark
-    /// (rounded up: the pool values its liability conservatively), floored at zero.
+    /// (rounded up: the pool values its liability conservatively), floored at zero. An expired series is
+    /// marked at its settlement payout, so settling it never moves the NAV; while its settlement round is
+    /// pending (at most a heartbeat after expiry, only when the round current at expiry was stale) this
+    /// reverts with `SettlementPending`, and LP deposits and withdrawals wait.
     function totalAssets() public view override returns (uint256) {
         uint256 liability = owedPayouts;
         uint256 n = _activeSeries.length;
@@ -490,18 +540,77 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         view
         returns (uint256 premium, uint256 fairValue)
     {
-        uint256 perUnit = fairPrice(underlying, strike, expiry, isCall);
+        (uint256 perUnit, uint256 step) = _fairAndStep(underlying, strike, expiry, isCall);
         fairValue = perUnit.mulDiv(amount, _valueScale, Math.Rounding.Floor);
-        premium = isBuy
-            ? perUnit.mulDiv(amount * (BPS + spreadBps), _valueScale * BPS, Math.Rounding.Ceil)
-            : perUnit.mulDiv(amount * (BPS - spreadBps), _valueScale * BPS, Math.Rounding.Floor);
+        // Per unit, scaled by BPS: fair · (1 ± spread) ± step (the step rounded up in _fairAndStep).
+        uint256 stepScaled = step * BPS;
+        if (isBuy) {
+            premium = (perUnit * (BPS + spreadBps) + stepScaled).mulDiv(amount, _valueScale * BPS, Math.Rounding.Ceil);
+        } else {
+            uint256 bid = perUnit * (BPS - spreadBps);
+            premium = bid > stepScaled ? (bid - stepScaled).mulDiv(amount, _valueScale * BPS, Math.Rounding.Floor) : 0;
+        }
+    }
+
+    /// @dev Fair value per unit (1e18 USD) and the feed-step part of the half-spread per unit (1e18 USD,
+    /// rounded up): |Δ|·dS + ½·|Γ|·dS² + |vega|·volStep with dS = spot · priceStepBps (contract NatSpec).
+    /// At or after expiry: the intrinsic value at the latest price and no step.
+    function _fairAndStep(address underlying, uint256 strike, uint256 expiry, bool isCall)
+        internal
+        view
+        returns (uint256 fair, uint256 step)
+    {
+        Underlying storage u = _listed(underlying);
+        if (strike < BlackScholes.MIN_PRICE || strike > BlackScholes.MAX_PRICE / 20) revert StrikeOutOfRange(strike);
+        uint256 spot = _spot(u);
+        if (block.timestamp >= expiry) return (_payoff(strike, isCall, spot), 0);
+        BlackScholes.Inputs memory p = BlackScholes.Inputs({
+            spot: spot,
+            strike: strike,
+            timeToExpiry: expiry - block.timestamp,
+            volatility: _volatility(u),
+            rate: 0
+        });
+        BlackScholes.Greeks memory g = BlackScholes.greeks(p);
+        uint256 delta;
+        uint256 gamma = g.gamma;
+        uint256 vega = g.vega;
+        if (!isCall) {
+            fair = g.putPrice;
+            delta = uint256(-g.putDelta);
+        } else {
+            // Capped call = call(K) − call(K + cap): its Greeks are the differences.
+            p.strike = strike + strike * callCapBps / BPS;
+            BlackScholes.Greeks memory h = BlackScholes.greeks(p);
+            // Call deltas lie in [0, 1e18] and fall with the strike, so the capped call's price and delta are ≥ 0.
+            fair = g.callPrice > h.callPrice ? g.callPrice - h.callPrice : 0;
+            delta = _absDiff(uint256(g.callDelta), uint256(h.callDelta));
+            gamma = _absDiff(gamma, h.gamma);
+            vega = _absDiff(vega, h.vega);
+        }
+        uint256 ds = spot.mulDiv(u.priceStepBps, BPS, Math.Rounding.Ceil);
+        step = delta.mulDiv(ds, WAD, Math.Rounding.Ceil) + gamma.mulDiv(ds * ds, 2 * WAD * WAD, Math.Rounding.Ceil)
+            + vega.mulDiv(u.volStep, WAD, Math.Rounding.Ceil);
     }
 
     function _mark(bytes32 id, uint256 amount, Math.Rounding rounding) internal view returns (uint256) {
         if (amount == 0) return 0;
         Series storage s = _existing(id);
-        uint256 perUnit = s.settled ? s.payoffPerUnit : fairPrice(s.underlying, s.strike, s.expiry, s.isCall);
+        uint256 perUnit;
+        if (s.settled) {
+            perUnit = s.payoffPerUnit;
+        } else if (block.timestamp > s.expiry) {
+            // Expired: exactly what settlement will pay (the settlement round's price), never the latest.
+            (, uint256 price) = _settlementRound(id, s);
+            perUnit = _payoff(s.strike, s.isCall, price);
+        } else {
+            (perUnit,) = _fairAndStep(s.underlying, s.strike, s.expiry, s.isCall);
+        }
         return perUnit.mulDiv(amount, _valueScale, rounding);
+    }
+
+    function _absDiff(uint256 a, uint256 b) internal pure returns (uint256) {
+        return a > b ? a - b : b - a;
     }
 
     /// @dev Collateral (base units, rounded up) for `interest` options of `s`: the largest payoff.
@@ -527,6 +636,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
             if (s.settled) revert SettlementState(id, true);
             return id;
         }
+        if (!hasRole(SERIES_CREATOR_ROLE, msg.sender)) revert SeriesCreationNotAllowed(msg.sender, id);
         if (_activeSeries.length >= MAX_ACTIVE_SERIES) revert TooManyActiveSeries(MAX_ACTIVE_SERIES);
         s.underlying = underlying;
         s.expiry = uint64(expiry);
@@ -552,48 +662,47 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         if (s.underlying == address(0)) revert UnknownSeries(id);
     }
 
-    function _listed(address underlying) internal view returns (Underlying memory u) {
+    function _listed(address underlying) internal view returns (Underlying storage u) {
         u = underlyingConfig[underlying];
         if (!u.listed) revert UnderlyingNotListed(underlying);
     }
 
-    /// @dev The underlying's price in 1e18 USD from its feed, after the staleness and sign checks.
-    function _spot(Underlying memory u) internal view returns (uint256) {
-        return _checked(u.priceFeed, u.priceHeartbeat) * WAD / 10 ** u.priceDecimals;
+    /// @dev The underlying's price in 1e18 USD from its feed, after the sequencer, sign, bound and staleness checks.
+    function _spot(Underlying storage u) internal view returns (uint256) {
+        ChainlinkReader.checkSequencer(sequencerUptimeFeed, sequencerGracePeriod);
+        uint256 answer = ChainlinkReader.latestChecked(u.priceFeed, u.priceHeartbeat, u.minPriceAnswer, u.maxPriceAnswer);
+        return answer * WAD / 10 ** u.priceDecimals;
     }
 
     /// @dev The implied volatility in 1e18 (annualised) from its feed, checked against the library's domain.
-    function _volatility(Underlying memory u) internal view returns (uint256 vol) {
-        vol = _checked(u.volFeed, u.volHeartbeat) * WAD / 10 ** u.volDecimals;
+    function _volatility(Underlying storage u) internal view returns (uint256 vol) {
+        vol = ChainlinkReader.latestChecked(u.volFeed, u.volHeartbeat, u.minVolAnswer, u.maxVolAnswer) * WAD / 10 ** u.volDecimals;
         if (vol < BlackScholes.MIN_VOLATILITY || vol > BlackScholes.MAX_VOLATILITY) {
             revert VolatilityOutOfRange(address(u.volFeed), vol, BlackScholes.MIN_VOLATILITY, BlackScholes.MAX_VOLATILITY);
         }
     }
 
-    /// @dev Latest answer, refusing non-positive answers and answers older than `heartbeat`.
-    function _checked(AggregatorV3Interface feed, uint256 heartbeat) internal view returns (uint256) {
-        (, int256 answer,, uint256 updatedAt,) = feed.latestRoundData();
-        if (answer <= 0) revert InvalidAnswer(address(feed), answer);
-        if (updatedAt > block.timestamp || block.timestamp - updatedAt > heartbeat) {
-            revert StaleFeed(address(feed), updatedAt, heartbeat);
-        }
-        return uint256(answer);
-    }
 
-    /// @dev Price (1e18 USD) of `roundId` after checking it was the round current at expiry.
-    function _settlementPrice(bytes32 id, Series storage s, uint80 roundId) internal view returns (uint256) {
-        Underlying memory u = underlyingConfig[s.underlying];
-        (, int256 answer,, uint256 updatedAt,) = u.priceFeed.getRoundData(roundId);
-        if (updatedAt == 0 || updatedAt > s.expiry || s.expiry - updatedAt > u.priceHeartbeat) {
-            revert NotSettlementRound(id, roundId, updatedAt, s.expiry);
+    /// @dev The settlement round of expired series `s` and its price (1e18 USD), by the rule in the
+    /// contract NatSpec; reverts before or at expiry (`ExpiryState`), while pending (`SettlementPending`)
+    /// and on a non-positive answer (`InvalidAnswer`).
+    function _settlementRound(bytes32 id, Series storage s) internal view returns (uint80 roundId, uint256 price) {
+        uint256 expiry = s.expiry;
+        if (block.timestamp <= expiry) revert ExpiryState(id, expiry, block.timestamp);
+        Underlying storage u = underlyingConfig[s.underlying];
+        uint256 heartbeat = u.priceHeartbeat;
+        (uint80 before, uint256 beforeAt, uint80 next, uint256 nextAt) = ChainlinkReader.roundsAround(u.priceFeed, expiry);
+        if (before != 0 && expiry - beforeAt <= heartbeat) {
+            roundId = before; // 1. the round current at expiry, fresh
+        } else if (next != 0 && nextAt - expiry <= heartbeat) {
+            roundId = next; // 2. the first round after expiry, within a heartbeat
+        } else if (block.timestamp > expiry + heartbeat && (before != 0 || next != 0)) {
+            roundId = before != 0 ? before : next; // 3. nothing within a heartbeat after expiry: final
+        } else {
+            revert SettlementPending(id, expiry, expiry + heartbeat);
         }
-        if (answer <= 0) revert InvalidAnswer(address(u.priceFeed), answer);
-        (uint80 latest,,,,) = u.priceFeed.latestRoundData();
-        if (roundId != latest) {
-            // A later round exists: it must have been updated after expiry.
-            (,,, uint256 nextUpdatedAt,) = u.priceFeed.getRoundData(roundId + 1);
-            if (nextUpdatedAt <= s.expiry) revert NotSettlementRound(id, roundId, nextUpdatedAt, s.expiry);
-        }
-        return uint256(answer) * WAD / 10 ** u.priceDecimals;
+        (int256 answer,) = ChainlinkReader.roundAt(u.priceFeed, roundId);
+        if (answer <= 0) revert ChainlinkReader.InvalidAnswer(address(u.priceFeed), answer);
+        price = uint256(answer) * WAD / 10 ** u.priceDecimals;
     }
 }

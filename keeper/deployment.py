@@ -264,6 +264,8 @@ def deploy_options(
     min_time_to_expiry_seconds: int = 3600,
     max_time_to_expiry_seconds: int = 365 * 86400,
     connect_vault: bool = True,
+    price_step_bps: int = 0,
+    vol_step: float = 0.0,
 ) -> OptionsDeployment:
     """Deploys an ``OptionMarket`` over the system's base asset, one push implied-volatility feed per risk
     asset, lists every asset with the price feed the vault uses, seeds the pool and connects the vault.
@@ -285,7 +287,11 @@ def deploy_options(
     min_time_to_expiry_seconds, max_time_to_expiry_seconds : int
         Window of times to expiry the market sells, seconds.
     connect_vault : bool
-        Set the market as the vault's ``optionMarket`` (the deployer must be the vault's admin).
+        Set the market as the vault's ``optionMarket`` (the deployer must be the vault's admin) and let the
+        vault open new series (``SERIES_CREATOR_ROLE``).
+    price_step_bps, vol_step : int, float
+        One update step of every price feed (its deviation threshold, bps of spot) and of every volatility
+        feed (annualised, 0.01 = one vol point); the market's half-spread covers one step. 0: spread only.
 
     Raises
     ------
@@ -306,7 +312,8 @@ def deploy_options(
         tx.transact(
             deployer,
             market.functions.listUnderlying(
-                asset.token, asset.feed, price_heartbeat_seconds, feed.address, vol_heartbeat_seconds
+                asset.token, asset.feed, price_heartbeat_seconds, feed.address, vol_heartbeat_seconds,
+                price_step_bps, int(round(Fraction(repr(float(vol_step))) * 10**18)),
             ),
         )
         vol_feeds[asset.token] = feed.address
@@ -318,4 +325,6 @@ def deploy_options(
     if connect_vault:
         vault = contract(w3, "RiskParityVault", deployment.vault)
         tx.transact(deployer, vault.functions.setOptionMarket(market.address))
+        role = market.functions.SERIES_CREATOR_ROLE().call()
+        tx.transact(deployer, market.functions.grantRole(role, vault.address))
     return OptionsDeployment(market=market.address, vol_feeds=vol_feeds)

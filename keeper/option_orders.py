@@ -434,22 +434,30 @@ def settle_expired(
     transact: Callable[[Any], Any],
     sender: str,
 ) -> tuple[Settlement, ...]:
-    """Settles every held series with ``expiry <= now`` through ``vault.settleOption(id, round)``.
+    """Settles every held series with ``expiry < now`` through ``vault.settleOption(id, round)``.
 
-    The round is ``market.findSettlementRound(id)``; each call is simulated first (``eth_call`` from
+    The round is ``market.findSettlementRound(id)`` (settlement starts strictly after expiry; the market
+    refuses while the settlement round is not known yet, ``SettlementPending``); each call is simulated first (``eth_call`` from
     ``sender``, which also gives the payout) and sent with ``transact(bound_function) -> receipt``. Anyone
     may call ``settleOption``.
 
     Raises
     ------
     SimulationRevertedError
-        A settlement reverts in simulation (e.g. no feed round at expiry yet); nothing is sent for it.
+        The settlement round is not known yet, or a settlement reverts in simulation; nothing is sent for it.
     """
     out = []
     for h in book:
-        if h.expiry > now:
+        if h.expiry >= now:
             continue
-        round_id = market.functions.findSettlementRound(h.series_id).call()
+        find = market.functions.findSettlementRound(h.series_id)
+        ok, data = call_raw(market.w3, {"from": sender, "to": market.address, "data": find._encode_transaction_data()})
+        if not ok:
+            raise SimulationRevertedError(
+                f"findSettlementRound of {h.symbol} series 0x{h.series_id.hex()} (expiry {h.expiry}) reverted with "
+                f"{decode_revert(data)}; nothing was sent"
+            )
+        round_id = int.from_bytes(data[:32], "big")
         fn = vault.functions.settleOption(h.series_id, round_id)
         ok, data = call_raw(vault.w3, {"from": sender, "to": vault.address, "data": fn._encode_transaction_data()})
         if not ok:

@@ -47,6 +47,9 @@ def deployed() -> Market:
     for who in (m.lp, m.alice, m.bob):
         m.tx.transact(m.owner, m.base.functions.mint(who, 10_000_000 * USDC))
         m.tx.transact(who, m.base.functions.approve(m.market.address, MAX_UINT256))
+    # alice and bob open series of their own here (a role the admin grants; the vault holds it).
+    for who in (m.alice, m.bob):
+        m.tx.transact(m.owner, m.market.functions.grantRole(m.market.functions.SERIES_CREATOR_ROLE().call(), who))
     yield m
     m.stop()
 
@@ -287,9 +290,9 @@ def test_governance_is_admin_only_and_bounded(m: Market) -> None:
     assert err.name == "LimitOutOfRange" and err.args == (2_001, 2_000)
     err = m.error(mk.setParams(100, 86400, 3600), m.owner)
     assert err.name == "LimitOutOfRange" and err.args == (86400, 3600)
-    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 0, m.vol_feeds[0].address, 60), m.owner)
+    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 0, m.vol_feeds[0].address, 60, 0, 0), m.owner)
     assert err.name == "ZeroHeartbeat"
-    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 60, m.vol_feeds[0].address, 60), m.alice)
+    err = m.error(mk.listUnderlying(m.tokens[0].address, m.feeds[0].address, 60, m.vol_feeds[0].address, 60, 0, 0), m.alice)
     assert err.name == "AccessControlUnauthorizedAccount"
 
 
@@ -306,3 +309,59 @@ def test_a_late_lp_buys_in_at_the_marked_nav(m: Market) -> None:
     assert shares == assets * (supply + 10**6) // (nav + 1)  # ERC-4626 floor with virtual shares
     # The late LP's claim is worth at most what they paid in.
     assert mk.previewRedeem(shares).call() <= assets
+
+
+def test_runtime_code_fits_the_eip170_limit(m: Market) -> None:
+    # `./run keeper build` lists creation code; the limit (24,576 bytes) is on the deployed runtime code.
+    assert len(m.w3.eth.get_code(m.market.address)) <= 24_576
+
+
+def test_live_answers_outside_the_admin_bounds_are_refused(m: Market) -> None:
+    mk = m.market.functions
+    btc = m.tokens[0].address
+    expiry = m.now() + 30 * DAY
+    err = m.error(mk.setAnswerBounds(btc, 30_000 * 10**8, 60_000 * 10**8, 0, 0), m.alice)
+    assert err.name == "AccessControlUnauthorizedAccount"
+    err = m.error(mk.setAnswerBounds(btc, 60_000 * 10**8, 30_000 * 10**8, 0, 0), m.owner)
+    assert err.name == "LimitOutOfRange" and err.args == (60_000 * 10**8, 30_000 * 10**8)
+    m.tx.transact(m.owner, mk.setAnswerBounds(btc, 30_000 * 10**8, 60_000 * 10**8, WAD // 10, 3 * WAD // 2))
+    assert mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True).call()[0] > 0
+    m.push(0, price=25_000.0)  # below the least price answer: a feed pinned at its floor, say
+    err = m.error(mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True), m.alice)
+    assert err.name == "AnswerOutOfBounds"
+    assert err.args[0].lower() == m.feeds[0].address.lower() and err.args[1:] == (25_000 * 10**8, 30_000 * 10**8, 60_000 * 10**8)
+    m.push(0, price=41_000.0, vol=2.0)  # 200% vol: inside the library's domain, above the admin's 150%
+    err = m.error(mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True), m.alice)
+    assert err.name == "AnswerOutOfBounds" and err.args[0].lower() == m.vol_feeds[0].address.lower()
+    assert err.args[1:] == (2 * WAD, WAD // 10, 3 * WAD // 2)
+    m.push(0, vol=0.7)
+    assert mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True).call()[0] > 0
+    # Relisting keeps the bounds.
+    cfg = mk.underlyingConfig(btc).call()
+    m.tx.transact(m.owner, mk.listUnderlying(btc, cfg[0], cfg[2], cfg[1], cfg[3], 0, 0))
+    assert mk.underlyingConfig(btc).call()[-4:] == [30_000 * 10**8, 60_000 * 10**8, WAD // 10, 3 * WAD // 2]
+
+
+def test_quotes_wait_for_the_l2_sequencer_and_its_grace_period(m: Market) -> None:
+    from keeper.build import load_artifacts
+
+    mk = m.market.functions
+    btc = m.tokens[0].address
+    uptime = m.tx.deploy(m.owner, load_artifacts()["PushPriceFeed"], 0, "L2 sequencer uptime", m.owner)
+    m.tx.transact(m.owner, uptime.functions.pushAnswer(0))  # up since now
+    up_since = m.now()
+    err = m.error(mk.setSequencer(uptime.address, 3600), m.alice)
+    assert err.name == "AccessControlUnauthorizedAccount"
+    assert m.error(mk.setSequencer(uptime.address, 2 * DAY), m.owner).name == "LimitOutOfRange"
+    m.tx.transact(m.owner, mk.setSequencer(uptime.address, 3600))
+    expiry = m.now() + 30 * DAY
+    err = m.error(mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True), m.alice)
+    assert err.name == "SequencerGracePeriod" and err.args[1:] == (up_since, 3600)
+    m.warp(up_since + 3600)
+    m.push_all()
+    assert mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True).call()[0] > 0
+    m.tx.transact(m.owner, uptime.functions.pushAnswer(1))  # down
+    err = m.error(mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True), m.alice)
+    assert err.name == "SequencerDown" and err.args[1] == 1
+    m.tx.transact(m.owner, mk.setSequencer("0x" + "00" * 20, 0))  # an L1 deployment: no check
+    assert mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True).call()[0] > 0
