@@ -3,7 +3,8 @@
 Project contracts in ``contracts/`` are compiled with solc's standard-JSON interface: a native ``solc``
 (0.8.24 or newer) when one is on ``PATH``, otherwise the project's adapter ``tools/solc/solc`` around the
 npm package ``solc`` (the same compiler built to wasm). Output is cached in ``build/artifacts.json`` and
-rebuilt only when a source or the compiler changes. Uniswap V3 is never recompiled: its real bytecode is
+rebuilt only when a source, the compiler, its settings or ``package-lock.json`` changes; every build also
+writes the ABIs to ``keeper/abi/`` (committed), which is all the keeper needs at run time. Uniswap V3 is never recompiled: its real bytecode is
 loaded from the compiled artifacts shipped in the ``@uniswap/v3-core`` and ``@uniswap/v3-periphery`` npm
 packages.
 """
@@ -29,6 +30,8 @@ NODE_MODULES = PROJECT_ROOT / "node_modules"
 BUILD_FILE = PROJECT_ROOT / "build" / "artifacts.json"
 ADAPTER = PROJECT_ROOT / "tools" / "solc" / "solc"
 PACKAGE_LOCK = PROJECT_ROOT / "package-lock.json"
+#: ABIs the keeper loads at run time, written by every build (see :func:`write_abis`).
+ABI_DIR = PROJECT_ROOT / "keeper" / "abi"
 EVM_VERSION = "cancun"
 
 #: Uniswap V3 contracts deployed from their npm artifacts: name -> path under node_modules.
@@ -172,13 +175,14 @@ def compile_contracts(force: bool = False) -> dict[str, Artifact]:
     tmp = BUILD_FILE.with_suffix(".tmp")
     tmp.write_text(json.dumps({"digest": digest, "contracts": contracts}))
     os.replace(tmp, BUILD_FILE)
-    return {name: Artifact(name, a["abi"], a["bytecode"]) for name, a in contracts.items()}
+    artifacts = {name: Artifact(name, a["abi"], a["bytecode"]) for name, a in contracts.items()}
+    write_abis({**artifacts, **_uniswap_artifacts()})
+    return artifacts
 
 
-@lru_cache(maxsize=None)
-def load_artifacts() -> dict[str, Artifact]:
-    """All artifacts: the project's contracts (compiled if needed) and Uniswap V3's from npm."""
-    artifacts = dict(compile_contracts())
+def _uniswap_artifacts() -> dict[str, Artifact]:
+    """Uniswap V3's real compiled contracts from the npm packages (never recompiled)."""
+    artifacts = {}
     for name, rel in UNISWAP_ARTIFACTS.items():
         path = NODE_MODULES / rel
         if not path.exists():
@@ -186,6 +190,34 @@ def load_artifacts() -> dict[str, Artifact]:
         data = json.loads(path.read_text())
         artifacts[name] = Artifact(name, data["abi"], data["bytecode"])
     return artifacts
+
+
+def abi_text(abi: list[dict[str, Any]]) -> str:
+    """The canonical text of an ABI file in ``keeper/abi/`` (sorted keys, so a rebuild changes no byte)."""
+    return json.dumps(abi, indent=1, sort_keys=True) + "\n"
+
+
+def write_abis(artifacts: dict[str, Artifact]) -> None:
+    """Writes ``keeper/abi/<Name>.json`` for every artifact whose ABI is not empty.
+
+    These files are what the keeper loads at run time (:func:`keeper.abis.load_abi`): running it needs
+    no compiler. They are committed; a build that changes one shows up in ``git status``, and a test
+    checks that they match the compiled contracts.
+    """
+    ABI_DIR.mkdir(parents=True, exist_ok=True)
+    for name, artifact in artifacts.items():
+        if not artifact.abi:
+            continue
+        path = ABI_DIR / f"{name}.json"
+        text = abi_text(artifact.abi)
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+
+
+@lru_cache(maxsize=None)
+def load_artifacts() -> dict[str, Artifact]:
+    """All artifacts: the project's contracts (compiled if needed) and Uniswap V3's from npm."""
+    return {**compile_contracts(), **_uniswap_artifacts()}
 
 
 def main(argv: list[str] | None = None) -> None:

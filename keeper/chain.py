@@ -22,7 +22,8 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError
 
-from keeper.build import PROJECT_ROOT, Artifact, load_artifacts
+from keeper.abis import all_abis, load_abi
+from keeper.build import PROJECT_ROOT, Artifact
 from keeper.errors import ConfigError, TransactionFailedError
 
 #: Anvil's deterministic dev accounts (mnemonic "test test ... junk"): index -> private key.
@@ -167,7 +168,7 @@ def connect_failover(config: Any) -> Web3:
 
 def contract(w3: Web3, name: str, address: str) -> Contract:
     """Handle on the deployed contract ``name`` (an artifact name) at ``address``."""
-    return w3.eth.contract(address=to_checksum_address(address), abi=load_artifacts()[name].abi)
+    return w3.eth.contract(address=to_checksum_address(address), abi=load_abi(name))
 
 
 def rpc(w3: Web3, method: str, params: list[Any]) -> Any:
@@ -207,8 +208,8 @@ def wait_for_receipt(w3: Web3, tx_hash: bytes | str, timeout_seconds: float = 12
 
 def _error_selectors() -> dict[bytes, tuple[str, list[str]]]:
     table: dict[bytes, tuple[str, list[str]]] = {}
-    for art in load_artifacts().values():
-        for item in art.abi:
+    for abi in all_abis().values():
+        for item in abi:
             if item.get("type") == "error":
                 types = [inp["type"] for inp in item["inputs"]]
                 table[function_abi_to_4byte_selector(item)] = (item["name"], types)
