@@ -1365,9 +1365,7 @@ def _journal(results: Sequence[StrategyResult], path: Path) -> str:
 
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
-    j = Journal(path)
-    # A backtest's output file, rebuilt on every run: no need to fsync each row.
-    j.conn.execute("PRAGMA synchronous=OFF")
+    j = Journal(path, durable=False)  # a backtest's output file, rebuilt on every run: no fsync per row
     try:
         for r in results:
             for d in r.decisions:

@@ -72,7 +72,18 @@ CREATE TABLE IF NOT EXISTS transactions (
 CREATE INDEX IF NOT EXISTS transactions_status ON transactions(status);
 CREATE INDEX IF NOT EXISTS transactions_nonce ON transactions(sender, nonce);
 """
-_SCHEMA_VERSION = 2
+#: Version 3 adds one row per policy decision (the targets a tick decided, whatever it then did), so that
+#: the next tick finds the previous target by key instead of by searching the JSON of every tick. The
+#: migration fills it from the ticks already journalled.
+_SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS decisions (
+    tick_id INTEGER PRIMARY KEY REFERENCES ticks(id),
+    symbols TEXT NOT NULL,
+    target_weights TEXT NOT NULL,
+    covariance TEXT
+);
+"""
+_SCHEMA_VERSION = 3
 
 #: Statuses of a journalled transaction. ``intended``: signed and recorded, maybe not yet sent;
 #: ``sent``: accepted by a node, unmined. The others are final.
@@ -99,6 +110,60 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {k: _jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
     return value
+
+
+@dataclass(frozen=True)
+class PricesRecord:
+    """Oracle prices of the last tick that read the chain: ``symbols`` and ``prices_usd`` (USD per whole
+    token, shape (n,)), at ``block_number``."""
+
+    symbols: tuple[str, ...]
+    prices_usd: np.ndarray
+    block_number: int
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """The last journalled policy decision: ``target_weights`` (fractions of NAV, shape (n,)) over
+    ``symbols``, and the annualised ``covariance`` (n, n) it used, ``None`` if not finite or not kept."""
+
+    tick_id: int
+    symbols: tuple[str, ...]
+    target_weights: np.ndarray
+    covariance: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class RebalanceRecord:
+    """The last journalled rebalance: its block timestamp (Unix seconds), the symbols and the annualised
+    covariance (n, n) of its decision (``None`` if not finite or not kept)."""
+
+    block_timestamp: int
+    symbols: tuple[str, ...]
+    covariance: np.ndarray | None
+
+
+def _matrix(value: Any) -> np.ndarray | None:
+    """A JSON matrix (``None`` entries for NaN) as a finite float array, else ``None``."""
+    if not value:
+        return None
+    try:
+        matrix = np.asarray([[np.nan if x is None else x for x in row] for row in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return matrix if matrix.ndim == 2 and np.all(np.isfinite(matrix)) else None
+
+
+def _decision_row(detail: dict[str, Any]) -> tuple[str, str, str | None] | None:
+    """The ``decisions`` row (symbols, target weights, covariance as JSON) of a tick's detail, if it holds
+    a policy decision with targets."""
+    policy = detail.get("policy")
+    if not isinstance(policy, dict) or not policy.get("target_weights"):
+        return None
+    symbols = policy.get("symbols") or detail.get("symbols") or []
+    covariance = policy.get("covariance") or detail.get("covariance")
+    return (json.dumps(list(symbols)), json.dumps(policy["target_weights"]),
+            None if covariance is None else json.dumps(covariance))
 
 
 @dataclass(frozen=True)
@@ -150,17 +215,20 @@ class Journal:
     Parameters
     ----------
     path : Path
-        Database file; created with its schema if absent. ``":memory:"`` for tests.
+        Database file; created with its schema if absent (older files are migrated). ``":memory:"`` for tests.
+    durable : bool
+        Sync the write-ahead log on every commit (default; the live keeper needs it).
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, durable: bool = True) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(path), check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         # A committed "intended" row must survive a power cut, not only a killed process: sync the WAL
-        # on every commit (the write-ahead guarantee of the transaction log rests on it).
-        self.conn.execute("PRAGMA synchronous=FULL")
+        # on every commit (the write-ahead guarantee of the transaction log rests on it). An output file
+        # rebuilt from scratch on every run (a backtest's) may skip the syncs: durable=False.
+        self.conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
         self.conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._migrate()
@@ -192,20 +260,55 @@ class Journal:
         journal._migrate()
         return journal
 
+    @classmethod
+    def read_only(cls, path: Path | str) -> "Journal":
+        """The journal file at ``path`` opened read-only (``mode=ro``): never created, migrated or written,
+        safe beside a live keeper. A file written by an older keeper may lack later tables
+        (:meth:`has_table`); the read methods need the tables they read.
+
+        Raises
+        ------
+        ConfigError
+            No file at ``path``, or not a SQLite database.
+        """
+        if str(path) == ":memory:" or not Path(path).exists():
+            raise ConfigError(f"no keeper journal at {path}; check journal_path")
+        journal = cls.__new__(cls)
+        journal.conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, check_same_thread=False)
+        journal._lock = threading.Lock()
+        try:
+            journal.conn.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            journal.conn.close()
+            raise ConfigError(f"cannot read the keeper journal {path} ({exc}); check journal_path") from exc
+        return journal
+
+    def has_table(self, name: str) -> bool:
+        """Whether the journal has table ``name`` (``ticks``, ``transactions``, ``decisions``)."""
+        with self._lock:
+            row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        return row is not None
+
     def record(self, status: str, reason: str | None = None, **fields: Any) -> int:
         """Appends a tick; ``fields`` matching a column go there, everything goes into ``detail`` (JSON)."""
         columns = {"block_number", "block_timestamp", "epoch", "tx_hash", "gas_used", "effective_gas_price",
                    "nav_before", "nav_after"}
         row = {k: (str(v) if k in _BIG_INT_COLUMNS and v is not None else _jsonable(v))
                for k, v in fields.items() if k in columns}
-        detail = json.dumps(_jsonable(fields), default=str)
-        with self.conn:
+        plain = _jsonable(fields)
+        detail = json.dumps(plain, default=str)
+        decision = _decision_row(json.loads(detail)) if isinstance(plain, dict) and "policy" in plain else None
+        with self._lock, self.conn:
             cur = self.conn.execute(
                 f"INSERT INTO ticks (recorded_at, status, reason, detail{''.join(', ' + k for k in row)}) "
                 f"VALUES (?, ?, ?, ?{', ?' * len(row)})",
                 (time.time(), status, reason, detail, *row.values()),
             )
-        return int(cur.lastrowid or 0)
+            tick_id = int(cur.lastrowid or 0)
+            if decision is not None:
+                self.conn.execute("INSERT INTO decisions (tick_id, symbols, target_weights, covariance) "
+                                  "VALUES (?, ?, ?, ?)", (tick_id, *decision))
+        return tick_id
 
     def ticks(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Recorded ticks, oldest first, with ``detail`` decoded."""
@@ -222,17 +325,84 @@ class Journal:
                     row[key] = int(row[key])
         return rows
 
+    def ticks_between(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Ticks recorded within ``[since, until]`` (Unix seconds), oldest first, ``detail`` decoded."""
+        with self._lock:
+            cur = self.conn.execute("SELECT * FROM ticks WHERE recorded_at >= ? AND recorded_at <= ? ORDER BY id",
+                                    (since, until))
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"] or "{}")
+            for key in _BIG_INT_COLUMNS:
+                if row[key] is not None:
+                    row[key] = int(row[key])
+        return rows
+
+    def last_prices(self) -> PricesRecord | None:
+        """Oracle prices of the last tick that read the chain (the price-jump breaker's reference), or ``None``."""
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT block_number, detail FROM ticks WHERE block_number IS NOT NULL ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        detail = json.loads(row[1])
+        prices = detail.get("prices_usd")
+        if not prices or None in prices:
+            return None
+        return PricesRecord(tuple(detail.get("symbols") or ()), np.asarray(prices, dtype=np.float64), int(row[0]))
+
+    def last_decision(self) -> DecisionRecord | None:
+        """The last journalled policy decision (its targets and covariance), or ``None``."""
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT tick_id, symbols, target_weights, covariance FROM decisions ORDER BY tick_id DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        weights = json.loads(row[2])
+        if None in weights:
+            return None
+        return DecisionRecord(int(row[0]), tuple(json.loads(row[1])), np.asarray(weights, dtype=np.float64),
+                              _matrix(json.loads(row[3]) if row[3] else None))
+
+    def last_rebalance(self) -> RebalanceRecord | None:
+        """The last tick with status ``rebalanced`` (time, symbols, covariance of its decision), or ``None``."""
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT block_timestamp, detail FROM ticks WHERE status = 'rebalanced' ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        detail = json.loads(row[1])
+        covariance = (detail.get("policy") or {}).get("covariance") or detail.get("covariance")
+        return RebalanceRecord(int(row[0]), tuple(detail.get("symbols") or ()), _matrix(covariance))
+
     def close(self) -> None:
         self.conn.close()
 
     # --- Write-ahead transaction log ------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        """Brings a journal written by an older keeper to :data:`_SCHEMA_VERSION`. Every step is idempotent
+        (CREATE IF NOT EXISTS, INSERT OR IGNORE) and the version is written last, so an interrupted migration
+        simply runs again."""
         with self._lock, self.conn:
             (version,) = self.conn.execute("PRAGMA user_version").fetchone()
-            if version < _SCHEMA_VERSION:
+            if version >= _SCHEMA_VERSION:
+                return
+            if version < 2:
                 self.conn.executescript(_SCHEMA_V2)
-                self.conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            if version < 3:
+                self.conn.executescript(_SCHEMA_V3)
+                rows = self.conn.execute("SELECT id, detail FROM ticks WHERE detail LIKE '%\"policy\"%' ORDER BY id")
+                for tick_id, detail in rows.fetchall():
+                    decision = _decision_row(json.loads(detail))
+                    if decision is not None:
+                        self.conn.execute("INSERT OR IGNORE INTO decisions (tick_id, symbols, target_weights, "
+                                          "covariance) VALUES (?, ?, ?, ?)", (tick_id, *decision))
+            self.conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def record_intended_tx(
         self,

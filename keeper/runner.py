@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import signal
 import threading
@@ -550,57 +549,37 @@ class Keeper:
                         pool_prices_usd=pool_prices, stalled_seconds=stalled)
 
     def _last_journalled_prices(self) -> np.ndarray | None:
+        """The last journalled oracle prices over the vault's symbols (the jump breaker's reference), or None."""
         try:
-            rows = self.journal.conn.execute(
-                "SELECT detail FROM ticks WHERE block_number IS NOT NULL ORDER BY id DESC LIMIT 1"
-            ).fetchall()
+            last = self.journal.last_prices()
         except Exception:  # noqa: BLE001 - an unreadable journal only means no reference price yet
             return None
-        if not rows:
+        if last is None or last.symbols != self.reader.symbols:
             return None
-        detail = json.loads(rows[0][0])
-        if tuple(detail.get("symbols") or ()) != self.reader.symbols or not detail.get("prices_usd"):
-            return None
-        return np.asarray(detail["prices_usd"], dtype=np.float64)
+        return last.prices_usd
 
     def _previous_target(self) -> np.ndarray | None:
         """``target_weights`` of the last journalled policy decision over the vault's symbols, or None."""
         try:
-            rows = self.journal.conn.execute(
-                "SELECT detail FROM ticks WHERE detail LIKE '%\"policy\": {%' ORDER BY id DESC LIMIT 1"
-            ).fetchall()
+            last = self.journal.last_decision()
         except Exception:  # noqa: BLE001 - an unreadable journal only means no previous target
             return None
-        if not rows:
+        if last is None or last.symbols != self.reader.symbols:
             return None
-        policy = json.loads(rows[0][0]).get("policy") or {}
-        weights = policy.get("target_weights")
-        if tuple(policy.get("symbols") or ()) != self.reader.symbols or not weights or None in weights:
-            return None
-        target = np.asarray(weights, dtype=np.float64)
-        if np.any(target < 0) or target.sum() > 1.0 + 1e-9:
+        target = last.target_weights
+        if target.shape != (len(self.reader.symbols),) or np.any(target < 0) or target.sum() > 1.0 + 1e-9:
             return None
         return target
 
     def _last_rebalance(self, now: int) -> LastRebalance | None:
         """The last journalled rebalance (symbols, covariance used, days before ``now``), or None."""
         try:
-            rows = self.journal.conn.execute(
-                "SELECT block_timestamp, detail FROM ticks WHERE status = 'rebalanced' ORDER BY id DESC LIMIT 1"
-            ).fetchall()
+            last = self.journal.last_rebalance()
         except Exception:  # noqa: BLE001 - an unreadable journal: no last rebalance known
             return None
-        if not rows or rows[0][0] is None:
+        if last is None:
             return None
-        detail = json.loads(rows[0][1])
-        covariance = (detail.get("policy") or {}).get("covariance") or detail.get("covariance")
-        cov = None
-        if covariance is not None:
-            cov = np.asarray([[np.nan if x is None else x for x in row] for row in covariance], dtype=np.float64)
-            if not np.all(np.isfinite(cov)):
-                cov = None
-        return LastRebalance(tuple(detail.get("symbols") or ()), cov,
-                             max(0.0, (now - int(rows[0][0])) / SECONDS_PER_DAY))
+        return LastRebalance(last.symbols, last.covariance, max(0.0, (now - last.block_timestamp) / SECONDS_PER_DAY))
 
     # --- heartbeat, metrics, journal -------------------------------------------------------------
 
@@ -626,14 +605,7 @@ class Keeper:
 
         now = time.time() if now is None else now
         with self._journal_lock:
-            cur = self.journal.conn.execute(
-                "SELECT status, reason, gas_used, effective_gas_price, nav_after, detail FROM ticks "
-                "WHERE recorded_at >= ? AND recorded_at <= ? ORDER BY id", (now - 86_400, now)
-            )
-            names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, r)) for r in cur.fetchall()]
-        for row in rows:
-            row["detail"] = json.loads(row["detail"] or "{}")
+            rows = self.journal.ticks_between(now - 86_400, now)
         summary = journal_summary(rows)
         summary.update(event="daily_report", since=now - 86_400, until=now)
         log.info("daily report: %s", summary, extra=summary)

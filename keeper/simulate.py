@@ -13,12 +13,8 @@ fetches: nothing is signed and nothing is sent to it.
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 from eth_account import Account
 from eth_utils import event_abi_to_log_topic
 
@@ -30,26 +26,6 @@ from keeper.journal import Journal
 BPS = 10_000
 #: ETH given to the impersonated keeper on the fork, wei.
 FORK_KEEPER_BALANCE_WEI = 100 * 10**18
-
-
-def _previous_prices(journal_path: Path, symbols: Sequence[str]) -> np.ndarray | None:
-    """The live keeper's last journalled oracle prices (the jump breaker's reference), read-only."""
-    path = Path(journal_path)
-    if str(path) == ":memory:" or not path.exists():
-        return None
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        row = conn.execute("SELECT detail FROM ticks WHERE block_number IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
-    except sqlite3.Error:
-        return None
-    finally:
-        conn.close()
-    if row is None:
-        return None
-    detail = json.loads(row[0])
-    if tuple(detail.get("symbols") or ()) != tuple(symbols) or not detail.get("prices_usd"):
-        return None
-    return np.asarray(detail["prices_usd"], dtype=np.float64)
 
 
 def simulate_on_fork(
@@ -100,9 +76,10 @@ def simulate_on_fork(
         fork_block = w3.eth.block_number
         fork_config = config.model_copy(update={"rpc_url": node.rpc_url, "rpc_fallback_urls": []})
         # Quoting and calldata need no key; a throwaway key stands in and never signs anything here.
+        # The journal is a snapshot of the live keeper's: the last target, rebalance and reference prices
+        # are the live keeper's, and nothing is written to its file.
         keeper = Keeper(fork_config, w3=w3, private_key=Account.create().key.hex(),
                         journal=Journal.snapshot(config.journal_path))
-        keeper.previous_prices_usd = _previous_prices(config.journal_path, keeper.reader.symbols)
         result: dict[str, Any] = {"fork_url": fork_url, "fork_block": fork_block, "keeper": keeper_address}
         report = keeper.plan_tick()
         epoch_before = keeper.reader.vault.functions.rebalanceEpoch().call()

@@ -15,8 +15,6 @@ Also :func:`journal_summary`, the daily report's arithmetic over journal rows.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,6 +26,7 @@ from keeper.chain import connect_failover
 from keeper.config import KeeperConfig
 from keeper.errors import KeeperError
 from keeper.estimation import simple_returns
+from keeper.journal import Journal
 from keeper.optimizer import portfolio_volatility, relative_risk_contributions
 from keeper.oracle import ChainReader
 from keeper.planner import value_holdings
@@ -40,38 +39,35 @@ PENDING_TX_STATES = ("intended", "sent")
 def read_journal(path: Path | str, last_ticks: int = 10) -> dict[str, Any]:
     """The last ``last_ticks`` tick rows (newest last) and the pending transactions of a journal file.
 
-    Opens the file read-only (``mode=ro``) and never creates it. Returns ``{"ticks": [...],
-    "pending_transactions": [...] or None, "note": str or None}``; ``pending_transactions`` is ``None``
-    when the journal has no ``transactions`` table.
+    Opens the file read-only (:meth:`keeper.journal.Journal.read_only`) and never creates it. Returns
+    ``{"ticks": [...], "pending_transactions": [...] or None, "note": str or None}``;
+    ``pending_transactions`` is ``None`` when the journal predates the transaction log.
     """
     path = Path(path)
     if str(path) == ":memory:" or not path.exists():
         return {"ticks": [], "pending_transactions": None, "note": f"no journal at {path}"}
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    journal = Journal.read_only(path)
     try:
-        conn.row_factory = sqlite3.Row
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         ticks: list[dict[str, Any]] = []
-        if "ticks" in tables:
-            rows = conn.execute("SELECT * FROM ticks ORDER BY id DESC LIMIT ?", (int(last_ticks),)).fetchall()
-            for row in reversed(rows):
-                tick = dict(row)
-                detail = json.loads(tick.pop("detail") or "{}")
+        if journal.has_table("ticks"):
+            for tick in journal.ticks(limit=int(last_ticks)):
+                detail = tick.pop("detail")
                 tick["reason_code"] = detail.get("reason_code")
                 tick["legs"] = len(detail.get("legs") or [])
                 ticks.append(tick)
         pending = None
-        if "transactions" in tables:
-            marks = ", ".join("?" * len(PENDING_TX_STATES))
-            rows = conn.execute(
-                "SELECT id, kind, status, sender, nonce, hash, epoch, deadline, max_fee_per_gas, "
-                f"max_priority_fee_per_gas, created_at, sent_at FROM transactions WHERE status IN ({marks}) "
-                "ORDER BY id", PENDING_TX_STATES,
-            ).fetchall()
-            pending = [dict(r) for r in rows]
+        if journal.has_table("transactions"):
+            pending = [
+                {key: getattr(tx, key) for key in _PENDING_TX_FIELDS} for tx in journal.transactions(live=True)
+            ]
         return {"ticks": ticks, "pending_transactions": pending, "note": None}
     finally:
-        conn.close()
+        journal.close()
+
+
+#: The fields of a pending transaction that ``keeper status`` shows.
+_PENDING_TX_FIELDS = ("id", "kind", "status", "sender", "nonce", "hash", "epoch", "deadline", "max_fee_per_gas",
+                      "max_priority_fee_per_gas", "created_at", "sent_at")
 
 
 def collect_status(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from keeper.errors import ConfigError
 from keeper.journal import Journal
 
 
@@ -230,8 +232,85 @@ def test_a_journal_written_before_the_transaction_log_opens_and_migrates_idempot
     for _ in range(2):  # opening twice migrates once and changes nothing the second time
         journal = Journal(path)
         assert [(t["status"], t["epoch"], t["detail"]) for t in journal.ticks()] == [("skipped", 4, {"a": 1})]
-        assert journal.conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert journal.conn.execute("PRAGMA user_version").fetchone() == (3,)
         if not journal.transactions():
             intended(journal)
         assert len(journal.transactions()) == 1
         journal.close()
+
+
+V2_TICKS = [
+    ("rebalanced", 1_700_000_000, {"symbols": ["BTC", "ETH"], "prices_usd": [60000.0, 3000.0],
+                                   "policy": {"symbols": ["BTC", "ETH"], "target_weights": [0.4, 0.5],
+                                              "covariance": [[0.5, 0.1], [0.1, 0.7]]}}),
+    ("skipped", 1_700_086_400, {"symbols": ["BTC", "ETH"], "prices_usd": [61000.0, 3100.0],
+                                "policy": {"symbols": ["BTC", "ETH"], "target_weights": [0.45, 0.45],
+                                           "covariance": [[0.5, None], [None, 0.7]]}}),
+    ("skipped", 1_700_090_000, {"reason_code": "breaker:stale_oracle"}),
+]
+
+
+def _v2_journal(path):
+    """A journal file as the previous keeper version wrote it: ticks and transactions, no decisions."""
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA.split("INSERT")[0])
+    for i, (status, ts, detail) in enumerate(V2_TICKS):
+        conn.execute("INSERT INTO ticks (recorded_at, status, block_number, block_timestamp, detail) "
+                     "VALUES (?, ?, ?, ?, ?)", (float(i), status, 100 + i if "prices_usd" in detail else None, ts,
+                                                json.dumps(detail)))
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+
+def test_a_version_2_journal_migrates_its_decisions_and_the_typed_reads_find_them(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    _v2_journal(path)
+    for _ in range(2):  # the backfill runs once; reopening changes nothing
+        journal = Journal(path)
+        assert journal.conn.execute("SELECT COUNT(*) FROM decisions").fetchone() == (2,)
+        decision = journal.last_decision()
+        assert decision is not None and decision.symbols == ("BTC", "ETH")
+        np.testing.assert_array_equal(decision.target_weights, [0.45, 0.45])  # exact: JSON floats round-trip
+        assert decision.covariance is None  # the journalled matrix held a NaN
+        rebalance = journal.last_rebalance()
+        assert rebalance is not None and rebalance.block_timestamp == 1_700_000_000
+        np.testing.assert_array_equal(rebalance.covariance, [[0.5, 0.1], [0.1, 0.7]])
+        prices = journal.last_prices()
+        assert prices is not None and prices.block_number == 101 and prices.symbols == ("BTC", "ETH")
+        np.testing.assert_array_equal(prices.prices_usd, [61000.0, 3100.0])
+        journal.close()
+
+
+def test_recording_a_tick_with_a_policy_decision_writes_its_decision_row(journal):
+    assert journal.last_decision() is None and journal.last_rebalance() is None and journal.last_prices() is None
+    journal.record("skipped", "calm", symbols=("BTC",), policy={"symbols": ["BTC"], "target_weights": np.array([0.7])})
+    first = journal.last_decision()
+    assert first is not None and first.target_weights.tolist() == [0.7] and first.covariance is None
+    journal.record("skipped", "no policy", symbols=("BTC",))  # a tick without a decision leaves it as it was
+    assert journal.last_decision() == first
+
+
+def test_read_only_opens_without_writing_and_refuses_what_is_not_a_journal(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    _v2_journal(path)
+    before = path.read_bytes()
+    journal = Journal.read_only(path)
+    assert journal.has_table("ticks") and not journal.has_table("decisions")
+    assert [t["status"] for t in journal.ticks()] == ["rebalanced", "skipped", "skipped"]
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        journal.record("skipped", "must not be written")
+    journal.close()
+    assert path.read_bytes() == before
+    with pytest.raises(ConfigError, match="no keeper journal at"):
+        Journal.read_only(tmp_path / "missing.sqlite")
+    (tmp_path / "junk.sqlite").write_text("not a database" * 100)
+    with pytest.raises(ConfigError, match="cannot read the keeper journal"):
+        Journal.read_only(tmp_path / "junk.sqlite")
+
+
+def test_ticks_between_selects_by_recording_time(journal):
+    for status in ("a", "b", "c"):
+        journal.record(status)
+    times = [t["recorded_at"] for t in journal.ticks()]
+    assert [t["status"] for t in journal.ticks_between(times[1], times[2])] == ["b", "c"]
