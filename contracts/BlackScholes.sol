@@ -154,6 +154,7 @@ library BlackScholes {
         int256 pdf = normalPdf(d1);
         // S·σ√τ ≥ 1e12 × 1.7e11 > 0 on the domain, and pdf·1e36 ≤ 4e53: no overflow, no zero division.
         g.gamma = uint256(pdf * WAD * WAD / (s * sigmaSqrtT));
+        // slither-disable-next-line divide-before-multiply (WAD fixed point: s·pdf/WAD is the WAD product, the truncation is < 1 wei of a WAD value before the next product; greeks() is a view)
         g.vega = uint256(s * pdf / WAD * sqrtT / WAD);
     }
 

@@ -701,6 +701,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         } else {
             revert SettlementPending(id, expiry, expiry + heartbeat);
         }
+        // slither-disable-next-line unused-return (the round's time was already checked by roundsAround above; a missing round answers 0 and reverts below)
         (int256 answer,) = ChainlinkReader.roundAt(u.priceFeed, roundId);
         if (answer <= 0) revert ChainlinkReader.InvalidAnswer(address(u.priceFeed), answer);
         price = uint256(answer) * WAD / 10 ** u.priceDecimals;

@@ -36,6 +36,7 @@ library ChainlinkReader {
         view
         returns (uint256)
     {
+        // slither-disable-next-line unused-return (roundId, startedAt, answeredInRound unused: answer and updatedAt are the checked fields; answeredInRound is deprecated by Chainlink)
         (, int256 answer,, uint256 updatedAt,) = feed.latestRoundData();
         if (answer <= 0) revert InvalidAnswer(address(feed), answer);
         if (uint256(answer) < minAnswer || (maxAnswer != 0 && uint256(answer) > maxAnswer)) {
@@ -52,6 +53,7 @@ library ChainlinkReader {
     /// No check when `uptimeFeed` is the zero address (an L1 deployment).
     function checkSequencer(AggregatorV3Interface uptimeFeed, uint256 gracePeriod) internal view {
         if (address(uptimeFeed) == address(0)) return;
+        // slither-disable-next-line unused-return (uptime feed: only status and startedAt carry meaning, per Chainlink's L2 sequencer feed docs)
         (, int256 status, uint256 startedAt,,) = uptimeFeed.latestRoundData();
         if (status != 0 || startedAt == 0) revert SequencerDown(address(uptimeFeed), status, startedAt);
         if (block.timestamp - startedAt < gracePeriod) {
@@ -61,6 +63,7 @@ library ChainlinkReader {
 
     /// @notice Answer and update time of round `id`; `updatedAt` is 0 when the round does not exist.
     function roundAt(AggregatorV3Interface feed, uint80 id) internal view returns (int256 answer, uint256 updatedAt) {
+        // slither-disable-next-line unused-return (the round id is the argument; startedAt and answeredInRound are not part of the answer-at-round rule)
         try feed.getRoundData(id) returns (uint80, int256 a, uint256, uint256 u, uint80) {
             return (a, u);
         } catch {
@@ -77,6 +80,7 @@ library ChainlinkReader {
         view
         returns (uint80 before, uint256 beforeAt, uint80 next, uint256 nextAt)
     {
+        // slither-disable-next-line unused-return (only the latest round id and its update time are needed; the search reads answers later per round)
         (uint80 latest,,, uint256 latestAt,) = feed.latestRoundData();
         if (latestAt <= t) return (latest, latestAt, 0, 0);
         (next, nextAt) = (latest, latestAt);
