@@ -68,6 +68,7 @@ from keeper.triggers import (
     expected_risk_benefit,
     weight_drift_bps,
 )
+from keeper.units import BPS, DAYS_PER_YEAR, SECONDS_PER_DAY
 
 __all__ = [
     "DEFAULT_BACKTEST_CSV",
@@ -99,9 +100,6 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-BPS = 10_000
-DAYS_PER_YEAR = 365
-SECONDS_PER_DAY = 86_400
 DEFAULT_BACKTEST_CSV = PROJECT_ROOT / "data" / "crypto_daily_close_binance.csv"
 #: Decimals of the backtest's modelled tokens: those of ``keeper demo``'s deployment.
 BASE_DECIMALS = 6

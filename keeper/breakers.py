@@ -38,9 +38,9 @@ from web3 import Web3
 
 from keeper.chain import contract
 from keeper.errors import ConfigError
+from keeper.units import BPS
 
 FloatArray = npt.NDArray[np.float64]
-BPS = 10_000
 ACTIONS = ("skip", "derisk")
 Q192 = 2**192
 

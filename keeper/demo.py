@@ -50,8 +50,8 @@ from keeper.journal import Journal
 from keeper.optimizer import relative_risk_contributions
 from keeper.report import DemoRecord, OptionsRecord, build_report
 from keeper.runner import Keeper
+from keeper.units import SECONDS_PER_DAY
 
-SECONDS_PER_DAY = 86_400
 #: Depositors' first deposits, USD.
 INITIAL_DEPOSITS_USD = (400_000.0, 350_000.0, 250_000.0)
 

@@ -27,8 +27,8 @@ from keeper.journal import Journal, TxRecord
 from keeper.option_orders import encode_rebalance_with_options
 from keeper.planner import RebalancePlan
 from keeper.txmanager import ReconcileReport, TxManager, TxPolicy
+from keeper.units import BPS
 
-BPS = 10_000
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ import numpy.typing as npt
 
 from keeper import options
 from keeper.errors import ConfigError
+from keeper.units import BPS, SECONDS_PER_DAY
 
 __all__ = [
     "BPS",
@@ -65,8 +66,6 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-BPS = 10_000
-SECONDS_PER_DAY = 86_400
 # Budgets are enforced with this relative margin so that float rounding of the scaled book can
 # never end a hair above the limit.
 _BUDGET_MARGIN = 1e-9

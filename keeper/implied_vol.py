@@ -31,6 +31,7 @@ import numpy.typing as npt
 from keeper.build import PROJECT_ROOT
 from keeper.data import PriceTable
 from keeper.errors import ConfigError, InsufficientHistoryError, InvalidPriceError
+from keeper.units import DAYS_PER_YEAR
 
 __all__ = [
     "DEFAULT_DVOL_CSV",
@@ -49,7 +50,6 @@ DEFAULT_DVOL_CSV = PROJECT_ROOT / "data" / "btc_dvol_daily.csv"
 REALISED_TO_IMPLIED_FACTOR = 1.2
 #: Window of the realised-volatility proxy, in daily returns (matches DVOL's 30-day horizon).
 REALISED_WINDOW_DAYS = 30
-_DAYS_PER_YEAR = 365
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,7 +200,7 @@ def realised_vol_proxy(
         )
     squared = np.diff(np.log(closes)) ** 2
     window_sum = np.convolve(squared, np.ones(window_days), mode="valid")  # sums of W consecutive returns
-    vols = factor * np.sqrt(window_sum * (_DAYS_PER_YEAR / window_days))
+    vols = factor * np.sqrt(window_sum * (DAYS_PER_YEAR / window_days))
     row_days = table.dates[window_days:]
     first, final = row_days[0], row_days[-1]
     n = (final - first).days + 1

@@ -24,8 +24,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from keeper.errors import ConfigError
+from keeper.units import WEI_PER_ETH
 
-WEI_PER_ETH = 10**18
 #: Reason codes of skipped ticks that are decisions, not failures (see the module docstring).
 DECISION_CODES = frozenset({"no_trade_needed", "paused", "lost_race", "lost_race_onchain", "derisk"})
 

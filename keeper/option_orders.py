@@ -72,6 +72,7 @@ from keeper.errors import (
 from keeper.hedging import OptionPosition, OverlayConfig, OverlayPlan
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import BPS, RebalancePlan, plan_rebalance, sleeve_targets, value_holdings
+from keeper.units import WAD
 
 __all__ = [
     "WAD",
@@ -95,7 +96,6 @@ __all__ = [
 
 log = logging.getLogger("keeper")
 FloatArray = npt.NDArray[np.float64]
-WAD = 10**18
 #: Strikes are placed on a one-cent grid (1e16 in 1e18 USD).
 STRIKE_TICK_WAD = 10**16
 #: Cushion of the NAV floor for the option marks' time decay between reading the state and mining, bps of

@@ -85,6 +85,7 @@ import numpy.typing as npt
 from scipy.special import erfcx, ndtr, ndtri
 
 from keeper.errors import OptionInputError, SolverDidNotConvergeError
+from keeper.units import DAYS_PER_YEAR, SECONDS_PER_YEAR
 
 __all__ = [
     "FloatArray",
@@ -107,9 +108,6 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
-#: Calendar days per year: theta per day is theta per year / 365; T = days / 365.
-DAYS_PER_YEAR = 365
-SECONDS_PER_YEAR = DAYS_PER_YEAR * 86_400
 #: One volatility point (1 % of annualised vol) as a fraction: vega per point = vega * VOL_POINT.
 VOL_POINT = 0.01
 

@@ -15,9 +15,9 @@ from web3 import Web3
 
 from keeper.chain import contract
 from keeper.errors import InsufficientHistoryError, InvalidPriceError, StaleOracleError
+from keeper.units import SECONDS_PER_DAY
 
 FloatArray = npt.NDArray[np.float64]
-SECONDS_PER_DAY = 86_400
 
 
 @dataclass(frozen=True)

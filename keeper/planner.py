@@ -19,9 +19,9 @@ import numpy.typing as npt
 
 from keeper.errors import ConfigError
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
+from keeper.units import BPS
 
 FloatArray = npt.NDArray[np.float64]
-BPS = 10_000
 
 
 @dataclass(frozen=True)

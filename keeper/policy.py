@@ -73,6 +73,7 @@ from keeper.triggers import (
     expected_risk_benefit,
     weight_drift_bps,
 )
+from keeper.units import BPS
 
 __all__ = [
     "PolicyConfig",
@@ -85,7 +86,6 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-BPS = 10_000
 _WEIGHT_SUM_ATOL = 1e-9
 
 DEFAULT_ESTIMATOR = EstimatorConfig(method="ewma", half_life_days=30.0, min_observations=30)

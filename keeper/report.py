@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from keeper.units import DAYS_PER_YEAR
 
-PERIODS_PER_YEAR = 365
 
 
 @dataclass
@@ -167,7 +167,7 @@ def max_drawdown(series: np.ndarray) -> tuple[float, int, int]:
 
 def annualised_volatility(series: np.ndarray) -> float:
     r = np.diff(series) / series[:-1]
-    return float(np.std(r, ddof=1) * np.sqrt(PERIODS_PER_YEAR)) if r.size > 1 else float("nan")
+    return float(np.std(r, ddof=1) * np.sqrt(DAYS_PER_YEAR)) if r.size > 1 else float("nan")
 
 
 def realised_risk_contributions(weights: np.ndarray, prices: np.ndarray) -> np.ndarray:
@@ -187,7 +187,7 @@ def realised_risk_contributions(weights: np.ndarray, prices: np.ndarray) -> np.n
 
 def _summary(name: str, series: np.ndarray, dates: list[dt.date]) -> dict[str, Any]:
     dd, peak, trough = max_drawdown(series)
-    years = max((dates[-1] - dates[0]).days, 1) / PERIODS_PER_YEAR
+    years = max((dates[-1] - dates[0]).days, 1) / DAYS_PER_YEAR
     return {
         "name": name,
         "total_return": float(series[-1] / series[0] - 1.0),

@@ -115,13 +115,13 @@ import numpy.typing as npt
 from scipy.special import ndtri
 
 from keeper.errors import ConfigError, InsufficientHistoryError, InvalidPriceError
+from keeper.units import DAYS_PER_YEAR
 
 __all__ = [
     "FloatArray",
     "METHODS",
     "DEFAULT_CONFIDENCES",
     "DEFAULT_HORIZONS_DAYS",
-    "PERIODS_PER_YEAR",
     "RiskMeasure",
     "RiskReport",
     "LimitDecision",
@@ -144,7 +144,6 @@ FloatArray = npt.NDArray[np.float64]
 METHODS = ("historical", "gaussian", "cornish_fisher")
 DEFAULT_CONFIDENCES = (0.95, 0.99)
 DEFAULT_HORIZONS_DAYS = (1, 10)
-PERIODS_PER_YEAR = 365
 
 _WEIGHT_SUM_ATOL = 1e-9
 _TAIL_SNAP_RTOL = 1e-9
@@ -936,7 +935,7 @@ def historical_var_es(weights: npt.ArrayLike, returns: npt.ArrayLike, confidence
 
 def gaussian_var_es(weights: npt.ArrayLike, covariance: npt.ArrayLike, confidence: float = 0.99,
                     horizon_days: int = 1, *, expected_returns: npt.ArrayLike | None = None,
-                    periods_per_year: int = PERIODS_PER_YEAR,
+                    periods_per_year: int = DAYS_PER_YEAR,
                     nav_base_units: int | None = None) -> RiskMeasure:
     """Parametric (Gaussian) VaR and ES from an annualised covariance, with Euler contributions.
 
@@ -1052,7 +1051,7 @@ def portfolio_var_es(weights: npt.ArrayLike, *, method: str, confidence: float =
                      horizon_days: int = 1, returns: npt.ArrayLike | None = None,
                      covariance: npt.ArrayLike | None = None,
                      expected_returns: npt.ArrayLike | None = None,
-                     periods_per_year: int = PERIODS_PER_YEAR,
+                     periods_per_year: int = DAYS_PER_YEAR,
                      nav_base_units: int | None = None) -> RiskMeasure:
     """VaR and ES by ``method`` (``"historical"``, ``"gaussian"``, ``"cornish_fisher"``).
 
@@ -1086,7 +1085,7 @@ def risk_report(weights: npt.ArrayLike, returns: npt.ArrayLike | None = None, *,
                 methods: Sequence[str] = METHODS,
                 confidences: Sequence[float] = DEFAULT_CONFIDENCES,
                 horizons_days: Sequence[int] = DEFAULT_HORIZONS_DAYS,
-                periods_per_year: int = PERIODS_PER_YEAR) -> RiskReport:
+                periods_per_year: int = DAYS_PER_YEAR) -> RiskReport:
     """VaR and ES for every method x confidence x horizon (default 3 x {0.95, 0.99} x {1, 10} days).
 
     Parameters
@@ -1146,7 +1145,7 @@ def enforce_es_limit(target_weights: npt.ArrayLike, es_limit: float, *,
                      method: str = "historical", confidence: float = 0.99, horizon_days: int = 1,
                      returns: npt.ArrayLike | None = None, covariance: npt.ArrayLike | None = None,
                      expected_returns: npt.ArrayLike | None = None,
-                     periods_per_year: int = PERIODS_PER_YEAR,
+                     periods_per_year: int = DAYS_PER_YEAR,
                      nav_base_units: int | None = None) -> LimitDecision:
     """Pre-trade Expected Shortfall limit: keep the target if its ES fits, else de-risk to the base asset.
 

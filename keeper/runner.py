@@ -55,14 +55,13 @@ from keeper.oracle import ChainReader
 from keeper.planner import RebalancePlan, plan_rebalance, value_holdings, value_of
 from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets, evaluate_trade, policy_triggers
 from keeper.triggers import TriggerDecision
+from keeper.units import SECONDS_PER_DAY
 
 log = logging.getLogger("keeper")
 
 #: Journal status of the record written when the keeper stops.
 SHUTDOWN_STATUS = "shutdown"
 
-#: Seconds per day (the age of the last rebalance for the time trigger).
-SECONDS_PER_DAY = 86_400
 
 #: Symbols whose oracle price values gas (USD per ETH) when the vault lists one of them.
 ETH_SYMBOLS = ("WETH", "ETH")
@@ -605,9 +604,9 @@ class Keeper:
 
         now = time.time() if now is None else now
         with self._journal_lock:
-            rows = self.journal.ticks_between(now - 86_400, now)
+            rows = self.journal.ticks_between(now - SECONDS_PER_DAY, now)
         summary = journal_summary(rows)
-        summary.update(event="daily_report", since=now - 86_400, until=now)
+        summary.update(event="daily_report", since=now - SECONDS_PER_DAY, until=now)
         log.info("daily report: %s", summary, extra=summary)
         return summary
 

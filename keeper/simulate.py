@@ -22,8 +22,8 @@ from keeper.chain import AnvilProcess, call_raw, connect, decode_revert, rpc, wa
 from keeper.config import KeeperConfig
 from keeper.errors import ConfigError, KeeperError
 from keeper.journal import Journal
+from keeper.units import BPS
 
-BPS = 10_000
 #: ETH given to the impersonated keeper on the fork, wei.
 FORK_KEEPER_BALANCE_WEI = 100 * 10**18
 

@@ -63,7 +63,6 @@ import numpy.typing as npt
 from keeper.build import PROJECT_ROOT
 from keeper.errors import ConfigError, InvalidPriceError
 from keeper.risk import (
-    PERIODS_PER_YEAR,
     FloatArray,
     _check_covariance,
     _check_nav,
@@ -72,6 +71,7 @@ from keeper.risk import (
     gaussian_var_es,
     to_base_units,
 )
+from keeper.units import DAYS_PER_YEAR
 
 __all__ = [
     "DEFAULT_STRESS_CSV",
@@ -505,7 +505,7 @@ def price_shock(weights: npt.ArrayLike, shocks: npt.ArrayLike, name: str, *,
 def hypothetical_stress(weights: npt.ArrayLike, covariance: npt.ArrayLike, *, symbols: Sequence[str],
                         nav_base_units: int | None = None, shock: float = -0.5,
                         volatility_multiplier: float = 3.0, confidence: float = 0.99,
-                        horizon_days: int = 1, periods_per_year: int = PERIODS_PER_YEAR
+                        horizon_days: int = 1, periods_per_year: int = DAYS_PER_YEAR
                         ) -> tuple[StressResult, ...]:
     """Hypothetical shocks: ``shock`` on each asset alone and on all, and stressed-covariance ES.
 

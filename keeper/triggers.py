@@ -72,6 +72,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from keeper.errors import ConfigError, SingularCovarianceError
+from keeper.units import BPS, DAYS_PER_YEAR
 
 __all__ = [
     "TriggerPolicy",
@@ -87,8 +88,6 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-BPS = 10_000
-DAYS_PER_YEAR = 365
 # Prefix of the reason the ES-limit trigger fires with.
 ES_LIMIT_TRIGGER = "ES limit"
 
