@@ -34,8 +34,10 @@ PACKAGE_LOCK = PROJECT_ROOT / "package-lock.json"
 ABI_DIR = PROJECT_ROOT / "keeper" / "abi"
 EVM_VERSION = "cancun"
 
-#: Uniswap V3 contracts deployed from their npm artifacts: name -> path under node_modules.
-UNISWAP_ARTIFACTS = {
+#: Contracts deployed from the compiled artifacts their npm packages ship (the audited bytecode, never
+#: recompiled): Uniswap V3, and OpenZeppelin's TimelockController (the admin of a deployment that puts its
+#: governance behind a delay). Name -> path under node_modules.
+NPM_ARTIFACTS = {
     "UniswapV3Factory": "@uniswap/v3-core/artifacts/contracts/UniswapV3Factory.sol/UniswapV3Factory.json",
     "UniswapV3Pool": "@uniswap/v3-core/artifacts/contracts/UniswapV3Pool.sol/UniswapV3Pool.json",
     "SwapRouter": "@uniswap/v3-periphery/artifacts/contracts/SwapRouter.sol/SwapRouter.json",
@@ -43,6 +45,7 @@ UNISWAP_ARTIFACTS = {
         "@uniswap/v3-periphery/artifacts/contracts/NonfungiblePositionManager.sol/NonfungiblePositionManager.json"
     ),
     "QuoterV2": "@uniswap/v3-periphery/artifacts/contracts/lens/QuoterV2.sol/QuoterV2.json",
+    "TimelockController": "@openzeppelin/contracts/build/contracts/TimelockController.json",
 }
 
 
@@ -106,11 +109,12 @@ def _digest(sources: dict[str, str], solc: list[str], settings: dict[str, Any]) 
     """Content hash of everything the build output depends on.
 
     The project's sources, the compiler (native binary path, or the npm adapter whose version is pinned by
-    ``package-lock.json``), the settings, and ``package-lock.json`` itself (it pins the imported
+    ``package-lock.json``), the settings, the list of npm artifacts whose ABIs are written, and
+    ``package-lock.json`` itself (it pins the imported
     OpenZeppelin, Chainlink and Uniswap sources and the npm compiler).
     """
     lock = PACKAGE_LOCK.read_bytes() if PACKAGE_LOCK.exists() else b""
-    payload = json.dumps([sources, solc[-1], settings]).encode() + hashlib.sha256(lock).digest()
+    payload = json.dumps([sources, solc[-1], settings, NPM_ARTIFACTS]).encode() + hashlib.sha256(lock).digest()
     return hashlib.sha256(payload).hexdigest()
 
 
@@ -176,17 +180,17 @@ def compile_contracts(force: bool = False) -> dict[str, Artifact]:
     tmp.write_text(json.dumps({"digest": digest, "contracts": contracts}))
     os.replace(tmp, BUILD_FILE)
     artifacts = {name: Artifact(name, a["abi"], a["bytecode"]) for name, a in contracts.items()}
-    write_abis({**artifacts, **_uniswap_artifacts()})
+    write_abis({**artifacts, **_npm_artifacts()})
     return artifacts
 
 
-def _uniswap_artifacts() -> dict[str, Artifact]:
-    """Uniswap V3's real compiled contracts from the npm packages (never recompiled)."""
+def _npm_artifacts() -> dict[str, Artifact]:
+    """The compiled contracts of :data:`NPM_ARTIFACTS`, as their npm packages ship them (never recompiled)."""
     artifacts = {}
-    for name, rel in UNISWAP_ARTIFACTS.items():
+    for name, rel in NPM_ARTIFACTS.items():
         path = NODE_MODULES / rel
         if not path.exists():
-            raise ConfigError(f"Uniswap artifact missing at {path}; run `npm ci`")
+            raise ConfigError(f"compiled artifact of {name} missing at {path}; run `npm ci`")
         data = json.loads(path.read_text())
         artifacts[name] = Artifact(name, data["abi"], data["bytecode"])
     return artifacts
@@ -216,8 +220,8 @@ def write_abis(artifacts: dict[str, Artifact]) -> None:
 
 @lru_cache(maxsize=None)
 def load_artifacts() -> dict[str, Artifact]:
-    """All artifacts: the project's contracts (compiled if needed) and Uniswap V3's from npm."""
-    return {**compile_contracts(), **_uniswap_artifacts()}
+    """All artifacts: the project's contracts (compiled if needed) and those of :data:`NPM_ARTIFACTS`."""
+    return {**compile_contracts(), **_npm_artifacts()}
 
 
 def main(argv: list[str] | None = None) -> None:

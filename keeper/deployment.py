@@ -19,6 +19,7 @@ from web3 import Web3
 
 from keeper.build import load_artifacts
 from keeper.chain import DevSender, contract
+from keeper.errors import ConfigError
 
 Q96 = 2**96
 #: Uniswap V3 bounds on sqrtPriceX96 (TickMath.MIN_SQRT_RATIO, MAX_SQRT_RATIO).
@@ -328,3 +329,68 @@ def deploy_options(
         role = market.functions.SERIES_CREATOR_ROLE().call()
         tx.transact(deployer, market.functions.grantRole(role, vault.address))
     return OptionsDeployment(market=market.address, vol_feeds=vol_feeds)
+
+
+#: ``DEFAULT_ADMIN_ROLE`` of OpenZeppelin's AccessControl (bytes32 zero).
+DEFAULT_ADMIN_ROLE = b"\x00" * 32
+
+
+def place_behind_timelock(
+    w3: Web3,
+    admin: str,
+    governed: Sequence[str],
+    proposer: str,
+    delay_seconds: int,
+    executor: str | None = None,
+) -> str:
+    """Makes an OpenZeppelin ``TimelockController`` the only admin of the ``governed`` contracts.
+
+    Deploys the timelock (its npm artifact's bytecode) with ``minDelay = delay_seconds``, ``proposer`` as
+    its only proposer (and canceller), ``executor`` (default: the proposer) as its executor and no admin of
+    its own, so that its own settings change only through itself. Then, on each governed AccessControl
+    contract (the vault, the option market), grants ``DEFAULT_ADMIN_ROLE`` to the timelock and renounces it
+    for ``admin``. From then on every admin action (listing or delisting an asset, replacing a feed,
+    setting the option market or the limits, unpausing, granting roles, including moving the admin role
+    itself) is a timelock operation: scheduled in public (``CallScheduled``), executable only after
+    ``delay_seconds``, so depositors and LPs can leave before a change they do not accept takes effect.
+    The keeper and guardian roles are untouched: the guardian still pauses at once.
+
+    Parameters
+    ----------
+    admin : str
+        Current holder of ``DEFAULT_ADMIN_ROLE`` on every governed contract.
+    governed : sequence of str
+        Addresses of AccessControl contracts to hand over.
+    delay_seconds : int
+        The timelock's minimum delay, seconds (> 0; 2 days is common on mainnet).
+
+    Returns
+    -------
+    str
+        The timelock's address.
+
+    Raises
+    ------
+    ConfigError
+        ``delay_seconds`` is not positive.
+    TransactionFailedError
+        A deployment or role transaction reverts (e.g. ``admin`` is not the admin).
+    """
+    if delay_seconds <= 0:
+        raise ConfigError(f"delay_seconds must be > 0 seconds, got {delay_seconds}; omit the timelock instead")
+    tx = DevSender(w3)
+    executor = executor or proposer
+    timelock = tx.deploy(admin, load_artifacts()["TimelockController"], int(delay_seconds), [proposer], [executor],
+                         "0x" + "00" * 20)
+    for address in governed:
+        target = w3.eth.contract(address=Web3.to_checksum_address(address), abi=_ACCESS_CONTROL_ABI)
+        tx.transact(admin, target.functions.grantRole(DEFAULT_ADMIN_ROLE, timelock.address))
+        tx.transact(admin, target.functions.renounceRole(DEFAULT_ADMIN_ROLE, admin))
+    return timelock.address
+
+
+_ACCESS_CONTROL_ABI = [
+    {"type": "function", "name": name, "stateMutability": "nonpayable", "outputs": [],
+     "inputs": [{"name": "role", "type": "bytes32"}, {"name": "account", "type": "address"}]}
+    for name in ("grantRole", "renounceRole")
+]

@@ -4,7 +4,9 @@ chain whose dev accounts are unlocked (Anvil), and writes the addresses to a JSO
     .venv/bin/python scripts/deploy.py --rpc-url http://127.0.0.1:8545 --out deployment.json
 
 Account roles: dev account 0 administers everything, 1 is the keeper, 2 the guardian. Initial prices
-are the first closes of the shipped history.
+are the first closes of the shipped history. With ``--timelock-delay SECONDS`` the vault's admin role
+moves to an OpenZeppelin TimelockController (dev account 0 proposes and executes), so every admin
+action is scheduled in public and waits that long; the guardian still pauses at once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from keeper.chain import connect, dev_accounts
 from keeper.data import load_prices
-from keeper.deployment import deploy_system
+from keeper.deployment import deploy_system, place_behind_timelock
 
 
 def main() -> None:
@@ -23,6 +25,8 @@ def main() -> None:
     parser.add_argument("--assets", default="BTC,ETH,SOL", help="comma-separated symbols from the shipped data")
     parser.add_argument("--pool-depth-usd", type=float, default=50_000_000.0)
     parser.add_argument("--out", type=Path, default=Path("deployment.json"))
+    parser.add_argument("--timelock-delay", type=int, default=0,
+                        help="seconds every admin action must wait (0: the deployer stays the admin)")
     args = parser.parse_args()
     w3 = connect(args.rpc_url)
     table = load_prices(symbols=[s.strip() for s in args.assets.split(",")])
@@ -30,6 +34,10 @@ def main() -> None:
     deployment = deploy_system(w3, owner, keeper, guardian, table.symbols, table.prices[-1], args.pool_depth_usd)
     deployment.to_json(args.out)
     print(f"vault {deployment.vault}\nquoter {deployment.quoter}\nwrote {args.out}")
+    if args.timelock_delay > 0:
+        timelock = place_behind_timelock(w3, owner, [deployment.vault], proposer=owner,
+                                         delay_seconds=args.timelock_delay)
+        print(f"timelock {timelock} (delay {args.timelock_delay} s) administers the vault")
 
 
 if __name__ == "__main__":
