@@ -1,0 +1,435 @@
+"""Attacks on RiskParityVault from the security review, performed on Anvil against the real Uniswap V3.
+
+Each test runs the attack as an attacker would (real swaps that move the pools, a keeper key in the wrong
+hands, donations, deposits and in-kind redemptions) and shows it no longer pays: the loss stops at the
+vault's budget, the attacker's profit after fees is ≤ 0, or the call reverts with the vault's custom error.
+Numbers measured are printed (``pytest -s``).
+
+* M-4 rolling budgets: a compromised keeper with a pool mover (NAV loss, turnover), and the premium budget
+  straddling a period boundary or reset by a period change.
+* M-5 stale feeds: a 1-wei donation of a stale-feed asset, feed replacement, views while stale.
+* M-2 oracle-lag arbitrage through deposit → redeemInKind → Uniswap.
+* Unsolicited option positions and the open-series cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from conftest import USDC, System
+
+from keeper.chain import call_raw, decode_revert, dev_accounts, rpc
+from keeper.deployment import MAX_UINT256, POOL_FEE, price_to_answer, sqrt_price_x96
+from keeper.errors import TransactionFailedError
+
+BPS = 10_000
+NAV_LOSS, TURNOVER, PREMIUM = 0, 1, 2  # the vault's BUDGET_* indexes
+MALLORY = dev_accounts()[7]
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class PoolMover:
+    """An attacker's account that moves a pool to a chosen price with real swaps and keeps its own books."""
+
+    chain: System
+    account: str
+
+    @classmethod
+    def funded(cls, chain: System, usd: float = 100_000_000) -> PoolMover:
+        tx, owner = chain.tx, chain.owner
+        tx.transact(owner, chain.base.functions.mint(MALLORY, int(usd * USDC)))
+        tx.transact(MALLORY, chain.base.functions.approve(chain.deployment.swap_router, MAX_UINT256))
+        tx.transact(MALLORY, chain.base.functions.approve(chain.vault.address, MAX_UINT256))
+        for token, feed in zip(chain.tokens, chain.feeds):
+            answer = feed.functions.latestRoundData().call()[1]
+            tx.transact(owner, token.functions.mint(MALLORY, int(usd * USDC) * 10**20 // answer))
+            tx.transact(MALLORY, token.functions.approve(chain.deployment.swap_router, MAX_UINT256))
+        return cls(chain, MALLORY)
+
+    def swap(self, token_in: str, token_out: str, amount_in: int, limit: int = 0) -> None:
+        router = self.chain.arbitrageur.router
+        self.chain.tx.transact(
+            self.account,
+            router.functions.exactInputSingle((token_in, token_out, POOL_FEE, self.account, 2**63, amount_in, 0, limit)),
+        )
+
+    def move(self, i: int, answer: int) -> None:
+        """Swaps so asset ``i``'s pool price equals ``answer`` (feed units)."""
+        asset = self.chain.deployment.assets[i]
+        pool = self.chain.arbitrageur.pools[asset.token]
+        base = self.chain.base.address
+        risk0 = int(asset.token, 16) < int(base, 16)
+        target = sqrt_price_x96(answer, risk0)
+        current = pool.functions.slot0().call()[0]
+        if current == target:
+            return
+        sell_risk = (current > target) == risk0
+        token = self.chain.tokens[i]
+        if sell_risk:
+            self.swap(asset.token, base, token.functions.balanceOf(self.account).call(), target)
+        else:
+            self.swap(base, asset.token, self.chain.base.functions.balanceOf(self.account).call(), target)
+
+    def value(self) -> int:
+        """Base balance plus every risk balance at its oracle price, base units."""
+        total = self.chain.base.functions.balanceOf(self.account).call()
+        for token, feed in zip(self.chain.tokens, self.chain.feeds):
+            total += token.functions.balanceOf(self.account).call() * feed.functions.latestRoundData().call()[1] * USDC // 10**26
+        return total
+
+
+def _answer(chain: System, i: int) -> int:
+    return chain.feeds[i].functions.latestRoundData().call()[1]
+
+
+def _now(chain: System) -> int:
+    return chain.w3.eth.get_block("latest")["timestamp"]
+
+
+def _try(chain: System, fn: Any, sender: str) -> Any:
+    """``None`` if ``fn`` would succeed, else its decoded custom error."""
+    ok, data = call_raw(chain.w3, {"from": sender, "to": fn.address, "data": fn._encode_transaction_data()})
+    return None if ok else decode_revert(data)
+
+
+def _rebalance(chain: System, legs: list) -> Any:
+    v = chain.vault.functions
+    return v.rebalance(legs, 0, v.rebalanceEpoch().call(), _now(chain) + 600)
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _drain(chain: System, mover: PoolMover, rounds: int, leg_usd: float) -> tuple[int, Any]:
+    """The M-4 attack: the compromised keeper alternates buying and selling BTC; before each leg the pool
+    mover pushes the pool against the vault as far as the per-call slippage bound lets the leg pass (leg
+    output at most ``maxSlippageBps`` under the oracle), then pushes it back. Returns the rebalances that
+    went through and the error that stopped the drain (``None`` if none did)."""
+    v = chain.vault.functions
+    btc, base = chain.tokens[0].address, chain.base.address
+    slip = v.maxSlippageBps().call()
+    done = 0
+    for k in range(rounds):
+        answer = _answer(chain, 0)
+        if k % 2 == 0:  # buy BTC dear
+            amount_in = int(leg_usd * USDC)
+            fair = amount_in * 10**26 // (answer * USDC)
+            leg, sign = (base, btc, amount_in, _ceil(fair * (BPS - slip), BPS)), 1
+        else:  # sell all the BTC cheap
+            amount_in = chain.tokens[0].functions.balanceOf(chain.vault.address).call()
+            fair = amount_in * answer * USDC // 10**26
+            leg, sign = (btc, base, amount_in, _ceil(fair * (BPS - slip), BPS)), -1
+        err = None
+        for off_bps in (60, 45, 30, 15, 0):
+            mover.move(0, answer * (BPS + sign * off_bps) // BPS)
+            err = _try(chain, _rebalance(chain, [leg]), chain.keeper)
+            if err is None or err.name != "LegSwapFailed":
+                break
+        if err is not None:
+            mover.move(0, answer)
+            return done, err
+        chain.tx.transact(chain.keeper, _rebalance(chain, [leg]))
+        mover.move(0, answer)  # and back: the attacker pockets what the vault lost
+        done += 1
+    return done, None
+
+
+# ----------------------------------------------------------------------------------- M-4 rolling budgets
+
+
+def test_repeated_rebalance_drain_stops_at_the_rolling_nav_loss_budget(chain: System) -> None:
+    v = chain.vault.functions
+    chain.deposit(chain.alice, 200_000)
+    mover = PoolMover.funded(chain)
+    nav0 = v.totalAssets().call()
+    # Only the NAV-loss budget (default 500 bps of NAV per day) is under test here: turnover to its cap.
+    chain.tx.transact(chain.owner, v.setBudget(TURNOVER, 200_000, 86_400))
+
+    # Before: with the NAV-loss budget at its cap (the per-call bounds alone), the drain keeps paying.
+    snapshot = rpc(chain.w3, "evm_snapshot", [])
+    chain.tx.transact(chain.owner, v.setBudget(NAV_LOSS, 5_000, 86_400))
+    attacker0 = mover.value()
+    done, err = _drain(chain, mover, 20, 150_000)
+    loss_unbounded = nav0 - v.totalAssets().call()
+    profit_unbounded = mover.value() - attacker0
+    print(f"\nper-call bounds only: {done} rebalances, vault lost {loss_unbounded / USDC:,.2f} USD "
+          f"({loss_unbounded * BPS / nav0:.0f} bps), attacker made {profit_unbounded / USDC:,.2f} USD")
+    assert err is None and done == 20
+    assert loss_unbounded > nav0 * 500 // BPS and profit_unbounded > 0
+    assert rpc(chain.w3, "evm_revert", [snapshot])
+
+    # After: the default rolling budget stops the same drain, with the spent and budget in the error.
+    assert (v.budgetBps(NAV_LOSS).call(), v.budgetPeriod(NAV_LOSS).call()) == (500, 86_400)
+    attacker0 = mover.value()
+    done, err = _drain(chain, mover, 40, 150_000)
+    nav = v.totalAssets().call()
+    loss = nav0 - nav
+    print(f"rolling budget: {done} rebalances, vault lost {loss / USDC:,.2f} USD ({loss * BPS / nav0:.0f} bps), "
+          f"attacker made {(mover.value() - attacker0) / USDC:,.2f} USD; stopped by {err.name}{err.args}")
+    assert err is not None and err.name == "NavLossBudgetExceeded"
+    spent, budget = err.args
+    assert budget == nav * 500 // BPS and spent > budget
+    assert loss == v.budgetSpent(NAV_LOSS).call() <= nav0 * 500 // BPS
+    assert 0 < done < 20
+    # The window slides: a day and one bucket later the budget is available again.
+    rpc(chain.w3, "evm_increaseTime", [86_400 + 86_400 // 8])
+    rpc(chain.w3, "evm_mine", [])
+    assert v.budgetSpent(NAV_LOSS).call() == 0
+
+
+def test_turnover_budget_caps_churn_over_any_window(chain: System) -> None:
+    v = chain.vault.functions
+    chain.deposit(chain.alice, 200_000)
+    chain.tx.transact(chain.owner, v.setBudget(TURNOVER, 20_000, 86_400))  # 2× NAV per day
+    btc, base = chain.tokens[0].address, chain.base.address
+    traded = 0
+    for _ in range(12):  # 60 % of NAV per rebalance, bought then sold back at the pool price
+        nav = v.totalAssets().call()
+        answer = _answer(chain, 0)
+        amount_in = 120_000 * USDC
+        buy = (base, btc, amount_in, _ceil(amount_in * 10**26 // (answer * USDC) * 9_900, BPS))
+        err = _try(chain, _rebalance(chain, [buy]), chain.keeper)
+        if err is not None:
+            break
+        chain.tx.transact(chain.keeper, _rebalance(chain, [buy]))
+        traded += amount_in
+        held = chain.tokens[0].functions.balanceOf(chain.vault.address).call()
+        value = held * answer * USDC // 10**26
+        sell = (btc, base, held, _ceil(value * 9_900, BPS))
+        nav = v.totalAssets().call()
+        err = _try(chain, _rebalance(chain, [sell]), chain.keeper)
+        if err is not None:
+            break
+        chain.tx.transact(chain.keeper, _rebalance(chain, [sell]))
+        traded += value
+    assert err is not None and err.name == "TurnoverBudgetExceeded"
+    spent, budget = err.args
+    assert budget == nav * 20_000 // BPS and spent > budget
+    assert traded == v.budgetSpent(TURNOVER).call() <= 2 * 200_000 * USDC
+    print(f"\nturnover stopped at {traded / USDC:,.0f} USD traded ({err.name}{err.args})")
+
+
+def test_budget_admin_bounds_events_and_period_change_keeps_spending(chain: System) -> None:
+    v = chain.vault.functions
+    with pytest.raises(TransactionFailedError, match="AccessControlUnauthorizedAccount"):
+        chain.tx.transact(chain.keeper, v.setBudget(NAV_LOSS, 100, 86_400))
+    assert chain.call_error(v.setBudget(NAV_LOSS, 5_001, 86_400), chain.owner).args == (5_001, 5_000)
+    assert chain.call_error(v.setBudget(TURNOVER, 200_001, 86_400), chain.owner).args == (200_001, 200_000)
+    assert chain.call_error(v.setBudget(PREMIUM, 10, 86_400), chain.owner).args == (PREMIUM, TURNOVER)
+    err = chain.call_error(v.setBudget(NAV_LOSS, 100, 60), chain.owner)
+    assert err.name == "LimitOutOfRange" and err.args == (60, 365 * 86_400)
+    chain.deposit(chain.alice, 100_000)
+    assert chain.make_keeper(drift_threshold_bps=0).run_once().status == "rebalanced"
+    loss, traded = v.budgetSpent(NAV_LOSS).call(), v.budgetSpent(TURNOVER).call()
+    assert loss > 0 and traded > 0
+    receipt = chain.tx.transact(chain.owner, v.setBudget(NAV_LOSS, 300, 7 * 86_400))
+    logs = chain.vault.events.BudgetSet().process_receipt(chain.w3.eth.get_transaction_receipt(receipt["transactionHash"]))
+    assert [dict(e["args"]) for e in logs] == [{"kind": NAV_LOSS, "budgetBps": 300, "period": 7 * 86_400}]
+    # Changing the period keeps what was spent (carried into the new window's current bucket).
+    assert v.budgetSpent(NAV_LOSS).call() == loss
+    chain.tx.transact(chain.owner, v.setBudget(NAV_LOSS, 300, 3_600))
+    assert v.budgetSpent(NAV_LOSS).call() == loss
+    assert v.budgetSpent(TURNOVER).call() == traded
+    # A zero budget refuses any loss at all.
+    chain.tx.transact(chain.owner, v.setBudget(NAV_LOSS, 0, 3_600))
+    chain.push_day(chain.day + 1)
+    chain.tx.transact(chain.owner, chain.feeds[0].functions.pushAnswer(_answer(chain, 0) * 3 // 2))
+    err = _try(chain, _rebalance(chain, [(chain.base.address, chain.tokens[0].address, 10_000 * USDC, 1)]), chain.keeper)
+    assert err is not None and err.name in ("NavLossBudgetExceeded", "MinAmountOutBelowOracleBound")
+
+
+# ------------------------------------------------------------------------------------- M-5 stale feeds
+
+
+def _stale_except(chain: System, keep_fresh: tuple[int, ...]) -> None:
+    """Moves time past the heartbeat and refreshes only the feeds in ``keep_fresh``."""
+    heartbeat = chain.vault.functions.riskAssetConfig(chain.tokens[0].address).call()[1]
+    rpc(chain.w3, "evm_increaseTime", [heartbeat + 60])
+    rpc(chain.w3, "evm_mine", [])
+    for i in keep_fresh:
+        chain.tx.transact(chain.owner, chain.feeds[i].functions.pushAnswer(_answer(chain, i)))
+
+
+def test_one_wei_donation_of_a_stale_feed_asset_no_longer_blocks_delisting(chain: System) -> None:
+    v = chain.vault.functions
+    chain.deposit(chain.alice, 100_000)
+    mover = PoolMover.funded(chain)
+    _stale_except(chain, (0, 1))  # SOL's feed dies; the vault holds no SOL, so it still works
+    assert v.totalAssets().call() == 100_000 * USDC
+    assert v.maxDeposit(chain.bob).call() == MAX_UINT256
+    # The attack: 1 wei of SOL makes the stale feed count.
+    sol = chain.tokens[2]
+    chain.tx.transact(mover.account, sol.functions.transfer(chain.vault.address, 1))
+    assert chain.call_error(v.totalAssets(), chain.alice).name == "StalePrice"
+    # The ERC-4626 views say the truth instead of reverting (maxDeposit said "unlimited" before).
+    for view in (v.maxDeposit(chain.bob), v.maxMint(chain.bob), v.maxWithdraw(chain.alice), v.maxRedeem(chain.alice)):
+        assert view.call() == 0
+    err = chain.call_error(v.deposit(USDC, chain.bob), chain.bob)
+    assert err.name == "ERC4626ExceededMaxDeposit" and err.args[2] == 0
+    # The admin delists SOL despite the dust; the vault is back at once.
+    with pytest.raises(TransactionFailedError, match="AccessControlUnauthorizedAccount"):
+        chain.tx.transact(chain.keeper, v.delistRiskAsset(sol.address))
+    chain.tx.transact(chain.owner, v.delistRiskAsset(sol.address))
+    assert sol.address not in v.riskAssets().call()
+    assert v.totalAssets().call() == 100_000 * USDC  # the wei is valued at zero
+    assert v.maxDeposit(chain.bob).call() == MAX_UINT256
+    chain.deposit(chain.bob, 1_000)
+    chain.tx.transact(chain.alice, v.redeem(v.maxRedeem(chain.alice).call(), chain.alice, chain.alice))
+    err = chain.call_error(v.delistRiskAsset(sol.address), chain.owner)
+    assert err.name == "AssetNotListed"
+
+
+def test_feed_replacement_restores_a_vault_holding_a_stale_feed_asset(chain: System) -> None:
+    v = chain.vault.functions
+    chain.deposit(chain.alice, 100_000)
+    assert chain.make_keeper(drift_threshold_bps=0).run_once().status == "rebalanced"
+    btc = chain.tokens[0].address
+    _stale_except(chain, (1, 2))  # BTC's feed dies while the vault holds BTC
+    assert chain.call_error(v.totalAssets(), chain.alice).name == "StalePrice"
+    for view in (v.maxDeposit(chain.bob), v.maxMint(chain.bob), v.maxWithdraw(chain.alice), v.maxRedeem(chain.alice)):
+        assert view.call() == 0
+    # redeemInKind never needed prices and still works.
+    chain.tx.transact(chain.alice, v.redeemInKind(10**12, chain.alice, chain.alice))
+    # The admin points BTC at a working feed.
+    from keeper.build import load_artifacts
+
+    feed = chain.tx.deploy(chain.owner, load_artifacts()["PushPriceFeed"], 8, "BTC / USD (new)", chain.owner)
+    answer = chain.feeds[0].functions.latestRoundData().call()[1]
+    chain.tx.transact(chain.owner, feed.functions.pushAnswer(answer))
+    with pytest.raises(TransactionFailedError, match="AccessControlUnauthorizedAccount"):
+        chain.tx.transact(chain.keeper, v.setRiskAssetFeed(btc, feed.address, 86_400, 50))
+    err = chain.call_error(v.setRiskAssetFeed(chain.alice, feed.address, 86_400, 50), chain.owner)
+    assert err.name == "AssetNotListed"
+    err = chain.call_error(v.setRiskAssetFeed(btc, feed.address, 86_400, 501), chain.owner)
+    assert err.name == "LimitOutOfRange" and err.args == (501, 500)
+    assert chain.call_error(v.setRiskAssetFeed(btc, feed.address, 0, 50), chain.owner).name == "AssetConfigInvalid"
+    receipt = chain.tx.transact(chain.owner, v.setRiskAssetFeed(btc, feed.address, 86_400, 50))
+    logs = chain.vault.events.RiskAssetFeedSet().process_receipt(chain.w3.eth.get_transaction_receipt(receipt["transactionHash"]))
+    assert logs[0]["args"]["feed"] == feed.address and logs[0]["args"]["heartbeat"] == 86_400
+    assert v.riskAssetConfig(btc).call()[0] == feed.address
+    # Valued again with the new feed; deposits, withdrawals and the views work.
+    _, balances = v.holdings().call()
+    expected = balances[0] + sum(
+        b * f.functions.latestRoundData().call()[1] * USDC // 10**26
+        for b, f in zip(balances[1:], [feed, chain.feeds[1], chain.feeds[2]])
+    )
+    assert v.totalAssets().call() == expected
+    assert v.maxDeposit(chain.bob).call() == MAX_UINT256
+    chain.deposit(chain.bob, 1_000)
+    chain.tx.transact(chain.alice, v.withdraw(v.maxWithdraw(chain.alice).call(), chain.alice, chain.alice))
+
+
+def test_delisting_a_held_asset_writes_its_value_off_and_relisting_restores_it(chain: System) -> None:
+    v = chain.vault.functions
+    chain.deposit(chain.alice, 100_000)
+    assert chain.make_keeper(drift_threshold_bps=0).run_once().status == "rebalanced"
+    eth = chain.tokens[1]
+    held = eth.functions.balanceOf(chain.vault.address).call()
+    nav = v.totalAssets().call()
+    value = held * _answer(chain, 1) * USDC // 10**26
+    chain.tx.transact(chain.owner, v.delistRiskAsset(eth.address))
+    assert v.totalAssets().call() == nav - value
+    # Not paid in kind while delisted: it stays in the vault.
+    before = eth.functions.balanceOf(chain.alice).call()
+    chain.tx.transact(chain.alice, v.redeemInKind(10**12, chain.alice, chain.alice))
+    assert eth.functions.balanceOf(chain.alice).call() == before
+    assert eth.functions.balanceOf(chain.vault.address).call() == held
+    chain.tx.transact(chain.owner, v.listRiskAsset(eth.address, chain.feeds[1].address, 86_400, POOL_FEE, 50))
+    assert v.totalAssets().call() > nav - value
+
+
+# ------------------------------------------------------------------------- M-2 oracle-lag arbitrage
+
+
+def _lag_arbitrage(chain: System, mover: PoolMover, deposit_usd: float) -> int:
+    """Deposit base → redeemInKind → sell every asset received on Uniswap; returns the profit, base units."""
+    v = chain.vault.functions
+    before = chain.base.functions.balanceOf(mover.account).call()
+    held = [t.functions.balanceOf(mover.account).call() for t in chain.tokens]
+    chain.tx.transact(mover.account, v.deposit(int(deposit_usd * USDC), mover.account))
+    chain.tx.transact(mover.account, v.redeemInKind(v.balanceOf(mover.account).call(), mover.account, mover.account))
+    for token, h in zip(chain.tokens, held):
+        got = token.functions.balanceOf(mover.account).call() - h
+        if got:
+            mover.swap(token.address, chain.base.address, got)
+    return chain.base.functions.balanceOf(mover.account).call() - before
+
+
+def test_oracle_lag_arbitrage_through_redeem_in_kind_no_longer_pays(chain: System) -> None:
+    v = chain.vault.functions
+    chain.deposit(chain.alice, 1_000_000)
+    assert chain.make_keeper(drift_threshold_bps=0).run_once().status == "rebalanced"
+    mover = PoolMover.funded(chain)
+    lag_bps = 200
+    # The market rises 2 % everywhere; the feeds (deviation threshold 2 %) have not updated yet.
+    for i in range(3):
+        chain.arbitrageur.align(chain.deployment.assets[i].token, _answer(chain, i) * (BPS + lag_bps) // BPS)
+    snapshot = rpc(chain.w3, "evm_snapshot", [])
+
+    # Before: no entry/exit fee (the feeds recorded with a zero threshold) — the round trip pays.
+    for i, token in enumerate(chain.tokens):
+        chain.tx.transact(chain.owner, v.setRiskAssetFeed(token.address, chain.feeds[i].address, 2 * 86_400, 0))
+    chain.tx.transact(chain.owner, v.setEntryExitFee(0))
+    profit_free = _lag_arbitrage(chain, mover, 1_000_000)
+    assert rpc(chain.w3, "evm_revert", [snapshot])
+
+    # After: the feeds are recorded with their 2 % threshold, which raises the fee to 200 bps.
+    for i, token in enumerate(chain.tokens):
+        chain.tx.transact(chain.owner, v.setRiskAssetFeed(token.address, chain.feeds[i].address, 2 * 86_400, lag_bps))
+    assert v.entryExitFeeBps().call() == lag_bps
+    nav_before = v.totalAssets().call()
+    profit = _lag_arbitrage(chain, mover, 1_000_000)
+    print(f"\nlag {lag_bps} bps, $1M deposit on a $1M vault: profit without fee {profit_free / USDC:,.2f} USD, "
+          f"with the {lag_bps} bps fee {profit / USDC:,.2f} USD")
+    assert profit_free > 0
+    assert profit <= 0
+    assert v.totalAssets().call() >= nav_before  # the remaining holders gained what the attacker paid
+
+
+def test_entry_exit_fee_admin_bounds_and_exact_previews(chain: System) -> None:
+    v = chain.vault.functions
+    err = chain.call_error(v.setEntryExitFee(49), chain.owner)
+    assert err.name == "FeeBelowDeviation" and err.args == (49, 50)
+    err = chain.call_error(v.setEntryExitFee(501), chain.owner)
+    assert err.name == "LimitOutOfRange" and err.args == (501, 500)
+    with pytest.raises(TransactionFailedError, match="AccessControlUnauthorizedAccount"):
+        chain.tx.transact(chain.keeper, v.setEntryExitFee(100))
+    chain.tx.transact(chain.owner, v.setEntryExitFee(123))
+    assert v.entryExitFeeBps().call() == 123
+    chain.deposit(chain.bob, 333_333.333333)
+    assert chain.make_keeper(drift_threshold_bps=0, cash_buffer_bps=3_000).run_once().status == "rebalanced"
+    base = chain.base.functions
+    for amount in (1, 999_999, 12_345_678_901):
+        shares = v.previewDeposit(amount).call()
+        s0 = v.balanceOf(chain.alice).call()
+        chain.tx.transact(chain.alice, v.deposit(amount, chain.alice))
+        assert v.balanceOf(chain.alice).call() - s0 == shares
+    for shares in (1, 10**12 + 7, 987_654_321_012_345):
+        cost = v.previewMint(shares).call()
+        b0 = base.balanceOf(chain.alice).call()
+        chain.tx.transact(chain.alice, v.mint(shares, chain.alice))
+        assert b0 - base.balanceOf(chain.alice).call() == cost
+    for assets in (1, 777_777, 5_000 * USDC):
+        burn = v.previewWithdraw(assets).call()
+        s0 = v.balanceOf(chain.alice).call()
+        chain.tx.transact(chain.alice, v.withdraw(assets, chain.alice, chain.alice))
+        assert s0 - v.balanceOf(chain.alice).call() == burn
+    for shares in (1, 10**12 + 7, 3 * 10**15):
+        pay = v.previewRedeem(shares).call()
+        b0 = base.balanceOf(chain.alice).call()
+        chain.tx.transact(chain.alice, v.redeem(shares, chain.alice, chain.alice))
+        assert base.balanceOf(chain.alice).call() - b0 == pay
+    # The max views are executable as stated, and one unit more is refused.
+    max_w = v.maxWithdraw(chain.alice).call()
+    assert chain.call_error(v.withdraw(max_w + 1, chain.alice, chain.alice), chain.alice).name == "ERC4626ExceededMaxWithdraw"
+    chain.tx.transact(chain.alice, v.withdraw(max_w, chain.alice, chain.alice))
+    max_r = v.maxRedeem(chain.bob).call()
+    assert 0 < max_r < v.balanceOf(chain.bob).call()  # capped by idle cash
+    chain.tx.transact(chain.bob, v.redeem(max_r, chain.bob, chain.bob))
+    assert chain.base.functions.balanceOf(chain.vault.address).call() >= 0
