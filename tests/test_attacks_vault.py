@@ -236,12 +236,15 @@ def test_budget_admin_bounds_events_and_period_change_keeps_spending(chain: Syst
     chain.tx.transact(chain.owner, v.setBudget(NAV_LOSS, 300, 3_600))
     assert v.budgetSpent(NAV_LOSS).call() == loss
     assert v.budgetSpent(TURNOVER).call() == traded
-    # A zero budget refuses any loss at all.
+    # A zero budget refuses any loss at all (here the pool fee of a buy at the oracle price).
     chain.tx.transact(chain.owner, v.setBudget(NAV_LOSS, 0, 3_600))
-    chain.push_day(chain.day + 1)
-    chain.tx.transact(chain.owner, chain.feeds[0].functions.pushAnswer(_answer(chain, 0) * 3 // 2))
-    err = _try(chain, _rebalance(chain, [(chain.base.address, chain.tokens[0].address, 10_000 * USDC, 1)]), chain.keeper)
-    assert err is not None and err.name in ("NavLossBudgetExceeded", "MinAmountOutBelowOracleBound")
+    chain.arbitrageur.align(chain.tokens[0].address, _answer(chain, 0))
+    amount_in = 2_000 * USDC  # within the idle cash buffer
+    fair = amount_in * 10**26 // (_answer(chain, 0) * USDC)
+    leg = (chain.base.address, chain.tokens[0].address, amount_in, _ceil(fair * 9_900, BPS))
+    err = _try(chain, _rebalance(chain, [leg]), chain.keeper)
+    assert err is not None and err.name == "NavLossBudgetExceeded"
+    assert err.args[0] > loss and err.args[1] == 0
 
 
 # ------------------------------------------------------------------------------------- M-5 stale feeds
@@ -433,3 +436,107 @@ def test_entry_exit_fee_admin_bounds_and_exact_previews(chain: System) -> None:
     assert 0 < max_r < v.balanceOf(chain.bob).call()  # capped by idle cash
     chain.tx.transact(chain.bob, v.redeem(max_r, chain.bob, chain.bob))
     assert chain.base.functions.balanceOf(chain.vault.address).call() >= 0
+
+
+# --------------------------------------------------------------- M-4 premium budget (options deployment)
+
+WAD = 10**18
+DAY = 86_400
+
+
+@pytest.fixture(scope="module")
+def options_env():
+    from options_env import ACCOUNT_4, ACCOUNT_5, OptionsEnv, deploy_env
+
+    env = deploy_env(200_000_000, 10_000_000, OptionsEnv)
+    env.tx.transact(env.owner, env.base.functions.mint(ACCOUNT_4, 10_000_000 * USDC))
+    env.tx.transact(ACCOUNT_4, env.base.functions.approve(env.vault.address, MAX_UINT256))
+    env.tx.transact(ACCOUNT_4, env.vault.functions.deposit(1_500_000 * USDC, ACCOUNT_4))
+    env.tx.transact(env.owner, env.base.functions.mint(ACCOUNT_5, 1_000_000 * USDC))
+    env.tx.transact(ACCOUNT_5, env.base.functions.approve(env.market.address, MAX_UINT256))
+    yield env
+    env.stop()
+
+
+@pytest.fixture
+def opt(options_env):
+    from options_env import reverted
+
+    yield from reverted(options_env)
+
+
+def _put(env: Any, strike: int, expiry: int, amount: int, is_buy: bool = True) -> tuple:
+    token = env.tokens[0].address
+    limit = env.market.functions.quote(token, strike, expiry, False, amount, is_buy).call()[0]
+    return (token, strike, expiry, False, is_buy, amount, limit)
+
+
+def _options_rebalance(env: Any, option_legs: list) -> Any:
+    v = env.vault.functions
+    return v.rebalanceWithOptions([], option_legs, 0, v.rebalanceEpoch().call(), env.now() + 3600)
+
+
+def test_premium_budget_straddling_a_period_boundary_no_longer_doubles(opt: Any) -> None:
+    v = opt.vault.functions
+    period = 7 * DAY
+    opt.tx.transact(opt.owner, v.setOptionLimits(300, 10, period, 8))  # 0.1 % of NAV in any week
+    nav = v.totalAssets().call()
+    budget = nav * 10 // BPS
+    strike, amount = 36_000 * WAD, 10 * WAD
+    boundary = (opt.now() // period + 1) * period  # where the old aligned periods restarted the counter
+    expiry = boundary + 30 * DAY
+    probe = _put(opt, strike, expiry, amount)
+    small = amount * budget * 9 // (probe[6] * 10)  # ≈ 90 % of the budget
+    # 10 s before the boundary: buy ≈ 90 % of the budget.
+    opt.push_all(at=boundary - 16)
+    opt.freeze()
+    first = _put(opt, strike, expiry, small)
+    assert budget * 8 // 10 < first[6] <= budget
+    opt.tx.transact(opt.keeper, _options_rebalance(opt, [first]))
+    assert opt.now() < boundary
+    # 10 s after it: the same again. Aligned periods accepted it (≈ 180 % of the budget in 20 s).
+    opt.warp(boundary + 10)
+    opt.freeze()
+    second = _put(opt, strike, expiry, small)
+    err = opt.error(_options_rebalance(opt, [second]), opt.keeper)
+    assert err.name == "PremiumBudgetExceeded"
+    spent, refused_budget = err.args
+    assert spent == first[6] + second[6] > refused_budget
+    # Changing the period does not reset the spending either.
+    opt.tx.transact(opt.owner, v.setOptionLimits(300, 10, 14 * DAY, 8))
+    assert v.budgetSpent(PREMIUM).call() == first[6]
+    opt.tx.transact(opt.owner, v.setOptionLimits(300, 10, 3_600, 8))
+    assert v.budgetSpent(PREMIUM).call() == first[6]
+    opt.freeze()
+    err = opt.error(_options_rebalance(opt, [_put(opt, strike, expiry, small)]), opt.keeper)
+    assert err.name == "PremiumBudgetExceeded" and err.args[0] > first[6]
+    print(f"\nstraddle: {first[6] / USDC:,.2f} USD paid, second {second[6] / USDC:,.2f} USD refused "
+          f"(budget {budget / USDC:,.2f} USD)")
+
+
+def test_a_gifted_option_position_does_not_hold_a_series_in_the_cap(opt: Any) -> None:
+    from options_env import ACCOUNT_5
+
+    v, mk = opt.vault.functions, opt.market.functions
+    opt.tx.transact(opt.owner, v.setOptionLimits(300, 200, 30 * DAY, 1))
+    expiry = opt.now() + 30 * DAY
+    opt.freeze()
+    opt.tx.transact(opt.keeper, _options_rebalance(opt, [_put(opt, 36_000 * WAD, expiry, 2 * WAD)]))
+    sid = mk.seriesId(opt.tokens[0].address, 36_000 * WAD, expiry, False).call()
+    assert v.openSeries().call() == [sid] and v.ownOptionAmount(sid).call() == 2 * WAD
+    # The attacker gifts the vault 1 wei of the same series ahead of the keeper's closing sell.
+    opt.tx.transact(ACCOUNT_5, mk.buy(opt.tokens[0].address, 36_000 * WAD, expiry, False, 1, 10**6, opt.vault.address))
+    assert mk.positionOf(sid, opt.vault.address).call() == 2 * WAD + 1
+    opt.freeze()
+    opt.tx.transact(opt.keeper, _options_rebalance(opt, [_put(opt, 36_000 * WAD, expiry, 2 * WAD, is_buy=False)]))
+    # The vault sold all it bought: the series leaves the cap although 1 wei is still held.
+    assert mk.positionOf(sid, opt.vault.address).call() == 1
+    assert v.openSeries().call() == [] and v.ownOptionAmount(sid).call() == 0
+    # So the keeper can open the next series under a cap of one.
+    opt.freeze()
+    opt.tx.transact(opt.keeper, _options_rebalance(opt, [_put(opt, 34_000 * WAD, expiry, WAD)]))
+    assert len(v.openSeries().call()) == 1
+    # A gift does not count toward the vault's own amount either: a second series is still over the cap.
+    opt.freeze()
+    err = opt.error(_options_rebalance(opt, [_put(opt, 32_000 * WAD, expiry, WAD)]), opt.keeper)
+    assert err.name == "TooManyOpenSeries" and err.args == (2, 1)
