@@ -155,6 +155,8 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     error TurnoverBudgetExceeded(uint256 spentInWindow, uint256 budget);
     /// @notice The entry/exit fee would be below the largest deviation threshold of a listed feed, bps.
     error FeeBelowDeviation(uint256 feeBps, uint256 maxDeviationBps);
+    /// @notice A management or performance fee needs a non-zero fee recipient.
+    error InvalidFeeRecipient(address recipient);
     /// @notice More open option series than `maxOpenSeries` after the rebalance.
     error TooManyOpenSeries(uint256 openSeries, uint256 maxOpenSeries);
     /// @notice The vault holds no position in the series.
@@ -202,6 +204,9 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     event RiskAssetFeedSet(address indexed token, address feed, uint32 heartbeat, uint16 deviationBps);
     /// @notice The entry/exit fee changed (set by the admin, or raised to a new feed's deviation threshold).
     event EntryExitFeeSet(uint256 feeBps);
+    event FeesSet(address recipient, uint256 managementFeeBps, uint256 performanceFeeBps);
+    /// @notice Fee shares minted to `feeRecipient`; `highWaterMark` after them (see `highWaterMark`).
+    event FeesAccrued(uint256 managementShares, uint256 performanceShares, uint256 highWaterMark);
 
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
@@ -238,6 +243,10 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     uint256 public constant MAX_TURNOVER_BUDGET_BPS = 200_000;
     /// @dev Upper bound of the entry/exit fee and of a feed's deviation threshold, bps.
     uint256 public constant MAX_ENTRY_EXIT_FEE_BPS = 500;
+    /// @dev Upper bounds of the management fee (bps of supply per 365 days) and the performance fee (bps of
+    /// the gain over the high-water mark).
+    uint256 public constant MAX_MANAGEMENT_FEE_BPS = 500;
+    uint256 public constant MAX_PERFORMANCE_FEE_BPS = 3_000;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -280,6 +289,17 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     uint256 public entryExitFeeBps;
     /// @notice The vault's own long amount per option series (gifted positions do not count).
     mapping(bytes32 seriesId => uint256) public ownOptionAmount;
+    /// @notice Receiver of the management and performance fee shares.
+    address public feeRecipient;
+    /// @notice Management fee: shares minted per second = supply × managementFeeBps / (10_000 × 365 days).
+    uint256 public managementFeeBps;
+    /// @notice Performance fee, bps of the gain of assets per share over `highWaterMark`.
+    uint256 public performanceFeeBps;
+    /// @notice Highest assets per share (1e18 fixed point, ERC-4626 virtual shares and asset included) the
+    /// performance fee has been charged up to.
+    uint256 public highWaterMark;
+    /// @notice Time of the last fee accrual, Unix seconds.
+    uint256 public lastFeeAccrual;
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -308,6 +328,8 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         _setOptionLimits(300, 200, 30 days, 8);
         _setBudget(BUDGET_NAV_LOSS, 500, 1 days);
         _setBudget(BUDGET_TURNOVER, 50_000, 1 days);
+        highWaterMark = 1e18 / 10 ** DECIMALS_OFFSET;
+        lastFeeAccrual = block.timestamp;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -316,11 +338,13 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
 
     /// @inheritdoc ERC4626
     function deposit(uint256 assets, address receiver) public override whenNotPaused nonReentrant returns (uint256) {
+        _accrueFees();
         return super.deposit(assets, receiver);
     }
 
     /// @inheritdoc ERC4626
     function mint(uint256 shares, address receiver) public override whenNotPaused nonReentrant returns (uint256) {
+        _accrueFees();
         return super.mint(shares, receiver);
     }
 
@@ -332,6 +356,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         nonReentrant
         returns (uint256)
     {
+        _accrueFees();
         return super.withdraw(assets, receiver, owner);
     }
 
@@ -343,6 +368,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         nonReentrant
         returns (uint256)
     {
+        _accrueFees();
         return super.redeem(shares, receiver, owner);
     }
 
@@ -360,6 +386,12 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         returns (uint256[] memory amounts)
     {
         if (msg.sender != owner) _spendAllowance(owner, msg.sender, shares);
+        // Fees accrue first; without a price (a stale feed) only the management fee can (see `accrueFees`).
+        try this.totalAssets() returns (uint256 nav) {
+            _accrueFees(nav, true);
+        } catch {
+            _accrueFees(0, false);
+        }
         // Fractions use the same virtual shares as ERC-4626 conversions, so they round in the vault's favour.
         uint256 supply = totalSupply() + 10 ** _decimalsOffset();
         uint256 paid = shares - _feeOnTotal(shares);
@@ -400,6 +432,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     {
         _checkCall(expectedEpoch, deadline);
         if (legs.length == 0 || legs.length > MAX_LEGS) revert InvalidLegCount(legs.length, MAX_LEGS);
+        _accrueFees();
 
         uint256 navBefore = totalAssets();
         (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs);
@@ -433,6 +466,18 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     /*//////////////////////////////////////////////////////////////
                                  ANYONE
     //////////////////////////////////////////////////////////////*/
+
+    /// @notice Mints the management and performance fee shares due since `lastFeeAccrual` to `feeRecipient`
+    /// (at most once per block). Also runs first in every deposit, mint, withdraw, redeem, redeemInKind and
+    /// rebalance, and before fees change, so nobody dodges or pays twice. Management: supply × bps × Δt /
+    /// (10_000 × 365 days) shares (floor). Performance: with p the assets per share after those
+    /// (1e18 fixed point, virtual shares included), performanceFeeBps of (p − highWaterMark) × supply in
+    /// assets, paid as the shares worth that after the mint (floor); the mark rises to the price after the fee.
+    /// `redeemInKind` while a feed is stale accrues only the management fee (the performance fee is deferred,
+    /// the mark unchanged).
+    function accrueFees() external nonReentrant {
+        _accrueFees();
+    }
 
     /// @notice Settles an expired option series the vault holds (if the market has not yet) at the feed
     /// round `roundId` current at expiry (see `OptionMarket.settle`, `OptionMarket.findSettlementRound`),
@@ -526,6 +571,23 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         }
         entryExitFeeBps = feeBps;
         emit EntryExitFeeSet(feeBps);
+    }
+
+    /// @notice Sets the fee recipient, the management fee (bps per 365 days, at most `MAX_MANAGEMENT_FEE_BPS`)
+    /// and the performance fee (bps of gains over the high-water mark, at most `MAX_PERFORMANCE_FEE_BPS`).
+    /// Fees due under the old settings accrue first (so this reverts while `totalAssets()` does).
+    function setFees(address recipient, uint256 managementBps, uint256 performanceBps)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        if (managementBps > MAX_MANAGEMENT_FEE_BPS) revert LimitOutOfRange(managementBps, MAX_MANAGEMENT_FEE_BPS);
+        if (performanceBps > MAX_PERFORMANCE_FEE_BPS) revert LimitOutOfRange(performanceBps, MAX_PERFORMANCE_FEE_BPS);
+        if (recipient == address(0) && managementBps + performanceBps != 0) revert InvalidFeeRecipient(recipient);
+        _accrueFees();
+        feeRecipient = recipient;
+        managementFeeBps = managementBps;
+        performanceFeeBps = performanceBps;
+        emit FeesSet(recipient, managementBps, performanceBps);
     }
 
     /// @notice Sets the market option legs trade with; only while no option position is open.
@@ -709,6 +771,64 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         return DECIMALS_OFFSET;
     }
 
+    /// @dev ERC-4626 conversion with the fee shares due now counted in the supply (previews stay exact).
+    function _convertToShares(uint256 assets, Math.Rounding rounding) internal view override returns (uint256) {
+        (uint256 nav, uint256 supply) = _navAndSupply();
+        return assets.mulDiv(supply + 10 ** DECIMALS_OFFSET, nav + 1, rounding);
+    }
+
+    /// @dev ERC-4626 conversion with the fee shares due now counted in the supply (previews stay exact).
+    function _convertToAssets(uint256 shares, Math.Rounding rounding) internal view override returns (uint256) {
+        (uint256 nav, uint256 supply) = _navAndSupply();
+        return shares.mulDiv(nav + 1, supply + 10 ** DECIMALS_OFFSET, rounding);
+    }
+
+    /// @dev NAV and the supply after the fee shares due now.
+    function _navAndSupply() internal view returns (uint256 nav, uint256 supply) {
+        nav = totalAssets();
+        supply = totalSupply();
+        (uint256 management, uint256 performance,) = _feeShares(nav, supply, true);
+        supply += management + performance;
+    }
+
+    /// @dev Fee shares due now given `nav` and `supply`, and the high-water mark after them (see `accrueFees`);
+    /// without `withNav` only the management fee.
+    function _feeShares(uint256 nav, uint256 supply, bool withNav)
+        internal
+        view
+        returns (uint256 management, uint256 performance, uint256 mark)
+    {
+        mark = highWaterMark;
+        if (lastFeeAccrual == block.timestamp) return (0, 0, mark);
+        management = supply.mulDiv(managementFeeBps * (block.timestamp - lastFeeAccrual), BPS * 365 days);
+        if (!withNav) return (management, 0, mark);
+        uint256 virtualSupply = supply + management + 10 ** DECIMALS_OFFSET;
+        uint256 price = (nav + 1).mulDiv(1e18, virtualSupply);
+        if (price > mark) {
+            if (supply != 0 && performanceFeeBps != 0) {
+                uint256 feeAssets = (price - mark).mulDiv(virtualSupply, 1e18).mulDiv(performanceFeeBps, BPS);
+                performance = feeAssets.mulDiv(virtualSupply, nav + 1 - feeAssets);
+                price = (nav + 1).mulDiv(1e18, virtualSupply + performance);
+            }
+            mark = price;
+        }
+    }
+
+    function _accrueFees() internal {
+        if (lastFeeAccrual != block.timestamp) _accrueFees(totalAssets(), true);
+    }
+
+    /// @dev Mints the fee shares due (see `_feeShares`) and moves the accrual time and the mark.
+    function _accrueFees(uint256 nav, bool withNav) internal {
+        (uint256 management, uint256 performance, uint256 mark) = _feeShares(nav, totalSupply(), withNav);
+        lastFeeAccrual = block.timestamp;
+        highWaterMark = mark;
+        if (management + performance != 0) {
+            _mint(feeRecipient, management + performance);
+            emit FeesAccrued(management, performance, mark);
+        }
+    }
+
     /// @dev The fee part of a gross `amount` that includes it: ⌈amount × fee / (10_000 + fee)⌉.
     function _feeOnTotal(uint256 amount) internal view returns (uint256) {
         uint256 fee = entryExitFeeBps;
@@ -831,6 +951,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
             revert InvalidOptionLegCount(optionLegs.length, MAX_OPTION_LEGS);
         }
         if (optionLegs.length != 0 && address(optionMarket) == address(0)) revert OptionMarketNotSet();
+        _accrueFees();
 
         uint256 navBefore = totalAssets();
         uint256 turnoverBps;
