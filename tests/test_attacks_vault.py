@@ -539,3 +539,114 @@ def test_a_gifted_option_position_does_not_hold_a_series_in_the_cap(opt: Any) ->
     opt.freeze()
     err = opt.error(_options_rebalance(opt, [_put(opt, 32_000 * WAD, expiry, WAD)]), opt.keeper)
     assert err.name == "TooManyOpenSeries" and err.args == (2, 1)
+
+
+# ------------------------------------------------------------------- management and performance fees
+
+YEAR = 365 * DAY
+FEE_RECIPIENT = dev_accounts()[8]
+#: Explicit gas for accrueFees: Anvil may estimate it in a block at the last accrual's second (nothing due,
+#: a cheap call) and mine it a second later (fees due: NAV priced, shares minted).
+ACCRUE_GAS = 500_000
+
+
+def _warp_and_refresh(chain: System, seconds: int, btc_factor: float = 1.0) -> None:
+    rpc(chain.w3, "evm_increaseTime", [seconds])
+    for i, feed in enumerate(chain.feeds):
+        answer = _answer(chain, i)
+        chain.tx.transact(chain.owner, feed.functions.pushAnswer(int(answer * btc_factor) if i == 0 else answer))
+
+
+def _freeze(chain: System) -> None:
+    """The next transaction is mined at the latest block's time (the time eth_call sees)."""
+    rpc(chain.w3, "evm_setNextBlockTimestamp", [_now(chain)])
+
+
+def test_fee_settings_are_admin_only_and_capped(chain: System) -> None:
+    v = chain.vault.functions
+    with pytest.raises(TransactionFailedError, match="AccessControlUnauthorizedAccount"):
+        chain.tx.transact(chain.keeper, v.setFees(FEE_RECIPIENT, 100, 1_000))
+    assert chain.call_error(v.setFees(FEE_RECIPIENT, 501, 0), chain.owner).args == (501, 500)
+    assert chain.call_error(v.setFees(FEE_RECIPIENT, 0, 3_001), chain.owner).args == (3_001, 3_000)
+    err = chain.call_error(v.setFees("0x" + "00" * 20, 100, 0), chain.owner)
+    assert err.name == "InvalidFeeRecipient"
+    receipt = chain.tx.transact(chain.owner, v.setFees(FEE_RECIPIENT, 100, 1_000))
+    logs = chain.vault.events.FeesSet().process_receipt(chain.w3.eth.get_transaction_receipt(receipt["transactionHash"]))
+    assert dict(logs[0]["args"]) == {"recipient": FEE_RECIPIENT, "managementFeeBps": 100, "performanceFeeBps": 1_000}
+    assert (v.feeRecipient().call(), v.managementFeeBps().call(), v.performanceFeeBps().call()) == (FEE_RECIPIENT, 100, 1_000)
+
+
+def test_management_fee_accrues_per_second_and_nobody_dodges_or_pays_twice(chain: System) -> None:
+    v = chain.vault.functions
+    chain.deposit(chain.alice, 1_000_000)
+    chain.tx.transact(chain.owner, v.setFees(FEE_RECIPIENT, 200, 0))  # 2 % a year
+    t0, supply0 = v.lastFeeAccrual().call(), v.totalSupply().call()
+    _warp_and_refresh(chain, 30 * DAY)
+    # Alice redeems a third after 30 days: her preview already counts the fee shares due, and is exact.
+    _freeze(chain)
+    shares = v.balanceOf(chain.alice).call() // 3
+    preview = v.previewRedeem(shares).call()
+    b0 = chain.base.functions.balanceOf(chain.alice).call()
+    chain.tx.transact(chain.alice, v.redeem(shares, chain.alice, chain.alice))
+    assert chain.base.functions.balanceOf(chain.alice).call() - b0 == preview
+    t1 = v.lastFeeAccrual().call()
+    due = supply0 * 200 * (t1 - t0) // (BPS * YEAR)
+    assert t1 == _now(chain) and v.balanceOf(FEE_RECIPIENT).call() == due > 0
+    # ≈ 2 % × 30/365 of NAV went to the recipient, in shares.
+    fee_value = v.convertToAssets(due).call()
+    assert fee_value == pytest.approx(1_000_000 * USDC * 0.02 * (t1 - t0) / YEAR, rel=1e-3)
+    # Accruing again right after adds only the seconds since (no double charge)...
+    supply1 = v.totalSupply().call()
+    chain.tx.transact(chain.bob, v.accrueFees(), gas=ACCRUE_GAS)
+    t2 = v.lastFeeAccrual().call()
+    assert v.balanceOf(FEE_RECIPIENT).call() - due == supply1 * 200 * (t2 - t1) // (BPS * YEAR)
+    # ...and a depositor arriving after 10 more days pays none of the fee due before he came.
+    _warp_and_refresh(chain, 10 * DAY)
+    _freeze(chain)
+    expected_shares = v.previewDeposit(100_000 * USDC).call()
+    nav, supply, held = v.totalAssets().call(), v.totalSupply().call(), v.balanceOf(FEE_RECIPIENT).call()
+    pending = supply * 200 * (_now(chain) - t2) // (BPS * YEAR)
+    fee = v.entryExitFeeBps().call()
+    net = 100_000 * USDC - -(-100_000 * USDC * fee // (BPS + fee))
+    # Bob's shares are priced after the fee shares due before him: the supply counts them.
+    assert expected_shares == net * (supply + pending + 10**6) // (nav + 1)
+    chain.deposit(chain.bob, 100_000)
+    assert v.balanceOf(chain.bob).call() == expected_shares
+    assert v.balanceOf(FEE_RECIPIENT).call() - held == pending > 0
+
+
+def test_performance_fee_is_charged_once_over_the_high_water_mark(chain: System) -> None:
+    v = chain.vault.functions
+    chain.deposit(chain.alice, 1_000_000)
+    assert chain.make_keeper(drift_threshold_bps=0).run_once().status == "rebalanced"
+    chain.tx.transact(chain.owner, v.setFees(FEE_RECIPIENT, 0, 2_000))  # 20 % of gains
+    nav0, supply = v.totalAssets().call(), v.totalSupply().call()
+    mark0 = v.highWaterMark().call()
+    assert mark0 >= (nav0 + 1) * 10**18 // (supply + 10**6)  # the entry fee income already raised the mark
+    _warp_and_refresh(chain, 3_600, btc_factor=1.10)  # BTC +10 %
+    _freeze(chain)
+    nav = v.totalAssets().call()
+    assert nav > nav0
+    chain.tx.transact(chain.bob, v.accrueFees(), gas=ACCRUE_GAS)
+    fee_shares = v.balanceOf(FEE_RECIPIENT).call()
+    # 20 % of the gain of assets per share over the mark, paid in shares worth that after the mint (floor).
+    vs = supply + 10**6
+    price = (nav + 1) * 10**18 // vs
+    fee_assets = (price - mark0) * vs // 10**18 * 2_000 // BPS
+    assert fee_shares == fee_assets * vs // (nav + 1 - fee_assets) > 0
+    assert fee_assets - 1 <= v.convertToAssets(fee_shares).call() <= fee_assets <= (nav - nav0) * 2_000 // BPS
+    mark1 = v.highWaterMark().call()
+    assert mark1 > mark0 and v.totalSupply().call() == supply + fee_shares
+    # No new gain, no new fee; a fall and a recovery to the mark charge nothing either.
+    _warp_and_refresh(chain, 3_600, btc_factor=0.8)
+    chain.tx.transact(chain.bob, v.accrueFees(), gas=ACCRUE_GAS)
+    _warp_and_refresh(chain, 3_600, btc_factor=1.25)
+    chain.tx.transact(chain.bob, v.accrueFees(), gas=ACCRUE_GAS)
+    assert v.balanceOf(FEE_RECIPIENT).call() == fee_shares
+    assert v.highWaterMark().call() <= mark1 + 1
+    # A rebalance accrues before it prices anything: the recipient gets the fee on a new gain first.
+    _warp_and_refresh(chain, 3_600, btc_factor=1.05)
+    for asset, feed in zip(chain.deployment.assets, chain.feeds):
+        chain.arbitrageur.align(asset.token, feed.functions.latestRoundData().call()[1])
+    assert chain.make_keeper(drift_threshold_bps=0).run_once().status == "rebalanced"
+    assert v.balanceOf(FEE_RECIPIENT).call() > fee_shares
