@@ -29,7 +29,12 @@ import {OptionMarket} from "./OptionMarket.sol";
 /// Shares carry `DECIMALS_OFFSET` extra decimals (virtual shares, EIP-4626 inflation-attack defence).
 /// Withdrawals pay base asset out of the vault's idle balance, so `maxWithdraw`/`maxRedeem` are capped
 /// by that balance (the keeper keeps a cash buffer); `redeemInKind` is the exit that never depends on
-/// liquidity, prices or the pause.
+/// liquidity, prices or the pause (it pays no option value).
+/// Fees: an entry/exit fee kept by the vault on every share mint and burn (at least every listed feed's
+/// deviation threshold, so oracle lag cannot be traded through shares), and management and performance
+/// fees minted as shares to `feeRecipient`, accrued before every share mint or burn and every rebalance.
+/// Keeper bounds: per call (slippage vs oracle, turnover, NAV loss) and per rolling window (NAV loss,
+/// turnover, option premium; see `budgetSpent` for the exact bound over any window).
 contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     using SafeERC20 for IERC20;
     using Math for uint256;
