@@ -95,7 +95,7 @@ def _settings() -> dict[str, Any]:
             f"@chainlink/={NODE_MODULES}/@chainlink/",
             f"@uniswap/={NODE_MODULES}/@uniswap/",
         ],
-        "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
+        "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
     }
 
 
@@ -163,7 +163,11 @@ def compile_contracts(force: bool = False) -> dict[str, Artifact]:
         if not path.startswith("contracts/"):
             continue
         for name, data in by_name.items():
-            contracts[name] = {"abi": data["abi"], "bytecode": "0x" + data["evm"]["bytecode"]["object"]}
+            contracts[name] = {
+                "abi": data["abi"],
+                "bytecode": "0x" + data["evm"]["bytecode"]["object"],
+                "runtime_bytes": len(data["evm"]["deployedBytecode"]["object"]) // 2,
+            }
     BUILD_FILE.parent.mkdir(parents=True, exist_ok=True)
     tmp = BUILD_FILE.with_suffix(".tmp")
     tmp.write_text(json.dumps({"digest": digest, "contracts": contracts}))
@@ -200,8 +204,11 @@ def main(argv: list[str] | None = None) -> None:
             compile_contracts(force=True)
         return
     artifacts = compile_contracts(force=True)
+    runtime = {name: c["runtime_bytes"] for name, c in json.loads(BUILD_FILE.read_text())["contracts"].items()}
+    # EIP-170 limits the runtime (deployed) code to 24,576 bytes; creation code (constructor included) to twice that.
+    print(f"{'contract':28s} {'runtime':>7s} {'creation':>8s}  (bytes; runtime limit 24576)")
     for name, art in sorted(artifacts.items()):
-        print(f"{name:28s} {(len(art.bytecode) - 2) // 2:6d} bytes")
+        print(f"{name:28s} {runtime[name]:7d} {(len(art.bytecode) - 2) // 2:8d}")
 
 
 if __name__ == "__main__":
