@@ -153,3 +153,11 @@ def test_governance_limits_and_listing_are_admin_only_and_bounded(chain: System)
     assert (v.maxSlippageBps().call(), v.maxTurnoverBps().call(), v.maxNavLossBps().call()) == (30, 4000, 50)
     err = chain.call_error(v.listRiskAsset(chain.tokens[0].address, chain.feeds[0].address, 3600, 500, 50), chain.owner)
     assert err.name == "AssetConfigInvalid"
+    # A feed's deviation threshold is bounded like the fee it raises.
+    from keeper.build import load_artifacts
+
+    token = chain.tx.deploy(chain.owner, load_artifacts()["TestToken"], "X", "X", 18, chain.owner)
+    err = chain.call_error(v.listRiskAsset(token.address, chain.feeds[0].address, 3600, 500, 501), chain.owner)
+    assert err.name == "LimitOutOfRange" and err.args == (501, 500)
+    chain.tx.transact(chain.owner, v.listRiskAsset(token.address, chain.feeds[0].address, 3600, 500, 80))
+    assert v.riskAssetConfig(token.address).call()[6] == 80 and v.entryExitFeeBps().call() == 80
