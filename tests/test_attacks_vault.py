@@ -215,6 +215,42 @@ def test_turnover_budget_caps_churn_over_any_window(chain: System) -> None:
     print(f"\nturnover stopped at {traded / USDC:,.0f} USD traded ({err.name}{err.args})")
 
 
+def test_rolling_budget_holds_over_every_window_of_the_period(chain: System) -> None:
+    """Charges at random times and sizes across bucket edges: whatever went through, no interval of one
+    period holds more than the budget (here turnover, 100 bps of NAV per hour, buckets of 450 s)."""
+    import random
+
+    v = chain.vault.functions
+    chain.deposit(chain.alice, 100_000)
+    period = 3_600
+    chain.tx.transact(chain.owner, v.setBudget(TURNOVER, 100, period))
+    rng = random.Random(7)
+    charged: list[tuple[int, int]] = []  # (block time, traded value) of every rebalance that went through
+    refused = 0
+    for _ in range(36):
+        rpc(chain.w3, "evm_increaseTime", [rng.randrange(0, 700)])
+        rpc(chain.w3, "evm_mine", [])
+        amount_in = rng.randrange(100, 450) * USDC
+        fair = amount_in * 10**26 // (_answer(chain, 0) * USDC)
+        leg = (chain.base.address, chain.tokens[0].address, amount_in, _ceil(fair * 9_900, BPS))
+        err = _try(chain, _rebalance(chain, [leg]), chain.keeper)
+        if err is not None:
+            assert err.name == "TurnoverBudgetExceeded" and err.args[0] > err.args[1]
+            refused += 1
+            continue
+        receipt = chain.tx.transact(chain.keeper, _rebalance(chain, [leg]))
+        charged.append((chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"], amount_in))
+    assert refused > 0 and len(charged) > 10
+    # Every interval of length ≤ period starts, at its worst, at a charge: check each such interval.
+    nav_cap = 100_000 * USDC * 100 // BPS  # NAV only fell (pool fees), so each check's budget was ≤ this
+    for start, _ in charged:
+        inside = sum(a for t, a in charged if start <= t < start + period)
+        assert inside <= nav_cap
+    print(f"\n{len(charged)} charges, {refused} refused; max over any hour "
+          f"{max(sum(a for t, a in charged if s <= t < s + period) for s, _ in charged) / USDC:,.0f} USD, "
+          f"budget {nav_cap / USDC:,.0f} USD")
+
+
 def test_budget_admin_bounds_events_and_period_change_keeps_spending(chain: System) -> None:
     v = chain.vault.functions
     with pytest.raises(TransactionFailedError, match="AccessControlUnauthorizedAccount"):
