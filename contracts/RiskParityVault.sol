@@ -29,7 +29,12 @@ import {OptionMarket} from "./OptionMarket.sol";
 /// Shares carry `DECIMALS_OFFSET` extra decimals (virtual shares, EIP-4626 inflation-attack defence).
 /// Withdrawals pay base asset out of the vault's idle balance, so `maxWithdraw`/`maxRedeem` are capped
 /// by that balance (the keeper keeps a cash buffer); `redeemInKind` is the exit that never depends on
-/// liquidity, prices or the pause.
+/// liquidity, prices or the pause (it pays no option value).
+/// Fees: an entry/exit fee kept by the vault on every share mint and burn (at least every listed feed's
+/// deviation threshold, so oracle lag cannot be traded through shares), and management and performance
+/// fees minted as shares to `feeRecipient`, accrued before every share mint or burn and every rebalance.
+/// Keeper bounds: per call (slippage vs oracle, turnover, NAV loss) and per rolling window (NAV loss,
+/// turnover, option premium; see `budgetSpent` for the exact bound over any window).
 contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     using SafeERC20 for IERC20;
     using Math for uint256;
@@ -45,6 +50,8 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     /// @param tokenDecimals The asset's ERC-20 decimals.
     /// @param feedDecimals The feed's decimals.
     /// @param listed True while the asset is whitelisted.
+    /// @param deviationBps The feed's deviation threshold, bps: how far the market may move before the
+    /// feed publishes a new answer (the largest oracle lag `entryExitFeeBps` must cover).
     struct RiskAsset {
         AggregatorV3Interface feed;
         uint32 heartbeat;
@@ -52,6 +59,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         uint8 tokenDecimals;
         uint8 feedDecimals;
         bool listed;
+        uint16 deviationBps;
     }
 
     /// @notice One swap of a rebalance: exactly one side is the base asset.
@@ -142,8 +150,18 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     error OptionLegFailed(uint256 legIndex, bytes reason);
     /// @notice A leg's premium breached its `premiumLimit` (base units).
     error OptionPremiumExceeded(uint256 legIndex, uint256 premiumLimit, uint256 premium);
-    /// @notice Premiums paid in the current period exceed `premiumBudgetBps` of NAV (base units).
-    error PremiumBudgetExceeded(uint256 spentInPeriod, uint256 budget);
+    /// @notice Premiums paid in the rolling window exceed `premiumBudgetBps` of NAV (base units; see
+    /// `budgetSpent`).
+    error PremiumBudgetExceeded(uint256 spentInWindow, uint256 budget);
+    /// @notice NAV lost to rebalances in the rolling window exceeds its budget (base units; see `budgetSpent`).
+    error NavLossBudgetExceeded(uint256 spentInWindow, uint256 budget);
+    /// @notice Value traded by rebalances in the rolling window exceeds its budget (base units; see
+    /// `budgetSpent`).
+    error TurnoverBudgetExceeded(uint256 spentInWindow, uint256 budget);
+    /// @notice The entry/exit fee would be below the largest deviation threshold of a listed feed, bps.
+    error FeeBelowDeviation(uint256 feeBps, uint256 maxDeviationBps);
+    /// @notice A management or performance fee needs a non-zero fee recipient.
+    error InvalidFeeRecipient(address recipient);
     /// @notice More open option series than `maxOpenSeries` after the rebalance.
     error TooManyOpenSeries(uint256 openSeries, uint256 maxOpenSeries);
     /// @notice The vault holds no position in the series.
@@ -185,6 +203,15 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     event OptionSettled(bytes32 indexed seriesId, uint256 payout);
     event OptionMarketSet(address market);
     event OptionLimitsSet(uint256 maxPremiumBps, uint256 premiumBudgetBps, uint256 premiumPeriod, uint256 maxOpenSeries);
+    /// @notice A rolling budget (`BUDGET_NAV_LOSS`, `BUDGET_TURNOVER` or `BUDGET_PREMIUM`) was set.
+    event BudgetSet(uint256 indexed kind, uint256 budgetBps, uint256 period);
+    /// @notice A listed asset's feed was replaced.
+    event RiskAssetFeedSet(address indexed token, address feed, uint32 heartbeat, uint16 deviationBps);
+    /// @notice The entry/exit fee changed (set by the admin, or raised to a new feed's deviation threshold).
+    event EntryExitFeeSet(uint256 feeBps);
+    event FeesSet(address recipient, uint256 managementFeeBps, uint256 performanceFeeBps);
+    /// @notice Fee shares minted to `feeRecipient`; `highWaterMark` after them (see `highWaterMark`).
+    event FeesAccrued(uint256 managementShares, uint256 performanceShares, uint256 highWaterMark);
 
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
@@ -209,6 +236,22 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     uint256 public constant MAX_OPEN_SERIES_LIMIT = 16;
     uint256 public constant MIN_PREMIUM_PERIOD = 1 hours;
     uint256 public constant MAX_PREMIUM_PERIOD = 365 days;
+    /// @notice Rolling budgets (index of `budgetBps`, `budgetPeriod`, `budgetSpent`): NAV lost to rebalances,
+    /// value traded, option premium paid; each in bps of NAV before the rebalance that charges it.
+    uint256 public constant BUDGET_NAV_LOSS = 0;
+    uint256 public constant BUDGET_TURNOVER = 1;
+    uint256 public constant BUDGET_PREMIUM = 2;
+    /// @notice Buckets per rolling window (see `budgetSpent`).
+    uint256 public constant BUDGET_BUCKETS = 8;
+    /// @dev Upper bounds of the rolling NAV-loss and turnover budgets, bps of NAV per window.
+    uint256 public constant MAX_NAV_LOSS_BUDGET_BPS = 5_000;
+    uint256 public constant MAX_TURNOVER_BUDGET_BPS = 200_000;
+    /// @dev Upper bound of the entry/exit fee and of a feed's deviation threshold, bps.
+    uint256 public constant MAX_ENTRY_EXIT_FEE_BPS = 500;
+    /// @dev Upper bounds of the management fee (bps of supply per 365 days) and the performance fee (bps of
+    /// the gain over the high-water mark).
+    uint256 public constant MAX_MANAGEMENT_FEE_BPS = 500;
+    uint256 public constant MAX_PERFORMANCE_FEE_BPS = 3_000;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -236,17 +279,32 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     OptionMarket public optionMarket;
     /// @notice Largest premium paid above (or received below) the market's fair value, bps of fair value.
     uint256 public maxPremiumBps;
-    /// @notice Largest Σ premium paid per period, bps of NAV before the rebalance that pays.
-    uint256 public premiumBudgetBps;
-    /// @notice Length of a premium-budget period, seconds; periods are aligned to multiples of it.
-    uint256 public premiumPeriod;
     /// @notice Largest number of option series held at once.
     uint256 public maxOpenSeries;
-    /// @notice Start of the period `premiumSpentInPeriod` belongs to, Unix seconds.
-    uint256 public premiumPeriodStart;
-    /// @notice Premium paid in the period starting at `premiumPeriodStart`, base units.
-    uint256 public premiumSpentInPeriod;
     bytes32[] private _openSeries;
+    /// @notice Rolling budget `kind` (`BUDGET_*`): the most charged in any window of `budgetPeriod(kind)`,
+    /// bps of NAV before the rebalance that charges.
+    uint256[3] public budgetBps;
+    /// @notice Length of the rolling window of budget `kind`, seconds.
+    uint256[3] public budgetPeriod;
+    /// @dev Per budget, a ring of `BUDGET_BUCKETS + 1` buckets: `bucketStart << 192 | amountCharged`.
+    uint256[BUDGET_BUCKETS + 1][3] private _buckets;
+    /// @notice Fee on every share mint and burn (deposit, mint, withdraw, redeem, redeemInKind), bps of the
+    /// net assets credited or paid; it stays in the vault. Never below any listed feed's `deviationBps`.
+    uint256 public entryExitFeeBps;
+    /// @notice The vault's own long amount per option series (gifted positions do not count).
+    mapping(bytes32 seriesId => uint256) public ownOptionAmount;
+    /// @notice Receiver of the management and performance fee shares.
+    address public feeRecipient;
+    /// @notice Management fee: shares minted per second = supply × managementFeeBps / (10_000 × 365 days).
+    uint256 public managementFeeBps;
+    /// @notice Performance fee, bps of the gain of assets per share over `highWaterMark`.
+    uint256 public performanceFeeBps;
+    /// @notice Highest assets per share (1e18 fixed point, ERC-4626 virtual shares and asset included) the
+    /// performance fee has been charged up to.
+    uint256 public highWaterMark;
+    /// @notice Time of the last fee accrual, Unix seconds.
+    uint256 public lastFeeAccrual;
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -273,6 +331,10 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         _grantRole(GUARDIAN_ROLE, guardian);
         _setLimits(100, 10_000, 200);
         _setOptionLimits(300, 200, 30 days, 8);
+        _setBudget(BUDGET_NAV_LOSS, 500, 1 days);
+        _setBudget(BUDGET_TURNOVER, 50_000, 1 days);
+        highWaterMark = 1e18 / 10 ** DECIMALS_OFFSET;
+        lastFeeAccrual = block.timestamp;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -281,11 +343,13 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
 
     /// @inheritdoc ERC4626
     function deposit(uint256 assets, address receiver) public override whenNotPaused nonReentrant returns (uint256) {
+        _accrueFees();
         return super.deposit(assets, receiver);
     }
 
     /// @inheritdoc ERC4626
     function mint(uint256 shares, address receiver) public override whenNotPaused nonReentrant returns (uint256) {
+        _accrueFees();
         return super.mint(shares, receiver);
     }
 
@@ -297,6 +361,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         nonReentrant
         returns (uint256)
     {
+        _accrueFees();
         return super.withdraw(assets, receiver, owner);
     }
 
@@ -308,13 +373,17 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         nonReentrant
         returns (uint256)
     {
+        _accrueFees();
         return super.redeem(shares, receiver, owner);
     }
 
     /// @notice Burns `shares` of `owner` and sends `receiver` the same fraction of every holding
-    /// (base asset and each risk asset), rounded down. Needs no price and works while paused.
-    /// Option positions are not paid in kind (they are not transferable): their value stays with the
-    /// remaining shares.
+    /// (base asset and each listed risk asset), rounded down, after the exit fee: the fraction paid is that
+    /// of `shares − ⌈shares × entryExitFeeBps / (10_000 + entryExitFeeBps)⌉` (the fee's slice stays in the
+    /// vault). Needs no price and works while paused.
+    /// Option positions are NOT paid in kind (they are not transferable) and nothing is paid for their value:
+    /// a redeemer in kind forgoes their share of it, which stays with the remaining shares. Nor are delisted
+    /// assets paid (see `delistRiskAsset`).
     /// @return amounts Amount sent of the base asset, then of each risk asset in `riskAssets()` order.
     function redeemInKind(uint256 shares, address receiver, address owner)
         external
@@ -322,13 +391,20 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         returns (uint256[] memory amounts)
     {
         if (msg.sender != owner) _spendAllowance(owner, msg.sender, shares);
+        // Fees accrue first; without a price (a stale feed) only the management fee can (see `accrueFees`).
+        try this.totalAssets() returns (uint256 nav) {
+            _accrueFees(nav, true);
+        } catch {
+            _accrueFees(0, false);
+        }
         // Fractions use the same virtual shares as ERC-4626 conversions, so they round in the vault's favour.
         uint256 supply = totalSupply() + 10 ** _decimalsOffset();
+        uint256 paid = shares - _feeOnTotal(shares);
         uint256 n = _riskAssets.length;
         amounts = new uint256[](n + 1);
-        amounts[0] = IERC20(asset()).balanceOf(address(this)).mulDiv(shares, supply, Math.Rounding.Floor);
+        amounts[0] = IERC20(asset()).balanceOf(address(this)).mulDiv(paid, supply, Math.Rounding.Floor);
         for (uint256 i; i < n; ++i) {
-            amounts[i + 1] = IERC20(_riskAssets[i]).balanceOf(address(this)).mulDiv(shares, supply, Math.Rounding.Floor);
+            amounts[i + 1] = IERC20(_riskAssets[i]).balanceOf(address(this)).mulDiv(paid, supply, Math.Rounding.Floor);
         }
         // Burn before transferring so a reentrant token sees the reduced supply.
         _burn(owner, shares);
@@ -361,6 +437,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     {
         _checkCall(expectedEpoch, deadline);
         if (legs.length == 0 || legs.length > MAX_LEGS) revert InvalidLegCount(legs.length, MAX_LEGS);
+        _accrueFees();
 
         uint256 navBefore = totalAssets();
         (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs);
@@ -395,12 +472,25 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
                                  ANYONE
     //////////////////////////////////////////////////////////////*/
 
+    /// @notice Mints the management and performance fee shares due since `lastFeeAccrual` to `feeRecipient`
+    /// (at most once per block). Also runs first in every deposit, mint, withdraw, redeem, redeemInKind and
+    /// rebalance, and before fees change, so nobody dodges or pays twice. Management: supply × bps × Δt /
+    /// (10_000 × 365 days) shares (floor). Performance: with p the assets per share after those
+    /// (1e18 fixed point, virtual shares included), performanceFeeBps of (p − highWaterMark) × supply in
+    /// assets, paid as the shares worth that after the mint (floor); the mark rises to the price after the fee.
+    /// `redeemInKind` while a feed is stale accrues only the management fee (the performance fee is deferred,
+    /// the mark unchanged).
+    function accrueFees() external nonReentrant {
+        _accrueFees();
+    }
+
     /// @notice Settles an expired option series the vault holds (if the market has not yet) at the feed
     /// round `roundId` current at expiry (see `OptionMarket.settle`, `OptionMarket.findSettlementRound`),
     /// collects the payout and closes the position. Anyone may call, also while paused.
     /// @return payout Base units received.
     function settleOption(bytes32 seriesId, uint80 roundId) external nonReentrant returns (uint256 payout) {
         if (!_removeOpenSeries(seriesId)) revert NotOpenSeries(seriesId);
+        delete ownOptionAmount[seriesId];
         OptionMarket market = optionMarket;
         if (!market.series(seriesId).settled) market.settle(seriesId, roundId);
         payout = market.exercise(seriesId, address(this));
@@ -412,29 +502,39 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     //////////////////////////////////////////////////////////////*/
 
     /// @notice Whitelists `token`, priced by `feed` in USD, traded in the `poolFee` pool against the base asset.
-    function listRiskAsset(address token, AggregatorV3Interface feed, uint32 heartbeat, uint24 poolFee)
+    /// @param deviationBps The feed's deviation threshold, bps (at most `MAX_ENTRY_EXIT_FEE_BPS`);
+    /// `entryExitFeeBps` is raised to it if lower.
+    function listRiskAsset(address token, AggregatorV3Interface feed, uint32 heartbeat, uint24 poolFee, uint16 deviationBps)
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
     {
         if (token == asset() || riskAssetConfig[token].listed || heartbeat == 0) revert AssetConfigInvalid(token);
         if (_riskAssets.length >= MAX_ASSETS) revert TooManyAssets(MAX_ASSETS);
-        riskAssetConfig[token] = RiskAsset({
-            feed: feed,
-            heartbeat: heartbeat,
-            poolFee: poolFee,
-            tokenDecimals: IERC20Metadata(token).decimals(),
-            feedDecimals: feed.decimals(),
-            listed: true
-        });
+        riskAssetConfig[token].tokenDecimals = IERC20Metadata(token).decimals();
+        riskAssetConfig[token].poolFee = poolFee;
+        riskAssetConfig[token].listed = true;
+        _setFeed(token, feed, heartbeat, deviationBps);
         _riskAssets.push(token);
         emit RiskAssetListed(token, address(feed), heartbeat, poolFee);
     }
 
-    /// @notice Removes `token` from the whitelist; the vault must hold none of it.
+    /// @notice Replaces the feed of a listed asset (also while the old feed is stale and the asset held):
+    /// the asset is valued with `feed` from this call on. `entryExitFeeBps` is raised to `deviationBps` if lower.
+    function setRiskAssetFeed(address token, AggregatorV3Interface feed, uint32 heartbeat, uint16 deviationBps)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        _listed(token);
+        _setFeed(token, feed, heartbeat, deviationBps);
+    }
+
+    /// @notice Removes `token` from the whitelist, whatever the vault holds of it (a donated wei, or a
+    /// holding whose feed failed): from this call on the balance is valued at zero in `totalAssets`, is not
+    /// paid by `redeemInKind` and cannot be traded; it stays in the vault (nobody can take it out) and counts
+    /// again if the admin re-lists the asset with a working feed. Delisting a held asset therefore writes
+    /// its value off: sell it first when its feed and pool still work.
     function delistRiskAsset(address token) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        if (!riskAssetConfig[token].listed || IERC20(token).balanceOf(address(this)) != 0) {
-            revert AssetConfigInvalid(token);
-        }
+        _listed(token);
         delete riskAssetConfig[token];
         uint256 n = _riskAssets.length;
         for (uint256 i; i < n; ++i) {
@@ -455,6 +555,46 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         _setLimits(maxSlippageBps_, maxTurnoverBps_, maxNavLossBps_);
     }
 
+    /// @notice Sets rolling budget `kind` (`BUDGET_NAV_LOSS` or `BUDGET_TURNOVER`; the premium budget is set
+    /// by `setOptionLimits`): at most `budgetBps_` of NAV in any window of `period` seconds (see `budgetSpent`).
+    /// Changing the period keeps what was charged: the sum still counted is carried into the current bucket.
+    function setBudget(uint256 kind, uint256 budgetBps_, uint256 period) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        uint256 cap = kind == BUDGET_NAV_LOSS ? MAX_NAV_LOSS_BUDGET_BPS : MAX_TURNOVER_BUDGET_BPS;
+        if (kind > BUDGET_TURNOVER) revert LimitOutOfRange(kind, BUDGET_TURNOVER);
+        if (budgetBps_ > cap) revert LimitOutOfRange(budgetBps_, cap);
+        _setBudget(kind, budgetBps_, period);
+    }
+
+    /// @notice Sets the fee on share mints and burns, bps: at least every listed feed's `deviationBps`, at most
+    /// `MAX_ENTRY_EXIT_FEE_BPS`.
+    function setEntryExitFee(uint256 feeBps) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (feeBps > MAX_ENTRY_EXIT_FEE_BPS) revert LimitOutOfRange(feeBps, MAX_ENTRY_EXIT_FEE_BPS);
+        uint256 n = _riskAssets.length;
+        for (uint256 i; i < n; ++i) {
+            uint256 deviation = riskAssetConfig[_riskAssets[i]].deviationBps;
+            if (feeBps < deviation) revert FeeBelowDeviation(feeBps, deviation);
+        }
+        entryExitFeeBps = feeBps;
+        emit EntryExitFeeSet(feeBps);
+    }
+
+    /// @notice Sets the fee recipient, the management fee (bps per 365 days, at most `MAX_MANAGEMENT_FEE_BPS`)
+    /// and the performance fee (bps of gains over the high-water mark, at most `MAX_PERFORMANCE_FEE_BPS`).
+    /// Fees due under the old settings accrue first (so this reverts while `totalAssets()` does).
+    function setFees(address recipient, uint256 managementBps, uint256 performanceBps)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        if (managementBps > MAX_MANAGEMENT_FEE_BPS) revert LimitOutOfRange(managementBps, MAX_MANAGEMENT_FEE_BPS);
+        if (performanceBps > MAX_PERFORMANCE_FEE_BPS) revert LimitOutOfRange(performanceBps, MAX_PERFORMANCE_FEE_BPS);
+        if (recipient == address(0) && managementBps + performanceBps != 0) revert InvalidFeeRecipient(recipient);
+        _accrueFees();
+        feeRecipient = recipient;
+        managementFeeBps = managementBps;
+        performanceFeeBps = performanceBps;
+        emit FeesSet(recipient, managementBps, performanceBps);
+    }
+
     /// @notice Sets the market option legs trade with; only while no option position is open.
     function setOptionMarket(OptionMarket market) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (_openSeries.length != 0) revert OptionPositionsOpen(_openSeries.length);
@@ -462,8 +602,9 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         emit OptionMarketSet(address(market));
     }
 
-    /// @notice Sets the option bounds: premium bound (bps of fair value), premium budget (bps of NAV per
-    /// period), the period (seconds) and the cap on open series.
+    /// @notice Sets the option bounds: premium bound (bps of fair value), premium budget (bps of NAV in any
+    /// rolling window of `premiumPeriod_` seconds, see `budgetSpent`), and the cap on open series.
+    /// Changing the period keeps what was spent (see `setBudget`).
     function setOptionLimits(
         uint256 maxPremiumBps_,
         uint256 premiumBudgetBps_,
@@ -543,31 +684,88 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         return (_checkedAnswer(config), config.feedDecimals);
     }
 
+    /// @notice Premium budget, bps of NAV per rolling window of `premiumPeriod` (= `budgetBps(BUDGET_PREMIUM)`).
+    function premiumBudgetBps() external view returns (uint256) {
+        return budgetBps[BUDGET_PREMIUM];
+    }
+
+    /// @notice Length of the premium budget's rolling window, seconds (= `budgetPeriod(BUDGET_PREMIUM)`).
+    function premiumPeriod() external view returns (uint256) {
+        return budgetPeriod[BUDGET_PREMIUM];
+    }
+
+    /// @notice What budget `kind` counts now, base units: the sum charged in the current bucket and the
+    /// `BUDGET_BUCKETS` buckets before it (bucket width w = ⌈period / BUDGET_BUCKETS⌉, aligned to multiples of w).
+    /// A charge is refused when it would take this sum above `budgetBps` of NAV before the charging rebalance.
+    /// Guarantee: for ANY interval of length ≤ `budgetPeriod(kind)` (however placed against the buckets), the
+    /// sum charged within it is at most `budgetBps(kind)` × NAV-before of the last charge in it / 10_000 —
+    /// never twice the budget. A charge stops counting between 8w and 9w after it (≤ period × 9/8 + 9 s).
+    function budgetSpent(uint256 kind) public view returns (uint256 spent) {
+        uint256 width = budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
+        uint256 oldest = block.timestamp - block.timestamp % width - BUDGET_BUCKETS * width;
+        for (uint256 i; i <= BUDGET_BUCKETS; ++i) {
+            uint256 slot = _buckets[kind][i];
+            if (slot >> 192 >= oldest) spent += uint192(slot);
+        }
+    }
+
     /// @inheritdoc ERC4626
-    /// @dev Zero while paused.
+    /// @dev The net assets credited after the entry fee: assets − ⌈assets × fee / (10_000 + fee)⌉.
+    function previewDeposit(uint256 assets) public view override returns (uint256) {
+        return _convertToShares(assets - _feeOnTotal(assets), Math.Rounding.Floor);
+    }
+
+    /// @inheritdoc ERC4626
+    /// @dev The assets for `shares` (rounded up) plus the entry fee on them (rounded up).
+    function previewMint(uint256 shares) public view override returns (uint256) {
+        uint256 assets = _convertToAssets(shares, Math.Rounding.Ceil);
+        return assets + assets.mulDiv(entryExitFeeBps, BPS, Math.Rounding.Ceil);
+    }
+
+    /// @inheritdoc ERC4626
+    /// @dev Shares for `assets` plus the exit fee on them (both rounded up).
+    function previewWithdraw(uint256 assets) public view override returns (uint256) {
+        return _convertToShares(assets + assets.mulDiv(entryExitFeeBps, BPS, Math.Rounding.Ceil), Math.Rounding.Ceil);
+    }
+
+    /// @inheritdoc ERC4626
+    /// @dev The assets for `shares` (rounded down) less the exit fee: a − ⌈a × fee / (10_000 + fee)⌉.
+    function previewRedeem(uint256 shares) public view override returns (uint256) {
+        uint256 assets = _convertToAssets(shares, Math.Rounding.Floor);
+        return assets - _feeOnTotal(assets);
+    }
+
+    /// @inheritdoc ERC4626
+    /// @dev Zero while paused or while `totalAssets()` reverts (a stale or invalid feed): a deposit would revert.
     function maxDeposit(address receiver) public view override returns (uint256) {
-        return paused() ? 0 : super.maxDeposit(receiver);
+        return _closed() ? 0 : super.maxDeposit(receiver);
     }
 
     /// @inheritdoc ERC4626
-    /// @dev Zero while paused.
+    /// @dev Zero while paused or while `totalAssets()` reverts.
     function maxMint(address receiver) public view override returns (uint256) {
-        return paused() ? 0 : super.maxMint(receiver);
+        return _closed() ? 0 : super.maxMint(receiver);
     }
 
     /// @inheritdoc ERC4626
-    /// @dev Capped by the idle base balance; zero while paused.
-    function maxWithdraw(address owner) public view override returns (uint256) {
-        if (paused()) return 0;
-        return Math.min(super.maxWithdraw(owner), IERC20(asset()).balanceOf(address(this)));
+    /// @dev The owner's shares redeemed after the exit fee, capped by the idle base balance; zero while paused
+    /// or while `totalAssets()` reverts.
+    function maxWithdraw(address owner) public view override returns (uint256 assets) {
+        if (_closed()) return 0;
+        uint256 shares = balanceOf(owner);
+        assets = previewRedeem(shares);
+        // Both conversions round against the owner; step one unit down if the round trip needs more shares.
+        if (assets != 0 && previewWithdraw(assets) > shares) --assets;
+        assets = Math.min(assets, IERC20(asset()).balanceOf(address(this)));
     }
 
     /// @inheritdoc ERC4626
-    /// @dev Capped by the shares the idle base balance can pay (rounded down); zero while paused.
+    /// @dev Capped by the shares whose redemption after the exit fee the idle base balance pays (rounded
+    /// down); zero while paused or while `totalAssets()` reverts.
     function maxRedeem(address owner) public view override returns (uint256) {
-        if (paused()) return 0;
-        uint256 idleShares = _convertToShares(IERC20(asset()).balanceOf(address(this)), Math.Rounding.Floor);
-        return Math.min(super.maxRedeem(owner), idleShares);
+        if (_closed()) return 0;
+        uint256 idle = IERC20(asset()).balanceOf(address(this)).mulDiv(BPS + entryExitFeeBps, BPS, Math.Rounding.Floor);
+        return Math.min(balanceOf(owner), _convertToShares(idle, Math.Rounding.Floor));
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -576,6 +774,131 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
 
     function _decimalsOffset() internal pure override returns (uint8) {
         return DECIMALS_OFFSET;
+    }
+
+    /// @dev ERC-4626 conversion with the fee shares due now counted in the supply (previews stay exact).
+    function _convertToShares(uint256 assets, Math.Rounding rounding) internal view override returns (uint256) {
+        (uint256 nav, uint256 supply) = _navAndSupply();
+        return assets.mulDiv(supply + 10 ** DECIMALS_OFFSET, nav + 1, rounding);
+    }
+
+    /// @dev ERC-4626 conversion with the fee shares due now counted in the supply (previews stay exact).
+    function _convertToAssets(uint256 shares, Math.Rounding rounding) internal view override returns (uint256) {
+        (uint256 nav, uint256 supply) = _navAndSupply();
+        return shares.mulDiv(nav + 1, supply + 10 ** DECIMALS_OFFSET, rounding);
+    }
+
+    /// @dev NAV and the supply after the fee shares due now.
+    function _navAndSupply() internal view returns (uint256 nav, uint256 supply) {
+        nav = totalAssets();
+        supply = totalSupply();
+        (uint256 management, uint256 performance,) = _feeShares(nav, supply, true);
+        supply += management + performance;
+    }
+
+    /// @dev Fee shares due now given `nav` and `supply`, and the high-water mark after them (see `accrueFees`);
+    /// without `withNav` only the management fee.
+    function _feeShares(uint256 nav, uint256 supply, bool withNav)
+        internal
+        view
+        returns (uint256 management, uint256 performance, uint256 mark)
+    {
+        mark = highWaterMark;
+        if (lastFeeAccrual == block.timestamp) return (0, 0, mark);
+        management = supply.mulDiv(managementFeeBps * (block.timestamp - lastFeeAccrual), BPS * 365 days);
+        if (!withNav) return (management, 0, mark);
+        uint256 virtualSupply = supply + management + 10 ** DECIMALS_OFFSET;
+        uint256 price = (nav + 1).mulDiv(1e18, virtualSupply);
+        if (price > mark) {
+            if (supply != 0 && performanceFeeBps != 0) {
+                uint256 feeAssets = (price - mark).mulDiv(virtualSupply, 1e18).mulDiv(performanceFeeBps, BPS);
+                performance = feeAssets.mulDiv(virtualSupply, nav + 1 - feeAssets);
+                price = (nav + 1).mulDiv(1e18, virtualSupply + performance);
+            }
+            mark = price;
+        }
+    }
+
+    function _accrueFees() internal {
+        if (lastFeeAccrual != block.timestamp) _accrueFees(totalAssets(), true);
+    }
+
+    /// @dev Mints the fee shares due (see `_feeShares`) and moves the accrual time and the mark.
+    function _accrueFees(uint256 nav, bool withNav) internal {
+        (uint256 management, uint256 performance, uint256 mark) = _feeShares(nav, totalSupply(), withNav);
+        lastFeeAccrual = block.timestamp;
+        highWaterMark = mark;
+        if (management + performance != 0) {
+            _mint(feeRecipient, management + performance);
+            emit FeesAccrued(management, performance, mark);
+        }
+    }
+
+    /// @dev The fee part of a gross `amount` that includes it: ⌈amount × fee / (10_000 + fee)⌉.
+    function _feeOnTotal(uint256 amount) internal view returns (uint256) {
+        uint256 fee = entryExitFeeBps;
+        return amount.mulDiv(fee, BPS + fee, Math.Rounding.Ceil);
+    }
+
+    /// @dev True while paused or while `totalAssets()` reverts (every share mint and burn would revert).
+    function _closed() internal view returns (bool) {
+        if (paused()) return true;
+        try this.totalAssets() returns (uint256) {
+            return false;
+        } catch {
+            return true;
+        }
+    }
+
+    /// @dev Sets the feed of listed `token`; raises the entry/exit fee to `deviationBps` when lower.
+    function _setFeed(address token, AggregatorV3Interface feed, uint32 heartbeat, uint16 deviationBps) internal {
+        if (heartbeat == 0) revert AssetConfigInvalid(token);
+        if (deviationBps > MAX_ENTRY_EXIT_FEE_BPS) revert LimitOutOfRange(deviationBps, MAX_ENTRY_EXIT_FEE_BPS);
+        RiskAsset storage config = riskAssetConfig[token];
+        config.feed = feed;
+        config.heartbeat = heartbeat;
+        config.feedDecimals = feed.decimals();
+        config.deviationBps = deviationBps;
+        emit RiskAssetFeedSet(token, address(feed), heartbeat, deviationBps);
+        if (entryExitFeeBps < deviationBps) {
+            entryExitFeeBps = deviationBps;
+            emit EntryExitFeeSet(deviationBps);
+        }
+    }
+
+    /// @dev Sets rolling budget `kind`; what the old window still counts is carried into the current bucket of
+    /// the new one (conservative: a charge never stops counting early because the period changed).
+    function _setBudget(uint256 kind, uint256 bps, uint256 period) internal {
+        if (period < MIN_PREMIUM_PERIOD || period > MAX_PREMIUM_PERIOD) revert LimitOutOfRange(period, MAX_PREMIUM_PERIOD);
+        uint256 carried = budgetPeriod[kind] == 0 ? 0 : budgetSpent(kind);
+        delete _buckets[kind];
+        budgetBps[kind] = bps;
+        budgetPeriod[kind] = period;
+        if (carried != 0) _addToBucket(kind, carried);
+        emit BudgetSet(kind, bps, period);
+    }
+
+    /// @dev Charges `amount` to budget `kind` against `budgetBps` of `nav`; returns the window's sum and the
+    /// budget, and whether it fits (the caller reverts with its own error when not).
+    function _charge(uint256 kind, uint256 amount, uint256 nav)
+        internal
+        returns (bool ok, uint256 spent, uint256 budget)
+    {
+        spent = budgetSpent(kind) + amount;
+        budget = nav.mulDiv(budgetBps[kind], BPS, Math.Rounding.Floor);
+        ok = spent <= budget;
+        if (ok && amount != 0) _addToBucket(kind, amount);
+    }
+
+    /// @dev Adds `amount` to the current bucket of budget `kind` (a slot holding an older bucket is dead:
+    /// the ring has one slot more than the window counts).
+    function _addToBucket(uint256 kind, uint256 amount) internal {
+        uint256 width = budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
+        uint256 start = block.timestamp - block.timestamp % width;
+        uint256 i = (block.timestamp / width) % (BUDGET_BUCKETS + 1);
+        uint256 slot = _buckets[kind][i];
+        uint256 held = slot >> 192 == start ? uint192(slot) : 0;
+        _buckets[kind][i] = (start << 192) | (held + amount);
     }
 
     function _setLimits(uint256 slippageBps, uint256 turnoverBps, uint256 navLossBps) internal {
@@ -588,16 +911,14 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         emit LimitsSet(slippageBps, turnoverBps, navLossBps);
     }
 
-    function _setOptionLimits(uint256 premiumBps, uint256 budgetBps, uint256 period, uint256 openSeriesCap) internal {
+    function _setOptionLimits(uint256 premiumBps, uint256 premiumBudget, uint256 period, uint256 openSeriesCap) internal {
         if (premiumBps > MAX_PREMIUM_BPS_LIMIT) revert LimitOutOfRange(premiumBps, MAX_PREMIUM_BPS_LIMIT);
-        if (budgetBps > MAX_PREMIUM_BUDGET_BPS_LIMIT) revert LimitOutOfRange(budgetBps, MAX_PREMIUM_BUDGET_BPS_LIMIT);
-        if (period < MIN_PREMIUM_PERIOD || period > MAX_PREMIUM_PERIOD) revert LimitOutOfRange(period, MAX_PREMIUM_PERIOD);
+        if (premiumBudget > MAX_PREMIUM_BUDGET_BPS_LIMIT) revert LimitOutOfRange(premiumBudget, MAX_PREMIUM_BUDGET_BPS_LIMIT);
         if (openSeriesCap > MAX_OPEN_SERIES_LIMIT) revert LimitOutOfRange(openSeriesCap, MAX_OPEN_SERIES_LIMIT);
+        _setBudget(BUDGET_PREMIUM, premiumBudget, period);
         maxPremiumBps = premiumBps;
-        premiumBudgetBps = budgetBps;
-        premiumPeriod = period;
         maxOpenSeries = openSeriesCap;
-        emit OptionLimitsSet(premiumBps, budgetBps, period, openSeriesCap);
+        emit OptionLimitsSet(premiumBps, premiumBudget, period, openSeriesCap);
     }
 
     /// @dev Keeper call preamble shared by both rebalance entry points: deadline, then epoch.
@@ -616,6 +937,10 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         if (navAfter < navBefore.mulDiv(BPS - maxNavLossBps, BPS, Math.Rounding.Ceil)) {
             revert NavLossExceeded(navBefore, navAfter, maxNavLossBps);
         }
+        if (navAfter < navBefore) {
+            (bool ok, uint256 spent, uint256 budget) = _charge(BUDGET_NAV_LOSS, navBefore - navAfter, navBefore);
+            if (!ok) revert NavLossBudgetExceeded(spent, budget);
+        }
         rebalanceEpoch = epoch + 1;
         emit Rebalanced(epoch, navBefore, navAfter, turnoverBps, legCount);
     }
@@ -631,6 +956,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
             revert InvalidOptionLegCount(optionLegs.length, MAX_OPTION_LEGS);
         }
         if (optionLegs.length != 0 && address(optionMarket) == address(0)) revert OptionMarketNotSet();
+        _accrueFees();
 
         uint256 navBefore = totalAssets();
         uint256 turnoverBps;
@@ -645,10 +971,13 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         navAfter = _finishRebalance(b.expectedEpoch, navBefore, b.minNavAfter, turnoverBps, legs.length + optionLegs.length);
     }
 
-    /// @dev Turnover, Σ traded value (base units) in bps of `navBefore` rounded up, against the cap.
-    function _checkTurnover(uint256 tradedValue, uint256 navBefore) internal view returns (uint256 turnoverBps) {
+    /// @dev Turnover, Σ traded value (base units) in bps of `navBefore` rounded up, against the cap; then
+    /// charges the traded value to the rolling turnover budget.
+    function _checkTurnover(uint256 tradedValue, uint256 navBefore) internal returns (uint256 turnoverBps) {
         turnoverBps = navBefore == 0 ? type(uint256).max : tradedValue.mulDiv(BPS, navBefore, Math.Rounding.Ceil);
         if (turnoverBps > maxTurnoverBps) revert TurnoverCapExceeded(turnoverBps, maxTurnoverBps);
+        (bool ok, uint256 spent, uint256 budget) = _charge(BUDGET_TURNOVER, tradedValue, navBefore);
+        if (!ok) revert TurnoverBudgetExceeded(spent, budget);
     }
 
     /// @dev Validates every leg; returns each leg's oracle-fair output and Σ leg input value (base units).
@@ -716,6 +1045,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
             IERC20(asset()).forceApprove(address(market), 0);
             // Defence in depth: the market enforces the limit, the vault re-checks what it paid.
             if (premium > leg.premiumLimit) revert OptionPremiumExceeded(i, leg.premiumLimit, premium);
+            ownOptionAmount[id] += leg.amount;
             _addOpenSeries(id);
         } else {
             id = market.seriesId(leg.underlying, leg.strike, leg.expiry, leg.isCall);
@@ -725,20 +1055,20 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
                 revert OptionLegFailed(i, reason);
             }
             if (premium < leg.premiumLimit) revert OptionPremiumExceeded(i, leg.premiumLimit, premium);
-            if (market.positionOf(id, address(this)) == 0) _removeOpenSeries(id);
+            // Only what the vault bought keeps a series open: a position gifted to the vault (even 1 wei,
+            // ahead of this sell) neither holds a slot of `maxOpenSeries` nor is valued once the own part is sold.
+            uint256 own = ownOptionAmount[id];
+            own = own > leg.amount ? own - leg.amount : 0;
+            ownOptionAmount[id] = own;
+            if (own == 0) _removeOpenSeries(id);
         }
     }
 
-    /// @dev Adds `paid` to the current period's premium (periods aligned to multiples of `premiumPeriod`)
-    /// and checks the budget, `premiumBudgetBps` of `navBefore` (floor).
+    /// @dev Charges `paid` to the rolling premium budget, `premiumBudgetBps` of `navBefore` (floor).
     function _chargePremiumBudget(uint256 paid, uint256 navBefore) internal {
         if (paid == 0) return;
-        uint256 start = block.timestamp - block.timestamp % premiumPeriod;
-        uint256 spent = (start == premiumPeriodStart ? premiumSpentInPeriod : 0) + paid;
-        uint256 budget = navBefore.mulDiv(premiumBudgetBps, BPS, Math.Rounding.Floor);
-        if (spent > budget) revert PremiumBudgetExceeded(spent, budget);
-        premiumPeriodStart = start;
-        premiumSpentInPeriod = spent;
+        (bool ok, uint256 spent, uint256 budget) = _charge(BUDGET_PREMIUM, paid, navBefore);
+        if (!ok) revert PremiumBudgetExceeded(spent, budget);
     }
 
     function _addOpenSeries(bytes32 id) internal {

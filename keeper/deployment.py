@@ -32,6 +32,9 @@ MAX_TICK = 887272
 FEED_DECIMALS = 8
 BASE_DECIMALS = 6
 RISK_DECIMALS = 18
+#: Deviation threshold recorded for each feed, bps (Chainlink's BTC/USD and ETH/USD mainnet feeds: 0.5 %);
+#: the vault's entry/exit fee is at least the largest listed one.
+DEFAULT_DEVIATION_BPS = 50
 MAX_UINT256 = 2**256 - 1
 
 
@@ -94,6 +97,7 @@ def deploy_system(
     initial_prices_usd: Sequence[float],
     pool_depth_usd: float = 50_000_000.0,
     heartbeat_seconds: int = 2 * 86400,
+    deviation_bps: int = DEFAULT_DEVIATION_BPS,
 ) -> Deployment:
     """Deploys tokens, feeds, Uniswap V3, seeded pools and the vault; ``deployer`` administers all.
 
@@ -105,6 +109,8 @@ def deploy_system(
         Value of each side of each pool's full-range position, USD.
     heartbeat_seconds : int
         Maximum oracle age the vault accepts, seconds.
+    deviation_bps : int
+        Deviation threshold recorded for every feed, bps; the vault's entry/exit fee is raised to it.
     """
     arts = load_artifacts()
     tx = DevSender(w3)
@@ -135,7 +141,7 @@ def deploy_system(
         answer = price_to_answer(price)
         tx.transact(deployer, feed.functions.pushAnswer(answer))
         pool = _create_seeded_pool(w3, tx, deployer, npm, base, token, answer, pool_depth_usd)
-        tx.transact(deployer, vault.functions.listRiskAsset(token.address, feed.address, heartbeat_seconds, POOL_FEE))
+        tx.transact(deployer, vault.functions.listRiskAsset(token.address, feed.address, heartbeat_seconds, POOL_FEE, deviation_bps))
         assets.append(RiskAssetDeployment(symbol, token.address, feed.address, pool))
     return Deployment(
         chain_id=w3.eth.chain_id,

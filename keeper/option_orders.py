@@ -19,9 +19,9 @@ Units at this boundary
 
   A buy whose ask already exceeds the vault's bound (or a sell whose bid is below it) cannot pass the
   vault: :class:`~keeper.errors.OptionPremiumBoundError` is raised before anything is sent.
-* The vault's premium budget per period (``premiumBudgetBps`` of NAV, periods aligned to multiples of
-  ``premiumPeriod``) is checked with the buy limits (the most that can be paid); buys are scaled down
-  pro rata (amounts floored) to fit what is left of it.
+* The vault's premium budget per rolling window (``premiumBudgetBps`` of NAV in any ``premiumPeriod``;
+  ``budgetSpent(BUDGET_PREMIUM)`` is what the window counts now) is checked with the buy limits (the most
+  that can be paid); buys are scaled down pro rata (amounts floored) to fit what is left of it.
 
 The vault holds long options only (``OptionLeg`` buys open, sells close): an overlay order that would
 write an option (a covered call) is refused with :class:`~keeper.errors.OptionLegError`.
@@ -73,6 +73,9 @@ from keeper.hedging import OptionPosition, OverlayConfig, OverlayPlan
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import BPS, RebalancePlan, plan_rebalance, sleeve_targets, value_holdings
 from keeper.units import WAD
+
+#: Index of the vault's rolling premium budget (``RiskParityVault.BUDGET_PREMIUM``).
+BUDGET_PREMIUM = 2
 
 __all__ = [
     "WAD",
@@ -375,11 +378,8 @@ def option_legs_for_plan(
 
 
 def _remaining_budget(vf: Any, now: int, block: int | str) -> int:
-    """Premium the vault still accepts in the period containing ``now``, base units (floor of the vault's budget)."""
-    period = vf.premiumPeriod().call(block_identifier=block)
-    start = now - now % period
-    spent = vf.premiumSpentInPeriod().call(block_identifier=block) if vf.premiumPeriodStart().call(
-        block_identifier=block) == start else 0
+    """Premium the vault still accepts in its rolling window at ``block``, base units (floor of the vault's budget)."""
+    spent = vf.budgetSpent(BUDGET_PREMIUM).call(block_identifier=block)
     budget = vf.totalAssets().call(block_identifier=block) * vf.premiumBudgetBps().call(block_identifier=block) // BPS
     return max(budget - spent, 0)
 

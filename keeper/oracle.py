@@ -111,7 +111,7 @@ class ChainReader:
         infos = []
         self._feeds = {}
         for token in self.vault.functions.riskAssets().call():
-            feed, heartbeat, pool_fee, token_decimals, feed_decimals, _listed = (
+            feed, heartbeat, pool_fee, token_decimals, feed_decimals, _listed, _deviation_bps = (
                 self.vault.functions.riskAssetConfig(token).call()
             )
             symbol = contract(self.w3, "TestToken", token).functions.symbol().call()

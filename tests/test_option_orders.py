@@ -162,7 +162,7 @@ def test_first_step_hedges_spot_then_buys_the_25_delta_put_on_the_largest_contri
     assert (index, is_buy, amount) == (0, True, leg.amount)
     assert premium <= leg.premium_limit
     assert premium <= nav_before * 100 // BPS
-    assert env.vault.functions.premiumSpentInPeriod().call() == premium
+    assert env.vault.functions.budgetSpent(2).call() == premium
     (held,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
     assert (held.strike, held.expiry, held.amount) == (leg.strike, leg.expiry, leg.amount)
     # The hedge in the same transaction: every asset's delta (spot + put delta) is within the band.
@@ -234,7 +234,7 @@ def test_buys_are_scaled_to_what_is_left_of_the_vault_premium_budget(env: Env, t
     state = overlay.keeper.reader.vault_state()
     rp = _bare_plan(state, [leg], now)
     overlay.keeper.executor.send(rp, encode_rebalance_with_options(env.vault, rp))
-    assert 0 < env.vault.functions.premiumSpentInPeriod().call() <= budget
+    assert 0 < env.vault.functions.budgetSpent(2).call() <= budget
 
 
 def test_roll_before_expiry_sells_the_old_series_and_buys_a_new_one(env: Env, tmp_path) -> None:

@@ -12,14 +12,26 @@ import pytest
 
 def test_deposit_redeem_round_trip_returns_at_most_the_deposit(chain: System) -> None:
     v = chain.vault.functions
+    fee = v.entryExitFeeBps().call()
+    assert fee == 50  # raised at listing to the feeds' deviation threshold (deploy_system's default)
     before = chain.base.functions.balanceOf(chain.alice).call()
+    preview = v.previewDeposit(1_000 * USDC).call()
     assets = chain.deposit(chain.alice, 1_000)
     shares = v.balanceOf(chain.alice).call()
-    assert shares == v.previewDeposit(0).call() + shares  # preview of zero is zero
+    assert shares == preview and v.previewDeposit(0).call() == 0
     assert v.totalAssets().call() == assets
+    # Shares for the net amount at the pre-deposit rate (10^6 shares per unit in an empty vault); the fee,
+    # ⌈assets × fee / (10_000 + fee)⌉ = net × fee / 10_000, stays in the vault.
+    net = assets - -(-assets * fee // (10_000 + fee))
+    assert shares == net * 10**6
+    payout = v.previewRedeem(shares).call()
     chain.tx.transact(chain.alice, v.redeem(shares, chain.alice, chain.alice))
     after = chain.base.functions.balanceOf(chain.alice).call()
-    assert before - after >= 0 and before - after <= 1  # rounding favours the vault by at most one wei
+    assert after - before == payout - assets  # the preview is exact
+    # A sole holder gets the entry fee back as NAV, then pays the exit fee on it: the vault keeps at least one
+    # fee, ⌊assets × fee / (10_000 + fee)⌋, for the next holders.
+    kept = chain.base.functions.balanceOf(chain.vault.address).call()
+    assert kept == assets - payout >= assets * fee // (10_000 + fee)
     assert v.totalSupply().call() == 0
 
 
@@ -74,7 +86,10 @@ def test_stale_or_non_positive_price_reverts_valuation(chain: System) -> None:
     rpc(chain.w3, "evm_mine", [])
     err = chain.call_error(v.totalAssets(), chain.alice)
     assert err.name == "StalePrice" and err.args[2] == heartbeat
-    # Deposits price shares with totalAssets, so they refuse too rather than mint at a wrong price.
+    # Deposits price shares with totalAssets, so they refuse too rather than mint at a wrong price, and the
+    # ERC-4626 max views say so (zero) instead of reverting or promising an unlimited deposit.
+    for view in (v.maxDeposit(chain.bob), v.maxMint(chain.bob), v.maxWithdraw(chain.alice), v.maxRedeem(chain.alice)):
+        assert view.call() == 0
     with pytest.raises(TransactionFailedError, match="StalePrice"):
         chain.deposit(chain.bob, 10)
 
@@ -107,8 +122,10 @@ def test_max_withdraw_is_capped_by_idle_cash_and_redeem_in_kind_always_works(cha
     before = [chain.base.functions.balanceOf(chain.alice).call()] + [t.functions.balanceOf(chain.alice).call() for t in chain.tokens]
     chain.tx.transact(chain.alice, v.redeemInKind(shares, chain.alice, chain.alice))
     after = [chain.base.functions.balanceOf(chain.alice).call()] + [t.functions.balanceOf(chain.alice).call() for t in chain.tokens]
+    fee = v.entryExitFeeBps().call()
+    paid = shares - -(-shares * fee // (10_000 + fee))  # the exit fee's slice (rounded up) stays in the vault
     for b0, b1, held in zip(before, after, balances):
-        assert b1 - b0 == held * shares // supply
+        assert b1 - b0 == held * paid // supply
 
 
 def test_pause_blocks_deposits_withdrawals_and_only_the_admin_unpauses(chain: System) -> None:
@@ -134,5 +151,13 @@ def test_governance_limits_and_listing_are_admin_only_and_bounded(chain: System)
     assert err.name == "LimitOutOfRange" and err.args == (1001, 1000)
     chain.tx.transact(chain.owner, v.setLimits(30, 4000, 50))
     assert (v.maxSlippageBps().call(), v.maxTurnoverBps().call(), v.maxNavLossBps().call()) == (30, 4000, 50)
-    err = chain.call_error(v.listRiskAsset(chain.tokens[0].address, chain.feeds[0].address, 3600, 500), chain.owner)
+    err = chain.call_error(v.listRiskAsset(chain.tokens[0].address, chain.feeds[0].address, 3600, 500, 50), chain.owner)
     assert err.name == "AssetConfigInvalid"
+    # A feed's deviation threshold is bounded like the fee it raises.
+    from keeper.build import load_artifacts
+
+    token = chain.tx.deploy(chain.owner, load_artifacts()["TestToken"], "X", "X", 18, chain.owner)
+    err = chain.call_error(v.listRiskAsset(token.address, chain.feeds[0].address, 3600, 500, 501), chain.owner)
+    assert err.name == "LimitOutOfRange" and err.args == (501, 500)
+    chain.tx.transact(chain.owner, v.listRiskAsset(token.address, chain.feeds[0].address, 3600, 500, 80))
+    assert v.riskAssetConfig(token.address).call()[6] == 80 and v.entryExitFeeBps().call() == 80

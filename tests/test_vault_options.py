@@ -102,7 +102,7 @@ def test_buying_a_put_books_it_at_its_black_scholes_mark(env: Env) -> None:
     sid = mk.seriesId(env.tokens[0].address, strike, expiry, False).call()
     assert v.openSeries().call() == [sid]
     assert mk.positionOf(sid, env.vault.address).call() == amount
-    assert v.premiumSpentInPeriod().call() == leg[6]
+    assert v.budgetSpent(2).call() == leg[6]  # BUDGET_PREMIUM
     mark = mk.positionValue(sid, amount).call()
     seconds = expiry - env.now()
     assert mark / USDC == pytest.approx(reference(40_000.0, 36_000.0, seconds, 0.6, 0.0).put * 10, rel=1e-9)
@@ -161,11 +161,11 @@ def test_selling_below_the_fair_bound_is_refused_and_a_sell_closes_the_position(
     assert v.openSeries().call() == [] and v.optionsValue().call() == 0
 
 
-def test_premium_budget_per_period_is_enforced(env: Env) -> None:
+def test_premium_budget_per_rolling_window_is_enforced(env: Env) -> None:
     v, mk = env.vault.functions, env.market.functions
     strike, expiry, amount = 36_000 * WAD, env.now() + 30 * DAY, 10 * WAD
     period = 7 * DAY
-    env.tx.transact(env.owner, v.setOptionLimits(300, 10, period, 8))  # 0.1% of NAV per week
+    env.tx.transact(env.owner, v.setOptionLimits(300, 10, period, 8))  # 0.1% of NAV in any week
     nav = v.totalAssets().call()
     budget = nav * 10 // BPS
     leg = put_leg(env, strike, expiry, amount)
@@ -174,23 +174,28 @@ def test_premium_budget_per_period_is_enforced(env: Env) -> None:
     env.freeze()
     err = env.call_rebalance_error([], [put_leg(env, strike, expiry, amount)])
     assert err.name == "PremiumBudgetExceeded" and err.args == (leg[6], budget)
-    # A smaller buy fits; a second one in the same period adds up and is refused.
+    # A smaller buy fits; a second one in the same window adds up and is refused.
     small = amount * budget * 6 // (leg[6] * 10)  # ≈ 60% of the budget
     first = put_leg(env, strike, expiry, small)
     assert first[6] * 2 > budget >= first[6]
     env.rebalance([], [first])
-    spent = v.premiumSpentInPeriod().call()
-    start = v.premiumPeriodStart().call()
-    assert spent == first[6] and start == env.now() - env.now() % period
+    spent = v.budgetSpent(2).call()
+    paid_at = env.now()
+    assert spent == first[6]
     env.freeze()
     second = put_leg(env, strike, expiry, small)
     err = env.call_rebalance_error([], [second])
     assert err.name == "PremiumBudgetExceeded" and err.args[0] == spent + second[6]
-    # The next period starts afresh.
-    env.warp(start + period + 1)
+    # Still counted a full period later (the window slides: no reset at a period boundary)...
+    width = -(-period // 8)  # BUDGET_BUCKETS buckets per window
+    env.warp(paid_at + period)
     env.push_all()
+    assert v.budgetSpent(2).call() == spent
+    # ...and gone once its bucket has left the window (at most one bucket width after that).
+    env.warp(paid_at - paid_at % width + 9 * width)
+    env.push_all()
+    assert v.budgetSpent(2).call() == 0
     env.rebalance([], [put_leg(env, strike, expiry, small)])
-    assert v.premiumPeriodStart().call() == start + period
 
 
 def test_open_series_cap_is_enforced(env: Env) -> None:
@@ -253,9 +258,11 @@ def test_a_redeeming_depositor_gets_their_fair_share_of_the_option_marks(env: En
     shares = v.balanceOf(env.bob).call() // 3
     nav, supply = v.totalAssets().call(), v.totalSupply().call()
     assert nav == env.nav_from_parts()
-    expected = shares * (nav + 1) // (supply + VIRTUAL_SHARES)  # ERC-4626 floor with virtual shares
+    gross = shares * (nav + 1) // (supply + VIRTUAL_SHARES)  # ERC-4626 floor with virtual shares
+    fee = v.entryExitFeeBps().call()
+    expected = gross - -(-gross * fee // (BPS + fee))  # less the exit fee (rounded up), which stays in the vault
     without_options = shares * (nav - v.optionsValue().call() + 1) // (supply + VIRTUAL_SHARES)
-    assert expected > without_options
+    assert expected > without_options - -(-without_options * fee // (BPS + fee))
     before = env.base.functions.balanceOf(env.bob).call()
     env.freeze()
     env.tx.transact(env.bob, v.redeem(shares, env.bob, env.bob))
