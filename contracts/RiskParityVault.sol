@@ -702,6 +702,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     /// never twice the budget. A charge stops counting between 8w and 9w after it (≤ period × 9/8 + 9 s).
     function budgetSpent(uint256 kind) public view returns (uint256 spent) {
         uint256 width = budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
+        // slither-disable-next-line weak-prng (not randomness: aligns the window to bucket boundaries)
         uint256 oldest = block.timestamp - block.timestamp % width - BUDGET_BUCKETS * width;
         for (uint256 i; i <= BUDGET_BUCKETS; ++i) {
             uint256 slot = _buckets[kind][i];
@@ -804,6 +805,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         returns (uint256 management, uint256 performance, uint256 mark)
     {
         mark = highWaterMark;
+        // slither-disable-next-line incorrect-equality (a timestamp the vault wrote: "already accrued in this block")
         if (lastFeeAccrual == block.timestamp) return (0, 0, mark);
         management = supply.mulDiv(managementFeeBps * (block.timestamp - lastFeeAccrual), BPS * 365 days);
         if (!withNav) return (management, 0, mark);
@@ -843,6 +845,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     /// @dev True while paused or while `totalAssets()` reverts (every share mint and burn would revert).
     function _closed() internal view returns (bool) {
         if (paused()) return true;
+        // slither-disable-next-line unused-return (a probe: only whether totalAssets() reverts matters)
         try this.totalAssets() returns (uint256) {
             return false;
         } catch {
@@ -894,9 +897,12 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     /// the ring has one slot more than the window counts).
     function _addToBucket(uint256 kind, uint256 amount) internal {
         uint256 width = budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
+        // slither-disable-next-line weak-prng (not randomness: the start of the current bucket)
         uint256 start = block.timestamp - block.timestamp % width;
+        // slither-disable-next-line weak-prng (not randomness: the ring slot of the current bucket)
         uint256 i = (block.timestamp / width) % (BUDGET_BUCKETS + 1);
         uint256 slot = _buckets[kind][i];
+        // slither-disable-next-line incorrect-equality (bucket starts the vault wrote: "the slot holds this bucket")
         uint256 held = slot >> 192 == start ? uint192(slot) : 0;
         _buckets[kind][i] = (start << 192) | (held + amount);
     }
