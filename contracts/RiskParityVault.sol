@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-pragma solidity ^0.8.24;
+pragma solidity ^0.8.28;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
@@ -305,6 +305,10 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     uint256 public highWaterMark;
     /// @notice Time of the last fee accrual, Unix seconds.
     uint256 public lastFeeAccrual;
+    /// @dev NAV + 1 computed at the start of the running deposit/mint/withdraw/redeem, valid until its
+    /// transfer (`_deposit`/`_withdraw` clear it); 0 outside. Transient (EIP-1153): it never outlives the
+    /// transaction, and a revert discards it. Saves the NAV the max check and the preview would recompute.
+    uint256 private transient _navPlusOne;
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -343,13 +347,13 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
 
     /// @inheritdoc ERC4626
     function deposit(uint256 assets, address receiver) public override whenNotPaused nonReentrant returns (uint256) {
-        _accrueFees();
+        _beginShareChange();
         return super.deposit(assets, receiver);
     }
 
     /// @inheritdoc ERC4626
     function mint(uint256 shares, address receiver) public override whenNotPaused nonReentrant returns (uint256) {
-        _accrueFees();
+        _beginShareChange();
         return super.mint(shares, receiver);
     }
 
@@ -361,7 +365,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         nonReentrant
         returns (uint256)
     {
-        _accrueFees();
+        _beginShareChange();
         return super.withdraw(assets, receiver, owner);
     }
 
@@ -373,7 +377,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         nonReentrant
         returns (uint256)
     {
-        _accrueFees();
+        _beginShareChange();
         return super.redeem(shares, receiver, owner);
     }
 
@@ -437,9 +441,9 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     {
         _checkCall(expectedEpoch, deadline);
         if (legs.length == 0 || legs.length > MAX_LEGS) revert InvalidLegCount(legs.length, MAX_LEGS);
-        _accrueFees();
-
         uint256 navBefore = totalAssets();
+        if (lastFeeAccrual != block.timestamp) _accrueFees(navBefore, true); // minting fee shares keeps NAV
+
         (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs);
         uint256 turnoverBps = _checkTurnover(swapValue, navBefore);
         _executeLegs(expectedEpoch, legs, oracleOut, deadline);
@@ -791,7 +795,8 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
 
     /// @dev NAV and the supply after the fee shares due now.
     function _navAndSupply() internal view returns (uint256 nav, uint256 supply) {
-        nav = totalAssets();
+        uint256 cached = _navPlusOne;
+        nav = cached != 0 ? cached - 1 : totalAssets();
         supply = totalSupply();
         (uint256 management, uint256 performance,) = _feeShares(nav, supply, true);
         supply += management + performance;
@@ -825,6 +830,29 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         if (lastFeeAccrual != block.timestamp) _accrueFees(totalAssets(), true);
     }
 
+    /// @dev Start of every deposit/mint/withdraw/redeem: one NAV (reverting without a price), the fees due
+    /// accrued on it, and the NAV kept for the max check and the preview until the transfer.
+    function _beginShareChange() internal {
+        uint256 nav = totalAssets();
+        if (lastFeeAccrual != block.timestamp) _accrueFees(nav, true);
+        _navPlusOne = nav + 1;
+    }
+
+    /// @dev The transfer of a deposit or mint changes NAV: the kept NAV ends here.
+    function _deposit(address caller, address receiver, uint256 assets, uint256 shares) internal override {
+        _navPlusOne = 0;
+        super._deposit(caller, receiver, assets, shares);
+    }
+
+    /// @dev The transfer of a withdrawal or redemption changes NAV: the kept NAV ends here.
+    function _withdraw(address caller, address receiver, address owner, uint256 assets, uint256 shares)
+        internal
+        override
+    {
+        _navPlusOne = 0;
+        super._withdraw(caller, receiver, owner, assets, shares);
+    }
+
     /// @dev Mints the fee shares due (see `_feeShares`) and moves the accrual time and the mark.
     function _accrueFees(uint256 nav, bool withNav) internal {
         (uint256 management, uint256 performance, uint256 mark) = _feeShares(nav, totalSupply(), withNav);
@@ -845,6 +873,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     /// @dev True while paused or while `totalAssets()` reverts (every share mint and burn would revert).
     function _closed() internal view returns (bool) {
         if (paused()) return true;
+        if (_navPlusOne != 0) return false; // inside a share change whose NAV was just computed
         // slither-disable-next-line unused-return (a probe: only whether totalAssets() reverts matters)
         try this.totalAssets() returns (uint256) {
             return false;
@@ -962,9 +991,9 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
             revert InvalidOptionLegCount(optionLegs.length, MAX_OPTION_LEGS);
         }
         if (optionLegs.length != 0 && address(optionMarket) == address(0)) revert OptionMarketNotSet();
-        _accrueFees();
-
         uint256 navBefore = totalAssets();
+        if (lastFeeAccrual != block.timestamp) _accrueFees(navBefore, true); // minting fee shares keeps NAV
+
         uint256 turnoverBps;
         {
             (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs);
