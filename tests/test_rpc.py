@@ -16,7 +16,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
 
-from keeper.chain import ANVIL_KEYS, AnvilProcess, call_raw, free_port
+from keeper.chain import ANVIL_KEYS, AnvilProcess, call_raw, free_port, wait_for_receipt
 from keeper.errors import ConfigError, RpcUnavailableError
 from keeper.rpc import FailoverHTTPProvider, is_transient_rpc_error
 
@@ -230,8 +230,10 @@ def test_send_is_retried_only_when_it_provably_never_arrived(proxy) -> None:
     nonce = w3.eth.get_transaction_count(account.address)
     # 503/429: the gateway refused before the node saw it -> retried, sent once.
     proxy.fail(1, "503", {"eth_sendRawTransaction"})
-    w3.eth.send_raw_transaction(account.sign_transaction(base | {"nonce": nonce}).raw_transaction)
+    sent = w3.eth.send_raw_transaction(account.sign_transaction(base | {"nonce": nonce}).raw_transaction)
     assert proxy.count("eth_sendRawTransaction") == 2
+    # Anvil answers the send before its automine has mined it: wait for the receipt, then count.
+    wait_for_receipt(w3, sent, timeout_seconds=30)
     assert w3.eth.get_transaction_count(account.address) == nonce + 1
     # 502 or a timeout: the node may have it -> not retried; the caller's bookkeeping decides.
     proxy.fail(1, "502", {"eth_sendRawTransaction"})
@@ -240,7 +242,8 @@ def test_send_is_retried_only_when_it_provably_never_arrived(proxy) -> None:
     assert proxy.count("eth_sendRawTransaction") == 3
     # A refused connection never reached a node -> fails over and sends.
     w3 = _w3(_dead_url(), proxy.url)
-    w3.eth.send_raw_transaction(account.sign_transaction(base | {"nonce": nonce + 1}).raw_transaction)
+    sent = w3.eth.send_raw_transaction(account.sign_transaction(base | {"nonce": nonce + 1}).raw_transaction)
+    wait_for_receipt(w3, sent, timeout_seconds=30)
     assert w3.eth.get_transaction_count(account.address) == nonce + 2
 
 
