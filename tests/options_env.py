@@ -134,3 +134,21 @@ def reverted(env: Env) -> Iterator[Env]:
     snapshot = rpc(env.w3, "evm_snapshot", [])
     yield env
     assert rpc(env.w3, "evm_revert", [snapshot])
+
+
+def fund_and_invest(env: OptionsEnv, holders: dict[str, float], minted_usd: float, spenders: tuple[str, ...] = ()) -> None:
+    """Mints ``minted_usd`` of the base asset to each holder, approves the vault (and ``spenders``), deposits
+    each holder's amount (USD), then has the keeper put 40 % of the deposits in BTC: one swap leg of
+    $600,000 with ``minAmountOut`` 90 bps under the oracle (the state the option tests start from)."""
+    system = env.system
+    for who, usd in holders.items():
+        env.tx.transact(env.owner, env.base.functions.mint(who, int(minted_usd * USDC)))
+        for spender in (system.vault, *spenders):
+            env.tx.transact(who, env.base.functions.approve(spender, 2**256 - 1))
+    for who, usd in holders.items():
+        if usd > 0:
+            env.tx.transact(who, env.vault.functions.deposit(int(usd * USDC), who))
+    amount_in = 600_000 * USDC
+    fair_out = amount_in * 10 ** (18 + 8) // (price_to_answer(PRICES[0]) * USDC)
+    leg = (system.base_asset, system.assets[0].token, amount_in, fair_out * 9910 // BPS)
+    env.tx.transact(env.keeper, env.vault.functions.rebalance([leg], 0, 0, env.now() + 3600))

@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from options_env import ACCOUNT_3, ACCOUNT_4, ACCOUNT_5, BPS, DAY, PRICES, SCALE, USDC, VOLS, WAD, OptionsEnv, deploy_env, reverted
+from options_env import ACCOUNT_3, ACCOUNT_4, ACCOUNT_5, DAY, PRICES, SCALE, USDC, WAD, OptionsEnv, deploy_env, fund_and_invest, reverted
 
-from keeper.deployment import MAX_UINT256, price_to_answer
 from keeper.errors import TransactionFailedError
 
 from web3 import Web3
@@ -53,18 +52,8 @@ class Env(OptionsEnv):
 @pytest.fixture(scope="module")
 def deployed() -> Env:
     env = deploy_env(200_000_000, 10_000_000, Env, attacker=ACCOUNT_3, alice=ACCOUNT_4, bob=ACCOUNT_5)
-    tx, system = env.tx, env.system
-    for who in (env.attacker, env.alice, env.bob):
-        tx.transact(env.owner, env.base.functions.mint(who, 100_000_000 * USDC))
-        tx.transact(who, env.base.functions.approve(system.vault, MAX_UINT256))
-        tx.transact(who, env.base.functions.approve(env.market.address, MAX_UINT256))
-    for who, usd in ((env.alice, 1_000_000), (env.bob, 500_000)):
-        tx.transact(who, env.vault.functions.deposit(usd * USDC, who))
-    # The keeper puts 40% of the vault's NAV in BTC (minAmountOut 90 bps under the oracle).
-    amount_in = 600_000 * USDC
-    fair_out = amount_in * 10 ** (18 + 8) // (price_to_answer(PRICES[0]) * USDC)
-    leg = (system.base_asset, system.assets[0].token, amount_in, fair_out * 9910 // BPS)
-    tx.transact(env.keeper, env.vault.functions.rebalance([leg], 0, 0, env.now() + 3600))
+    fund_and_invest(env, {env.attacker: 0, env.alice: 1_000_000, env.bob: 500_000}, 100_000_000,
+                    spenders=(env.market.address,))
     yield env
     env.stop()
 

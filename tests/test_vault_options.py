@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from options_env import ACCOUNT_4, ACCOUNT_5, BPS, DAY, PRICES, USDC, WAD, OptionsEnv, deploy_env, reverted
+from options_env import ACCOUNT_4, ACCOUNT_5, BPS, DAY, USDC, WAD, OptionsEnv, deploy_env, fund_and_invest, reverted
 from test_black_scholes import reference
 
 from web3.logs import DISCARD
 
 from keeper.chain import call_raw, decode_revert
-from keeper.deployment import MAX_UINT256, price_to_answer
+from keeper.deployment import price_to_answer
 from keeper.errors import TransactionFailedError
 
 VIRTUAL_SHARES = 10**6  # the vault's _decimalsOffset
@@ -73,16 +73,7 @@ def sell_leg(env: Env, strike: int, expiry: int, amount: int, premium_limit: int
 @pytest.fixture(scope="module")
 def deployed() -> Env:
     env = deploy_env(200_000_000, 10_000_000, Env, alice=ACCOUNT_4, bob=ACCOUNT_5)
-    tx, system = env.tx, env.system
-    for who, usd in ((env.alice, 1_000_000), (env.bob, 500_000)):
-        tx.transact(env.owner, env.base.functions.mint(who, 10_000_000 * USDC))
-        tx.transact(who, env.base.functions.approve(system.vault, MAX_UINT256))
-        tx.transact(who, env.vault.functions.deposit(usd * USDC, who))
-    # The keeper puts 40% of NAV in BTC (minAmountOut 90 bps under the oracle).
-    amount_in = 600_000 * USDC
-    fair_out = amount_in * 10 ** (18 + 8) // (price_to_answer(PRICES[0]) * USDC)
-    leg = (system.base_asset, system.assets[0].token, amount_in, fair_out * 9910 // BPS)
-    tx.transact(env.keeper, env.vault.functions.rebalance([leg], 0, 0, env.now() + 3600))
+    fund_and_invest(env, {env.alice: 1_000_000, env.bob: 500_000}, 10_000_000)
     yield env
     env.stop()
 
