@@ -15,7 +15,10 @@ from web3 import Web3
 
 from keeper.chain import contract
 from keeper.errors import InsufficientHistoryError, InvalidPriceError, StaleOracleError
-from keeper.units import SECONDS_PER_DAY
+from keeper.units import BPS, SECONDS_PER_DAY
+
+#: Index of the turnover budget in the vault's rolling budgets (``RiskParityVault.BUDGET_TURNOVER``).
+TURNOVER_BUDGET = 1
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -83,6 +86,9 @@ class VaultState:
     max_slippage_bps: int
     max_turnover_bps: int
     max_nav_loss_bps: int
+    #: What the vault's rolling turnover budget still allows now, base units (``budgetBps(1)`` × NAV /
+    #: 10,000 − ``budgetSpent(1)``, floored at 0); ``None`` when unknown (offline state).
+    turnover_budget_remaining: int | None = None
 
 
 class ChainReader:
@@ -212,19 +218,24 @@ class ChainReader:
         return PriceHistory(timestamps=grid, prices_usd=np.column_stack(columns))
 
     def vault_state(self, block_number: int | str = "latest") -> VaultState:
-        """Balances, NAV (``totalAssets()``), supply, epoch, pause flag and limits of the vault."""
+        """Balances, NAV (``totalAssets()``), supply, epoch, pause flag, limits and the rolling turnover budget
+        left, of the vault."""
         fn = self.vault.functions
         tokens, balances = fn.holdings().call(block_identifier=block_number)
+        total_assets = fn.totalAssets().call(block_identifier=block_number)
         return VaultState(
             base_asset=tokens[0],
             base_decimals=self.base_decimals,
             base_balance=balances[0],
             balances=tuple(balances[1:]),
-            total_assets=fn.totalAssets().call(block_identifier=block_number),
+            total_assets=total_assets,
             total_supply=fn.totalSupply().call(block_identifier=block_number),
             rebalance_epoch=fn.rebalanceEpoch().call(block_identifier=block_number),
             paused=fn.paused().call(block_identifier=block_number),
             max_slippage_bps=fn.maxSlippageBps().call(block_identifier=block_number),
             max_turnover_bps=fn.maxTurnoverBps().call(block_identifier=block_number),
             max_nav_loss_bps=fn.maxNavLossBps().call(block_identifier=block_number),
+            turnover_budget_remaining=max(
+                fn.budgetBps(TURNOVER_BUDGET).call(block_identifier=block_number) * total_assets // BPS
+                - fn.budgetSpent(TURNOVER_BUDGET).call(block_identifier=block_number), 0),
         )

@@ -129,7 +129,8 @@ def plan_rebalance(
     Targets: risk asset i is worth ``NAV × (1 − cash_buffer) × w_i``; the rest stays in the base asset
     for withdrawals. Sells come first and fund the buys; buys are scaled down if the sells' guaranteed
     proceeds (their ``minAmountOut``) plus the idle balance cannot pay for them; the whole plan is
-    scaled down if it would trade more than the vault's turnover cap. Legs worth less than
+    scaled down if it would trade more than the vault's turnover cap or its rolling turnover budget
+    (``state.turnover_budget_remaining``). Legs worth less than
     ``min_trade_value`` are dropped.
 
     Parameters
@@ -179,6 +180,12 @@ def plan_rebalance(
     cap = max(state.max_turnover_bps - 1, 0) * nav // BPS
     if cap == 0:
         return skip(f"the vault's turnover cap ({state.max_turnover_bps} bps) allows no trade", drift)
+    # ... and what the vault's rolling turnover budget still allows (one bps of NAV kept for rounding).
+    if state.turnover_budget_remaining is not None:
+        cap = min(cap, max(state.turnover_budget_remaining - nav // BPS, 0))
+        if cap == 0:
+            return skip(f"the vault's rolling turnover budget is spent ({state.turnover_budget_remaining} base "
+                        "units left)", drift)
     if not 0.0 < fraction <= 1.0:
         raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
     scale = min(fraction, cap / gross) if gross else fraction

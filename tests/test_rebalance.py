@@ -221,3 +221,18 @@ def test_gas_above_the_cap_is_refused_and_journalled(chain: System) -> None:
     report = keeper.run_once()
     assert report.status == "skipped" and "GasPriceTooHighError" in report.reason
     assert chain.w3.eth.get_transaction_count(chain.keeper) == nonce
+
+
+def test_tick_scales_its_move_to_the_rolling_turnover_budget(chain: System) -> None:
+    """The keeper plans within what the vault's rolling turnover budget still allows, instead of sending a
+    rebalance the vault would refuse (``TurnoverBudgetExceeded``); once it is spent, ticks skip with the reason."""
+    chain.deposit(chain.alice, 200_000)
+    chain.tx.transact(chain.owner, chain.vault.functions.setBudget(1, 3_000, 86_400))  # 30 % of NAV per day
+    keeper = chain.make_keeper(drift_threshold_bps=100)
+    nav_before = chain.vault.functions.totalAssets().call()
+    first = keeper.run_once()
+    assert first.status == "rebalanced", first.reason
+    spent = chain.vault.functions.budgetSpent(1).call()
+    assert 0.25 * nav_before < spent <= 0.30 * nav_before  # a partial step, inside the budget
+    second = keeper.run_once()
+    assert second.status == "skipped" and "rolling turnover budget" in second.reason, second.reason
