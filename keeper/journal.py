@@ -315,21 +315,17 @@ class Journal:
         query = "SELECT * FROM ticks" + (" WHERE status = ?" if status else "") + " ORDER BY id"
         if limit is not None:
             query = f"SELECT * FROM ({query} DESC LIMIT {int(limit)}) ORDER BY id"
-        cur = self.conn.execute(query, (status,) if status else ())
-        names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, r)) for r in cur.fetchall()]
-        for row in rows:
-            row["detail"] = json.loads(row["detail"])
-            for key in _BIG_INT_COLUMNS:
-                if row[key] is not None:
-                    row[key] = int(row[key])
-        return rows
+        return self._tick_rows(query, (status,) if status else ())
 
     def ticks_between(self, since: float, until: float) -> list[dict[str, Any]]:
         """Ticks recorded within ``[since, until]`` (Unix seconds), oldest first, ``detail`` decoded."""
+        return self._tick_rows("SELECT * FROM ticks WHERE recorded_at >= ? AND recorded_at <= ? ORDER BY id",
+                               (since, until))
+
+    def _tick_rows(self, query: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        """Rows of a ``SELECT * FROM ticks`` query as dicts: ``detail`` decoded, big integers as ``int``."""
         with self._lock:
-            cur = self.conn.execute("SELECT * FROM ticks WHERE recorded_at >= ? AND recorded_at <= ? ORDER BY id",
-                                    (since, until))
+            cur = self.conn.execute(query, args)
             names = [d[0] for d in cur.description]
             rows = [dict(zip(names, r)) for r in cur.fetchall()]
         for row in rows:

@@ -21,8 +21,7 @@ from scipy.special import ndtr
 from keeper import options
 from keeper.build import load_artifacts
 from keeper.chain import AnvilProcess, DevSender, call_raw, connect, decode_revert, dev_accounts
-from test_options import _two_path_bounds  # float64 reference's own error (both of its paths, conservatively)
-from tolerances import ELEMENTARY_ULPS, U
+from tolerances import ELEMENTARY_ULPS, U, black_scholes_two_path_bounds
 
 WAD = 10**18
 YEAR = 365 * 86400
@@ -96,7 +95,7 @@ def test_prices_match_the_reference_within_the_documented_bound(harness) -> None
             scale = spot + strike
             # The float64 reference is itself only within its documented error of the exact price (erfc/ndtr
             # 5.7e-14 relative, exp/log ulps, the cancelling sum): the contract's bound plus that.
-            ref_err = _two_path_bounds(from_wad(p[0]), from_wad(p[1]), tau, from_wad(p[3]), from_wad(p[4]), 0.0,
+            ref_err = black_scholes_two_path_bounds(from_wad(p[0]), from_wad(p[1]), tau, from_wad(p[3]), from_wad(p[4]), 0.0,
                                        is_call)["price"]
             assert err <= ABS_BOUND * scale + ref_err, (spot, strike, seconds, vol, rate, got, exact)
             worst_abs = max(worst_abs, err / scale)
@@ -143,8 +142,8 @@ def test_greeks_match_the_reference(harness) -> None:
         tau = (seconds * WAD // YEAR) / WAD
         # Deltas are probabilities: absolute error, the contract's bound plus the float64 reference's own
         # documented error (N(d) by ndtr within 5.7e-14 relative, and d's roundings).
-        call_err = _two_path_bounds(spot, spot * m, tau, vol, rate, 0.0, True)["delta"]
-        put_err = _two_path_bounds(spot, spot * m, tau, vol, rate, 0.0, False)["delta"]
+        call_err = black_scholes_two_path_bounds(spot, spot * m, tau, vol, rate, 0.0, True)["delta"]
+        put_err = black_scholes_two_path_bounds(spot, spot * m, tau, vol, rate, 0.0, False)["delta"]
         assert abs(from_wad(g[2]) - ref.call_delta) <= 1e-15 * 10 + call_err
         assert abs(from_wad(g[3]) - ref.put_delta) <= 1e-15 * 10 + put_err
         assert g[3] - g[2] == -WAD  # exact: the contract computes put delta as call delta - 1 in integers

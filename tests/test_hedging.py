@@ -38,8 +38,7 @@ from keeper.implied_vol import (
 )
 from keeper.journal import Journal
 from keeper.optimizer import relative_risk_contributions, solve_equal_risk_contribution
-from test_options import _two_path_bounds  # per-output bound between options' scalar (math) and array paths
-from tolerances import ELEMENTARY_ULPS, U, gamma
+from tolerances import ELEMENTARY_ULPS, U, black_scholes_two_path_bounds, gamma
 
 NOW = 1_700_000_000
 DAY = 86_400
@@ -68,10 +67,10 @@ def test_portfolio_greeks_aggregate_spot_and_options_per_underlying():
     put = options.greeks(60_000.0, 55_000.0, t, 0.5, 0.04, 0.0, False)
     call = options.greeks(60_000.0, 70_000.0, t, 0.5, 0.04, 0.0, True)
     # Our scalars take options' math fast path, the portfolio its array path (scipy ndtr, NumPy exp/log):
-    # each Greek within _two_path_bounds of the other path's, then 1 * put + (-0.5) * call (+ spot) summed
+    # each Greek within black_scholes_two_path_bounds of the other path's, then 1 * put + (-0.5) * call (+ spot) summed
     # in another order: <= 3 roundings on each side, relative to the terms' absolute values.
-    bp = _two_path_bounds(60_000.0, 55_000.0, float(t), 0.5, 0.04, 0.0, False)
-    bc = _two_path_bounds(60_000.0, 70_000.0, float(t), 0.5, 0.04, 0.0, True)
+    bp = black_scholes_two_path_bounds(60_000.0, 55_000.0, float(t), 0.5, 0.04, 0.0, False)
+    bc = black_scholes_two_path_bounds(60_000.0, 70_000.0, float(t), 0.5, 0.04, 0.0, True)
 
     def atol(name: str, spot: float = 0.0) -> float:
         p, c = float(getattr(put, name)), float(getattr(call, name))

@@ -14,7 +14,6 @@ import re
 
 import numpy as np
 import pytest
-from scipy import special, stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vollib.black_scholes_merton import black_scholes_merton as vollib_price
@@ -23,7 +22,7 @@ from vollib.black_scholes_merton.implied_volatility import implied_volatility as
 
 from keeper import options
 from keeper.errors import KeeperError, OptionInputError, SolverDidNotConvergeError
-from tolerances import ELEMENTARY_ULPS, ERFC_RELATIVE_ERROR, U, gamma
+from tolerances import ELEMENTARY_ULPS, ERFC_RELATIVE_ERROR, U, black_scholes_two_path_bounds, gamma
 
 SPOTS = (50.0, 100.0, 30_000.0)
 MONEYNESS = (0.5, 0.8, 0.95, 1.0, 1.05, 1.25, 2.0)
@@ -176,78 +175,6 @@ def test_greeks_function_equals_the_single_greek_functions_and_units_helpers():
     np.testing.assert_allclose(g.vega_per_point * 100.0, g.vega, rtol=gamma(3))
 
 
-def _two_path_bounds(S: float, K: float, T: float, sigma: float, r: float, q: float, is_call: bool) -> dict[str, float]:
-    """First-order bound on |scalar path - array path| (absolute, in each output's units) for each output
-    of ``options.greeks``.
-
-    The two paths evaluate the same formulas on the same doubles. They differ where they call different
-    implementations: ``math.log``/``math.exp`` vs NumPy's (each within ``ELEMENTARY_ULPS`` ulp, so the
-    two differ by up to ``2 * ELEMENTARY_ULPS`` ulp <= ``4 * ELEMENTARY_ULPS * U`` relative) and
-    ``math.erfc`` vs ``scipy.special.ndtr`` for N(d) (each within ``ERFC_RELATIVE_ERROR``). Every
-    arithmetic step is correctly rounded on both paths but may round differently once its inputs differ
-    (at most ``2 U`` relative between the paths per step). Those differences are propagated with the
-    condition number of each step: through d = (ln(S/K) + (r - q) T) / v + v / 2 into every N(d),
-    n(d) and e^{-d^2/2} (relative sensitivity n(d)/N(d) and |d| per unit of d), and through the sums
-    where terms cancel (the price S e^{-qT} N(d1) - K e^{-rT} N(d2), theta's three terms, and the
-    erfcx difference of the out-of-the-money tail formula).
-    """
-    E = 4 * ELEMENTARY_ULPS * U  # relative difference of exp/log between the paths
-    v = sigma * math.sqrt(T)  # identical on both paths (sqrt and * correctly rounded, same inputs)
-    sign = 1.0 if is_call else -1.0
-    log_fk = math.log(S / K) + (r - q) * T
-    d1 = log_fk / v + 0.5 * v
-    d2 = d1 - v
-    # Absolute difference of d1 and d2: ln(S/K) differs by E relative; the sum, the division, the
-    # half-v sum and d1 - v each round (2 U relative to their result, all below the same scale).
-    delta_d = E * abs(math.log(S / K)) / v + 8 * U * ((abs(math.log(S / K)) + abs((r - q) * T)) / v + v)
-    # The 1/sqrt2 scaling of the erfc argument rounds once more: U |d| on the argument.
-    delta_d_arg = delta_d + U * max(abs(d1), abs(d2))
-
-    def cdf_rel(d: float) -> float:  # N(sign d): implementations + argument sensitivity n(d)/N(sign d)
-        hazard = math.exp(stats.norm.logpdf(d) - stats.norm.logcdf(sign * d))
-        return 2 * ERFC_RELATIVE_ERROR + 4 * U + hazard * delta_d_arg
-
-    def gauss_rel(d: float) -> float:  # e^{-d^2/2}: exp + argument sensitivity |d| + rounding of d*d/2
-        return E + abs(d) * delta_d + 2 * U * d * d + 2 * U
-
-    df_q_rel = E + 2 * U * abs(q * T)
-    df_r_rel = E + 2 * U * abs(r * T)
-    n1, n2 = stats.norm.cdf(sign * d1), stats.norm.cdf(sign * d2)
-    pdf = stats.norm.pdf(d1)
-    fq, fr = math.exp(-q * T), math.exp(-r * T)
-    n1_rel, n2_rel, pdf_rel = cdf_rel(d1), cdf_rel(d2), gauss_rel(d1)
-    bounds = {
-        "delta": fq * n1 * (df_q_rel + n1_rel + 4 * U),
-        "gamma": fq * pdf / (S * v) * (df_q_rel + pdf_rel + 8 * U),
-        "vega": S * fq * pdf * math.sqrt(T) * (df_q_rel + pdf_rel + 8 * U),
-        "rho": K * T * fr * n2 * (df_r_rel + n2_rel + 6 * U),
-    }
-    if sign * d1 < 0.0:
-        # Tail formula: V = sign K e^{-rT} e^{-d2^2/2} [erfcx(a) - erfcx(b)] / 2 with a = -sign d1/sqrt2,
-        # b = -sign d2/sqrt2. scipy's erfcx is the same compiled function on both paths, so only the
-        # argument difference propagates, through erfcx'(x) = 2 x erfcx(x) - 2/sqrt(pi), plus the
-        # rounding of the subtraction, both relative to the (possibly small) difference D.
-        a, b = -sign * d1 / math.sqrt(2.0), -sign * d2 / math.sqrt(2.0)
-        ea, eb = float(special.erfcx(a)), float(special.erfcx(b))
-        slope = abs(2 * a * ea - 2 / math.sqrt(math.pi)) + abs(2 * b * eb - 2 / math.sqrt(math.pi))
-        d_rel = (slope * delta_d_arg / math.sqrt(2.0) + 4 * U * (ea + eb)) / abs(ea - eb)
-        price = 0.5 * K * fr * math.exp(-0.5 * d2 * d2) * abs(ea - eb)
-        bounds["price"] = price * (df_r_rel + gauss_rel(d2) + d_rel + 8 * U)
-    else:
-        term1, term2 = S * fq * n1, K * fr * n2
-        price = abs(term1 - term2)
-        bounds["price"] = term1 * (df_q_rel + n1_rel + 4 * U) + term2 * (df_r_rel + n2_rel + 4 * U) + 2 * U * price
-    carry = abs(q * S * fq * n1)
-    rate = abs(r * K * fr * n2)
-    diffusion = S * fq * pdf * sigma / (2.0 * math.sqrt(T))
-    theta = abs(sign * (q * S * fq * n1 - r * K * fr * n2) - diffusion)
-    bounds["theta"] = (
-        carry * (df_q_rel + n1_rel + 6 * U) + rate * (df_r_rel + n2_rel + 6 * U) + diffusion * (df_q_rel + pdf_rel + 10 * U)
-        + 4 * U * theta
-    )
-    return bounds
-
-
 # Below the normal range a result loses relative precision: a subnormal e^{-d^2/2} carries an absolute
 # error of one subnormal spacing (2^-1074), which the following products scale by at most K e^{-rT}
 # times the erfcx difference (< 1e6 on this grid).
@@ -260,7 +187,7 @@ def test_scalar_fast_path_agrees_with_the_array_path():
     for i in range(0, s.size, 7):
         args = (float(s[i]), float(k[i]), float(t[i]), float(v[i]), float(r[i]), float(q[i]), bool(c[i]))
         one = options.greeks(*args)
-        bounds = _two_path_bounds(*args)
+        bounds = black_scholes_two_path_bounds(*args)
         for name in ("price", "delta", "gamma", "vega", "theta", "rho"):
             expected = float(getattr(arrays, name)[i])
             # First-order bound; the second-order remainder is at most bound^2 / |value| (relative bound squared).
@@ -281,7 +208,7 @@ def test_broadcasting_shapes_and_scalars():
     assert out.shape == (2, 3)
     # The array path against the scalar fast path: the two-path bound derived above.
     one = (110.0, 120.0, 0.5, 0.4, 0.0, 0.0, False)
-    assert abs(out[1, 2] - float(options.price(*one))) <= _two_path_bounds(*one)["price"]
+    assert abs(out[1, 2] - float(options.price(*one))) <= black_scholes_two_path_bounds(*one)["price"]
     scalar = options.delta(100.0, 100.0, 1.0, 0.2)
     assert isinstance(scalar, float) and 0.5 < scalar < 0.6
     assert options.greeks(100.0, 100.0, 1.0, 0.2).gamma.shape == ()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import erfcx
+from scipy.stats import norm
 
 #: Unit roundoff of IEEE-754 binary64 (round to nearest): |fl(x op y) - (x op y)| <= U |x op y|.
 U = 2.0**-53
@@ -139,3 +141,75 @@ def assert_entries_within(actual, expected, atol) -> None:
     diff = np.abs(np.asarray(actual) - np.asarray(expected))
     excess = np.divide(diff, atol, out=np.zeros_like(diff), where=diff > 0)  # 0/0 (exact zeros) is fine
     assert np.all(excess <= 1.0), f"worst entry at {excess.max():.3g} x its bound"
+
+
+def black_scholes_two_path_bounds(S: float, K: float, T: float, sigma: float, r: float, q: float, is_call: bool) -> dict[str, float]:
+    """First-order bound on |scalar path - array path| (absolute, in each output's units) for each output
+    of ``keeper.options.greeks`` (used by the options, hedging and Black-Scholes contract tests).
+
+    The two paths evaluate the same formulas on the same doubles. They differ where they call different
+    implementations: ``math.log``/``math.exp`` vs NumPy's (each within ``ELEMENTARY_ULPS`` ulp, so the
+    two differ by up to ``2 * ELEMENTARY_ULPS`` ulp <= ``4 * ELEMENTARY_ULPS * U`` relative) and
+    ``math.erfc`` vs ``scipy.special.ndtr`` for N(d) (each within ``ERFC_RELATIVE_ERROR``). Every
+    arithmetic step is correctly rounded on both paths but may round differently once its inputs differ
+    (at most ``2 U`` relative between the paths per step). Those differences are propagated with the
+    condition number of each step: through d = (ln(S/K) + (r - q) T) / v + v / 2 into every N(d),
+    n(d) and e^{-d^2/2} (relative sensitivity n(d)/N(d) and |d| per unit of d), and through the sums
+    where terms cancel (the price S e^{-qT} N(d1) - K e^{-rT} N(d2), theta's three terms, and the
+    erfcx difference of the out-of-the-money tail formula).
+    """
+    E = 4 * ELEMENTARY_ULPS * U  # relative difference of exp/log between the paths
+    v = sigma * math.sqrt(T)  # identical on both paths (sqrt and * correctly rounded, same inputs)
+    sign = 1.0 if is_call else -1.0
+    log_fk = math.log(S / K) + (r - q) * T
+    d1 = log_fk / v + 0.5 * v
+    d2 = d1 - v
+    # Absolute difference of d1 and d2: ln(S/K) differs by E relative; the sum, the division, the
+    # half-v sum and d1 - v each round (2 U relative to their result, all below the same scale).
+    delta_d = E * abs(math.log(S / K)) / v + 8 * U * ((abs(math.log(S / K)) + abs((r - q) * T)) / v + v)
+    # The 1/sqrt2 scaling of the erfc argument rounds once more: U |d| on the argument.
+    delta_d_arg = delta_d + U * max(abs(d1), abs(d2))
+
+    def cdf_rel(d: float) -> float:  # N(sign d): implementations + argument sensitivity n(d)/N(sign d)
+        hazard = math.exp(norm.logpdf(d) - norm.logcdf(sign * d))
+        return 2 * ERFC_RELATIVE_ERROR + 4 * U + hazard * delta_d_arg
+
+    def gauss_rel(d: float) -> float:  # e^{-d^2/2}: exp + argument sensitivity |d| + rounding of d*d/2
+        return E + abs(d) * delta_d + 2 * U * d * d + 2 * U
+
+    df_q_rel = E + 2 * U * abs(q * T)
+    df_r_rel = E + 2 * U * abs(r * T)
+    n1, n2 = norm.cdf(sign * d1), norm.cdf(sign * d2)
+    pdf = norm.pdf(d1)
+    fq, fr = math.exp(-q * T), math.exp(-r * T)
+    n1_rel, n2_rel, pdf_rel = cdf_rel(d1), cdf_rel(d2), gauss_rel(d1)
+    bounds = {
+        "delta": fq * n1 * (df_q_rel + n1_rel + 4 * U),
+        "gamma": fq * pdf / (S * v) * (df_q_rel + pdf_rel + 8 * U),
+        "vega": S * fq * pdf * math.sqrt(T) * (df_q_rel + pdf_rel + 8 * U),
+        "rho": K * T * fr * n2 * (df_r_rel + n2_rel + 6 * U),
+    }
+    if sign * d1 < 0.0:
+        # Tail formula: V = sign K e^{-rT} e^{-d2^2/2} [erfcx(a) - erfcx(b)] / 2 with a = -sign d1/sqrt2,
+        # b = -sign d2/sqrt2. scipy's erfcx is the same compiled function on both paths, so only the
+        # argument difference propagates, through erfcx'(x) = 2 x erfcx(x) - 2/sqrt(pi), plus the
+        # rounding of the subtraction, both relative to the (possibly small) difference D.
+        a, b = -sign * d1 / math.sqrt(2.0), -sign * d2 / math.sqrt(2.0)
+        ea, eb = float(erfcx(a)), float(erfcx(b))
+        slope = abs(2 * a * ea - 2 / math.sqrt(math.pi)) + abs(2 * b * eb - 2 / math.sqrt(math.pi))
+        d_rel = (slope * delta_d_arg / math.sqrt(2.0) + 4 * U * (ea + eb)) / abs(ea - eb)
+        price = 0.5 * K * fr * math.exp(-0.5 * d2 * d2) * abs(ea - eb)
+        bounds["price"] = price * (df_r_rel + gauss_rel(d2) + d_rel + 8 * U)
+    else:
+        term1, term2 = S * fq * n1, K * fr * n2
+        price = abs(term1 - term2)
+        bounds["price"] = term1 * (df_q_rel + n1_rel + 4 * U) + term2 * (df_r_rel + n2_rel + 4 * U) + 2 * U * price
+    carry = abs(q * S * fq * n1)
+    rate = abs(r * K * fr * n2)
+    diffusion = S * fq * pdf * sigma / (2.0 * math.sqrt(T))
+    theta = abs(sign * (q * S * fq * n1 - r * K * fr * n2) - diffusion)
+    bounds["theta"] = (
+        carry * (df_q_rel + n1_rel + 6 * U) + rate * (df_r_rel + n2_rel + 6 * U) + diffusion * (df_q_rel + pdf_rel + 10 * U)
+        + 4 * U * theta
+    )
+    return bounds
