@@ -51,23 +51,17 @@ import numpy.typing as npt
 from keeper.build import PROJECT_ROOT
 from keeper.costs import GasModel, LegQuote, PoolModel, TradeCost, quote_leg, rebalance_cost
 from keeper.deployment import price_to_answer
-from keeper.errors import BacktestDataError, ConfigError, InvalidPriceError, KeeperError
+from keeper.decision import TradeLimits, decide_rebalance
+from keeper.errors import BacktestDataError, ConfigError, InvalidPriceError, KeeperError, QuoteBelowBoundError
 from keeper.estimation import CovarianceEstimate, EstimatorConfig, GateDecision, gated_covariance, simple_returns
 from keeper.optimizer import portfolio_volatility, relative_risk_contributions
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, plan_rebalance, value_of
-from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets, evaluate_trade, policy_triggers
+from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets, fixed_target
 from keeper.risk import DEFAULT_CONFIDENCES, DEFAULT_HORIZONS_DAYS, RiskReport, risk_report
 from keeper.risk import METHODS as RISK_METHODS
 from keeper.stress import DEFAULT_WINDOWS, CloseHistory, StressReport, run_stress_tests
-from keeper.triggers import (
-    TriggerDecision,
-    TriggerPolicy,
-    apply_cost_gate,
-    check_triggers,
-    expected_risk_benefit,
-    weight_drift_bps,
-)
+from keeper.triggers import TriggerDecision, TriggerPolicy
 from keeper.units import BPS, DAYS_PER_YEAR, SECONDS_PER_DAY
 
 __all__ = [
@@ -796,105 +790,59 @@ class StrategyRun:
         except KeeperError as exc:
             self._skip(t, f"{type(exc).__name__}: {exc}")
             return estimate
-        decision_policy: PolicyDecision | None = None
         if isinstance(allocation, PolicyDecision):
             decision_policy = allocation
             self.allocation_fallbacks += len(allocation.fallback_reasons)
             self.es_limit_binding += int(allocation.es_binding)
-            if allocation.action == "hold":
-                self.policy_holds += 1
-                self._skip(t, f"policy holds: {allocation.reason}", policy=allocation)
-                return estimate
-            self.previous_target = (universe, np.array(allocation.target_weights))
-            sleeve = np.asarray(allocation.sleeve_weights, dtype=np.float64)
-            invested = min(1.0, allocation.scale)  # Σ target weights; the cash weight is 1 − scale
         else:
             sleeve = np.asarray(allocation.sleeve_weights, dtype=np.float64)
             invested = float(allocation.invested_fraction)
-        if sleeve.shape != (len(universe),) or not np.all(np.isfinite(sleeve)) or np.any(sleeve < 0) \
-                or abs(sleeve.sum() - 1.0) > 1e-6 or not 0.0 <= invested <= 1.0:
-            raise ConfigError(f"strategy {self.strategy.name!r} returned {allocation!r} for {symbols}: expected "
-                              f"{len(universe)} non-negative sleeve weights summing to 1 and an invested "
-                              "fraction in [0, 1]")
-        target = sleeve * invested
-        cash_buffer_bps = (1.0 - invested) * BPS
-
-        # The planner's targets and drift, to the bit (see keeper.planner.plan_rebalance), so that the
-        # planner runs only when a trigger fires.
-        risky_fraction = 1.0 - cash_buffer_bps / BPS
-        target_nav = sleeve * risky_fraction
-        drift = weight_drift_bps(current, target_nav, self.base_balance / nav, 1.0 - risky_fraction)
+            if sleeve.shape != (len(universe),) or not np.all(np.isfinite(sleeve)) or np.any(sleeve < 0) \
+                    or abs(sleeve.sum() - 1.0) > 1e-6 or not 0.0 <= invested <= 1.0:
+                raise ConfigError(f"strategy {self.strategy.name!r} returned {allocation!r} for {symbols}: expected "
+                                  f"{len(universe)} non-negative sleeve weights summing to 1 and an invested "
+                                  "fraction in [0, 1]")
+            decision_policy = fixed_target(symbols, sleeve * invested, current, estimate.covariance, self._policy(),
+                                           reason=f"{self.strategy.name}: fixed NAV fractions", nav_base_units=nav)
+        if decision_policy.action == "hold":
+            self.policy_holds += 1
+        else:
+            self.previous_target = (universe, np.array(decision_policy.target_weights))
 
         last = None
         if self.reference is not None and self.last_rebalance is not None:
             ref_universe, ref_cov = self.reference
             last = LastRebalance(tuple(market.panel.symbols[i] for i in ref_universe), ref_cov,
                                  float((date - self.last_rebalance).days))
-        policy = cfg.policy
-        if decision_policy is not None:
-            signals = policy_triggers(decision_policy, policy, current_weights=current, drift_bps=drift,
-                                      last_rebalance=last)
-        else:
-            changed = last is not None and last.symbols != symbols
-            signals = check_triggers(
-                policy, drift_bps=drift, current_weights=current, target_weights=target_nav,
-                covariance=estimate.covariance, reference_covariance=None if last is None or changed else last.covariance,
-                days_since_rebalance=None if last is None else last.days_ago,
-                universe_changed=changed and bool(held))
-        if not signals.fired:
-            self._skip(t, "no trigger fired", TriggerDecision(False, ("no trigger fired",), dict(signals.metrics)),
-                       policy=decision_policy)
-            return estimate
-
         timestamp = market.panel.close_timestamp(t)
         snapshot = PriceSnapshot(answers, window[-1].copy(), np.full(len(universe), timestamp, dtype=np.int64),
                                  tuple(0 for _ in universe), t, timestamp)
         state = VaultState("BASE", BASE_DECIMALS, self.base_balance, balances, nav, 0, self.epoch, False,
                            cfg.limits.max_slippage_bps, cfg.limits.max_turnover_bps, cfg.limits.max_nav_loss_bps)
-        plan_args = dict(cash_buffer_bps=cash_buffer_bps, slippage_budget_bps=cfg.slippage_budget_bps,
-                         drift_threshold_bps=0.0, min_trade_value=int(cfg.min_trade_usd * 10**BASE_DECIMALS),
-                         deadline=timestamp + 600)
-        plan = plan_rebalance(snapshot, state, infos, sleeve, **plan_args)
-        if plan.skip_reason:
-            self._skip(t, plan.skip_reason)
+        limits = TradeLimits(cfg.slippage_budget_bps, int(cfg.min_trade_usd * 10**BASE_DECIMALS), timestamp + 600,
+                             cfg.max_step_halvings)
+        quoter = ModelQuoter(self, universe, t)
+        try:
+            choice = decide_rebalance(decision_policy, snapshot=snapshot, state=state, assets=infos,
+                                      policy=cfg.policy, limits=limits, quoter=quoter, last_rebalance=last)
+        except KeeperError as exc:
+            self._skip(t, f"{type(exc).__name__}: {exc}", policy=decision_policy)
             return estimate
-
-        # Quote every leg; when a pool cannot absorb the move within the slippage budget, halve the step
-        # (the runner's rule, with the cost model in place of QuoterV2).
-        fraction = 1.0
-        for attempt in range(cfg.max_step_halvings + 1):
-            quotes = self._quote(plan, universe, t)
-            short = [(leg, q) for leg, q in zip(plan.legs, quotes) if q.amount_out < leg.min_amount_out]
-            if not short:
-                break
-            if attempt == cfg.max_step_halvings:
-                leg, q = short[0]
-                self._skip(t, f"QuoteBelowBoundError: {leg.symbol} {leg.side} leg quotes {q.amount_out} < "
-                              f"minAmountOut {leg.min_amount_out} after {attempt} halvings")
-                return estimate
-            fraction /= 2
-            plan = plan_rebalance(snapshot, state, infos, sleeve, fraction=fraction, **plan_args)
-            if plan.skip_reason:
-                self._skip(t, f"QuoteBelowBoundError, then {plan.skip_reason}")
-                return estimate
-
-        cost = rebalance_cost(quotes, cfg.gas, market.eth_price(t), BASE_DECIMALS)
-        new_balances, new_base = self._after(plan, quotes, universe)
-        post_values = [value_of(b, a, info, BASE_DECIMALS) for b, a, info in zip(new_balances, answers, infos)]
-        post = np.array(post_values, dtype=np.float64) / nav
-        if decision_policy is not None:
-            decision = evaluate_trade(decision_policy, policy, signals, post_trade_weights=post, nav_base_units=nav,
-                                      cost=cost, current_weights=plan.current_weights)
-        else:
-            benefit = expected_risk_benefit(plan.current_weights, post, plan.target_weights, estimate.covariance,
-                                            nav, policy.risk_aversion, policy.horizon_days)
-            decision = apply_cost_gate(policy, signals, benefit=benefit, cost=cost.total,
-                                       cost_breakdown=cost.as_dict())
+        plan = choice.plan
+        target = decision_policy.target_weights
         targets = {s: float(x) for s, x in zip(symbols, target)}
-        if not decision.rebalance:
-            self.decisions.append(DecisionRecord(date, "skipped", decision.reason, decision, len(plan.legs),
-                                                 plan.turnover_bps, cost, targets, decision_policy))
+        if not choice.trade:
+            if choice.cost is None:  # stopped before quoting: hold, no trigger, or the planner's skip
+                self.decisions.append(DecisionRecord(date, "skipped", choice.reason or "", choice.trigger,
+                                                     policy=decision_policy))
+            else:
+                self.decisions.append(DecisionRecord(date, "skipped", choice.reason or "", choice.trigger,
+                                                     len(plan.legs), plan.turnover_bps, choice.cost, targets,
+                                                     decision_policy))
             return estimate
+        assert plan is not None and choice.cost is not None
+        cost = choice.cost
+        new_balances, new_base = self._after(plan, choice.amounts_out, universe)
         for i, b in zip(universe, new_balances):
             self.balances[i] = b
         self.base_balance = new_base
@@ -902,7 +850,7 @@ class StrategyRun:
         self.gas_paid += cost.gas
         self.last_rebalance = date
         self.reference = (universe, np.array(estimate.covariance))
-        self.decisions.append(DecisionRecord(date, "rebalanced", decision.reason, decision, len(plan.legs),
+        self.decisions.append(DecisionRecord(date, "rebalanced", choice.reason or "", choice.trigger, len(plan.legs),
                                              plan.turnover_bps, cost, targets, decision_policy))
         self.turnover.append(plan.turnover_bps / BPS)
         self.fees.append(cost.fee / nav)
@@ -910,39 +858,64 @@ class StrategyRun:
         self.gas.append(cost.gas / nav if cfg.gas.charge_to_nav else 0.0)
         return estimate
 
-    def _quote(self, plan: RebalancePlan, universe: tuple[int, ...], t: int) -> list[LegQuote]:
-        market = self.market
-        position = {market.panel.symbols[i]: i for i in universe}
-        quotes = []
-        for leg in plan.legs:
-            i = position[leg.symbol]
-            info = self._info(i)
-            answer = market.answer(t, i)
-            seed = self.seed_prices.setdefault(leg.symbol, float(market.panel.prices[t, i]))
-            reserves = self.config.pools.reserves(leg.symbol, answer, FEED_DECIMALS, RISK_DECIMALS, BASE_DECIMALS, seed)
-            quotes.append(quote_leg(leg, reserves, self.config.pools.fee_pips,
-                                    lambda amount, a=answer, inf=info: value_of(amount, a, inf, BASE_DECIMALS)))
-        return quotes
-
-    def _after(self, plan: RebalancePlan, quotes: Sequence[LegQuote],
+    def _after(self, plan: RebalancePlan, amounts_out: Sequence[int],
                universe: tuple[int, ...]) -> tuple[list[int], int]:
         """Holdings after the legs execute at the quoted outputs (sells first; they fund the buys)."""
         position = {self.market.panel.symbols[i]: k for k, i in enumerate(universe)}
         balances = [self.balances[i] for i in universe]
         base = self.base_balance
-        for leg, q in zip(plan.legs, quotes):
+        for leg, out in zip(plan.legs, amounts_out):
             k = position[leg.symbol]
             if leg.side == "sell":
                 balances[k] -= leg.amount_in
-                base += q.amount_out
+                base += out
             else:
                 base -= leg.amount_in
-                balances[k] += q.amount_out
+                balances[k] += out
         if base < 0 or min(balances, default=0) < 0:
             raise KeeperError(
                 f"plan spends more than held (base {base}, balances {balances}): planner invariant broken"
             )
         return balances, base
+
+
+class ModelQuoter:
+    """The backtest's :class:`keeper.decision.Quoter`: each leg against a constant-product model of its pool
+    at the day's oracle price (:func:`keeper.costs.quote_leg`, reserves from ``config.pools``), and the gas
+    of one rebalance from ``config.gas`` at the day's ETH price. Raises
+    :class:`~keeper.errors.QuoteBelowBoundError` as QuoterV2 would when a leg's output is below its
+    ``min_amount_out``."""
+
+    def __init__(self, run: "StrategyRun", universe: tuple[int, ...], t: int) -> None:
+        self.run = run
+        self.universe = universe
+        self.t = t
+
+    def leg_quotes(self, plan: RebalancePlan) -> list[LegQuote]:
+        run, market, t = self.run, self.run.market, self.t
+        position = {market.panel.symbols[i]: i for i in self.universe}
+        quotes = []
+        for leg in plan.legs:
+            i = position[leg.symbol]
+            info = run._info(i)
+            answer = market.answer(t, i)
+            seed = run.seed_prices.setdefault(leg.symbol, float(market.panel.prices[t, i]))
+            reserves = run.config.pools.reserves(leg.symbol, answer, FEED_DECIMALS, RISK_DECIMALS, BASE_DECIMALS, seed)
+            quotes.append(quote_leg(leg, reserves, run.config.pools.fee_pips,
+                                    lambda amount, a=answer, inf=info: value_of(amount, a, inf, BASE_DECIMALS)))
+        return quotes
+
+    def quote(self, plan: RebalancePlan) -> tuple[int, ...]:
+        quotes = self.leg_quotes(plan)
+        for leg, q in zip(plan.legs, quotes):
+            if q.amount_out < leg.min_amount_out:
+                raise QuoteBelowBoundError(f"{leg.symbol} {leg.side} leg quotes {q.amount_out} < minAmountOut "
+                                           f"{leg.min_amount_out}")
+        return tuple(q.amount_out for q in quotes)
+
+    def cost(self, plan: RebalancePlan, amounts_out: tuple[int, ...]) -> TradeCost:
+        return rebalance_cost(self.leg_quotes(plan), self.run.config.gas, self.run.market.eth_price(self.t),
+                              BASE_DECIMALS)
 
 
 # --------------------------------------------------------------------------- #

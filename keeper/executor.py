@@ -21,14 +21,63 @@ from eth_utils import event_abi_to_log_topic, to_checksum_address
 from web3 import Web3
 
 from keeper.chain import call_raw, connect, contract, decode_revert
+from keeper.costs import GasModel, TradeCost, cost_from_quotes, gas_cost_base_units
 from keeper.errors import QuoteBelowBoundError, SimulationRevertedError, TransactionFailedError
 from keeper.gas import FeePolicy, Fees
 from keeper.journal import Journal, TxRecord
 from keeper.option_orders import encode_rebalance_with_options
-from keeper.planner import RebalancePlan
+from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
+from keeper.planner import RebalancePlan, value_of
 from keeper.txmanager import ReconcileReport, TxManager, TxPolicy
 from keeper.units import BPS
 
+
+
+class ChainQuoter:
+    """The live :class:`keeper.decision.Quoter`: QuoterV2 for each leg (:meth:`Executor.quote`), and the cost of
+    the quoted legs (:func:`keeper.costs.cost_from_quotes`) plus the gas of one rebalance with that many legs.
+
+    Parameters
+    ----------
+    executor : Executor
+    assets : sequence of RiskAssetInfo
+        The vault's risk assets (their pool fee tiers and decimals).
+    snapshot, state
+        The oracle answers and vault state the plan was made from.
+    gas_model : GasModel
+        Gas units per rebalance by number of legs.
+    gas_price_wei : int
+        Base fee + tip of the next block, wei per gas (the cap when the fee cannot be read: an upper bound,
+        so the cost gate errs toward not trading).
+    eth_price_usd : float
+        USD per ETH, to value the gas.
+    """
+
+    def __init__(self, executor: "Executor", assets: tuple[RiskAssetInfo, ...] | list[RiskAssetInfo],
+                 snapshot: PriceSnapshot, state: VaultState, gas_model: GasModel, gas_price_wei: int,
+                 eth_price_usd: float) -> None:
+        self.executor = executor
+        self.assets = tuple(assets)
+        self.snapshot = snapshot
+        self.state = state
+        self.gas_model = gas_model
+        self.gas_price_wei = gas_price_wei
+        self.eth_price_usd = eth_price_usd
+        self.pool_fees = {a.token: a.pool_fee for a in self.assets}
+
+    def quote(self, plan: RebalancePlan) -> tuple[int, ...]:
+        return self.executor.quote(plan, self.pool_fees)
+
+    def cost(self, plan: RebalancePlan, amounts_out: tuple[int, ...]) -> TradeCost:
+        state = self.state
+        gas_units = self.gas_model.gas_units(len(plan.legs))
+        gas = gas_cost_base_units(gas_units, self.gas_price_wei, self.eth_price_usd, state.base_decimals)
+        value_of_risk = {
+            info.symbol: (lambda amount, answer=answer, info=info: value_of(amount, answer, info, state.base_decimals))
+            for info, answer in zip(self.assets, self.snapshot.answers)
+        }
+        return cost_from_quotes(plan.legs, amounts_out, {a.symbol: a.pool_fee for a in self.assets}, value_of_risk,
+                                gas, gas_units)
 
 
 @dataclass(frozen=True)

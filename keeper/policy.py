@@ -815,6 +815,58 @@ def _hold(common: dict[str, Any], reasons: list[str], current: FloatArray, cov: 
     )
 
 
+def fixed_target(
+    symbols: Sequence[str],
+    nav_fractions: npt.ArrayLike,
+    current_weights: npt.ArrayLike,
+    covariance: npt.ArrayLike,
+    config: PolicyConfig | None = None,
+    *,
+    reason: str = "fixed NAV fractions",
+    nav_base_units: int | None = None,
+) -> PolicyDecision:
+    """A ``"target"`` decision for fixed NAV fractions (a benchmark mix such as BTC only or 60/40), so that
+    it goes through the same triggers, planner, quotes and cost gate as the policy's own targets
+    (:func:`keeper.decision.decide_rebalance`).
+
+    Parameters
+    ----------
+    nav_fractions : array_like (n,)
+        Target fractions of NAV per asset, >= 0, sum <= 1 (the rest in the base asset).
+    current_weights : array_like (n,)
+        Holdings now, fractions of NAV.
+    covariance : array_like (n, n)
+        Annualised covariance the triggers and the cost gate measure risk with.
+    config : PolicyConfig, optional
+        Only its ES measure fields are recorded (no limit is applied to a fixed mix).
+
+    Raises
+    ------
+    PolicyInputError
+        Fractions or weights that are not finite, negative, or sum above 1; a covariance of the wrong shape.
+    """
+    config = config if config is not None else PolicyConfig()
+    names = tuple(symbols)
+    n = len(names)
+    target = _check_fractions("nav_fractions", nav_fractions, n)
+    current = _check_fractions("current_weights", current_weights, n)
+    cov = np.asarray(covariance, dtype=np.float64)
+    if cov.shape != (n, n):
+        raise PolicyInputError(f"covariance has shape {cov.shape}; expected ({n}, {n}) for {list(names)}.")
+    total = float(target.sum())
+    return PolicyDecision(
+        symbols=names, action="target", reasons=(reason,), target_weights=_freeze(target),
+        cash_weight=max(0.0, 1.0 - total), sleeve_weights=_freeze(_sleeve(target)), current_weights=_freeze(current),
+        gate_action="accept", gate_reason="given", max_condition_number=math.inf, condition_numbers=(),
+        estimator="given", shrinkage=None, n_observations=None, covariance=_freeze(cov), allocator="fixed",
+        allocation_method="fixed", fallback_reasons=(), risk_budget=None,
+        relative_risk_contributions=_freeze(_rrc(target, cov)), volatility_target=None, capped=False,
+        allocation_scale=total, es_scale=1.0, scale=total, ex_ante_volatility=_volatility(target, cov),
+        es_limit=None, es_method=config.es_method, es_confidence=config.es_confidence,
+        es_horizon_days=config.es_horizon_days, nav_base_units=nav_base_units,
+    )
+
+
 # --------------------------------------------------------------------------- #
 # Triggers and cost gate for a decision
 # --------------------------------------------------------------------------- #

@@ -41,10 +41,11 @@ from keeper.chain import connect_failover
 from pydantic import ValidationError
 
 from keeper.config import KeeperConfig
-from keeper.costs import GasModel, TradeCost, cost_from_quotes, gas_cost_base_units
-from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, RpcUnavailableError, ShutdownRequestedError
+from keeper.costs import GasModel
+from keeper.errors import ConfigError, KeeperError, RpcUnavailableError, ShutdownRequestedError
 from keeper.estimation import simple_returns
-from keeper.executor import ExecutionResult, Executor
+from keeper.decision import TradeLimits, decide_rebalance
+from keeper.executor import ChainQuoter, ExecutionResult, Executor
 from keeper.hedging import HedgeTriggerConfig, OverlayConfig
 from keeper.chain import contract
 from keeper.journal import Journal
@@ -52,9 +53,8 @@ from keeper.metrics import KeeperMetrics, MetricsServer, WEI_PER_ETH
 from keeper.optimizer import relative_risk_contributions
 from keeper.option_orders import OptionOverlay, OverlayStepReport
 from keeper.oracle import ChainReader
-from keeper.planner import RebalancePlan, plan_rebalance, value_holdings, value_of
-from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets, evaluate_trade, policy_triggers
-from keeper.triggers import TriggerDecision
+from keeper.planner import RebalancePlan, value_holdings
+from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets
 from keeper.units import SECONDS_PER_DAY
 
 log = logging.getLogger("keeper")
@@ -266,21 +266,9 @@ class Keeper:
         timings["read"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        plan_args = dict(
-            cash_buffer_bps=cfg.cash_buffer_bps,
-            slippage_budget_bps=cfg.slippage_budget_bps,
-            drift_threshold_bps=cfg.drift_threshold_bps,
-            min_trade_value=int(cfg.min_trade_usd * 10**state.base_decimals),
-            deadline=snapshot.block_timestamp + cfg.deadline_seconds,
-        )
         assets = self.reader.assets
         policy_decision: PolicyDecision | None = None
         if derisk:
-            # De-risk: every risk asset's target is zero (the whole NAV in the base asset); the planner
-            # still sells first, keeps under the turnover cap and respects the drift threshold.
-            n = len(assets)
-            target_weights = np.full(n, 1.0 / n)
-            plan_args["cash_buffer_bps"] = 10_000
             context.update(derisk=True)
             log.warning("circuit breaker: de-risking toward the base asset: %s", decision.reason)
         else:
@@ -291,107 +279,43 @@ class Keeper:
             )
             context.update(policy=policy_decision.as_dict(), **_decision_context(policy_decision))
             if policy_decision.action == "hold":
-                trade = evaluate_trade(policy_decision, self.policy, policy_triggers(policy_decision, self.policy))
-                context.update(trigger=trade.as_dict())
-                timings["compute"] = time.perf_counter() - t
                 log.warning("policy holds: %s", policy_decision.reason)
-                return TickReport(status="skipped", reason=trade.reason, timings=timings,
-                                  reason_code="policy_hold", **context)
-            target_weights = np.asarray(policy_decision.sleeve_weights)
-            # The policy sets the cash sleeve (buffer, volatility target, ES limit); its triggers, not the
-            # planner's threshold, decide whether the drift is worth a trade.
-            plan_args.update(cash_buffer_bps=policy_decision.cash_buffer_bps, drift_threshold_bps=0.0)
-        plan = plan_rebalance(snapshot, state, assets, target_weights, **plan_args)
-        held = np.asarray(plan.current_weights)
-        if policy_decision is not None and policy_decision.covariance is not None:
-            context.update(relative_risk_contributions_before=(
-                relative_risk_contributions(held, np.asarray(policy_decision.covariance)).tolist()
-                if held.sum() > 0 else None))
-        context.update(plan=plan)
-        signals = None
-        if policy_decision is not None and plan.nav_before > 0:
-            signals = policy_triggers(policy_decision, self.policy, drift_bps=plan.drift_bps,
-                                      current_weights=plan.current_weights,
-                                      last_rebalance=self._last_rebalance(snapshot.block_timestamp))
-            if not signals.fired:
-                trade = evaluate_trade(policy_decision, self.policy, signals)
-                context.update(trigger=trade.as_dict())
-                timings["compute"] = time.perf_counter() - t
-                reason = (f"drift {plan.drift_bps:.1f} bps below threshold {cfg.drift_threshold_bps:.1f} bps; "
-                          f"{trade.reason}")
-                return TickReport(status="skipped", reason=reason, timings=timings, reason_code="no_trade_needed",
-                                  **context)
-        timings["compute"] = time.perf_counter() - t
-        if plan.skip_reason:
-            if signals is not None:
-                context.update(trigger=TriggerDecision(False, (*signals.fired, plan.skip_reason),
-                                                       dict(signals.metrics)).as_dict())
-            return TickReport(status="skipped", reason=plan.skip_reason, timings=timings,
-                              reason_code="no_trade_needed", **context)
+        limits = TradeLimits(slippage_budget_bps=cfg.slippage_budget_bps,
+                             min_trade_value=int(cfg.min_trade_usd * 10**state.base_decimals),
+                             deadline=snapshot.block_timestamp + cfg.deadline_seconds,
+                             max_step_halvings=cfg.max_step_halvings)
+        quoter = _TimedQuoter(self._quoter(snapshot, state), timings)
+        choice = decide_rebalance(
+            policy_decision, snapshot=snapshot, state=state, assets=assets, policy=self.policy, limits=limits,
+            quoter=quoter, derisk_reason=decision.reason if derisk else None,
+            last_rebalance=None if derisk else self._last_rebalance(snapshot.block_timestamp),
+        )
+        timings["compute"] = time.perf_counter() - t - timings.get("quote", 0.0)
+        rrc = choice.relative_risk_contributions_before
+        if choice.plan is not None:
+            context.update(plan=choice.plan)
+        if choice.policy is not None and choice.plan is not None:
+            context.update(relative_risk_contributions_before=None if rrc is None else rrc.tolist())
+        if choice.trigger is not None:
+            context.update(trigger=choice.trigger.as_dict())
+        if choice.trade:
+            return TickReport(status="planned", reason=choice.reason, timings=timings,
+                              reason_code=choice.reason_code, **context)
+        if choice.reason_code == "not_worth_trading":
+            log.info("cost gate: %s", choice.reason)
+        return TickReport(status="skipped", reason=choice.reason, timings=timings, reason_code=choice.reason_code,
+                          **context)
 
-        if self.overlay is not None and not derisk:
-            # Options mode: the overlay step plans, quotes and sends its own legs (spot hedge and options in
-            # one rebalanceWithOptions), so the spot-only plan is not quoted here.
-            return TickReport(status="planned", reason=None, timings=timings, **context)
-
-        # Quote every leg; when a pool cannot absorb the whole move within the slippage budget, take a
-        # smaller step toward the targets (halving up to `max_step_halvings` times) rather than none.
-        t = time.perf_counter()
-        pool_fees = {a.token: a.pool_fee for a in assets}
-        fraction = 1.0
-        for attempt in range(cfg.max_step_halvings + 1):
-            try:
-                quotes = self.executor.quote(plan, pool_fees)
-                break
-            except QuoteBelowBoundError:
-                if attempt == cfg.max_step_halvings:
-                    raise
-                fraction /= 2
-                plan = plan_rebalance(snapshot, state, assets, target_weights, fraction=fraction, **plan_args)
-                if plan.skip_reason:
-                    raise
-        context.update(plan=plan)
-        timings["quote"] = time.perf_counter() - t
-        if policy_decision is not None and signals is not None:
-            # The cost gate: the expected risk benefit of the quoted legs against their gas, fees and impact.
-            cost = self._trade_cost(plan, quotes, snapshot, state)
-            trade = evaluate_trade(policy_decision, self.policy, signals,
-                                   post_trade_weights=_post_trade_weights(plan, quotes, snapshot, state, assets),
-                                   nav_base_units=plan.nav_before, cost=cost)
-            context.update(trigger=trade.as_dict())
-            if not trade.rebalance:
-                log.info("cost gate: %s", trade.reason)
-                return TickReport(status="skipped", reason=trade.reason, timings=timings,
-                                  reason_code="not_worth_trading", **context)
-            return TickReport(status="planned", reason=trade.reason, timings=timings, **context)
-        reason = f"derisk: {decision.reason}" if derisk else None
-        return TickReport(status="planned", reason=reason, timings=timings,
-                          reason_code="derisk" if derisk else None, **context)
-
-    def _trade_cost(self, plan: RebalancePlan, quotes: tuple[int, ...], snapshot: Any, state: Any) -> TradeCost:
-        """Fees + price impact of the quoted legs and the gas of one rebalance, base-asset units.
-
-        Gas: :class:`keeper.costs.GasModel` units for the plan's legs at the next block's base fee plus
-        the tip (:meth:`keeper.gas.FeePolicy.estimate`), valued at the vault's WETH/ETH oracle price when
-        it lists one, else ``config.eth_price_usd``. When the fee cannot be read or is above the cap, gas
-        is priced at the cap ``max_fee_per_gas``: an upper bound, so the cost gate errs toward not trading
-        (and the send refuses a price above the cap anyway).
-        """
-        assets = self.reader.assets
+    def _quoter(self, snapshot: Any, state: Any) -> ChainQuoter:
+        """QuoterV2 for the legs; gas priced at the next block's fee (the cap when it cannot be read)."""
         try:
             fees = self.executor.fee_policy.estimate(self.w3, gate=False)
             gas_price = fees.base_fee_per_gas + fees.max_priority_fee_per_gas
         except KeeperError as exc:
             log.warning("pricing the rebalance's gas at the fee cap: %s", exc)
             gas_price = self.executor.fee_policy.max_fee_per_gas_wei
-        gas_units = self.gas_model.gas_units(len(plan.legs))
-        gas = gas_cost_base_units(gas_units, gas_price, self._eth_price_usd(snapshot), state.base_decimals)
-        value_of_risk = {
-            info.symbol: (lambda amount, answer=answer, info=info: value_of(amount, answer, info, state.base_decimals))
-            for info, answer in zip(assets, snapshot.answers)
-        }
-        return cost_from_quotes(plan.legs, quotes, {a.symbol: a.pool_fee for a in assets}, value_of_risk, gas,
-                                gas_units)
+        return ChainQuoter(self.executor, self.reader.assets, snapshot, state, self.gas_model, gas_price,
+                           self._eth_price_usd(snapshot))
 
     def _eth_price_usd(self, snapshot: Any) -> float:
         """USD per ETH: the vault's WETH/ETH oracle price when it lists that asset, else the config's."""
@@ -704,19 +628,22 @@ def _decision_context(decision: PolicyDecision) -> dict[str, Any]:
     )
 
 
-def _post_trade_weights(plan: RebalancePlan, quotes: tuple[int, ...], snapshot: Any, state: Any,
-                        assets: Any) -> np.ndarray:
-    """Risky weights after the quoted legs, fractions of the NAV before (oracle values, base units)."""
-    values = np.array([value_of(b, a, info, state.base_decimals)
-                       for b, a, info in zip(state.balances, snapshot.answers, assets)], dtype=np.float64)
-    index = {info.symbol: i for i, info in enumerate(assets)}
-    for leg, out in zip(plan.legs, quotes):
-        i = index[leg.symbol]
-        if leg.side == "sell":
-            values[i] -= leg.oracle_amount_out
-        else:
-            values[i] += value_of(out, snapshot.answers[i], assets[i], state.base_decimals)
-    return np.clip(values, 0.0, None) / plan.nav_before
+class _TimedQuoter:
+    """A :class:`keeper.decision.Quoter` that adds the time spent quoting to the tick's ``timings["quote"]``."""
+
+    def __init__(self, inner: Any, timings: dict[str, float]) -> None:
+        self.inner = inner
+        self.timings = timings
+
+    def quote(self, plan: RebalancePlan) -> tuple[int, ...]:
+        t = time.perf_counter()
+        try:
+            return self.inner.quote(plan)
+        finally:
+            self.timings["quote"] = self.timings.get("quote", 0.0) + time.perf_counter() - t
+
+    def cost(self, plan: RebalancePlan, amounts_out: tuple[int, ...]) -> Any:
+        return self.inner.cost(plan, amounts_out)
 
 
 def _trip_dict(trip: Any) -> dict[str, Any]:

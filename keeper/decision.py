@@ -1,0 +1,324 @@
+r"""The keeper's trade decision, written once and shared by the live keeper, ``keeper simulate``,
+``keeper backtest`` and ``keeper demo``.
+
+Stage order (a module here knows only the stages before it)::
+
+    policy decision (keeper.policy.decide_targets, or a fixed mix)      ─┐
+    vault state and oracle answers (keeper.oracle: chain or price table) ─┼─► decide_rebalance ─► RebalanceDecision
+    a Quoter (QuoterV2 on chain, or the backtest's pool model)           ─┘
+
+:func:`decide_rebalance` is pure apart from the quoter it is handed: it plans the legs toward the policy's
+target (:func:`keeper.planner.plan_rebalance`), asks the triggers whether the drift is worth looking at
+(:func:`keeper.policy.policy_triggers`), quotes the legs, taking a smaller step when a pool cannot absorb
+the whole move (:func:`quote_with_halving`, the only quote-and-halve loop in the keeper), and lets the cost
+gate (:func:`keeper.policy.evaluate_trade`) weigh the expected risk benefit of the quoted legs against
+their fees, price impact and gas. Only the edges differ between the entry points: where the snapshot,
+the vault state and the quotes come from, and what is done with the decision (sent through
+:class:`keeper.executor.Executor` or filled at the modelled outputs).
+
+Units: weights are fractions of NAV; amounts and costs are the smallest units of their token (base-asset
+units for values, as the vault computes them); ``*_bps`` are basis points of NAV; times Unix seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from keeper.costs import TradeCost
+from keeper.errors import QuoteBelowBoundError
+from keeper.optimizer import relative_risk_contributions
+from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
+from keeper.planner import RebalancePlan, plan_rebalance, value_holdings, value_of
+from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, evaluate_trade, policy_triggers
+from keeper.triggers import TriggerDecision, TriggerPolicy, TriggerSignals, weight_drift_bps
+from keeper.units import BPS
+
+FloatArray = npt.NDArray[np.float64]
+
+__all__ = [
+    "Quoter",
+    "QuotedPlan",
+    "TradeLimits",
+    "RebalanceDecision",
+    "quote_with_halving",
+    "post_trade_weights",
+    "decide_rebalance",
+]
+
+
+class Quoter(Protocol):
+    """Where the legs' prices come from: QuoterV2 on chain (:class:`keeper.executor.ChainQuoter`) or the
+    backtest's model of the pools (:class:`keeper.backtest.ModelQuoter`)."""
+
+    def quote(self, plan: RebalancePlan) -> tuple[int, ...]:
+        """Output of every swap leg of ``plan``, smallest units of the leg's output token.
+
+        Raises
+        ------
+        QuoteBelowBoundError
+            A leg's output is below its ``min_amount_out`` (the pool is off the oracle or too shallow).
+        """
+        ...
+
+    def cost(self, plan: RebalancePlan, amounts_out: tuple[int, ...]) -> TradeCost:
+        """Fees, price impact and gas of sending ``plan`` at the quoted outputs, base-asset units."""
+        ...
+
+
+@dataclass(frozen=True)
+class TradeLimits:
+    """The keeper's own execution limits for one decision.
+
+    Attributes
+    ----------
+    slippage_budget_bps : float
+        Largest shortfall of a leg's output below its oracle value, bps (clamped to the vault's bound).
+    min_trade_value : int
+        Smallest leg worth sending, base-asset units.
+    deadline : int
+        Unix seconds after which the vault refuses the transaction.
+    max_step_halvings : int
+        How many times a move the pools cannot absorb is halved before the tick gives up.
+    """
+
+    slippage_budget_bps: float
+    min_trade_value: int
+    deadline: int
+    max_step_halvings: int
+
+
+@dataclass(frozen=True)
+class QuotedPlan:
+    """A plan whose swap legs all quote at or above their ``min_amount_out``.
+
+    ``fraction`` is the share of the planned move it makes (1, 1/2, 1/4, ...); ``amounts_out`` aligns with
+    ``plan.legs`` (empty when the plan has option legs only)."""
+
+    plan: RebalancePlan
+    amounts_out: tuple[int, ...]
+    fraction: float
+    halvings: int
+
+
+def quote_with_halving(plan_at: Callable[[float], RebalancePlan], quoter: Quoter,
+                       max_step_halvings: int) -> QuotedPlan:
+    """Quotes ``plan_at(1.0)``; when a pool cannot absorb the whole move within the slippage budget, takes
+    half the step (``plan_at(0.5)``, ``plan_at(0.25)``, ...) up to ``max_step_halvings`` times.
+
+    A step toward the target is better than none: a shallow pool limits how far one rebalance can go, and
+    the next tick goes on from where this one stopped.
+
+    Parameters
+    ----------
+    plan_at : callable(fraction) -> RebalancePlan
+        Plans the move scaled by ``fraction`` in (0, 1].
+    quoter : Quoter
+    max_step_halvings : int
+        >= 0.
+
+    Returns
+    -------
+    QuotedPlan
+        A plan with no swap leg is returned unquoted (an options-only plan needs no pool).
+
+    Raises
+    ------
+    QuoteBelowBoundError
+        Still below the bound after ``max_step_halvings`` halvings, or the smaller step leaves no spot leg
+        while the plan has nothing else to send.
+    """
+    if max_step_halvings < 0:
+        raise ValueError(f"max_step_halvings must be >= 0, got {max_step_halvings}")
+    fraction = 1.0
+    plan = plan_at(fraction)
+    for attempt in range(max_step_halvings + 1):
+        if not plan.legs:
+            return QuotedPlan(plan, (), fraction, attempt)
+        try:
+            return QuotedPlan(plan, tuple(quoter.quote(plan)), fraction, attempt)
+        except QuoteBelowBoundError as exc:
+            if attempt == max_step_halvings:
+                raise QuoteBelowBoundError(f"{exc} (after {attempt} halvings of the step)") from exc
+            fraction /= 2
+            plan = plan_at(fraction)
+            if not plan.legs and not plan.option_legs:
+                raise QuoteBelowBoundError(f"{exc}; half the step: {plan.skip_reason}") from exc
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def post_trade_weights(plan: RebalancePlan, amounts_out: Sequence[int], snapshot: PriceSnapshot, state: VaultState,
+                       assets: Sequence[RiskAssetInfo]) -> FloatArray:
+    """Risky weights after the quoted legs, fractions of the NAV before (oracle values, base units), shape (n,).
+
+    A sell removes its oracle value (``leg.oracle_amount_out``); a buy adds the oracle value of its quoted
+    output."""
+    values = np.array([value_of(b, a, info, state.base_decimals)
+                       for b, a, info in zip(state.balances, snapshot.answers, assets)], dtype=np.float64)
+    index = {info.symbol: i for i, info in enumerate(assets)}
+    for leg, out in zip(plan.legs, amounts_out):
+        i = index[leg.symbol]
+        if leg.side == "sell":
+            values[i] -= leg.oracle_amount_out
+        else:
+            values[i] += value_of(out, snapshot.answers[i], assets[i], state.base_decimals)
+    return np.clip(values, 0.0, None) / plan.nav_before
+
+
+@dataclass(frozen=True)
+class RebalanceDecision:
+    """What to do this tick, with every number the journal keeps.
+
+    Attributes
+    ----------
+    action : {"trade", "skip"}
+    reason : str or None
+        Why (the cost gate's verdict, the trigger that did not fire, the planner's skip, ...).
+    reason_code : str or None
+        Short label for metrics: ``policy_hold``, ``no_trade_needed``, ``not_worth_trading``, ``derisk``.
+    policy : PolicyDecision or None
+        The decision the target came from (None when de-risking).
+    plan : RebalancePlan or None
+        The quoted plan for ``"trade"``; the unquoted plan for a skip after planning.
+    amounts_out : tuple of int
+        Quoted output per leg of ``plan`` (empty before quoting).
+    cost : TradeCost or None
+        Fees, impact and gas of the quoted legs, base-asset units.
+    trigger : TriggerDecision or None
+        Fired triggers and the cost gate's benefit and cost (None when de-risking).
+    signals : TriggerSignals or None
+    relative_risk_contributions_before : ndarray (n,) or None
+        Of the holdings under the policy's covariance (None without holdings or covariance).
+    halvings : int
+        How many times the step was halved to fit the pools.
+    """
+
+    action: str
+    reason: str | None
+    reason_code: str | None
+    policy: PolicyDecision | None
+    plan: RebalancePlan | None = None
+    amounts_out: tuple[int, ...] = ()
+    cost: TradeCost | None = None
+    trigger: TriggerDecision | None = None
+    signals: TriggerSignals | None = None
+    relative_risk_contributions_before: FloatArray | None = None
+    halvings: int = 0
+
+    @property
+    def trade(self) -> bool:
+        return self.action == "trade"
+
+
+def decide_rebalance(
+    policy_decision: PolicyDecision | None,
+    *,
+    snapshot: PriceSnapshot,
+    state: VaultState,
+    assets: Sequence[RiskAssetInfo],
+    policy: PolicyConfig | TriggerPolicy,
+    limits: TradeLimits,
+    quoter: Quoter,
+    last_rebalance: LastRebalance | None = None,
+    derisk_reason: str | None = None,
+) -> RebalanceDecision:
+    """The tick's spot decision: triggers → plan → quote (halving) → cost gate.
+
+    Parameters
+    ----------
+    policy_decision : PolicyDecision or None
+        The target (:func:`keeper.policy.decide_targets` or :func:`keeper.policy.fixed_target`); None only
+        with ``derisk_reason``.
+    snapshot, state, assets
+        Oracle answers and the vault's holdings (from the chain or the backtest's replay), aligned with
+        ``policy_decision.symbols``.
+    policy : PolicyConfig or TriggerPolicy
+        Triggers and cost gate settings.
+    limits : TradeLimits
+    quoter : Quoter
+    last_rebalance : LastRebalance, optional
+        The last rebalance actually made (None: there was none).
+    derisk_reason : str, optional
+        A circuit breaker asked to de-risk: every risk asset's target is zero; the triggers and the cost gate
+        do not apply (the planner still sells first and keeps under the vault's turnover caps).
+
+    Returns
+    -------
+    RebalanceDecision
+
+    Raises
+    ------
+    QuoteBelowBoundError
+        The pools cannot absorb even the smallest step (:func:`quote_with_halving`).
+    ConfigError
+        Target weights the planner refuses.
+    """
+    n = len(assets)
+    plan_args = dict(slippage_budget_bps=limits.slippage_budget_bps, min_trade_value=limits.min_trade_value,
+                     deadline=limits.deadline)
+    if derisk_reason is not None:
+        sleeve = np.full(n, 1.0 / n)
+
+        def plan_at(fraction: float) -> RebalancePlan:
+            return plan_rebalance(snapshot, state, assets, sleeve, cash_buffer_bps=BPS, drift_threshold_bps=0.0,
+                                  fraction=fraction, **plan_args)
+
+        plan = plan_at(1.0)
+        if plan.skip_reason:
+            return RebalanceDecision("skip", plan.skip_reason, "no_trade_needed", None, plan)
+        quoted = quote_with_halving(plan_at, quoter, limits.max_step_halvings)
+        return RebalanceDecision("trade", f"derisk: {derisk_reason}", "derisk", None, quoted.plan, quoted.amounts_out,
+                                 quoter.cost(quoted.plan, quoted.amounts_out), halvings=quoted.halvings)
+    if policy_decision is None:
+        raise ValueError("decide_rebalance needs a policy decision unless it de-risks")
+    decision = policy_decision
+    if decision.action == "hold":
+        signals = policy_triggers(decision, policy)
+        trade = evaluate_trade(decision, policy, signals)
+        return RebalanceDecision("skip", trade.reason, "policy_hold", decision, trigger=trade, signals=signals)
+
+    # The policy sets the cash sleeve (buffer, volatility target, ES limit); its triggers, not a drift
+    # threshold of the planner, decide whether the drift is worth a trade.
+    sleeve = np.asarray(decision.sleeve_weights)
+    cash_buffer_bps = decision.cash_buffer_bps
+
+    def plan_at(fraction: float) -> RebalancePlan:
+        return plan_rebalance(snapshot, state, assets, sleeve, cash_buffer_bps=cash_buffer_bps,
+                              drift_threshold_bps=0.0, fraction=fraction, **plan_args)
+
+    # The triggers first, on the planner's own holdings weights and drift (to the bit: the same integer
+    # values over the same NAV), so that the planner runs only when a trigger fires.
+    holdings = value_holdings(snapshot, state, assets)
+    current = holdings.weights
+    rrc_before = None
+    if decision.covariance is not None and current.sum() > 0:
+        rrc_before = relative_risk_contributions(current, np.asarray(decision.covariance))
+    common = dict(policy=decision, relative_risk_contributions_before=rrc_before)
+    if holdings.nav == 0:
+        return RebalanceDecision("skip", "vault is empty", "no_trade_needed", **common)
+    risky_fraction = 1.0 - cash_buffer_bps / BPS  # the planner's expressions, so the drift is its drift
+    drift = weight_drift_bps(current, sleeve * risky_fraction, holdings.base_balance / holdings.nav,
+                             1.0 - risky_fraction)
+    signals = policy_triggers(decision, policy, drift_bps=drift, current_weights=current,
+                              last_rebalance=last_rebalance)
+    if not signals.fired:
+        trade = evaluate_trade(decision, policy, signals)
+        return RebalanceDecision("skip", trade.reason, "no_trade_needed", trigger=trade, signals=signals, **common)
+    plan = plan_at(1.0)
+    if plan.skip_reason:
+        trade = TriggerDecision(False, (*signals.fired, plan.skip_reason), dict(signals.metrics))
+        return RebalanceDecision("skip", plan.skip_reason, "no_trade_needed", plan=plan, trigger=trade,
+                                 signals=signals, **common)
+    quoted = quote_with_halving(plan_at, quoter, limits.max_step_halvings)
+    plan = quoted.plan
+    cost = quoter.cost(plan, quoted.amounts_out)
+    trade = evaluate_trade(decision, policy, signals,
+                           post_trade_weights=post_trade_weights(plan, quoted.amounts_out, snapshot, state, assets),
+                           nav_base_units=plan.nav_before, cost=cost, current_weights=plan.current_weights)
+    return RebalanceDecision("trade" if trade.rebalance else "skip", trade.reason,
+                             None if trade.rebalance else "not_worth_trading", plan=plan,
+                             amounts_out=quoted.amounts_out, cost=cost, trigger=trade, signals=signals,
+                             halvings=quoted.halvings, **common)
