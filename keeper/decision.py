@@ -194,6 +194,10 @@ class RebalanceDecision:
         Of the holdings under the policy's covariance (None without holdings or covariance).
     halvings : int
         How many times the step was halved to fit the pools.
+    current_weights : ndarray (n,) or None
+        Holdings before the trade, fractions of NAV (None when the vault is empty or before valuation).
+    drift_bps : float or None
+        The planner's drift of the holdings from the target, bps of NAV.
     """
 
     action: str
@@ -207,6 +211,8 @@ class RebalanceDecision:
     signals: TriggerSignals | None = None
     relative_risk_contributions_before: FloatArray | None = None
     halvings: int = 0
+    current_weights: FloatArray | None = None
+    drift_bps: float | None = None
 
     @property
     def trade(self) -> bool:
@@ -296,12 +302,13 @@ def decide_rebalance(
     rrc_before = None
     if decision.covariance is not None and current.sum() > 0:
         rrc_before = relative_risk_contributions(current, np.asarray(decision.covariance))
-    common = dict(policy=decision, relative_risk_contributions_before=rrc_before)
+    common: dict = dict(policy=decision, relative_risk_contributions_before=rrc_before)
     if holdings.nav == 0:
         return RebalanceDecision("skip", "vault is empty", "no_trade_needed", **common)
     risky_fraction = 1.0 - cash_buffer_bps / BPS  # the planner's expressions, so the drift is its drift
     drift = weight_drift_bps(current, sleeve * risky_fraction, holdings.base_balance / holdings.nav,
                              1.0 - risky_fraction)
+    common.update(current_weights=current, drift_bps=drift)
     signals = policy_triggers(decision, policy, drift_bps=drift, current_weights=current,
                               last_rebalance=last_rebalance)
     if not signals.fired:

@@ -106,6 +106,8 @@ class TickReport:
     policy: dict[str, Any] | None = None
     trigger: dict[str, Any] | None = None
     overlay: dict[str, Any] | None = None
+    current_weights: list[float] | None = None
+    drift_bps: float | None = None
 
 
 class Keeper:
@@ -298,6 +300,8 @@ class Keeper:
             context.update(relative_risk_contributions_before=None if rrc is None else rrc.tolist())
         if choice.trigger is not None:
             context.update(trigger=choice.trigger.as_dict())
+        if choice.current_weights is not None:
+            context.update(current_weights=choice.current_weights.tolist(), drift_bps=choice.drift_bps)
         if choice.trade:
             return TickReport(status="planned", reason=choice.reason, timings=timings,
                               reason_code=choice.reason_code, **context)
@@ -601,8 +605,8 @@ class Keeper:
                 relative_risk_contributions_before=report.relative_risk_contributions_before,
                 ex_ante_volatility=report.ex_ante_volatility,
                 covariance=report.covariance,
-                current_weights=plan.current_weights if plan else None,
-                drift_bps=plan.drift_bps if plan else None,
+                current_weights=plan.current_weights if plan else report.current_weights,
+                drift_bps=plan.drift_bps if plan else report.drift_bps,
                 turnover_bps=plan.turnover_bps if plan else None,
                 legs=plan.legs if plan else None,
                 leg_results=execution.legs if execution else None,
