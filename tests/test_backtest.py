@@ -305,7 +305,9 @@ def test_outputs_are_written(tmp_path) -> None:
     erc = [r for r in rows if r["detail"]["strategy"] == "ERC" and r["detail"]["policy"] is not None]
     assert len(erc) == len(run["results"][0].decisions)
     assert all(r["detail"]["policy"]["gate"]["action"] == "accept" for r in erc if r["status"] == "rebalanced")
-    assert all(r["detail"]["policy"] is None for r in rows if r["detail"]["strategy"] == "BTC only")
+    # A fixed mix goes through the same decision as a fixed-target policy decision (keeper.policy.fixed_target).
+    btc = [r for r in rows if r["detail"]["strategy"] == "BTC only"]
+    assert btc and all(r["detail"]["policy"]["allocation"]["method"] == "fixed" for r in btc)
 
 
 def test_cli_backtest_runs_and_reports_bad_input(tmp_path, capsys) -> None:
