@@ -22,25 +22,39 @@ units for values, as the vault computes them); ``*_bps`` are basis points of NAV
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from keeper import hedging
 from keeper.costs import TradeCost
-from keeper.errors import QuoteBelowBoundError
+from keeper.errors import ConfigError, QuoteBelowBoundError
+from keeper.hedging import HedgeTriggerConfig, OverlayConfig
 from keeper.optimizer import relative_risk_contributions
+from keeper.option_orders import HeldSeries, OptionLeg, OptionQuoter, book_after_legs, option_legs_for_plan, \
+    with_option_legs
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
-from keeper.planner import RebalancePlan, plan_rebalance, value_holdings, value_of
+from keeper.planner import RebalancePlan, plan_rebalance, sleeve_targets, value_holdings, value_of
 from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, evaluate_trade, policy_triggers
-from keeper.triggers import TriggerDecision, TriggerPolicy, TriggerSignals, weight_drift_bps
+from keeper.triggers import (
+    TriggerDecision,
+    TriggerPolicy,
+    TriggerSignals,
+    apply_cost_gate,
+    expected_risk_benefit,
+    weight_drift_bps,
+)
 from keeper.units import BPS
 
 FloatArray = npt.NDArray[np.float64]
 
 __all__ = [
     "Quoter",
+    "OptionsInputs",
+    "HedgeOutcome",
     "QuotedPlan",
     "TradeLimits",
     "RebalanceDecision",
@@ -198,6 +212,8 @@ class RebalanceDecision:
         Holdings before the trade, fractions of NAV (None when the vault is empty or before valuation).
     drift_bps : float or None
         The planner's drift of the holdings from the target, bps of NAV.
+    hedge : HedgeOutcome or None
+        Options mode: the Greeks, the overlay's orders and the delta hedge behind the plan.
     """
 
     action: str
@@ -213,6 +229,7 @@ class RebalanceDecision:
     halvings: int = 0
     current_weights: FloatArray | None = None
     drift_bps: float | None = None
+    hedge: "HedgeOutcome | None" = None
 
     @property
     def trade(self) -> bool:
@@ -230,6 +247,7 @@ def decide_rebalance(
     quoter: Quoter,
     last_rebalance: LastRebalance | None = None,
     derisk_reason: str | None = None,
+    options: "OptionsInputs | None" = None,
 ) -> RebalanceDecision:
     """The tick's spot decision: triggers → plan → quote (halving) → cost gate.
 
@@ -249,7 +267,11 @@ def decide_rebalance(
         The last rebalance actually made (None: there was none).
     derisk_reason : str, optional
         A circuit breaker asked to de-risk: every risk asset's target is zero; the triggers and the cost gate
-        do not apply (the planner still sells first and keeps under the vault's turnover caps).
+        do not apply (the planner still sells first and keeps under the vault's turnover caps). Spot only.
+    options : OptionsInputs, optional
+        Options mode: the policy's NAV fractions become targets of the delta-adjusted exposure (spot plus
+        option delta); the overlay's option orders and the delta hedge come out of this same call
+        (:func:`_decide_with_options`).
 
     Returns
     -------
@@ -285,6 +307,9 @@ def decide_rebalance(
         signals = policy_triggers(decision, policy)
         trade = evaluate_trade(decision, policy, signals)
         return RebalanceDecision("skip", trade.reason, "policy_hold", decision, trigger=trade, signals=signals)
+    if options is not None:
+        return _decide_with_options(decision, snapshot=snapshot, state=state, assets=assets, policy=policy,
+                                    limits=limits, quoter=quoter, options=options)
 
     # The policy sets the cash sleeve (buffer, volatility target, ES limit); its triggers, not a drift
     # threshold of the planner, decide whether the drift is worth a trade.
@@ -329,3 +354,200 @@ def decide_rebalance(
                              None if trade.rebalance else "not_worth_trading", plan=plan,
                              amounts_out=quoted.amounts_out, cost=cost, trigger=trade, signals=signals,
                              halvings=quoted.halvings, **common)
+
+
+# --------------------------------------------------------------------------- #
+# Options mode
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class OptionsInputs:
+    """What a decision in options mode needs beside the spot inputs (read by the edge, no chain access here).
+
+    Attributes
+    ----------
+    book : tuple of HeldSeries
+        The vault's option positions (expired series already settled by the executor).
+    vols : ndarray (n,)
+        Annualised implied volatility per asset (fraction), aligned with ``assets``.
+    options_value : int
+        The vault's mark of its option book (``optionsValue()``), base-asset units.
+    now : int
+        Unix seconds of the block the decision is taken at.
+    overlay : OverlayConfig
+    trigger : HedgeTriggerConfig
+    last_hedge_at : int or None
+        Unix seconds of the last delta hedge (None: never).
+    iv_at_last_hedge : ndarray (n,) or None
+        Implied vols at the last hedge.
+    quoter : OptionQuoter
+        The market's bid and ask and the vault's premium bound and budget.
+    tolerance_bps : int
+        Headroom of a premium limit over the quote for the fair value moving before mining, bps.
+    """
+
+    book: tuple[HeldSeries, ...]
+    vols: FloatArray
+    options_value: int
+    now: int
+    overlay: OverlayConfig
+    trigger: HedgeTriggerConfig
+    last_hedge_at: int | None
+    iv_at_last_hedge: FloatArray | None
+    quoter: OptionQuoter
+    tolerance_bps: int = 20
+
+
+@dataclass(frozen=True)
+class HedgeOutcome:
+    """The options-mode part of a decision (journal-ready through ``as_dict`` of its members).
+
+    ``target_scale`` (<= 1) scales every exposure target so that spot plus option delta can reach them without
+    leverage; ``cash_scale`` (<= 1) scales the spot targets when they and the premiums do not fit in the NAV
+    (:func:`keeper.planner.sleeve_targets`)."""
+
+    greeks_before: hedging.PortfolioGreeks
+    overlay: hedging.OverlayPlan
+    decision: hedging.HedgeDecision
+    option_legs: tuple[OptionLeg, ...]
+    target_scale: float
+    cash_scale: float
+    spot_legs_dropped: str | None = None
+
+
+def _greeks(units: FloatArray, positions: Sequence[hedging.OptionPosition], spots: FloatArray, vols: FloatArray,
+            now: int, symbols: Sequence[str]) -> hedging.PortfolioGreeks:
+    return hedging.portfolio_greeks(dict(zip(symbols, units)), positions, dict(zip(symbols, spots)),
+                                    dict(zip(symbols, vols)), now, symbols=symbols)
+
+
+def _reserved_cash(option_legs: Sequence[OptionLeg], spot_nav: int, state: VaultState, slippage_budget_bps: float) -> int:
+    """Base units kept in cash for the premiums, paid after the swaps from the base balance; the sells may
+    return up to the slippage budget less than their oracle value, so that much of the spot NAV too."""
+    reserved = sum(leg.premium_limit for leg in option_legs if leg.is_buy)
+    if not reserved:
+        return 0
+    slippage = int(min(slippage_budget_bps, state.max_slippage_bps))
+    return min(reserved + -(-spot_nav * slippage // BPS), spot_nav)
+
+
+def _risk_contributions(exposures: FloatArray, covariance: FloatArray) -> FloatArray:
+    """``w_i (Σ w)_i`` of the delta-adjusted exposures (only the ranking matters to the overlay)."""
+    if covariance.shape != (exposures.size, exposures.size):
+        raise ConfigError(f"covariance has shape {covariance.shape}; expected {(exposures.size, exposures.size)}")
+    return exposures * (covariance @ exposures)
+
+
+def _decide_with_options(
+    decision: PolicyDecision,
+    *,
+    snapshot: PriceSnapshot,
+    state: VaultState,
+    assets: Sequence[RiskAssetInfo],
+    policy: PolicyConfig | TriggerPolicy,
+    limits: TradeLimits,
+    quoter: Quoter,
+    options: OptionsInputs,
+) -> RebalanceDecision:
+    """Options mode: overlay orders → delta hedge toward the policy's exposure targets → quote (halving) → cost gate.
+
+    1. The overlay (:func:`keeper.hedging.plan_overlay`) decides the option orders on the book, ranked by the
+       delta-adjusted risk contributions under the policy's covariance; they become vault legs
+       (:func:`keeper.option_orders.option_legs_for_plan`, premium limits within the vault's bound and budget).
+    2. The exposure targets are the policy's NAV fractions (risk budget, cash sleeve, volatility target, ES
+       limit), scaled by ``target_scale`` <= 1 when spot plus the options' delta cannot reach them without
+       leverage.
+    3. The hedge trigger (:func:`keeper.hedging.hedge_decision`: delta band, time, implied-vol move) decides
+       the spot legs on the book the option legs lead to; they are quoted with the one halving loop.
+    4. The cost gate weighs the spot legs' expected risk benefit (tracking variance of the delta-adjusted
+       exposure to its target) against their fees, impact and gas; when they do not pay, they are dropped and
+       the option orders go alone (or nothing does).
+    """
+    if decision.covariance is None:
+        raise ConfigError("options mode needs the policy's covariance; the decision has none")
+    symbols = tuple(a.symbol for a in assets)
+    cov = np.asarray(decision.covariance, dtype=np.float64)
+    now = options.now
+    scale = 10**state.base_decimals
+    nav = state.total_assets
+    nav_usd = nav / scale
+    spots = np.asarray(snapshot.prices_usd, dtype=np.float64)
+    units = np.array([b / 10**a.token_decimals for b, a in zip(state.balances, assets)])
+    greeks_before = _greeks(units, [h.position() for h in options.book], spots, options.vols, now, symbols)
+    overlay_plan = hedging.plan_overlay(
+        options.overlay, symbols=symbols, spots=spots, vols=options.vols, spot_units=units,
+        risk_contributions=_risk_contributions(hedging.delta_adjusted_exposures(greeks_before, nav_usd), cov),
+        nav=nav_usd, positions=[h.position() for h in options.book], now=now,
+    )
+    option_legs = option_legs_for_plan(overlay_plan, options.book, options.quoter, assets, now,
+                                       tolerance_bps=options.tolerance_bps)
+    # The hedge targets the book the legs lead to (amounts floored, buys perhaps scaled to the vault's budget).
+    greeks = _greeks(units, book_after_legs(options.book, option_legs), spots, options.vols, now, symbols)
+    holdings = value_holdings(snapshot, state, assets)
+    reserved = _reserved_cash(option_legs, holdings.nav, state, limits.slippage_budget_bps)
+    # A long-only vault without leverage holds spot worth Σ_i (t_i N − Δopt_i S_i) at most the spot NAV less the
+    # cash the premiums need: when long puts (Δopt < 0) ask for more, every target is scaled by k < 1.
+    target = np.asarray(decision.target_weights, dtype=np.float64)
+    available_usd = (holdings.nav - reserved) / scale
+    wanted_usd = float(target.sum()) * nav_usd
+    reachable_usd = available_usd + float(np.dot(greeks.option_delta_units, spots))
+    target_scale = 1.0 if wanted_usd <= reachable_usd else max(reachable_usd, 0.0) / wanted_usd
+    target_exposure = target * target_scale
+    hedge = hedging.hedge_decision(options.trigger, greeks=greeks, target_exposure_weights=target_exposure,
+                                   nav=nav_usd, now=now, last_hedge_at=options.last_hedge_at,
+                                   iv_at_last_hedge=options.iv_at_last_hedge)
+    plan_args = dict(slippage_budget_bps=limits.slippage_budget_bps, min_trade_value=limits.min_trade_value,
+                     deadline=limits.deadline)
+    sleeve = None
+    cash_scale = 1.0
+    if hedge.hedge:
+        sleeve = sleeve_targets(hedge.orders.spot_target_weights, nav, holdings.nav, reserved_cash=reserved)
+        cash_scale = sleeve.scale
+
+    def spot_only(reason: str) -> RebalancePlan:
+        w = holdings.weights
+        return RebalancePlan((), state.rebalance_epoch, limits.deadline, holdings.nav, holdings.nav, w, w, 0.0, 0.0,
+                             int(min(limits.slippage_budget_bps, state.max_slippage_bps)), skip_reason=reason)
+
+    def plan_at(fraction: float) -> RebalancePlan:
+        if sleeve is None:
+            spot = spot_only("no hedge trigger fired")
+        else:
+            spot = plan_rebalance(snapshot, state, assets, sleeve.weights, cash_buffer_bps=sleeve.cash_buffer_bps,
+                                  drift_threshold_bps=0.0, fraction=fraction, **plan_args)
+        return with_option_legs(spot, option_legs, nav, options.options_value)
+
+    outcome = HedgeOutcome(greeks_before, overlay_plan, hedge, tuple(option_legs), target_scale, cash_scale)
+    common: dict = dict(policy=decision, current_weights=holdings.weights)
+    plan = plan_at(1.0)
+    if not (plan.legs or plan.option_legs):
+        return RebalanceDecision("skip", plan.skip_reason or "no hedge trigger and no option order",
+                                 "no_trade_needed", plan=plan, hedge=outcome, **common)
+    quoted = quote_with_halving(plan_at, quoter, limits.max_step_halvings)
+    plan = quoted.plan
+    if not plan.legs:
+        return RebalanceDecision("trade", "option orders", None, plan=plan, hedge=outcome, halvings=quoted.halvings,
+                                 **common)
+    # The cost gate on the spot legs: the delta-adjusted exposure moves toward its target by the legs' value.
+    fired = tuple(f"hedge {r}" for r in hedge.reasons)
+    if options.last_hedge_at is None:
+        fired = ("first allocation", *fired)  # the first hedge sets the book up: not gated on cost
+    signals = TriggerSignals(fired, {"target_scale": target_scale})
+    cost = quoter.cost(plan, quoted.amounts_out)
+    exposure = np.asarray(greeks.dollar_delta, dtype=np.float64) / nav_usd
+    moved = (post_trade_weights(plan, quoted.amounts_out, snapshot, state, assets) - np.asarray(plan.current_weights))
+    post = exposure + moved * plan.nav_before / nav
+    triggers = policy.trigger_policy() if isinstance(policy, PolicyConfig) else policy
+    benefit = expected_risk_benefit(exposure, post, target_exposure, cov, float(nav), triggers.risk_aversion,
+                                    triggers.horizon_days)
+    trade = apply_cost_gate(triggers, signals, benefit=benefit, cost=cost.total, cost_breakdown=cost.as_dict())
+    if trade.rebalance:
+        return RebalanceDecision("trade", trade.reason, None, plan=plan, amounts_out=quoted.amounts_out, cost=cost,
+                                 trigger=trade, signals=signals, halvings=quoted.halvings, hedge=outcome, **common)
+    # The hedge does not pay for itself: the option orders (if any) go alone.
+    outcome = dataclasses.replace(outcome, spot_legs_dropped=trade.reason)
+    if not option_legs:
+        return RebalanceDecision("skip", trade.reason, "not_worth_trading", plan=plan, cost=cost, trigger=trade,
+                                 signals=signals, hedge=outcome, **common)
+    alone = with_option_legs(spot_only(trade.reason), option_legs, nav, options.options_value)
+    return RebalanceDecision("trade", f"option orders; spot hedge dropped: {trade.reason}", None, plan=alone,
+                             trigger=trade, signals=signals, hedge=outcome, **common)

@@ -13,7 +13,7 @@ forward and is flagged), every other asset from the realised-volatility proxy
 (:func:`keeper.implied_vol.realised_vol_proxy`, stated as derived in the report). The keeper runs in its
 options mode (``option_market_address`` in its config, as a live keeper would): each tick estimates the
 covariance and the ERC targets, and instead of a spot-only rebalance its
-:class:`keeper.option_orders.OptionOverlay` step settles expired series (from the keeper's key, through
+options path (:mod:`keeper.option_desk`) settles expired series (from the keeper's key, through
 its write-ahead journal), plans the put overlay, decides the delta hedge and sends one
 ``rebalanceWithOptions``. The replay is then run a second time on
 a fresh chain with the same days, prices, volatilities, flows and hedge policy but no puts

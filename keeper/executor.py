@@ -25,12 +25,24 @@ from keeper.costs import GasModel, TradeCost, cost_from_quotes, gas_cost_base_un
 from keeper.errors import QuoteBelowBoundError, SimulationRevertedError, TransactionFailedError
 from keeper.gas import FeePolicy, Fees
 from keeper.journal import Journal, TxRecord
-from keeper.option_orders import encode_rebalance_with_options
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, value_of
 from keeper.txmanager import ReconcileReport, TxManager, TxPolicy
 from keeper.units import BPS
 
+
+
+def encode_rebalance_with_options(vault_contract: Any, plan: RebalancePlan) -> str:
+    """Hex calldata of ``rebalanceWithOptions(legs, optionLegs, minNavAfter, expectedEpoch, deadline)``.
+
+    ``plan.option_legs`` holds :class:`keeper.option_orders.OptionLeg` (anything with ``as_tuple()``) or ABI
+    tuples; swap legs as in ``rebalance``.
+    """
+    option_tuples = [leg.as_tuple() if hasattr(leg, "as_tuple") else tuple(leg) for leg in plan.option_legs]
+    return vault_contract.encode_abi(
+        "rebalanceWithOptions",
+        [[leg.as_tuple() for leg in plan.legs], option_tuples, plan.min_nav_after, plan.expected_epoch, plan.deadline],
+    )
 
 
 class ChainQuoter:

@@ -65,7 +65,7 @@ class DemoRecord:
 
 
     def add_overlay_step(self, date: dt.date, step: Any, keeper_report: Any) -> None:
-        """Options mode: one overlay step (:class:`keeper.option_orders.OverlayStepReport`) as a tick; the ERC
+        """Options mode: one overlay step (:class:`keeper.option_desk.OverlayStepReport`) as a tick; the ERC
         targets and covariance come from the keeper's tick; post-trade risk contributions are those of the
         delta-adjusted exposures (spot + option delta) after the transaction."""
         entry: dict[str, Any] = {"date": date.isoformat(), "status": "rebalanced" if step.status == "traded" else "skipped",

@@ -44,14 +44,15 @@ from keeper.config import KeeperConfig
 from keeper.costs import GasModel
 from keeper.errors import ConfigError, KeeperError, RpcUnavailableError, ShutdownRequestedError
 from keeper.estimation import simple_returns
-from keeper.decision import TradeLimits, decide_rebalance
+from keeper.decision import OptionsInputs, RebalanceDecision, TradeLimits, decide_rebalance
 from keeper.executor import ChainQuoter, ExecutionResult, Executor
 from keeper.hedging import HedgeTriggerConfig, OverlayConfig
 from keeper.chain import contract
 from keeper.journal import Journal
 from keeper.metrics import KeeperMetrics, MetricsServer, WEI_PER_ETH
 from keeper.optimizer import relative_risk_contributions
-from keeper.option_orders import OptionOverlay, OverlayStepReport
+from keeper.option_desk import OptionsDesk, OverlayStepReport
+from keeper.option_orders import Settlement
 from keeper.oracle import ChainReader
 from keeper.planner import RebalancePlan, value_holdings
 from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets
@@ -108,6 +109,10 @@ class TickReport:
     overlay: dict[str, Any] | None = None
     current_weights: list[float] | None = None
     drift_bps: float | None = None
+    #: The tick's decision and, in options mode, the option inputs it was taken on (what ``_tick`` sends).
+    choice: RebalanceDecision | None = field(default=None, repr=False)
+    options_inputs: OptionsInputs | None = field(default=None, repr=False)
+    settlements: tuple[Settlement, ...] = ()
 
 
 class Keeper:
@@ -158,7 +163,7 @@ class Keeper:
             raise ConfigError(f"invalid decision policy in the config: {problems}") from exc
         self.gas_model = GasModel()
         #: The option overlay and delta hedge, when the config names the vault's OptionMarket.
-        self.overlay: OptionOverlay | None = self._option_overlay(config)
+        self.overlay: OptionsDesk | None = self._option_overlay(config)
         self.breaker_limits = BreakerLimits.from_config(config)
         self.head_tracker = ChainHeadTracker()
         self._pool_reader: PoolPriceReader | None = None
@@ -168,8 +173,8 @@ class Keeper:
         self._journal_lock = threading.Lock()
         #: True once :meth:`startup` has completed (``run_forever`` then does not repeat it).
         self.started = False
-        #: Options mode: the :class:`~keeper.option_orders.OverlayStepReport` of the last tick that ran the
-        #: overlay step (legs, premiums, settlements, hedge); None before one has.
+        #: Options mode: the :class:`~keeper.option_desk.OverlayStepReport` of the last tick that reached the
+        #: options decision (legs, premiums, settlements, hedge); None before one has.
         self.last_overlay_step: OverlayStepReport | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -265,6 +270,7 @@ class Keeper:
                               reason_code=f"breaker:{first}", **context)
         derisk = decision.action == "derisk"
         history = None if derisk else self.reader.history(snapshot, cfg.lookback_days)
+        options = None if derisk or self.overlay is None else self.overlay.inputs(snapshot)
         timings["read"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -282,17 +288,12 @@ class Keeper:
             context.update(policy=policy_decision.as_dict(), **_decision_context(policy_decision))
             if policy_decision.action == "hold":
                 log.warning("policy holds: %s", policy_decision.reason)
-        limits = TradeLimits(slippage_budget_bps=cfg.slippage_budget_bps,
-                             min_trade_value=int(cfg.min_trade_usd * 10**state.base_decimals),
-                             deadline=snapshot.block_timestamp + cfg.deadline_seconds,
-                             max_step_halvings=cfg.max_step_halvings)
-        quoter = _TimedQuoter(self._quoter(snapshot, state), timings)
-        choice = decide_rebalance(
-            policy_decision, snapshot=snapshot, state=state, assets=assets, policy=self.policy, limits=limits,
-            quoter=quoter, derisk_reason=decision.reason if derisk else None,
-            last_rebalance=None if derisk else self._last_rebalance(snapshot.block_timestamp),
-        )
+        choice = self.decide(policy_decision, snapshot, state, timings,
+                             derisk_reason=decision.reason if derisk else None,
+                             last_rebalance=None if derisk else self._last_rebalance(snapshot.block_timestamp),
+                             options=options)
         timings["compute"] = time.perf_counter() - t - timings.get("quote", 0.0)
+        context.update(choice=choice, options_inputs=options)
         rrc = choice.relative_risk_contributions_before
         if choice.plan is not None:
             context.update(plan=choice.plan)
@@ -309,6 +310,21 @@ class Keeper:
             log.info("cost gate: %s", choice.reason)
         return TickReport(status="skipped", reason=choice.reason, timings=timings, reason_code=choice.reason_code,
                           **context)
+
+    def decide(self, policy_decision: PolicyDecision | None, snapshot: Any, state: Any, timings: dict[str, float],
+               *, derisk_reason: str | None = None, last_rebalance: LastRebalance | None = None,
+               options: OptionsInputs | None = None) -> RebalanceDecision:
+        """:func:`keeper.decision.decide_rebalance` with this keeper's limits, policy and QuoterV2 (time spent
+        quoting goes to ``timings["quote"]``)."""
+        cfg = self.config
+        limits = TradeLimits(slippage_budget_bps=cfg.slippage_budget_bps,
+                             min_trade_value=int(cfg.min_trade_usd * 10**state.base_decimals),
+                             deadline=snapshot.block_timestamp + cfg.deadline_seconds,
+                             max_step_halvings=cfg.max_step_halvings)
+        quoter = _TimedQuoter(self._quoter(snapshot, state), timings)
+        return decide_rebalance(policy_decision, snapshot=snapshot, state=state, assets=self.reader.assets,
+                                policy=self.policy, limits=limits, quoter=quoter, derisk_reason=derisk_reason,
+                                last_rebalance=last_rebalance, options=options)
 
     def _quoter(self, snapshot: Any, state: Any) -> ChainQuoter:
         """QuoterV2 for the legs; gas priced at the next block's fee (the cap when it cannot be read)."""
@@ -328,8 +344,8 @@ class Keeper:
                 return float(price)
         return float(self.config.eth_price_usd)
 
-    def _option_overlay(self, config: KeeperConfig) -> OptionOverlay | None:
-        """The overlay step bound to the vault's OptionMarket, or ``None`` without ``option_market_address``.
+    def _option_overlay(self, config: KeeperConfig) -> OptionsDesk | None:
+        """The options desk bound to the vault's OptionMarket, or ``None`` without ``option_market_address``.
 
         Raises
         ------
@@ -349,46 +365,24 @@ class Keeper:
                 f"option_market_address {config.option_market_address} is not the vault's option market ({vault_market})"
             )
         market = contract(self.w3, "OptionMarket", config.option_market_address)
-        return OptionOverlay(self, market, overlay, trigger, settle=self._settle, settler=self.executor.address)
-
-    def _settle(self, fn: Any) -> dict[str, Any]:
-        """Sends a ``settleOption`` (open to anyone) from the keeper key through the write-ahead journal."""
-        return self.executor.send_call(fn.address, fn._encode_transaction_data(), kind="settle")
-
-    def _overlay_tick(self, planned: TickReport, timings: dict[str, float]) -> TickReport:
-        """Options mode: the policy's targets apply to delta-adjusted exposures, so the overlay step (settle,
-        overlay, delta hedge in one ``rebalanceWithOptions``) replaces the spot-only rebalance."""
-        assert self.overlay is not None
-        if self._stop.is_set():
-            raise ShutdownRequestedError("shutdown requested before the overlay step; nothing was sent")
-        assert planned.policy is not None  # options mode runs only after a policy decision (not on de-risk)
-        step: OverlayStepReport = self.overlay.step(planned.policy["target_weights"], planned.covariance)
-        self.last_overlay_step = step
-        timings.update({f"overlay_{k}": v for k, v in step.timings.items()})
-        summary = {
-            "status": step.status, "reason": step.reason, "tx_hash": step.tx_hash, "gas_used": step.gas_used,
-            "option_legs": len(step.legs), "swap_legs": len(step.plan.legs) if step.plan else 0,
-            "settlements": len(step.settlements), "target_scale": step.target_scale, "cash_scale": step.cash_scale,
-        }
-        if step.status == "traded":
-            status, code = "rebalanced", "overlay_traded"
-        elif step.status == "skipped":
-            status, code = "skipped", "overlay_skipped"
-        else:
-            status, code = "error", "overlay_error"
-        return dataclasses.replace(planned, status=status, reason=f"overlay: {step.reason}" if step.reason else "overlay",
-                                   reason_code=code, plan=step.plan, execution=step.execution, overlay=summary,
-                                   timings=timings)
+        return OptionsDesk(self.reader, self.executor, self.journal, market, overlay, trigger)
 
     def _tick(self, timings: dict[str, float], context: dict[str, Any]) -> TickReport:
         # Settle any transaction still live in the journal (mined, replaced, stuck) before planning:
         # the journal stays current every tick, and no second rebalance is planned over a pending one.
         self.executor.ensure_idle()
+        if self.overlay is not None:
+            # Settlement of expired series is an action of its own, before planning: the payouts are then
+            # in the NAV the decision sees, and the book holds live series only.
+            try:
+                context.update(settlements=self.overlay.settle_expired())
+            except KeeperError as exc:
+                log.warning("could not settle an expired series this tick: %s", exc)
         planned = self.plan_tick(timings, context)
-        if (self.overlay is not None and not planned.derisk and planned.target_weights is not None
-                and planned.covariance is not None
-                and (planned.status == "planned" or planned.reason_code in ("no_trade_needed", "not_worth_trading"))):
-            return self._overlay_tick(planned, timings)
+        if planned.choice is not None and planned.choice.hedge is not None:
+            step = OverlayStepReport.of(planned.choice, "skipped", planned.reason, settlements=planned.settlements)
+            if planned.status != "planned":
+                return self._with_overlay(planned, step)
         if planned.status != "planned":
             return planned
         plan = planned.plan
@@ -406,8 +400,14 @@ class Keeper:
         if self._stop.is_set():
             raise ShutdownRequestedError("shutdown requested before sending; nothing was sent")
         nonce_before = self.w3.eth.get_transaction_count(self.executor.address, "latest")
+        step = None
         try:
-            execution = self.executor.send(plan)
+            if planned.options_inputs is not None and planned.choice is not None and planned.choice.hedge is not None:
+                step = self.overlay.execute(planned.choice, planned.options_inputs,  # type: ignore[union-attr]
+                                            settlements=planned.settlements)
+                execution = step.execution
+            else:
+                execution = self.executor.send(plan)
         except Exception as exc:
             # Another keeper may have rebalanced this epoch between our read and our send: the
             # simulation (or gas estimate) reverts with EpochMismatch and nothing is sent; a send that
@@ -433,8 +433,24 @@ class Keeper:
                         "gas_used": execution.gas_used, "derisk": planned.derisk})
         if self.metrics is not None:
             context.update(relative_risk_contributions_after=self._post_trade_rrc(execution.block_number, context))
-        return TickReport(status="rebalanced", reason=planned.reason, execution=execution, timings=timings,
-                          reason_code=planned.reason_code, **context)
+        report = TickReport(status="rebalanced", reason=planned.reason, execution=execution, timings=timings,
+                            reason_code=planned.reason_code, **context)
+        return report if step is None else self._with_overlay(report, step)
+
+    def _with_overlay(self, report: TickReport, step: OverlayStepReport) -> TickReport:
+        """Options mode: journals the options part of the tick (Greeks before, planned and after) and puts its
+        summary on the tick's report."""
+        self.last_overlay_step = step
+        self.overlay.record(step)  # type: ignore[union-attr]
+        summary = {
+            "status": step.status, "reason": step.reason, "tx_hash": step.tx_hash, "gas_used": step.gas_used,
+            "option_legs": len(step.legs), "swap_legs": len(step.plan.legs) if step.plan else 0,
+            "settlements": len(step.settlements), "target_scale": step.target_scale, "cash_scale": step.cash_scale,
+        }
+        code = report.reason_code
+        if report.status == "rebalanced":
+            code = "overlay_traded"
+        return dataclasses.replace(report, overlay=summary, reason_code=code)
 
     def _lost_race(self, plan: RebalancePlan, epoch: int, timings: dict[str, float], context: dict[str, Any],
                    onchain: bool, cause: BaseException | None = None, winner: str | None = None) -> TickReport:

@@ -1,11 +1,11 @@
-"""The keeper's option overlay on chain (keeper.option_orders): the 25-delta 30-day put on the largest risk
+"""The keeper's options path on chain (keeper.decision in options mode, keeper.option_desk, keeper.option_orders): the 25-delta 30-day put on the largest risk
 contributor within the premium budget, premium limits inside the vault's bound, the roll before expiry,
 settlement in and out of the money, and the delta hedge that brings every asset's exposure (spot + option
 delta) within the band of its target.
 
 One module-scoped deployment (``options_env.deploy_env``: ``deploy_system`` then ``deploy_options``) on its
 own Anvil; alice deposits, then every test runs from a snapshot of that state with a fresh
-:class:`OptionOverlay`.
+:class:`~keeper.option_desk.OptionsDesk` whose decisions go through the keeper's one decision function.
 """
 
 from __future__ import annotations
@@ -39,18 +39,10 @@ from keeper.deployment import MAX_UINT256, Arbitrageur, price_to_answer
 from keeper.errors import OptionLegError, OptionPremiumBoundError
 from keeper.hedging import HedgeTriggerConfig, OptionOrder, OverlayConfig, OverlayPlan
 from keeper.journal import Journal
-from keeper.option_orders import (
-    STRIKE_TICK_WAD,
-    WAD,
-    OptionOverlay,
-    amount_to_wad,
-    encode_rebalance_with_options,
-    option_legs_for_plan,
-    read_implied_vols,
-    read_option_book,
-    settle_expired,
-    strike_to_wad,
-)
+from keeper.executor import encode_rebalance_with_options
+from keeper.option_chain import ChainOptionQuoter, read_implied_vols, read_option_book, settle_expired
+from keeper.option_desk import OptionsDesk
+from keeper.option_orders import STRIKE_TICK_WAD, WAD, amount_to_wad, option_legs_for_plan, strike_to_wad
 from keeper.runner import Keeper
 
 #: ERC-like targets of the risky sleeve and a covariance in which BTC is the largest risk contributor.
@@ -81,20 +73,23 @@ class Env(OptionsEnv):
         for token, p in zip(self.tokens, self.prices):
             self.arb.align(token.address, price_to_answer(p))
 
-    def step(self, overlay: OptionOverlay):
-        report = overlay.step(NAV_TARGETS, COV)
+    def step(self, overlay: OptionsDesk):
+        report = overlay.step(NAV_TARGETS, COV, overlay.keeper.decide, overlay.keeper.config.max_oracle_age_seconds)
         self.align()
         return report
 
-    def overlay(self, tmp_path, config: OverlayConfig | None = None, band_bps: float = BAND_BPS) -> OptionOverlay:
+    def overlay(self, tmp_path, config: OverlayConfig | None = None, band_bps: float = BAND_BPS) -> OptionsDesk:
         cfg = KeeperConfig(rpc_url=self.node.rpc_url, vault_address=self.vault.address, quoter_address=self.system.quoter,
                            cash_buffer_bps=CASH_BUFFER_BPS, slippage_budget_bps=50, journal_path=tmp_path / "j.sqlite")
         keeper = Keeper(cfg, w3=self.w3, private_key=ANVIL_KEYS[1], journal=Journal(tmp_path / "j.sqlite"))
         policy = config or OverlayConfig(max_put_assets=1, hedge_ratio=0.5, premium_budget_bps=100.0)
-        return OptionOverlay(keeper, self.market, policy, HedgeTriggerConfig(delta_band_bps=band_bps),
-                             settle=lambda fn: self.tx.transact(self.anyone, fn), settler=self.anyone)
+        desk = OptionsDesk(keeper.reader, keeper.executor, keeper.journal, self.market, policy,
+                           HedgeTriggerConfig(delta_band_bps=band_bps),
+                           settle=lambda fn: self.tx.transact(self.anyone, fn), settler=self.anyone)
+        desk.keeper = keeper  # the tests reach the keeper's reader, executor and journal through the desk
+        return desk
 
-    def greeks(self, overlay: OptionOverlay) -> tuple[hedging.PortfolioGreeks, float]:
+    def greeks(self, overlay: OptionsDesk) -> tuple[hedging.PortfolioGreeks, float]:
         """Greeks of the vault's book read from chain now, and its NAV in USD."""
         reader = overlay.keeper.reader
         balances = self.vault.functions.holdings().call()[1][1:]
@@ -124,7 +119,7 @@ def env(deployed: Env):
     yield from reverted(deployed)
 
 
-def _exposure_drift_bps(env: Env, overlay: OptionOverlay) -> np.ndarray:
+def _exposure_drift_bps(env: Env, overlay: OptionsDesk) -> np.ndarray:
     g, nav = env.greeks(overlay)
     target = TARGETS * (1 - CASH_BUFFER_BPS / BPS)
     return (hedging.delta_adjusted_exposures(g, nav) - target) * BPS
@@ -206,7 +201,7 @@ def test_premium_limit_within_the_vault_bound_and_refused_beyond(env: Env, tmp_p
     now = env.now()
     strike = 36_000.0
     plan = _open_plan(strike, now + 30 * DAY, 5.0)
-    (leg,) = option_legs_for_plan(plan, (), env.vault, env.market, reader.assets, now, tolerance_bps=20)
+    (leg,) = option_legs_for_plan(plan, (), ChainOptionQuoter(env.vault, env.market), reader.assets, now, tolerance_bps=20)
     ask, fair = env.market.functions.quote(leg.underlying, leg.strike, leg.expiry, False, leg.amount, True).call()
     bound = fair * (BPS + env.vault.functions.maxPremiumBps().call()) // BPS
     assert (leg.quoted_premium, leg.fair_value) == (ask, fair)
@@ -216,7 +211,7 @@ def test_premium_limit_within_the_vault_bound_and_refused_beyond(env: Env, tmp_p
     # A bound tighter than the market's spread (100 bps) cannot be met: refused before sending.
     env.tx.transact(env.owner, env.vault.functions.setOptionLimits(50, 200, 30 * DAY, 8))
     with pytest.raises(OptionPremiumBoundError, match="above the vault's bound"):
-        option_legs_for_plan(plan, (), env.vault, env.market, reader.assets, env.now())
+        option_legs_for_plan(plan, (), ChainOptionQuoter(env.vault, env.market), reader.assets, env.now())
 
 
 def test_buys_are_scaled_to_what_is_left_of_the_vault_premium_budget(env: Env, tmp_path) -> None:
@@ -225,7 +220,7 @@ def test_buys_are_scaled_to_what_is_left_of_the_vault_premium_budget(env: Env, t
     env.tx.transact(env.owner, env.vault.functions.setOptionLimits(300, 5, 30 * DAY, 8))  # 5 bps of NAV
     now = env.now()
     plan = _open_plan(36_000.0, now + 30 * DAY, 10.0)  # ~ 0.7 % of NAV at full size
-    (leg,) = option_legs_for_plan(plan, (), env.vault, env.market, overlay.keeper.reader.assets, now)
+    (leg,) = option_legs_for_plan(plan, (), ChainOptionQuoter(env.vault, env.market), overlay.keeper.reader.assets, now)
     budget = env.vault.functions.totalAssets().call() * 5 // BPS
     assert 0 < leg.amount < 10 * WAD
     assert leg.premium_limit <= budget
@@ -263,7 +258,7 @@ def test_settle_after_expiry(env: Env, tmp_path, final_price: float, in_the_mone
     env.step(overlay)
     now = env.now()
     strike = 36_000.0
-    (leg,) = option_legs_for_plan(_open_plan(strike, now + 10 * DAY, 3.0), (), env.vault, env.market,
+    (leg,) = option_legs_for_plan(_open_plan(strike, now + 10 * DAY, 3.0), (), ChainOptionQuoter(env.vault, env.market),
                                   overlay.keeper.reader.assets, now)
     state = overlay.keeper.reader.vault_state()
     rp = _bare_plan(state, [leg], now)
@@ -301,12 +296,13 @@ def test_orders_that_cannot_become_legs_are_refused(env: Env, tmp_path) -> None:
     now = env.now()
     call = dataclasses.replace(_open_plan(44_000.0, now + 30 * DAY, 2.0).orders[0], is_call=True, quantity=-2.0)
     with pytest.raises(OptionLegError, match="long options only"):
-        option_legs_for_plan(_plan([call]), (), env.vault, env.market, assets, now)
+        option_legs_for_plan(_plan([call]), (), ChainOptionQuoter(env.vault, env.market), assets, now)
     close = dataclasses.replace(call, action="close", is_call=False, quantity=-1.0)
     with pytest.raises(OptionLegError, match="holds no such series"):
-        option_legs_for_plan(_plan([close]), (), env.vault, env.market, assets, now)
+        option_legs_for_plan(_plan([close]), (), ChainOptionQuoter(env.vault, env.market), assets, now)
     with pytest.raises(OptionLegError, match="not among"):
-        option_legs_for_plan(_plan([dataclasses.replace(close, symbol="DOGE")]), (), env.vault, env.market, assets, now)
+        option_legs_for_plan(_plan([dataclasses.replace(close, symbol="DOGE")]), (), ChainOptionQuoter(env.vault, env.market), assets,
+                             now)
     with pytest.raises(OptionLegError):
         strike_to_wad(float("nan"))
     with pytest.raises(OptionLegError):
@@ -316,7 +312,7 @@ def test_orders_that_cannot_become_legs_are_refused(env: Env, tmp_path) -> None:
 def test_calldata_round_trip(env: Env, tmp_path) -> None:
     overlay = env.overlay(tmp_path)
     now = env.now()
-    (leg,) = option_legs_for_plan(_open_plan(36_000.0, now + 30 * DAY, 1.0), (), env.vault, env.market,
+    (leg,) = option_legs_for_plan(_open_plan(36_000.0, now + 30 * DAY, 1.0), (), ChainOptionQuoter(env.vault, env.market),
                                   overlay.keeper.reader.assets, now)
     rp = _bare_plan(overlay.keeper.reader.vault_state(), [leg], now)
     fn, args = env.vault.decode_function_input(encode_rebalance_with_options(env.vault, rp))
@@ -373,8 +369,9 @@ def test_unreachable_targets_are_scaled_to_what_the_vault_can_hold(env: Env, tmp
 def test_a_refused_step_is_journalled_and_sends_nothing(env: Env, tmp_path) -> None:
     overlay = env.overlay(tmp_path)
     epoch = env.vault.functions.rebalanceEpoch().call()
-    step = overlay.step(NAV_TARGETS, np.eye(2))  # a covariance of the wrong shape
-    assert step.status == "skipped" and "ConfigError" in step.reason and "covariance" in step.reason
+    # a covariance of the wrong shape
+    step = overlay.step(NAV_TARGETS, np.eye(2), overlay.keeper.decide, overlay.keeper.config.max_oracle_age_seconds)
+    assert step.status == "skipped" and "PolicyInputError" in step.reason and "covariance" in step.reason
     # A tighter premium bound than the market's spread, once there is spot to protect.
     env.step(overlay)
     env.tx.transact(env.owner, env.vault.functions.setOptionLimits(50, 200, 30 * DAY, 8))
@@ -383,5 +380,5 @@ def test_a_refused_step_is_journalled_and_sends_nothing(env: Env, tmp_path) -> N
     assert step.status == "skipped" and "OptionPremiumBoundError" in step.reason
     assert env.vault.functions.rebalanceEpoch().call() == before == epoch + 1
     rows = overlay.keeper.journal.ticks("overlay_skipped")
-    assert len(rows) == 2 and "ConfigError" in rows[0]["reason"] and rows[1]["reason"] == step.reason
+    assert len(rows) == 2 and "PolicyInputError" in rows[0]["reason"] and rows[1]["reason"] == step.reason
     assert rows[-1]["tx_hash"] is None

@@ -15,7 +15,7 @@ from keeper import hedging
 from keeper.chain import contract, rpc
 from keeper.deployment import deploy_options, vol_to_answer
 from keeper.errors import ConfigError
-from keeper.option_orders import read_implied_vols, read_option_book
+from keeper.option_chain import read_implied_vols, read_option_book
 
 VOLS = (0.7, 0.9, 1.1)
 OVERLAY = {"max_put_assets": 1, "hedge_ratio": 0.5, "premium_budget_bps": 100.0}
