@@ -50,8 +50,11 @@ import numpy.typing as npt
 
 from keeper.build import PROJECT_ROOT
 from keeper.costs import GasModel, LegQuote, PoolModel, TradeCost, quote_leg, rebalance_cost
-from keeper.deployment import price_to_answer
-from keeper.decision import TradeLimits, decide_rebalance
+from keeper.deployment import VOL_FEED_DECIMALS, price_to_answer, vol_to_answer
+from keeper.hedging import HedgeTriggerConfig, OverlayConfig
+from keeper.implied_vol import ImpliedVolSeries
+from keeper.option_model import ModelOptionQuoter, OptionBookModel, OptionMarketModel, SettlementPrices
+from keeper.decision import OptionsInputs, TradeLimits, decide_rebalance
 from keeper.errors import BacktestDataError, ConfigError, InvalidPriceError, KeeperError, QuoteBelowBoundError
 from keeper.estimation import CovarianceEstimate, EstimatorConfig, GateDecision, gated_covariance, simple_returns
 from keeper.optimizer import portfolio_volatility, relative_risk_contributions
@@ -364,12 +367,17 @@ class RiskParity(PolicyStrategy):
         up); ``None``: fully invested but for the cash buffer.
     risk_budget : mapping of symbol to float, optional
         Relative budgets (renormalised over the active assets); equal by default.
+    with_options : bool
+        Run in options mode with the replay's ``BacktestConfig.options``.
     """
 
     name: str = "ERC"
     cash_buffer_bps: float = 500.0
     vol_target: float | None = None
     risk_budget: Mapping[str, float] | None = None
+    #: Options mode (``BacktestConfig.options`` must be set): the targets apply to the delta-adjusted exposure and
+    #: the overlay's puts are bought, rolled and settled, as the live keeper's options mode does.
+    with_options: bool = False
 
     def overrides(self) -> dict[str, Any]:
         return {**super().overrides(), "volatility_target": self.vol_target,
@@ -441,6 +449,30 @@ class VaultLimits:
 
 
 @dataclass(frozen=True)
+class BacktestOptions:
+    """The option book of an options strategy (:class:`RiskParity` with ``with_options=True``).
+
+    Attributes
+    ----------
+    implied_vols : mapping of symbol to ImpliedVolSeries
+        Daily annualised implied vol per asset (the demo's inputs: DVOL for BTC, the stated realised-vol proxy
+        for the others, :func:`keeper.implied_vol.demo_implied_vols`).
+    market : OptionMarketModel
+        The market's spread, feed steps and the vault's option limits.
+    overlay : OverlayConfig
+    hedge_trigger : HedgeTriggerConfig
+    decision_offset_seconds : int
+        Seconds after each close at which the keeper decides (the demo's block one hour after the close).
+    """
+
+    implied_vols: Mapping[str, ImpliedVolSeries]
+    market: OptionMarketModel = field(default_factory=OptionMarketModel)
+    overlay: OverlayConfig = field(default_factory=OverlayConfig)
+    hedge_trigger: HedgeTriggerConfig = field(default_factory=HedgeTriggerConfig)
+    decision_offset_seconds: int = 3600
+
+
+@dataclass(frozen=True)
 class BacktestConfig:
     """Parameters of a backtest; the keeper's own fields keep their names and units.
 
@@ -476,6 +508,8 @@ class BacktestConfig:
     es_method: str = "historical"
     es_confidence: float = 0.99
     es_horizon_days: int = 1
+    #: The option book of strategies run ``with_options`` (None: spot only).
+    options: BacktestOptions | None = None
 
     def estimator_config(self) -> EstimatorConfig:
         """The :class:`~keeper.estimation.EstimatorConfig` of these fields (missing data raise: the
@@ -679,6 +713,15 @@ class StrategyRun:
         self.es_limit_binding = 0
         self.policy_holds = 0
         self._policies: dict[tuple[int, int], tuple[Any, BacktestConfig, PolicyConfig | None]] = {}
+        # Options mode: the vault's option book and the hedge trigger's memory.
+        self.option_book: OptionBookModel | None = None
+        if getattr(strategy, "with_options", False):
+            if config.options is None:
+                raise ConfigError(f"strategy {strategy.name!r} runs with options: set BacktestConfig.options")
+            self.option_book = OptionBookModel(config.options.market)
+        self.last_hedge_at: int | None = None
+        self.iv_at_last_hedge: FloatArray | None = None
+        self.options_value: list[float] = []
 
     def _policy(self) -> PolicyConfig | None:
         """This strategy's policy under the current config (built once per strategy and config)."""
@@ -724,7 +767,10 @@ class StrategyRun:
             estimate = self._tick(t, universe)
         self.steps += 1
         values = self._values(t)
-        nav_vault = self.base_balance + sum(values)
+        options_value = self._options_mark(t) if self.option_book is not None else 0
+        if self.option_book is not None:
+            self.options_value.append(options_value / 10**BASE_DECIMALS)
+        nav_vault = self.base_balance + sum(values) + options_value
         w = np.array(values, dtype=np.float64) / nav_vault if nav_vault else np.zeros(len(values))
         rrc = np.zeros(len(values))
         vol = math.nan
@@ -744,6 +790,39 @@ class StrategyRun:
         for series in (self.turnover, self.fees, self.impacts, self.gas):
             if len(series) < len(self.dates):
                 series.append(0.0)
+
+    # -- options mode -------------------------------------------------------
+    def _now(self, t: int) -> int:
+        """Unix seconds of the decision on row ``t`` (the close, plus the options mode's offset)."""
+        offset = self.config.options.decision_offset_seconds if self.option_book is not None else 0  # type: ignore[union-attr]
+        return self.market.panel.close_timestamp(t) + offset
+
+    def _settlement_prices(self, t: int) -> SettlementPrices:
+        panel = self.market.panel
+        index = {s: i for i, s in enumerate(panel.symbols)}
+        if not hasattr(self, "_close_timestamps"):
+            self._close_timestamps = [panel.close_timestamp(r) for r in range(len(panel.dates))]
+        return SettlementPrices(self._close_timestamps, lambda sym, row: self.market.answer(row, index[sym]), t)
+
+    def _spot_and_vol(self, t: int) -> tuple[dict[str, int], dict[str, int], dict[str, float]]:
+        """Per symbol: the feed's spot (1e18 USD), the vol feed's answer (1e18 = 100 %) and the keeper's float vol."""
+        panel = self.market.panel
+        assert self.config.options is not None
+        spot, vol_wad, vol = {}, {}, {}
+        for i, sym in enumerate(panel.symbols):
+            spot[sym] = self.market.answer(t, i) * 10 ** (18 - FEED_DECIMALS)
+            answer = vol_to_answer(self.config.options.implied_vols[sym].on(panel.dates[t])[0])
+            vol_wad[sym] = answer * 10 ** (18 - VOL_FEED_DECIMALS)
+            vol[sym] = answer / 10**VOL_FEED_DECIMALS
+        return spot, vol_wad, vol
+
+    def _options_mark(self, t: int) -> int:
+        """The vault's ``optionsValue()`` at row ``t``'s decision time, base units."""
+        assert self.option_book is not None
+        if not self.option_book.positions:
+            return 0
+        spot, vol_wad, _ = self._spot_and_vol(t)
+        return self.option_book.value(self._now(t), spot, vol_wad, self._settlement_prices(t))
 
     def _skip(self, t: int, reason: str, decision: TriggerDecision | None = None,
               policy: PolicyDecision | None = None) -> None:
@@ -771,12 +850,18 @@ class StrategyRun:
 
         infos = [self._info(i) for i in universe]
         answers = tuple(market.answer(t, i) for i in universe)
+        if self.option_book is not None:
+            # Settlement of expired series is an action of its own before the decision (the payouts are then
+            # in the NAV it sees), as the live keeper settles before it plans.
+            self.base_balance += self.option_book.settle_expired(self._now(t), self._settlement_prices(t))
         balances = tuple(self.balances[i] for i in universe)
         values = [value_of(b, a, info, BASE_DECIMALS) for b, a, info in zip(balances, answers, infos)]
         nav = self.base_balance + sum(values)
         if nav == 0:
             self._skip(t, "vault is empty")
             return estimate
+        options_value = self._options_mark(t) if self.option_book is not None else 0
+        total_assets = nav + options_value
         # The planner's holdings weights (keeper.planner.value_holdings), to the bit.
         current = np.array(values, dtype=np.float64) / nav
         previous = None
@@ -784,7 +869,7 @@ class StrategyRun:
             previous = self.previous_target[1]
         ctx = DecisionContext(date, symbols, window[-1].copy(), window, estimate, gate=gate,
                               current_weights=current, previous_target=previous, policy=self._policy(),
-                              nav_base_units=nav)
+                              nav_base_units=total_assets)
         try:
             allocation = self.strategy(ctx)
         except KeeperError as exc:
@@ -814,17 +899,31 @@ class StrategyRun:
             ref_universe, ref_cov = self.reference
             last = LastRebalance(tuple(market.panel.symbols[i] for i in ref_universe), ref_cov,
                                  float((date - self.last_rebalance).days))
-        timestamp = market.panel.close_timestamp(t)
+        timestamp = self._now(t)
         snapshot = PriceSnapshot(answers, window[-1].copy(), np.full(len(universe), timestamp, dtype=np.int64),
                                  tuple(0 for _ in universe), t, timestamp)
-        state = VaultState("BASE", BASE_DECIMALS, self.base_balance, balances, nav, 0, self.epoch, False,
+        state = VaultState("BASE", BASE_DECIMALS, self.base_balance, balances, total_assets, 0, self.epoch, False,
                            cfg.limits.max_slippage_bps, cfg.limits.max_turnover_bps, cfg.limits.max_nav_loss_bps)
         limits = TradeLimits(cfg.slippage_budget_bps, int(cfg.min_trade_usd * 10**BASE_DECIMALS), timestamp + 600,
                              cfg.max_step_halvings)
         quoter = ModelQuoter(self, universe, t)
+        options = option_quoter = None
+        if self.option_book is not None and decision_policy.action != "hold":
+            assert cfg.options is not None
+            if len(universe) != len(market.panel.symbols):
+                self._skip(t, "options mode needs every asset in the universe", policy=decision_policy)
+                return estimate
+            spot, vol_wad, vol = self._spot_and_vol(t)
+            option_quoter = ModelOptionQuoter(cfg.options.market, infos, spot, vol_wad, timestamp, total_assets,
+                                              self.option_book)
+            options = OptionsInputs(
+                book=self.option_book.book(), vols=np.array([vol[s] for s in symbols]), options_value=options_value,
+                now=timestamp, overlay=cfg.options.overlay, trigger=cfg.options.hedge_trigger,
+                last_hedge_at=self.last_hedge_at, iv_at_last_hedge=self.iv_at_last_hedge, quoter=option_quoter)
         try:
             choice = decide_rebalance(decision_policy, snapshot=snapshot, state=state, assets=infos,
-                                      policy=cfg.policy, limits=limits, quoter=quoter, last_rebalance=last)
+                                      policy=cfg.policy, limits=limits, quoter=quoter, last_rebalance=last,
+                                      options=options)
         except KeeperError as exc:
             self._skip(t, f"{type(exc).__name__}: {exc}", policy=decision_policy)
             return estimate
@@ -840,12 +939,20 @@ class StrategyRun:
                                                      len(plan.legs), plan.turnover_bps, choice.cost, targets,
                                                      decision_policy))
             return estimate
-        assert plan is not None and choice.cost is not None
-        cost = choice.cost
+        assert plan is not None
+        cost = choice.cost if choice.cost is not None else TradeCost(0, 0, 0, 0)
         new_balances, new_base = self._after(plan, choice.amounts_out, universe)
         for i, b in zip(universe, new_balances):
             self.balances[i] = b
         self.base_balance = new_base
+        if plan.option_legs:
+            assert self.option_book is not None and option_quoter is not None
+            # The vault pays the premiums after the swaps, from its base balance.
+            self.base_balance += self.option_book.apply(plan.option_legs, timestamp, option_quoter)
+            if self.base_balance < 0:
+                raise KeeperError(f"premiums exceed the base balance ({self.base_balance}): planner invariant broken")
+        if options is not None and plan.legs:
+            self.last_hedge_at, self.iv_at_last_hedge = timestamp, options.vols
         self.epoch += 1
         self.gas_paid += cost.gas
         self.last_rebalance = date
