@@ -1041,6 +1041,9 @@ class StrategyResult:
     ex_ante_vol: FloatArray
     decisions: list[DecisionRecord]
     metrics: dict[str, Any]
+    #: Options mode: premiums paid and received, settlement payouts (USD), option legs bought and sold, and the
+    #: daily mark of the option book (``options_value_usd``); None for a spot strategy.
+    options: dict[str, Any] | None = None
 
 
 def _max_drawdown(nav: FloatArray, dates: Sequence[dt.date]) -> dict[str, Any]:
@@ -1181,8 +1184,20 @@ def strategy_result(run: StrategyRun, returns: FloatArray, rows: slice) -> Strat
         worst = stress.worst() if stress.results else None
         metrics.update(worst_stress=worst.name if worst else None,
                        worst_stress_loss=float(worst.total_loss) if worst else None)
+    option_summary = None
+    if run.option_book is not None:
+        book = run.option_book
+        scale = 10**BASE_DECIMALS
+        option_summary = {
+            "premium_paid_usd": book.premium_paid / scale, "premium_received_usd": book.premium_received / scale,
+            "payouts_usd": book.payouts / scale, "buys": book.buys, "rolls": book.sells,
+            "settlements": len(book.settled), "options_value_usd": list(run.options_value),
+            "net_premium_per_year_of_nav": ((book.premium_paid - book.premium_received - book.payouts) / scale
+                                            / float(np.mean(nav)) * DAYS_PER_YEAR / max(len(nav), 1)),
+        }
+        metrics["options"] = {k: v for k, v in option_summary.items() if k != "options_value_usd"}
     return StrategyResult(run.strategy.name, list(run.dates), nav, np.array(run.nav_vault), weights,
-                          np.vstack(run.rrc), np.array(run.ex_ante_vol), run.decisions, metrics)
+                          np.vstack(run.rrc), np.array(run.ex_ante_vol), run.decisions, metrics, option_summary)
 
 
 def _risk_summary(report: RiskReport, confidence: float, horizon_days: int) -> tuple[float | None, float | None]:

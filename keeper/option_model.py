@@ -143,7 +143,9 @@ class OptionMarketModel:
 class OptionBookModel:
     """The vault's option positions and premium charges, replayed offline.
 
-    ``positions`` maps ``(symbol, underlying, strike, expiry, is_call)`` to the amount held (1e18 units).
+    ``positions`` maps ``(symbol, underlying, strike, expiry, is_call)`` to the amount held (1e18 units);
+    premiums and payouts are base units; ``buys`` and ``sells`` count the option legs executed (a roll sells one
+    series and buys the next).
     """
 
     model: OptionMarketModel
@@ -152,6 +154,8 @@ class OptionBookModel:
     premium_paid: int = 0
     premium_received: int = 0
     payouts: int = 0
+    buys: int = 0
+    sells: int = 0
     settled: list[tuple[str, int, int, bool, int, int, int]] = field(default_factory=list)
 
     def book(self) -> tuple[HeldSeries, ...]:
@@ -215,6 +219,7 @@ class OptionBookModel:
                 self.positions[key] = self.positions.get(key, 0) + leg.amount
                 self.charges.append((now, premium))
                 self.premium_paid += premium
+                self.buys += 1
                 cash -= premium
             else:
                 held = self.positions.get(key, 0)
@@ -226,6 +231,7 @@ class OptionBookModel:
                 else:
                     self.positions[key] = held - leg.amount
                 self.premium_received += premium
+                self.sells += 1
                 cash += premium
         return cash
 

@@ -123,3 +123,60 @@ def test_demo_nav_path_matches_the_backtest_within_the_modelled_costs(tmp_path) 
     print(f"max relative NAV difference, backtest's own estimates: {gap_own:.3e} (tolerance {ESTIMATOR_TOLERANCE:.0e})")
     assert gap_own < ESTIMATOR_TOLERANCE
     journal.close()
+
+
+def test_options_backtest_matches_the_on_chain_options_demo(tmp_path) -> None:
+    """The options strategy offline (keeper.option_model: the market's quotes, marks and settlement and the
+    vault's premium budget in the same integer units) against the options demo on Anvil over a window with a
+    first hedge, a put purchase on the largest contributors and a roll before expiry.
+
+    Tolerance. Both sides run the same decision function on the same integer inputs; what differs is time: the
+    backtest prices every option at the keeper's read (one hour after the close) while on chain the premium is
+    paid, and the book marked, a few blocks (seconds) later. Black-Scholes moves with time by theta, and for a
+    long option |θ|·δt / V <= δt / (2τ) up to the drift term (zero rate: the time value decays at most like
+    √τ), so the relative error of the option book is at most δt / (2 τ_min), with τ_min the shortest
+    time to expiry held (the roll sells ``roll_before_days`` before expiry). With δt <= 60 s, τ_min = 5 days
+    and the book at most ``OPTION_SHARE`` of NAV, the NAV paths differ by at most
+    OPTION_SHARE · 60 / (2 · 5 · 86,400) ≈ 7e-6 · OPTION_SHARE, plus the spot path's rounding (TOLERANCE).
+    The Black-Scholes library's own error (<= 1e-15·(S + K) per unit, contracts/BlackScholes.sol) is below
+    one base unit at these sizes.
+    """
+    from keeper.backtest import BacktestOptions
+    from keeper.data import load_prices
+    from keeper.implied_vol import load_dvol, realised_vol_proxy
+
+    options = DemoOptions(symbols=SYMBOLS, start=dt.date(2022, 5, 1), end=dt.date(2022, 6, 5), lookback_days=35,
+                          half_life_days=15, flows_every_days=0, out_dir=tmp_path, quiet=True, options_mode=True,
+                          compare_without_overlay=False)
+    run_demo(options)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    demo_nav = np.array(saved["series"]["nav_usd"])
+    demo_dates = [dt.date.fromisoformat(d) for d in saved["series"]["dates"]]
+    demo_options_value = np.array(saved["options"]["series"]["options_value_usd"])
+
+    panel = load_price_panel(DEFAULT_PRICES_CSV, SYMBOLS)
+    seed_row = panel.index_on_or_after(options.start) - (options.lookback_days + 1)
+    table = load_prices(DEFAULT_PRICES_CSV, SYMBOLS)
+    vols = {s: realised_vol_proxy(table, s) for s in SYMBOLS}
+    vols["BTC"] = load_dvol(options.dvol)  # the demo's inputs: DVOL for BTC, the stated proxy for the others
+    config = BacktestConfig(
+        half_life_days=options.half_life_days, lookback_days=options.lookback_days,
+        min_observations=min(30, options.lookback_days - 1), slippage_budget_bps=options.slippage_budget_bps,
+        policy=TriggerPolicy(weight_drift_bps=options.drift_threshold_bps),
+        pools=PoolModel(fee_pips=500, depth_usd=options.pool_depth_usd, liquidity="constant_liquidity",
+                        seed_prices_usd=dict(zip(SYMBOLS, panel.prices[seed_row]))),
+        gas=GasModel(charge_to_nav=False),
+        options=BacktestOptions(implied_vols=vols, overlay=options.overlay, hedge_trigger=options.hedge_trigger),
+    )
+    strategy = RiskParity("ERC + puts", options.options_cash_buffer_bps, with_options=True)
+    result = run_backtest(panel, [strategy], config, options.start, options.end)["results"][0]
+
+    assert result.dates == demo_dates
+    assert result.options["premium_paid_usd"] > 0 and result.options["rolls"] >= 1, result.options
+    option_share = float(np.max(demo_options_value / demo_nav))
+    assert 0 < option_share < 0.1
+    tolerance = TOLERANCE + option_share * 60 / (2 * 5 * 86_400)
+    gap = float(np.max(np.abs(result.nav_vault / demo_nav - 1.0)))
+    print(f"\nmax relative NAV difference, options mode: {gap:.3e} (tolerance {tolerance:.1e}, book <= "
+          f"{option_share:.2%} of NAV)")
+    assert gap < tolerance
