@@ -541,7 +541,7 @@ class Keeper:
     def record_shutdown(self, reason: str) -> None:
         """Journals the final record of a run."""
         with self._journal_lock:
-            self.journal.record(SHUTDOWN_STATUS, reason, reason_code="shutdown")
+            self.journal.record_shutdown(reason)
 
     def _update_balance(self) -> int | None:
         balance = int(self.w3.eth.get_balance(self.executor.address))
@@ -584,40 +584,44 @@ class Keeper:
             log.warning("could not read the keeper's balance", exc_info=True)
 
     def _record(self, report: TickReport) -> None:
+        from keeper.journal import TickRecord  # local: the module's imports are being reworked separately
+
         execution = report.execution
         plan = report.plan
+        record = TickRecord(
+            status=report.status,
+            reason=report.reason,
+            reason_code=report.reason_code,
+            block_number=report.block_number,
+            block_timestamp=report.block_timestamp,
+            epoch=plan.expected_epoch if plan else None,
+            tx_hash=execution.tx_hash if execution else None,
+            gas_used=execution.gas_used if execution else None,
+            effective_gas_price=execution.effective_gas_price if execution else None,
+            nav_before=plan.nav_before if plan else None,
+            nav_after=execution.nav_after if execution else None,
+            symbols=report.symbols,
+            prices_usd=report.prices_usd,
+            target_weights=report.target_weights,
+            relative_risk_contributions_target=report.relative_risk_contributions_target,
+            relative_risk_contributions_before=report.relative_risk_contributions_before,
+            relative_risk_contributions_after=report.relative_risk_contributions_after,
+            ex_ante_volatility=report.ex_ante_volatility,
+            covariance=report.covariance,
+            current_weights=plan.current_weights if plan else report.current_weights,
+            drift_bps=plan.drift_bps if plan else report.drift_bps,
+            turnover_bps=plan.turnover_bps if plan else None,
+            legs=plan.legs if plan else None,
+            leg_results=execution.legs if execution else None,
+            timings=report.timings,
+            breakers=list(report.breakers),
+            derisk=report.derisk,
+            policy=report.policy,
+            trigger=report.trigger,
+            overlay=report.overlay,
+        )
         with self._journal_lock:
-            self.journal.record(
-                report.status,
-                report.reason,
-                block_number=report.block_number,
-                block_timestamp=report.block_timestamp,
-                epoch=plan.expected_epoch if plan else None,
-                tx_hash=execution.tx_hash if execution else None,
-                gas_used=execution.gas_used if execution else None,
-                effective_gas_price=execution.effective_gas_price if execution else None,
-                nav_before=plan.nav_before if plan else None,
-                nav_after=execution.nav_after if execution else None,
-                symbols=report.symbols,
-                prices_usd=report.prices_usd,
-                target_weights=report.target_weights,
-                relative_risk_contributions_target=report.relative_risk_contributions_target,
-                relative_risk_contributions_before=report.relative_risk_contributions_before,
-                ex_ante_volatility=report.ex_ante_volatility,
-                covariance=report.covariance,
-                current_weights=plan.current_weights if plan else report.current_weights,
-                drift_bps=plan.drift_bps if plan else report.drift_bps,
-                turnover_bps=plan.turnover_bps if plan else None,
-                legs=plan.legs if plan else None,
-                leg_results=execution.legs if execution else None,
-                timings=report.timings,
-                reason_code=report.reason_code,
-                breakers=list(report.breakers),
-                derisk=report.derisk,
-                policy=report.policy,
-                trigger=report.trigger,
-                overlay=report.overlay,
-            )
+            self.journal.record_tick(record)
 
 
 def _decision_context(decision: PolicyDecision) -> dict[str, Any]:
