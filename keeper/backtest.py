@@ -1454,7 +1454,7 @@ def _journal_policy(record: DecisionRecord) -> dict[str, Any] | None:
 
 
 def _journal(results: Sequence[StrategyResult], path: Path) -> str:
-    from keeper.journal import Journal
+    from keeper.journal import BacktestTickRecord, Journal
 
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
@@ -1462,10 +1462,11 @@ def _journal(results: Sequence[StrategyResult], path: Path) -> str:
     try:
         for r in results:
             for d in r.decisions:
-                j.record(d.status, d.reason, strategy=r.name, date=d.date.isoformat(),
-                         trigger=d.decision.as_dict() if d.decision else None, legs=d.legs,
-                         turnover_bps=d.turnover_bps, cost=d.cost.as_dict() if d.cost else None,
-                         target_weights=d.target_weights, policy=_journal_policy(d))
+                j.record_backtest_tick(BacktestTickRecord(
+                    status=d.status, reason=d.reason, strategy=r.name, date=d.date.isoformat(),
+                    trigger=d.decision.as_dict() if d.decision else None, legs=d.legs,
+                    turnover_bps=d.turnover_bps, cost=d.cost.as_dict() if d.cost else None,
+                    target_weights=d.target_weights, policy=_journal_policy(d)))
     finally:
         j.close()
     return str(path)

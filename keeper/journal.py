@@ -1,6 +1,15 @@
 """SQLite journal: one row per tick, taken or skipped, with everything that drove the decision; and a
 write-ahead log of the keeper's transactions.
 
+The journal is written through typed records only, one method per kind: :meth:`Journal.record_tick`
+(:class:`TickRecord`), :meth:`Journal.record_overlay_step` (:class:`OverlayStepRecord`, with its
+:class:`SettlementRecord` items), :meth:`Journal.record_shutdown` (:class:`ShutdownRecord`),
+:meth:`Journal.record_backtest_tick` (:class:`BacktestTickRecord`) and the transaction methods
+(:meth:`Journal.record_intended_tx`, ...). A field a record does not declare is a ``TypeError`` when it is
+built. Each kind has its typed read (:meth:`Journal.tick_records`, :meth:`Journal.overlay_steps`,
+:meth:`Journal.settlements`, :meth:`Journal.shutdowns`, :meth:`Journal.backtest_ticks`,
+:meth:`Journal.transactions`, :meth:`Journal.last_decision`, ...). No SQL lives outside this module.
+
 A transaction is recorded as ``intended`` with its signed bytes and hash *before* it is sent (the commit
 is durable: WAL with ``synchronous=FULL``), so that a keeper killed at any point finds on restart every
 transaction that may have reached the network and can reconcile it with the chain.
@@ -12,13 +21,15 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from keeper.errors import ConfigError
+
+R = TypeVar("R")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ticks (
@@ -34,7 +45,8 @@ CREATE TABLE IF NOT EXISTS ticks (
     effective_gas_price TEXT,
     nav_before TEXT,
     nav_after TEXT,
-    detail TEXT NOT NULL
+    detail TEXT NOT NULL,
+    kind TEXT
 );
 CREATE INDEX IF NOT EXISTS ticks_status ON ticks(status);
 """
@@ -83,7 +95,12 @@ CREATE TABLE IF NOT EXISTS decisions (
     covariance TEXT
 );
 """
-_SCHEMA_VERSION = 3
+#: Version 4 tags every row of ``ticks`` with the kind of record it holds (:data:`RECORD_KINDS`: a tick of
+#: the live keeper, an option-overlay step, the final record of a run, a backtest day), written by the typed
+#: ``record_*`` methods and read back by the typed reads. The migration adds the column if it is missing and
+#: tags the rows of older keepers from their status and detail (:data:`_KIND_OF_UNTAGGED_ROW`).
+_SCHEMA_V4 = "CREATE INDEX IF NOT EXISTS ticks_kind ON ticks(kind);"
+_SCHEMA_VERSION = 4
 
 #: Statuses of a journalled transaction. ``intended``: signed and recorded, maybe not yet sent;
 #: ``sent``: accepted by a node, unmined. The others are final.
@@ -154,6 +171,16 @@ def _matrix(value: Any) -> np.ndarray | None:
     return matrix if matrix.ndim == 2 and np.all(np.isfinite(matrix)) else None
 
 
+def _decision_record(row: tuple[Any, ...]) -> DecisionRecord | None:
+    """A row of the ``decisions`` table (tick_id, symbols, target weights, covariance) as its record;
+    ``None`` if a target weight is not finite (stored as ``null``)."""
+    weights = json.loads(row[2])
+    if None in weights:
+        return None
+    return DecisionRecord(int(row[0]), tuple(json.loads(row[1])), np.asarray(weights, dtype=np.float64),
+                          _matrix(json.loads(row[3]) if row[3] else None))
+
+
 def _decision_row(detail: dict[str, Any]) -> tuple[str, str, str | None] | None:
     """The ``decisions`` row (symbols, target weights, covariance as JSON) of a tick's detail, if it holds
     a policy decision with targets."""
@@ -209,8 +236,374 @@ class TxRecord:
 _TX_BIG_INT_COLUMNS = ("value", "max_fee_per_gas", "max_priority_fee_per_gas", "effective_gas_price")
 
 
+# --- Record kinds -------------------------------------------------------------------------------------
+#
+# Every row of the ``ticks`` table holds one record; its ``kind`` column says which. The record's fields
+# go into the ``detail`` JSON under their own names (the ones that are also columns go to their column as
+# well), so the rows read by :meth:`Journal.ticks` keep the keys earlier keepers wrote.
+
+KIND_TICK = "tick"
+KIND_OVERLAY_STEP = "overlay_step"
+KIND_SHUTDOWN = "shutdown"
+KIND_BACKTEST = "backtest"
+RECORD_KINDS = (KIND_TICK, KIND_OVERLAY_STEP, KIND_SHUTDOWN, KIND_BACKTEST)
+
+#: Status of the final record of a run (:meth:`Journal.record_shutdown`).
+SHUTDOWN_STATUS = "shutdown"
+#: Prefix of the stored status of an overlay step (``overlay_traded``, ``overlay_skipped``, ``overlay_error``).
+OVERLAY_STATUS_PREFIX = "overlay_"
+
+#: The kind of a row written before version 4 tagged them, from its status and detail.
+_KIND_OF_UNTAGGED_ROW = (
+    "CASE WHEN status = 'shutdown' THEN 'shutdown' "
+    "WHEN substr(status, 1, 8) = 'overlay_' THEN 'overlay_step' "
+    "WHEN json_valid(detail) AND json_type(detail, '$.strategy') IS NOT NULL THEN 'backtest' "
+    "ELSE 'tick' END"
+)
+
+_TICK_COLUMNS = ("block_number", "block_timestamp", "epoch", "tx_hash", "gas_used", "effective_gas_price",
+                 "nav_before", "nav_after")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as the journal stores and reads it back: JSON (tuples as lists, numpy values and
+    dataclasses as their plain equivalents, anything else JSON cannot hold as its ``str``)."""
+    return None if value is None else json.loads(json.dumps(_jsonable(value), default=str))
+
+
+def _optional(kind: type, value: Any) -> Any:
+    return None if value is None else kind(value)
+
+
+class _Record:
+    """Shared machinery of the record kinds (frozen dataclasses with keyword-only fields).
+
+    Subclasses name their scalar fields in ``_INT`` / ``_FLOAT`` / ``_BOOL`` / ``_STR``; every other field
+    but ``status`` and ``reason`` is normalised to its stored JSON form at construction (:func:`_plain`), so a
+    record read back from the journal equals the one written.
+    """
+
+    _INT: tuple[str, ...] = ()
+    _FLOAT: tuple[str, ...] = ()
+    _BOOL: tuple[str, ...] = ()
+    _STR: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in ("status", "reason") or f.name in self._STR:
+                new = _optional(str, value)
+            elif f.name in self._INT:
+                new = _optional(int, value)
+            elif f.name in self._FLOAT:
+                new = _optional(float, value)
+            elif f.name in self._BOOL:
+                new = bool(value)
+            elif f.name == "symbols":
+                new = tuple(str(s) for s in (value or ()))
+            elif f.name == "settlements":
+                new = tuple(s if isinstance(s, SettlementRecord) else SettlementRecord.of(s) for s in (value or ()))
+            else:
+                new = _plain(value)
+            object.__setattr__(self, f.name, new)
+
+    def _detail(self) -> dict[str, Any]:
+        """The ``detail`` JSON object of the row: every field but ``status`` and ``reason``."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)  # type: ignore[arg-type]
+                if f.name not in ("status", "reason")}
+
+    @classmethod
+    def _from_row(cls, row: dict[str, Any]) -> Any:
+        """The record of a decoded ``ticks`` row (:meth:`Journal._tick_rows`): fields from the detail, else
+        from the column of that name; detail keys that are not fields (rows of older keepers) are ignored."""
+        detail = row["detail"] if isinstance(row["detail"], dict) else {}
+        values: dict[str, Any] = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name in ("status", "reason"):
+                values[f.name] = row[f.name]
+            elif f.name in detail:
+                values[f.name] = detail[f.name]
+            elif f.name in _TICK_COLUMNS and row.get(f.name) is not None:
+                values[f.name] = row[f.name]
+        return cls(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TickRecord(_Record):
+    """One tick of the live keeper, taken or skipped (:meth:`Journal.record_tick`).
+
+    Units: amounts (``nav_before``, ``nav_after``, the legs' ``value``) in base-asset units (the token's
+    smallest unit, int); ``effective_gas_price`` in wei per gas; ``gas_used`` in gas; times in Unix seconds;
+    ``drift_bps`` and ``turnover_bps`` in basis points of NAV; timings in seconds; weights and risk
+    contributions are fractions.
+
+    Attributes
+    ----------
+    status : str
+        ``"rebalanced"``, ``"skipped"`` or ``"error"`` (see :class:`keeper.runner.TickReport`).
+    reason : str or None
+        Why, in words.
+    reason_code : str or None
+        Short label of the reason for metrics (``no_trade_needed``, ``breaker:<name>``, ``derisk``, ...).
+    block_number, block_timestamp : int or None
+        The block the tick read (its timestamp in Unix seconds).
+    epoch : int or None
+        The vault epoch the rebalance expected (``plan.expected_epoch``).
+    tx_hash : str or None
+        0x-hex hash of the mined rebalance.
+    gas_used : int or None
+        Gas of the mined rebalance.
+    effective_gas_price : int or None
+        Wei per gas it paid.
+    nav_before, nav_after : int or None
+        NAV in base-asset units before the plan and after the mined transaction.
+    symbols : tuple of str
+        The risk assets, in the vault's order (every per-asset list below follows it).
+    prices_usd : list of float or None
+        Oracle prices, USD per whole token.
+    target_weights : list of float or None
+        The risky sleeve's target (sums to 1).
+    relative_risk_contributions_target, relative_risk_contributions_before, relative_risk_contributions_after
+        Relative risk contributions (sum to 1 over the risky sleeve) of the target, of the holdings before
+        the tick and after its transaction; list of float or None.
+    ex_ante_volatility : float or None
+        Annualised volatility of the policy's target NAV weights.
+    covariance : list of list of float or None
+        Annualised covariance (n, n) the decision used.
+    current_weights : list of float or None
+        Holdings as NAV fractions before the tick.
+    drift_bps, turnover_bps : float or None
+        Drift of the holdings from the target, and the plan's turnover, in bps of NAV.
+    legs : list of dict or None
+        The plan's swaps (:class:`keeper.planner.SwapLeg` as dicts: token units, ``value`` in base units).
+    leg_results : list of dict or None
+        What each leg did on chain (:class:`keeper.executor.LegResult` as dicts).
+    timings : dict of str to float
+        Seconds spent per phase (``total`` included).
+    breakers : list of dict
+        The circuit breakers that tripped (:class:`keeper.breakers.BreakerDecision` as dicts).
+    derisk : bool
+        The tick moved the vault to cash.
+    policy, trigger, overlay : dict or None
+        :meth:`keeper.policy.PolicyDecision.as_dict` (a ``target_weights`` key writes the ``decisions``
+        row read by :meth:`Journal.last_decision`), :meth:`keeper.triggers.TriggerDecision.as_dict`, and the
+        option overlay's summary of the tick.
+    """
+
+    _INT = ("block_number", "block_timestamp", "epoch", "gas_used", "effective_gas_price", "nav_before", "nav_after")
+    _FLOAT = ("ex_ante_volatility", "drift_bps", "turnover_bps")
+    _BOOL = ("derisk",)
+    _STR = ("reason_code", "tx_hash")
+
+    status: str
+    reason: str | None = None
+    reason_code: str | None = None
+    block_number: int | None = None
+    block_timestamp: int | None = None
+    epoch: int | None = None
+    tx_hash: str | None = None
+    gas_used: int | None = None
+    effective_gas_price: int | None = None
+    nav_before: int | None = None
+    nav_after: int | None = None
+    symbols: tuple[str, ...] = ()
+    prices_usd: list[float] | None = None
+    target_weights: list[float] | None = None
+    relative_risk_contributions_target: list[float] | None = None
+    relative_risk_contributions_before: list[float] | None = None
+    relative_risk_contributions_after: list[float] | None = None
+    ex_ante_volatility: float | None = None
+    covariance: list[list[float]] | None = None
+    current_weights: list[float] | None = None
+    drift_bps: float | None = None
+    turnover_bps: float | None = None
+    legs: list[dict[str, Any]] | None = None
+    leg_results: list[dict[str, Any]] | None = None
+    timings: dict[str, Any] = field(default_factory=dict)
+    breakers: list[dict[str, Any]] = field(default_factory=list)
+    derisk: bool = False
+    policy: dict[str, Any] | None = None
+    trigger: dict[str, Any] | None = None
+    overlay: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "timings", self.timings or {})
+        object.__setattr__(self, "breakers", self.breakers or [])
+
+
+@dataclass(frozen=True, kw_only=True)
+class SettlementRecord:
+    """An expired option series settled through ``vault.settleOption`` (one item of
+    :attr:`OverlayStepRecord.settlements`; read back by :meth:`Journal.settlements`).
+
+    ``series_id`` and ``tx_hash`` are 0x-hex; ``strike`` in the oracle's price units (as the vault stores
+    it); ``expiry`` in Unix seconds; ``amount`` the contracts settled (the vault's units); ``round_id`` the
+    oracle round that priced the settlement; ``payout`` in base-asset units.
+    """
+
+    series_id: str
+    symbol: str
+    strike: int
+    expiry: int
+    is_call: bool
+    amount: int
+    round_id: int
+    payout: int
+    tx_hash: str
+
+    def __post_init__(self) -> None:
+        for name in ("strike", "expiry", "amount", "round_id", "payout"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        object.__setattr__(self, "is_call", bool(self.is_call))
+
+    @classmethod
+    def of(cls, value: Any) -> "SettlementRecord":
+        """From a mapping or a dataclass with exactly these fields (e.g. :class:`keeper.option_orders.Settlement`).
+
+        Raises
+        ------
+        TypeError
+            A field is missing or unknown.
+        """
+        if hasattr(value, "__dataclass_fields__"):
+            value = {k: getattr(value, k) for k in value.__dataclass_fields__}
+        if not isinstance(value, dict):
+            raise TypeError(f"a settlement must be a SettlementRecord, a dataclass or a dict, not {type(value).__name__}")
+        return cls(**value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OverlayStepRecord(_Record):
+    """One step of the option overlay (:meth:`Journal.record_overlay_step`), stored with status
+    ``"overlay_" + status``.
+
+    Units: ``nav_before`` and premiums in base-asset units (int); ``gas_used`` in gas; timings in seconds;
+    ``cash_scale`` and ``target_scale`` are factors in (0, 1].
+
+    Attributes
+    ----------
+    status : str
+        ``"traded"``, ``"skipped"`` or ``"error"`` (see :class:`keeper.option_orders.OverlayStepReport`).
+    reason : str or None
+        Why, in words.
+    epoch : int or None
+        The vault epoch the transaction expected.
+    tx_hash : str or None
+        0x-hex hash of the ``rebalanceWithOptions`` transaction.
+    gas_used : int or None
+        Its gas.
+    nav_before : int or None
+        NAV before the plan, base-asset units.
+    hedge_decision : dict or None
+        :meth:`keeper.hedging.HedgeDecision.as_dict` of the delta hedge.
+    overlay_plan : dict or None
+        The overlay's plan (series to buy or sell).
+    greeks_before, greeks, greeks_after : dict or None
+        Greeks of the book per symbol before the step, after the planned legs (the hedge decision's), and
+        on chain after the transaction.
+    legs : list of dict or None
+        The spot swaps (:class:`keeper.planner.SwapLeg` as dicts).
+    option_legs : list of dict
+        The option legs sent (:class:`keeper.option_orders.OptionLeg` as dicts).
+    executed : list of list
+        The vault's ``OptionLegExecuted`` events ``[leg_index, is_buy, amount, premium, fair_value]``.
+    settlements : tuple of SettlementRecord
+        Expired series settled by this step (mappings or dataclasses with the same fields are converted).
+    cash_scale, target_scale : float
+        Factors (<= 1) applied to the spot and exposure targets (see ``OverlayStepReport``).
+    timings : dict of str to float
+        Seconds per phase.
+    """
+
+    _INT = ("epoch", "gas_used", "nav_before")
+    _FLOAT = ("cash_scale", "target_scale")
+    _STR = ("tx_hash",)
+
+    status: str
+    reason: str | None = None
+    epoch: int | None = None
+    tx_hash: str | None = None
+    gas_used: int | None = None
+    nav_before: int | None = None
+    hedge_decision: dict[str, Any] | None = None
+    overlay_plan: dict[str, Any] | None = None
+    greeks_before: dict[str, Any] | None = None
+    greeks: dict[str, Any] | None = None
+    greeks_after: dict[str, Any] | None = None
+    legs: list[dict[str, Any]] | None = None
+    option_legs: list[dict[str, Any]] = field(default_factory=list)
+    executed: list[list[Any]] = field(default_factory=list)
+    settlements: tuple[SettlementRecord, ...] = ()
+    cash_scale: float = 1.0
+    target_scale: float = 1.0
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status.startswith(OVERLAY_STATUS_PREFIX):
+            raise ValueError(f"overlay step status {self.status!r}: give it without the {OVERLAY_STATUS_PREFIX!r} prefix")
+        super().__post_init__()
+        for name, empty in (("option_legs", []), ("executed", []), ("timings", {})):
+            object.__setattr__(self, name, getattr(self, name) or empty)
+
+    @classmethod
+    def _from_row(cls, row: dict[str, Any]) -> "OverlayStepRecord":
+        status = row["status"]
+        row = dict(row, status=status[len(OVERLAY_STATUS_PREFIX):] if status.startswith(OVERLAY_STATUS_PREFIX) else status)
+        return super()._from_row(row)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShutdownRecord(_Record):
+    """The final record of a run (:meth:`Journal.record_shutdown`): status ``"shutdown"``, reason code
+    ``"shutdown"``."""
+
+    status: str = SHUTDOWN_STATUS
+    reason: str | None = None
+    reason_code: str = "shutdown"
+    _STR = ("reason_code",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BacktestTickRecord(_Record):
+    """One decision day of one strategy of a backtest (:meth:`Journal.record_backtest_tick`; the backtest
+    writes its own journal file, never the live keeper's).
+
+    ``date`` is ISO ``YYYY-MM-DD``; ``turnover_bps`` in bps of NAV; ``cost`` is
+    :meth:`keeper.costs.TradeCost.as_dict` (base-asset units); ``target_weights`` NAV fractions;
+    ``trigger`` and ``policy`` as in :class:`TickRecord` (a policy with ``target_weights`` writes a
+    ``decisions`` row).
+    """
+
+    _FLOAT = ("turnover_bps",)
+    _STR = ("strategy", "date")
+
+    status: str
+    reason: str | None = None
+    strategy: str
+    date: str
+    trigger: dict[str, Any] | None = None
+    legs: list[dict[str, Any]] | None = None
+    turnover_bps: float | None = None
+    cost: dict[str, Any] | None = None
+    target_weights: list[float] | None = None
+    policy: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Journalled(Generic[R]):
+    """A record read back from the journal: its row ``id``, when it was written (``recorded_at``, Unix
+    seconds) and the ``record``."""
+
+    id: int
+    recorded_at: float
+    record: R
+
+
+
 class Journal:
-    """Append-only record of ticks in a SQLite file (WAL mode; safe against a crash mid-write).
+    """Append-only record of ticks (and the other record kinds) in a SQLite file (WAL mode; safe against a
+    crash mid-write).
 
     Parameters
     ----------
@@ -289,20 +682,47 @@ class Journal:
             row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
         return row is not None
 
-    def record(self, status: str, reason: str | None = None, **fields: Any) -> int:
-        """Appends a tick; ``fields`` matching a column go there, everything goes into ``detail`` (JSON)."""
-        columns = {"block_number", "block_timestamp", "epoch", "tx_hash", "gas_used", "effective_gas_price",
-                   "nav_before", "nav_after"}
-        row = {k: (str(v) if k in _BIG_INT_COLUMNS and v is not None else _jsonable(v))
-               for k, v in fields.items() if k in columns}
-        plain = _jsonable(fields)
-        detail = json.dumps(plain, default=str)
-        decision = _decision_row(json.loads(detail)) if isinstance(plain, dict) and "policy" in plain else None
+    def _columns(self, table: str) -> set[str]:
+        """Column names of ``table`` (empty if there is no such table). The caller holds the lock."""
+        return {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})").fetchall()}
+
+    # --- Typed writes: one method per record kind (the only writers of the ticks table) -------------
+
+    def record_tick(self, record: TickRecord) -> int:
+        """Appends a tick of the live keeper; returns its row id. A ``policy`` with ``target_weights`` also
+        writes the ``decisions`` row (:meth:`last_decision`)."""
+        return self._append(KIND_TICK, record.status, record, TickRecord)
+
+    def record_overlay_step(self, record: OverlayStepRecord) -> int:
+        """Appends an option-overlay step (status stored as ``"overlay_" + record.status``) with the
+        settlements it made; returns its row id."""
+        return self._append(KIND_OVERLAY_STEP, OVERLAY_STATUS_PREFIX + record.status, record, OverlayStepRecord)
+
+    def record_shutdown(self, reason: str | None) -> int:
+        """Appends the final record of a run (status ``"shutdown"``, reason code ``"shutdown"``); returns its
+        row id."""
+        record = ShutdownRecord(reason=reason)
+        return self._append(KIND_SHUTDOWN, record.status, record, ShutdownRecord)
+
+    def record_backtest_tick(self, record: BacktestTickRecord) -> int:
+        """Appends one decision day of a backtest strategy; returns its row id."""
+        return self._append(KIND_BACKTEST, record.status, record, BacktestTickRecord)
+
+    def _append(self, kind: str, status: str, record: Any, record_type: type) -> int:
+        """Writes ``record`` as one row of ``ticks``: its fields in ``detail``, those named like a column in
+        the column too (big integers as decimal text), and its ``decisions`` row if it holds a policy."""
+        if not isinstance(record, record_type):
+            raise TypeError(f"expected a {record_type.__name__}, got {type(record).__name__}")
+        detail = record._detail()
+        columns = {k: (str(v) if k in _BIG_INT_COLUMNS and v is not None else v)
+                   for k, v in detail.items() if k in _TICK_COLUMNS}
+        text = json.dumps(detail, default=str)
+        decision = _decision_row(json.loads(text)) if "policy" in detail else None
         with self._lock, self.conn:
             cur = self.conn.execute(
-                f"INSERT INTO ticks (recorded_at, status, reason, detail{''.join(', ' + k for k in row)}) "
-                f"VALUES (?, ?, ?, ?{', ?' * len(row)})",
-                (time.time(), status, reason, detail, *row.values()),
+                f"INSERT INTO ticks (recorded_at, kind, status, reason, detail{''.join(', ' + k for k in columns)}) "
+                f"VALUES (?, ?, ?, ?, ?{', ?' * len(columns)})",
+                (time.time(), kind, status, record.reason, text, *columns.values()),
             )
             tick_id = int(cur.lastrowid or 0)
             if decision is not None:
@@ -310,8 +730,48 @@ class Journal:
                                   "VALUES (?, ?, ?, ?)", (tick_id, *decision))
         return tick_id
 
+    # --- Typed reads ---------------------------------------------------------------------------------
+
+    def tick_records(self, status: str | None = None, limit: int | None = None) -> list[Journalled[TickRecord]]:
+        """The live keeper's ticks (of ``status`` if given; the last ``limit`` if given), oldest first."""
+        return self._records(KIND_TICK, TickRecord, status, limit)
+
+    def overlay_steps(self, limit: int | None = None) -> list[Journalled[OverlayStepRecord]]:
+        """Option-overlay steps (the last ``limit`` if given), oldest first."""
+        return self._records(KIND_OVERLAY_STEP, OverlayStepRecord, None, limit)
+
+    def shutdowns(self) -> list[Journalled[ShutdownRecord]]:
+        """Final records of the runs, oldest first."""
+        return self._records(KIND_SHUTDOWN, ShutdownRecord, None, None)
+
+    def backtest_ticks(self, strategy: str | None = None) -> list[Journalled[BacktestTickRecord]]:
+        """Backtest decision days (of ``strategy`` if given), in the order written."""
+        rows = self._records(KIND_BACKTEST, BacktestTickRecord, None, None)
+        return [r for r in rows if strategy is None or r.record.strategy == strategy]
+
+    def settlements(self) -> list[Journalled[SettlementRecord]]:
+        """Every settlement the overlay steps journalled, oldest first; ``id`` and ``recorded_at`` are the
+        step's."""
+        return [Journalled(step.id, step.recorded_at, s) for step in self.overlay_steps() for s in step.record.settlements]
+
+    def _records(self, kind: str, record_type: Any, status: str | None, limit: int | None) -> list[Journalled[Any]]:
+        with self._lock:
+            tagged = "kind" in self._columns("ticks")
+        # A file opened read-only from before version 4 has no kind column: classify its rows on the fly.
+        where = "kind = ?" if tagged else f"({_KIND_OF_UNTAGGED_ROW}) = ?"
+        args: tuple[Any, ...] = (kind,)
+        if status is not None:
+            where += " AND status = ?"
+            args += (status,)
+        query = f"SELECT * FROM ticks WHERE {where} ORDER BY id"
+        if limit is not None:
+            query = f"SELECT * FROM ({query} DESC LIMIT {int(limit)}) ORDER BY id"
+        return [Journalled(int(row["id"]), float(row["recorded_at"]), record_type._from_row(row))
+                for row in self._tick_rows(query, args)]
+
     def ticks(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        """Recorded ticks, oldest first, with ``detail`` decoded."""
+        """Rows of the ``ticks`` table (every record kind; ``kind`` says which), oldest first, with ``detail``
+        decoded. The typed reads (:meth:`tick_records`, :meth:`overlay_steps`, ...) decode them further."""
         query = "SELECT * FROM ticks" + (" WHERE status = ?" if status else "") + " ORDER BY id"
         if limit is not None:
             query = f"SELECT * FROM ({query} DESC LIMIT {int(limit)}) ORDER BY id"
@@ -355,13 +815,23 @@ class Journal:
             row = self.conn.execute(
                 "SELECT tick_id, symbols, target_weights, covariance FROM decisions ORDER BY tick_id DESC LIMIT 1"
             ).fetchone()
-        if row is None:
-            return None
-        weights = json.loads(row[2])
-        if None in weights:
-            return None
-        return DecisionRecord(int(row[0]), tuple(json.loads(row[1])), np.asarray(weights, dtype=np.float64),
-                              _matrix(json.loads(row[3]) if row[3] else None))
+        return None if row is None else _decision_record(row)
+
+    def decisions(self) -> list[DecisionRecord]:
+        """Every journalled policy decision, oldest first (targets with a NaN are skipped, as in
+        :meth:`last_decision`)."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT tick_id, symbols, target_weights, covariance FROM decisions ORDER BY tick_id"
+            ).fetchall()
+        return [d for d in map(_decision_record, rows) if d is not None]
+
+    def schema_version(self) -> int:
+        """The journal's schema version (:data:`_SCHEMA_VERSION` once opened for writing; older for a file
+        opened with :meth:`read_only`)."""
+        with self._lock:
+            (version,) = self.conn.execute("PRAGMA user_version").fetchone()
+        return int(version)
 
     def last_rebalance(self) -> RebalanceRecord | None:
         """The last tick with status ``rebalanced`` (time, symbols, covariance of its decision), or ``None``."""
@@ -398,6 +868,11 @@ class Journal:
                     if decision is not None:
                         self.conn.execute("INSERT OR IGNORE INTO decisions (tick_id, symbols, target_weights, "
                                           "covariance) VALUES (?, ?, ?, ?)", (tick_id, *decision))
+            if version < 4:
+                if "kind" not in self._columns("ticks"):
+                    self.conn.execute("ALTER TABLE ticks ADD COLUMN kind TEXT")
+                self.conn.executescript(_SCHEMA_V4)
+                self.conn.execute(f"UPDATE ticks SET kind = {_KIND_OF_UNTAGGED_ROW} WHERE kind IS NULL")
             self.conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def record_intended_tx(

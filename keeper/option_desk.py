@@ -26,7 +26,7 @@ from keeper import hedging
 from keeper.decision import OptionsInputs, RebalanceDecision
 from keeper.errors import KeeperError, ShutdownRequestedError
 from keeper.hedging import HedgeTriggerConfig, OverlayConfig
-from keeper.journal import Journal
+from keeper.journal import Journal, OverlayStepRecord
 from keeper.option_chain import ChainOptionQuoter, read_implied_vols, read_option_book, settle_expired, vol_feeds_of
 from keeper.option_orders import OptionLeg, Settlement
 from keeper.oracle import ChainReader, PriceSnapshot
@@ -241,24 +241,12 @@ class OptionsDesk:
     def record(self, report: OverlayStepReport) -> None:
         """Journals the options part of a tick as an ``overlay_<status>`` row."""
         plan = report.plan
-        self.journal.record(
-            "overlay_" + report.status,
-            report.reason,
-            epoch=plan.expected_epoch if plan else None,
-            tx_hash=report.tx_hash,
-            gas_used=report.gas_used,
-            nav_before=plan.nav_before if plan else None,
-            hedge_decision=report.decision,
-            overlay_plan=report.overlay,
-            greeks_before=report.greeks_before,
-            greeks=(report.decision or {}).get("greeks"),
-            greeks_after=report.greeks_after,
-            legs=plan.legs if plan else None,
-            option_legs=report.legs,
-            executed=report.executed,
-            settlements=report.settlements,
-            cash_scale=report.cash_scale,
-            target_scale=report.target_scale,
-            timings=report.timings,
-        )
+        self.journal.record_overlay_step(OverlayStepRecord(
+            status=report.status, reason=report.reason, epoch=plan.expected_epoch if plan else None,
+            tx_hash=report.tx_hash, gas_used=report.gas_used, nav_before=plan.nav_before if plan else None,
+            hedge_decision=report.decision, overlay_plan=report.overlay, greeks_before=report.greeks_before,
+            greeks=(report.decision or {}).get("greeks"), greeks_after=report.greeks_after,
+            legs=plan.legs if plan else None, option_legs=report.legs, executed=report.executed,
+            settlements=report.settlements, cash_scale=report.cash_scale, target_scale=report.target_scale,
+            timings=report.timings))
 

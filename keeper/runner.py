@@ -48,7 +48,7 @@ from keeper.decision import OptionsInputs, RebalanceDecision, TradeLimits, decid
 from keeper.executor import ChainQuoter, ExecutionResult, Executor
 from keeper.hedging import HedgeTriggerConfig, OverlayConfig
 from keeper.chain import contract
-from keeper.journal import Journal
+from keeper.journal import Journal, TickRecord
 from keeper.metrics import KeeperMetrics, MetricsServer, WEI_PER_ETH
 from keeper.optimizer import relative_risk_contributions
 from keeper.option_desk import OptionsDesk, OverlayStepReport
@@ -60,8 +60,6 @@ from keeper.units import SECONDS_PER_DAY
 
 log = logging.getLogger("keeper")
 
-#: Journal status of the record written when the keeper stops.
-SHUTDOWN_STATUS = "shutdown"
 
 
 #: Symbols whose oracle price values gas (USD per ETH) when the vault lists one of them.
@@ -557,7 +555,7 @@ class Keeper:
     def record_shutdown(self, reason: str) -> None:
         """Journals the final record of a run."""
         with self._journal_lock:
-            self.journal.record(SHUTDOWN_STATUS, reason, reason_code="shutdown")
+            self.journal.record_shutdown(reason)
 
     def _update_balance(self) -> int | None:
         balance = int(self.w3.eth.get_balance(self.executor.address))
@@ -602,38 +600,40 @@ class Keeper:
     def _record(self, report: TickReport) -> None:
         execution = report.execution
         plan = report.plan
+        record = TickRecord(
+            status=report.status,
+            reason=report.reason,
+            reason_code=report.reason_code,
+            block_number=report.block_number,
+            block_timestamp=report.block_timestamp,
+            epoch=plan.expected_epoch if plan else None,
+            tx_hash=execution.tx_hash if execution else None,
+            gas_used=execution.gas_used if execution else None,
+            effective_gas_price=execution.effective_gas_price if execution else None,
+            nav_before=plan.nav_before if plan else None,
+            nav_after=execution.nav_after if execution else None,
+            symbols=report.symbols,
+            prices_usd=report.prices_usd,
+            target_weights=report.target_weights,
+            relative_risk_contributions_target=report.relative_risk_contributions_target,
+            relative_risk_contributions_before=report.relative_risk_contributions_before,
+            relative_risk_contributions_after=report.relative_risk_contributions_after,
+            ex_ante_volatility=report.ex_ante_volatility,
+            covariance=report.covariance,
+            current_weights=plan.current_weights if plan else report.current_weights,
+            drift_bps=plan.drift_bps if plan else report.drift_bps,
+            turnover_bps=plan.turnover_bps if plan else None,
+            legs=plan.legs if plan else None,
+            leg_results=execution.legs if execution else None,
+            timings=report.timings,
+            breakers=list(report.breakers),
+            derisk=report.derisk,
+            policy=report.policy,
+            trigger=report.trigger,
+            overlay=report.overlay,
+        )
         with self._journal_lock:
-            self.journal.record(
-                report.status,
-                report.reason,
-                block_number=report.block_number,
-                block_timestamp=report.block_timestamp,
-                epoch=plan.expected_epoch if plan else None,
-                tx_hash=execution.tx_hash if execution else None,
-                gas_used=execution.gas_used if execution else None,
-                effective_gas_price=execution.effective_gas_price if execution else None,
-                nav_before=plan.nav_before if plan else None,
-                nav_after=execution.nav_after if execution else None,
-                symbols=report.symbols,
-                prices_usd=report.prices_usd,
-                target_weights=report.target_weights,
-                relative_risk_contributions_target=report.relative_risk_contributions_target,
-                relative_risk_contributions_before=report.relative_risk_contributions_before,
-                ex_ante_volatility=report.ex_ante_volatility,
-                covariance=report.covariance,
-                current_weights=plan.current_weights if plan else report.current_weights,
-                drift_bps=plan.drift_bps if plan else report.drift_bps,
-                turnover_bps=plan.turnover_bps if plan else None,
-                legs=plan.legs if plan else None,
-                leg_results=execution.legs if execution else None,
-                timings=report.timings,
-                reason_code=report.reason_code,
-                breakers=list(report.breakers),
-                derisk=report.derisk,
-                policy=report.policy,
-                trigger=report.trigger,
-                overlay=report.overlay,
-            )
+            self.journal.record_tick(record)
 
 
 def _decision_context(decision: PolicyDecision) -> dict[str, Any]:

@@ -298,16 +298,18 @@ def test_outputs_are_written(tmp_path) -> None:
     assert "ERC vol 40%" in doc["table"]
     from keeper.journal import Journal
 
-    rows = Journal(tmp_path / "out" / "backtest-journal.sqlite").ticks()
+    journal = Journal(tmp_path / "out" / "backtest-journal.sqlite")
+    rows = [e.record for e in journal.backtest_ticks()]
     assert len(rows) == sum(len(r.decisions) for r in run["results"])
-    assert {r["status"] for r in rows} == {"rebalanced", "skipped"} and all(r["reason"] for r in rows)
+    assert {r.status for r in rows} == {"rebalanced", "skipped"} and all(r.reason for r in rows)
     # Every tick of a policy strategy carries the policy's verdict; a rebalance carries the full record.
-    erc = [r for r in rows if r["detail"]["strategy"] == "ERC" and r["detail"]["policy"] is not None]
+    erc = [e.record for e in journal.backtest_ticks(strategy="ERC") if e.record.policy is not None]
     assert len(erc) == len(run["results"][0].decisions)
-    assert all(r["detail"]["policy"]["gate"]["action"] == "accept" for r in erc if r["status"] == "rebalanced")
+    assert all(r.policy["gate"]["action"] == "accept" for r in erc if r.status == "rebalanced")
     # A fixed mix goes through the same decision as a fixed-target policy decision (keeper.policy.fixed_target).
-    btc = [r for r in rows if r["detail"]["strategy"] == "BTC only"]
-    assert btc and all(r["detail"]["policy"]["allocation"]["method"] == "fixed" for r in btc)
+    btc = [e.record for e in journal.backtest_ticks(strategy="BTC only")]
+    assert btc and all(r.policy["allocation"]["method"] == "fixed" for r in btc)
+    journal.close()
 
 
 def test_cli_backtest_runs_and_reports_bad_input(tmp_path, capsys) -> None:

@@ -36,7 +36,7 @@ from keeper.implied_vol import (
     load_dvol,
     realised_vol_proxy,
 )
-from keeper.journal import Journal
+from keeper.journal import Journal, OverlayStepRecord
 from keeper.optimizer import relative_risk_contributions, solve_equal_risk_contribution
 from tolerances import ELEMENTARY_ULPS, U, black_scholes_two_path_bounds, gamma
 
@@ -371,8 +371,9 @@ def test_hedge_decision_lands_in_the_journal_with_its_greeks():
                        SPOTS, VOLS, NOW), target_exposure_weights=[0.3, 0.3, 0.3], nav=300_000.0, now=NOW,
                        last_hedge_at=NOW - DAY, iv_at_last_hedge=[0.5, 0.7, 0.9])
     journal = Journal(":memory:")
-    journal.record("hedge" if d.hedge else "hedge_skipped", ",".join(d.reasons), hedge=d.as_dict())
-    row = journal.ticks()[0]["detail"]["hedge"]
+    journal.record_overlay_step(OverlayStepRecord(status="traded" if d.hedge else "skipped", reason=",".join(d.reasons),
+                                                  hedge_decision=d.as_dict()))
+    row = journal.overlay_steps()[0].record.hedge_decision
     assert row["reasons"] == list(d.reasons)
     assert row["greeks"]["BTC"]["dollar_gamma"] == pytest.approx(float(d.greeks.dollar_gamma[0]))
     assert row["greeks"]["ETH"]["vega_usd_per_point"] == pytest.approx(float(d.greeks.vega_usd_per_point[1]))

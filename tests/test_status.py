@@ -12,7 +12,7 @@ from tolerances import gamma
 
 from keeper.chain import ANVIL_KEYS
 from keeper.cli import main
-from keeper.journal import Journal
+from keeper.journal import Journal, TickRecord
 from keeper.runner import Keeper
 from keeper.status import collect_status, format_status, journal_summary, read_journal
 
@@ -82,7 +82,7 @@ def test_pending_transactions_come_from_the_write_ahead_journal(tmp_path) -> Non
     assert read_journal(old)["pending_transactions"] is None
     path = tmp_path / "j.sqlite"
     journal = Journal(path)
-    journal.record("skipped", "drift 1 bps", reason_code="no_trade_needed")
+    journal.record_tick(TickRecord(status="skipped", reason="drift 1 bps", reason_code="no_trade_needed"))
     rows = [
         journal.record_intended_tx(kind="rebalance", sender="0x" + "aa" * 20, nonce=n, tx_hash=f"0x{n:064x}",
                                    raw_tx="0x00", to_address="0x" + "bb" * 20, calldata="0x", value=0,
