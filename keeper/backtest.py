@@ -369,6 +369,8 @@ class RiskParity(PolicyStrategy):
         Relative budgets (renormalised over the active assets); equal by default.
     with_options : bool
         Run in options mode with the replay's ``BacktestConfig.options``.
+    overlay : OverlayConfig, optional
+        Options mode: this strategy's overlay instead of the replay's.
     """
 
     name: str = "ERC"
@@ -378,6 +380,9 @@ class RiskParity(PolicyStrategy):
     #: Options mode (``BacktestConfig.options`` must be set): the targets apply to the delta-adjusted exposure and
     #: the overlay's puts are bought, rolled and settled, as the live keeper's options mode does.
     with_options: bool = False
+    #: Options mode: this strategy's overlay (default ``BacktestConfig.options.overlay``); ``max_put_assets=0``
+    #: is the same policy without the puts (the delta hedge only).
+    overlay: OverlayConfig | None = None
 
     def overrides(self) -> dict[str, Any]:
         return {**super().overrides(), "volatility_target": self.vol_target,
@@ -913,12 +918,17 @@ class StrategyRun:
             if len(universe) != len(market.panel.symbols):
                 self._skip(t, "options mode needs every asset in the universe", policy=decision_policy)
                 return estimate
-            spot, vol_wad, vol = self._spot_and_vol(t)
+            try:
+                spot, vol_wad, vol = self._spot_and_vol(t)
+            except KeeperError as exc:  # no implied vol for the day (e.g. before the DVOL series starts)
+                self._skip(t, f"{type(exc).__name__}: {exc}", policy=decision_policy)
+                return estimate
             option_quoter = ModelOptionQuoter(cfg.options.market, infos, spot, vol_wad, timestamp, total_assets,
                                               self.option_book)
             options = OptionsInputs(
                 book=self.option_book.book(), vols=np.array([vol[s] for s in symbols]), options_value=options_value,
-                now=timestamp, overlay=cfg.options.overlay, trigger=cfg.options.hedge_trigger,
+                now=timestamp, overlay=getattr(self.strategy, "overlay", None) or cfg.options.overlay,
+                trigger=cfg.options.hedge_trigger,
                 last_hedge_at=self.last_hedge_at, iv_at_last_hedge=self.iv_at_last_hedge, quoter=option_quoter)
         try:
             choice = decide_rebalance(decision_policy, snapshot=snapshot, state=state, assets=infos,

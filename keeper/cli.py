@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--base-fee-gwei", type=float, default=20.0, help="gas base fee, gwei (default 20)")
     bt.add_argument("--eth-price", type=float, default=None, help="USD per ETH for gas (default: the data's ETH)")
     bt.add_argument("--walk-forward", action="store_true", help="also run the walk-forward evaluation")
+    bt.add_argument("--options", action="store_true",
+                    help="also run the options mode offline (the demo's put overlay and delta hedge, and the same "
+                         "policy without puts); every asset needs implied vols (DVOL for BTC, a realised-vol proxy "
+                         "for the others), e.g. --assets BTC,ETH,SOL")
     bt.add_argument("--train-days", type=int, default=365, help="walk-forward training window, days")
     bt.add_argument("--test-days", type=int, default=180, help="walk-forward test window, days")
     bt.add_argument("--no-journal", action="store_true", help="do not write the decisions' SQLite journal")
@@ -217,7 +221,30 @@ def _backtest(args: argparse.Namespace) -> None:
         es_confidence=args.es_confidence,
         es_horizon_days=args.es_horizon,
     )
-    run = run_backtest(panel, default_strategies(args.vol_target, symbols=panel.symbols), config, args.start, args.end)
+    strategies = default_strategies(args.vol_target, symbols=panel.symbols)
+    if args.options:
+        import dataclasses
+
+        from keeper.backtest import BacktestOptions, RiskParity
+        from keeper.data import load_prices
+        from keeper.demo import DemoOptions
+        from keeper.implied_vol import load_dvol, realised_vol_proxy
+
+        # The demo's options mode offline: DVOL for BTC, the stated realised-vol proxy for the others; the same
+        # policy with the hedge but no puts is the baseline that isolates what the puts do.
+        demo = DemoOptions()
+        table = load_prices(data, list(panel.symbols))
+        vols = {s: realised_vol_proxy(table, s) for s in panel.symbols}
+        if "BTC" in vols:
+            vols["BTC"] = load_dvol(demo.dvol)
+        config = dataclasses.replace(config, options=BacktestOptions(
+            implied_vols=vols, overlay=demo.overlay, hedge_trigger=demo.hedge_trigger))
+        strategies += [
+            RiskParity("ERC + puts", demo.options_cash_buffer_bps, with_options=True),
+            RiskParity("ERC hedge, no puts", demo.options_cash_buffer_bps, with_options=True,
+                       overlay=dataclasses.replace(demo.overlay, max_put_assets=0, covered_calls=False)),
+        ]
+    run = run_backtest(panel, strategies, config, args.start, args.end)
     doc = write_outputs(run, args.out, data, journal=not args.no_journal)
     print(doc["table"])
     if run["calendar_gaps"]:

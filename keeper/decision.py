@@ -156,11 +156,16 @@ def quote_with_halving(plan_at: Callable[[float], RebalancePlan], quoter: Quoter
             return QuotedPlan(plan, tuple(quoter.quote(plan)), fraction, attempt)
         except QuoteBelowBoundError as exc:
             if attempt == max_step_halvings:
-                raise QuoteBelowBoundError(f"{exc} (after {attempt} halvings of the step)") from exc
+                error = QuoteBelowBoundError(f"{exc} (after {attempt} halvings of the step)")
+                error.plan = plan
+                raise error from exc
+            refused = plan
             fraction /= 2
             plan = plan_at(fraction)
             if not plan.legs and not plan.option_legs:
-                raise QuoteBelowBoundError(f"{exc}; half the step: {plan.skip_reason}") from exc
+                error = QuoteBelowBoundError(f"{exc}; half the step: {plan.skip_reason}")
+                error.plan = refused
+                raise error from exc
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 

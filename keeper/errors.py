@@ -68,7 +68,12 @@ class SimulationRevertedError(KeeperError):
 
 
 class QuoteBelowBoundError(KeeperError):
-    """A swap quote is below the minimum output the keeper accepts."""
+    """A swap quote is below the minimum output the keeper accepts.
+
+    ``plan`` is the last plan quoted (:class:`keeper.planner.RebalancePlan`) when the quote-and-halve loop gave
+    up, so that the tick can journal the legs the pools refused; None otherwise."""
+
+    plan = None
 
 
 class TransactionFailedError(KeeperError):

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 
 from keeper.config import KeeperConfig
 from keeper.costs import GasModel
-from keeper.errors import ConfigError, KeeperError, RpcUnavailableError, ShutdownRequestedError
+from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, RpcUnavailableError, ShutdownRequestedError
 from keeper.estimation import simple_returns
 from keeper.decision import OptionsInputs, RebalanceDecision, TradeLimits, decide_rebalance
 from keeper.executor import ChainQuoter, ExecutionResult, Executor
@@ -286,10 +286,15 @@ class Keeper:
             context.update(policy=policy_decision.as_dict(), **_decision_context(policy_decision))
             if policy_decision.action == "hold":
                 log.warning("policy holds: %s", policy_decision.reason)
-        choice = self.decide(policy_decision, snapshot, state, timings,
-                             derisk_reason=decision.reason if derisk else None,
-                             last_rebalance=None if derisk else self._last_rebalance(snapshot.block_timestamp),
-                             options=options)
+        try:
+            choice = self.decide(policy_decision, snapshot, state, timings,
+                                 derisk_reason=decision.reason if derisk else None,
+                                 last_rebalance=None if derisk else self._last_rebalance(snapshot.block_timestamp),
+                                 options=options)
+        except QuoteBelowBoundError as exc:
+            if exc.plan is not None:  # journal the legs the pools refused
+                context.update(plan=exc.plan)
+            raise
         timings["compute"] = time.perf_counter() - t - timings.get("quote", 0.0)
         context.update(choice=choice, options_inputs=options)
         rrc = choice.relative_risk_contributions_before
