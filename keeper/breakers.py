@@ -68,16 +68,16 @@ class BreakerLimits:
 
     @classmethod
     def from_config(cls, config: object) -> "BreakerLimits":
-        """From a :class:`~keeper.config.KeeperConfig` (its ``breaker_*`` fields)."""
+        """From a :class:`~keeper.config.KeeperConfig` (its ``operations.breaker_*`` fields)."""
         return cls(
-            max_oracle_age_seconds=getattr(config, "breaker_max_oracle_age_seconds"),
-            stale_oracle_action=getattr(config, "breaker_stale_oracle_action"),
-            max_pool_deviation_bps=getattr(config, "breaker_max_pool_deviation_bps"),
-            pool_deviation_action=getattr(config, "breaker_pool_deviation_action"),
-            max_price_jump_bps=getattr(config, "breaker_max_price_jump_bps"),
-            price_jump_action=getattr(config, "breaker_price_jump_action"),
-            chain_stall_seconds=getattr(config, "breaker_chain_stall_seconds"),
-            chain_stall_action=getattr(config, "breaker_chain_stall_action"),
+            max_oracle_age_seconds=config.operations.breaker_max_oracle_age_seconds,
+            stale_oracle_action=config.operations.breaker_stale_oracle_action,
+            max_pool_deviation_bps=config.operations.breaker_max_pool_deviation_bps,
+            pool_deviation_action=config.operations.breaker_pool_deviation_action,
+            max_price_jump_bps=config.operations.breaker_max_price_jump_bps,
+            price_jump_action=config.operations.breaker_price_jump_action,
+            chain_stall_seconds=config.operations.breaker_chain_stall_seconds,
+            chain_stall_action=config.operations.breaker_chain_stall_action,
         )
 
 

@@ -152,16 +152,16 @@ def connect(rpc_url: str, timeout_seconds: float = 30.0) -> Web3:
 
 
 def connect_failover(config: Any) -> Web3:
-    """A web3 connection over ``config.rpc_url`` then ``config.rpc_fallback_urls``, with the config's
+    """A web3 connection over ``config.chain.rpc_url`` then ``config.chain.rpc_fallback_urls``, with the config's
     per-request timeout and retry policy (:class:`keeper.rpc.FailoverHTTPProvider`), no default middleware."""
     from keeper.rpc import FailoverHTTPProvider
 
     provider = FailoverHTTPProvider(
-        [config.rpc_url, *config.rpc_fallback_urls],
-        timeout_seconds=config.rpc_timeout_seconds,
-        max_attempts=config.rpc_max_attempts,
-        backoff_initial_seconds=config.rpc_backoff_initial_seconds,
-        backoff_max_seconds=config.rpc_backoff_max_seconds,
+        [config.chain.rpc_url, *config.chain.rpc_fallback_urls],
+        timeout_seconds=config.chain.rpc_timeout_seconds,
+        max_attempts=config.chain.rpc_max_attempts,
+        backoff_initial_seconds=config.chain.rpc_backoff_initial_seconds,
+        backoff_max_seconds=config.chain.rpc_backoff_max_seconds,
     )
     return Web3(provider, middleware=[])
 

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Any
 from pathlib import Path
 
 from keeper.errors import KeeperError
@@ -46,18 +47,24 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="run ticks on a schedule against a deployed vault")
     run.add_argument("--config", type=Path, required=True, help="JSON or TOML keeper config")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                      help="override a config field, e.g. --set policy.es_limit=0.08 (repeatable; keeper.config)")
     run.add_argument("--once", action="store_true", help="run one tick and exit")
     run.add_argument("--log-json", action="store_true", help="one JSON object per log line (or log_json in the config)")
     run.add_argument("--metrics-port", type=int, default=None, help="serve /metrics and /health here (overrides the config)")
 
     status = sub.add_parser("status", help="vault state, holdings and risk contributions, last ticks, pending transactions")
     status.add_argument("--config", type=Path, required=True, help="JSON or TOML keeper config")
+    status.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                      help="override a config field, e.g. --set policy.es_limit=0.08 (repeatable; keeper.config)")
     status.add_argument("--ticks", type=int, default=10, help="how many of the last journalled ticks to show")
     status.add_argument("--address", default=None, help="keeper address (default: the configured key's)")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     simulate = sub.add_parser("simulate", help="run one tick's exact plan on an Anvil fork and report the outcome")
     simulate.add_argument("--config", type=Path, required=True, help="JSON or TOML keeper config")
+    simulate.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                      help="override a config field, e.g. --set policy.es_limit=0.08 (repeatable; keeper.config)")
     simulate.add_argument("--fork-url", required=True, help="RPC URL of the chain to fork (never written to)")
     simulate.add_argument("--keeper-address", default=None, help="address to impersonate (default: the configured key's)")
     simulate.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -132,14 +139,13 @@ def main(argv: list[str] | None = None) -> int:
             report = run_demo(options)
             print(f"\nwrote {', '.join(report['files'])}")
         elif args.command == "run":
-            from keeper.config import load_config
             from keeper.metrics import MetricsServer
             from keeper.runner import Keeper, make_metrics, run_forever, start_when_reachable
 
-            config = load_config(args.config)
-            if config.log_json:
+            config = _config(args)
+            if config.operations.log_json:
                 configure_logging(json_output=True)
-            port = config.metrics_port if args.metrics_port is None else args.metrics_port
+            port = config.operations.metrics_port if args.metrics_port is None else args.metrics_port
             if args.once:
                 keeper = Keeper(config)
                 keeper.startup()
@@ -160,20 +166,18 @@ def main(argv: list[str] | None = None) -> int:
             server = None
             if port:
                 keeper.metrics = make_metrics(config, keeper.w3.provider)
-                server = MetricsServer(keeper.metrics, config.metrics_host, port)
+                server = MetricsServer(keeper.metrics, config.operations.metrics_host, port)
                 logging.getLogger("keeper").info("metrics on %s/metrics, health on %s/health", server.url, server.url)
             return run_forever(keeper, metrics_server=server)
         elif args.command == "status":
-            from keeper.config import load_config
             from keeper.status import collect_status, format_status
 
-            result = collect_status(load_config(args.config), last_ticks=args.ticks, keeper_address=args.address)
+            result = collect_status(_config(args), last_ticks=args.ticks, keeper_address=args.address)
             print(json.dumps(result, indent=2, default=str) if args.json else format_status(result))
         elif args.command == "simulate":
-            from keeper.config import load_config
             from keeper.simulate import format_simulation, simulate_on_fork
 
-            result = simulate_on_fork(load_config(args.config), args.fork_url, keeper_address=args.keeper_address)
+            result = simulate_on_fork(_config(args), args.fork_url, keeper_address=args.keeper_address)
             print(json.dumps(result, indent=2, default=str) if args.json else format_simulation(result))
             return 0 if result["status"] != "reverted" else 1
         elif args.command == "build":
@@ -186,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """The keeper config of ``--config`` with the ``--set`` overrides applied (:func:`keeper.config.with_overrides`)."""
+    from keeper.config import load_config, with_overrides
+
+    config = load_config(args.config)
+    return with_overrides(config, args.set) if args.set else config
 
 
 def _backtest(args: argparse.Namespace) -> None:

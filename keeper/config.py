@@ -1,13 +1,30 @@
-"""Keeper configuration, validated once at start-up (pydantic) and passed explicitly.
+"""Keeper configuration: one typed model (pydantic), validated once at start-up and passed explicitly.
 
-Loaded from a JSON or TOML file with :func:`load_config`. Units are in the field names.
+:class:`KeeperConfig` has one section per concern, each a model of its own with units in the field names and
+ranges that refuse a value in the wrong unit:
 
-The decision-policy fields (``estimator_method`` … ``min_benefit_to_cost``, at the end) are the live
-tick's :class:`keeper.policy.PolicyConfig` (:meth:`~keeper.policy.PolicyConfig.from_keeper_config`), the
-same policy the backtester runs; their defaults reproduce plain equal risk contributions with a
-``drift_threshold_bps`` trigger. ``eth_price_usd`` values gas in the cost-aware trigger when the vault
-lists no WETH/ETH asset (otherwise that asset's oracle price is used). For example::
+* ``chain`` (:class:`ChainSettings`): RPC endpoints, the vault, QuoterV2 and option market addresses, the key.
+* ``policy`` (:class:`keeper.policy.PolicyConfig`): the decision policy, the same model ``keeper backtest``
+  runs (estimator, history, conditioning gate, allocator, cash buffer, volatility target, ES limit, triggers,
+  cost gate).
+* ``options`` (:class:`OptionsSettings`): the put overlay and the hedge trigger of the options mode.
+* ``transactions`` (:class:`TransactionSettings`): slippage budget, halvings, deadlines, fees and their caps,
+  replacement of stuck transactions, private submission.
+* ``operations`` (:class:`OperationsSettings`): schedule, journal, health, metrics, logs, circuit breakers,
+  standby.
 
+Loaded from a JSON or TOML file with :func:`load_config`; ``--set section.field=value`` on the command line
+overrides any field (:func:`with_overrides`). A file in the older flat layout (every field at the top level,
+``drift_threshold_bps`` for ``policy.weight_drift_bps``, ``half_life_days`` / ``min_observations`` /
+``periods_per_year`` / ``estimator_method`` for ``policy.estimator``) is read into the sections
+(:data:`FLAT_FIELDS`). For example::
+
+    [chain]
+    rpc_url = "http://127.0.0.1:8545"
+    vault_address = "0x..."
+    quoter_address = "0x..."
+
+    [policy]
     es_limit = 0.08              # 1-day 99 % ES at most 8 % of NAV: scale toward the base asset
     es_method = "gaussian"       # historical needs >= 100 daily returns at 99 %
     volatility_target = 0.40     # annualised
@@ -21,52 +38,72 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from keeper.errors import ConfigError
+from keeper.hedging import HedgeTriggerConfig, OverlayConfig
+from keeper.policy import PolicyConfig
 
 
-class KeeperConfig(BaseModel):
-    """Everything a keeper needs to run against one vault.
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
+
+
+class ChainSettings(_Section):
+    """Where the keeper reads and sends: RPC endpoints, contract addresses, the key.
 
     The keeper's key comes from ``ape_account`` (an alias in ape's account store, unlocked with the
     passphrase in ``APE_ACCOUNTS_<alias>_PASSPHRASE``) or from the environment variable named by
     ``private_key_env``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     rpc_url: str = Field(description="JSON-RPC endpoint of the chain")
+    rpc_fallback_urls: list[str] = Field(
+        default_factory=list, description="further JSON-RPC endpoints of the same chain, tried in order after rpc_url"
+    )
+    rpc_timeout_seconds: float = Field(10.0, gt=0, description="per-request RPC timeout, seconds")
+    rpc_max_attempts: int = Field(5, ge=1, le=50, description="attempts per RPC request over all endpoints")
+    rpc_backoff_initial_seconds: float = Field(0.25, ge=0, description="backoff scale between RPC retries, seconds")
+    rpc_backoff_max_seconds: float = Field(8.0, ge=0, description="cap on one backoff wait between RPC retries, seconds")
     vault_address: str = Field(description="RiskParityVault address")
     quoter_address: str = Field(description="Uniswap V3 QuoterV2 address")
+    option_market_address: str | None = Field(
+        None, description="OptionMarket the vault trades on; when set, each tick runs the option overlay and the "
+        "delta hedge (spot + option delta to the ERC targets) in one rebalanceWithOptions instead of a spot-only rebalance"
+    )
     private_key_env: str = Field("KEEPER_PRIVATE_KEY", description="env var holding the keeper's hex key")
     ape_account: str | None = Field(None, description="alias of an ape account to sign with instead")
-    interval_seconds: float = Field(3600.0, gt=0, description="seconds between scheduled ticks")
-    half_life_days: float = Field(30.0, gt=0, description="EWMA half-life of the covariance, days")
-    lookback_days: int = Field(180, ge=3, description="days of oracle history fed to the estimator")
-    min_observations: int = Field(30, ge=2, description="fewest daily returns the estimator accepts")
-    periods_per_year: int = Field(365, gt=0, description="annualisation factor of daily returns")
-    risk_budget: dict[str, float] | None = Field(
-        None, description="risk budget by token symbol (sums to 1); equal when omitted"
+    max_oracle_age_seconds: int | None = Field(
+        None, gt=0, description="refuse answers older than this; the vault's heartbeat when omitted"
     )
-    drift_threshold_bps: float = Field(300.0, ge=0, description="skip when max |w - w*| (NAV fractions) is below, bps")
-    cash_buffer_bps: float = Field(500.0, ge=0, lt=10_000, description="NAV kept in the base asset for withdrawals, bps")
+
+    @field_validator("vault_address", "quoter_address", "option_market_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not (value.startswith("0x") and len(value) == 42):
+            raise ValueError(f"not a 20-byte hex address: {value!r}")
+        int(value, 16)
+        return value
+
+
+class TransactionSettings(_Section):
+    """How a decided rebalance is sent: its slippage budget and step halvings, deadline, fees and their caps,
+    replacement of a stuck transaction, private submission."""
+
     slippage_budget_bps: float = Field(50.0, gt=0, lt=10_000, description="minAmountOut below oracle-fair output, bps")
     max_step_halvings: int = Field(
         2, ge=0, le=10, description="when quotes miss the slippage budget, halve the step this many times"
     )
     min_trade_usd: float = Field(10.0, ge=0, description="legs smaller than this are dropped, USD")
-    max_oracle_age_seconds: int | None = Field(
-        None, gt=0, description="refuse answers older than this; the vault's heartbeat when omitted"
-    )
+    deadline_seconds: int = Field(600, gt=0, description="rebalance deadline after the latest block, seconds")
+    receipt_timeout_seconds: float = Field(180.0, gt=0, description="wait this long for a receipt, seconds")
     max_fee_per_gas_gwei: float = Field(200.0, gt=0, description="hard cap on maxFeePerGas, gwei")
     max_priority_fee_per_gas_gwei: float = Field(2.0, ge=0, description="cap on the priority fee, gwei")
     gas_limit_margin: float = Field(1.3, ge=1.0, description="gas limit = estimate × margin")
-    deadline_seconds: int = Field(600, gt=0, description="rebalance deadline after the latest block, seconds")
-    receipt_timeout_seconds: float = Field(180.0, gt=0, description="wait this long for a receipt, seconds")
-    journal_path: Path = Field(Path("keeper-journal.sqlite"), description="SQLite journal of every tick")
     base_fee_gate_gwei: float | None = Field(
         None, gt=0, description="skip a tick while the next block's base fee is above this, gwei (no gate when omitted)"
     )
@@ -92,14 +129,15 @@ class KeeperConfig(BaseModel):
     allow_public_fallback: bool = Field(
         False, description="send through rpc_url when private_rpc_url cannot be reached (exposes the trade)"
     )
-    # --- Operations: RPC failover, schedule, observability, circuit breakers, redundancy ---------------
-    rpc_fallback_urls: list[str] = Field(
-        default_factory=list, description="further JSON-RPC endpoints of the same chain, tried in order after rpc_url"
+    eth_price_usd: float = Field(
+        3000.0, gt=0, description="USD per ETH used to value gas in the cost-aware trigger"
     )
-    rpc_timeout_seconds: float = Field(10.0, gt=0, description="per-request RPC timeout, seconds")
-    rpc_max_attempts: int = Field(5, ge=1, le=50, description="attempts per RPC request over all endpoints")
-    rpc_backoff_initial_seconds: float = Field(0.25, ge=0, description="backoff scale between RPC retries, seconds")
-    rpc_backoff_max_seconds: float = Field(8.0, ge=0, description="cap on one backoff wait between RPC retries, seconds")
+
+
+class OperationsSettings(_Section):
+    """How the keeper runs: schedule, journal, health and metrics, logs, circuit breakers, standby."""
+
+    interval_seconds: float = Field(3600.0, gt=0, description="seconds between scheduled ticks")
     tick_cron: str | None = Field(
         None, description="5-field crontab (UTC) scheduling ticks instead of interval_seconds, e.g. '0 * * * *'"
     )
@@ -115,6 +153,7 @@ class KeeperConfig(BaseModel):
     )
     min_keeper_balance_eth: float = Field(0.05, ge=0, description="unhealthy below this keeper balance, ETH")
     log_json: bool = Field(False, description="one JSON object per log line")
+    journal_path: Path = Field(Path("keeper-journal.sqlite"), description="SQLite journal of every tick")
     breaker_max_oracle_age_seconds: int | None = Field(
         None, gt=0, description="circuit breaker: an oracle answer older than this, seconds; off when omitted"
     )
@@ -134,89 +173,100 @@ class KeeperConfig(BaseModel):
     standby_delay_seconds: float = Field(
         0.0, ge=0, description="wait this long before sending, then re-check the epoch (0 for the primary keeper), s"
     )
-    # --- Decision policy (keeper.policy.PolicyConfig.from_keeper_config): defaults reproduce plain ERC -------
-    estimator_method: Literal["ewma", "sample", "ledoit_wolf"] = Field(
-        "ewma", description="covariance estimator of the policy (half_life_days applies to ewma)"
-    )
-    max_condition_number: float = Field(
-        1e10, gt=1.0, description="conditioning gate: largest condition number of an accepted covariance"
-    )
-    allocator: Literal["risk_budgeting", "inverse_volatility", "equal_weight"] = Field(
-        "risk_budgeting", description="first method of the allocator's fallback chain"
-    )
-    volatility_target: float | None = Field(
-        None, gt=0, description="ex-ante volatility target, annualised fraction (0.4 = 40 %/year); off when omitted"
-    )
-    max_gross_exposure: float = Field(1.0, gt=0, le=1.0, description="cap on the risky weights' sum, fraction of NAV")
-    es_limit: float | None = Field(
-        None, ge=0, description="Expected Shortfall limit, fraction of NAV (0.08 = 8 %); off when omitted"
-    )
-    es_method: Literal["historical", "gaussian", "cornish_fisher"] = Field(
-        "historical", description="ES measure the limit is stated in"
-    )
-    es_confidence: float = Field(0.99, ge=0.5, lt=1.0, description="ES confidence level, fraction")
-    es_horizon_days: int = Field(1, ge=1, description="ES horizon, days")
-    es_trigger_tolerance: float = Field(
-        0.1, ge=0, description="trigger: holdings whose ES exceeds es_limit by more than this fraction of it "
-        "are traded back (0.1: above 110 % of the limit)"
-    )
-    min_weight: dict[str, float] | None = Field(
-        None, description="lower bound by symbol on the risky sleeve's weights, fraction in [0, 1]"
-    )
-    max_weight: dict[str, float] | None = Field(
-        None, description="upper bound by symbol on the risky sleeve's weights, fraction in (0, 1]"
-    )
-    rrc_band: float | None = Field(
-        None, ge=0, description="trigger: max |RRC_i(w) − RRC_i(w*)|, fraction; off when omitted"
-    )
-    regime_distance: float | None = Field(
-        None, ge=0, description="trigger: covariance distance to the last rebalance's, dimensionless; off when omitted"
-    )
-    max_days_between: float | None = Field(
-        None, ge=0, description="trigger: days since the last rebalance; off when omitted"
-    )
-    cost_aware: bool = Field(False, description="trade only when the expected risk benefit pays gas + fee + impact")
-    risk_aversion: float = Field(5.0, gt=0, description="cost gate's risk aversion lambda, per year")
-    benefit_horizon_days: float = Field(30.0, gt=0, description="cost gate: days over which the risk benefit counts")
-    min_benefit_to_cost: float = Field(1.0, gt=0, description="cost gate: trade when benefit >= this × cost")
-    eth_price_usd: float = Field(
-        3000.0, gt=0, description="USD per ETH used to value gas in the cost-aware trigger"
-    )
-    # --- Options: protective-put overlay and delta hedge (keeper.hedging, keeper.option_orders) -----
-    option_market_address: str | None = Field(
-        None, description="OptionMarket the vault trades on; when set, each tick runs the option overlay and the "
-        "delta hedge (spot + option delta to the ERC targets) in one rebalanceWithOptions instead of a spot-only rebalance"
-    )
-    overlay: dict[str, Any] = Field(
-        default_factory=dict, description="keeper.hedging.OverlayConfig fields, e.g. put_delta = -0.25, tenor_days = 30, "
+
+
+class OptionsSettings(_Section):
+    """The options mode (``chain.option_market_address`` set): the put overlay and the delta hedge's trigger."""
+
+    overlay: OverlayConfig = Field(
+        default_factory=OverlayConfig, description="keeper.hedging.OverlayConfig: put_delta = -0.25, tenor_days = 30, "
         "roll_before_days = 5, premium_budget_bps = 50 (bps of NAV per period), vega/gamma budgets"
     )
-    hedge_trigger: dict[str, Any] = Field(
-        default_factory=dict, description="keeper.hedging.HedgeTriggerConfig fields: delta_band_bps, "
+    hedge_trigger: HedgeTriggerConfig = Field(
+        default_factory=HedgeTriggerConfig, description="keeper.hedging.HedgeTriggerConfig: delta_band_bps, "
         "max_interval_seconds, iv_move_points"
     )
 
-    @field_validator("vault_address", "quoter_address", "option_market_address")
-    @classmethod
-    def _address(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not (value.startswith("0x") and len(value) == 42):
-            raise ValueError(f"not a 20-byte hex address: {value!r}")
-        int(value, 16)
-        return value
 
-    @model_validator(mode="after")
-    def _budget(self) -> "KeeperConfig":
-        if self.risk_budget is not None:
-            total = sum(self.risk_budget.values())
-            if any(v <= 0 for v in self.risk_budget.values()) or abs(total - 1.0) > 1e-9:
-                raise ValueError(f"risk_budget must be positive and sum to 1, got sum {total}")
-        if self.min_observations > self.lookback_days - 1:
-            raise ValueError(
-                f"min_observations ({self.min_observations}) needs lookback_days >= {self.min_observations + 1}"
-            )
-        return self
+#: The older flat layout: each top-level field name and the path it now has (section, field[, subfield]).
+FLAT_FIELDS: dict[str, tuple[str, ...]] = {
+    **{name: ("chain", name) for name in ChainSettings.model_fields},
+    **{name: ("transactions", name) for name in TransactionSettings.model_fields},
+    **{name: ("operations", name) for name in OperationsSettings.model_fields},
+    **{name: ("options", name) for name in OptionsSettings.model_fields},
+    **{name: ("policy", name) for name in PolicyConfig.model_fields if name != "estimator"},
+    "drift_threshold_bps": ("policy", "weight_drift_bps"),
+    "estimator_method": ("policy", "estimator", "method"),
+    "half_life_days": ("policy", "estimator", "half_life_days"),
+    "min_observations": ("policy", "estimator", "min_observations"),
+    "periods_per_year": ("policy", "estimator", "periods_per_year"),
+}
+_SECTIONS = ("chain", "policy", "options", "transactions", "operations")
+
+
+def _estimator_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return dict(value)
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(value) if is_dataclass(value) else dict(value)
+
+
+def _nest(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Routes flat keys into their sections (:data:`FLAT_FIELDS`); keys already in sections stay."""
+    out: dict[str, Any] = {}
+    for name in _SECTIONS:
+        if name in data:
+            value = data[name]
+            out[name] = dict(value) if isinstance(value, Mapping) else value
+    for key, value in data.items():
+        if key in _SECTIONS:
+            continue
+        path = FLAT_FIELDS.get(key)
+        if path is None:
+            out.setdefault("_unknown", []).append(key)
+            continue
+        section = out.setdefault(path[0], {})
+        if not isinstance(section, dict):
+            section = out[path[0]] = section.model_dump() if hasattr(section, "model_dump") else dict(section)
+        if len(path) == 2:
+            section[path[1]] = value
+        else:
+            estimator = section.setdefault("estimator", {"method": "ewma", "half_life_days": 30.0,
+                                                         "min_observations": 30})
+            if not isinstance(estimator, dict):
+                estimator = section["estimator"] = _estimator_dict(estimator)
+            estimator[path[2]] = value
+    policy = out.get("policy")
+    if isinstance(policy, dict) and isinstance(policy.get("estimator"), dict):
+        estimator = policy["estimator"]
+        if estimator.get("method", "ewma") != "ewma":
+            estimator["half_life_days"] = None  # only the EWMA has a half-life
+    return out
+
+
+class KeeperConfig(BaseModel):
+    """Everything a keeper needs to run against one vault, one section per concern (module doc)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_inf_nan="constants")
+
+    chain: ChainSettings
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    options: OptionsSettings = Field(default_factory=OptionsSettings)
+    transactions: TransactionSettings = Field(default_factory=TransactionSettings)
+    operations: OperationsSettings = Field(default_factory=OperationsSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        nested = _nest(data)
+        unknown = nested.pop("_unknown", None)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {sorted(unknown)}: not a field of any section "
+                             f"({', '.join(_SECTIONS)}); see keeper.config")
+        return nested
 
     def private_key(self) -> str:
         """The keeper's private key (hex).
@@ -226,15 +276,16 @@ class KeeperConfig(BaseModel):
         ConfigError
             When neither an ape account nor the environment variable provides one.
         """
-        if self.ape_account:
+        chain = self.chain
+        if chain.ape_account:
             try:
                 from ape import accounts  # imported lazily: ape is slow to import
 
-                account = accounts.load(self.ape_account)
-                passphrase = os.environ.get(f"APE_ACCOUNTS_{self.ape_account}_PASSPHRASE")
+                account = accounts.load(chain.ape_account)
+                passphrase = os.environ.get(f"APE_ACCOUNTS_{chain.ape_account}_PASSPHRASE")
                 if passphrase is None:
                     raise ConfigError(
-                        f"set APE_ACCOUNTS_{self.ape_account}_PASSPHRASE to unlock ape account {self.ape_account!r}"
+                        f"set APE_ACCOUNTS_{chain.ape_account}_PASSPHRASE to unlock ape account {chain.ape_account!r}"
                     )
                 from eth_account import Account
 
@@ -242,11 +293,11 @@ class KeeperConfig(BaseModel):
             except ConfigError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                raise ConfigError(f"cannot load ape account {self.ape_account!r}: {exc}") from exc
-        key = os.environ.get(self.private_key_env)
+                raise ConfigError(f"cannot load ape account {chain.ape_account!r}: {exc}") from exc
+        key = os.environ.get(chain.private_key_env)
         if not key:
             raise ConfigError(
-                f"no keeper key: set the environment variable {self.private_key_env} or `ape_account` in the config"
+                f"no keeper key: set the environment variable {chain.private_key_env} or `ape_account` in the config"
             )
         return key
 
@@ -274,3 +325,40 @@ def load_config(path: Path) -> KeeperConfig:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid config {path}: {problems}") from exc
+
+
+def with_overrides(config: KeeperConfig, assignments: list[str]) -> KeeperConfig:
+    """``config`` with ``section.field=value`` assignments applied (the command line's ``--set``), validated.
+
+    Values are parsed as JSON when they parse (numbers, true/false, null, lists, objects), else taken as strings;
+    a field of a nested model is reached with more dots (``policy.estimator.half_life_days=45``).
+
+    Raises
+    ------
+    ConfigError
+        An assignment without ``=``, a path that names no field, or a value the field refuses.
+    """
+    data = config.model_dump()
+    for assignment in assignments:
+        path, sep, raw = assignment.partition("=")
+        keys = path.strip().split(".")
+        if not sep or len(keys) < 2 or keys[0] not in _SECTIONS:
+            raise ConfigError(f"--set {assignment!r}: expected section.field=value with a section in {_SECTIONS}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = data
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise ConfigError(f"--set {assignment!r}: {key!r} is not a section or model with fields")
+            node = node[key]
+        if keys[-1] not in node:
+            raise ConfigError(f"--set {assignment!r}: no field {keys[-1]!r} in {'.'.join(keys[:-1])} "
+                              f"(fields: {', '.join(sorted(node))})")
+        node[keys[-1]] = value
+    try:
+        return KeeperConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid --set override: {problems}") from exc

@@ -25,14 +25,16 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from keeper.chain import ANVIL_KEYS, AnvilProcess, DevSender, connect, contract, dev_accounts, rpc
-from keeper.config import KeeperConfig
+from keeper.config import ChainSettings, KeeperConfig, OperationsSettings, OptionsSettings, TransactionSettings
+from keeper.estimation import EstimatorConfig
+from keeper.policy import PolicyConfig
 from keeper.data import DEFAULT_PRICES_CSV, PriceTable, load_prices
 from keeper.deployment import (
     BASE_DECIMALS,
@@ -50,7 +52,6 @@ from keeper.journal import Journal
 from keeper.optimizer import relative_risk_contributions
 from keeper.report import DemoRecord, OptionsRecord, build_report
 from keeper.runner import Keeper
-from keeper.units import SECONDS_PER_DAY
 
 #: Depositors' first deposits, USD.
 INITIAL_DEPOSITS_USD = (400_000.0, 350_000.0, 250_000.0)
@@ -217,20 +218,20 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
             tx.transact(who, base.functions.approve(vault.address, MAX_UINT256))
 
         config = KeeperConfig(
-            rpc_url=node.rpc_url,
-            vault_address=deployment.vault,
-            quoter_address=deployment.quoter,
-            half_life_days=options.half_life_days,
-            lookback_days=options.lookback_days,
-            min_observations=min(30, options.lookback_days - 1),
-            drift_threshold_bps=options.drift_threshold_bps,
-            cash_buffer_bps=options.cash_buffer_bps if overlay is None else options.options_cash_buffer_bps,
-            slippage_budget_bps=options.slippage_budget_bps,
-            journal_path=journal_path,
-            # Options mode: the keeper's overlay step trades spot and options together (delta-adjusted targets).
-            option_market_address=None if overlay is None else opt_deployment.market,
-            overlay={} if overlay is None else asdict(policy),
-            hedge_trigger={} if overlay is None else asdict(options.hedge_trigger),
+            chain=ChainSettings(rpc_url=node.rpc_url, vault_address=deployment.vault, quoter_address=deployment.quoter,
+                                # Options mode: spot and options in one decision (delta-adjusted targets).
+                                option_market_address=None if overlay is None else opt_deployment.market),
+            policy=PolicyConfig(
+                estimator=EstimatorConfig(method="ewma", half_life_days=options.half_life_days,
+                                          min_observations=min(30, options.lookback_days - 1)),
+                lookback_days=options.lookback_days,
+                weight_drift_bps=options.drift_threshold_bps,
+                cash_buffer_bps=options.cash_buffer_bps if overlay is None else options.options_cash_buffer_bps,
+            ),
+            options=OptionsSettings() if overlay is None else OptionsSettings(overlay=policy,
+                                                                               hedge_trigger=options.hedge_trigger),
+            transactions=TransactionSettings(slippage_budget_bps=options.slippage_budget_bps),
+            operations=OperationsSettings(journal_path=journal_path),
         )
         keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(journal_path))
         record = DemoRecord(symbols=symbols)

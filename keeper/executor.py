@@ -185,15 +185,15 @@ class Executor:
         """An executor with every transaction setting of a :class:`~keeper.config.KeeperConfig`: fee policy
         (caps, gate, fee history), stuck policy, private submission endpoint, and ``journal`` as its
         write-ahead log."""
-        send_w3 = connect(config.private_rpc_url, timeout_seconds=15) if config.private_rpc_url else None
+        send_w3 = connect(config.transactions.private_rpc_url, timeout_seconds=15) if config.transactions.private_rpc_url else None
         return cls(
             w3,
-            config.vault_address,
-            config.quoter_address,
+            config.chain.vault_address,
+            config.chain.quoter_address,
             private_key,
             FeePolicy.from_config(config),
-            gas_limit_margin=config.gas_limit_margin,
-            receipt_timeout_seconds=config.receipt_timeout_seconds,
+            gas_limit_margin=config.transactions.gas_limit_margin,
+            receipt_timeout_seconds=config.transactions.receipt_timeout_seconds,
             journal=journal,
             tx_policy=TxPolicy.from_config(config),
             send_w3=send_w3,

@@ -153,13 +153,13 @@ class FeePolicy:
     def from_config(cls, config: Any) -> "FeePolicy":
         """The policy of a :class:`~keeper.config.KeeperConfig` (every fee field, in gwei there)."""
         return cls.from_gwei(
-            config.max_fee_per_gas_gwei,
-            config.max_priority_fee_per_gas_gwei,
-            base_fee_multiplier=config.base_fee_multiplier,
-            base_fee_gate_gwei=config.base_fee_gate_gwei,
-            fee_history_blocks=config.fee_history_blocks,
-            priority_fee_percentile=config.priority_fee_percentile,
-            min_priority_fee_gwei=min(config.min_priority_fee_per_gas_gwei, config.max_priority_fee_per_gas_gwei),
+            config.transactions.max_fee_per_gas_gwei,
+            config.transactions.max_priority_fee_per_gas_gwei,
+            base_fee_multiplier=config.transactions.base_fee_multiplier,
+            base_fee_gate_gwei=config.transactions.base_fee_gate_gwei,
+            fee_history_blocks=config.transactions.fee_history_blocks,
+            priority_fee_percentile=config.transactions.priority_fee_percentile,
+            min_priority_fee_gwei=min(config.transactions.min_priority_fee_per_gas_gwei, config.transactions.max_priority_fee_per_gas_gwei),
         )
 
     def tip(self, history: FeeHistory | None) -> int:

@@ -33,7 +33,7 @@ Conventions
 
 The live tick's call (inputs it already reads from the chain and its journal)::
 
-    policy = PolicyConfig.from_keeper_config(config)  # once; KeeperConfig's estimator, budget, cash, drift
+    policy = config.policy  # KeeperConfig's policy section: estimator, budget, cash, triggers
     decision = decide_targets(simple_returns(history.prices_usd), reader.symbols,
                               current_weights=<holdings values / NAV, value_holdings(...).weights>,
                               previous_target=<target_weights of the last decision (journal)>,
@@ -93,13 +93,6 @@ DEFAULT_ESTIMATOR = EstimatorConfig(method="ewma", half_life_days=30.0, min_obse
 
 Allocator = Literal["risk_budgeting", "inverse_volatility", "equal_weight"]
 
-#: PolicyConfig fields a KeeperConfig carries under the same name (:meth:`PolicyConfig.from_keeper_config`).
-_KEEPER_CONFIG_FIELDS = (
-    "max_condition_number", "allocator", "volatility_target", "max_gross_exposure", "es_limit", "es_method",
-    "es_confidence", "es_horizon_days", "min_weight", "max_weight", "rrc_band", "regime_distance",
-    "max_days_between", "cost_aware", "risk_aversion", "benefit_horizon_days", "min_benefit_to_cost",
-    "es_trigger_tolerance",
-)
 EsMethod = Literal["historical", "gaussian", "cornish_fisher"]
 
 
@@ -123,6 +116,9 @@ class PolicyConfig(BaseModel):
         description="covariance estimator (method, half_life_days in days, periods_per_year, missing policy, "
         "min_observations); see keeper.estimation.EstimatorConfig",
     )
+    lookback_days: int = Field(
+        180, ge=3, description="days of price history the estimator gets (the oracle's round history, resampled daily)",
+    )
     max_condition_number: float = Field(
         1e10, gt=1.0, allow_inf_nan=False,
         description="conditioning gate: largest 2-norm condition number of an accepted annualised covariance",
@@ -138,18 +134,21 @@ class PolicyConfig(BaseModel):
         None, description="upper bound by symbol on the fully invested risky sleeve's weights, fraction in (0, 1]",
     )
     volatility_target: float | None = Field(
-        None, gt=0.0, allow_inf_nan=False,
-        description="ex-ante portfolio volatility target, annualised fraction (0.4 = 40 %/year); none by default",
+        None, gt=0.0, le=5.0, allow_inf_nan=False,
+        description="ex-ante portfolio volatility target, annualised fraction (0.4 = 40 %/year, at most 5 = 500 %: "
+        "not a percentage); none by default",
     )
     max_gross_exposure: float = Field(
         1.0, gt=0.0, le=1.0, allow_inf_nan=False, description="cap on the risky weights' sum, fraction of NAV (<= 1)",
     )
     cash_buffer_bps: float = Field(
-        500.0, ge=0.0, lt=BPS, allow_inf_nan=False, description="least NAV kept in the base asset, bps",
+        500.0, ge=0.0, lt=BPS, allow_inf_nan=False,
+        description="least NAV kept in the base asset, bps (0, or at least 1 bps: a value in (0, 1) is a fraction)",
     )
     es_limit: float | None = Field(
-        None, ge=0.0, allow_inf_nan=False,
-        description="the vault's Expected Shortfall limit, fraction of NAV (0.08 = 8 %); none by default",
+        None, ge=0.0, le=1.0, allow_inf_nan=False,
+        description="the vault's Expected Shortfall limit, fraction of NAV (0.08 = 8 %, at most 1: not a "
+        "percentage); none by default",
     )
     es_method: EsMethod = Field("historical", description="ES measure the limit is stated in")
     es_confidence: float = Field(0.99, ge=0.5, lt=1.0, description="ES confidence level alpha")
@@ -179,6 +178,13 @@ class PolicyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_maps(self) -> "PolicyConfig":
+        if 0.0 < self.cash_buffer_bps < 1.0:
+            raise ValueError(f"cash_buffer_bps is {self.cash_buffer_bps!r}: that is a fraction, the field is in bps "
+                             f"(e.g. 500 for 5 %); give {self.cash_buffer_bps * BPS:g}")
+        need = self.estimator.min_observations
+        if need is not None and need > self.lookback_days - 1:
+            raise ValueError(f"estimator.min_observations ({need}) needs lookback_days >= {need + 1} "
+                             f"(got {self.lookback_days})")
         for name, low, low_open in (("risk_budget", 0.0, True), ("min_weight", 0.0, False),
                                     ("max_weight", 0.0, True)):
             values = getattr(self, name)
@@ -202,38 +208,18 @@ class PolicyConfig(BaseModel):
 
     @classmethod
     def from_keeper_config(cls, config: Any, **overrides: Any) -> "PolicyConfig":
-        """The policy of a :class:`keeper.config.KeeperConfig`: its estimator fields (``estimator_method``,
-        ``half_life_days``, ``min_observations``, ``periods_per_year``), ``risk_budget``, ``cash_buffer_bps``,
-        ``drift_threshold_bps`` (as ``weight_drift_bps``), every field of this class that the config also
-        has under the same name (``max_condition_number``, ``allocator``, ``volatility_target``,
-        ``max_gross_exposure``, ``es_*``, ``min_weight``, ``max_weight``, ``rrc_band``, ``regime_distance``,
-        ``max_days_between``, ``cost_aware``, ``risk_aversion``, ``benefit_horizon_days``,
-        ``min_benefit_to_cost``, ``es_trigger_tolerance``; an older config without them keeps this class's defaults), then
-        ``overrides`` (any field of this class).
-
-        With a default ``KeeperConfig`` and no override this is ``PolicyConfig()``.
+        """The policy section of a :class:`keeper.config.KeeperConfig` (``config.policy``), with ``overrides``
+        (any field of this class) applied and validated.
 
         Raises
         ------
         pydantic.ValidationError
             A value out of range.
         """
-        method = getattr(config, "estimator_method", "ewma")
-        values: dict[str, Any] = {
-            "estimator": EstimatorConfig(method=method,
-                                         half_life_days=float(config.half_life_days) if method == "ewma" else None,
-                                         periods_per_year=int(config.periods_per_year),
-                                         min_observations=int(config.min_observations)),
-            "risk_budget": None if config.risk_budget is None else dict(config.risk_budget),
-            "cash_buffer_bps": float(config.cash_buffer_bps),
-            "weight_drift_bps": float(config.drift_threshold_bps),
-        }
-        for name in _KEEPER_CONFIG_FIELDS:
-            if hasattr(config, name):
-                value = getattr(config, name)
-                values[name] = dict(value) if isinstance(value, Mapping) else value
-        values.update(overrides)
-        return cls.model_validate(values)
+        policy: PolicyConfig = config.policy
+        if not overrides:
+            return policy
+        return cls.model_validate({**policy.model_dump(), **overrides})
 
     def trigger_policy(self) -> TriggerPolicy:
         """The :class:`keeper.triggers.TriggerPolicy` of these fields."""

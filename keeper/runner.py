@@ -46,7 +46,6 @@ from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, RpcUna
 from keeper.estimation import simple_returns
 from keeper.decision import OptionsInputs, RebalanceDecision, TradeLimits, decide_rebalance
 from keeper.executor import ChainQuoter, ExecutionResult, Executor
-from keeper.hedging import HedgeTriggerConfig, OverlayConfig
 from keeper.chain import contract
 from keeper.journal import Journal, TickRecord
 from keeper.metrics import KeeperMetrics, MetricsServer, WEI_PER_ETH
@@ -121,11 +120,11 @@ class Keeper:
     config : KeeperConfig
     w3 : Web3, optional
         Connection to reuse; by default a :class:`~keeper.rpc.FailoverHTTPProvider` over
-        ``config.rpc_url`` and ``config.rpc_fallback_urls``.
+        ``config.chain.rpc_url`` and ``config.chain.rpc_fallback_urls``.
     private_key : str, optional
         Overrides the key source of the config (tests, the demo).
     journal : Journal, optional
-        Defaults to the SQLite file ``config.journal_path``.
+        Defaults to the SQLite file ``config.operations.journal_path``.
     metrics : KeeperMetrics, optional
         Updated after every tick and heartbeat.
     """
@@ -140,17 +139,17 @@ class Keeper:
     ) -> None:
         self.config = config
         self.w3 = w3 or connect_failover(config)
-        self.reader = ChainReader(self.w3, config.vault_address)
+        self.reader = ChainReader(self.w3, config.chain.vault_address)
         # The journal comes first: it is the executor's write-ahead log of every transaction.
-        self.journal = journal or Journal(config.journal_path)
+        self.journal = journal or Journal(config.operations.journal_path)
         self.executor = Executor.from_config(config, self.w3, private_key or config.private_key(), self.journal)
         self.metrics = metrics
         symbols = self.reader.symbols
-        if config.risk_budget is not None:
-            missing = set(symbols) ^ set(config.risk_budget)
+        if config.policy.risk_budget is not None:
+            missing = set(symbols) ^ set(config.policy.risk_budget)
             if missing:
-                raise KeeperError(f"risk_budget names {sorted(config.risk_budget)} but the vault lists {list(symbols)}")
-            self.risk_budget = np.array([config.risk_budget[s] for s in symbols])
+                raise KeeperError(f"risk_budget names {sorted(config.policy.risk_budget)} but the vault lists {list(symbols)}")
+            self.risk_budget = np.array([config.policy.risk_budget[s] for s in symbols])
         else:
             self.risk_budget = None
         try:
@@ -249,7 +248,7 @@ class Keeper:
         context = {} if context is None else context
         cfg = self.config
         t = time.perf_counter()
-        snapshot = self.reader.snapshot(cfg.max_oracle_age_seconds)
+        snapshot = self.reader.snapshot(cfg.chain.max_oracle_age_seconds)
         context.update(block_number=snapshot.block_number, block_timestamp=snapshot.block_timestamp,
                        symbols=self.reader.symbols, prices_usd=snapshot.prices_usd.tolist())
         state = self.reader.vault_state(snapshot.block_number)
@@ -267,7 +266,7 @@ class Keeper:
             return TickReport(status="skipped", reason=f"circuit breaker: {decision.reason}", timings=timings,
                               reason_code=f"breaker:{first}", **context)
         derisk = decision.action == "derisk"
-        history = None if derisk else self.reader.history(snapshot, cfg.lookback_days)
+        history = None if derisk else self.reader.history(snapshot, cfg.policy.lookback_days)
         options = None if derisk or self.overlay is None else self.overlay.inputs(snapshot)
         timings["read"] = time.perf_counter() - t
 
@@ -320,10 +319,10 @@ class Keeper:
         """:func:`keeper.decision.decide_rebalance` with this keeper's limits, policy and QuoterV2 (time spent
         quoting goes to ``timings["quote"]``)."""
         cfg = self.config
-        limits = TradeLimits(slippage_budget_bps=cfg.slippage_budget_bps,
-                             min_trade_value=int(cfg.min_trade_usd * 10**state.base_decimals),
-                             deadline=snapshot.block_timestamp + cfg.deadline_seconds,
-                             max_step_halvings=cfg.max_step_halvings)
+        limits = TradeLimits(slippage_budget_bps=cfg.transactions.slippage_budget_bps,
+                             min_trade_value=int(cfg.transactions.min_trade_usd * 10**state.base_decimals),
+                             deadline=snapshot.block_timestamp + cfg.transactions.deadline_seconds,
+                             max_step_halvings=cfg.transactions.max_step_halvings)
         quoter = _TimedQuoter(self._quoter(snapshot, state), timings)
         return decide_rebalance(policy_decision, snapshot=snapshot, state=state, assets=self.reader.assets,
                                 policy=self.policy, limits=limits, quoter=quoter, derisk_reason=derisk_reason,
@@ -345,7 +344,7 @@ class Keeper:
         for symbol, price in zip(self.reader.symbols, snapshot.prices_usd):
             if symbol.upper() in ETH_SYMBOLS and np.isfinite(price) and price > 0:
                 return float(price)
-        return float(self.config.eth_price_usd)
+        return float(self.config.transactions.eth_price_usd)
 
     def _option_overlay(self, config: KeeperConfig) -> OptionsDesk | None:
         """The options desk bound to the vault's OptionMarket, or ``None`` without ``option_market_address``.
@@ -353,21 +352,17 @@ class Keeper:
         Raises
         ------
         ConfigError
-            Unknown or invalid ``overlay`` / ``hedge_trigger`` settings, or a market that is not the vault's.
+            A market that is not the vault's.
         """
-        if config.option_market_address is None:
+        if config.chain.option_market_address is None:
             return None
-        try:
-            overlay = OverlayConfig(**config.overlay)
-            trigger = HedgeTriggerConfig(**config.hedge_trigger)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid overlay / hedge_trigger settings: {exc}") from exc
+        overlay, trigger = config.options.overlay, config.options.hedge_trigger  # validated with the config
         vault_market = self.reader.vault.functions.optionMarket().call()
-        if vault_market.lower() != config.option_market_address.lower():
+        if vault_market.lower() != config.chain.option_market_address.lower():
             raise ConfigError(
-                f"option_market_address {config.option_market_address} is not the vault's option market ({vault_market})"
+                f"option_market_address {config.chain.option_market_address} is not the vault's option market ({vault_market})"
             )
-        market = contract(self.w3, "OptionMarket", config.option_market_address)
+        market = contract(self.w3, "OptionMarket", config.chain.option_market_address)
         return OptionsDesk(self.reader, self.executor, self.journal, market, overlay, trigger)
 
     def _tick(self, timings: dict[str, float], context: dict[str, Any]) -> TickReport:
@@ -391,11 +386,11 @@ class Keeper:
         plan = planned.plan
         assert plan is not None
         cfg = self.config
-        if cfg.standby_delay_seconds > 0:
+        if cfg.operations.standby_delay_seconds > 0:
             # A standby gives the primary time to land its rebalance, then looks before it leaps.
-            log.info("standby: waiting %g s before sending the rebalance of epoch %d", cfg.standby_delay_seconds,
+            log.info("standby: waiting %g s before sending the rebalance of epoch %d", cfg.operations.standby_delay_seconds,
                      plan.expected_epoch)
-            if self._stop.wait(cfg.standby_delay_seconds):
+            if self._stop.wait(cfg.operations.standby_delay_seconds):
                 raise ShutdownRequestedError("shutdown requested during the standby delay; nothing was sent")
             epoch = self.reader.vault.functions.rebalanceEpoch().call()
             if epoch != plan.expected_epoch:
@@ -570,7 +565,7 @@ class Keeper:
 
     def _post_trade_rrc(self, block_number: int, context: dict[str, Any]) -> list[float] | None:
         try:
-            snapshot = self.reader.snapshot(self.config.max_oracle_age_seconds)
+            snapshot = self.reader.snapshot(self.config.chain.max_oracle_age_seconds)
             state = self.reader.vault_state(block_number)
             held = value_holdings(snapshot, state, self.reader.assets).weights
             if context.get("covariance") is None or held.sum() <= 0:
@@ -680,7 +675,7 @@ def _trip_dict(trip: Any) -> dict[str, Any]:
 
 
 def tick_trigger(config: KeeperConfig) -> Any:
-    """The APScheduler trigger of the tick job: ``config.tick_cron`` (UTC) or an interval.
+    """The APScheduler trigger of the tick job: ``config.operations.tick_cron`` (UTC) or an interval.
 
     Raises
     ------
@@ -690,12 +685,12 @@ def tick_trigger(config: KeeperConfig) -> Any:
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
-    if config.tick_cron:
+    if config.operations.tick_cron:
         try:
-            return CronTrigger.from_crontab(config.tick_cron, timezone=datetime.timezone.utc)
+            return CronTrigger.from_crontab(config.operations.tick_cron, timezone=datetime.timezone.utc)
         except ValueError as exc:
-            raise ConfigError(f"tick_cron {config.tick_cron!r} is not a 5-field crontab: {exc}") from exc
-    return IntervalTrigger(seconds=config.interval_seconds, timezone=datetime.timezone.utc)
+            raise ConfigError(f"tick_cron {config.operations.tick_cron!r} is not a 5-field crontab: {exc}") from exc
+    return IntervalTrigger(seconds=config.operations.interval_seconds, timezone=datetime.timezone.utc)
 
 
 def build_scheduler(keeper: Keeper, first_tick_now: bool = True) -> Any:
@@ -711,13 +706,13 @@ def build_scheduler(keeper: Keeper, first_tick_now: bool = True) -> Any:
 
     cfg = keeper.config
     scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(2)}, timezone=datetime.timezone.utc)
-    grace = cfg.misfire_grace_seconds or max(1, int(cfg.interval_seconds))
+    grace = cfg.operations.misfire_grace_seconds or max(1, int(cfg.operations.interval_seconds))
     now = datetime.datetime.now(datetime.timezone.utc)
     scheduler.add_job(keeper.run_once, tick_trigger(cfg), id="tick", max_instances=1, coalesce=True,
                       misfire_grace_time=grace, next_run_time=now if first_tick_now else None)
-    scheduler.add_job(keeper.heartbeat, "interval", seconds=cfg.heartbeat_seconds, id="heartbeat",
-                      max_instances=1, coalesce=True, misfire_grace_time=max(1, int(cfg.heartbeat_seconds)))
-    scheduler.add_job(keeper.daily_report, "cron", hour=cfg.daily_report_hour_utc, minute=0,
+    scheduler.add_job(keeper.heartbeat, "interval", seconds=cfg.operations.heartbeat_seconds, id="heartbeat",
+                      max_instances=1, coalesce=True, misfire_grace_time=max(1, int(cfg.operations.heartbeat_seconds)))
+    scheduler.add_job(keeper.daily_report, "cron", hour=cfg.operations.daily_report_hour_utc, minute=0,
                       timezone=datetime.timezone.utc, id="daily_report", max_instances=1, coalesce=True,
                       misfire_grace_time=3600)
     return scheduler
@@ -727,8 +722,8 @@ def make_metrics(keeper_config: KeeperConfig, provider: Any = None) -> KeeperMet
     """Metrics with the config's health limits (max tick age defaults to 3 × ``interval_seconds``)."""
     stats = getattr(provider, "stats", None)
     return KeeperMetrics(
-        max_tick_age_seconds=keeper_config.health_max_tick_age_seconds or 3 * keeper_config.interval_seconds,
-        min_balance_wei=int(keeper_config.min_keeper_balance_eth * WEI_PER_ETH),
+        max_tick_age_seconds=keeper_config.operations.health_max_tick_age_seconds or 3 * keeper_config.operations.interval_seconds,
+        min_balance_wei=int(keeper_config.operations.min_keeper_balance_eth * WEI_PER_ETH),
         rpc_stats=(lambda: stats) if stats is not None else None,
     )
 
@@ -819,8 +814,8 @@ def run_forever(
         keeper.startup()
     scheduler = build_scheduler(keeper)
     scheduler.start()
-    log.info("keeper started: vault %s, keeper %s, schedule %s", keeper.config.vault_address,
-             keeper.executor.address, keeper.config.tick_cron or f"every {keeper.config.interval_seconds:g} s")
+    log.info("keeper started: vault %s, keeper %s, schedule %s", keeper.config.chain.vault_address,
+             keeper.executor.address, keeper.config.operations.tick_cron or f"every {keeper.config.operations.interval_seconds:g} s")
     try:
         while not stop.wait(0.5):
             pass

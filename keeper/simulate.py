@@ -74,12 +74,13 @@ def simulate_on_fork(
     try:
         w3 = connect(node.rpc_url)
         fork_block = w3.eth.block_number
-        fork_config = config.model_copy(update={"rpc_url": node.rpc_url, "rpc_fallback_urls": []})
+        fork_config = config.model_copy(update={"chain": config.chain.model_copy(
+            update={"rpc_url": node.rpc_url, "rpc_fallback_urls": []})})
         # Quoting and calldata need no key; a throwaway key stands in and never signs anything here.
         # The journal is a snapshot of the live keeper's: the last target, rebalance and reference prices
         # are the live keeper's, and nothing is written to its file.
         keeper = Keeper(fork_config, w3=w3, private_key=Account.create().key.hex(),
-                        journal=Journal.snapshot(config.journal_path))
+                        journal=Journal.snapshot(config.operations.journal_path))
         result: dict[str, Any] = {"fork_url": fork_url, "fork_block": fork_block, "keeper": keeper_address}
         report = keeper.plan_tick()
         epoch_before = keeper.reader.vault.functions.rebalanceEpoch().call()
@@ -117,7 +118,7 @@ def _execute_impersonated(w3: Any, keeper: Any, plan: Any, address: str, epoch_b
         return {"status": "reverted", "reason": f"rebalance would revert with {decode_revert(out)}",
                 "epoch_after": epoch_before}
     estimate = int(rpc(w3, "eth_estimateGas", [tx]), 16)
-    tx_hash = rpc(w3, "eth_sendTransaction", [tx | {"gas": hex(int(estimate * keeper.config.gas_limit_margin))}])
+    tx_hash = rpc(w3, "eth_sendTransaction", [tx | {"gas": hex(int(estimate * keeper.config.transactions.gas_limit_margin))}])
     receipt = wait_for_receipt(w3, tx_hash, timeout_seconds=60)
     block = int(receipt["blockNumber"], 16)
     if int(receipt["status"], 16) != 1:

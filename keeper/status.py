@@ -89,7 +89,7 @@ def collect_status(
         The chain cannot be read (RPC down, not a vault at the address).
     """
     w3 = w3 or connect_failover(config)
-    reader = ChainReader(w3, config.vault_address)
+    reader = ChainReader(w3, config.chain.vault_address)
     vault = reader.vault.functions
     snapshot = reader.snapshot(10**12)  # status shows stale prices instead of refusing; see price ages
     state = reader.vault_state(snapshot.block_number)
@@ -100,8 +100,8 @@ def collect_status(
     holdings = value_holdings(snapshot, state, reader.assets)
     weights = holdings.weights
     symbols = reader.symbols
-    if config.risk_budget is not None:
-        budget = np.array([config.risk_budget.get(s, np.nan) for s in symbols])
+    if config.policy.risk_budget is not None:
+        budget = np.array([config.policy.risk_budget.get(s, np.nan) for s in symbols])
     else:
         budget = np.full(len(symbols), 1.0 / len(symbols))
 
@@ -110,7 +110,7 @@ def collect_status(
     risk_note: str | None = None
     policy: dict[str, Any] | None = None
     try:
-        history = reader.history(snapshot, config.lookback_days)
+        history = reader.history(snapshot, config.policy.lookback_days)
         decision = decide_targets(simple_returns(history.prices_usd), symbols, current_weights=weights,
                                   config=PolicyConfig.from_keeper_config(config), nav_base_units=state.total_assets)
         policy = {
@@ -164,9 +164,9 @@ def collect_status(
         keeper = {"address": address, "balance_wei": int(w3.eth.get_balance(address)),
                   "nonce_latest": latest, "nonce_pending": pending, "transactions_in_mempool": pending - latest}
 
-    journal = read_journal(config.journal_path, last_ticks)
+    journal = read_journal(config.operations.journal_path, last_ticks)
     return {
-        "vault": config.vault_address,
+        "vault": config.chain.vault_address,
         "block_number": block,
         "block_timestamp": snapshot.block_timestamp,
         "total_assets": state.total_assets,

@@ -96,11 +96,11 @@ class TxPolicy:
     def from_config(cls, config: Any) -> "TxPolicy":
         """The policy of a :class:`~keeper.config.KeeperConfig`."""
         return cls(
-            stuck_after_seconds=config.stuck_after_seconds,
-            stuck_after_blocks=config.stuck_after_blocks,
-            fee_bump_factor_e4=int(round(config.fee_bump_factor * MULTIPLIER_SCALE)),
-            max_fee_bumps=config.max_fee_bumps,
-            allow_public_fallback=config.allow_public_fallback,
+            stuck_after_seconds=config.transactions.stuck_after_seconds,
+            stuck_after_blocks=config.transactions.stuck_after_blocks,
+            fee_bump_factor_e4=int(round(config.transactions.fee_bump_factor * MULTIPLIER_SCALE)),
+            max_fee_bumps=config.transactions.max_fee_bumps,
+            allow_public_fallback=config.transactions.allow_public_fallback,
         )
 
 

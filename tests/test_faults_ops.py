@@ -124,7 +124,7 @@ def _keeper(node: KillableChain, url: str, tmp_path: Path, key: str = ANVIL_KEYS
     from keeper.config import KeeperConfig
 
     config = KeeperConfig(**values)
-    return Keeper(config, private_key=key, journal=Journal(config.journal_path))
+    return Keeper(config, private_key=key, journal=Journal(config.operations.journal_path))
 
 
 def _deposit(node: KillableChain, usd: float) -> None:

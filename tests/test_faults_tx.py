@@ -118,8 +118,8 @@ from keeper.journal import Journal
 from keeper.runner import Keeper
 
 config = KeeperConfig(**json.loads(sys.argv[1]))
-w3 = connect(config.rpc_url)
-journal = Journal(config.journal_path)
+w3 = connect(config.chain.rpc_url)
+journal = Journal(config.operations.journal_path)
 keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=journal)
 keeper.executor = Executor.from_config(config, w3, ANVIL_KEYS[1], journal)
 reconciled = keeper.executor.reconcile()

@@ -74,7 +74,7 @@ class Env(OptionsEnv):
             self.arb.align(token.address, price_to_answer(p))
 
     def step(self, overlay: OptionsDesk):
-        report = overlay.step(NAV_TARGETS, COV, overlay.keeper.decide, overlay.keeper.config.max_oracle_age_seconds)
+        report = overlay.step(NAV_TARGETS, COV, overlay.keeper.decide, overlay.keeper.config.chain.max_oracle_age_seconds)
         self.align()
         return report
 
@@ -370,7 +370,7 @@ def test_a_refused_step_is_journalled_and_sends_nothing(env: Env, tmp_path) -> N
     overlay = env.overlay(tmp_path)
     epoch = env.vault.functions.rebalanceEpoch().call()
     # a covariance of the wrong shape
-    step = overlay.step(NAV_TARGETS, np.eye(2), overlay.keeper.decide, overlay.keeper.config.max_oracle_age_seconds)
+    step = overlay.step(NAV_TARGETS, np.eye(2), overlay.keeper.decide, overlay.keeper.config.chain.max_oracle_age_seconds)
     assert step.status == "skipped" and "PolicyInputError" in step.reason and "covariance" in step.reason
     # A tighter premium bound than the market's spread, once there is spot to protect.
     env.step(overlay)

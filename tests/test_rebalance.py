@@ -56,7 +56,7 @@ def test_tick_moves_weights_to_equal_risk_targets(chain: System) -> None:
     nonce = chain.w3.eth.get_transaction_count(chain.keeper)
     again = keeper.run_once()
     assert again.status == "skipped" and again.reason == "no trigger fired", again.reason
-    assert again.drift_bps is not None and again.drift_bps < keeper.config.drift_threshold_bps, again.drift_bps
+    assert again.drift_bps is not None and again.drift_bps < keeper.config.policy.weight_drift_bps, again.drift_bps
     assert chain.w3.eth.get_transaction_count(chain.keeper) == nonce
 
 

@@ -42,7 +42,7 @@ def test_simulation_runs_the_live_plan_on_a_fork_and_leaves_the_source_alone(cha
     for leg, planned in zip(legs, result["legs"]):
         assert leg["amount_in"] == planned["amount_in"] and leg["amount_out"] >= planned["min_amount_out"]
         assert leg["realised_slippage_bps"] == pytest.approx((1 - leg["amount_out"] / leg["oracle_amount_out"]) * 1e4)
-        assert 0 <= leg["realised_slippage_bps"] < config.slippage_budget_bps
+        assert 0 <= leg["realised_slippage_bps"] < config.transactions.slippage_budget_bps
     assert result["min_nav_after"] <= result["nav_after"] < result["nav_before"]
     assert result["nav_change_bps"] == pytest.approx((result["nav_after"] - result["nav_before"]) / result["nav_before"] * 1e4)
     assert 100_000 < result["gas_used"] < 2_000_000

@@ -28,7 +28,7 @@ def test_status_reports_the_vault_holdings_risk_and_ticks(chain: System, tmp_pat
     monkeypatch.setenv("KEEPER_PRIVATE_KEY", ANVIL_KEYS[1])
     chain.deposit(chain.alice, 120_000)
     config, _ = _config_file(chain, tmp_path)
-    keeper = Keeper(config, w3=chain.w3, private_key=ANVIL_KEYS[1], journal=Journal(config.journal_path))
+    keeper = Keeper(config, w3=chain.w3, private_key=ANVIL_KEYS[1], journal=Journal(config.operations.journal_path))
     first = keeper.run_once()
     keeper.run_once()
     assert first.status == "rebalanced"
