@@ -544,7 +544,8 @@ class BacktestConfig:
         p = self.policy
         try:
             return PolicyConfig(
-                estimator=self.estimator_config(), max_condition_number=self.max_condition_number,
+                estimator=self.estimator_config(), lookback_days=self.lookback_days,
+                max_condition_number=self.max_condition_number,
                 es_limit=self.es_limit, es_method=self.es_method, es_confidence=self.es_confidence,
                 es_horizon_days=self.es_horizon_days, weight_drift_bps=p.weight_drift_bps, rrc_band=p.rrc_band,
                 regime_distance=p.regime_distance, max_days_between=p.max_days_between, cost_aware=p.cost_aware,
