@@ -205,10 +205,10 @@ def _backtest(args: argparse.Namespace) -> None:
     import json
     import time
 
-    from keeper.backtest import (
-        DEFAULT_BACKTEST_CSV, BacktestConfig, default_strategies, format_table, load_price_panel, run_backtest,
-        write_outputs,
-    )
+    from keeper.price_panel import DEFAULT_BACKTEST_CSV, load_price_panel
+    from keeper.backtest import BacktestConfig, run_backtest
+    from keeper.strategies import default_strategies
+    from keeper.backtest_report import format_table, write_outputs
     from keeper.costs import GasModel, PoolModel
     from keeper.triggers import TriggerPolicy
 
@@ -237,7 +237,8 @@ def _backtest(args: argparse.Namespace) -> None:
     if args.options:
         import dataclasses
 
-        from keeper.backtest import BacktestOptions, RiskParity
+        from keeper.backtest import BacktestOptions
+        from keeper.strategies import RiskParity
         from keeper.data import load_prices
         from keeper.demo import DemoOptions
         from keeper.implied_vol import load_dvol, realised_vol_proxy

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from eth_account import Account
-from eth_utils import event_abi_to_log_topic, to_checksum_address
+from eth_utils import event_abi_to_log_topic
 from web3 import Web3
 
 from keeper.chain import call_raw, connect, contract, decode_revert

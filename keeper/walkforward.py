@@ -28,18 +28,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from keeper.backtest import (
-    BacktestConfig,
-    Market,
-    PricePanel,
-    RiskParity,
-    StrategyResult,
-    StrategyRun,
-    asset_returns,
-    strategy_result,
-    replay_window,
-    compute_metrics,
-)
+from keeper.backtest import BacktestConfig, Market, StrategyRun, asset_returns, replay_window
+from keeper.price_panel import PricePanel
+from keeper.strategies import RiskParity
+from keeper.backtest_metrics import StrategyResult, strategy_result, compute_metrics
 from keeper.errors import ConfigError
 
 __all__ = ["WalkForwardConfig", "WalkForwardWindow", "WalkForwardResult", "walk_forward", "format_windows"]

@@ -9,20 +9,18 @@ import math
 import numpy as np
 import pytest
 
-from keeper.backtest import (
+from keeper.strategies import (
     Allocation,
-    BacktestConfig,
     EqualWeight,
     FixedMix,
-    Market,
     RiskParity,
-    compute_metrics,
     default_strategies,
-    load_price_panel,
-    run_backtest,
     vol_target_scale,
-    write_outputs,
 )
+from keeper.backtest import BacktestConfig, Market, run_backtest
+from keeper.backtest_metrics import compute_metrics
+from keeper.price_panel import load_price_panel
+from keeper.backtest_report import write_outputs
 from keeper.cli import main
 from keeper.costs import GasModel, PoolModel
 from keeper.errors import BacktestDataError, ConfigError, InvalidPriceError
@@ -147,7 +145,7 @@ def test_strategies_give_their_defining_weights(tmp_path) -> None:
     weights = 0.5 ** (np.arange(returns.shape[0] - 1, -1, -1) / 20.0)
     atol = 2 * 365.0 * covariance_atol(returns, weights, weight_rtol=ewma_weight_rtol(returns.shape[0], 20.0))
     assert_entries_within(est.covariance, live.covariance, atol + 3 * U * np.abs(live.covariance))
-    from keeper.backtest import DecisionContext, InverseVolatility
+    from keeper.strategies import DecisionContext, InverseVolatility
 
     window = panel.prices[t - 40: t + 1]
     ctx = DecisionContext(panel.dates[t], tuple(SYMBOLS), window[-1], window, est, gate=gate,

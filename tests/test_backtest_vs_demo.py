@@ -25,15 +25,9 @@ import json
 
 import numpy as np
 
-from keeper.backtest import (
-    Allocation,
-    BacktestConfig,
-    DecisionContext,
-    Market,
-    RiskParity,
-    load_price_panel,
-    run_backtest,
-)
+from keeper.strategies import Allocation, DecisionContext, RiskParity
+from keeper.backtest import BacktestConfig, Market, run_backtest
+from keeper.price_panel import load_price_panel
 from keeper.costs import GasModel, PoolModel
 from keeper.data import DEFAULT_PRICES_CSV
 from keeper.demo import DemoOptions, run_demo

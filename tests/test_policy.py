@@ -12,7 +12,9 @@ import numpy as np
 import pydantic
 import pytest
 
-from keeper.backtest import BacktestConfig, RiskParity, load_price_panel, run_backtest
+from keeper.backtest import BacktestConfig, run_backtest
+from keeper.strategies import RiskParity
+from keeper.price_panel import load_price_panel
 from keeper.costs import GasModel, PoolModel, TradeCost
 from keeper.data import DEFAULT_PRICES_CSV
 from keeper.errors import ConfigError, PolicyInputError

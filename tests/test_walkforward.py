@@ -7,7 +7,9 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from keeper.backtest import BacktestConfig, default_strategies, load_price_panel, run_backtest
+from keeper.backtest import BacktestConfig, run_backtest
+from keeper.strategies import default_strategies
+from keeper.price_panel import load_price_panel
 from keeper.costs import GasModel, PoolModel
 from keeper.data import DEFAULT_PRICES_CSV
 from keeper.errors import ConfigError
