@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nwrote {', '.join(report['files'])}")
         elif args.command == "run":
             from keeper.metrics import MetricsServer
-            from keeper.runner import Keeper, make_metrics, run_forever, start_when_reachable
+            from keeper.runner import Keeper
+            from keeper.service import make_metrics, run_forever, start_when_reachable
 
             config = _config(args)
             if config.operations.log_json:

@@ -1,15 +1,16 @@
-"""One keeper tick end to end, and the scheduler that repeats it.
+"""One keeper tick end to end (the schedule that repeats it is :mod:`keeper.service`).
 
 A tick is a one-way pipeline: oracle → circuit breakers → decision policy (:mod:`keeper.policy`:
 conditioning gate → allocator → volatility target → ES limit, the same stage the backtester runs) →
-planner → triggers → quotes → cost gate → executor → chain. Every anticipated failure
+the decision (:func:`keeper.decision.decide_rebalance`: triggers → planner → quotes → cost gate; in options
+mode the overlay and the delta hedge too) → executor → chain. Every anticipated failure
 (:class:`~keeper.errors.KeeperError`) ends the tick as ``skipped`` with its reason; anything else ends
 it as ``error`` with the traceback in the log. Both are journalled, and neither stops the scheduler.
 The decision (``policy``) and the trade decision (``trigger``: fired triggers, expected risk benefit
 and cost in base-asset units) are journalled with every tick that reaches them; the next tick reads
 back the last target and the last rebalance's symbols, covariance and age from the journal.
 
-:func:`run_forever` runs three APScheduler jobs -- the tick (interval or cron; one at a time, missed
+:func:`keeper.service.run_forever` runs three APScheduler jobs -- the tick (interval or cron; one at a time, missed
 runs coalesced, a misfire grace), a heartbeat, and a daily report -- serves ``/metrics`` and
 ``/health`` when a port is configured, and on SIGTERM/SIGINT lets the in-flight tick finish (or
 journals it as not sent when it had not reached the send), journals a final record, and returns 0.
@@ -24,14 +25,12 @@ primary's transaction before they would send their own.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
-import signal
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from web3 import Web3
@@ -42,13 +41,13 @@ from pydantic import ValidationError
 
 from keeper.config import KeeperConfig
 from keeper.costs import GasModel
-from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, RpcUnavailableError, ShutdownRequestedError
+from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, ShutdownRequestedError
 from keeper.estimation import simple_returns
 from keeper.decision import OptionsInputs, RebalanceDecision, TradeLimits, decide_rebalance
 from keeper.executor import ChainQuoter, ExecutionResult, Executor
 from keeper.chain import contract
 from keeper.journal import Journal, TickRecord
-from keeper.metrics import KeeperMetrics, MetricsServer, WEI_PER_ETH
+from keeper.metrics import KeeperMetrics
 from keeper.optimizer import relative_risk_contributions
 from keeper.option_desk import OptionsDesk, OverlayStepReport
 from keeper.option_orders import Settlement
@@ -669,166 +668,3 @@ class _TimedQuoter:
 def _trip_dict(trip: Any) -> dict[str, Any]:
     return {"breaker": trip.breaker, "action": trip.action, "symbol": trip.symbol,
             "observed": trip.observed, "limit": trip.limit, "reason": trip.reason}
-
-
-# --- Scheduler -------------------------------------------------------------------------------------
-
-
-def tick_trigger(config: KeeperConfig) -> Any:
-    """The APScheduler trigger of the tick job: ``config.operations.tick_cron`` (UTC) or an interval.
-
-    Raises
-    ------
-    ConfigError
-        An invalid crontab expression.
-    """
-    from apscheduler.triggers.cron import CronTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    if config.operations.tick_cron:
-        try:
-            return CronTrigger.from_crontab(config.operations.tick_cron, timezone=datetime.timezone.utc)
-        except ValueError as exc:
-            raise ConfigError(f"tick_cron {config.operations.tick_cron!r} is not a 5-field crontab: {exc}") from exc
-    return IntervalTrigger(seconds=config.operations.interval_seconds, timezone=datetime.timezone.utc)
-
-
-def build_scheduler(keeper: Keeper, first_tick_now: bool = True) -> Any:
-    """A background scheduler with the tick, heartbeat and daily-report jobs (not started).
-
-    The tick runs one at a time (``max_instances=1``); runs missed while one was in flight are
-    coalesced into one; a run that starts later than ``misfire_grace_seconds`` (default the interval)
-    is dropped. Two worker threads: a heartbeat keeps beating (and ``/health`` keeps its facts fresh)
-    while a long tick waits for its receipt.
-    """
-    from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    cfg = keeper.config
-    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(2)}, timezone=datetime.timezone.utc)
-    grace = cfg.operations.misfire_grace_seconds or max(1, int(cfg.operations.interval_seconds))
-    now = datetime.datetime.now(datetime.timezone.utc)
-    scheduler.add_job(keeper.run_once, tick_trigger(cfg), id="tick", max_instances=1, coalesce=True,
-                      misfire_grace_time=grace, next_run_time=now if first_tick_now else None)
-    scheduler.add_job(keeper.heartbeat, "interval", seconds=cfg.operations.heartbeat_seconds, id="heartbeat",
-                      max_instances=1, coalesce=True, misfire_grace_time=max(1, int(cfg.operations.heartbeat_seconds)))
-    scheduler.add_job(keeper.daily_report, "cron", hour=cfg.operations.daily_report_hour_utc, minute=0,
-                      timezone=datetime.timezone.utc, id="daily_report", max_instances=1, coalesce=True,
-                      misfire_grace_time=3600)
-    return scheduler
-
-
-def make_metrics(keeper_config: KeeperConfig, provider: Any = None) -> KeeperMetrics:
-    """Metrics with the config's health limits (max tick age defaults to 3 × ``interval_seconds``)."""
-    stats = getattr(provider, "stats", None)
-    return KeeperMetrics(
-        max_tick_age_seconds=keeper_config.operations.health_max_tick_age_seconds or 3 * keeper_config.operations.interval_seconds,
-        min_balance_wei=int(keeper_config.operations.min_keeper_balance_eth * WEI_PER_ETH),
-        rpc_stats=(lambda: stats) if stats is not None else None,
-    )
-
-
-def start_when_reachable(
-    make_keeper: Callable[[], Keeper],
-    stop: threading.Event,
-    *,
-    initial_delay_seconds: float = 1.0,
-    max_delay_seconds: float = 60.0,
-) -> Keeper | None:
-    """Builds the keeper and runs its start-up reconciliation, waiting for the chain if it is down.
-
-    A keeper started while every RPC endpoint is unreachable (a node restarting, a provider outage)
-    waits instead of exiting: each :class:`~keeper.errors.RpcUnavailableError` from the
-    construction (which reads the vault) or from :meth:`Keeper.startup` is logged and retried after
-    an exponential backoff (``initial_delay_seconds``, doubling, capped at ``max_delay_seconds``).
-    Nothing is sent before the start-up reconciliation has run, so waiting loses nothing.
-
-    Parameters
-    ----------
-    make_keeper : callable
-        Builds a :class:`Keeper` (e.g. ``lambda: Keeper(config)``).
-    stop : threading.Event
-        Set (SIGTERM/SIGINT) to give up waiting; the wait wakes at once.
-
-    Returns
-    -------
-    Keeper or None
-        The started keeper (``started`` is True), or None when ``stop`` was set first.
-
-    Raises
-    ------
-    KeeperError
-        Any other error (a wrong address, a bad key, a journal that cannot be reconciled): waiting
-        would not fix it.
-    """
-    delay = initial_delay_seconds
-    attempt = 0
-    while not stop.is_set():
-        attempt += 1
-        try:
-            keeper = make_keeper()
-            keeper.startup()
-            if attempt > 1:
-                log.info("chain reachable after %d attempt(s): keeper started", attempt)
-            return keeper
-        except RpcUnavailableError as exc:
-            log.warning("cannot start yet, the chain is unreachable (attempt %d): %s; retrying in %.0f s",
-                        attempt, exc, delay)
-        if stop.wait(delay):
-            break
-        delay = min(2.0 * delay, max_delay_seconds)
-    return None
-
-
-def run_forever(
-    keeper: Keeper,
-    interval_seconds: float | None = None,
-    *,
-    stop_event: threading.Event | None = None,
-    install_signal_handlers: bool = True,
-    metrics_server: MetricsServer | None = None,
-) -> int:
-    """Runs the keeper's jobs until SIGTERM/SIGINT (or ``stop_event``), then shuts down gracefully.
-
-    Shutdown: the keeper is told to stop (a tick that has not started its send journals itself as
-    ``skipped``/``shutdown`` and sends nothing; one that is sending waits for its receipt), the
-    scheduler waits for the in-flight job, a final ``shutdown`` record is journalled, the metrics
-    server stops. Returns the process exit code, 0.
-
-    ``interval_seconds`` is accepted for compatibility; the schedule comes from ``keeper.config``.
-    """
-    del interval_seconds
-    stop = stop_event or threading.Event()
-    received: list[str] = []
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        received.append(signal.Signals(signum).name)
-        keeper.request_stop()
-        stop.set()
-
-    previous = {}
-    if install_signal_handlers and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, on_signal)
-    if not keeper.started:
-        keeper.startup()
-    scheduler = build_scheduler(keeper)
-    scheduler.start()
-    log.info("keeper started: vault %s, keeper %s, schedule %s", keeper.config.chain.vault_address,
-             keeper.executor.address, keeper.config.operations.tick_cron or f"every {keeper.config.operations.interval_seconds:g} s")
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        keeper.request_stop()
-        t0 = time.monotonic()
-        scheduler.shutdown(wait=True)
-        why = f"{received[0]} received" if received else "stop requested"
-        keeper.record_shutdown(f"{why}; scheduler stopped after {time.monotonic() - t0:.2f} s waiting for the "
-                               "in-flight tick")
-        if metrics_server is not None:
-            metrics_server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        log.info("keeper stopped (%s)", why)
-    return 0

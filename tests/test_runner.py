@@ -22,7 +22,7 @@ from keeper.chain import ANVIL_KEYS, free_port
 from keeper.config import KeeperConfig
 from keeper.errors import ConfigError
 from keeper.journal import Journal
-from keeper.runner import build_scheduler, run_forever, tick_trigger
+from keeper.service import build_scheduler, run_forever, tick_trigger
 from keeper.status import read_journal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_start_when_reachable_retries_only_an_unreachable_chain() -> None:
     import threading
 
     from keeper.errors import ConfigError, RpcUnavailableError
-    from keeper.runner import start_when_reachable
+    from keeper.service import start_when_reachable
 
     class Started:
         started = False
