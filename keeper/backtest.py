@@ -45,7 +45,8 @@ import numpy.typing as npt
 from keeper.deployment import BASE_DECIMALS, FEED_DECIMALS, RISK_DECIMALS
 from keeper.costs import GasModel, LegQuote, PoolModel, TradeCost, quote_leg, rebalance_cost
 from keeper.deployment import VOL_FEED_DECIMALS, price_to_answer, vol_to_answer
-from keeper.hedging import HedgeTriggerConfig, OverlayConfig
+from keeper.hedging import HedgeTriggerConfig
+from keeper.overlay import OverlayConfig
 from keeper.implied_vol import ImpliedVolSeries
 from keeper.option_model import ModelOptionQuoter, OptionBookModel, OptionMarketModel, SettlementPrices
 from keeper.decision import OptionsInputs, TradeLimits, decide_rebalance

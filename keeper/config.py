@@ -43,7 +43,8 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from keeper.errors import ConfigError
-from keeper.hedging import HedgeTriggerConfig, OverlayConfig
+from keeper.hedging import HedgeTriggerConfig
+from keeper.overlay import OverlayConfig
 from keeper.policy import PolicyConfig
 
 
@@ -179,7 +180,7 @@ class OptionsSettings(_Section):
     """The options mode (``chain.option_market_address`` set): the put overlay and the delta hedge's trigger."""
 
     overlay: OverlayConfig = Field(
-        default_factory=OverlayConfig, description="keeper.hedging.OverlayConfig: put_delta = -0.25, tenor_days = 30, "
+        default_factory=OverlayConfig, description="keeper.overlay.OverlayConfig: put_delta = -0.25, tenor_days = 30, "
         "roll_before_days = 5, premium_budget_bps = 50 (bps of NAV per period), vega/gamma budgets"
     )
     hedge_trigger: HedgeTriggerConfig = Field(

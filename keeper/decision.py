@@ -30,9 +30,12 @@ import numpy as np
 import numpy.typing as npt
 
 from keeper import hedging
+from keeper.greeks import OptionPosition, PortfolioGreeks, delta_adjusted_exposures, portfolio_greeks
+from keeper.overlay import OverlayPlan, plan_overlay
 from keeper.costs import TradeCost
 from keeper.errors import ConfigError, QuoteBelowBoundError
-from keeper.hedging import HedgeTriggerConfig, OverlayConfig
+from keeper.hedging import HedgeTriggerConfig
+from keeper.overlay import OverlayConfig
 from keeper.optimizer import relative_risk_contributions
 from keeper.option_orders import HeldSeries, OptionLeg, OptionQuoter, book_after_legs, option_legs_for_plan, \
     with_option_legs
@@ -410,8 +413,8 @@ class HedgeOutcome:
     leverage; ``cash_scale`` (<= 1) scales the spot targets when they and the premiums do not fit in the NAV
     (:func:`keeper.planner.sleeve_targets`)."""
 
-    greeks_before: hedging.PortfolioGreeks
-    overlay: hedging.OverlayPlan
+    greeks_before: PortfolioGreeks
+    overlay: OverlayPlan
     decision: hedging.HedgeDecision
     option_legs: tuple[OptionLeg, ...]
     target_scale: float
@@ -419,9 +422,9 @@ class HedgeOutcome:
     spot_legs_dropped: str | None = None
 
 
-def _greeks(units: FloatArray, positions: Sequence[hedging.OptionPosition], spots: FloatArray, vols: FloatArray,
-            now: int, symbols: Sequence[str]) -> hedging.PortfolioGreeks:
-    return hedging.portfolio_greeks(dict(zip(symbols, units)), positions, dict(zip(symbols, spots)),
+def _greeks(units: FloatArray, positions: Sequence[OptionPosition], spots: FloatArray, vols: FloatArray,
+            now: int, symbols: Sequence[str]) -> PortfolioGreeks:
+    return portfolio_greeks(dict(zip(symbols, units)), positions, dict(zip(symbols, spots)),
                                     dict(zip(symbols, vols)), now, symbols=symbols)
 
 
@@ -455,7 +458,7 @@ def _decide_with_options(
 ) -> RebalanceDecision:
     """Options mode: overlay orders → delta hedge toward the policy's exposure targets → quote (halving) → cost gate.
 
-    1. The overlay (:func:`keeper.hedging.plan_overlay`) decides the option orders on the book, ranked by the
+    1. The overlay (:func:`keeper.overlay.plan_overlay`) decides the option orders on the book, ranked by the
        delta-adjusted risk contributions under the policy's covariance; they become vault legs
        (:func:`keeper.option_orders.option_legs_for_plan`, premium limits within the vault's bound and budget).
     2. The exposure targets are the policy's NAV fractions (risk budget, cash sleeve, volatility target, ES
@@ -478,9 +481,9 @@ def _decide_with_options(
     spots = np.asarray(snapshot.prices_usd, dtype=np.float64)
     units = np.array([b / 10**a.token_decimals for b, a in zip(state.balances, assets)])
     greeks_before = _greeks(units, [h.position() for h in options.book], spots, options.vols, now, symbols)
-    overlay_plan = hedging.plan_overlay(
+    overlay_plan = plan_overlay(
         options.overlay, symbols=symbols, spots=spots, vols=options.vols, spot_units=units,
-        risk_contributions=_risk_contributions(hedging.delta_adjusted_exposures(greeks_before, nav_usd), cov),
+        risk_contributions=_risk_contributions(delta_adjusted_exposures(greeks_before, nav_usd), cov),
         nav=nav_usd, positions=[h.position() for h in options.book], now=now,
     )
     option_legs = option_legs_for_plan(overlay_plan, options.book, options.quoter, assets, now,

@@ -46,7 +46,8 @@ from keeper.deployment import (
     vol_to_answer,
 )
 from keeper.errors import ConfigError
-from keeper.hedging import HedgeTriggerConfig, OverlayConfig
+from keeper.hedging import HedgeTriggerConfig
+from keeper.overlay import OverlayConfig
 from keeper.implied_vol import DEFAULT_DVOL_CSV, ImpliedVolSeries, load_dvol, realised_vol_proxy
 from keeper.journal import Journal
 from keeper.optimizer import relative_risk_contributions

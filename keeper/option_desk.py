@@ -22,10 +22,11 @@ import numpy as np
 import numpy.typing as npt
 from web3.logs import DISCARD
 
-from keeper import hedging
+from keeper.greeks import portfolio_greeks
 from keeper.decision import OptionsInputs, RebalanceDecision
 from keeper.errors import KeeperError, ShutdownRequestedError
-from keeper.hedging import HedgeTriggerConfig, OverlayConfig
+from keeper.hedging import HedgeTriggerConfig
+from keeper.overlay import OverlayConfig
 from keeper.journal import Journal, OverlayStepRecord
 from keeper.option_chain import ChainOptionQuoter, read_implied_vols, read_option_book, settle_expired, vol_feeds_of
 from keeper.option_orders import OptionLeg, Settlement
@@ -231,7 +232,7 @@ class OptionsDesk:
         book = read_option_book(self.vault, self.market, reader.assets, block)
         now = self.w3.eth.get_block(block)["timestamp"]
         spots = reader.snapshot().prices_usd
-        g = hedging.portfolio_greeks(dict(zip(symbols, units)), [h.position() for h in book],
+        g = portfolio_greeks(dict(zip(symbols, units)), [h.position() for h in book],
                                      dict(zip(symbols, spots)), dict(zip(symbols, vols)), now, symbols=symbols)
         out = g.as_dict()
         for i, s in enumerate(symbols):

@@ -1,4 +1,4 @@
-r"""Option orders: an :class:`~keeper.hedging.OverlayPlan` turned into the vault's ``OptionLeg`` tuples, the
+r"""Option orders: an :class:`~keeper.overlay.OverlayPlan` turned into the vault's ``OptionLeg`` tuples, the
 book those legs lead to, and the NAV floor of a ``rebalanceWithOptions``. No chain access: the market's bid
 and ask, the vault's premium bound and its premium budget come from an :class:`OptionQuoter` (on chain
 :class:`keeper.option_chain.ChainOptionQuoter`).
@@ -36,7 +36,8 @@ from typing import Protocol, Sequence
 
 
 from keeper.errors import ConfigError, OptionLegError, OptionPremiumBoundError
-from keeper.hedging import OptionPosition, OverlayPlan
+from keeper.greeks import OptionPosition
+from keeper.overlay import OverlayPlan
 from keeper.oracle import RiskAssetInfo
 from keeper.planner import RebalancePlan
 from keeper.units import BPS, WAD
@@ -107,7 +108,7 @@ class HeldSeries:
     settled: bool
 
     def position(self) -> OptionPosition:
-        """As a :class:`keeper.hedging.OptionPosition` (float units and USD)."""
+        """As a :class:`keeper.greeks.OptionPosition` (float units and USD)."""
         return OptionPosition(self.symbol, self.strike / WAD, self.expiry, self.is_call, self.amount / WAD)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Protocol, Sequence
 import numpy as np
 import numpy.typing as npt
-from keeper.hedging import OverlayConfig
+from keeper.overlay import OverlayConfig
 from keeper.errors import ConfigError
 from keeper.estimation import CovarianceEstimate, GateDecision, simple_returns
 from keeper.optimizer import portfolio_volatility

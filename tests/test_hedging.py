@@ -19,16 +19,9 @@ from keeper import options
 from keeper.data import load_prices
 from keeper.errors import ConfigError, InsufficientHistoryError, InvalidPriceError
 from keeper.estimation import ewma_covariance, simple_returns
-from keeper.hedging import (
-    HedgeTriggerConfig,
-    OptionPosition,
-    OverlayConfig,
-    delta_adjusted_exposures,
-    hedge_decision,
-    hedge_trades,
-    plan_overlay,
-    portfolio_greeks,
-)
+from keeper.hedging import HedgeTriggerConfig, hedge_decision, hedge_trades
+from keeper.greeks import OptionPosition, delta_adjusted_exposures, portfolio_greeks
+from keeper.overlay import OverlayConfig, plan_overlay
 from keeper.implied_vol import (
     DEFAULT_DVOL_CSV,
     REALISED_TO_IMPLIED_FACTOR,

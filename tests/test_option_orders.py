@@ -32,18 +32,20 @@ from options_env import (
     reverted,
 )
 
-from keeper import hedging, options
+from keeper import options
 from keeper.chain import ANVIL_KEYS
 from keeper.config import KeeperConfig
 from keeper.deployment import MAX_UINT256, Arbitrageur, price_to_answer
 from keeper.errors import OptionLegError, OptionPremiumBoundError
-from keeper.hedging import HedgeTriggerConfig, OptionOrder, OverlayConfig, OverlayPlan
+from keeper.hedging import HedgeTriggerConfig
+from keeper.overlay import OptionOrder, OverlayConfig, OverlayPlan
 from keeper.journal import Journal
 from keeper.executor import encode_rebalance_with_options
 from keeper.option_chain import ChainOptionQuoter, read_implied_vols, read_option_book, settle_expired
 from keeper.option_desk import OptionsDesk
 from keeper.option_orders import STRIKE_TICK_WAD, WAD, amount_to_wad, option_legs_for_plan, strike_to_wad
 from keeper.runner import Keeper
+from keeper.greeks import PortfolioGreeks, delta_adjusted_exposures, portfolio_greeks
 
 #: ERC-like targets of the risky sleeve and a covariance in which BTC is the largest risk contributor.
 TARGETS = np.array([0.5, 0.3, 0.2])  # the risk sleeve (sums to 1)
@@ -89,14 +91,14 @@ class Env(OptionsEnv):
         desk.keeper = keeper  # the tests reach the keeper's reader, executor and journal through the desk
         return desk
 
-    def greeks(self, overlay: OptionsDesk) -> tuple[hedging.PortfolioGreeks, float]:
+    def greeks(self, overlay: OptionsDesk) -> tuple[PortfolioGreeks, float]:
         """Greeks of the vault's book read from chain now, and its NAV in USD."""
         reader = overlay.keeper.reader
         balances = self.vault.functions.holdings().call()[1][1:]
         book = read_option_book(self.vault, self.market, reader.assets)
         vols = read_implied_vols(self.market, reader.assets)
         spots = reader.snapshot().prices_usd
-        g = hedging.portfolio_greeks(
+        g = portfolio_greeks(
             {s: b / WAD for s, b in zip(SYMBOLS, balances)}, [h.position() for h in book],
             dict(zip(SYMBOLS, spots)), dict(zip(SYMBOLS, vols)), self.now(), symbols=SYMBOLS,
         )
@@ -122,7 +124,7 @@ def env(deployed: Env):
 def _exposure_drift_bps(env: Env, overlay: OptionsDesk) -> np.ndarray:
     g, nav = env.greeks(overlay)
     target = TARGETS * (1 - CASH_BUFFER_BPS / BPS)
-    return (hedging.delta_adjusted_exposures(g, nav) - target) * BPS
+    return (delta_adjusted_exposures(g, nav) - target) * BPS
 
 
 def test_first_step_hedges_spot_then_buys_the_25_delta_put_on_the_largest_contributor(env: Env, tmp_path) -> None:
@@ -360,7 +362,7 @@ def test_unreachable_targets_are_scaled_to_what_the_vault_can_hold(env: Env, tmp
     # Every delta within the band of its scaled target; the vault keeps cash for the premiums.
     g, nav = env.greeks(overlay)
     target = TARGETS * (1 - CASH_BUFFER_BPS / BPS) * step.target_scale
-    assert np.all(np.abs(hedging.delta_adjusted_exposures(g, nav) - target) * BPS <= BAND_BPS)
+    assert np.all(np.abs(delta_adjusted_exposures(g, nav) - target) * BPS <= BAND_BPS)
     assert env.base.functions.balanceOf(env.vault.address).call() > 0
     # The next step has nothing to do: no churn against an unreachable target.
     assert env.step(overlay).status == "skipped"

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from conftest import System
 
-from keeper import hedging
+from keeper.greeks import delta_adjusted_exposures, portfolio_greeks
 from keeper.chain import contract, rpc
 from keeper.deployment import deploy_options, vol_to_answer
 from keeper.errors import ConfigError
@@ -40,12 +41,12 @@ def _exposure_drift_bps(chain: System, keeper, market) -> np.ndarray:
     spots = reader.snapshot().prices_usd
     now = chain.w3.eth.get_block("latest")["timestamp"]
     symbols = reader.symbols
-    g = hedging.portfolio_greeks({s: b / WAD for s, b in zip(symbols, balances)}, [h.position() for h in book],
+    g = portfolio_greeks({s: b / WAD for s, b in zip(symbols, balances)}, [h.position() for h in book],
                                  dict(zip(symbols, spots)), dict(zip(symbols, vols)), now, symbols=symbols)
     nav = chain.vault.functions.totalAssets().call() / 10**6
     # The policy's targets, fractions of NAV: its cash sleeve (buffer, volatility target, ES limit) is out.
     targets = np.array(keeper.journal.ticks()[-1]["detail"]["policy"]["target_weights"])
-    return (hedging.delta_adjusted_exposures(g, nav) - targets) * 10_000
+    return (delta_adjusted_exposures(g, nav) - targets) * 10_000
 
 
 def test_options_mode_hedges_then_buys_the_put_in_one_transaction_each(chain: System) -> None:
@@ -116,5 +117,6 @@ def test_options_mode_settles_expired_series_through_the_journal(chain: System) 
 def test_options_mode_refuses_a_market_that_is_not_the_vaults(chain: System) -> None:
     with pytest.raises(ConfigError, match="not the vault's option market"):
         chain.make_keeper(option_market_address="0x" + "11" * 20)
-    with pytest.raises(ConfigError, match="overlay"):
+    # An unknown overlay setting is refused when the config is built (load_config reports it as a ConfigError).
+    with pytest.raises(ValidationError, match="options.overlay.no_such_setting"):
         _options_keeper(chain, overlay={"no_such_setting": 1})
