@@ -52,13 +52,15 @@ from keeper.build import PROJECT_ROOT
 from keeper.costs import GasModel, LegQuote, PoolModel, TradeCost, quote_leg, rebalance_cost
 from keeper.deployment import price_to_answer
 from keeper.errors import BacktestDataError, ConfigError, InvalidPriceError, KeeperError
-from keeper.estimation import CovarianceEstimate, EstimatorConfig, GateDecision, gated_covariance, simple_returns
-from keeper.optimizer import portfolio_volatility, relative_risk_contributions
+from keeper.conditioning_gate import GateDecision, gated_covariance
+from keeper.covariance import CovarianceEstimate, EstimatorConfig
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, plan_rebalance, value_of
 from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets, evaluate_trade, policy_triggers
-from keeper.risk import DEFAULT_CONFIDENCES, DEFAULT_HORIZONS_DAYS, RiskReport, risk_report
-from keeper.risk import METHODS as RISK_METHODS
+from keeper.returns import simple_returns
+from keeper.risk_contributions import portfolio_volatility, relative_risk_contributions
+from keeper.risk_report import DEFAULT_CONFIDENCES, DEFAULT_HORIZONS_DAYS, RiskReport, risk_report
+from keeper.risk_report import METHODS as RISK_METHODS
 from keeper.stress import DEFAULT_WINDOWS, CloseHistory, StressReport, run_stress_tests
 from keeper.triggers import (
     TriggerDecision,

@@ -47,8 +47,8 @@ from keeper.errors import ConfigError
 from keeper.hedging import HedgeTriggerConfig, OverlayConfig
 from keeper.implied_vol import DEFAULT_DVOL_CSV, ImpliedVolSeries, load_dvol, realised_vol_proxy
 from keeper.journal import Journal
-from keeper.optimizer import relative_risk_contributions
 from keeper.report import DemoRecord, OptionsRecord, build_report
+from keeper.risk_contributions import relative_risk_contributions
 from keeper.runner import Keeper
 from keeper.units import SECONDS_PER_DAY
 

@@ -60,10 +60,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from keeper.allocation import METHOD_PREVIOUS, allocate
+from keeper.conditioning_gate import GateDecision, gated_covariance
+from keeper.covariance import EstimatorConfig
 from keeper.errors import InsufficientHistoryError, InvalidPriceError, PolicyInputError
-from keeper.estimation import EstimatorConfig, GateDecision, gated_covariance
-from keeper.optimizer import METHOD_PREVIOUS, allocate
-from keeper.risk import enforce_es_limit, portfolio_var_es
+from keeper.es_limit import enforce_es_limit
+from keeper.risk_report import portfolio_var_es
 from keeper.triggers import (
     TriggerDecision,
     TriggerPolicy,

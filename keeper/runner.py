@@ -43,17 +43,17 @@ from pydantic import ValidationError
 from keeper.config import KeeperConfig
 from keeper.costs import GasModel, TradeCost, cost_from_quotes, gas_cost_base_units
 from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, RpcUnavailableError, ShutdownRequestedError
-from keeper.estimation import simple_returns
 from keeper.executor import ExecutionResult, Executor
 from keeper.hedging import HedgeTriggerConfig, OverlayConfig
 from keeper.chain import contract
 from keeper.journal import Journal
 from keeper.metrics import KeeperMetrics, MetricsServer, WEI_PER_ETH
-from keeper.optimizer import relative_risk_contributions
 from keeper.option_orders import OptionOverlay, OverlayStepReport
 from keeper.oracle import ChainReader
 from keeper.planner import RebalancePlan, plan_rebalance, value_holdings, value_of
 from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets, evaluate_trade, policy_triggers
+from keeper.returns import simple_returns
+from keeper.risk_contributions import relative_risk_contributions
 from keeper.triggers import TriggerDecision
 from keeper.units import SECONDS_PER_DAY
 

@@ -62,7 +62,7 @@ import numpy.typing as npt
 
 from keeper.build import PROJECT_ROOT
 from keeper.errors import ConfigError, InvalidPriceError
-from keeper.risk import (
+from keeper.risk_measures import (
     FloatArray,
     _check_covariance,
     _check_nav,
