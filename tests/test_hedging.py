@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from keeper import options
 from keeper.data import load_prices
 from keeper.errors import ConfigError, InsufficientHistoryError, InvalidPriceError
-from keeper.estimation import ewma_covariance, simple_returns
 from keeper.hedging import (
     HedgeTriggerConfig,
     OptionPosition,
@@ -37,7 +36,10 @@ from keeper.implied_vol import (
     realised_vol_proxy,
 )
 from keeper.journal import Journal
-from keeper.optimizer import relative_risk_contributions, solve_equal_risk_contribution
+from keeper.returns import simple_returns
+from keeper.risk_budgeting import solve_equal_risk_contribution
+from keeper.risk_contributions import relative_risk_contributions
+from reference_estimators import ewma_covariance
 from tolerances import ELEMENTARY_ULPS, U, black_scholes_two_path_bounds, gamma
 
 NOW = 1_700_000_000

@@ -16,8 +16,8 @@ from keeper.backtest import BacktestConfig, RiskParity, load_price_panel, run_ba
 from keeper.costs import GasModel, PoolModel, TradeCost
 from keeper.data import DEFAULT_PRICES_CSV
 from keeper.errors import ConfigError, PolicyInputError
-from keeper.estimation import EstimatorConfig, ewma_covariance, gated_covariance, inverse_volatility_weights
-from keeper.optimizer import solve_equal_risk_contribution
+from keeper.conditioning_gate import gated_covariance
+from keeper.covariance import EstimatorConfig
 from keeper.policy import (
     LastRebalance,
     PolicyConfig,
@@ -26,7 +26,9 @@ from keeper.policy import (
     evaluate_trade,
     policy_triggers,
 )
+from keeper.risk_budgeting import solve_equal_risk_contribution
 from keeper.triggers import TriggerPolicy, TriggerSignals, weight_drift_bps
+from reference_estimators import ewma_covariance, inverse_volatility_weights
 from tolerances import U, dot_rtol, gamma, quadratic_form_condition, quadratic_form_rtol, sum_rtol
 
 SYMBOLS = ("BTC", "ETH", "SOL")
