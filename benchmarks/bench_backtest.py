@@ -22,8 +22,9 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from keeper.backtest import BacktestConfig, Market, default_strategies, load_price_panel, run_backtest  # noqa: E402
-from keeper.estimation import EstimatorConfig, simple_returns  # noqa: E402
+from keeper.covariance import EstimatorConfig  # noqa: E402
 from keeper.policy import PolicyConfig, decide_targets  # noqa: E402
+from keeper.returns import simple_returns  # noqa: E402
 from keeper.walkforward import WalkForwardConfig, walk_forward  # noqa: E402
 
 
