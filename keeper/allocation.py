@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 
+# --------------------------------------------------------------------------- #
+# Baselines
+# --------------------------------------------------------------------------- #
 def inverse_volatility_weights(covariance: npt.ArrayLike) -> FloatArray:
     """Inverse-volatility weights :math:`w_i = \\sigma_i^{-1} / \\sum_j \\sigma_j^{-1}`.
 

@@ -220,7 +220,7 @@ def _validate_budget(risk_budget: npt.ArrayLike | None, n: int) -> FloatArray:
 
 
 # --------------------------------------------------------------------------- #
-# Newton solver
+# Damped Newton (the fallback path and the tests' reference)
 # --------------------------------------------------------------------------- #
 def _newton_system(hessian: FloatArray, gradient: FloatArray) -> FloatArray:
     """Return :math:`H^{-1} g` by Cholesky (LAPACK ``dposv``), LU as fallback.
@@ -426,6 +426,58 @@ def _line_search(
     return t_damped
 
 
+def _newton_risk_budgeting(
+    covariance: npt.ArrayLike, risk_budget: npt.ArrayLike | None, tol: float, max_iter: int
+) -> TargetWeights:
+    """Validate, then solve by damped Newton in correlation space (the reference path).
+
+    :func:`solve_equal_risk_contribution` without the compiled coordinate-descent
+    fast path: same arguments (already checked ``tol`` and ``max_iter``), same
+    result type and errors; ``iterations`` counts Newton iterations only.
+    """
+    cov = _validate_covariance(covariance)
+    n = cov.shape[0]
+    b = _validate_budget(risk_budget, n)
+
+    vols = np.sqrt(cov.diagonal())
+    corr = cov / (vols[:, None] * vols)
+    corr.reshape(-1)[:: n + 1] = 1.0  # exact unit diagonal (in-place view)
+
+    floor_tol = max(float(tol), _ROUNDOFF_ACCEPT)
+    y, iterations, error, accept = _solve_correlation_space(
+        corr, b, float(tol), int(max_iter), floor_tol
+    )
+    if not error <= max(accept, floor_tol):
+        raise SolverDidNotConvergeError(
+            f"risk-budgeting Newton solver reached max |RRC - b| = {error:.3e} after "
+            f"{iterations} iteration(s); the tolerance is {tol:.1e} (accepted up to "
+            f"{max(accept, floor_tol):.1e} at the round-off floor) with "
+            f"max_iter={max_iter}. Increase max_iter or tol, or improve the "
+            "covariance conditioning (shrink it or drop collinear assets)."
+        )
+
+    x = y / vols
+    w = x / x.sum()
+    sigma_w = cov @ w
+    variance = float(w @ sigma_w)
+    sigma = math.sqrt(variance)
+    rrc = w * sigma_w / variance
+    max_error = float(np.max(np.abs(rrc - b)))
+    return TargetWeights(
+        weights=_freeze(w),
+        risk_budget=_freeze(b),
+        risk_contributions=_freeze(rrc * sigma),
+        relative_risk_contributions=_freeze(rrc),
+        portfolio_volatility=sigma,
+        iterations=iterations,
+        max_budget_error=max_error,
+        max_free_budget_error=max_error,
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Entry point: the compiled kernel first, damped Newton when it cannot finish
+# --------------------------------------------------------------------------- #
 def _target_weights(out: FloatArray, sigma: float, iterations: int, error: float) -> TargetWeights:
     """:class:`TargetWeights` from the kernel's packed output (read-only views of ``out``).
 
@@ -589,53 +641,3 @@ def _solver_arguments(tol: float, max_iter: int) -> tuple[float, int]:
     if isinstance(max_iter, bool) or int(max_iter) != max_iter or max_iter < 1:
         raise ConfigError(f"max_iter is {max_iter!r}; it must be an integer >= 1 (default 100).")
     return float(tol), int(max_iter)
-
-
-
-def _newton_risk_budgeting(
-    covariance: npt.ArrayLike, risk_budget: npt.ArrayLike | None, tol: float, max_iter: int
-) -> TargetWeights:
-    """Validate, then solve by damped Newton in correlation space (the reference path).
-
-    :func:`solve_equal_risk_contribution` without the compiled coordinate-descent
-    fast path: same arguments (already checked ``tol`` and ``max_iter``), same
-    result type and errors; ``iterations`` counts Newton iterations only.
-    """
-    cov = _validate_covariance(covariance)
-    n = cov.shape[0]
-    b = _validate_budget(risk_budget, n)
-
-    vols = np.sqrt(cov.diagonal())
-    corr = cov / (vols[:, None] * vols)
-    corr.reshape(-1)[:: n + 1] = 1.0  # exact unit diagonal (in-place view)
-
-    floor_tol = max(float(tol), _ROUNDOFF_ACCEPT)
-    y, iterations, error, accept = _solve_correlation_space(
-        corr, b, float(tol), int(max_iter), floor_tol
-    )
-    if not error <= max(accept, floor_tol):
-        raise SolverDidNotConvergeError(
-            f"risk-budgeting Newton solver reached max |RRC - b| = {error:.3e} after "
-            f"{iterations} iteration(s); the tolerance is {tol:.1e} (accepted up to "
-            f"{max(accept, floor_tol):.1e} at the round-off floor) with "
-            f"max_iter={max_iter}. Increase max_iter or tol, or improve the "
-            "covariance conditioning (shrink it or drop collinear assets)."
-        )
-
-    x = y / vols
-    w = x / x.sum()
-    sigma_w = cov @ w
-    variance = float(w @ sigma_w)
-    sigma = math.sqrt(variance)
-    rrc = w * sigma_w / variance
-    max_error = float(np.max(np.abs(rrc - b)))
-    return TargetWeights(
-        weights=_freeze(w),
-        risk_budget=_freeze(b),
-        risk_contributions=_freeze(rrc * sigma),
-        relative_risk_contributions=_freeze(rrc),
-        portfolio_volatility=sigma,
-        iterations=iterations,
-        max_budget_error=max_error,
-        max_free_budget_error=max_error,
-    )
