@@ -24,7 +24,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from keeper.backtest import BacktestConfig, Market, run_backtest  # noqa: E402
 from keeper.price_panel import load_price_panel  # noqa: E402
 from keeper.strategies import default_strategies  # noqa: E402
-from keeper.estimation import EstimatorConfig, simple_returns  # noqa: E402
+from keeper.covariance import EstimatorConfig  # noqa: E402
+from keeper.returns import simple_returns  # noqa: E402
 from keeper.policy import PolicyConfig, decide_targets  # noqa: E402
 from keeper.walkforward import WalkForwardConfig, walk_forward  # noqa: E402
 

@@ -1,5 +1,5 @@
-"""Benchmark of :func:`keeper.optimizer.solve_equal_risk_contribution`, the bounded
-:func:`keeper.optimizer.solve_risk_budgeting` and :func:`keeper.optimizer.allocate`.
+"""Benchmark of :func:`keeper.risk_budgeting.solve_equal_risk_contribution`, the bounded
+:func:`keeper.constrained_risk_budgeting.solve_risk_budgeting` and :func:`keeper.allocation.allocate`.
 
 Run with ``python benchmarks/bench_optimizer.py`` from the repository root.
 
@@ -14,9 +14,10 @@ Printed per ``n``: median and 90th-percentile solve time in microseconds,
 median and maximum iterations (coordinate-descent sweeps of the compiled
 kernel, plus Newton iterations when Newton takes over), the worst budget error
 ``max_i |RRC_i - b_i|`` over all runs (equal budget), and the median time of
-the damped-Newton reference path alone (``_newton_risk_budgeting``, the solver
-before the compiled kernel) on the same covariances.  The kernel's one-time
-JIT compilation (or cache load) happens in the untimed warm-up call.
+the damped-Newton path alone (``_newton_risk_budgeting``: the fallback for what
+coordinate descent cannot finish, and the tests' reference) on the same
+covariances.  The kernel's one-time JIT compilation (or cache load) happens in
+the untimed warm-up call.
 
 A second table times the constrained solver with binding bounds
 (``l_i = 0.5/n``, ``u_i = 1.5/n`` on the sleeve, Dirichlet budgets) and
@@ -44,13 +45,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keeper.optimizer import (  # noqa: E402
-    _newton_risk_budgeting,
-    allocate,
-    relative_risk_contributions,
-    solve_equal_risk_contribution,
-    solve_risk_budgeting,
-)
+from keeper.allocation import allocate  # noqa: E402
+from keeper.constrained_risk_budgeting import solve_risk_budgeting  # noqa: E402
+from keeper.risk_budgeting import _newton_risk_budgeting, solve_equal_risk_contribution  # noqa: E402
+from keeper.risk_contributions import relative_risk_contributions  # noqa: E402
 
 SIZES = (5, 20, 50, 200)
 RUNS = {5: 2000, 20: 1000, 50: 500, 200: 100}

@@ -1,4 +1,4 @@
-"""Benchmark of :mod:`keeper.risk` and :mod:`keeper.stress`.
+"""Benchmark of the VaR/ES modules (:mod:`keeper.risk_report`, :mod:`keeper.es_limit`) and :mod:`keeper.stress`.
 
 Run with ``python benchmarks/bench_risk.py`` from the repository root.
 
@@ -7,8 +7,8 @@ summing to 0.9 (10 % base asset).  Timed (wall clock, ``time.perf_counter_ns``, 
 one warm-up call, median over repeats):
 
 * one measure per method (99 %, 1 day and 10 days),
-* :func:`keeper.risk.risk_report` (3 methods x 2 confidences x 2 horizons = 12 measures),
-* :func:`keeper.risk.enforce_es_limit` on a breach (historical ES, 99 %, 1 day),
+* :func:`keeper.risk_report.risk_report` (3 methods x 2 confidences x 2 horizons = 12 measures),
+* :func:`keeper.es_limit.enforce_es_limit` on a breach (historical ES, 99 %, 1 day),
 * :func:`keeper.stress.run_stress_tests` on the shipped CSV, with and without loading the file.
 
 Also printed: the largest relative gap between the sum of the Euler contributions and the total over
@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keeper.risk import enforce_es_limit, portfolio_var_es, risk_report  # noqa: E402
+from keeper.es_limit import enforce_es_limit  # noqa: E402
+from keeper.risk_report import portfolio_var_es, risk_report  # noqa: E402
 from keeper.stress import load_close_history, run_stress_tests  # noqa: E402
 
 SEED = 20240601

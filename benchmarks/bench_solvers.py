@@ -6,14 +6,13 @@ Run from the repository root, after ``.tools/uv/bin/uv sync --frozen --extra tes
 
 Solvers (each called through its documented API, at its default tolerance):
 
-* **ours** -- :func:`keeper.optimizer.solve_equal_risk_contribution(covariance, risk_budget)`,
+* **ours** -- :func:`keeper.risk_budgeting.solve_equal_risk_contribution(covariance, risk_budget)`,
   the full public call (input validation including the O(n^3) Cholesky test of positive
   definiteness, the compiled coordinate-descent kernel, risk decomposition, the
-  ``TargetWeights`` record), tolerance ``max |RRC - b| <= 1e-12``.  "ours w" is
-  :func:`keeper.optimizer.risk_budgeting_weights`, the same solver returning the weights only
-  (what ``vanilla.design`` returns); "ours w no-PD" the same with
+  ``TargetWeights`` record), tolerance ``max |RRC - b| <= 1e-12``; its ``.weights`` are what
+  ``vanilla.design`` returns.  "ours no-PD" is the same call with
   ``check_positive_definite=False`` (every check but the Cholesky test, which none of the
-  references performs).  "ours =rpp" is "ours w" with ``tol`` set to the error
+  references performs).  "ours =rpp" is "ours" with ``tol`` set to the error
   riskparityportfolio reaches at its default tolerance on that problem (the comparison at
   equal accuracy with "rpp"); "=rpp no-PD" the same without the Cholesky test.  The kernel
   is compiled once (numba, ``cache=True``); the script prints that one-time cost (a fresh
@@ -91,7 +90,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_optimizer import factor_model_covariance  # noqa: E402
 
 from keeper.data import load_prices  # noqa: E402
-from keeper.optimizer import risk_budgeting_weights, solve_equal_risk_contribution  # noqa: E402
+from keeper.risk_budgeting import solve_equal_risk_contribution  # noqa: E402
 
 SIZES = (5, 10, 20, 50, 100, 200)
 SEED = 20241128
@@ -176,29 +175,28 @@ def budget_error(weights: np.ndarray, covariance: np.ndarray, budget: np.ndarray
 Solver = Callable[[Problem], Callable[[], np.ndarray]]
 
 
-def ours(problem: Problem) -> Callable[[], np.ndarray]:
-    cov, b = problem.covariance, problem.budget
-    return lambda: solve_equal_risk_contribution(cov, b).weights
-
-
-def ours_weights(check_pd: bool = True) -> Solver:
-    """:func:`keeper.optimizer.risk_budgeting_weights` (weights only, like ``vanilla.design``)."""
+def ours_solver(check_pd: bool = True) -> Solver:
+    """:func:`keeper.risk_budgeting.solve_equal_risk_contribution`, its weights (like
+    ``vanilla.design``); ``check_pd=False`` skips the Cholesky test of positive definiteness."""
 
     def factory(problem: Problem) -> Callable[[], np.ndarray]:
         cov, b = problem.covariance, problem.budget
-        return lambda: risk_budgeting_weights(cov, b, check_positive_definite=check_pd)
+        return lambda: solve_equal_risk_contribution(cov, b, check_positive_definite=check_pd).weights
 
     return factory
 
 
+ours = ours_solver()
+
+
 def ours_at_accuracy_of(design: Callable[..., np.ndarray], check_pd: bool = True) -> Solver:
-    """Ours (weights only) with ``tol`` = the budget error riskparityportfolio reaches at its
-    defaults on that problem."""
+    """Ours with ``tol`` = the budget error riskparityportfolio reaches at its defaults on that
+    problem."""
 
     def factory(problem: Problem) -> Callable[[], np.ndarray]:
         cov, b = problem.covariance, problem.budget
         tol = max(budget_error(design(cov, b), cov, b), 1e-15)
-        return lambda: risk_budgeting_weights(cov, b, tol=tol, check_positive_definite=check_pd)
+        return lambda: solve_equal_risk_contribution(cov, b, tol=tol, check_positive_definite=check_pd).weights
 
     return factory
 
@@ -207,7 +205,7 @@ def jit_cost() -> str:
     """One-time cost of the compiled kernel: cold compile in a fresh process, cache load here."""
     code = (
         "import time, numpy as np; t0 = time.perf_counter(); "
-        "from keeper.optimizer import solve_equal_risk_contribution as s; t1 = time.perf_counter(); "
+        "from keeper.risk_budgeting import solve_equal_risk_contribution as s; t1 = time.perf_counter(); "
         "s(np.array([[0.04, 0.01], [0.01, 0.09]])); t2 = time.perf_counter(); "
         "print(f'{t1 - t0:.2f} {t2 - t1:.2f}')"
     )
@@ -367,8 +365,8 @@ def fmt_time(us: float) -> str:
 EQUAL_ACCURACY = (
     ("rpp", "ours =rpp"),
     ("rpp", "=rpp no-PD"),
-    ("rpp tight", "ours w"),
-    ("rpp tight", "ours w no-PD"),
+    ("rpp tight", "ours"),
+    ("rpp tight", "ours no-PD"),
     ("skfolio", "ours"),
     ("riskfolio", "ours"),
 )
@@ -382,13 +380,12 @@ def main() -> None:
 
     fast: list[tuple[str, Solver]] = [
         ("ours", ours),
-        ("ours w", ours_weights()),
-        ("ours w no-PD", ours_weights(check_pd=False)),
+        ("ours no-PD", ours_solver(check_pd=False)),
     ]
     slow: list[tuple[str, Solver]] = []
     notes = [
-        "ours: keeper.optimizer.solve_equal_risk_contribution, tol 1e-12 (default); "
-        "ours w: keeper.optimizer.risk_budgeting_weights (same solver, weights only)",
+        "ours: keeper.risk_budgeting.solve_equal_risk_contribution, tol 1e-12 (default); "
+        "ours no-PD: the same without the Cholesky test of positive definiteness",
         jit_cost(),
     ]
     design, note = load_riskparityportfolio()

@@ -5,10 +5,10 @@ No chain: each day the replay values the holdings at the oracle exactly as the v
 information available that day:
 
 decision policy (:func:`keeper.policy.decide_targets`: the conditioning gate of
-:func:`keeper.estimation.gated_covariance` on the :func:`~keeper.estimation.simple_returns` of the window
-the oracle reader would return, the allocator :func:`keeper.optimizer.allocate` with its volatility
+:func:`keeper.conditioning_gate.gated_covariance` on the :func:`~keeper.returns.simple_returns` of the window
+the oracle reader would return, the allocator :func:`keeper.allocation.allocate` with its volatility
 target, cash sleeve and fallback chain, and the Expected Shortfall limit of
-:func:`keeper.risk.enforce_es_limit`) → planner (:func:`keeper.planner.plan_rebalance`, the same integer
+:func:`keeper.es_limit.enforce_es_limit`) → planner (:func:`keeper.planner.plan_rebalance`, the same integer
 legs) → triggers (:func:`keeper.policy.policy_triggers`) → quotes from a cost model of the pools
 (:mod:`keeper.costs`; halving the step when a quote misses ``minAmountOut``, as the runner does) →
 cost gate (:func:`keeper.policy.evaluate_trade`) → execution at the modelled pool outputs.
@@ -17,7 +17,7 @@ The ERC, ERC-with-volatility-target, inverse-volatility and equal-weight strateg
 :class:`~keeper.policy.PolicyConfig` variants run by that one policy; the fixed-mix benchmarks (BTC
 only, 60/40 BTC/stable) hold fixed NAV fractions through the same planner, triggers and cost gate.
 Each strategy's gate actions, allocator fallbacks and ES-limit scalings are counted, and its final
-portfolio gets a VaR/ES report (:func:`keeper.risk.risk_report`) and the stress tests of
+portfolio gets a VaR/ES report (:func:`keeper.risk_report.risk_report`) and the stress tests of
 :func:`keeper.stress.run_stress_tests`.
 
 Data: a CSV with a ``date`` column and one USD close column per asset (the shipped
@@ -51,8 +51,10 @@ from keeper.implied_vol import ImpliedVolSeries
 from keeper.option_model import ModelOptionQuoter, OptionBookModel, OptionMarketModel, SettlementPrices
 from keeper.decision import OptionsInputs, TradeLimits, decide_rebalance
 from keeper.errors import BacktestDataError, ConfigError, InvalidPriceError, KeeperError, QuoteBelowBoundError
-from keeper.estimation import CovarianceEstimate, EstimatorConfig, GateDecision, gated_covariance, simple_returns
-from keeper.optimizer import portfolio_volatility, relative_risk_contributions
+from keeper.covariance import CovarianceEstimate, EstimatorConfig
+from keeper.conditioning_gate import GateDecision, gated_covariance
+from keeper.returns import simple_returns
+from keeper.risk_contributions import portfolio_volatility, relative_risk_contributions
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, value_of
 from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, fixed_target
@@ -124,7 +126,7 @@ class BacktestConfig:
 
     The decision policy's fields (:meth:`policy_config`): ``estimator_method`` with ``half_life_days``
     (EWMA only), ``min_observations`` and ``periods_per_year`` make the
-    :class:`~keeper.estimation.EstimatorConfig`; ``max_condition_number`` is the conditioning gate's
+    :class:`~keeper.covariance.EstimatorConfig`; ``max_condition_number`` is the conditioning gate's
     limit; ``es_limit`` (fraction of NAV, ``None``: no limit) with ``es_method``, ``es_confidence`` and
     ``es_horizon_days`` the pre-trade Expected Shortfall limit; ``policy`` the triggers and cost gate.
     The allocator, cash buffer and volatility target are each strategy's own.
@@ -154,7 +156,7 @@ class BacktestConfig:
     options: BacktestOptions | None = None
 
     def estimator_config(self) -> EstimatorConfig:
-        """The :class:`~keeper.estimation.EstimatorConfig` of these fields (missing data raise: the
+        """The :class:`~keeper.covariance.EstimatorConfig` of these fields (missing data raise: the
         active universe only holds assets with a full window).
 
         Raises
@@ -257,7 +259,7 @@ class Market:
         return tuple(int(i) for i in np.flatnonzero(self.active[t]))
 
     def gate(self, t: int, universe: tuple[int, ...], config: BacktestConfig) -> GateDecision:
-        """The conditioning gate (:func:`keeper.estimation.gated_covariance`) on the returns of rows
+        """The conditioning gate (:func:`keeper.conditioning_gate.gated_covariance`) on the returns of rows
         ``t − lookback .. t`` under ``config``'s estimator and limit (cached: one per day and setting,
         shared by every strategy). Data problems are a ``"hold"`` with the reason, never raised.
         """

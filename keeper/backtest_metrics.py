@@ -13,9 +13,9 @@ import numpy as np
 import numpy.typing as npt
 from keeper.deployment import BASE_DECIMALS
 from keeper.errors import ConfigError, KeeperError
-from keeper.estimation import simple_returns
-from keeper.risk import DEFAULT_CONFIDENCES, DEFAULT_HORIZONS_DAYS, RiskReport, risk_report
-from keeper.risk import METHODS as RISK_METHODS
+from keeper.returns import simple_returns
+from keeper.risk_report import DEFAULT_CONFIDENCES, DEFAULT_HORIZONS_DAYS, RiskReport, risk_report
+from keeper.risk_report import METHODS as RISK_METHODS
 from keeper.stress import DEFAULT_WINDOWS, CloseHistory, StressReport, run_stress_tests
 from keeper.units import BPS, DAYS_PER_YEAR
 
@@ -219,7 +219,7 @@ def final_portfolio_risk(run: StrategyRun, t: int) -> tuple[RiskReport | None, S
     """VaR/ES and stress tests of a replay's holdings at the close of row ``t`` (its last day).
 
     The risky holdings (fractions of NAV) of the assets active on row ``t``, measured on that day's
-    estimation window: :func:`keeper.risk.risk_report` (historical and Cornish-Fisher on the window's
+    estimation window: :func:`keeper.risk_report.risk_report` (historical and Cornish-Fisher on the window's
     daily returns, Gaussian on the gate's covariance; 95/99 %, 1 and 10 days) and
     :func:`keeper.stress.run_stress_tests` (the historical windows the panel covers, replayed on its own
     closes, the price shocks, and the stressed covariances), both with the vault NAV in base units.

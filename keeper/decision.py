@@ -36,7 +36,7 @@ from keeper.costs import TradeCost
 from keeper.errors import ConfigError, QuoteBelowBoundError
 from keeper.hedging import HedgeTriggerConfig
 from keeper.overlay import OverlayConfig
-from keeper.optimizer import relative_risk_contributions
+from keeper.risk_contributions import relative_risk_contributions
 from keeper.option_orders import HeldSeries, OptionLeg, OptionQuoter, book_after_legs, option_legs_for_plan, \
     with_option_legs
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState

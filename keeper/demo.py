@@ -33,7 +33,7 @@ import numpy as np
 
 from keeper.chain import ANVIL_KEYS, AnvilProcess, DevSender, connect, contract, dev_accounts, rpc
 from keeper.config import ChainSettings, KeeperConfig, OperationsSettings, OptionsSettings, TransactionSettings
-from keeper.estimation import EstimatorConfig
+from keeper.covariance import EstimatorConfig
 from keeper.policy import PolicyConfig
 from keeper.data import DEFAULT_PRICES_CSV, PriceTable, load_prices
 from keeper.deployment import (
@@ -50,8 +50,8 @@ from keeper.hedging import HedgeTriggerConfig
 from keeper.overlay import OverlayConfig
 from keeper.implied_vol import DEFAULT_DVOL_CSV, ImpliedVolSeries, load_dvol, realised_vol_proxy
 from keeper.journal import Journal
-from keeper.optimizer import relative_risk_contributions
 from keeper.report import DemoRecord, OptionsRecord, build_report
+from keeper.risk_contributions import relative_risk_contributions
 from keeper.runner import Keeper
 
 #: Depositors' first deposits, USD.

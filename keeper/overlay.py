@@ -257,7 +257,7 @@ def plan_overlay(
     symbols : sequence of str
     spots, vols, spot_units, risk_contributions : array_like, shape (n_assets,)
         USD per unit; annualised implied vol (> 0); units held; risk contributions (any scale,
-        only the ranking is used, e.g. :attr:`keeper.optimizer.TargetWeights.risk_contributions`).
+        only the ranking is used, e.g. :attr:`keeper.risk_budgeting.TargetWeights.risk_contributions`).
     nav : float
         USD.
     positions : sequence of OptionPosition

@@ -3,15 +3,15 @@
 One stage shared by the live tick (:mod:`keeper.runner`) and the offline backtester
 (:mod:`keeper.backtest`), so that what a backtest measures is what the keeper does:
 
-1. **Conditioning gate** (:func:`keeper.estimation.gated_covariance`): the configured estimator,
+1. **Conditioning gate** (:func:`keeper.conditioning_gate.gated_covariance`): the configured estimator,
    shrunk harder when its condition number exceeds ``max_condition_number``, then a diagonal
    (inverse-volatility) estimate, then *hold* -- no usable estimate, keep the current positions.
-2. **Allocation** (:func:`keeper.optimizer.allocate`): risk budgeting (or a baseline allocator)
+2. **Allocation** (:func:`keeper.allocation.allocate`): risk budgeting (or a baseline allocator)
    within per-asset bounds, scaled to a volatility target under a gross-exposure cap and the cash
    buffer; fallback chain risk budgeting -> inverse volatility -> previous target (each failure
    recorded).  When the gate only trusts the diagonal, risk budgeting is replaced by
    inverse-volatility weights (the ERC portfolio of equal correlations).
-3. **Expected Shortfall limit** (:func:`keeper.risk.enforce_es_limit`): a target whose ES exceeds
+3. **Expected Shortfall limit** (:func:`keeper.es_limit.enforce_es_limit`): a target whose ES exceeds
    the vault's limit is scaled toward the base asset until it fits; when the ES cannot be measured
    the policy holds rather than trade blind.
 
@@ -60,10 +60,12 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from keeper.allocation import METHOD_PREVIOUS, allocate
+from keeper.conditioning_gate import GateDecision, gated_covariance
+from keeper.covariance import EstimatorConfig
 from keeper.errors import InsufficientHistoryError, InvalidPriceError, PolicyInputError
-from keeper.estimation import EstimatorConfig, GateDecision, gated_covariance
-from keeper.optimizer import METHOD_PREVIOUS, allocate
-from keeper.risk import enforce_es_limit, portfolio_var_es
+from keeper.es_limit import enforce_es_limit
+from keeper.risk_report import portfolio_var_es
 from keeper.triggers import (
     TriggerDecision,
     TriggerPolicy,
@@ -114,7 +116,7 @@ class PolicyConfig(BaseModel):
     estimator: EstimatorConfig = Field(
         default=DEFAULT_ESTIMATOR,
         description="covariance estimator (method, half_life_days in days, periods_per_year, missing policy, "
-        "min_observations); see keeper.estimation.EstimatorConfig",
+        "min_observations); see keeper.covariance.EstimatorConfig",
     )
     lookback_days: int = Field(
         180, ge=3, description="days of price history the estimator gets (the oracle's round history, resampled daily)",
@@ -256,7 +258,7 @@ class PolicyDecision:
     current_weights : ndarray (n,)
         Risky holdings the decision started from, fractions of NAV.
     gate_action, gate_reason : str
-        :class:`keeper.estimation.GateDecision` ``action`` (accept, shrink, inverse_volatility, hold)
+        :class:`keeper.conditioning_gate.GateDecision` ``action`` (accept, shrink, inverse_volatility, hold)
         and ``reason``.
     max_condition_number : float
         The gate's limit.
@@ -606,14 +608,14 @@ def decide_targets(
 ) -> PolicyDecision:
     """Target weights of one decision: conditioning gate -> allocation -> ES limit.
 
-    1. :func:`keeper.estimation.gated_covariance` (``config.estimator``, ``config.max_condition_number``).
+    1. :func:`keeper.conditioning_gate.gated_covariance` (``config.estimator``, ``config.max_condition_number``).
        ``"hold"`` ends the decision: ``action = "hold"``, the target is ``current_weights``.
-    2. :func:`keeper.optimizer.allocate` with ``config.allocator`` (replaced by
+    2. :func:`keeper.allocation.allocate` with ``config.allocator`` (replaced by
        ``"inverse_volatility"`` when the gate only trusts the diagonal), the budget and bounds by
        symbol, ``volatility_target``, ``max_gross_exposure`` and the cash floor
        ``cash_buffer_bps / 10^4``.  Its last resort is ``previous_target`` (the current weights when
        none is given): solver failures never stop a tick.
-    3. With ``config.es_limit``: :func:`keeper.risk.enforce_es_limit` of the target, measured on the
+    3. With ``config.es_limit``: :func:`keeper.es_limit.enforce_es_limit` of the target, measured on the
        complete rows of ``returns`` (historical, Cornish-Fisher) or on the accepted covariance
        (Gaussian; after an inverse-volatility gate the diagonal, i.e. correlations ignored).  Above
        the limit the risky weights are scaled by ``limit / ES`` toward the base asset.  An ES that
@@ -647,7 +649,7 @@ def decide_targets(
         Malformed ``returns``, ``symbols``, weights or ``nav_base_units``, a ``gate`` that does not
         match, or a budget / bounds map that misses a symbol.
     ConfigError
-        Bounds that admit no fully invested sleeve (from :func:`keeper.optimizer.allocate`).
+        Bounds that admit no fully invested sleeve (from :func:`keeper.allocation.allocate`).
     """
     config = config if config is not None else PolicyConfig()
     if not isinstance(config, PolicyConfig):

@@ -42,13 +42,13 @@ from pydantic import ValidationError
 from keeper.config import KeeperConfig
 from keeper.costs import GasModel
 from keeper.errors import ConfigError, KeeperError, QuoteBelowBoundError, ShutdownRequestedError
-from keeper.estimation import simple_returns
+from keeper.returns import simple_returns
 from keeper.decision import OptionsInputs, RebalanceDecision, TradeLimits, decide_rebalance
 from keeper.executor import ChainQuoter, ExecutionResult, Executor
 from keeper.chain import contract
 from keeper.journal import Journal, TickRecord
 from keeper.metrics import KeeperMetrics
-from keeper.optimizer import relative_risk_contributions
+from keeper.risk_contributions import relative_risk_contributions
 from keeper.option_desk import OptionsDesk, OverlayStepReport
 from keeper.option_orders import Settlement
 from keeper.oracle import ChainReader

@@ -25,12 +25,12 @@ from web3 import Web3
 from keeper.chain import connect_failover
 from keeper.config import KeeperConfig
 from keeper.errors import KeeperError
-from keeper.estimation import simple_returns
 from keeper.journal import Journal
-from keeper.optimizer import portfolio_volatility, relative_risk_contributions
 from keeper.oracle import ChainReader
 from keeper.planner import value_holdings
 from keeper.policy import PolicyConfig, decide_targets
+from keeper.returns import simple_returns
+from keeper.risk_contributions import portfolio_volatility, relative_risk_contributions
 
 #: States of the write-ahead ``transactions`` table (:mod:`keeper.journal`) that are not final yet.
 PENDING_TX_STATES = ("intended", "sent")

@@ -12,8 +12,10 @@ import numpy as np
 import numpy.typing as npt
 from keeper.overlay import OverlayConfig
 from keeper.errors import ConfigError
-from keeper.estimation import CovarianceEstimate, GateDecision, simple_returns
-from keeper.optimizer import portfolio_volatility
+from keeper.covariance import CovarianceEstimate
+from keeper.conditioning_gate import GateDecision
+from keeper.returns import simple_returns
+from keeper.risk_contributions import portfolio_volatility
 from keeper.policy import PolicyConfig, PolicyDecision, decide_targets
 
 __all__ = [
@@ -52,7 +54,7 @@ class DecisionContext:
         The conditioning gate's accepted estimate on that window (annualised, 365-day year; the
         diagonal after an inverse-volatility gate).
     gate : GateDecision, optional
-        :func:`keeper.estimation.gated_covariance` of the window's returns under ``policy`` (shared
+        :func:`keeper.conditioning_gate.gated_covariance` of the window's returns under ``policy`` (shared
         by the strategies of one day).
     current_weights : ndarray of shape (n,), optional
         Holdings before the tick, fractions of NAV (zeros when unknown).
@@ -134,7 +136,7 @@ def vol_target_scale(sleeve_weights: npt.ArrayLike, covariance: npt.ArrayLike, v
     with :math:`w` the sleeve weights (sum to 1), :math:`f` the fraction of NAV invested before
     scaling (1 − cash buffer) and :math:`\\sigma^*` the annualised target; the scaled-out part goes
     to the base asset, so the portfolio's ex-ante volatility is :math:`\\min(\\sigma^*, f\\sigma_w)`.
-    (The policy's allocator, :func:`keeper.optimizer.allocate`, applies the same rule.)
+    (The policy's allocator, :func:`keeper.allocation.allocate`, applies the same rule.)
 
     Raises
     ------

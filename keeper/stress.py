@@ -2,11 +2,11 @@
 
 Chain-free: weights, a covariance and a close-price history in, frozen dataclasses out.
 
-Units as in :mod:`keeper.risk`: ``weights`` (n_assets,) are the risky sleeve's fractions of NAV (the
+Units as in :mod:`keeper.risk_measures`: ``weights`` (n_assets,) are the risky sleeve's fractions of NAV (the
 rest is the base asset, a USD stablecoin that neither gains nor loses); losses are positive
 fractions of NAV and, given ``nav_base_units`` (``int``, the base asset's smallest units, 1 USD =
 1_000_000), base units rounded to the nearest unit with per-asset parts that sum exactly to the total
-(:func:`keeper.risk.apportion_base_units`).  ``covariance`` is annualised with 365 days a year.
+(:func:`keeper.risk_measures.apportion_base_units`).  ``covariance`` is annualised with 365 days a year.
 
 Historical windows
 ------------------
@@ -44,7 +44,7 @@ Hypothetical shocks
   ``volatilities_x3``: :math:`\\Sigma' = 9\\Sigma` (correlations unchanged);
   ``correlations_to_one_volatilities_x3``: both.  Each is reported as the parametric (Gaussian,
   zero-mean) ES at ``confidence``/``horizon_days`` under :math:`\\Sigma'` (VaR in the details), with
-  Euler contributions as the per-asset losses (:func:`keeper.risk.gaussian_var_es`).
+  Euler contributions as the per-asset losses (:func:`keeper.risk_measures.gaussian_var_es`).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ import numpy.typing as npt
 
 from keeper.build import PROJECT_ROOT
 from keeper.errors import ConfigError, InvalidPriceError
-from keeper.risk import (
+from keeper.risk_measures import (
     FloatArray,
     _check_covariance,
     _check_nav,

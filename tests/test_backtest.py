@@ -24,9 +24,11 @@ from keeper.backtest_report import write_outputs
 from keeper.cli import main
 from keeper.costs import GasModel, PoolModel
 from keeper.errors import BacktestDataError, ConfigError, InvalidPriceError
-from keeper.estimation import ewma_covariance, simple_returns
-from keeper.optimizer import portfolio_volatility, solve_equal_risk_contribution
+from keeper.returns import simple_returns
+from keeper.risk_budgeting import solve_equal_risk_contribution
+from keeper.risk_contributions import portfolio_volatility
 from keeper.triggers import TriggerPolicy
+from reference_estimators import ewma_covariance
 from tolerances import U, assert_entries_within, covariance_atol, ewma_weight_rtol
 
 SYMBOLS = ["BTC", "ETH", "SOL"]

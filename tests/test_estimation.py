@@ -1,4 +1,5 @@
-"""Tests of keeper.estimation: returns, estimators, missing data, repair and the conditioning gate.
+"""Tests of keeper.returns, keeper.covariance, keeper.covariance_repair and keeper.conditioning_gate:
+returns, estimators, missing data, repair and the conditioning gate.
 
 Every random number generator is seeded; tests state defining properties
 (exact limits, closed forms, an independent loop-based reference) rather than
@@ -16,9 +17,19 @@ import numpy as np
 import pydantic
 import pytest
 from sklearn.covariance import LedoitWolf
+from reference_estimators import (
+    estimate_covariance,
+    ewma_covariance,
+    inverse_volatility_weights,
+    ledoit_wolf_covariance,
+    sample_covariance,
+)
 from tolerances import U, assert_entries_within, covariance_atol, gamma, sum_rtol
 
 from keeper.build import PROJECT_ROOT
+from keeper.conditioning_gate import DEFAULT_SHRINKAGE_STEPS, gated_covariance
+from keeper.covariance import CovarianceEstimate, EstimatorConfig, covariance_from_config
+from keeper.covariance_repair import condition_number, repair_covariance, shrink_covariance
 from keeper.data import load_prices
 from keeper.errors import (
     ConfigError,
@@ -29,24 +40,7 @@ from keeper.errors import (
     MissingObservationError,
     SingularCovarianceError,
 )
-from keeper.estimation import (
-    DEFAULT_SHRINKAGE_STEPS,
-    CovarianceEstimate,
-    EstimatorConfig,
-    condition_number,
-    covariance_from_config,
-    estimate_covariance,
-    ewma_covariance,
-    gated_covariance,
-    inverse_volatility_weights,
-    ledoit_wolf_covariance,
-    reindex_daily,
-    repair_covariance,
-    sample_covariance,
-    shrink_covariance,
-    simple_returns,
-    simple_returns_with_missing,
-)
+from keeper.returns import reindex_daily, simple_returns, simple_returns_with_missing
 
 
 # --------------------------------------------------------------------------- #
@@ -473,24 +467,6 @@ def test_explicit_shrinkage_on_ewma_and_sample() -> None:
         assert shrunk.condition_number < plain.condition_number
 
 
-# --------------------------------------------------------------------------- #
-# One interface and its configuration
-# --------------------------------------------------------------------------- #
-def test_estimate_covariance_dispatches_to_the_named_estimators() -> None:
-    r = random_returns(seed=8, n_obs=120, n_assets=3)
-    pairs = [
-        (estimate_covariance(r, "ewma", half_life_days=15.0), ewma_covariance(r, 15.0)),
-        (estimate_covariance(r, "sample"), sample_covariance(r)),
-        (estimate_covariance(r, "ledoit_wolf"), ledoit_wolf_covariance(r)),
-        (covariance_from_config(r, EstimatorConfig("ewma", 15.0, periods_per_year=252)),
-         ewma_covariance(r, 15.0, periods_per_year=252)),
-    ]
-    for a, b in pairs:
-        np.testing.assert_array_equal(a.covariance, b.covariance)  # same path: one dispatches to the other
-        assert (a.method, a.shrinkage, a.half_life_days) == (b.method, b.shrinkage, b.half_life_days)
-    assert pairs[0][0].method == "ewma" and pairs[1][0].method == "sample"
-
-
 @pytest.mark.parametrize(
     "params, fragment",
     [
@@ -513,11 +489,6 @@ def test_estimate_covariance_dispatches_to_the_named_estimators() -> None:
 def test_invalid_estimator_configuration_is_config_error(params: dict, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         EstimatorConfig.from_mapping(params)
-
-
-def test_estimate_covariance_rejects_unknown_parameters() -> None:
-    with pytest.raises(ConfigError, match="unknown"):
-        estimate_covariance(random_returns(1, 30, 2), "sample", lookback=30)
 
 
 def test_estimator_config_is_frozen_and_loads_from_toml_through_pydantic() -> None:
@@ -973,15 +944,6 @@ def test_gate_needs_an_estimator_config() -> None:
     with pytest.raises(ConfigError, match="EstimatorConfig"):
         gated_covariance(random_returns(1, 50, 2), {"method": "sample"}, 1e4)  # type: ignore[arg-type]
     assert DEFAULT_SHRINKAGE_STEPS == tuple(sorted(DEFAULT_SHRINKAGE_STEPS))
-
-
-def test_inverse_volatility_weights_definition_and_errors() -> None:
-    weights = inverse_volatility_weights([0.2, 0.4, 0.8])
-    # fl(0.4), fl(0.8) are exactly 2, 4 fl(0.2): 1/v (U), the 3-term sum (2U), the division (U); 4/7 (U).
-    np.testing.assert_allclose(weights, np.array([4.0, 2.0, 1.0]) / 7.0, rtol=gamma(5))
-    for bad in ([0.2, 0.0], [0.2, np.nan], [[0.1, 0.2]], []):
-        with pytest.raises(ConfigError, match="volatilit"):
-            inverse_volatility_weights(bad)
 
 
 @pytest.mark.parametrize("method, params", [("sample", {"shrinkage": 0.5}), ("ledoit_wolf", {}),

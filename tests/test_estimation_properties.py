@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) of keeper.estimation.
+"""Property tests (hypothesis) of keeper.covariance, keeper.covariance_repair and keeper.conditioning_gate.
 
 Each estimator, every missing-data policy and the conditioning gate are checked
 for the properties that define a usable covariance, on generated inputs:
@@ -23,14 +23,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from keeper.errors import InsufficientHistoryError, MissingObservationError, SingularCovarianceError
-from keeper.estimation import (
-    EstimatorConfig,
-    condition_number,
-    covariance_from_config,
-    gated_covariance,
-    repair_covariance,
-    shrink_covariance,
-)
+from keeper.conditioning_gate import gated_covariance
+from keeper.covariance import EstimatorConfig, covariance_from_config
+from keeper.covariance_repair import condition_number, repair_covariance, shrink_covariance
 
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from keeper import options
 from keeper.data import load_prices
 from keeper.errors import ConfigError, InsufficientHistoryError, InvalidPriceError
-from keeper.estimation import ewma_covariance, simple_returns
+from reference_estimators import ewma_covariance
+from keeper.returns import simple_returns
 from keeper.hedging import HedgeTriggerConfig, hedge_decision, hedge_trades
 from keeper.greeks import OptionPosition, delta_adjusted_exposures, portfolio_greeks
 from keeper.overlay import OverlayConfig, plan_overlay
@@ -30,7 +31,8 @@ from keeper.implied_vol import (
     realised_vol_proxy,
 )
 from keeper.journal import Journal, OverlayStepRecord
-from keeper.optimizer import relative_risk_contributions, solve_equal_risk_contribution
+from keeper.risk_contributions import relative_risk_contributions
+from keeper.risk_budgeting import solve_equal_risk_contribution
 from tolerances import ELEMENTARY_ULPS, U, black_scholes_two_path_bounds, gamma
 
 NOW = 1_700_000_000

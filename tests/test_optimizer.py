@@ -1,4 +1,5 @@
-"""Tests of keeper.optimizer: risk decomposition and the risk-budgeting solver.
+"""Tests of the risk decomposition and the risk-budgeting solver: keeper.risk_contributions,
+keeper.risk_budgeting (and its compiled kernel), keeper.constrained_risk_budgeting, keeper.allocation.
 
 Every random number generator is seeded.  The solver is checked against its
 defining equations (RRC = b, w > 0, sum w = 1), closed forms, invariances and
@@ -15,6 +16,15 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
+from keeper.allocation import (
+    METHOD_INVERSE_VOLATILITY,
+    METHOD_PREVIOUS,
+    METHOD_RISK_BUDGETING,
+    allocate,
+    equal_weights,
+    inverse_volatility_weights,
+)
+from keeper.constrained_risk_budgeting import bounded_normalise, solve_risk_budgeting
 from keeper.errors import (
     AllocationFailedError,
     ConfigError,
@@ -22,21 +32,12 @@ from keeper.errors import (
     SingularCovarianceError,
     SolverDidNotConvergeError,
 )
-from keeper.optimizer import (
-    METHOD_INVERSE_VOLATILITY,
-    METHOD_PREVIOUS,
-    METHOD_RISK_BUDGETING,
-    TargetWeights,
-    allocate,
-    bounded_normalise,
-    equal_weights,
-    inverse_volatility_weights,
+from keeper.risk_budgeting import TargetWeights, solve_equal_risk_contribution
+from keeper.risk_contributions import (
     marginal_risk_contributions,
     portfolio_volatility,
     relative_risk_contributions,
     risk_contributions,
-    solve_equal_risk_contribution,
-    solve_risk_budgeting,
 )
 
 from tolerances import (
@@ -811,13 +812,8 @@ def test_allocation_is_immutable() -> None:
 # --------------------------------------------------------------------------- #
 # Compiled coordinate-descent kernel against the Newton reference
 # --------------------------------------------------------------------------- #
-from keeper.optimizer import (  # noqa: E402
-    _KERNEL_INVALID,
-    _KERNEL_OK,
-    _KERNEL_SLOW,
-    _ccd_kernel,
-    _newton_risk_budgeting,
-)
+from keeper.risk_budgeting import _newton_risk_budgeting  # noqa: E402
+from keeper.risk_budgeting_kernel import _KERNEL_INVALID, _KERNEL_OK, _KERNEL_SLOW, _ccd_kernel  # noqa: E402
 
 
 def factor_covariance(seed: int, n: int) -> np.ndarray:
@@ -1010,28 +1006,3 @@ def test_kernel_solves_the_symmetric_part_of_a_slightly_asymmetric_covariance(n:
     # Same path: the kernel symmetrises with (a + b) * 0.5, the same (commutative, exactly halved) values.
     np.testing.assert_array_equal(out[0], solve_equal_risk_contribution(symmetric).weights)
     assert budget_error(out[0], symmetric, np.full(n, 1.0 / n)) <= 1e-12
-
-
-def test_weights_only_entry_point_matches_the_full_solver() -> None:
-    from keeper.optimizer import risk_budgeting_weights
-
-    for n in (4, 30, 70):
-        cov = factor_covariance(11, n)
-        budget = np.random.default_rng(n).dirichlet(np.ones(n))
-        full = solve_equal_risk_contribution(cov, budget)
-        np.testing.assert_array_equal(risk_budgeting_weights(cov, budget), full.weights)  # same path: same kernel call
-        np.testing.assert_array_equal(
-            risk_budgeting_weights(cov, budget, check_positive_definite=False), full.weights
-        )
-    hard = ill_conditioned_covariance(2, 40, condition=1e10)  # the Newton path
-    np.testing.assert_array_equal(
-        risk_budgeting_weights(hard), solve_equal_risk_contribution(hard).weights
-    )
-    with pytest.raises(SingularCovarianceError):
-        risk_budgeting_weights(np.array([[1.0, 2.0], [2.0, 1.0]]))
-    with pytest.raises(ConfigError):
-        risk_budgeting_weights(np.eye(2), [0.5, 0.6])
-    with pytest.raises(ConfigError):
-        risk_budgeting_weights(np.eye(2), tol=0.0)
-    with pytest.raises(ConfigError):
-        risk_budgeting_weights(np.eye(2), max_iter=0)

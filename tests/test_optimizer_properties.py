@@ -1,4 +1,5 @@
-"""Property-based tests (hypothesis) of keeper.optimizer's risk budgeting and allocate().
+"""Property-based tests (hypothesis) of risk budgeting (keeper.constrained_risk_budgeting) and
+keeper.allocation.allocate().
 
 Properties, each over generated covariances (factor-model correlations with annualised
 volatilities in [0.05, 2]), Dirichlet-like budgets and bounds:
@@ -23,7 +24,8 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize
 
 from keeper.errors import SolverDidNotConvergeError
-from keeper.optimizer import allocate, solve_risk_budgeting
+from keeper.allocation import allocate
+from keeper.constrained_risk_budgeting import solve_risk_budgeting
 from tolerances import U, quadratic_form_condition, quadratic_form_rtol, sum_rtol
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

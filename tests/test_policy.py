@@ -18,8 +18,8 @@ from keeper.price_panel import load_price_panel
 from keeper.costs import GasModel, PoolModel, TradeCost
 from keeper.data import DEFAULT_PRICES_CSV
 from keeper.errors import ConfigError, PolicyInputError
-from keeper.estimation import EstimatorConfig, ewma_covariance, gated_covariance, inverse_volatility_weights
-from keeper.optimizer import solve_equal_risk_contribution
+from keeper.conditioning_gate import gated_covariance
+from keeper.covariance import EstimatorConfig
 from keeper.policy import (
     LastRebalance,
     PolicyConfig,
@@ -28,7 +28,9 @@ from keeper.policy import (
     evaluate_trade,
     policy_triggers,
 )
+from keeper.risk_budgeting import solve_equal_risk_contribution
 from keeper.triggers import TriggerPolicy, TriggerSignals, weight_drift_bps
+from reference_estimators import ewma_covariance, inverse_volatility_weights
 from tolerances import U, dot_rtol, gamma, quadratic_form_condition, quadratic_form_rtol, sum_rtol
 
 SYMBOLS = ("BTC", "ETH", "SOL")
@@ -50,7 +52,7 @@ def _historical_es(weights: np.ndarray, returns: np.ndarray, tail: int) -> float
 
 
 def _historical_es_rtol(weights: np.ndarray, returns: np.ndarray, tail: int) -> float:
-    """Bound on the difference between two evaluations of that ES (ours, keeper.risk's): each tail
+    """Bound on the difference between two evaluations of that ES (ours, keeper.risk_report's): each tail
     loss is a length-n dot product, gamma(n) times its condition sum_j |r_j w_j| / |r.w| (the worst
     among the tail scenarios), then a sum of ``tail`` positive losses (sum_rtol(tail)) and a
     division; twice that for two paths."""
@@ -275,7 +277,7 @@ def test_es_limit_binding_scales_toward_the_base_asset() -> None:
     decision = decide_targets(r, SYMBOLS, np.zeros(3), config=PolicyConfig(es_limit=limit), nav_base_units=nav)
     assert decision.nav_base_units == nav and decision.es_limit_base_units == round(limit * nav)
     assert decision.es_after_base_units <= decision.es_limit_base_units < decision.es_before_base_units
-    # keeper.risk's ES of the same weights vs ours: two evaluations of the tail losses and their mean.
+    # keeper.risk_report's ES of the same weights vs ours: two evaluations of the tail losses and their mean.
     es_rtol = _historical_es_rtol(free.target_weights, r, 2)
     assert decision.es_binding and decision.es_before == pytest.approx(es_free, rel=es_rtol)
     assert _historical_es(decision.target_weights, r, 2) <= limit
@@ -394,7 +396,7 @@ def test_holdings_drifted_above_the_es_limit_trigger_a_trade_the_cost_gate_canno
     assert es_target < limit
     config = PolicyConfig(es_limit=limit, weight_drift_bps=300.0, cost_aware=True, es_trigger_tolerance=0.02)
     decision = decide_targets(r, SYMBOLS, current, config=config)
-    # keeper.risk's ES of the holdings vs ours: two evaluations of the tail losses and their mean.
+    # keeper.risk_report's ES of the holdings vs ours: two evaluations of the tail losses and their mean.
     assert decision.es_current == pytest.approx(es_current, rel=_historical_es_rtol(current, r, 2))
     assert not decision.es_binding
     signals = policy_triggers(decision, config)

@@ -8,8 +8,8 @@ from conftest import USDC, System
 
 from keeper.chain import rpc
 from keeper.errors import SimulationRevertedError
-from keeper.optimizer import relative_risk_contributions
 from keeper.planner import RebalancePlan, SwapLeg, plan_rebalance
+from keeper.risk_contributions import relative_risk_contributions
 
 
 def _plan(chain: System, keeper, weights=None, **overrides) -> RebalancePlan:

@@ -1,4 +1,5 @@
-"""Tests of keeper.risk: VaR/ES (historical, Gaussian, Cornish-Fisher), Euler contributions, the ES limit.
+"""Tests of keeper.risk_measures, keeper.cornish_fisher, keeper.risk_report and keeper.es_limit:
+VaR/ES (historical, Gaussian, Cornish-Fisher), Euler contributions, the ES limit.
 
 Chain-free and fast.  References are independent: scipy.stats closed forms and numerical integration,
 hand-computed order statistics, numpy.quantile, explicit loops, finite differences.
@@ -17,21 +18,16 @@ from hypothesis import strategies as st
 from scipy import integrate, stats
 
 from keeper.errors import ConfigError, InsufficientHistoryError, InvalidPriceError, KeeperError
-from keeper.risk import (
-    METHODS,
+from keeper.cornish_fisher import cornish_fisher_var_es_from_moments
+from keeper.es_limit import enforce_es_limit
+from keeper.risk_measures import (
     apportion_base_units,
-    cornish_fisher_var_es,
-    cornish_fisher_var_es_from_moments,
-    enforce_es_limit,
-    format_risk_report,
     gaussian_var_es,
     gaussian_var_es_from_moments,
-    historical_var_es,
     horizon_returns,
-    portfolio_var_es,
-    risk_report,
     to_base_units,
 )
+from keeper.risk_report import METHODS, portfolio_var_es, risk_report
 
 from tolerances import ELEMENTARY_ULPS, NDTRI_RELATIVE_ERROR, U, dot_rtol, gamma, quadratic_form_condition, sum_rtol
 
@@ -41,6 +37,18 @@ NAV = 12_345_678_901_234  # base units (6 decimals): 12,345,678.901234 USD
 # --------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------- #
+def historical_var_es(weights, returns, confidence=0.99, horizon_days=1, *, nav_base_units=None):
+    """The historical measure by position: :func:`portfolio_var_es` with ``method="historical"``."""
+    return portfolio_var_es(weights, method="historical", confidence=confidence, horizon_days=horizon_days,
+                            returns=returns, nav_base_units=nav_base_units)
+
+
+def cornish_fisher_var_es(weights, returns, confidence=0.99, horizon_days=1, *, nav_base_units=None):
+    """The Cornish-Fisher measure by position: :func:`portfolio_var_es` with ``method="cornish_fisher"``."""
+    return portfolio_var_es(weights, method="cornish_fisher", confidence=confidence, horizon_days=horizon_days,
+                            returns=returns, nav_base_units=nav_base_units)
+
+
 def fat_tailed_returns(seed: int, n_obs: int = 400, n_assets: int = 3) -> np.ndarray:
     """Correlated Student-t(4) daily returns with a negative jump component, shape (n_obs, n_assets)."""
     rng = np.random.default_rng(seed)
@@ -72,7 +80,7 @@ def es_factor_rtol(z: float) -> float:
 
 
 def gaussian_two_path_atol(w, cov, mu_ann, h: int, k: float, k_rtol: float, periods: int = 365) -> float:
-    """Absolute bound on the difference of two evaluations (keeper.risk's, the test's) of
+    """Absolute bound on the difference of two evaluations (keeper.risk_report's, the test's) of
     -h w.mu/P + sqrt(h) k sqrt(w'Sw/P): per path the mean term is a length-n dot (gamma(n) sum|w_i mu_i|)
     divided by P and scaled by h (3U); the sigma term a quadratic form (gamma(2n) |w|'|S||w|, the
     rounding of S/P entrywise adding U |w|'|S||w|) halved by the sqrt, then sqrt, sqrt(h), * k, * sigma
@@ -136,7 +144,7 @@ def cornish_fisher_euler_atol(w, returns, h: int, confidence: float,
     ``mean_estimated_twice``: the two sides also estimate the mean separately (w . mean(r) vs mean(r . w),
     both within gamma(N + n) mean_t sum_i |r_ti w_i| =: e), which shifts the centring: m3 by <= 3 m2 e,
     m4 by <= 4 |m3| e (m2 only to second order), and the mean term by h e."""
-    from keeper.risk import _cf_terms  # magnitudes of G and its partials only
+    from keeper.cornish_fisher import _cf_terms  # magnitudes of G and its partials only
 
     w = np.asarray(w, dtype=float)
     r = np.asarray(returns, dtype=float)
@@ -587,15 +595,12 @@ def test_risk_report_has_every_combination_and_serialises():
     report = risk_report(w, r, symbols=("BTC", "ETH", "SOL"), nav_base_units=NAV)
     assert len(report.measures) == 3 * 2 * 2
     m = report.measure("cornish_fisher", 0.99, 10)
-    # Same path: the report calls the same functions on the same inputs.
+    # Same path: the report and portfolio_var_es call the same functions on the same inputs.
     assert m.es == cornish_fisher_var_es(w, r, 0.99, 10).es
     assert report.measure("historical", 0.95, 1).var == historical_var_es(w, r, 0.95).var
     data = json.loads(json.dumps(report.to_dict()))
     assert data["measures"][0]["es_contributions_base_units"].keys() == {"BTC", "ETH", "SOL"}
     assert data["base_weight"] == pytest.approx(0.1)
-    text = format_risk_report(report)
-    assert "cornish_fisher" in text and "12,345,678.901234" in text
-    assert len(text.splitlines()) == 2 + 12 + 2 + 12
     with pytest.raises(ConfigError, match="no measure"):
         report.measure("gaussian", 0.975, 1)
     with_cov = risk_report(w, r, covariance=random_covariance(1, 3), methods=("gaussian",))

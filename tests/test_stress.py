@@ -17,7 +17,7 @@ import pytest
 from scipy import stats
 
 from keeper.errors import ConfigError, InvalidPriceError, KeeperError
-from keeper.risk import gaussian_var_es
+from keeper.risk_measures import gaussian_var_es
 from tolerances import ELEMENTARY_ULPS, NDTRI_RELATIVE_ERROR, U, gamma
 from keeper.stress import (
     DEFAULT_STRESS_CSV,
