@@ -26,7 +26,8 @@ from keeper.price_panel import load_price_panel  # noqa: E402
 from keeper.strategies import default_strategies  # noqa: E402
 from keeper.covariance import EstimatorConfig  # noqa: E402
 from keeper.returns import simple_returns  # noqa: E402
-from keeper.policy import PolicyConfig, decide_targets  # noqa: E402
+from keeper.policy_config import PolicyConfig  # noqa: E402
+from keeper.policy import decide_targets  # noqa: E402
 from keeper.walkforward import WalkForwardConfig, walk_forward  # noqa: E402
 
 

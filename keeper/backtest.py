@@ -14,7 +14,7 @@ legs) → triggers (:func:`keeper.policy.policy_triggers`) → quotes from a cos
 cost gate (:func:`keeper.policy.evaluate_trade`) → execution at the modelled pool outputs.
 
 The ERC, ERC-with-volatility-target, inverse-volatility and equal-weight strategies are
-:class:`~keeper.policy.PolicyConfig` variants run by that one policy; the fixed-mix benchmarks (BTC
+:class:`~keeper.policy_config.PolicyConfig` variants run by that one policy; the fixed-mix benchmarks (BTC
 only, 60/40 BTC/stable) hold fixed NAV fractions through the same planner, triggers and cost gate.
 Each strategy's gate actions, allocator fallbacks and ES-limit scalings are counted, and its final
 portfolio gets a VaR/ES report (:func:`keeper.risk_report.risk_report`) and the stress tests of
@@ -57,7 +57,9 @@ from keeper.returns import simple_returns
 from keeper.risk_contributions import portfolio_volatility, relative_risk_contributions
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, value_of
-from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, fixed_target
+from keeper.policy_decision import LastRebalance, PolicyDecision
+from keeper.policy_config import PolicyConfig
+from keeper.policy import fixed_target
 from keeper.triggers import TriggerDecision, TriggerPolicy
 from keeper.units import BPS, SECONDS_PER_DAY
 from keeper.price_panel import PricePanel
@@ -172,7 +174,7 @@ class BacktestConfig:
         )
 
     def policy_config(self) -> PolicyConfig:
-        """The replay's :class:`~keeper.policy.PolicyConfig` (allocator and cash buffer at their defaults;
+        """The replay's :class:`~keeper.policy_config.PolicyConfig` (allocator and cash buffer at their defaults;
         strategies override them).
 
         Raises

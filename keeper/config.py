@@ -4,7 +4,7 @@
 ranges that refuse a value in the wrong unit:
 
 * ``chain`` (:class:`ChainSettings`): RPC endpoints, the vault, QuoterV2 and option market addresses, the key.
-* ``policy`` (:class:`keeper.policy.PolicyConfig`): the decision policy, the same model ``keeper backtest``
+* ``policy`` (:class:`keeper.policy_config.PolicyConfig`): the decision policy, the same model ``keeper backtest``
   runs (estimator, history, conditioning gate, allocator, cash buffer, volatility target, ES limit, triggers,
   cost gate).
 * ``options`` (:class:`OptionsSettings`): the put overlay and the hedge trigger of the options mode.
@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from keeper.errors import ConfigError
 from keeper.hedging import HedgeTriggerConfig
 from keeper.overlay import OverlayConfig
-from keeper.policy import PolicyConfig
+from keeper.policy_config import PolicyConfig
 
 
 class _Section(BaseModel):

@@ -41,7 +41,9 @@ from keeper.option_orders import HeldSeries, OptionLeg, OptionQuoter, book_after
     with_option_legs
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, plan_rebalance, sleeve_targets, value_holdings, value_of
-from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, evaluate_trade, policy_triggers
+from keeper.policy_decision import LastRebalance, PolicyDecision
+from keeper.policy_config import PolicyConfig
+from keeper.policy import evaluate_trade, policy_triggers
 from keeper.triggers import (
     TriggerDecision,
     TriggerPolicy,

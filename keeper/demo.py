@@ -34,7 +34,7 @@ import numpy as np
 from keeper.chain import ANVIL_KEYS, AnvilProcess, DevSender, connect, contract, dev_accounts, rpc
 from keeper.config import ChainSettings, KeeperConfig, OperationsSettings, OptionsSettings, TransactionSettings
 from keeper.covariance import EstimatorConfig
-from keeper.policy import PolicyConfig
+from keeper.policy_config import PolicyConfig
 from keeper.data import DEFAULT_PRICES_CSV, PriceTable, load_prices
 from keeper.deployment import (
     BASE_DECIMALS,

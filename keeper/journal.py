@@ -385,7 +385,7 @@ class TickRecord(_Record):
     derisk : bool
         The tick moved the vault to cash.
     policy, trigger, overlay : dict or None
-        :meth:`keeper.policy.PolicyDecision.as_dict` (a ``target_weights`` key writes the ``decisions``
+        :meth:`keeper.policy_decision.PolicyDecision.as_dict` (a ``target_weights`` key writes the ``decisions``
         row read by :meth:`Journal.last_decision`), :meth:`keeper.triggers.TriggerDecision.as_dict`, and the
         option overlay's summary of the tick.
     """

@@ -53,7 +53,9 @@ from keeper.option_desk import OptionsDesk, OverlayStepReport
 from keeper.option_orders import Settlement
 from keeper.oracle import ChainReader
 from keeper.planner import RebalancePlan, value_holdings
-from keeper.policy import LastRebalance, PolicyConfig, PolicyDecision, decide_targets
+from keeper.policy_decision import LastRebalance, PolicyDecision
+from keeper.policy_config import PolicyConfig
+from keeper.policy import decide_targets
 from keeper.units import SECONDS_PER_DAY
 
 log = logging.getLogger("keeper")
@@ -77,7 +79,7 @@ class TickReport:
     ``policy["target_weights"]`` and ``plan.target_weights``); risk contributions are relative (sum to 1
     over the risky sleeve); ``ex_ante_volatility`` is the annualised volatility of the policy's target
     NAV weights (cash included); timings in seconds. ``policy`` is
-    :meth:`keeper.policy.PolicyDecision.as_dict` of the tick's decision and ``trigger`` the
+    :meth:`keeper.policy_decision.PolicyDecision.as_dict` of the tick's decision and ``trigger`` the
     :meth:`keeper.triggers.TriggerDecision.as_dict` of its trade decision (fired triggers, benefit and
     cost in base-asset units); both None when the tick stopped before them (breakers, de-risk).
     """

@@ -28,7 +28,8 @@ from keeper.errors import KeeperError
 from keeper.journal import Journal
 from keeper.oracle import ChainReader
 from keeper.planner import value_holdings
-from keeper.policy import PolicyConfig, decide_targets
+from keeper.policy_config import PolicyConfig
+from keeper.policy import decide_targets
 from keeper.returns import simple_returns
 from keeper.risk_contributions import portfolio_volatility, relative_risk_contributions
 

@@ -16,7 +16,9 @@ from keeper.covariance import CovarianceEstimate
 from keeper.conditioning_gate import GateDecision
 from keeper.returns import simple_returns
 from keeper.risk_contributions import portfolio_volatility
-from keeper.policy import PolicyConfig, PolicyDecision, decide_targets
+from keeper.policy_config import PolicyConfig
+from keeper.policy_decision import PolicyDecision
+from keeper.policy import decide_targets
 
 __all__ = [
     "DecisionContext",
@@ -120,7 +122,7 @@ class Allocation:
 
 class Strategy(Protocol):
     """A callable from a :class:`DecisionContext` to an :class:`Allocation` (a fixed target) or a
-    :class:`~keeper.policy.PolicyDecision` (the keeper's policy) over ``ctx.symbols``."""
+    :class:`~keeper.policy_decision.PolicyDecision` (the keeper's policy) over ``ctx.symbols``."""
 
     name: str
 
@@ -150,7 +152,7 @@ def vol_target_scale(sleeve_weights: npt.ArrayLike, covariance: npt.ArrayLike, v
 
 
 class PolicyStrategy:
-    """A strategy that is a :class:`~keeper.policy.PolicyConfig` variant run by
+    """A strategy that is a :class:`~keeper.policy_config.PolicyConfig` variant run by
     :func:`keeper.policy.decide_targets` (the live keeper's decision stage).
 
     Subclasses set ``allocator`` and may override :meth:`overrides`; their ``cash_buffer_bps`` (and,
@@ -162,11 +164,11 @@ class PolicyStrategy:
     allocator: ClassVar[str] = "risk_budgeting"
 
     def overrides(self) -> dict[str, Any]:
-        """Fields of the :class:`~keeper.policy.PolicyConfig` this strategy sets."""
+        """Fields of the :class:`~keeper.policy_config.PolicyConfig` this strategy sets."""
         return {"allocator": self.allocator, "cash_buffer_bps": self.cash_buffer_bps, "volatility_target": None}
 
     def policy_config(self, base: PolicyConfig | None = None) -> PolicyConfig:
-        """``base`` (default :class:`~keeper.policy.PolicyConfig`) with :meth:`overrides` applied, validated.
+        """``base`` (default :class:`~keeper.policy_config.PolicyConfig`) with :meth:`overrides` applied, validated.
 
         Raises
         ------

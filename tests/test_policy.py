@@ -20,14 +20,9 @@ from keeper.data import DEFAULT_PRICES_CSV
 from keeper.errors import ConfigError, PolicyInputError
 from keeper.conditioning_gate import gated_covariance
 from keeper.covariance import EstimatorConfig
-from keeper.policy import (
-    LastRebalance,
-    PolicyConfig,
-    PolicyDecision,
-    decide_targets,
-    evaluate_trade,
-    policy_triggers,
-)
+from keeper.policy_decision import LastRebalance, PolicyDecision
+from keeper.policy_config import PolicyConfig
+from keeper.policy import decide_targets, evaluate_trade, policy_triggers
 from keeper.risk_budgeting import solve_equal_risk_contribution
 from keeper.triggers import TriggerPolicy, TriggerSignals, weight_drift_bps
 from reference_estimators import ewma_covariance, inverse_volatility_weights

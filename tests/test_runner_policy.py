@@ -13,7 +13,7 @@ from keeper.chain import ANVIL_KEYS
 from keeper.costs import GasModel, gas_cost_base_units
 from keeper.errors import ConfigError
 from keeper.journal import Journal
-from keeper.policy import PolicyConfig
+from keeper.policy_config import PolicyConfig
 from keeper.runner import Keeper
 
 
