@@ -13,6 +13,7 @@ import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interf
 
 import {BlackScholes} from "./BlackScholes.sol";
 import {ChainlinkReader} from "./libraries/ChainlinkReader.sol";
+import {IOptionMarket} from "./interfaces/IOptionMarket.sol";
 
 /// @title OptionMarket
 /// @notice European, cash-settled calls and puts on whitelisted underlyings, settled in the base asset
@@ -62,117 +63,9 @@ import {ChainlinkReader} from "./libraries/ChainlinkReader.sol";
 ///
 /// Not supported on purpose: writing by third parties (the pool writes), early exercise, transferable
 /// positions (positions are a ledger per holder).
-contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
+contract OptionMarket is IOptionMarket, ERC4626, AccessControl, ReentrancyGuard {
     using SafeERC20 for IERC20;
     using Math for uint256;
-
-    /*//////////////////////////////////////////////////////////////
-                                 TYPES
-    //////////////////////////////////////////////////////////////*/
-
-    /// @notice Feeds of one whitelisted underlying.
-    /// @param priceFeed USD price of one whole underlying (the feed the vault uses).
-    /// @param volFeed Annualised implied volatility, scaled by its own decimals.
-    /// @param priceStepBps One price-feed update step (its deviation threshold), bps of spot.
-    /// @param volStep One vol-feed update step, 1e18 = 100 vol points.
-    /// @param minPriceAnswer Least price answer accepted live, in the feed's decimals (`setAnswerBounds`).
-    /// @param maxPriceAnswer Largest price answer accepted live (0: no upper bound).
-    /// @param minVolAnswer Least vol answer accepted, in the feed's decimals.
-    /// @param maxVolAnswer Largest vol answer accepted (0: no upper bound).
-    struct Underlying {
-        AggregatorV3Interface priceFeed;
-        AggregatorV3Interface volFeed;
-        uint32 priceHeartbeat;
-        uint32 volHeartbeat;
-        uint8 priceDecimals;
-        uint8 volDecimals;
-        bool listed;
-        uint16 priceStepBps;
-        uint64 volStep;
-        uint128 minPriceAnswer;
-        uint128 maxPriceAnswer;
-        uint128 minVolAnswer;
-        uint128 maxVolAnswer;
-    }
-
-    /// @notice State of one series.
-    /// @param openInterest Options outstanding, 1e18 = one whole underlying.
-    /// @param collateral Base units locked against the open interest (until settlement).
-    /// @param settlementPrice Underlying price at expiry, 1e18 USD (0 until settled).
-    /// @param payoffPerUnit Payout per whole underlying at settlement, 1e18 USD.
-    /// @param owed Base units still owed to holders after settlement.
-    struct Series {
-        address underlying;
-        uint64 expiry;
-        bool isCall;
-        bool settled;
-        uint256 strike;
-        uint256 openInterest;
-        uint256 collateral;
-        uint256 settlementPrice;
-        uint256 payoffPerUnit;
-        uint256 owed;
-    }
-
-    /*//////////////////////////////////////////////////////////////
-                                 ERRORS
-    //////////////////////////////////////////////////////////////*/
-
-    /// @notice The implied volatility (1e18) is outside the pricing library's domain.
-    error VolatilityOutOfRange(address feed, uint256 volatility, uint256 min, uint256 max);
-    /// @notice The underlying is not whitelisted.
-    error UnderlyingNotListed(address underlying);
-    /// @notice Time to expiry (seconds) outside the quoting window.
-    error ExpiryOutsideWindow(uint256 expiry, uint256 timeToExpiry, uint256 minTimeToExpiry, uint256 maxTimeToExpiry);
-    /// @notice The strike (1e18 USD) is outside the pricing library's domain.
-    error StrikeOutOfRange(uint256 strike);
-    /// @notice Zero amount.
-    error ZeroAmount();
-    /// @notice The premium asked is above the buyer's maximum.
-    error PremiumAboveMax(uint256 premium, uint256 maxPremium);
-    /// @notice The premium offered is below the seller's minimum.
-    error PremiumBelowMin(uint256 premium, uint256 minPremium);
-    /// @notice The pool's free liquidity cannot collateralise the trade.
-    error InsufficientLiquidity(uint256 collateral, uint256 freeLiquidity);
-    /// @notice The number of unsettled series reached `MAX_ACTIVE_SERIES`.
-    error TooManyActiveSeries(uint256 maxActiveSeries);
-    /// @notice The holder has fewer options of the series than asked.
-    error InsufficientPosition(bytes32 seriesId, uint256 position, uint256 amount);
-    /// @notice The series does not exist.
-    error UnknownSeries(bytes32 seriesId);
-    /// @notice The series has expired (no more trading) or has not yet (no settlement).
-    error ExpiryState(bytes32 seriesId, uint256 expiry, uint256 timestamp);
-    /// @notice The series is already settled, or not yet settled when exercising.
-    error SettlementState(bytes32 seriesId, bool settled);
-    /// @notice The named round is not the settlement round of the series (see the contract NatSpec).
-    error NotSettlementRound(bytes32 seriesId, uint80 roundId, uint80 settlementRoundId);
-    /// @notice The settlement round is not known yet: the round current at expiry is stale and no round has
-    /// landed within the heartbeat after expiry; known at the latest after `decidedAfter` (unix seconds).
-    error SettlementPending(bytes32 seriesId, uint256 expiry, uint256 decidedAfter);
-    /// @notice Only `SERIES_CREATOR_ROLE` opens a new series.
-    error SeriesCreationNotAllowed(address caller, bytes32 seriesId);
-    /// @notice A limit is outside its allowed range.
-    error LimitOutOfRange(uint256 value, uint256 maxValue);
-    /// @notice A feed was listed with a zero heartbeat.
-    error ZeroHeartbeat(address underlying);
-
-    /*//////////////////////////////////////////////////////////////
-                                 EVENTS
-    //////////////////////////////////////////////////////////////*/
-
-    event UnderlyingListed(
-        address indexed underlying, address priceFeed, address volFeed, uint32 priceHeartbeat, uint32 volHeartbeat, uint256 priceStepBps, uint256 volStep
-    );
-    event SeriesCreated(bytes32 indexed seriesId, address indexed underlying, uint256 strike, uint256 expiry, bool isCall);
-    /// @notice An option bought from the pool: `premium` and `collateral` in base units.
-    event Bought(bytes32 indexed seriesId, address indexed buyer, address indexed receiver, uint256 amount, uint256 premium, uint256 fairValue, uint256 collateral);
-    /// @notice An option sold back to the pool.
-    event Sold(bytes32 indexed seriesId, address indexed seller, address indexed receiver, uint256 amount, uint256 premium, uint256 fairValue);
-    event Settled(bytes32 indexed seriesId, uint80 roundId, uint256 settlementPrice, uint256 payoffPerUnit, uint256 owed);
-    event Exercised(bytes32 indexed seriesId, address indexed holder, uint256 amount, uint256 payout);
-    event ParamsSet(uint256 spreadBps, uint256 minTimeToExpiry, uint256 maxTimeToExpiry);
-    event AnswerBoundsSet(address indexed underlying, uint256 minPriceAnswer, uint256 maxPriceAnswer, uint256 minVolAnswer, uint256 maxVolAnswer);
-    event SequencerSet(address uptimeFeed, uint256 gracePeriod);
 
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
@@ -181,11 +74,12 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     uint256 internal constant BPS = 10_000;
     uint256 internal constant WAD = 1e18;
     uint8 internal constant DECIMALS_OFFSET = 6;
-    /// @notice Bound on unsettled series (each is marked in `totalAssets`).
+    /// @inheritdoc IOptionMarket
     uint256 public constant MAX_ACTIVE_SERIES = 64;
+    /// @inheritdoc IOptionMarket
     /// @dev 20% spread at most.
     uint256 public constant MAX_SPREAD_BPS = 2_000;
-    /// @notice May open new series (see the contract NatSpec).
+    /// @inheritdoc IOptionMarket
     bytes32 public constant SERIES_CREATOR_ROLE = keccak256("SERIES_CREATOR_ROLE");
     /// @dev Bounds of the quote steps (`listUnderlying`): a 20% price step, a 100-point vol step.
     uint256 internal constant MAX_PRICE_STEP_BPS = 2_000;
@@ -195,7 +89,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
                                IMMUTABLES
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice A call pays at most `strike × callCapBps / 10_000` per unit (its collateral).
+    /// @inheritdoc IOptionMarket
     uint256 public immutable callCapBps;
     /// @dev 10^(36 − baseDecimals): (1e18 value per unit) × (1e18 amount) / SCALE = base units.
     uint256 private immutable _valueScale;
@@ -204,20 +98,25 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
                                 STORAGE
     //////////////////////////////////////////////////////////////*/
 
+    /// @inheritdoc IOptionMarket
     mapping(address underlying => Underlying) public underlyingConfig;
     mapping(bytes32 seriesId => Series) private _series;
+    /// @inheritdoc IOptionMarket
     mapping(bytes32 seriesId => mapping(address holder => uint256)) public positionOf;
     bytes32[] private _activeSeries;
-    /// @notice Base units locked as collateral of unsettled series.
+    /// @inheritdoc IOptionMarket
     uint256 public lockedCollateral;
-    /// @notice Base units owed to holders of settled series, not yet exercised.
+    /// @inheritdoc IOptionMarket
     uint256 public owedPayouts;
+    /// @inheritdoc IOptionMarket
     uint256 public spreadBps;
+    /// @inheritdoc IOptionMarket
     uint256 public minTimeToExpiry;
+    /// @inheritdoc IOptionMarket
     uint256 public maxTimeToExpiry;
-    /// @notice Chainlink L2 sequencer uptime feed (zero: none, an L1 deployment) and the grace period
-    /// (seconds) after the sequencer comes back up during which live prices are refused.
+    /// @inheritdoc IOptionMarket
     AggregatorV3Interface public sequencerUptimeFeed;
+    /// @inheritdoc IOptionMarket
     uint32 public sequencerGracePeriod;
 
     /*//////////////////////////////////////////////////////////////
@@ -242,16 +141,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
                                 TRADERS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Buys `amount` options of a series from the pool, creating the series if needed.
-    /// @param underlying Whitelisted underlying token.
-    /// @param strike Strike, 1e18 USD per whole underlying.
-    /// @param expiry Unix time of expiry; time to expiry must lie in [minTimeToExpiry, maxTimeToExpiry].
-    /// @param isCall Call (capped, see the contract NatSpec) or put.
-    /// @param amount Options bought, 1e18 = one whole underlying.
-    /// @param maxPremium Most the buyer pays, base units.
-    /// @param receiver Credited with the options.
-    /// @return seriesId The series' id.
-    /// @return premium Base units paid: fair value × (1 + spread), rounded up.
+    /// @inheritdoc IOptionMarket
     function buy(
         address underlying,
         uint256 strike,
@@ -279,8 +169,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         emit Bought(seriesId, msg.sender, receiver, amount, premium, fair, collateral);
     }
 
-    /// @notice Sells `amount` options of the caller back to the pool before expiry.
-    /// @return premium Base units paid to `receiver`: fair value × (1 − spread), rounded down.
+    /// @inheritdoc IOptionMarket
     function sell(bytes32 seriesId, uint256 amount, uint256 minPremium, address receiver)
         external
         nonReentrant
@@ -304,9 +193,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         emit Sold(seriesId, msg.sender, receiver, amount, premium, fair);
     }
 
-    /// @notice Settles an expired series at the underlying's price in its settlement round (the rule in the
-    /// contract NatSpec; `findSettlementRound` returns it), which the caller names as `roundId`. Anyone may
-    /// call, strictly after expiry. Releases the collateral and books the holders' payouts.
+    /// @inheritdoc IOptionMarket
     function settle(bytes32 seriesId, uint80 roundId) external nonReentrant {
         Series storage s = _existing(seriesId);
         if (s.settled) revert SettlementState(seriesId, true);
@@ -326,8 +213,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         emit Settled(seriesId, roundId, price, payoff, owed);
     }
 
-    /// @notice Pays `holder` the payout of their options of a settled series. Anyone may call.
-    /// @return payout Base units paid (rounded down), zero when the holder holds none.
+    /// @inheritdoc IOptionMarket
     function exercise(bytes32 seriesId, address holder) external nonReentrant returns (uint256 payout) {
         Series storage s = _existing(seriesId);
         if (!s.settled) revert SettlementState(seriesId, false);
@@ -348,10 +234,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
                                GOVERNANCE
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Whitelists `underlying` (or updates its configuration) with its price and implied-volatility
-    /// feeds, their heartbeats (seconds) and one update step of each, which the quote's half-spread covers
-    /// (contract NatSpec): `priceStepBps` the price feed's deviation threshold (bps of spot, ≤ 2,000) and
-    /// `volStep` the vol feed's step (1e18 = 100 vol points, ≤ 1e18).
+    /// @inheritdoc IOptionMarket
     function listUnderlying(
         address underlying,
         AggregatorV3Interface priceFeed,
@@ -371,9 +254,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         emit UnderlyingListed(underlying, address(priceFeed), address(volFeed), priceHeartbeat, volHeartbeat, priceStepBps, volStep);
     }
 
-    /// @notice Sets the bounds of a listed underlying's live answers, in each feed's own decimals (a max of
-    /// 0: no upper bound). Quotes and marks before expiry refuse an answer outside them
-    /// (`AnswerOutOfBounds`); settlement does not (refusing the settlement round would lock the collateral).
+    /// @inheritdoc IOptionMarket
     function setAnswerBounds(address underlying, uint128 minPrice, uint128 maxPrice, uint128 minVol, uint128 maxVol)
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
@@ -385,14 +266,14 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         emit AnswerBoundsSet(underlying, minPrice, maxPrice, minVol, maxVol);
     }
 
-    /// @notice Sets the L2 sequencer uptime feed (zero address: none) and its grace period (≤ 1 day).
+    /// @inheritdoc IOptionMarket
     function setSequencer(AggregatorV3Interface uptimeFeed, uint32 gracePeriod) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (gracePeriod > 1 days) revert LimitOutOfRange(gracePeriod, 1 days);
         (sequencerUptimeFeed, sequencerGracePeriod) = (uptimeFeed, gracePeriod);
         emit SequencerSet(address(uptimeFeed), gracePeriod);
     }
 
-    /// @notice Sets the spread (bps of fair value) and the window of times to expiry (seconds) for buys.
+    /// @inheritdoc IOptionMarket
     function setParams(uint256 spreadBps_, uint256 minTimeToExpiry_, uint256 maxTimeToExpiry_)
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
@@ -404,33 +285,29 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
                                  VIEWS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Id of a series: keccak256 of its ABI-encoded terms.
+    /// @inheritdoc IOptionMarket
     function seriesId(address underlying, uint256 strike, uint256 expiry, bool isCall) public pure returns (bytes32) {
         return keccak256(abi.encode(underlying, strike, expiry, isCall));
     }
 
-    /// @notice Terms and state of a series.
+    /// @inheritdoc IOptionMarket
     function series(bytes32 id) external view returns (Series memory) {
         return _series[id];
     }
 
-    /// @notice Unsettled series, in creation order (modulo swaps on removal).
+    /// @inheritdoc IOptionMarket
     function activeSeries() external view returns (bytes32[] memory) {
         return _activeSeries;
     }
 
-    /// @notice Base units neither locked as collateral nor owed to holders.
+    /// @inheritdoc IOptionMarket
     function freeLiquidity() public view returns (uint256) {
         uint256 balance = IERC20(asset()).balanceOf(address(this));
         uint256 committed = lockedCollateral + owedPayouts;
         return balance > committed ? balance - committed : 0;
     }
 
-    /// @notice Premium of a trade with the pool and its fair value, both base units.
-    /// @dev Buy: (fair + half-spread) × amount, rounded up, and the time to expiry must be inside the
-    /// window. Sell: (fair − half-spread) × amount floored at zero, rounded down, before expiry. The
-    /// half-spread is in the contract NatSpec. Reverts on stale or invalid feeds.
-    /// @param isBuy True when the trader buys from the pool.
+    /// @inheritdoc IOptionMarket
     function quote(address underlying, uint256 strike, uint256 expiry, bool isCall, uint256 amount, bool isBuy)
         public
         view
@@ -445,15 +322,12 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         return _quoteSeries(underlying, strike, expiry, isCall, amount, isBuy);
     }
 
-    /// @notice Black-Scholes fair value of one option (1e18 = one whole underlying), 1e18 USD.
-    /// @dev A call is the capped call BS(K) − BS(K + cap). At or after expiry, the intrinsic value at
-    /// the latest price (an expired series is marked at its settlement price: `positionValue`). Reverts
-    /// on stale or invalid feeds.
+    /// @inheritdoc IOptionMarket
     function fairPrice(address underlying, uint256 strike, uint256 expiry, bool isCall) public view returns (uint256 fair) {
         (fair,) = _fairAndStep(underlying, strike, expiry, isCall);
     }
 
-    /// @notice Prices and Greeks of the plain call and put of a strike and expiry (scales in `BlackScholes`).
+    /// @inheritdoc IOptionMarket
     function greeks(address underlying, uint256 strike, uint256 expiry) external view returns (BlackScholes.Greeks memory) {
         Underlying storage u = _listed(underlying);
         uint256 tte = expiry > block.timestamp ? expiry - block.timestamp : 0;
@@ -462,16 +336,12 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         );
     }
 
-    /// @notice Value of `amount` options of a series in base units, rounded down: the payout once settled;
-    /// after expiry but before settlement, the payout settlement will pay (the settlement round's price,
-    /// contract NatSpec; reverts with `SettlementPending` while that round is not known); before expiry,
-    /// the Black-Scholes fair value. This is the mark a holder (e.g. a vault) books.
+    /// @inheritdoc IOptionMarket
     function positionValue(bytes32 id, uint256 amount) public view returns (uint256) {
         return _mark(id, amount, Math.Rounding.Floor);
     }
 
-    /// @notice The settlement round of an expired series, the one to name in `settle` (the rule in the
-    /// contract NatSpec). Reverts before expiry (`ExpiryState`) and while pending (`SettlementPending`).
+    /// @inheritdoc IOptionMarket
     function findSettlementRound(bytes32 id) external view returns (uint80 roundId) {
         (roundId,) = _settlementRound(id, _existing(id));
     }
@@ -685,7 +555,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
 
     /// @dev The settlement round of expired series `s` and its price (1e18 USD), by the rule in the
     /// contract NatSpec; reverts before or at expiry (`ExpiryState`), while pending (`SettlementPending`)
-    /// and on a non-positive answer (`InvalidAnswer`).
+    /// and on a non-positive answer (`InvalidPrice`).
     function _settlementRound(bytes32 id, Series storage s) internal view returns (uint80 roundId, uint256 price) {
         uint256 expiry = s.expiry;
         if (block.timestamp <= expiry) revert ExpiryState(id, expiry, block.timestamp);
@@ -703,7 +573,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         }
         // slither-disable-next-line unused-return (the round's time was already checked by roundsAround above; a missing round answers 0 and reverts below)
         (int256 answer,) = ChainlinkReader.roundAt(u.priceFeed, roundId);
-        if (answer <= 0) revert ChainlinkReader.InvalidAnswer(address(u.priceFeed), answer);
+        if (answer <= 0) revert ChainlinkReader.InvalidPrice(address(u.priceFeed), answer);
         price = uint256(answer) * WAD / 10 ** u.priceDecimals;
     }
 }

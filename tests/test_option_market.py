@@ -137,13 +137,13 @@ def test_quote_refuses_stale_inputs_bad_volatility_and_expiries_outside_the_wind
     config = mk.underlyingConfig(btc).call()
     m.warp(m.now() + config[2] + 1)  # past the price heartbeat
     err = m.error(mk.quote(btc, 40_000 * WAD, m.now() + 30 * DAY, False, WAD, True), m.alice)
-    assert err.name == "StaleFeed" and err.args[0].lower() == m.feeds[0].address.lower() and err.args[2] == config[2]
+    assert err.name == "StalePrice" and err.args[0].lower() == m.feeds[0].address.lower() and err.args[2] == config[2]
     m.push(0, price=40_000.0, vol=0.6)
     m.warp(m.now() + 60)
     assert mk.quote(btc, 40_000 * WAD, m.now() + 30 * DAY, False, WAD, True).call()[0] > 0
     m.push(0, vol=0.0)
     err = m.error(mk.quote(btc, 40_000 * WAD, m.now() + 30 * DAY, False, WAD, True), m.alice)
-    assert err.name == "InvalidAnswer" and err.args[0].lower() == m.vol_feeds[0].address.lower() and err.args[1] == 0
+    assert err.name == "InvalidPrice" and err.args[0].lower() == m.vol_feeds[0].address.lower() and err.args[1] == 0
 
 
 def wad(x: float) -> int:
@@ -328,11 +328,11 @@ def test_live_answers_outside_the_admin_bounds_are_refused(m: Market) -> None:
     assert mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True).call()[0] > 0
     m.push(0, price=25_000.0)  # below the least price answer: a feed pinned at its floor, say
     err = m.error(mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True), m.alice)
-    assert err.name == "AnswerOutOfBounds"
+    assert err.name == "PriceOutOfBounds"
     assert err.args[0].lower() == m.feeds[0].address.lower() and err.args[1:] == (25_000 * 10**8, 30_000 * 10**8, 60_000 * 10**8)
     m.push(0, price=41_000.0, vol=2.0)  # 200% vol: inside the library's domain, above the admin's 150%
     err = m.error(mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True), m.alice)
-    assert err.name == "AnswerOutOfBounds" and err.args[0].lower() == m.vol_feeds[0].address.lower()
+    assert err.name == "PriceOutOfBounds" and err.args[0].lower() == m.vol_feeds[0].address.lower()
     assert err.args[1:] == (2 * WAD, WAD // 10, 3 * WAD // 2)
     m.push(0, vol=0.7)
     assert mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True).call()[0] > 0
