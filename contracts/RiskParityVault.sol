@@ -184,7 +184,9 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         _grantRole(KEEPER_ROLE, keeper);
         _grantRole(GUARDIAN_ROLE, guardian);
         _setLimits(100, 10_000, 200);
-        _setOptionLimits(300, 200, 30 days, 8);
+        // Premium bound 2,000 bps: with the market's feed-step half-spread (50 bps price step, one vol point) the
+        // ask of a 20- to 25-delta put of 7 to 35 days at 60–100 % vol is 5–17 % over fair; a lower bound refuses it.
+        _setOptionLimits(2_000, 200, 30 days, 8);
         _setBudget(BUDGET_NAV_LOSS, 500, 1 days);
         _setBudget(BUDGET_TURNOVER, 50_000, 1 days);
         highWaterMark = 1e18 / 10 ** DECIMALS_OFFSET;
