@@ -1,18 +1,16 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
 import {ERC4626} from "@openzeppelin/contracts/token/ERC20/extensions/ERC4626.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
-import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interfaces/AggregatorV3Interface.sol";
 
-import {BlackScholes} from "./BlackScholes.sol";
-import {ChainlinkReader} from "./libraries/ChainlinkReader.sol";
+import {IOptionMarket} from "./interfaces/IOptionMarket.sol";
+import {OptionPricing} from "./options/OptionPricing.sol";
+import {OptionSeriesLedger} from "./options/OptionSeriesLedger.sol";
 
 /// @title OptionMarket
 /// @notice European, cash-settled calls and puts on whitelisted underlyings, settled in the base asset
@@ -23,202 +21,24 @@ import {ChainlinkReader} from "./libraries/ChainlinkReader.sol";
 /// option amounts are 1e18 fixed point in whole underlyings (1e18 = an option on one token); premiums,
 /// collateral and payouts are in base-asset units.
 ///
-/// Payoffs at the settlement price P (per unit of amount):
-///   put:  max(K − P, 0), fully collateralised by K;
-///   call: min(max(P − K, 0), cap) with cap = K · callCapBps / 10_000, fully collateralised by cap
-///   (a capped call is a call spread K / K + cap, valued as BS(K) − BS(K + cap)).
+/// Split by concern: `OptionPricing` (underlyings, feeds, quotes, payoffs), `OptionSeriesLedger` (series,
+/// positions, collateral and payouts owed, marks, the settlement rule) and this contract, the LP pool
+/// (ERC-4626) and the trades that move its money (`buy`, `sell`, `exercise`).
 /// Collateral is locked when an option is bought and released when it is sold back or settled;
 /// the unexercised part returns to the pool, i.e. to its LPs.
 ///
-/// Quotes: Black-Scholes fair value (`BlackScholes`, rate 0: the base asset earns no interest here)
-/// from the underlying's price feed and its implied-volatility feed, plus a half-spread when the market
-/// sells and minus it when it buys back. The half-spread per unit is
-///   fair · spreadBps  +  |Δ|·dS + ½·|Γ|·dS²  +  |vega| · volStep,   dS = spot · priceStepBps,
-/// where priceStepBps (the price feed's deviation threshold) and volStep (the vol feed's step) are set
-/// per underlying by the admin (`listUnderlying`): the quote moves by about one feed update at a time, and
-/// a half-spread covering one update step on each side makes buying before a known round and selling
-/// after it (or the reverse) a loss for the trader, not for the LPs. A quote refuses a feed answer older
-/// than its heartbeat or non-positive, a volatility outside the library's domain, and a buy whose time to
-/// expiry is outside [minTimeToExpiry, maxTimeToExpiry].
-///
-/// Series creation: a new series is opened (by `buy`) only by a holder of `SERIES_CREATOR_ROLE` (the
-/// vault, the admin); anyone trades series that exist. Every unsettled series costs a slot of
-/// `MAX_ACTIVE_SERIES` and is priced in every LP deposit and withdrawal (`totalAssets`), so opening one is
-/// a listing decision: outsiders can neither fill the slots the vault needs nor grow the LPs' gas.
-///
-/// Implied-volatility feed: Chainlink `AggregatorV3Interface`, answer = annualised volatility scaled by
-/// the feed's own decimals (18 in the local deployment: 0.8e18 = 80%).
-///
-/// Settlement price (the rule `settle`, `findSettlementRound` and the mark of an expired series share,
-/// so an expired series is always marked at exactly what settlement pays). With E the expiry and H the
-/// price heartbeat, the settlement round is, on phase-aware round ids (`ChainlinkReader`):
-///   1. the round current at E (the last updated at or before E) if it is at most H old at E;
-///   2. otherwise the first round updated after E, if it is at most H after E;
-///   3. otherwise, once the time is past E + H (no round can land in (E, E + H] any more), the round
-///      current at E however old it is (or, when the feed has none, the first round after E).
-/// Until one of these holds (a stale round at E and no round yet in (E, E + H]), settlement and the
-/// mark revert with `SettlementPending`. The choice never changes once made, so the payout is fixed.
-/// Settlement and the expired mark start strictly after E (a round stamped E may still land in block E).
-///
 /// Not supported on purpose: writing by third parties (the pool writes), early exercise, transferable
 /// positions (positions are a ledger per holder).
-contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
+contract OptionMarket is OptionSeriesLedger, ERC4626 {
     using SafeERC20 for IERC20;
     using Math for uint256;
-
-    /*//////////////////////////////////////////////////////////////
-                                 TYPES
-    //////////////////////////////////////////////////////////////*/
-
-    /// @notice Feeds of one whitelisted underlying.
-    /// @param priceFeed USD price of one whole underlying (the feed the vault uses).
-    /// @param volFeed Annualised implied volatility, scaled by its own decimals.
-    /// @param priceStepBps One price-feed update step (its deviation threshold), bps of spot.
-    /// @param volStep One vol-feed update step, 1e18 = 100 vol points.
-    /// @param minPriceAnswer Least price answer accepted live, in the feed's decimals (`setAnswerBounds`).
-    /// @param maxPriceAnswer Largest price answer accepted live (0: no upper bound).
-    /// @param minVolAnswer Least vol answer accepted, in the feed's decimals.
-    /// @param maxVolAnswer Largest vol answer accepted (0: no upper bound).
-    struct Underlying {
-        AggregatorV3Interface priceFeed;
-        AggregatorV3Interface volFeed;
-        uint32 priceHeartbeat;
-        uint32 volHeartbeat;
-        uint8 priceDecimals;
-        uint8 volDecimals;
-        bool listed;
-        uint16 priceStepBps;
-        uint64 volStep;
-        uint128 minPriceAnswer;
-        uint128 maxPriceAnswer;
-        uint128 minVolAnswer;
-        uint128 maxVolAnswer;
-    }
-
-    /// @notice State of one series.
-    /// @param openInterest Options outstanding, 1e18 = one whole underlying.
-    /// @param collateral Base units locked against the open interest (until settlement).
-    /// @param settlementPrice Underlying price at expiry, 1e18 USD (0 until settled).
-    /// @param payoffPerUnit Payout per whole underlying at settlement, 1e18 USD.
-    /// @param owed Base units still owed to holders after settlement.
-    struct Series {
-        address underlying;
-        uint64 expiry;
-        bool isCall;
-        bool settled;
-        uint256 strike;
-        uint256 openInterest;
-        uint256 collateral;
-        uint256 settlementPrice;
-        uint256 payoffPerUnit;
-        uint256 owed;
-    }
-
-    /*//////////////////////////////////////////////////////////////
-                                 ERRORS
-    //////////////////////////////////////////////////////////////*/
-
-    /// @notice The implied volatility (1e18) is outside the pricing library's domain.
-    error VolatilityOutOfRange(address feed, uint256 volatility, uint256 min, uint256 max);
-    /// @notice The underlying is not whitelisted.
-    error UnderlyingNotListed(address underlying);
-    /// @notice Time to expiry (seconds) outside the quoting window.
-    error ExpiryOutsideWindow(uint256 expiry, uint256 timeToExpiry, uint256 minTimeToExpiry, uint256 maxTimeToExpiry);
-    /// @notice The strike (1e18 USD) is outside the pricing library's domain.
-    error StrikeOutOfRange(uint256 strike);
-    /// @notice Zero amount.
-    error ZeroAmount();
-    /// @notice The premium asked is above the buyer's maximum.
-    error PremiumAboveMax(uint256 premium, uint256 maxPremium);
-    /// @notice The premium offered is below the seller's minimum.
-    error PremiumBelowMin(uint256 premium, uint256 minPremium);
-    /// @notice The pool's free liquidity cannot collateralise the trade.
-    error InsufficientLiquidity(uint256 collateral, uint256 freeLiquidity);
-    /// @notice The number of unsettled series reached `MAX_ACTIVE_SERIES`.
-    error TooManyActiveSeries(uint256 maxActiveSeries);
-    /// @notice The holder has fewer options of the series than asked.
-    error InsufficientPosition(bytes32 seriesId, uint256 position, uint256 amount);
-    /// @notice The series does not exist.
-    error UnknownSeries(bytes32 seriesId);
-    /// @notice The series has expired (no more trading) or has not yet (no settlement).
-    error ExpiryState(bytes32 seriesId, uint256 expiry, uint256 timestamp);
-    /// @notice The series is already settled, or not yet settled when exercising.
-    error SettlementState(bytes32 seriesId, bool settled);
-    /// @notice The named round is not the settlement round of the series (see the contract NatSpec).
-    error NotSettlementRound(bytes32 seriesId, uint80 roundId, uint80 settlementRoundId);
-    /// @notice The settlement round is not known yet: the round current at expiry is stale and no round has
-    /// landed within the heartbeat after expiry; known at the latest after `decidedAfter` (unix seconds).
-    error SettlementPending(bytes32 seriesId, uint256 expiry, uint256 decidedAfter);
-    /// @notice Only `SERIES_CREATOR_ROLE` opens a new series.
-    error SeriesCreationNotAllowed(address caller, bytes32 seriesId);
-    /// @notice A limit is outside its allowed range.
-    error LimitOutOfRange(uint256 value, uint256 maxValue);
-    /// @notice A feed was listed with a zero heartbeat.
-    error ZeroHeartbeat(address underlying);
-
-    /*//////////////////////////////////////////////////////////////
-                                 EVENTS
-    //////////////////////////////////////////////////////////////*/
-
-    event UnderlyingListed(
-        address indexed underlying, address priceFeed, address volFeed, uint32 priceHeartbeat, uint32 volHeartbeat, uint256 priceStepBps, uint256 volStep
-    );
-    event SeriesCreated(bytes32 indexed seriesId, address indexed underlying, uint256 strike, uint256 expiry, bool isCall);
-    /// @notice An option bought from the pool: `premium` and `collateral` in base units.
-    event Bought(bytes32 indexed seriesId, address indexed buyer, address indexed receiver, uint256 amount, uint256 premium, uint256 fairValue, uint256 collateral);
-    /// @notice An option sold back to the pool.
-    event Sold(bytes32 indexed seriesId, address indexed seller, address indexed receiver, uint256 amount, uint256 premium, uint256 fairValue);
-    event Settled(bytes32 indexed seriesId, uint80 roundId, uint256 settlementPrice, uint256 payoffPerUnit, uint256 owed);
-    event Exercised(bytes32 indexed seriesId, address indexed holder, uint256 amount, uint256 payout);
-    event ParamsSet(uint256 spreadBps, uint256 minTimeToExpiry, uint256 maxTimeToExpiry);
-    event AnswerBoundsSet(address indexed underlying, uint256 minPriceAnswer, uint256 maxPriceAnswer, uint256 minVolAnswer, uint256 maxVolAnswer);
-    event SequencerSet(address uptimeFeed, uint256 gracePeriod);
 
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
     //////////////////////////////////////////////////////////////*/
 
-    uint256 internal constant BPS = 10_000;
-    uint256 internal constant WAD = 1e18;
+    /// @dev LP shares have 6 more decimals than the base asset (virtual shares against the inflation attack).
     uint8 internal constant DECIMALS_OFFSET = 6;
-    /// @notice Bound on unsettled series (each is marked in `totalAssets`).
-    uint256 public constant MAX_ACTIVE_SERIES = 64;
-    /// @dev 20% spread at most.
-    uint256 public constant MAX_SPREAD_BPS = 2_000;
-    /// @notice May open new series (see the contract NatSpec).
-    bytes32 public constant SERIES_CREATOR_ROLE = keccak256("SERIES_CREATOR_ROLE");
-    /// @dev Bounds of the quote steps (`listUnderlying`): a 20% price step, a 100-point vol step.
-    uint256 internal constant MAX_PRICE_STEP_BPS = 2_000;
-    uint256 internal constant MAX_VOL_STEP = 1e18;
-
-    /*//////////////////////////////////////////////////////////////
-                               IMMUTABLES
-    //////////////////////////////////////////////////////////////*/
-
-    /// @notice A call pays at most `strike × callCapBps / 10_000` per unit (its collateral).
-    uint256 public immutable callCapBps;
-    /// @dev 10^(36 − baseDecimals): (1e18 value per unit) × (1e18 amount) / SCALE = base units.
-    uint256 private immutable _valueScale;
-
-    /*//////////////////////////////////////////////////////////////
-                                STORAGE
-    //////////////////////////////////////////////////////////////*/
-
-    mapping(address underlying => Underlying) public underlyingConfig;
-    mapping(bytes32 seriesId => Series) private _series;
-    mapping(bytes32 seriesId => mapping(address holder => uint256)) public positionOf;
-    bytes32[] private _activeSeries;
-    /// @notice Base units locked as collateral of unsettled series.
-    uint256 public lockedCollateral;
-    /// @notice Base units owed to holders of settled series, not yet exercised.
-    uint256 public owedPayouts;
-    uint256 public spreadBps;
-    uint256 public minTimeToExpiry;
-    uint256 public maxTimeToExpiry;
-    /// @notice Chainlink L2 sequencer uptime feed (zero: none, an L1 deployment) and the grace period
-    /// (seconds) after the sequencer comes back up during which live prices are refused.
-    AggregatorV3Interface public sequencerUptimeFeed;
-    uint32 public sequencerGracePeriod;
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
@@ -228,30 +48,16 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     /// @param admin Holder of `DEFAULT_ADMIN_ROLE`.
     /// @param callCapBps_ Cap of a call's payout, bps of its strike (1 … 100_000).
     constructor(IERC20Metadata baseAsset, string memory name_, string memory symbol_, address admin, uint256 callCapBps_)
+        OptionPricing(baseAsset.decimals(), admin, callCapBps_)
         ERC4626(baseAsset)
         ERC20(name_, symbol_)
-    {
-        if (callCapBps_ == 0 || callCapBps_ > 10 * BPS) revert LimitOutOfRange(callCapBps_, 10 * BPS);
-        callCapBps = callCapBps_;
-        _valueScale = 10 ** (36 - uint256(baseAsset.decimals()));
-        _grantRole(DEFAULT_ADMIN_ROLE, admin);
-        _setParams(100, 1 hours, 365 days);
-    }
+    {}
 
     /*//////////////////////////////////////////////////////////////
                                 TRADERS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Buys `amount` options of a series from the pool, creating the series if needed.
-    /// @param underlying Whitelisted underlying token.
-    /// @param strike Strike, 1e18 USD per whole underlying.
-    /// @param expiry Unix time of expiry; time to expiry must lie in [minTimeToExpiry, maxTimeToExpiry].
-    /// @param isCall Call (capped, see the contract NatSpec) or put.
-    /// @param amount Options bought, 1e18 = one whole underlying.
-    /// @param maxPremium Most the buyer pays, base units.
-    /// @param receiver Credited with the options.
-    /// @return seriesId The series' id.
-    /// @return premium Base units paid: fair value × (1 + spread), rounded up.
+    /// @inheritdoc IOptionMarket
     function buy(
         address underlying,
         uint256 strike,
@@ -279,8 +85,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         emit Bought(seriesId, msg.sender, receiver, amount, premium, fair, collateral);
     }
 
-    /// @notice Sells `amount` options of the caller back to the pool before expiry.
-    /// @return premium Base units paid to `receiver`: fair value × (1 − spread), rounded down.
+    /// @inheritdoc IOptionMarket
     function sell(bytes32 seriesId, uint256 amount, uint256 minPremium, address receiver)
         external
         nonReentrant
@@ -304,30 +109,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         emit Sold(seriesId, msg.sender, receiver, amount, premium, fair);
     }
 
-    /// @notice Settles an expired series at the underlying's price in its settlement round (the rule in the
-    /// contract NatSpec; `findSettlementRound` returns it), which the caller names as `roundId`. Anyone may
-    /// call, strictly after expiry. Releases the collateral and books the holders' payouts.
-    function settle(bytes32 seriesId, uint80 roundId) external nonReentrant {
-        Series storage s = _existing(seriesId);
-        if (s.settled) revert SettlementState(seriesId, true);
-        (uint80 settlementRound, uint256 price) = _settlementRound(seriesId, s);
-        if (roundId != settlementRound) revert NotSettlementRound(seriesId, roundId, settlementRound);
-        uint256 payoff = _payoff(s.strike, s.isCall, price);
-        uint256 owed = payoff.mulDiv(s.openInterest, _valueScale, Math.Rounding.Ceil);
-        // Collateral covers the largest payoff, so owed ≤ collateral.
-        lockedCollateral -= s.collateral;
-        owedPayouts += owed;
-        s.collateral = 0;
-        s.settled = true;
-        s.settlementPrice = price;
-        s.payoffPerUnit = payoff;
-        s.owed = owed;
-        _removeActive(seriesId);
-        emit Settled(seriesId, roundId, price, payoff, owed);
-    }
-
-    /// @notice Pays `holder` the payout of their options of a settled series. Anyone may call.
-    /// @return payout Base units paid (rounded down), zero when the holder holds none.
+    /// @inheritdoc IOptionMarket
     function exercise(bytes32 seriesId, address holder) external nonReentrant returns (uint256 payout) {
         Series storage s = _existing(seriesId);
         if (!s.settled) revert SettlementState(seriesId, false);
@@ -345,135 +127,14 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     }
 
     /*//////////////////////////////////////////////////////////////
-                               GOVERNANCE
+                             LIQUIDITY POOL
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Whitelists `underlying` (or updates its configuration) with its price and implied-volatility
-    /// feeds, their heartbeats (seconds) and one update step of each, which the quote's half-spread covers
-    /// (contract NatSpec): `priceStepBps` the price feed's deviation threshold (bps of spot, ≤ 2,000) and
-    /// `volStep` the vol feed's step (1e18 = 100 vol points, ≤ 1e18).
-    function listUnderlying(
-        address underlying,
-        AggregatorV3Interface priceFeed,
-        uint32 priceHeartbeat,
-        AggregatorV3Interface volFeed,
-        uint32 volHeartbeat,
-        uint16 priceStepBps,
-        uint64 volStep
-    ) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        if (priceHeartbeat == 0 || volHeartbeat == 0) revert ZeroHeartbeat(underlying);
-        if (priceStepBps > MAX_PRICE_STEP_BPS) revert LimitOutOfRange(priceStepBps, MAX_PRICE_STEP_BPS);
-        if (volStep > MAX_VOL_STEP) revert LimitOutOfRange(volStep, MAX_VOL_STEP);
-        Underlying storage u = underlyingConfig[underlying];
-        (u.priceFeed, u.volFeed, u.priceHeartbeat, u.volHeartbeat) = (priceFeed, volFeed, priceHeartbeat, volHeartbeat);
-        (u.priceDecimals, u.volDecimals, u.listed) = (priceFeed.decimals(), volFeed.decimals(), true);
-        (u.priceStepBps, u.volStep) = (priceStepBps, volStep);
-        emit UnderlyingListed(underlying, address(priceFeed), address(volFeed), priceHeartbeat, volHeartbeat, priceStepBps, volStep);
-    }
-
-    /// @notice Sets the bounds of a listed underlying's live answers, in each feed's own decimals (a max of
-    /// 0: no upper bound). Quotes and marks before expiry refuse an answer outside them
-    /// (`AnswerOutOfBounds`); settlement does not (refusing the settlement round would lock the collateral).
-    function setAnswerBounds(address underlying, uint128 minPrice, uint128 maxPrice, uint128 minVol, uint128 maxVol)
-        external
-        onlyRole(DEFAULT_ADMIN_ROLE)
-    {
-        Underlying storage u = _listed(underlying);
-        if (maxPrice != 0 && minPrice > maxPrice) revert LimitOutOfRange(minPrice, maxPrice);
-        if (maxVol != 0 && minVol > maxVol) revert LimitOutOfRange(minVol, maxVol);
-        (u.minPriceAnswer, u.maxPriceAnswer, u.minVolAnswer, u.maxVolAnswer) = (minPrice, maxPrice, minVol, maxVol);
-        emit AnswerBoundsSet(underlying, minPrice, maxPrice, minVol, maxVol);
-    }
-
-    /// @notice Sets the L2 sequencer uptime feed (zero address: none) and its grace period (≤ 1 day).
-    function setSequencer(AggregatorV3Interface uptimeFeed, uint32 gracePeriod) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        if (gracePeriod > 1 days) revert LimitOutOfRange(gracePeriod, 1 days);
-        (sequencerUptimeFeed, sequencerGracePeriod) = (uptimeFeed, gracePeriod);
-        emit SequencerSet(address(uptimeFeed), gracePeriod);
-    }
-
-    /// @notice Sets the spread (bps of fair value) and the window of times to expiry (seconds) for buys.
-    function setParams(uint256 spreadBps_, uint256 minTimeToExpiry_, uint256 maxTimeToExpiry_)
-        external
-        onlyRole(DEFAULT_ADMIN_ROLE)
-    {
-        _setParams(spreadBps_, minTimeToExpiry_, maxTimeToExpiry_);
-    }
-
-    /*//////////////////////////////////////////////////////////////
-                                 VIEWS
-    //////////////////////////////////////////////////////////////*/
-
-    /// @notice Id of a series: keccak256 of its ABI-encoded terms.
-    function seriesId(address underlying, uint256 strike, uint256 expiry, bool isCall) public pure returns (bytes32) {
-        return keccak256(abi.encode(underlying, strike, expiry, isCall));
-    }
-
-    /// @notice Terms and state of a series.
-    function series(bytes32 id) external view returns (Series memory) {
-        return _series[id];
-    }
-
-    /// @notice Unsettled series, in creation order (modulo swaps on removal).
-    function activeSeries() external view returns (bytes32[] memory) {
-        return _activeSeries;
-    }
-
-    /// @notice Base units neither locked as collateral nor owed to holders.
+    /// @inheritdoc IOptionMarket
     function freeLiquidity() public view returns (uint256) {
         uint256 balance = IERC20(asset()).balanceOf(address(this));
         uint256 committed = lockedCollateral + owedPayouts;
         return balance > committed ? balance - committed : 0;
-    }
-
-    /// @notice Premium of a trade with the pool and its fair value, both base units.
-    /// @dev Buy: (fair + half-spread) × amount, rounded up, and the time to expiry must be inside the
-    /// window. Sell: (fair − half-spread) × amount floored at zero, rounded down, before expiry. The
-    /// half-spread is in the contract NatSpec. Reverts on stale or invalid feeds.
-    /// @param isBuy True when the trader buys from the pool.
-    function quote(address underlying, uint256 strike, uint256 expiry, bool isCall, uint256 amount, bool isBuy)
-        public
-        view
-        returns (uint256 premium, uint256 fairValue)
-    {
-        if (isBuy) {
-            uint256 tte = expiry > block.timestamp ? expiry - block.timestamp : 0;
-            if (tte < minTimeToExpiry || tte > maxTimeToExpiry) {
-                revert ExpiryOutsideWindow(expiry, tte, minTimeToExpiry, maxTimeToExpiry);
-            }
-        }
-        return _quoteSeries(underlying, strike, expiry, isCall, amount, isBuy);
-    }
-
-    /// @notice Black-Scholes fair value of one option (1e18 = one whole underlying), 1e18 USD.
-    /// @dev A call is the capped call BS(K) − BS(K + cap). At or after expiry, the intrinsic value at
-    /// the latest price (an expired series is marked at its settlement price: `positionValue`). Reverts
-    /// on stale or invalid feeds.
-    function fairPrice(address underlying, uint256 strike, uint256 expiry, bool isCall) public view returns (uint256 fair) {
-        (fair,) = _fairAndStep(underlying, strike, expiry, isCall);
-    }
-
-    /// @notice Prices and Greeks of the plain call and put of a strike and expiry (scales in `BlackScholes`).
-    function greeks(address underlying, uint256 strike, uint256 expiry) external view returns (BlackScholes.Greeks memory) {
-        Underlying storage u = _listed(underlying);
-        uint256 tte = expiry > block.timestamp ? expiry - block.timestamp : 0;
-        return BlackScholes.greeks(
-            BlackScholes.Inputs({spot: _spot(u), strike: strike, timeToExpiry: tte, volatility: _volatility(u), rate: 0})
-        );
-    }
-
-    /// @notice Value of `amount` options of a series in base units, rounded down: the payout once settled;
-    /// after expiry but before settlement, the payout settlement will pay (the settlement round's price,
-    /// contract NatSpec; reverts with `SettlementPending` while that round is not known); before expiry,
-    /// the Black-Scholes fair value. This is the mark a holder (e.g. a vault) books.
-    function positionValue(bytes32 id, uint256 amount) public view returns (uint256) {
-        return _mark(id, amount, Math.Rounding.Floor);
-    }
-
-    /// @notice The settlement round of an expired series, the one to name in `settle` (the rule in the
-    /// contract NatSpec). Reverts before expiry (`ExpiryState`) and while pending (`SettlementPending`).
-    function findSettlementRound(bytes32 id) external view returns (uint80 roundId) {
-        (roundId,) = _settlementRound(id, _existing(id));
     }
 
     /// @notice LP NAV: base balance less the payouts owed and less the open options at their mark
@@ -482,12 +143,7 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
     /// pending (at most a heartbeat after expiry, only when the round current at expiry was stale) this
     /// reverts with `SettlementPending`, and LP deposits and withdrawals wait.
     function totalAssets() public view override returns (uint256) {
-        uint256 liability = owedPayouts;
-        uint256 n = _activeSeries.length;
-        for (uint256 i; i < n; ++i) {
-            bytes32 id = _activeSeries[i];
-            liability += _mark(id, _series[id].openInterest, Math.Rounding.Ceil);
-        }
+        uint256 liability = _liability();
         uint256 balance = IERC20(asset()).balanceOf(address(this));
         return balance > liability ? balance - liability : 0;
     }
@@ -523,187 +179,5 @@ contract OptionMarket is ERC4626, AccessControl, ReentrancyGuard {
         nonReentrant
     {
         super._withdraw(caller, receiver, owner, assets, shares);
-    }
-
-    function _setParams(uint256 spread, uint256 minTte, uint256 maxTte) internal {
-        if (spread > MAX_SPREAD_BPS) revert LimitOutOfRange(spread, MAX_SPREAD_BPS);
-        if (maxTte > BlackScholes.MAX_TIME_TO_EXPIRY) revert LimitOutOfRange(maxTte, BlackScholes.MAX_TIME_TO_EXPIRY);
-        if (minTte > maxTte) revert LimitOutOfRange(minTte, maxTte);
-        spreadBps = spread;
-        minTimeToExpiry = minTte;
-        maxTimeToExpiry = maxTte;
-        emit ParamsSet(spread, minTte, maxTte);
-    }
-
-    function _quoteSeries(address underlying, uint256 strike, uint256 expiry, bool isCall, uint256 amount, bool isBuy)
-        internal
-        view
-        returns (uint256 premium, uint256 fairValue)
-    {
-        (uint256 perUnit, uint256 step) = _fairAndStep(underlying, strike, expiry, isCall);
-        fairValue = perUnit.mulDiv(amount, _valueScale, Math.Rounding.Floor);
-        // Per unit, scaled by BPS: fair · (1 ± spread) ± step (the step rounded up in _fairAndStep).
-        uint256 stepScaled = step * BPS;
-        if (isBuy) {
-            premium = (perUnit * (BPS + spreadBps) + stepScaled).mulDiv(amount, _valueScale * BPS, Math.Rounding.Ceil);
-        } else {
-            uint256 bid = perUnit * (BPS - spreadBps);
-            premium = bid > stepScaled ? (bid - stepScaled).mulDiv(amount, _valueScale * BPS, Math.Rounding.Floor) : 0;
-        }
-    }
-
-    /// @dev Fair value per unit (1e18 USD) and the feed-step part of the half-spread per unit (1e18 USD,
-    /// rounded up): |Δ|·dS + ½·|Γ|·dS² + |vega|·volStep with dS = spot · priceStepBps (contract NatSpec).
-    /// At or after expiry: the intrinsic value at the latest price and no step.
-    function _fairAndStep(address underlying, uint256 strike, uint256 expiry, bool isCall)
-        internal
-        view
-        returns (uint256 fair, uint256 step)
-    {
-        Underlying storage u = _listed(underlying);
-        if (strike < BlackScholes.MIN_PRICE || strike > BlackScholes.MAX_PRICE / 20) revert StrikeOutOfRange(strike);
-        uint256 spot = _spot(u);
-        if (block.timestamp >= expiry) return (_payoff(strike, isCall, spot), 0);
-        BlackScholes.Inputs memory p = BlackScholes.Inputs({
-            spot: spot,
-            strike: strike,
-            timeToExpiry: expiry - block.timestamp,
-            volatility: _volatility(u),
-            rate: 0
-        });
-        BlackScholes.Greeks memory g = BlackScholes.greeks(p);
-        uint256 delta;
-        uint256 gamma = g.gamma;
-        uint256 vega = g.vega;
-        if (!isCall) {
-            fair = g.putPrice;
-            delta = uint256(-g.putDelta);
-        } else {
-            // Capped call = call(K) − call(K + cap): its Greeks are the differences.
-            p.strike = strike + strike * callCapBps / BPS;
-            BlackScholes.Greeks memory h = BlackScholes.greeks(p);
-            // Call deltas lie in [0, 1e18] and fall with the strike, so the capped call's price and delta are ≥ 0.
-            fair = g.callPrice > h.callPrice ? g.callPrice - h.callPrice : 0;
-            delta = _absDiff(uint256(g.callDelta), uint256(h.callDelta));
-            gamma = _absDiff(gamma, h.gamma);
-            vega = _absDiff(vega, h.vega);
-        }
-        uint256 ds = spot.mulDiv(u.priceStepBps, BPS, Math.Rounding.Ceil);
-        step = delta.mulDiv(ds, WAD, Math.Rounding.Ceil) + gamma.mulDiv(ds * ds, 2 * WAD * WAD, Math.Rounding.Ceil)
-            + vega.mulDiv(u.volStep, WAD, Math.Rounding.Ceil);
-    }
-
-    function _mark(bytes32 id, uint256 amount, Math.Rounding rounding) internal view returns (uint256) {
-        if (amount == 0) return 0;
-        Series storage s = _existing(id);
-        uint256 perUnit;
-        if (s.settled) {
-            perUnit = s.payoffPerUnit;
-        } else if (block.timestamp > s.expiry) {
-            // Expired: exactly what settlement will pay (the settlement round's price), never the latest.
-            (, uint256 price) = _settlementRound(id, s);
-            perUnit = _payoff(s.strike, s.isCall, price);
-        } else {
-            (perUnit,) = _fairAndStep(s.underlying, s.strike, s.expiry, s.isCall);
-        }
-        return perUnit.mulDiv(amount, _valueScale, rounding);
-    }
-
-    function _absDiff(uint256 a, uint256 b) internal pure returns (uint256) {
-        return a > b ? a - b : b - a;
-    }
-
-    /// @dev Collateral (base units, rounded up) for `interest` options of `s`: the largest payoff.
-    function _collateralFor(Series storage s, uint256 interest) internal view returns (uint256) {
-        uint256 perUnit = s.isCall ? s.strike * callCapBps / BPS : s.strike;
-        return perUnit.mulDiv(interest, _valueScale, Math.Rounding.Ceil);
-    }
-
-    /// @dev Payoff per unit (1e18 USD) at `price`; a call's is capped at strike × callCapBps.
-    function _payoff(uint256 strike, bool isCall, uint256 price) internal view returns (uint256) {
-        if (!isCall) return strike > price ? strike - price : 0;
-        if (price <= strike) return 0;
-        return Math.min(price - strike, strike * callCapBps / BPS);
-    }
-
-    function _seriesOrCreate(address underlying, uint256 strike, uint256 expiry, bool isCall)
-        internal
-        returns (bytes32 id)
-    {
-        id = seriesId(underlying, strike, expiry, isCall);
-        Series storage s = _series[id];
-        if (s.underlying != address(0)) {
-            if (s.settled) revert SettlementState(id, true);
-            return id;
-        }
-        if (!hasRole(SERIES_CREATOR_ROLE, msg.sender)) revert SeriesCreationNotAllowed(msg.sender, id);
-        if (_activeSeries.length >= MAX_ACTIVE_SERIES) revert TooManyActiveSeries(MAX_ACTIVE_SERIES);
-        s.underlying = underlying;
-        s.expiry = uint64(expiry);
-        s.isCall = isCall;
-        s.strike = strike;
-        _activeSeries.push(id);
-        emit SeriesCreated(id, underlying, strike, expiry, isCall);
-    }
-
-    function _removeActive(bytes32 id) internal {
-        uint256 n = _activeSeries.length;
-        for (uint256 i; i < n; ++i) {
-            if (_activeSeries[i] == id) {
-                _activeSeries[i] = _activeSeries[n - 1];
-                _activeSeries.pop();
-                return;
-            }
-        }
-    }
-
-    function _existing(bytes32 id) internal view returns (Series storage s) {
-        s = _series[id];
-        if (s.underlying == address(0)) revert UnknownSeries(id);
-    }
-
-    function _listed(address underlying) internal view returns (Underlying storage u) {
-        u = underlyingConfig[underlying];
-        if (!u.listed) revert UnderlyingNotListed(underlying);
-    }
-
-    /// @dev The underlying's price in 1e18 USD from its feed, after the sequencer, sign, bound and staleness checks.
-    function _spot(Underlying storage u) internal view returns (uint256) {
-        ChainlinkReader.checkSequencer(sequencerUptimeFeed, sequencerGracePeriod);
-        uint256 answer = ChainlinkReader.latestChecked(u.priceFeed, u.priceHeartbeat, u.minPriceAnswer, u.maxPriceAnswer);
-        return answer * WAD / 10 ** u.priceDecimals;
-    }
-
-    /// @dev The implied volatility in 1e18 (annualised) from its feed, checked against the library's domain.
-    function _volatility(Underlying storage u) internal view returns (uint256 vol) {
-        vol = ChainlinkReader.latestChecked(u.volFeed, u.volHeartbeat, u.minVolAnswer, u.maxVolAnswer) * WAD / 10 ** u.volDecimals;
-        if (vol < BlackScholes.MIN_VOLATILITY || vol > BlackScholes.MAX_VOLATILITY) {
-            revert VolatilityOutOfRange(address(u.volFeed), vol, BlackScholes.MIN_VOLATILITY, BlackScholes.MAX_VOLATILITY);
-        }
-    }
-
-
-    /// @dev The settlement round of expired series `s` and its price (1e18 USD), by the rule in the
-    /// contract NatSpec; reverts before or at expiry (`ExpiryState`), while pending (`SettlementPending`)
-    /// and on a non-positive answer (`InvalidAnswer`).
-    function _settlementRound(bytes32 id, Series storage s) internal view returns (uint80 roundId, uint256 price) {
-        uint256 expiry = s.expiry;
-        if (block.timestamp <= expiry) revert ExpiryState(id, expiry, block.timestamp);
-        Underlying storage u = underlyingConfig[s.underlying];
-        uint256 heartbeat = u.priceHeartbeat;
-        (uint80 before, uint256 beforeAt, uint80 next, uint256 nextAt) = ChainlinkReader.roundsAround(u.priceFeed, expiry);
-        if (before != 0 && expiry - beforeAt <= heartbeat) {
-            roundId = before; // 1. the round current at expiry, fresh
-        } else if (next != 0 && nextAt - expiry <= heartbeat) {
-            roundId = next; // 2. the first round after expiry, within a heartbeat
-        } else if (block.timestamp > expiry + heartbeat && (before != 0 || next != 0)) {
-            roundId = before != 0 ? before : next; // 3. nothing within a heartbeat after expiry: final
-        } else {
-            revert SettlementPending(id, expiry, expiry + heartbeat);
-        }
-        // slither-disable-next-line unused-return (the round's time was already checked by roundsAround above; a missing round answers 0 and reverts below)
-        (int256 answer,) = ChainlinkReader.roundAt(u.priceFeed, roundId);
-        if (answer <= 0) revert ChainlinkReader.InvalidAnswer(address(u.priceFeed), answer);
-        price = uint256(answer) * WAD / 10 ** u.priceDecimals;
     }
 }

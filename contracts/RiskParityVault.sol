@@ -13,17 +13,19 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interfaces/AggregatorV3Interface.sol";
 import {ISwapRouter} from "@uniswap/v3-periphery/contracts/interfaces/ISwapRouter.sol";
 
-import {OptionMarket} from "./OptionMarket.sol";
+import {IOptionMarket} from "./interfaces/IOptionMarket.sol";
+import {IRiskParityVault} from "./interfaces/IRiskParityVault.sol";
+import {ChainlinkReader} from "./libraries/ChainlinkReader.sol";
 
 /// @title RiskParityVault
 /// @notice ERC-4626 vault over a USD stablecoin (the base asset) that holds a whitelist of risk assets,
 /// each priced by a Chainlink `AggregatorV3Interface` feed. An off-chain keeper keeps the holdings at
 /// equal risk contribution by calling `rebalance` with a list of Uniswap V3 swap legs; the vault itself
 /// checks every leg against its own oracle prices and refuses trades that breach its bounds.
-/// Through `rebalanceWithOptions` the keeper may also buy European options from an `OptionMarket` (and
+/// Through `rebalanceWithOptions` the keeper may also buy European options from an `IOptionMarket` (and
 /// sell held ones back), each leg bounded against the market's on-chain Black-Scholes fair value.
 /// @dev Valuation: `totalAssets()` = base balance + Σ balanceᵢ × priceᵢ + Σ option positions at their
-/// `OptionMarket.positionValue` mark (Black-Scholes before expiry, the payout once settled), in
+/// `IOptionMarket.positionValue` mark (Black-Scholes before expiry, the payout once settled), in
 /// base-asset units (floor).
 /// A risk asset is valued as `balance × answer × 10^baseDecimals / 10^(tokenDecimals + feedDecimals)`.
 /// Shares carry `DECIMALS_OFFSET` extra decimals (virtual shares, EIP-4626 inflation-attack defence).
@@ -35,63 +37,13 @@ import {OptionMarket} from "./OptionMarket.sol";
 /// fees minted as shares to `feeRecipient`, accrued before every share mint or burn and every rebalance.
 /// Keeper bounds: per call (slippage vs oracle, turnover, NAV loss) and per rolling window (NAV loss,
 /// turnover, option premium; see `budgetSpent` for the exact bound over any window).
-contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
+contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, ReentrancyGuard {
     using SafeERC20 for IERC20;
     using Math for uint256;
 
     /*//////////////////////////////////////////////////////////////
                                  TYPES
     //////////////////////////////////////////////////////////////*/
-
-    /// @notice Configuration of one whitelisted risk asset.
-    /// @param feed Chainlink-compatible price feed quoting the asset in USD (= base-asset units).
-    /// @param heartbeat Maximum age of the feed's answer, in seconds.
-    /// @param poolFee Fee tier (hundredths of a bip) of the Uniswap V3 pool against the base asset.
-    /// @param tokenDecimals The asset's ERC-20 decimals.
-    /// @param feedDecimals The feed's decimals.
-    /// @param listed True while the asset is whitelisted.
-    /// @param deviationBps The feed's deviation threshold, bps: how far the market may move before the
-    /// feed publishes a new answer (the largest oracle lag `entryExitFeeBps` must cover).
-    struct RiskAsset {
-        AggregatorV3Interface feed;
-        uint32 heartbeat;
-        uint24 poolFee;
-        uint8 tokenDecimals;
-        uint8 feedDecimals;
-        bool listed;
-        uint16 deviationBps;
-    }
-
-    /// @notice One swap of a rebalance: exactly one side is the base asset.
-    /// @param tokenIn Token sold by the vault.
-    /// @param tokenOut Token bought by the vault.
-    /// @param amountIn Amount of `tokenIn` sold, in its smallest unit.
-    /// @param minAmountOut Least acceptable amount of `tokenOut`, in its smallest unit.
-    struct SwapLeg {
-        address tokenIn;
-        address tokenOut;
-        uint256 amountIn;
-        uint256 minAmountOut;
-    }
-
-    /// @notice One option trade of a rebalance with the `OptionMarket`'s pool. The vault holds long
-    /// options only: a buy opens or adds to a position, a sell closes (part of) a held one.
-    /// @param underlying Whitelisted risk asset the option is written on.
-    /// @param strike Strike, 1e18 fixed point in USD per whole underlying.
-    /// @param expiry Unix time of expiry, seconds.
-    /// @param isCall Call (capped, see `OptionMarket`) or put.
-    /// @param isBuy True to buy from the market, false to sell a held position back.
-    /// @param amount Options traded, 1e18 = one whole underlying.
-    /// @param premiumLimit Base units: the most paid (buy) or the least received (sell).
-    struct OptionLeg {
-        address underlying;
-        uint256 strike;
-        uint256 expiry;
-        bool isCall;
-        bool isBuy;
-        uint256 amount;
-        uint256 premiumLimit;
-    }
 
     /// @dev The scalar arguments of a rebalance (see `rebalanceWithOptions`).
     struct RebalanceBounds {
@@ -101,163 +53,63 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     }
 
     /*//////////////////////////////////////////////////////////////
-                                 ERRORS
-    //////////////////////////////////////////////////////////////*/
-
-    /// @notice A feed's answer is older than the asset's heartbeat allows.
-    error StalePrice(address feed, uint256 updatedAt, uint256 heartbeat);
-    /// @notice A feed answered zero or a negative price.
-    error InvalidPrice(address feed, int256 answer);
-    /// @notice The token is neither the base asset nor a whitelisted risk asset.
-    error AssetNotListed(address token);
-    /// @notice A leg does not trade a risk asset against the base asset.
-    error InvalidLeg(uint256 legIndex, address tokenIn, address tokenOut);
-    /// @notice A rebalance was called with no legs or more than `MAX_LEGS`.
-    error InvalidLegCount(uint256 legCount, uint256 maxLegs);
-    /// @notice A leg's `minAmountOut` is below the oracle-fair output less `maxSlippageBps`.
-    error MinAmountOutBelowOracleBound(uint256 legIndex, address tokenOut, uint256 minAmountOut, uint256 oracleBound);
-    /// @notice The swap of a leg reverted in the router (for instance its `amountOutMinimum` was not met).
-    error LegSwapFailed(uint256 legIndex, bytes reason);
-    /// @notice A leg returned less than its `minAmountOut`.
-    error SlippageExceeded(uint256 legIndex, address tokenOut, uint256 minAmountOut, uint256 amountOut);
-    /// @notice The rebalance trades more than `maxTurnoverBps` of NAV.
-    error TurnoverCapExceeded(uint256 turnoverBps, uint256 maxTurnoverBps);
-    /// @notice NAV after the trades is below the keeper's floor.
-    error NavBelowFloor(uint256 navAfter, uint256 minNavAfter);
-    /// @notice NAV after the trades fell more than `maxNavLossBps` below NAV before.
-    error NavLossExceeded(uint256 navBefore, uint256 navAfter, uint256 maxNavLossBps);
-    /// @notice The rebalance targets another epoch (a replay, or a race lost to another keeper).
-    error EpochMismatch(uint256 expectedEpoch, uint256 currentEpoch);
-    /// @notice The rebalance's deadline has passed.
-    error DeadlinePassed(uint256 deadline, uint256 timestamp);
-    /// @notice A limit is outside its allowed range.
-    error LimitOutOfRange(uint256 value, uint256 maxValue);
-    /// @notice The asset is already listed, or still held when delisting.
-    error AssetConfigInvalid(address token);
-    /// @notice The whitelist is full.
-    error TooManyAssets(uint256 maxAssets);
-    /// @notice `rebalanceWithOptions` got more than `MAX_OPTION_LEGS` option legs, or no leg at all.
-    error InvalidOptionLegCount(uint256 optionLegCount, uint256 maxOptionLegs);
-    /// @notice An option leg trades a zero amount.
-    error InvalidOptionLeg(uint256 legIndex);
-    /// @notice No option market is set.
-    error OptionMarketNotSet();
-    /// @notice A buy leg's `premiumLimit` is above the fair value plus `maxPremiumBps` (base units).
-    error PremiumAboveFairBound(uint256 legIndex, uint256 premiumLimit, uint256 bound);
-    /// @notice A sell leg's `premiumLimit` is below the fair value less `maxPremiumBps` (base units).
-    error PremiumBelowFairBound(uint256 legIndex, uint256 premiumLimit, uint256 bound);
-    /// @notice The option trade of a leg reverted in the market.
-    error OptionLegFailed(uint256 legIndex, bytes reason);
-    /// @notice A leg's premium breached its `premiumLimit` (base units).
-    error OptionPremiumExceeded(uint256 legIndex, uint256 premiumLimit, uint256 premium);
-    /// @notice Premiums paid in the rolling window exceed `premiumBudgetBps` of NAV (base units; see
-    /// `budgetSpent`).
-    error PremiumBudgetExceeded(uint256 spentInWindow, uint256 budget);
-    /// @notice NAV lost to rebalances in the rolling window exceeds its budget (base units; see `budgetSpent`).
-    error NavLossBudgetExceeded(uint256 spentInWindow, uint256 budget);
-    /// @notice Value traded by rebalances in the rolling window exceeds its budget (base units; see
-    /// `budgetSpent`).
-    error TurnoverBudgetExceeded(uint256 spentInWindow, uint256 budget);
-    /// @notice The entry/exit fee would be below the largest deviation threshold of a listed feed, bps.
-    error FeeBelowDeviation(uint256 feeBps, uint256 maxDeviationBps);
-    /// @notice A management or performance fee needs a non-zero fee recipient.
-    error InvalidFeeRecipient(address recipient);
-    /// @notice More open option series than `maxOpenSeries` after the rebalance.
-    error TooManyOpenSeries(uint256 openSeries, uint256 maxOpenSeries);
-    /// @notice The vault holds no position in the series.
-    error NotOpenSeries(bytes32 seriesId);
-    /// @notice The option market cannot change while positions are open.
-    error OptionPositionsOpen(uint256 openSeries);
-
-    /*//////////////////////////////////////////////////////////////
-                                 EVENTS
-    //////////////////////////////////////////////////////////////*/
-
-    /// @notice One executed leg. `oracleAmountOut` is the output the oracle prices imply.
-    event LegExecuted(
-        uint256 indexed epoch,
-        uint256 legIndex,
-        address indexed tokenIn,
-        address indexed tokenOut,
-        uint256 amountIn,
-        uint256 amountOut,
-        uint256 oracleAmountOut
-    );
-    /// @notice A completed rebalance. NAVs in base-asset units, turnover in bps of `navBefore`.
-    event Rebalanced(uint256 indexed epoch, uint256 navBefore, uint256 navAfter, uint256 turnoverBps, uint256 legCount);
-    event RiskAssetListed(address indexed token, address feed, uint32 heartbeat, uint24 poolFee);
-    event RiskAssetDelisted(address indexed token);
-    event LimitsSet(uint256 maxSlippageBps, uint256 maxTurnoverBps, uint256 maxNavLossBps);
-    event RedeemedInKind(address indexed owner, address indexed receiver, uint256 shares);
-    /// @notice One executed option leg: premium paid (buy) or received (sell) and the fair value, base units.
-    event OptionLegExecuted(
-        uint256 indexed epoch,
-        uint256 legIndex,
-        bytes32 indexed seriesId,
-        bool isBuy,
-        uint256 amount,
-        uint256 premium,
-        uint256 fairValue
-    );
-    /// @notice An expired position settled and exercised: `payout` base units received.
-    event OptionSettled(bytes32 indexed seriesId, uint256 payout);
-    event OptionMarketSet(address market);
-    event OptionLimitsSet(uint256 maxPremiumBps, uint256 premiumBudgetBps, uint256 premiumPeriod, uint256 maxOpenSeries);
-    /// @notice A rolling budget (`BUDGET_NAV_LOSS`, `BUDGET_TURNOVER` or `BUDGET_PREMIUM`) was set.
-    event BudgetSet(uint256 indexed kind, uint256 budgetBps, uint256 period);
-    /// @notice A listed asset's feed was replaced.
-    event RiskAssetFeedSet(address indexed token, address feed, uint32 heartbeat, uint16 deviationBps);
-    /// @notice The entry/exit fee changed (set by the admin, or raised to a new feed's deviation threshold).
-    event EntryExitFeeSet(uint256 feeBps);
-    event FeesSet(address recipient, uint256 managementFeeBps, uint256 performanceFeeBps);
-    /// @notice Fee shares minted to `feeRecipient`; `highWaterMark` after them (see `highWaterMark`).
-    event FeesAccrued(uint256 managementShares, uint256 performanceShares, uint256 highWaterMark);
-
-    /*//////////////////////////////////////////////////////////////
                                CONSTANTS
     //////////////////////////////////////////////////////////////*/
 
+    /// @inheritdoc IRiskParityVault
     bytes32 public constant KEEPER_ROLE = keccak256("KEEPER_ROLE");
+    /// @inheritdoc IRiskParityVault
     bytes32 public constant GUARDIAN_ROLE = keccak256("GUARDIAN_ROLE");
     /// @dev 100% in basis points.
     uint256 internal constant BPS = 10_000;
     /// @dev Shares have 6 more decimals than the base asset: a donation attack must burn 1e6× what it steals.
     uint8 internal constant DECIMALS_OFFSET = 6;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_ASSETS = 32;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_LEGS = 2 * MAX_ASSETS;
-    /// @dev Upper bounds for the governance limits: 10% slippage, 200% turnover, 10% NAV loss.
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_SLIPPAGE_BPS_LIMIT = 1_000;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_TURNOVER_BPS_LIMIT = 20_000;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_NAV_LOSS_BPS_LIMIT = 1_000;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_OPTION_LEGS = 8;
-    /// @dev Upper bounds for the option limits: 20% over fair value, 10% of NAV per period, 16 series.
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_PREMIUM_BPS_LIMIT = 2_000;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_PREMIUM_BUDGET_BPS_LIMIT = 1_000;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_OPEN_SERIES_LIMIT = 16;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MIN_PREMIUM_PERIOD = 1 hours;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_PREMIUM_PERIOD = 365 days;
-    /// @notice Rolling budgets (index of `budgetBps`, `budgetPeriod`, `budgetSpent`): NAV lost to rebalances,
-    /// value traded, option premium paid; each in bps of NAV before the rebalance that charges it.
+    /// @inheritdoc IRiskParityVault
     uint256 public constant BUDGET_NAV_LOSS = 0;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant BUDGET_TURNOVER = 1;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant BUDGET_PREMIUM = 2;
-    /// @notice Buckets per rolling window (see `budgetSpent`).
+    /// @inheritdoc IRiskParityVault
     uint256 public constant BUDGET_BUCKETS = 8;
-    /// @dev Upper bounds of the rolling NAV-loss and turnover budgets, bps of NAV per window.
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_NAV_LOSS_BUDGET_BPS = 5_000;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_TURNOVER_BUDGET_BPS = 200_000;
-    /// @dev Upper bound of the entry/exit fee and of a feed's deviation threshold, bps.
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_ENTRY_EXIT_FEE_BPS = 500;
-    /// @dev Upper bounds of the management fee (bps of supply per 365 days) and the performance fee (bps of
-    /// the gain over the high-water mark).
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_MANAGEMENT_FEE_BPS = 500;
+    /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_PERFORMANCE_FEE_BPS = 3_000;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice The Uniswap V3 `SwapRouter` every leg trades through.
+    /// @inheritdoc IRiskParityVault
     ISwapRouter public immutable swapRouter;
     uint8 private immutable _baseDecimals;
 
@@ -266,44 +118,42 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     //////////////////////////////////////////////////////////////*/
 
     address[] private _riskAssets;
+    /// @inheritdoc IRiskParityVault
     mapping(address token => RiskAsset) public riskAssetConfig;
-    /// @notice Number of rebalances done; a rebalance must name it (replay protection).
+    /// @inheritdoc IRiskParityVault
     uint256 public rebalanceEpoch;
-    /// @notice Largest shortfall of a leg's `minAmountOut` below its oracle-fair output, bps.
+    /// @inheritdoc IRiskParityVault
     uint256 public maxSlippageBps;
-    /// @notice Largest Σ leg value (base units) per rebalance, bps of NAV before.
+    /// @inheritdoc IRiskParityVault
     uint256 public maxTurnoverBps;
-    /// @notice Largest fall of NAV across one rebalance, bps of NAV before.
+    /// @inheritdoc IRiskParityVault
     uint256 public maxNavLossBps;
-    /// @notice Market the option legs trade with (zero: options disabled).
-    OptionMarket public optionMarket;
-    /// @notice Largest premium paid above (or received below) the market's fair value, bps of fair value.
+    /// @inheritdoc IRiskParityVault
+    IOptionMarket public optionMarket;
+    /// @inheritdoc IRiskParityVault
     uint256 public maxPremiumBps;
-    /// @notice Largest number of option series held at once.
+    /// @inheritdoc IRiskParityVault
     uint256 public maxOpenSeries;
     bytes32[] private _openSeries;
-    /// @notice Rolling budget `kind` (`BUDGET_*`): the most charged in any window of `budgetPeriod(kind)`,
-    /// bps of NAV before the rebalance that charges.
+    /// @inheritdoc IRiskParityVault
     uint256[3] public budgetBps;
-    /// @notice Length of the rolling window of budget `kind`, seconds.
+    /// @inheritdoc IRiskParityVault
     uint256[3] public budgetPeriod;
     /// @dev Per budget, a ring of `BUDGET_BUCKETS + 1` buckets: `bucketStart << 192 | amountCharged`.
     uint256[BUDGET_BUCKETS + 1][3] private _buckets;
-    /// @notice Fee on every share mint and burn (deposit, mint, withdraw, redeem, redeemInKind), bps of the
-    /// net assets credited or paid; it stays in the vault. Never below any listed feed's `deviationBps`.
+    /// @inheritdoc IRiskParityVault
     uint256 public entryExitFeeBps;
-    /// @notice The vault's own long amount per option series (gifted positions do not count).
+    /// @inheritdoc IRiskParityVault
     mapping(bytes32 seriesId => uint256) public ownOptionAmount;
-    /// @notice Receiver of the management and performance fee shares.
+    /// @inheritdoc IRiskParityVault
     address public feeRecipient;
-    /// @notice Management fee: shares minted per second = supply × managementFeeBps / (10_000 × 365 days).
+    /// @inheritdoc IRiskParityVault
     uint256 public managementFeeBps;
-    /// @notice Performance fee, bps of the gain of assets per share over `highWaterMark`.
+    /// @inheritdoc IRiskParityVault
     uint256 public performanceFeeBps;
-    /// @notice Highest assets per share (1e18 fixed point, ERC-4626 virtual shares and asset included) the
-    /// performance fee has been charged up to.
+    /// @inheritdoc IRiskParityVault
     uint256 public highWaterMark;
-    /// @notice Time of the last fee accrual, Unix seconds.
+    /// @inheritdoc IRiskParityVault
     uint256 public lastFeeAccrual;
     /// @dev NAV + 1 computed at the start of the running deposit/mint/withdraw/redeem, valid until its
     /// transfer (`_deposit`/`_withdraw` clear it); 0 outside. Transient (EIP-1153): it never outlives the
@@ -334,7 +184,9 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         _grantRole(KEEPER_ROLE, keeper);
         _grantRole(GUARDIAN_ROLE, guardian);
         _setLimits(100, 10_000, 200);
-        _setOptionLimits(300, 200, 30 days, 8);
+        // Premium bound 2,000 bps: with the market's feed-step half-spread (50 bps price step, one vol point) the
+        // ask of a 20- to 25-delta put of 7 to 35 days at 60–100 % vol is 5–17 % over fair; a lower bound refuses it.
+        _setOptionLimits(2_000, 200, 30 days, 8);
         _setBudget(BUDGET_NAV_LOSS, 500, 1 days);
         _setBudget(BUDGET_TURNOVER, 50_000, 1 days);
         highWaterMark = 1e18 / 10 ** DECIMALS_OFFSET;
@@ -381,14 +233,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         return super.redeem(shares, receiver, owner);
     }
 
-    /// @notice Burns `shares` of `owner` and sends `receiver` the same fraction of every holding
-    /// (base asset and each listed risk asset), rounded down, after the exit fee: the fraction paid is that
-    /// of `shares − ⌈shares × entryExitFeeBps / (10_000 + entryExitFeeBps)⌉` (the fee's slice stays in the
-    /// vault). Needs no price and works while paused.
-    /// Option positions are NOT paid in kind (they are not transferable) and nothing is paid for their value:
-    /// a redeemer in kind forgoes their share of it, which stays with the remaining shares. Nor are delisted
-    /// assets paid (see `delistRiskAsset`).
-    /// @return amounts Amount sent of the base asset, then of each risk asset in `riskAssets()` order.
+    /// @inheritdoc IRiskParityVault
     function redeemInKind(uint256 shares, address receiver, address owner)
         external
         nonReentrant
@@ -423,15 +268,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
                                  KEEPER
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Executes the swap legs of one rebalance through Uniswap V3, sells and buys in the given order.
-    /// @dev Checks, in order: keeper role, not paused, deadline, epoch, legs (listed tokens, base on one side,
-    /// `minAmountOut` within `maxSlippageBps` of the oracle-fair output, fresh oracles), turnover cap;
-    /// then swaps, then NAV floor and NAV loss bound. Increments `rebalanceEpoch`.
-    /// @param legs Swaps to make, executed in order (put sells first so buys are funded).
-    /// @param minNavAfter Least acceptable NAV after the trades, base-asset units.
-    /// @param expectedEpoch Must equal `rebalanceEpoch`.
-    /// @param deadline Unix time after which the call reverts.
-    /// @return navAfter NAV after the trades, base-asset units.
+    /// @inheritdoc IRiskParityVault
     function rebalance(SwapLeg[] calldata legs, uint256 minNavAfter, uint256 expectedEpoch, uint256 deadline)
         external
         onlyRole(KEEPER_ROLE)
@@ -450,18 +287,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         navAfter = _finishRebalance(expectedEpoch, navBefore, minNavAfter, turnoverBps, legs.length);
     }
 
-    /// @notice `rebalance` with option legs beside the swap legs: swaps first, then option trades with
-    /// `optionMarket`, under the same checks (keeper role, not paused, deadline, epoch, oracle bounds,
-    /// turnover cap counting each option leg's fair value, NAV floor and NAV loss bound) and the option
-    /// bounds: each buy's `premiumLimit` at most fair × (1 + maxPremiumBps) and each sell's at least
-    /// fair × (1 − maxPremiumBps) (fair value from the market's Black-Scholes quote); premiums paid in the
-    /// current period at most `premiumBudgetBps` of NAV before; at most `maxOpenSeries` series held after.
-    /// @param legs Swaps, as in `rebalance` (may be empty).
-    /// @param optionLegs Option trades, executed in order after the swaps (at most `MAX_OPTION_LEGS`).
-    /// @param minNavAfter Least acceptable NAV after the trades (options at their mark), base-asset units.
-    /// @param expectedEpoch Must equal `rebalanceEpoch`.
-    /// @param deadline Unix time after which the call reverts.
-    /// @return navAfter NAV after the trades, base-asset units.
+    /// @inheritdoc IRiskParityVault
     function rebalanceWithOptions(
         SwapLeg[] calldata legs,
         OptionLeg[] calldata optionLegs,
@@ -476,26 +302,16 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
                                  ANYONE
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Mints the management and performance fee shares due since `lastFeeAccrual` to `feeRecipient`
-    /// (at most once per block). Also runs first in every deposit, mint, withdraw, redeem, redeemInKind and
-    /// rebalance, and before fees change, so nobody dodges or pays twice. Management: supply × bps × Δt /
-    /// (10_000 × 365 days) shares (floor). Performance: with p the assets per share after those
-    /// (1e18 fixed point, virtual shares included), performanceFeeBps of (p − highWaterMark) × supply in
-    /// assets, paid as the shares worth that after the mint (floor); the mark rises to the price after the fee.
-    /// `redeemInKind` while a feed is stale accrues only the management fee (the performance fee is deferred,
-    /// the mark unchanged).
+    /// @inheritdoc IRiskParityVault
     function accrueFees() external nonReentrant {
         _accrueFees();
     }
 
-    /// @notice Settles an expired option series the vault holds (if the market has not yet) at the feed
-    /// round `roundId` current at expiry (see `OptionMarket.settle`, `OptionMarket.findSettlementRound`),
-    /// collects the payout and closes the position. Anyone may call, also while paused.
-    /// @return payout Base units received.
+    /// @inheritdoc IRiskParityVault
     function settleOption(bytes32 seriesId, uint80 roundId) external nonReentrant returns (uint256 payout) {
         if (!_removeOpenSeries(seriesId)) revert NotOpenSeries(seriesId);
         delete ownOptionAmount[seriesId];
-        OptionMarket market = optionMarket;
+        IOptionMarket market = optionMarket;
         if (!market.series(seriesId).settled) market.settle(seriesId, roundId);
         payout = market.exercise(seriesId, address(this));
         emit OptionSettled(seriesId, payout);
@@ -505,9 +321,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
                                GOVERNANCE
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Whitelists `token`, priced by `feed` in USD, traded in the `poolFee` pool against the base asset.
-    /// @param deviationBps The feed's deviation threshold, bps (at most `MAX_ENTRY_EXIT_FEE_BPS`);
-    /// `entryExitFeeBps` is raised to it if lower.
+    /// @inheritdoc IRiskParityVault
     function listRiskAsset(address token, AggregatorV3Interface feed, uint32 heartbeat, uint24 poolFee, uint16 deviationBps)
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
@@ -522,8 +336,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         emit RiskAssetListed(token, address(feed), heartbeat, poolFee);
     }
 
-    /// @notice Replaces the feed of a listed asset (also while the old feed is stale and the asset held):
-    /// the asset is valued with `feed` from this call on. `entryExitFeeBps` is raised to `deviationBps` if lower.
+    /// @inheritdoc IRiskParityVault
     function setRiskAssetFeed(address token, AggregatorV3Interface feed, uint32 heartbeat, uint16 deviationBps)
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
@@ -532,11 +345,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         _setFeed(token, feed, heartbeat, deviationBps);
     }
 
-    /// @notice Removes `token` from the whitelist, whatever the vault holds of it (a donated wei, or a
-    /// holding whose feed failed): from this call on the balance is valued at zero in `totalAssets`, is not
-    /// paid by `redeemInKind` and cannot be traded; it stays in the vault (nobody can take it out) and counts
-    /// again if the admin re-lists the asset with a working feed. Delisting a held asset therefore writes
-    /// its value off: sell it first when its feed and pool still work.
+    /// @inheritdoc IRiskParityVault
     function delistRiskAsset(address token) external onlyRole(DEFAULT_ADMIN_ROLE) {
         _listed(token);
         delete riskAssetConfig[token];
@@ -551,7 +360,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         emit RiskAssetDelisted(token);
     }
 
-    /// @notice Sets the rebalance bounds, each in basis points.
+    /// @inheritdoc IRiskParityVault
     function setLimits(uint256 maxSlippageBps_, uint256 maxTurnoverBps_, uint256 maxNavLossBps_)
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
@@ -559,9 +368,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         _setLimits(maxSlippageBps_, maxTurnoverBps_, maxNavLossBps_);
     }
 
-    /// @notice Sets rolling budget `kind` (`BUDGET_NAV_LOSS` or `BUDGET_TURNOVER`; the premium budget is set
-    /// by `setOptionLimits`): at most `budgetBps_` of NAV in any window of `period` seconds (see `budgetSpent`).
-    /// Changing the period keeps what was charged: the sum still counted is carried into the current bucket.
+    /// @inheritdoc IRiskParityVault
     function setBudget(uint256 kind, uint256 budgetBps_, uint256 period) external onlyRole(DEFAULT_ADMIN_ROLE) {
         uint256 cap = kind == BUDGET_NAV_LOSS ? MAX_NAV_LOSS_BUDGET_BPS : MAX_TURNOVER_BUDGET_BPS;
         if (kind > BUDGET_TURNOVER) revert LimitOutOfRange(kind, BUDGET_TURNOVER);
@@ -569,8 +376,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         _setBudget(kind, budgetBps_, period);
     }
 
-    /// @notice Sets the fee on share mints and burns, bps: at least every listed feed's `deviationBps`, at most
-    /// `MAX_ENTRY_EXIT_FEE_BPS`.
+    /// @inheritdoc IRiskParityVault
     function setEntryExitFee(uint256 feeBps) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (feeBps > MAX_ENTRY_EXIT_FEE_BPS) revert LimitOutOfRange(feeBps, MAX_ENTRY_EXIT_FEE_BPS);
         uint256 n = _riskAssets.length;
@@ -582,9 +388,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         emit EntryExitFeeSet(feeBps);
     }
 
-    /// @notice Sets the fee recipient, the management fee (bps per 365 days, at most `MAX_MANAGEMENT_FEE_BPS`)
-    /// and the performance fee (bps of gains over the high-water mark, at most `MAX_PERFORMANCE_FEE_BPS`).
-    /// Fees due under the old settings accrue first (so this reverts while `totalAssets()` does).
+    /// @inheritdoc IRiskParityVault
     function setFees(address recipient, uint256 managementBps, uint256 performanceBps)
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
@@ -599,16 +403,14 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         emit FeesSet(recipient, managementBps, performanceBps);
     }
 
-    /// @notice Sets the market option legs trade with; only while no option position is open.
-    function setOptionMarket(OptionMarket market) external onlyRole(DEFAULT_ADMIN_ROLE) {
+    /// @inheritdoc IRiskParityVault
+    function setOptionMarket(IOptionMarket market) external onlyRole(DEFAULT_ADMIN_ROLE) {
         if (_openSeries.length != 0) revert OptionPositionsOpen(_openSeries.length);
         optionMarket = market;
         emit OptionMarketSet(address(market));
     }
 
-    /// @notice Sets the option bounds: premium bound (bps of fair value), premium budget (bps of NAV in any
-    /// rolling window of `premiumPeriod_` seconds, see `budgetSpent`), and the cap on open series.
-    /// Changing the period keeps what was spent (see `setBudget`).
+    /// @inheritdoc IRiskParityVault
     function setOptionLimits(
         uint256 maxPremiumBps_,
         uint256 premiumBudgetBps_,
@@ -618,12 +420,12 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         _setOptionLimits(maxPremiumBps_, premiumBudgetBps_, premiumPeriod_, maxOpenSeries_);
     }
 
-    /// @notice Stops deposits, withdrawals and rebalances (`redeemInKind` stays open).
+    /// @inheritdoc IRiskParityVault
     function pause() external onlyRole(GUARDIAN_ROLE) {
         _pause();
     }
 
-    /// @notice Lifts the pause.
+    /// @inheritdoc IRiskParityVault
     function unpause() external onlyRole(DEFAULT_ADMIN_ROLE) {
         _unpause();
     }
@@ -647,10 +449,9 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         if (_openSeries.length != 0) nav += optionsValue();
     }
 
-    /// @notice Σ over held option series of `OptionMarket.positionValue` (Black-Scholes before expiry, the
-    /// intrinsic value at the latest price after expiry, the payout once settled), base units, rounded down.
+    /// @inheritdoc IRiskParityVault
     function optionsValue() public view returns (uint256 value) {
-        OptionMarket market = optionMarket;
+        IOptionMarket market = optionMarket;
         uint256 n = _openSeries.length;
         for (uint256 i; i < n; ++i) {
             bytes32 id = _openSeries[i];
@@ -658,17 +459,17 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         }
     }
 
-    /// @notice Ids of the option series the vault holds (see `OptionMarket.series`).
+    /// @inheritdoc IRiskParityVault
     function openSeries() external view returns (bytes32[] memory) {
         return _openSeries;
     }
 
-    /// @notice The whitelisted risk assets, in listing order.
+    /// @inheritdoc IRiskParityVault
     function riskAssets() external view returns (address[] memory) {
         return _riskAssets;
     }
 
-    /// @notice The vault's balances in one call: base asset, then each risk asset in `riskAssets()` order.
+    /// @inheritdoc IRiskParityVault
     function holdings() external view returns (address[] memory tokens, uint256[] memory balances) {
         uint256 n = _riskAssets.length;
         tokens = new address[](n + 1);
@@ -681,29 +482,24 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         }
     }
 
-    /// @notice Oracle price of a risk asset: the feed's answer and decimals, after the staleness checks.
+    /// @inheritdoc IRiskParityVault
     function oraclePrice(address token) external view returns (uint256 answer, uint8 feedDecimals) {
         RiskAsset memory config = riskAssetConfig[token];
         if (!config.listed) revert AssetNotListed(token);
         return (_checkedAnswer(config), config.feedDecimals);
     }
 
-    /// @notice Premium budget, bps of NAV per rolling window of `premiumPeriod` (= `budgetBps(BUDGET_PREMIUM)`).
+    /// @inheritdoc IRiskParityVault
     function premiumBudgetBps() external view returns (uint256) {
         return budgetBps[BUDGET_PREMIUM];
     }
 
-    /// @notice Length of the premium budget's rolling window, seconds (= `budgetPeriod(BUDGET_PREMIUM)`).
+    /// @inheritdoc IRiskParityVault
     function premiumPeriod() external view returns (uint256) {
         return budgetPeriod[BUDGET_PREMIUM];
     }
 
-    /// @notice What budget `kind` counts now, base units: the sum charged in the current bucket and the
-    /// `BUDGET_BUCKETS` buckets before it (bucket width w = ⌈period / BUDGET_BUCKETS⌉, aligned to multiples of w).
-    /// A charge is refused when it would take this sum above `budgetBps` of NAV before the charging rebalance.
-    /// Guarantee: for ANY interval of length ≤ `budgetPeriod(kind)` (however placed against the buckets), the
-    /// sum charged within it is at most `budgetBps(kind)` × NAV-before of the last charge in it / 10_000 —
-    /// never twice the budget. A charge stops counting between 8w and 9w after it (≤ period × 9/8 + 9 s).
+    /// @inheritdoc IRiskParityVault
     function budgetSpent(uint256 kind) public view returns (uint256 spent) {
         uint256 width = budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
         // slither-disable-next-line weak-prng (not randomness: aligns the window to bucket boundaries)
@@ -1009,6 +805,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     /// @dev Turnover, Σ traded value (base units) in bps of `navBefore` rounded up, against the cap; then
     /// charges the traded value to the rolling turnover budget.
     function _checkTurnover(uint256 tradedValue, uint256 navBefore) internal returns (uint256 turnoverBps) {
+        // slither-disable-next-line incorrect-equality (division-by-zero guard: NAV 0 sets the maximum so the cap refuses; donations only raise NAV)
         turnoverBps = navBefore == 0 ? type(uint256).max : tradedValue.mulDiv(BPS, navBefore, Math.Rounding.Ceil);
         if (turnoverBps > maxTurnoverBps) revert TurnoverCapExceeded(turnoverBps, maxTurnoverBps);
         (bool ok, uint256 spent, uint256 budget) = _charge(BUDGET_TURNOVER, tradedValue, navBefore);
@@ -1041,6 +838,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
             OptionLeg calldata leg = optionLegs[i];
             if (leg.amount == 0) revert InvalidOptionLeg(i);
             _listed(leg.underlying);
+            // slither-disable-next-line unused-return (the limit is bounded against the fair value; the quoted premium is enforced by the market at trade time)
             (, uint256 fair) = optionMarket.quote(leg.underlying, leg.strike, leg.expiry, leg.isCall, leg.amount, leg.isBuy);
             if (leg.isBuy) {
                 // The bound rounds down: the keeper may never offer more than the exact bound.
@@ -1068,7 +866,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     }
 
     function _tradeOption(uint256 i, OptionLeg calldata leg) internal returns (bytes32 id, uint256 premium) {
-        OptionMarket market = optionMarket;
+        IOptionMarket market = optionMarket;
         if (leg.isBuy) {
             IERC20(asset()).forceApprove(address(market), leg.premiumLimit);
             try market.buy(leg.underlying, leg.strike, leg.expiry, leg.isCall, leg.amount, leg.premiumLimit, address(this))
@@ -1162,6 +960,7 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
     function _swap(uint256 epoch, uint256 i, SwapLeg calldata leg, uint256 oracleOut, uint256 deadline) internal {
         address risk = leg.tokenIn == asset() ? leg.tokenOut : leg.tokenIn;
         IERC20(leg.tokenIn).forceApprove(address(swapRouter), leg.amountIn);
+        // slither-disable-next-line uninitialized-local (assigned in the try branch; the catch branch reverts)
         uint256 amountOut;
         try swapRouter.exactInputSingle(
             ISwapRouter.ExactInputSingleParams({
@@ -1199,14 +998,10 @@ contract RiskParityVault is ERC4626, AccessControl, Pausable, ReentrancyGuard {
         );
     }
 
-    /// @dev The feed's latest answer, refusing non-positive answers and answers older than the heartbeat.
-    /// Not checked on purpose: `answeredInRound` (deprecated by Chainlink) and min/max answer bounds.
+    /// @dev The feed's latest answer through `ChainlinkReader`, refusing non-positive answers (`InvalidPrice`)
+    /// and answers older than the heartbeat or from the future (`StalePrice`). Not checked on purpose: answer
+    /// bounds (0, 0: none; the vault's assets have no admin bounds) and an L2 sequencer (none on the vault).
     function _checkedAnswer(RiskAsset memory config) internal view returns (uint256) {
-        (, int256 answer,, uint256 updatedAt,) = config.feed.latestRoundData();
-        if (answer <= 0) revert InvalidPrice(address(config.feed), answer);
-        if (updatedAt > block.timestamp || block.timestamp - updatedAt > config.heartbeat) {
-            revert StalePrice(address(config.feed), updatedAt, config.heartbeat);
-        }
-        return uint256(answer);
+        return ChainlinkReader.latestChecked(config.feed, config.heartbeat, 0, 0);
     }
 }

@@ -35,6 +35,9 @@ RISK_DECIMALS = 18
 #: Deviation threshold recorded for each feed, bps (Chainlink's BTC/USD and ETH/USD mainnet feeds: 0.5 %);
 #: the vault's entry/exit fee is at least the largest listed one.
 DEFAULT_DEVIATION_BPS = 50
+#: One update step of the local implied-volatility feeds, annualised (0.01 = one vol point): the move that
+#: makes such a feed publish, and the vol part of the option market's half-spread (``deploy_options``).
+DEFAULT_VOL_STEP = 0.01
 MAX_UINT256 = 2**256 - 1
 
 
@@ -271,8 +274,8 @@ def deploy_options(
     min_time_to_expiry_seconds: int = 3600,
     max_time_to_expiry_seconds: int = 365 * 86400,
     connect_vault: bool = True,
-    price_step_bps: int = 0,
-    vol_step: float = 0.0,
+    price_step_bps: int | None = None,
+    vol_step: float = DEFAULT_VOL_STEP,
 ) -> OptionsDeployment:
     """Deploys an ``OptionMarket`` over the system's base asset, one push implied-volatility feed per risk
     asset, lists every asset with the price feed the vault uses, seeds the pool and connects the vault.
@@ -296,9 +299,15 @@ def deploy_options(
     connect_vault : bool
         Set the market as the vault's ``optionMarket`` (the deployer must be the vault's admin) and let the
         vault open new series (``SERIES_CREATOR_ROLE``).
-    price_step_bps, vol_step : int, float
-        One update step of every price feed (its deviation threshold, bps of spot) and of every volatility
-        feed (annualised, 0.01 = one vol point); the market's half-spread covers one step. 0: spread only.
+    price_step_bps : int or None
+        One update step of every price feed, bps of spot; the market's half-spread covers it (M-3: a trade
+        across a feed round does not pay). ``None`` (default): each asset's deviation threshold as listed in
+        the vault (``riskAssetConfig(token).deviationBps``, :data:`DEFAULT_DEVIATION_BPS` locally). 0 with
+        ``vol_step`` 0: the spread alone.
+    vol_step : float
+        One update step of every volatility feed, annualised (0.01 = one vol point), covered the same way.
+        The vault's default ``maxPremiumBps`` (2,000 bps) admits the asks these steps give the keeper's
+        protective puts (5–17 % over fair for 20- to 25-delta puts of 7 to 35 days).
 
     Raises
     ------
@@ -313,14 +322,16 @@ def deploy_options(
         deployer, market.functions.setParams(spread_bps, min_time_to_expiry_seconds, max_time_to_expiry_seconds)
     )
     vol_feeds: dict[str, str] = {}
+    vault_view = contract(w3, "RiskParityVault", deployment.vault)
     for asset, vol in zip(deployment.assets, implied_vols, strict=True):
+        step_bps = vault_view.functions.riskAssetConfig(asset.token).call()[6] if price_step_bps is None else price_step_bps
         feed = tx.deploy(deployer, arts["PushPriceFeed"], VOL_FEED_DECIMALS, f"{asset.symbol} implied vol", deployer)
         tx.transact(deployer, feed.functions.pushAnswer(vol_to_answer(vol)))
         tx.transact(
             deployer,
             market.functions.listUnderlying(
                 asset.token, asset.feed, price_heartbeat_seconds, feed.address, vol_heartbeat_seconds,
-                price_step_bps, int(round(Fraction(repr(float(vol_step))) * 10**18)),
+                step_bps, int(round(Fraction(repr(float(vol_step))) * 10**18)),
             ),
         )
         vol_feeds[asset.token] = feed.address

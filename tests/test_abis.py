@@ -1,7 +1,9 @@
 """ABIs as build artifacts: the committed ``keeper/abi/`` matches the contracts, and the keeper's run-time
-path reads them without a compiler."""
+path reads them without a compiler; every compiled contract fits EIP-170's runtime size limit."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from web3 import Web3
@@ -37,3 +39,12 @@ def test_the_keeper_binds_contracts_without_a_compiler(monkeypatch: pytest.Monke
 def test_an_unknown_contract_name_says_what_exists() -> None:
     with pytest.raises(ConfigError, match=r"no ABI for contract 'Vault'.*known: .*RiskParityVault"):
         load_abi("Vault")
+
+
+def test_every_deployed_contract_fits_the_eip170_limit() -> None:
+    """EIP-170: a contract's runtime code is at most 24,576 bytes. ``./run keeper build`` prints the sizes
+    (RiskParityVault and OptionMarket run close to the limit)."""
+    build.load_artifacts()  # compiles when the sources changed
+    sizes = {name: c["runtime_size"] for name, c in json.loads(build.BUILD_FILE.read_text())["contracts"].items()}
+    assert sizes["RiskParityVault"] > 20_000 and sizes["OptionMarket"] > 20_000
+    assert {name: size for name, size in sizes.items() if size > 24_576} == {}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import pytest
 from options_env import ACCOUNT_3, ACCOUNT_4, ACCOUNT_5, DAY, PRICES, SCALE, USDC, WAD, OptionsEnv, deploy_env, fund_and_invest, reverted
 
+from keeper.deployment import DEFAULT_DEVIATION_BPS, DEFAULT_VOL_STEP
 from keeper.errors import TransactionFailedError
 
 from web3 import Web3
@@ -332,6 +333,7 @@ def test_m3_picking_off_the_lps_across_a_feed_round_no_longer_pays(env: Env, cas
     i, is_call, strike, update = CASES[case]
     _grant_creator(env, env.attacker)  # the series would exist anyway (e.g. the vault's); pricing is what is tested
     amount = 1_000 * WAD
+    _relist(env, 2 * DAY, price_step_bps=0, vol_step=0, i=i)  # the old quote: the spread alone
     snapshot = rpc(env.w3, "evm_snapshot", [])
     before = _round_trip(env, i, is_call, strike * WAD, amount, lambda: update(env))
     assert rpc(env.w3, "evm_revert", [snapshot])
@@ -365,6 +367,7 @@ def test_m3_selling_before_a_round_and_buying_back_after_no_longer_pays(env: Env
 
     _grant_creator(env, env.attacker)
     amount = 1_000 * WAD
+    _relist(env, 2 * DAY, price_step_bps=0, vol_step=0, i=1)  # the old quote: the spread alone
     snapshot = rpc(env.w3, "evm_snapshot", [])
     before = _reverse_round_trip(env, amount)
     assert rpc(env.w3, "evm_revert", [snapshot])
@@ -373,3 +376,37 @@ def test_m3_selling_before_a_round_and_buying_back_after_no_longer_pays(env: Env
     print(f"M-3 sell-before/buy-after: {before / USDC:+,.2f} USD with the spread alone, {after / USDC:+,.2f} USD with the step half-spread")
     assert before > 0
     assert after <= 0
+
+
+DEFAULT_STEP_CASES = {
+    # One step of each local feed: ETH's price deviation threshold (50 bps) down or up, which pays against
+    # the spread alone; and one vol point up, which the 1% spread alone already covers on one-day options.
+    "put-price-step-down": (False, True, lambda env: env.push(1, price=3_000.0 * (1 - DEFAULT_DEVIATION_BPS / 10_000))),
+    "call-price-step-up": (True, True, lambda env: env.push(1, price=3_000.0 * (1 + DEFAULT_DEVIATION_BPS / 10_000))),
+    "put-vol-step-up": (False, False, lambda env: env.push(1, vol=0.8 + DEFAULT_VOL_STEP)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEFAULT_STEP_CASES))
+def test_m3_the_local_deployment_quotes_one_feed_step_so_a_round_does_not_pay(env: Env, case: str) -> None:
+    """The local deployment lists every underlying with its price feed's deviation threshold (read from the
+    vault's listing) and the vol feed's step, so the pick-off across one round of either feed loses, while
+    the same round trip against the spread alone pays."""
+    from keeper.chain import rpc
+
+    mk = env.market.functions
+    eth = env.tokens[1].address
+    cfg = mk.underlyingConfig(eth).call()
+    assert cfg[7] == env.vault.functions.riskAssetConfig(eth).call()[6] == DEFAULT_DEVIATION_BPS
+    assert cfg[8] == int(DEFAULT_VOL_STEP * WAD)
+    is_call, pays_against_spread_alone, update = DEFAULT_STEP_CASES[case]
+    _grant_creator(env, env.attacker)
+    amount = 1_000 * WAD
+    snapshot = rpc(env.w3, "evm_snapshot", [])
+    _relist(env, cfg[2], price_step_bps=0, vol_step=0, i=1)
+    before = _round_trip(env, 1, is_call, 3_000 * WAD, amount, lambda: update(env))
+    assert rpc(env.w3, "evm_revert", [snapshot])
+    after = _round_trip(env, 1, is_call, 3_000 * WAD, amount, lambda: update(env))
+    print(f"M-3 default steps, {case}: {before / USDC:+,.2f} USD with the spread alone, {after / USDC:+,.2f} USD as deployed")
+    assert (before > 0) == pays_against_spread_alone
+    assert after <= min(before, 0)

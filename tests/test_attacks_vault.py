@@ -514,7 +514,7 @@ def _options_rebalance(env: Any, option_legs: list) -> Any:
 def test_premium_budget_straddling_a_period_boundary_no_longer_doubles(opt: Any) -> None:
     v = opt.vault.functions
     period = 7 * DAY
-    opt.tx.transact(opt.owner, v.setOptionLimits(300, 10, period, 8))  # 0.1 % of NAV in any week
+    opt.tx.transact(opt.owner, v.setOptionLimits(v.maxPremiumBps().call(), 10, period, 8))  # 0.1 % of NAV in any week
     nav = v.totalAssets().call()
     budget = nav * 10 // BPS
     strike, amount = 36_000 * WAD, 10 * WAD
@@ -538,9 +538,9 @@ def test_premium_budget_straddling_a_period_boundary_no_longer_doubles(opt: Any)
     spent, refused_budget = err.args
     assert spent == first[6] + second[6] > refused_budget
     # Changing the period does not reset the spending either.
-    opt.tx.transact(opt.owner, v.setOptionLimits(300, 10, 14 * DAY, 8))
+    opt.tx.transact(opt.owner, v.setOptionLimits(v.maxPremiumBps().call(), 10, 14 * DAY, 8))
     assert v.budgetSpent(PREMIUM).call() == first[6]
-    opt.tx.transact(opt.owner, v.setOptionLimits(300, 10, 3_600, 8))
+    opt.tx.transact(opt.owner, v.setOptionLimits(v.maxPremiumBps().call(), 10, 3_600, 8))
     assert v.budgetSpent(PREMIUM).call() == first[6]
     opt.freeze()
     err = opt.error(_options_rebalance(opt, [_put(opt, strike, expiry, small)]), opt.keeper)
@@ -553,7 +553,7 @@ def test_a_gifted_option_position_does_not_hold_a_series_in_the_cap(opt: Any) ->
     from options_env import ACCOUNT_5
 
     v, mk = opt.vault.functions, opt.market.functions
-    opt.tx.transact(opt.owner, v.setOptionLimits(300, 200, 30 * DAY, 1))
+    opt.tx.transact(opt.owner, v.setOptionLimits(v.maxPremiumBps().call(), 200, 30 * DAY, 1))
     expiry = opt.now() + 30 * DAY
     opt.freeze()
     opt.tx.transact(opt.keeper, _options_rebalance(opt, [_put(opt, 36_000 * WAD, expiry, 2 * WAD)]))

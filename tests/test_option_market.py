@@ -28,7 +28,7 @@ from options_env import (
 )
 from test_black_scholes import reference
 
-from keeper.deployment import MAX_UINT256
+from keeper.deployment import DEFAULT_DEVIATION_BPS, DEFAULT_VOL_STEP, MAX_UINT256
 from keeper.errors import TransactionFailedError
 
 POOL_USD = 10_000_000
@@ -70,20 +70,48 @@ def ref_unit(m: Market, i: int, strike: float, expiry: int, is_call: bool) -> fl
     return reference(spot, strike, seconds, vol, 0.0).call - reference(spot, strike + cap, seconds, vol, 0.0).call
 
 
-def test_fair_price_matches_black_scholes_and_the_quote_adds_the_spread(m: Market) -> None:
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def step_unit(m: Market, i: int, strike: int, expiry: int, is_call: bool) -> int:
+    """The feed-step part of the half-spread per unit (1e18 USD), rounded up as the contract documents:
+    |Δ|·dS + ½·|Γ|·dS² + |vega|·volStep with dS = spot · priceStepBps, from the market's own Greeks (a capped
+    call's are the differences of the calls at K and K + cap)."""
+    mk = m.market.functions
+    token = m.tokens[i].address
+    cfg = mk.underlyingConfig(token).call()
+    step_bps, vol_step = cfg[7], cfg[8]
+    spot = m.feeds[i].functions.latestRoundData().call()[1] * WAD // 10**8
+    ds = _ceil_div(spot * step_bps, BPS)
+    g = mk.greeks(token, strike, expiry).call()  # callPrice, putPrice, callDelta, putDelta, gamma, vega
+    if is_call:
+        h = mk.greeks(token, strike + strike * mk.callCapBps().call() // BPS, expiry).call()
+        delta, gamma, vega = abs(g[2] - h[2]), abs(g[4] - h[4]), abs(g[5] - h[5])
+    else:
+        delta, gamma, vega = -g[3], g[4], g[5]
+    return _ceil_div(delta * ds, WAD) + _ceil_div(gamma * ds * ds, 2 * WAD * WAD) + _ceil_div(vega * vol_step, WAD)
+
+
+def test_fair_price_matches_black_scholes_and_the_quote_adds_the_half_spread(m: Market) -> None:
+    """Ask = (fair · (1 + spread) + step) × amount rounded up, bid = (fair · (1 − spread) − step) × amount
+    rounded down, with the local deployment's steps (the feed's deviation threshold, one vol point)."""
     mk = m.market.functions
     btc = m.tokens[0].address
     expiry = m.now() + 30 * DAY
     spread = mk.spreadBps().call()
+    assert mk.underlyingConfig(btc).call()[7:9] == [DEFAULT_DEVIATION_BPS, int(DEFAULT_VOL_STEP * WAD)]
     for strike, is_call in ((36_000.0, False), (40_000.0, False), (44_000.0, True), (40_000.0, True)):
         unit = mk.fairPrice(btc, wad(strike), expiry, is_call).call()
         assert unit / WAD == pytest.approx(ref_unit(m, 0, strike, expiry, is_call), rel=1e-9)
+        step = step_unit(m, 0, wad(strike), expiry, is_call)
+        assert 0 < step < unit
         amount = 3 * WAD // 2
         premium, fair = mk.quote(btc, wad(strike), expiry, is_call, amount, True).call()
         assert fair == unit * amount // SCALE
-        assert premium == -(-unit * amount * (BPS + spread) // (SCALE * BPS))  # rounded up
+        assert premium == _ceil_div((unit * (BPS + spread) + step * BPS) * amount, SCALE * BPS)  # rounded up
         bid, _ = mk.quote(btc, wad(strike), expiry, is_call, amount, False).call()
-        assert bid == unit * amount * (BPS - spread) // (SCALE * BPS)  # rounded down
+        assert bid == (unit * (BPS - spread) - step * BPS) * amount // (SCALE * BPS)  # rounded down
 
 
 def test_buy_locks_collateral_and_credits_the_position(m: Market) -> None:
@@ -137,13 +165,13 @@ def test_quote_refuses_stale_inputs_bad_volatility_and_expiries_outside_the_wind
     config = mk.underlyingConfig(btc).call()
     m.warp(m.now() + config[2] + 1)  # past the price heartbeat
     err = m.error(mk.quote(btc, 40_000 * WAD, m.now() + 30 * DAY, False, WAD, True), m.alice)
-    assert err.name == "StaleFeed" and err.args[0].lower() == m.feeds[0].address.lower() and err.args[2] == config[2]
+    assert err.name == "StalePrice" and err.args[0].lower() == m.feeds[0].address.lower() and err.args[2] == config[2]
     m.push(0, price=40_000.0, vol=0.6)
     m.warp(m.now() + 60)
     assert mk.quote(btc, 40_000 * WAD, m.now() + 30 * DAY, False, WAD, True).call()[0] > 0
     m.push(0, vol=0.0)
     err = m.error(mk.quote(btc, 40_000 * WAD, m.now() + 30 * DAY, False, WAD, True), m.alice)
-    assert err.name == "InvalidAnswer" and err.args[0].lower() == m.vol_feeds[0].address.lower() and err.args[1] == 0
+    assert err.name == "InvalidPrice" and err.args[0].lower() == m.vol_feeds[0].address.lower() and err.args[1] == 0
 
 
 def wad(x: float) -> int:
@@ -328,11 +356,11 @@ def test_live_answers_outside_the_admin_bounds_are_refused(m: Market) -> None:
     assert mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True).call()[0] > 0
     m.push(0, price=25_000.0)  # below the least price answer: a feed pinned at its floor, say
     err = m.error(mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True), m.alice)
-    assert err.name == "AnswerOutOfBounds"
+    assert err.name == "PriceOutOfBounds"
     assert err.args[0].lower() == m.feeds[0].address.lower() and err.args[1:] == (25_000 * 10**8, 30_000 * 10**8, 60_000 * 10**8)
     m.push(0, price=41_000.0, vol=2.0)  # 200% vol: inside the library's domain, above the admin's 150%
     err = m.error(mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True), m.alice)
-    assert err.name == "AnswerOutOfBounds" and err.args[0].lower() == m.vol_feeds[0].address.lower()
+    assert err.name == "PriceOutOfBounds" and err.args[0].lower() == m.vol_feeds[0].address.lower()
     assert err.args[1:] == (2 * WAD, WAD // 10, 3 * WAD // 2)
     m.push(0, vol=0.7)
     assert mk.quote(btc, 40_000 * WAD, expiry, False, WAD, True).call()[0] > 0

@@ -219,7 +219,7 @@ def test_premium_limit_within_the_vault_bound_and_refused_beyond(env: Env, tmp_p
 def test_buys_are_scaled_to_what_is_left_of_the_vault_premium_budget(env: Env, tmp_path) -> None:
     overlay = env.overlay(tmp_path)
     env.step(overlay)
-    env.tx.transact(env.owner, env.vault.functions.setOptionLimits(300, 5, 30 * DAY, 8))  # 5 bps of NAV
+    env.tx.transact(env.owner, env.vault.functions.setOptionLimits(env.vault.functions.maxPremiumBps().call(), 5, 30 * DAY, 8))  # 5 bps of NAV
     now = env.now()
     plan = _open_plan(36_000.0, now + 30 * DAY, 10.0)  # ~ 0.7 % of NAV at full size
     (leg,) = option_legs_for_plan(plan, (), ChainOptionQuoter(env.vault, env.market), overlay.keeper.reader.assets, now)
@@ -235,6 +235,13 @@ def test_buys_are_scaled_to_what_is_left_of_the_vault_premium_budget(env: Env, t
 
 
 def test_roll_before_expiry_sells_the_old_series_and_buys_a_new_one(env: Env, tmp_path) -> None:
+    # The roll's mechanics at the spread alone: with the deployment's feed steps the bid of a 4-day
+    # out-of-the-money put lies ~30 % under fair, beyond the vault's sell bound, and the keeper skips the roll
+    # (test_a_roll_whose_bid_is_beyond_the_vault_bound_is_skipped).
+    mk = env.market.functions
+    btc = env.tokens[0].address
+    cfg = mk.underlyingConfig(btc).call()
+    env.tx.transact(env.owner, mk.listUnderlying(btc, cfg[0], cfg[2], cfg[1], cfg[3], 0, 0))
     overlay = env.overlay(tmp_path)
     env.step(overlay)
     env.step(overlay)
@@ -252,6 +259,19 @@ def test_roll_before_expiry_sells_the_old_series_and_buys_a_new_one(env: Env, tm
     assert env.market.functions.positionOf(old.series_id, env.vault.address).call() == 0
     premiums = {e[1]: e[3] for e in step.executed}
     assert premiums[False] >= sell.premium_limit and premiums[True] <= buy.premium_limit
+
+
+def test_a_roll_whose_bid_is_beyond_the_vault_bound_is_skipped(env: Env, tmp_path) -> None:
+    """With the feed steps on (the local deployment), a near-expiry out-of-the-money put bids far under fair:
+    the keeper does not sell beyond the vault's bound; it skips with the reason and keeps the put."""
+    overlay = env.overlay(tmp_path)
+    env.step(overlay)
+    env.step(overlay)
+    (old,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
+    env.push_all(at=old.expiry - 4 * DAY)
+    step = env.step(overlay)
+    assert step.status == "skipped" and "maxPremiumBps" in step.reason
+    assert env.market.functions.positionOf(old.series_id, env.vault.address).call() == old.amount
 
 
 @pytest.mark.parametrize("final_price, in_the_money", [(30_000.0, True), (45_000.0, False)])

@@ -12,13 +12,18 @@ import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interf
 /// aggregator behind the proxy) starts again at aggregator round 1, so `roundId + 1` need not exist.
 /// A feed without phases (phase 0, rounds from 1) is read the same way. A round that does not exist reads
 /// as `updatedAt == 0`, whether the feed reverts or answers zeros for it.
+/// Used by every contract of the project that reads a feed (`RiskParityVault`, `OptionMarket`), so a feed
+/// failure reverts with the same error wherever it happens. Not checked on purpose: `answeredInRound`
+/// (deprecated by Chainlink) and `startedAt` of price rounds.
 library ChainlinkReader {
-    /// @notice A feed's answer is older than its heartbeat allows (or from the future).
-    error StaleFeed(address feed, uint256 updatedAt, uint256 heartbeat);
-    /// @notice A feed answered zero or a negative value.
-    error InvalidAnswer(address feed, int256 answer);
-    /// @notice A feed's answer is outside the bounds set for it (`maxAnswer` 0: no upper bound).
-    error AnswerOutOfBounds(address feed, int256 answer, uint256 minAnswer, uint256 maxAnswer);
+    /// @notice A feed's answer is older than its heartbeat allows, or from the future (`updatedAt` Unix
+    /// seconds, `heartbeat` seconds).
+    error StalePrice(address feed, uint256 updatedAt, uint256 heartbeat);
+    /// @notice A feed answered zero or a negative value (in the feed's decimals).
+    error InvalidPrice(address feed, int256 answer);
+    /// @notice A feed's answer is outside the bounds set for it, all in the feed's decimals (`maxAnswer` 0:
+    /// no upper bound).
+    error PriceOutOfBounds(address feed, int256 answer, uint256 minAnswer, uint256 maxAnswer);
     /// @notice The L2 sequencer uptime feed reports the sequencer down (`status` 1), or an invalid round.
     error SequencerDown(address uptimeFeed, int256 status, uint256 startedAt);
     /// @notice The sequencer is up again since `startedAt`, less than `gracePeriod` seconds ago.
@@ -38,12 +43,12 @@ library ChainlinkReader {
     {
         // slither-disable-next-line unused-return (roundId, startedAt, answeredInRound unused: answer and updatedAt are the checked fields; answeredInRound is deprecated by Chainlink)
         (, int256 answer,, uint256 updatedAt,) = feed.latestRoundData();
-        if (answer <= 0) revert InvalidAnswer(address(feed), answer);
+        if (answer <= 0) revert InvalidPrice(address(feed), answer);
         if (uint256(answer) < minAnswer || (maxAnswer != 0 && uint256(answer) > maxAnswer)) {
-            revert AnswerOutOfBounds(address(feed), answer, minAnswer, maxAnswer);
+            revert PriceOutOfBounds(address(feed), answer, minAnswer, maxAnswer);
         }
         if (updatedAt > block.timestamp || block.timestamp - updatedAt > heartbeat) {
-            revert StaleFeed(address(feed), updatedAt, heartbeat);
+            revert StalePrice(address(feed), updatedAt, heartbeat);
         }
         return uint256(answer);
     }
@@ -111,9 +116,9 @@ library ChainlinkReader {
         uint256 lo = 1;
         while (hi - lo > 1) {
             uint256 mid = (lo + hi) >> 1;
-            (, uint256 at) = roundAt(feed, _id(phase, mid));
-            if (at != 0 && at <= t) (lo, loAt) = (mid, at);
-            else (hi, hiAt) = (mid, at);
+            (, uint256 roundTime) = roundAt(feed, _id(phase, mid));
+            if (roundTime != 0 && roundTime <= t) (lo, loAt) = (mid, roundTime);
+            else (hi, hiAt) = (mid, roundTime);
         }
         return (_id(phase, lo), loAt, _id(phase, hi), hiAt);
     }
@@ -129,11 +134,11 @@ library ChainlinkReader {
         bool doubling = true;
         while (doubling || hi - lo > 1) {
             uint256 probe = doubling ? hi : (lo + hi) >> 1;
-            (, uint256 at) = roundAt(feed, _id(phase, probe));
-            if (at == 0) {
+            (, uint256 roundTime) = roundAt(feed, _id(phase, probe));
+            if (roundTime == 0) {
                 (hi, doubling) = (probe, false);
             } else {
-                (lo, loAt) = (probe, at);
+                (lo, loAt) = (probe, roundTime);
                 if (doubling) {
                     hi = probe << 1;
                     doubling = hi < 1 << PHASE_OFFSET;
