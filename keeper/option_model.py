@@ -32,6 +32,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from keeper import options as bs
+from keeper.deployment import DEFAULT_DEVIATION_BPS, DEFAULT_VOL_STEP
 from keeper.errors import ConfigError
 from keeper.option_orders import HeldSeries, OptionLeg
 from keeper.oracle import RiskAssetInfo
@@ -57,7 +58,7 @@ class OptionMarketModel:
     call_cap_bps : int
         A call's payout cap, bps of its strike.
     price_step_bps : int
-        One price-feed update step, bps of spot (0: the spread only).
+        One price-feed update step, bps of spot (the feed's deviation threshold; 0: the spread only).
     vol_step : float
         One vol-feed update step, annualised (0.01 = one vol point).
     min_time_to_expiry_seconds, max_time_to_expiry_seconds : int
@@ -74,11 +75,11 @@ class OptionMarketModel:
 
     spread_bps: int = 100
     call_cap_bps: int = 10_000
-    price_step_bps: int = 0
-    vol_step: float = 0.0
+    price_step_bps: int = DEFAULT_DEVIATION_BPS
+    vol_step: float = DEFAULT_VOL_STEP
     min_time_to_expiry_seconds: int = 3600
     max_time_to_expiry_seconds: int = 365 * 86_400
-    max_premium_bps: int = 300
+    max_premium_bps: int = 2_000
     premium_budget_bps: int = 200
     premium_period_seconds: int = 30 * 86_400
     max_option_legs: int = 8
