@@ -3,14 +3,18 @@ cost-aware trigger, regime-shift and time triggers, conditioning-gate fallbacks,
 
 from __future__ import annotations
 
+import json
+
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from conftest import USDC, System
 
 from keeper.chain import ANVIL_KEYS
 from keeper.costs import GasModel, gas_cost_base_units
+from keeper.config import load_config
 from keeper.errors import ConfigError
 from keeper.journal import Journal
 from keeper.policy_config import PolicyConfig
@@ -37,15 +41,23 @@ def _last_detail(journal: Journal) -> dict:
 def test_default_config_is_the_default_policy(chain: System) -> None:
     config = chain.keeper_config()
     policy = PolicyConfig.from_keeper_config(config)
-    # The fixture's config differs from the defaults only in the estimator and drift fields it sets.
+    # The fixture's config differs from the defaults only in the estimator, history and drift fields it sets.
     assert policy.estimator.half_life_days == 20 and policy.weight_drift_bps == 100
-    assert policy.model_dump(exclude={"estimator", "weight_drift_bps"}) == PolicyConfig().model_dump(
-        exclude={"estimator", "weight_drift_bps"})
+    changed = {"estimator", "weight_drift_bps", "lookback_days"}
+    assert policy.model_dump(exclude=changed) == PolicyConfig().model_dump(exclude=changed)
 
 
-def test_invalid_policy_fields_are_a_config_error(chain: System) -> None:
-    with pytest.raises(ConfigError, match="min_weight"):
+def test_invalid_policy_fields_are_a_config_error(chain: System, tmp_path) -> None:
+    # Refused when the config is built (a pydantic ValidationError naming the field) ...
+    with pytest.raises(ValidationError, match="min_weight"):
         chain.make_keeper(min_weight={"BTC": 0.6}, max_weight={"BTC": 0.5})
+    # ... and, from a file, as a ConfigError naming the file and the field.
+    path = tmp_path / "keeper.json"
+    path.write_text(json.dumps({"chain": {"rpc_url": "http://127.0.0.1:1", "vault_address": "0x" + "11" * 20,
+                                          "quoter_address": "0x" + "11" * 20},
+                                "policy": {"min_weight": {"BTC": 0.6}, "max_weight": {"BTC": 0.5}}}))
+    with pytest.raises(ConfigError, match="min_weight"):
+        load_config(path)
 
 
 def test_es_limit_derisks_toward_the_base_asset(chain: System) -> None:
