@@ -33,7 +33,7 @@ from keeper import hedging
 from keeper.greeks import OptionPosition, PortfolioGreeks, delta_adjusted_exposures, portfolio_greeks
 from keeper.overlay import OverlayPlan, plan_overlay
 from keeper.costs import TradeCost
-from keeper.errors import ConfigError, QuoteBelowBoundError
+from keeper.errors import ConfigError, NavLossBudgetError, QuoteBelowBoundError
 from keeper.hedging import HedgeTriggerConfig
 from keeper.overlay import OverlayConfig
 from keeper.risk_contributions import relative_risk_contributions
@@ -64,6 +64,7 @@ __all__ = [
     "TradeLimits",
     "RebalanceDecision",
     "quote_with_halving",
+    "nav_loss_check",
     "post_trade_weights",
     "decide_rebalance",
 ]
@@ -124,7 +125,8 @@ class QuotedPlan:
 
 
 def quote_with_halving(plan_at: Callable[[float], RebalancePlan], quoter: Quoter,
-                       max_step_halvings: int) -> QuotedPlan:
+                       max_step_halvings: int,
+                       refuse: Callable[[RebalancePlan, tuple[int, ...]], str | None] | None = None) -> QuotedPlan:
     """Quotes ``plan_at(1.0)``; when a pool cannot absorb the whole move within the slippage budget, takes
     half the step (``plan_at(0.5)``, ``plan_at(0.25)``, ...) up to ``max_step_halvings`` times.
 
@@ -138,6 +140,9 @@ def quote_with_halving(plan_at: Callable[[float], RebalancePlan], quoter: Quoter
     quoter : Quoter
     max_step_halvings : int
         >= 0.
+    refuse : callable(plan, amounts_out) -> str or None, optional
+        A further check of the quoted plan (the vault's rolling NAV-loss budget, :func:`nav_loss_check`): a
+        reason to take a smaller step, or None when the plan may go.
 
     Returns
     -------
@@ -148,7 +153,8 @@ def quote_with_halving(plan_at: Callable[[float], RebalancePlan], quoter: Quoter
     ------
     QuoteBelowBoundError
         Still below the bound after ``max_step_halvings`` halvings, or the smaller step leaves no spot leg
-        while the plan has nothing else to send.
+        while the plan has nothing else to send (:class:`~keeper.errors.NavLossBudgetError` when it was the
+        ``refuse`` check that kept failing).
     """
     if max_step_halvings < 0:
         raise ValueError(f"max_step_halvings must be >= 0, got {max_step_halvings}")
@@ -158,20 +164,49 @@ def quote_with_halving(plan_at: Callable[[float], RebalancePlan], quoter: Quoter
         if not plan.legs:
             return QuotedPlan(plan, (), fraction, attempt)
         try:
-            return QuotedPlan(plan, tuple(quoter.quote(plan)), fraction, attempt)
+            amounts = tuple(quoter.quote(plan))
+            why = refuse(plan, amounts) if refuse is not None else None
+            if why is not None:
+                raise NavLossBudgetError(why)
+            return QuotedPlan(plan, amounts, fraction, attempt)
         except QuoteBelowBoundError as exc:
             if attempt == max_step_halvings:
-                error = QuoteBelowBoundError(f"{exc} (after {attempt} halvings of the step)")
+                error = type(exc)(f"{exc} (after {attempt} halvings of the step)")
                 error.plan = plan
                 raise error from exc
             refused = plan
             fraction /= 2
             plan = plan_at(fraction)
             if not plan.legs and not plan.option_legs:
-                error = QuoteBelowBoundError(f"{exc}; half the step: {plan.skip_reason}")
+                error = type(exc)(f"{exc}; half the step: {plan.skip_reason}")
                 error.plan = refused
                 raise error from exc
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def nav_loss_check(quoter: Quoter, state: VaultState) -> Callable[[RebalancePlan, tuple[int, ...]], str | None]:
+    """The vault's rolling NAV-loss budget as a check of a quoted plan: the fees and price impact of the quoted
+    swap legs (what they lose against the oracle) plus each option leg's premium against its fair value (the
+    spread paid), base units, must fit what the budget still allows (``state.nav_loss_budget_remaining``), else
+    the vault refuses the rebalance (``NavLossBudgetExceeded``)."""
+
+    def refuse(plan: RebalancePlan, amounts_out: tuple[int, ...]) -> str | None:
+        remaining = state.nav_loss_budget_remaining
+        if remaining is None or not (plan.legs or plan.option_legs):
+            return None
+        loss = 0
+        if plan.legs:
+            cost = quoter.cost(plan, amounts_out)
+            loss += cost.fee + cost.impact
+        # An option leg moves the NAV by its premium against the mark: the ask above fair, the bid below it.
+        loss += sum(max(leg.quoted_premium - leg.fair_value, 0) if leg.is_buy else max(leg.fair_value - leg.quoted_premium, 0)
+                    for leg in plan.option_legs)
+        if loss <= remaining:
+            return None
+        return (f"the quoted legs lose {loss} base units against the oracle, more than the vault's rolling NAV-loss "
+                f"budget still allows ({remaining})")
+
+    return refuse
 
 
 def post_trade_weights(plan: RebalancePlan, amounts_out: Sequence[int], snapshot: PriceSnapshot, state: VaultState,
@@ -307,7 +342,7 @@ def decide_rebalance(
         plan = plan_at(1.0)
         if plan.skip_reason:
             return RebalanceDecision("skip", plan.skip_reason, "no_trade_needed", None, plan)
-        quoted = quote_with_halving(plan_at, quoter, limits.max_step_halvings)
+        quoted = quote_with_halving(plan_at, quoter, limits.max_step_halvings, nav_loss_check(quoter, state))
         return RebalanceDecision("trade", f"derisk: {derisk_reason}", "derisk", None, quoted.plan, quoted.amounts_out,
                                  quoter.cost(quoted.plan, quoted.amounts_out), halvings=quoted.halvings)
     if policy_decision is None:
@@ -354,7 +389,7 @@ def decide_rebalance(
         trade = TriggerDecision(False, (*signals.fired, plan.skip_reason), dict(signals.metrics))
         return RebalanceDecision("skip", plan.skip_reason, "no_trade_needed", plan=plan, trigger=trade,
                                  signals=signals, **common)
-    quoted = quote_with_halving(plan_at, quoter, limits.max_step_halvings)
+    quoted = quote_with_halving(plan_at, quoter, limits.max_step_halvings, nav_loss_check(quoter, state))
     plan = quoted.plan
     cost = quoter.cost(plan, quoted.amounts_out)
     trade = evaluate_trade(decision, policy, signals,
@@ -532,7 +567,7 @@ def _decide_with_options(
     if not (plan.legs or plan.option_legs):
         return RebalanceDecision("skip", plan.skip_reason or "no hedge trigger and no option order",
                                  "no_trade_needed", plan=plan, hedge=outcome, **common)
-    quoted = quote_with_halving(plan_at, quoter, limits.max_step_halvings)
+    quoted = quote_with_halving(plan_at, quoter, limits.max_step_halvings, nav_loss_check(quoter, state))
     plan = quoted.plan
     if not plan.legs:
         return RebalanceDecision("trade", "option orders", None, plan=plan, hedge=outcome, halvings=quoted.halvings,

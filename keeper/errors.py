@@ -76,6 +76,11 @@ class QuoteBelowBoundError(KeeperError):
     plan = None
 
 
+class NavLossBudgetError(QuoteBelowBoundError):
+    """The quoted legs would lose more against the oracle than the vault's rolling NAV-loss budget still allows
+    (the vault would refuse the rebalance with ``NavLossBudgetExceeded``); the decision takes a smaller step."""
+
+
 class TransactionFailedError(KeeperError):
     """A sent transaction was mined with a failure status or was dropped."""
 

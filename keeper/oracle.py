@@ -17,7 +17,8 @@ from keeper.chain import contract
 from keeper.errors import InsufficientHistoryError, InvalidPriceError, StaleOracleError
 from keeper.units import BPS, SECONDS_PER_DAY
 
-#: Index of the turnover budget in the vault's rolling budgets (``RiskParityVault.BUDGET_TURNOVER``).
+#: Indices of the vault's rolling budgets (``RiskParityVault.BUDGET_NAV_LOSS``, ``BUDGET_TURNOVER``).
+NAV_LOSS_BUDGET = 0
 TURNOVER_BUDGET = 1
 
 FloatArray = npt.NDArray[np.float64]
@@ -89,6 +90,9 @@ class VaultState:
     #: What the vault's rolling turnover budget still allows now, base units (``budgetBps(1)`` × NAV /
     #: 10,000 − ``budgetSpent(1)``, floored at 0); ``None`` when unknown (offline state).
     turnover_budget_remaining: int | None = None
+    #: What the vault's rolling NAV-loss budget still allows now, base units (``budgetBps(0)`` × NAV / 10,000 −
+    #: ``budgetSpent(0)``, floored at 0): the most a rebalance may lose against the oracle; ``None`` when unknown.
+    nav_loss_budget_remaining: int | None = None
 
 
 class ChainReader:
@@ -218,8 +222,8 @@ class ChainReader:
         return PriceHistory(timestamps=grid, prices_usd=np.column_stack(columns))
 
     def vault_state(self, block_number: int | str = "latest") -> VaultState:
-        """Balances, NAV (``totalAssets()``), supply, epoch, pause flag, limits and the rolling turnover budget
-        left, of the vault."""
+        """Balances, NAV (``totalAssets()``), supply, epoch, pause flag, limits and what the rolling turnover and
+        NAV-loss budgets still allow, of the vault."""
         fn = self.vault.functions
         tokens, balances = fn.holdings().call(block_identifier=block_number)
         total_assets = fn.totalAssets().call(block_identifier=block_number)
@@ -235,7 +239,12 @@ class ChainReader:
             max_slippage_bps=fn.maxSlippageBps().call(block_identifier=block_number),
             max_turnover_bps=fn.maxTurnoverBps().call(block_identifier=block_number),
             max_nav_loss_bps=fn.maxNavLossBps().call(block_identifier=block_number),
-            turnover_budget_remaining=max(
-                fn.budgetBps(TURNOVER_BUDGET).call(block_identifier=block_number) * total_assets // BPS
-                - fn.budgetSpent(TURNOVER_BUDGET).call(block_identifier=block_number), 0),
+            turnover_budget_remaining=self._budget_remaining(TURNOVER_BUDGET, total_assets, block_number),
+            nav_loss_budget_remaining=self._budget_remaining(NAV_LOSS_BUDGET, total_assets, block_number),
         )
+
+    def _budget_remaining(self, kind: int, total_assets: int, block_number: int | str) -> int:
+        """``budgetBps(kind)`` × NAV / 10,000 − ``budgetSpent(kind)`` at the block, floored at 0 (base units)."""
+        fn = self.vault.functions
+        return max(fn.budgetBps(kind).call(block_identifier=block_number) * total_assets // BPS
+                   - fn.budgetSpent(kind).call(block_identifier=block_number), 0)
