@@ -448,7 +448,8 @@ class HedgeOutcome:
 
     ``target_scale`` (<= 1) scales every exposure target so that spot plus option delta can reach them without
     leverage; ``cash_scale`` (<= 1) scales the spot targets when they and the premiums do not fit in the NAV
-    (:func:`keeper.planner.sleeve_targets`)."""
+    (:func:`keeper.planner.sleeve_targets`). ``refused_orders``: the overlay's orders left out because the vault's
+    premium bound refuses their quote (each with its reason)."""
 
     greeks_before: PortfolioGreeks
     overlay: OverlayPlan
@@ -457,6 +458,7 @@ class HedgeOutcome:
     target_scale: float
     cash_scale: float
     spot_legs_dropped: str | None = None
+    refused_orders: tuple[str, ...] = ()
 
 
 def _greeks(units: FloatArray, positions: Sequence[OptionPosition], spots: FloatArray, vols: FloatArray,
@@ -523,8 +525,11 @@ def _decide_with_options(
         risk_contributions=_risk_contributions(delta_adjusted_exposures(greeks_before, nav_usd), cov),
         nav=nav_usd, positions=[h.position() for h in options.book], now=now,
     )
+    # An order the vault's premium bound refuses (a put far out of the money bids nothing; a short-dated one asks
+    # too much) is left out, not allowed to stop the hedge: the reasons travel with the decision.
+    refused: list[str] = []
     option_legs = option_legs_for_plan(overlay_plan, options.book, options.quoter, assets, now,
-                                       tolerance_bps=options.tolerance_bps)
+                                       tolerance_bps=options.tolerance_bps, refused=refused)
     # The hedge targets the book the legs lead to (amounts floored, buys perhaps scaled to the vault's budget).
     greeks = _greeks(units, book_after_legs(options.book, option_legs), spots, options.vols, now, symbols)
     holdings = value_holdings(snapshot, state, assets)
@@ -561,7 +566,8 @@ def _decide_with_options(
                                   drift_threshold_bps=0.0, fraction=fraction, **plan_args)
         return with_option_legs(spot, option_legs, nav, options.options_value)
 
-    outcome = HedgeOutcome(greeks_before, overlay_plan, hedge, tuple(option_legs), target_scale, cash_scale)
+    outcome = HedgeOutcome(greeks_before, overlay_plan, hedge, tuple(option_legs), target_scale, cash_scale,
+                           refused_orders=tuple(refused))
     common: dict = dict(policy=decision, current_weights=holdings.weights)
     plan = plan_at(1.0)
     if not (plan.legs or plan.option_legs):

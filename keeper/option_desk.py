@@ -85,7 +85,8 @@ class OverlayStepReport:
         hedge = choice.hedge
         if hedge is None:
             return cls(status, reason, plan=choice.plan, **fields)
-        return cls(status, reason, decision=hedge.decision.as_dict(), overlay=hedge.overlay.as_dict(),
+        overlay = {**hedge.overlay.as_dict(), "refused_orders": list(hedge.refused_orders)}
+        return cls(status, reason, decision=hedge.decision.as_dict(), overlay=overlay,
                    greeks_before=hedge.greeks_before.as_dict(), plan=choice.plan,
                    legs=choice.plan.option_legs if choice.plan is not None else (),
                    cash_scale=hedge.cash_scale, target_scale=hedge.target_scale, **fields)

@@ -190,6 +190,7 @@ def option_legs_for_plan(
     now: int,
     *,
     tolerance_bps: int = 20,
+    refused: list[str] | None = None,
 ) -> tuple[OptionLeg, ...]:
     """The vault legs of an overlay plan: closes and reductions (sells) first, then new puts (buys).
 
@@ -213,6 +214,10 @@ def option_legs_for_plan(
         Unix seconds of the block the legs are planned at.
     tolerance_bps : int
         Headroom over the quoted ask (under the bid) for the fair value to move before mining, bps.
+    refused : list of str, optional
+        When given, an order whose quote is beyond the vault's premium bound is left out and its reason appended
+        here (the rest of the decision goes ahead: a put that cannot be sold back is held to settlement); when
+        None, such an order raises.
 
     Raises
     ------
@@ -258,11 +263,13 @@ def option_legs_for_plan(
         bid, fair = quoter.quote(h.underlying, h.strike, h.expiry, h.is_call, amount, False)
         limit, bound = _sell_limit(bid, fair, tolerance_bps, max_premium_bps)
         if bid < bound:
-            raise OptionPremiumBoundError(
-                f"{order.symbol} sell of {amount} (1e18 units): the market bids {bid} base units, below the vault's "
-                f"bound {bound} (fair {fair} less maxPremiumBps {max_premium_bps}); raise maxPremiumBps above the "
-                "market spread or close later"
-            )
+            why = (f"{order.symbol} sell of {amount} (1e18 units): the market bids {bid} base units, below the vault's "
+                   f"bound {bound} (fair {fair} less maxPremiumBps {max_premium_bps}); raise maxPremiumBps above the "
+                   "market spread or close later")
+            if refused is None:
+                raise OptionPremiumBoundError(why)
+            refused.append(why + ": held to settlement")
+            continue
         sells.append(OptionLeg(h.symbol, h.underlying, h.strike, h.expiry, h.is_call, False, amount, limit, bid, fair,
                                order.reason))
 
@@ -293,11 +300,13 @@ def option_legs_for_plan(
     for symbol, token, strike, expiry, is_call, amount, reason, ask, fair in quoted:
         limit, bound = _buy_limit(ask, fair, tolerance_bps, max_premium_bps)
         if ask > bound:
-            raise OptionPremiumBoundError(
-                f"{symbol} buy of {amount} (1e18 units) strike {strike}: the market asks {ask} base units, above the "
-                f"vault's bound {bound} (fair {fair} plus maxPremiumBps {max_premium_bps}); the market's spread "
-                "exceeds the vault's premium bound: raise maxPremiumBps or skip the overlay"
-            )
+            why = (f"{symbol} buy of {amount} (1e18 units) strike {strike}: the market asks {ask} base units, above the "
+                   f"vault's bound {bound} (fair {fair} plus maxPremiumBps {max_premium_bps}); the market's spread "
+                   "exceeds the vault's premium bound: raise maxPremiumBps or skip the overlay")
+            if refused is None:
+                raise OptionPremiumBoundError(why)
+            refused.append(why + ": not bought")
+            continue
         out_buys.append(OptionLeg(symbol, token, strike, expiry, is_call, True, amount, limit, ask, fair, reason))
     legs = tuple(sells + out_buys)
     max_legs = quoter.max_option_legs()

@@ -39,7 +39,8 @@ class DemoRecord:
         self.flows_usd.append(flows_usd)
 
     def add_tick(self, date: dt.date, report: Any, post_trade_rrc: list[float] | None) -> None:
-        entry: dict[str, Any] = {"date": date.isoformat(), "status": report.status, "reason": report.reason}
+        entry: dict[str, Any] = {"date": date.isoformat(), "status": report.status, "reason": report.reason,
+                                 "reason_code": report.reason_code}
         if report.status == "rebalanced":
             self.rebalances += 1
             ex = report.execution
@@ -228,7 +229,9 @@ def build_report(record: DemoRecord, out_dir: Path, replay_seconds: float, data_
     skipped: dict[str, int] = {}
     for t in record.ticks:
         if t["status"] != "rebalanced":
-            key = (t["reason"] or "").split(":")[0].split(" ")[0] or t["status"]
+            # The tick's reason code (no_trade_needed, not_worth_trading, policy_hold, breaker:<name>, the
+            # exception's class), else the first word of its reason.
+            key = t.get("reason_code") or (t["reason"] or "").split(":")[0].split(" ")[0] or t["status"]
             skipped[key] = skipped.get(key, 0) + 1
     realised = realised_risk_contributions(weights, prices) if len(prices) > 2 else np.full(n, np.nan)
     report: dict[str, Any] = {

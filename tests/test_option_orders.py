@@ -261,17 +261,20 @@ def test_roll_before_expiry_sells_the_old_series_and_buys_a_new_one(env: Env, tm
     assert premiums[False] >= sell.premium_limit and premiums[True] <= buy.premium_limit
 
 
-def test_a_roll_whose_bid_is_beyond_the_vault_bound_is_skipped(env: Env, tmp_path) -> None:
+def test_a_roll_whose_bid_is_beyond_the_vault_bound_is_held_to_settlement(env: Env, tmp_path) -> None:
     """With the feed steps on (the local deployment), a near-expiry out-of-the-money put bids far under fair:
-    the keeper does not sell beyond the vault's bound; it skips with the reason and keeps the put."""
+    the keeper does not sell beyond the vault's bound. That close is left out with its reason, the put is held
+    to settlement, and the rest of the decision (the delta hedge, the new put) is not blocked by it."""
     overlay = env.overlay(tmp_path)
     env.step(overlay)
     env.step(overlay)
     (old,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
     env.push_all(at=old.expiry - 4 * DAY)
     step = env.step(overlay)
-    assert step.status == "skipped" and "maxPremiumBps" in step.reason
+    assert step.overlay is not None, step.reason
+    assert any("maxPremiumBps" in r and "held to settlement" in r for r in step.overlay["refused_orders"]), step.overlay
     assert env.market.functions.positionOf(old.series_id, env.vault.address).call() == old.amount
+    assert step.status == "traded", step.reason  # the roll's new put (and the hedge) went ahead
 
 
 @pytest.mark.parametrize("final_price, in_the_money", [(30_000.0, True), (45_000.0, False)])
@@ -388,19 +391,21 @@ def test_unreachable_targets_are_scaled_to_what_the_vault_can_hold(env: Env, tmp
     assert env.step(overlay).status == "skipped"
 
 
-def test_a_refused_step_is_journalled_and_sends_nothing(env: Env, tmp_path) -> None:
+def test_refused_steps_and_orders_are_journalled(env: Env, tmp_path) -> None:
     overlay = env.overlay(tmp_path)
     epoch = env.vault.functions.rebalanceEpoch().call()
-    # a covariance of the wrong shape
+    # a covariance of the wrong shape: the step is refused and sends nothing
     step = overlay.step(NAV_TARGETS, np.eye(2), overlay.keeper.decide, overlay.keeper.config.chain.max_oracle_age_seconds)
     assert step.status == "skipped" and "PolicyInputError" in step.reason and "covariance" in step.reason
-    # A tighter premium bound than the market's spread, once there is spot to protect.
+    assert env.vault.functions.rebalanceEpoch().call() == epoch
+    rows = overlay.keeper.journal.ticks("overlay_skipped")
+    assert len(rows) == 1 and "PolicyInputError" in rows[0]["reason"] and rows[0]["tx_hash"] is None
+    # A tighter premium bound than the market's spread, once there is spot to protect: the put the overlay wants
+    # is left out with its reason (nothing is bought), and the rest of the decision is not blocked by it.
     env.step(overlay)
     env.tx.transact(env.owner, env.vault.functions.setOptionLimits(50, 200, 30 * DAY, 8))
-    before = env.vault.functions.rebalanceEpoch().call()
     step = env.step(overlay)
-    assert step.status == "skipped" and "OptionPremiumBoundError" in step.reason
-    assert env.vault.functions.rebalanceEpoch().call() == before == epoch + 1
-    rows = overlay.keeper.journal.ticks("overlay_skipped")
-    assert len(rows) == 2 and "PolicyInputError" in rows[0]["reason"] and rows[1]["reason"] == step.reason
-    assert rows[-1]["tx_hash"] is None
+    assert any("above the vault's bound" in r and "not bought" in r for r in step.overlay["refused_orders"]), step.overlay
+    assert read_option_book(env.vault, env.market, overlay.keeper.reader.assets) == ()
+    journalled = overlay.keeper.journal.ticks(f"overlay_{step.status}")[-1]
+    assert journalled["detail"]["overlay_plan"]["refused_orders"] == step.overlay["refused_orders"]
