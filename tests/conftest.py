@@ -21,6 +21,7 @@ from keeper.config import KeeperConfig  # noqa: E402
 from keeper.data import PriceTable, load_prices  # noqa: E402
 from keeper.deployment import BASE_DECIMALS, MAX_UINT256, Arbitrageur, Deployment, deploy_system, price_to_answer  # noqa: E402
 from keeper.journal import Journal  # noqa: E402
+from keeper.demo import TICK_AFTER_CLOSE_SECONDS  # noqa: E402
 from keeper.runner import Keeper  # noqa: E402
 
 SYMBOLS = ("BTC", "ETH", "SOL")
@@ -57,13 +58,16 @@ class System:
         return decode_revert(data)
 
     def push_day(self, t: int, align: bool = True) -> None:
-        """Moves chain time to the close of table day ``t``, pushes its closes, aligns the pools."""
+        """Moves chain time to the close of table day ``t``, pushes its closes, aligns the pools, then moves
+        time to one hour after the close, where the keeper reads (see the ``system`` fixture)."""
         rpc(self.w3, "evm_setNextBlockTimestamp", [self.table.close_timestamp(t)])
         for feed, price in zip(self.feeds, self.table.prices[t]):
             self.tx.transact(self.owner, feed.functions.pushAnswer(price_to_answer(price)))
         if align:
             for asset, price in zip(self.deployment.assets, self.table.prices[t]):
                 self.arbitrageur.align(asset.token, price_to_answer(price))
+        rpc(self.w3, "evm_setNextBlockTimestamp", [self.table.close_timestamp(t) + TICK_AFTER_CLOSE_SECONDS])
+        rpc(self.w3, "evm_mine", [])
         self.day = t
 
     def deposit(self, who: str, usd: float) -> int:
@@ -123,6 +127,11 @@ def system(chain_table: PriceTable) -> System:
         tokens=[contract(w3, "TestToken", a.token) for a in deployment.assets],
         feeds=[contract(w3, "PushPriceFeed", a.feed) for a in deployment.assets],
     )
+    # Each day ends one hour after its close, where the keeper reads, as the demo's keeper does: the daily grid
+    # of the round history (block time − k days) then falls after every feed's push of each day whatever the
+    # seconds a slow machine lets pass between two ticks; a few seconds after the close, a tick could fall
+    # between the pushes of one day and see yesterday's round for some assets (a different history and
+    # target), which made tests that tick twice flaky under load.
     for t in range(1, HISTORY_DAYS):
         system.push_day(t, align=(t == HISTORY_DAYS - 1))
     for who in (alice, bob):
