@@ -594,6 +594,11 @@ class StrategyRun:
         assert plan is not None
         cost = choice.cost if choice.cost is not None else TradeCost(0, 0, 0, 0)
         new_balances, new_base = self._after(plan, choice.amounts_out, universe)
+        premiums = sum(leg.quoted_premium if leg.is_buy else -leg.quoted_premium for leg in plan.option_legs)
+        if premiums > new_base:  # the vault's transfer of the premiums would revert: nothing happens
+            self._skip(t, f"the vault would revert: premiums {premiums} exceed its base balance {new_base}",
+                       choice.trigger, decision_policy)
+            return estimate
         for i, b in zip(universe, new_balances):
             self.balances[i] = b
         self.base_balance = new_base

@@ -477,6 +477,22 @@ def _reserved_cash(option_legs: Sequence[OptionLeg], spot_nav: int, state: Vault
     return min(reserved + -(-spot_nav * slippage // BPS), spot_nav)
 
 
+def _funded(option_legs: Sequence[OptionLeg], base_balance: int, refused: list[str]) -> tuple[OptionLeg, ...]:
+    """The option legs the vault can pay for from ``base_balance`` (base units) plus the proceeds of its option
+    sells, in order; a buy it cannot pay for is left out with its reason (the vault would revert), and the next
+    spot hedge reserves the cash for it."""
+    cash = base_balance + sum(leg.premium_limit for leg in option_legs if not leg.is_buy)
+    funded = []
+    for leg in option_legs:
+        if leg.is_buy and leg.premium_limit > cash:
+            refused.append(f"{leg.symbol} buy of {leg.amount} (1e18 units): premium limit {leg.premium_limit} base "
+                           f"units above the {cash} the vault holds in cash without a spot hedge: not bought")
+            continue
+        cash -= leg.premium_limit if leg.is_buy else 0
+        funded.append(leg)
+    return tuple(funded)
+
+
 def _risk_contributions(exposures: FloatArray, covariance: FloatArray) -> FloatArray:
     """``w_i (Σ w)_i`` of the delta-adjusted exposures (only the ranking matters to the overlay)."""
     if covariance.shape != (exposures.size, exposures.size):
@@ -547,6 +563,9 @@ def _decide_with_options(
                                    iv_at_last_hedge=options.iv_at_last_hedge)
     plan_args = dict(slippage_budget_bps=limits.slippage_budget_bps, min_trade_value=limits.min_trade_value,
                      deadline=limits.deadline)
+    if not hedge.hedge:
+        # No spot leg frees cash this time: the premiums are paid from the base balance (after the option sells).
+        option_legs = _funded(option_legs, holdings.base_balance, refused)
     sleeve = None
     cash_scale = 1.0
     if hedge.hedge:
@@ -594,8 +613,10 @@ def _decide_with_options(
     if trade.rebalance:
         return RebalanceDecision("trade", trade.reason, None, plan=plan, amounts_out=quoted.amounts_out, cost=cost,
                                  trigger=trade, signals=signals, halvings=quoted.halvings, hedge=outcome, **common)
-    # The hedge does not pay for itself: the option orders (if any) go alone.
-    outcome = dataclasses.replace(outcome, spot_legs_dropped=trade.reason)
+    # The hedge does not pay for itself: the option orders (if any) go alone, as far as the cash pays for them.
+    option_legs = _funded(option_legs, holdings.base_balance, refused)
+    outcome = dataclasses.replace(outcome, spot_legs_dropped=trade.reason, option_legs=option_legs,
+                                  refused_orders=tuple(refused))
     if not option_legs:
         return RebalanceDecision("skip", trade.reason, "not_worth_trading", plan=plan, cost=cost, trigger=trade,
                                  signals=signals, hedge=outcome, **common)
