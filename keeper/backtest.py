@@ -366,6 +366,8 @@ class StrategyRun:
             if config.options is None:
                 raise ConfigError(f"strategy {strategy.name!r} runs with options: set BacktestConfig.options")
             self.option_book = OptionBookModel(config.options.market)
+            panel = market.panel
+            self._close_timestamps = [panel.close_timestamp(r) for r in range(len(panel.dates))]
         self.last_hedge_at: int | None = None
         self.iv_at_last_hedge: FloatArray | None = None
         self.options_value: list[float] = []
@@ -445,10 +447,7 @@ class StrategyRun:
         return self.market.panel.close_timestamp(t) + offset
 
     def _settlement_prices(self, t: int) -> SettlementPrices:
-        panel = self.market.panel
-        index = {s: i for i, s in enumerate(panel.symbols)}
-        if not hasattr(self, "_close_timestamps"):
-            self._close_timestamps = [panel.close_timestamp(r) for r in range(len(panel.dates))]
+        index = {s: i for i, s in enumerate(self.market.panel.symbols)}
         return SettlementPrices(self._close_timestamps, lambda sym, row: self.market.answer(row, index[sym]), t)
 
     def _spot_and_vol(self, t: int) -> tuple[dict[str, int], dict[str, int], dict[str, float]]:
@@ -654,8 +653,12 @@ class ModelQuoter:
         self.run = run
         self.universe = universe
         self.t = t
+        self._last: tuple[RebalancePlan, list[LegQuote]] | None = None
 
     def leg_quotes(self, plan: RebalancePlan) -> list[LegQuote]:
+        """The modelled quote of every leg of ``plan`` (kept for the plan last quoted: ``cost`` reuses it)."""
+        if self._last is not None and self._last[0] is plan:
+            return self._last[1]
         run, market, t = self.run, self.run.market, self.t
         position = {market.panel.symbols[i]: i for i in self.universe}
         quotes = []
@@ -667,6 +670,7 @@ class ModelQuoter:
             reserves = run.config.pools.reserves(leg.symbol, answer, FEED_DECIMALS, RISK_DECIMALS, BASE_DECIMALS, seed)
             quotes.append(quote_leg(leg, reserves, run.config.pools.fee_pips,
                                     lambda amount, a=answer, inf=info: value_of(amount, a, inf, BASE_DECIMALS)))
+        self._last = (plan, quotes)
         return quotes
 
     def quote(self, plan: RebalancePlan) -> tuple[int, ...]:

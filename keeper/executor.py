@@ -58,22 +58,24 @@ class ChainQuoter:
         The oracle answers and vault state the plan was made from.
     gas_model : GasModel
         Gas units per rebalance by number of legs.
-    gas_price_wei : int
+    gas_price_wei : callable() -> int
         Base fee + tip of the next block, wei per gas (the cap when the fee cannot be read: an upper bound,
-        so the cost gate errs toward not trading).
+        so the cost gate errs toward not trading). Called once, the first time a quoted plan is costed: a
+        tick that stops at its triggers reads no fee.
     eth_price_usd : float
         USD per ETH, to value the gas.
     """
 
     def __init__(self, executor: "Executor", assets: tuple[RiskAssetInfo, ...] | list[RiskAssetInfo],
-                 snapshot: PriceSnapshot, state: VaultState, gas_model: GasModel, gas_price_wei: int,
-                 eth_price_usd: float) -> None:
+                 snapshot: PriceSnapshot, state: VaultState, gas_model: GasModel,
+                 gas_price_wei: Callable[[], int], eth_price_usd: float) -> None:
         self.executor = executor
         self.assets = tuple(assets)
         self.snapshot = snapshot
         self.state = state
         self.gas_model = gas_model
-        self.gas_price_wei = gas_price_wei
+        self._gas_price_source = gas_price_wei
+        self._gas_price_wei: int | None = None
         self.eth_price_usd = eth_price_usd
         self.pool_fees = {a.token: a.pool_fee for a in self.assets}
 
@@ -83,7 +85,9 @@ class ChainQuoter:
     def cost(self, plan: RebalancePlan, amounts_out: tuple[int, ...]) -> TradeCost:
         state = self.state
         gas_units = self.gas_model.gas_units(len(plan.legs))
-        gas = gas_cost_base_units(gas_units, self.gas_price_wei, self.eth_price_usd, state.base_decimals)
+        if self._gas_price_wei is None:
+            self._gas_price_wei = self._gas_price_source()
+        gas = gas_cost_base_units(gas_units, self._gas_price_wei, self.eth_price_usd, state.base_decimals)
         value_of_risk = {
             info.symbol: (lambda amount, answer=answer, info=info: value_of(amount, answer, info, state.base_decimals))
             for info, answer in zip(self.assets, self.snapshot.answers)

@@ -330,15 +330,19 @@ class Keeper:
                                 last_rebalance=last_rebalance, options=options)
 
     def _quoter(self, snapshot: Any, state: Any) -> ChainQuoter:
-        """QuoterV2 for the legs; gas priced at the next block's fee (the cap when it cannot be read)."""
+        """QuoterV2 for the legs; gas priced at the next block's fee (the cap when it cannot be read), read only
+        when a quoted plan is costed."""
+        return ChainQuoter(self.executor, self.reader.assets, snapshot, state, self.gas_model, self._gas_price_wei,
+                           self._eth_price_usd(snapshot))
+
+    def _gas_price_wei(self) -> int:
+        """Base fee + tip of the next block, wei per gas; the fee cap when the fee cannot be read."""
         try:
             fees = self.executor.fee_policy.estimate(self.w3, gate=False)
-            gas_price = fees.base_fee_per_gas + fees.max_priority_fee_per_gas
+            return fees.base_fee_per_gas + fees.max_priority_fee_per_gas
         except KeeperError as exc:
             log.warning("pricing the rebalance's gas at the fee cap: %s", exc)
-            gas_price = self.executor.fee_policy.max_fee_per_gas_wei
-        return ChainQuoter(self.executor, self.reader.assets, snapshot, state, self.gas_model, gas_price,
-                           self._eth_price_usd(snapshot))
+            return self.executor.fee_policy.max_fee_per_gas_wei
 
     def _eth_price_usd(self, snapshot: Any) -> float:
         """USD per ETH: the vault's WETH/ETH oracle price when it lists that asset, else the config's."""
