@@ -214,8 +214,8 @@ def iv_error(iv: np.ndarray) -> str:
 
 def time_ours_iv() -> tuple[float, str]:
     prices, s, k, t, sigma, is_call = iv_workload()
-    rate = IV_N / best_of(lambda: options.implied_volatility(prices, s, k, t, R, Q, is_call), 3)
-    return rate, iv_error(options.implied_volatility(prices, s, k, t, R, Q, is_call))
+    rate = IV_N / best_of(lambda: options.implied_volatility(prices, s, k, t, R, Q, is_call).vol, 3)
+    return rate, iv_error(options.implied_volatility(prices, s, k, t, R, Q, is_call).vol)
 
 
 def time_vollib_iv() -> tuple[float, str]:

@@ -55,14 +55,18 @@ the option is priced by its discounted forward intrinsic value
 
 Deep in or out of the money the normal CDF is evaluated with :func:`scipy.special.ndtr` on
 the side that does not cancel (``N(-d)`` for puts, never ``1 - N(d)``), so tail prices keep
-their relative precision down to the float64 underflow.
+their relative precision down to the float64 underflow; where both terms of the price are in
+the tail (:math:`\max(\pm d_1, \pm d_2) < 0`) they are combined through ``erfcx`` without
+cancelling. Any total volatility is priced: as :math:`\sigma\sqrt T \to \infty` a call tends to
+:math:`Se^{-qT}` and a put to :math:`Ke^{-rT}`.
 
 Errors
 ------
 :class:`keeper.errors.OptionInputError` (a ``ValueError`` and a ``KeeperError``) naming the
 argument, the first offending index and value: ``S``, ``K`` not strictly positive, ``T``,
 ``sigma`` negative, any NaN or infinity, ``is_call`` not boolean, shapes that do not
-broadcast.
+broadcast. :func:`implied_volatility` reports a price outside the no-arbitrage bounds per option
+in its result's ``status`` (:class:`ImpliedVolStatus`) and raises only through ``checked_vol()``.
 
 References
 ----------
@@ -76,6 +80,7 @@ References
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,6 +107,8 @@ __all__ = [
     "theta_per_day",
     "rho",
     "greeks",
+    "ImpliedVolStatus",
+    "ImpliedVolatility",
     "implied_volatility",
     "strike_for_delta",
 ]
@@ -116,7 +123,6 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 # Total volatility v = sigma * sqrt(T) at which the implied-volatility search gives up: every
 # option price is within 1e-300 of its upper bound well before (N(-50) ~ 1e-545).
 _MAX_TOTAL_VOL = 100.0
-_DEBUG=False
 
 
 def year_fraction(seconds: npt.ArrayLike) -> FloatArray:
@@ -167,7 +173,9 @@ def _checked_is_call(is_call: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     return a
 
 
-def _inputs(S, K, T, sigma, r, q, is_call):
+def _inputs(S, K, T, sigma, r, q, is_call, **extra: FloatArray):
+    """Validated arguments broadcast to one shape; ``extra`` (already validated, e.g. ``option_price``)
+    are broadcast with them and returned after ``is_call``."""
     s = _checked("S", S, positive=True)
     k = _checked("K", K, positive=True)
     t = _checked("T", T, non_negative=True)
@@ -175,11 +183,14 @@ def _inputs(S, K, T, sigma, r, q, is_call):
     rate = _checked("r", r)
     carry = _checked("q", q)
     call = _checked_is_call(is_call)
+    named = dict(S=s, K=k, T=t, sigma=vol, r=rate, q=carry, is_call=call, **extra)
     try:
-        return np.broadcast_arrays(s, k, t, vol, rate, carry, call)
+        return np.broadcast_arrays(*named.values())
     except ValueError as exc:
-        shapes = ", ".join(f"{n}{np.shape(a)}" for n, a in zip("S K T sigma r q is_call".split(), (s, k, t, vol, rate, carry, call)))
-        raise OptionInputError(f"argument shapes do not broadcast: {shapes}") from exc
+        shapes = ", ".join(f"{n}{np.shape(a)}" for n, a in named.items())
+        raise OptionInputError(
+            f"argument shapes do not broadcast: {shapes}; pass scalars or arrays whose shapes NumPy can broadcast"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- #
@@ -231,16 +242,25 @@ def _terms(S, K, T, sigma, r, q, is_call) -> _Terms:
 
 def _price(tm: _Terms) -> FloatArray:
     out = np.asarray(tm.sign * (tm.s * tm.df_q * tm.cdf_1 - tm.k * tm.df_r * tm.cdf_2))
-    # Out of the money below the inflection point (sign * d1 < 0) both terms are small and cancel.
-    # With N(-z) = erfcx(z/sqrt2) e^{-z^2/2} / 2 and S e^{-qT} n(d1) = K e^{-rT} n(d2):
+    # Out of the money below the inflection point both terms are small and cancel: both N(sign d1)
+    # and N(sign d2) are below 1/2, i.e. max(sign d1, sign d2) < 0 (d1 < 0 for a call, d2 > 0 for
+    # a put). With N(-z) = erfcx(z/sqrt2) e^{-z^2/2} / 2 and S e^{-qT} n(d1) = K e^{-rT} n(d2):
     #   V = sign * K e^{-rT} e^{-d2^2/2} [erfcx(-sign d1/sqrt2) - erfcx(-sign d2/sqrt2)] / 2,
-    # which keeps full relative precision down to the underflow of e^{-d2^2/2}.
-    tail = np.flatnonzero(tm.sign * tm.d1 < 0.0)
+    # which keeps full relative precision down to the underflow of e^{-d2^2/2}. Both erfcx
+    # arguments are then positive, so erfcx stays in (0, 1]; elsewhere (a put with d2 < 0, where
+    # erfcx of a negative argument overflows once sigma sqrt(T) exceeds ~75) one term is >= 1/2
+    # and the direct form does not cancel.
+    tail = np.flatnonzero(_in_tail(tm.sign, tm.d1, tm.d2))
     if tail.size:
         sg, d1, d2 = tm.sign.flat[tail], tm.d1.flat[tail], tm.d2.flat[tail]
         scaled = erfcx(-sg * d1 * _INV_SQRT2) - erfcx(-sg * d2 * _INV_SQRT2)
         out.flat[tail] = 0.5 * sg * tm.k.flat[tail] * tm.df_r.flat[tail] * np.exp(-0.5 * d2 * d2) * scaled
     return out
+
+
+def _in_tail(sign, d1, d2):
+    """Where both normal CDFs of the price are below 1/2 (the out-of-the-money tail form applies)."""
+    return np.maximum(sign * d1, sign * d2) < 0.0
 
 
 def _delta(tm: _Terms) -> FloatArray:
@@ -433,7 +453,7 @@ def _scalar_greeks(S, K, T, sigma, r, q, is_call) -> Greeks | None:
     pdf = _INV_SQRT_2PI * math.exp(-0.5 * d1 * d1)
     n1 = 0.5 * math.erfc(-sign * d1 * _INV_SQRT2)
     n2 = 0.5 * math.erfc(-sign * d2 * _INV_SQRT2)
-    if sign * d1 < 0.0:  # out of the money below the inflection point: see _price
+    if max(sign * d1, sign * d2) < 0.0:  # out of the money below the inflection point: see _price
         scaled = float(erfcx(-sign * d1 * _INV_SQRT2)) - float(erfcx(-sign * d2 * _INV_SQRT2))
         value = 0.5 * sign * K * df_r * math.exp(-0.5 * d2 * d2) * scaled
     else:
@@ -503,6 +523,91 @@ def _normalised_vega(x: FloatArray, v: FloatArray) -> FloatArray:
     return np.where(v > 0.0, out, 0.0)
 
 
+class ImpliedVolStatus(enum.IntEnum):
+    """Outcome of :func:`implied_volatility` for one option (``ImpliedVolatility.status``, int8).
+
+    With forward :math:`F`, discount :math:`D`, the no-arbitrage bounds of a price are
+    :math:`D\\max(\\pm(F-K), 0) \\le V < Se^{-qT}` (call) or :math:`< Ke^{-rT}` (put).
+    """
+
+    #: Solved: the price is strictly inside the bounds with time value above rounding.
+    OK = 0
+    #: The price equals its discounted intrinsic value within rounding (a deep in-the-money price
+    #: whose time value is below the rounding of the price, or a zero price out of the money):
+    #: ``vol`` is 0.0, the :math:`\sigma \to 0` limit, but every volatility whose time value is below
+    #: that rounding reproduces the price too, so the volatility is not identified.
+    NO_TIME_VALUE = 1
+    #: The price is below its discounted intrinsic value by more than rounding: no volatility; NaN.
+    BELOW_INTRINSIC = 2
+    #: The price is at or above the upper bound within rounding: no finite volatility; NaN.
+    ABOVE_UPPER_BOUND = 3
+
+
+@dataclass(frozen=True, eq=False)
+class ImpliedVolatility:
+    """Result of :func:`implied_volatility`: arrays of the broadcast shape of its arguments
+    (NumPy scalars for all-scalar input).
+
+    Attributes
+    ----------
+    vol : FloatArray
+        Annualised volatility (fraction) where ``status`` is ``OK``; 0.0 where ``NO_TIME_VALUE``;
+        NaN where ``BELOW_INTRINSIC`` or ``ABOVE_UPPER_BOUND``.
+    status : ndarray of int8
+        An :class:`ImpliedVolStatus` value per option (compare with ``== ImpliedVolStatus.OK``).
+    option_price : FloatArray
+        The prices solved for, broadcast.
+    lower_bound : FloatArray
+        Discounted intrinsic value :math:`D\\max(\\pm(F-K), 0)`, unit of ``S``.
+    upper_bound : FloatArray
+        :math:`Se^{-qT}` for a call, :math:`Ke^{-rT}` for a put, unit of ``S``.
+    """
+
+    vol: FloatArray
+    status: npt.NDArray[np.int8]
+    option_price: FloatArray
+    lower_bound: FloatArray
+    upper_bound: FloatArray
+
+    @property
+    def ok(self) -> npt.NDArray[np.bool_]:
+        """True where a volatility was solved for (``status == OK``)."""
+        return self.status == ImpliedVolStatus.OK
+
+    def checked_vol(self) -> FloatArray:
+        """``vol`` if every option is ``OK``.
+
+        Raises
+        ------
+        OptionInputError
+            Naming the first option that has no identified volatility: its index, price, the bound
+            it violates and its status.
+        """
+        status = np.asarray(self.status)
+        bad = status != ImpliedVolStatus.OK
+        if not bad.any():
+            return self.vol
+        i = int(np.argmax(bad.ravel()))
+        index = np.unravel_index(i, status.shape) if status.ndim else ()
+        where = f"[{', '.join(str(int(j)) for j in index)}]" if status.ndim else ""
+        code = ImpliedVolStatus(int(status.ravel()[i]))
+        price_i = float(np.ravel(self.option_price)[i])
+        low = float(np.ravel(self.lower_bound)[i])
+        high = float(np.ravel(self.upper_bound)[i])
+        count = f" ({int(bad.sum())} of {status.size} options have no volatility)" if status.size > 1 else ""
+        if code is ImpliedVolStatus.BELOW_INTRINSIC:
+            detail = f"below its discounted intrinsic value {low!r}"
+        elif code is ImpliedVolStatus.ABOVE_UPPER_BOUND:
+            detail = f"at or above its upper bound {high!r}"
+        else:
+            detail = f"equal to its discounted intrinsic value {low!r} within rounding (no time value left)"
+        raise OptionInputError(
+            f"option_price{where} is {price_i!r}, {detail}: no volatility is identified ({code.name}){count}. "
+            "Check the price, the strike, the expiry and whether the option is a call or a put; "
+            "a price without time value identifies no volatility."
+        )
+
+
 def implied_volatility(
     option_price,
     S,
@@ -514,7 +619,7 @@ def implied_volatility(
     *,
     tol: float = 1e-14,
     max_iter: int = 100,
-) -> FloatArray:
+) -> ImpliedVolatility:
     r"""Annualised Black-Scholes-Merton volatility that reproduces ``option_price`` (vectorised).
 
     Method. The price is reduced to Jaeckel's normalised out-of-the-money call [4]: with forward
@@ -535,7 +640,9 @@ def implied_volatility(
     Parameters
     ----------
     option_price : array_like
-        Observed option price, same unit as ``S``.
+        Observed option price, >= 0, same unit as ``S``. Broadcast with the other arguments
+        (e.g. prices of shape ``(n,)`` against scalar ``S, K, T``, or ``(n, 1)`` against ``K`` of
+        shape ``(1, m)``).
     S, K, T, r, q, is_call
         As in :func:`price`; ``T`` must be > 0.
     tol : float
@@ -545,24 +652,25 @@ def implied_volatility(
 
     Returns
     -------
-    FloatArray
-        Annualised volatility (fraction). **NaN** where no volatility exists, i.e. outside the
-        no-arbitrage bounds: a price below the discounted intrinsic value
-        :math:`D\max(\pm(F-K),0)` or at/above the upper bound (:math:`Se^{-qT}` for a call,
-        :math:`Ke^{-rT}` for a put). A price exactly at the intrinsic value returns 0.
+    ImpliedVolatility
+        ``vol`` and a ``status`` per option (:class:`ImpliedVolStatus`): ``OK``; ``NO_TIME_VALUE``
+        (the price equals the discounted intrinsic value within rounding: ``vol`` 0.0, not
+        identified); ``BELOW_INTRINSIC`` and ``ABOVE_UPPER_BOUND`` (outside the no-arbitrage
+        bounds, ``vol`` NaN). ``result.checked_vol()`` returns the vols or raises
+        :class:`OptionInputError` naming the first option without one.
 
     Raises
     ------
     OptionInputError
-        Invalid ``S``, ``K``, ``r``, ``q``, ``is_call``, a negative or non-finite price, or ``T <= 0``.
+        Invalid ``S``, ``K``, ``r``, ``q``, ``is_call``, a negative or non-finite price, ``T <= 0``,
+        or shapes that do not broadcast.
     SolverDidNotConvergeError
         If some option has not converged within ``max_iter`` iterations (does not happen for
         prices inside the bounds; reported with the worst residual rather than returned silently).
     """
     p = _checked("option_price", option_price, non_negative=True)
     t = _checked("T", T, positive=True)
-    s, k, t, _, rate, carry, call = _inputs(S, K, t, 0.0, r, q, is_call)
-    p = np.broadcast_to(p, s.shape)
+    s, k, t, _, rate, carry, call, p = _inputs(S, K, t, 0.0, r, q, is_call, option_price=p)
     df_r = np.exp(-rate * t)
     forward = s * np.exp((rate - carry) * t)
     log_fk = np.log(forward / k)
@@ -574,21 +682,35 @@ def implied_volatility(
     intrinsic = np.maximum(sign * (forward - k), 0.0)
     otm_price = np.where(itm, undiscounted - intrinsic, undiscounted)
     x = -np.abs(log_fk)
-    beta = otm_price / np.sqrt(forward * k)
+    root_fk = np.sqrt(forward * k)
+    beta = otm_price / root_fk
     upper = np.exp(0.5 * x)  # sup of b: the OTM call's forward-normalised upper bound
 
-    result = np.full(s.shape, np.nan)
-    # A tiny negative time value from rounding p - intrinsic counts as 0 within 4 ulp of the price.
-    slack = 4.0 * np.finfo(np.float64).eps * np.maximum(undiscounted, 1e-300) / np.sqrt(forward * k)
-    at_intrinsic = (beta <= slack) & (beta >= -slack)
-    result[at_intrinsic] = 0.0
+    eps = np.finfo(np.float64).eps
+    # A time value within 4 ulp of the price counts as 0: p - intrinsic of a price with no time
+    # value left is a rounding residue of either sign (out of the money the intrinsic is 0 and
+    # only a zero price is at it).
+    slack = 4.0 * eps * np.maximum(undiscounted, 1e-300) / root_fk
+    status = np.full(s.shape, ImpliedVolStatus.OK, dtype=np.int8)
+    status[beta < -slack] = ImpliedVolStatus.BELOW_INTRINSIC
+    status[np.abs(beta) <= slack] = ImpliedVolStatus.NO_TIME_VALUE
     # At the upper bound within rounding (4 ulp) no finite volatility exists either.
-    solve = (beta > slack) & (beta < upper * (1.0 - 4.0 * np.finfo(np.float64).eps))
-    if not solve.any():
-        return result if result.ndim else result[()]
+    status[beta >= upper * (1.0 - 4.0 * eps)] = ImpliedVolStatus.ABOVE_UPPER_BOUND
+    result = np.where(status == ImpliedVolStatus.NO_TIME_VALUE, 0.0, np.nan)
+    solve = status == ImpliedVolStatus.OK
+    if solve.any():
+        result[solve] = _solve_total_vol(x[solve], beta[solve], tol, max_iter) / np.sqrt(t[solve])
+    return ImpliedVolatility(
+        vol=_out(result),
+        status=_out(status),
+        option_price=_out(np.array(p)),
+        lower_bound=_out(df_r * intrinsic),
+        upper_bound=_out(np.where(call, s * np.exp(-carry * t), k * df_r)),
+    )
 
-    xs = x[solve]
-    bs = beta[solve]
+
+def _solve_total_vol(xs: FloatArray, bs: FloatArray, tol: float, max_iter: int) -> FloatArray:
+    """Total volatility v with b(x, v) = beta for 1-d arrays strictly inside (0, e^{x/2}) (see :func:`implied_volatility`)."""
     v_c = np.sqrt(-2.0 * xs)
     b_c = _normalised_otm_call(xs, v_c)
     log_branch = bs < b_c
@@ -599,7 +721,6 @@ def implied_volatility(
     active = np.ones(xs.shape, dtype=bool)
     for _ in range(max_iter):
         idx = np.flatnonzero(active)
-        if _DEBUG: print(idx.size)
         if idx.size == 0:
             break
         xi, vi, bi = xs[idx], v[idx], bs[idx]
@@ -636,8 +757,7 @@ def implied_volatility(
             f"iterations (worst relative price residual {worst:.3e}, limit tol={tol:.0e}); "
             "raise max_iter or check the prices."
         )
-    result[solve] = v / np.sqrt(t[solve])
-    return result if result.ndim else result[()]
+    return v
 
 
 def strike_for_delta(target_delta, S, T, sigma, r=0.0, q=0.0, is_call=True) -> FloatArray:

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.special import log_ndtr, ndtr
+from scipy.stats import norm
 from vollib.black_scholes_merton import black_scholes_merton as vollib_price
 from vollib.black_scholes_merton.greeks import analytical as vollib_greeks
 from vollib.black_scholes_merton.implied_volatility import implied_volatility as vollib_iv
@@ -312,7 +314,7 @@ def test_implied_volatility_round_trip_across_a_grid_including_deep_otm_and_shor
     r, q = 0.03, 0.01
     c = rng.random(n) < 0.5
     p = options.price(S, K, T, sigma, r, q, c)
-    iv = options.implied_volatility(p, S, K, T, r, q, c)
+    iv = options.implied_volatility(p, S, K, T, r, q, c).vol
     # The time value (out-of-the-money part) carries the information: where it underflowed to 0,
     # or is below the rounding of an in-the-money price, no volatility can be recovered.
     intrinsic = np.maximum(np.where(c, 1.0, -1.0) * (S * np.exp(-q * T) - K * np.exp(-r * T)), 0.0)
@@ -334,22 +336,142 @@ def test_implied_volatility_matches_vollib():
     cases = [(100.0, 80.0, 0.1, 0.45, "p"), (100.0, 130.0, 0.5, 0.9, "c"), (30_000.0, 31_000.0, 30 / 365, 0.6, "c")]
     for S, K, T, sigma, flag in cases:
         p = vollib_price(flag, S, K, T, 0.02, sigma, 0.0)
-        assert options.implied_volatility(p, S, K, T, 0.02, 0.0, flag == "c") == pytest.approx(vollib_iv(p, S, K, T, 0.02, 0.0, flag), rel=1e-9)
+        assert options.implied_volatility(p, S, K, T, 0.02, 0.0, flag == "c").vol == pytest.approx(vollib_iv(p, S, K, T, 0.02, 0.0, flag), rel=1e-9)
 
 
-def test_implied_volatility_outside_arbitrage_bounds_is_nan_and_at_intrinsic_is_zero():
+def test_implied_volatility_status_per_option_and_vol_by_status():
     S, K, T, r = 100.0, 90.0, 0.5, 0.05
     intrinsic = S - K * math.exp(-r * T)
-    out = options.implied_volatility(
-        np.array([intrinsic - 0.01, intrinsic, S, S + 1.0, 5.0]),
-        S, K, T, r, 0.0, np.array([True, True, True, True, False]),
-    )
-    assert math.isnan(out[0])  # below intrinsic
-    assert out[1] == 0.0  # exactly intrinsic
-    assert math.isnan(out[2]) and math.isnan(out[3])  # at / above the call's upper bound S
-    assert 0.0 < out[4] < 1.0
-    # A put at or above its upper bound K e^{-rT}.
-    assert math.isnan(options.implied_volatility(K * math.exp(-r * T), S, K, T, r, 0.0, False))
+    OK, NO_TV, BELOW, ABOVE = (options.ImpliedVolStatus.OK, options.ImpliedVolStatus.NO_TIME_VALUE,
+                               options.ImpliedVolStatus.BELOW_INTRINSIC, options.ImpliedVolStatus.ABOVE_UPPER_BOUND)
+    # Deep in the money (K = 10, 0.5 y, 40 % vol): the time value ~ 1e-60 is far below one ulp of the price.
+    deep_itm = options.price(S, 10.0, T, 0.4, r, 0.0, True)
+    prices = np.array([intrinsic - 0.01, intrinsic, S, S + 1.0, 5.0, deep_itm, 0.0, intrinsic + 2.0])
+    strikes = np.array([K, K, K, K, K, 10.0, K, K])
+    calls = np.array([True, True, True, True, False, True, False, True])
+    out = options.implied_volatility(prices, S, strikes, T, r, 0.0, calls)
+    np.testing.assert_array_equal(out.status, [BELOW, NO_TV, ABOVE, ABOVE, OK, NO_TV, NO_TV, OK])
+    np.testing.assert_array_equal(out.ok, out.status == OK)
+    assert math.isnan(out.vol[0]) and math.isnan(out.vol[2]) and math.isnan(out.vol[3])
+    assert out.vol[1] == 0.0 and out.vol[5] == 0.0 and out.vol[6] == 0.0  # the sigma -> 0 limit, flagged
+    assert 0.0 < out.vol[4] < 1.0 and 0.0 < out.vol[7] < 1.0
+    # The bounds reported are D max(F - K, 0) and S (calls), K D (puts); F = S e^{rT}, so D (F - K) = S - K D.
+    assert out.lower_bound[0] == pytest.approx(intrinsic, rel=1e-15)
+    assert out.upper_bound[0] == S and out.upper_bound[4] == pytest.approx(K * math.exp(-r * T), rel=1e-15)
+    # A put at its upper bound K e^{-rT}; a scalar input gives scalar fields.
+    put = options.implied_volatility(K * math.exp(-r * T), S, K, T, r, 0.0, False)
+    assert put.status == ABOVE and math.isnan(put.vol) and np.ndim(put.vol) == 0 and np.ndim(put.status) == 0
+
+
+@pytest.mark.parametrize(
+    "price_, K, is_call, fragment",
+    [
+        (5.0, 90.0, True, "option_price is 5.0, below its discounted intrinsic value"),
+        (100.0, 90.0, True, "option_price is 100.0, at or above its upper bound 100.0"),
+        (0.0, 150.0, True, "option_price is 0.0, equal to its discounted intrinsic value 0.0 within rounding"),
+    ],
+)
+def test_checked_vol_raises_naming_the_price_the_bound_and_the_status(price_, K, is_call, fragment):
+    result = options.implied_volatility(price_, 100.0, K, 0.5, 0.0, 0.0, is_call)
+    with pytest.raises(OptionInputError, match="^" + re.escape(fragment)) as info:
+        result.checked_vol()
+    assert options.ImpliedVolStatus(int(result.status)).name in str(info.value)
+
+
+def test_checked_vol_names_the_first_bad_index_and_returns_the_vols_when_all_are_solved():
+    good = options.price(100.0, np.array([90.0, 110.0]), 0.5, 0.6)
+    result = options.implied_volatility(good, 100.0, np.array([90.0, 110.0]), 0.5)
+    np.testing.assert_array_equal(result.checked_vol(), result.vol)
+    grid = options.implied_volatility(np.array([[good[0], good[1]], [good[0], 200.0]]), 100.0, np.array([90.0, 110.0]), 0.5)
+    with pytest.raises(OptionInputError, match=re.escape("option_price[1, 1] is 200.0") + ".*ABOVE_UPPER_BOUND.*1 of 4"):
+        grid.checked_vol()
+
+
+def test_implied_volatility_broadcasts_prices_against_scalars_and_mixed_shapes():
+    S, r, q = 100.0, 0.03, 0.01
+    strikes = np.array([[70.0, 95.0, 100.0, 130.0]])  # (1, 4)
+    tenors = np.array([[0.1], [1.0], [3.0]])  # (3, 1)
+    sigma = np.array([0.3, 0.6, 0.9, 1.2])  # (4,)
+    prices = options.price(S, strikes, tenors, sigma, r, q, False)  # (3, 4)
+    # Prices (3, 4) against scalar S, K of shape (1, 4), T of shape (3, 1); each entry equals the scalar solve.
+    out = options.implied_volatility(prices, S, strikes, tenors, r, q, False)
+    assert out.vol.shape == out.status.shape == (3, 4)
+    for i, j in itertools.product(range(3), range(4)):
+        one = options.implied_volatility(float(prices[i, j]), S, float(strikes[0, j]), float(tenors[i, 0]), r, q, False)
+        assert out.vol[i, j] == one.vol  # same path on the same doubles: bit-identical
+    np.testing.assert_allclose(out.vol, np.broadcast_to(sigma, (3, 4)), rtol=1e-9)
+    # A 1-d array of prices against all-scalar S, K, T: the case that used to fail.
+    row = options.implied_volatility(prices[1], S, 100.0, 1.0, r, q, False)
+    assert row.vol.shape == (4,) and (row.status != options.ImpliedVolStatus.OK).sum() == 0
+    # Prices (3, 1) against K (4,) and is_call (4,): (3, 4).
+    atm = options.price(S, 100.0, 1.0, np.array([[0.2], [0.4], [0.8]]), r, q, True)
+    wide = options.implied_volatility(atm, S, np.full(4, 100.0), 1.0, r, q, np.ones(4, dtype=bool))
+    np.testing.assert_allclose(wide.vol, np.broadcast_to([[0.2], [0.4], [0.8]], (3, 4)), rtol=1e-12)
+    with pytest.raises(OptionInputError, match=re.escape("do not broadcast") + ".*option_price\\(3,\\)"):
+        options.implied_volatility(np.ones(3), S, np.full(2, 100.0), 1.0)
+
+
+def _log_space_put(S: float, K: float, T: float, sigma: float, r: float, q: float) -> tuple[float, float]:
+    """Reference put from an independent form, and its relative error bound.
+
+    P = K e^{-rT} N(-d2) (1 - rho), rho = e^{x} N(-d1) / N(-d2), x = ln(F/K), evaluated in log space
+    with ``scipy.special.log_ndtr`` and ``expm1``: no erfcx, no subtraction of the two price terms.
+    Error: e^{-rT} within ELEMENTARY_ULPS ulp, N(-d2) within ERFC_RELATIVE_ERROR plus its sensitivity
+    to d (hazard n/N times the error of d), and (1 - rho) within rho / (1 - rho) times rho's relative error.
+    """
+    v = sigma * math.sqrt(T)
+    x = math.log(S / K) + (r - q) * T
+    d1 = x / v + 0.5 * v
+    d2 = d1 - v
+    log_rho = x + float(log_ndtr(-d1)) - float(log_ndtr(-d2))
+    value = K * math.exp(-r * T) * float(ndtr(-d2)) * -math.expm1(log_rho)
+    E = 2 * ELEMENTARY_ULPS * U
+    delta_d = (E + 4 * U) * (abs(math.log(S / K)) + abs((r - q) * T)) / v + 4 * U * v
+    hazard = lambda d: math.exp(norm.logpdf(d) - norm.logcdf(-d))  # |d ln N(-d) / dd|
+    cdf_rel = lambda d: ERFC_RELATIVE_ERROR + hazard(d) * delta_d + 2 * U
+    rho = math.exp(log_rho)
+    rho_rel = E + cdf_rel(d1) + cdf_rel(d2) + 4 * U
+    return value, E + cdf_rel(d2) + rho / (1.0 - rho) * rho_rel + 4 * U
+
+
+@pytest.mark.parametrize("total_vol", [0.5, 2.0, 10.0, 40.0, 74.0, 76.0, 80.0, 160.0, 1_000.0])
+@pytest.mark.parametrize("K", [60.0, 100.0, 170.0])
+def test_put_price_at_large_total_vol_matches_a_log_space_reference(total_vol, K):
+    S, T, r, q = 100.0, 16.0, 0.02, 0.01
+    sigma = total_vol / math.sqrt(T)
+    ref, ref_rel = _log_space_put(S, K, T, sigma, r, q)
+    # Ours (direct form, both N within ERFC_RELATIVE_ERROR plus the same d-sensitivity as the reference;
+    # the put's larger term is >= half the price here, so the cancellation factor is <= 1 + 2 rho / (1 - rho)):
+    # bounded by the reference's own bound, doubled for the subtraction. The two bounds add.
+    tol = 3.0 * ref_rel
+    for value in (options.price(S, K, T, sigma, r, q, False), options.price(np.array([S]), K, T, sigma, r, q, False)[0]):
+        assert math.isfinite(value)
+        assert value == pytest.approx(ref, rel=tol), (value, ref, tol)
+    g = options.greeks(np.array([S]), K, T, sigma, r, q, False)
+    assert np.isfinite([g.price, g.delta, g.gamma, g.vega, g.theta, g.rho]).all()
+
+
+def test_put_price_tends_to_the_discounted_strike_as_total_vol_grows():
+    # For sigma sqrt(T) >= 80 and |ln(F/K)| <= 1, N(d2) < N(-39) < 1e-300 and N(-d1) < 1e-300: the exact put
+    # K e^{-rT} N(-d2) - S e^{-qT} N(-d1) is K e^{-rT} to far below one ulp. Ours: one rounding of the product
+    # and NumPy's or math's exp (ELEMENTARY_ULPS ulp each side) against math.exp here.
+    S, K, T, r, q = 100.0, 100.0, 16.0, 0.03, 0.01
+    sigmas = np.array([20.0, 25.0, 50.0, 1e3, 1e6])  # sigma sqrt(T) from 80 to 4e6
+    limit = K * math.exp(-r * T)
+    rel = 4 * ELEMENTARY_ULPS * U + gamma(2)
+    np.testing.assert_allclose(options.price(S, K, T, sigmas, r, q, False), limit, rtol=rel)
+    assert float(options.price(S, K, T, 20.0, r, q, False)) == pytest.approx(limit, rel=rel)
+    # The example of the report: at the money, r = q = 0, the put is worth the strike.
+    assert float(options.price(100, 100, 16, 20, is_call=False)) == pytest.approx(100.0, rel=gamma(2))
+    # Monotone in sigma up to the limit, and parity with the call (which has no such issue).
+    s_grid = np.geomspace(0.01, 100.0, 400)
+    puts = options.price(S, K, T, s_grid, r, q, False)
+    calls = options.price(S, K, T, s_grid, r, q, True)
+    assert np.isfinite(puts).all() and (np.diff(puts) >= -4 * U * limit).all() and (puts <= limit * (1 + rel)).all()
+    # Parity residual: each price within a few ulp of the scale S e^{-qT} + K e^{-rT} (see test_put_call_parity).
+    scale = S * math.exp(-q * T) + K * math.exp(-r * T)
+    np.testing.assert_allclose(calls - puts, S * math.exp(-q * T) - limit, rtol=0,
+                               atol=scale * (2 * ERFC_RELATIVE_ERROR + 8 * (ELEMENTARY_ULPS + 4) * U))
 
 
 def test_implied_volatility_rejects_bad_inputs_and_reports_non_convergence():

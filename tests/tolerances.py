@@ -189,7 +189,7 @@ def black_scholes_two_path_bounds(S: float, K: float, T: float, sigma: float, r:
         "vega": S * fq * pdf * math.sqrt(T) * (df_q_rel + pdf_rel + 8 * U),
         "rho": K * T * fr * n2 * (df_r_rel + n2_rel + 6 * U),
     }
-    if sign * d1 < 0.0:
+    if max(sign * d1, sign * d2) < 0.0:  # the switch of keeper.options._in_tail
         # Tail formula: V = sign K e^{-rT} e^{-d2^2/2} [erfcx(a) - erfcx(b)] / 2 with a = -sign d1/sqrt2,
         # b = -sign d2/sqrt2. scipy's erfcx is the same compiled function on both paths, so only the
         # argument difference propagates, through erfcx'(x) = 2 x erfcx(x) - 2/sqrt(pi), plus the
