@@ -570,11 +570,15 @@ def solve_equal_risk_contribution(
         iterations if Newton takes over.
     check_positive_definite : bool, default True
         Test that :math:`\\Sigma` is positive definite (Cholesky: compiled up
-        to n = 48, LAPACK ``dpotrf`` above).  ``False`` (only ``False``: any
-        other value keeps the test) skips this :math:`O(n^3/3)` test -- the
-        largest cost of a call beyond n ~ 50 (about 70 µs at n = 100 and
-        260 µs at n = 200 on one core in ``benchmarks/bench_solvers.py``, more
-        than the solve itself) -- for a caller that guarantees it (e.g. a
+        to n = 48; above, a float32 Cholesky of the shifted correlation matrix
+        whose success is a proof, with LAPACK ``dpotrf`` deciding only when it
+        proves nothing -- see
+        :func:`keeper.risk_budgeting_kernel._certifies_positive_definite`).
+        ``False`` (only ``False``: any other value keeps the test) skips this
+        :math:`O(n^3/3)` test -- the largest cost of a call beyond n ~ 50
+        (about 30 µs at n = 100 and 130 µs at n = 200 on one core in
+        ``benchmarks/bench_solvers.py``, as much as the solve itself) -- for a
+        caller that guarantees it (e.g. a
         covariance that passed the estimator's conditioning gate, whose
         eigenvalues prove it).  A matrix that is not positive definite is then
         still rejected whenever coordinate descent does not converge (the

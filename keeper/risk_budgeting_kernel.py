@@ -44,7 +44,8 @@ _KERNEL_INVALID = 1
 # correlation, round-off floor): the reference Newton path solves the problem instead.
 _KERNEL_SLOW = 2
 # Up to this size the positive-definiteness test is an unblocked Cholesky compiled into the
-# kernel; above it, LAPACK's blocked ``dpotrf`` (through numba's ``np.linalg.cholesky``).
+# kernel; above it, a float32 certificate (LAPACK ``spotrf``, _certifies_positive_definite),
+# then, only if that proves nothing, LAPACK's blocked ``dpotrf`` (numba's ``np.linalg.cholesky``).
 _KERNEL_CHOLESKY_MAX_N = 48
 # Up to this size the kernel may switch from coordinate descent to Newton steps (compiled
 # Cholesky): after _KERNEL_NEWTON_AFTER sweeps, when the last two sweeps together cut the
@@ -61,6 +62,13 @@ _RATE_WINDOW = 4
 _RATE_FIRST_CHECK = 8
 _LARGEST_FLOAT = float(np.finfo(np.float64).max)
 _NO_BUDGET = np.empty(0, dtype=np.float64)
+# Unit roundoffs of binary32 and binary64, and binary32's smallest normal number.
+_U32 = 2.0**-24
+_U64 = 2.0**-53
+_TINY32 = float(np.finfo(np.float32).tiny)
+# Largest |entry| of a correlation matrix computed in float64 from a positive definite
+# covariance: |corr_ij| < 1 exactly, and each computed entry a_ij (v_i v_j) is within 2 roundings.
+_CORRELATION_LIMIT = 1.0 + 2.0**-49
 
 
 @njit(cache=True, nogil=True)
@@ -90,10 +98,12 @@ def _is_positive_definite(a: FloatArray, inv_vols: FloatArray) -> bool:  # pragm
     ``1 / sqrt(diag a)``.
 
     Up to ``_KERNEL_CHOLESKY_MAX_N`` the compiled unblocked Cholesky of the correlation
-    matrix ``a / (s s')``; above, LAPACK ``dpotrf`` on ``a`` itself (numba's
-    ``np.linalg.cholesky``, given the F-ordered view ``a.T``, which is ``a`` and is copied
-    without a transposition).  ``a`` is positive definite iff its correlation matrix is
-    (congruent by a positive diagonal).
+    matrix ``a / (s s')``; above, first the float32 certificate
+    (:func:`_certifies_positive_definite`, about half the time), and only if it proves
+    nothing LAPACK ``dpotrf`` on ``a`` itself (numba's ``np.linalg.cholesky``, given the
+    F-ordered view ``a.T``, which is ``a`` and is copied without a transposition), whose
+    verdict stands.  ``a`` is positive definite iff its correlation matrix is (congruent by a
+    positive diagonal).
     """
     n = a.shape[0]
     if n <= _KERNEL_CHOLESKY_MAX_N:
@@ -102,8 +112,73 @@ def _is_positive_definite(a: FloatArray, inv_vols: FloatArray) -> bool:  # pragm
             for j in range(n):
                 corr[i, j] = a[i, j] * (inv_vols[i] * inv_vols[j])
         return _cholesky_succeeds(corr)
+    if _certifies_positive_definite(a, inv_vols):
+        return True
     try:
         np.linalg.cholesky(a.T)  # LAPACK dpotrf on a copy
+    except Exception:  # numpy.linalg.LinAlgError: a pivot is not positive
+        return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _certificate_shift(n: int) -> float:  # pragma: no cover - compiled
+    """Shift ``c`` of :func:`_certifies_positive_definite` (derivation there): about
+    ``n**2 * 2**-24``, 1.5e-4 at n = 50 and 2.4e-3 at n = 200."""
+    g = (n + 2) * _U32 / (1.0 - (n + 2) * _U32)  # Higham's gamma_{n+2} in binary32
+    trace = n * _CORRELATION_LIMIT * (1.0 + _U32)  # >= trace of the float32 matrix
+    cholesky = g / (1.0 - g) * trace  # >= ||R'R - Y||_2
+    conversion = n * _CORRELATION_LIMIT * (_U32 + 4.0 * _U64)  # >= ||Y - (corr - c I)||_F
+    underflow = n * (n + 2) * _TINY32  # absolute errors of (gradual or flushed) underflow
+    return (cholesky + conversion + underflow) * (1.0 + 2.0**-20)  # covers this sum's roundings
+
+
+@njit(cache=True, nogil=True)
+def _certifies_positive_definite(a: FloatArray, inv_vols: FloatArray) -> bool:  # pragma: no cover
+    """``True`` only if the symmetric ``a`` is positive definite, proved by a Cholesky
+    factorisation in binary32 of its shifted correlation matrix; ``False`` proves nothing.
+
+    LAPACK ``spotrf`` (numba's ``np.linalg.cholesky`` on float32) on
+    ``Y = fl32(D a D) - c I``, ``D = diag(inv_vols)``, ``c = _certificate_shift(n)``: about
+    half the time of the float64 ``dpotrf`` test (twice the SIMD lanes, half the memory).
+    ``False`` when a pivot is not positive (``a`` indefinite, or positive definite with a
+    smallest correlation eigenvalue below about ``c``) or some ``|corr_ij|`` exceeds
+    :data:`_CORRELATION_LIMIT` (impossible if ``a`` is positive definite); the caller then
+    runs the float64 test, whose verdict stands.
+
+    Proof (after S. M. Rump, "Verification of positive definiteness", BIT 46, 2006).  Let
+    ``M = D a D`` exactly.  (1) Every entry of ``Y`` is within ``(u32 + 4 u64) L`` of
+    ``M - c I`` (``L`` the limit above: two float64 roundings in ``M``, one in the shift, one
+    float32 conversion), so ``||Y - (M - cI)||_2 <= ||.||_F <= n (u32 + 4 u64) L``.  (2) A
+    Cholesky factorisation in binary32 that runs to completion, with its inner products in any
+    order and without fast (Strassen-like) products -- blocked and recursive LAPACK/BLAS
+    included -- returns ``R`` with ``R'R = Y + E``, ``|E| <= gamma_{n+1} |R'||R|`` (Demmel;
+    Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., Thm 10.3); we take
+    ``gamma_{n+2}`` for a division done as a product by a rounded reciprocal.  By
+    Cauchy-Schwarz on the columns ``r_i`` of ``R``, ``|| |R'||R| ||_2 <= sum_i ||r_i||^2 =
+    tr(Y + E)``, hence ``||E||_2 <= gamma/(1 - gamma) tr(Y)``, and ``tr(Y) <= n L (1 + u32)``.
+    Underflow adds at most ``n + 2`` times the smallest normal to each entry.  (3) ``R`` has a
+    positive diagonal, so ``R'R`` is positive definite and ``lambda_min(M) > c - ||E||_2 -
+    ||Y - (M - cI)||_2 - underflow >= 0`` for the ``c`` of :func:`_certificate_shift`.  ``M``
+    is congruent to ``a``, which is therefore positive definite.
+    """
+    n = a.shape[0]
+    shift = _certificate_shift(n)
+    y = np.empty((n, n), dtype=np.float32)
+    columns = np.uint64(n)  # unsigned indices: no negative-index wraparound, so the loop vectorises
+    too_large = 0
+    for i in range(n):
+        v = inv_vols[i]
+        a_i, y_i = a[i], y[i]
+        for j in range(np.uint64(0), columns):
+            m = a_i[j] * (v * inv_vols[j])
+            too_large += abs(m) > _CORRELATION_LIMIT  # a is finite: no NaN here
+            y_i[j] = m
+        y_i[i] = a_i[i] * (v * v) - shift
+    if too_large:
+        return False
+    try:
+        np.linalg.cholesky(y.T)  # LAPACK spotrf on a copy (y is symmetric: y.T is y, F-ordered)
     except Exception:  # numpy.linalg.LinAlgError: a pivot is not positive
         return False
     return True

@@ -1006,3 +1006,100 @@ def test_kernel_solves_the_symmetric_part_of_a_slightly_asymmetric_covariance(n:
     # Same path: the kernel symmetrises with (a + b) * 0.5, the same (commutative, exactly halved) values.
     np.testing.assert_array_equal(out[0], solve_equal_risk_contribution(symmetric).weights)
     assert budget_error(out[0], symmetric, np.full(n, 1.0 / n)) <= 1e-12
+
+
+# --------------------------------------------------------------------------- #
+# Positive definiteness above the compiled Cholesky's size: the float32 certificate
+# --------------------------------------------------------------------------- #
+from scipy.linalg.lapack import spotrf  # noqa: E402
+
+from keeper.risk_budgeting import _validate_covariance  # noqa: E402
+from keeper.risk_budgeting_kernel import (  # noqa: E402
+    _KERNEL_CHOLESKY_MAX_N,
+    _certificate_shift,
+    _certifies_positive_definite,
+    _is_positive_definite,
+)
+
+
+def with_smallest_correlation_eigenvalue(cov: np.ndarray, value: float) -> np.ndarray:
+    """``cov`` whose correlation matrix has its smallest eigenvalue replaced by ``value`` (same
+    eigenvectors, so a negative ``value`` makes it indefinite along a mixed-sign direction),
+    scaled back by ``cov``'s volatilities."""
+    vols = np.sqrt(np.diag(cov))
+    eigenvalues, q = np.linalg.eigh(cov / np.outer(vols, vols))
+    eigenvalues[0] = value
+    out = (q * eigenvalues) @ q.T * np.outer(vols, vols)
+    return 0.5 * (out + out.T)
+
+
+def smallest_correlation_eigenvalue(cov: np.ndarray) -> float:
+    vols = np.sqrt(np.diag(cov))
+    return float(np.linalg.eigvalsh(cov / np.outer(vols, vols))[0])
+
+
+# LAPACK's float64 eigenvalues are within about n u ||C||_2 <= n^2 u of the exact ones for a
+# correlation matrix C (||C||_2 <= n): below this, the sign of a test matrix's smallest eigenvalue
+# is what eigvalsh says.
+def eigenvalue_sign_is_certain(value: float, n: int) -> bool:
+    return abs(value) > 8 * n * n * U
+
+
+@pytest.mark.parametrize("n", [_KERNEL_CHOLESKY_MAX_N + 1, 80, 200])
+def test_the_float32_certificate_proves_realistic_covariances_and_never_an_indefinite_one(n: int) -> None:
+    cov = factor_covariance(11, n)
+    inv_vols = 1.0 / np.sqrt(np.diag(cov))
+    assert _certifies_positive_definite(cov, inv_vols)  # the realistic case takes the fast path
+    unshifted_passes = 0
+    for negative in (1e-2, 1e-4, 1e-6, 1e-7, 1e-8, 1e-9, 3e-10, 1e-10):
+        indefinite = with_smallest_correlation_eigenvalue(cov, -negative)
+        smallest = smallest_correlation_eigenvalue(indefinite)
+        assert smallest < 0.0 and eigenvalue_sign_is_certain(smallest, n)
+        inv = 1.0 / np.sqrt(np.diag(indefinite))
+        assert not _certifies_positive_definite(indefinite, inv)
+        assert not _is_positive_definite(indefinite, inv)
+        corr32 = np.asfortranarray(indefinite * np.outer(inv, inv), dtype=np.float32)
+        unshifted_passes += spotrf(corr32, lower=0, clean=0, overwrite_a=1)[1] == 0
+    if n <= 80:
+        # Without the shift, a float32 Cholesky passes some of these indefinite matrices (at n = 200
+        # their roundings happen to fail it too): the shift derived in _certifies_positive_definite
+        # is what makes the certificate a proof, and this test would catch its loss.
+        assert unshifted_passes > 0
+    # The shift is about n^2 2^-24: the margin on the smallest correlation eigenvalue.
+    assert 0.9 * n * n * 2.0**-24 < _certificate_shift(n) < 1.2 * (n + 2) ** 2 * 2.0**-24
+
+
+@pytest.mark.parametrize("n", [_KERNEL_CHOLESKY_MAX_N + 1, 60, 120, 200])
+def test_an_indefinite_covariance_is_refused_even_when_the_solve_itself_converges(n: int) -> None:
+    indefinite = with_smallest_correlation_eigenvalue(factor_covariance(12, n), -1e-3)
+    assert smallest_correlation_eigenvalue(indefinite) < 0.0
+    # Without the test the kernel converges on this matrix: only the positive-definiteness
+    # test can refuse it.
+    status, _, _, _, _ = _ccd_kernel(indefinite, np.empty(0), 1e-12, 100, False)
+    assert status == _KERNEL_OK
+    with pytest.raises(SingularCovarianceError) as expected:
+        _validate_covariance(indefinite)  # the reference path's error
+    with pytest.raises(SingularCovarianceError, match="not positive definite") as refused:
+        solve_equal_risk_contribution(indefinite)
+    assert str(refused.value) == str(expected.value)  # the same clear error, whichever test refused it
+
+
+@pytest.mark.parametrize("n", [60, 120])
+def test_positive_definite_below_the_float32_margin_is_accepted_by_the_float64_test(n: int) -> None:
+    cov = factor_covariance(13, n)
+    near_singular = with_smallest_correlation_eigenvalue(cov, 0.02 * _certificate_shift(n))
+    smallest = smallest_correlation_eigenvalue(near_singular)
+    assert 0.0 < smallest < _certificate_shift(n) and eigenvalue_sign_is_certain(smallest, n)
+    inv_vols = 1.0 / np.sqrt(np.diag(near_singular))
+    assert not _certifies_positive_definite(near_singular, inv_vols)  # proves nothing here
+    assert _is_positive_definite(near_singular, inv_vols)  # the float64 test decides
+    checked = solve_equal_risk_contribution(near_singular)
+    unchecked = solve_equal_risk_contribution(near_singular, check_positive_definite=False)
+    np.testing.assert_array_equal(checked.weights, unchecked.weights)  # same path once accepted
+
+
+def test_an_asymmetric_covariance_is_refused_above_the_compiled_cholesky_size() -> None:
+    cov = factor_covariance(14, 60)
+    cov[0, 1] += 1e-6
+    with pytest.raises(SingularCovarianceError, match="not symmetric"):
+        solve_equal_risk_contribution(cov)
