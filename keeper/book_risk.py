@@ -67,6 +67,7 @@ __all__ = [
     "book_risk",
     "tail_weights",
     "estimate_vol_return_beta",
+    "max_spot_scale_for_es",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -111,7 +112,8 @@ class RiskModelConfig:
     method : {"historical", "filtered"}
         Scenario set (module doc).
     confidence : float
-        VaR/ES confidence, in [0.5, 1).
+        VaR/ES confidence, in [0.5, 1). The default 0.95 leaves 4.5 tail scenarios in a 90-day window (9 in 180
+        days): the overlay ranks and compares puts on it; the policy's ES limit keeps its own confidence.
     horizon_days : int
         Scenario horizon; > 1 compounds overlapping daily returns (buy and hold over the horizon).
     half_life_days : float
@@ -120,7 +122,7 @@ class RiskModelConfig:
     """
 
     method: str = "filtered"
-    confidence: float = 0.99
+    confidence: float = 0.95
     horizon_days: int = 1
     half_life_days: float = 30.0
     vol_shock: VolShock = field(default_factory=VolShock)
@@ -457,3 +459,33 @@ def estimate_vol_return_beta(implied_vols: npt.ArrayLike, closes: npt.ArrayLike)
     x, y = ret[ok], dlog[ok]
     beta, _ = np.polyfit(x, y, 1)
     return float(beta), float(np.corrcoef(x, y)[0, 1]), int(ok.sum())
+
+
+def max_spot_scale_for_es(risk: BookRisk, es_limit_usd: float, iterations: int = 40) -> float:
+    r"""Largest :math:`k \in [0, 1]` such that the book with every spot position times :math:`k` (options unchanged)
+    has ES at most ``es_limit_usd`` on ``risk``'s scenarios and confidence.
+
+    ES is convex in :math:`k` (subadditive and positively homogeneous), so :math:`\{k : ES(k) \le L\}` is an
+    interval and bisection finds its upper end to :math:`2^{-\text{iterations}}`. Returns 1.0 when the book is
+    within the limit and 0.0 when even the options alone are not.
+    """
+    n = len(risk.symbols)
+    spot, opt = risk.pnl[:, :n].sum(axis=1), risk.pnl[:, n:].sum(axis=1)
+
+    def es(k: float) -> float:
+        total = k * spot + opt
+        w, _ = tail_weights(-total, risk.confidence)
+        return float(-(w @ total) / w.sum())
+
+    if es(1.0) <= es_limit_usd:
+        return 1.0
+    if es(0.0) > es_limit_usd:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        if es(mid) <= es_limit_usd:
+            lo = mid
+        else:
+            hi = mid
+    return lo

@@ -160,3 +160,23 @@ def test_vol_return_beta_recovers_a_known_slope() -> None:
     assert n == 400 and corr < -0.9
     # Slope standard error ≈ noise sd / (sd(ret) √n) = 0.002 / (0.04 · 20) = 0.0025: five of them.
     assert beta == pytest.approx(-0.5, abs=5 * 0.0025)
+
+
+def test_max_spot_scale_brings_the_book_within_an_es_limit() -> None:
+    from keeper.book_risk import max_spot_scale_for_es
+
+    syms = ["BTC", "ETH", "SOL"]
+    common = dict(symbols=syms, spots=[30_000.0, 2_000.0, 40.0], vols=[0.7, 0.8, 1.1], returns=_returns(),
+                  nav=1_000_000.0, now=NOW)
+    book = [OptionPosition("BTC", 27_000.0, NOW + 30 * DAY, False, 10.0)]
+    units = np.array([10.0, 150.0, 5000.0])
+    cfg = RiskModelConfig()
+    full = book_risk(cfg, spot_units=units, positions=book, **common)
+    limit = 0.6 * full.es
+    k = max_spot_scale_for_es(full, limit)
+    assert 0.0 < k < 1.0
+    at_k = book_risk(cfg, spot_units=k * units, positions=book, **common)
+    above = book_risk(cfg, spot_units=min(k + 1e-6, 1.0) * units, positions=book, **common)
+    # Bisection leaves k within 2^-40 below the boundary, so k + 1e-6 lies beyond it: the ES there is above.
+    assert at_k.es <= limit < above.es
+    assert max_spot_scale_for_es(full, 2 * full.es) == 1.0
