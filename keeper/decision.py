@@ -468,7 +468,8 @@ class HedgeOutcome:
     model's summary (:meth:`keeper.book_risk.BookRisk.as_dict`) of the book before and of the planned book
     (None without returns); ``es_spot_scale`` (<= 1) the factor on the spot targets that the policy's ES limit on
     the whole book asked for; ``protective_delta_units`` the long puts' delta per asset of the planned book (the
-    edges keep it when spot legs go, for the next hedge)."""
+    edges keep it when spot legs go, for the next hedge); ``risk_notes`` what the convex risk model could not do
+    (a window too short for a confidence)."""
 
     greeks_before: PortfolioGreeks
     overlay: OverlayPlan
@@ -482,6 +483,7 @@ class HedgeOutcome:
     risk_after: dict | None = None
     es_spot_scale: float = 1.0
     protective_delta_units: FloatArray | None = None
+    risk_notes: tuple[str, ...] = ()
 
 
 def _greeks(units: FloatArray, positions: Sequence[OptionPosition], spots: FloatArray, vols: FloatArray,
@@ -521,6 +523,15 @@ def _risk_contributions(exposures: FloatArray, covariance: FloatArray) -> FloatA
     if covariance.shape != (exposures.size, exposures.size):
         raise ConfigError(f"covariance has shape {covariance.shape}; expected {(exposures.size, exposures.size)}")
     return exposures * (covariance @ exposures)
+
+
+def _enough_scenarios(n_scenarios: int, confidence: float, what: str, notes: list[str]) -> bool:
+    """True when ``n_scenarios`` leave at least one scenario in the tail at ``confidence``; else notes why not."""
+    if n_scenarios * (1.0 - confidence) >= 1.0 - 1e-9:
+        return True
+    notes.append(f"{what} not applied: {n_scenarios} scenarios leave less than one in the {confidence:.1%} tail "
+                 f"(needs {int(np.ceil(1.0 / (1.0 - confidence) - 1e-9))}); a longer lookback allows it")
+    return False
 
 
 def _decide_with_options(
@@ -569,7 +580,9 @@ def _decide_with_options(
     model = options.risk_model
     scenarios = None
     risk_before: BookRisk | None = None
-    if options.returns is not None:
+    risk_notes: list[str] = []
+    if options.returns is not None and _enough_scenarios(len(options.returns) - model.horizon_days + 1,
+                                                         model.confidence, "the overlay's ES", risk_notes):
         scenarios = scenario_returns(options.returns, model)
         risk_before = book_risk(model, symbols=symbols, spots=spots, vols=options.vols, spot_units=units,
                                 positions=positions_before, scenarios=scenarios, nav=nav_usd, now=now)
@@ -618,7 +631,9 @@ def _decide_with_options(
                              positions=positions_after, scenarios=scenarios if config is model else
                              scenario_returns(options.returns, config), nav=nav_usd, now=now)
 
-        if decision.es_limit is not None:
+        if decision.es_limit is not None and _enough_scenarios(
+                len(options.returns) - decision.es_horizon_days + 1, decision.es_confidence,
+                "the policy's ES limit on the whole book", risk_notes):
             limit_model = dataclasses.replace(model, confidence=decision.es_confidence,
                                               horizon_days=decision.es_horizon_days)
             limit_risk = planned_risk(hedge.orders.spot_target_units, limit_model)
@@ -654,7 +669,8 @@ def _decide_with_options(
                            refused_orders=tuple(refused),
                            risk_before=risk_before.as_dict() if risk_before is not None else None,
                            risk_after=risk_after.as_dict() if risk_after is not None else None,
-                           es_spot_scale=es_spot_scale, protective_delta_units=protective_now)
+                           es_spot_scale=es_spot_scale, protective_delta_units=protective_now,
+                           risk_notes=tuple(risk_notes))
     common: dict = dict(policy=decision, current_weights=holdings.weights)
     plan = plan_at(1.0)
     if not (plan.legs or plan.option_legs):

@@ -87,7 +87,7 @@ class OverlayStepReport:
             return cls(status, reason, plan=choice.plan, **fields)
         overlay = {**hedge.overlay.as_dict(), "refused_orders": list(hedge.refused_orders),
                    "risk_before": hedge.risk_before, "risk_after": hedge.risk_after,
-                   "es_spot_scale": hedge.es_spot_scale}
+                   "es_spot_scale": hedge.es_spot_scale, "risk_notes": list(hedge.risk_notes)}
         return cls(status, reason, decision=hedge.decision.as_dict(), overlay=overlay,
                    greeks_before=hedge.greeks_before.as_dict(), plan=choice.plan,
                    legs=choice.plan.option_legs if choice.plan is not None else (),

@@ -136,8 +136,10 @@ def _replay(market: Market, strategy: Strategy, config: BacktestConfig, first: i
             for (sym, _u, strike, expiry, is_call), amount in book.positions.items():
                 i = symbols.index(sym)
                 tau = bs.year_fraction(max(expiry - now, 0))
-                d = float(bs.delta(spots[i], strike / WAD, tau, vol[sym], is_call=is_call)) if tau > 0 else (
-                    float(-(strike / WAD > spots[i])) if not is_call else float(spots[i] > strike / WAD))
+                if tau > 0:
+                    d = float(bs.delta(spots[i], strike / WAD, tau, vol[sym], is_call=is_call))
+                else:  # expired, awaiting settlement: the payoff's step delta
+                    d = float(spots[i] > strike / WAD) if is_call else -float(strike / WAD > spots[i])
                 option_delta[i] += amount / WAD * d
         nav = run.nav_vault[-1]
         net[market.panel.dates[t]] = {s: float((units[i] + option_delta[i]) * spots[i] / nav) if math.isfinite(spots[i])
@@ -178,6 +180,15 @@ def window_metrics(series: RunSeries, start: dt.date, end: dt.date) -> dict[str,
         "turnover": float(np.sum(series.turnover[i0 + 1: i1 + 1])),
         "days": int(i1 - i0),
     }
+
+
+def _net_premium_per_year(series: RunSeries, start: dt.date, end: dt.date) -> float:
+    """Net premium (paid less received) over ``start..end`` per 365 days, fraction of the mean NAV over it."""
+    rows = [i for i, d in enumerate(series.dates) if start <= d <= end]
+    i0, i1 = max(rows[0] - 1, 0), rows[-1]
+    net = (series.premium_paid[i1] - series.premium_paid[i0]) - (series.premium_received[i1] - series.premium_received[i0])
+    days = max((series.dates[i1] - series.dates[i0]).days, 1)
+    return float(net / np.mean(series.nav[i0: i1 + 1]) * 365.0 / days)
 
 
 def _calmar(series: RunSeries) -> float:
@@ -240,23 +251,26 @@ def run_overlay_report(panel: PricePanel, implied_vols: dict, config: OverlayRep
     runs["control"] = _replay(market, NetDeltaControl("control", runs["overlay"].net_delta), bt, first, last, say)
 
     periods: dict[str, dict[str, Any]] = {
-        "whole period": {"start": panel.dates[first], "end": panel.dates[last], "sample": "in and out"},
-        "2022 (out of sample)": {"start": cfg.out_of_sample[0], "end": cfg.out_of_sample[1], "sample": "out"},
+        "whole period": {"start": panel.dates[first], "end": panel.dates[last], "sample": "in and out of"},
+        "2022 (out of sample)": {"start": cfg.out_of_sample[0], "end": cfg.out_of_sample[1], "sample": "out of"},
     }
     for w in cfg.windows:
         periods[w.name] = {"start": w.start, "end": w.end,
-                           "sample": "in" if w.end <= cfg.train_end else "out"}
+                           "sample": "in" if w.end <= cfg.train_end else "out of"}
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     saved: dict[str, dict[str, Any]] = {}
+    overlay_run = runs["overlay"]
     for name, p in periods.items():
         metrics[name] = {run: window_metrics(s, p["start"], p["end"]) for run, s in runs.items()}
         m = metrics[name]
-        net_premium = m["overlay"]["premium_paid"] - m["overlay"]["premium_received"]
-        out: dict[str, Any] = {"net_premium": net_premium}
+        cost = (_net_premium_per_year(overlay_run, overlay_run.dates[0], overlay_run.dates[-1]) if p["sample"] ==
+                "in and out of" else _net_premium_per_year(overlay_run, p["end"] - dt.timedelta(days=364), p["end"]))
+        out: dict[str, Any] = {"net_premium_in_window": m["overlay"]["premium_paid"] - m["overlay"]["premium_received"],
+                               "net_premium_year": cost}
         for ref in ("policy", "control"):
             points = (m[ref]["max_drawdown"] - m["overlay"]["max_drawdown"]) * 100.0
             out[f"dd_saved_vs_{ref}_points"] = points
-            out[f"premium_bps_per_point_vs_{ref}"] = net_premium * 1e4 / points if points > 0 else None
+            out[f"premium_bps_per_point_vs_{ref}"] = cost * 1e4 / points if points > 0 else None
         out["beats_control"] = m["overlay"]["max_drawdown"] < m["control"]["max_drawdown"]
         saved[name] = out
     years = (len(runs["overlay"].nav) - 1) / 365.0
@@ -288,7 +302,7 @@ def format_report(rep: dict[str, Any]) -> str:
     head = f"{'run':<9}{'maxDD':>8}{'return':>9}{'vol':>8}{'prem paid':>11}{'prem recv':>11}{'turnover':>10}"
     for name, p in rep["periods"].items():
         s = rep["saved"][name]
-        lines.append(f"{name}: {p['start']}..{p['end']} ({p['sample']} of sample)")
+        lines.append(f"{name}: {p['start']}..{p['end']} ({p['sample']} sample)")
         lines.append(head)
         for run, m in rep["metrics"][name].items():
             lines.append(f"{run:<9}{_pct(m['max_drawdown']):>8}{_pct(m['return']):>9}{_pct(m['realised_vol']):>8}"
@@ -296,8 +310,10 @@ def format_report(rep: dict[str, Any]) -> str:
                          f"{_pct(m['turnover'], 0):>10}")
 
         def per_point(x: float | None) -> str:
-            return "n/a (no drawdown saved)" if x is None else f"{x:.1f} bps of NAV per point"
+            return "n/a (no drawdown saved)" if x is None else f"{x:.0f} bps of NAV a year per point"
 
+        lines.append(f"  net premium a year (365 days to the window's end; whole period: its mean): "
+                     f"{_pct(s['net_premium_year'], 2)} of NAV")
         lines.append(f"  drawdown saved: {s['dd_saved_vs_policy_points']:+.2f} points vs policy "
                      f"({per_point(s['premium_bps_per_point_vs_policy'])}), {s['dd_saved_vs_control_points']:+.2f} "
                      f"points vs control ({per_point(s['premium_bps_per_point_vs_control'])}); overlay beats the "
@@ -343,7 +359,7 @@ def _chart(rep: dict[str, Any], path: Path) -> None:
         dd = 1.0 - s.nav / np.maximum.accumulate(s.nav)
         axes[0].plot(s.dates, -100 * dd, label=name, lw=1.1)
     for p in rep["periods"].values():
-        if p["sample"] != "in and out" and (p["end"] - p["start"]).days < 60:
+        if (p["end"] - p["start"]).days < 60:
             axes[0].axvspan(p["start"], p["end"], color="grey", alpha=0.15)
     axes[0].set_ylabel("drawdown, % of peak NAV")
     axes[0].set_title("Drawdown: policy, policy + put overlay, same-net-delta control (shaded: stress windows)")
