@@ -71,6 +71,19 @@ def test_options_mode_hedges_then_buys_the_put_in_one_transaction_each(chain: Sy
     assert len(keeper.journal.ticks("overlay_traded")) == 2
     assert [(t.kind, t.status) for t in keeper.journal.transactions()] == [("rebalance", "mined")] * 2
     assert chain.vault.functions.rebalanceEpoch().call() == 2
+    # The convex risk model saw the policy window: the put's choice with the book's ES before and after it, and
+    # the whole book's ES before the step and as planned (full revaluation), each with its Euler contributions.
+    plan = keeper.journal.ticks("overlay_traded")[-1]["detail"]["overlay_plan"]
+    (choice,) = [c for c in plan["choices"] if c["chosen"]]
+    assert choice["symbol"] == held.symbol and choice["es_after_usd"] < choice["es_before_usd"]
+    for key in ("risk_before", "risk_after"):
+        risk = plan[key]
+        parts = list(risk["es_contributions_usd"].values())
+        # The contributions and the total sum the same tail P&L in different orders: a few ulps of the largest part
+        # per term.
+        tol = 4 * len(parts) * np.finfo(float).eps * max(abs(c) for c in parts)
+        assert risk["es_usd"] > 0 and abs(sum(parts) - risk["es_usd"]) <= tol
+    assert any(label.startswith(f"put:{held.symbol}") for label in plan["risk_after"]["es_contributions_usd"])
 
 
 def test_options_mode_honours_the_volatility_target_and_the_es_limit(chain: System) -> None:
