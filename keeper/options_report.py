@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -279,7 +279,7 @@ def run_overlay_report(panel: PricePanel, implied_vols: dict, config: OverlayRep
         "premium_received_per_year": float(runs["overlay"].premium_received[-1] / np.mean(runs["overlay"].nav) / years),
     }
     tracking = np.array([[runs["overlay"].net_delta[d][s] for s in panel.symbols] for d in runs["overlay"].dates])
-    held = _held_fractions(runs["control"], panel)
+    held = _held_fractions(runs["control"])
     return {"periods": periods, "metrics": metrics, "saved": saved, "training": training, "chosen_candidate": best,
             "chosen": dataclasses.asdict(chosen), "series": runs, "cost_per_year": cost_per_year,
             "net_delta_tracking": {"mean_abs_gap": float(np.mean(np.abs(tracking.sum(axis=1) - held))),
@@ -287,7 +287,7 @@ def run_overlay_report(panel: PricePanel, implied_vols: dict, config: OverlayRep
                                    "control_mean_net_delta": float(np.mean(held))}}
 
 
-def _held_fractions(series: RunSeries, panel: PricePanel) -> np.ndarray:
+def _held_fractions(series: RunSeries) -> np.ndarray:
     """Total net delta (fraction of NAV) the control held each day."""
     return np.array([sum(series.net_delta[d].values()) for d in series.dates])
 
