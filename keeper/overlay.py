@@ -82,6 +82,12 @@ class OverlayConfig:
     monetise_delta : float or None
         In (0, 1): a long put whose |delta| exceeds this is sold (its value is mostly intrinsic) and the asset
         may be re-struck in the same plan; None: held to the roll.
+    parity : {None, "vega", "gamma"}
+        Greek parity of the put sleeve across the assets that hold puts after the plan: ``"vega"`` equalises each
+        asset's long-put vega (USD per vol point), ``"gamma"`` its long-put dollar gamma (Γ S²/100), by cutting
+        the new puts down to the smallest asset's level (never buying more than the sizing above allows; kept
+        puts are not traded for it). None: each asset sized on its own. (Delta parity is not an overlay mode:
+        the net delta per asset is the hedge's, :mod:`keeper.hedging`.)
     """
 
     put_delta: float = -0.25
@@ -102,6 +108,7 @@ class OverlayConfig:
     tenors_days: tuple[float, ...] = ()
     premium_budget_bps_per_year: float | None = None
     monetise_delta: float | None = None
+    parity: str | None = None
 
     @property
     def put_candidates(self) -> tuple[tuple[float, float], ...]:
@@ -126,6 +133,7 @@ class OverlayConfig:
              or (math.isfinite(self.premium_budget_bps_per_year) and self.premium_budget_bps_per_year >= 0.0),
              "None or finite and >= 0"),
             ("monetise_delta", self.monetise_delta is None or 0.0 < self.monetise_delta < 1.0, "None or in (0, 1)"),
+            ("parity", self.parity in (None, "vega", "gamma"), "None, 'vega' or 'gamma'"),
         ]
         for name in ("vega_budget_per_asset_usd", "vega_budget_total_usd", "gamma_budget_per_asset_usd", "gamma_budget_total_usd"):
             value = getattr(self, name)
@@ -260,6 +268,39 @@ def _max_scale_total(kept: FloatArray, new: FloatArray, budget: float) -> float:
         else:
             hi = mid
     return lo
+
+
+def _parity(greek: str, new: list[OptionPosition], kept: Sequence[OptionPosition], index: dict[str, int],
+            s: FloatArray, v: FloatArray, now: int, r: float) -> list[OptionPosition]:
+    """Cuts the new long puts so that every asset holding puts carries the same long-put vega (USD per vol point)
+    or dollar gamma (Γ S²/100): the smallest asset's level (see :class:`OverlayConfig.parity`)."""
+    def per_unit(book: Sequence[OptionPosition]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+        g, asset, _ = _book_greeks(book, index, s, v, now, r)
+        unit = g.vega * options.VOL_POINT if greek == "vega" else g.gamma * s[asset] ** 2 / 100.0
+        return unit, asset
+
+    n = len(s)
+    longs = [p for p in kept if not p.is_call and p.quantity > 0.0]
+    level_kept = np.zeros(n)
+    if longs:
+        unit_k, asset_k = per_unit(longs)
+        level_kept = np.bincount(asset_k, unit_k * np.array([p.quantity for p in longs]), minlength=n)
+    puts = [j for j, p in enumerate(new) if not p.is_call]
+    if not puts:
+        return new
+    unit_n, asset_n = per_unit([new[j] for j in puts])
+    level_new = np.bincount(asset_n, unit_n * np.array([new[j].quantity for j in puts]), minlength=n)
+    level = level_kept + level_new
+    holders = level > 0.0
+    target = float(level[holders].min())
+    out = list(new)
+    for k, j in enumerate(puts):
+        i = int(asset_n[k])
+        room = max(target - level_kept[i], 0.0)
+        scale = min(room / level_new[i], 1.0) if level_new[i] > 0.0 else 0.0
+        p = new[j]
+        out[j] = OptionPosition(p.symbol, p.strike, p.expiry, p.is_call, p.quantity * scale)
+    return [p for p in out if p.quantity > 0.0 or p.is_call]
 
 
 def plan_overlay(
@@ -415,6 +456,8 @@ def plan_overlay(
         if best is not None:
             new.append(best[1])
             best[2]["chosen"] = True
+    if config.parity is not None and new:
+        new = _parity(config.parity, new, kept, index, s, v, now, r)
     if config.covered_calls:
         for i in ranked:
             if syms[i] in has_call or len(new) >= room:

@@ -6,6 +6,7 @@ Chain-free: arrays and real market history from ``data/`` only.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -612,3 +613,24 @@ def test_overlay_keeps_at_most_max_put_assets_with_puts():
                         risk_contributions=np.array([3.0, 2.0, 1.0]), nav=float(units @ spots), positions=[kept],
                         now=NOW)
     assert [o.symbol for o in plan.orders] == ["BTC"]
+
+
+@pytest.mark.parametrize("greek", ["vega", "gamma"])
+def test_overlay_parity_equalises_the_put_sleeves_greek(greek):
+    spots = np.array([SPOTS[s] for s in SYMBOLS])
+    vols = np.array([VOLS[s] for s in SYMBOLS])
+    units = np.array([2.0, 40.0, 900.0])
+    cfg = _insurance(max_put_assets=3, premium_budget_bps_per_year=None, put_deltas=(-0.2,), tenors_days=(30.0,))
+    free = plan_overlay(cfg, symbols=SYMBOLS, spots=spots, vols=vols, spot_units=units,
+                        risk_contributions=np.array([3.0, 2.0, 1.0]), nav=float(units @ spots), positions=[], now=NOW)
+    plan = plan_overlay(dataclasses.replace(cfg, parity=greek), symbols=SYMBOLS, spots=spots, vols=vols,
+                        spot_units=units, risk_contributions=np.array([3.0, 2.0, 1.0]), nav=float(units @ spots),
+                        positions=[], now=NOW)
+    level = [o.vega_usd_per_point if greek == "vega" else o.dollar_gamma for o in plan.orders]
+    free_level = [o.vega_usd_per_point if greek == "vega" else o.dollar_gamma for o in free.orders]
+    assert len(level) == 3 and max(level) > 0
+    # Equal to the smallest unconstrained level (relative float error of a product and a quotient: a few ulps).
+    np.testing.assert_allclose(level, min(free_level), rtol=8 * np.finfo(float).eps)
+    assert all(p.quantity <= f.quantity for p, f in zip(plan.orders, free.orders))
+    with pytest.raises(ConfigError, match="parity"):
+        OverlayConfig(parity="delta")
