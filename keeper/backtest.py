@@ -370,6 +370,7 @@ class StrategyRun:
             self._close_timestamps = [panel.close_timestamp(r) for r in range(len(panel.dates))]
         self.last_hedge_at: int | None = None
         self.iv_at_last_hedge: FloatArray | None = None
+        self.protective_delta_at_last_hedge: FloatArray | None = None
         self.options_value: list[float] = []
 
     def _policy(self) -> PolicyConfig | None:
@@ -570,7 +571,8 @@ class StrategyRun:
                 book=self.option_book.book(), vols=np.array([vol[s] for s in symbols]), options_value=options_value,
                 now=timestamp, overlay=getattr(self.strategy, "overlay", None) or cfg.options.overlay,
                 trigger=cfg.options.hedge_trigger,
-                last_hedge_at=self.last_hedge_at, iv_at_last_hedge=self.iv_at_last_hedge, quoter=option_quoter)
+                last_hedge_at=self.last_hedge_at, iv_at_last_hedge=self.iv_at_last_hedge, quoter=option_quoter,
+                returns=simple_returns(window), protective_delta_at_last_hedge=self.protective_delta_at_last_hedge)
         try:
             choice = decide_rebalance(decision_policy, snapshot=snapshot, state=state, assets=infos,
                                       policy=cfg.policy, limits=limits, quoter=quoter, last_rebalance=last,
@@ -609,6 +611,7 @@ class StrategyRun:
                 raise KeeperError(f"premiums exceed the base balance ({self.base_balance}): planner invariant broken")
         if options is not None and plan.legs:
             self.last_hedge_at, self.iv_at_last_hedge = timestamp, options.vols
+            self.protective_delta_at_last_hedge = choice.hedge.protective_delta_units if choice.hedge else None
         self.epoch += 1
         self.gas_paid += cost.gas
         self.last_rebalance = date

@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run the options mode offline (the demo's put overlay and delta hedge, and the same "
                          "policy without puts); every asset needs implied vols (DVOL for BTC, a realised-vol proxy "
                          "for the others), e.g. --assets BTC,ETH,SOL")
+    bt.add_argument("--overlay-report", action="store_true",
+                    help="does the put overlay protect? the policy without options, with the insurance overlay, and a "
+                         "spot+cash control holding the overlay's net delta, over --start..--end (default the first "
+                         "DVOL day to the end) and the May 2021, LUNA and FTX windows; the overlay's parameters "
+                         "chosen on data before 2022; writes overlay_report.{txt,json,png} to --out")
     bt.add_argument("--train-days", type=int, default=365, help="walk-forward training window, days")
     bt.add_argument("--test-days", type=int, default=180, help="walk-forward test window, days")
     bt.add_argument("--no-journal", action="store_true", help="do not write the decisions' SQLite journal")
@@ -215,6 +220,9 @@ def _backtest(args: argparse.Namespace) -> None:
 
     data = args.data or DEFAULT_BACKTEST_CSV
     t0 = time.perf_counter()
+    if args.overlay_report:
+        _overlay_report(args, data)
+        return
     panel = load_price_panel(data, [s.strip() for s in args.assets.split(",")] if args.assets else None, args.end)
     config = BacktestConfig(
         half_life_days=args.half_life,
@@ -279,6 +287,36 @@ def _backtest(args: argparse.Namespace) -> None:
         print("\nwalk-forward (out of sample):\n" + text)
         doc["files"] += [str(args.out / "walkforward.txt"), str(args.out / "walkforward.json")]
     print(f"\nwrote {', '.join(doc['files'])} in {time.perf_counter() - t0:.0f} s")
+
+
+def _overlay_report(args: argparse.Namespace, data: Any) -> None:
+    """``keeper backtest --overlay-report``: :func:`keeper.options_report.run_overlay_report` on the shipped data."""
+    import dataclasses
+    import time
+
+    from keeper.data import load_prices
+    from keeper.demo import DemoOptions
+    from keeper.implied_vol import load_dvol, realised_vol_proxy
+    from keeper.options_report import OverlayReportConfig, run_overlay_report, write_report
+    from keeper.price_panel import load_price_panel
+
+    t0 = time.perf_counter()
+    config = OverlayReportConfig(lookback_days=args.lookback)
+    if args.assets:
+        config = dataclasses.replace(config, assets=tuple(s.strip() for s in args.assets.split(",")))
+    if args.start:
+        config = dataclasses.replace(config, start=args.start)
+    if args.end:
+        config = dataclasses.replace(config, end=args.end)
+    panel = load_price_panel(data, list(config.assets), config.end)
+    table = load_prices(data, list(panel.symbols))
+    vols = {s: realised_vol_proxy(table, s) for s in panel.symbols}
+    if "BTC" in vols:
+        vols["BTC"] = load_dvol(DemoOptions().dvol)
+    report = run_overlay_report(panel, vols, config)
+    files = write_report(report, args.out)
+    print(open(files[0]).read())
+    print(f"wrote {', '.join(files)} in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

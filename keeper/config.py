@@ -185,7 +185,8 @@ class OptionsSettings(_Section):
     )
     hedge_trigger: HedgeTriggerConfig = Field(
         default_factory=HedgeTriggerConfig, description="keeper.hedging.HedgeTriggerConfig: delta_band_bps, "
-        "max_interval_seconds, iv_move_points"
+        "max_interval_seconds, iv_move_points, mode ('budget': protection held; 'delta_target'), "
+        "max_net_delta_per_asset, max_net_delta_total"
     )
 
 

@@ -30,7 +30,9 @@ import numpy as np
 import numpy.typing as npt
 
 from keeper import hedging
-from keeper.greeks import OptionPosition, PortfolioGreeks, delta_adjusted_exposures, portfolio_greeks
+from keeper.book_risk import BookRisk, RiskModelConfig, book_risk, max_spot_scale_for_es, scenario_returns
+from keeper.greeks import OptionPosition, PortfolioGreeks, delta_adjusted_exposures, portfolio_greeks, \
+    protective_delta_units
 from keeper.overlay import OverlayPlan, plan_overlay
 from keeper.costs import TradeCost
 from keeper.errors import ConfigError, NavLossBudgetError, QuoteBelowBoundError
@@ -428,6 +430,16 @@ class OptionsInputs:
         The market's bid and ask and the vault's premium bound and budget.
     tolerance_bps : int
         Headroom of a premium limit over the quote for the fair value moving before mining, bps.
+    returns : ndarray (n_obs, n) or None
+        The policy window's daily simple returns (oldest first): with them the convex risk model
+        (:mod:`keeper.book_risk`) ranks the put assets by ES contribution, chooses strikes and tenors, applies the
+        policy's ES limit to the whole book and journals the ES before and after; None: delta-adjusted
+        covariance ranking, no whole-book ES.
+    protective_delta_at_last_hedge : ndarray (n,) or None
+        Delta (units) of the long puts per asset when the spot hedge last traded (``"budget"`` hedge mode: no spot
+        is bought on an asset whose puts gained delta since).
+    risk_model : RiskModelConfig
+        Scenarios, confidence and vol shock of the convex risk model.
     """
 
     book: tuple[HeldSeries, ...]
@@ -440,6 +452,9 @@ class OptionsInputs:
     iv_at_last_hedge: FloatArray | None
     quoter: OptionQuoter
     tolerance_bps: int = 20
+    returns: FloatArray | None = None
+    protective_delta_at_last_hedge: FloatArray | None = None
+    risk_model: RiskModelConfig = dataclasses.field(default_factory=RiskModelConfig)
 
 
 @dataclass(frozen=True)
@@ -449,7 +464,12 @@ class HedgeOutcome:
     ``target_scale`` (<= 1) scales every exposure target so that spot plus option delta can reach them without
     leverage; ``cash_scale`` (<= 1) scales the spot targets when they and the premiums do not fit in the NAV
     (:func:`keeper.planner.sleeve_targets`). ``refused_orders``: the overlay's orders left out because the vault's
-    premium bound refuses their quote (each with its reason)."""
+    premium bound refuses their quote (each with its reason). ``risk_before``/``risk_after``: the convex risk
+    model's summary (:meth:`keeper.book_risk.BookRisk.as_dict`) of the book before and of the planned book
+    (None without returns); ``es_spot_scale`` (<= 1) the factor on the spot targets that the policy's ES limit on
+    the whole book asked for; ``protective_delta_units`` the long puts' delta per asset of the planned book (the
+    edges keep it when spot legs go, for the next hedge); ``risk_notes`` what the convex risk model could not do
+    (a window too short for a confidence)."""
 
     greeks_before: PortfolioGreeks
     overlay: OverlayPlan
@@ -459,6 +479,11 @@ class HedgeOutcome:
     cash_scale: float
     spot_legs_dropped: str | None = None
     refused_orders: tuple[str, ...] = ()
+    risk_before: dict | None = None
+    risk_after: dict | None = None
+    es_spot_scale: float = 1.0
+    protective_delta_units: FloatArray | None = None
+    risk_notes: tuple[str, ...] = ()
 
 
 def _greeks(units: FloatArray, positions: Sequence[OptionPosition], spots: FloatArray, vols: FloatArray,
@@ -500,6 +525,15 @@ def _risk_contributions(exposures: FloatArray, covariance: FloatArray) -> FloatA
     return exposures * (covariance @ exposures)
 
 
+def _enough_scenarios(n_scenarios: int, confidence: float, what: str, notes: list[str]) -> bool:
+    """True when ``n_scenarios`` leave at least one scenario in the tail at ``confidence``; else notes why not."""
+    if n_scenarios * (1.0 - confidence) >= 1.0 - 1e-9:
+        return True
+    notes.append(f"{what} not applied: {n_scenarios} scenarios leave less than one in the {confidence:.1%} tail "
+                 f"(needs {int(np.ceil(1.0 / (1.0 - confidence) - 1e-9))}); a longer lookback allows it")
+    return False
+
+
 def _decide_with_options(
     decision: PolicyDecision,
     *,
@@ -513,17 +547,23 @@ def _decide_with_options(
 ) -> RebalanceDecision:
     """Options mode: overlay orders → delta hedge toward the policy's exposure targets → quote (halving) → cost gate.
 
-    1. The overlay (:func:`keeper.overlay.plan_overlay`) decides the option orders on the book, ranked by the
-       delta-adjusted risk contributions under the policy's covariance; they become vault legs
-       (:func:`keeper.option_orders.option_legs_for_plan`, premium limits within the vault's bound and budget).
-    2. The exposure targets are the policy's NAV fractions (risk budget, cash sleeve, volatility target, ES
-       limit), scaled by ``target_scale`` <= 1 when spot plus the options' delta cannot reach them without
-       leverage.
-    3. The hedge trigger (:func:`keeper.hedging.hedge_decision`: delta band, time, implied-vol move) decides
-       the spot legs on the book the option legs lead to; they are quoted with the one halving loop.
-    4. The cost gate weighs the spot legs' expected risk benefit (tracking variance of the delta-adjusted
-       exposure to its target) against their fees, impact and gas; when they do not pay, they are dropped and
-       the option orders go alone (or nothing does).
+    1. The overlay (:func:`keeper.overlay.plan_overlay`) decides the option orders on the book. With the
+       window's returns (``options.returns``) the put assets are those with the largest ES contributions of the
+       whole book by full revaluation (:mod:`keeper.book_risk`) and strike and tenor are chosen by cost per unit
+       of ES removed; without them, by the delta-adjusted risk contributions under the policy's covariance. The
+       orders become vault legs (:func:`keeper.option_orders.option_legs_for_plan`, premium limits within the
+       vault's bound and budget).
+    2. The targets are the policy's NAV fractions (risk budget, cash sleeve, volatility target, ES limit): of the
+       spot holdings in the ``"budget"`` hedge mode (the puts' delta is protection held, never bought back), of
+       the net delta in ``"delta_target"`` mode (scaled by ``target_scale`` <= 1 when spot plus the options'
+       delta cannot reach them without leverage).
+    3. The hedge trigger (:func:`keeper.hedging.hedge_decision`: delta band, time, implied-vol move, the
+       net-delta budgets) decides the spot legs on the book the option legs lead to. With returns, the policy's
+       ES limit is applied to the whole planned book (spot and options, full revaluation): spot targets are
+       scaled by ``es_spot_scale`` until it fits. The legs are quoted with the one halving loop.
+    4. The cost gate weighs the spot legs' expected risk benefit (tracking variance of the net delta to the
+       hedge's target) against their fees, impact and gas; when they do not pay, they are dropped and the
+       option orders go alone (or nothing does).
     """
     if decision.covariance is None:
         raise ConfigError("options mode needs the policy's covariance; the decision has none")
@@ -535,11 +575,24 @@ def _decide_with_options(
     nav_usd = nav / scale
     spots = np.asarray(snapshot.prices_usd, dtype=np.float64)
     units = np.array([b / 10**a.token_decimals for b, a in zip(state.balances, assets)])
-    greeks_before = _greeks(units, [h.position() for h in options.book], spots, options.vols, now, symbols)
+    positions_before = [h.position() for h in options.book]
+    greeks_before = _greeks(units, positions_before, spots, options.vols, now, symbols)
+    model = options.risk_model
+    scenarios = None
+    risk_before: BookRisk | None = None
+    risk_notes: list[str] = []
+    if options.returns is not None and _enough_scenarios(len(options.returns) - model.horizon_days + 1,
+                                                         model.confidence, "the overlay's ES", risk_notes):
+        scenarios = scenario_returns(options.returns, model)
+        risk_before = book_risk(model, symbols=symbols, spots=spots, vols=options.vols, spot_units=units,
+                                positions=positions_before, scenarios=scenarios, nav=nav_usd, now=now)
+        ranking = risk_before.asset_es_contributions  # the assets that drive the whole book's ES
+    else:
+        ranking = _risk_contributions(delta_adjusted_exposures(greeks_before, nav_usd), cov)
     overlay_plan = plan_overlay(
         options.overlay, symbols=symbols, spots=spots, vols=options.vols, spot_units=units,
-        risk_contributions=_risk_contributions(delta_adjusted_exposures(greeks_before, nav_usd), cov),
-        nav=nav_usd, positions=[h.position() for h in options.book], now=now,
+        risk_contributions=ranking, nav=nav_usd, positions=positions_before, now=now,
+        scenarios=scenarios, risk_model=model,
     )
     # An order the vault's premium bound refuses (a put far out of the money bids nothing; a short-dated one asks
     # too much) is left out, not allowed to stop the hedge: the reasons travel with the decision.
@@ -547,20 +600,47 @@ def _decide_with_options(
     option_legs = option_legs_for_plan(overlay_plan, options.book, options.quoter, assets, now,
                                        tolerance_bps=options.tolerance_bps, refused=refused)
     # The hedge targets the book the legs lead to (amounts floored, buys perhaps scaled to the vault's budget).
-    greeks = _greeks(units, book_after_legs(options.book, option_legs), spots, options.vols, now, symbols)
+    positions_after = book_after_legs(options.book, option_legs)
+    greeks = _greeks(units, positions_after, spots, options.vols, now, symbols)
+    protective_now = protective_delta_units(positions_after, symbols, spots, options.vols, now)
     holdings = value_holdings(snapshot, state, assets)
     reserved = _reserved_cash(option_legs, holdings.nav, state, limits.slippage_budget_bps)
-    # A long-only vault without leverage holds spot worth Σ_i (t_i N − Δopt_i S_i) at most the spot NAV less the
-    # cash the premiums need: when long puts (Δopt < 0) ask for more, every target is scaled by k < 1.
     target = np.asarray(decision.target_weights, dtype=np.float64)
-    available_usd = (holdings.nav - reserved) / scale
-    wanted_usd = float(target.sum()) * nav_usd
-    reachable_usd = available_usd + float(np.dot(greeks.option_delta_units, spots))
-    target_scale = 1.0 if wanted_usd <= reachable_usd else max(reachable_usd, 0.0) / wanted_usd
+    if options.trigger.mode == "delta_target":
+        # A long-only vault without leverage holds spot worth Σ_i (t_i N − Δopt_i S_i) at most the spot NAV less
+        # the cash the premiums need: when long puts (Δopt < 0) ask for more, every target is scaled by k < 1.
+        available_usd = (holdings.nav - reserved) / scale
+        wanted_usd = float(target.sum()) * nav_usd
+        reachable_usd = available_usd + float(np.dot(greeks.option_delta_units, spots))
+        target_scale = 1.0 if wanted_usd <= reachable_usd else max(reachable_usd, 0.0) / wanted_usd
+    else:
+        target_scale = 1.0  # spot targets the policy's weights; the puts' delta is protection held
     target_exposure = target * target_scale
-    hedge = hedging.hedge_decision(options.trigger, greeks=greeks, target_exposure_weights=target_exposure,
-                                   nav=nav_usd, now=now, last_hedge_at=options.last_hedge_at,
-                                   iv_at_last_hedge=options.iv_at_last_hedge)
+    hedge_args = dict(greeks=greeks, target_exposure_weights=target_exposure, nav=nav_usd, now=now,
+                      last_hedge_at=options.last_hedge_at, iv_at_last_hedge=options.iv_at_last_hedge,
+                      protective_delta_units=protective_now,
+                      protective_delta_at_last_hedge=options.protective_delta_at_last_hedge)
+    hedge = hedging.hedge_decision(options.trigger, **hedge_args)
+    # One policy for all modes: the policy's ES limit applies to the whole book (spot and options, full
+    # revaluation); when the planned book breaches it, every spot target is scaled down until it fits.
+    es_spot_scale = 1.0
+    risk_after: BookRisk | None = None
+    if scenarios is not None:
+        def planned_risk(spot_units: FloatArray, config: RiskModelConfig) -> BookRisk:
+            return book_risk(config, symbols=symbols, spots=spots, vols=options.vols, spot_units=spot_units,
+                             positions=positions_after, scenarios=scenarios if config is model else
+                             scenario_returns(options.returns, config), nav=nav_usd, now=now)
+
+        if decision.es_limit is not None and _enough_scenarios(
+                len(options.returns) - decision.es_horizon_days + 1, decision.es_confidence,
+                "the policy's ES limit on the whole book", risk_notes):
+            limit_model = dataclasses.replace(model, confidence=decision.es_confidence,
+                                              horizon_days=decision.es_horizon_days)
+            limit_risk = planned_risk(hedge.orders.spot_target_units, limit_model)
+            es_spot_scale = max_spot_scale_for_es(limit_risk, decision.es_limit * nav_usd)
+            if es_spot_scale < 1.0:
+                hedge = hedging.hedge_decision(options.trigger, spot_scale=es_spot_scale, **hedge_args)
+        risk_after = planned_risk(hedge.orders.spot_target_units, model)
     plan_args = dict(slippage_budget_bps=limits.slippage_budget_bps, min_trade_value=limits.min_trade_value,
                      deadline=limits.deadline)
     if not hedge.hedge:
@@ -586,7 +666,11 @@ def _decide_with_options(
         return with_option_legs(spot, option_legs, nav, options.options_value)
 
     outcome = HedgeOutcome(greeks_before, overlay_plan, hedge, tuple(option_legs), target_scale, cash_scale,
-                           refused_orders=tuple(refused))
+                           refused_orders=tuple(refused),
+                           risk_before=risk_before.as_dict() if risk_before is not None else None,
+                           risk_after=risk_after.as_dict() if risk_after is not None else None,
+                           es_spot_scale=es_spot_scale, protective_delta_units=protective_now,
+                           risk_notes=tuple(risk_notes))
     common: dict = dict(policy=decision, current_weights=holdings.weights)
     plan = plan_at(1.0)
     if not (plan.legs or plan.option_legs):
@@ -607,7 +691,8 @@ def _decide_with_options(
     moved = (post_trade_weights(plan, quoted.amounts_out, snapshot, state, assets) - np.asarray(plan.current_weights))
     post = exposure + moved * plan.nav_before / nav
     triggers = policy.trigger_policy() if isinstance(policy, PolicyConfig) else policy
-    benefit = expected_risk_benefit(exposure, post, target_exposure, cov, float(nav), triggers.risk_aversion,
+    aim = target_exposure if options.trigger.mode == "delta_target" else hedge.orders.target_exposure_weights
+    benefit = expected_risk_benefit(exposure, post, aim, cov, float(nav), triggers.risk_aversion,
                                     triggers.horizon_days)
     trade = apply_cost_gate(triggers, signals, benefit=benefit, cost=cost.total, cost_breakdown=cost.as_dict())
     if trade.rebalance:

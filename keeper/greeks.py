@@ -39,7 +39,7 @@ import numpy.typing as npt
 from keeper import options
 from keeper.errors import ConfigError
 
-__all__ = ["OptionPosition", "PortfolioGreeks", "portfolio_greeks", "delta_adjusted_exposures"]
+__all__ = ["OptionPosition", "PortfolioGreeks", "portfolio_greeks", "delta_adjusted_exposures", "protective_delta_units"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -232,6 +232,25 @@ def delta_adjusted_exposures(greeks: PortfolioGreeks, nav: float) -> FloatArray:
     """
     _check_nav(nav)
     return greeks.dollar_delta / nav
+
+
+def protective_delta_units(positions: Sequence[OptionPosition], symbols: Sequence[str], spots: npt.ArrayLike,
+                           vols: npt.ArrayLike, now: int, r: float = 0.0) -> FloatArray:
+    """Delta of the long puts per asset (the protection held), units of the underlying, <= 0, shape (n_assets,).
+
+    Raises
+    ------
+    ConfigError
+        A position on an asset not in ``symbols``.
+    """
+    syms = tuple(symbols)
+    longs = [p for p in positions if not p.is_call and p.quantity > 0.0]
+    out = np.zeros(len(syms))
+    if longs:
+        g, asset, qty = _book_greeks(longs, {sym: i for i, sym in enumerate(syms)}, np.asarray(spots, dtype=np.float64),
+                                     np.asarray(vols, dtype=np.float64), now, r)
+        out = np.bincount(asset, qty * g.delta, minlength=len(syms))
+    return out
 
 
 def _check_nav(nav: float) -> None:

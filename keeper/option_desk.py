@@ -85,7 +85,9 @@ class OverlayStepReport:
         hedge = choice.hedge
         if hedge is None:
             return cls(status, reason, plan=choice.plan, **fields)
-        overlay = {**hedge.overlay.as_dict(), "refused_orders": list(hedge.refused_orders)}
+        overlay = {**hedge.overlay.as_dict(), "refused_orders": list(hedge.refused_orders),
+                   "risk_before": hedge.risk_before, "risk_after": hedge.risk_after,
+                   "es_spot_scale": hedge.es_spot_scale, "risk_notes": list(hedge.risk_notes)}
         return cls(status, reason, decision=hedge.decision.as_dict(), overlay=overlay,
                    greeks_before=hedge.greeks_before.as_dict(), plan=choice.plan,
                    legs=choice.plan.option_legs if choice.plan is not None else (),
@@ -127,6 +129,7 @@ class OptionsDesk:
         self.settler = settler if settler is not None else executor.address
         self.last_hedge_at: int | None = None
         self.iv_at_last_hedge: FloatArray | None = None
+        self.protective_delta_at_last_hedge: FloatArray | None = None
         self._vol_feeds: list[tuple[Any, int]] | None = None
         self._leg_event = self.vault.events.OptionLegExecuted()
 
@@ -143,6 +146,7 @@ class OptionsDesk:
             options_value=int(self.vault.functions.optionsValue().call(block_identifier=block)),
             now=snapshot.block_timestamp, overlay=self.overlay, trigger=self.trigger,
             last_hedge_at=self.last_hedge_at, iv_at_last_hedge=self.iv_at_last_hedge,
+            protective_delta_at_last_hedge=self.protective_delta_at_last_hedge,
             quoter=ChainOptionQuoter(self.vault, self.market, block),
         )
 
@@ -171,6 +175,7 @@ class OptionsDesk:
         if plan.legs:
             self.last_hedge_at = inputs.now
             self.iv_at_last_hedge = inputs.vols
+            self.protective_delta_at_last_hedge = choice.hedge.protective_delta_units if choice.hedge else None
         greeks_after = self._greeks_after(inputs.vols, int(receipt["blockNumber"]))
         timings = dict(report_fields.pop("timings", {}))
         timings.update(execution.timings)

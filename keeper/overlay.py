@@ -1,6 +1,16 @@
-r"""The option overlay: protective puts (and optional covered calls) chosen by delta, rolled before expiry, within
-a premium budget and never beyond the vega and gamma budgets (:func:`plan_overlay`). Chain-free, pure functions;
-units as in :mod:`keeper.greeks` (float whole units of the underlying, USD floats, Unix seconds).
+r"""The option overlay: protective puts (and optional covered calls), rolled before expiry, within a premium budget
+and never beyond the vega and gamma budgets (:func:`plan_overlay`). Chain-free, pure functions; units as in
+:mod:`keeper.greeks` (float whole units of the underlying, USD floats, Unix seconds).
+
+As insurance (given the scenarios of the convex risk model, :mod:`keeper.book_risk`): the puts go to the assets
+with the largest ES contributions of the whole book; each put's strike (``put_deltas``) and tenor
+(``tenors_days``) are chosen among the candidates by **cost per unit of tail protection**: the premium per year
+(premium x 365 / tenor days) divided by the reduction of the book's ES (full revaluation, same scenarios) that
+the put brings; the quantity is ``hedge_ratio`` x spot units, at most what the premium pacing allows
+(``premium_budget_bps_per_year`` x days held / 365 per put asset); a put whose delta passes ``-monetise_delta``
+(deep in the money, mostly intrinsic value) is sold and re-struck instead of held to expiry. Every candidate,
+with the ES before and after it, is in :attr:`OverlayPlan.choices`. Without scenarios, the first candidate is
+taken and the assets are ranked by the ``risk_contributions`` given.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from keeper import options
 from keeper.errors import ConfigError
 from keeper.units import BPS, SECONDS_PER_DAY
 from keeper.greeks import OptionPosition, _book_greeks, _check_nav
+from keeper.book_risk import RiskModelConfig, revalue, tail_weights
 
 __all__ = ["OverlayConfig", "OptionOrder", "OverlayPlan", "plan_overlay"]
 
@@ -61,6 +72,22 @@ class OverlayConfig:
         Caps on ``|net vega|`` per vol point, USD: per asset, and summed over assets (Σ_i |vega_i|).
     gamma_budget_per_asset_usd, gamma_budget_total_usd : float
         Caps on ``|dollar gamma|`` (Γ S²/100: USD value of the delta change per 1 % move), per asset and summed.
+    put_deltas, tenors_days : tuple of float
+        Candidate deltas (each in (-1, 0)) and tenors (days, each > ``roll_before_days``) of new puts, compared by
+        cost per unit of ES reduction when scenarios are given; empty: ``(put_delta,)`` and ``(tenor_days,)``.
+    premium_budget_bps_per_year : float or None
+        Premium pacing: a new put costs at most this x NAV x (tenor - ``roll_before_days``) / 365 /
+        ``max_put_assets`` (bps of NAV a year spread over the put assets and the days a put is held before its
+        roll); None: no pacing. A monetised put frees its asset for a new one, so a crash can spend more.
+    monetise_delta : float or None
+        In (0, 1): a long put whose |delta| exceeds this is sold (its value is mostly intrinsic) and the asset
+        may be re-struck in the same plan; None: held to the roll.
+    parity : {None, "vega", "gamma"}
+        Greek parity of the put sleeve across the assets that hold puts after the plan: ``"vega"`` equalises each
+        asset's long-put vega (USD per vol point), ``"gamma"`` its long-put dollar gamma (Γ S²/100), by cutting
+        the new puts down to the smallest asset's level (never buying more than the sizing above allows; kept
+        puts are not traded for it). None: each asset sized on its own. (Delta parity is not an overlay mode:
+        the net delta per asset is the hedge's, :mod:`keeper.hedging`.)
     """
 
     put_delta: float = -0.25
@@ -77,6 +104,16 @@ class OverlayConfig:
     vega_budget_total_usd: float = math.inf
     gamma_budget_per_asset_usd: float = math.inf
     gamma_budget_total_usd: float = math.inf
+    put_deltas: tuple[float, ...] = ()
+    tenors_days: tuple[float, ...] = ()
+    premium_budget_bps_per_year: float | None = None
+    monetise_delta: float | None = None
+    parity: str | None = None
+
+    @property
+    def put_candidates(self) -> tuple[tuple[float, float], ...]:
+        """(delta, tenor days) pairs compared for a new put."""
+        return tuple((d, t) for d in (self.put_deltas or (self.put_delta,)) for t in (self.tenors_days or (self.tenor_days,)))
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,6 +126,14 @@ class OverlayConfig:
             ("max_open_series", self.max_open_series >= 0, ">= 0"),
             ("call_delta", 0.0 < self.call_delta < 1.0, "in (0, 1)"),
             ("call_ratio", 0.0 < self.call_ratio <= 1.0, "in (0, 1]"),
+            ("put_deltas", all(-1.0 < d < 0.0 for d in self.put_deltas), "each in (-1, 0)"),
+            ("tenors_days", all(math.isfinite(t) and t > self.roll_before_days for t in self.tenors_days),
+             "each finite and > roll_before_days"),
+            ("premium_budget_bps_per_year", self.premium_budget_bps_per_year is None
+             or (math.isfinite(self.premium_budget_bps_per_year) and self.premium_budget_bps_per_year >= 0.0),
+             "None or finite and >= 0"),
+            ("monetise_delta", self.monetise_delta is None or 0.0 < self.monetise_delta < 1.0, "None or in (0, 1)"),
+            ("parity", self.parity in (None, "vega", "gamma"), "None, 'vega' or 'gamma'"),
         ]
         for name in ("vega_budget_per_asset_usd", "vega_budget_total_usd", "gamma_budget_per_asset_usd", "gamma_budget_total_usd"):
             value = getattr(self, name)
@@ -148,6 +193,10 @@ class OverlayPlan:
         Factors applied to new orders: ``{"premium": s, "<symbol>": s_i, "total": s}``.
     binding : tuple of str
         Constraints that reduced the plan (e.g. ``"premium_budget"``, ``"vega_budget:BTC"``).
+    choices : tuple of dict
+        Per put asset, every candidate compared: ``symbol``, ``put_delta``, ``tenor_days``, ``strike``,
+        ``quantity``, ``premium_usd``, ``premium_per_year_usd``, ``es_before_usd``, ``es_after_usd``,
+        ``cost_per_es_usd`` (premium a year per USD of ES removed; inf when it removes none), ``chosen``.
     """
 
     symbols: tuple[str, ...]
@@ -160,10 +209,12 @@ class OverlayPlan:
     dollar_gamma: FloatArray
     scale: dict[str, float] = field(default_factory=dict)
     binding: tuple[str, ...] = ()
+    choices: tuple[dict[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary for the journal."""
         return {
+            "choices": [dict(c) for c in self.choices],
             "orders": [o.__dict__ for o in self.orders],
             "positions_after": [p.__dict__ for p in self.positions_after],
             "put_premium_usd": self.put_premium_usd,
@@ -219,6 +270,39 @@ def _max_scale_total(kept: FloatArray, new: FloatArray, budget: float) -> float:
     return lo
 
 
+def _parity(greek: str, new: list[OptionPosition], kept: Sequence[OptionPosition], index: dict[str, int],
+            s: FloatArray, v: FloatArray, now: int, r: float) -> list[OptionPosition]:
+    """Cuts the new long puts so that every asset holding puts carries the same long-put vega (USD per vol point)
+    or dollar gamma (Γ S²/100): the smallest asset's level (see :class:`OverlayConfig.parity`)."""
+    def per_unit(book: Sequence[OptionPosition]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+        g, asset, _ = _book_greeks(book, index, s, v, now, r)
+        unit = g.vega * options.VOL_POINT if greek == "vega" else g.gamma * s[asset] ** 2 / 100.0
+        return unit, asset
+
+    n = len(s)
+    longs = [p for p in kept if not p.is_call and p.quantity > 0.0]
+    level_kept = np.zeros(n)
+    if longs:
+        unit_k, asset_k = per_unit(longs)
+        level_kept = np.bincount(asset_k, unit_k * np.array([p.quantity for p in longs]), minlength=n)
+    puts = [j for j, p in enumerate(new) if not p.is_call]
+    if not puts:
+        return new
+    unit_n, asset_n = per_unit([new[j] for j in puts])
+    level_new = np.bincount(asset_n, unit_n * np.array([new[j].quantity for j in puts]), minlength=n)
+    level = level_kept + level_new
+    holders = level > 0.0
+    target = float(level[holders].min())
+    out = list(new)
+    for k, j in enumerate(puts):
+        i = int(asset_n[k])
+        room = max(target - level_kept[i], 0.0)
+        scale = min(room / level_new[i], 1.0) if level_new[i] > 0.0 else 0.0
+        p = new[j]
+        out[j] = OptionPosition(p.symbol, p.strike, p.expiry, p.is_call, p.quantity * scale)
+    return [p for p in out if p.quantity > 0.0 or p.is_call]
+
+
 def plan_overlay(
     config: OverlayConfig,
     *,
@@ -231,15 +315,18 @@ def plan_overlay(
     positions: Sequence[OptionPosition],
     now: int,
     r: float = 0.0,
+    scenarios: npt.ArrayLike | None = None,
+    risk_model: RiskModelConfig | None = None,
 ) -> OverlayPlan:
     r"""Plans protective puts on the largest risk contributors (and optional covered calls).
 
     1. **Rolls**: every position with less than ``roll_before_days`` to expiry (or expired) is
        closed at the model price.
-    2. **Puts**: assets with spot, ranked by ``risk_contributions`` (largest first), the first
-       ``max_put_assets`` without a remaining put get one: strike from
-       :func:`keeper.options.strike_for_delta` at ``put_delta`` and ``tenor_days``, quantity
-       ``hedge_ratio`` x spot units. Series beyond ``max_open_series`` are not opened.
+    2. **Puts**: assets with spot, ranked by ``risk_contributions`` (largest first): of the first
+       ``max_put_assets``, those without a remaining put get one while fewer than ``max_put_assets`` assets
+       hold puts: strike and tenor from the candidates (module doc; :func:`keeper.options.strike_for_delta`),
+       quantity ``hedge_ratio`` x spot units (at most the premium pacing allows). Series beyond
+       ``max_open_series`` are not opened.
     3. **Premium**: new puts are scaled by ``min(1, budget / premium)`` with budget
        ``premium_budget_bps`` x NAV / 10,000.
     4. **Calls** (``covered_calls``): each held asset without a remaining call sells
@@ -266,6 +353,11 @@ def plan_overlay(
         Unix seconds.
     r : float
         USD rate.
+    scenarios : array_like (n_scenarios, n_assets), optional
+        Scenario returns of the convex risk model (:func:`keeper.book_risk.scenario_returns`): strike and tenor
+        are then chosen by cost per unit of ES reduction (module doc).
+    risk_model : RiskModelConfig, optional
+        Confidence, horizon and vol shock of that ES (default :class:`~keeper.book_risk.RiskModelConfig`).
 
     Raises
     ------
@@ -289,13 +381,22 @@ def plan_overlay(
     index = {sym: i for i, sym in enumerate(syms)}
     roll_seconds = config.roll_before_days * SECONDS_PER_DAY
 
-    # 1. Rolls / expiries.
+    # 1. Rolls / expiries, and deep-in-the-money puts monetised.
     kept: list[OptionPosition] = []
     closing: list[OptionPosition] = []
+    close_reason: dict[int, str] = {}
     for p in positions:
         if p.symbol not in index:
             raise ConfigError(f"option position on {p.symbol!r}, which is not among the assets {syms}")
         (closing if p.expiry - now <= roll_seconds else kept).append(p)
+    if config.monetise_delta is not None and kept:
+        g_k, _, _ = _book_greeks(kept, index, s, v, now, r)
+        deep = [j for j, p in enumerate(kept)
+                if not p.is_call and p.quantity > 0.0 and float(g_k.delta[j]) < -config.monetise_delta]
+        for j in deep:
+            close_reason[len(closing)] = f"monetise: delta {float(g_k.delta[j]):+.3f} past -{config.monetise_delta:g}"
+            closing.append(kept[j])
+        kept = [p for j, p in enumerate(kept) if j not in set(deep)]
 
     # 2./4. New series.
     expiry = int(now + round(config.tenor_days * SECONDS_PER_DAY))
@@ -304,12 +405,59 @@ def plan_overlay(
     has_call = {p.symbol for p in kept if p.is_call and p.quantity < 0.0}
     room = max(config.max_open_series - len(kept), 0)
     new: list[OptionPosition] = []
+    choices: list[dict[str, Any]] = []
     ranked = [int(i) for i in np.argsort(-rc, kind="stable") if h[i] > 0.0]
+    sc = None if scenarios is None else np.asarray(scenarios, dtype=np.float64)
+    model = risk_model or RiskModelConfig()
+    base_total = None
+    if sc is not None:
+        base_total = revalue(symbols=syms, spots=s, vols=v, spot_units=h, positions=kept, scenarios=sc, now=now,
+                             horizon_days=model.horizon_days, vol_shock=model.vol_shock).sum(axis=1)
+
+    def es_of(total: FloatArray) -> float:
+        w, _ = tail_weights(-total, model.confidence)
+        return float(-(w @ total) / w.sum())
+
+    es_before = es_of(base_total) if base_total is not None else None
     for i in ranked[: config.max_put_assets]:
-        if syms[i] in has_put or len(new) >= room:
+        if syms[i] in has_put or len(new) >= room or len(has_put) + len(new) >= config.max_put_assets:
             continue
-        strike = float(options.strike_for_delta(config.put_delta, s[i], tenor, v[i], r, 0.0, False))
-        new.append(OptionPosition(syms[i], strike, expiry, False, config.hedge_ratio * float(h[i])))
+        best: tuple[float, OptionPosition, dict[str, Any]] | None = None
+        for put_delta, tenor_days in config.put_candidates:
+            exp_i = int(now + round(tenor_days * SECONDS_PER_DAY))
+            tau = options.year_fraction(exp_i - now)
+            strike = float(options.strike_for_delta(put_delta, s[i], tau, v[i], r, 0.0, False))
+            price = float(options.price(s[i], strike, tau, v[i], r, 0.0, False))
+            qty = config.hedge_ratio * float(h[i])
+            if config.premium_budget_bps_per_year is not None:
+                held_days = tenor_days - config.roll_before_days  # a put is rolled this long after it is bought
+                pace = config.premium_budget_bps_per_year * nav / BPS * held_days / 365.0 / max(config.max_put_assets, 1)
+                qty = min(qty, pace / price) if price > 0.0 else qty
+            if qty <= 0.0:
+                continue
+            candidate = OptionPosition(syms[i], strike, exp_i, False, qty)
+            premium = qty * price
+            choice: dict[str, Any] = {"symbol": syms[i], "put_delta": put_delta, "tenor_days": tenor_days,
+                                      "strike": strike, "quantity": qty, "premium_usd": premium,
+                                      "premium_per_year_usd": premium * 365.0 / tenor_days, "chosen": False}
+            if base_total is not None and sc is not None:
+                put_pnl = revalue(symbols=syms, spots=s, vols=v, spot_units=np.zeros(n), positions=[candidate],
+                                  scenarios=sc, now=now, horizon_days=model.horizon_days,
+                                  vol_shock=model.vol_shock)[:, n]
+                es_after = es_of(base_total + put_pnl)
+                saved = (es_before or 0.0) - es_after
+                cost = choice["premium_per_year_usd"] / saved if saved > 0.0 else math.inf
+                choice.update(es_before_usd=es_before, es_after_usd=es_after, cost_per_es_usd=cost)
+            else:
+                cost = 0.0 if best is None else math.inf  # no scenarios: the first candidate
+            choices.append(choice)
+            if math.isfinite(cost) and (best is None or cost < best[0]):
+                best = (cost, candidate, choice)
+        if best is not None:
+            new.append(best[1])
+            best[2]["chosen"] = True
+    if config.parity is not None and new:
+        new = _parity(config.parity, new, kept, index, s, v, now, r)
     if config.covered_calls:
         for i in ranked:
             if syms[i] in has_call or len(new) >= room:
@@ -394,7 +542,8 @@ def plan_overlay(
     if closing:
         g_close, _, _ = unit_greeks(closing)
         for j, p in enumerate(closing):
-            reason = "expired" if p.expiry <= now else f"roll: {((p.expiry - now) / SECONDS_PER_DAY):.2f} days to expiry"
+            reason = close_reason.get(j) or (
+                "expired" if p.expiry <= now else f"roll: {((p.expiry - now) / SECONDS_PER_DAY):.2f} days to expiry")
             orders.append(order("close", p, -p.quantity, g_close, j, reason))
     for j, p in enumerate(kept):
         if kept_scale[j] < 1.0:
@@ -411,7 +560,8 @@ def plan_overlay(
         if qty == 0.0:
             continue
         kind = "covered call" if p.is_call else "protective put"
-        o = order("open", p, qty, g_new, j, f"{kind}: delta {float(g_new.delta[j]):+.3f}, {config.tenor_days:g} days")
+        o = order("open", p, qty, g_new, j,
+                  f"{kind}: delta {float(g_new.delta[j]):+.3f}, {(p.expiry - now) / SECONDS_PER_DAY:g} days")
         orders.append(o)
         after.append(OptionPosition(p.symbol, p.strike, p.expiry, p.is_call, qty))
         if p.is_call:
@@ -436,4 +586,5 @@ def plan_overlay(
         dollar_gamma=gamma_after,
         scale=scale,
         binding=tuple(binding),
+        choices=tuple(choices),
     )

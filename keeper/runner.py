@@ -269,6 +269,11 @@ class Keeper:
         derisk = decision.action == "derisk"
         history = None if derisk else self.reader.history(snapshot, cfg.policy.lookback_days)
         options = None if derisk or self.overlay is None else self.overlay.inputs(snapshot)
+        if options is not None and history is not None:
+            # The convex risk model's scenarios: the policy window's returns, when every day is observed.
+            window_returns = simple_returns(history.prices_usd)
+            if window_returns.shape[0] >= 2 and np.isfinite(window_returns).all():
+                options = dataclasses.replace(options, returns=window_returns)
         timings["read"] = time.perf_counter() - t
 
         t = time.perf_counter()

@@ -276,3 +276,31 @@ def default_strategies(vol_target: float = 0.5, cash_buffer_bps: float = 500.0,
     if symbols is None or "BTC" in symbols:
         strategies += [FixedMix("BTC only", {"BTC": 1.0}), FixedMix("60/40 BTC/stable", {"BTC": 0.6})]
     return strategies
+
+
+@dataclass(frozen=True, eq=False)
+class NetDeltaControl:
+    """Spot and cash only, holding each day another run's net delta (spot plus option delta) per asset.
+
+    The control that judges an option overlay on its convexity, not on holding less: on each decision date the
+    target NAV fractions are ``net_delta_by_date[date]`` (clipped at 0: a long-only vault cannot hold a negative
+    delta; scaled to sum to at most 1), traded through the same planner, triggers and cost gate as every strategy.
+
+    Attributes
+    ----------
+    name : str
+    net_delta_by_date : mapping of date to mapping of symbol to float
+        Net delta as a fraction of NAV, e.g. the overlay run's at that day's decision.
+    """
+
+    name: str
+    net_delta_by_date: Mapping[dt.date, Mapping[str, float]]
+
+    def __call__(self, ctx: DecisionContext) -> Allocation:
+        target = self.net_delta_by_date.get(ctx.date)
+        if target is None:
+            raise ConfigError(f"{self.name}: no net delta recorded for {ctx.date}; run the reference first over the "
+                              "same dates")
+        w = np.clip(np.array([float(target.get(s, 0.0)) for s in ctx.symbols]), 0.0, None)
+        total = float(w.sum())
+        return Allocation.from_nav_fractions(w / total if total > 1.0 else w)

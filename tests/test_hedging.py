@@ -6,6 +6,7 @@ Chain-free: arrays and real market history from ``data/`` only.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -451,3 +452,185 @@ def test_implied_vols_on_uses_dvol_for_btc_and_the_proxy_elsewhere():
     # Before DVOL starts, BTC falls back to the proxy and says so.
     vols, _, derived = implied_vols_on(dt.date(2021, 1, 15), ("BTC",), table, dvol)
     assert derived[0]
+
+
+# --------------------------------------------------------------------------- #
+# The hedge serves the budget: protection held, budgets never breached
+# --------------------------------------------------------------------------- #
+_moves = st.lists(st.floats(-0.6, 0.6), min_size=3, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    units=st.lists(st.floats(0.0, 50.0), min_size=3, max_size=3),
+    put_moneyness=st.lists(st.one_of(st.none(), st.floats(0.6, 1.2)), min_size=3, max_size=3),
+    put_ratio=st.floats(0.05, 1.0),
+    weights=st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3),
+    moves=_moves,
+    vol_moves=st.lists(st.floats(-0.3, 0.8), min_size=3, max_size=3),
+    band_bps=st.floats(0.0, 500.0),
+    per_asset=st.one_of(st.just(math.inf), st.floats(0.02, 1.0)),
+    total=st.one_of(st.just(math.inf), st.floats(0.02, 1.0)),
+    spot_scale=st.floats(0.0, 1.0),
+    elapsed_days=st.floats(0.0, 20.0),
+)
+def test_budget_hedge_never_buys_back_protection_and_keeps_the_delta_budgets(
+        units, put_moneyness, put_ratio, weights, moves, vol_moves, band_bps, per_asset, total, spot_scale,
+        elapsed_days):
+    spots0 = np.array([SPOTS[s] for s in SYMBOLS])
+    vols0 = np.array([VOLS[s] for s in SYMBOLS])
+    book = [OptionPosition(s, float(spots0[i] * m), NOW + 40 * DAY, False, put_ratio * units[i] + 1e-3)
+            for i, (s, m) in enumerate(zip(SYMBOLS, put_moneyness)) if m is not None]
+    from keeper.greeks import protective_delta_units
+
+    at_last_hedge = protective_delta_units(book, SYMBOLS, spots0, vols0, NOW)
+    later = NOW + int(elapsed_days * DAY)
+    spots1 = spots0 * (1.0 + np.array(moves))
+    vols1 = vols0 * (1.0 + np.array(vol_moves))
+    g = portfolio_greeks(dict(zip(SYMBOLS, units)), book, dict(zip(SYMBOLS, spots1)), dict(zip(SYMBOLS, vols1)),
+                         later)
+    now_delta = protective_delta_units(book, SYMBOLS, spots1, vols1, later)
+    nav = float(np.dot(units, spots1)) + float(g.option_value_usd.sum()) + 10_000.0
+    w = np.array(weights)
+    w = w / max(w.sum(), 1.0)
+    config = HedgeTriggerConfig(delta_band_bps=max(band_bps, 1e-6), mode="budget", max_net_delta_per_asset=per_asset,
+                                max_net_delta_total=total)
+    d = hedge_decision(config, greeks=g, target_exposure_weights=w, nav=nav, now=later, last_hedge_at=NOW,
+                       iv_at_last_hedge=vols0, protective_delta_units=now_delta,
+                       protective_delta_at_last_hedge=at_last_hedge, spot_scale=spot_scale)
+    o = d.orders
+    assert (o.spot_target_units >= 0.0).all()
+    net_before = g.delta_units
+    net_after = o.spot_target_units + g.option_delta_units
+    gained = now_delta < at_last_hedge
+    # Protection held: where the puts gained delta, the hedge never raises the net delta (it never buys spot).
+    assert (o.trade_units[gained] <= 0.0).all(), (o.trade_units, gained)
+    assert (net_after[gained] <= net_before[gained]).all()
+    # Budgets: each net delta within its budget unless spot is already sold to 0 (the options' delta alone is the
+    # overlay's to reduce); the sum likewise. The margin is the 1e-9 relative margin the hedge keeps, and the
+    # sum's float rounding (3 terms of NAV size: a few ulps of NAV).
+    slack = 1e-9 * nav + 8 * np.finfo(float).eps * nav
+    net_usd = net_after * spots1
+    ok_asset = (net_usd <= per_asset * nav + slack) | (o.spot_target_units == 0.0)
+    assert ok_asset.all(), (net_usd / nav, per_asset)
+    assert net_usd.sum() <= total * nav + slack or (o.spot_target_units == 0.0).all() \
+        or float(np.dot(g.option_delta_units, spots1)) > total * nav
+
+
+def test_budget_mode_holds_a_put_that_gained_delta_where_delta_target_buys_it_back():
+    # One asset, spot at its 50 % target and a 25-delta put; the price falls 20 %: the put gains delta.
+    spot0, vol = 60_000.0, 0.6
+    strike = float(options.strike_for_delta(-0.25, spot0, 30 / 365, vol, is_call=False))
+    book = [OptionPosition("BTC", strike, NOW + 30 * DAY, False, 8.0)]
+    from keeper.greeks import protective_delta_units
+
+    before = protective_delta_units(book, ["BTC"], [spot0], [vol], NOW)
+    spot1 = 0.8 * spot0
+    g = portfolio_greeks({"BTC": 8.0}, book, {"BTC": spot1}, {"BTC": vol}, NOW + DAY)
+    nav = 8.0 * spot1 / 0.45  # spot is 45 % of NAV after the fall: below its 50 % target
+    after = protective_delta_units(book, ["BTC"], [spot1], [vol], NOW + DAY)
+    assert after[0] < before[0]
+    old = hedge_trades([0.5], nav, g, 0.0, mode="delta_target")
+    assert old.trade_units[0] > 0.0  # buys spot against the put's delta: the protection is undone
+    new = hedge_trades([0.5], nav, g, 0.0, mode="budget", protective_delta_units=after,
+                       protective_delta_at_last_hedge=before)
+    assert new.trade_units[0] == 0.0 and new.blocked[0]
+    # Without puts gaining delta, the budget mode rebalances spot to its weight (options not offset).
+    free = hedge_trades([0.5], nav, g, 0.0, mode="budget")
+    assert free.spot_target_weights[0] == pytest.approx(0.5, rel=1e-12)
+    with pytest.raises(ConfigError, match="mode"):
+        HedgeTriggerConfig(mode="gamma_parity")
+    with pytest.raises(ConfigError, match="max_net_delta_total"):
+        HedgeTriggerConfig(max_net_delta_total=0.0)
+
+
+# --------------------------------------------------------------------------- #
+# The overlay as insurance: ES-driven assets, cost per unit of ES removed, pacing, monetisation
+# --------------------------------------------------------------------------- #
+def _scenarios(seed: int = 5, n: int = 400) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    cov = np.array([[0.0016, 0.0012, 0.0013], [0.0012, 0.0020, 0.0015], [0.0013, 0.0015, 0.0030]])
+    return np.clip(rng.standard_t(4, size=(n, 3)) / math.sqrt(2.0) @ np.linalg.cholesky(cov).T, -0.6, 2.0)
+
+
+def _insurance(**kw) -> OverlayConfig:
+    base = dict(put_deltas=(-0.10, -0.15, -0.20, -0.25), tenors_days=(30.0, 60.0, 90.0), roll_before_days=7.0,
+                premium_budget_bps=10_000.0, max_put_assets=1, hedge_ratio=1.0, premium_budget_bps_per_year=500.0)
+    return OverlayConfig(**{**base, **kw})
+
+
+def test_insurance_overlay_picks_the_cheapest_put_per_unit_of_es_on_the_es_driver():
+    from keeper.book_risk import RiskModelConfig, book_risk
+
+    spots = np.array([SPOTS[s] for s in SYMBOLS])
+    vols = np.array([VOLS[s] for s in SYMBOLS])
+    units = np.array([2.0, 40.0, 900.0])  # SOL (the most volatile, 135k USD) drives the ES
+    nav = float(units @ spots) + 50_000.0
+    sc = _scenarios()
+    risk = book_risk(RiskModelConfig(), symbols=SYMBOLS, spots=spots, vols=vols, spot_units=units, positions=[],
+                     scenarios=sc, nav=nav, now=NOW)
+    driver = int(np.argmax(risk.asset_es_contributions))
+    plan = plan_overlay(_insurance(), symbols=SYMBOLS, spots=spots, vols=vols, spot_units=units,
+                        risk_contributions=risk.asset_es_contributions, nav=nav, positions=[], now=NOW, scenarios=sc)
+    (order,) = plan.orders
+    assert order.symbol == SYMBOLS[driver] and order.quantity > 0 and not order.is_call
+    choices = [c for c in plan.choices if c["symbol"] == SYMBOLS[driver]]
+    assert len(choices) == 12 and sum(c["chosen"] for c in choices) == 1
+    chosen = next(c for c in choices if c["chosen"])
+    assert chosen["cost_per_es_usd"] == min(c["cost_per_es_usd"] for c in choices)
+    assert all(c["es_after_usd"] < c["es_before_usd"] == risk.es for c in choices)
+    # The premium pace: 500 bps a year over the days held (tenor less the roll) for the one put asset.
+    held = chosen["tenor_days"] - 7.0
+    assert order.premium_usd <= 500.0 / 1e4 * nav * held / 365.0 * (1 + 1e-12)
+    assert order.expiry == NOW + int(round(chosen["tenor_days"] * DAY))
+
+
+def test_insurance_overlay_monetises_a_deep_put_and_restrikes_it():
+    spots = np.array([SPOTS[s] for s in SYMBOLS])
+    vols = np.array([VOLS[s] for s in SYMBOLS])
+    units = np.array([2.0, 40.0, 900.0])
+    deep = OptionPosition("BTC", 90_000.0, NOW + 40 * DAY, False, 2.0)  # strike 1.5x spot: delta near -1
+    nav = float(units @ spots)
+    rc = np.array([3.0, 2.0, 1.0])  # BTC first
+    held = plan_overlay(_insurance(monetise_delta=None), symbols=SYMBOLS, spots=spots, vols=vols, spot_units=units,
+                        risk_contributions=rc, nav=nav, positions=[deep], now=NOW)
+    assert not held.orders  # held to its roll, and the one put asset already has its put
+    plan = plan_overlay(_insurance(monetise_delta=0.7), symbols=SYMBOLS, spots=spots, vols=vols, spot_units=units,
+                        risk_contributions=rc, nav=nav, positions=[deep], now=NOW)
+    close, reopen = plan.orders
+    assert close.action == "close" and close.reason.startswith("monetise") and close.quantity == -2.0
+    assert close.premium_usd < 0 and -close.premium_usd > 2.0 * (90_000.0 - SPOTS["BTC"])  # sold above intrinsic
+    assert reopen.action == "open" and reopen.symbol == "BTC" and reopen.strike < SPOTS["BTC"]
+
+
+def test_overlay_keeps_at_most_max_put_assets_with_puts():
+    spots = np.array([SPOTS[s] for s in SYMBOLS])
+    vols = np.array([VOLS[s] for s in SYMBOLS])
+    units = np.array([2.0, 40.0, 900.0])
+    kept = OptionPosition("SOL", 120.0, NOW + 40 * DAY, False, 100.0)
+    # The ranking now puts BTC first and ETH second; SOL still holds its put: one more asset at most (two in all).
+    plan = plan_overlay(_insurance(max_put_assets=2), symbols=SYMBOLS, spots=spots, vols=vols, spot_units=units,
+                        risk_contributions=np.array([3.0, 2.0, 1.0]), nav=float(units @ spots), positions=[kept],
+                        now=NOW)
+    assert [o.symbol for o in plan.orders] == ["BTC"]
+
+
+@pytest.mark.parametrize("greek", ["vega", "gamma"])
+def test_overlay_parity_equalises_the_put_sleeves_greek(greek):
+    spots = np.array([SPOTS[s] for s in SYMBOLS])
+    vols = np.array([VOLS[s] for s in SYMBOLS])
+    units = np.array([2.0, 40.0, 900.0])
+    cfg = _insurance(max_put_assets=3, premium_budget_bps_per_year=None, put_deltas=(-0.2,), tenors_days=(30.0,))
+    free = plan_overlay(cfg, symbols=SYMBOLS, spots=spots, vols=vols, spot_units=units,
+                        risk_contributions=np.array([3.0, 2.0, 1.0]), nav=float(units @ spots), positions=[], now=NOW)
+    plan = plan_overlay(dataclasses.replace(cfg, parity=greek), symbols=SYMBOLS, spots=spots, vols=vols,
+                        spot_units=units, risk_contributions=np.array([3.0, 2.0, 1.0]), nav=float(units @ spots),
+                        positions=[], now=NOW)
+    level = [o.vega_usd_per_point if greek == "vega" else o.dollar_gamma for o in plan.orders]
+    free_level = [o.vega_usd_per_point if greek == "vega" else o.dollar_gamma for o in free.orders]
+    assert len(level) == 3 and max(level) > 0
+    # Equal to the smallest unconstrained level (relative float error of a product and a quotient: a few ulps).
+    np.testing.assert_allclose(level, min(free_level), rtol=8 * np.finfo(float).eps)
+    assert all(p.quantity <= f.quantity for p, f in zip(plan.orders, free.orders))
+    with pytest.raises(ConfigError, match="parity"):
+        OverlayConfig(parity="delta")

@@ -80,13 +80,14 @@ class Env(OptionsEnv):
         self.align()
         return report
 
-    def overlay(self, tmp_path, config: OverlayConfig | None = None, band_bps: float = BAND_BPS) -> OptionsDesk:
+    def overlay(self, tmp_path, config: OverlayConfig | None = None, band_bps: float = BAND_BPS,
+                mode: str = "budget") -> OptionsDesk:
         cfg = KeeperConfig(rpc_url=self.node.rpc_url, vault_address=self.vault.address, quoter_address=self.system.quoter,
                            cash_buffer_bps=CASH_BUFFER_BPS, slippage_budget_bps=50, journal_path=tmp_path / "j.sqlite")
         keeper = Keeper(cfg, w3=self.w3, private_key=ANVIL_KEYS[1], journal=Journal(tmp_path / "j.sqlite"))
         policy = config or OverlayConfig(max_put_assets=1, hedge_ratio=0.5, premium_budget_bps=100.0)
         desk = OptionsDesk(keeper.reader, keeper.executor, keeper.journal, self.market, policy,
-                           HedgeTriggerConfig(delta_band_bps=band_bps),
+                           HedgeTriggerConfig(delta_band_bps=band_bps, mode=mode),
                            settle=lambda fn: self.tx.transact(self.anyone, fn), settler=self.anyone)
         desk.keeper = keeper  # the tests reach the keeper's reader, executor and journal through the desk
         return desk
@@ -122,9 +123,17 @@ def env(deployed: Env):
 
 
 def _exposure_drift_bps(env: Env, overlay: OptionsDesk) -> np.ndarray:
+    """Net delta (spot + options) against the policy's targets: what the ``"delta_target"`` hedge aims at."""
     g, nav = env.greeks(overlay)
     target = TARGETS * (1 - CASH_BUFFER_BPS / BPS)
     return (delta_adjusted_exposures(g, nav) - target) * BPS
+
+
+def _spot_drift_bps(env: Env, overlay: OptionsDesk) -> np.ndarray:
+    """Spot holdings against the policy's targets: what the ``"budget"`` hedge aims at (the puts' delta held)."""
+    g, nav = env.greeks(overlay)
+    target = TARGETS * (1 - CASH_BUFFER_BPS / BPS)
+    return (g.spot_units * g.spots / nav - target) * BPS
 
 
 def test_first_step_hedges_spot_then_buys_the_25_delta_put_on_the_largest_contributor(env: Env, tmp_path) -> None:
@@ -134,7 +143,7 @@ def test_first_step_hedges_spot_then_buys_the_25_delta_put_on_the_largest_contri
     assert first.status == "traded", first.reason
     assert set(first.decision["reasons"]) == {"time", "delta_drift:BTC", "delta_drift:ETH", "delta_drift:SOL"}
     assert not first.legs
-    assert np.all(np.abs(_exposure_drift_bps(env, overlay)) <= BAND_BPS)
+    assert np.all(np.abs(_spot_drift_bps(env, overlay)) <= BAND_BPS)
 
     nav_before = env.vault.functions.totalAssets().call()
     second = env.step(overlay)
@@ -162,8 +171,9 @@ def test_first_step_hedges_spot_then_buys_the_25_delta_put_on_the_largest_contri
     assert env.vault.functions.budgetSpent(2).call() == premium
     (held,) = read_option_book(env.vault, env.market, overlay.keeper.reader.assets)
     assert (held.strike, held.expiry, held.amount) == (leg.strike, leg.expiry, leg.amount)
-    # The hedge in the same transaction: every asset's delta (spot + put delta) is within the band.
-    assert np.all(np.abs(_exposure_drift_bps(env, overlay)) <= BAND_BPS)
+    # The hedge in the same transaction: every spot holding is within the band of its target (the
+    # put's delta is protection held, not offset).
+    assert np.all(np.abs(_spot_drift_bps(env, overlay)) <= BAND_BPS)
     # The journal holds each decision with its Greeks.
     rows = overlay.keeper.journal.ticks("overlay_traded")
     assert len(rows) == 2
@@ -175,8 +185,30 @@ def test_first_step_hedges_spot_then_buys_the_25_delta_put_on_the_largest_contri
     assert detail["greeks_after"]["BTC"]["option_delta_units"] == pytest.approx(-0.25 * leg.amount / WAD, rel=1e-3)
 
 
-def test_hedge_brings_each_delta_to_its_target_within_the_band(env: Env, tmp_path) -> None:
+def test_budget_hedge_holds_the_puts_through_a_fall(env: Env, tmp_path) -> None:
     overlay = env.overlay(tmp_path, OverlayConfig(max_put_assets=2, hedge_ratio=0.5, premium_budget_bps=150.0))
+    env.step(overlay)
+    env.step(overlay)  # puts on BTC and ETH
+    assert len(read_option_book(env.vault, env.market, overlay.keeper.reader.assets)) == 2
+    g0, nav0 = env.greeks(overlay)
+    # BTC falls 10 %: its spot weight drops out of the band and its put gains delta. The hedge does not buy BTC
+    # back (that would undo the protection); the net delta of BTC stays below its target by the put's delta.
+    env.push_all((36_000.0, 3_000.0, 100.0), at=env.now() + 3600)
+    assert _spot_drift_bps(env, overlay)[0] < -BAND_BPS
+    step = env.step(overlay)
+    assert "protection_held:BTC" in step.decision["reasons"], step.decision["reasons"]
+    assert step.decision["assets"]["BTC"]["blocked"] and step.decision["assets"]["BTC"]["trade_units"] <= 0.0
+    g1, nav1 = env.greeks(overlay)
+    assert g1.spot_units[0] <= g0.spot_units[0]
+    assert g1.option_delta_units[0] < g0.option_delta_units[0] < 0.0
+    assert delta_adjusted_exposures(g1, nav1)[0] < TARGETS[0] * (1 - CASH_BUFFER_BPS / BPS)
+    # The journal carries the convex risk model's view only when the edge passes returns; the chain desk does not.
+    assert overlay.keeper.journal.ticks("overlay_traded")[-1]["detail"]["overlay_plan"]["risk_before"] is None
+
+
+def test_hedge_brings_each_delta_to_its_target_within_the_band(env: Env, tmp_path) -> None:
+    overlay = env.overlay(tmp_path, OverlayConfig(max_put_assets=2, hedge_ratio=0.5, premium_budget_bps=150.0),
+                          mode="delta_target")
     env.step(overlay)
     env.step(overlay)  # puts on BTC and ETH, hedged in the same transaction
     assert len(read_option_book(env.vault, env.market, overlay.keeper.reader.assets)) == 2
@@ -373,7 +405,8 @@ def _bare_plan(state: Any, legs: list, now: int):
 
 def test_unreachable_targets_are_scaled_to_what_the_vault_can_hold(env: Env, tmp_path) -> None:
     # Full-size puts on two assets, then a fall: spot + |put delta| would need more than the NAV (no leverage).
-    overlay = env.overlay(tmp_path, OverlayConfig(max_put_assets=2, hedge_ratio=1.0, premium_budget_bps=150.0))
+    overlay = env.overlay(tmp_path, OverlayConfig(max_put_assets=2, hedge_ratio=1.0, premium_budget_bps=150.0),
+                          mode="delta_target")
     env.step(overlay)
     env.step(overlay)
     env.push_all((30_000.0, 2_300.0, 100.0), at=env.now() + 3600)
