@@ -286,7 +286,8 @@ def fit_asset_forecast(
     demean : bool
         Estimate a constant mean (``False``: zero mean).
     cache_key : tuple
-        Separates cache entries of different settings.
+        Separates cache entries of otherwise equal settings (the parameters do not depend on the horizon,
+        so fits are shared across horizons).
 
     Returns
     -------
@@ -419,7 +420,7 @@ def garch_forecast_covariance(
     assets = tuple(
         fit_asset_forecast(r[:, i], volatility_model=volatility_model, horizon_bars=int(horizon_bars),
                            refit_every_bars=int(refit_every_bars), half_life_bars=float(half_life_bars),
-                           demean=demean, cache_key=(int(horizon_bars),))
+                           demean=demean)
         for i in range(r.shape[1])
     )
     variances = np.array([a.variance for a in assets])
