@@ -158,7 +158,7 @@ def _ewma_diagonal(r: np.ndarray, half_life: float) -> np.ndarray:
 def test_short_window_falls_back_to_ewma_with_the_reason() -> None:
     r = _correlated_garch_panel(7, 60, CORR)
     f = vf.garch_forecast_covariance(r, half_life_bars=20.0)
-    assert len(f.notes) == 4 and "60 returns < 100 needed for a GARCH fit" in f.notes[0]
+    assert len(f.notes) == 4 and "60 returns < 250 needed for a GARCH fit" in f.notes[0]
     # Same EWMA weights and reliability correction as "ewma": two evaluation orders of a T-term weighted
     # sum, plus the exact-in-fraction x100 scaling rounded once per element: |rel. error| <= 2 (T + 4) eps.
     np.testing.assert_allclose(f.variances, _ewma_diagonal(r, 20.0), rtol=2 * (60 + 4) * EPS, atol=0)
