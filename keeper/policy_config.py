@@ -29,9 +29,9 @@ EsMethod = Literal["historical", "gaussian", "cornish_fisher"]
 class PolicyConfig(BaseModel):
     """Everything the decision policy needs, validated once (pydantic; TOML/JSON-loadable).
 
-    The defaults reproduce the live keeper's historical behaviour: EWMA covariance with a 30-day
-    half-life, equal risk contributions, 500 bps of NAV in cash, no volatility target, no ES limit,
-    a 300 bps weight-drift trigger, the 20 % risk-budget band (``rrc_budget_band``) and no cost gate.
+    The defaults: EWMA covariance with a 30-day half-life, equal risk contributions, 500 bps of NAV in
+    cash, no volatility target, no ES limit, a 300 bps weight-drift trigger, the 20 % risk-budget band
+    (``rrc_budget_band``, the one addition to the keeper's earlier behaviour) and no cost gate.
 
     Raises
     ------
@@ -115,8 +115,8 @@ class PolicyConfig(BaseModel):
     def _check_maps(self) -> "PolicyConfig":
         if self.rrc_budget_band is not None and self.rrc_budget_band >= 1.0:
             raise ValueError(f"rrc_budget_band is {self.rrc_budget_band!r}: it is a fraction of each asset's budget "
-                             f"(0.2 = 20 %), and at >= 1 it never fires for an asset above its budget by less than "
-                             f"100 %; give e.g. {self.rrc_budget_band / 100:g} if you meant percent, or none to turn "
+                             f"(0.2 = 20 %); at >= 1 an asset whose share of the risk falls to zero never fires "
+                             f"it; give e.g. {self.rrc_budget_band / 100:g} if you meant percent, or none to turn "
                              "it off")
         if 0.0 < self.cash_buffer_bps < 1.0:
             raise ValueError(f"cash_buffer_bps is {self.cash_buffer_bps!r}: that is a fraction, the field is in bps "
