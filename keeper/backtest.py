@@ -168,7 +168,7 @@ class BacktestConfig:
         """
         return EstimatorConfig(
             method=self.estimator_method,
-            half_life_days=self.half_life_days if self.estimator_method == "ewma" else None,
+            half_life_days=self.half_life_days if self.estimator_method in ("ewma", "garch") else None,
             periods_per_year=self.periods_per_year,
             min_observations=self.min_observations,
         )
@@ -189,7 +189,8 @@ class BacktestConfig:
                 max_condition_number=self.max_condition_number,
                 es_limit=self.es_limit, es_method=self.es_method, es_confidence=self.es_confidence,
                 es_horizon_days=self.es_horizon_days, weight_drift_bps=p.weight_drift_bps, rrc_band=p.rrc_band,
-                regime_distance=p.regime_distance, max_days_between=p.max_days_between, cost_aware=p.cost_aware,
+                rrc_budget_band=p.rrc_budget_band, regime_distance=p.regime_distance,
+                max_days_between=p.max_days_between, cost_aware=p.cost_aware,
                 risk_aversion=p.risk_aversion, benefit_horizon_days=p.horizon_days,
                 min_benefit_to_cost=p.min_benefit_to_cost, es_trigger_tolerance=p.es_trigger_tolerance,
             )

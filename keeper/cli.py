@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--vol-target", type=float, default=0.5, help="annualised vol target of 'ERC vol' (default 0.5)")
     bt.add_argument("--drift-bps", type=float, default=300.0, help="weight-drift band, bps (default 300)")
     bt.add_argument("--rrc-band", type=float, default=0.05, help="risk-contribution drift band (default 0.05)")
+    bt.add_argument("--rrc-budget-band", type=float, default=None,
+                    help="relative band on max |RRC_i/b_i - 1|, fraction (e.g. 0.2; default off in the backtest)")
     bt.add_argument("--regime-distance", type=float, default=0.25, help="covariance-distance trigger (default 0.25)")
     bt.add_argument("--max-days", type=float, default=30.0, help="time trigger, days (default 30)")
     bt.add_argument("--risk-aversion", type=float, default=5.0, help="price of tracking variance (default 5)")
@@ -104,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--train-days", type=int, default=365, help="walk-forward training window, days")
     bt.add_argument("--test-days", type=int, default=180, help="walk-forward test window, days")
     bt.add_argument("--no-journal", action="store_true", help="do not write the decisions' SQLite journal")
-    bt.add_argument("--estimator", choices=("ewma", "sample", "ledoit_wolf"), default="ewma",
-                    help="covariance estimator of the decision policy (default ewma; --half-life is EWMA's)")
+    bt.add_argument("--estimator", choices=("ewma", "sample", "ledoit_wolf", "garch"), default="ewma",
+                    help="covariance estimator of the decision policy (default ewma; --half-life is EWMA's, and for "
+                         "garch the residual correlation's; garch wants --lookback 730)")
     bt.add_argument("--max-condition-number", type=float, default=1e10,
                     help="conditioning gate's limit on the covariance's condition number (default 1e10)")
     bt.add_argument("--es-limit", type=float, default=None,
@@ -230,6 +233,7 @@ def _backtest(args: argparse.Namespace) -> None:
         min_observations=min(30, args.lookback),
         rebalance_every_days=args.rebalance_every,
         policy=TriggerPolicy(weight_drift_bps=args.drift_bps, rrc_band=args.rrc_band,
+                             rrc_budget_band=args.rrc_budget_band,
                              regime_distance=args.regime_distance, max_days_between=args.max_days,
                              cost_aware=not args.no_cost_gate, risk_aversion=args.risk_aversion,
                              es_trigger_tolerance=args.es_tolerance),

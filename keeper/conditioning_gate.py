@@ -137,7 +137,8 @@ def _diagonal_estimate(
             f"asset(s) {short} have {counts[short].tolist()} observed returns; a variance needs "
             f"at least {min_variance_observations}. Fetch a longer history or drop the asset(s)."
         )
-    half_life = float(config.half_life_days) if config.method == "ewma" else math.inf
+    # "garch" falls back to the EWMA variances of its own fallback half-life.
+    half_life = float(config.half_life_days) if config.method in ("ewma", "garch") else math.inf
     v = _row_weights(n_total, half_life)
     m = observed.astype(np.float64)
     x = np.where(observed, r, 0.0)
@@ -311,6 +312,8 @@ def gated_covariance(
                     f"eigenvalue(s) lifted to {estimate.repair.eigenvalue_floor:g}, largest correlation "
                     f"change {estimate.repair.max_abs_correlation_change:.3g})"
                 )
+            if estimate.notes:
+                repaired += "; " + "; ".join(estimate.notes)
             if stage == "estimate":
                 reason = (
                     f"{config.method} estimate accepted: condition number {kappa_ok:.3e} <= limit "

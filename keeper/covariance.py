@@ -54,6 +54,13 @@ With :math:`T` rows of returns :math:`r_t` and :math:`P` = ``periods_per_year``:
   the default minimum is 2 rows; ``"pairwise"`` is not available (the
   intensity needs complete rows).
 
+* ``"garch"`` -- a *forecast* of the covariance over the next ``forecast_horizon_bars`` bars:
+  GARCH(1,1) or GJR-GARCH per asset (``volatility_model``) fitted with the ``arch`` library, the
+  standardised residuals correlated with EWMA weights of half-life ``half_life_days`` (integrated DCC),
+  :math:`\\Sigma = D R D`; refitted every ``refit_every_bars`` bars of a sliding window, an asset whose
+  fit fails falls back to its EWMA variance with the reason in ``CovarianceEstimate.notes``
+  (:mod:`keeper.vol_forecast`).  Complete rows only (``"pairwise"`` is not available).
+
 Every estimator accepts an explicit ``shrinkage`` intensity :math:`\\delta \\in [0, 1]`
 (:func:`keeper.covariance_repair.shrink_covariance`, same scaled-identity target),
 which the conditioning gate raises step by step when an estimate is too
@@ -136,6 +143,7 @@ __all__ = [
     "IntArray",
     "Method",
     "MissingPolicy",
+    "VolatilityModel",
     "CovarianceEstimate",
     "EstimatorConfig",
     "covariance_from_config",
@@ -143,10 +151,12 @@ __all__ = [
 
 IntArray = npt.NDArray[np.int64]
 
-Method = Literal["sample", "ewma", "ledoit_wolf"]
+Method = Literal["sample", "ewma", "ledoit_wolf", "garch"]
+VolatilityModel = Literal["garch", "gjr"]
 MissingPolicy = Literal["raise", "drop_rows", "pairwise"]
 
 _METHODS: tuple[str, ...] = get_args(Method)
+_VOLATILITY_MODELS: tuple[str, ...] = get_args(VolatilityModel)
 _MISSING_POLICIES: tuple[str, ...] = get_args(MissingPolicy)
 
 _LN2 = math.log(2.0)
@@ -185,7 +195,7 @@ class CovarianceEstimate:
     condition_number : float
         :math:`\\kappa(\\Sigma) = \\lambda_{\\max} / \\lambda_{\\min}` (2-norm).
     method : str
-        ``"sample"``, ``"ewma"`` or ``"ledoit_wolf"``.
+        ``"sample"``, ``"ewma"``, ``"ledoit_wolf"`` or ``"garch"``.
     shrinkage : float
         Total intensity :math:`\\delta \\in [0, 1]` of the shrinkage towards the
         scaled identity, :math:`(1-\\delta) S + \\delta \\frac{\\operatorname{tr} S}{n} I`,
@@ -205,6 +215,9 @@ class CovarianceEstimate:
     repair : RepairReport or None
         Set when the matrix went through :func:`repair_covariance`
         (always for ``missing="pairwise"``), else ``None``.
+    notes : tuple of str
+        What the estimator had to work around (``"garch"``: the assets whose fit fell back to EWMA and
+        why); empty otherwise.
     """
 
     covariance: FloatArray
@@ -220,6 +233,7 @@ class CovarianceEstimate:
     dropped_rows: int = 0
     pair_observations: IntArray | None = None
     repair: RepairReport | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,12 +247,14 @@ class EstimatorConfig:
 
     Attributes
     ----------
-    method : {"sample", "ewma", "ledoit_wolf"}, default "ewma"
+    method : {"sample", "ewma", "ledoit_wolf", "garch"}, default "ewma"
         Estimator, see the module docstring.
     half_life_days : float or None, default None
         EWMA half-life in observation periods (days for daily data), ``> 0``;
-        ``math.inf`` gives equal weights.  Required for ``"ewma"`` and must be
-        ``None`` for the other methods (which weight every row equally).
+        ``math.inf`` gives equal weights.  Required for ``"ewma"`` and
+        ``"garch"`` (there: the residual correlation's weights and the
+        fallback variance) and must be ``None`` for the other methods (which
+        weight every row equally).
     periods_per_year : int, default 365
         Annualisation factor (365: crypto trades every calendar day).
     missing : {"raise", "drop_rows", "pairwise"}, default "raise"
@@ -262,6 +278,13 @@ class EstimatorConfig:
         Largest 2-norm condition number an estimate may have, ``> 1``
         (:class:`~keeper.errors.SingularCovarianceError` beyond it;
         :func:`keeper.conditioning_gate.gated_covariance` takes its own limit instead).
+    volatility_model : {"garch", "gjr"}, default "garch"
+        ``"garch"`` only: GARCH(1,1) or GJR-GARCH(1,1,1) per asset.
+    forecast_horizon_bars : int, default 1
+        ``"garch"`` only: bars the forecast covers (the rebalance interval), ``>= 1``.
+    refit_every_bars : int, default 20
+        ``"garch"`` only: a fit is reused for up to this many bars of a sliding
+        window (1: refit on every call), ``>= 1``.
 
     Raises
     ------
@@ -281,6 +304,9 @@ class EstimatorConfig:
     demean: bool = True
     eigenvalue_floor: float = _DEFAULT_EIGENVALUE_FLOOR
     max_condition_number: float = _DEFAULT_MAX_CONDITION_NUMBER
+    volatility_model: VolatilityModel = "garch"
+    forecast_horizon_bars: int = 1
+    refit_every_bars: int = 20
 
     def __post_init__(self) -> None:
         try:
@@ -293,16 +319,29 @@ class EstimatorConfig:
     def _validate(self) -> None:
         if self.method not in _METHODS:
             raise ConfigError(f"method is {self.method!r}; choose one of {list(_METHODS)}.")
-        if self.method == "ewma":
+        if self.method in ("ewma", "garch"):
             if self.half_life_days is None:
                 raise ConfigError(
-                    "method 'ewma' needs half_life_days (> 0, in days; math.inf for equal weights)."
+                    f"method {self.method!r} needs half_life_days (> 0, in days; math.inf for equal weights)."
                 )
             _check_half_life(self.half_life_days)
         elif self.half_life_days is not None:
             raise ConfigError(
                 f"half_life_days is {self.half_life_days!r} but method {self.method!r} weights every "
                 "row equally; remove half_life_days or use method 'ewma'."
+            )
+        if self.volatility_model not in _VOLATILITY_MODELS:
+            raise ConfigError(
+                f"volatility_model is {self.volatility_model!r}; choose one of {list(_VOLATILITY_MODELS)}."
+            )
+        for name in ("forecast_horizon_bars", "refit_every_bars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{name} is {value!r}; it must be an integer >= 1 (bars).")
+        if self.missing == "pairwise" and self.method == "garch":
+            raise ConfigError(
+                "missing='pairwise' is not available for method 'garch' (the residual correlation needs "
+                "complete rows); use missing='drop_rows'."
             )
         _check_periods_per_year(self.periods_per_year)
         if self.missing not in _MISSING_POLICIES:
@@ -409,6 +448,7 @@ class _Base:
     n_observations: int
     dropped_rows: int
     pair_observations: IntArray
+    notes: tuple[str, ...] = ()
 
 
 def _observed_returns(returns: npt.ArrayLike, missing: str) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
@@ -573,8 +613,34 @@ def _pairwise_base(
     return _Base(0.5 * (cov + cov.T), 0.0, half_life, int(np.count_nonzero(any_row)), dropped, counts)
 
 
+def _garch_base(r: FloatArray, observed: npt.NDArray[np.bool_], config: EstimatorConfig) -> _Base:
+    """The per-bar forecast covariance of :func:`keeper.vol_forecast.garch_forecast_covariance` on complete rows."""
+    from keeper.vol_forecast import garch_forecast_covariance  # imports arch only when used
+
+    n_total, n_assets = r.shape
+    keep = observed.all(axis=1)
+    rows = r[keep]
+    dropped = int(n_total - rows.shape[0])
+    required = _required(config.min_observations, n_assets, config.method)
+    if rows.shape[0] < required:
+        raise InsufficientHistoryError(
+            f"got {rows.shape[0]} complete return rows for {n_assets} assets (dropped {dropped}); at least "
+            f"{required} are required. Fetch a longer price history or lower min_observations."
+        )
+    forecast = garch_forecast_covariance(
+        rows, volatility_model=config.volatility_model, horizon_bars=int(config.forecast_horizon_bars),
+        refit_every_bars=int(config.refit_every_bars), half_life_bars=float(config.half_life_days),
+        demean=bool(config.demean),
+    )
+    counts = np.full((n_assets, n_assets), rows.shape[0], dtype=np.int64)
+    return _Base(forecast.covariance, 0.0, float(config.half_life_days), int(rows.shape[0]), dropped, counts,
+                 forecast.notes)
+
+
 def _compute_base(returns: npt.ArrayLike, config: EstimatorConfig) -> _Base:
     r, observed = _observed_returns(returns, config.missing)
+    if config.method == "garch":
+        return _garch_base(r, observed, config)
     half_life = float(config.half_life_days) if config.method == "ewma" else math.inf
     if config.missing == "pairwise":
         return _pairwise_base(r, observed, config, half_life)
@@ -618,6 +684,7 @@ def _build_estimate(
     dropped_rows: int = 0,
     pair_observations: IntArray | None = None,
     repair: RepairReport | None = None,
+    notes: tuple[str, ...] = (),
 ) -> CovarianceEstimate:
     """Annualise, symmetrise, check the spectrum and package the estimate."""
     cov = cov_per_period * float(periods_per_year)
@@ -655,6 +722,7 @@ def _build_estimate(
         dropped_rows=int(dropped_rows),
         pair_observations=pair_observations,
         repair=repair,
+        notes=tuple(notes),
     )
 
 
@@ -674,6 +742,7 @@ def _estimate_from_base(
         dropped_rows=base.dropped_rows,
         pair_observations=base.pair_observations,
         repair=report,
+        notes=base.notes,
     )
 
 

@@ -29,9 +29,9 @@ EsMethod = Literal["historical", "gaussian", "cornish_fisher"]
 class PolicyConfig(BaseModel):
     """Everything the decision policy needs, validated once (pydantic; TOML/JSON-loadable).
 
-    The defaults reproduce the live keeper's historical behaviour: EWMA covariance with a 30-day
-    half-life, equal risk contributions, 500 bps of NAV in cash, no volatility target, no ES limit,
-    a 300 bps weight-drift trigger and no cost gate.
+    The defaults: EWMA covariance with a 30-day half-life, equal risk contributions, 500 bps of NAV in
+    cash, no volatility target, no ES limit, a 300 bps weight-drift trigger, the 20 % risk-budget band
+    (``rrc_budget_band``, the one addition to the keeper's earlier behaviour) and no cost gate.
 
     Raises
     ------
@@ -89,6 +89,11 @@ class PolicyConfig(BaseModel):
     rrc_band: float | None = Field(
         None, ge=0.0, allow_inf_nan=False, description="trigger: max |RRC_i(w) - RRC_i(w*)|, fraction",
     )
+    rrc_budget_band: float | None = Field(
+        0.2, ge=0.0, allow_inf_nan=False,
+        description="trigger: max_i |RRC_i(w) / b_i - 1| over the budgeted assets, fraction of each budget (0.2 = "
+        "20 %; with 14 assets the absolute rrc_band of 0.05 is 70 % of a 1/14 budget); none to turn it off",
+    )
     regime_distance: float | None = Field(
         None, ge=0.0, allow_inf_nan=False, description="trigger: covariance distance to the last rebalance's",
     )
@@ -108,6 +113,11 @@ class PolicyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_maps(self) -> "PolicyConfig":
+        if self.rrc_budget_band is not None and self.rrc_budget_band >= 1.0:
+            raise ValueError(f"rrc_budget_band is {self.rrc_budget_band!r}: it is a fraction of each asset's budget "
+                             f"(0.2 = 20 %); at >= 1 an asset whose share of the risk falls to zero never fires "
+                             f"it; give e.g. {self.rrc_budget_band / 100:g} if you meant percent, or none to turn "
+                             "it off")
         if 0.0 < self.cash_buffer_bps < 1.0:
             raise ValueError(f"cash_buffer_bps is {self.cash_buffer_bps!r}: that is a fraction, the field is in bps "
                              f"(e.g. 500 for 5 %); give {self.cash_buffer_bps * BPS:g}")
@@ -154,7 +164,8 @@ class PolicyConfig(BaseModel):
     def trigger_policy(self) -> TriggerPolicy:
         """The :class:`keeper.triggers.TriggerPolicy` of these fields."""
         return TriggerPolicy(
-            weight_drift_bps=self.weight_drift_bps, rrc_band=self.rrc_band, regime_distance=self.regime_distance,
+            weight_drift_bps=self.weight_drift_bps, rrc_band=self.rrc_band, rrc_budget_band=self.rrc_budget_band,
+            regime_distance=self.regime_distance,
             max_days_between=self.max_days_between, cost_aware=self.cost_aware, risk_aversion=self.risk_aversion,
             horizon_days=self.benefit_horizon_days, min_benefit_to_cost=self.min_benefit_to_cost,
             es_trigger_tolerance=self.es_trigger_tolerance,

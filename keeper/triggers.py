@@ -9,6 +9,9 @@ A decision has two stages, so that the (possibly expensive) quoting happens only
      bps of NAV (``RebalancePlan.drift_bps``);
    * **risk-contribution drift**: ``max_i |RRC_i(w) − RRC_i(w*)|`` over the risky sleeve under the
      current covariance (:func:`rrc_drift`);
+   * **risk-budget band** (relative): ``max_i |RRC_i(w) / b_i − 1|`` over the assets with a budget
+     :math:`b_i > 0` (:func:`rrc_budget_gap`): with 14 assets an absolute band of 0.05 is 70 % of each
+     asset's 1/14 budget, a relative band of 0.2 is 20 % of it whatever the number of assets;
    * **regime shift**: the distance between the covariance now and the one the last rebalance used
      (:func:`covariance_distance`), or a change of the asset universe;
    * **time**: days since the last rebalance;
@@ -80,6 +83,7 @@ __all__ = [
     "TriggerDecision",
     "weight_drift_bps",
     "rrc_drift",
+    "rrc_budget_gap",
     "covariance_distance",
     "tracking_variance",
     "expected_risk_benefit",
@@ -102,6 +106,9 @@ class TriggerPolicy:
         Fire when ``max |w − w*|`` (NAV fractions incl. cash) reaches this, bps.
     rrc_band : float or None
         Fire when ``max_i |RRC_i(w) − RRC_i(w*)|`` reaches this (fraction, e.g. 0.05 = 5 points).
+    rrc_budget_band : float or None
+        Fire when ``max_i |RRC_i(w) / b_i − 1|`` (:func:`rrc_budget_gap`) reaches this (fraction of each
+        budget, e.g. 0.2 = 20 %).
     regime_distance : float or None
         Fire when :func:`covariance_distance` from the last rebalance's covariance reaches this
         (0.2 ≈ every volatility 10% higher).
@@ -124,6 +131,7 @@ class TriggerPolicy:
 
     weight_drift_bps: float | None = 300.0
     rrc_band: float | None = None
+    rrc_budget_band: float | None = None
     regime_distance: float | None = None
     max_days_between: float | None = None
     cost_aware: bool = False
@@ -133,7 +141,7 @@ class TriggerPolicy:
     es_trigger_tolerance: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("weight_drift_bps", "rrc_band", "regime_distance", "max_days_between"):
+        for name in ("weight_drift_bps", "rrc_band", "rrc_budget_band", "regime_distance", "max_days_between"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be None or a finite number >= 0, got {value!r}")
@@ -238,6 +246,52 @@ def rrc_drift(current_weights: npt.ArrayLike, target_weights: npt.ArrayLike, cov
     return float(np.max(np.abs(a - b)))
 
 
+def rrc_budget_gap(current_weights: npt.ArrayLike, risk_budget: npt.ArrayLike, covariance: npt.ArrayLike) -> float:
+    """``max_i |RRC_i(w) / b_i − 1|`` over the assets with :math:`b_i > 0`: the drift relative to the budget.
+
+    :math:`RRC_i = w_i(\\Sigma w)_i / w^\\top\\Sigma w` of the risky sleeve (cash carries no risk), and
+    :math:`b` is renormalised to sum to 1 over its positive entries.
+
+    Parameters
+    ----------
+    current_weights : array_like, shape (n_assets,)
+        NAV fractions of the risk assets held (>= 0).
+    risk_budget : array_like, shape (n_assets,)
+        Risk budget, >= 0, at least one entry > 0 (any positive scale).
+    covariance : array_like, shape (n_assets, n_assets)
+        Annualised covariance (the scale cancels).
+
+    Returns
+    -------
+    float
+        Dimensionless, >= 0 (0.2: some asset's share of the risk is 20 % above or below its budget);
+        1.0 when the sleeve holds no risk (every share is 0).
+
+    Raises
+    ------
+    ConfigError
+        Shapes that do not match, or a budget with a negative, non-finite or no positive entry (the
+        message names the entry).
+    """
+    cov = np.asarray(covariance, dtype=np.float64)
+    w = np.asarray(current_weights, dtype=np.float64)
+    b = np.asarray(risk_budget, dtype=np.float64)
+    if not (w.shape == b.shape == (cov.shape[0],) and cov.shape == (cov.shape[0], cov.shape[0])):
+        raise ConfigError(f"weights {w.shape}, risk budget {b.shape} and covariance {cov.shape} do not match")
+    bad = ~np.isfinite(b) | (b < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ConfigError(f"risk_budget[{i}] is {b[i]!r}; budgets must be finite and >= 0")
+    if not np.any(b > 0):
+        raise ConfigError("risk_budget has no positive entry; give each budgeted asset a share > 0")
+    budgeted = b > 0
+    share = b[budgeted] / b[budgeted].sum()
+    rrc = _sleeve_rrc(w, cov)
+    if rrc is None:
+        return 1.0
+    return float(np.max(np.abs(rrc[budgeted] / share - 1.0)))
+
+
 def covariance_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> float:
     """Affine-invariant (Förstner-Moonen) distance between two covariances, per asset.
 
@@ -332,6 +386,7 @@ def check_triggers(
     universe_changed: bool = False,
     es_current: float | None = None,
     es_limit: float | None = None,
+    risk_budget: npt.ArrayLike | None = None,
 ) -> TriggerSignals:
     """Stage 1 of a decision: which triggers fire.
 
@@ -354,6 +409,13 @@ def check_triggers(
         Expected Shortfall of the current holdings and the vault's limit, fractions of NAV, in the
         same measure (``PolicyDecision.es_current`` / ``es_limit``); fires ``"ES limit: ..."`` when
         ``es_current > es_limit × (1 + policy.es_trigger_tolerance)``.  Off when either is ``None``.
+    risk_budget : array_like, shape (n_assets,), optional
+        The budget :math:`b` of the relative band (``policy.rrc_budget_band``).  ``None`` (the decision
+        pipeline's choice): the target's own relative risk contributions under ``covariance``.  For an
+        unconstrained risk-budgeting target, which the policy recomputes under this same covariance, they
+        are the budget (ERC: 1/n) to the solver's tolerance; for the inverse-volatility and equal-weight
+        allocators, or when weight bounds bind, they are the contributions the target can reach, so the
+        band measures drift away from what a trade can restore.
 
     Returns
     -------
@@ -373,6 +435,16 @@ def check_triggers(
         metrics["rrc_drift"] = d
         if d >= policy.rrc_band:
             fired.append(f"risk-contribution drift {d:.4f} >= band {policy.rrc_band:.4f}")
+    if policy.rrc_budget_band is not None and float(np.sum(target_weights)) > 0.0:
+        cov = np.asarray(covariance, dtype=np.float64)
+        budget = risk_budget
+        if budget is None:
+            budget = _sleeve_rrc(np.asarray(target_weights, dtype=np.float64), cov)
+        if budget is not None:
+            gap = rrc_budget_gap(current_weights, budget, cov)
+            metrics["rrc_budget_gap"] = gap
+            if gap >= policy.rrc_budget_band:
+                fired.append(f"risk-budget drift: max |RRC/b - 1| {gap:.1%} >= band {policy.rrc_budget_band:.1%}")
     if policy.regime_distance is not None and reference_covariance is not None and not universe_changed:
         d = covariance_distance(reference_covariance, covariance)
         metrics["covariance_distance"] = d

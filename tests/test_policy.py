@@ -64,7 +64,8 @@ def test_defaults_reproduce_the_live_keeper() -> None:
     assert config.estimator == EstimatorConfig(method="ewma", half_life_days=30.0, min_observations=30)
     assert (config.allocator, config.cash_buffer_bps, config.volatility_target, config.es_limit) == (
         "risk_budgeting", 500.0, None, None)
-    assert config.trigger_policy() == TriggerPolicy(weight_drift_bps=300.0)
+    # The 300 bps weight band of the planner plus the 20 % band relative to each asset's risk budget.
+    assert config.trigger_policy() == TriggerPolicy(weight_drift_bps=300.0, rrc_budget_band=0.2)
     r = _returns()
     decision = decide_targets(r, SYMBOLS, np.zeros(3))
     live = ewma_covariance(r, 30.0, min_observations=30)
