@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from keeper.covariance import EstimatorConfig
 from keeper.triggers import TriggerPolicy
+from keeper.vol_forecast import MIN_FIT_OBSERVATIONS
 from keeper.units import BPS
 
 __all__ = [
@@ -125,6 +126,10 @@ class PolicyConfig(BaseModel):
         if need is not None and need > self.lookback_days - 1:
             raise ValueError(f"estimator.min_observations ({need}) needs lookback_days >= {need + 1} "
                              f"(got {self.lookback_days})")
+        if self.estimator.method == "garch" and self.lookback_days - 1 < MIN_FIT_OBSERVATIONS:
+            raise ValueError(f"estimator.method is 'garch' with lookback_days = {self.lookback_days}: a GARCH fit "
+                             f"needs at least {MIN_FIT_OBSERVATIONS} returns, so every fit would fall back to EWMA; "
+                             f"give lookback_days >= {MIN_FIT_OBSERVATIONS + 1} (e.g. 730) or method 'ewma'")
         for name, low, low_open in (("risk_budget", 0.0, True), ("min_weight", 0.0, False),
                                     ("max_weight", 0.0, True)):
             values = getattr(self, name)

@@ -1,4 +1,4 @@
-"""GARCH-family volatility and covariance forecasts (keeper.vol_forecast, EstimatorConfig(method="garch"))."""
+"""GARCH-family volatility and covariance forecasts (keeper.vol_forecast, EstimatorConfig(method="garch", half_life_days=30.0))."""
 
 from __future__ import annotations
 
@@ -121,7 +121,7 @@ def test_covariance_is_symmetric_psd_and_annualised_through_the_estimator_config
     # The constant correlation (half-life inf) of standardised residuals recovers the innovation
     # correlation: each entry's sampling s.d. is (1 - rho^2)/sqrt(n) <= 0.026, 4 s.d. allowed.
     assert np.max(np.abs(forecast.correlation - CORR)) <= 4 / math.sqrt(1500)
-    # Through EstimatorConfig(method="garch"): the same forecast times periods_per_year.
+    # Through EstimatorConfig(method="garch", half_life_days=30.0): the same forecast times periods_per_year.
     vf.clear_parameter_cache()
     config = EstimatorConfig(method="garch", half_life_days=math.inf, periods_per_year=365, refit_every_bars=1)
     estimate = covariance_from_config(r, config)
@@ -222,3 +222,14 @@ def test_bad_returns_are_refused_with_the_cell() -> None:
     r[17, 1] = np.nan
     with pytest.raises(ConfigError, match="row 17, column 1 is nan"):
         vf.garch_forecast_covariance(r)
+
+
+def test_policy_refuses_garch_with_a_lookback_too_short_to_fit() -> None:
+    from pydantic import ValidationError
+
+    from keeper.covariance import EstimatorConfig
+    from keeper.policy_config import PolicyConfig
+
+    with pytest.raises(ValidationError, match="lookback_days = 180.*at least 250 returns"):
+        PolicyConfig(estimator=EstimatorConfig(method="garch", half_life_days=30.0), lookback_days=180)
+    assert PolicyConfig(estimator=EstimatorConfig(method="garch", half_life_days=30.0), lookback_days=730).lookback_days == 730
