@@ -236,7 +236,9 @@ class EstimatorConfig:
     method : {"sample", "ewma", "ledoit_wolf"}, default "ewma"
         Estimator, see the module docstring.
     half_life_days : float or None, default None
-        EWMA half-life in observation periods (days for daily data), ``> 0``;
+        EWMA half-life in days, ``> 0``; the weights decay per observation by
+        :attr:`half_life_periods` = ``half_life_days * periods_per_year / 365``
+        (the same number for daily bars, 24 times it for hourly ones);
         ``math.inf`` gives equal weights.  Required for ``"ewma"`` and must be
         ``None`` for the other methods (which weight every row equally).
     periods_per_year : int, default 365
@@ -289,6 +291,13 @@ class EstimatorConfig:
             raise
         except ConfigError as exc:  # re-raised as a ValueError too, for pydantic (see the error's doc)
             raise EstimatorConfigError(str(exc)) from None
+
+    @property
+    def half_life_periods(self) -> float:
+        """The EWMA half-life in observations: ``half_life_days`` x bars per day (inf when not EWMA)."""
+        if self.method != "ewma" or self.half_life_days is None:
+            return math.inf
+        return float(self.half_life_days) * (float(self.periods_per_year) / 365.0)
 
     def _validate(self) -> None:
         if self.method not in _METHODS:
@@ -575,7 +584,7 @@ def _pairwise_base(
 
 def _compute_base(returns: npt.ArrayLike, config: EstimatorConfig) -> _Base:
     r, observed = _observed_returns(returns, config.missing)
-    half_life = float(config.half_life_days) if config.method == "ewma" else math.inf
+    half_life = config.half_life_periods
     if config.missing == "pairwise":
         return _pairwise_base(r, observed, config, half_life)
     return _complete_rows_base(r, observed, config, half_life)

@@ -608,7 +608,7 @@ def _decide_with_options(
     post = exposure + moved * plan.nav_before / nav
     triggers = policy.trigger_policy() if isinstance(policy, PolicyConfig) else policy
     benefit = expected_risk_benefit(exposure, post, target_exposure, cov, float(nav), triggers.risk_aversion,
-                                    triggers.horizon_days)
+                                    triggers.horizon_seconds)
     trade = apply_cost_gate(triggers, signals, benefit=benefit, cost=cost.total, cost_breakdown=cost.as_dict())
     if trade.rebalance:
         return RebalanceDecision("trade", trade.reason, None, plan=plan, amounts_out=quoted.amounts_out, cost=cost,

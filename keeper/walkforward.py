@@ -117,7 +117,8 @@ def _score(run: StrategyRun, objective: str) -> float | None:
     nav = np.array(run.nav)
     if nav.size < 2 or not np.all(nav > 0):
         return None
-    value = compute_metrics(nav, run.dates).get(objective)
+    value = compute_metrics(nav, run.dates, timestamps=run.timestamps,
+                            periods_per_year=run.config.periods_per_year).get(objective)
     return float(value) if value is not None and math.isfinite(value) else None
 
 
@@ -142,7 +143,7 @@ def walk_forward(
     ConfigError
         A window that leaves no test day, or a bad grid.
     """
-    config = config or BacktestConfig()
+    config = (config or BacktestConfig()).for_panel(panel)
     wf = wf or WalkForwardConfig()
     market = market or Market(panel, config.lookback_days)
     first, last = replay_window(panel, start, end, config.lookback_days)
