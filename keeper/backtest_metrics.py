@@ -186,6 +186,9 @@ def strategy_result(run: StrategyRun, returns: FloatArray, rows: slice) -> Strat
         metrics["realised_rrc"] = {s: float(x) for s, x in zip(run.market.panel.symbols, metrics["realised_rrc"])
                                    if abs(x) > 0}
     taken = [d for d in run.decisions if d.status == "rebalanced"]
+    blocked = _could_not_trade(run.decisions, weights)
+    if blocked is not None:
+        metrics["could_not_trade"] = blocked
     metrics.update(
         rebalances=len(taken),
         ticks=len(run.decisions),
@@ -223,6 +226,22 @@ def strategy_result(run: StrategyRun, returns: FloatArray, rows: slice) -> Strat
         metrics["options"] = {k: v for k, v in option_summary.items() if k != "options_value_usd"}
     return StrategyResult(run.strategy.name, list(run.dates), nav, np.array(run.nav_vault), weights,
                           np.vstack(run.rrc), np.array(run.ex_ante_vol), run.decisions, metrics, option_summary)
+
+
+def _could_not_trade(decisions: Sequence[DecisionRecord], weights: FloatArray) -> str | None:
+    """Why a strategy that wanted risk assets never held any (None when it held some or never wanted any): the
+    most frequent reason among its skipped ticks toward a target with risk assets, with how many ticks it was."""
+    if np.any(weights > 0):
+        return None
+    wanted = [d for d in decisions if d.status == "skipped" and d.policy is not None
+              and d.policy.action == "target" and float(np.sum(d.policy.target_weights)) > 0]
+    if not wanted:
+        return None
+    kinds: dict[str, list[str]] = {}
+    for d in wanted:  # grouped by the reason's kind: the error's name, or its first words
+        kinds.setdefault(d.reason.split(":")[0][:60], []).append(d.reason)
+    kind, reasons = max(kinds.items(), key=lambda item: len(item[1]))
+    return f"{len(reasons)} of {len(decisions)} ticks skipped: {reasons[-1]}"
 
 
 def _risk_summary(report: RiskReport, confidence: float, horizon_days: int) -> tuple[float | None, float | None]:

@@ -23,6 +23,18 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
 
 
+def _fraction_or_none(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number or 'none': {text!r}") from exc
+    if not 0 < value <= 5:
+        raise argparse.ArgumentTypeError(f"{value:g} is not an annualised fraction in (0, 5] (0.45 = 45 %)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = argparse.ArgumentParser(prog="keeper", description="Risk-parity vault keeper")
@@ -42,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--half-life", type=float, default=30.0, help="EWMA half-life, days (default 30)")
     demo.add_argument("--lookback", type=int, default=90, help="days of history per estimate (default 90)")
     demo.add_argument("--drift-bps", type=float, default=300.0, help="rebalance when weights drift this far, bps")
+    demo.add_argument("--vol-target", type=_fraction_or_none, default=0.45,
+                      help="annualised volatility target, a fraction (default 0.45: the realised vol of 60/40 "
+                           "BTC/stable before 2022); 'none' for the fully invested ERC")
     demo.add_argument("--out", type=Path, default=Path("out"), help="directory for report.json/png and the journal")
     demo.add_argument("--quiet", action="store_true")
     demo.add_argument("--options", action="store_true",
@@ -145,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 half_life_days=args.half_life,
                 lookback_days=args.lookback,
                 drift_threshold_bps=args.drift_bps,
+                volatility_target=args.vol_target,
                 out_dir=args.out,
                 quiet=args.quiet,
                 options_mode=args.options,

@@ -88,6 +88,11 @@ class DemoOptions:
     lookback_days: int = 90
     drift_threshold_bps: float = 300.0
     cash_buffer_bps: float = 500.0
+    #: Annualised ex-ante volatility target of the spot mode (fraction; None: fully invested ERC). 0.45 is the
+    #: realised volatility of a 60/40 BTC/stable mix over the shipped aligned file's history before the default
+    #: window (2020-08-11 .. 2021-12-31: 45.1 %; BTC alone 75.1 %, the untargeted nine-asset ERC 92.9 %, from
+    #: ``keeper backtest``): the vault runs the nine-asset risk budget at the risk of a 60/40 BTC/cash holding.
+    volatility_target: float | None = 0.45
     slippage_budget_bps: float = 50.0
     pool_depth_usd: float = 50_000_000.0
     flows_every_days: int = 30
@@ -310,6 +315,8 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
                 bar_seconds=bar,
                 weight_drift_bps=options.drift_threshold_bps,
                 cash_buffer_bps=options.cash_buffer_bps if overlay is None else options.options_cash_buffer_bps,
+                # The options mode compares the overlay with the same policy without puts, untargeted.
+                volatility_target=options.volatility_target if overlay is None else None,
             ),
             options=OptionsSettings() if overlay is None else OptionsSettings(overlay=policy,
                                                                                hedge_trigger=options.hedge_trigger),
@@ -317,7 +324,8 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
             operations=OperationsSettings(journal_path=journal_path),
         )
         keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(journal_path))
-        record = DemoRecord(symbols=symbols, bar_seconds=bar)
+        record = DemoRecord(symbols=symbols, bar_seconds=bar,
+                            volatility_target=options.volatility_target if overlay is None else None)
         one_share = 10 ** vault.functions.decimals().call()
         t_replay = time.perf_counter()
         n_days = last - first + 1

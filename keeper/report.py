@@ -22,6 +22,8 @@ class DemoRecord:
     symbols: tuple[str, ...]
     #: Bar interval of the replayed data, seconds (volatility is annualised with 365 days / bar_seconds bars).
     bar_seconds: int = SECONDS_PER_DAY
+    #: The keeper's annualised volatility target (None: none); the report sets the realised volatility beside it.
+    volatility_target: float | None = None
     dates: list[dt.date] = field(default_factory=list)
     prices: list[np.ndarray] = field(default_factory=list)
     navs: list[float] = field(default_factory=list)
@@ -288,6 +290,8 @@ def build_report(record: DemoRecord, out_dir: Path, replay_seconds: float, data_
     }
     if options is not None:
         report["options"] = _options_section(options, vault, baseline, record.dates)
+    if record.volatility_target is not None:
+        report.update(_volatility_section(record, vault, rebal))
     if interrupted is not None:  # the replay was stopped by a signal: the report covers the bars replayed
         report["interrupted"] = interrupted
     report["text"] = _render(report)
@@ -371,6 +375,28 @@ def _render_options(o: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _volatility_section(record: DemoRecord, vault: np.ndarray, rebal: list[dict[str, Any]]) -> dict[str, Any]:
+    """Realised against target volatility: the share price's annualised volatility over the replay, over each
+    30-day window (RMS error against the target, in volatility points), and the targets' ex-ante volatility."""
+    target = float(record.volatility_target)  # type: ignore[arg-type]
+    periods = SECONDS_PER_YEAR / record.bar_seconds
+    r = np.diff(vault) / vault[:-1]
+    window = max(2, round(30 * SECONDS_PER_DAY / record.bar_seconds))
+    out: dict[str, Any] = {
+        "volatility_target": target,
+        "realised_volatility": annualised_volatility(vault, periods),
+        "ex_ante_volatility_of_targets_mean": (float(np.mean([t["ex_ante_volatility"] for t in rebal]))
+                                               if rebal else None),
+        "realised_volatility_30d_rms_error": None,
+        "realised_volatility_30d_last": None,
+    }
+    if r.size >= window:
+        rolling = np.lib.stride_tricks.sliding_window_view(r, window).std(axis=1, ddof=1) * np.sqrt(periods)
+        out["realised_volatility_30d_rms_error"] = float(np.sqrt(np.mean((rolling - target) ** 2)))
+        out["realised_volatility_30d_last"] = float(rolling[-1])
+    return out
+
+
 def _render(rep: dict[str, Any]) -> str:
     lines = [
         "",
@@ -384,6 +410,11 @@ def _render(rep: dict[str, Any]) -> str:
             f"{s['name']:44s} {s['total_return']:9.1%} {s['annualised_volatility']:9.1%} {s['max_drawdown']:9.1%}"
             f"  {s['max_drawdown_peak']} → {s['max_drawdown_trough']}"
         )
+    if rep.get("volatility_target") is not None:
+        rms = rep["realised_volatility_30d_rms_error"]
+        lines += ["", f"volatility target {rep['volatility_target']:.1%} (annualised): realised {rep['realised_volatility']:.1%} "
+                  "over the replay" + (f", 30-day realised vs target RMS error {rms:.1%} points" if rms is not None
+                                       else " (too short for 30-day windows)")]
     lines += [
         "",
         f"rebalances {rep['rebalances']} of {rep['ticks']} ticks; skipped: {rep['skipped_ticks_by_reason']}",

@@ -26,6 +26,13 @@ def test_short_demo_replay_keeps_equal_risk_and_writes_the_report(tmp_path) -> N
     report = run_demo(options)
     assert report["days"] == 20
     assert report["rebalances"] >= 2
+    # The default runs with the documented volatility target; the report sets the realised volatility beside it.
+    assert report["volatility_target"] == DemoOptions().volatility_target == 0.45
+    targets = [t["ex_ante_volatility"] for t in report["rebalance_log"]]
+    assert all(v == pytest.approx(0.45, rel=1e-6) for v in targets)  # every target is scaled to 45 % ex ante
+    assert report["realised_volatility"] == report["strategies"][0]["annualised_volatility"] > 0
+    assert report["realised_volatility_30d_rms_error"] is None  # 20 days hold no 30-day window
+    assert "volatility target 45.0% (annualised): realised" in report["text"]
     # After each rebalance the holdings' ex-ante risk contributions are equal (within costs and rounding).
     assert report["ex_ante_rrc_target_max_abs_error"] < 1e-8
     assert report["ex_ante_rrc_post_trade_max_abs_deviation"] < 0.01
