@@ -13,7 +13,7 @@ import threading
 from typing import Any
 from pathlib import Path
 
-from keeper.errors import KeeperError
+from keeper.errors import ConfigError, KeeperError
 
 
 def _date(text: str) -> dt.date:
@@ -268,6 +268,9 @@ def _backtest(args: argparse.Namespace) -> None:
         es_horizon_days=args.es_horizon,
     )
     strategies = default_strategies(args.vol_target, symbols=panel.symbols)
+    if args.options and not panel.daily:
+        raise ConfigError(f"{data}: --options replays daily closes (the implied vols are daily); this file has "
+                          f"{panel.bar_seconds}-second bars")
     if args.options:
         import dataclasses
 
