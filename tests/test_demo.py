@@ -69,7 +69,8 @@ def test_hourly_demo_replay_annualises_with_8760_bars(tmp_path) -> None:
     assert first_tick["ex_ante_volatility"] > 0.5  # March 2020 in hourly returns, annualised
 
 
-def test_sigint_stops_the_demo_stops_anvil_and_writes_the_report_so_far(tmp_path) -> None:
+@pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_stops_the_demo_stops_anvil_and_writes_the_report_so_far(tmp_path, name, code) -> None:
     import os
     import signal
     import subprocess
@@ -92,18 +93,18 @@ def test_sigint_stops_the_demo_stops_anvil_and_writes_the_report_so_far(tmp_path
                 break
         assert anvil_pids, "the demo started no Anvil"
         time.sleep(3.0)  # a few more days
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, name))
         stdout, stderr = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr[-2000:]
-    assert "SIGINT: stopping after" in stderr
+    assert proc.returncode == code, stderr[-2000:]
+    assert f"{name}: stopping after" in stderr
     for pid in anvil_pids:
         assert not os.path.exists(f"/proc/{pid}"), f"Anvil {pid} still runs"
     saved = json.loads((out / "report.json").read_text())
-    assert saved["interrupted"] == "SIGINT"
+    assert saved["interrupted"] == name
     assert 2 <= saved["days"] < 123  # 2022-05-01 .. 2022-08-31 not replayed in full
     assert len(saved["series"]["share_price_usd"]) == saved["days"]
     assert (out / "report.png").stat().st_size > 0
-    assert "interrupted by SIGINT" in stderr and "wrote " in stdout
+    assert f"interrupted by {name}" in stderr and "wrote " in stdout
