@@ -22,7 +22,7 @@ triggers' and the cost gate's call (:func:`policy_triggers`, :func:`evaluate_tra
 
 Conventions
 -----------
-* ``returns``: shape (n_obs, n_assets), daily simple returns, row 0 oldest; ``NaN`` = missing,
+* ``returns``: shape (n_obs, n_assets), simple returns per bar (daily unless ``bar_seconds`` says otherwise), row 0 oldest; ``NaN`` = missing,
   handled by the estimator's ``missing`` policy (never forward-filled).
 * Weights are fractions of NAV held in each *risky* asset (long only, sum <= 1); the rest,
   ``cash_weight``, is the base asset (the vault's stablecoin: zero return, zero risk).

@@ -98,8 +98,6 @@ class PriceCsv:
         True when the rows are dates.
     lines : tuple of int
         The file line of each row (header = line 1), for messages.
-    columns : tuple of str
-        The header name of each chosen column (for messages: the symbol).
     """
 
     path: Path
