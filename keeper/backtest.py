@@ -1,4 +1,5 @@
-"""``keeper backtest``: offline replay of daily closes through the live keeper's decision code.
+"""``keeper backtest``: offline replay of closes (any regular bar: daily, hourly, ...) through the live keeper's
+decision code.
 
 No chain: each day the replay values the holdings at the oracle exactly as the vault does
 (:func:`keeper.planner.value_of`), and on each tick runs the live pipeline's stages on the
@@ -20,13 +21,17 @@ Each strategy's gate actions, allocator fallbacks and ES-limit scalings are coun
 portfolio gets a VaR/ES report (:func:`keeper.risk_report.risk_report`) and the stress tests of
 :func:`keeper.stress.run_stress_tests`.
 
-Data: a CSV with a ``date`` column and one USD close column per asset (the shipped
-``data/crypto_daily_close_binance.csv`` by default). Blank cells mean "no close": an asset enters
-the universe once it has ``lookback_days + 1`` consecutive closes; nothing is forward-filled, and a
-blank close of an asset the portfolio holds is an error (the holding cannot be valued). Calendar gaps
-(days missing for every asset) are reported: the return across a gap spans several days.
+Data: a CSV read by :func:`keeper.price_panel.read_price_csv` (a ``date`` column of days, or a time column of
+ISO 8601 date-times; the bar interval is inferred from the rows and checked), one USD close column per asset (the
+shipped ``data/crypto_daily_close_binance.csv`` by default). The bar sets the time units: ``lookback_days``,
+``half_life_days`` and ``rebalance_every_days`` are days turned into bars (×24 for hourly bars), covariances are
+annualised with 365 days / ``bar_seconds`` bars a year, the time trigger and the cost gate's horizon are seconds.
+Blank cells mean "no close": an asset enters the universe once it has a full window of consecutive closes;
+nothing is forward-filled, and a blank close of an asset the portfolio holds is an error (the holding cannot be
+valued). Calendar gaps (bars missing for every asset) are reported: the return across a gap spans several bars.
 
-Metrics use a 365-day year: annualised return (geometric), volatility (daily returns × √365),
+Metrics use a 365-day year: annualised return (geometric, over the elapsed time), volatility (bar returns ×
+√(bars a year)),
 Sharpe and Sortino (zero risk-free rate), maximum drawdown with its peak, trough and recovery dates,
 Calmar, turnover (Σ leg values / NAV per year, the vault's two-sided definition), cost drag (fees,
 impact and gas per year, bps of NAV), realised risk-contribution dispersion and vol-target
@@ -37,7 +42,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from collections import Counter
 from typing import Any, Mapping, Sequence
 import numpy as np
@@ -61,8 +66,8 @@ from keeper.policy_decision import LastRebalance, PolicyDecision
 from keeper.policy_config import PolicyConfig
 from keeper.policy import fixed_target
 from keeper.triggers import TriggerDecision, TriggerPolicy
-from keeper.units import BPS, SECONDS_PER_DAY
-from keeper.price_panel import PricePanel
+from keeper.units import BPS, SECONDS_PER_DAY, SECONDS_PER_YEAR
+from keeper.price_panel import PricePanel, bars_for_seconds
 from keeper.strategies import DecisionContext, Strategy, default_strategies
 from keeper.backtest_metrics import strategy_result
 
@@ -126,8 +131,12 @@ class BacktestConfig:
     effective depth of the concentrated liquidity of major Uniswap V3 pools near the price; a
     full-range pool of that TVL would be shallower).
 
+    Time: ``bar_seconds`` is the data's bar (:func:`run_backtest` takes it from the panel); ``lookback_days``,
+    ``half_life_days`` and ``rebalance_every_days`` are days (turned into bars: :attr:`lookback_bars`,
+    :attr:`tick_every_bars`, unless ``rebalance_every_bars`` is given), ``periods_per_year`` follows the bar.
+
     The decision policy's fields (:meth:`policy_config`): ``estimator_method`` with ``half_life_days``
-    (EWMA only), ``min_observations`` and ``periods_per_year`` make the
+    (EWMA only), ``min_observations`` (returns) and ``periods_per_year`` make the
     :class:`~keeper.covariance.EstimatorConfig`; ``max_condition_number`` is the conditioning gate's
     limit; ``es_limit`` (fraction of NAV, ``None``: no limit) with ``es_method``, ``es_confidence`` and
     ``es_horizon_days`` the pre-trade Expected Shortfall limit; ``policy`` the triggers and cost gate.
@@ -137,14 +146,16 @@ class BacktestConfig:
     half_life_days: float = 30.0
     lookback_days: int = 180
     min_observations: int = 30
-    periods_per_year: int = 365
-    rebalance_every_days: int = 1
+    bar_seconds: int = SECONDS_PER_DAY
+    rebalance_every_days: float = 1
+    rebalance_every_bars: int | None = None
     initial_nav_usd: float = 1_000_000.0
     slippage_budget_bps: float = 50.0
     max_step_halvings: int = 2
     min_trade_usd: float = 10.0
     policy: TriggerPolicy = field(default_factory=lambda: TriggerPolicy(
-        weight_drift_bps=300.0, rrc_band=0.05, regime_distance=0.25, max_days_between=30.0, cost_aware=True))
+        weight_drift_bps=300.0, rrc_band=0.05, regime_distance=0.25, max_seconds_between=30.0 * SECONDS_PER_DAY,
+        cost_aware=True))
     pools: PoolModel = field(default_factory=lambda: PoolModel(depth_usd=250_000_000.0))
     gas: GasModel = field(default_factory=GasModel)
     limits: VaultLimits = field(default_factory=VaultLimits)
@@ -156,6 +167,27 @@ class BacktestConfig:
     es_horizon_days: int = 1
     #: The option book of strategies run ``with_options`` (None: spot only).
     options: BacktestOptions | None = None
+
+    @property
+    def periods_per_year(self) -> int:
+        """Bars per 365-day year (365 for daily bars, 8,760 for hourly)."""
+        return SECONDS_PER_YEAR // self.bar_seconds
+
+    @property
+    def lookback_bars(self) -> int:
+        """Returns in an estimation window: ``lookback_days`` of bars (a window holds one price more)."""
+        return bars_for_seconds(self.lookback_days * SECONDS_PER_DAY, self.bar_seconds)
+
+    @property
+    def tick_every_bars(self) -> int:
+        """Bars between two ticks: ``rebalance_every_bars``, else ``rebalance_every_days`` of bars."""
+        if self.rebalance_every_bars is not None:
+            return self.rebalance_every_bars
+        return bars_for_seconds(self.rebalance_every_days * SECONDS_PER_DAY, self.bar_seconds)
+
+    def for_panel(self, panel: PricePanel) -> "BacktestConfig":
+        """This config at ``panel``'s bar interval (the data decides the bar)."""
+        return self if panel.bar_seconds == self.bar_seconds else replace(self, bar_seconds=panel.bar_seconds)
 
     def estimator_config(self) -> EstimatorConfig:
         """The :class:`~keeper.covariance.EstimatorConfig` of these fields (missing data raise: the
@@ -185,26 +217,32 @@ class BacktestConfig:
         p = self.policy
         try:
             return PolicyConfig(
-                estimator=self.estimator_config(), lookback_days=self.lookback_days,
+                estimator=self.estimator_config(), lookback_days=self.lookback_days, bar_seconds=self.bar_seconds,
                 max_condition_number=self.max_condition_number,
                 es_limit=self.es_limit, es_method=self.es_method, es_confidence=self.es_confidence,
                 es_horizon_days=self.es_horizon_days, weight_drift_bps=p.weight_drift_bps, rrc_band=p.rrc_band,
-                rrc_budget_band=p.rrc_budget_band, regime_distance=p.regime_distance,
-                max_days_between=p.max_days_between, cost_aware=p.cost_aware,
-                risk_aversion=p.risk_aversion, benefit_horizon_days=p.horizon_days,
+                rrc_budget_band=p.rrc_budget_band,
+                regime_distance=p.regime_distance, max_seconds_between=p.max_seconds_between,
+                cost_aware=p.cost_aware, risk_aversion=p.risk_aversion, benefit_horizon_seconds=p.horizon_seconds,
                 min_benefit_to_cost=p.min_benefit_to_cost, es_trigger_tolerance=p.es_trigger_tolerance,
             )
         except ValueError as exc:  # pydantic's ValidationError
             raise ConfigError(f"invalid backtest policy: {exc}") from exc
 
     def __post_init__(self) -> None:
-        if self.lookback_days < 3 or self.min_observations < 2 or self.min_observations > self.lookback_days:
+        if SECONDS_PER_YEAR % self.bar_seconds if self.bar_seconds > 0 else True:
+            raise ConfigError(f"bar_seconds must be a positive divisor of a 365-day year ({SECONDS_PER_YEAR} s), "
+                              f"e.g. 3600 or 86400; got {self.bar_seconds}")
+        if self.lookback_days < 3 or self.min_observations < 2 or self.min_observations > self.lookback_bars:
             raise ConfigError(
-                f"need lookback_days >= 3 and 2 <= min_observations <= lookback_days, got "
-                f"{self.lookback_days} and {self.min_observations}"
+                f"need lookback_days >= 3 and 2 <= min_observations <= the window's {self.lookback_bars} returns "
+                f"(lookback_days of {self.bar_seconds}-second bars), got {self.lookback_days} and "
+                f"{self.min_observations}"
             )
-        if self.rebalance_every_days < 1:
-            raise ConfigError(f"rebalance_every_days must be >= 1, got {self.rebalance_every_days}")
+        if not (self.rebalance_every_days > 0 and math.isfinite(self.rebalance_every_days)) or (
+                self.rebalance_every_bars is not None and self.rebalance_every_bars < 1):
+            raise ConfigError(f"rebalance_every_days must be > 0 and rebalance_every_bars >= 1, got "
+                              f"{self.rebalance_every_days} and {self.rebalance_every_bars}")
         if not (math.isfinite(self.initial_nav_usd) and self.initial_nav_usd > 0):
             raise ConfigError(f"initial_nav_usd must be > 0, got {self.initial_nav_usd}")
         if not 0 < self.slippage_budget_bps < BPS or self.max_step_halvings < 0 or self.min_trade_usd < 0:
@@ -224,12 +262,14 @@ class Market:
     ----------
     panel : PricePanel
     lookback_days : int
-        An asset is active on day t when its closes on rows ``t − lookback_days .. t`` are all present.
+        Days of the estimation window; ``lookback_bars`` = that many days of the panel's bars. An asset is
+        active on row t when its closes on rows ``t − lookback_bars .. t`` are all present.
     """
 
     def __init__(self, panel: PricePanel, lookback_days: int) -> None:
         self.panel = panel
         self.lookback_days = lookback_days
+        self.lookback_bars = panel.bars(lookback_days)
         prices = panel.prices
         valid = np.isfinite(prices)
         # Consecutive valid closes ending at each row (vectorised run length).
@@ -238,7 +278,7 @@ class Market:
         for t in range(prices.shape[0]):
             count = np.where(valid[t], count + 1, 0)
             run[t] = count
-        self.active = run >= lookback_days + 1
+        self.active = run >= self.lookback_bars + 1
         self._answers: dict[tuple[int, int], int] = {}
         self._gates: dict[tuple, GateDecision] = {}
         self.eth_index = panel.symbols.index("ETH") if "ETH" in panel.symbols else None
@@ -252,7 +292,7 @@ class Market:
             price = self.panel.prices[t, i]
             if not math.isfinite(price):
                 raise BacktestDataError(
-                    f"{self.panel.symbols[i]} has no close on {self.panel.dates[t]} but is needed that day: "
+                    f"{self.panel.symbols[i]} has no close on {self.panel.label(t)} but is needed that bar: "
                     "fill the gap in the CSV or drop the asset (closes are never forward-filled)"
                 )
             value = self._answers[key] = price_to_answer(price)
@@ -270,7 +310,7 @@ class Market:
                config.periods_per_year, config.max_condition_number)
         cached = self._gates.get(key)
         if cached is None:
-            window = self.panel.prices[t - self.lookback_days: t + 1][:, list(universe)]
+            window = self.panel.prices[t - self.lookback_bars: t + 1][:, list(universe)]
             try:
                 cached = gated_covariance(simple_returns(window), config.estimator_config(),
                                           config.max_condition_number)
@@ -295,7 +335,7 @@ class Market:
 class DecisionRecord:
     """One tick of a strategy: the trigger decision (or the reason it could not be made)."""
 
-    date: dt.date
+    date: dt.date | dt.datetime  # the bar's label (a date for daily bars)
     status: str  # "rebalanced" or "skipped"
     reason: str
     decision: TriggerDecision | None = None
@@ -328,6 +368,9 @@ class StrategyRun:
     def __init__(self, market: Market, strategy: Strategy, config: BacktestConfig) -> None:
         if config.lookback_days != market.lookback_days:
             raise ConfigError(f"config lookback {config.lookback_days} != market lookback {market.lookback_days}")
+        if config.bar_seconds != market.panel.bar_seconds:
+            raise ConfigError(f"config bar_seconds {config.bar_seconds} != the data's {market.panel.bar_seconds}: "
+                              "use config.for_panel(panel)")
         self.market = market
         self.strategy = strategy
         self.config = config
@@ -336,14 +379,15 @@ class StrategyRun:
         self.base_balance = 0
         self.epoch = 0
         self.gas_paid = 0  # base units, paid outside the vault (by the keeper)
-        self.last_rebalance: dt.date | None = None
+        self.last_rebalance: int | None = None  # Unix seconds of the last rebalance's close
         self.reference: tuple[tuple[int, ...], FloatArray] | None = None
         self.steps = 0
         self.funded = False
         self.seed_prices: dict[str, float] = {}
         self._infos: dict[tuple[int, int], RiskAssetInfo] = {}
         # Daily records.
-        self.dates: list[dt.date] = []
+        self.dates: list[dt.date | dt.datetime] = []  # bar labels
+        self.timestamps: list[int] = []  # bar closes, Unix seconds
         self.nav: list[float] = []
         self.nav_vault: list[float] = []
         self.weights: list[FloatArray] = []
@@ -414,7 +458,7 @@ class StrategyRun:
             self.funded = True
         universe = self.market.universe(t)
         estimate: CovarianceEstimate | None = None
-        if self.steps % cfg.rebalance_every_days == 0:
+        if self.steps % cfg.tick_every_bars == 0:
             estimate = self._tick(t, universe)
         self.steps += 1
         values = self._values(t)
@@ -431,7 +475,8 @@ class StrategyRun:
             cov = estimate.covariance[np.ix_(pos, pos)]
             rrc[held] = relative_risk_contributions(w[held], cov)
             vol = portfolio_volatility(w[held], cov)
-        self.dates.append(self.market.panel.dates[t])
+        self.dates.append(self.market.panel.labels[t])
+        self.timestamps.append(self.market.panel.close_timestamp(t))
         self.nav_vault.append(nav_vault / 10**BASE_DECIMALS)
         gas_charged = self.gas_paid if cfg.gas.charge_to_nav else 0
         self.nav.append((nav_vault - gas_charged) / 10**BASE_DECIMALS)
@@ -474,12 +519,12 @@ class StrategyRun:
 
     def _skip(self, t: int, reason: str, decision: TriggerDecision | None = None,
               policy: PolicyDecision | None = None) -> None:
-        self.decisions.append(DecisionRecord(self.market.panel.dates[t], "skipped", reason, decision, policy=policy))
+        self.decisions.append(DecisionRecord(self.market.panel.labels[t], "skipped", reason, decision, policy=policy))
 
     def _tick(self, t: int, universe: tuple[int, ...]) -> CovarianceEstimate | None:
         cfg = self.config
         market = self.market
-        date = market.panel.dates[t]
+        date = market.panel.labels[t]
         held = {i for i, b in enumerate(self.balances) if b}
         if not universe:
             self._skip(t, "no asset has a full estimation window yet")
@@ -494,7 +539,7 @@ class StrategyRun:
             return None
         estimate = gate.estimate
         symbols = tuple(market.panel.symbols[i] for i in universe)
-        window = market.panel.prices[t - market.lookback_days: t + 1][:, list(universe)]
+        window = market.panel.prices[t - market.lookback_bars: t + 1][:, list(universe)]
 
         infos = [self._info(i) for i in universe]
         answers = tuple(market.answer(t, i) for i in universe)
@@ -546,7 +591,7 @@ class StrategyRun:
         if self.reference is not None and self.last_rebalance is not None:
             ref_universe, ref_cov = self.reference
             last = LastRebalance(tuple(market.panel.symbols[i] for i in ref_universe), ref_cov,
-                                 float((date - self.last_rebalance).days))
+                                 float(market.panel.close_timestamp(t) - self.last_rebalance))
         timestamp = self._now(t)
         snapshot = PriceSnapshot(answers, window[-1].copy(), np.full(len(universe), timestamp, dtype=np.int64),
                                  tuple(0 for _ in universe), t, timestamp)
@@ -615,7 +660,7 @@ class StrategyRun:
             self.protective_delta_at_last_hedge = choice.hedge.protective_delta_units if choice.hedge else None
         self.epoch += 1
         self.gas_paid += cost.gas
-        self.last_rebalance = date
+        self.last_rebalance = market.panel.close_timestamp(t)
         self.reference = (universe, np.array(estimate.covariance))
         self.decisions.append(DecisionRecord(date, "rebalanced", choice.reason or "", choice.trigger, len(plan.legs),
                                              plan.turnover_bps, cost, targets, decision_policy))
@@ -699,14 +744,25 @@ def asset_returns(prices: FloatArray) -> FloatArray:
 
 
 def replay_window(panel: PricePanel, start: dt.date | None, end: dt.date | None, lookback_days: int) -> tuple[int, int]:
-    """First and last replayed rows. Without ``start``, the first row where some asset is active."""
+    """First and last replayed rows. The replay starts no earlier than row ``lookback_bars`` (the warm-up).
+
+    Raises
+    ------
+    ConfigError
+        Fewer than two bars left after the warm-up, with how many rows the warm-up needs and where the
+        window would have to start.
+    """
+    warmup = panel.bars(lookback_days)
     first = panel.index_on_or_after(start) if start else 0
-    first = max(first, lookback_days)
+    first = max(first, warmup)
     last = panel.index_on_or_before(end) if end else len(panel.dates) - 1
     if last - first < 1:
+        unit = "days" if panel.daily else f"bars of {panel.bar_seconds} s"
+        earliest = panel.label(min(warmup + 1, len(panel.dates) - 1))
         raise ConfigError(
-            f"window {start}..{end} leaves {max(last - first + 1, 0)} days after the {lookback_days}-day "
-            f"warm-up (data {panel.dates[0]}..{panel.dates[-1]}): choose a later start or a longer window"
+            f"window {start}..{end} leaves {max(last - first + 1, 0)} {unit} after the {lookback_days}-day warm-up "
+            f"({warmup} bars before the first replayed one; data {panel.label(0)}..{panel.label(len(panel.dates) - 1)}): "
+            f"the window must end after {earliest}; choose a later end, an earlier data start or a shorter lookback"
         )
     return first, last
 
@@ -745,6 +801,7 @@ def run_backtest(
     names = [s.name for s in strategies]
     if len(set(names)) != len(names):
         raise ConfigError(f"strategy names must be unique, got {names}")
+    config = config.for_panel(panel)
     market = market or Market(panel, config.lookback_days)
     first, last = replay_window(panel, start, end, config.lookback_days)
     returns = asset_returns(panel.prices)
@@ -761,9 +818,11 @@ def run_backtest(
         "results": results,
         "symbols": panel.symbols,
         "calendar_gaps": [(a.isoformat(), b.isoformat()) for a, b in panel.calendar_gaps
-                          if panel.dates[first] <= a and b <= panel.dates[last]],
+                          if panel.labels[first] <= a and b <= panel.labels[last]],
         "seconds": seconds,
-        "days": last - first + 1,
+        "days": last - first + 1 if panel.daily else (last - first + 1) * panel.bar_seconds / SECONDS_PER_DAY,
+        "bars": last - first + 1,
+        "bar_seconds": panel.bar_seconds,
         "asset_days": asset_days,
         "speed_asset_days_per_second": asset_days / seconds if seconds > 0 else math.inf,
         "config": config,

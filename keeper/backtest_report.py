@@ -36,7 +36,9 @@ def format_table(results: Sequence[StrategyResult]) -> str:
     Shortfall and ``worst stress`` its largest stress-test loss (fractions of NAV). ``gate a/s/iv/h``
     counts the conditioning gate's accept / shrink / inverse-volatility / hold decisions over the
     ticks, ``fallbk`` the allocator's fallbacks and ``ES bind`` the ticks where the ES limit scaled the
-    target down.
+    target down. A strategy that wanted risk assets but never held any (every trade refused: the slippage
+    check of shallow pools, the cost gate, ...) gets no figures, only ``could not trade:`` and the reason: its
+    flat NAV would read as a 0.0 % return and drawdown that it did not choose.
     """
     head = (f"{'strategy':<18}{'ann.ret':>9}{'ann.vol':>9}{'Sharpe':>8}{'Sortino':>9}{'maxDD':>8}"
             f"{'  DD peak -> trough':<26}{'Calmar':>8}{'turn/yr':>9}{'cost bps/yr':>12}{'RRC disp':>10}"
@@ -45,6 +47,9 @@ def format_table(results: Sequence[StrategyResult]) -> str:
     lines = [head, "-" * len(head)]
     for res in results:
         m = res.metrics
+        if m.get("could_not_trade"):
+            lines.append(f"{res.name[:17]:<18}  could not trade: {m['could_not_trade'][:len(head) - 40]}")
+            continue
         g = m.get("gate_counts") or {}
         gates = "/".join(str(g.get(k, 0)) for k in ("accept", "shrink", "inverse_volatility", "hold"))
         worst = (f"{m['worst_stress'][:17]} {_fmt(m['worst_stress_loss'], True)}"

@@ -13,7 +13,7 @@ import threading
 from typing import Any
 from pathlib import Path
 
-from keeper.errors import KeeperError
+from keeper.errors import ConfigError, KeeperError
 
 
 def _date(text: str) -> dt.date:
@@ -23,21 +23,40 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
 
 
+def _fraction_or_none(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number or 'none': {text!r}") from exc
+    if not 0 < value <= 5:
+        raise argparse.ArgumentTypeError(f"{value:g} is not an annualised fraction in (0, 5] (0.45 = 45 %)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = argparse.ArgumentParser(prog="keeper", description="Risk-parity vault keeper")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="replay real price history through the whole system on a local Anvil")
-    demo.add_argument("--data", type=Path, default=None, help="CSV of daily closes (date, then one column per asset)")
+    demo.add_argument("--data", type=Path, default=None,
+                      help="CSV of closes: a 'date' column of days or a time column (ts_utc, timestamp) of ISO 8601 "
+                           "date-times (hourly or other regular bars), then one USD close column per asset")
     demo.add_argument("--assets", default=None, help="comma-separated symbols (default: every column)")
     demo.add_argument("--start", type=_date, default=dt.date(2022, 1, 1), help="first replayed day (default 2022-01-01)")
     demo.add_argument("--end", type=_date, default=dt.date(2022, 12, 31), help="last replayed day (default 2022-12-31)")
     demo.add_argument("--full", action="store_true", help="replay the whole file (ignores --start/--end)")
-    demo.add_argument("--rebalance-every", type=int, default=1, help="days between keeper ticks (default 1)")
+    demo.add_argument("--rebalance-every", type=float, default=1, help="days between keeper ticks (default 1)")
+    demo.add_argument("--rebalance-every-bars", type=int, default=None,
+                      help="bars between keeper ticks (overrides --rebalance-every; 1 = every bar of an hourly file)")
     demo.add_argument("--half-life", type=float, default=30.0, help="EWMA half-life, days (default 30)")
     demo.add_argument("--lookback", type=int, default=90, help="days of history per estimate (default 90)")
     demo.add_argument("--drift-bps", type=float, default=300.0, help="rebalance when weights drift this far, bps")
+    demo.add_argument("--vol-target", type=_fraction_or_none, default=0.45,
+                      help="annualised volatility target, a fraction (default 0.45: the realised vol of 60/40 "
+                           "BTC/stable before 2022); 'none' for the fully invested ERC")
     demo.add_argument("--out", type=Path, default=Path("out"), help="directory for report.json/png and the journal")
     demo.add_argument("--quiet", action="store_true")
     demo.add_argument("--options", action="store_true",
@@ -72,21 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="compile the contracts")
 
     bt = sub.add_parser("backtest", help="replay daily closes offline through the keeper's decision code")
-    bt.add_argument("--data", type=Path, default=None, help="CSV of daily closes (default: the shipped Binance file)")
+    bt.add_argument("--data", type=Path, default=None,
+                    help="CSV of closes: a 'date' column of days, or a time column (ts_utc, timestamp) of ISO 8601 "
+                         "date-times for hourly or other regular bars; then one USD close column per asset "
+                         "(default: the shipped daily Binance file; data/crypto_hourly_close_binance_btc_eth.csv "
+                         "is hourly)")
     bt.add_argument("--assets", default=None, help="comma-separated symbols (default: every column)")
     bt.add_argument("--start", type=_date, default=None, help="first replayed day (default: once warmed up)")
     bt.add_argument("--end", type=_date, default=None, help="last replayed day (default: the file's last)")
     bt.add_argument("--out", type=Path, default=Path("out/backtest"), help="directory for the table, JSON, PNGs")
     bt.add_argument("--half-life", type=float, default=30.0, help="EWMA half-life, days (default 30)")
-    bt.add_argument("--lookback", type=int, default=180, help="days of history per estimate (default 180)")
-    bt.add_argument("--rebalance-every", type=int, default=1, help="days between ticks (default 1)")
+    bt.add_argument("--lookback", type=int, default=180,
+                    help="days of history per estimate (default 180; x24 bars for hourly data)")
+    bt.add_argument("--rebalance-every", type=float, default=1, help="days between ticks (default 1)")
+    bt.add_argument("--rebalance-every-bars", type=int, default=None,
+                    help="bars between ticks (overrides --rebalance-every; 1 = every bar, e.g. hourly)")
     bt.add_argument("--vol-target", type=float, default=0.5, help="annualised vol target of 'ERC vol' (default 0.5)")
     bt.add_argument("--drift-bps", type=float, default=300.0, help="weight-drift band, bps (default 300)")
     bt.add_argument("--rrc-band", type=float, default=0.05, help="risk-contribution drift band (default 0.05)")
     bt.add_argument("--rrc-budget-band", type=float, default=None,
                     help="relative band on max |RRC_i/b_i - 1|, fraction (e.g. 0.2; default off in the backtest)")
     bt.add_argument("--regime-distance", type=float, default=0.25, help="covariance-distance trigger (default 0.25)")
-    bt.add_argument("--max-days", type=float, default=30.0, help="time trigger, days (default 30)")
+    bt.add_argument("--max-days", type=float, default=30.0,
+                    help="time trigger, days (default 30; the policy holds it as max_seconds_between)")
     bt.add_argument("--risk-aversion", type=float, default=5.0, help="price of tracking variance (default 5)")
     bt.add_argument("--no-cost-gate", action="store_true", help="trade whenever a trigger fires")
     bt.add_argument("--pool-depth", type=float, default=250e6, help="base-side pool depth, USD (default 250e6)")
@@ -137,15 +164,19 @@ def main(argv: list[str] | None = None) -> int:
                 start=None if args.full else args.start,
                 end=None if args.full else args.end,
                 rebalance_every_days=args.rebalance_every,
+                rebalance_every_bars=args.rebalance_every_bars,
                 half_life_days=args.half_life,
                 lookback_days=args.lookback,
                 drift_threshold_bps=args.drift_bps,
+                volatility_target=args.vol_target,
                 out_dir=args.out,
                 quiet=args.quiet,
                 options_mode=args.options,
             )
             report = run_demo(options)
             print(f"\nwrote {', '.join(report['files'])}")
+            if report.get("interrupted"):
+                return 130 if report["interrupted"] == "SIGINT" else 143  # the shell's codes for those signals
         elif args.command == "run":
             from keeper.metrics import MetricsServer
             from keeper.runner import Keeper
@@ -230,11 +261,13 @@ def _backtest(args: argparse.Namespace) -> None:
     config = BacktestConfig(
         half_life_days=args.half_life,
         lookback_days=args.lookback,
-        min_observations=min(30, args.lookback),
+        min_observations=min(30, panel.bars(args.lookback)),
+        bar_seconds=panel.bar_seconds,
         rebalance_every_days=args.rebalance_every,
+        rebalance_every_bars=args.rebalance_every_bars,
         policy=TriggerPolicy(weight_drift_bps=args.drift_bps, rrc_band=args.rrc_band,
                              rrc_budget_band=args.rrc_budget_band,
-                             regime_distance=args.regime_distance, max_days_between=args.max_days,
+                             regime_distance=args.regime_distance, max_seconds_between=args.max_days * 86_400,
                              cost_aware=not args.no_cost_gate, risk_aversion=args.risk_aversion,
                              es_trigger_tolerance=args.es_tolerance),
         pools=PoolModel(fee_pips=args.fee_pips, depth_usd=args.pool_depth),
@@ -247,6 +280,9 @@ def _backtest(args: argparse.Namespace) -> None:
         es_horizon_days=args.es_horizon,
     )
     strategies = default_strategies(args.vol_target, symbols=panel.symbols)
+    if args.options and not panel.daily:
+        raise ConfigError(f"{data}: --options replays daily closes (the implied vols are daily); this file has "
+                          f"{panel.bar_seconds}-second bars")
     if args.options:
         import dataclasses
 
@@ -275,8 +311,10 @@ def _backtest(args: argparse.Namespace) -> None:
     print(doc["table"])
     if run["calendar_gaps"]:
         print(f"note: calendar gaps (returns span them): {run['calendar_gaps']}")
-    print(f"\nreplayed {run['days']} days x {len(run['results'])} strategies in {run['seconds']:.1f} s "
-          f"({run['speed_asset_days_per_second']:,.0f} asset-days/s)")
+    span = (f"{run['days']} days" if panel.daily
+            else f"{run['bars']} bars of {panel.bar_seconds} s ({run['days']:.1f} days)")
+    print(f"\nreplayed {span} x {len(run['results'])} strategies in {run['seconds']:.1f} s "
+          f"({run['speed_asset_days_per_second']:,.0f} asset-{'days' if panel.daily else 'bars'}/s)")
     if args.walk_forward:
         from keeper.walkforward import WalkForwardConfig, format_windows, walk_forward
 

@@ -137,8 +137,7 @@ def _diagonal_estimate(
             f"asset(s) {short} have {counts[short].tolist()} observed returns; a variance needs "
             f"at least {min_variance_observations}. Fetch a longer history or drop the asset(s)."
         )
-    # "garch" falls back to the EWMA variances of its own fallback half-life.
-    half_life = float(config.half_life_days) if config.method in ("ewma", "garch") else math.inf
+    half_life = config.half_life_periods
     v = _row_weights(n_total, half_life)
     m = observed.astype(np.float64)
     x = np.where(observed, r, 0.0)

@@ -28,7 +28,8 @@ overrides any field (:func:`with_overrides`). A file in the older flat layout (e
     es_limit = 0.08              # 1-day 99 % ES at most 8 % of NAV: scale toward the base asset
     es_method = "gaussian"       # historical needs >= 100 daily returns at 99 %
     volatility_target = 0.40     # annualised
-    max_days_between = 30        # rebalance at least monthly
+    max_seconds_between = 2592000  # rebalance at least every 30 days (seconds: any bar size)
+    bar_seconds = 86400          # daily bars (3600: hourly); the estimator annualises with 365 days / bar_seconds
     cost_aware = true            # ... but only when the risk benefit pays gas + fee + impact
 """
 
@@ -45,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from keeper.errors import ConfigError
 from keeper.hedging import HedgeTriggerConfig
 from keeper.overlay import OverlayConfig
-from keeper.policy_config import PolicyConfig
+from keeper.policy_config import RENAMED_FIELDS, PolicyConfig
 
 
 class _Section(BaseModel):
@@ -198,6 +199,8 @@ FLAT_FIELDS: dict[str, tuple[str, ...]] = {
     **{name: ("options", name) for name in OptionsSettings.model_fields},
     **{name: ("policy", name) for name in PolicyConfig.model_fields if name != "estimator"},
     "drift_threshold_bps": ("policy", "weight_drift_bps"),
+    # Day-based trigger keys of earlier files: routed to the policy, which refuses them naming the new field.
+    **{old: ("policy", old) for old in RENAMED_FIELDS},
     "estimator_method": ("policy", "estimator", "method"),
     "half_life_days": ("policy", "estimator", "half_life_days"),
     "min_observations": ("policy", "estimator", "min_observations"),

@@ -250,7 +250,9 @@ class EstimatorConfig:
     method : {"sample", "ewma", "ledoit_wolf", "garch"}, default "ewma"
         Estimator, see the module docstring.
     half_life_days : float or None, default None
-        EWMA half-life in observation periods (days for daily data), ``> 0``;
+        EWMA half-life in days, ``> 0``; the weights decay per observation by
+        :attr:`half_life_periods` = ``half_life_days * periods_per_year / 365``
+        (the same number for daily bars, 24 times it for hourly ones);
         ``math.inf`` gives equal weights.  Required for ``"ewma"`` and
         ``"garch"`` (there: the residual correlation's weights and the
         fallback variance) and must be ``None`` for the other methods (which
@@ -315,6 +317,14 @@ class EstimatorConfig:
             raise
         except ConfigError as exc:  # re-raised as a ValueError too, for pydantic (see the error's doc)
             raise EstimatorConfigError(str(exc)) from None
+
+    @property
+    def half_life_periods(self) -> float:
+        """The EWMA half-life in observations: ``half_life_days`` x bars per day (inf when neither EWMA nor GARCH,
+        whose residual correlation and fallback variance use the same weights)."""
+        if self.method not in ("ewma", "garch") or self.half_life_days is None:
+            return math.inf
+        return float(self.half_life_days) * (float(self.periods_per_year) / 365.0)
 
     def _validate(self) -> None:
         if self.method not in _METHODS:
@@ -629,11 +639,11 @@ def _garch_base(r: FloatArray, observed: npt.NDArray[np.bool_], config: Estimato
         )
     forecast = garch_forecast_covariance(
         rows, volatility_model=config.volatility_model, horizon_bars=int(config.forecast_horizon_bars),
-        refit_every_bars=int(config.refit_every_bars), half_life_bars=float(config.half_life_days),
+        refit_every_bars=int(config.refit_every_bars), half_life_bars=config.half_life_periods,
         demean=bool(config.demean),
     )
     counts = np.full((n_assets, n_assets), rows.shape[0], dtype=np.int64)
-    return _Base(forecast.covariance, 0.0, float(config.half_life_days), int(rows.shape[0]), dropped, counts,
+    return _Base(forecast.covariance, 0.0, config.half_life_periods, int(rows.shape[0]), dropped, counts,
                  forecast.notes)
 
 
@@ -641,7 +651,7 @@ def _compute_base(returns: npt.ArrayLike, config: EstimatorConfig) -> _Base:
     r, observed = _observed_returns(returns, config.missing)
     if config.method == "garch":
         return _garch_base(r, observed, config)
-    half_life = float(config.half_life_days) if config.method == "ewma" else math.inf
+    half_life = config.half_life_periods
     if config.missing == "pairwise":
         return _pairwise_base(r, observed, config, half_life)
     return _complete_rows_base(r, observed, config, half_life)

@@ -1,8 +1,14 @@
-"""Loading daily close histories from CSV (``date`` column, then one USD close column per asset)."""
+"""Close histories for the demo: the CSV of :mod:`keeper.price_panel` (one validation path with the backtest),
+restricted to the bars where every chosen asset has a close.
+
+The demo deploys every chosen asset at the start and pushes each one's close every bar, so it needs a close
+of each asset on each replayed bar: rows before the last chosen asset's first close and after the first
+chosen asset's last close are left out (counted in ``dropped_rows``), and a blank cell between them is an
+error naming the file, row and column (nothing is dropped or forward-filled silently).
+"""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,31 +18,60 @@ import numpy as np
 import numpy.typing as npt
 
 from keeper.build import PROJECT_ROOT
-from keeper.errors import ConfigError, InvalidPriceError
+from keeper.errors import ConfigError
+from keeper.price_panel import read_price_csv
+from keeper.units import SECONDS_PER_DAY, SECONDS_PER_YEAR
 
 DEFAULT_PRICES_CSV = PROJECT_ROOT / "data" / "crypto_daily_close_binance_aligned.csv"
 
 
 @dataclass(frozen=True)
 class PriceTable:
-    """Daily closes: ``prices[t, i]`` is asset ``symbols[i]``'s USD close on ``dates[t]``.
+    """Closes of every chosen asset on every bar: ``prices[t, i]`` is ``symbols[i]``'s USD close of bar ``t``.
 
-    ``dropped_rows`` counts dates removed because a selected asset had no close (never forward-filled).
+    ``timestamps[t]`` is the Unix second bar ``t`` opens (midnight UTC of ``dates[t]`` for daily bars),
+    ``bar_seconds`` the bar interval; ``dates[t]`` the UTC day of the bar's open. ``dropped_rows`` counts the
+    rows left out before the last asset's first close and after the first asset's last close.
     """
 
     dates: tuple[dt.date, ...]
     symbols: tuple[str, ...]
     prices: npt.NDArray[np.float64]
     dropped_rows: int = 0
+    timestamps: tuple[int, ...] = ()
+    bar_seconds: int = SECONDS_PER_DAY
+
+    def __post_init__(self) -> None:
+        if not self.timestamps:
+            object.__setattr__(self, "timestamps", tuple(
+                int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc).timestamp()) for d in self.dates))
+
+    @property
+    def daily(self) -> bool:
+        return self.bar_seconds == SECONDS_PER_DAY
+
+    @property
+    def periods_per_year(self) -> float:
+        """Bars per 365-day year."""
+        return SECONDS_PER_YEAR / self.bar_seconds
 
     def close_timestamp(self, t: int) -> int:
-        """Unix seconds of the close of ``dates[t]`` (midnight UTC ending that day)."""
-        day = self.dates[t] + dt.timedelta(days=1)
-        return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+        """Unix seconds of the close of bar ``t``: its open + ``bar_seconds`` (midnight UTC ending a daily bar)."""
+        return self.timestamps[t] + self.bar_seconds
+
+    def label(self, t: int) -> str:
+        """ISO 8601 label of bar ``t`` (the date for daily bars, the UTC date-time of its open otherwise)."""
+        moment = dt.datetime.fromtimestamp(self.timestamps[t], dt.timezone.utc)
+        return moment.date().isoformat() if self.daily else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def index_of(self, date: dt.date) -> int:
-        """First row on or after ``date``."""
-        return int(np.searchsorted(np.array([d.toordinal() for d in self.dates]), date.toordinal()))
+        """First bar opening on or after midnight UTC starting ``date``."""
+        midnight = int(dt.datetime(date.year, date.month, date.day, tzinfo=dt.timezone.utc).timestamp())
+        return int(np.searchsorted(np.array(self.timestamps, dtype=np.int64), midnight))
+
+    def index_after(self, date: dt.date) -> int:
+        """Last bar opening before the midnight UTC ending ``date`` (-1 when none)."""
+        return self.index_of(date + dt.timedelta(days=1)) - 1
 
 
 def load_prices(
@@ -45,55 +80,52 @@ def load_prices(
     start: dt.date | None = None,
     end: dt.date | None = None,
 ) -> PriceTable:
-    """Reads a close-price CSV, keeping ``symbols`` (all by default) between ``start`` and ``end`` inclusive.
-
-    Rows where a kept asset has a blank cell are dropped and counted in ``dropped_rows``.
+    """Reads a close-price CSV (:func:`keeper.price_panel.read_price_csv`: BOM, times, bar interval, duplicates,
+    order, numbers, the robust jump test), keeping ``symbols`` (all by default) on the bars opening from
+    ``start`` to the end of ``end`` (inclusive days).
 
     Raises
     ------
     ConfigError
-        Missing file, no ``date`` column, an unknown symbol, unsorted or duplicate dates, no rows left.
+        As :func:`~keeper.price_panel.read_price_csv`; a blank cell of a chosen asset between the first bar
+        where every chosen asset has a close and the last such bar (file, row, column, and the fix); no row
+        left in the window.
     InvalidPriceError
-        A close that is not a positive finite number.
+        As :func:`~keeper.price_panel.read_price_csv`.
     """
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.reader(handle))
-    except OSError as exc:
-        raise ConfigError(f"cannot read price file {path}: {exc}") from exc
-    if not rows or rows[0][0].strip().lower() != "date":
-        raise ConfigError(f"{path}: the first column must be 'date'")
-    header = [h.strip() for h in rows[0]]
-    available = header[1:]
-    chosen = list(symbols) if symbols else available
-    unknown = [s for s in chosen if s not in available]
-    if unknown:
-        raise ConfigError(f"{path}: no column for {unknown}; available: {available}")
-    cols = [header.index(s) for s in chosen]
-    dates, values, dropped = [], [], 0
-    for line_no, row in enumerate(rows[1:], start=2):
-        if not row:
-            continue
-        try:
-            day = dt.date.fromisoformat(row[0].strip())
-        except ValueError as exc:
-            raise ConfigError(f"{path}:{line_no}: bad date {row[0]!r}") from exc
-        if (start and day < start) or (end and day > end):
-            continue
-        cells = [row[c].strip() if c < len(row) else "" for c in cols]
-        if any(cell == "" for cell in cells):
-            dropped += 1
-            continue
-        try:
-            closes = [float(cell) for cell in cells]
-        except ValueError as exc:
-            raise InvalidPriceError(f"{path}:{line_no}: non-numeric close in {cells}") from exc
-        if not all(np.isfinite(c) and c > 0 for c in closes):
-            raise InvalidPriceError(f"{path}:{line_no}: closes must be positive and finite, got {closes}")
-        dates.append(day)
-        values.append(closes)
-    if not dates:
-        raise ConfigError(f"{path}: no rows between {start} and {end} with all of {chosen}")
-    if any(b <= a for a, b in zip(dates, dates[1:])):
-        raise ConfigError(f"{path}: dates must be strictly increasing")
-    return PriceTable(tuple(dates), tuple(chosen), np.array(values, dtype=np.float64), dropped)
+    data = read_price_csv(path, symbols)
+    present = np.isfinite(data.prices)
+    if not present.any(axis=0).all():
+        missing = [s for s, ok in zip(data.symbols, present.any(axis=0)) if not ok]
+        raise ConfigError(f"{path}: no close at all for {missing}; drop them from the assets")
+    firsts = [int(np.flatnonzero(present[:, j])[0]) for j in range(len(data.symbols))]
+    lasts = [int(np.flatnonzero(present[:, j])[-1]) for j in range(len(data.symbols))]
+    lo, hi = max(firsts), min(lasts)
+    if lo > hi:
+        raise ConfigError(f"{path}: {list(data.symbols)} never all have a close on the same row "
+                          f"({data.symbols[int(np.argmax(firsts))]} starts after {data.symbols[int(np.argmin(lasts))]} "
+                          "ends); choose other assets")
+    inside = ~present[lo: hi + 1]
+    if inside.any():
+        row, col = np.argwhere(inside)[0]
+        row = int(row) + lo
+        symbol = data.symbols[int(col)]
+        raise ConfigError(f"{data.where(row, symbol)}: blank close between {symbol}'s first and last close; the demo "
+                          "needs every chosen asset's close on every bar: fill the cell from the source, or leave "
+                          f"{symbol} out of the assets (nothing is forward-filled)")
+    keep = np.zeros(len(data.timestamps), dtype=bool)
+    keep[lo: hi + 1] = True
+    dropped = int(len(keep) - keep.sum())
+    if start is not None:
+        keep &= data.timestamps >= _midnight(start)
+    if end is not None:
+        keep &= data.timestamps < _midnight(end + dt.timedelta(days=1))
+    if not keep.any():
+        raise ConfigError(f"{path}: no rows between {start} and {end} with all of {list(data.symbols)}")
+    stamps = tuple(int(s) for s in data.timestamps[keep])
+    dates = tuple(dt.datetime.fromtimestamp(s, dt.timezone.utc).date() for s in stamps)
+    return PriceTable(dates, data.symbols, data.prices[keep], dropped, stamps, data.bar_seconds)
+
+
+def _midnight(date: dt.date) -> int:
+    return int(dt.datetime(date.year, date.month, date.day, tzinfo=dt.timezone.utc).timestamp())

@@ -693,7 +693,7 @@ def _decide_with_options(
     triggers = policy.trigger_policy() if isinstance(policy, PolicyConfig) else policy
     aim = target_exposure if options.trigger.mode == "delta_target" else hedge.orders.target_exposure_weights
     benefit = expected_risk_benefit(exposure, post, aim, cov, float(nav), triggers.risk_aversion,
-                                    triggers.horizon_days)
+                                    triggers.horizon_seconds)
     trade = apply_cost_gate(triggers, signals, benefit=benefit, cost=cost.total, cost_breakdown=cost.as_dict())
     if trade.rebalance:
         return RebalanceDecision("trade", trade.reason, None, plan=plan, amounts_out=quoted.amounts_out, cost=cost,

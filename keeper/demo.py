@@ -1,10 +1,17 @@
 """``keeper demo``: real price history replayed through the whole system on a local Anvil.
 
 Starts Anvil at the first date of the window, deploys tokens, feeds, Uniswap V3 and the vault, has
-three depositors deposit, then replays each day: push the closes to the feeds as new rounds, let an
-arbitrageur move every pool to the oracle price with real swaps, process depositors' deposits and
-redemptions, and run the keeper's tick (every ``rebalance_every_days`` days). Ends with a report
+three depositors deposit, then replays each bar (a day, or an hour of an hourly file: the bar is the data's,
+:func:`keeper.data.load_prices`): push the closes to the feeds as new rounds, let an arbitrageur move every pool
+to the oracle price with real swaps, process depositors' deposits and redemptions, and run the keeper's tick
+(every ``rebalance_every_days`` days of bars, or ``rebalance_every_bars``). The keeper's policy gets the data's
+``bar_seconds``: it samples the feeds' rounds every bar and annualises with 365 days / bar. Ends with a report
 (:mod:`keeper.report`): text, PNG chart and JSON.
+
+Input: the CSV goes through the one validation path of :mod:`keeper.price_panel` (as the backtest's); a window
+with less history before it than the estimator's warm-up is refused with how much is needed. SIGINT (Ctrl-C) or
+SIGTERM stops the replay after the current bar, stops Anvil and writes the report of the bars replayed so far
+(``"interrupted"`` names the signal).
 
 Options mode (``DemoOptions.options_mode``, ``keeper demo --options``) adds an ``OptionMarket``
 (:func:`keeper.deployment.deploy_options`) whose implied-volatility feeds get one answer a day: BTC from
@@ -23,7 +30,9 @@ a fresh chain with the same days, prices, volatilities, flows and hedge policy b
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +45,8 @@ from keeper.config import ChainSettings, KeeperConfig, OperationsSettings, Optio
 from keeper.covariance import EstimatorConfig
 from keeper.policy_config import PolicyConfig
 from keeper.data import DEFAULT_PRICES_CSV, PriceTable, load_prices
+from keeper.price_panel import bars_for_seconds
+from keeper.units import SECONDS_PER_DAY
 from keeper.deployment import (
     BASE_DECIMALS,
     MAX_UINT256,
@@ -69,12 +80,19 @@ class DemoOptions:
     symbols: Sequence[str] | None = None
     start: dt.date | None = dt.date(2022, 1, 1)
     end: dt.date | None = dt.date(2022, 12, 31)
-    rebalance_every_days: int = 1
+    rebalance_every_days: float = 1
+    #: Bars between keeper ticks; overrides ``rebalance_every_days`` (1 = every bar of an hourly file).
+    rebalance_every_bars: int | None = None
     out_dir: Path = Path("out")
     half_life_days: float = 30.0
     lookback_days: int = 90
     drift_threshold_bps: float = 300.0
     cash_buffer_bps: float = 500.0
+    #: Annualised ex-ante volatility target of the spot mode (fraction; None: fully invested ERC). 0.45 is the
+    #: realised volatility of a 60/40 BTC/stable mix over the shipped aligned file's history before the default
+    #: window (2020-08-11 .. 2021-12-31: 45.1 %; BTC alone 75.1 %, the untargeted nine-asset ERC 92.9 %, from
+    #: ``keeper backtest``): the vault runs the nine-asset risk budget at the risk of a 60/40 BTC/cash holding.
+    volatility_target: float | None = 0.45
     slippage_budget_bps: float = 50.0
     pool_depth_usd: float = 50_000_000.0
     flows_every_days: int = 30
@@ -106,28 +124,40 @@ def run_demo(options: DemoOptions) -> dict:
     Raises
     ------
     ConfigError
-        Bad options or data (unknown asset, window too short for the estimator's warm-up).
+        Bad options or data (unknown asset, a blank cell, a window with less history before it than the
+        estimator's warm-up: the message says how many bars are needed and the first start that has them).
+    InvalidPriceError
+        A bad close in the file (row and column named; :func:`keeper.price_panel.read_price_csv`).
     """
     say = options.progress or ((lambda s: None) if options.quiet else (lambda s: print(s, file=sys.stderr, flush=True)))
-    if options.rebalance_every_days < 1:
-        raise ConfigError("rebalance_every_days must be at least 1")
+    if not options.rebalance_every_days > 0 or (options.rebalance_every_bars is not None
+                                                and options.rebalance_every_bars < 1):
+        raise ConfigError("rebalance_every_days must be > 0 and rebalance_every_bars at least 1")
+    if options.lookback_days < 3:
+        raise ConfigError(f"lookback_days is {options.lookback_days}; the estimator needs at least 3 days of history")
     symbols = options.symbols
     if symbols is None and options.options_mode:
         symbols = list(options.options_symbols)
     full = load_prices(options.data, symbols)
-    first = full.index_of(options.start) if options.start else 0
-    warmup = options.lookback_days + 1
+    if options.options_mode and not full.daily:
+        raise ConfigError(f"{options.data}: the options mode replays daily closes (its implied vols are daily); "
+                          f"this file has {full.bar_seconds}-second bars")
+    unit = "days" if full.daily else f"bars of {full.bar_seconds} s"
+    warmup = bars_for_seconds(options.lookback_days * SECONDS_PER_DAY, full.bar_seconds) + 1
+    first = full.index_of(options.start) if options.start else warmup
     if first < warmup:
-        if options.start is not None and first > 0:
-            say(f"note: only {first} days of history before {options.start}; the replay starts later to warm up")
-        first = warmup
-    last = len(full.dates) - 1
-    if options.end is not None:
-        last = int(np.searchsorted(np.array([d.toordinal() for d in full.dates]), options.end.toordinal(), "right")) - 1
+        earliest = full.label(min(warmup, len(full.dates) - 1))
+        raise ConfigError(
+            f"{options.data}: the replay from {options.start} has {first} {unit} of history before it; the "
+            f"estimator's warm-up needs {warmup} ({options.lookback_days} days of returns + 1): start on or after "
+            f"{earliest}, or shorten the lookback (--lookback)"
+        )
+    last = len(full.dates) - 1 if options.end is None else full.index_after(options.end)
     if last - first < 2:
         raise ConfigError(
-            f"window {options.start}..{options.end} leaves {max(last - first + 1, 0)} days after a "
-            f"{warmup}-day warm-up; choose a later start or a longer window"
+            f"window {options.start}..{options.end} leaves {max(last - first + 1, 0)} {unit} to replay after the "
+            f"{warmup}-bar warm-up (data {full.label(0)}..{full.label(len(full.dates) - 1)}); at least 3 are "
+            "needed: choose a longer window"
         )
     table = full
     symbols = table.symbols
@@ -136,29 +166,76 @@ def run_demo(options: DemoOptions) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     journal_path = out / "journal.sqlite"
 
-    say(f"replaying {len(symbols)} assets {', '.join(symbols)} from {table.dates[first]} to {table.dates[last]} "
-        f"({last - first + 1} days, {warmup} warm-up days) from {options.data.name}")
-    if not options.options_mode:
-        record, replay_seconds, _ = _replay(options, table, first, last, begin, out, journal_path, say, None)
-        result = build_report(record, out, replay_seconds=replay_seconds, data_file=options.data)
-        say(result["text"])
-        return result
+    say(f"replaying {len(symbols)} assets {', '.join(symbols)} from {table.label(first)} to {table.label(last)} "
+        f"({last - first + 1} {unit}, {warmup} warm-up bars) from {options.data.name}")
+    with _StopOnSignals() as stop:
+        if not options.options_mode:
+            record, replay_seconds, _ = _replay(options, table, first, last, begin, out, journal_path, say, None, stop)
+            _check_reportable(record, stop)
+            result = build_report(record, out, replay_seconds=replay_seconds, data_file=options.data,
+                                  interrupted=stop.signal)
+            say(result["text"])
+            return result
 
-    vols = _implied_vol_series(options, table)
-    record, replay_seconds, opt = _replay(options, table, first, last, begin, out, journal_path, say, (options.overlay, vols))
+        vols = _implied_vol_series(options, table)
+        record, replay_seconds, opt = _replay(options, table, first, last, begin, out, journal_path, say,
+                                              (options.overlay, vols), stop)
+        _check_reportable(record, stop)
+        return _options_report(options, table, first, last, begin, out, say, vols, record, replay_seconds, opt, stop)
+
+
+def _options_report(options: DemoOptions, table: PriceTable, first: int, last: int, begin: int, out: Path,
+                    say: Callable[[str], None], vols: dict[str, ImpliedVolSeries], record: DemoRecord,
+                    replay_seconds: float, opt: OptionsRecord | None, stop: "_StopOnSignals") -> dict:
+    """The options mode's second replay (without the overlay, same bars) and the report of both."""
     baseline = None
-    if options.compare_without_overlay:
+    if options.compare_without_overlay and stop.signal is None:
         say("replaying the same days without the overlay (no puts, same hedge policy and flows)")
         bare = out / "without_overlay"
         bare.mkdir(parents=True, exist_ok=True)
         no_puts = replace(options.overlay, max_put_assets=0, covered_calls=False)
         baseline, seconds_bare, _ = _replay(options, table, first, last, begin, bare, bare / "journal.sqlite", say,
-                                            (no_puts, vols))
+                                            (no_puts, vols), stop)
         replay_seconds += seconds_bare
+        if stop.signal is not None:  # interrupted during the second replay: report the first alone
+            baseline = None
     result = build_report(record, out, replay_seconds=replay_seconds, data_file=options.data, options=opt,
-                          baseline=baseline)
+                          baseline=baseline, interrupted=stop.signal)
     say(result["text"])
     return result
+
+
+def _check_reportable(record: DemoRecord, stop: "_StopOnSignals") -> None:
+    if len(record.dates) < 2:
+        raise ConfigError(f"{stop.signal or 'stopped'} after {len(record.dates)} replayed bar(s): a report needs two; "
+                          "nothing written besides the journal")
+
+
+class _StopOnSignals:
+    """SIGINT and SIGTERM set ``signal`` (the signal's name) instead of ending the process, so that the replay
+    stops after its current bar, Anvil is stopped and the report of the bars so far is written. A second signal
+    ends the process as usual. Handlers are installed only in the main thread and restored on exit."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.signal is not None:  # the second one: stop now
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
+        self.signal = signal.Signals(signum).name
+
+    def __enter__(self) -> "_StopOnSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
 def _implied_vol_series(options: DemoOptions, table: PriceTable) -> dict[str, ImpliedVolSeries]:
@@ -171,13 +248,21 @@ def _implied_vol_series(options: DemoOptions, table: PriceTable) -> dict[str, Im
 
 def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begin: int, out: Path, journal_path: Path,
             say: Callable[[str], None],
-            overlay: tuple[OverlayConfig, dict[str, ImpliedVolSeries]] | None) -> tuple[DemoRecord, float, OptionsRecord | None]:
-    """One replay on its own Anvil; ``overlay`` = (policy, implied-vol series) in options mode."""
+            overlay: tuple[OverlayConfig, dict[str, ImpliedVolSeries]] | None,
+            stop: "_StopOnSignals | None" = None) -> tuple[DemoRecord, float, OptionsRecord | None]:
+    """One replay on its own Anvil; ``overlay`` = (policy, implied-vol series) in options mode. A signal caught by
+    ``stop`` ends the replay after the current bar (Anvil is stopped on the way out)."""
     symbols = table.symbols
+    bar = table.bar_seconds
+    # The keeper reads a fixed time after each close, before the next bar's close.
+    tick_after_close = min(TICK_AFTER_CLOSE_SECONDS, bar // 2)
+    tick_every = options.rebalance_every_bars or bars_for_seconds(options.rebalance_every_days * SECONDS_PER_DAY, bar)
+    flows_every = bars_for_seconds(options.flows_every_days * SECONDS_PER_DAY, bar) if options.flows_every_days > 0 else 0
+    lookback_bars = bars_for_seconds(options.lookback_days * SECONDS_PER_DAY, bar)
     for suffix in ("", "-wal", "-shm"):
         Path(str(journal_path) + suffix).unlink(missing_ok=True)
     t_start = time.perf_counter()
-    with AnvilProcess(timestamp=table.close_timestamp(begin) - 3600) as node:
+    with AnvilProcess(timestamp=table.close_timestamp(begin) - tick_after_close) as node:
         w3 = connect(node.rpc_url)
         accounts = dev_accounts()
         deployer, keeper_addr, guardian, arb_addr = accounts[:4]
@@ -224,10 +309,14 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
                                 option_market_address=None if overlay is None else opt_deployment.market),
             policy=PolicyConfig(
                 estimator=EstimatorConfig(method="ewma", half_life_days=options.half_life_days,
-                                          min_observations=min(30, options.lookback_days - 1)),
+                                          min_observations=min(30, lookback_bars - 1),
+                                          periods_per_year=round(table.periods_per_year)),
                 lookback_days=options.lookback_days,
+                bar_seconds=bar,
                 weight_drift_bps=options.drift_threshold_bps,
                 cash_buffer_bps=options.cash_buffer_bps if overlay is None else options.options_cash_buffer_bps,
+                # The options mode compares the overlay with the same policy without puts, untargeted.
+                volatility_target=options.volatility_target if overlay is None else None,
             ),
             options=OptionsSettings() if overlay is None else OptionsSettings(overlay=policy,
                                                                                hedge_trigger=options.hedge_trigger),
@@ -235,61 +324,72 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
             operations=OperationsSettings(journal_path=journal_path),
         )
         keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(journal_path))
-        record = DemoRecord(symbols=symbols)
+        record = DemoRecord(symbols=symbols, bar_seconds=bar,
+                            volatility_target=options.volatility_target if overlay is None else None)
         one_share = 10 ** vault.functions.decimals().call()
         t_replay = time.perf_counter()
         n_days = last - first + 1
-        for step, t in enumerate(range(first, last + 1)):
-            ts = table.close_timestamp(t)
-            set_time(ts)
-            for feed, price in zip(feeds, table.prices[t]):
-                tx.transact(deployer, feed.functions.pushAnswer(price_to_answer(price)))
-            if overlay is not None:
-                day_vols = [vol_series[sym].on(table.dates[t]) for sym in symbols]
-                for feed, (vol, _) in zip(vol_feeds, day_vols):
-                    tx.transact(deployer, feed.functions.pushAnswer(vol_to_answer(vol)))
-                opt_record.add_vols(table.dates[t], [v for v, _ in day_vols], [f for _, f in day_vols])
-            for asset, price in zip(deployment.assets, table.prices[t]):
-                arb.align(asset.token, price_to_answer(price))
-            flows = _depositor_flows(step, depositors, vault, tx, options.flows_every_days)
-            # The keeper reads at a block one hour after the close, the same offset every day, so its daily
-            # grid (block time − k days) falls after every feed's push of each day, whatever the seconds
-            # between the pushes and the swaps were.
-            latest = w3.eth.get_block("latest")["timestamp"]
-            rpc(w3, "evm_mine", [max(ts + TICK_AFTER_CLOSE_SECONDS, latest + 1)])
-            report = None
-            if step % options.rebalance_every_days == 0:
-                report = keeper.run_once()
-            overlay_step = None
-            if overlay is not None and report is not None:
-                overlay_step = keeper.last_overlay_step  # this tick's step, if it ran one
-                keeper.last_overlay_step = None
-            tokens, balances = vault.functions.holdings().call()
-            nav = vault.functions.totalAssets().call()
-            record.add_day(
-                date=table.dates[t],
-                prices=table.prices[t],
-                nav=nav / 10**BASE_DECIMALS,
-                share_price=vault.functions.convertToAssets(one_share).call() / 10**BASE_DECIMALS,
-                weights=_weights(balances, table.prices[t], nav),
-                flows_usd=flows,
-            )
-            if overlay is not None:
-                opt_record.add_day(vault.functions.optionsValue().call() / 10**BASE_DECIMALS)
-                if overlay_step is not None:
-                    opt_record.add_step(table.dates[t], overlay_step)
-                    record.add_overlay_step(table.dates[t], overlay_step, report)
-            elif report is not None:
-                post = None
-                if report.status == "rebalanced" and report.covariance is not None:
-                    w = _weights(balances, table.prices[t], nav)
-                    post = relative_risk_contributions(w / w.sum(), np.asarray(report.covariance)).tolist()
-                record.add_tick(table.dates[t], report, post)
-            if step % 30 == 0 or t == last:
-                elapsed = time.perf_counter() - t_replay
-                say(f"  {table.dates[t]}  day {step + 1:4d}/{n_days}  NAV ${nav / 1e6:,.0f}  "
-                    f"share {record.share_prices[-1]:.4f}  rebalances {record.rebalances}  "
-                    f"({(step + 1) / max(elapsed, 1e-9):.1f} days/s)")
+        try:
+            for step, t in enumerate(range(first, last + 1)):
+                if stop is not None and stop.signal is not None:
+                    say(f"{stop.signal}: stopping after {step} {'days' if table.daily else 'bars'}; writing the report so far")
+                    break
+                ts = table.close_timestamp(t)
+                # A daily bar is labelled by its date, another bar by the UTC date-time of its open.
+                when = table.dates[t] if table.daily else dt.datetime.fromtimestamp(table.timestamps[t], dt.timezone.utc).replace(tzinfo=None)
+                set_time(ts)
+                for feed, price in zip(feeds, table.prices[t]):
+                    tx.transact(deployer, feed.functions.pushAnswer(price_to_answer(price)))
+                if overlay is not None:
+                    day_vols = [vol_series[sym].on(table.dates[t]) for sym in symbols]
+                    for feed, (vol, _) in zip(vol_feeds, day_vols):
+                        tx.transact(deployer, feed.functions.pushAnswer(vol_to_answer(vol)))
+                    opt_record.add_vols(table.dates[t], [v for v, _ in day_vols], [f for _, f in day_vols])
+                for asset, price in zip(deployment.assets, table.prices[t]):
+                    arb.align(asset.token, price_to_answer(price))
+                flows = _depositor_flows(step, depositors, vault, tx, flows_every)
+                # The keeper reads at a block a fixed time after the close (an hour for daily bars, half a bar for
+                # shorter ones), the same offset every bar, so its grid (block time − k bars) falls after every
+                # feed's push of each bar, whatever the seconds between the pushes and the swaps were.
+                latest = w3.eth.get_block("latest")["timestamp"]
+                rpc(w3, "evm_mine", [max(ts + tick_after_close, latest + 1)])
+                report = None
+                if step % tick_every == 0:
+                    report = keeper.run_once()
+                overlay_step = None
+                if overlay is not None and report is not None:
+                    overlay_step = keeper.last_overlay_step  # this tick's step, if it ran one
+                    keeper.last_overlay_step = None
+                tokens, balances = vault.functions.holdings().call()
+                nav = vault.functions.totalAssets().call()
+                record.add_day(
+                    date=when,
+                    prices=table.prices[t],
+                    nav=nav / 10**BASE_DECIMALS,
+                    share_price=vault.functions.convertToAssets(one_share).call() / 10**BASE_DECIMALS,
+                    weights=_weights(balances, table.prices[t], nav),
+                    flows_usd=flows,
+                )
+                if overlay is not None:
+                    opt_record.add_day(vault.functions.optionsValue().call() / 10**BASE_DECIMALS)
+                    if overlay_step is not None:
+                        opt_record.add_step(table.dates[t], overlay_step)
+                        record.add_overlay_step(table.dates[t], overlay_step, report)
+                elif report is not None:
+                    post = None
+                    if report.status == "rebalanced" and report.covariance is not None:
+                        w = _weights(balances, table.prices[t], nav)
+                        post = relative_risk_contributions(w / w.sum(), np.asarray(report.covariance)).tolist()
+                    record.add_tick(when, report, post)
+                if step % 30 == 0 or t == last:
+                    elapsed = time.perf_counter() - t_replay
+                    say(f"  {table.label(t)}  bar {step + 1:4d}/{n_days}  NAV ${nav / 1e6:,.0f}  "
+                        f"share {record.share_prices[-1]:.4f}  rebalances {record.rebalances}  "
+                        f"({(step + 1) / max(elapsed, 1e-9):.1f} bars/s)")
+        except Exception:  # noqa: BLE001 - a signal can kill Anvil mid-bar (Ctrl-C reaches its process group)
+            if stop is None or stop.signal is None:
+                raise
+            say(f"{stop.signal}: the replay stopped during a bar; writing the report of the bars completed")
         replay_seconds = time.perf_counter() - t_replay
     return record, replay_seconds, opt_record
 

@@ -177,8 +177,9 @@ class ChainReader:
             block_timestamp=block["timestamp"],
         )
 
-    def history(self, snapshot: PriceSnapshot, days: int) -> PriceHistory:
-        """Daily-sampled prices over the last ``days`` days up to the snapshot's block time.
+    def history(self, snapshot: PriceSnapshot, days: int, bar_seconds: int = SECONDS_PER_DAY) -> PriceHistory:
+        """Prices sampled every ``bar_seconds`` (daily by default) over the last ``days`` days up to the snapshot's
+        block time: ``days x 86400 / bar_seconds + 1`` samples, each the last round at or before its grid time.
 
         Rounds are read backwards from each feed's latest round until one older than the window; rounds
         seen before are served from a cache, so a tick reads only what is new.
@@ -189,7 +190,8 @@ class ChainReader:
             A feed has no round at or before the start of the window.
         """
         end = snapshot.block_timestamp
-        grid = end - SECONDS_PER_DAY * np.arange(days, -1, -1, dtype=np.int64)
+        bars = max(1, round(days * SECONDS_PER_DAY / bar_seconds))
+        grid = end - int(bar_seconds) * np.arange(bars, -1, -1, dtype=np.int64)
         columns = []
         for info, latest in zip(self.assets, snapshot.round_ids):
             cache = self._rounds[info.feed]

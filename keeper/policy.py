@@ -22,14 +22,15 @@ triggers' and the cost gate's call (:func:`policy_triggers`, :func:`evaluate_tra
 
 Conventions
 -----------
-* ``returns``: shape (n_obs, n_assets), daily simple returns, row 0 oldest; ``NaN`` = missing,
+* ``returns``: shape (n_obs, n_assets), simple returns per bar (daily unless ``bar_seconds`` says otherwise), row 0 oldest; ``NaN`` = missing,
   handled by the estimator's ``missing`` policy (never forward-filled).
 * Weights are fractions of NAV held in each *risky* asset (long only, sum <= 1); the rest,
   ``cash_weight``, is the base asset (the vault's stablecoin: zero return, zero risk).
   ``sleeve_weights`` are the risky sleeve normalised to sum to 1 (what the planner takes, with the
   cash buffer ``(1 - Σ target_weights) × 10^4`` bps).
-* Covariances and volatilities are annualised (``periods_per_year``, 365 by default); ES is a
-  positive fraction of NAV over ``es_horizon_days``.
+* Covariances and volatilities are annualised (``periods_per_year`` = 365 days / ``bar_seconds``: 365 for
+  daily bars, 8,760 for hourly); ES is a positive fraction of NAV over ``es_horizon_days`` (counted in bars
+  of the returns).
 
 The live tick's call (inputs it already reads from the chain and its journal)::
 
@@ -43,7 +44,7 @@ The live tick's call (inputs it already reads from the chain and its journal)::
                           cash_buffer_bps=decision.cash_buffer_bps, drift_threshold_bps=0.0, ...)
     signals = policy_triggers(decision, policy, drift_bps=plan.drift_bps,
                               current_weights=plan.current_weights,
-                              last_rebalance=LastRebalance(<symbols>, <covariance>, <days ago>) or None)
+                              last_rebalance=LastRebalance(<symbols>, <covariance>, <seconds ago>) or None)
     ... quote the legs (halving as today) only when signals.fired ...
     trade = evaluate_trade(decision, policy, signals, post_trade_weights=<weights after the quoted
                            legs>, nav_base_units=plan.nav_before, cost=cost_from_quotes(...))
@@ -69,7 +70,7 @@ from keeper.triggers import (
     expected_risk_benefit,
     weight_drift_bps,
 )
-from keeper.units import BPS
+from keeper.units import BPS, SECONDS_PER_DAY
 from keeper.policy_config import PolicyConfig
 from keeper.policy_decision import (
     LastRebalance,
@@ -223,12 +224,15 @@ def decide_targets(
 
     es_scale, es_before, es_after, es_reason = 1.0, None, None, None
     if config.es_limit is not None:
+        # The ES horizon is stated in days; the measures count it in bars of the returns (24 for a day of hourly
+        # returns: overlapping 24-bar compounded scenarios, or sqrt(24) x the per-bar Gaussian scale).
+        es_horizon_bars = max(1, round(config.es_horizon_days * SECONDS_PER_DAY / config.bar_seconds))
         es_returns = _complete_rows(r) if config.es_method != "gaussian" else None
         es_covariance = cov if es_returns is None else None
         try:
             limit = enforce_es_limit(
                 weights, config.es_limit, method=config.es_method, confidence=config.es_confidence,
-                horizon_days=config.es_horizon_days, returns=es_returns, covariance=es_covariance,
+                horizon_days=es_horizon_bars, returns=es_returns, covariance=es_covariance,
                 periods_per_year=int(config.estimator.periods_per_year), nav_base_units=nav_base_units,
             )
         except (InsufficientHistoryError, InvalidPriceError) as exc:
@@ -242,7 +246,7 @@ def decide_targets(
         # inside the drift band (the ES-limit trigger of policy_triggers).
         common["es_current"] = 0.0 if not float(current.sum()) > 0.0 else portfolio_var_es(
             current, method=config.es_method, confidence=config.es_confidence,
-            horizon_days=config.es_horizon_days, returns=es_returns, covariance=es_covariance,
+            horizon_days=es_horizon_bars, returns=es_returns, covariance=es_covariance,
             periods_per_year=int(config.estimator.periods_per_year),
         ).es
         reasons.append(es_reason)
@@ -403,15 +407,15 @@ def policy_triggers(
         return TriggerSignals((), {"hold": 1.0})
     if drift_bps is None:
         drift_bps = weight_drift_bps(current, decision.target_weights, current_cash, decision.cash_weight)
-    reference, days, changed = None, None, False
+    reference, seconds, changed = None, None, False
     if last_rebalance is not None:
         changed = tuple(last_rebalance.symbols) != decision.symbols
         if not changed and last_rebalance.covariance is not None:
             reference = np.asarray(last_rebalance.covariance, dtype=np.float64)
-        days = float(last_rebalance.days_ago)
+        seconds = float(last_rebalance.seconds_ago)
     return check_triggers(
         triggers, drift_bps=float(drift_bps), current_weights=current, target_weights=decision.target_weights,
-        covariance=decision.covariance, reference_covariance=reference, days_since_rebalance=days,
+        covariance=decision.covariance, reference_covariance=reference, seconds_since_rebalance=seconds,
         universe_changed=changed and float(np.sum(current)) > 0.0,
         es_current=decision.es_current, es_limit=decision.es_limit,
     )
@@ -476,5 +480,5 @@ def evaluate_trade(
     total = float(cost.total) if hasattr(cost, "total") else float(cost)
     breakdown = cost.as_dict() if hasattr(cost, "as_dict") else None
     benefit = expected_risk_benefit(current, post, decision.target_weights, decision.covariance,
-                                    float(nav_base_units), triggers.risk_aversion, triggers.horizon_days)
+                                    float(nav_base_units), triggers.risk_aversion, triggers.horizon_seconds)
     return apply_cost_gate(triggers, signals, benefit=benefit, cost=total, cost_breakdown=breakdown)

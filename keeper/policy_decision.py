@@ -281,17 +281,17 @@ class LastRebalance:
         The assets at that rebalance (a different set fires ``"universe changed"``).
     covariance : ndarray (n, n) or None
         The annualised covariance it used (journal: ``policy.covariance``); None if unknown.
-    days_ago : float
-        Days since it (fractional days allowed), >= 0.
+    seconds_ago : float
+        Seconds since it, >= 0.
     """
 
     symbols: tuple[str, ...]
     covariance: FloatArray | None
-    days_ago: float
+    seconds_ago: float
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.days_ago) and self.days_ago >= 0.0):
-            raise PolicyInputError(f"days_ago is {self.days_ago!r}; it must be a finite number of days >= 0.")
+        if not (math.isfinite(self.seconds_ago) and self.seconds_ago >= 0.0):
+            raise PolicyInputError(f"seconds_ago is {self.seconds_ago!r}; it must be a finite number of seconds >= 0.")
 
 
 # --------------------------------------------------------------------------- #

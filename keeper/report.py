@@ -11,15 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from keeper.units import DAYS_PER_YEAR
+from keeper.units import DAYS_PER_YEAR, SECONDS_PER_DAY, SECONDS_PER_YEAR
 
 
 
 @dataclass
 class DemoRecord:
-    """Daily observations of a replay and the keeper's ticks."""
+    """Per-bar observations of a replay (daily unless ``bar_seconds`` says otherwise) and the keeper's ticks."""
 
     symbols: tuple[str, ...]
+    #: Bar interval of the replayed data, seconds (volatility is annualised with 365 days / bar_seconds bars).
+    bar_seconds: int = SECONDS_PER_DAY
+    #: The keeper's annualised volatility target (None: none); the report sets the realised volatility beside it.
+    volatility_target: float | None = None
     dates: list[dt.date] = field(default_factory=list)
     prices: list[np.ndarray] = field(default_factory=list)
     navs: list[float] = field(default_factory=list)
@@ -166,9 +170,10 @@ def max_drawdown(series: np.ndarray) -> tuple[float, int, int]:
     return float(dd[trough]), peak, trough
 
 
-def annualised_volatility(series: np.ndarray) -> float:
+def annualised_volatility(series: np.ndarray, periods_per_year: float = DAYS_PER_YEAR) -> float:
+    """std of the bar returns x √(bars a year): 365 for daily bars, 8,760 for hourly."""
     r = np.diff(series) / series[:-1]
-    return float(np.std(r, ddof=1) * np.sqrt(DAYS_PER_YEAR)) if r.size > 1 else float("nan")
+    return float(np.std(r, ddof=1) * np.sqrt(periods_per_year)) if r.size > 1 else float("nan")
 
 
 def realised_risk_contributions(weights: np.ndarray, prices: np.ndarray) -> np.ndarray:
@@ -186,14 +191,17 @@ def realised_risk_contributions(weights: np.ndarray, prices: np.ndarray) -> np.n
     return np.array([np.cov(c[:, i], rp, ddof=1)[0, 1] / var for i in range(c.shape[1])])
 
 
-def _summary(name: str, series: np.ndarray, dates: list[dt.date]) -> dict[str, Any]:
+def _summary(name: str, series: np.ndarray, dates: list[dt.date], bar_seconds: int = SECONDS_PER_DAY) -> dict[str, Any]:
     dd, peak, trough = max_drawdown(series)
-    years = max((dates[-1] - dates[0]).days, 1) / DAYS_PER_YEAR
+    if bar_seconds == SECONDS_PER_DAY:
+        years = max((dates[-1] - dates[0]).days, 1) / DAYS_PER_YEAR
+    else:  # the elapsed time of the bars (each label is a bar's open)
+        years = max((len(series) - 1) * bar_seconds, 1) / SECONDS_PER_YEAR
     return {
         "name": name,
         "total_return": float(series[-1] / series[0] - 1.0),
         "annualised_return": float((series[-1] / series[0]) ** (1 / years) - 1.0),
-        "annualised_volatility": annualised_volatility(series),
+        "annualised_volatility": annualised_volatility(series, SECONDS_PER_YEAR / bar_seconds),
         "max_drawdown": dd,
         "max_drawdown_peak": dates[peak].isoformat(),
         "max_drawdown_trough": dates[trough].isoformat(),
@@ -201,7 +209,8 @@ def _summary(name: str, series: np.ndarray, dates: list[dt.date]) -> dict[str, A
 
 
 def build_report(record: DemoRecord, out_dir: Path, replay_seconds: float, data_file: Path,
-                 options: OptionsRecord | None = None, baseline: DemoRecord | None = None) -> dict[str, Any]:
+                 options: OptionsRecord | None = None, baseline: DemoRecord | None = None,
+                 interrupted: str | None = None) -> dict[str, Any]:
     """Computes the metrics, writes ``report.json`` and ``report.png`` into ``out_dir``, returns the report
     (with its text rendering under ``"text"``).
 
@@ -238,15 +247,19 @@ def build_report(record: DemoRecord, out_dir: Path, replay_seconds: float, data_
         "data_file": data_file.name,
         "start": record.dates[0].isoformat(),
         "end": record.dates[-1].isoformat(),
-        "days": len(record.dates),
+        "days": len(record.dates) if record.bar_seconds == SECONDS_PER_DAY
+        else len(record.dates) * record.bar_seconds / SECONDS_PER_DAY,
+        "bars": len(record.dates),
+        "bar_seconds": record.bar_seconds,
         "assets": list(record.symbols),
         "final_nav_usd": record.navs[-1],
         "final_share_price_usd": record.share_prices[-1],
         "net_flows_usd": float(np.sum(record.flows_usd)),
         "strategies": [
-            _summary("risk-parity vault (share price)", vault, record.dates),
-            _summary("hold BTC", btc, record.dates),
-            _summary("equal weight, rebalanced daily, no costs", equal, record.dates),
+            _summary("risk-parity vault (share price)", vault, record.dates, record.bar_seconds),
+            _summary("hold BTC", btc, record.dates, record.bar_seconds),
+            _summary("equal weight, rebalanced every bar, no costs" if record.bar_seconds != SECONDS_PER_DAY
+                     else "equal weight, rebalanced daily, no costs", equal, record.dates, record.bar_seconds),
         ],
         "rebalances": len(rebal),
         "ticks": len(record.ticks),
@@ -277,7 +290,14 @@ def build_report(record: DemoRecord, out_dir: Path, replay_seconds: float, data_
     }
     if options is not None:
         report["options"] = _options_section(options, vault, baseline, record.dates)
+    if record.volatility_target is not None:
+        report.update(_volatility_section(record, vault, rebal))
+    if interrupted is not None:  # the replay was stopped by a signal: the report covers the bars replayed
+        report["interrupted"] = interrupted
     report["text"] = _render(report)
+    if interrupted is not None:
+        report["text"] = (f"interrupted by {interrupted}: the report covers the {len(record.dates)} bars replayed\n"
+                          + report["text"])
     (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
     _chart(record, report, out_dir / "report.png", vault, btc, equal, weights, post)
     report["files"] = [str(out_dir / "report.json"), str(out_dir / "report.png"), str(out_dir / "journal.sqlite")]
@@ -355,10 +375,32 @@ def _render_options(o: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _volatility_section(record: DemoRecord, vault: np.ndarray, rebal: list[dict[str, Any]]) -> dict[str, Any]:
+    """Realised against target volatility: the share price's annualised volatility over the replay, over each
+    30-day window (RMS error against the target, in volatility points), and the targets' ex-ante volatility."""
+    target = float(record.volatility_target)  # type: ignore[arg-type]
+    periods = SECONDS_PER_YEAR / record.bar_seconds
+    r = np.diff(vault) / vault[:-1]
+    window = max(2, round(30 * SECONDS_PER_DAY / record.bar_seconds))
+    out: dict[str, Any] = {
+        "volatility_target": target,
+        "realised_volatility": annualised_volatility(vault, periods),
+        "ex_ante_volatility_of_targets_mean": (float(np.mean([t["ex_ante_volatility"] for t in rebal]))
+                                               if rebal else None),
+        "realised_volatility_30d_rms_error": None,
+        "realised_volatility_30d_last": None,
+    }
+    if r.size >= window:
+        rolling = np.lib.stride_tricks.sliding_window_view(r, window).std(axis=1, ddof=1) * np.sqrt(periods)
+        out["realised_volatility_30d_rms_error"] = float(np.sqrt(np.mean((rolling - target) ** 2)))
+        out["realised_volatility_30d_last"] = float(rolling[-1])
+    return out
+
+
 def _render(rep: dict[str, Any]) -> str:
     lines = [
         "",
-        f"Risk-parity vault replay  {rep['start']} → {rep['end']}  ({rep['days']} days, {len(rep['assets'])} assets, {rep['data_file']})",
+        f"Risk-parity vault replay  {rep['start']} → {rep['end']}  ({rep['days']:g} days, {len(rep['assets'])} assets, {rep['data_file']})",
         f"final NAV ${rep['final_nav_usd']:,.0f}   share price ${rep['final_share_price_usd']:.4f}   net deposits ${rep['net_flows_usd']:,.0f}",
         "",
         f"{'strategy':44s} {'return':>9s} {'ann.vol':>9s} {'max DD':>9s}  drawdown window",
@@ -368,6 +410,11 @@ def _render(rep: dict[str, Any]) -> str:
             f"{s['name']:44s} {s['total_return']:9.1%} {s['annualised_volatility']:9.1%} {s['max_drawdown']:9.1%}"
             f"  {s['max_drawdown_peak']} → {s['max_drawdown_trough']}"
         )
+    if rep.get("volatility_target") is not None:
+        rms = rep["realised_volatility_30d_rms_error"]
+        lines += ["", f"volatility target {rep['volatility_target']:.1%} (annualised): realised {rep['realised_volatility']:.1%} "
+                  "over the replay" + (f", 30-day realised vs target RMS error {rms:.1%} points" if rms is not None
+                                       else " (too short for 30-day windows)")]
     lines += [
         "",
         f"rebalances {rep['rebalances']} of {rep['ticks']} ticks; skipped: {rep['skipped_ticks_by_reason']}",
@@ -388,7 +435,7 @@ def _render(rep: dict[str, Any]) -> str:
     if "options" in rep:
         lines += _render_options(rep["options"])
     if rep["replayed_days_per_second"]:
-        lines.append(f"replay speed {rep['replayed_days_per_second']:.2f} days/s ({rep['replay_seconds']:.0f} s)")
+        lines.append(f"replay speed {rep['replayed_days_per_second']:.2f} bars/s ({rep['replay_seconds']:.0f} s)")
     return "\n".join(lines)
 
 
@@ -424,7 +471,8 @@ def _chart(record: DemoRecord, rep: dict[str, Any], path: Path, vault: np.ndarra
     ax.legend(loc="lower left", fontsize=7, ncol=3)
     ax = axes[1, 1]
     if post.size:
-        rdates = [dt.date.fromisoformat(t["date"]) for t in rep["rebalance_log"] if t.get("rrc_post_trade")]
+        rdates = [(dt.datetime if "T" in t["date"] else dt.date).fromisoformat(t["date"])
+                  for t in rep["rebalance_log"] if t.get("rrc_post_trade")]
         for i, s in enumerate(record.symbols):
             ax.plot(rdates, post[:, i], marker=".", lw=0.8, label=s)
         ax.axhline(1.0 / len(record.symbols), color="k", ls="--", lw=1)

@@ -267,7 +267,7 @@ class Keeper:
             return TickReport(status="skipped", reason=f"circuit breaker: {decision.reason}", timings=timings,
                               reason_code=f"breaker:{first}", **context)
         derisk = decision.action == "derisk"
-        history = None if derisk else self.reader.history(snapshot, cfg.policy.lookback_days)
+        history = None if derisk else self.reader.history(snapshot, cfg.policy.lookback_days, cfg.policy.bar_seconds)
         options = None if derisk or self.overlay is None else self.overlay.inputs(snapshot)
         if options is not None and history is not None:
             # The convex risk model's scenarios: the policy window's returns, when every day is observed.
@@ -523,14 +523,14 @@ class Keeper:
         return target
 
     def _last_rebalance(self, now: int) -> LastRebalance | None:
-        """The last journalled rebalance (symbols, covariance used, days before ``now``), or None."""
+        """The last journalled rebalance (symbols, covariance used, seconds before ``now``), or None."""
         try:
             last = self.journal.last_rebalance()
         except Exception:  # noqa: BLE001 - an unreadable journal: no last rebalance known
             return None
         if last is None:
             return None
-        return LastRebalance(last.symbols, last.covariance, max(0.0, (now - last.block_timestamp) / SECONDS_PER_DAY))
+        return LastRebalance(last.symbols, last.covariance, float(max(0, now - last.block_timestamp)))
 
     # --- heartbeat, metrics, journal -------------------------------------------------------------
 

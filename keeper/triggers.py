@@ -14,7 +14,7 @@ A decision has two stages, so that the (possibly expensive) quoting happens only
      asset's 1/14 budget, a relative band of 0.2 is 20 % of it whatever the number of assets;
    * **regime shift**: the distance between the covariance now and the one the last rebalance used
      (:func:`covariance_distance`), or a change of the asset universe;
-   * **time**: days since the last rebalance;
+   * **time**: seconds since the last rebalance (any bar size: a time, not a count of bars);
    * **ES limit**: the Expected Shortfall of the current holdings above the vault's limit by more than
      a tolerance (holdings that drifted into a breach inside the drift band).  A breach is not gated on cost: a limit is a
      constraint, not a preference.
@@ -36,9 +36,10 @@ tracking variance to the target, priced at :math:`\\lambda/2`. A trade from :mat
 :math:`w^+` is worth, over the horizon :math:`H` until the next decision,
 
 .. math:: B = \\mathrm{NAV} \\cdot \\tfrac{\\lambda}{2}
-          \\left[ TE^2(w, w^*) - TE^2(w^+, w^*) \\right] \\cdot H / 365
+          \\left[ TE^2(w, w^*) - TE^2(w^+, w^*) \\right] \\cdot H / \\text{year}
 
-in base-asset units, and it is made when :math:`B \\ge k \\cdot C`, with :math:`C` = swap fees + price
+in base-asset units (:math:`H` in seconds, a 365-day year; :math:`\\Sigma` annualised with the bar's own
+periods per year, so the benefit is the same whatever the bar size), and it is made when :math:`B \\ge k \\cdot C`, with :math:`C` = swap fees + price
 impact + gas for the actual legs and :math:`k` = ``min_benefit_to_cost`` (1 by default). This is the
 no-trade-region logic of Leland (1999, "Optimal portfolio implementation with asset management fees")
 and Donohue & Yip (2003, "Optimal portfolio rebalancing with transaction costs", JPM 29(4)) reduced
@@ -51,7 +52,7 @@ The live keeper and the backtester call the same functions. In ``Keeper._tick`` 
     signals = check_triggers(policy, drift_bps=plan.drift_bps, current_weights=plan.current_weights,
                              target_weights=plan.target_weights, covariance=estimate.covariance,
                              reference_covariance=<covariance of the last rebalance (journal)>,
-                             days_since_rebalance=<days since it>, universe_changed=<whitelist changed>)
+                             seconds_since_rebalance=<seconds since it>, universe_changed=<whitelist changed>)
     if not signals.fired: skip with apply_cost_gate(policy, signals, benefit=0, cost=0).reason
     quotes = executor.quote(plan, pool_fees)                         # with the halving loop as today
     cost = keeper.costs.cost_from_quotes(plan.legs, quotes, fees, values,
@@ -75,7 +76,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from keeper.errors import ConfigError, SingularCovarianceError
-from keeper.units import BPS, DAYS_PER_YEAR
+from keeper.units import BPS, DAYS_PER_YEAR, SECONDS_PER_DAY
 
 __all__ = [
     "TriggerPolicy",
@@ -112,14 +113,14 @@ class TriggerPolicy:
     regime_distance : float or None
         Fire when :func:`covariance_distance` from the last rebalance's covariance reaches this
         (0.2 ≈ every volatility 10% higher).
-    max_days_between : float or None
-        Fire when this many days have passed since the last rebalance.
+    max_seconds_between : float or None
+        Fire when this many seconds have passed since the last rebalance (2,592,000 = 30 days).
     cost_aware : bool
         Gate every fired trigger on benefit >= ``min_benefit_to_cost`` × cost.
     risk_aversion : float
         :math:`\\lambda` of the gate (per year; 2-10 is the usual range of a balanced investor).
-    horizon_days : float
-        Days over which the improvement is counted (the expected time to the next decision).
+    horizon_seconds : float
+        Seconds over which the improvement is counted (the expected time to the next decision).
     min_benefit_to_cost : float
         :math:`k` of the gate.
     es_trigger_tolerance : float
@@ -133,19 +134,19 @@ class TriggerPolicy:
     rrc_band: float | None = None
     rrc_budget_band: float | None = None
     regime_distance: float | None = None
-    max_days_between: float | None = None
+    max_seconds_between: float | None = None
     cost_aware: bool = False
     risk_aversion: float = 5.0
-    horizon_days: float = 30.0
+    horizon_seconds: float = 30.0 * SECONDS_PER_DAY
     min_benefit_to_cost: float = 1.0
     es_trigger_tolerance: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("weight_drift_bps", "rrc_band", "rrc_budget_band", "regime_distance", "max_days_between"):
+        for name in ("weight_drift_bps", "rrc_band", "rrc_budget_band", "regime_distance", "max_seconds_between"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be None or a finite number >= 0, got {value!r}")
-        for name in ("risk_aversion", "horizon_days", "min_benefit_to_cost"):
+        for name in ("risk_aversion", "horizon_seconds", "min_benefit_to_cost"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
@@ -166,7 +167,7 @@ class TriggerDecision:
     """A decision, taken or skipped, with its reasons and numbers (journal-ready).
 
     ``metrics`` holds the trigger measurements (``drift_bps``, ``rrc_drift``, ``covariance_distance``,
-    ``days_since_rebalance``) and, when the gate ran, ``benefit``, ``cost`` and its parts, all in
+    ``seconds_since_rebalance``) and, when the gate ran, ``benefit``, ``cost`` and its parts, all in
     base-asset units.
     """
 
@@ -348,30 +349,30 @@ def expected_risk_benefit(
     covariance: npt.ArrayLike,
     nav: float,
     risk_aversion: float,
-    horizon_days: float,
+    horizon_seconds: float,
 ) -> float:
     """Value of moving from ``current`` to ``post_trade`` weights, base-asset units (see the module docstring).
 
     .. math:: B = \\mathrm{NAV} \\cdot \\tfrac{\\lambda}{2}
-              [TE^2(w, w^*) - TE^2(w^+, w^*)] \\cdot H / 365
+              [TE^2(w, w^*) - TE^2(w^+, w^*)] \\cdot H / (365 \\cdot 86400)
 
     Parameters
     ----------
     current_weights, post_trade_weights, target_weights : array_like, shape (n_assets,)
         NAV fractions of the risk assets.
     covariance : array_like, shape (n_assets, n_assets)
-        Annualised covariance (365-day year).
+        Annualised covariance (365-day year, whatever the bar).
     nav : float
         Base-asset units.
     risk_aversion : float
         :math:`\\lambda`, per year.
-    horizon_days : float
-        :math:`H`, days.
+    horizon_seconds : float
+        :math:`H`, seconds.
     """
     gain = tracking_variance(current_weights, target_weights, covariance) - tracking_variance(
         post_trade_weights, target_weights, covariance
     )
-    return float(nav) * 0.5 * risk_aversion * gain * horizon_days / DAYS_PER_YEAR
+    return float(nav) * 0.5 * risk_aversion * gain * (horizon_seconds / SECONDS_PER_DAY) / DAYS_PER_YEAR
 
 
 def check_triggers(
@@ -382,7 +383,7 @@ def check_triggers(
     target_weights: npt.ArrayLike,
     covariance: npt.ArrayLike,
     reference_covariance: npt.ArrayLike | None,
-    days_since_rebalance: float | None,
+    seconds_since_rebalance: float | None,
     universe_changed: bool = False,
     es_current: float | None = None,
     es_limit: float | None = None,
@@ -401,8 +402,8 @@ def check_triggers(
     reference_covariance : array_like or None
         The covariance the last rebalance used (``None``: none known; the regime test is then off).
         Holding no risk asset while the target holds some fires ``"first allocation"``.
-    days_since_rebalance : float or None
-        Days since the last rebalance (``None`` when there was none).
+    seconds_since_rebalance : float or None
+        Seconds since the last rebalance (``None`` when there was none).
     universe_changed : bool
         The set of assets differs from the last rebalance's (fires ``"universe changed"``).
     es_current, es_limit : float or None
@@ -450,10 +451,11 @@ def check_triggers(
         metrics["covariance_distance"] = d
         if d >= policy.regime_distance:
             fired.append(f"regime shift: covariance distance {d:.3f} >= {policy.regime_distance:.3f}")
-    if days_since_rebalance is not None:
-        metrics["days_since_rebalance"] = float(days_since_rebalance)
-        if policy.max_days_between is not None and days_since_rebalance >= policy.max_days_between:
-            fired.append(f"time: {days_since_rebalance:g} days since the last rebalance >= {policy.max_days_between:g}")
+    if seconds_since_rebalance is not None:
+        metrics["seconds_since_rebalance"] = float(seconds_since_rebalance)
+        if policy.max_seconds_between is not None and seconds_since_rebalance >= policy.max_seconds_between:
+            fired.append(f"time: {seconds_since_rebalance:g} s ({seconds_since_rebalance / SECONDS_PER_DAY:.4g} days) "
+                         f"since the last rebalance >= {policy.max_seconds_between:g} s")
     if es_current is not None and es_limit is not None:
         metrics["es_current"] = float(es_current)
         ceiling = es_limit * (1.0 + policy.es_trigger_tolerance)

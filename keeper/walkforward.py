@@ -117,7 +117,8 @@ def _score(run: StrategyRun, objective: str) -> float | None:
     nav = np.array(run.nav)
     if nav.size < 2 or not np.all(nav > 0):
         return None
-    value = compute_metrics(nav, run.dates).get(objective)
+    value = compute_metrics(nav, run.dates, timestamps=run.timestamps,
+                            periods_per_year=run.config.periods_per_year).get(objective)
     return float(value) if value is not None and math.isfinite(value) else None
 
 
@@ -142,11 +143,12 @@ def walk_forward(
     ConfigError
         A window that leaves no test day, or a bad grid.
     """
-    config = config or BacktestConfig()
+    config = (config or BacktestConfig()).for_panel(panel)
     wf = wf or WalkForwardConfig()
     market = market or Market(panel, config.lookback_days)
     first, last = replay_window(panel, start, end, config.lookback_days)
-    test_start = first + wf.train_days
+    train, test = panel.bars(wf.train_days), panel.bars(wf.test_days)  # days of the panel's bars
+    test_start = first + train
     if test_start > last:
         raise ConfigError(
             f"{last - first + 1} days from {panel.dates[first]} leave no test day after a {wf.train_days}-day "
@@ -158,12 +160,12 @@ def walk_forward(
     windows: list[WalkForwardWindow] = []
     s = test_start
     while s <= last:
-        e = min(s + wf.test_days, last + 1)
+        e = min(s + test, last + 1)
         scores: list[float | None] = []
         for point in grid:
             cfg, strategy = _params(config, wf, *point)
             trial = StrategyRun(market, strategy, cfg)
-            for t in range(s - wf.train_days, s):
+            for t in range(s - train, s):
                 trial.step(t)
             scores.append(_score(trial, wf.objective))
         ranked = [k for k in range(len(grid)) if scores[k] is not None]
@@ -176,7 +178,7 @@ def walk_forward(
         for t in range(s, e):
             runner.step(t)
         windows.append(WalkForwardWindow(
-            panel.dates[s - wf.train_days], panel.dates[s - 1], panel.dates[s], panel.dates[e - 1],
+            panel.labels[s - train], panel.labels[s - 1], panel.labels[s], panel.labels[e - 1],
             *grid[best], scores[best], tuple(scores),
         ))
         s = e

@@ -346,3 +346,24 @@ def test_btc_benchmarks_are_dropped_without_btc() -> None:
     assert [s.name for s in default_strategies(symbols=["ETH", "SOL"])] == [
         "ERC", "ERC vol 50%", "inverse-vol", "equal weight"]
     assert len(default_strategies(symbols=["BTC", "ETH"])) == 6
+
+
+def test_a_benchmark_that_cannot_trade_says_so_instead_of_a_flat_row(tmp_path) -> None:
+    from keeper.backtest_report import format_table
+
+    panel = load_price_panel(_synthetic(tmp_path))
+    # 1M of NAV into a 2M-deep pool: the whole move, its half and its quarter all miss the 50 bps slippage budget.
+    shallow = run_backtest(panel, [FixedMix("BTC only", {"BTC": 1.0})], _config(pools=PoolModel(depth_usd=2e6)))
+    result = shallow["results"][0]
+    assert not np.any(result.weights > 0) and result.metrics["rebalances"] == 0
+    reason = result.metrics["could_not_trade"]
+    assert reason.startswith(f"{result.metrics['ticks']} of {result.metrics['ticks']} ticks skipped: "
+                             "QuoteBelowBoundError: BTC buy leg quotes ")
+    assert reason.endswith("(after 2 halvings of the step)")
+    row = format_table([result]).splitlines()[2]
+    assert row.startswith("BTC only            could not trade: ") and "0.0%" not in row
+    # Deep pools: it trades, and the row has its figures.
+    deep = run_backtest(panel, [FixedMix("BTC only", {"BTC": 1.0})], _config(pools=PoolModel(depth_usd=1e9)))
+    deep = deep["results"][0]
+    assert "could_not_trade" not in deep.metrics and deep.metrics["rebalances"] >= 1
+    assert "could not trade" not in format_table([deep])

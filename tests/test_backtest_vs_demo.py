@@ -65,6 +65,7 @@ def test_demo_nav_path_matches_the_backtest_within_the_modelled_costs(tmp_path) 
         half_life_days=15,
         drift_threshold_bps=200,
         flows_every_days=0,
+        volatility_target=None,  # the fully invested ERC: its fixed invested fraction is replayed below
         out_dir=tmp_path,
         quiet=True,
     )

@@ -85,7 +85,7 @@ def test_index_of_finds_the_first_row_on_or_after():
     assert table.index_of(dt.date(2022, 1, 1)) == len(table.dates)
 
 
-def test_blank_cell_drops_the_row_and_counts_it(tmp_path):
+def test_a_blank_cell_inside_the_history_is_refused_naming_file_row_and_column(tmp_path):
     path = write_csv(
         tmp_path,
         "date,AAA,BBB\n"
@@ -94,17 +94,30 @@ def test_blank_cell_drops_the_row_and_counts_it(tmp_path):
         "2024-01-03,1.2, \n"
         "2024-01-04,1.3,13.0\n",
     )
+    with pytest.raises(ConfigError) as info:
+        load_prices(path)
+    assert f"{path}:3 (2024-01-02, column AAA): blank close" in str(info.value)
+    assert "leave AAA out of the assets" in str(info.value)
+    # a cell of white space is blank too; AAA's blank is no concern when only BBB is asked for
+    with pytest.raises(ConfigError, match=r":4 \(2024-01-03, column BBB\): blank close"):
+        load_prices(path, symbols=["BBB"])
+
+
+def test_rows_before_an_asset_lists_and_after_one_ends_are_left_out_and_counted(tmp_path):
+    path = write_csv(
+        tmp_path,
+        "date,AAA,BBB\n"
+        "2024-01-01,,10.0\n"
+        "2024-01-02,1.1,11.0\n"
+        "2024-01-03,1.2,12.0\n"
+        "2024-01-04,1.3,\n",
+    )
     table = load_prices(path)
-    assert table.dates == (dt.date(2024, 1, 1), dt.date(2024, 1, 4))
-    np.testing.assert_array_equal(table.prices, [[1.0, 10.0], [1.3, 13.0]])  # never forward-filled; exact parse
-    assert table.dropped_rows == 2
-    # a blank cell in a column that was not asked for does not drop the row
-    only_b = load_prices(path, symbols=["BBB"])
-    assert only_b.dates == (dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 4))
-    assert only_b.dropped_rows == 1
-    # rows outside the window are neither kept nor counted as dropped
-    windowed = load_prices(path, start=dt.date(2024, 1, 4))
-    assert windowed.dropped_rows == 0 and len(windowed.dates) == 1
+    assert table.dates == (dt.date(2024, 1, 2), dt.date(2024, 1, 3)) and table.dropped_rows == 2
+    np.testing.assert_array_equal(table.prices, [[1.1, 11.0], [1.2, 12.0]])  # exact parse, nothing filled
+    assert load_prices(path, symbols=["BBB"]).dropped_rows == 1
+    # rows outside the window are not kept
+    assert load_prices(path, start=dt.date(2024, 1, 3)).dates == (dt.date(2024, 1, 3),)
 
 
 @pytest.mark.parametrize("bad", ["-3.5", "0", "nan", "inf", "abc"])
@@ -141,7 +154,7 @@ def test_missing_file_bad_header_bad_date_and_empty_window_raise_config_error(tm
         load_prices(tmp_path / "absent.csv")
     with pytest.raises(ConfigError, match="date"):
         load_prices(write_csv(tmp_path, "day,AAA\n2024-01-01,1\n", "h.csv"))
-    with pytest.raises(ConfigError, match="bad date"):
+    with pytest.raises(ConfigError, match="bad time .01/02/2024."):
         load_prices(write_csv(tmp_path, "date,AAA\n01/02/2024,1\n", "d.csv"))
     with pytest.raises(ConfigError, match="no rows"):
         load_prices(DEFAULT_PRICES_CSV, start=dt.date(1999, 1, 1), end=dt.date(1999, 12, 31))

@@ -347,7 +347,7 @@ def test_decision_json_round_trip(case: str) -> None:
 # --------------------------------------------------------------------------- triggers and cost gate
 def test_triggers_and_cost_gate_for_a_decision() -> None:
     r = _returns()
-    config = PolicyConfig(weight_drift_bps=300.0, regime_distance=0.1, max_days_between=10.0, cost_aware=True)
+    config = PolicyConfig(weight_drift_bps=300.0, regime_distance=0.1, max_seconds_between=10.0 * 86_400, cost_aware=True)
     current = np.array([0.30, 0.30, 0.30])
     decision = decide_targets(r, SYMBOLS, current, config=config)
     drift = weight_drift_bps(current, decision.target_weights, None, decision.cash_weight)
@@ -355,11 +355,11 @@ def test_triggers_and_cost_gate_for_a_decision() -> None:
     assert signals.metrics["drift_bps"] == drift  # same path: the same function on the same arguments
     assert any(x.startswith("weight drift") for x in signals.fired) == (drift >= 300.0)
     # The last rebalance: same assets, a covariance half as large, 12 days ago.
-    last = LastRebalance(SYMBOLS, decision.covariance / 2, 12.0)
+    last = LastRebalance(SYMBOLS, decision.covariance / 2, 12.0 * 86_400)
     signals = policy_triggers(decision, config, last_rebalance=last)
     assert any(x.startswith("regime shift") for x in signals.fired)
     assert signals.metrics["covariance_distance"] == pytest.approx(math.log(2), rel=1e-9)
-    assert any(x.startswith("time: 12 days") for x in signals.fired)
+    assert any(x.startswith("time: 1.0368e+06 s (12 days)") for x in signals.fired)
     changed = policy_triggers(decision, config, last_rebalance=LastRebalance(("BTC", "ETH"), None, 1.0))
     assert "universe changed" in changed.fired
     # The cost gate: the same trade is worth it when cheap, not when dear.
@@ -377,7 +377,7 @@ def test_triggers_and_cost_gate_for_a_decision() -> None:
     assert not quiet.rebalance and quiet.reason == "no trigger fired"
     first = policy_triggers(decide_targets(r, SYMBOLS, np.zeros(3), config=config), config)
     assert "first allocation" in first.fired
-    with pytest.raises(PolicyInputError, match="days_ago"):
+    with pytest.raises(PolicyInputError, match="seconds_ago"):
         LastRebalance(SYMBOLS, None, -1.0)
 
 

@@ -160,20 +160,20 @@ def test_time_trigger_fires_and_is_journalled(chain: System) -> None:
     journal = Journal(":memory:")
     _first_rebalance_then_move(chain, journal, 3)
     # Drift alone would not trade (threshold out of reach) ...
-    patient = _keeper(chain, journal, drift_threshold_bps=9_999, max_days_between=30)
+    patient = _keeper(chain, journal, drift_threshold_bps=9_999, max_seconds_between=30 * 86_400)
     report = patient.run_once()
     assert report.status == "skipped" and report.reason_code == "no_trade_needed", report.reason
     trigger = _last_detail(journal)["trigger"]
     assert trigger["reasons"] == ["no trigger fired"]
-    assert trigger["metrics"]["days_since_rebalance"] == pytest.approx(3.0, abs=0.01)
+    assert trigger["metrics"]["seconds_since_rebalance"] == pytest.approx(3 * 86_400, abs=864)
     # ... but three days since the last rebalance meet a two-day limit.
-    timed = _keeper(chain, journal, drift_threshold_bps=9_999, max_days_between=2, min_trade_usd=1)
+    timed = _keeper(chain, journal, drift_threshold_bps=9_999, max_seconds_between=2 * 86_400, min_trade_usd=1)
     report = timed.run_once()
     assert report.status == "rebalanced", report.reason
     trigger = _last_detail(journal)["trigger"]
     assert trigger["rebalance"] is True and trigger["reasons"][0].startswith("time: ")
-    assert trigger["reasons"][0].endswith("days since the last rebalance >= 2")
-    assert trigger["metrics"]["days_since_rebalance"] == pytest.approx(3.0, abs=0.01)
+    assert trigger["reasons"][0].endswith("since the last rebalance >= 172800 s")
+    assert trigger["metrics"]["seconds_since_rebalance"] == pytest.approx(3 * 86_400, abs=864)
     assert report.reason == trigger["reasons"][0]
 
 
@@ -217,7 +217,7 @@ def test_previous_target_is_read_back_from_the_journal(chain: System) -> None:
     again = _keeper(chain, journal)
     assert again._previous_target() == pytest.approx(target)
     last = again._last_rebalance(first.reader.snapshot().block_timestamp)
-    assert last is not None and last.symbols == first.reader.symbols and last.days_ago == pytest.approx(1.0, abs=0.01)
+    assert last is not None and last.symbols == first.reader.symbols and last.seconds_ago == pytest.approx(86_400, abs=864)
     assert last.covariance.shape == (3, 3)
 
 

@@ -79,7 +79,7 @@ def test_simulate_cli(chain: System, tmp_path, capsys, monkeypatch) -> None:
 def test_simulation_reads_a_copy_of_the_live_journal_and_writes_nothing_to_it(chain: System, tmp_path) -> None:
     chain.deposit(chain.alice, 120_000)
     journal_path = tmp_path / "live.sqlite"
-    config = chain.keeper_config(journal_path=journal_path, max_days_between=30.0)
+    config = chain.keeper_config(journal_path=journal_path, max_seconds_between=30 * 86_400)
     from keeper.chain import ANVIL_KEYS
     from keeper.journal import Journal
     from keeper.runner import Keeper
@@ -94,6 +94,6 @@ def test_simulation_reads_a_copy_of_the_live_journal_and_writes_nothing_to_it(ch
     # The fork's tick knew the live rebalance: the time trigger measured the days since it, and with the
     # vault on target nothing fired.
     assert result["status"] == "skipped", result
-    assert result["trigger"]["metrics"]["days_since_rebalance"] < 1.0
+    assert result["trigger"]["metrics"]["seconds_since_rebalance"] < 86_400
     assert result["trigger"]["reasons"] == ["no trigger fired"]
     assert Journal(journal_path).ticks() == rows_before  # the live journal is untouched

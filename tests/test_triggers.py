@@ -173,7 +173,7 @@ def test_risk_benefit_is_the_utility_loss_of_the_tracking_variance() -> None:
     target = np.array([0.4, 0.35, 0.2])
     current = np.array([0.5, 0.3, 0.15])
     te2 = tracking_variance(current, target, COV)
-    benefit = expected_risk_benefit(current, target, target, COV, nav=1e12, risk_aversion=4.0, horizon_days=73)
+    benefit = expected_risk_benefit(current, target, target, COV, nav=1e12, risk_aversion=4.0, horizon_seconds=73 * 86_400)
     assert benefit == pytest.approx(1e12 * 2.0 * te2 * 0.2)
     # Mean-variance identity behind it: U(w*) - U(w) = lambda/2 TE^2 when mu = lambda Sigma w*.
     lam = 4.0
@@ -198,24 +198,24 @@ def test_risk_benefit_is_the_utility_loss_of_the_tracking_variance() -> None:
 def _signals(policy: TriggerPolicy, **overrides):
     args = dict(drift_bps=100.0, current_weights=np.array([0.3, 0.3, 0.35]),
                 target_weights=np.array([0.3, 0.3, 0.35]), covariance=COV, reference_covariance=COV,
-                days_since_rebalance=5.0)
+                seconds_since_rebalance=5.0)
     args.update(overrides)
     return check_triggers(policy, **args)
 
 
 def test_each_trigger_fires_on_its_own_threshold() -> None:
-    everything = TriggerPolicy(weight_drift_bps=300, rrc_band=0.05, regime_distance=0.2, max_days_between=30)
+    everything = TriggerPolicy(weight_drift_bps=300, rrc_band=0.05, regime_distance=0.2, max_seconds_between=30 * 86_400)
     assert _signals(everything).fired == ()
     assert "weight drift" in _signals(everything, drift_bps=300.0).fired[0]
     assert "risk-contribution" in _signals(everything, current_weights=np.array([0.6, 0.2, 0.15])).fired[0]
     assert "regime shift" in _signals(everything, covariance=COV * 1.3).fired[0]
     assert _signals(everything, covariance=COV * 1.05).fired == ()  # d = 2 ln sqrt(1.05) = 0.049
-    assert "time" in _signals(everything, days_since_rebalance=30.0).fired[0]
+    assert "time" in _signals(everything, seconds_since_rebalance=30.0 * 86_400).fired[0]
     assert _signals(everything, current_weights=np.zeros(3)).fired[0] == "first allocation"
     assert _signals(everything, universe_changed=True).fired == ("universe changed",)
     # Disabled triggers never fire.
     off = TriggerPolicy(weight_drift_bps=None)
-    assert _signals(off, drift_bps=9_000.0, covariance=COV * 3, days_since_rebalance=1e6).fired == ()
+    assert _signals(off, drift_bps=9_000.0, covariance=COV * 3, seconds_since_rebalance=1e6).fired == ()
     assert _signals(TriggerPolicy(), reference_covariance=None, covariance=COV * 3).fired == ()
 
 
@@ -237,8 +237,8 @@ def test_cost_gate_trades_only_when_the_benefit_pays_for_the_cost() -> None:
         "metrics"]["cost_breakdown"] == {"fee": 2}
 
 
-@pytest.mark.parametrize("kwargs", [dict(rrc_band=-0.1), dict(risk_aversion=0.0), dict(horizon_days=math.nan),
-                                    dict(max_days_between=math.inf)])
+@pytest.mark.parametrize("kwargs", [dict(rrc_band=-0.1), dict(risk_aversion=0.0), dict(horizon_seconds=math.nan),
+                                    dict(max_seconds_between=math.inf)])
 def test_policy_rejects_bad_thresholds(kwargs) -> None:
     with pytest.raises(ConfigError):
         TriggerPolicy(**kwargs)

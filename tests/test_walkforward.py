@@ -24,7 +24,7 @@ CUT = dt.date(2022, 6, 15)  # prices after this date are perturbed
 def _config() -> BacktestConfig:
     return BacktestConfig(
         lookback_days=45, min_observations=30, half_life_days=20.0,
-        policy=TriggerPolicy(weight_drift_bps=200.0, rrc_band=0.05, regime_distance=0.2, max_days_between=20,
+        policy=TriggerPolicy(weight_drift_bps=200.0, rrc_band=0.05, regime_distance=0.2, max_seconds_between=20 * 86_400,
                              cost_aware=True),
         pools=PoolModel(depth_usd=100e6), gas=GasModel(eth_price_usd=None),
     )
