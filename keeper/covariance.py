@@ -252,7 +252,8 @@ class EstimatorConfig:
     half_life_days : float or None, default None
         EWMA half-life in days, ``> 0``; the weights decay per observation by
         :attr:`half_life_periods` = ``half_life_days * periods_per_year / 365``
-        (the same number for daily bars, 24 times it for hourly ones);
+        (the same number for daily bars, 24 times it for hourly ones; in
+        observations when ``periods_per_year`` is not a multiple of 365);
         ``math.inf`` gives equal weights.  Required for ``"ewma"`` and
         ``"garch"`` (there: the residual correlation's weights and the
         fallback variance) and must be ``None`` for the other methods (which
@@ -320,11 +321,18 @@ class EstimatorConfig:
 
     @property
     def half_life_periods(self) -> float:
-        """The EWMA half-life in observations: ``half_life_days`` x bars per day (inf when neither EWMA nor GARCH,
-        whose residual correlation and fallback variance use the same weights)."""
+        """The EWMA half-life in observations (inf when neither EWMA nor GARCH, whose residual correlation and
+        fallback variance use the same weights).
+
+        On a calendar of bars that divide a 365-day year into whole days (``periods_per_year`` a multiple of 365:
+        365 daily, 8,760 hourly) the half-life is in days, ``half_life_days x periods_per_year / 365``
+        observations. Any other annualisation convention (252 trading days, 1 for per-period figures) says
+        nothing about the bar's length, so there the half-life counts observations as given."""
         if self.method not in ("ewma", "garch") or self.half_life_days is None:
             return math.inf
-        return float(self.half_life_days) * (float(self.periods_per_year) / 365.0)
+        periods = float(self.periods_per_year)
+        bars_per_day = periods / 365.0 if periods >= 365.0 and periods % 365.0 == 0.0 else 1.0
+        return float(self.half_life_days) * bars_per_day
 
     def _validate(self) -> None:
         if self.method not in _METHODS:

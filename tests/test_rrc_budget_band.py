@@ -57,7 +57,7 @@ def test_unbudgeted_assets_are_left_out_and_the_budget_is_validated() -> None:
 def _signals(band: float | None, current: np.ndarray, target: np.ndarray, budget=None):
     return check_triggers(TriggerPolicy(weight_drift_bps=None, rrc_budget_band=band), drift_bps=0.0,
                           current_weights=current, target_weights=target, covariance=COV,
-                          reference_covariance=None, days_since_rebalance=None, risk_budget=budget)
+                          reference_covariance=None, seconds_since_rebalance=None, risk_budget=budget)
 
 
 def test_band_fires_at_its_threshold_and_not_below() -> None:
@@ -90,7 +90,7 @@ def test_band_is_relative_so_it_scales_with_the_number_of_assets() -> None:
     assert np.max(np.abs(rrc - 1 / n)) < 0.05
     signals = check_triggers(TriggerPolicy(weight_drift_bps=None, rrc_band=0.05, rrc_budget_band=0.2),
                              drift_bps=100.0, current_weights=current, target_weights=target, covariance=cov,
-                             reference_covariance=None, days_since_rebalance=None)
+                             reference_covariance=None, seconds_since_rebalance=None)
     assert [r.split(":")[0] for r in signals.fired] == ["risk-budget drift"]
     assert signals.metrics["rrc_budget_gap"] == pytest.approx(float(np.max(np.abs(rrc * n - 1))), abs=64 * EPS)
 
