@@ -128,7 +128,8 @@ def black_scholes_wad(spot_wad: int, strike_wad: int, seconds: int, vol_wad: int
 
     Inputs as the contract takes them: spot and strike 1e18 fixed point, seconds to expiry, volatility and
     rate 1e18 = 100 % (annualised, year of 365 days). τ = seconds / 31,536,000 exactly.
-    Returns call, put, call_delta, put_delta, gamma (per quote unit), vega (per 1.00 volatility).
+    Returns call, put, call_delta, put_delta, gamma (per quote unit), vega (per 1.00 volatility), and (τ > 0)
+    d1, d2.
     """
     with localcontext() as ctx:
         ctx.prec = PREC
@@ -157,4 +158,6 @@ def black_scholes_wad(spot_wad: int, strike_wad: int, seconds: int, vol_wad: int
             "put_delta": n1 - 1,
             "gamma": phi / (s * sd),
             "vega": s * phi * tau.sqrt(),
+            "d1": d1,
+            "d2": d2,
         }

@@ -15,7 +15,7 @@ divisions), so the printed errors are those of the on-chain functions, fitting a
 2. ``ln(m)`` for m ∈ [1/√2, √2]: z = (m−1)/(m+1), ln m = 2z·g(z²) with g(w) = atanh(√w)/√w approximated
    by a relative-minimax rational function of w on [0, (3 − 2√2)²].
 3. The normal tail: Q(x) = e^(−x²/2)·M(x) for 0 ≤ x ≤ 9, where M(x) = Q(x)·e^(x²/2) (the Mills ratio over
-   √(2π)) is approximated by a relative-minimax rational function P(x)/R(x).
+   √(2π)) is approximated by a relative-minimax rational function P(x)/R(x) with P(0)/R(0) = 1/2 exactly.
 
 Rational fits: Lawson's iteratively reweighted least squares (the linearised problem
 P(xᵢ) − f(xᵢ)·R(xᵢ) = 0 weighted by 1/(f·R_previous), weights multiplied by the error each round), which
@@ -72,11 +72,12 @@ def horner(coeffs: list[Decimal], x: Decimal) -> Decimal:
     return acc
 
 
-def fit_rational(f, lo: Decimal, hi: Decimal, m: int, n: int, nodes: int = 240, rounds: int = 60):
+def fit_rational(f, lo: Decimal, hi: Decimal, m: int, n: int, nodes: int = 240, rounds: int = 60,
+                 p0: Decimal | None = None):
     """Relative-minimax-like rational P/R (deg m, deg n, R(0) = 1) for f on [lo, hi], by Lawson's IRLS.
 
     The fit runs in t = (x − lo)/(hi − lo) ∈ [0, 1] for conditioning; the returned coefficients are in
-    powers of t, with the map (lo, hi).
+    powers of t, with the map (lo, hi). ``p0`` fixes P(0) (then P(lo)/R(lo) = p0 exactly).
     """
     with localcontext() as ctx:
         ctx.prec = PREC
@@ -91,13 +92,14 @@ def fit_rational(f, lo: Decimal, hi: Decimal, m: int, n: int, nodes: int = 240, 
             rhs = []
             for t, fx, rp, wi in zip(ts, fs, rprev, w):
                 scale = wi.sqrt() / (fx * rp)
-                row = [t**k * scale for k in range(m + 1)] + [-fx * t**j * scale for j in range(1, n + 1)]
+                first = 0 if p0 is None else 1
+                row = [t**k * scale for k in range(first, m + 1)] + [-fx * t**j * scale for j in range(1, n + 1)]
                 rows.append(row)
-                rhs.append(fx * scale)
-            k = m + n + 1
+                rhs.append((fx if p0 is None else fx - p0) * scale)
+            k = len(rows[0])
             ata = [[sum(r[i] * r[j] for r in rows) for j in range(k)] for i in range(k)]
             atb = [sum(r[i] * b for r, b in zip(rows, rhs)) for i in range(k)]
-            c = solve(ata, atb)
+            c = solve(ata, atb) if p0 is None else [p0] + solve(ata, atb)
             p, r = c[: m + 1], [Decimal(1)] + c[m + 1 :]
             errs = [abs(horner(p, t) / horner(r, t) / fx - 1) for t, fx in zip(ts, fs)]
             emax = max(errs)
@@ -209,7 +211,10 @@ def main() -> None:
 
         m, n = MILLS_DEGREES
         print(f"3. Mills ratio M(x) = Q(x) e^(x^2/2), ({m},{n}) rational in x on [0, {D_CLAMP}]")
-        emax, p, r = fit_rational(ref.mills_ratio, Decimal(0), Decimal(D_CLAMP), m, n, nodes=200, rounds=40)
+        # M(0) = 1/2 exactly (P(0) = 2^95 in Q96): at-the-money N(d1) − N(d2) = −e^(−d1²/2)·M(|d1|) −
+        # e^(−d2²/2)·M(|d2|) + 1 adds the two errors of M near 0 instead of cancelling them.
+        emax, p, r = fit_rational(ref.mills_ratio, Decimal(0), Decimal(D_CLAMP), m, n, nodes=200, rounds=40,
+                                  p0=Decimal("0.5"))
         print(f"   fit: max rel err on the nodes {emax:.3e}")
         pi_ = quantize(to_x_coefficients(p, Decimal(0), Decimal(D_CLAMP)))
         ri = quantize(to_x_coefficients(r, Decimal(0), Decimal(D_CLAMP)))
