@@ -280,58 +280,67 @@ library BlackScholes {
 
     /// @dev ln(spot/strike) in Q96 for spot, strike ∈ [1e12, 1e30]: spot·2^128/strike ∈ [2^68, 2^188] keeps
     /// ≥ 68 significant bits; = 2^e·m with m ∈ [1/√2, √2], ln m = 2z·g(z²), z = (m − 1)/(m + 1).
-    function _lnRatio(uint256 spot, uint256 strike) private pure returns (int256) {
+    function _lnRatio(uint256 spot, uint256 strike) private pure returns (int256 r) {
+        uint256 q;
         unchecked {
-            uint256 q = (spot << 128) / strike;
-            uint256 msb = _msb(q);
-            int256 m = int256(msb >= 96 ? q >> (msb - 96) : q << (96 - msb));
-            int256 e = int256(msb) - 128;
-            int256 c = ONE;
-            if (m > SQRT2_Q96) (c, e) = (2 * ONE, e + 1);
-            int256 z = (m - c) * ONE / (m + c);
-            int256 w = z * z >> 96;
-            int256 num = (((LN_P3 * w >> 96) + LN_P2) * w >> 96) + LN_P1;
-            num = (num * w >> 96) + LN_P0;
-            int256 den = (((LN_Q3 * w >> 96) + LN_Q2) * w >> 96) + LN_Q1;
-            den = (den * w >> 96) + LN_Q0;
-            return e * LN2_Q96 + 2 * z * num / den;
+            q = (spot << 128) / strike;
+        }
+        uint256 msb = _msb(q);
+        // Assembly for the arithmetic (the same SAR floors and SDIV truncation as Solidity's int256 `>>`, `/`).
+        assembly ("memory-safe") {
+            let one := shl(96, 1)
+            let m := shr(sub(msb, 96), q)
+            if lt(msb, 96) { m := shl(sub(96, msb), q) }
+            let e := sub(msb, 128)
+            let c := one
+            if sgt(m, SQRT2_Q96) {
+                c := shl(97, 1)
+                e := add(e, 1)
+            }
+            let z := sdiv(mul(sub(m, c), one), add(m, c))
+            let w := sar(96, mul(z, z))
+            let num := add(sar(96, mul(add(sar(96, mul(add(sar(96, mul(LN_P3, w)), LN_P2), w)), LN_P1), w)), LN_P0)
+            let den := add(sar(96, mul(add(sar(96, mul(add(sar(96, mul(LN_Q3, w)), LN_Q2), w)), LN_Q1), w)), LN_Q0)
+            r := add(mul(e, LN2_Q96), sdiv(mul(mul(2, z), num), den))
         }
     }
 
     /// @dev e^(−y) in Q128 for 0 ≤ y ≤ 41 (Q96): y = k·ln2 + f, |f| ≤ ln2/2, e^(−f) = N(−f)/N(f).
-    function _expNeg(int256 y) private pure returns (int256) {
-        unchecked {
-            int256 k = (y * INV_LN2_Q96 + 2 ** 191) >> 192;
-            int256 f = y - k * LN2_Q96;
-            int256 f2 = f * f >> 96;
-            int256 u = (((((EXP_C6 * f2 >> 96) + EXP_C4) * f2 >> 96) + EXP_C2) * f2 >> 96) + EXP_C0;
-            int256 v = ((((EXP_C5 * f2 >> 96) + EXP_C3) * f2 >> 96) + EXP_C1);
-            v = f * v >> 96;
-            return ((u - v) << uint256(128 - k)) / (u + v);
+    function _expNeg(int256 y) private pure returns (int256 r) {
+        assembly ("memory-safe") {
+            let k := sar(192, add(mul(y, INV_LN2_Q96), shl(191, 1)))
+            let f := sub(y, mul(k, LN2_Q96))
+            let f2 := sar(96, mul(f, f))
+            let u := add(sar(96, mul(add(sar(96, mul(add(sar(96, mul(EXP_C6, f2)), EXP_C4), f2)), EXP_C2), f2)), EXP_C0)
+            let v := add(sar(96, mul(add(sar(96, mul(EXP_C5, f2)), EXP_C3), f2)), EXP_C1)
+            v := sar(96, mul(f, v))
+            r := sdiv(shl(sub(128, k), sub(u, v)), add(u, v))
         }
     }
 
     /// @dev M(x) = Q(x)·e^(x²/2) in Q80 for 0 ≤ x < 9 (Q96): the (8, 9) rational; all coefficients > 0.
-    function _mills(int256 x) private pure returns (int256) {
-        unchecked {
-            int256 num = (MILLS_P8 * x >> 96) + MILLS_P7;
-            num = (num * x >> 96) + MILLS_P6;
-            num = (num * x >> 96) + MILLS_P5;
-            num = (num * x >> 96) + MILLS_P4;
-            num = (num * x >> 96) + MILLS_P3;
-            num = (num * x >> 96) + MILLS_P2;
-            num = (num * x >> 96) + MILLS_P1;
-            num = (num * x >> 96) + MILLS_P0;
-            int256 den = (MILLS_Q9 * x >> 96) + MILLS_Q8;
-            den = (den * x >> 96) + MILLS_Q7;
-            den = (den * x >> 96) + MILLS_Q6;
-            den = (den * x >> 96) + MILLS_Q5;
-            den = (den * x >> 96) + MILLS_Q4;
-            den = (den * x >> 96) + MILLS_Q3;
-            den = (den * x >> 96) + MILLS_Q2;
-            den = (den * x >> 96) + MILLS_Q1;
-            den = (den * x >> 96) + MILLS_Q0;
-            return (num << 80) / den;
+    /// Horner's rule in assembly: the same floor shifts (SAR) and truncating division as the Solidity
+    /// `>>` and `/` on these positive int256 values, without the stack shuffling.
+    function _mills(int256 x) private pure returns (int256 r) {
+        assembly ("memory-safe") {
+            let num := add(sar(96, mul(MILLS_P8, x)), MILLS_P7)
+            num := add(sar(96, mul(num, x)), MILLS_P6)
+            num := add(sar(96, mul(num, x)), MILLS_P5)
+            num := add(sar(96, mul(num, x)), MILLS_P4)
+            num := add(sar(96, mul(num, x)), MILLS_P3)
+            num := add(sar(96, mul(num, x)), MILLS_P2)
+            num := add(sar(96, mul(num, x)), MILLS_P1)
+            num := add(sar(96, mul(num, x)), MILLS_P0)
+            let den := add(sar(96, mul(MILLS_Q9, x)), MILLS_Q8)
+            den := add(sar(96, mul(den, x)), MILLS_Q7)
+            den := add(sar(96, mul(den, x)), MILLS_Q6)
+            den := add(sar(96, mul(den, x)), MILLS_Q5)
+            den := add(sar(96, mul(den, x)), MILLS_Q4)
+            den := add(sar(96, mul(den, x)), MILLS_Q3)
+            den := add(sar(96, mul(den, x)), MILLS_Q2)
+            den := add(sar(96, mul(den, x)), MILLS_Q1)
+            den := add(sar(96, mul(den, x)), MILLS_Q0)
+            r := sdiv(shl(80, num), den)
         }
     }
 
@@ -339,17 +348,18 @@ library BlackScholes {
     /// error (≤ 1) squares each step (1 → 0.25 → 0.025 → 3e-4 → 5e-8 → 1e-15 → 6e-31 → < 2^-110); the last
     /// iterate is ⌊√n⌋ or ⌊√n⌋ + 1, and min(x, n/x) is ⌊√n⌋.
     function _sqrt(uint256 n) private pure returns (uint256 x) {
-        unchecked {
-            x = 1 << ((_msb(n) >> 1) + 1);
-            x = (x + n / x) >> 1;
-            x = (x + n / x) >> 1;
-            x = (x + n / x) >> 1;
-            x = (x + n / x) >> 1;
-            x = (x + n / x) >> 1;
-            x = (x + n / x) >> 1;
-            x = (x + n / x) >> 1;
-            uint256 y = n / x;
-            if (y < x) x = y;
+        uint256 msb = _msb(n);
+        assembly ("memory-safe") {
+            x := shl(add(shr(1, msb), 1), 1)
+            x := shr(1, add(x, div(n, x)))
+            x := shr(1, add(x, div(n, x)))
+            x := shr(1, add(x, div(n, x)))
+            x := shr(1, add(x, div(n, x)))
+            x := shr(1, add(x, div(n, x)))
+            x := shr(1, add(x, div(n, x)))
+            x := shr(1, add(x, div(n, x)))
+            let y := div(n, x)
+            if lt(y, x) { x := y }
         }
     }
 
