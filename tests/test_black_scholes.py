@@ -4,7 +4,8 @@ The library is reached through ``BlackScholesHarness`` on a local Anvil; the ref
 ``black_scholes_reference`` (Python ``decimal``, exact to far more digits than the 1e-18 fixed point, so
 the tolerances below are the library's own documented bounds, nothing added for the reference). Grid:
 spot 100 and 43,000; strike/spot 0.05 … 20; expiries 1 minute … 10 years; volatilities 0.1 % … 500 %;
-rates 0, 5 % and 100 %.
+rates 0, 5 % and 100 %; the domain's corners; 150 seeded random inputs over the whole domain. The
+contract's approximation constants are checked to be those ``tools/black_scholes_coefficients.py`` derives.
 
 Documented bounds (library NatSpec), derived from its parts: the two tail terms S·Q(|d1|) and
 Kd·Q(|d2|) (Q ≤ ½ each) carry the relative error of the Mills-ratio rational (1.3e-17), of the exponential
@@ -15,8 +16,13 @@ Kd·Q(|d2|) (Q ≤ ½ each) carry the relative error of the Mills-ratio rational
 from __future__ import annotations
 
 import itertools
+import re
+import sys
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
 
 import pytest
 from black_scholes_reference import _cf_upper_tail, _series_cdf, black_scholes_wad, cdf, inv_sqrt_2pi, pdf
@@ -25,6 +31,7 @@ from keeper import options
 from keeper.build import load_artifacts
 from keeper.chain import AnvilProcess, DevSender, call_raw, connect, decode_revert, dev_accounts
 
+ROOT = Path(__file__).resolve().parents[1]
 WAD = 10**18
 YEAR = 365 * 86400
 ABS_BOUND = Decimal("1e-17")  # × (S + K), plus ABS_WEI
@@ -281,3 +288,39 @@ def test_domain_corners_match_the_reference(harness) -> None:
             assert err <= ABS_BOUND * Decimal(spot + strike) / WAD + Decimal(ABS_WEI) / WAD, (p, key, got)
         assert g[0] <= spot and g[1] <= strike
         assert 0 <= g[2] <= WAD and g[4] >= 0 and g[5] >= 0
+
+
+def test_library_constants_are_the_derived_ones() -> None:
+    """Every approximation constant in the contract is what tools/black_scholes_coefficients.py derives."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import black_scholes_coefficients
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    source = (ROOT / "contracts" / "BlackScholes.sol").read_text()
+    declared = {name: int(value) for name, value in re.findall(r"int256 private constant (\w+) = (-?\d+);", source)}
+    assert declared == black_scholes_coefficients.constants()
+
+
+def test_random_inputs_over_the_whole_domain_match_the_reference(harness) -> None:
+    """Seeded random inputs, log-uniform over the whole domain (spot and strike 1e-6 … 1e12, 1 second …
+    10 years, volatility 0.1 % … 500 %), rate 0 or uniform in [0, 100 %]: the documented bounds hold."""
+    rng = np.random.default_rng(20251207)
+    for i in range(150):
+        spot = int(10 ** rng.uniform(12, 30))
+        strike = int(spot * 10 ** rng.uniform(-1.5, 1.5)) if i % 3 else int(10 ** rng.uniform(12, 30))
+        strike = min(max(strike, 10**12), 10**30)
+        seconds = int(10 ** rng.uniform(0, np.log10(10 * YEAR)))
+        vol = int(10 ** rng.uniform(15, np.log10(5e18)))
+        rate = 0 if i % 2 else int(rng.uniform(0, 1) * WAD)
+        p = (spot, strike, seconds, vol, rate)
+        g = harness.functions.greeks(p).call()
+        exact = black_scholes_wad(*p)
+        s, k = Decimal(spot) / WAD, Decimal(strike) / WAD
+        for got, key in ((g[0], "call"), (g[1], "put")):
+            err = abs(Decimal(got) / WAD - exact[key])
+            assert err <= ABS_BOUND * (s + k) + Decimal(ABS_WEI) / WAD, (p, key, got, exact[key])
+            if exact[key] >= REL_FLOOR * s:
+                # Plus the two 1-wei floors of the 1e18 output, which dominate for prices of a few 1e12 wei.
+                assert err <= REL_BOUND * exact[key] + Decimal(ABS_WEI) / WAD, (p, key, got, exact[key])
+        assert abs(Decimal(g[2]) / WAD - exact["call_delta"]) <= DELTA_BOUND, p

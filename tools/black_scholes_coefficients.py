@@ -162,15 +162,31 @@ def solidity_constants(name: str, values: list[int]) -> list[str]:
 
 
 def main() -> None:
+    lines = derive(verbose=True)
+    print("\n".join(lines))
+
+
+def constants() -> dict[str, int]:
+    """Name → integer value of every constant the library declares from this derivation."""
+    out = {}
+    for line in derive(verbose=False):
+        name, value = line.split("constant ")[1].rstrip(";").split(" = ")
+        out[name] = int(value)
+    return out
+
+
+def derive(verbose: bool) -> list[str]:
+    """The Solidity constant declarations; with ``verbose``, each step's coefficients and errors printed."""
+    print_ = print if verbose else (lambda *a, **k: None)
     with localcontext() as ctx:
         ctx.prec = PREC
         out: list[str] = []
 
-        print("1. exp(-f), |f| <= ln2/2: (6, 6) Pade, N(x) = sum c_j x^j, c_j in Q96")
+        print_("1. exp(-f), |f| <= ln2/2: (6, 6) Pade, N(x) = sum c_j x^j, c_j in Q96")
         pade = pade_exp_coefficients()
         pq = [int(dec(c) * ONE + Decimal("0.5")) for c in pade]
         for j, c in enumerate(pade):
-            print(f"   c{j} = {c}")
+            print_(f"   c{j} = {c}")
         worst = Decimal(0)
         half_ln2 = Decimal(2).ln() / 2
         for i in range(-200, 201):
@@ -182,12 +198,12 @@ def main() -> None:
             fv = sar(fi * v, Q)
             got = Decimal((u - fv) << 128) / Decimal(u + fv) / Decimal(2**128)
             worst = max(worst, abs(got / (-dec(Fraction(fi, ONE))).exp() - 1))
-        print(f"   max rel err of the integer evaluation on 401 points: {worst:.3e}")
+        print_(f"   max rel err of the integer evaluation on 401 points: {worst:.3e}")
         out += solidity_constants("EXP_C", pq)
 
         m, n = LN_DEGREES
         wmax = (3 - 2 * Decimal(2).sqrt()) ** 2
-        print(f"2. ln: g(w) = atanh(sqrt w)/sqrt w, ({m},{n}) rational in w on [0, {wmax:.6f}]")
+        print_(f"2. ln: g(w) = atanh(sqrt w)/sqrt w, ({m},{n}) rational in w on [0, {wmax:.6f}]")
 
         def g(w: Decimal) -> Decimal:
             if w == 0:
@@ -197,7 +213,7 @@ def main() -> None:
 
         emax, p, r = fit_rational(g, Decimal(0), wmax, m, n, nodes=80, rounds=40)
         pi_, ri = quantize(to_x_coefficients(p, Decimal(0), wmax)), quantize(to_x_coefficients(r, Decimal(0), wmax))
-        print(f"   fit: max rel err on the nodes {emax:.3e}")
+        print_(f"   fit: max rel err on the nodes {emax:.3e}")
         worst = Decimal(0)
         for i in range(2001):
             mm = Decimal(2).sqrt() / 2 + (Decimal(2).sqrt() - Decimal(2).sqrt() / 2) * i / 2000
@@ -206,16 +222,16 @@ def main() -> None:
             w = sar(z * z, Q)
             got = sar(2 * z * sdiv(horner_int(pi_, w) << Q, horner_int(ri, w)), Q)
             worst = max(worst, abs(Decimal(got) / ONE - dec(Fraction(mi, ONE)).ln()))
-        print(f"   max |ln err| of the integer evaluation on 2,001 points of [1/sqrt2, sqrt2]: {worst:.3e}")
+        print_(f"   max |ln err| of the integer evaluation on 2,001 points of [1/sqrt2, sqrt2]: {worst:.3e}")
         out += solidity_constants("LN_P", pi_) + solidity_constants("LN_Q", ri)
 
         m, n = MILLS_DEGREES
-        print(f"3. Mills ratio M(x) = Q(x) e^(x^2/2), ({m},{n}) rational in x on [0, {D_CLAMP}]")
+        print_(f"3. Mills ratio M(x) = Q(x) e^(x^2/2), ({m},{n}) rational in x on [0, {D_CLAMP}]")
         # M(0) = 1/2 exactly (P(0) = 2^95 in Q96): at-the-money N(d1) − N(d2) = −e^(−d1²/2)·M(|d1|) −
         # e^(−d2²/2)·M(|d2|) + 1 adds the two errors of M near 0 instead of cancelling them.
         emax, p, r = fit_rational(ref.mills_ratio, Decimal(0), Decimal(D_CLAMP), m, n, nodes=200, rounds=40,
                                   p0=Decimal("0.5"))
-        print(f"   fit: max rel err on the nodes {emax:.3e}")
+        print_(f"   fit: max rel err on the nodes {emax:.3e}")
         pi_ = quantize(to_x_coefficients(p, Decimal(0), Decimal(D_CLAMP)))
         ri = quantize(to_x_coefficients(r, Decimal(0), Decimal(D_CLAMP)))
         worst = Decimal(0)
@@ -224,15 +240,15 @@ def main() -> None:
             xi = int(x * ONE)
             got = Decimal((horner_int(pi_, xi) << 80) // horner_int(ri, xi)) / Decimal(2**80)
             worst = max(worst, abs(got / ref.mills_ratio(dec(Fraction(xi, ONE))) - 1))
-        print(f"   max rel err of the integer evaluation (result in Q80) on 1,801 points: {worst:.3e}")
+        print_(f"   max rel err of the integer evaluation (result in Q80) on 1,801 points: {worst:.3e}")
         out += solidity_constants("MILLS_P", pi_) + solidity_constants("MILLS_Q", ri)
 
-        print("4. other constants (Q96)")
+        print_("4. other constants (Q96)")
         for name, value in (("LN2", Decimal(2).ln()), ("INV_LN2", 1 / Decimal(2).ln()), ("SQRT2", Decimal(2).sqrt()),
                             ("INV_SQRT_YEAR", 1 / Decimal(ref.SECONDS_PER_YEAR).sqrt())):
             out.append(f"    int256 private constant {name}_Q96 = {int((value * ONE).to_integral_value())};")
         out.append(f"    int256 private constant INV_SQRT_2PI_WAD = {int((ref.inv_sqrt_2pi() * 10**18).to_integral_value())};")
-        print("\n".join(out))
+        return out
 
 
 if __name__ == "__main__":
