@@ -16,7 +16,11 @@ deep, the vault) with BTC, ETH and SOL at 40,000 / 3,000 / 100 USD, then ``deplo
    prices), and the vault's ``totalAssets`` with 0, 1 and 3 open option series.
 2. **Market transactions** (``gasUsed`` of receipts): ``buy`` creating a series, ``buy`` into an existing
    one, ``sell``, ``settle``, ``exercise``.
-3. **Vault rebalances** (``gasUsed``): one swap leg with 0, 1 and 3 option legs through
+3. **Deposits against open series** (``gasUsed``): the vault marks every open series at Black-Scholes in
+   ``totalAssets()``, which ``deposit`` (and every mint, withdraw and redeem) reads. From one snapshot, the
+   vault opens 0, 4 or 8 series (its default cap) in one ``rebalanceWithOptions`` (puts and capped calls on
+   BTC, ETH and SOL, half each), then a depositor deposits 10,000 USDC; ``totalAssets`` (estimate) as well.
+4. **Vault rebalances** (``gasUsed``): one swap leg with 0, 1 and 3 option legs through
    ``rebalanceWithOptions``, and the swap alone through ``rebalance``; every variant starts from the same
    ``evm_snapshot`` at the same block timestamp, and each is run twice to show the numbers repeat.
    Then ``settleOption`` of an expired position (settle + exercise).
@@ -99,7 +103,9 @@ def run(env: OptionsEnv) -> None:
     print(f"   {'exercise (in the money)':55s} {gas_used(r):>9,d}")
     assert rpc(w3, "evm_revert", [snap])
 
-    print("3. Vault rebalances (gasUsed; 1 swap leg of 100,000 USDC into BTC + k option legs), two runs each")
+    deposits_with_open_series(env, alice, expiry)
+
+    print("4. Vault rebalances (gasUsed; 1 swap leg of 100,000 USDC into BTC + k option legs), two runs each")
     amount_in = 100_000 * USDC
     fair_out = amount_in * 10 ** (18 + 8) // (price_to_answer(PRICES[0]) * USDC)
     swap = (system.base_asset, btc, amount_in, fair_out * 9950 // 10_000)
@@ -141,6 +147,34 @@ def run(env: OptionsEnv) -> None:
     round_id = feeds[0].functions.latestRound().call()
     r = tx.transact(alice, vault.functions.settleOption(sid, round_id))
     print(f"   {'settleOption (settle + exercise, in the money)':55s} {gas_used(r):>9,d}")
+
+
+def deposits_with_open_series(env: OptionsEnv, alice: str, expiry: int) -> None:
+    w3, tx, vault, market, keeper = env.w3, env.tx, env.vault, env.market, env.keeper
+    btc, eth, sol = (t.address for t in env.tokens)
+    # (underlying, strike, is_call, amount): puts below and capped calls above 40,000 / 3,000 / 100 USD.
+    specs = [
+        (btc, 36_000 * WAD, False, WAD // 10), (eth, 3_300 * WAD, True, WAD), (sol, 90 * WAD, False, 10 * WAD),
+        (btc, 44_000 * WAD, True, WAD // 10), (eth, 2_700 * WAD, False, WAD), (sol, 110 * WAD, True, 10 * WAD),
+        (btc, 32_000 * WAD, False, WAD // 10), (eth, 3_600 * WAD, True, WAD),
+    ]
+    print("3. Vault deposit of 10,000 USDC with k open option series (gasUsed), and totalAssets (estimate)")
+    snap = rpc(w3, "evm_snapshot", [])
+    for k in (0, 4, 8):
+        if k:
+            legs = []
+            for token, strike, is_call, amount in specs[:k]:
+                ask = market.functions.quote(token, strike, expiry, is_call, amount, True).call()[0]
+                legs.append((token, strike, expiry, is_call, True, amount, ask))
+            deadline = w3.eth.get_block("latest")["timestamp"] + 3600
+            tx.transact(keeper, vault.functions.rebalanceWithOptions([], legs, 0, vault.functions.rebalanceEpoch().call(),
+                                                                      deadline))
+        assert len(vault.functions.openSeries().call()) == k
+        r = tx.transact(alice, vault.functions.deposit(10_000 * USDC, alice))
+        ta = estimate(w3, vault.functions.totalAssets(), alice)
+        print(f"   {f'deposit, {k} open series':55s} {gas_used(r):>9,d}   totalAssets {ta:>9,d}")
+        assert rpc(w3, "evm_revert", [snap])
+        snap = rpc(w3, "evm_snapshot", [])
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ abstract contract OptionPricing is IOptionMarket, AccessControl {
 
     /// @inheritdoc IOptionMarket
     function fairPrice(address underlying, uint256 strike, uint256 expiry, bool isCall) public view returns (uint256 fair) {
-        (fair,) = _fairAndStep(underlying, strike, expiry, isCall);
+        return _fair(underlying, strike, expiry, isCall);
     }
 
     /// @inheritdoc IOptionMarket
@@ -203,6 +203,21 @@ abstract contract OptionPricing is IOptionMarket, AccessControl {
         }
     }
 
+    /// @dev Fair value per unit (1e18 USD): Black-Scholes prices only (a put: one; a capped call: two), the
+    /// same values as `_fairAndStep`'s (`BlackScholes.price` and `.greeks` share one code path). At or after
+    /// expiry: the intrinsic value at the latest price. What the marks (`positionValue`, the pool's
+    /// liability, the vault's `totalAssets`) pay for.
+    function _fair(address underlying, uint256 strike, uint256 expiry, bool isCall) internal view returns (uint256) {
+        (, BlackScholes.Inputs memory p) = _pricingInputs(underlying, strike, expiry);
+        if (p.timeToExpiry == 0) return _payoff(strike, isCall, p.spot);
+        if (!isCall) return BlackScholes.price(p, false);
+        uint256 call = BlackScholes.price(p, true);
+        p.strike = strike + strike * callCapBps / BPS;
+        uint256 upper = BlackScholes.price(p, true);
+        // Call prices fall with the strike, so the capped call's price is ≥ 0.
+        return call > upper ? call - upper : 0;
+    }
+
     /// @dev Fair value per unit (1e18 USD) and the feed-step part of the half-spread per unit (1e18 USD,
     /// rounded up): |Δ|·dS + ½·|Γ|·dS² + |vega|·volStep with dS = spot · priceStepBps (contract NatSpec).
     /// At or after expiry: the intrinsic value at the latest price and no step.
@@ -211,17 +226,9 @@ abstract contract OptionPricing is IOptionMarket, AccessControl {
         view
         returns (uint256 fair, uint256 step)
     {
-        Underlying storage u = _listed(underlying);
-        if (strike < BlackScholes.MIN_PRICE || strike > BlackScholes.MAX_PRICE / 20) revert StrikeOutOfRange(strike);
-        uint256 spot = _spot(u);
-        if (block.timestamp >= expiry) return (_payoff(strike, isCall, spot), 0);
-        BlackScholes.Inputs memory p = BlackScholes.Inputs({
-            spot: spot,
-            strike: strike,
-            timeToExpiry: expiry - block.timestamp,
-            volatility: _volatility(u),
-            rate: 0
-        });
+        (Underlying storage u, BlackScholes.Inputs memory p) = _pricingInputs(underlying, strike, expiry);
+        uint256 spot = p.spot;
+        if (p.timeToExpiry == 0) return (_payoff(strike, isCall, spot), 0);
         BlackScholes.Greeks memory g = BlackScholes.greeks(p);
         uint256 delta;
         uint256 gamma = g.gamma;
@@ -242,6 +249,23 @@ abstract contract OptionPricing is IOptionMarket, AccessControl {
         uint256 ds = spot.mulDiv(u.priceStepBps, BPS, Math.Rounding.Ceil);
         step = delta.mulDiv(ds, WAD, Math.Rounding.Ceil) + gamma.mulDiv(ds * ds, 2 * WAD * WAD, Math.Rounding.Ceil)
             + vega.mulDiv(u.volStep, WAD, Math.Rounding.Ceil);
+    }
+
+    /// @dev The listed underlying's config and the Black-Scholes inputs of a series at the latest feed answers
+    /// (rate 0); `timeToExpiry` is 0 at or after expiry (then only `spot` is meaningful). Reverts on a strike
+    /// outside [MIN_PRICE, MAX_PRICE / 20] (the cap of a call at most 10× its strike stays in the domain).
+    function _pricingInputs(address underlying, uint256 strike, uint256 expiry)
+        internal
+        view
+        returns (Underlying storage u, BlackScholes.Inputs memory p)
+    {
+        u = _listed(underlying);
+        if (strike < BlackScholes.MIN_PRICE || strike > BlackScholes.MAX_PRICE / 20) revert StrikeOutOfRange(strike);
+        p.spot = _spot(u);
+        p.strike = strike;
+        if (block.timestamp >= expiry) return (u, p);
+        p.timeToExpiry = expiry - block.timestamp;
+        p.volatility = _volatility(u);
     }
 
     /// @dev Payoff per unit (1e18 USD) at `price`; a call's is capped at strike × callCapBps.

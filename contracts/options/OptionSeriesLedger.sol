@@ -130,7 +130,7 @@ abstract contract OptionSeriesLedger is OptionPricing, ReentrancyGuard {
             (, uint256 price) = _settlementRound(id, s);
             perUnit = _payoff(s.strike, s.isCall, price);
         } else {
-            (perUnit,) = _fairAndStep(s.underlying, s.strike, s.expiry, s.isCall);
+            perUnit = _fair(s.underlying, s.strike, s.expiry, s.isCall);
         }
         return perUnit.mulDiv(amount, _valueScale, rounding);
     }

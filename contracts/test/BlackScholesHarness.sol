@@ -15,6 +15,23 @@ contract BlackScholesHarness {
         return BlackScholes.greeks(p);
     }
 
+    /// @notice `price` and the execution gas of the library call alone (`gasleft()` before and after; the
+    /// copy of the inputs into memory included, the external call's own cost not).
+    function priceGas(BlackScholes.Inputs calldata p, bool isCall) external view returns (uint256 value, uint256 gasUsed) {
+        BlackScholes.Inputs memory q = p;
+        uint256 before = gasleft();
+        value = BlackScholes.price(q, isCall);
+        gasUsed = before - gasleft();
+    }
+
+    /// @notice `greeks` and the execution gas of the library call alone (as `priceGas`).
+    function greeksGas(BlackScholes.Inputs calldata p) external view returns (BlackScholes.Greeks memory g, uint256 gasUsed) {
+        BlackScholes.Inputs memory q = p;
+        uint256 before = gasleft();
+        g = BlackScholes.greeks(q);
+        gasUsed = before - gasleft();
+    }
+
     function normalCdf(int256 x) external pure returns (int256) {
         return BlackScholes.normalCdf(x);
     }
