@@ -8,7 +8,7 @@ import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IER
 import {ERC4626} from "@openzeppelin/contracts/token/ERC20/extensions/ERC4626.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interfaces/AggregatorV3Interface.sol";
 import {ISwapRouter} from "@uniswap/v3-periphery/contracts/interfaces/ISwapRouter.sol";
@@ -37,7 +37,7 @@ import {ChainlinkReader} from "./libraries/ChainlinkReader.sol";
 /// fees minted as shares to `feeRecipient`, accrued before every share mint or burn and every rebalance.
 /// Keeper bounds: per call (slippage vs oracle, turnover, NAV loss) and per rolling window (NAV loss,
 /// turnover, option premium; see `budgetSpent` for the exact bound over any window).
-contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, ReentrancyGuard {
+contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
     using Math for uint256;
 
@@ -52,6 +52,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         uint256 deadline;
     }
 
+
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
     //////////////////////////////////////////////////////////////*/
@@ -64,28 +65,28 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     uint256 internal constant BPS = 10_000;
     /// @dev Shares have 6 more decimals than the base asset: a donation attack must burn 1e6× what it steals.
     uint8 internal constant DECIMALS_OFFSET = 6;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_ASSETS = 32;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_LEGS = 2 * MAX_ASSETS;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_SLIPPAGE_BPS_LIMIT = 1_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_TURNOVER_BPS_LIMIT = 20_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_NAV_LOSS_BPS_LIMIT = 1_000;
+    /// @dev Most risk assets listed at once. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_ASSETS = 32;
+    /// @dev Most swap legs per rebalance. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_LEGS = 2 * MAX_ASSETS;
+    /// @dev Upper bound of `maxSlippageBps`, bps. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_SLIPPAGE_BPS_LIMIT = 1_000;
+    /// @dev Upper bound of `maxTurnoverBps`, bps. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_TURNOVER_BPS_LIMIT = 20_000;
+    /// @dev Upper bound of `maxNavLossBps`, bps. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_NAV_LOSS_BPS_LIMIT = 1_000;
     /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_OPTION_LEGS = 8;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_PREMIUM_BPS_LIMIT = 2_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_PREMIUM_BUDGET_BPS_LIMIT = 1_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_OPEN_SERIES_LIMIT = 16;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MIN_PREMIUM_PERIOD = 1 hours;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_PREMIUM_PERIOD = 365 days;
+    /// @dev Upper bound of `maxPremiumBps`, bps of fair value. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_PREMIUM_BPS_LIMIT = 2_000;
+    /// @dev Upper bound of `premiumBudgetBps`, bps of NAV per window. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_PREMIUM_BUDGET_BPS_LIMIT = 1_000;
+    /// @dev Upper bound of `maxOpenSeries`. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_OPEN_SERIES_LIMIT = 16;
+    /// @dev Shortest window of a rolling budget, seconds. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MIN_PREMIUM_PERIOD = 1 hours;
+    /// @dev Longest window of a rolling budget, seconds. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_PREMIUM_PERIOD = 365 days;
     /// @inheritdoc IRiskParityVault
     uint256 public constant BUDGET_NAV_LOSS = 0;
     /// @inheritdoc IRiskParityVault
@@ -94,16 +95,16 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     uint256 public constant BUDGET_PREMIUM = 2;
     /// @inheritdoc IRiskParityVault
     uint256 public constant BUDGET_BUCKETS = 8;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_NAV_LOSS_BUDGET_BPS = 5_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_TURNOVER_BUDGET_BPS = 200_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_ENTRY_EXIT_FEE_BPS = 500;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_MANAGEMENT_FEE_BPS = 500;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_PERFORMANCE_FEE_BPS = 3_000;
+    /// @dev Upper bound of the rolling NAV-loss budget, bps of NAV per window. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_NAV_LOSS_BUDGET_BPS = 5_000;
+    /// @dev Upper bound of the rolling turnover budget, bps of NAV per window. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_TURNOVER_BUDGET_BPS = 200_000;
+    /// @dev Upper bound of the entry/exit fee and of a feed's deviation threshold, bps. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_ENTRY_EXIT_FEE_BPS = 500;
+    /// @dev Upper bound of the management fee, bps of supply per 365 days. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_MANAGEMENT_FEE_BPS = 500;
+    /// @dev Upper bound of the performance fee, bps of the gain over the high-water mark. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_PERFORMANCE_FEE_BPS = 3_000;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -180,6 +181,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     ) ERC4626(baseAsset) ERC20(name_, symbol_) {
         swapRouter = router;
         _baseDecimals = baseAsset.decimals();
+        _approveRouter(address(baseAsset), type(uint256).max);
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(KEEPER_ROLE, keeper);
         _grantRole(GUARDIAN_ROLE, guardian);
@@ -276,15 +278,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         nonReentrant
         returns (uint256 navAfter)
     {
-        _checkCall(expectedEpoch, deadline);
-        if (legs.length == 0 || legs.length > MAX_LEGS) revert InvalidLegCount(legs.length, MAX_LEGS);
-        uint256 navBefore = totalAssets();
-        if (lastFeeAccrual != block.timestamp) _accrueFees(navBefore, true); // minting fee shares keeps NAV
-
-        (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs);
-        uint256 turnoverBps = _checkTurnover(swapValue, navBefore);
-        _executeLegs(expectedEpoch, legs, oracleOut, deadline);
-        navAfter = _finishRebalance(expectedEpoch, navBefore, minNavAfter, turnoverBps, legs.length);
+        if (legs.length == 0) revert InvalidLegCount(0, MAX_LEGS);
+        return _rebalanceWithOptions(legs, _noOptionLegs(), RebalanceBounds(minNavAfter, expectedEpoch, deadline));
     }
 
     /// @inheritdoc IRiskParityVault
@@ -333,6 +328,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         riskAssetConfig[token].listed = true;
         _setFeed(token, feed, heartbeat, deviationBps);
         _riskAssets.push(token);
+        _approveRouter(token, type(uint256).max);
         emit RiskAssetListed(token, address(feed), heartbeat, poolFee);
     }
 
@@ -439,14 +435,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Reverts with `StalePrice` or `InvalidPrice` if the feed of a held asset is stale or non-positive,
     /// and with the market's errors if a feed an open option is marked with is.
     function totalAssets() public view override returns (uint256 nav) {
-        nav = IERC20(asset()).balanceOf(address(this));
-        uint256 n = _riskAssets.length;
-        for (uint256 i; i < n; ++i) {
-            address token = _riskAssets[i];
-            uint256 balance = IERC20(token).balanceOf(address(this));
-            if (balance != 0) nav += _valueOf(token, balance, Math.Rounding.Floor);
-        }
-        if (_openSeries.length != 0) nav += optionsValue();
+        return _spotValue(new uint256[](_riskAssets.length)) + _bookValue();
     }
 
     /// @inheritdoc IRiskParityVault
@@ -759,11 +748,14 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     }
 
     /// @dev NAV floor and NAV loss bound after the trades, then the epoch bump and the summary event.
-    function _finishRebalance(uint256 epoch, uint256 navBefore, uint256 minNavAfter, uint256 turnoverBps, uint256 legCount)
-        internal
-        returns (uint256 navAfter)
-    {
-        navAfter = totalAssets();
+    function _finishRebalance(
+        RebalanceBounds memory b,
+        uint256 navBefore,
+        uint256 navAfter,
+        uint256 turnoverBps,
+        uint256 legCount
+    ) internal {
+        (uint256 epoch, uint256 minNavAfter) = (b.expectedEpoch, b.minNavAfter);
         if (navAfter < minNavAfter) revert NavBelowFloor(navAfter, minNavAfter);
         if (navAfter < navBefore.mulDiv(BPS - maxNavLossBps, BPS, Math.Rounding.Ceil)) {
             revert NavLossExceeded(navBefore, navAfter, maxNavLossBps);
@@ -776,7 +768,15 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         emit Rebalanced(epoch, navBefore, navAfter, turnoverBps, legCount);
     }
 
-    /// @dev Body of `rebalanceWithOptions` (its scalars in a struct: calldata arrays take two stack slots).
+    /// @dev An empty `OptionLeg[]` in calldata: `rebalance` is `rebalanceWithOptions` without option legs.
+    function _noOptionLegs() internal pure returns (OptionLeg[] calldata none) {
+        assembly ("memory-safe") {
+            none.offset := 0
+            none.length := 0
+        }
+    }
+
+    /// @dev Body of `rebalance` and `rebalanceWithOptions` (its scalars in a struct: calldata arrays take two stack slots).
     function _rebalanceWithOptions(SwapLeg[] calldata legs, OptionLeg[] calldata optionLegs, RebalanceBounds memory b)
         internal
         returns (uint256 navAfter)
@@ -787,19 +787,28 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
             revert InvalidOptionLegCount(optionLegs.length, MAX_OPTION_LEGS);
         }
         if (optionLegs.length != 0 && address(optionMarket) == address(0)) revert OptionMarketNotSet();
-        uint256 navBefore = totalAssets();
+        // Every feed is read once (`_answer`); the NAV after uses the same answers, so it differs from the NAV
+        // before only by what the legs changed.
+        uint256[] memory answers = new uint256[](_riskAssets.length);
+        uint256 book = _bookValue();
+        uint256 navBefore = _spotValue(answers) + book;
         if (lastFeeAccrual != block.timestamp) _accrueFees(navBefore, true); // minting fee shares keeps NAV
 
         uint256 turnoverBps;
         {
-            (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs);
+            (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs, answers);
             (uint256[] memory fairValues, uint256 optionValue) = _checkOptionLegs(optionLegs);
             turnoverBps = _checkTurnover(swapValue + optionValue, navBefore);
             _executeLegs(b.expectedEpoch, legs, oracleOut, b.deadline);
             _chargePremiumBudget(_executeOptionLegs(b.expectedEpoch, optionLegs, fairValues), navBefore);
         }
-        if (_openSeries.length > maxOpenSeries) revert TooManyOpenSeries(_openSeries.length, maxOpenSeries);
-        navAfter = _finishRebalance(b.expectedEpoch, navBefore, b.minNavAfter, turnoverBps, legs.length + optionLegs.length);
+        // Swaps move no option position: without option legs the book keeps its mark (same block, same feeds).
+        if (optionLegs.length != 0) {
+            if (_openSeries.length > maxOpenSeries) revert TooManyOpenSeries(_openSeries.length, maxOpenSeries);
+            book = _bookValue();
+        }
+        navAfter = _spotValue(answers) + book;
+        _finishRebalance(b, navBefore, navAfter, turnoverBps, legs.length + optionLegs.length);
     }
 
     /// @dev Turnover, Σ traded value (base units) in bps of `navBefore` rounded up, against the cap; then
@@ -813,7 +822,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     }
 
     /// @dev Validates every leg; returns each leg's oracle-fair output and Σ leg input value (base units).
-    function _checkLegs(SwapLeg[] calldata legs)
+    function _checkLegs(SwapLeg[] calldata legs, uint256[] memory answers)
         internal
         view
         returns (uint256[] memory oracleOut, uint256 tradedValue)
@@ -821,7 +830,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         oracleOut = new uint256[](legs.length);
         for (uint256 i; i < legs.length; ++i) {
             uint256 valueIn;
-            (valueIn, oracleOut[i]) = _checkLeg(i, legs[i]);
+            (valueIn, oracleOut[i]) = _checkLeg(i, legs[i], answers);
             tradedValue += valueIn;
         }
     }
@@ -926,20 +935,25 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     }
 
     /// @dev Validates a leg and returns its input value (base units, floor) and oracle-fair output (floor).
-    function _checkLeg(uint256 i, SwapLeg calldata leg) internal view returns (uint256 valueIn, uint256 fairOut) {
+    /// The risk asset's answer is the call's (`_answer`).
+    function _checkLeg(uint256 i, SwapLeg calldata leg, uint256[] memory answers)
+        internal
+        view
+        returns (uint256 valueIn, uint256 fairOut)
+    {
         address base = asset();
         if (leg.tokenIn == base) {
-            RiskAsset memory out = _listed(leg.tokenOut);
+            uint256 k = _indexOf(leg.tokenOut);
+            RiskAsset memory out = riskAssetConfig[leg.tokenOut];
             valueIn = leg.amountIn;
             // fairOut = valueIn × 10^(tokenDecimals + feedDecimals) / (answer × 10^baseDecimals)
             fairOut = valueIn.mulDiv(
                 10 ** (uint256(out.tokenDecimals) + out.feedDecimals),
-                _checkedAnswer(out) * 10 ** _baseDecimals,
+                _answer(answers, k, out) * 10 ** _baseDecimals,
                 Math.Rounding.Floor
             );
         } else if (leg.tokenOut == base) {
-            _listed(leg.tokenIn);
-            valueIn = _valueOf(leg.tokenIn, leg.amountIn, Math.Rounding.Floor);
+            valueIn = _value(answers, _indexOf(leg.tokenIn), leg.amountIn);
             fairOut = valueIn;
         } else {
             revert InvalidLeg(i, leg.tokenIn, leg.tokenOut);
@@ -959,7 +973,6 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
 
     function _swap(uint256 epoch, uint256 i, SwapLeg calldata leg, uint256 oracleOut, uint256 deadline) internal {
         address risk = leg.tokenIn == asset() ? leg.tokenOut : leg.tokenIn;
-        IERC20(leg.tokenIn).forceApprove(address(swapRouter), leg.amountIn);
         // slither-disable-next-line uninitialized-local (assigned in the try branch; the catch branch reverts)
         uint256 amountOut;
         try swapRouter.exactInputSingle(
@@ -983,18 +996,67 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         emit LegExecuted(epoch, i, leg.tokenIn, leg.tokenOut, leg.amountIn, amountOut, oracleOut);
     }
 
+    /// @dev The router holds a standing allowance of the base asset and of every listed asset, so a leg makes no
+    /// approval (an allowance written and consumed per leg costs about 4,000 gas net of its refund, and a
+    /// maximum allowance is not decremented by `transferFrom`). Safe because Uniswap's routers only ever pull
+    /// from their caller (the callback's payer is `msg.sender` of the swap call, and the callback checks that
+    /// a genuine pool calls it), and this vault calls the router only in `_swap` with a checked leg; what a
+    /// swap takes beyond its leg would still show as NAV loss against `maxNavLossBps` and the rolling budget.
+    /// Delisting leaves the allowance (the vault never routes a token it does not list, and a stuck token's
+    /// `approve` may revert, which must not block its delisting); relisting sets it again.
+    function _approveRouter(address token, uint256 amount) internal {
+        IERC20(token).forceApprove(address(swapRouter), amount);
+    }
+
     function _listed(address token) internal view returns (RiskAsset memory config) {
         config = riskAssetConfig[token];
         if (!config.listed) revert AssetNotListed(token);
     }
 
-    /// @dev value = amount × answer × 10^baseDecimals / 10^(tokenDecimals + feedDecimals), base-asset units.
-    function _valueOf(address token, uint256 amount, Math.Rounding rounding) internal view returns (uint256) {
-        RiskAsset memory config = riskAssetConfig[token];
+    /// @dev Base balance + Σ balanceᵢ × answerᵢ over the listed assets, base-asset units (floor); balances are
+    /// read anew, an asset's answer only when it is held (`_answer`). `answers[i]` belongs to `_riskAssets[i]`.
+    function _spotValue(uint256[] memory answers) internal view returns (uint256 value) {
+        value = IERC20(asset()).balanceOf(address(this));
+        uint256 n = answers.length;
+        for (uint256 i; i < n; ++i) {
+            uint256 balance = IERC20(_riskAssets[i]).balanceOf(address(this));
+            if (balance != 0) value += _value(answers, i, balance);
+        }
+    }
+
+    /// @dev The option book at its mark (`optionsValue`), base-asset units; 0 without open series.
+    function _bookValue() internal view returns (uint256) {
+        return _openSeries.length != 0 ? optionsValue() : 0;
+    }
+
+    /// @dev Index of `token` in `_riskAssets`; reverts with `AssetNotListed` when absent.
+    function _indexOf(address token) internal view returns (uint256 i) {
+        uint256 n = _riskAssets.length;
+        for (; i < n; ++i) {
+            if (_riskAssets[i] == token) return i;
+        }
+        revert AssetNotListed(token);
+    }
+
+    /// @dev Answer of `_riskAssets[k]`: `answers[k]` when already read in this call, else read through
+    /// `_checkedAnswer` (every check) and kept in `answers[k]`. Within a rebalance every feed is thus read
+    /// once, and the NAV before and after, and every leg's bound, use the same prices.
+    function _answer(uint256[] memory answers, uint256 k, RiskAsset memory config) internal view returns (uint256 answer) {
+        answer = answers[k];
+        if (answer == 0) {
+            answer = _checkedAnswer(config);
+            answers[k] = answer;
+        }
+    }
+
+    /// @dev value = amount × answer × 10^baseDecimals / 10^(tokenDecimals + feedDecimals) of `_riskAssets[k]`,
+    /// base-asset units, rounded down.
+    function _value(uint256[] memory answers, uint256 k, uint256 amount) internal view returns (uint256) {
+        RiskAsset memory config = riskAssetConfig[_riskAssets[k]];
         return amount.mulDiv(
-            _checkedAnswer(config) * 10 ** _baseDecimals,
+            _answer(answers, k, config) * 10 ** _baseDecimals,
             10 ** (uint256(config.tokenDecimals) + config.feedDecimals),
-            rounding
+            Math.Rounding.Floor
         );
     }
 

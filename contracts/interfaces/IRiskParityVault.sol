@@ -338,28 +338,8 @@ interface IRiskParityVault {
     function KEEPER_ROLE() external view returns (bytes32);
     /// @notice Role that may `pause`.
     function GUARDIAN_ROLE() external view returns (bytes32);
-    /// @notice Most risk assets listed at once.
-    function MAX_ASSETS() external view returns (uint256);
-    /// @notice Most swap legs per rebalance.
-    function MAX_LEGS() external view returns (uint256);
-    /// @notice Upper bound of `maxSlippageBps`, bps.
-    function MAX_SLIPPAGE_BPS_LIMIT() external view returns (uint256);
-    /// @notice Upper bound of `maxTurnoverBps`, bps.
-    function MAX_TURNOVER_BPS_LIMIT() external view returns (uint256);
-    /// @notice Upper bound of `maxNavLossBps`, bps.
-    function MAX_NAV_LOSS_BPS_LIMIT() external view returns (uint256);
     /// @notice Most option legs per `rebalanceWithOptions`.
     function MAX_OPTION_LEGS() external view returns (uint256);
-    /// @notice Upper bound of `maxPremiumBps`, bps of fair value.
-    function MAX_PREMIUM_BPS_LIMIT() external view returns (uint256);
-    /// @notice Upper bound of `premiumBudgetBps`, bps of NAV per window.
-    function MAX_PREMIUM_BUDGET_BPS_LIMIT() external view returns (uint256);
-    /// @notice Upper bound of `maxOpenSeries`.
-    function MAX_OPEN_SERIES_LIMIT() external view returns (uint256);
-    /// @notice Shortest window of a rolling budget, seconds.
-    function MIN_PREMIUM_PERIOD() external view returns (uint256);
-    /// @notice Longest window of a rolling budget, seconds.
-    function MAX_PREMIUM_PERIOD() external view returns (uint256);
     /// @notice Index of the rolling budget of NAV lost to rebalances.
     function BUDGET_NAV_LOSS() external view returns (uint256);
     /// @notice Index of the rolling budget of value traded.
@@ -368,16 +348,6 @@ interface IRiskParityVault {
     function BUDGET_PREMIUM() external view returns (uint256);
     /// @notice Buckets per rolling window (see `budgetSpent`).
     function BUDGET_BUCKETS() external view returns (uint256);
-    /// @notice Upper bound of the rolling NAV-loss budget, bps of NAV per window.
-    function MAX_NAV_LOSS_BUDGET_BPS() external view returns (uint256);
-    /// @notice Upper bound of the rolling turnover budget, bps of NAV per window.
-    function MAX_TURNOVER_BUDGET_BPS() external view returns (uint256);
-    /// @notice Upper bound of the entry/exit fee and of a feed's deviation threshold, bps.
-    function MAX_ENTRY_EXIT_FEE_BPS() external view returns (uint256);
-    /// @notice Upper bound of the management fee, bps of supply per 365 days.
-    function MAX_MANAGEMENT_FEE_BPS() external view returns (uint256);
-    /// @notice Upper bound of the performance fee, bps of the gain over the high-water mark.
-    function MAX_PERFORMANCE_FEE_BPS() external view returns (uint256);
 
     /*//////////////////////////////////////////////////////////////
                                  VIEWS
