@@ -51,7 +51,15 @@ from bench_chain import section, table  # noqa: E402
 
 from keeper.chain import AnvilProcess, DevSender, connect, contract, dev_accounts, rpc  # noqa: E402
 from keeper.data import PriceTable, load_prices  # noqa: E402
-from keeper.deployment import BASE_DECIMALS, MAX_UINT256, POOL_FEE, deploy_system  # noqa: E402
+from keeper.deployment import (  # noqa: E402
+    BASE_DECIMALS,
+    MAX_UINT256,
+    POOL_FEE,
+    ROUTER_KINDS,
+    deploy_system,
+    exact_input_single_args,
+    swap_router,
+)
 from keeper.oracle import ChainReader  # noqa: E402
 from keeper.planner import SwapLeg, amount_for_value, value_of  # noqa: E402
 
@@ -99,8 +107,8 @@ def breakdown(w3: Any, tx_hash: str, gas_used: int) -> dict[str, list[int]]:
     top = [k for k, s in enumerate(logs) if s["depth"] == 1]
     call_ops = {"CALL", "STATICCALL", "DELEGATECALL", "CALLCODE"}
     kinds = [SELECTORS.get(c.get("input", "")[:10], "other call") for c in calls]
-    first_swap = next((j for j, k in enumerate(kinds) if k in ("token.approve", "token.allowance") or k in ROUTER_CALLS),
-                      len(kinds))
+    swap_kinds = ROUTER_CALLS | {"token.approve", "token.allowance"}
+    first_swap = next((j for j, k in enumerate(kinds) if k in swap_kinds), len(kinds))
     last_swap = max((j for j, k in enumerate(kinds) if k in ROUTER_CALLS), default=-1)
 
     rows: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
@@ -158,11 +166,11 @@ def run(prices: PriceTable, router_kind: str) -> tuple[dict[int, Any], dict[int,
         deployer, keeper_addr, guardian, trader, depositor = (accounts[0], accounts[1], accounts[2],
                                                               accounts[5], accounts[4])
         tx = DevSender(w3)
-        extra = {} if router_kind == "swaprouter" else {"router_kind": router_kind}
-        dep = deploy_system(w3, deployer, keeper_addr, guardian, prices.symbols, prices.prices[day], **extra)
+        dep = deploy_system(w3, deployer, keeper_addr, guardian, prices.symbols, prices.prices[day],
+                            router_kind=router_kind)
         vault = contract(w3, "RiskParityVault", dep.vault)
         base = contract(w3, "TestToken", dep.base_asset)
-        router = contract(w3, "SwapRouter02" if router_kind == "swaprouter02" else "SwapRouter", dep.swap_router)
+        router = swap_router(w3, dep)
         reader = ChainReader(w3, dep.vault)
         assets = reader.assets
         bd = reader.base_decimals
@@ -236,11 +244,8 @@ def run(prices: PriceTable, router_kind: str) -> tuple[dict[int, Any], dict[int,
             gas = []
             for k, lg in enumerate(legs):
                 rpc(w3, "evm_setNextBlockTimestamp", [t_measure + k])
-                if router_kind == "swaprouter02":
-                    params = (lg.token_in, lg.token_out, POOL_FEE, trader, lg.amount_in, lg.min_amount_out, 0)
-                else:
-                    params = (lg.token_in, lg.token_out, POOL_FEE, trader, deadline, lg.amount_in,
-                              lg.min_amount_out, 0)
+                params = exact_input_single_args(router_kind, lg.token_in, lg.token_out, POOL_FEE, trader, deadline,
+                                                 lg.amount_in, lg.min_amount_out, 0)
                 receipt = tx.transact(trader, router.functions.exactInputSingle(params), gas=GAS_LIMIT)
                 gas.append(int(receipt["gasUsed"], 16))
             return gas
@@ -258,7 +263,7 @@ def run(prices: PriceTable, router_kind: str) -> tuple[dict[int, Any], dict[int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--router", choices=("swaprouter", "swaprouter02"), default="swaprouter")
+    parser.add_argument("--router", choices=ROUTER_KINDS, default="swaprouter")
     args = parser.parse_args()
     prices = load_prices()
     section(f"Gas of vault.rebalance vs the same swaps sent directly ({args.router}, "

@@ -12,6 +12,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interfaces/AggregatorV3Interface.sol";
 import {ISwapRouter} from "@uniswap/v3-periphery/contracts/interfaces/ISwapRouter.sol";
+import {IV3SwapRouter} from "@uniswap/swap-router-contracts/contracts/interfaces/IV3SwapRouter.sol";
 
 import {IOptionMarket} from "./interfaces/IOptionMarket.sol";
 import {IRiskParityVault} from "./interfaces/IRiskParityVault.sol";
@@ -112,6 +113,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
 
     /// @inheritdoc IRiskParityVault
     ISwapRouter public immutable swapRouter;
+    /// @inheritdoc IRiskParityVault
+    RouterKind public immutable routerKind;
     uint8 private immutable _baseDecimals;
 
     /*//////////////////////////////////////////////////////////////
@@ -166,7 +169,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     //////////////////////////////////////////////////////////////*/
 
     /// @param baseAsset The USD stablecoin the vault accounts in.
-    /// @param router Uniswap V3 `SwapRouter`.
+    /// @param router Uniswap V3 router: the original `SwapRouter` or `SwapRouter02`, as `kind` says.
+    /// @param kind Which router `router` is (the two encode `exactInputSingle` differently).
     /// @param admin Holder of `DEFAULT_ADMIN_ROLE` (governance).
     /// @param keeper Holder of `KEEPER_ROLE`.
     /// @param guardian Holder of `GUARDIAN_ROLE` (may pause).
@@ -175,11 +179,13 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         string memory name_,
         string memory symbol_,
         ISwapRouter router,
+        RouterKind kind,
         address admin,
         address keeper,
         address guardian
     ) ERC4626(baseAsset) ERC20(name_, symbol_) {
         swapRouter = router;
+        routerKind = kind;
         _baseDecimals = baseAsset.decimals();
         _approveRouter(address(baseAsset), type(uint256).max);
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
@@ -973,27 +979,39 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
 
     function _swap(uint256 epoch, uint256 i, SwapLeg calldata leg, uint256 oracleOut, uint256 deadline) internal {
         address risk = leg.tokenIn == asset() ? leg.tokenOut : leg.tokenIn;
-        // slither-disable-next-line uninitialized-local (assigned in the try branch; the catch branch reverts)
+        uint24 fee = riskAssetConfig[risk].poolFee;
+        // `SwapRouter.exactInputSingle(ExactInputSingleParams)`: a static struct encodes as its eight words.
+        bytes memory data = abi.encodeWithSelector(
+            ISwapRouter.exactInputSingle.selector,
+            leg.tokenIn, leg.tokenOut, fee, address(this), deadline, leg.amountIn, leg.minAmountOut, uint256(0)
+        );
+        if (routerKind == RouterKind.SwapRouter02) _toRouter02(data);
+        // slither-disable-next-line low-level-calls (one call site for two router ABIs; failure and a short answer revert)
+        (bool ok, bytes memory answer) = address(swapRouter).call(data);
+        if (!ok || answer.length < 32) revert LegSwapFailed(i, answer);
         uint256 amountOut;
-        try swapRouter.exactInputSingle(
-            ISwapRouter.ExactInputSingleParams({
-                tokenIn: leg.tokenIn,
-                tokenOut: leg.tokenOut,
-                fee: riskAssetConfig[risk].poolFee,
-                recipient: address(this),
-                deadline: deadline,
-                amountIn: leg.amountIn,
-                amountOutMinimum: leg.minAmountOut,
-                sqrtPriceLimitX96: 0
-            })
-        ) returns (uint256 out) {
-            amountOut = out;
-        } catch (bytes memory reason) {
-            revert LegSwapFailed(i, reason);
+        assembly ("memory-safe") {
+            amountOut := mload(add(answer, 32)) // the first return word: amountOut
         }
         // Defence in depth: the router enforces amountOutMinimum, the vault re-checks what it was told.
         if (amountOut < leg.minAmountOut) revert SlippageExceeded(i, leg.tokenOut, leg.minAmountOut, amountOut);
         emit LegExecuted(epoch, i, leg.tokenIn, leg.tokenOut, leg.amountIn, amountOut, oracleOut);
+    }
+
+    /// @dev Rewrites `SwapRouter.exactInputSingle` calldata into `SwapRouter02.exactInputSingle` calldata in place:
+    /// SwapRouter02's selector and the same parameter words without the fifth (`deadline`), which SwapRouter02
+    /// does not take. There the vault's own check is the deadline: `_checkCall` reverts with `DeadlinePassed`
+    /// before any leg, and every leg runs in that same block.
+    function _toRouter02(bytes memory data) internal pure {
+        bytes4 selector = IV3SwapRouter.exactInputSingle.selector;
+        assembly ("memory-safe") {
+            let words := add(data, 36) // after the length word and the 4-byte selector
+            mstore(add(words, 128), mload(add(words, 160))) // amountIn
+            mstore(add(words, 160), mload(add(words, 192))) // amountOutMinimum
+            mstore(add(words, 192), mload(add(words, 224))) // sqrtPriceLimitX96
+            mstore(data, 228) // 4 + 7 words
+            mstore(add(data, 32), or(selector, and(mload(add(data, 32)), shr(32, not(0)))))
+        }
     }
 
     /// @dev The router holds a standing allowance of the base asset and of every listed asset, so a leg makes no
