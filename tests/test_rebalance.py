@@ -19,6 +19,7 @@ from keeper.deployment import (
     Deployment,
     deploy_system,
     exact_input_single_args,
+    price_to_answer,
     swap_router,
 )
 from keeper.errors import SimulationRevertedError, TransactionFailedError
@@ -398,3 +399,40 @@ def test_standing_router_allowance_cannot_be_spent_by_anyone_else(kind: str, cha
         tx.transact(thief, swap.functions.exactInputSingle(params), gas=500_000)
     assert base.functions.balanceOf(vault.address).call() == held
     assert base.functions.allowance(vault.address, router).call() == MAX_UINT256
+
+
+def test_each_feed_is_read_once_per_rebalance_and_still_checked(chain: System) -> None:
+    """The NAV before, every leg's oracle bound and the NAV after share one read of each feed; a feed first
+    needed by a leg (an asset the vault does not hold yet) is read there, with the same staleness check."""
+    chain.deposit(chain.alice, 100_000)
+    reader = ChainReader(chain.w3, chain.vault.address)
+    base = chain.base.address
+    # Cash only: a buy of every asset reads each feed at its leg, once, and the NAV after reuses the answers.
+    legs = [_oracle_leg(reader, base, i, "buy", 5_000) for i in range(3)]
+    epoch = chain.vault.functions.rebalanceEpoch().call()
+    deadline = chain.w3.eth.get_block("latest")["timestamp"] + 3_600
+    receipt = chain.tx.transact(chain.keeper, _rebalance_call(chain, legs, epoch=epoch, deadline=deadline))
+    trace = rpc(chain.w3, "debug_traceTransaction", [receipt["transactionHash"], {"tracer": "callTracer"}])
+    reads = [c["to"].lower() for c in trace["calls"] if c["input"].startswith("0xfeaf968c")]  # latestRoundData
+    assert sorted(reads) == sorted(f.address.lower() for f in chain.feeds)
+
+
+def test_a_feed_first_needed_by_a_leg_is_checked_there(chain: System) -> None:
+    """The vault holds cash only, so the NAV reads no feed; SOL's feed is older than its heartbeat. A leg buying
+    SOL reads it at its bound and is refused with the feed's values; a leg buying BTC (fresh feed) goes through."""
+    chain.deposit(chain.alice, 100_000)
+    reader = ChainReader(chain.w3, chain.vault.address)
+    base = chain.base.address
+    buy_btc, buy_sol = (_oracle_leg(reader, base, i, "buy", 5_000) for i in (0, 2))
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    rpc(chain.w3, "evm_setNextBlockTimestamp", [now + 2 * 86_400 + 3_600])
+    for feed, price in zip(chain.feeds[:2], chain.table.prices[chain.day][:2]):
+        chain.tx.transact(chain.owner, feed.functions.pushAnswer(price_to_answer(price)))
+    sol_feed = chain.feeds[2]
+    heartbeat = chain.vault.functions.riskAssetConfig(chain.tokens[2].address).call()[1]
+    updated_at = sol_feed.functions.latestRoundData().call()[3]
+    deadline = chain.w3.eth.get_block("latest")["timestamp"] + 600
+    err = chain.call_error(_rebalance_call(chain, [buy_btc, buy_sol], deadline=deadline), chain.keeper)
+    assert err.name == "StalePrice" and err.args == (sol_feed.address.lower(), updated_at, heartbeat)
+    chain.tx.transact(chain.keeper, _rebalance_call(chain, [buy_btc], deadline=deadline))
+    assert chain.tokens[0].functions.balanceOf(chain.vault.address).call() >= buy_btc.min_amount_out
