@@ -313,6 +313,8 @@ def test_rebalance_through_swaprouter02_buys_and_sells_at_the_oracle_bound(route
     v = r.vault.functions
     assert v.routerKind().call() == ROUTER_KINDS.index("swaprouter02") == 1
     assert v.swapRouter().call() == r.deployment.swap_router
+    # The keeper's pool-price breaker finds the pools through `swapRouter().factory()`: SwapRouter02 answers it too.
+    assert contract(r.w3, "SwapRouter", r.deployment.swap_router).functions.factory().call() == r.deployment.factory
     buy = _oracle_leg(r.reader, r.base.address, 0, "buy", 50_000)
     token = contract(r.w3, "TestToken", buy.token_out)
     before = token.functions.balanceOf(r.vault.address).call()
