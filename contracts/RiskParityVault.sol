@@ -8,10 +8,11 @@ import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IER
 import {ERC4626} from "@openzeppelin/contracts/token/ERC20/extensions/ERC4626.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {AggregatorV3Interface} from "@chainlink/contracts/src/v0.8/shared/interfaces/AggregatorV3Interface.sol";
 import {ISwapRouter} from "@uniswap/v3-periphery/contracts/interfaces/ISwapRouter.sol";
+import {IV3SwapRouter} from "@uniswap/swap-router-contracts/contracts/interfaces/IV3SwapRouter.sol";
 
 import {IOptionMarket} from "./interfaces/IOptionMarket.sol";
 import {IRiskParityVault} from "./interfaces/IRiskParityVault.sol";
@@ -37,7 +38,7 @@ import {ChainlinkReader} from "./libraries/ChainlinkReader.sol";
 /// fees minted as shares to `feeRecipient`, accrued before every share mint or burn and every rebalance.
 /// Keeper bounds: per call (slippage vs oracle, turnover, NAV loss) and per rolling window (NAV loss,
 /// turnover, option premium; see `budgetSpent` for the exact bound over any window).
-contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, ReentrancyGuard {
+contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
     using Math for uint256;
 
@@ -52,6 +53,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         uint256 deadline;
     }
 
+
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
     //////////////////////////////////////////////////////////////*/
@@ -64,28 +66,28 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     uint256 internal constant BPS = 10_000;
     /// @dev Shares have 6 more decimals than the base asset: a donation attack must burn 1e6× what it steals.
     uint8 internal constant DECIMALS_OFFSET = 6;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_ASSETS = 32;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_LEGS = 2 * MAX_ASSETS;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_SLIPPAGE_BPS_LIMIT = 1_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_TURNOVER_BPS_LIMIT = 20_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_NAV_LOSS_BPS_LIMIT = 1_000;
+    /// @dev Most risk assets listed at once. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_ASSETS = 32;
+    /// @dev Most swap legs per rebalance. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_LEGS = 2 * MAX_ASSETS;
+    /// @dev Upper bound of `maxSlippageBps`, bps. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_SLIPPAGE_BPS_LIMIT = 1_000;
+    /// @dev Upper bound of `maxTurnoverBps`, bps. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_TURNOVER_BPS_LIMIT = 20_000;
+    /// @dev Upper bound of `maxNavLossBps`, bps. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_NAV_LOSS_BPS_LIMIT = 1_000;
     /// @inheritdoc IRiskParityVault
     uint256 public constant MAX_OPTION_LEGS = 8;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_PREMIUM_BPS_LIMIT = 2_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_PREMIUM_BUDGET_BPS_LIMIT = 1_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_OPEN_SERIES_LIMIT = 16;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MIN_PREMIUM_PERIOD = 1 hours;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_PREMIUM_PERIOD = 365 days;
+    /// @dev Upper bound of `maxPremiumBps`, bps of fair value. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_PREMIUM_BPS_LIMIT = 2_000;
+    /// @dev Upper bound of `premiumBudgetBps`, bps of NAV per window. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_PREMIUM_BUDGET_BPS_LIMIT = 1_000;
+    /// @dev Upper bound of `maxOpenSeries`. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_OPEN_SERIES_LIMIT = 16;
+    /// @dev Shortest window of a rolling budget, seconds. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MIN_PREMIUM_PERIOD = 1 hours;
+    /// @dev Longest window of a rolling budget, seconds. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_PREMIUM_PERIOD = 365 days;
     /// @inheritdoc IRiskParityVault
     uint256 public constant BUDGET_NAV_LOSS = 0;
     /// @inheritdoc IRiskParityVault
@@ -94,16 +96,16 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     uint256 public constant BUDGET_PREMIUM = 2;
     /// @inheritdoc IRiskParityVault
     uint256 public constant BUDGET_BUCKETS = 8;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_NAV_LOSS_BUDGET_BPS = 5_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_TURNOVER_BUDGET_BPS = 200_000;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_ENTRY_EXIT_FEE_BPS = 500;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_MANAGEMENT_FEE_BPS = 500;
-    /// @inheritdoc IRiskParityVault
-    uint256 public constant MAX_PERFORMANCE_FEE_BPS = 3_000;
+    /// @dev Upper bound of the rolling NAV-loss budget, bps of NAV per window. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_NAV_LOSS_BUDGET_BPS = 5_000;
+    /// @dev Upper bound of the rolling turnover budget, bps of NAV per window. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_TURNOVER_BUDGET_BPS = 200_000;
+    /// @dev Upper bound of the entry/exit fee and of a feed's deviation threshold, bps. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_ENTRY_EXIT_FEE_BPS = 500;
+    /// @dev Upper bound of the management fee, bps of supply per 365 days. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_MANAGEMENT_FEE_BPS = 500;
+    /// @dev Upper bound of the performance fee, bps of the gain over the high-water mark. (internal: no getter, to keep the runtime code under EIP-170).
+    uint256 internal constant MAX_PERFORMANCE_FEE_BPS = 3_000;
 
     /*//////////////////////////////////////////////////////////////
                                IMMUTABLES
@@ -111,6 +113,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
 
     /// @inheritdoc IRiskParityVault
     ISwapRouter public immutable swapRouter;
+    /// @inheritdoc IRiskParityVault
+    RouterKind public immutable routerKind;
     uint8 private immutable _baseDecimals;
 
     /*//////////////////////////////////////////////////////////////
@@ -165,7 +169,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     //////////////////////////////////////////////////////////////*/
 
     /// @param baseAsset The USD stablecoin the vault accounts in.
-    /// @param router Uniswap V3 `SwapRouter`.
+    /// @param router Uniswap V3 router: the original `SwapRouter` or `SwapRouter02`, as `kind` says.
+    /// @param kind Which router `router` is (the two encode `exactInputSingle` differently).
     /// @param admin Holder of `DEFAULT_ADMIN_ROLE` (governance).
     /// @param keeper Holder of `KEEPER_ROLE`.
     /// @param guardian Holder of `GUARDIAN_ROLE` (may pause).
@@ -174,12 +179,15 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         string memory name_,
         string memory symbol_,
         ISwapRouter router,
+        RouterKind kind,
         address admin,
         address keeper,
         address guardian
     ) ERC4626(baseAsset) ERC20(name_, symbol_) {
         swapRouter = router;
+        routerKind = kind;
         _baseDecimals = baseAsset.decimals();
+        _approveRouter(address(baseAsset), type(uint256).max);
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _grantRole(KEEPER_ROLE, keeper);
         _grantRole(GUARDIAN_ROLE, guardian);
@@ -253,13 +261,13 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         amounts = new uint256[](n + 1);
         amounts[0] = IERC20(asset()).balanceOf(address(this)).mulDiv(paid, supply, Math.Rounding.Floor);
         for (uint256 i; i < n; ++i) {
-            amounts[i + 1] = IERC20(_riskAssets[i]).balanceOf(address(this)).mulDiv(paid, supply, Math.Rounding.Floor);
+            amounts[i + 1] = IERC20(_assetAt(i)).balanceOf(address(this)).mulDiv(paid, supply, Math.Rounding.Floor);
         }
         // Burn before transferring so a reentrant token sees the reduced supply.
         _burn(owner, shares);
         IERC20(asset()).safeTransfer(receiver, amounts[0]);
         for (uint256 i; i < n; ++i) {
-            if (amounts[i + 1] > 0) IERC20(_riskAssets[i]).safeTransfer(receiver, amounts[i + 1]);
+            if (amounts[i + 1] > 0) IERC20(_assetAt(i)).safeTransfer(receiver, amounts[i + 1]);
         }
         emit RedeemedInKind(owner, receiver, shares);
     }
@@ -276,15 +284,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         nonReentrant
         returns (uint256 navAfter)
     {
-        _checkCall(expectedEpoch, deadline);
-        if (legs.length == 0 || legs.length > MAX_LEGS) revert InvalidLegCount(legs.length, MAX_LEGS);
-        uint256 navBefore = totalAssets();
-        if (lastFeeAccrual != block.timestamp) _accrueFees(navBefore, true); // minting fee shares keeps NAV
-
-        (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs);
-        uint256 turnoverBps = _checkTurnover(swapValue, navBefore);
-        _executeLegs(expectedEpoch, legs, oracleOut, deadline);
-        navAfter = _finishRebalance(expectedEpoch, navBefore, minNavAfter, turnoverBps, legs.length);
+        if (legs.length == 0) revert InvalidLegCount(0, MAX_LEGS);
+        return _rebalanceWithOptions(legs, _noOptionLegs(), RebalanceBounds(minNavAfter, expectedEpoch, deadline));
     }
 
     /// @inheritdoc IRiskParityVault
@@ -333,6 +334,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         riskAssetConfig[token].listed = true;
         _setFeed(token, feed, heartbeat, deviationBps);
         _riskAssets.push(token);
+        _approveRouter(token, type(uint256).max);
         emit RiskAssetListed(token, address(feed), heartbeat, poolFee);
     }
 
@@ -381,7 +383,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         if (feeBps > MAX_ENTRY_EXIT_FEE_BPS) revert LimitOutOfRange(feeBps, MAX_ENTRY_EXIT_FEE_BPS);
         uint256 n = _riskAssets.length;
         for (uint256 i; i < n; ++i) {
-            uint256 deviation = riskAssetConfig[_riskAssets[i]].deviationBps;
+            uint256 deviation = riskAssetConfig[_assetAt(i)].deviationBps;
             if (feeBps < deviation) revert FeeBelowDeviation(feeBps, deviation);
         }
         entryExitFeeBps = feeBps;
@@ -439,14 +441,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Reverts with `StalePrice` or `InvalidPrice` if the feed of a held asset is stale or non-positive,
     /// and with the market's errors if a feed an open option is marked with is.
     function totalAssets() public view override returns (uint256 nav) {
-        nav = IERC20(asset()).balanceOf(address(this));
-        uint256 n = _riskAssets.length;
-        for (uint256 i; i < n; ++i) {
-            address token = _riskAssets[i];
-            uint256 balance = IERC20(token).balanceOf(address(this));
-            if (balance != 0) nav += _valueOf(token, balance, Math.Rounding.Floor);
-        }
-        if (_openSeries.length != 0) nav += optionsValue();
+        return _spotValue(new uint256[](_riskAssets.length)) + _bookValue();
     }
 
     /// @inheritdoc IRiskParityVault
@@ -477,8 +472,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         tokens[0] = asset();
         balances[0] = IERC20(tokens[0]).balanceOf(address(this));
         for (uint256 i; i < n; ++i) {
-            tokens[i + 1] = _riskAssets[i];
-            balances[i + 1] = IERC20(_riskAssets[i]).balanceOf(address(this));
+            tokens[i + 1] = _assetAt(i);
+            balances[i + 1] = IERC20(_assetAt(i)).balanceOf(address(this));
         }
     }
 
@@ -759,11 +754,14 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     }
 
     /// @dev NAV floor and NAV loss bound after the trades, then the epoch bump and the summary event.
-    function _finishRebalance(uint256 epoch, uint256 navBefore, uint256 minNavAfter, uint256 turnoverBps, uint256 legCount)
-        internal
-        returns (uint256 navAfter)
-    {
-        navAfter = totalAssets();
+    function _finishRebalance(
+        RebalanceBounds memory b,
+        uint256 navBefore,
+        uint256 navAfter,
+        uint256 turnoverBps,
+        uint256 legCount
+    ) internal {
+        (uint256 epoch, uint256 minNavAfter) = (b.expectedEpoch, b.minNavAfter);
         if (navAfter < minNavAfter) revert NavBelowFloor(navAfter, minNavAfter);
         if (navAfter < navBefore.mulDiv(BPS - maxNavLossBps, BPS, Math.Rounding.Ceil)) {
             revert NavLossExceeded(navBefore, navAfter, maxNavLossBps);
@@ -776,7 +774,15 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         emit Rebalanced(epoch, navBefore, navAfter, turnoverBps, legCount);
     }
 
-    /// @dev Body of `rebalanceWithOptions` (its scalars in a struct: calldata arrays take two stack slots).
+    /// @dev An empty `OptionLeg[]` in calldata: `rebalance` is `rebalanceWithOptions` without option legs.
+    function _noOptionLegs() internal pure returns (OptionLeg[] calldata none) {
+        assembly ("memory-safe") {
+            none.offset := 0
+            none.length := 0
+        }
+    }
+
+    /// @dev Body of `rebalance` and `rebalanceWithOptions` (its scalars in a struct: calldata arrays take two stack slots).
     function _rebalanceWithOptions(SwapLeg[] calldata legs, OptionLeg[] calldata optionLegs, RebalanceBounds memory b)
         internal
         returns (uint256 navAfter)
@@ -787,19 +793,28 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
             revert InvalidOptionLegCount(optionLegs.length, MAX_OPTION_LEGS);
         }
         if (optionLegs.length != 0 && address(optionMarket) == address(0)) revert OptionMarketNotSet();
-        uint256 navBefore = totalAssets();
+        // Every feed is read once (`_answer`); the NAV after uses the same answers, so it differs from the NAV
+        // before only by what the legs changed.
+        uint256[] memory answers = new uint256[](_riskAssets.length);
+        uint256 book = _bookValue();
+        uint256 navBefore = _spotValue(answers) + book;
         if (lastFeeAccrual != block.timestamp) _accrueFees(navBefore, true); // minting fee shares keeps NAV
 
         uint256 turnoverBps;
         {
-            (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs);
+            (uint256[] memory oracleOut, uint256 swapValue) = _checkLegs(legs, answers);
             (uint256[] memory fairValues, uint256 optionValue) = _checkOptionLegs(optionLegs);
             turnoverBps = _checkTurnover(swapValue + optionValue, navBefore);
             _executeLegs(b.expectedEpoch, legs, oracleOut, b.deadline);
             _chargePremiumBudget(_executeOptionLegs(b.expectedEpoch, optionLegs, fairValues), navBefore);
         }
-        if (_openSeries.length > maxOpenSeries) revert TooManyOpenSeries(_openSeries.length, maxOpenSeries);
-        navAfter = _finishRebalance(b.expectedEpoch, navBefore, b.minNavAfter, turnoverBps, legs.length + optionLegs.length);
+        // Swaps move no option position: without option legs the book keeps its mark (same block, same feeds).
+        if (optionLegs.length != 0) {
+            if (_openSeries.length > maxOpenSeries) revert TooManyOpenSeries(_openSeries.length, maxOpenSeries);
+            book = _bookValue();
+        }
+        navAfter = _spotValue(answers) + book;
+        _finishRebalance(b, navBefore, navAfter, turnoverBps, legs.length + optionLegs.length);
     }
 
     /// @dev Turnover, Σ traded value (base units) in bps of `navBefore` rounded up, against the cap; then
@@ -813,7 +828,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     }
 
     /// @dev Validates every leg; returns each leg's oracle-fair output and Σ leg input value (base units).
-    function _checkLegs(SwapLeg[] calldata legs)
+    function _checkLegs(SwapLeg[] calldata legs, uint256[] memory answers)
         internal
         view
         returns (uint256[] memory oracleOut, uint256 tradedValue)
@@ -821,7 +836,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         oracleOut = new uint256[](legs.length);
         for (uint256 i; i < legs.length; ++i) {
             uint256 valueIn;
-            (valueIn, oracleOut[i]) = _checkLeg(i, legs[i]);
+            (valueIn, oracleOut[i]) = _checkLeg(i, legs[i], answers);
             tradedValue += valueIn;
         }
     }
@@ -926,20 +941,25 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     }
 
     /// @dev Validates a leg and returns its input value (base units, floor) and oracle-fair output (floor).
-    function _checkLeg(uint256 i, SwapLeg calldata leg) internal view returns (uint256 valueIn, uint256 fairOut) {
+    /// The risk asset's answer is the call's (`_answer`).
+    function _checkLeg(uint256 i, SwapLeg calldata leg, uint256[] memory answers)
+        internal
+        view
+        returns (uint256 valueIn, uint256 fairOut)
+    {
         address base = asset();
         if (leg.tokenIn == base) {
-            RiskAsset memory out = _listed(leg.tokenOut);
+            uint256 k = _indexOf(leg.tokenOut);
+            RiskAsset memory out = riskAssetConfig[leg.tokenOut];
             valueIn = leg.amountIn;
             // fairOut = valueIn × 10^(tokenDecimals + feedDecimals) / (answer × 10^baseDecimals)
             fairOut = valueIn.mulDiv(
                 10 ** (uint256(out.tokenDecimals) + out.feedDecimals),
-                _checkedAnswer(out) * 10 ** _baseDecimals,
+                _answer(answers, k, out) * 10 ** _baseDecimals,
                 Math.Rounding.Floor
             );
         } else if (leg.tokenOut == base) {
-            _listed(leg.tokenIn);
-            valueIn = _valueOf(leg.tokenIn, leg.amountIn, Math.Rounding.Floor);
+            valueIn = _value(answers, _indexOf(leg.tokenIn), leg.amountIn);
             fairOut = valueIn;
         } else {
             revert InvalidLeg(i, leg.tokenIn, leg.tokenOut);
@@ -959,28 +979,51 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
 
     function _swap(uint256 epoch, uint256 i, SwapLeg calldata leg, uint256 oracleOut, uint256 deadline) internal {
         address risk = leg.tokenIn == asset() ? leg.tokenOut : leg.tokenIn;
-        IERC20(leg.tokenIn).forceApprove(address(swapRouter), leg.amountIn);
-        // slither-disable-next-line uninitialized-local (assigned in the try branch; the catch branch reverts)
+        uint24 fee = riskAssetConfig[risk].poolFee;
+        // `SwapRouter.exactInputSingle(ExactInputSingleParams)`: a static struct encodes as its eight words.
+        bytes memory data = abi.encodeWithSelector(
+            ISwapRouter.exactInputSingle.selector,
+            leg.tokenIn, leg.tokenOut, fee, address(this), deadline, leg.amountIn, leg.minAmountOut, uint256(0)
+        );
+        if (routerKind == RouterKind.SwapRouter02) _toRouter02(data);
+        // slither-disable-next-line low-level-calls (one call site for two router ABIs; failure and a short answer revert)
+        (bool ok, bytes memory answer) = address(swapRouter).call(data);
+        if (!ok || answer.length < 32) revert LegSwapFailed(i, answer);
         uint256 amountOut;
-        try swapRouter.exactInputSingle(
-            ISwapRouter.ExactInputSingleParams({
-                tokenIn: leg.tokenIn,
-                tokenOut: leg.tokenOut,
-                fee: riskAssetConfig[risk].poolFee,
-                recipient: address(this),
-                deadline: deadline,
-                amountIn: leg.amountIn,
-                amountOutMinimum: leg.minAmountOut,
-                sqrtPriceLimitX96: 0
-            })
-        ) returns (uint256 out) {
-            amountOut = out;
-        } catch (bytes memory reason) {
-            revert LegSwapFailed(i, reason);
+        assembly ("memory-safe") {
+            amountOut := mload(add(answer, 32)) // the first return word: amountOut
         }
         // Defence in depth: the router enforces amountOutMinimum, the vault re-checks what it was told.
         if (amountOut < leg.minAmountOut) revert SlippageExceeded(i, leg.tokenOut, leg.minAmountOut, amountOut);
         emit LegExecuted(epoch, i, leg.tokenIn, leg.tokenOut, leg.amountIn, amountOut, oracleOut);
+    }
+
+    /// @dev Rewrites `SwapRouter.exactInputSingle` calldata into `SwapRouter02.exactInputSingle` calldata in place:
+    /// SwapRouter02's selector and the same parameter words without the fifth (`deadline`), which SwapRouter02
+    /// does not take. There the vault's own check is the deadline: `_checkCall` reverts with `DeadlinePassed`
+    /// before any leg, and every leg runs in that same block.
+    function _toRouter02(bytes memory data) internal pure {
+        bytes4 selector = IV3SwapRouter.exactInputSingle.selector;
+        assembly ("memory-safe") {
+            let words := add(data, 36) // after the length word and the 4-byte selector
+            mstore(add(words, 128), mload(add(words, 160))) // amountIn
+            mstore(add(words, 160), mload(add(words, 192))) // amountOutMinimum
+            mstore(add(words, 192), mload(add(words, 224))) // sqrtPriceLimitX96
+            mstore(data, 228) // 4 + 7 words
+            mstore(add(data, 32), or(selector, and(mload(add(data, 32)), shr(32, not(0)))))
+        }
+    }
+
+    /// @dev The router holds a standing allowance of the base asset and of every listed asset, so a leg makes no
+    /// approval (an allowance written and consumed per leg costs about 4,000 gas net of its refund, and a
+    /// maximum allowance is not decremented by `transferFrom`). Safe because Uniswap's routers only ever pull
+    /// from their caller (the callback's payer is `msg.sender` of the swap call, and the callback checks that
+    /// a genuine pool calls it), and this vault calls the router only in `_swap` with a checked leg; what a
+    /// swap takes beyond its leg would still show as NAV loss against `maxNavLossBps` and the rolling budget.
+    /// Delisting leaves the allowance (the vault never routes a token it does not list, and a stuck token's
+    /// `approve` may revert, which must not block its delisting); relisting sets it again.
+    function _approveRouter(address token, uint256 amount) internal {
+        IERC20(token).forceApprove(address(swapRouter), amount);
     }
 
     function _listed(address token) internal view returns (RiskAsset memory config) {
@@ -988,13 +1031,59 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         if (!config.listed) revert AssetNotListed(token);
     }
 
-    /// @dev value = amount × answer × 10^baseDecimals / 10^(tokenDecimals + feedDecimals), base-asset units.
-    function _valueOf(address token, uint256 amount, Math.Rounding rounding) internal view returns (uint256) {
-        RiskAsset memory config = riskAssetConfig[token];
+    /// @dev Base balance + Σ balanceᵢ × answerᵢ over the listed assets, base-asset units (floor); balances are
+    /// read anew, an asset's answer only when it is held (`_answer`). `answers[i]` belongs to `_riskAssets[i]`.
+    function _spotValue(uint256[] memory answers) internal view returns (uint256 value) {
+        value = IERC20(asset()).balanceOf(address(this));
+        uint256 n = answers.length;
+        for (uint256 i; i < n; ++i) {
+            uint256 balance = IERC20(_assetAt(i)).balanceOf(address(this));
+            if (balance != 0) value += _value(answers, i, balance);
+        }
+    }
+
+    /// @dev `_riskAssets[i]` for an `i` the caller knows to be below the length (a loop over the list, or an
+    /// index it returned), without the bounds check's extra read of the length (100 gas per warm access).
+    function _assetAt(uint256 i) internal view returns (address token) {
+        assembly ("memory-safe") {
+            mstore(0, _riskAssets.slot)
+            token := sload(add(keccak256(0, 32), i))
+        }
+    }
+
+    /// @dev The option book at its mark (`optionsValue`), base-asset units; 0 without open series.
+    function _bookValue() internal view returns (uint256) {
+        return _openSeries.length != 0 ? optionsValue() : 0;
+    }
+
+    /// @dev Index of `token` in `_riskAssets`; reverts with `AssetNotListed` when absent.
+    function _indexOf(address token) internal view returns (uint256 i) {
+        uint256 n = _riskAssets.length;
+        for (; i < n; ++i) {
+            if (_assetAt(i) == token) return i;
+        }
+        revert AssetNotListed(token);
+    }
+
+    /// @dev Answer of `_riskAssets[k]`: `answers[k]` when already read in this call, else read through
+    /// `_checkedAnswer` (every check) and kept in `answers[k]`. Within a rebalance every feed is thus read
+    /// once, and the NAV before and after, and every leg's bound, use the same prices.
+    function _answer(uint256[] memory answers, uint256 k, RiskAsset memory config) internal view returns (uint256 answer) {
+        answer = answers[k];
+        if (answer == 0) {
+            answer = _checkedAnswer(config);
+            answers[k] = answer;
+        }
+    }
+
+    /// @dev value = amount × answer × 10^baseDecimals / 10^(tokenDecimals + feedDecimals) of `_riskAssets[k]`,
+    /// base-asset units, rounded down.
+    function _value(uint256[] memory answers, uint256 k, uint256 amount) internal view returns (uint256) {
+        RiskAsset memory config = riskAssetConfig[_assetAt(k)];
         return amount.mulDiv(
-            _checkedAnswer(config) * 10 ** _baseDecimals,
+            _answer(answers, k, config) * 10 ** _baseDecimals,
             10 ** (uint256(config.tokenDecimals) + config.feedDecimals),
-            rounding
+            Math.Rounding.Floor
         );
     }
 

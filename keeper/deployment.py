@@ -1,9 +1,9 @@
 """Deployment of the whole system on a local chain, and the price-moving helpers a replay needs.
 
 Deploys the base stablecoin and the risk assets (test ERC-20s), one push feed per asset, the real
-Uniswap V3 (``UniswapV3Factory``, ``SwapRouter``, ``NonfungiblePositionManager``, ``QuoterV2``) from the
-npm artifacts, one full-range pool per risk asset against the base asset seeded at the oracle price,
-and the vault. Addresses are returned as a :class:`Deployment` and can be written to JSON.
+Uniswap V3 (``UniswapV3Factory``, ``SwapRouter`` or ``SwapRouter02``, ``NonfungiblePositionManager``,
+``QuoterV2``) from the npm artifacts, one full-range pool per risk asset against the base asset seeded at
+the oracle price, and the vault. Addresses are returned as a :class:`Deployment` and can be written to JSON.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Sequence
 
 from web3 import Web3
 
-from keeper.build import load_artifacts
+from keeper.build import NODE_MODULES, Artifact, load_artifacts
 from keeper.chain import DevSender, contract
 from keeper.errors import ConfigError
 
@@ -39,6 +39,12 @@ DEFAULT_DEVIATION_BPS = 50
 #: makes such a feed publish, and the vol part of the option market's half-spread (``deploy_options``).
 DEFAULT_VOL_STEP = 0.01
 MAX_UINT256 = 2**256 - 1
+#: Router kinds the vault's constructor takes (its ``RouterKind`` enum, in order): Uniswap V3's original
+#: ``SwapRouter`` (``@uniswap/v3-periphery``) and ``SwapRouter02`` (``@uniswap/swap-router-contracts``, the
+#: router Uniswap lists on the public testnets; its ``exactInputSingle`` has no deadline field).
+ROUTER_KINDS = ("swaprouter", "swaprouter02")
+#: The compiled ``SwapRouter02`` its npm package ships (deployed as is, never recompiled).
+SWAP_ROUTER02_ARTIFACT = "@uniswap/swap-router-contracts/artifacts/contracts/SwapRouter02.sol/SwapRouter02.json"
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,8 @@ class Deployment:
     position_manager: str
     quoter: str
     assets: list[RiskAssetDeployment] = field(default_factory=list)
+    #: One of :data:`ROUTER_KINDS`: which Uniswap router ``swap_router`` is.
+    router_kind: str = "swaprouter"
 
     def to_json(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -91,6 +99,39 @@ def sqrt_price_x96(answer: int, risk_is_token0: bool, feed_decimals: int = FEED_
     return max(MIN_SQRT_RATIO + 1, min(MAX_SQRT_RATIO - 1, value))
 
 
+def swap_router02_artifact() -> Artifact:
+    """ABI and creation bytecode of Uniswap's ``SwapRouter02`` from ``@uniswap/swap-router-contracts``.
+
+    Raises
+    ------
+    ConfigError
+        The package is not installed (run ``npm ci``).
+    """
+    path = NODE_MODULES / SWAP_ROUTER02_ARTIFACT
+    if not path.exists():
+        raise ConfigError(f"compiled artifact of SwapRouter02 missing at {path}; run `npm ci`")
+    data = json.loads(path.read_text())
+    return Artifact("SwapRouter02", data["abi"], data["bytecode"])
+
+
+def swap_router(w3: Web3, deployment: Deployment):
+    """Handle on the deployment's router with the ABI of its kind (``SwapRouter`` or ``SwapRouter02``)."""
+    if deployment.router_kind == "swaprouter02":
+        return w3.eth.contract(address=Web3.to_checksum_address(deployment.swap_router),
+                               abi=swap_router02_artifact().abi)
+    return contract(w3, "SwapRouter", deployment.swap_router)
+
+
+def exact_input_single_args(router_kind: str, token_in: str, token_out: str, fee: int, recipient: str,
+                            deadline: int, amount_in: int, min_amount_out: int, sqrt_price_limit_x96: int) -> tuple:
+    """``exactInputSingle``'s parameter tuple for a router of ``router_kind``; ``SwapRouter02`` has no
+    ``deadline`` field (the argument is then not sent). Amounts in the tokens' smallest units, ``deadline``
+    Unix seconds, ``fee`` in hundredths of a bip."""
+    if router_kind == "swaprouter02":
+        return (token_in, token_out, fee, recipient, amount_in, min_amount_out, sqrt_price_limit_x96)
+    return (token_in, token_out, fee, recipient, deadline, amount_in, min_amount_out, sqrt_price_limit_x96)
+
+
 def deploy_system(
     w3: Web3,
     deployer: str,
@@ -101,6 +142,7 @@ def deploy_system(
     pool_depth_usd: float = 50_000_000.0,
     heartbeat_seconds: int = 2 * 86400,
     deviation_bps: int = DEFAULT_DEVIATION_BPS,
+    router_kind: str = "swaprouter",
 ) -> Deployment:
     """Deploys tokens, feeds, Uniswap V3, seeded pools and the vault; ``deployer`` administers all.
 
@@ -114,16 +156,31 @@ def deploy_system(
         Maximum oracle age the vault accepts, seconds.
     deviation_bps : int
         Deviation threshold recorded for every feed, bps; the vault's entry/exit fee is raised to it.
+    router_kind : str
+        One of :data:`ROUTER_KINDS`: the Uniswap router deployed and given to the vault.
+
+    Raises
+    ------
+    ConfigError
+        ``router_kind`` is not one of :data:`ROUTER_KINDS`, or an npm artifact is missing.
     """
+    if router_kind not in ROUTER_KINDS:
+        raise ConfigError(f"router_kind must be one of {', '.join(ROUTER_KINDS)}, got {router_kind!r}")
     arts = load_artifacts()
     tx = DevSender(w3)
     base = tx.deploy(deployer, arts["TestToken"], "USD Coin (test)", "USDC", BASE_DECIMALS, deployer)
     # Uniswap's periphery wants a WETH9 address; no swap here touches ETH, so the base token stands in.
     factory = tx.deploy(deployer, arts["UniswapV3Factory"])
-    router = tx.deploy(deployer, arts["SwapRouter"], factory.address, base.address)
     npm = tx.deploy(
         deployer, arts["NonfungiblePositionManager"], factory.address, base.address, "0x" + "00" * 20
     )
+    if router_kind == "swaprouter02":
+        # SwapRouter02(factoryV2, factoryV3, positionManager, WETH9): no Uniswap V2 here, so its V2 swaps are
+        # unusable; the vault calls only the V3 exactInputSingle.
+        router = tx.deploy(deployer, swap_router02_artifact(), "0x" + "00" * 20, factory.address, npm.address,
+                           base.address)
+    else:
+        router = tx.deploy(deployer, arts["SwapRouter"], factory.address, base.address)
     quoter = tx.deploy(deployer, arts["QuoterV2"], factory.address, base.address)
     vault = tx.deploy(
         deployer,
@@ -132,6 +189,7 @@ def deploy_system(
         "Risk Parity Vault",
         "rpUSDC",
         router.address,
+        ROUTER_KINDS.index(router_kind),
         deployer,
         keeper,
         guardian,
@@ -155,6 +213,7 @@ def deploy_system(
         position_manager=npm.address,
         quoter=quoter.address,
         assets=assets,
+        router_kind=router_kind,
     )
 
 
@@ -181,7 +240,7 @@ def _create_seeded_pool(w3, tx: DevSender, deployer: str, npm, base, token, answ
 
 
 class Arbitrageur:
-    """Moves each pool to its oracle price with real swaps through the ``SwapRouter``.
+    """Moves each pool to its oracle price with real swaps through the deployment's router.
 
     The arbitrageur holds ample base and risk tokens (minted by the deployer) and sells whichever side
     is cheap in the pool with ``sqrtPriceLimitX96`` set to the oracle price, so the swap stops exactly
@@ -192,7 +251,8 @@ class Arbitrageur:
         self.w3 = w3
         self.account = account
         self.tx = DevSender(w3)
-        self.router = contract(w3, "SwapRouter", deployment.swap_router)
+        self.router = swap_router(w3, deployment)
+        self.router_kind = deployment.router_kind
         self.base = contract(w3, "TestToken", deployment.base_asset)
         self.pools = {a.token: contract(w3, "UniswapV3Pool", a.pool) for a in deployment.assets}
         self.tokens = {a.token: contract(w3, "TestToken", a.token) for a in deployment.assets}
@@ -228,7 +288,8 @@ class Arbitrageur:
         receipt = self.tx.transact(
             self.account,
             self.router.functions.exactInputSingle(
-                (token_in, token_out, POOL_FEE, self.account, 2**63, amount_in, 0, target)
+                exact_input_single_args(self.router_kind, token_in, token_out, POOL_FEE, self.account, 2**63,
+                                        amount_in, 0, target)
             ),
         )
         return int(receipt["gasUsed"], 16)

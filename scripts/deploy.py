@@ -3,6 +3,9 @@ chain whose dev accounts are unlocked (Anvil), and writes the addresses to a JSO
 
     .venv/bin/python scripts/deploy.py --rpc-url http://127.0.0.1:8545 --out deployment.json
 
+``--router swaprouter02`` deploys Uniswap's ``SwapRouter02`` (the router of its testnet deployments) for
+the vault instead of the original ``SwapRouter``.
+
 Account roles: dev account 0 administers everything, 1 is the keeper, 2 the guardian. Initial prices
 are the first closes of the shipped history. With ``--timelock-delay SECONDS`` the vault's admin role
 moves to an OpenZeppelin TimelockController (dev account 0 proposes and executes), so every admin
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from keeper.chain import connect, dev_accounts
 from keeper.data import load_prices
-from keeper.deployment import deploy_system, place_behind_timelock
+from keeper.deployment import ROUTER_KINDS, deploy_system, place_behind_timelock
 
 
 def main() -> None:
@@ -25,13 +28,17 @@ def main() -> None:
     parser.add_argument("--assets", default="BTC,ETH,SOL", help="comma-separated symbols from the shipped data")
     parser.add_argument("--pool-depth-usd", type=float, default=50_000_000.0)
     parser.add_argument("--out", type=Path, default=Path("deployment.json"))
+    parser.add_argument("--router", choices=ROUTER_KINDS, default="swaprouter",
+                        help="Uniswap router the vault swaps through: the original SwapRouter or SwapRouter02 "
+                             "(the router of Uniswap's testnet deployments)")
     parser.add_argument("--timelock-delay", type=int, default=0,
                         help="seconds every admin action must wait (0: the deployer stays the admin)")
     args = parser.parse_args()
     w3 = connect(args.rpc_url)
     table = load_prices(symbols=[s.strip() for s in args.assets.split(",")])
     owner, keeper, guardian = dev_accounts()[:3]
-    deployment = deploy_system(w3, owner, keeper, guardian, table.symbols, table.prices[-1], args.pool_depth_usd)
+    deployment = deploy_system(w3, owner, keeper, guardian, table.symbols, table.prices[-1], args.pool_depth_usd,
+                               router_kind=args.router)
     deployment.to_json(args.out)
     print(f"vault {deployment.vault}\nquoter {deployment.quoter}\nwrote {args.out}")
     if args.timelock_delay > 0:

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Iterator
+
 import numpy as np
 import pytest
-from conftest import USDC, System
+from conftest import SYMBOLS, USDC, System
+from eth_abi import encode as abi_encode
+from web3 import Web3
+from web3.logs import DISCARD
 
-from keeper.chain import rpc
-from keeper.errors import SimulationRevertedError
-from keeper.planner import RebalancePlan, SwapLeg, plan_rebalance
+from keeper.chain import AnvilProcess, DevSender, call_raw, connect, contract, decode_revert, dev_accounts, rpc
+from keeper.deployment import (
+    MAX_UINT256,
+    ROUTER_KINDS,
+    Deployment,
+    deploy_system,
+    exact_input_single_args,
+    price_to_answer,
+    swap_router,
+)
+from keeper.errors import SimulationRevertedError, TransactionFailedError
+from keeper.oracle import ChainReader
+from keeper.planner import RebalancePlan, SwapLeg, amount_for_value, plan_rebalance, value_of
 from keeper.risk_contributions import relative_risk_contributions
 
 
@@ -237,3 +253,188 @@ def test_tick_scales_its_move_to_the_rolling_turnover_budget(chain: System) -> N
     assert 0.25 * nav_before < spent <= 0.30 * nav_before  # a partial step, inside the budget
     second = keeper.run_once()
     assert second.status == "skipped" and "rolling turnover budget" in second.reason, second.reason
+
+
+# --- SwapRouter02 and the standing router allowance ------------------------------------------------
+
+
+@dataclass
+class Router02System:
+    """A vault deployed with ``router_kind="swaprouter02"`` on its own Anvil, one deposit made."""
+
+    w3: Any
+    tx: DevSender
+    deployment: Deployment
+    vault: Any
+    base: Any
+    reader: ChainReader
+    keeper: str
+    depositor: str
+
+
+@pytest.fixture(scope="module")
+def router02(chain_table) -> Iterator[Router02System]:
+    node = AnvilProcess(timestamp=chain_table.close_timestamp(0) - 3600)
+    try:
+        w3 = connect(node.rpc_url)
+        owner, keeper, guardian, _, alice = dev_accounts()[:5]
+        deployment = deploy_system(w3, owner, keeper, guardian, SYMBOLS, chain_table.prices[0],
+                                   pool_depth_usd=50_000_000, router_kind="swaprouter02")
+        tx = DevSender(w3)
+        vault = contract(w3, "RiskParityVault", deployment.vault)
+        base = contract(w3, "TestToken", deployment.base_asset)
+        tx.transact(owner, base.functions.mint(alice, 1_000_000 * USDC))
+        tx.transact(alice, base.functions.approve(deployment.vault, MAX_UINT256))
+        tx.transact(alice, vault.functions.deposit(1_000_000 * USDC, alice))
+        yield Router02System(w3, tx, deployment, vault, base, ChainReader(w3, deployment.vault), keeper, alice)
+    finally:
+        node.stop()
+
+
+def _oracle_leg(reader: ChainReader, base: str, i: int, side: str, usd: float, slippage_bps: int = 50) -> SwapLeg:
+    """A leg of ``usd`` worth of asset ``i`` with ``minAmountOut`` ``slippage_bps`` under the oracle (rounded up,
+    like the vault's bound)."""
+    snap = reader.snapshot()
+    info, answer, bd = reader.assets[i], snap.answers[i], reader.base_decimals
+    value = int(usd * 10**bd)
+    if side == "buy":
+        token_in, token_out, amount_in = base, info.token, value
+        oracle_out = amount_for_value(value, answer, info, bd)
+    else:
+        token_in, token_out = info.token, base
+        amount_in = amount_for_value(value, answer, info, bd)
+        oracle_out = value = value_of(amount_in, answer, info, bd)
+    min_out = -(-oracle_out * (10_000 - slippage_bps) // 10_000)
+    return SwapLeg(info.symbol, side, token_in, token_out, amount_in, min_out, oracle_out, value)
+
+
+def test_rebalance_through_swaprouter02_buys_and_sells_at_the_oracle_bound(router02: Router02System) -> None:
+    r = router02
+    v = r.vault.functions
+    assert v.routerKind().call() == ROUTER_KINDS.index("swaprouter02") == 1
+    assert v.swapRouter().call() == r.deployment.swap_router
+    # The keeper's pool-price breaker finds the pools through `swapRouter().factory()`: SwapRouter02 answers it too.
+    assert contract(r.w3, "SwapRouter", r.deployment.swap_router).functions.factory().call() == r.deployment.factory
+    buy = _oracle_leg(r.reader, r.base.address, 0, "buy", 50_000)
+    token = contract(r.w3, "TestToken", buy.token_out)
+    before = token.functions.balanceOf(r.vault.address).call()
+    deadline = r.w3.eth.get_block("latest")["timestamp"] + 600
+    receipt = r.tx.transact(r.keeper, v.rebalance([buy.as_tuple()], 0, 0, deadline))
+    got = token.functions.balanceOf(r.vault.address).call() - before
+    assert got >= buy.min_amount_out
+    logs = r.vault.events.LegExecuted().process_receipt(r.w3.eth.get_transaction_receipt(receipt["transactionHash"]),
+                                                          errors=DISCARD)
+    (event,) = logs
+    assert event["args"]["amountOut"] == got and event["args"]["oracleAmountOut"] == buy.oracle_amount_out
+    # A sell of part of it, then a leg asking for more than the pool gives is refused with the router's reason.
+    sell = _oracle_leg(r.reader, r.base.address, 0, "sell", 20_000)
+    r.tx.transact(r.keeper, v.rebalance([sell.as_tuple()], 0, 1, deadline))
+    assert v.rebalanceEpoch().call() == 2
+    greedy = SwapLeg(sell.symbol, sell.side, sell.token_in, sell.token_out, sell.amount_in, sell.oracle_amount_out * 2,
+                     sell.oracle_amount_out, sell.value)
+    ok, data = call_raw(r.w3, {"from": r.keeper, "to": r.vault.address,
+                               "data": v.rebalance([greedy.as_tuple()], 0, 2, deadline)._encode_transaction_data()})
+    assert not ok
+    err = decode_revert(data)
+    assert err.name == "LegSwapFailed" and err.args[0] == 0 and b"Too little received" in err.args[1]
+
+
+def test_swaprouter02_deadline_is_enforced_by_the_vault(router02: Router02System) -> None:
+    r = router02
+    v = r.vault.functions
+    leg = _oracle_leg(r.reader, r.base.address, 1, "buy", 10_000)
+    epoch = v.rebalanceEpoch().call()
+    # SwapRouter02 takes no deadline: the vault's own check refuses, naming the deadline and the block time.
+    now = r.w3.eth.get_block("latest")["timestamp"]
+    call = v.rebalance([leg.as_tuple()], 0, epoch, now - 1)
+    ok, data = call_raw(r.w3, {"from": r.keeper, "to": r.vault.address, "data": call._encode_transaction_data()})
+    err = decode_revert(data)
+    assert not ok and err.name == "DeadlinePassed" and err.args[0] == now - 1 and err.args[1] >= now
+    # Mined in a block one second past the deadline, the transaction reverts (and changes nothing).
+    rpc(r.w3, "evm_setNextBlockTimestamp", [now + 10])
+    with pytest.raises(TransactionFailedError):
+        expired = v.rebalance([leg.as_tuple()], 0, epoch, now + 9)._encode_transaction_data()
+        r.tx.send(r.keeper, r.vault.address, expired, gas=3_000_000)
+    assert v.rebalanceEpoch().call() == epoch
+    # In a block at the deadline itself the same rebalance goes through.
+    rpc(r.w3, "evm_setNextBlockTimestamp", [now + 20])
+    r.tx.send(r.keeper, r.vault.address, v.rebalance([leg.as_tuple()], 0, epoch, now + 20)._encode_transaction_data(),
+              gas=3_000_000)
+    assert v.rebalanceEpoch().call() == epoch + 1
+
+
+def _callback_theft(tx: DevSender, router: str, token_in: str, token_out: str, fee: int, victim: str, thief: str,
+                    amount: int) -> None:
+    """Calls ``router.uniswapV3SwapCallback`` as ``thief`` with callback data naming ``victim`` as the payer of
+    ``amount`` of ``token_in`` on the real ``token_in``/``token_out`` pool: the one way a router could move a
+    standing allowance's tokens without the victim calling it. The router refuses (the caller is not that pool)."""
+    path = bytes.fromhex(token_in[2:]) + fee.to_bytes(3, "big") + bytes.fromhex(token_out[2:])
+    data = abi_encode(["(bytes,address)"], [(path, victim)])
+    selector = Web3.keccak(text="uniswapV3SwapCallback(int256,int256,bytes)")[:4]
+    call = selector + abi_encode(["int256", "int256", "bytes"], [amount, 0, data])
+    with pytest.raises(TransactionFailedError):
+        tx.send(thief, router, call, gas=500_000)
+
+
+@pytest.mark.parametrize("kind", ROUTER_KINDS)
+def test_standing_router_allowance_cannot_be_spent_by_anyone_else(kind: str, chain: System,
+                                                                  router02: Router02System) -> None:
+    """The vault leaves the router a maximum allowance of every listed token. An attacker who calls the router's
+    swap callback directly, naming the vault as payer, or asks the router to swap to himself, moves nothing."""
+    if kind == "swaprouter":
+        w3, tx, vault, base, router = chain.w3, chain.tx, chain.vault, chain.base, chain.deployment.swap_router
+        chain.deposit(chain.alice, 100_000)
+        thief = chain.bob
+    else:
+        w3, tx, vault, base = router02.w3, router02.tx, router02.vault, router02.base
+        router = router02.deployment.swap_router
+        thief = dev_accounts()[6]
+    assert base.functions.allowance(vault.address, router).call() == MAX_UINT256
+    held = base.functions.balanceOf(vault.address).call()
+    assert held > 0
+    token_out = vault.functions.riskAssets().call()[0]
+    _callback_theft(tx, router, base.address, token_out, 500, vault.address, thief, held // 2)
+    # The router's own swap pays from its caller only: the thief holds nothing of it and gets nothing.
+    swap = swap_router(w3, Deployment(**{**chain.deployment.__dict__, "swap_router": router, "router_kind": kind}))
+    params = exact_input_single_args(kind, base.address, token_out, 500, thief, 2**63, held // 2, 0, 0)
+    with pytest.raises(TransactionFailedError):
+        tx.transact(thief, swap.functions.exactInputSingle(params), gas=500_000)
+    assert base.functions.balanceOf(vault.address).call() == held
+    assert base.functions.allowance(vault.address, router).call() == MAX_UINT256
+
+
+def test_each_feed_is_read_once_per_rebalance_and_still_checked(chain: System) -> None:
+    """The NAV before, every leg's oracle bound and the NAV after share one read of each feed; a feed first
+    needed by a leg (an asset the vault does not hold yet) is read there, with the same staleness check."""
+    chain.deposit(chain.alice, 100_000)
+    reader = ChainReader(chain.w3, chain.vault.address)
+    base = chain.base.address
+    # Cash only: a buy of every asset reads each feed at its leg, once, and the NAV after reuses the answers.
+    legs = [_oracle_leg(reader, base, i, "buy", 5_000) for i in range(3)]
+    epoch = chain.vault.functions.rebalanceEpoch().call()
+    deadline = chain.w3.eth.get_block("latest")["timestamp"] + 3_600
+    receipt = chain.tx.transact(chain.keeper, _rebalance_call(chain, legs, epoch=epoch, deadline=deadline))
+    trace = rpc(chain.w3, "debug_traceTransaction", [receipt["transactionHash"], {"tracer": "callTracer"}])
+    reads = [c["to"].lower() for c in trace["calls"] if c["input"].startswith("0xfeaf968c")]  # latestRoundData
+    assert sorted(reads) == sorted(f.address.lower() for f in chain.feeds)
+
+
+def test_a_feed_first_needed_by_a_leg_is_checked_there(chain: System) -> None:
+    """The vault holds cash only, so the NAV reads no feed; SOL's feed is older than its heartbeat. A leg buying
+    SOL reads it at its bound and is refused with the feed's values; a leg buying BTC (fresh feed) goes through."""
+    chain.deposit(chain.alice, 100_000)
+    reader = ChainReader(chain.w3, chain.vault.address)
+    base = chain.base.address
+    buy_btc, buy_sol = (_oracle_leg(reader, base, i, "buy", 5_000) for i in (0, 2))
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    rpc(chain.w3, "evm_setNextBlockTimestamp", [now + 2 * 86_400 + 3_600])
+    for feed, price in zip(chain.feeds[:2], chain.table.prices[chain.day][:2]):
+        chain.tx.transact(chain.owner, feed.functions.pushAnswer(price_to_answer(price)))
+    sol_feed = chain.feeds[2]
+    heartbeat = chain.vault.functions.riskAssetConfig(chain.tokens[2].address).call()[1]
+    updated_at = sol_feed.functions.latestRoundData().call()[3]
+    deadline = chain.w3.eth.get_block("latest")["timestamp"] + 600
+    err = chain.call_error(_rebalance_call(chain, [buy_btc, buy_sol], deadline=deadline), chain.keeper)
+    assert err.name == "StalePrice" and err.args == (sol_feed.address.lower(), updated_at, heartbeat)
+    chain.tx.transact(chain.keeper, _rebalance_call(chain, [buy_btc], deadline=deadline))
+    assert chain.tokens[0].functions.balanceOf(chain.vault.address).call() >= buy_btc.min_amount_out

@@ -27,6 +27,15 @@ interface IRiskParityVault {
                                  TYPES
     //////////////////////////////////////////////////////////////*/
 
+    /// @notice Which Uniswap V3 router the vault swaps through: the original `SwapRouter`
+    /// (`@uniswap/v3-periphery`, `exactInputSingle` with a deadline field) or `SwapRouter02`
+    /// (`@uniswap/swap-router-contracts`, the router of Uniswap's testnet deployments, no deadline field; the
+    /// vault's own `DeadlinePassed` check enforces the rebalance deadline).
+    enum RouterKind {
+        SwapRouter,
+        SwapRouter02
+    }
+
     /// @notice Configuration of one whitelisted risk asset.
     /// @param feed Chainlink-compatible price feed quoting the asset in USD (= base-asset units).
     /// @param heartbeat Maximum age of the feed's answer, in seconds.
@@ -85,12 +94,13 @@ interface IRiskParityVault {
     error AssetNotListed(address token);
     /// @notice A leg does not trade a risk asset against the base asset.
     error InvalidLeg(uint256 legIndex, address tokenIn, address tokenOut);
-    /// @notice A rebalance was called with no legs or more than `MAX_LEGS`.
+    /// @notice A rebalance was called with no legs or more than 64 (`MAX_LEGS`).
     error InvalidLegCount(uint256 legCount, uint256 maxLegs);
     /// @notice A leg's `minAmountOut` is below the oracle-fair output less `maxSlippageBps` (amounts in
     /// `tokenOut`'s smallest unit).
     error MinAmountOutBelowOracleBound(uint256 legIndex, address tokenOut, uint256 minAmountOut, uint256 oracleBound);
-    /// @notice The swap of a leg reverted in the router (for instance its `amountOutMinimum` was not met).
+    /// @notice The swap of a leg reverted in the router (for instance its `amountOutMinimum` was not met), with
+    /// the router's revert data; or the router answered less than one word (`reason` is then that answer).
     error LegSwapFailed(uint256 legIndex, bytes reason);
     /// @notice A leg returned less than its `minAmountOut` (amounts in `tokenOut`'s smallest unit).
     error SlippageExceeded(uint256 legIndex, address tokenOut, uint256 minAmountOut, uint256 amountOut);
@@ -105,7 +115,7 @@ interface IRiskParityVault {
     /// @notice The rebalance's deadline (Unix seconds) has passed.
     error DeadlinePassed(uint256 deadline, uint256 timestamp);
     /// @notice A limit is outside its allowed range (`value` above `maxValue`; for a budget period, outside
-    /// [`MIN_PREMIUM_PERIOD`, `MAX_PREMIUM_PERIOD`] seconds).
+    /// [3,600, 31,536,000] seconds: one hour to 365 days).
     error LimitOutOfRange(uint256 value, uint256 maxValue);
     /// @notice A listing or feed change is invalid: the token is the base asset or already listed, or the
     /// heartbeat is zero.
@@ -221,7 +231,7 @@ interface IRiskParityVault {
     /// @dev Checks, in order: keeper role, not paused, deadline, epoch, legs (listed tokens, base on one side,
     /// `minAmountOut` within `maxSlippageBps` of the oracle-fair output, fresh oracles), turnover cap and
     /// budget; then swaps, then NAV floor, NAV loss bound and NAV-loss budget. Increments `rebalanceEpoch`.
-    /// @param legs Swaps to make, executed in order (put sells first so buys are funded); 1 to `MAX_LEGS`.
+    /// @param legs Swaps to make, executed in order (put sells first so buys are funded); 1 to 64.
     /// @param minNavAfter Least acceptable NAV after the trades, base-asset units.
     /// @param expectedEpoch Must equal `rebalanceEpoch`.
     /// @param deadline Unix time after which the call reverts.
@@ -277,7 +287,7 @@ interface IRiskParityVault {
 
     /// @notice Whitelists `token`, priced by `feed` in USD (answers older than `heartbeat` seconds refused),
     /// traded in the `poolFee` pool (hundredths of a bip) against the base asset. Admin only.
-    /// @param deviationBps The feed's deviation threshold, bps (at most `MAX_ENTRY_EXIT_FEE_BPS`);
+    /// @param deviationBps The feed's deviation threshold, bps (at most 500);
     /// `entryExitFeeBps` is raised to it if lower.
     function listRiskAsset(address token, AggregatorV3Interface feed, uint32 heartbeat, uint24 poolFee, uint16 deviationBps)
         external;
@@ -294,8 +304,8 @@ interface IRiskParityVault {
     /// its value off: sell it first when its feed and pool still work. Admin only.
     function delistRiskAsset(address token) external;
 
-    /// @notice Sets the per-call rebalance bounds, each in bps (at most `MAX_SLIPPAGE_BPS_LIMIT`,
-    /// `MAX_TURNOVER_BPS_LIMIT`, `MAX_NAV_LOSS_BPS_LIMIT`). Admin only.
+    /// @notice Sets the per-call rebalance bounds, each in bps (at most 1,000,
+    /// 20,000 and 1,000). Admin only.
     function setLimits(uint256 maxSlippageBps_, uint256 maxTurnoverBps_, uint256 maxNavLossBps_) external;
 
     /// @notice Sets rolling budget `kind` (`BUDGET_NAV_LOSS` or `BUDGET_TURNOVER`; the premium budget is set
@@ -305,11 +315,11 @@ interface IRiskParityVault {
     function setBudget(uint256 kind, uint256 budgetBps_, uint256 period) external;
 
     /// @notice Sets the fee on share mints and burns, bps: at least every listed feed's `deviationBps`, at most
-    /// `MAX_ENTRY_EXIT_FEE_BPS`. Admin only.
+    /// 500. Admin only.
     function setEntryExitFee(uint256 feeBps) external;
 
-    /// @notice Sets the fee recipient, the management fee (bps per 365 days, at most `MAX_MANAGEMENT_FEE_BPS`)
-    /// and the performance fee (bps of gains over the high-water mark, at most `MAX_PERFORMANCE_FEE_BPS`).
+    /// @notice Sets the fee recipient, the management fee (bps per 365 days, at most 500)
+    /// and the performance fee (bps of gains over the high-water mark, at most 3,000).
     /// Fees due under the old settings accrue first (so this reverts while `totalAssets()` does). Admin only.
     function setFees(address recipient, uint256 managementBps, uint256 performanceBps) external;
 
@@ -338,28 +348,8 @@ interface IRiskParityVault {
     function KEEPER_ROLE() external view returns (bytes32);
     /// @notice Role that may `pause`.
     function GUARDIAN_ROLE() external view returns (bytes32);
-    /// @notice Most risk assets listed at once.
-    function MAX_ASSETS() external view returns (uint256);
-    /// @notice Most swap legs per rebalance.
-    function MAX_LEGS() external view returns (uint256);
-    /// @notice Upper bound of `maxSlippageBps`, bps.
-    function MAX_SLIPPAGE_BPS_LIMIT() external view returns (uint256);
-    /// @notice Upper bound of `maxTurnoverBps`, bps.
-    function MAX_TURNOVER_BPS_LIMIT() external view returns (uint256);
-    /// @notice Upper bound of `maxNavLossBps`, bps.
-    function MAX_NAV_LOSS_BPS_LIMIT() external view returns (uint256);
     /// @notice Most option legs per `rebalanceWithOptions`.
     function MAX_OPTION_LEGS() external view returns (uint256);
-    /// @notice Upper bound of `maxPremiumBps`, bps of fair value.
-    function MAX_PREMIUM_BPS_LIMIT() external view returns (uint256);
-    /// @notice Upper bound of `premiumBudgetBps`, bps of NAV per window.
-    function MAX_PREMIUM_BUDGET_BPS_LIMIT() external view returns (uint256);
-    /// @notice Upper bound of `maxOpenSeries`.
-    function MAX_OPEN_SERIES_LIMIT() external view returns (uint256);
-    /// @notice Shortest window of a rolling budget, seconds.
-    function MIN_PREMIUM_PERIOD() external view returns (uint256);
-    /// @notice Longest window of a rolling budget, seconds.
-    function MAX_PREMIUM_PERIOD() external view returns (uint256);
     /// @notice Index of the rolling budget of NAV lost to rebalances.
     function BUDGET_NAV_LOSS() external view returns (uint256);
     /// @notice Index of the rolling budget of value traded.
@@ -368,23 +358,16 @@ interface IRiskParityVault {
     function BUDGET_PREMIUM() external view returns (uint256);
     /// @notice Buckets per rolling window (see `budgetSpent`).
     function BUDGET_BUCKETS() external view returns (uint256);
-    /// @notice Upper bound of the rolling NAV-loss budget, bps of NAV per window.
-    function MAX_NAV_LOSS_BUDGET_BPS() external view returns (uint256);
-    /// @notice Upper bound of the rolling turnover budget, bps of NAV per window.
-    function MAX_TURNOVER_BUDGET_BPS() external view returns (uint256);
-    /// @notice Upper bound of the entry/exit fee and of a feed's deviation threshold, bps.
-    function MAX_ENTRY_EXIT_FEE_BPS() external view returns (uint256);
-    /// @notice Upper bound of the management fee, bps of supply per 365 days.
-    function MAX_MANAGEMENT_FEE_BPS() external view returns (uint256);
-    /// @notice Upper bound of the performance fee, bps of the gain over the high-water mark.
-    function MAX_PERFORMANCE_FEE_BPS() external view returns (uint256);
 
     /*//////////////////////////////////////////////////////////////
                                  VIEWS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice The Uniswap V3 `SwapRouter` every leg trades through.
+    /// @notice The Uniswap V3 router every leg trades through (`SwapRouter` or `SwapRouter02`, see `routerKind`);
+    /// it holds a standing maximum allowance of the base asset and of every asset listed since deployment.
     function swapRouter() external view returns (ISwapRouter);
+    /// @notice Which router `swapRouter` is (`RouterKind`), fixed at construction.
+    function routerKind() external view returns (RouterKind);
 
     /// @notice Configuration of `token` (the fields of `RiskAsset`, in order; all zero when never listed).
     function riskAssetConfig(address token)
