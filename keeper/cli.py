@@ -1,4 +1,14 @@
-"""Command line: ``keeper demo``, ``keeper run``, ``keeper status``, ``keeper simulate``, ``keeper build``."""
+"""Command line: ``keeper demo``, ``keeper run``, ``keeper status``, ``keeper simulate``, ``keeper build``,
+``keeper backtest``, ``keeper decode-revert``.
+
+Exit codes (every command):
+
+* 0: done (``simulate``: the plan was simulated and mined on the fork, or the tick skipped with its reason).
+* 1: ``run --once``: the tick failed with an error; ``simulate``: the rebalance would revert (reason printed).
+* 2: refused input: an invalid config or argument, a missing key, undecodable revert data (one line, ``error: ...``).
+* 3: a start-up check failed (wrong chain, no code at an address, no keeper role, quoter or router not
+  answering): one line per failed check, each naming the fix (:mod:`keeper.preflight`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +24,9 @@ from typing import Any
 from pathlib import Path
 
 from keeper.errors import KeeperError
+
+#: Exit codes (module doc).
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PREFLIGHT = 0, 1, 2, 3
 
 
 def _date(text: str) -> dt.date:
@@ -70,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     sub.add_parser("build", help="compile the contracts")
+
+    decode = sub.add_parser("decode-revert", help="decode revert data (a custom error's selector and arguments) into "
+                                                  "the error's name and values")
+    decode.add_argument("data", help="revert data as hex, e.g. 0x91b46fd2000...; or only the 4-byte selector")
+    decode.add_argument("args", nargs="*", help="with a bare selector: the ABI-encoded arguments as further hex words")
 
     bt = sub.add_parser("backtest", help="replay daily closes offline through the keeper's decision code")
     bt.add_argument("--data", type=Path, default=None, help="CSV of daily closes (default: the shipped Binance file)")
@@ -148,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 configure_logging(json_output=True)
             port = config.operations.metrics_port if args.metrics_port is None else args.metrics_port
             if args.once:
-                keeper = Keeper(config)
+                keeper = _checked_keeper(config)
                 keeper.startup()
                 report = keeper.run_once()
                 print(f"{report.status}: {report.reason or ''}")
@@ -157,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             stop = threading.Event()
             handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:
-                keeper = start_when_reachable(lambda: Keeper(config), stop)
+                keeper = start_when_reachable(lambda: _checked_keeper(config), stop)
             finally:
                 for sig, handler in handlers.items():
                     signal.signal(sig, handler)
@@ -173,14 +191,23 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             from keeper.status import collect_status, format_status
 
-            result = collect_status(_config(args), last_ticks=args.ticks, keeper_address=args.address)
+            result = collect_status(_config(args), last_ticks=args.ticks, keeper_address=args.address, preflight=True)
             print(json.dumps(result, indent=2, default=str) if args.json else format_status(result))
         elif args.command == "simulate":
             from keeper.simulate import format_simulation, simulate_on_fork
 
-            result = simulate_on_fork(_config(args), args.fork_url, keeper_address=args.keeper_address)
+            from keeper.chain import connect
+            from keeper.preflight import check_or_raise
+
+            config = _config(args)
+            check_or_raise(connect(args.fork_url), config.chain, args.keeper_address or _key_address(config))
+            result = simulate_on_fork(config, args.fork_url, keeper_address=args.keeper_address)
             print(json.dumps(result, indent=2, default=str) if args.json else format_simulation(result))
-            return 0 if result["status"] != "reverted" else 1
+            return EXIT_OK if result["status"] != "reverted" else EXIT_FAILED
+        elif args.command == "decode-revert":
+            from keeper.revert import decode_revert_text
+
+            print(decode_revert_text(args.data, args.args))
         elif args.command == "build":
             from keeper.build import main as build_main
 
@@ -188,9 +215,35 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "backtest":
             _backtest(args)
     except KeeperError as exc:
+        from keeper.preflight import PreflightError
+
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_PREFLIGHT if isinstance(exc, PreflightError) else EXIT_REFUSED
+    return EXIT_OK
+
+
+def _key_address(config: Any) -> str:
+    """Address of the configured keeper key (:meth:`keeper.config.KeeperConfig.private_key`)."""
+    from eth_account import Account
+
+    return Account.from_key(config.private_key()).address
+
+
+def _checked_keeper(config: Any) -> Any:
+    """A :class:`keeper.runner.Keeper` built after the start-up checks passed on its RPC endpoint.
+
+    Raises
+    ------
+    PreflightError
+        A check failed (wrong chain, no code, no keeper role, quoter or router silent).
+    """
+    from keeper.chain import connect_failover
+    from keeper.preflight import check_or_raise
+    from keeper.runner import Keeper
+
+    w3 = connect_failover(config)
+    check_or_raise(w3, config.chain, _key_address(config))
+    return Keeper(config, w3=w3)
 
 
 def _config(args: argparse.Namespace) -> Any:
