@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             from keeper.metrics import MetricsServer
             from keeper.runner import Keeper
-            from keeper.service import make_metrics, run_forever, start_when_reachable
+            from keeper.service import make_metrics, run_forever, start_when_reachable, tick_and_log
 
             config = _config(args)
             if config.operations.log_json:
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.once:
                 keeper = _checked_keeper(config)
                 keeper.startup()
-                report = keeper.run_once()
+                report = tick_and_log(keeper)
                 print(f"{report.status}: {report.reason or ''}")
                 return 0 if report.status != "error" else 1
             # A node that is down at start is waited for (SIGTERM/SIGINT end the wait, exit 0).
