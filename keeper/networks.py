@@ -55,6 +55,9 @@ class NetworkAddresses:
     quoter_v2: SourcedAddress
     router: SourcedAddress
     router_kind: RouterKind
+    position_manager: SourcedAddress
+    #: Wrapped ether of the network (the periphery contracts' WETH9).
+    weth9: SourcedAddress
     #: Chainlink USD price feed proxy by symbol (8 decimals); ``None``: no source found, supply it.
     price_feeds: dict[str, SourcedAddress | None]
     #: Chainlink L2 sequencer uptime feed; ``None`` where none is listed (L1, or not found for the testnet).
@@ -72,6 +75,8 @@ NETWORKS: dict[str, NetworkAddresses] = {
         quoter_v2=SourcedAddress("0xEd1f6473345F45b75F8179591dd5bA1888cf2FB3", _UNISWAP_ETHEREUM),
         router=SourcedAddress("0x3bFA4769FB09eefC5a80d6E87c3B9C650f7Ae48E", _UNISWAP_ETHEREUM),
         router_kind="swaprouter02",
+        position_manager=SourcedAddress("0x1238536071E1c677A632429e3655c799b22cDA52", _UNISWAP_ETHEREUM),
+        weth9=SourcedAddress("0xfFf9976782d46CC05630D1f6eBAb18b2324d6B14", _UNISWAP_ETHEREUM),
         price_feeds={
             "ETH": SourcedAddress("0x694AA1769357215DE4FAC081bf1f309aDC325306", _CHAINLINK_API_REFERENCE),
             "BTC": SourcedAddress("0x1b44F3514812d835EB1BDB0acB33d3fA3351Ee43", _THIRD_PARTY, "unconfirmed"),
@@ -87,6 +92,8 @@ NETWORKS: dict[str, NetworkAddresses] = {
         quoter_v2=SourcedAddress("0x2779a0CC1c3e0E44D2542EC3e79e3864Ae93Ef0B", _UNISWAP_ARBITRUM),
         router=SourcedAddress("0x101F443B4d1b059569D643917553c771E1b9663E", _UNISWAP_ARBITRUM),
         router_kind="swaprouter02",
+        position_manager=SourcedAddress("0x6b2937Bde17889EDCf8fbD8dE31C3C2a70Bc4d65", _UNISWAP_ARBITRUM),
+        weth9=SourcedAddress("0x980B62Da83eFf3D4576C647993b0c1D7faf17c73", _UNISWAP_ARBITRUM),
         price_feeds={
             "ETH": SourcedAddress("0xd30e2101a97dcbAeBCBC04F14C3f624E67A35165", _THIRD_PARTY, "unconfirmed"),
             "BTC": SourcedAddress("0x56a43EB56Da12C0dc1D972ACb089c06a5dEF8e69", _THIRD_PARTY, "unconfirmed"),
@@ -103,6 +110,8 @@ NETWORKS: dict[str, NetworkAddresses] = {
         quoter_v2=SourcedAddress("0xC5290058841028F1614F3A6F0F5816cAd0df5E27", _UNISWAP_BASE),
         router=SourcedAddress("0x94cC0AaC535CCDB3C01d6787D6413C739ae12bc4", _UNISWAP_BASE),
         router_kind="swaprouter02",
+        position_manager=SourcedAddress("0x27F971cb582BF9E50F397e4d29a5C7A34f11faA2", _UNISWAP_BASE),
+        weth9=SourcedAddress("0x4200000000000000000000000000000000000006", _UNISWAP_BASE),
         price_feeds={
             "ETH": SourcedAddress("0x4aDC67696bA383F43DD60A9e78F2C97Fbbfc7cb1", _THIRD_PARTY, "unconfirmed"),
             # Third-party code gives two different BTC/USD addresses on Base Sepolia: none is taken.
