@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("build", help="compile the contracts")
 
+    sub.add_parser("ape-env", help="print the exports `ape compile` / `ape run` need (the npm solc where no native "
+                                   "one is installed): eval \"$(keeper ape-env)\"")
+
     decode = sub.add_parser("decode-revert", help="decode revert data (a custom error's selector and arguments) into "
                                                   "the error's name and values")
     decode.add_argument("data", help="revert data as hex, e.g. 0x91b46fd2000...; or only the 4-byte selector")
@@ -204,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             result = simulate_on_fork(config, args.fork_url, keeper_address=args.keeper_address)
             print(json.dumps(result, indent=2, default=str) if args.json else format_simulation(result))
             return EXIT_OK if result["status"] != "reverted" else EXIT_FAILED
+        elif args.command == "ape-env":
+            from keeper.ape_env import main as ape_env_main
+
+            ape_env_main()
         elif args.command == "decode-revert":
             from keeper.revert import decode_revert_text
 

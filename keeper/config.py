@@ -190,7 +190,8 @@ class ChainSettings(_Section):
     )
     deployment_file: Path | None = Field(
         None, description="deployments/<network>.json written by `ape run deploy` (or scripts/deploy.py): "
-        "vault_address, quoter_address, option_market_address and chain_id come from it when not given"
+        "vault_address, quoter_address, router_address and chain_id come from it when not given (the options mode "
+        "stays off until option_market_address is set, e.g. to the file's option_market)"
     )
     rpc_fallback_urls: list[str] = Field(
         default_factory=list, description="further JSON-RPC endpoints of the same chain, tried in order after rpc_url"
@@ -225,8 +226,7 @@ class ChainSettings(_Section):
         record = load_deployment_record(Path(data["deployment_file"]))
         filled = dict(data)
         for field, value in (("vault_address", record.vault), ("quoter_address", record.quoter),
-                             ("router_address", record.router), ("option_market_address", record.option_market),
-                             ("chain_id", record.chain_id)):
+                             ("router_address", record.router), ("chain_id", record.chain_id)):
             if filled.get(field) is None and value:
                 filled[field] = value
         return filled

@@ -93,7 +93,7 @@ class PublicDeployOptions:
     router_kind: str
     keeper: str
     guardian: str
-    pool_depth_usd: float = 1_000_000.0
+    pool_depth_usd: float = 50_000_000.0
     heartbeat_seconds: int = 86_400 + 3_600
     deviation_bps: int = DEFAULT_DEVIATION_BPS
     implied_vols: Sequence[float] | None = None

@@ -184,7 +184,7 @@ def run(ape_network: str, rpc_url: str, **options) -> Path:
                              router_kind=options.get("router_kind"),
                              key=deployer_key(options.get("deployer_key_env") or "DEPLOYER_PRIVATE_KEY",
                                               options.get("account")),
-                             pool_depth_usd=options.get("pool_depth_usd", 1e6), out_dir=out_dir)
+                             pool_depth_usd=options.get("pool_depth_usd", 50e6), out_dir=out_dir)
     import json
 
     record = json.loads(path.read_text())
