@@ -84,6 +84,18 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("build", help="compile the contracts")
 
+    up = sub.add_parser("local-up", help="bring up a local system a keeper can tick against (Anvil, deployment, feed "
+                                         "history, aligned pools, a deposit) and keep it up until Ctrl-C")
+    up.add_argument("--assets", default="BTC,ETH,SOL", help="comma-separated symbols of the shipped data (default BTC,ETH,SOL)")
+    up.add_argument("--end", type=_date, default=dt.date(2022, 12, 31), help="last day of feed history (default 2022-12-31)")
+    up.add_argument("--days", type=int, default=120, help="days of feed history (default 120; >= lookback + 1)")
+    up.add_argument("--lookback", type=int, default=90, help="the keeper config's lookback_days (default 90)")
+    up.add_argument("--deposit-usd", type=float, default=100_000.0, help="the depositor's deposit, USD (default 100,000)")
+    up.add_argument("--port", type=int, default=8545, help="Anvil's port (default 8545)")
+    up.add_argument("--out-dir", type=Path, default=Path("out/local"), help="deployment record, .env and ABIs (default out/local)")
+    up.add_argument("--config-out", type=Path, default=Path("out/local/keeper.toml"), help="the keeper config written")
+    up.add_argument("--journal", type=Path, default=Path("out/local/journal.sqlite"), help="the config's journal_path")
+
     sub.add_parser("ape-env", help="print the exports `ape compile` / `ape run` need (the npm solc where no native "
                                    "one is installed): eval \"$(keeper ape-env)\"")
 
@@ -207,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
             result = simulate_on_fork(config, args.fork_url, keeper_address=args.keeper_address)
             print(json.dumps(result, indent=2, default=str) if args.json else format_simulation(result))
             return EXIT_OK if result["status"] != "reverted" else EXIT_FAILED
+        elif args.command == "local-up":
+            from keeper.local_up import LocalUpOptions, run_local_up
+
+            return run_local_up(LocalUpOptions(
+                symbols=tuple(s.strip().upper() for s in args.assets.split(",")), end=args.end, days=args.days,
+                lookback_days=args.lookback, deposit_usd=args.deposit_usd, port=args.port, out_dir=args.out_dir,
+                config_path=args.config_out, journal_path=args.journal))
         elif args.command == "ape-env":
             from keeper.ape_env import main as ape_env_main
 

@@ -177,8 +177,46 @@ class DeploymentRecord:
     sources: dict[str, str] = field(default_factory=dict)
 
     def to_json(self, path: Path) -> None:
+        """Writes the record to ``path`` and its shell variables (:meth:`shell_variables`) beside it (``.env``)."""
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        path.with_suffix(".env").write_text(self.shell_variables())
+
+    def shell_variables(self) -> str:
+        """``NAME=0x...`` lines for ``source`` in a shell (``cast`` examples): CHAIN_ID, VAULT, USDC (the base
+        asset), OPTION_MARKET, QUOTER, ROUTER, FACTORY and TOKEN_<SYMBOL> / FEED_<SYMBOL> per asset."""
+        values = {"CHAIN_ID": str(self.chain_id), "VAULT": self.vault, "USDC": self.base_asset,
+                  "OPTION_MARKET": self.option_market or "", "QUOTER": self.quoter, "ROUTER": self.router,
+                  "FACTORY": self.factory}
+        for asset in self.assets:
+            values[f"TOKEN_{asset.symbol}"] = asset.token
+            values[f"FEED_{asset.symbol}"] = asset.feed
+        return "".join(f"{k}={v}\n" for k, v in values.items())
+
+
+#: ABIs a depositor or operator needs, copied next to the deployment records (``deployments/abi/``).
+DEPLOYMENT_ABIS = ("RiskParityVault", "OptionMarket", "TestToken", "IRiskParityVault", "IOptionMarket",
+                   "PushPriceFeed", "QuoterV2")
+
+
+def record_path(ape_network: str, out_dir: Path) -> Path:
+    """``out_dir/<ecosystem>-<network>.json`` (``ethereum:sepolia`` -> ``ethereum-sepolia.json``)."""
+    return Path(out_dir) / ("-".join(ape_network.split(":")[:2]) + ".json")
+
+
+def write_abis(out_dir: Path) -> Path:
+    """Copies the ABIs of :data:`DEPLOYMENT_ABIS` from keeper/abi/ (written by ``keeper build``) into
+    ``out_dir/abi/``; returns that directory."""
+    import shutil
+
+    from keeper.abis import ABI_DIR
+
+    target = Path(out_dir) / "abi"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in DEPLOYMENT_ABIS:
+        shutil.copyfile(ABI_DIR / f"{name}.json", target / f"{name}.json")
+    return target
 
 
 def load_deployment_record(path: Path) -> DeploymentRecord:

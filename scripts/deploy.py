@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -38,34 +37,13 @@ sys.path.insert(0, str(ROOT))
 
 from keeper.errors import ConfigError  # noqa: E402
 
-#: ABIs a depositor or operator needs, copied next to the deployment records.
-DEPLOYMENT_ABIS = ("RiskParityVault", "OptionMarket", "TestToken", "IRiskParityVault", "IOptionMarket",
-                   "PushPriceFeed", "QuoterV2")
-
-
-def record_path(ape_network: str, out_dir: Path) -> Path:
-    """deployments/<ecosystem>-<network>.json (``ethereum:sepolia`` -> ``ethereum-sepolia.json``)."""
-    return out_dir / ("-".join(ape_network.split(":")[:2]) + ".json")
-
-
-def write_abis(out_dir: Path) -> Path:
-    """Copies the ABIs of :data:`DEPLOYMENT_ABIS` from keeper/abi/ into ``out_dir``/abi/; returns that directory."""
-    from keeper.abis import ABI_DIR
-
-    target = out_dir / "abi"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in DEPLOYMENT_ABIS:
-        shutil.copyfile(ABI_DIR / f"{name}.json", target / f"{name}.json")
-    return target
-
-
 def deploy_local(rpc_url: str, symbols: list[str], pool_depth_usd: float, timelock_delay: int, out_dir: Path,
                  ape_network: str = "ethereum:local") -> Path:
     """The whole local system on an Anvil whose dev accounts are unlocked; returns the record's path."""
     from keeper.chain import connect, dev_accounts
     from keeper.data import load_prices
     from keeper.deployment import deploy_options, deploy_system, place_behind_timelock
-    from keeper.networks import DeployedAsset, DeploymentRecord
+    from keeper.networks import DeployedAsset, DeploymentRecord, record_path, write_abis
 
     w3 = connect(rpc_url)
     table = load_prices(symbols=symbols)
@@ -127,7 +105,7 @@ def deploy_public(rpc_url: str, ape_network: str, *, keeper: str, guardian: str,
     from web3 import Web3
 
     from keeper.chain import connect
-    from keeper.networks import network_addresses
+    from keeper.networks import network_addresses, record_path, write_abis
     from keeper.public_deployment import KeySender, PublicDeployOptions, deploy_on_network
 
     network = network_addresses(ape_network)
