@@ -68,11 +68,11 @@ class UnitRule:
     high_means: str = ""
 
 
-_FRACTION_NOT_BPS = "a fraction, not bps (1 bp = 0.01 %)"
-_WEI_NOT_GWEI = "in wei, not gwei (1 gwei = 1e9 wei)"
-_PERCENT_NOT_FRACTION = "a percentage, not a fraction (8 % is 0.08)"
-_MINUTES = "in minutes or hours, not seconds"
-_MILLISECONDS = "in milliseconds, not seconds"
+_FRACTION_NOT_BPS = "probably a fraction, not bps (1 bp = 0.01 %)"
+_WEI_NOT_GWEI = "probably in wei, not gwei (1 gwei = 1e9 wei)"
+_PERCENT_NOT_FRACTION = "probably a percentage, not a fraction (8 % is 0.08)"
+_MINUTES = "probably in minutes or hours, not seconds"
+_MILLISECONDS = "probably in milliseconds, not seconds"
 
 #: Every config field with a unit in its name or type, and the range that refuses the common wrong unit.
 UNIT_RULES: tuple[UnitRule, ...] = (
@@ -82,7 +82,7 @@ UNIT_RULES: tuple[UnitRule, ...] = (
              3_600, _MILLISECONDS),
     UnitRule(("transactions", "slippage_budget_bps"), "bps of the oracle-fair output",
              "slippage_budget_bps = 50 (0.5 %)", 1, _FRACTION_NOT_BPS, 1_000,
-             "more than the vault's maxSlippageBps bound (1,000 bps); a percentage times 100 is bps"),
+             "more than the vault's maxSlippageBps bound of 1,000 bps accepts"),
     UnitRule(("transactions", "max_fee_per_gas_gwei"), "gwei", "max_fee_per_gas_gwei = 50", None, "",
              100_000, _WEI_NOT_GWEI),
     UnitRule(("transactions", "max_priority_fee_per_gas_gwei"), "gwei", "max_priority_fee_per_gas_gwei = 2",
@@ -92,13 +92,13 @@ UNIT_RULES: tuple[UnitRule, ...] = (
     UnitRule(("transactions", "base_fee_gate_gwei"), "gwei", "base_fee_gate_gwei = 30", None, "",
              100_000, _WEI_NOT_GWEI),
     UnitRule(("transactions", "priority_fee_percentile"), "percent (0 to 100)", "priority_fee_percentile = 50 "
-             "(the median)", 1, "a fraction, not a percentile (the median is 50)"),
+             "(the median)", 1, "probably a fraction, not a percentile (the median is 50)"),
     UnitRule(("transactions", "gas_limit_margin"), "a multiplier of the gas estimate", "gas_limit_margin = 1.3",
-             None, "", 10, "a percentage, not a multiplier (30 % more is 1.3)"),
+             None, "", 10, "probably a percentage, not a multiplier (30 % more is 1.3)"),
     UnitRule(("transactions", "deadline_seconds"), "seconds", "deadline_seconds = 600 (ten minutes)", 12,
              _MINUTES, 86_400, _MILLISECONDS),
     UnitRule(("transactions", "eth_price_usd"), "USD per ETH", "eth_price_usd = 3000", None, "", 1e7,
-             "a fixed-point or base-unit price, not USD"),
+             "probably a fixed-point or base-unit price, not USD"),
     UnitRule(("policy", "cash_buffer_bps"), "bps of NAV", "cash_buffer_bps = 500 (5 %)", 1, _FRACTION_NOT_BPS),
     UnitRule(("policy", "weight_drift_bps"), "bps of NAV", "weight_drift_bps = 300 (3 %)", 1, _FRACTION_NOT_BPS,
              10_000, "more than the whole NAV"),
@@ -115,11 +115,11 @@ UNIT_RULES: tuple[UnitRule, ...] = (
     UnitRule(("options", "overlay", "premium_budget_bps"), "bps of NAV per period",
              "premium_budget_bps = 50 (0.5 %)", 1, _FRACTION_NOT_BPS, 10_000, "more than the whole NAV"),
     UnitRule(("options", "overlay", "put_delta"), "Black-Scholes delta in [-1, 0]", "put_delta = -0.25",
-             -1, "a delta in percent (25-delta is -0.25)", 0, "a call's delta; a put's is negative"),
+             -1, "probably a delta in percent (25-delta is -0.25)", 0, "a call's delta, but a put's is negative"),
     UnitRule(("options", "hedge_trigger", "delta_band_bps"), "bps of NAV", "delta_band_bps = 200 (2 %)", 1,
              _FRACTION_NOT_BPS, 10_000, "more than the whole NAV"),
     UnitRule(("options", "hedge_trigger", "iv_move_points"), "vol points (1 point = 0.01 annualised)",
-             "iv_move_points = 5", 0.5, "an annualised fraction, not vol points (0.05 is 5 points)", 100,
+             "iv_move_points = 5", 0.5, "probably an annualised fraction, not vol points (0.05 is 5 points)", 100,
              "more than 100 vol points"),
     UnitRule(("operations", "interval_seconds"), "seconds", "interval_seconds = 3600 (hourly)", None, "",
              31_536_000, _MILLISECONDS),
@@ -130,7 +130,7 @@ UNIT_RULES: tuple[UnitRule, ...] = (
     UnitRule(("operations", "breaker_max_price_jump_bps"), "bps of the previous price",
              "breaker_max_price_jump_bps = 2500 (25 %)", 1, _FRACTION_NOT_BPS),
     UnitRule(("operations", "min_keeper_balance_eth"), "ETH", "min_keeper_balance_eth = 0.05", None, "", 10_000,
-             "in wei, not ETH (1 ETH = 1e18 wei)"),
+             "probably in wei, not ETH (1 ETH = 1e18 wei)"),
 )
 _RULES_BY_PATH = {rule.path: rule for rule in UNIT_RULES}
 
@@ -147,7 +147,7 @@ def check_units(nested: Mapping[str, Any]) -> None:
     Raises
     ------
     ValueError
-        ``"<section.field> = <value> looks <wrong unit>: expected <unit> [in range], e.g. <example>"``; every
+        ``"<section.field> = <value>: probably <wrong unit>; expected <unit> (<bound>), e.g. <example>"``; every
         offending field in one message, ``"; "``-separated.
     """
     problems = []
@@ -166,7 +166,7 @@ def check_units(nested: Mapping[str, Any]) -> None:
             means, bound = rule.high_means, f"at most {rule.high:,g}"
         else:
             continue
-        problems.append(f"{name} = {node!r} looks {means}: expected {rule.unit} ({bound}), e.g. {rule.example}")
+        problems.append(f"{name} = {node!r}: {means}; expected {rule.unit} ({bound}), e.g. {rule.example}")
     if problems:
         raise ValueError("; ".join(problems))
 

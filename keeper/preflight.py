@@ -9,6 +9,7 @@ vault address without code (a raw traceback, or a pool blamed later) or a key th
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,8 +123,15 @@ def preflight_problems(w3: Web3, chain: Any, keeper_address: str | None) -> list
     return problems
 
 
+log = logging.getLogger("keeper")
+
+
 def check_or_raise(w3: Web3, chain: Any, keeper_address: str | None) -> None:
-    """:func:`preflight_problems`, raising :class:`PreflightError` when any check failed."""
+    """:func:`preflight_problems`, raising :class:`PreflightError` when any check failed; logs one warning when
+    ``chain.chain_id`` is not set (nothing then stops a keeper pointed at another chain)."""
+    if chain.chain_id is None:
+        log.warning("chain.chain_id is not set: a node of another chain would not be noticed; set chain.chain_id = "
+                    "%d (the chain %s serves) or use chain.deployment_file", int(w3.eth.chain_id), chain.rpc_url)
     problems = preflight_problems(w3, chain, keeper_address)
     if problems:
         raise PreflightError(problems)

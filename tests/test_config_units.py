@@ -86,10 +86,10 @@ def test_right_units_pass_and_keep_their_values(tmp_path):
 
 
 def test_flat_layout_and_set_override_are_checked_the_same_way(tmp_path):
-    with pytest.raises(ValueError, match="max_fee_per_gas_gwei = 50000000000.0 looks in wei"):
+    with pytest.raises(ValueError, match="max_fee_per_gas_gwei = 50000000000.0: probably in wei"):
         KeeperConfig(**CHAIN, max_fee_per_gas_gwei=50e9)
     cfg = KeeperConfig(**CHAIN)
-    with pytest.raises(ConfigError, match="policy.es_limit = 8 looks a percentage"):
+    with pytest.raises(ConfigError, match="policy.es_limit = 8: probably a percentage"):
         with_overrides(cfg, ["policy.es_limit=8"])
 
 

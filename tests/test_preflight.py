@@ -89,3 +89,12 @@ def test_a_deployment_file_fills_the_addresses_and_chain_id(system, tmp_path):
     assert cfg.chain.chain_id == system.w3.eth.chain_id
     assert Web3.to_checksum_address(cfg.chain.router_address) == system.deployment.swap_router
     assert preflight_problems(system.w3, cfg.chain, system.keeper) == []
+
+
+def test_an_unset_chain_id_is_warned_about_in_one_line(system, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="keeper"):
+        check_or_raise(system.w3, _chain(system), system.keeper)
+    warnings = [r.getMessage() for r in caplog.records if "chain.chain_id is not set" in r.getMessage()]
+    assert len(warnings) == 1 and "set chain.chain_id = 31337" in warnings[0]
