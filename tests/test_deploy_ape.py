@@ -111,3 +111,14 @@ def test_ape_run_deploy_on_simulated_sepolia_then_the_keeper_ticks(sepolia, tmp_
     report = keeper.run_once()
     assert report.status == "rebalanced", report.reason
     assert vault.functions.rebalanceEpoch().call() == 1
+
+
+def test_ape_run_deploy_on_the_local_network(tmp_path):
+    """`ape run deploy --network ethereum:local:foundry`: ape starts Anvil, the script deploys everything fresh."""
+    done = subprocess.run([APE, "run", "deploy", "--network", "ethereum:local:foundry", "--out-dir", str(tmp_path)],
+                          cwd=ROOT, env=_ape_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads((tmp_path / "ethereum-local.json").read_text())
+    assert record["chain_id"] == 31337 and [a["symbol"] for a in record["assets"]] == ["BTC", "ETH", "SOL"]
+    assert record["option_market"] and record["keeper"] == dev_accounts()[1]
+    assert (tmp_path / "ethereum-local.env").read_text().startswith("CHAIN_ID=31337\nVAULT=")
