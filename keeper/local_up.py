@@ -5,6 +5,7 @@ Starts Anvil at the first day of a window of real daily closes (the shipped hist
 and the option market), pushes every day's closes as feed rounds at their times (the history the keeper's
 estimator needs), aligns every pool to the last close with real swaps (:class:`keeper.deployment.Arbitrageur`),
 lets a depositor deposit, and mines a block one hour after the last close (where the demo's keeper reads). Then
+starts a fresh journal (the old one belongs to a chain that is gone),
 writes ``out/local/ethereum-local.json`` (its shell variables in ``ethereum-local.env``, the ABIs in
 ``out/local/abi/``) and a keeper config naming it (``out/local/keeper.toml``), prints the
 commands that run a keeper against it, and waits until SIGINT/SIGTERM, when it stops Anvil.
@@ -114,6 +115,10 @@ def bring_up(options: LocalUpOptions, say: Callable[[str], None] = print) -> Loc
         path = record_path("ethereum:local", options.out_dir)
         record.to_json(path)
         write_abis(options.out_dir)
+        # A new chain starts a new journal: an old one records transactions of a chain that no longer exists (and
+        # the same deterministic transactions again would collide with them).
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(options.journal_path) + suffix).unlink(missing_ok=True)
         options.config_path.parent.mkdir(parents=True, exist_ok=True)
         options.config_path.write_text(keeper_config_toml(node.rpc_url, path, options))
         say(f"anvil {node.rpc_url} (chain {record.chain_id}) at {table.dates[-1]} + 1 h, {len(table.dates)} daily "
