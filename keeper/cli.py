@@ -1,4 +1,14 @@
-"""Command line: ``keeper demo``, ``keeper run``, ``keeper status``, ``keeper simulate``, ``keeper build``."""
+"""Command line: ``keeper demo``, ``keeper run``, ``keeper status``, ``keeper simulate``, ``keeper build``,
+``keeper backtest``, ``keeper decode-revert``.
+
+Exit codes (every command):
+
+* 0: done (``simulate``: the plan was simulated and mined on the fork, or the tick skipped with its reason).
+* 1: ``run --once``: the tick failed with an error; ``simulate``: the rebalance would revert (reason printed).
+* 2: refused input: an invalid config or argument, a missing key, undecodable revert data (one line, ``error: ...``).
+* 3: a start-up check failed (wrong chain, no code at an address, no keeper role, quoter or router not
+  answering): one line per failed check, each naming the fix (:mod:`keeper.preflight`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +24,9 @@ from typing import Any
 from pathlib import Path
 
 from keeper.errors import ConfigError, KeeperError
+
+#: Exit codes (module doc).
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PREFLIGHT = 0, 1, 2, 3
 
 
 def _date(text: str) -> dt.date:
@@ -89,6 +102,26 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     sub.add_parser("build", help="compile the contracts")
+
+    up = sub.add_parser("local-up", help="bring up a local system a keeper can tick against (Anvil, deployment, feed "
+                                         "history, aligned pools, a deposit) and keep it up until Ctrl-C")
+    up.add_argument("--assets", default="BTC,ETH,SOL", help="comma-separated symbols of the shipped data (default BTC,ETH,SOL)")
+    up.add_argument("--end", type=_date, default=dt.date(2022, 12, 31), help="last day of feed history (default 2022-12-31)")
+    up.add_argument("--days", type=int, default=120, help="days of feed history (default 120; >= lookback + 1)")
+    up.add_argument("--lookback", type=int, default=90, help="the keeper config's lookback_days (default 90)")
+    up.add_argument("--deposit-usd", type=float, default=100_000.0, help="the depositor's deposit, USD (default 100,000)")
+    up.add_argument("--port", type=int, default=8545, help="Anvil's port (default 8545)")
+    up.add_argument("--out-dir", type=Path, default=Path("out/local"), help="deployment record, .env and ABIs (default out/local)")
+    up.add_argument("--config-out", type=Path, default=Path("out/local/keeper.toml"), help="the keeper config written")
+    up.add_argument("--journal", type=Path, default=Path("out/local/journal.sqlite"), help="the config's journal_path")
+
+    sub.add_parser("ape-env", help="print the exports `ape compile` / `ape run` need (the npm solc where no native "
+                                   "one is installed): eval \"$(keeper ape-env)\"")
+
+    decode = sub.add_parser("decode-revert", help="decode revert data (a custom error's selector and arguments) into "
+                                                  "the error's name and values")
+    decode.add_argument("data", help="revert data as hex, e.g. 0x91b46fd2000...; or only the 4-byte selector")
+    decode.add_argument("args", nargs="*", help="with a bare selector: the ABI-encoded arguments as further hex words")
 
     bt = sub.add_parser("backtest", help="replay daily closes offline through the keeper's decision code")
     bt.add_argument("--data", type=Path, default=None,
@@ -180,23 +213,23 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             from keeper.metrics import MetricsServer
             from keeper.runner import Keeper
-            from keeper.service import make_metrics, run_forever, start_when_reachable
+            from keeper.service import make_metrics, run_forever, start_when_reachable, tick_and_log
 
             config = _config(args)
             if config.operations.log_json:
                 configure_logging(json_output=True)
             port = config.operations.metrics_port if args.metrics_port is None else args.metrics_port
             if args.once:
-                keeper = Keeper(config)
+                keeper = _checked_keeper(config)
                 keeper.startup()
-                report = keeper.run_once()
+                report = tick_and_log(keeper)
                 print(f"{report.status}: {report.reason or ''}")
                 return 0 if report.status != "error" else 1
             # A node that is down at start is waited for (SIGTERM/SIGINT end the wait, exit 0).
             stop = threading.Event()
             handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:
-                keeper = start_when_reachable(lambda: Keeper(config), stop)
+                keeper = start_when_reachable(lambda: _checked_keeper(config), stop)
             finally:
                 for sig, handler in handlers.items():
                     signal.signal(sig, handler)
@@ -212,14 +245,34 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             from keeper.status import collect_status, format_status
 
-            result = collect_status(_config(args), last_ticks=args.ticks, keeper_address=args.address)
+            result = collect_status(_config(args), last_ticks=args.ticks, keeper_address=args.address, preflight=True)
             print(json.dumps(result, indent=2, default=str) if args.json else format_status(result))
         elif args.command == "simulate":
             from keeper.simulate import format_simulation, simulate_on_fork
 
-            result = simulate_on_fork(_config(args), args.fork_url, keeper_address=args.keeper_address)
+            from keeper.chain import connect
+            from keeper.preflight import check_or_raise
+
+            config = _config(args)
+            check_or_raise(connect(args.fork_url), config.chain, args.keeper_address or _key_address(config))
+            result = simulate_on_fork(config, args.fork_url, keeper_address=args.keeper_address)
             print(json.dumps(result, indent=2, default=str) if args.json else format_simulation(result))
-            return 0 if result["status"] != "reverted" else 1
+            return EXIT_OK if result["status"] != "reverted" else EXIT_FAILED
+        elif args.command == "local-up":
+            from keeper.local_up import LocalUpOptions, run_local_up
+
+            return run_local_up(LocalUpOptions(
+                symbols=tuple(s.strip().upper() for s in args.assets.split(",")), end=args.end, days=args.days,
+                lookback_days=args.lookback, deposit_usd=args.deposit_usd, port=args.port, out_dir=args.out_dir,
+                config_path=args.config_out, journal_path=args.journal))
+        elif args.command == "ape-env":
+            from keeper.ape_env import main as ape_env_main
+
+            ape_env_main()
+        elif args.command == "decode-revert":
+            from keeper.revert import decode_revert_text
+
+            print(decode_revert_text(args.data, args.args))
         elif args.command == "build":
             from keeper.build import main as build_main
 
@@ -227,9 +280,35 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "backtest":
             _backtest(args)
     except KeeperError as exc:
+        from keeper.preflight import PreflightError
+
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_PREFLIGHT if isinstance(exc, PreflightError) else EXIT_REFUSED
+    return EXIT_OK
+
+
+def _key_address(config: Any) -> str:
+    """Address of the configured keeper key (:meth:`keeper.config.KeeperConfig.private_key`)."""
+    from eth_account import Account
+
+    return Account.from_key(config.private_key()).address
+
+
+def _checked_keeper(config: Any) -> Any:
+    """A :class:`keeper.runner.Keeper` built after the start-up checks passed on its RPC endpoint.
+
+    Raises
+    ------
+    PreflightError
+        A check failed (wrong chain, no code, no keeper role, quoter or router silent).
+    """
+    from keeper.chain import connect_failover
+    from keeper.preflight import check_or_raise
+    from keeper.runner import Keeper
+
+    w3 = connect_failover(config)
+    check_or_raise(w3, config.chain, _key_address(config))
+    return Keeper(config, w3=w3)
 
 
 def _config(args: argparse.Namespace) -> Any:

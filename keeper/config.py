@@ -36,8 +36,10 @@ overrides any field (:func:`with_overrides`). A file in the older flat layout (e
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -47,6 +49,127 @@ from keeper.errors import ConfigError
 from keeper.hedging import HedgeTriggerConfig
 from keeper.overlay import OverlayConfig
 from keeper.policy_config import RENAMED_FIELDS, PolicyConfig
+
+
+@dataclass(frozen=True)
+class UnitRule:
+    """The unit of one config field and the range outside which a value is in a wrong unit.
+
+    A value below ``low`` or above ``high`` (where set) is refused before anything else is validated, with a
+    message naming the field, the value, the expected unit, the likely wrong unit and an example (zero is
+    always let through: it means "off" where a field allows it).
+    """
+
+    path: tuple[str, ...]
+    unit: str
+    example: str
+    low: float | None = None
+    low_means: str = ""
+    high: float | None = None
+    high_means: str = ""
+
+
+_FRACTION_NOT_BPS = "probably a fraction, not bps (1 bp = 0.01 %)"
+_WEI_NOT_GWEI = "probably in wei, not gwei (1 gwei = 1e9 wei)"
+_PERCENT_NOT_FRACTION = "probably a percentage, not a fraction (8 % is 0.08)"
+_MINUTES = "probably in minutes or hours, not seconds"
+_MILLISECONDS = "probably in milliseconds, not seconds"
+
+#: Every config field with a unit in its name or type, and the range that refuses the common wrong unit.
+UNIT_RULES: tuple[UnitRule, ...] = (
+    UnitRule(("chain", "max_oracle_age_seconds"), "seconds", "max_oracle_age_seconds = 7200 (two hours)",
+             60, _MINUTES, 31_536_000, _MILLISECONDS),
+    UnitRule(("chain", "rpc_timeout_seconds"), "seconds", "rpc_timeout_seconds = 10", None, "",
+             3_600, _MILLISECONDS),
+    UnitRule(("transactions", "slippage_budget_bps"), "bps of the oracle-fair output",
+             "slippage_budget_bps = 50 (0.5 %)", 1, _FRACTION_NOT_BPS, 1_000,
+             "more than the vault's maxSlippageBps bound of 1,000 bps accepts"),
+    UnitRule(("transactions", "max_fee_per_gas_gwei"), "gwei", "max_fee_per_gas_gwei = 50", None, "",
+             100_000, _WEI_NOT_GWEI),
+    UnitRule(("transactions", "max_priority_fee_per_gas_gwei"), "gwei", "max_priority_fee_per_gas_gwei = 2",
+             None, "", 10_000, _WEI_NOT_GWEI),
+    UnitRule(("transactions", "min_priority_fee_per_gas_gwei"), "gwei", "min_priority_fee_per_gas_gwei = 0.01",
+             None, "", 10_000, _WEI_NOT_GWEI),
+    UnitRule(("transactions", "base_fee_gate_gwei"), "gwei", "base_fee_gate_gwei = 30", None, "",
+             100_000, _WEI_NOT_GWEI),
+    UnitRule(("transactions", "priority_fee_percentile"), "percent (0 to 100)", "priority_fee_percentile = 50 "
+             "(the median)", 1, "probably a fraction, not a percentile (the median is 50)"),
+    UnitRule(("transactions", "gas_limit_margin"), "a multiplier of the gas estimate", "gas_limit_margin = 1.3",
+             None, "", 10, "probably a percentage, not a multiplier (30 % more is 1.3)"),
+    UnitRule(("transactions", "deadline_seconds"), "seconds", "deadline_seconds = 600 (ten minutes)", 12,
+             _MINUTES, 86_400, _MILLISECONDS),
+    UnitRule(("transactions", "eth_price_usd"), "USD per ETH", "eth_price_usd = 3000", None, "", 1e7,
+             "probably a fixed-point or base-unit price, not USD"),
+    UnitRule(("policy", "cash_buffer_bps"), "bps of NAV", "cash_buffer_bps = 500 (5 %)", 1, _FRACTION_NOT_BPS),
+    UnitRule(("policy", "weight_drift_bps"), "bps of NAV", "weight_drift_bps = 300 (3 %)", 1, _FRACTION_NOT_BPS,
+             10_000, "more than the whole NAV"),
+    UnitRule(("policy", "volatility_target"), "annualised fraction", "volatility_target = 0.4 (40 % a year)",
+             None, "", 5, _PERCENT_NOT_FRACTION),
+    UnitRule(("policy", "es_limit"), "fraction of NAV", "es_limit = 0.08 (8 % of NAV)", None, "", 1,
+             _PERCENT_NOT_FRACTION),
+    UnitRule(("policy", "es_confidence"), "fraction", "es_confidence = 0.99", None, "", 1, _PERCENT_NOT_FRACTION),
+    UnitRule(("policy", "es_trigger_tolerance"), "fraction of the ES limit", "es_trigger_tolerance = 0.1 (10 %)",
+             None, "", 5, _PERCENT_NOT_FRACTION),
+    UnitRule(("policy", "rrc_band"), "fraction of risk", "rrc_band = 0.05", None, "", 1, _PERCENT_NOT_FRACTION),
+    UnitRule(("policy", "max_gross_exposure"), "fraction of NAV", "max_gross_exposure = 1.0", None, "", 1,
+             _PERCENT_NOT_FRACTION),
+    UnitRule(("options", "overlay", "premium_budget_bps"), "bps of NAV per period",
+             "premium_budget_bps = 50 (0.5 %)", 1, _FRACTION_NOT_BPS, 10_000, "more than the whole NAV"),
+    UnitRule(("options", "overlay", "put_delta"), "Black-Scholes delta in [-1, 0]", "put_delta = -0.25",
+             -1, "probably a delta in percent (25-delta is -0.25)", 0, "a call's delta, but a put's is negative"),
+    UnitRule(("options", "hedge_trigger", "delta_band_bps"), "bps of NAV", "delta_band_bps = 200 (2 %)", 1,
+             _FRACTION_NOT_BPS, 10_000, "more than the whole NAV"),
+    UnitRule(("options", "hedge_trigger", "iv_move_points"), "vol points (1 point = 0.01 annualised)",
+             "iv_move_points = 5", 0.5, "probably an annualised fraction, not vol points (0.05 is 5 points)", 100,
+             "more than 100 vol points"),
+    UnitRule(("operations", "interval_seconds"), "seconds", "interval_seconds = 3600 (hourly)", None, "",
+             31_536_000, _MILLISECONDS),
+    UnitRule(("operations", "breaker_max_oracle_age_seconds"), "seconds",
+             "breaker_max_oracle_age_seconds = 7200 (two hours)", 60, _MINUTES, 31_536_000, _MILLISECONDS),
+    UnitRule(("operations", "breaker_max_pool_deviation_bps"), "bps of the oracle price",
+             "breaker_max_pool_deviation_bps = 200 (2 %)", 1, _FRACTION_NOT_BPS, 10_000, "more than 100 %"),
+    UnitRule(("operations", "breaker_max_price_jump_bps"), "bps of the previous price",
+             "breaker_max_price_jump_bps = 2500 (25 %)", 1, _FRACTION_NOT_BPS),
+    UnitRule(("operations", "min_keeper_balance_eth"), "ETH", "min_keeper_balance_eth = 0.05", None, "", 10_000,
+             "probably in wei, not ETH (1 ETH = 1e18 wei)"),
+)
+_RULES_BY_PATH = {rule.path: rule for rule in UNIT_RULES}
+
+
+def unit_hint(path: tuple[str, ...]) -> str:
+    """``"; expected <unit>, e.g. <example>"`` for a field with a unit rule, else ``""`` (error messages)."""
+    rule = _RULES_BY_PATH.get(tuple(map(str, path)))
+    return f"; expected {rule.unit}, e.g. {rule.example}" if rule else ""
+
+
+def check_units(nested: Mapping[str, Any]) -> None:
+    """Refuses a value in the wrong unit (:data:`UNIT_RULES`) in a config already routed into sections.
+
+    Raises
+    ------
+    ValueError
+        ``"<section.field> = <value>: probably <wrong unit>; expected <unit> (<bound>), e.g. <example>"``; every
+        offending field in one message, ``"; "``-separated.
+    """
+    problems = []
+    for rule in UNIT_RULES:
+        node: Any = nested
+        for key in rule.path:
+            node = node.get(key) if isinstance(node, Mapping) else getattr(node, key, None)
+            if node is None:
+                break
+        if isinstance(node, bool) or not isinstance(node, (int, float)) or node == 0 or math.isnan(node):
+            continue
+        name = ".".join(rule.path)
+        if rule.low is not None and node < rule.low:
+            means, bound = rule.low_means, f"at least {rule.low:g}"
+        elif rule.high is not None and node > rule.high:
+            means, bound = rule.high_means, f"at most {rule.high:,g}"
+        else:
+            continue
+        problems.append(f"{name} = {node!r}: {means}; expected {rule.unit} ({bound}), e.g. {rule.example}")
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 class _Section(BaseModel):
@@ -62,6 +185,15 @@ class ChainSettings(_Section):
     """
 
     rpc_url: str = Field(description="JSON-RPC endpoint of the chain")
+    chain_id: int | None = Field(
+        None, gt=0, description="EIP-155 chain id the keeper refuses to run without (11155111 Ethereum Sepolia, "
+        "421614 Arbitrum Sepolia, 84532 Base Sepolia, 31337 Anvil); the deployment file's when omitted"
+    )
+    deployment_file: Path | None = Field(
+        None, description="deployments/<network>.json written by `ape run deploy` (or scripts/deploy.py): "
+        "vault_address, quoter_address, router_address and chain_id come from it when not given (the options mode "
+        "stays off until option_market_address is set, e.g. to the file's option_market)"
+    )
     rpc_fallback_urls: list[str] = Field(
         default_factory=list, description="further JSON-RPC endpoints of the same chain, tried in order after rpc_url"
     )
@@ -71,6 +203,10 @@ class ChainSettings(_Section):
     rpc_backoff_max_seconds: float = Field(8.0, ge=0, description="cap on one backoff wait between RPC retries, seconds")
     vault_address: str = Field(description="RiskParityVault address")
     quoter_address: str = Field(description="Uniswap V3 QuoterV2 address")
+    router_address: str | None = Field(
+        None, description="Uniswap V3 router the vault swaps through (the start-up check asks it for its factory); "
+        "the deployment file's when omitted"
+    )
     option_market_address: str | None = Field(
         None, description="OptionMarket the vault trades on; when set, each tick runs the option overlay and the "
         "delta hedge (spot + option delta to the ERC targets) in one rebalanceWithOptions instead of a spot-only rebalance"
@@ -81,7 +217,22 @@ class ChainSettings(_Section):
         None, gt=0, description="refuse answers older than this; the vault's heartbeat when omitted"
     )
 
-    @field_validator("vault_address", "quoter_address", "option_market_address")
+    @model_validator(mode="before")
+    @classmethod
+    def _from_deployment_file(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or not data.get("deployment_file"):
+            return data
+        from keeper.networks import load_deployment_record
+
+        record = load_deployment_record(Path(data["deployment_file"]))
+        filled = dict(data)
+        for field, value in (("vault_address", record.vault), ("quoter_address", record.quoter),
+                             ("router_address", record.router), ("chain_id", record.chain_id)):
+            if filled.get(field) is None and value:
+                filled[field] = value
+        return filled
+
+    @field_validator("vault_address", "quoter_address", "option_market_address", "router_address")
     @classmethod
     def _address(cls, value: str | None) -> str | None:
         if value is None:
@@ -271,6 +422,7 @@ class KeeperConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown setting(s) {sorted(unknown)}: not a field of any section "
                              f"({', '.join(_SECTIONS)}); see keeper.config")
+        check_units(nested)
         return nested
 
     def private_key(self) -> str:
@@ -328,8 +480,7 @@ def load_config(path: Path) -> KeeperConfig:
     try:
         return KeeperConfig(**data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid config {path}: {problems}") from exc
+        raise ConfigError(f"invalid config {path}: {_problems(exc)}") from exc
 
 
 def with_overrides(config: KeeperConfig, assignments: list[str]) -> KeeperConfig:
@@ -365,5 +516,18 @@ def with_overrides(config: KeeperConfig, assignments: list[str]) -> KeeperConfig
     try:
         return KeeperConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid --set override: {problems}") from exc
+        raise ConfigError(f"invalid --set override: {_problems(exc)}") from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    """One ``field = value: message; expected unit, e.g. example`` per error (the unit from :data:`UNIT_RULES`)."""
+    out = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if not loc:  # a model-level check already names its field and value
+            out.append(message)
+            continue
+        value = f" = {error['input']!r}" if "input" in error and not isinstance(error["input"], Mapping) else ""
+        out.append(f"{'.'.join(loc)}{value}: {message}{unit_hint(loc)}")
+    return "; ".join(out)

@@ -20,7 +20,42 @@ from keeper.runner import Keeper
 
 log = logging.getLogger("keeper")
 
-__all__ = ["tick_trigger", "build_scheduler", "make_metrics", "start_when_reachable", "run_forever"]
+__all__ = ["tick_trigger", "build_scheduler", "make_metrics", "start_when_reachable", "run_forever", "tick_and_log",
+           "tick_line"]
+
+#: The logger of the one line each tick's outcome gets (``keeper.ticks``).
+tick_log = logging.getLogger("keeper.ticks")
+
+
+def tick_line(report: Any) -> str:
+    """One line for a tick's outcome: ``tick skipped [no_trade_needed] block 123 (2022-05-01T01:00:00Z): reason``.
+
+    Every tick gets one, whatever stopped it (a trigger that did not fire, the cost gate, a pause, a breaker,
+    a lost race, an exception), so a quiet skip is never silent.
+    """
+    when = ""
+    if report.block_timestamp is not None:
+        stamp = datetime.datetime.fromtimestamp(report.block_timestamp, tz=datetime.timezone.utc)
+        when = f" ({stamp.isoformat(timespec='seconds').replace('+00:00', 'Z')})"
+    block = f" block {report.block_number}{when}" if report.block_number is not None else ""
+    code = f" [{report.reason_code}]" if report.reason_code else ""
+    reason = " ".join((report.reason or "no reason recorded").split())  # one line, whatever the reason holds
+    return f"tick {report.status}{code}{block}: {reason}"
+
+
+def tick_and_log(keeper: Keeper) -> Any:
+    """Runs one tick (:meth:`Keeper.run_once`) and logs its :func:`tick_line` (INFO; WARNING for skips that
+    name an exception or a breaker, ERROR for errors); returns the report."""
+    report = keeper.run_once()
+    if report is None:  # a stand-in keeper without reports (scheduler tests): nothing to log
+        return None
+    level = logging.INFO
+    if report.status == "error":
+        level = logging.ERROR
+    elif report.status == "skipped" and (report.reason_code or "").startswith(("breaker", "Rpc", "Transaction")):
+        level = logging.WARNING
+    tick_log.log(level, tick_line(report), extra={"status": report.status, "reason_code": report.reason_code})
+    return report
 
 def tick_trigger(config: KeeperConfig) -> Any:
     """The APScheduler trigger of the tick job: ``config.operations.tick_cron`` (UTC) or an interval.
@@ -56,7 +91,7 @@ def build_scheduler(keeper: Keeper, first_tick_now: bool = True) -> Any:
     scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(2)}, timezone=datetime.timezone.utc)
     grace = cfg.operations.misfire_grace_seconds or max(1, int(cfg.operations.interval_seconds))
     now = datetime.datetime.now(datetime.timezone.utc)
-    scheduler.add_job(keeper.run_once, tick_trigger(cfg), id="tick", max_instances=1, coalesce=True,
+    scheduler.add_job(tick_and_log, tick_trigger(cfg), args=(keeper,), id="tick", max_instances=1, coalesce=True,
                       misfire_grace_time=grace, next_run_time=now if first_tick_now else None)
     scheduler.add_job(keeper.heartbeat, "interval", seconds=cfg.operations.heartbeat_seconds, id="heartbeat",
                       max_instances=1, coalesce=True, misfire_grace_time=max(1, int(cfg.operations.heartbeat_seconds)))

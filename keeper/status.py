@@ -15,6 +15,7 @@ Also :func:`journal_summary`, the daily report's arithmetic over journal rows.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,6 +33,22 @@ from keeper.policy_config import PolicyConfig
 from keeper.policy import decide_targets
 from keeper.returns import simple_returns
 from keeper.risk_contributions import portfolio_volatility, relative_risk_contributions
+
+def utc_iso(unix_seconds: float | int | None) -> str | None:
+    """Unix seconds as UTC ISO 8601 with a ``Z`` (``2026-12-07T03:28:34Z``); ``None`` stays ``None``."""
+    if unix_seconds is None:
+        return None
+    stamp = dt.datetime.fromtimestamp(float(unix_seconds), tz=dt.timezone.utc)
+    return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def token_units(amount: int, decimals: int) -> str:
+    """Base units as an exact decimal string in token units (``1234500, 6`` → ``"1.2345"``)."""
+    sign = "-" if amount < 0 else ""
+    whole, frac = divmod(abs(int(amount)), 10**decimals)
+    text = f"{whole:,}" + (f".{frac:0{decimals}d}".rstrip("0") if decimals and frac else "")
+    return sign + text
+
 
 #: States of the write-ahead ``transactions`` table (:mod:`keeper.journal`) that are not final yet.
 PENDING_TX_STATES = ("intended", "sent")
@@ -77,6 +94,7 @@ def collect_status(
     *,
     last_ticks: int = 10,
     keeper_address: str | None = None,
+    preflight: bool = False,
 ) -> dict[str, Any]:
     """Everything ``keeper status`` shows, as one JSON-able dict.
 
@@ -84,12 +102,31 @@ def collect_status(
     (``*_base``) and whole units (``*_usd``, the base asset counted at 1 USD); weights are fractions of
     NAV; risk contributions relative (sum to 1 over the risk assets); volatility annualised.
 
+    Times are UTC ISO 8601 (``*_utc``) beside the Unix seconds; amounts in token units (``*_tokens``, exact
+    decimal strings) beside the base units.
+
+    With ``preflight`` the start-up checks (:mod:`keeper.preflight`) run first; the keeper-role check only
+    when an address is known (``keeper_address`` or the configured key).
+
     Raises
     ------
     KeeperError
-        The chain cannot be read (RPC down, not a vault at the address).
+        The chain cannot be read (RPC down, not a vault at the address); :class:`keeper.preflight.PreflightError`
+        when ``preflight`` and a check failed.
     """
     w3 = w3 or connect_failover(config)
+    address = keeper_address
+    if address is None:
+        try:
+            from eth_account import Account
+
+            address = Account.from_key(config.private_key()).address
+        except KeeperError:
+            address = None
+    if preflight:
+        from keeper.preflight import check_or_raise
+
+        check_or_raise(w3, config.chain, address)
     reader = ChainReader(w3, config.chain.vault_address)
     vault = reader.vault.functions
     snapshot = reader.snapshot(10**12)  # status shows stale prices instead of refusing; see price ages
@@ -143,6 +180,8 @@ def collect_status(
             "balance_tokens": state.balances[i] / 10**info.token_decimals,
             "price_usd": float(snapshot.prices_usd[i]),
             "price_age_seconds": int(snapshot.block_timestamp - snapshot.updated_at[i]),
+            "price_updated_at_utc": utc_iso(int(snapshot.updated_at[i])),
+            "token_decimals": info.token_decimals,
             "value_base": holdings.values[i],
             "value_usd": holdings.values[i] / base_scale,
             "weight": float(weights[i]),
@@ -150,29 +189,30 @@ def collect_status(
             "risk_budget": float(budget[i]),
         })
 
-    address = keeper_address
-    if address is None:
-        try:
-            from eth_account import Account
-
-            address = Account.from_key(config.private_key()).address
-        except KeeperError:
-            address = None
     keeper: dict[str, Any] | None = None
     if address is not None:
         latest = w3.eth.get_transaction_count(address, "latest")
         pending = w3.eth.get_transaction_count(address, "pending")
-        keeper = {"address": address, "balance_wei": int(w3.eth.get_balance(address)),
+        balance_wei = int(w3.eth.get_balance(address))
+        keeper = {"address": address, "balance_wei": balance_wei, "balance_eth": token_units(balance_wei, 18),
                   "nonce_latest": latest, "nonce_pending": pending, "transactions_in_mempool": pending - latest}
 
     journal = read_journal(config.operations.journal_path, last_ticks)
+    for tick in journal["ticks"]:
+        tick["recorded_at_utc"] = utc_iso(tick.get("recorded_at"))
+        tick["block_time_utc"] = utc_iso(tick.get("block_timestamp"))
+    for row in journal["pending_transactions"] or []:
+        row["created_at_utc"], row["sent_at_utc"] = utc_iso(row.get("created_at")), utc_iso(row.get("sent_at"))
     return {
         "vault": config.chain.vault_address,
         "block_number": block,
         "block_timestamp": snapshot.block_timestamp,
+        "block_time_utc": utc_iso(snapshot.block_timestamp),
         "total_assets": state.total_assets,
+        "total_assets_tokens": token_units(state.total_assets, state.base_decimals),
         "total_assets_usd": state.total_assets / base_scale,
         "total_supply": state.total_supply,
+        "total_supply_tokens": token_units(state.total_supply, share_decimals),
         "share_decimals": share_decimals,
         "share_price_usd": share_price,
         "rebalance_epoch": state.rebalance_epoch,
@@ -197,20 +237,26 @@ def collect_status(
 def format_status(status: dict[str, Any]) -> str:
     """A plain-text rendering of :func:`collect_status`'s dict."""
     lines = [
-        f"vault {status['vault']} at block {status['block_number']} (t={status['block_timestamp']})",
-        f"  totalAssets {status['total_assets_usd']:,.6f} USD ({status['total_assets']} base units), "
-        f"totalSupply {status['total_supply']}, share price {status['share_price_usd']:.6f} USD",
+        f"vault {status['vault']} at block {status['block_number']} ({utc_iso(status['block_timestamp'])}, "
+        f"unix {status['block_timestamp']})",
+        f"  totalAssets {token_units(status['total_assets'], status['base_decimals'])} (base asset; "
+        f"{status['total_assets']} base units), totalSupply {token_units(status['total_supply'], status['share_decimals'])} "
+        f"shares ({status['total_supply']} base units, {status['share_decimals']} decimals), "
+        f"share price {status['share_price_usd']:.6f} USD",
         f"  epoch {status['rebalance_epoch']}, paused {status['paused']}, limits: slippage "
         f"{status['limits']['max_slippage_bps']} bps, turnover {status['limits']['max_turnover_bps']} bps, "
         f"NAV loss {status['limits']['max_nav_loss_bps']} bps",
         "",
-        f"  {'asset':<6} {'balance':>18} {'price USD':>14} {'value USD':>16} {'weight':>8} {'RC':>8} {'budget':>8}",
+        f"  {'asset':<6} {'balance (tokens)':>24} {'price USD':>14} {'value USD':>16} {'weight':>8} {'RC':>8} "
+        f"{'budget':>8}  price updated (UTC)",
     ]
     for h in status["holdings"]:
         rc = "-" if h["risk_contribution"] is None else f"{h['risk_contribution']:.4f}"
-        lines.append(f"  {h['symbol']:<6} {h['balance_tokens']:>18.8f} {h['price_usd']:>14,.4f} {h['value_usd']:>16,.2f} "
-                     f"{h['weight']:>8.4f} {rc:>8} {h['risk_budget']:>8.4f}")
-    lines.append(f"  {'cash':<6} {status['base_balance'] / 10**status['base_decimals']:>18.6f} {'':>14} {'':>16} {status['cash_weight']:>8.4f}")
+        balance = token_units(h["balance"], h["token_decimals"]) if "token_decimals" in h else f"{h['balance_tokens']:.8f}"
+        lines.append(f"  {h['symbol']:<6} {balance:>24} {h['price_usd']:>14,.4f} {h['value_usd']:>16,.2f} "
+                     f"{h['weight']:>8.4f} {rc:>8} {h['risk_budget']:>8.4f}  {h.get('price_updated_at_utc') or '-'}")
+    lines.append(f"  {'cash':<6} {token_units(status['base_balance'], status['base_decimals']):>24} {'':>14} "
+                 f"{status['base_balance'] / 10**status['base_decimals']:>16,.2f} {status['cash_weight']:>8.4f}")
     if status["ex_ante_volatility"] is not None:
         lines.append(f"  ex-ante volatility of the holdings {status['ex_ante_volatility']:.2%} (annualised)")
     policy = status.get("policy")
@@ -227,14 +273,16 @@ def format_status(status: dict[str, Any]) -> str:
     keeper = status["keeper"]
     lines.append("")
     if keeper:
-        lines.append(f"keeper {keeper['address']}: balance {keeper['balance_wei'] / 1e18:.6f} ETH, nonce "
+        lines.append(f"keeper {keeper['address']}: balance {token_units(keeper['balance_wei'], 18)} ETH "
+                     f"({keeper['balance_wei']} wei), nonce "
                      f"{keeper['nonce_latest']}, {keeper['transactions_in_mempool']} transaction(s) in the mempool")
     else:
         lines.append("keeper address unknown (no key configured; pass --address)")
     lines.append("")
     lines.append("last ticks:" if status["last_ticks"] else f"last ticks: none ({status['journal_note'] or 'empty journal'})")
     for t in status["last_ticks"]:
-        lines.append(f"  #{t['id']} block {t['block_number']} epoch {t['epoch']} {t['status']:<10} "
+        lines.append(f"  #{t['id']} {utc_iso(t.get('recorded_at')) or '-'} block {t['block_number']} epoch {t['epoch']} "
+                     f"{t['status']:<10} "
                      f"{(t['reason'] or '')[:100]}{' tx ' + t['tx_hash'] if t.get('tx_hash') else ''}")
     pending = status["pending_transactions"]
     if pending is None:
@@ -279,4 +327,5 @@ def journal_summary(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-__all__ = ["PENDING_TX_STATES", "collect_status", "format_status", "journal_summary", "read_journal"]
+__all__ = ["PENDING_TX_STATES", "collect_status", "format_status", "journal_summary", "read_journal", "token_units",
+           "utc_iso"]

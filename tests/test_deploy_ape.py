@@ -1,0 +1,124 @@
+"""`ape compile` and `ape run deploy` as a deployer types them, and the keeper ticking against the result, on an
+Anvil set up as Ethereum Sepolia: its chain id, the real Uniswap V3 bytecode and Chainlink-style feeds with a round
+history placed at the addresses keeper/networks.py lists (keeper.simulated_network)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ANVIL_KEYS, AnvilProcess, DevSender, connect, contract, dev_accounts
+from keeper.ape_env import prepare
+from keeper.build import load_artifacts
+from keeper.config import KeeperConfig
+from keeper.data import load_prices
+from keeper.deployment import price_to_answer
+from keeper.journal import Journal
+from keeper.networks import NETWORKS
+from keeper.preflight import preflight_problems
+from keeper.public_deployment import vault_router_kinds
+from keeper.runner import Keeper
+from keeper.simulated_network import simulate_network
+
+ROOT = Path(__file__).resolve().parents[1]
+APE = str(Path(sys.executable).parent / "ape")
+
+
+def _ape_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", **extra)
+    for name, value in prepare().items():
+        env[name] = value.replace("$PATH", os.environ.get("PATH", ""))
+    return env
+
+
+def test_ape_compile_compiles_the_contracts_with_the_declared_dependencies():
+    done = subprocess.run([APE, "compile"], cwd=ROOT, env=_ape_env(), capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "compiled" in (done.stdout + done.stderr) or "Nothing to compile" in (done.stdout + done.stderr)
+    built = json.loads((ROOT / ".build" / "__local__.json").read_text())
+    assert {"RiskParityVault", "OptionMarket"} <= set(built["contractTypes"])
+
+
+@pytest.fixture(scope="module")
+def sepolia():
+    """Anvil as Ethereum Sepolia with 60 days of BTC and ETH closes as feed rounds (one an hour after each close)."""
+    table = load_prices(symbols=["BTC", "ETH"], start=dt.date(2022, 1, 1), end=dt.date(2022, 3, 1))
+    node = AnvilProcess(timestamp=table.close_timestamp(0) - 3600, extra_args=["--chain-id", "11155111"])
+    try:
+        w3 = connect(node.rpc_url)
+        history = {s: [(table.close_timestamp(i) + 3600, price_to_answer(table.prices[i, j]))
+                       for i in range(len(table.dates))] for j, s in enumerate(table.symbols)}
+        placed = simulate_network(w3, NETWORKS["ethereum:sepolia"], dev_accounts()[0], history)
+        yield node, w3, placed
+    finally:
+        node.stop()
+
+
+def _deploy(node, out_dir: Path, *more: str) -> subprocess.CompletedProcess:
+    _, keeper, guardian = dev_accounts()[:3]
+    command = [APE, "run", "deploy", "--network", "ethereum:sepolia:node", "--keeper", keeper, "--guardian", guardian,
+               "--accept-unconfirmed", "--out-dir", str(out_dir), *more]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env=_ape_env(SEPOLIA_RPC_URL=node.rpc_url, DEPLOYER_PRIVATE_KEY=ANVIL_KEYS[0]))
+
+
+def test_ape_run_deploy_on_simulated_sepolia_then_the_keeper_ticks(sepolia, tmp_path):
+    node, w3, placed = sepolia
+    net = NETWORKS["ethereum:sepolia"]
+    kinds = vault_router_kinds(load_artifacts()["RiskParityVault"])
+    if "swaprouter02" not in kinds:
+        # The network's router is SwapRouter02; a vault that calls only the original SwapRouter is refused there.
+        refused = _deploy(node, tmp_path)
+        assert refused.returncode != 0
+        assert "this vault build swaps only through swaprouter" in refused.stdout + refused.stderr
+        assert placed["router"] == "SwapRouter"
+        done = _deploy(node, tmp_path, "--router-kind", "swaprouter")
+    else:
+        done = _deploy(node, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record_path = tmp_path / "ethereum-sepolia.json"
+    assert f"wrote {record_path}" in done.stdout
+    record = json.loads(record_path.read_text())
+    assert record["chain_id"] == 11155111 and record["quoter"] == net.quoter_v2.address
+    assert record["factory"] == net.uniswap_factory.address
+    assert {a["symbol"]: a["feed"] for a in record["assets"]} == {s: net.price_feeds[s].address for s in ("BTC", "ETH")}
+    assert (tmp_path / "abi" / "RiskParityVault.json").exists() and (tmp_path / "abi" / "OptionMarket.json").exists()
+    vault = contract(w3, "RiskParityVault", record["vault"])
+    assert vault.functions.hasRole(vault.functions.KEEPER_ROLE().call(), dev_accounts()[1]).call()
+    assert vault.functions.optionMarket().call() == record["option_market"]
+    assert vault.functions.maxSlippageBps().call() == 100
+
+    # A depositor, then the keeper from the deployment file alone.
+    alice = dev_accounts()[4]
+    tx = DevSender(w3)
+    base = contract(w3, "TestToken", record["base_asset"])
+    tx.transact(dev_accounts()[0], base.functions.mint(alice, 100_000 * 10**6))
+    tx.transact(alice, base.functions.approve(vault.address, 2**256 - 1))
+    tx.transact(alice, vault.functions.deposit(100_000 * 10**6, alice))
+    config = KeeperConfig(chain={"rpc_url": node.rpc_url, "deployment_file": str(record_path)},
+                          policy={"lookback_days": 45, "estimator": {"method": "ewma", "half_life_days": 20,
+                                                                    "min_observations": 30}},
+                          operations={"journal_path": ":memory:"})
+    assert config.chain.chain_id == 11155111 and config.chain.vault_address == record["vault"]
+    assert preflight_problems(w3, config.chain, dev_accounts()[1]) == []
+    keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(":memory:"))
+    report = keeper.run_once()
+    assert report.status == "rebalanced", report.reason
+    assert vault.functions.rebalanceEpoch().call() == 1
+
+
+def test_ape_run_deploy_on_the_local_network(tmp_path):
+    """`ape run deploy --network ethereum:local:foundry`: ape starts Anvil, the script deploys everything fresh."""
+    done = subprocess.run([APE, "run", "deploy", "--network", "ethereum:local:foundry", "--out-dir", str(tmp_path)],
+                          cwd=ROOT, env=_ape_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads((tmp_path / "ethereum-local.json").read_text())
+    assert record["chain_id"] == 31337 and [a["symbol"] for a in record["assets"]] == ["BTC", "ETH", "SOL"]
+    assert record["option_market"] and record["keeper"] == dev_accounts()[1]
+    assert (tmp_path / "ethereum-local.env").read_text().startswith("CHAIN_ID=31337\nVAULT=")
