@@ -3,7 +3,7 @@
 Deploys the base stablecoin and the risk assets (test ERC-20s), one push feed per asset, the real
 Uniswap V3 (``UniswapV3Factory``, ``SwapRouter``, ``NonfungiblePositionManager``, ``QuoterV2``) from the
 npm artifacts, one full-range pool per risk asset against the base asset seeded at the oracle price,
-and the vault. Addresses are returned as a :class:`Deployment` and can be written to JSON.
+and the vault; Multicall3 is placed at its canonical address. Addresses are returned as a :class:`Deployment` and can be written to JSON.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from web3 import Web3
 from keeper.build import load_artifacts
 from keeper.chain import DevSender, contract
 from keeper.errors import ConfigError
+from keeper.multicall import ensure_multicall3
 
 Q96 = 2**96
 #: Uniswap V3 bounds on sqrtPriceX96 (TickMath.MIN_SQRT_RATIO, MAX_SQRT_RATIO).
@@ -117,6 +118,7 @@ def deploy_system(
     """
     arts = load_artifacts()
     tx = DevSender(w3)
+    ensure_multicall3(w3)  # the keeper reads through Multicall3 at its canonical address
     base = tx.deploy(deployer, arts["TestToken"], "USD Coin (test)", "USDC", BASE_DECIMALS, deployer)
     # Uniswap's periphery wants a WETH9 address; no swap here touches ETH, so the base token stands in.
     factory = tx.deploy(deployer, arts["UniswapV3Factory"])

@@ -249,10 +249,10 @@ class Keeper:
         context = {} if context is None else context
         cfg = self.config
         t = time.perf_counter()
-        snapshot = self.reader.snapshot(cfg.chain.max_oracle_age_seconds)
+        # One Multicall3 eth_call: the block, every feed's latest round and the vault's state.
+        snapshot, state = self.reader.read(cfg.chain.max_oracle_age_seconds)
         context.update(block_number=snapshot.block_number, block_timestamp=snapshot.block_timestamp,
                        symbols=self.reader.symbols, prices_usd=snapshot.prices_usd.tolist())
-        state = self.reader.vault_state(snapshot.block_number)
         decision = self._check_breakers(snapshot)
         self.previous_prices_usd = snapshot.prices_usd  # the jump breaker's reference for the next tick
         if decision.trips:
@@ -267,7 +267,7 @@ class Keeper:
             return TickReport(status="skipped", reason=f"circuit breaker: {decision.reason}", timings=timings,
                               reason_code=f"breaker:{first}", **context)
         derisk = decision.action == "derisk"
-        history = None if derisk else self.reader.history(snapshot, cfg.policy.lookback_days)
+        history = None if derisk else self.reader.history(snapshot, cfg.policy.lookback_days, _bar_seconds(cfg))
         options = None if derisk or self.overlay is None else self.overlay.inputs(snapshot)
         timings["read"] = time.perf_counter() - t
 
@@ -639,6 +639,15 @@ class Keeper:
         )
         with self._journal_lock:
             self.journal.record_tick(record)
+
+
+def _bar_seconds(config: KeeperConfig) -> int:
+    """The keeper's bar interval, seconds: the config's ``bar_seconds`` where it has one, else a day."""
+    for section in (config, getattr(config, "policy", None), getattr(config, "chain", None)):
+        value = getattr(section, "bar_seconds", None)
+        if value is not None:
+            return int(value)
+    return SECONDS_PER_DAY
 
 
 def _decision_context(decision: PolicyDecision) -> dict[str, Any]:
