@@ -4,6 +4,8 @@ Deploys the base stablecoin and the risk assets (test ERC-20s), one push feed pe
 Uniswap V3 (``UniswapV3Factory``, ``SwapRouter``, ``NonfungiblePositionManager``, ``QuoterV2``) from the
 npm artifacts, one full-range pool per risk asset against the base asset seeded at the oracle price,
 and the vault; Multicall3 is placed at its canonical address. Addresses are returned as a :class:`Deployment` and can be written to JSON.
+A replay's daily harness work is batched: :class:`FeedPusher` pushes every feed in one transaction and
+:class:`BatchArbitrageur` aligns every pool in one.
 """
 
 from __future__ import annotations
@@ -413,3 +415,83 @@ _ACCESS_CONTROL_ABI = [
      "inputs": [{"name": "role", "type": "bytes32"}, {"name": "account", "type": "address"}]}
     for name in ("grantRole", "renounceRole")
 ]
+
+
+class FeedPusher:
+    """Pushes one answer to every feed of a replay in one transaction (``FeedBatchPusher``).
+
+    Deploys the pusher and hands it the ownership of ``feeds`` (``PushPriceFeed.transferOwnership``, from
+    ``owner``, their current owner); :meth:`push` then opens one new round on every feed in one block, at the
+    block's time, exactly as one ``pushAnswer`` per feed would at that time. Local chains only.
+    """
+
+    def __init__(self, w3: Web3, owner: str, feeds: Sequence[str]) -> None:
+        self.w3 = w3
+        self.tx = DevSender(w3)
+        self.owner = owner
+        self.feeds: list[str] = []
+        self.contract = self.tx.deploy(owner, load_artifacts()["FeedBatchPusher"], owner)
+        self.adopt(feeds)
+
+    def adopt(self, feeds: Sequence[str]) -> None:
+        """Takes over more feeds (owned by ``owner``); :meth:`push` then takes answers for these too, after the
+        earlier ones."""
+        for feed in feeds:
+            feed = Web3.to_checksum_address(feed)
+            self.tx.transact(self.owner,
+                             contract(self.w3, "PushPriceFeed", feed).functions.transferOwnership(self.contract.address))
+            self.feeds.append(feed)
+        #: Gas limit per push: ~45k per feed (a new round: two storage slots, the latest round, an event).
+        self.gas = 60_000 + 60_000 * len(self.feeds)
+
+    def push(self, answers: Sequence[int]) -> None:
+        """Opens one round on each feed with ``answers[i]`` (feed units), in one transaction.
+
+        Raises
+        ------
+        TransactionFailedError
+            The transaction reverted (the message carries the decoded error).
+        """
+        self.tx.transact(self.owner, self.contract.functions.push(self.feeds, [int(a) for a in answers]),
+                         gas=self.gas)
+
+
+class BatchArbitrageur:
+    """Moves every pool of a deployment to its oracle price in one transaction (``PoolAligner``).
+
+    Same trades as :class:`Arbitrageur` (each pool's cheap side sold with ``sqrtPriceLimitX96`` at the oracle
+    price, so every pool ends exactly there), made by a contract that holds the inventory: ``inventory_usd`` of
+    the base asset and, per risk asset, ``inventory_usd`` worth at a price ``1 / crash_cover`` of the first
+    answer (enough for any replay of real prices). Local chains only.
+    """
+
+    def __init__(self, w3: Web3, deployment: Deployment, deployer: str, first_answers: Sequence[int],
+                 inventory_usd: float = 1e12, crash_cover: int = 10**6) -> None:
+        self.tx = DevSender(w3)
+        self.deployer = deployer
+        self.base = deployment.base_asset
+        arts = load_artifacts()
+        self.contract = self.tx.deploy(deployer, arts["PoolAligner"], deployment.swap_router, self.base, POOL_FEE,
+                                       deployer)
+        base = contract(w3, "TestToken", self.base)
+        self.tx.transact(deployer, base.functions.mint(self.contract.address, int(inventory_usd * 10**BASE_DECIMALS)))
+        for asset, answer in zip(deployment.assets, first_answers, strict=True):
+            amount = int(inventory_usd) * crash_cover * 10 ** (FEED_DECIMALS + RISK_DECIMALS) // int(answer)
+            self.tx.transact(deployer, contract(w3, "TestToken", asset.token).functions.mint(self.contract.address,
+                                                                                            amount))
+        self.tx.transact(deployer, self.contract.functions.approveRouter([a.token for a in deployment.assets]))
+        self.assets = list(deployment.assets)
+        #: Gas limit per alignment: a swap crossing no initialised tick costs ~110-150k; 250k per pool is ample.
+        self.gas = 100_000 + 250_000 * len(self.assets)
+
+    def align_all(self, answers: Sequence[int]) -> None:
+        """Moves each pool to ``answers[i]`` (feed units, ``deployment.assets`` order) in one transaction.
+
+        Raises
+        ------
+        TransactionFailedError
+            The transaction reverted (the message carries the decoded error).
+        """
+        targets = [(a.pool, a.token, sqrt_price_x96(int(p), int(a.token, 16) < int(self.base, 16)))
+                   for a, p in zip(self.assets, answers, strict=True)]
+        self.tx.transact(self.deployer, self.contract.functions.align(targets), gas=self.gas)
