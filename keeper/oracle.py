@@ -352,7 +352,9 @@ class ChainReader:
         """Prices on a grid of ``bars + 1`` points ``bar_seconds`` apart ending at the snapshot's block time.
 
         Each point takes the last answer updated at or before it, from whatever rounds the feeds have (one per
-        deviation or heartbeat): the rounds are searched by time within each phase (k-ary search over the
+        deviation or heartbeat). A point takes its round from the newest phase that has a round at or before it,
+        so rounds an old aggregator still reports after the next phase began are never sampled. The rounds
+        are searched by time within each phase (k-ary search over the
         contiguous aggregator round ids, :data:`PROBES_PER_FEED` reads per feed per request, all feeds in the
         same Multicall3 requests), walking back to earlier phases when a phase starts after a grid point.
         Rounds read are cached, so a steady tick with one new round per feed reads nothing here (the
