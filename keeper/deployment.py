@@ -3,8 +3,8 @@
 Deploys the base stablecoin and the risk assets (test ERC-20s), one push feed per asset, the real
 Uniswap V3 (``UniswapV3Factory``, ``SwapRouter``, ``NonfungiblePositionManager``, ``QuoterV2``) from the
 npm artifacts, one full-range pool per risk asset against the base asset seeded at the oracle price,
-and the vault; Multicall3 is placed at its canonical address. Addresses are returned as a :class:`Deployment` and can be written to JSON.
-A replay's daily harness work is batched: :class:`FeedPusher` pushes every feed in one transaction and
+and the vault; Multicall3 is placed at its canonical address. Addresses are returned as a
+:class:`Deployment` and can be written to JSON. A replay's daily harness work is batched: :class:`FeedPusher` pushes every feed in one transaction and
 :class:`BatchArbitrageur` aligns every pool in one.
 """
 

@@ -21,10 +21,11 @@ from typing import Any, Generator
 
 import numpy as np
 import numpy.typing as npt
+from eth_utils import to_checksum_address
 from web3 import Web3
 
-from keeper.chain import contract
-from keeper.errors import InsufficientHistoryError, InvalidPriceError, RpcUnavailableError, StaleOracleError
+from keeper.chain import contract, decode_revert
+from keeper.errors import ConfigError, InsufficientHistoryError, InvalidPriceError, RpcUnavailableError, StaleOracleError
 from keeper.multicall import (
     GET_BLOCK_NUMBER,
     GET_CURRENT_BLOCK_TIMESTAMP,
@@ -194,8 +195,6 @@ class ChainReader:
     """
 
     def __init__(self, w3: Web3, vault_address: str) -> None:
-        from keeper.errors import ConfigError
-
         self.w3 = w3
         self.vault = contract(w3, "RiskParityVault", vault_address)
         if not has_multicall3(w3):
@@ -316,8 +315,6 @@ class ChainReader:
         names = [*_VAULT_VIEWS, "budgetBps(0)", "budgetBps(1)", "budgetSpent(0)", "budgetSpent(1)"]
         for name, (ok, data) in zip(names, results):
             if not ok:
-                from keeper.chain import decode_revert
-
                 raise RpcUnavailableError(
                     f"vault {self.vault.address} reverted on {name} at block {block}: {decode_revert(data)}")
         holdings = results[0][1]
@@ -328,8 +325,6 @@ class ChainReader:
         total_assets = decode_uint(results[1][1])
         (budget_loss_bps, budget_turnover_bps, spent_loss, spent_turnover) = (
             decode_uint(d) for _, d in results[8:12])
-        from eth_utils import to_checksum_address
-
         return VaultState(
             base_asset=to_checksum_address(tokens[0]),
             base_decimals=self.base_decimals,
