@@ -133,6 +133,8 @@ _VAULT_VIEWS = ("holdings()", "totalAssets()", "totalSupply()", "rebalanceEpoch(
 PHASE_SHIFT = 64
 #: Round reads per feed per request while searching history (spread evenly over the unknown range).
 PROBES_PER_FEED = 256
+#: Round reads per step while looking for the end of an earlier phase (one feed, so a wider step).
+PHASE_END_PROBES = 1024
 #: Largest ``aggregatorRoundId`` probed when looking for the last round of an earlier phase (2^48 rounds).
 MAX_PHASE_ROUND_BITS = 48
 
@@ -166,6 +168,15 @@ class _FeedRounds:
     def put(self, round_id: int, value: tuple[int, int] | None) -> None:
         self.rounds[round_id] = value
         self.phases.setdefault(phase_of(round_id), {})[aggregator_round_of(round_id)] = value
+
+    def forget_before(self, round_id: int) -> None:
+        """Drops rounds older than ``round_id`` (the round of the window's first point: the window only moves
+        forward, and that round still bounds the next search from below), so a long-running keeper's cache
+        stays the size of its window."""
+        old = [rid for rid in self.rounds if rid < round_id]
+        for rid in old:
+            del self.rounds[rid]
+            self.phases[phase_of(rid)].pop(aggregator_round_of(rid), None)
 
 
 #: A search step: the round ids it needs read; the driver reads them into the feed's cache and resumes it.
@@ -404,6 +415,7 @@ class ChainReader:
                         f"before {g}): prices must be positive; shorten the window past it or wait")
                 values.append(answer)
             columns.append(np.array(values, dtype=np.float64) / 10**info.feed_decimals)
+            self._rounds[info.feed].forget_before(ids[0])  # type: ignore[arg-type]
         return PriceHistory(timestamps=grid, prices_usd=np.column_stack(columns))
 
     def _drive(self, searches: dict[str, _Search], block: int) -> dict[str, Any]:
@@ -466,7 +478,8 @@ class ChainReader:
     def _search_phase(self, state: _FeedRounds, phase: int, last: int, targets: list[int]) -> _Search:
         """For each target time, the largest aggregator round in ``1..last`` of ``phase`` updated at or before
         it (None when round 1 is later). k-ary search: each step reads up to :data:`PROBES_PER_FEED` rounds
-        spread over the open brackets (all of a bracket when it is that small)."""
+        spread over the open brackets (all of a bracket when it is that small, and all of every bracket when
+        they hold at most 4 × :data:`PROBES_PER_FEED` rounds together)."""
         lo = [0] * len(targets)       # a round known at or before the target (0: none)
         hi = [last + 1] * len(targets)  # a round known after the target (last + 1: none)
 
@@ -491,10 +504,12 @@ class ChainReader:
             if not brackets:
                 return [lo[i] or None for i in range(len(targets))]
             budget = max(PROBES_PER_FEED // len(brackets), 1)
+            # Brackets this narrow in total are read whole: one more step instead of several small ones.
+            read_all = sum(b - a - 1 for a, b in brackets) <= 4 * PROBES_PER_FEED
             probes: list[int] = []
             for a, b in brackets:
                 width = b - a - 1
-                if width <= budget:
+                if read_all or width <= budget:
                     probes.extend(range(a + 1, b))
                 else:
                     probes.extend(sorted({a + 1 + (width - 1) * k // max(budget - 1, 1) for k in range(budget)}))
@@ -521,8 +536,8 @@ class ChainReader:
         lo, hi = 1 << k, 1 << (k + 1)
         while hi - lo > 1:
             width = hi - lo - 1
-            step = [lo + 1 + (width - 1) * i // max(PROBES_PER_FEED - 1, 1) for i in range(min(width, PROBES_PER_FEED))]
-            step = sorted(set(step))
+            count = min(width, PHASE_END_PROBES)
+            step = sorted({lo + 1 + (width - 1) * i // max(count - 1, 1) for i in range(count)})
             yield [proxy_round_id(phase, a) for a in step]
             for a in step:
                 if state.rounds.get(proxy_round_id(phase, a)) is not None:
