@@ -259,8 +259,10 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
             # The keeper reads at a block one hour after the close, the same offset every day, so its daily
             # grid (block time − k days) falls after every feed's push of each day, whatever the seconds
             # between the pushes and the swaps were.
-            latest = w3.eth.get_block("latest")["timestamp"]
-            rpc(w3, "evm_mine", [max(ts + TICK_AFTER_CLOSE_SECONDS, latest + 1)])
+            try:
+                rpc(w3, "evm_mine", [ts + TICK_AFTER_CLOSE_SECONDS])
+            except RuntimeError:  # the day's blocks already passed that time (an hour of wall clock): next second
+                rpc(w3, "evm_mine", [w3.eth.get_block("latest")["timestamp"] + 1])
             report = None
             if step % options.rebalance_every_days == 0:
                 report = keeper.run_once()
