@@ -192,7 +192,7 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
         feeds = [contract(w3, "PushPriceFeed", a.feed) for a in deployment.assets]
         vault = contract(w3, "RiskParityVault", deployment.vault)
         base = contract(w3, "TestToken", deployment.base_asset)
-        # The harness's daily work is batched (one transaction pushes every feed, one aligns every pool); the
+        # The harness's daily work is batched (one transaction pushes every feed and aligns every pool); the
         # keeper's own path is untouched.
         pusher = FeedPusher(w3, deployer, [f.address for f in feeds])
         arb = BatchArbitrageur(w3, deployment, deployer, [price_to_answer(p) for p in table.prices[begin]])
@@ -216,6 +216,7 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
                 vol_sources={sym: vol_series[sym].source for sym in symbols},
                 vol_derived={sym: bool(vol_series[sym].derived) for sym in symbols},
             )
+        arb.take_over(pusher)
         say(f"deployed and warmed up in {time.perf_counter() - t_start:.1f} s; vault {deployment.vault}")
 
         for who, usd in zip(depositors, INITIAL_DEPOSITS_USD):
@@ -248,13 +249,13 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
             ts = table.close_timestamp(t)
             set_time(ts)
             answers = [price_to_answer(price) for price in table.prices[t]]
+            feed_answers = answers
             if overlay is not None:
                 day_vols = [vol_series[sym].on(table.dates[t]) for sym in symbols]
-                pusher.push(answers + [vol_to_answer(vol) for vol, _ in day_vols])
+                feed_answers = answers + [vol_to_answer(vol) for vol, _ in day_vols]
                 opt_record.add_vols(table.dates[t], [v for v, _ in day_vols], [f for _, f in day_vols])
-            else:
-                pusher.push(answers)
-            arb.align_all(answers)
+            # The closes (and vols) as new rounds, then every pool moved to its close: one transaction.
+            arb.push_and_align(feed_answers, answers)
             flows = _depositor_flows(step, depositors, vault, tx, options.flows_every_days)
             # The keeper reads at a block one hour after the close, the same offset every day, so its daily
             # grid (block time − k days) falls after every feed's push of each day, whatever the seconds

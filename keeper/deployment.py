@@ -4,8 +4,9 @@ Deploys the base stablecoin and the risk assets (test ERC-20s), one push feed pe
 Uniswap V3 (``UniswapV3Factory``, ``SwapRouter``, ``NonfungiblePositionManager``, ``QuoterV2``) from the
 npm artifacts, one full-range pool per risk asset against the base asset seeded at the oracle price,
 and the vault; Multicall3 is placed at its canonical address. Addresses are returned as a
-:class:`Deployment` and can be written to JSON. A replay's daily harness work is batched: :class:`FeedPusher` pushes every feed in one transaction and
-:class:`BatchArbitrageur` aligns every pool in one.
+:class:`Deployment` and can be written to JSON. A replay's daily harness work is batched:
+:class:`FeedPusher` pushes every feed in one transaction, :class:`BatchArbitrageur` aligns every pool in one,
+or both in one (:meth:`BatchArbitrageur.push_and_align`).
 """
 
 from __future__ import annotations
@@ -492,6 +493,26 @@ class BatchArbitrageur:
         TransactionFailedError
             The transaction reverted (the message carries the decoded error).
         """
-        targets = [(a.pool, a.token, sqrt_price_x96(int(p), int(a.token, 16) < int(self.base, 16)))
-                   for a, p in zip(self.assets, answers, strict=True)]
-        self.tx.transact(self.deployer, self.contract.functions.align(targets), gas=self.gas)
+        self.tx.transact(self.deployer, self.contract.functions.align(self._targets(answers)), gas=self.gas)
+
+    def take_over(self, pusher: "FeedPusher") -> None:
+        """Makes this arbitrageur's contract the owner of ``pusher``'s contract (for :meth:`push_and_align`)."""
+        self.tx.transact(pusher.owner, pusher.contract.functions.transferOwnership(self.contract.address))
+        self.pusher = pusher
+
+    def push_and_align(self, feed_answers: Sequence[int], answers: Sequence[int]) -> None:
+        """One transaction: the pusher taken over (:meth:`take_over`) pushes ``feed_answers`` (every feed it
+        holds, in its order), then every pool moves to ``answers`` (prices, ``deployment.assets`` order).
+
+        Raises
+        ------
+        TransactionFailedError
+            The transaction reverted (the message carries the decoded error).
+        """
+        fn = self.contract.functions.pushAndAlign(self.pusher.contract.address, self.pusher.feeds,
+                                                  [int(a) for a in feed_answers], self._targets(answers))
+        self.tx.transact(self.deployer, fn, gas=self.gas + self.pusher.gas)
+
+    def _targets(self, answers: Sequence[int]) -> list[tuple[str, str, int]]:
+        return [(a.pool, a.token, sqrt_price_x96(int(p), int(a.token, 16) < int(self.base, 16)))
+                for a, p in zip(self.assets, answers, strict=True)]

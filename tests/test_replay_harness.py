@@ -35,7 +35,7 @@ def _pool_state(w3, deployment) -> list[tuple]:
     return out
 
 
-def test_one_alignment_transaction_leaves_every_pool_where_one_per_pool_did(system) -> None:
+def test_one_alignment_transaction_leaves_every_pool_where_one_per_pool_did(system, reverted) -> None:
     w3, deployment, owner, arb, _ = system
     answers = [price_to_answer(p) for p in NEXT_PRICES]
     sid = rpc(w3, "evm_snapshot", [])
@@ -60,7 +60,15 @@ def test_one_alignment_transaction_leaves_every_pool_where_one_per_pool_did(syst
         DevSender(w3).transact(arb, batch.contract.functions.align(targets), gas=2_000_000)
 
 
-def test_one_push_transaction_opens_a_round_on_every_feed_and_only_its_owner_pushes(system) -> None:
+@pytest.fixture
+def reverted(system):
+    """Undoes a test's changes to the module's chain (feed ownership moves to a pusher)."""
+    sid = rpc(system[0], "evm_snapshot", [])
+    yield
+    rpc(system[0], "evm_revert", [sid])
+
+
+def test_one_push_transaction_opens_a_round_on_every_feed_and_only_its_owner_pushes(system, reverted) -> None:
     w3, deployment, owner, _, mallory = system
     pusher = FeedPusher(w3, owner, [a.feed for a in deployment.assets])
     feeds = [contract(w3, "PushPriceFeed", a.feed) for a in deployment.assets]
@@ -79,3 +87,27 @@ def test_one_push_transaction_opens_a_round_on_every_feed_and_only_its_owner_pus
         tx.transact(owner, feeds[0].functions.pushAnswer(answers[0]), gas=200_000)
     with pytest.raises(TransactionFailedError, match=r"LengthMismatch\(3, 2\)"):
         tx.transact(owner, pusher.contract.functions.push(pusher.feeds, answers[:2]), gas=1_000_000)
+
+
+def test_one_transaction_pushes_every_feed_then_aligns_every_pool(system, reverted) -> None:
+    w3, deployment, owner, arb, mallory = system
+    answers = [price_to_answer(p) for p in NEXT_PRICES]
+    sid = rpc(w3, "evm_snapshot", [])
+    pusher = FeedPusher(w3, owner, [a.feed for a in deployment.assets])
+    batch = BatchArbitrageur(w3, deployment, owner, [price_to_answer(p) for p in START_PRICES])
+    pusher.push(answers)
+    batch.align_all(answers)
+    expected = _pool_state(w3, deployment)
+    rpc(w3, "evm_revert", [sid])
+
+    pusher = FeedPusher(w3, owner, [a.feed for a in deployment.assets])
+    batch = BatchArbitrageur(w3, deployment, owner, [price_to_answer(p) for p in START_PRICES])
+    batch.take_over(pusher)
+    block_before = w3.eth.block_number
+    batch.push_and_align(answers, answers)
+    assert w3.eth.block_number == block_before + 1
+    assert _pool_state(w3, deployment) == expected
+    for asset, answer in zip(deployment.assets, answers):
+        assert contract(w3, "PushPriceFeed", asset.feed).functions.latestRoundData().call()[1] == answer
+    with pytest.raises(TransactionFailedError, match="OwnableUnauthorizedAccount"):
+        DevSender(w3).transact(mallory, pusher.contract.functions.push(pusher.feeds, answers), gas=1_000_000)

@@ -5,6 +5,8 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IUniswapV3Pool} from "@uniswap/v3-core/contracts/interfaces/IUniswapV3Pool.sol";
 import {ISwapRouter} from "@uniswap/v3-periphery/contracts/interfaces/ISwapRouter.sol";
+import {FeedBatchPusher} from "./FeedBatchPusher.sol";
+import {PushPriceFeed} from "./PushPriceFeed.sol";
 
 /// @title PoolAligner
 /// @notice A replay's arbitrageur: moves many risk/base Uniswap V3 pools to target prices in one transaction.
@@ -39,6 +41,22 @@ contract PoolAligner is Ownable {
 
     /// @notice Moves every pool of `targets` to its target price, in order; a pool already there is skipped.
     function align(Target[] calldata targets) external onlyOwner {
+        _align(targets);
+    }
+
+    /// @notice A replayed day in one transaction: `pusher.push(feeds, answers)` (this contract must own the
+    /// pusher), then `align(targets)`; the same state as the two transactions in that order.
+    function pushAndAlign(
+        FeedBatchPusher pusher,
+        PushPriceFeed[] calldata feeds,
+        int256[] calldata answers,
+        Target[] calldata targets
+    ) external onlyOwner {
+        pusher.push(feeds, answers);
+        _align(targets);
+    }
+
+    function _align(Target[] calldata targets) private {
         for (uint256 i; i < targets.length; ++i) {
             Target calldata t = targets[i];
             (uint160 current,,,,,,) = t.pool.slot0();
