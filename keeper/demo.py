@@ -304,7 +304,8 @@ def _day_reads(w3, vault, one_share: int, with_options: bool) -> Callable[[], tu
     """The demo's end-of-day reads of the vault in one Multicall3 ``eth_call`` (encoded once): balances of
     ``holdings()`` (base first), ``totalAssets()``, ``convertToAssets(one_share)``, ``optionsValue()`` (0 when
     ``with_options`` is False)."""
-    views = [selector("holdings()"), selector("totalAssets()"), selector("convertToAssets(uint256)") + uint_word(one_share)]
+    views = [selector("holdings()"), selector("totalAssets()"),
+             selector("convertToAssets(uint256)") + uint_word(one_share)]
     if with_options:
         views.append(selector("optionsValue()"))
     calldata = encode_aggregate3([Call.to(vault.address, v, False) for v in views])

@@ -195,7 +195,8 @@ def ensure_multicall3(w3: Web3) -> None:
         "eth_call", [{"data": "0x" + multicall3_creation_code().hex()}, "latest"])
     if "error" in response:
         raise ConfigError(f"running Multicall3's creation code failed: {response['error']}")
-    placed = w3.provider.make_request("anvil_setCode", [MULTICALL3_ADDRESS, response["result"]])  # type: ignore[arg-type]
+    placed = w3.provider.make_request(  # type: ignore[arg-type]
+        "anvil_setCode", [MULTICALL3_ADDRESS, response["result"]])
     if "error" in placed:
         raise ConfigError(
             f"no Multicall3 at {MULTICALL3_ADDRESS} and the node refused anvil_setCode ({placed['error']}): "

@@ -25,7 +25,13 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 
 from keeper.chain import contract, decode_revert
-from keeper.errors import ConfigError, InsufficientHistoryError, InvalidPriceError, RpcUnavailableError, StaleOracleError
+from keeper.errors import (
+    ConfigError,
+    InsufficientHistoryError,
+    InvalidPriceError,
+    RpcUnavailableError,
+    StaleOracleError,
+)
 from keeper.multicall import (
     GET_BLOCK_NUMBER,
     GET_CURRENT_BLOCK_TIMESTAMP,

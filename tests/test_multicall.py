@@ -27,8 +27,10 @@ from keeper.multicall import (
 
 
 def _random_calls(rng: random.Random, n: int) -> list[Call]:
-    return [Call(bytes(rng.getrandbits(8) for _ in range(20)), bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 100))),
-                 rng.random() < 0.5) for _ in range(n)]
+    def random_bytes(k: int) -> bytes:
+        return bytes(rng.getrandbits(8) for _ in range(k))
+
+    return [Call(random_bytes(20), random_bytes(rng.randint(0, 100)), rng.random() < 0.5) for _ in range(n)]
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 7, 64])
