@@ -8,14 +8,16 @@ Every number is measured on an Anvil process this script starts itself (``keeper
 with its genesis at a date of the shipped price file so that history can be pushed to the feeds day by
 day, as ``keeper demo`` does. Three sections:
 
-1. **Keeper tick latency.** 9 assets, 40-day lookback, ``drift_threshold_bps = 0`` so every tick
-   rebalances. Each replayed day: ``evm_setNextBlockTimestamp`` to the day's close, ``pushAnswer`` on
-   every feed, the arbitrageur aligns every pool, then ``Keeper.run_once``. The first (cold) tick is
+1. **Keeper tick latency and JSON-RPC requests.** 9 assets, 40-day lookback, ``drift_threshold_bps = 0`` so
+   every tick rebalances. Each replayed day: ``evm_setNextBlockTimestamp`` to the day's close, one
+   transaction pushes every feed, one aligns every pool, a block one hour later, then ``Keeper.run_once``;
+   every request the keeper makes is counted by method (a wrapper of the provider's ``make_request``). The first (cold) tick is
    shown on its own; median and p90 are over the following rebalancing ticks, per
    ``TickReport.timings`` key (read / compute / quote / simulate / send; "other" = total minus those:
    the post-trade NAV read and receipt decoding). A second table times the read phase alone
-   (``snapshot`` + ``vault_state`` + ``history``) at one fixed block with a fresh ``ChainReader`` (empty
-   round cache) against the keeper's own reader (cache filled), with JSON-RPC request counts.
+   (``read`` + ``history``) at one fixed block with a fresh ``ChainReader`` (empty round cache) against the
+   keeper's own reader (cache filled), with JSON-RPC request counts; then each figure beside the previous
+   reader's (:data:`PREVIOUS`).
 
 2. **Gas per rebalance** with 1, 3 and 9 legs, sent to ``RiskParityVault.rebalance`` from the keeper
    account, against the same swaps made directly on the ``SwapRouter`` (``exactInputSingle``) from an EOA
@@ -24,9 +26,10 @@ day, as ``keeper demo`` does. Three sections:
    (the vault's bound is 100 bps). Both variants start from the same ``evm_snapshot`` with the same fixed
    block timestamps, and each is run twice to show the gas is repeatable.
 
-3. **Demo replay throughput.** ``keeper.demo.run_demo`` (quiet) over 30 days of 9 assets, lookback 40;
-   the replay loop's wall time split into feed pushes, arbitrage, depositor flows, keeper ticks (and
-   those by timing key) and the rest (the demo's own per-day reads and bookkeeping).
+3. **Demo replay throughput.** ``keeper.demo.run_demo`` (quiet) over 2022 with 9 assets and the demo's
+   90-day lookback (``--demo-end`` for a shorter window); the replay loop's wall time split into the harness's
+   one daily transaction (feed pushes and pool alignment), depositor flows, keeper ticks (and those by timing key) and the rest (the demo's own per-day
+   reads and bookkeeping), then beside the previous harness's speed.
 
 The timers of section 3 patch module attributes of ``keeper.demo`` inside this process only (restored
 afterwards); no file of the package is changed.
@@ -74,7 +77,8 @@ from keeper.deployment import (  # noqa: E402
     BASE_DECIMALS,
     MAX_UINT256,
     POOL_FEE,
-    Arbitrageur,
+    BatchArbitrageur,
+    FeedPusher,
     deploy_system,
     price_to_answer,
 )
@@ -100,7 +104,9 @@ LEG_COUNTS = (1, 3, 9)
 GAS_REPEATS = 2
 GAS_LIMIT = 8_000_000
 #: Section 3.
-DEMO_START, DEMO_END = dt.date(2022, 1, 1), dt.date(2022, 1, 30)
+#: Section 3: the demo's own defaults (2022, 9 assets, lookback 90 days), the window of the speed target.
+DEMO_START, DEMO_END = dt.date(2022, 1, 1), dt.date(2022, 12, 31)
+DEMO_LOOKBACK_DAYS = 90
 
 TICK_KEYS = ("read", "compute", "quote", "simulate", "send")
 
@@ -109,17 +115,32 @@ TICK_KEYS = ("read", "compute", "quote", "simulate", "send")
 
 
 class RpcCounter:
-    """Counts JSON-RPC requests made through one Web3's provider (wraps ``make_request``)."""
+    """Counts JSON-RPC requests made through one Web3's provider (wraps ``make_request``), in total and per
+    method (``since(mark)`` gives the methods called after a ``mark = counter.n``)."""
 
     def __init__(self, w3: Any) -> None:
         self.n = 0
+        self.methods: list[str] = []
         inner = w3.provider.make_request
 
         def counting(method: str, params: Any) -> Any:
             self.n += 1
+            self.methods.append(str(method))
             return inner(method, params)
 
         w3.provider.make_request = counting
+
+    def since(self, mark: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for m in self.methods[mark:]:
+            out[m] = out.get(m, 0) + 1
+        return out
+
+
+#: Figures of the previous reader and demo harness (one ``eth_call`` per value and per round; one transaction
+#: per feed push and per pool alignment), measured with this script on the same machine before the change.
+PREVIOUS = {"steady_requests": 37, "cold_requests": 397, "median_tick_ms": 104.0, "median_read_ms": 36.0,
+            "demo_days_per_s": "1.5-3.6", "demo_2022_replay_s": 240.0}
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None) -> str:
@@ -143,9 +164,8 @@ def section(title: str) -> None:
     print("=" * len(title))
 
 
-def push_day(tx: DevSender, deployer: str, feeds: Sequence[Any], prices: Sequence[float]) -> None:
-    for feed, price in zip(feeds, prices):
-        tx.transact(deployer, feed.functions.pushAnswer(price_to_answer(price)))
+def push_day(pusher: FeedPusher, prices: Sequence[float]) -> None:
+    pusher.push([price_to_answer(price) for price in prices])
 
 
 # --- section 1: tick latency -----------------------------------------------------------------------
@@ -167,10 +187,11 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
         feeds = [contract(w3, "PushPriceFeed", a.feed) for a in deployment.assets]
         vault = contract(w3, "RiskParityVault", deployment.vault)
         base = contract(w3, "TestToken", deployment.base_asset)
-        arb = Arbitrageur(w3, deployment, arb_addr, deployer)
+        pusher = FeedPusher(w3, deployer, [f.address for f in feeds])
+        arb = BatchArbitrageur(w3, deployment, deployer, [price_to_answer(p) for p in prices.prices[begin]])
         for t in range(begin + 1, first):
             rpc(w3, "evm_setNextBlockTimestamp", [prices.close_timestamp(t)])
-            push_day(tx, deployer, feeds, prices.prices[t])
+            push_day(pusher, prices.prices[t])
         amount = int(DEPOSIT_USD * 10**BASE_DECIMALS)
         tx.transact(deployer, base.functions.mint(depositor, amount))
         tx.transact(depositor, base.functions.approve(vault.address, MAX_UINT256))
@@ -187,15 +208,16 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
         keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(workdir / "ticks.sqlite"))
         setup_s = time.perf_counter() - t_setup
 
-        reports, rpc_counts = [], []
+        reports, rpc_counts, rpc_methods = [], [], []
         for t in range(first, first + n_days):
             rpc(w3, "evm_setNextBlockTimestamp", [prices.close_timestamp(t)])
-            push_day(tx, deployer, feeds, prices.prices[t])
-            for asset, price in zip(deployment.assets, prices.prices[t]):
-                arb.align(asset.token, price_to_answer(price))
+            push_day(pusher, prices.prices[t])
+            arb.align_all([price_to_answer(p) for p in prices.prices[t]])
+            rpc(w3, "evm_mine", [prices.close_timestamp(t) + 3600])
             c0 = counter.n
             reports.append(keeper.run_once())
             rpc_counts.append(counter.n - c0)
+            rpc_methods.append(counter.since(c0))
             if sum(r.status == "rebalanced" for r in reports[1:]) >= STEADY_TICKS:
                 break
 
@@ -203,8 +225,7 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
         def timed_read(reader: ChainReader) -> tuple[float, int]:
             c = counter.n
             t0 = time.perf_counter()
-            snap = reader.snapshot()
-            reader.vault_state(snap.block_number)
+            snap, _ = reader.read()
             reader.history(snap, LOOKBACK_DAYS)
             return time.perf_counter() - t0, counter.n - c
 
@@ -213,7 +234,7 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
             fresh = ChainReader(w3, deployment.vault)  # constructor (asset list) not timed
             cold.append(timed_read(fresh))
         warm = [timed_read(keeper.reader) for _ in range(WARM_READS)]
-        rounds_per_feed = len(keeper.reader._rounds[keeper.reader.assets[0].feed])
+        rounds_per_feed = len([r for r in keeper.reader._rounds[keeper.reader.assets[0].feed].rounds.values() if r])
 
     print(f"  setup (anvil, deploy, {LOOKBACK_DAYS + 1}-day feed warm-up, deposit): {setup_s:.1f} s; "
           f"vault NAV ${DEPOSIT_USD:,.0f}; days {prices.dates[first]} .. {prices.dates[first + len(reports) - 1]}")
@@ -263,6 +284,27 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
     steady_read = float(np.median(col("read", st)))
     print(f"  in-tick read: cold tick 1 {ms(cold_tick.timings['read'])} ms vs steady-state median "
           f"{ms(steady_read)} ms ({cold_tick.timings['read'] / steady_read:.1f}x)")
+
+    print()
+    print("  JSON-RPC requests of a tick by method (tick 1 cold; steady = the median rebalancing tick)")
+    steady_methods = [m for r, m in zip(reports[1:], rpc_methods[1:]) if r.status == "rebalanced"]
+    median_tick = steady_methods[int(np.argsort([sum(m.values()) for m in steady_methods])[len(steady_methods) // 2])]
+    names = sorted(set(rpc_methods[0]) | set(median_tick))
+    print(table(["method", "tick 1 (cold)", "steady tick"],
+                [[n, rpc_methods[0].get(n, 0), median_tick.get(n, 0)] for n in names]
+                + [["total", sum(rpc_methods[0].values()), sum(median_tick.values())]]))
+    cold_read_requests = cold[0][1]
+    steady_read_requests = warm[0][1]
+    print()
+    print("  Against the previous reader (targets: steady tick <= 3 round trips, cold <= 5, read <= 20 ms)")
+    print(table(["figure", "previous", "now", "target"], [
+        ["requests, steady tick (whole tick)", PREVIOUS["steady_requests"], f"{np.median(counts):.0f}", "3"],
+        ["requests, cold tick (whole tick)", PREVIOUS["cold_requests"], rpc_counts[0], "5"],
+        ["requests, read phase, steady", "-", steady_read_requests, "1"],
+        ["requests, read phase, cold (empty cache)", "-", cold_read_requests, "<= 5"],
+        ["median tick, ms (incl. mining)", f"{PREVIOUS['median_tick_ms']:.0f}", ms(float(np.median(col('total', st)))), "-"],
+        ["median read, ms", f"{PREVIOUS['median_read_ms']:.0f}", ms(steady_read), "<= 20"],
+    ]))
 
 
 # --- section 2: gas per rebalance ------------------------------------------------------------------
@@ -425,30 +467,21 @@ def bench_gas(prices: PriceTable) -> None:
 # --- section 3: demo replay throughput -------------------------------------------------------------
 
 
-def bench_demo(workdir: Path) -> None:
-    section(f"3. Demo replay throughput (run_demo, 9 assets, {DEMO_START} .. {DEMO_END}, lookback {LOOKBACK_DAYS} d)")
-    spent = {"feeds": 0.0, "arbitrage": 0.0, "flows": 0.0, "keeper": 0.0}
+def bench_demo(workdir: Path, end: dt.date = DEMO_END) -> None:
+    section(f"3. Demo replay throughput (run_demo, 9 assets, {DEMO_START} .. {end}, lookback {DEMO_LOOKBACK_DAYS} d)")
+    spent = {"feeds+arbitrage": 0.0, "flows": 0.0, "keeper": 0.0}
     keeper_phases = {k: 0.0 for k in TICK_KEYS + ("total",)}
     statuses: list[str] = []
     reads: list[float] = []
     replaying = {"on": False, "t": 0.0}
 
-    class TimedSender(DevSender):
-        def transact(self, sender: str, fn: Any, value: int = 0, gas: int | None = None) -> Any:
+    class TimedArbitrageur(BatchArbitrageur):
+        def push_and_align(self, feed_answers: Sequence[int], answers: Sequence[int]) -> None:
             t0 = time.perf_counter()
             try:
-                return super().transact(sender, fn, value=value, gas=gas)
+                return super().push_and_align(feed_answers, answers)
             finally:
-                if replaying["on"] and getattr(fn, "fn_name", "") == "pushAnswer":
-                    spent["feeds"] += time.perf_counter() - t0
-
-    class TimedArbitrageur(Arbitrageur):
-        def align(self, token: str, answer: int) -> int:
-            t0 = time.perf_counter()
-            try:
-                return super().align(token, answer)
-            finally:
-                spent["arbitrage"] += time.perf_counter() - t0
+                spent["feeds+arbitrage"] += time.perf_counter() - t0
 
     class TimedKeeper(Keeper):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -475,13 +508,13 @@ def bench_demo(workdir: Path) -> None:
         finally:
             spent["flows"] += time.perf_counter() - t0
 
-    patches = {"DevSender": TimedSender, "Arbitrageur": TimedArbitrageur, "Keeper": TimedKeeper,
+    patches = {"BatchArbitrageur": TimedArbitrageur, "Keeper": TimedKeeper,
                "_depositor_flows": timed_flows}
     saved = {name: getattr(demo_mod, name) for name in patches}
     for name, obj in patches.items():
         setattr(demo_mod, name, obj)
     try:
-        options = demo_mod.DemoOptions(start=DEMO_START, end=DEMO_END, lookback_days=LOOKBACK_DAYS,
+        options = demo_mod.DemoOptions(start=DEMO_START, end=end, lookback_days=DEMO_LOOKBACK_DAYS,
                                        out_dir=workdir / "demo", quiet=True)
         t0 = time.perf_counter()
         result = demo_mod.run_demo(options)
@@ -502,7 +535,7 @@ def bench_demo(workdir: Path) -> None:
     print()
     other = replay - sum(spent.values())
     rows = []
-    labels = {"feeds": "feeds (9 pushAnswer txs/day)", "arbitrage": "arbitrage (9 Arbitrageur.align/day)",
+    labels = {"feeds+arbitrage": "feed pushes + pool alignment (1 pushAndAlign tx/day)",
               "flows": "depositor flows", "keeper": "keeper.run_once"}
     for key, label in labels.items():
         rows.append([label, f"{spent[key]:.2f}", f"{spent[key] / n_days * 1e3:.1f}", f"{spent[key] / replay:.0%}"])
@@ -521,9 +554,25 @@ def bench_demo(workdir: Path) -> None:
                  f"{other / replay:.0%}"])
     rows.append(["replay total", f"{replay:.2f}", f"{replay / n_days * 1e3:.1f}", "100%"])
     print(table(["replay loop", "s", "ms/day", "share"], rows))
+    print()
+    print("  Against the previous harness (one transaction per feed push and per pool alignment)")
+    print(table(["figure", "previous", "now", "target"], [
+        ["replay speed, days/s", PREVIOUS["demo_days_per_s"], f"{result['replayed_days_per_second']:.1f}", ">= 12.2"],
+        [f"replay of {n_days} days, s", f"{PREVIOUS['demo_2022_replay_s'] * n_days / 365:.0f} (240 s per 365 days)",
+         f"{replay:.1f}", f"<= {30 * n_days / 365:.0f}"],
+        ["run_demo wall, s", "-", f"{wall:.1f}", "-"],
+    ]))
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="keeper against a local Anvil: requests, gas, demo speed")
+    parser.add_argument("--sections", default="1,2,3", help="comma-separated sections to run (default 1,2,3)")
+    parser.add_argument("--demo-end", type=dt.date.fromisoformat, default=DEMO_END,
+                        help=f"last replayed day of section 3 (default {DEMO_END}: the whole target year)")
+    args = parser.parse_args()
+    sections = {int(x) for x in args.sections.split(",")}
     t0 = time.perf_counter()
     version = subprocess.run([anvil_binary(), "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     print("bench_chain: keeper against a local Anvil")
@@ -533,9 +582,12 @@ def main() -> None:
     print(f"  prices: {len(prices.dates)} days x {len(prices.symbols)} assets ({', '.join(prices.symbols)})")
     with tempfile.TemporaryDirectory(prefix="bench_chain_") as tmp:
         work = Path(tmp)
-        bench_ticks(prices, work)
-        bench_gas(prices)
-        bench_demo(work)
+        if 1 in sections:
+            bench_ticks(prices, work)
+        if 2 in sections:
+            bench_gas(prices)
+        if 3 in sections:
+            bench_demo(work, args.demo_end)
     print()
     print(f"total benchmark wall time {time.perf_counter() - t0:.1f} s")
 

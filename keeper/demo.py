@@ -50,7 +50,8 @@ from keeper.units import SECONDS_PER_DAY
 from keeper.deployment import (
     BASE_DECIMALS,
     MAX_UINT256,
-    Arbitrageur,
+    BatchArbitrageur,
+    FeedPusher,
     deploy_options,
     deploy_system,
     price_to_answer,
@@ -61,6 +62,7 @@ from keeper.hedging import HedgeTriggerConfig
 from keeper.overlay import OverlayConfig
 from keeper.implied_vol import DEFAULT_DVOL_CSV, ImpliedVolSeries, load_dvol, realised_vol_proxy
 from keeper.journal import Journal
+from keeper.multicall import Call, call_encoded, decode_aggregate3, decode_uint, encode_aggregate3, selector, uint_word
 from keeper.report import DemoRecord, OptionsRecord, build_report
 from keeper.risk_contributions import relative_risk_contributions
 from keeper.runner import Keeper
@@ -275,7 +277,10 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
         feeds = [contract(w3, "PushPriceFeed", a.feed) for a in deployment.assets]
         vault = contract(w3, "RiskParityVault", deployment.vault)
         base = contract(w3, "TestToken", deployment.base_asset)
-        arb = Arbitrageur(w3, deployment, arb_addr, deployer)
+        # The harness's daily work is batched (one transaction pushes every feed and aligns every pool); the
+        # keeper's own path is untouched.
+        pusher = FeedPusher(w3, deployer, [f.address for f in feeds])
+        arb = BatchArbitrageur(w3, deployment, deployer, [price_to_answer(p) for p in table.prices[begin]])
 
         def set_time(ts: int) -> None:
             rpc(w3, "evm_setNextBlockTimestamp", [ts])
@@ -283,20 +288,20 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
         # Warm-up: the feeds accumulate the history the estimator needs (no trading yet).
         for t in range(begin + 1, first):
             set_time(table.close_timestamp(t))
-            for feed, price in zip(feeds, table.prices[t]):
-                tx.transact(deployer, feed.functions.pushAnswer(price_to_answer(price)))
+            pusher.push([price_to_answer(price) for price in table.prices[t]])
         opt_record = None
         if overlay is not None:
             policy, vol_series = overlay
             first_vols = [vol_series[sym].on(table.dates[first])[0] for sym in symbols]
             opt_deployment = deploy_options(w3, deployment, deployer, first_vols)
             opt_deployment.to_json(out / "options_deployment.json")
-            vol_feeds = [contract(w3, "PushPriceFeed", opt_deployment.vol_feeds[a.token]) for a in deployment.assets]
+            pusher.adopt([opt_deployment.vol_feeds[a.token] for a in deployment.assets])
             opt_record = OptionsRecord(
                 symbols=symbols,
                 vol_sources={sym: vol_series[sym].source for sym in symbols},
                 vol_derived={sym: bool(vol_series[sym].derived) for sym in symbols},
             )
+        arb.take_over(pusher)
         say(f"deployed and warmed up in {time.perf_counter() - t_start:.1f} s; vault {deployment.vault}")
 
         for who, usd in zip(depositors, INITIAL_DEPOSITS_USD):
@@ -327,6 +332,7 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
         record = DemoRecord(symbols=symbols, bar_seconds=bar,
                             volatility_target=options.volatility_target if overlay is None else None)
         one_share = 10 ** vault.functions.decimals().call()
+        day_reads = _day_reads(w3, vault, one_share, overlay is not None)
         t_replay = time.perf_counter()
         n_days = last - first + 1
         try:
@@ -338,15 +344,14 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
                 # A daily bar is labelled by its date, another bar by the UTC date-time of its open.
                 when = table.dates[t] if table.daily else dt.datetime.fromtimestamp(table.timestamps[t], dt.timezone.utc).replace(tzinfo=None)
                 set_time(ts)
-                for feed, price in zip(feeds, table.prices[t]):
-                    tx.transact(deployer, feed.functions.pushAnswer(price_to_answer(price)))
+                answers = [price_to_answer(price) for price in table.prices[t]]
+                feed_answers = answers
                 if overlay is not None:
                     day_vols = [vol_series[sym].on(table.dates[t]) for sym in symbols]
-                    for feed, (vol, _) in zip(vol_feeds, day_vols):
-                        tx.transact(deployer, feed.functions.pushAnswer(vol_to_answer(vol)))
+                    feed_answers = answers + [vol_to_answer(vol) for vol, _ in day_vols]
                     opt_record.add_vols(table.dates[t], [v for v, _ in day_vols], [f for _, f in day_vols])
-                for asset, price in zip(deployment.assets, table.prices[t]):
-                    arb.align(asset.token, price_to_answer(price))
+                # The closes (and vols) as new rounds, then every pool moved to its close: one transaction.
+                arb.push_and_align(feed_answers, answers)
                 flows = _depositor_flows(step, depositors, vault, tx, flows_every)
                 # The keeper reads at a block a fixed time after the close (an hour for daily bars, half a bar for
                 # shorter ones), the same offset every bar, so its grid (block time − k bars) falls after every
@@ -360,18 +365,17 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
                 if overlay is not None and report is not None:
                     overlay_step = keeper.last_overlay_step  # this tick's step, if it ran one
                     keeper.last_overlay_step = None
-                tokens, balances = vault.functions.holdings().call()
-                nav = vault.functions.totalAssets().call()
+                balances, nav, share_assets, options_value = day_reads()
                 record.add_day(
                     date=when,
                     prices=table.prices[t],
                     nav=nav / 10**BASE_DECIMALS,
-                    share_price=vault.functions.convertToAssets(one_share).call() / 10**BASE_DECIMALS,
+                    share_price=share_assets / 10**BASE_DECIMALS,
                     weights=_weights(balances, table.prices[t], nav),
                     flows_usd=flows,
                 )
                 if overlay is not None:
-                    opt_record.add_day(vault.functions.optionsValue().call() / 10**BASE_DECIMALS)
+                    opt_record.add_day(options_value / 10**BASE_DECIMALS)
                     if overlay_step is not None:
                         opt_record.add_step(table.dates[t], overlay_step)
                         record.add_overlay_step(table.dates[t], overlay_step, report)
@@ -392,6 +396,27 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
             say(f"{stop.signal}: the replay stopped during a bar; writing the report of the bars completed")
         replay_seconds = time.perf_counter() - t_replay
     return record, replay_seconds, opt_record
+
+
+def _day_reads(w3, vault, one_share: int, with_options: bool) -> Callable[[], tuple[list[int], int, int, int]]:
+    """The demo's end-of-day reads of the vault in one Multicall3 ``eth_call`` (encoded once): balances of
+    ``holdings()`` (base first), ``totalAssets()``, ``convertToAssets(one_share)``, ``optionsValue()`` (0 when
+    ``with_options`` is False)."""
+    views = [selector("holdings()"), selector("totalAssets()"),
+             selector("convertToAssets(uint256)") + uint_word(one_share)]
+    if with_options:
+        views.append(selector("optionsValue()"))
+    calldata = encode_aggregate3([Call.to(vault.address, v, False) for v in views])
+
+    def read() -> tuple[list[int], int, int, int]:
+        results = decode_aggregate3(call_encoded(w3, calldata))
+        holdings = results[0][1]
+        at = decode_uint(holdings, 1) // 32
+        balances = [decode_uint(holdings, at + 1 + i) for i in range(decode_uint(holdings, at))]
+        options_value = decode_uint(results[3][1]) if with_options else 0
+        return balances, decode_uint(results[1][1]), decode_uint(results[2][1]), options_value
+
+    return read
 
 
 def _weights(balances: Sequence[int], prices: np.ndarray, nav_base_units: int) -> np.ndarray:

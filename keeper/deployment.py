@@ -1,9 +1,13 @@
 """Deployment of the whole system on a local chain, and the price-moving helpers a replay needs.
 
 Deploys the base stablecoin and the risk assets (test ERC-20s), one push feed per asset, the real
-Uniswap V3 (``UniswapV3Factory``, ``SwapRouter`` or ``SwapRouter02``, ``NonfungiblePositionManager``,
-``QuoterV2``) from the npm artifacts, one full-range pool per risk asset against the base asset seeded at
-the oracle price, and the vault. Addresses are returned as a :class:`Deployment` and can be written to JSON.
+Uniswap V3 (``UniswapV3Factory``, ``SwapRouter`` or ``SwapRouter02``,
+``NonfungiblePositionManager``, ``QuoterV2``) from the
+npm artifacts, one full-range pool per risk asset against the base asset seeded at the oracle price,
+and the vault; Multicall3 is placed at its canonical address. Addresses are returned as a
+:class:`Deployment` and can be written to JSON. A replay's daily harness work is batched:
+:class:`FeedPusher` pushes every feed in one transaction, :class:`BatchArbitrageur` aligns every pool in one,
+or both in one (:meth:`BatchArbitrageur.push_and_align`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from web3 import Web3
 from keeper.build import NODE_MODULES, Artifact, load_artifacts
 from keeper.chain import DevSender, contract
 from keeper.errors import ConfigError
+from keeper.multicall import ensure_multicall3
 
 Q96 = 2**96
 #: Uniswap V3 bounds on sqrtPriceX96 (TickMath.MIN_SQRT_RATIO, MAX_SQRT_RATIO).
@@ -168,6 +173,7 @@ def deploy_system(
         raise ConfigError(f"router_kind must be one of {', '.join(ROUTER_KINDS)}, got {router_kind!r}")
     arts = load_artifacts()
     tx = DevSender(w3)
+    ensure_multicall3(w3)  # the keeper reads through Multicall3 at its canonical address
     base = tx.deploy(deployer, arts["TestToken"], "USD Coin (test)", "USDC", BASE_DECIMALS, deployer)
     # Uniswap's periphery wants a WETH9 address; no swap here touches ETH, so the base token stands in.
     factory = tx.deploy(deployer, arts["UniswapV3Factory"])
@@ -472,3 +478,103 @@ _ACCESS_CONTROL_ABI = [
      "inputs": [{"name": "role", "type": "bytes32"}, {"name": "account", "type": "address"}]}
     for name in ("grantRole", "renounceRole")
 ]
+
+
+class FeedPusher:
+    """Pushes one answer to every feed of a replay in one transaction (``FeedBatchPusher``).
+
+    Deploys the pusher and hands it the ownership of ``feeds`` (``PushPriceFeed.transferOwnership``, from
+    ``owner``, their current owner); :meth:`push` then opens one new round on every feed in one block, at the
+    block's time, exactly as one ``pushAnswer`` per feed would at that time. Local chains only.
+    """
+
+    def __init__(self, w3: Web3, owner: str, feeds: Sequence[str]) -> None:
+        self.w3 = w3
+        self.tx = DevSender(w3)
+        self.owner = owner
+        self.feeds: list[str] = []
+        self.contract = self.tx.deploy(owner, load_artifacts()["FeedBatchPusher"], owner)
+        self.adopt(feeds)
+
+    def adopt(self, feeds: Sequence[str]) -> None:
+        """Takes over more feeds (owned by ``owner``); :meth:`push` then takes answers for these too, after the
+        earlier ones."""
+        for feed in feeds:
+            feed = Web3.to_checksum_address(feed)
+            self.tx.transact(self.owner,
+                             contract(self.w3, "PushPriceFeed", feed).functions.transferOwnership(self.contract.address))
+            self.feeds.append(feed)
+        #: Gas limit per push: ~45k per feed (a new round: two storage slots, the latest round, an event).
+        self.gas = 60_000 + 60_000 * len(self.feeds)
+
+    def push(self, answers: Sequence[int]) -> None:
+        """Opens one round on each feed with ``answers[i]`` (feed units), in one transaction.
+
+        Raises
+        ------
+        TransactionFailedError
+            The transaction reverted (the message carries the decoded error).
+        """
+        self.tx.transact(self.owner, self.contract.functions.push(self.feeds, [int(a) for a in answers]),
+                         gas=self.gas)
+
+
+class BatchArbitrageur:
+    """Moves every pool of a deployment to its oracle price in one transaction (``PoolAligner``).
+
+    Same trades as :class:`Arbitrageur` (each pool's cheap side sold with ``sqrtPriceLimitX96`` at the oracle
+    price, so every pool ends exactly there), made by a contract that holds the inventory: ``inventory_usd`` of
+    the base asset and, per risk asset, ``inventory_usd`` worth at a price ``1 / crash_cover`` of the first
+    answer (enough for any replay of real prices). Local chains only.
+    """
+
+    def __init__(self, w3: Web3, deployment: Deployment, deployer: str, first_answers: Sequence[int],
+                 inventory_usd: float = 1e12, crash_cover: int = 10**6) -> None:
+        self.tx = DevSender(w3)
+        self.deployer = deployer
+        self.base = deployment.base_asset
+        arts = load_artifacts()
+        self.contract = self.tx.deploy(deployer, arts["PoolAligner"], deployment.swap_router, self.base, POOL_FEE,
+                                       deployer)
+        base = contract(w3, "TestToken", self.base)
+        self.tx.transact(deployer, base.functions.mint(self.contract.address, int(inventory_usd * 10**BASE_DECIMALS)))
+        for asset, answer in zip(deployment.assets, first_answers, strict=True):
+            amount = int(inventory_usd) * crash_cover * 10 ** (FEED_DECIMALS + RISK_DECIMALS) // int(answer)
+            self.tx.transact(deployer, contract(w3, "TestToken", asset.token).functions.mint(self.contract.address,
+                                                                                            amount))
+        self.tx.transact(deployer, self.contract.functions.approveRouter([a.token for a in deployment.assets]))
+        self.assets = list(deployment.assets)
+        #: Gas limit per alignment: a swap crossing no initialised tick costs ~110-150k; 250k per pool is ample.
+        self.gas = 100_000 + 250_000 * len(self.assets)
+
+    def align_all(self, answers: Sequence[int]) -> None:
+        """Moves each pool to ``answers[i]`` (feed units, ``deployment.assets`` order) in one transaction.
+
+        Raises
+        ------
+        TransactionFailedError
+            The transaction reverted (the message carries the decoded error).
+        """
+        self.tx.transact(self.deployer, self.contract.functions.align(self._targets(answers)), gas=self.gas)
+
+    def take_over(self, pusher: "FeedPusher") -> None:
+        """Makes this arbitrageur's contract the owner of ``pusher``'s contract (for :meth:`push_and_align`)."""
+        self.tx.transact(pusher.owner, pusher.contract.functions.transferOwnership(self.contract.address))
+        self.pusher = pusher
+
+    def push_and_align(self, feed_answers: Sequence[int], answers: Sequence[int]) -> None:
+        """One transaction: the pusher taken over (:meth:`take_over`) pushes ``feed_answers`` (every feed it
+        holds, in its order), then every pool moves to ``answers`` (prices, ``deployment.assets`` order).
+
+        Raises
+        ------
+        TransactionFailedError
+            The transaction reverted (the message carries the decoded error).
+        """
+        fn = self.contract.functions.pushAndAlign(self.pusher.contract.address, self.pusher.feeds,
+                                                  [int(a) for a in feed_answers], self._targets(answers))
+        self.tx.transact(self.deployer, fn, gas=self.gas + self.pusher.gas)
+
+    def _targets(self, answers: Sequence[int]) -> list[tuple[str, str, int]]:
+        return [(a.pool, a.token, sqrt_price_x96(int(p), int(a.token, 16) < int(self.base, 16)))
+                for a, p in zip(self.assets, answers, strict=True)]

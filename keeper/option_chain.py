@@ -19,8 +19,9 @@ import numpy.typing as npt
 
 from keeper.chain import call_raw, contract, decode_revert
 from keeper.errors import OptionLegError, SimulationRevertedError
+from keeper.multicall import Call, aggregate3, decode_address, decode_int, decode_uint, selector
 from keeper.option_orders import HeldSeries, Settlement
-from keeper.oracle import RiskAssetInfo
+from keeper.oracle import LATEST_ROUND_DATA, RiskAssetInfo
 from keeper.units import BPS
 
 __all__ = [
@@ -37,27 +38,44 @@ FloatArray = npt.NDArray[np.float64]
 #: Index of the vault's rolling premium budget (``RiskParityVault.BUDGET_PREMIUM``).
 BUDGET_PREMIUM = 2
 
+_SERIES = selector("series(bytes32)")
+_POSITION_OF = selector("positionOf(bytes32,address)")
+
 
 def read_option_book(
     vault: Any, market: Any, assets: Sequence[RiskAssetInfo], block: int | str = "latest"
 ) -> tuple[HeldSeries, ...]:
-    """The vault's option positions: ``vault.openSeries()``, ``market.series(id)``, ``market.positionOf(id, vault)``.
+    """The vault's option positions: ``vault.openSeries()``, then ``market.series(id)`` and
+    ``market.positionOf(id, vault)`` of every open series, in two Multicall3 requests at ``block``.
 
     Raises
     ------
     OptionLegError
         A held series on an underlying that is not among ``assets``.
+    RpcUnavailableError
+        A read reverted or the node failed.
     """
     symbol_of = {a.token.lower(): a.symbol for a in assets}
+    series_ids = vault.functions.openSeries().call(block_identifier=block)
+    if not series_ids:
+        return ()
+    calls = []
+    for sid in series_ids:
+        calls.append(Call.to(market.address, _SERIES + bytes(sid), False))
+        calls.append(Call.to(market.address, _POSITION_OF + bytes(sid) + bytes(12) + bytes.fromhex(vault.address[2:]),
+                             False))
+    results = aggregate3(market.w3, calls, block)
     out = []
-    for sid in vault.functions.openSeries().call(block_identifier=block):
-        s = market.functions.series(sid).call(block_identifier=block)
-        underlying, expiry, is_call, settled, strike = s[0], s[1], s[2], s[3], s[4]
+    for k, sid in enumerate(series_ids):
+        # ``series(id)`` returns a static struct, inline: underlying, expiry, isCall, settled, strike, ...
+        data = results[2 * k][1]
+        underlying, expiry, strike = decode_address(data, 0), decode_uint(data, 1), decode_uint(data, 4)
+        is_call, settled = bool(decode_uint(data, 2)), bool(decode_uint(data, 3))
         if underlying.lower() not in symbol_of:
             raise OptionLegError(
                 f"the vault holds series 0x{bytes(sid).hex()} on {underlying}, not a listed risk asset"
             )
-        amount = market.functions.positionOf(sid, vault.address).call(block_identifier=block)
+        amount = decode_uint(results[2 * k + 1][1])
         symbol = symbol_of[underlying.lower()]
         out.append(HeldSeries(bytes(sid), symbol, underlying, strike, expiry, is_call, amount, settled))
     return tuple(out)
@@ -74,13 +92,20 @@ def vol_feeds_of(market: Any, assets: Sequence[RiskAssetInfo]) -> list[tuple[Any
 
 def read_implied_vols(market: Any, assets: Sequence[RiskAssetInfo], block: int | str = "latest",
                       feeds: Sequence[tuple[Any, int]] | None = None) -> FloatArray:
-    """Annualised implied volatility per asset (fraction) from the market's volatility feeds, shape (n_assets,).
+    """Annualised implied volatility per asset (fraction) from the market's volatility feeds, shape (n_assets,),
+    every feed's ``latestRoundData`` in one Multicall3 request.
 
     ``feeds`` (from :func:`vol_feeds_of`) saves the configuration reads when called every tick.
+
+    Raises
+    ------
+    RpcUnavailableError
+        A feed reverted or the node failed.
     """
     feeds = feeds if feeds is not None else vol_feeds_of(market, assets)
-    return np.array([feed.functions.latestRoundData().call(block_identifier=block)[1] / 10**decimals
-                     for feed, decimals in feeds], dtype=np.float64)
+    results = aggregate3(market.w3, [Call.to(feed.address, LATEST_ROUND_DATA, False) for feed, _ in feeds], block)
+    return np.array([decode_int(data, 1) / 10**decimals for (_, data), (_, decimals) in zip(results, feeds)],
+                    dtype=np.float64)
 
 
 class ChainOptionQuoter:

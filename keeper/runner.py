@@ -249,10 +249,10 @@ class Keeper:
         context = {} if context is None else context
         cfg = self.config
         t = time.perf_counter()
-        snapshot = self.reader.snapshot(cfg.chain.max_oracle_age_seconds)
+        # One Multicall3 eth_call: the block, every feed's latest round and the vault's state.
+        snapshot, state = self.reader.read(cfg.chain.max_oracle_age_seconds)
         context.update(block_number=snapshot.block_number, block_timestamp=snapshot.block_timestamp,
                        symbols=self.reader.symbols, prices_usd=snapshot.prices_usd.tolist())
-        state = self.reader.vault_state(snapshot.block_number)
         decision = self._check_breakers(snapshot)
         self.previous_prices_usd = snapshot.prices_usd  # the jump breaker's reference for the next tick
         if decision.trips:
@@ -267,7 +267,7 @@ class Keeper:
             return TickReport(status="skipped", reason=f"circuit breaker: {decision.reason}", timings=timings,
                               reason_code=f"breaker:{first}", **context)
         derisk = decision.action == "derisk"
-        history = None if derisk else self.reader.history(snapshot, cfg.policy.lookback_days, cfg.policy.bar_seconds)
+        history = None if derisk else self.reader.history(snapshot, cfg.policy.lookback_bars, cfg.policy.bar_seconds)
         options = None if derisk or self.overlay is None else self.overlay.inputs(snapshot)
         if options is not None and history is not None:
             # The convex risk model's scenarios: the policy window's returns, when every day is observed.

@@ -148,7 +148,7 @@ def collect_status(
     risk_note: str | None = None
     policy: dict[str, Any] | None = None
     try:
-        history = reader.history(snapshot, config.policy.lookback_days, config.policy.bar_seconds)
+        history = reader.history(snapshot, config.policy.lookback_bars, config.policy.bar_seconds)
         decision = decide_targets(simple_returns(history.prices_usd), symbols, current_weights=weights,
                                   config=PolicyConfig.from_keeper_config(config), nav_base_units=state.total_assets)
         policy = {
