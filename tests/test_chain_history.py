@@ -55,7 +55,7 @@ def chain():
         tx = DevSender(w3)
         arts = load_artifacts()
         base = tx.deploy(owner, arts["TestToken"], "USD", "USDC", 6, owner)
-        vault = tx.deploy(owner, arts["RiskParityVault"], base.address, "V", "V", owner, owner, keeper, guardian)
+        vault = tx.deploy(owner, arts["RiskParityVault"], base.address, "V", "V", owner, 0, owner, keeper, guardian)
         feeds = []
         # A: rounds every 20 min to 3 hours in phase 1 (from day 0), a new aggregator from about day 104 with rounds 2 h to
         # 3 days apart; the old aggregator keeps recording after the switch (the proxy no longer serves it as
