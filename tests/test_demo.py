@@ -51,7 +51,8 @@ def test_hourly_demo_replay_annualises_with_8760_bars(tmp_path) -> None:
 
     options = DemoOptions(data=HOURLY_BTC_ETH_CSV, symbols=["BTC", "ETH"], start=dt.date(2020, 3, 12),
                           end=dt.date(2020, 3, 12), lookback_days=3, half_life_days=1.0, rebalance_every_bars=1,
-                          out_dir=tmp_path, quiet=True)
+                          # untargeted, so that the ex-ante volatility below is the estimate's, not the target's
+                          volatility_target=None, out_dir=tmp_path, quiet=True)
     report = run_demo(options)
     assert report["bar_seconds"] == 3600 and report["bars"] == 24 and report["days"] == 1.0
     assert report["start"] == "2020-03-12T00:00:00" and report["end"] == "2020-03-12T23:00:00"
