@@ -1,6 +1,7 @@
 """`ape compile` and `ape run deploy` as a deployer types them, and the keeper ticking against the result, on an
 Anvil set up as Ethereum Sepolia: its chain id, the real Uniswap V3 bytecode and Chainlink-style feeds with a round
-history placed at the addresses keeper/networks.py lists (keeper.simulated_network)."""
+history placed at the addresses keeper/networks.py lists (keeper.simulated_network). The vault is built for the
+network's router, SwapRouter02, and the keeper's tick swaps through it."""
 
 from __future__ import annotations
 
@@ -18,11 +19,10 @@ from keeper.ape_env import prepare
 from keeper.build import load_artifacts
 from keeper.config import KeeperConfig
 from keeper.data import load_prices
-from keeper.deployment import price_to_answer
+from keeper.deployment import price_to_answer, swap_router02_artifact
 from keeper.journal import Journal
-from keeper.networks import NETWORKS
+from keeper.networks import NETWORKS, router_kind_value
 from keeper.preflight import preflight_problems
-from keeper.public_deployment import vault_router_kinds
 from keeper.runner import Keeper
 from keeper.simulated_network import simulate_network
 
@@ -68,20 +68,33 @@ def _deploy(node, out_dir: Path, *more: str) -> subprocess.CompletedProcess:
                           env=_ape_env(SEPOLIA_RPC_URL=node.rpc_url, DEPLOYER_PRIVATE_KEY=ANVIL_KEYS[0]))
 
 
+def test_the_placed_router_is_swaprouter02_with_the_listed_immutables(sepolia):
+    _, w3, placed = sepolia
+    net = NETWORKS["ethereum:sepolia"]
+    assert placed["router"] == "SwapRouter02" and net.router_kind == "swaprouter02"
+    router = w3.eth.contract(address=net.router.address, abi=swap_router02_artifact().abi)
+    assert router.functions.factory().call() == net.uniswap_factory.address
+    assert router.functions.positionManager().call() == net.position_manager.address
+    assert router.functions.WETH9().call() == net.weth9.address
+    assert router.functions.factoryV2().call() == "0x" + "00" * 20  # no Uniswap V2 listed: V3 paths only
+
+
+def test_a_router_kind_that_does_not_match_the_router_is_refused_before_anything_is_sent(sepolia, tmp_path):
+    node, w3, _ = sepolia
+    nonce = w3.eth.get_transaction_count(dev_accounts()[0])
+    refused = _deploy(node, tmp_path, "--router-kind", "swaprouter")
+    assert refused.returncode != 0
+    assert (f"the router {NETWORKS['ethereum:sepolia'].router.address} does not answer as a swaprouter"
+            in refused.stdout + refused.stderr), refused.stdout + refused.stderr
+    assert w3.eth.get_transaction_count(dev_accounts()[0]) == nonce
+
+
 def test_ape_run_deploy_on_simulated_sepolia_then_the_keeper_ticks(sepolia, tmp_path):
     node, w3, placed = sepolia
     net = NETWORKS["ethereum:sepolia"]
-    kinds = vault_router_kinds(load_artifacts()["RiskParityVault"])
-    if "swaprouter02" not in kinds:
-        # The network's router is SwapRouter02; a vault that calls only the original SwapRouter is refused there.
-        refused = _deploy(node, tmp_path)
-        assert refused.returncode != 0
-        assert "this vault build swaps only through swaprouter" in refused.stdout + refused.stderr
-        assert placed["router"] == "SwapRouter"
-        done = _deploy(node, tmp_path, "--router-kind", "swaprouter")
-    else:
-        done = _deploy(node, tmp_path)
+    done = _deploy(node, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert f"router {net.router.address} (swaprouter02)" in done.stdout
     record_path = tmp_path / "ethereum-sepolia.json"
     assert f"wrote {record_path}" in done.stdout
     record = json.loads(record_path.read_text())
@@ -93,6 +106,9 @@ def test_ape_run_deploy_on_simulated_sepolia_then_the_keeper_ticks(sepolia, tmp_
     assert vault.functions.hasRole(vault.functions.KEEPER_ROLE().call(), dev_accounts()[1]).call()
     assert vault.functions.optionMarket().call() == record["option_market"]
     assert vault.functions.maxSlippageBps().call() == 100
+    assert record["router"] == net.router.address and record["router_kind"] == "swaprouter02"
+    assert vault.functions.swapRouter().call() == net.router.address
+    assert vault.functions.routerKind().call() == router_kind_value("swaprouter02") == 1  # RouterKind.SwapRouter02
 
     # A depositor, then the keeper from the deployment file alone.
     alice = dev_accounts()[4]
@@ -108,9 +124,19 @@ def test_ape_run_deploy_on_simulated_sepolia_then_the_keeper_ticks(sepolia, tmp_
     assert config.chain.chain_id == 11155111 and config.chain.vault_address == record["vault"]
     assert preflight_problems(w3, config.chain, dev_accounts()[1]) == []
     keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(":memory:"))
+    first_block = w3.eth.block_number + 1
     report = keeper.run_once()
     assert report.status == "rebalanced", report.reason
     assert vault.functions.rebalanceEpoch().call() == 1
+    # Every leg's pool swap was made by SwapRouter02 (the pool's Swap event names its caller) for the vault.
+    pool_abi = load_artifacts()["UniswapV3Pool"].abi
+    swaps = [event for asset in record["assets"]
+             for event in w3.eth.contract(address=asset["pool"], abi=pool_abi).events.Swap()
+             .get_logs(from_block=first_block)]
+    assert swaps, "the rebalance made no pool swap"
+    assert {(e["args"]["sender"], e["args"]["recipient"]) for e in swaps} == {(net.router.address, vault.address)}
+    legs = vault.events.LegExecuted().get_logs(from_block=first_block)
+    assert len(legs) == len(swaps)
 
 
 def test_ape_run_deploy_on_the_local_network(tmp_path):
