@@ -17,11 +17,13 @@ import pytest
 from conftest import ANVIL_KEYS, AnvilProcess, DevSender, connect, contract, dev_accounts
 from keeper.ape_env import prepare
 from keeper.build import load_artifacts
-from keeper.config import KeeperConfig
+from keeper.chain import free_port
+from keeper.config import KeeperConfig, load_config
 from keeper.data import load_prices
 from keeper.deployment import price_to_answer, swap_router02_artifact
 from keeper.journal import Journal
-from keeper.networks import NETWORKS, router_kind_value
+from keeper.local_up import LocalUpOptions, bring_up
+from keeper.networks import NETWORKS, load_deployment_record, router_kind_value
 from keeper.preflight import preflight_problems
 from keeper.runner import Keeper
 from keeper.simulated_network import simulate_network
@@ -129,14 +131,8 @@ def test_ape_run_deploy_on_simulated_sepolia_then_the_keeper_ticks(sepolia, tmp_
     assert report.status == "rebalanced", report.reason
     assert vault.functions.rebalanceEpoch().call() == 1
     # Every leg's pool swap was made by SwapRouter02 (the pool's Swap event names its caller) for the vault.
-    pool_abi = load_artifacts()["UniswapV3Pool"].abi
-    swaps = [event for asset in record["assets"]
-             for event in w3.eth.contract(address=asset["pool"], abi=pool_abi).events.Swap()
-             .get_logs(from_block=first_block)]
-    assert swaps, "the rebalance made no pool swap"
-    assert {(e["args"]["sender"], e["args"]["recipient"]) for e in swaps} == {(net.router.address, vault.address)}
-    legs = vault.events.LegExecuted().get_logs(from_block=first_block)
-    assert len(legs) == len(swaps)
+    assert _swaps_since(w3, [a["pool"] for a in record["assets"]], first_block) == {(net.router.address, vault.address)}
+    assert vault.events.LegExecuted().get_logs(from_block=first_block)
 
 
 def test_ape_run_deploy_on_the_local_network(tmp_path):
@@ -148,3 +144,57 @@ def test_ape_run_deploy_on_the_local_network(tmp_path):
     assert record["chain_id"] == 31337 and [a["symbol"] for a in record["assets"]] == ["BTC", "ETH", "SOL"]
     assert record["option_market"] and record["keeper"] == dev_accounts()[1]
     assert (tmp_path / "ethereum-local.env").read_text().startswith("CHAIN_ID=31337\nVAULT=")
+
+
+def _swaps_since(w3, pools: list[str], from_block: int) -> set[tuple[str, str]]:
+    """(sender, recipient) of every pool Swap event from ``from_block`` on: the sender is the router that swapped."""
+    pool_abi = load_artifacts()["UniswapV3Pool"].abi
+    return {(e["args"]["sender"], e["args"]["recipient"]) for pool in pools
+            for e in w3.eth.contract(address=pool, abi=pool_abi).events.Swap().get_logs(from_block=from_block)}
+
+
+def test_local_up_with_swaprouter02_then_the_keeper_ticks_through_it(tmp_path):
+    """`keeper local-up --router-kind swaprouter02`: the local system on Uniswap's SwapRouter02 (the pools aligned
+    through it), and the keeper's tick rebalances through it."""
+    options = LocalUpOptions(symbols=("BTC", "ETH"), days=40, lookback_days=30, port=free_port(),
+                             out_dir=tmp_path, config_path=tmp_path / "keeper.toml",
+                             journal_path=tmp_path / "journal.sqlite", router_kind="swaprouter02")
+    system = bring_up(options, say=lambda line: None)
+    try:
+        record = load_deployment_record(system.record)
+        w3 = connect(system.node.rpc_url)
+        vault = contract(w3, "RiskParityVault", record.vault)
+        assert record.router_kind == "swaprouter02" and vault.functions.swapRouter().call() == record.router
+        assert vault.functions.routerKind().call() == router_kind_value("swaprouter02")
+        router = w3.eth.contract(address=record.router, abi=swap_router02_artifact().abi)
+        assert router.functions.factory().call() == record.factory  # SwapRouter02's views answer
+        first_block = w3.eth.block_number + 1
+        keeper = Keeper(load_config(system.config), w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(":memory:"))
+        report = keeper.run_once()
+        assert report.status == "rebalanced", report.reason
+        assert _swaps_since(w3, [a.pool for a in record.assets], first_block) == {(record.router, record.vault)}
+    finally:
+        system.node.stop()
+
+
+def test_deploy_script_local_router_kinds(tmp_path):
+    """`scripts/deploy.py --router-kind swaprouter02` against a running local Anvil builds the vault for
+    SwapRouter02; without the flag, for the original SwapRouter."""
+    node = AnvilProcess()
+    try:
+        w3 = connect(node.rpc_url)
+        for flags, kind in (([], "swaprouter"), (["--router-kind", "swaprouter02"], "swaprouter02")):
+            out_dir = tmp_path / kind
+            done = subprocess.run([sys.executable, "scripts/deploy.py", "--rpc-url", node.rpc_url, "--assets", "BTC",
+                                   "--out-dir", str(out_dir), *flags], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=600, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+            assert done.returncode == 0, done.stdout + done.stderr
+            record = load_deployment_record(out_dir / "ethereum-local.json")
+            assert f"router {record.router} ({kind})" in done.stdout and record.router_kind == kind
+            vault = contract(w3, "RiskParityVault", record.vault)
+            assert vault.functions.routerKind().call() == router_kind_value(kind)
+        refused = subprocess.run([sys.executable, "scripts/deploy.py", "--rpc-url", node.rpc_url, "--router-kind",
+                                  "v3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "invalid choice: 'v3'" in refused.stderr
+    finally:
+        node.stop()
