@@ -1,7 +1,8 @@
 """``keeper local-up``: one command that brings up a local system a keeper can tick against, and keeps it up.
 
 Starts Anvil at the first day of a window of real daily closes (the shipped history), deploys the whole system
-(:func:`keeper.deployment.deploy_system`: test tokens, push feeds, the real Uniswap V3, seeded pools, the vault;
+(:func:`keeper.deployment.deploy_system`: test tokens, push feeds, the real Uniswap V3 with the original
+``SwapRouter`` or, with ``--router-kind swaprouter02``, ``SwapRouter02``, seeded pools, the vault;
 and the option market), pushes every day's closes as feed rounds at their times (the history the keeper's
 estimator needs), aligns every pool to the last close with real swaps (:class:`keeper.deployment.Arbitrageur`),
 lets a depositor deposit, and mines a block one hour after the last close (where the demo's keeper reads). Then
