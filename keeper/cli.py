@@ -24,6 +24,7 @@ from typing import Any
 from pathlib import Path
 
 from keeper.errors import ConfigError, KeeperError
+from keeper.networks import ROUTER_KINDS
 
 #: Exit codes (module doc).
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PREFLIGHT = 0, 1, 2, 3
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--out-dir", type=Path, default=Path("out/local"), help="deployment record, .env and ABIs (default out/local)")
     up.add_argument("--config-out", type=Path, default=Path("out/local/keeper.toml"), help="the keeper config written")
     up.add_argument("--journal", type=Path, default=Path("out/local/journal.sqlite"), help="the config's journal_path")
+    up.add_argument("--router-kind", choices=ROUTER_KINDS, default="swaprouter",
+                    help="the Uniswap router deployed for the vault: swaprouter (default) or swaprouter02")
 
     sub.add_parser("ape-env", help="print the exports `ape compile` / `ape run` need (the npm solc where no native "
                                    "one is installed): eval \"$(keeper ape-env)\"")
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_local_up(LocalUpOptions(
                 symbols=tuple(s.strip().upper() for s in args.assets.split(",")), end=args.end, days=args.days,
                 lookback_days=args.lookback, deposit_usd=args.deposit_usd, port=args.port, out_dir=args.out_dir,
-                config_path=args.config_out, journal_path=args.journal))
+                config_path=args.config_out, journal_path=args.journal, router_kind=args.router_kind))
         elif args.command == "ape-env":
             from keeper.ape_env import main as ape_env_main
 

@@ -25,6 +25,7 @@ from keeper.build import NODE_MODULES, Artifact, load_artifacts
 from keeper.chain import DevSender, contract
 from keeper.errors import ConfigError
 from keeper.multicall import ensure_multicall3
+from keeper.networks import ROUTER_KINDS, RouterKind, router_kind_value  # noqa: F401 - ROUTER_KINDS re-exported
 
 Q96 = 2**96
 #: Uniswap V3 bounds on sqrtPriceX96 (TickMath.MIN_SQRT_RATIO, MAX_SQRT_RATIO).
@@ -44,10 +45,6 @@ DEFAULT_DEVIATION_BPS = 50
 #: makes such a feed publish, and the vol part of the option market's half-spread (``deploy_options``).
 DEFAULT_VOL_STEP = 0.01
 MAX_UINT256 = 2**256 - 1
-#: Router kinds the vault's constructor takes (its ``RouterKind`` enum, in order): Uniswap V3's original
-#: ``SwapRouter`` (``@uniswap/v3-periphery``) and ``SwapRouter02`` (``@uniswap/swap-router-contracts``, the
-#: router Uniswap lists on the public testnets; its ``exactInputSingle`` has no deadline field).
-ROUTER_KINDS = ("swaprouter", "swaprouter02")
 #: The compiled ``SwapRouter02`` its npm package ships (deployed as is, never recompiled).
 SWAP_ROUTER02_ARTIFACT = "@uniswap/swap-router-contracts/artifacts/contracts/SwapRouter02.sol/SwapRouter02.json"
 
@@ -73,7 +70,7 @@ class Deployment:
     quoter: str
     assets: list[RiskAssetDeployment] = field(default_factory=list)
     #: One of :data:`ROUTER_KINDS`: which Uniswap router ``swap_router`` is.
-    router_kind: str = "swaprouter"
+    router_kind: RouterKind = "swaprouter"
 
     def to_json(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -119,12 +116,25 @@ def swap_router02_artifact() -> Artifact:
     return Artifact("SwapRouter02", data["abi"], data["bytecode"])
 
 
+def router_artifact(router_kind: str) -> Artifact:
+    """The compiled Uniswap router of ``router_kind`` (one of :data:`ROUTER_KINDS`): ``SwapRouter`` from
+    ``@uniswap/v3-periphery`` or ``SwapRouter02`` from ``@uniswap/swap-router-contracts``, as their npm packages
+    ship them. Constructor arguments: ``SwapRouter(factory, WETH9)``; ``SwapRouter02(factoryV2, factoryV3,
+    positionManager, WETH9)``.
+
+    Raises
+    ------
+    ConfigError
+        ``router_kind`` is unknown, or the package is not installed.
+    """
+    router_kind_value(router_kind)
+    return swap_router02_artifact() if router_kind == "swaprouter02" else load_artifacts()["SwapRouter"]
+
+
 def swap_router(w3: Web3, deployment: Deployment):
     """Handle on the deployment's router with the ABI of its kind (``SwapRouter`` or ``SwapRouter02``)."""
-    if deployment.router_kind == "swaprouter02":
-        return w3.eth.contract(address=Web3.to_checksum_address(deployment.swap_router),
-                               abi=swap_router02_artifact().abi)
-    return contract(w3, "SwapRouter", deployment.swap_router)
+    return w3.eth.contract(address=Web3.to_checksum_address(deployment.swap_router),
+                           abi=router_artifact(deployment.router_kind).abi)
 
 
 def exact_input_single_args(router_kind: str, token_in: str, token_out: str, fee: int, recipient: str,
@@ -147,7 +157,7 @@ def deploy_system(
     pool_depth_usd: float = 50_000_000.0,
     heartbeat_seconds: int = 2 * 86400,
     deviation_bps: int = DEFAULT_DEVIATION_BPS,
-    router_kind: str = "swaprouter",
+    router_kind: RouterKind = "swaprouter",
 ) -> Deployment:
     """Deploys tokens, feeds, Uniswap V3, seeded pools and the vault; ``deployer`` administers all.
 
@@ -169,8 +179,7 @@ def deploy_system(
     ConfigError
         ``router_kind`` is not one of :data:`ROUTER_KINDS`, or an npm artifact is missing.
     """
-    if router_kind not in ROUTER_KINDS:
-        raise ConfigError(f"router_kind must be one of {', '.join(ROUTER_KINDS)}, got {router_kind!r}")
+    kind_value = router_kind_value(router_kind)
     arts = load_artifacts()
     tx = DevSender(w3)
     ensure_multicall3(w3)  # the keeper reads through Multicall3 at its canonical address
@@ -183,10 +192,10 @@ def deploy_system(
     if router_kind == "swaprouter02":
         # SwapRouter02(factoryV2, factoryV3, positionManager, WETH9): no Uniswap V2 here, so its V2 swaps are
         # unusable; the vault calls only the V3 exactInputSingle.
-        router = tx.deploy(deployer, swap_router02_artifact(), "0x" + "00" * 20, factory.address, npm.address,
+        router = tx.deploy(deployer, router_artifact(router_kind), "0x" + "00" * 20, factory.address, npm.address,
                            base.address)
     else:
-        router = tx.deploy(deployer, arts["SwapRouter"], factory.address, base.address)
+        router = tx.deploy(deployer, router_artifact(router_kind), factory.address, base.address)
     quoter = tx.deploy(deployer, arts["QuoterV2"], factory.address, base.address)
     vault = tx.deploy(
         deployer,
@@ -195,7 +204,7 @@ def deploy_system(
         "Risk Parity Vault",
         "rpUSDC",
         router.address,
-        ROUTER_KINDS.index(router_kind),
+        kind_value,
         deployer,
         keeper,
         guardian,

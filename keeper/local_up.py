@@ -1,7 +1,8 @@
 """``keeper local-up``: one command that brings up a local system a keeper can tick against, and keeps it up.
 
 Starts Anvil at the first day of a window of real daily closes (the shipped history), deploys the whole system
-(:func:`keeper.deployment.deploy_system`: test tokens, push feeds, the real Uniswap V3, seeded pools, the vault;
+(:func:`keeper.deployment.deploy_system`: test tokens, push feeds, the real Uniswap V3 with the original
+``SwapRouter`` or, with ``--router-kind swaprouter02``, ``SwapRouter02``, seeded pools, the vault;
 and the option market), pushes every day's closes as feed rounds at their times (the history the keeper's
 estimator needs), aligns every pool to the last close with real swaps (:class:`keeper.deployment.Arbitrageur`),
 lets a depositor deposit, and mines a block one hour after the last close (where the demo's keeper reads). Then
@@ -29,7 +30,7 @@ from keeper.demo import TICK_AFTER_CLOSE_SECONDS
 from keeper.deployment import (BASE_DECIMALS, MAX_UINT256, Arbitrageur, deploy_options, deploy_system,
                                price_to_answer)
 from keeper.errors import ConfigError
-from keeper.networks import DeployedAsset, DeploymentRecord, record_path, write_abis
+from keeper.networks import DeployedAsset, DeploymentRecord, RouterKind, record_path, write_abis
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class LocalUpOptions:
     journal_path: Path = Path("out/local/journal.sqlite")
     #: USDC the depositor holds besides the deposit (for the README's depositor commands).
     spare_usd: float = 1_000_000.0
+    #: The Uniswap router deployed and given to the vault (``keeper.networks.ROUTER_KINDS``).
+    router_kind: RouterKind = "swaprouter"
     data: Path = DEFAULT_PRICES_CSV
 
 
@@ -70,7 +73,7 @@ def bring_up(options: LocalUpOptions, say: Callable[[str], None] = print) -> Loc
     Raises
     ------
     ConfigError
-        Fewer ``days`` than the lookback needs, or a symbol the data lacks.
+        Fewer ``days`` than the lookback needs, a symbol the data lacks, or an unknown ``router_kind``.
     """
     if options.days < options.lookback_days + 1:
         raise ConfigError(f"--days {options.days} gives the estimator less than lookback_days + 1 = "
@@ -85,7 +88,8 @@ def bring_up(options: LocalUpOptions, say: Callable[[str], None] = print) -> Loc
         w3 = connect(node.rpc_url)
         deployer, keeper, guardian, arb_address, depositor = dev_accounts()[:5]
         tx = DevSender(w3)
-        deployment = deploy_system(w3, deployer, keeper, guardian, table.symbols, table.prices[0])
+        deployment = deploy_system(w3, deployer, keeper, guardian, table.symbols, table.prices[0],
+                                   router_kind=options.router_kind)
         market = deploy_options(w3, deployment, deployer, [0.8] * len(deployment.assets))
         feeds = [contract(w3, "PushPriceFeed", a.feed) for a in deployment.assets]
         for day in range(1, len(table.dates)):
@@ -106,7 +110,7 @@ def bring_up(options: LocalUpOptions, say: Callable[[str], None] = print) -> Loc
         rpc(w3, "evm_mine", [max(table.close_timestamp(len(table.dates) - 1) + TICK_AFTER_CLOSE_SECONDS, latest + 1)])
         record = DeploymentRecord(
             network="ethereum:local", chain_id=w3.eth.chain_id, vault=deployment.vault, quoter=deployment.quoter,
-            router=deployment.swap_router, router_kind="swaprouter", factory=deployment.factory,
+            router=deployment.swap_router, router_kind=deployment.router_kind, factory=deployment.factory,
             base_asset=deployment.base_asset, keeper=keeper, guardian=guardian, admin=deployer,
             option_market=market.market,
             assets=[DeployedAsset(a.symbol, a.token, a.feed, a.pool) for a in deployment.assets],
@@ -123,6 +127,7 @@ def bring_up(options: LocalUpOptions, say: Callable[[str], None] = print) -> Loc
         options.config_path.write_text(keeper_config_toml(node.rpc_url, path, options))
         say(f"anvil {node.rpc_url} (chain {record.chain_id}) at {table.dates[-1]} + 1 h, {len(table.dates)} daily "
             f"rounds of {', '.join(table.symbols)}, pools aligned to the last close")
+        say(f"router {record.router} ({record.router_kind})")
         say(f"vault {record.vault}, depositor {depositor} deposited {options.deposit_usd:,.0f} USDC")
         say(f"wrote {path}, {path.with_suffix('.env')}, {options.out_dir / 'abi'}/, {options.config_path}")
         return LocalSystem(node=node, record=path, config=options.config_path)

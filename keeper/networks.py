@@ -9,8 +9,8 @@ code and documentation and not on the operator's page: ``ape run deploy`` refuse
 
 The vault's router: Uniswap lists ``SwapRouter02`` (``@uniswap/swap-router-contracts``, whose
 ``exactInputSingle`` has no deadline field) on every testnet below; the original ``SwapRouter`` is not deployed
-there. ``router_kind`` carries which one a network has, so the deployment can pass it to a vault that supports
-both.
+there. ``router_kind`` carries which one a network has; the vault takes it in its constructor (the
+``RouterKind`` enum, whose values :data:`ROUTER_KINDS` lists in order).
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from typing import Literal
 
 from keeper.errors import ConfigError
 
+#: A Uniswap V3 router's interface: ``"swaprouter"`` (``@uniswap/v3-periphery`` ``SwapRouter``, a deadline field
+#: in ``exactInputSingle``) or ``"swaprouter02"`` (``@uniswap/swap-router-contracts`` ``SwapRouter02``, none).
 RouterKind = Literal["swaprouter", "swaprouter02"]
+#: The router kinds in the order of the vault's ``IRiskParityVault.RouterKind`` enum (``SwapRouter``,
+#: ``SwapRouter02``): a kind's index is the enum value its constructor takes (:func:`router_kind_value`).
+ROUTER_KINDS: tuple[RouterKind, ...] = ("swaprouter", "swaprouter02")
 Confidence = Literal["official", "unconfirmed"]
 
 _UNISWAP_ETHEREUM = ("https://docs.uniswap.org/contracts/v3/reference/deployments/ethereum-deployments "
@@ -34,6 +39,20 @@ _UNISWAP_BASE = ("https://docs.uniswap.org/contracts/v3/reference/deployments/ba
 _CHAINLINK_API_REFERENCE = "https://docs.chain.link/data-feeds/api-reference (the Sepolia ETH/USD example)"
 _THIRD_PARTY = ("not on a Chainlink page we could read; third-party integrations agree on it; confirm at "
                 "https://docs.chain.link/data-feeds/price-feeds/addresses")
+
+
+def router_kind_value(kind: str) -> int:
+    """The vault's ``RouterKind`` enum value (uint8) of ``kind``: 0 for ``swaprouter``, 1 for ``swaprouter02``.
+
+    Raises
+    ------
+    ConfigError
+        ``kind`` is not one of :data:`ROUTER_KINDS`.
+    """
+    if kind not in ROUTER_KINDS:
+        raise ConfigError(f"router kind {kind!r} is not one of {', '.join(ROUTER_KINDS)} (e.g. swaprouter02, the "
+                          "router Uniswap lists on the testnets)")
+    return ROUTER_KINDS.index(kind)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -238,10 +257,14 @@ def load_deployment_record(path: Path) -> DeploymentRecord:
     if missing:
         raise ConfigError(f"chain.deployment_file {path} lacks {', '.join(missing)}: not a deployment record")
     assets = [DeployedAsset(**{k: a.get(k) for k in ("symbol", "token", "feed", "pool")}) for a in data.get("assets", [])]
+    router_kind = data.get("router_kind", "swaprouter")
+    if router_kind not in ROUTER_KINDS:
+        raise ConfigError(f"chain.deployment_file {path}: router_kind {router_kind!r} is not one of "
+                          f"{', '.join(ROUTER_KINDS)}")
     return DeploymentRecord(
         network=data.get("network", "ethereum:local"), chain_id=int(data["chain_id"]), vault=data["vault"],
         quoter=data["quoter"], router=data.get("router") or data.get("swap_router", ""),
-        router_kind=data.get("router_kind", "swaprouter"), factory=data.get("factory", ""),
+        router_kind=router_kind, factory=data.get("factory", ""),
         base_asset=data.get("base_asset", ""), keeper=data.get("keeper", ""), guardian=data.get("guardian", ""),
         admin=data.get("admin", ""), option_market=data.get("option_market"),
         sequencer_uptime_feed=data.get("sequencer_uptime_feed"), assets=assets,

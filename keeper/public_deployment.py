@@ -25,10 +25,12 @@ from keeper.chain import call_raw, decode_revert, wait_for_receipt
 from keeper.deployment import (BASE_DECIMALS, DEFAULT_DEVIATION_BPS, DEFAULT_VOL_STEP, MAX_TICK, MAX_UINT256,
                                POOL_FEE, RISK_DECIMALS, TICK_SPACING, VOL_FEED_DECIMALS, sqrt_price_x96)
 from keeper.errors import ConfigError, TransactionFailedError
-from keeper.networks import DeployedAsset, DeploymentRecord, NetworkAddresses
+from keeper.networks import DeployedAsset, DeploymentRecord, NetworkAddresses, RouterKind, router_kind_value
 
-#: Router kinds by the vault constructor's enum value, when the vault takes one.
-ROUTER_KIND_VALUES = {"swaprouter": 0, "swaprouter02": 1}
+#: ``factoryV2()``: answered by ``SwapRouter02`` (its Uniswap V2 factory immutable), not by the original
+#: ``SwapRouter``, which tells the two interfaces apart on chain.
+_FACTORY_V2_ABI = [{"type": "function", "name": "factoryV2", "stateMutability": "view", "inputs": [],
+                    "outputs": [{"name": "", "type": "address"}]}]
 
 
 class KeySender:
@@ -90,7 +92,7 @@ class PublicDeployOptions:
 
     feeds: dict[str, str]
     router: str
-    router_kind: str
+    router_kind: RouterKind
     keeper: str
     guardian: str
     pool_depth_usd: float = 50_000_000.0
@@ -103,24 +105,34 @@ class PublicDeployOptions:
     max_nav_loss_bps: int = 200
 
 
-def vault_router_kinds(artifact: Artifact) -> tuple[str, ...]:
-    """Router kinds the compiled vault can be built for: ``("swaprouter",)`` for a constructor that takes only a
-    router address (today's vault), both when it also takes a router-kind argument."""
-    constructor = next((item for item in artifact.abi if item.get("type") == "constructor"), {"inputs": []})
-    if any("kind" in (inp.get("name") or "").lower() for inp in constructor["inputs"]):
-        return ("swaprouter", "swaprouter02")
-    return ("swaprouter",)
+def router_answers_as(w3: Web3, router: str, router_kind: str) -> bool:
+    """Whether the contract at ``router`` has the interface of ``router_kind``: ``SwapRouter02`` answers
+    ``factoryV2()``, the original ``SwapRouter`` has no such function (its call reverts).
+
+    Raises
+    ------
+    ConfigError
+        ``router_kind`` is not one of :data:`keeper.networks.ROUTER_KINDS`.
+    """
+    router_kind_value(router_kind)
+    probe = w3.eth.contract(address=Web3.to_checksum_address(router), abi=_FACTORY_V2_ABI)
+    try:
+        probe.functions.factoryV2().call()
+        answers_v2 = True
+    except Exception:  # noqa: BLE001 - a revert (no such function) is the answer
+        answers_v2 = False
+    return answers_v2 == (router_kind == "swaprouter02")
 
 
 def vault_constructor_args(artifact: Artifact, *, base: str, router: str, router_kind: str, admin: str, keeper: str,
                            guardian: str, name: str = "Risk Parity Vault", symbol: str = "rpUSDC") -> list[Any]:
     """The vault's constructor arguments in the order its ABI declares them (matched by parameter name, so a
-    router-kind parameter is placed wherever the constructor has it).
+    router-kind parameter is placed wherever the constructor has it, as its ``RouterKind`` enum value).
 
     Raises
     ------
     ConfigError
-        A constructor parameter this function does not know.
+        A constructor parameter this function does not know; ``router_kind`` not a known kind.
     """
     constructor = next(item for item in artifact.abi if item.get("type") == "constructor")
     values = {"baseasset": base, "name_": name, "symbol_": symbol, "router": Web3.to_checksum_address(router),
@@ -129,7 +141,7 @@ def vault_constructor_args(artifact: Artifact, *, base: str, router: str, router
     for inp in constructor["inputs"]:
         key = (inp.get("name") or "").lower()
         if "kind" in key:
-            args.append(ROUTER_KIND_VALUES[router_kind])
+            args.append(router_kind_value(router_kind))
         elif key in values:
             args.append(values[key])
         else:
@@ -145,26 +157,27 @@ def deploy_on_network(w3: Web3, sender: KeySender, network: NetworkAddresses, op
     Raises
     ------
     ConfigError
-        The node is another chain than ``network``; a feed or the router has no code; the compiled vault cannot
-        swap through ``options.router_kind`` (the message says what to do).
+        The node is another chain than ``network``; a feed or the router has no code; the router does not
+        answer as ``options.router_kind`` (the message says what to do).
     TransactionFailedError
         A transaction reverted (the decoded custom error in the message).
     """
     if w3.eth.chain_id != network.chain_id:
         raise ConfigError(f"the node serves chain {w3.eth.chain_id}, {ape_network} is chain {network.chain_id}: "
                           "point the provider at the network's RPC")
+    router_kind_value(options.router_kind)
     arts = load_artifacts()
-    kinds = vault_router_kinds(arts["RiskParityVault"])
-    if options.router_kind not in kinds:
-        raise ConfigError(
-            f"{ape_network} lists Uniswap's {options.router_kind} at {options.router}, but this vault build swaps "
-            f"only through {', '.join(kinds)} (its constructor takes no router kind): build a vault with "
-            f"{options.router_kind} support, or pass --router-kind swaprouter with --router set to a SwapRouter")
     for what, address in [("router", options.router), ("factory", network.uniswap_factory.address),
                           ("quoter", network.quoter_v2.address), *[(f"{s} feed", f) for s, f in options.feeds.items()]]:
         if len(w3.eth.get_code(Web3.to_checksum_address(address))) == 0:
             raise ConfigError(f"the {what} address {address} has no code on chain {network.chain_id}: check "
                               "keeper/networks.py against the operator's documentation")
+    if not router_answers_as(w3, options.router, options.router_kind):
+        raise ConfigError(
+            f"the router {options.router} does not answer as a {options.router_kind} (SwapRouter02 answers "
+            "factoryV2(), the original SwapRouter does not): a vault built for the wrong interface could not swap; "
+            f"pass the --router-kind of that router (the network lists {network.router_kind} at "
+            f"{network.router.address})")
     feeds = {s: w3.eth.contract(address=Web3.to_checksum_address(f), abi=arts["PushPriceFeed"].abi)
              for s, f in options.feeds.items()}
     npm = w3.eth.contract(address=Web3.to_checksum_address(network.position_manager.address),
@@ -192,7 +205,7 @@ def deploy_on_network(w3: Web3, sender: KeySender, network: NetworkAddresses, op
     market = _deploy_market(w3, sender, arts, base, vault, assets, options)
     return DeploymentRecord(
         network=ape_network, chain_id=network.chain_id, vault=vault.address, quoter=network.quoter_v2.address,
-        router=Web3.to_checksum_address(options.router), router_kind=options.router_kind,  # type: ignore[arg-type]
+        router=Web3.to_checksum_address(options.router), router_kind=options.router_kind,
         factory=network.uniswap_factory.address, base_asset=base.address, keeper=options.keeper,
         guardian=options.guardian, admin=deployer, option_market=market, sequencer_uptime_feed=(
             network.sequencer_uptime_feed.address if network.sequencer_uptime_feed else None),
@@ -249,4 +262,4 @@ def _deploy_market(w3: Web3, sender: KeySender, arts: dict[str, Artifact], base:
     return market.address
 
 
-__all__ = ["KeySender", "PublicDeployOptions", "deploy_on_network", "vault_constructor_args", "vault_router_kinds"]
+__all__ = ["KeySender", "PublicDeployOptions", "deploy_on_network", "router_answers_as", "vault_constructor_args"]

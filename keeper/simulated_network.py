@@ -9,50 +9,34 @@ cache sentinel, the position manager's ERC-721 name and counters, a feed's owner
 code are rewritten to the listed address, and its fee tiers are copied with it. Feeds are :file:`PushPriceFeed`
 (Chainlink's ``AggregatorV3Interface`` with the proxy's phase-encoded round ids) with a pushed round history.
 
-The router: Uniswap lists ``SwapRouter02`` on these testnets; its artifact (npm ``@uniswap/swap-router-contracts``)
-is placed when installed and asked for, otherwise the original ``SwapRouter`` (v3-periphery), which is what a
-vault without a router-kind parameter calls (see :func:`router_artifact`).
+The router: the network's kind (Uniswap lists ``SwapRouter02`` on these testnets), from its npm artifact
+(``@uniswap/swap-router-contracts``), constructed as ``SwapRouter02(factoryV2, factoryV3, positionManager, WETH9)``
+with the listed factory, position manager and WETH9 as its immutables; the network lists no Uniswap V2 factory,
+so ``factoryV2`` is the zero address and only its V3 functions (the ones the vault calls) work. Its only
+initialised storage, the ``amountInCached`` sentinel, is copied with it. The original ``SwapRouter``
+(v3-periphery, ``SwapRouter(factory, WETH9)``) is placed instead when asked for.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable, Sequence
 
 from eth_abi import encode
 from eth_utils import keccak
 from web3 import Web3
 
-from keeper.build import NODE_MODULES, Artifact, load_artifacts
+from keeper.build import load_artifacts
 from keeper.chain import DevSender, rpc
+from keeper.deployment import router_artifact
 from keeper.errors import ConfigError
-from keeper.networks import NetworkAddresses
+from keeper.networks import NetworkAddresses, RouterKind
 
 #: Storage slots copied with each placed contract (their initialised state lives in the first few).
 COPIED_SLOTS = 32
 #: Fee tiers (hundredths of a bip) the factory's constructor enables, and its ``feeAmountTickSpacing`` slot.
 FACTORY_FEES = (500, 3000, 10_000)
 FACTORY_FEE_MAPPING_SLOT = 4
-SWAP_ROUTER02_ARTIFACT = NODE_MODULES / "@uniswap" / "swap-router-contracts" / "artifacts" / "contracts" / \
-    "SwapRouter02.sol" / "SwapRouter02.json"
-
-
-def router_artifact(kind: str) -> tuple[str, Artifact]:
-    """The router bytecode placed for ``kind``: ``("SwapRouter02", ...)`` from the npm package when installed and
-    asked for; ``("SwapRouter", ...)`` (v3-periphery) for ``"swaprouter"``.
-
-    Raises
-    ------
-    ConfigError
-        ``swaprouter02`` asked for but ``@uniswap/swap-router-contracts`` is not in node_modules.
-    """
-    if kind == "swaprouter":
-        return "SwapRouter", load_artifacts()["SwapRouter"]
-    if not SWAP_ROUTER02_ARTIFACT.exists():
-        raise ConfigError(f"SwapRouter02 bytecode not found at {SWAP_ROUTER02_ARTIFACT}: add "
-                          "@uniswap/swap-router-contracts to package.json and run npm ci")
-    data = json.loads(SWAP_ROUTER02_ARTIFACT.read_text())
-    return "SwapRouter02", Artifact(name="SwapRouter02", abi=data["abi"], bytecode=data["bytecode"])
+ZERO_ADDRESS = "0x" + "00" * 20
 
 
 def place(w3: Web3, source: str, target: str, patch_self_address: bool = False,
@@ -70,9 +54,15 @@ def place(w3: Web3, source: str, target: str, patch_self_address: bool = False,
             rpc(w3, "anvil_setStorageAt", [target, hex(slot), "0x" + value.rjust(32, b"\0").hex()])
 
 
-def place_uniswap(w3: Web3, network: NetworkAddresses, deployer: str, router_kind: str) -> str:
-    """Places factory, QuoterV2, position manager and the router at ``network``'s addresses; returns the router's
-    contract name."""
+def place_uniswap(w3: Web3, network: NetworkAddresses, deployer: str, router_kind: RouterKind) -> str:
+    """Places factory, QuoterV2, position manager and the router of ``router_kind`` at ``network``'s addresses;
+    returns the router's contract name (``"SwapRouter02"`` or ``"SwapRouter"``).
+
+    Raises
+    ------
+    ConfigError
+        A placed contract does not answer as deployed (its storage layout or immutables were not carried over).
+    """
     arts = load_artifacts()
     tx = DevSender(w3)
     factory, weth9 = network.uniswap_factory.address, network.weth9.address
@@ -82,17 +72,26 @@ def place_uniswap(w3: Web3, network: NetworkAddresses, deployer: str, router_kin
     place(w3, built.address, factory, patch_self_address=True, extra_slots=fee_slots)
     quoter = tx.deploy(deployer, arts["QuoterV2"], factory, weth9)
     place(w3, quoter.address, network.quoter_v2.address)
-    npm = tx.deploy(deployer, arts["NonfungiblePositionManager"], factory, weth9, "0x" + "00" * 20)
+    npm = tx.deploy(deployer, arts["NonfungiblePositionManager"], factory, weth9, ZERO_ADDRESS)
     place(w3, npm.address, network.position_manager.address)
-    name, artifact = router_artifact(router_kind)
-    args = (factory, weth9) if name == "SwapRouter" else \
-        ("0x" + "00" * 20, factory, network.position_manager.address, weth9)  # SwapRouter02: factoryV2 unused here
-    router = tx.deploy(deployer, artifact, *args)
+    artifact = router_artifact(router_kind)
+    # Constructor arguments in order, each the value its same-named view answers (the router's immutables).
+    if router_kind == "swaprouter02":
+        immutables = {"factoryV2": ZERO_ADDRESS, "factory": factory,
+                      "positionManager": network.position_manager.address, "WETH9": weth9}
+    else:
+        immutables = {"factory": factory, "WETH9": weth9}
+    router = tx.deploy(deployer, artifact, *immutables.values())
     place(w3, router.address, network.router.address)
+    placed_router = w3.eth.contract(address=Web3.to_checksum_address(network.router.address), abi=artifact.abi)
+    for view, address in immutables.items():
+        answer = getattr(placed_router.functions, view)().call()
+        if answer.lower() != address.lower():
+            raise ConfigError(f"the placed {artifact.name} answers {view}() = {answer}, expected {address}")
     placed = w3.eth.contract(address=Web3.to_checksum_address(factory), abi=arts["UniswapV3Factory"].abi)
     if placed.functions.feeAmountTickSpacing(500).call() != 10:
         raise ConfigError("the placed factory does not hold its fee tiers: storage layout changed")
-    return name
+    return artifact.name
 
 
 def place_feeds(w3: Web3, network: NetworkAddresses, deployer: str,
@@ -125,9 +124,11 @@ def place_feeds(w3: Web3, network: NetworkAddresses, deployer: str,
 
 
 def simulate_network(w3: Web3, network: NetworkAddresses, deployer: str,
-                     history: dict[str, Sequence[tuple[int, int]]], router_kind: str = "swaprouter") -> dict[str, Any]:
+                     history: dict[str, Sequence[tuple[int, int]]],
+                     router_kind: RouterKind | None = None) -> dict[str, Any]:
     """Places Uniswap V3 and the feeds of ``network`` on the Anvil behind ``w3`` (started with the network's chain
-    id, its dev accounts unlocked). Returns what was placed: ``{"router": contract name, "feeds": {...}}``.
+    id, its dev accounts unlocked). ``router_kind`` defaults to the network's (``network.router_kind``).
+    Returns what was placed: ``{"router": contract name, "feeds": {symbol: address}}``.
 
     Raises
     ------
@@ -137,9 +138,9 @@ def simulate_network(w3: Web3, network: NetworkAddresses, deployer: str,
     if w3.eth.chain_id != network.chain_id:
         raise ConfigError(f"start anvil with --chain-id {network.chain_id} to simulate {network.ape_network} "
                           f"(it serves {w3.eth.chain_id})")
-    router = place_uniswap(w3, network, deployer, router_kind)
+    router = place_uniswap(w3, network, deployer, router_kind or network.router_kind)
     feeds = place_feeds(w3, network, deployer, history)
     return {"router": router, "feeds": feeds}
 
 
-__all__ = ["place", "place_feeds", "place_uniswap", "router_artifact", "simulate_network"]
+__all__ = ["place", "place_feeds", "place_uniswap", "simulate_network"]

@@ -9,15 +9,17 @@ With ape (any network of ape-config.yaml)::
 
 Without ape, against a running local Anvil (its dev accounts unlocked)::
 
-    .venv/bin/python scripts/deploy.py --rpc-url http://127.0.0.1:8545
+    .venv/bin/python scripts/deploy.py --rpc-url http://127.0.0.1:8545 [--router-kind swaprouter02]
 
 Local network (ethereum:local): everything is deployed fresh — test tokens, push feeds, the real Uniswap V3 from
 the npm artifacts with one seeded pool per asset, the vault, the option market; dev account 0 administers,
-1 is the keeper, 2 the guardian. ``--timelock-delay SECONDS`` moves the vault's admin role to an OpenZeppelin
+1 is the keeper, 2 the guardian; the router is the original ``SwapRouter`` unless ``--router-kind swaprouter02``
+deploys Uniswap's ``SwapRouter02`` (the testnets' router) instead. ``--timelock-delay SECONDS`` moves the vault's admin role to an OpenZeppelin
 TimelockController.
 
 Public networks (keeper/networks.py: Ethereum Sepolia, Arbitrum Sepolia, Base Sepolia): the network's own
-Uniswap V3 factory, QuoterV2, position manager and router and its Chainlink USD feeds (keeper.public_deployment
+Uniswap V3 factory, QuoterV2, position manager and router (``SwapRouter02``, the vault built for it unless
+--router-kind says otherwise) and its Chainlink USD feeds (keeper.public_deployment
 says what is deployed). The deployer's key comes from the environment variable named by --deployer-key-env
 (default DEPLOYER_PRIVATE_KEY) or from an ape account (--account ALIAS, unlocked with
 APE_ACCOUNTS_<ALIAS>_PASSPHRASE). A feed address keeper/networks.py marks unconfirmed is refused unless
@@ -36,10 +38,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from keeper.errors import ConfigError  # noqa: E402
+from keeper.networks import ROUTER_KINDS  # noqa: E402
 
 def deploy_local(rpc_url: str, symbols: list[str], pool_depth_usd: float, timelock_delay: int, out_dir: Path,
-                 ape_network: str = "ethereum:local") -> Path:
-    """The whole local system on an Anvil whose dev accounts are unlocked; returns the record's path."""
+                 ape_network: str = "ethereum:local", router_kind: str = "swaprouter") -> Path:
+    """The whole local system on an Anvil whose dev accounts are unlocked, its router of ``router_kind`` (one of
+    ``keeper.networks.ROUTER_KINDS``); returns the record's path.
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``router_kind`` or symbol.
+    """
     from keeper.chain import connect, dev_accounts
     from keeper.data import load_prices
     from keeper.deployment import deploy_options, deploy_system, place_behind_timelock
@@ -48,7 +58,8 @@ def deploy_local(rpc_url: str, symbols: list[str], pool_depth_usd: float, timelo
     w3 = connect(rpc_url)
     table = load_prices(symbols=symbols)
     owner, keeper, guardian = dev_accounts()[:3]
-    deployment = deploy_system(w3, owner, keeper, guardian, table.symbols, table.prices[-1], pool_depth_usd)
+    deployment = deploy_system(w3, owner, keeper, guardian, table.symbols, table.prices[-1], pool_depth_usd,
+                               router_kind=router_kind)
     market = deploy_options(w3, deployment, owner, [0.8] * len(deployment.assets))
     admin = owner
     if timelock_delay > 0:
@@ -57,7 +68,7 @@ def deploy_local(rpc_url: str, symbols: list[str], pool_depth_usd: float, timelo
         print(f"timelock {admin} (delay {timelock_delay} s) administers the vault and the option market")
     record = DeploymentRecord(
         network=ape_network, chain_id=deployment.chain_id, vault=deployment.vault, quoter=deployment.quoter,
-        router=deployment.swap_router, router_kind="swaprouter", factory=deployment.factory,
+        router=deployment.swap_router, router_kind=deployment.router_kind, factory=deployment.factory,
         base_asset=deployment.base_asset, keeper=keeper, guardian=guardian, admin=admin, option_market=market.market,
         assets=[DeployedAsset(a.symbol, a.token, a.feed, a.pool) for a in deployment.assets],
         block_number=w3.eth.block_number, sources={"all": "deployed by scripts/deploy.py from the npm artifacts"},
@@ -152,7 +163,8 @@ def run(ape_network: str, rpc_url: str, **options) -> Path:
     symbols = [s.strip().upper() for s in options["assets"].split(",")] if options.get("assets") else None
     if ape_network.split(":")[1] == "local":
         path = deploy_local(rpc_url, symbols or ["BTC", "ETH", "SOL"], options.get("pool_depth_usd", 50e6),
-                            options.get("timelock_delay", 0), out_dir, ":".join(ape_network.split(":")[:2]))
+                            options.get("timelock_delay", 0), out_dir, ":".join(ape_network.split(":")[:2]),
+                            router_kind=options.get("router_kind") or "swaprouter")
     else:
         if not options.get("keeper") or not options.get("guardian"):
             raise ConfigError("a public network needs --keeper ADDRESS and --guardian ADDRESS (the deployer administers)")
@@ -183,9 +195,9 @@ try:  # `ape run deploy`: a click command in ape's network context
     @click.option("--guardian", default=None, help="address given GUARDIAN_ROLE (public networks)")
     @click.option("--feed", multiple=True, help="SYMBOL=0x... Chainlink USD feed to use (repeatable)")
     @click.option("--accept-unconfirmed", is_flag=True, help="use feed addresses keeper/networks.py marks unconfirmed")
-    @click.option("--router", default=None, help="router address (default: the network's SwapRouter02)")
-    @click.option("--router-kind", type=click.Choice(["swaprouter", "swaprouter02"]), default=None,
-                  help="the router's interface (default: the network's)")
+    @click.option("--router", default=None, help="router address (public networks; default: the network's SwapRouter02)")
+    @click.option("--router-kind", type=click.Choice(ROUTER_KINDS), default=None,
+                  help="the router's interface (default: the network's, swaprouter02; local: swaprouter)")
     @click.option("--account", default=None, help="ape account alias of the deployer (public networks)")
     @click.option("--deployer-key-env", default="DEPLOYER_PRIVATE_KEY", help="env var with the deployer's hex key")
     @click.option("--pool-depth-usd", type=float, default=None, help="each side of each seeded pool, USD")
@@ -209,10 +221,12 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=ROOT / "deployments")
     parser.add_argument("--timelock-delay", type=int, default=0,
                         help="seconds every admin action must wait (0: the deployer stays the admin)")
+    parser.add_argument("--router-kind", choices=ROUTER_KINDS, default="swaprouter",
+                        help="the Uniswap router deployed and given to the vault (default swaprouter)")
     args = parser.parse_args()
     try:
         run("ethereum:local", args.rpc_url, assets=args.assets, pool_depth_usd=args.pool_depth_usd,
-            out_dir=args.out_dir, timelock_delay=args.timelock_delay)
+            out_dir=args.out_dir, timelock_delay=args.timelock_delay, router_kind=args.router_kind)
     except ConfigError as exc:
         sys.exit(f"error: {exc}")
 

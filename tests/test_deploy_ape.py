@@ -1,6 +1,7 @@
 """`ape compile` and `ape run deploy` as a deployer types them, and the keeper ticking against the result, on an
 Anvil set up as Ethereum Sepolia: its chain id, the real Uniswap V3 bytecode and Chainlink-style feeds with a round
-history placed at the addresses keeper/networks.py lists (keeper.simulated_network)."""
+history placed at the addresses keeper/networks.py lists (keeper.simulated_network). The vault is built for the
+network's router, SwapRouter02, and the keeper's tick swaps through it."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ import pytest
 from conftest import ANVIL_KEYS, AnvilProcess, DevSender, connect, contract, dev_accounts
 from keeper.ape_env import prepare
 from keeper.build import load_artifacts
-from keeper.config import KeeperConfig
+from keeper.chain import free_port
+from keeper.config import KeeperConfig, load_config
 from keeper.data import load_prices
-from keeper.deployment import price_to_answer
+from keeper.deployment import price_to_answer, swap_router02_artifact
 from keeper.journal import Journal
-from keeper.networks import NETWORKS
+from keeper.local_up import LocalUpOptions, bring_up
+from keeper.networks import NETWORKS, load_deployment_record, router_kind_value
 from keeper.preflight import preflight_problems
-from keeper.public_deployment import vault_router_kinds
 from keeper.runner import Keeper
 from keeper.simulated_network import simulate_network
 
@@ -68,20 +70,33 @@ def _deploy(node, out_dir: Path, *more: str) -> subprocess.CompletedProcess:
                           env=_ape_env(SEPOLIA_RPC_URL=node.rpc_url, DEPLOYER_PRIVATE_KEY=ANVIL_KEYS[0]))
 
 
+def test_the_placed_router_is_swaprouter02_with_the_listed_immutables(sepolia):
+    _, w3, placed = sepolia
+    net = NETWORKS["ethereum:sepolia"]
+    assert placed["router"] == "SwapRouter02" and net.router_kind == "swaprouter02"
+    router = w3.eth.contract(address=net.router.address, abi=swap_router02_artifact().abi)
+    assert router.functions.factory().call() == net.uniswap_factory.address
+    assert router.functions.positionManager().call() == net.position_manager.address
+    assert router.functions.WETH9().call() == net.weth9.address
+    assert router.functions.factoryV2().call() == "0x" + "00" * 20  # no Uniswap V2 listed: V3 paths only
+
+
+def test_a_router_kind_that_does_not_match_the_router_is_refused_before_anything_is_sent(sepolia, tmp_path):
+    node, w3, _ = sepolia
+    nonce = w3.eth.get_transaction_count(dev_accounts()[0])
+    refused = _deploy(node, tmp_path, "--router-kind", "swaprouter")
+    assert refused.returncode != 0
+    assert (f"the router {NETWORKS['ethereum:sepolia'].router.address} does not answer as a swaprouter"
+            in refused.stdout + refused.stderr), refused.stdout + refused.stderr
+    assert w3.eth.get_transaction_count(dev_accounts()[0]) == nonce
+
+
 def test_ape_run_deploy_on_simulated_sepolia_then_the_keeper_ticks(sepolia, tmp_path):
     node, w3, placed = sepolia
     net = NETWORKS["ethereum:sepolia"]
-    kinds = vault_router_kinds(load_artifacts()["RiskParityVault"])
-    if "swaprouter02" not in kinds:
-        # The network's router is SwapRouter02; a vault that calls only the original SwapRouter is refused there.
-        refused = _deploy(node, tmp_path)
-        assert refused.returncode != 0
-        assert "this vault build swaps only through swaprouter" in refused.stdout + refused.stderr
-        assert placed["router"] == "SwapRouter"
-        done = _deploy(node, tmp_path, "--router-kind", "swaprouter")
-    else:
-        done = _deploy(node, tmp_path)
+    done = _deploy(node, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert f"router {net.router.address} (swaprouter02)" in done.stdout
     record_path = tmp_path / "ethereum-sepolia.json"
     assert f"wrote {record_path}" in done.stdout
     record = json.loads(record_path.read_text())
@@ -93,6 +108,9 @@ def test_ape_run_deploy_on_simulated_sepolia_then_the_keeper_ticks(sepolia, tmp_
     assert vault.functions.hasRole(vault.functions.KEEPER_ROLE().call(), dev_accounts()[1]).call()
     assert vault.functions.optionMarket().call() == record["option_market"]
     assert vault.functions.maxSlippageBps().call() == 100
+    assert record["router"] == net.router.address and record["router_kind"] == "swaprouter02"
+    assert vault.functions.swapRouter().call() == net.router.address
+    assert vault.functions.routerKind().call() == router_kind_value("swaprouter02") == 1  # RouterKind.SwapRouter02
 
     # A depositor, then the keeper from the deployment file alone.
     alice = dev_accounts()[4]
@@ -108,9 +126,13 @@ def test_ape_run_deploy_on_simulated_sepolia_then_the_keeper_ticks(sepolia, tmp_
     assert config.chain.chain_id == 11155111 and config.chain.vault_address == record["vault"]
     assert preflight_problems(w3, config.chain, dev_accounts()[1]) == []
     keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(":memory:"))
+    first_block = w3.eth.block_number + 1
     report = keeper.run_once()
     assert report.status == "rebalanced", report.reason
     assert vault.functions.rebalanceEpoch().call() == 1
+    # Every leg's pool swap was made by SwapRouter02 (the pool's Swap event names its caller) for the vault.
+    assert _swaps_since(w3, [a["pool"] for a in record["assets"]], first_block) == {(net.router.address, vault.address)}
+    assert vault.events.LegExecuted().get_logs(from_block=first_block)
 
 
 def test_ape_run_deploy_on_the_local_network(tmp_path):
@@ -122,3 +144,57 @@ def test_ape_run_deploy_on_the_local_network(tmp_path):
     assert record["chain_id"] == 31337 and [a["symbol"] for a in record["assets"]] == ["BTC", "ETH", "SOL"]
     assert record["option_market"] and record["keeper"] == dev_accounts()[1]
     assert (tmp_path / "ethereum-local.env").read_text().startswith("CHAIN_ID=31337\nVAULT=")
+
+
+def _swaps_since(w3, pools: list[str], from_block: int) -> set[tuple[str, str]]:
+    """(sender, recipient) of every pool Swap event from ``from_block`` on: the sender is the router that swapped."""
+    pool_abi = load_artifacts()["UniswapV3Pool"].abi
+    return {(e["args"]["sender"], e["args"]["recipient"]) for pool in pools
+            for e in w3.eth.contract(address=pool, abi=pool_abi).events.Swap().get_logs(from_block=from_block)}
+
+
+def test_local_up_with_swaprouter02_then_the_keeper_ticks_through_it(tmp_path):
+    """`keeper local-up --router-kind swaprouter02`: the local system on Uniswap's SwapRouter02 (the pools aligned
+    through it), and the keeper's tick rebalances through it."""
+    options = LocalUpOptions(symbols=("BTC", "ETH"), days=40, lookback_days=30, port=free_port(),
+                             out_dir=tmp_path, config_path=tmp_path / "keeper.toml",
+                             journal_path=tmp_path / "journal.sqlite", router_kind="swaprouter02")
+    system = bring_up(options, say=lambda line: None)
+    try:
+        record = load_deployment_record(system.record)
+        w3 = connect(system.node.rpc_url)
+        vault = contract(w3, "RiskParityVault", record.vault)
+        assert record.router_kind == "swaprouter02" and vault.functions.swapRouter().call() == record.router
+        assert vault.functions.routerKind().call() == router_kind_value("swaprouter02")
+        router = w3.eth.contract(address=record.router, abi=swap_router02_artifact().abi)
+        assert router.functions.factory().call() == record.factory  # SwapRouter02's views answer
+        first_block = w3.eth.block_number + 1
+        keeper = Keeper(load_config(system.config), w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(":memory:"))
+        report = keeper.run_once()
+        assert report.status == "rebalanced", report.reason
+        assert _swaps_since(w3, [a.pool for a in record.assets], first_block) == {(record.router, record.vault)}
+    finally:
+        system.node.stop()
+
+
+def test_deploy_script_local_router_kinds(tmp_path):
+    """`scripts/deploy.py --router-kind swaprouter02` against a running local Anvil builds the vault for
+    SwapRouter02; without the flag, for the original SwapRouter."""
+    node = AnvilProcess()
+    try:
+        w3 = connect(node.rpc_url)
+        for flags, kind in (([], "swaprouter"), (["--router-kind", "swaprouter02"], "swaprouter02")):
+            out_dir = tmp_path / kind
+            done = subprocess.run([sys.executable, "scripts/deploy.py", "--rpc-url", node.rpc_url, "--assets", "BTC",
+                                   "--out-dir", str(out_dir), *flags], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=600, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+            assert done.returncode == 0, done.stdout + done.stderr
+            record = load_deployment_record(out_dir / "ethereum-local.json")
+            assert f"router {record.router} ({kind})" in done.stdout and record.router_kind == kind
+            vault = contract(w3, "RiskParityVault", record.vault)
+            assert vault.functions.routerKind().call() == router_kind_value(kind)
+        refused = subprocess.run([sys.executable, "scripts/deploy.py", "--rpc-url", node.rpc_url, "--router-kind",
+                                  "v3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "invalid choice: 'v3'" in refused.stderr
+    finally:
+        node.stop()

@@ -1,11 +1,12 @@
 """Public networks' addresses carry their sources; the deployment refuses an unconfirmed or missing feed, a network
-it does not know and a vault that cannot use the network's router, each with what to do; deployment records load
-or are refused clearly."""
+it does not know and an unknown router kind, each with what to do; the router kinds follow the vault's enum;
+deployment records load or are refused clearly."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ from web3 import Web3
 
 from keeper.build import load_artifacts
 from keeper.errors import ConfigError
-from keeper.networks import NETWORKS, load_deployment_record, network_addresses
-from keeper.public_deployment import vault_constructor_args, vault_router_kinds
+from keeper.networks import NETWORKS, ROUTER_KINDS, load_deployment_record, network_addresses, router_kind_value
+from keeper.public_deployment import vault_constructor_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,15 +65,28 @@ def test_unconfirmed_and_missing_feeds_are_refused_before_anything_is_sent():
         script._feeds(["BTC:0x12"])
 
 
-def test_vault_constructor_args_follow_the_abi_and_router_kind_support_is_read_from_it():
+def test_router_kinds_follow_the_vault_enum_in_order():
+    source = (ROOT / "contracts" / "interfaces" / "IRiskParityVault.sol").read_text()
+    members = re.search(r"enum RouterKind \{([^}]*)\}", source).group(1)
+    assert tuple(m.strip().lower() for m in members.split(",")) == ROUTER_KINDS == ("swaprouter", "swaprouter02")
+    assert [router_kind_value(k) for k in ROUTER_KINDS] == [0, 1]
+    with pytest.raises(ConfigError, match="router kind 'SwapRouter3' is not one of swaprouter, swaprouter02"):
+        router_kind_value("SwapRouter3")
+
+
+def test_vault_constructor_args_follow_the_abi_with_the_router_kind_as_its_enum_value():
     artifact = load_artifacts()["RiskParityVault"]
-    args = vault_constructor_args(artifact, base="0x" + "aa" * 20, router="0x" + "bb" * 20,
-                                  router_kind="swaprouter", admin="A", keeper="K", guardian="G")
-    names = [i["name"] for i in next(x for x in artifact.abi if x.get("type") == "constructor")["inputs"]]
-    assert len(args) == len(names) and args[names.index("admin")] == "A" and args[names.index("guardian")] == "G"
-    kinds = vault_router_kinds(artifact)
-    assert "swaprouter" in kinds
-    assert ("swaprouter02" in kinds) == any("kind" in n.lower() for n in names)
+    inputs = next(x for x in artifact.abi if x.get("type") == "constructor")["inputs"]
+    names = [i["name"] for i in inputs]
+    kind_index = next(i for i, inp in enumerate(inputs) if inp["internalType"] == "enum IRiskParityVault.RouterKind")
+    for kind, value in (("swaprouter", 0), ("swaprouter02", 1)):
+        args = vault_constructor_args(artifact, base="0x" + "aa" * 20, router="0x" + "bb" * 20,
+                                      router_kind=kind, admin="A", keeper="K", guardian="G")
+        assert len(args) == len(names) and args[names.index("admin")] == "A" and args[names.index("guardian")] == "G"
+        assert args[kind_index] == value
+    with pytest.raises(ConfigError, match="router kind 'v3' is not one of"):
+        vault_constructor_args(artifact, base="0x" + "aa" * 20, router="0x" + "bb" * 20, router_kind="v3",
+                               admin="A", keeper="K", guardian="G")
 
 
 def test_deployment_records_load_or_are_refused(tmp_path):
@@ -84,3 +98,7 @@ def test_deployment_records_load_or_are_refused(tmp_path):
     (tmp_path / "partial.json").write_text(json.dumps({"vault": "0x" + "11" * 20}))
     with pytest.raises(ConfigError, match="lacks quoter, chain_id"):
         load_deployment_record(tmp_path / "partial.json")
+    (tmp_path / "kind.json").write_text(json.dumps({"vault": "0x" + "11" * 20, "quoter": "0x" + "22" * 20,
+                                                    "chain_id": 1, "router_kind": "SwapRouter02"}))
+    with pytest.raises(ConfigError, match="router_kind 'SwapRouter02' is not one of swaprouter, swaprouter02"):
+        load_deployment_record(tmp_path / "kind.json")

@@ -15,7 +15,6 @@ from web3.logs import DISCARD
 from keeper.chain import AnvilProcess, DevSender, call_raw, connect, contract, decode_revert, dev_accounts, rpc
 from keeper.deployment import (
     MAX_UINT256,
-    ROUTER_KINDS,
     Deployment,
     deploy_system,
     exact_input_single_args,
@@ -23,6 +22,7 @@ from keeper.deployment import (
     swap_router,
 )
 from keeper.errors import SimulationRevertedError, TransactionFailedError
+from keeper.networks import ROUTER_KINDS
 from keeper.oracle import ChainReader
 from keeper.planner import RebalancePlan, SwapLeg, amount_for_value, plan_rebalance, value_of
 from keeper.risk_contributions import relative_risk_contributions
