@@ -225,16 +225,17 @@ def window_metrics(series: RunSeries, start: dt.date, end: dt.date) -> dict[str,
     }
 
 
-def compare_runs(runs: Mapping[str, RunSeries], periods: Mapping[str, Mapping[str, Any]]
-                 ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, Any]]]:
+def compare_runs(runs: Mapping[str, RunSeries], periods: Mapping[str, Mapping[str, Any]],
+                 whole_period: str | None = None) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, Any]]]:
     """Metrics per period and run (:func:`window_metrics`) and what the overlay saved per period.
 
     Parameters
     ----------
     runs : mapping with keys ``"policy"``, ``"overlay"``, ``"control"`` of RunSeries
-    periods : mapping of name to {"start": date, "end": date, "sample": str}
-        ``sample == "in and out of"`` marks the whole replay: its net premium a year is the mean over it; any other
-        period's is over the 365 days to its end.
+    periods : mapping of name to {"start": date, "end": date, ...}
+    whole_period : str, optional
+        The period that is the whole replay: its net premium a year is the mean over the replay; any other
+        period's is over the 365 days to its end (within the replay).
 
     Returns
     -------
@@ -254,8 +255,8 @@ def compare_runs(runs: Mapping[str, RunSeries], periods: Mapping[str, Mapping[st
     for name, p in periods.items():
         metrics[name] = {run: window_metrics(s, p["start"], p["end"]) for run, s in runs.items()}
         m = metrics[name]
-        cost = (_net_premium_per_year(overlay_run, overlay_run.dates[0], overlay_run.dates[-1]) if p["sample"] ==
-                "in and out of" else _net_premium_per_year(overlay_run, p["end"] - dt.timedelta(days=364), p["end"]))
+        cost = (_net_premium_per_year(overlay_run, overlay_run.dates[0], overlay_run.dates[-1]) if name ==
+                whole_period else _net_premium_per_year(overlay_run, p["end"] - dt.timedelta(days=364), p["end"]))
         out: dict[str, Any] = {"net_premium_in_window": m["overlay"]["premium_paid"] - m["overlay"]["premium_received"],
                                "net_premium_year": cost}
         for ref in ("policy", "control"):
@@ -340,7 +341,7 @@ def run_overlay_report(panel: PricePanel, implied_vols: dict, config: OverlayRep
     for w in cfg.windows:
         periods[w.name] = {"start": w.start, "end": w.end,
                            "sample": "in" if w.end <= cfg.train_end else "out of"}
-    metrics, saved = compare_runs(runs, periods)
+    metrics, saved = compare_runs(runs, periods, whole_period="whole period")
     years = (len(runs["overlay"].nav) - 1) / 365.0
     cost_per_year = {
         "premium_paid_per_year": float(runs["overlay"].premium_paid[-1] / np.mean(runs["overlay"].nav) / years),
@@ -371,7 +372,8 @@ def format_periods(periods: Mapping[str, Mapping[str, Any]], metrics: Mapping[st
     head = f"{'run':<9}{'maxDD':>8}{'return':>9}{'vol':>8}{'prem paid':>11}{'prem recv':>11}{'turnover':>10}"
     for name, p in periods.items():
         s = saved[name]
-        lines.append(f"{name}: {p['start']}..{p['end']} ({p['sample']} sample)")
+        sample = f" ({p['sample']} sample)" if p.get("sample") else ""
+        lines.append(f"{name}: {p['start']}..{p['end']}{sample}")
         lines.append(head)
         for run, m in metrics[name].items():
             lines.append(f"{run:<9}{_pct(m['max_drawdown']):>8}{_pct(m['return']):>9}{_pct(m['realised_vol']):>8}"
