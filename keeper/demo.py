@@ -121,10 +121,10 @@ class DemoOptions:
     #: Cash buffer of the options mode, bps of NAV: the delta hedge buys spot against the puts' negative delta.
     options_cash_buffer_bps: float = 1500.0
     dvol: Path = DEFAULT_DVOL_CSV
-    #: Also replay without the overlay (same days and flows) to compare drawdowns.
+    #: Also replay the same policy in spot only and the same-net-delta control (same days and flows) to compare.
     compare_without_overlay: bool = True
     #: Assets of the options mode when ``symbols`` is None: the three with listed option markets, which keeps
-    #: the two replays of a year near twice the plain demo's wall time.
+    #: the three replays of a year near three times the plain demo's wall time.
     options_symbols: Sequence[str] = ("BTC", "ETH", "SOL")
 
 
