@@ -517,7 +517,8 @@ class _NetDeltaKeeper(Keeper):
             symbols = tuple(policy_decision.symbols)
             prices = np.asarray(snapshot.prices_usd, dtype=np.float64)
             # NetDeltaControl reads only the date and the symbols of its context.
-            ctx = DecisionContext(self._table.dates[row], symbols, prices, prices[None, :], estimate=None)  # type: ignore[arg-type]
+            ctx = DecisionContext(self._table.dates[row], symbols, prices, prices[None, :],
+                                  estimate=None)  # type: ignore[arg-type]
             allocation = self.control(ctx)
             policy_decision = fixed_target(symbols, allocation.nav_fractions, policy_decision.current_weights,
                                            policy_decision.covariance, self.policy,

@@ -226,7 +226,8 @@ def window_metrics(series: RunSeries, start: dt.date, end: dt.date) -> dict[str,
 
 
 def compare_runs(runs: Mapping[str, RunSeries], periods: Mapping[str, Mapping[str, Any]],
-                 whole_period: str | None = None) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, Any]]]:
+                 whole_period: str | None = None
+                 ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, Any]]]:
     """Metrics per period and run (:func:`window_metrics`) and what the overlay saved per period.
 
     Parameters
@@ -383,8 +384,8 @@ def format_periods(periods: Mapping[str, Mapping[str, Any]], metrics: Mapping[st
         def per_point(x: float | None) -> str:
             return "n/a (no drawdown saved)" if x is None else f"{x:.0f} bps of NAV a year per point"
 
-        lines.append(f"  net premium a year (365 days to the window's end; whole period: its mean): "
-                     f"{_pct(s['net_premium_year'], 2)} of NAV")
+        lines.append(f"  net premium a year (the 365 days to the window's end within the replay; whole period: its "
+                     f"mean): {_pct(s['net_premium_year'], 2)} of NAV")
         lines.append(f"  drawdown saved: {s['dd_saved_vs_policy_points']:+.2f} points vs policy "
                      f"({per_point(s['premium_bps_per_point_vs_policy'])}), {s['dd_saved_vs_control_points']:+.2f} "
                      f"points vs control ({per_point(s['premium_bps_per_point_vs_control'])}); overlay beats the "

@@ -379,7 +379,8 @@ def _render_options(o: dict[str, Any]) -> list[str]:
         lines.append(
             f"  max drawdown without the overlay {o['max_drawdown_without_overlay']:.1%} "
             f"({o['max_drawdown_without_overlay_window'][0]} → {o['max_drawdown_without_overlay_window'][1]}), "
-            f"return {o['total_return_without_overlay']:.1%} (the same policy in spot only: same days, prices and flows)"
+            f"return {o['total_return_without_overlay']:.1%} "
+            "(the same policy in spot only: same days, prices and flows)"
         )
     if "comparison" in o:
         c = o["comparison"]
