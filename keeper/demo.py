@@ -22,18 +22,23 @@ options mode (``option_market_address`` in its config, as a live keeper would): 
 covariance and the ERC targets, and instead of a spot-only rebalance its
 options path (:mod:`keeper.option_desk`) settles expired series (from the keeper's key, through
 its write-ahead journal), plans the put overlay, decides the delta hedge and sends one
-``rebalanceWithOptions``. The replay is then run a second time on
-a fresh chain with the same days, prices, volatilities, flows and hedge policy but no puts
-(``max_put_assets = 0``): the report compares the drawdowns of the two share prices.
+``rebalanceWithOptions``. The replay is then run twice more on fresh chains with the same days, prices and
+flows, as ``keeper backtest --overlay-report`` compares: the same policy in spot only (no options), and the
+same-net-delta control (spot and cash only, targeting each day the overlay run's net delta per asset,
+:class:`keeper.strategies.NetDeltaControl`). The report compares the three over the replay and over each stress
+window inside it (:func:`keeper.options_report.compare_runs`: max drawdown, return, realised vol, premium paid and
+received, premium per point of drawdown saved, turnover).
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import signal
 import sys
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -50,6 +55,8 @@ from keeper.units import SECONDS_PER_DAY
 from keeper.deployment import (
     BASE_DECIMALS,
     MAX_UINT256,
+    VOL_FEED_DECIMALS,
+    Arbitrageur,
     BatchArbitrageur,
     FeedPusher,
     deploy_options,
@@ -63,9 +70,15 @@ from keeper.overlay import OverlayConfig
 from keeper.implied_vol import DEFAULT_DVOL_CSV, ImpliedVolSeries, load_dvol, realised_vol_proxy
 from keeper.journal import Journal
 from keeper.multicall import Call, call_encoded, decode_aggregate3, decode_uint, encode_aggregate3, selector, uint_word
+from keeper.option_chain import read_option_book
+from keeper.options_report import RunSeries, compare_runs, net_delta_fractions
+from keeper.policy import fixed_target
+from keeper.policy_decision import PolicyDecision
 from keeper.report import DemoRecord, OptionsRecord, build_report
+from keeper.stress import DEFAULT_WINDOWS
+from keeper.strategies import DecisionContext, NetDeltaControl
 from keeper.risk_contributions import relative_risk_contributions
-from keeper.runner import Keeper
+from keeper.runner import Keeper, TickReport, _decision_context
 
 #: Depositors' first deposits, USD.
 INITIAL_DEPOSITS_USD = (400_000.0, 350_000.0, 250_000.0)
@@ -111,10 +124,10 @@ class DemoOptions:
     #: Cash buffer of the options mode, bps of NAV: the delta hedge buys spot against the puts' negative delta.
     options_cash_buffer_bps: float = 1500.0
     dvol: Path = DEFAULT_DVOL_CSV
-    #: Also replay without the overlay (same days and flows) to compare drawdowns.
+    #: Also replay the same policy in spot only and the same-net-delta control (same days and flows) to compare.
     compare_without_overlay: bool = True
     #: Assets of the options mode when ``symbols`` is None: the three with listed option markets, which keeps
-    #: the two replays of a year near twice the plain demo's wall time.
+    #: the three replays of a year near three times the plain demo's wall time.
     options_symbols: Sequence[str] = ("BTC", "ETH", "SOL")
 
 
@@ -189,22 +202,76 @@ def run_demo(options: DemoOptions) -> dict:
 def _options_report(options: DemoOptions, table: PriceTable, first: int, last: int, begin: int, out: Path,
                     say: Callable[[str], None], vols: dict[str, ImpliedVolSeries], record: DemoRecord,
                     replay_seconds: float, opt: OptionsRecord | None, stop: "_StopOnSignals") -> dict:
-    """The options mode's second replay (without the overlay, same bars) and the report of both."""
-    baseline = None
+    """The options mode's comparison (as ``keeper backtest --overlay-report``): after the overlay run, the same
+    policy in spot only (``policy/``), then the same-net-delta control (``control/``: spot and cash holding each
+    day the overlay run's net delta per asset), each on a fresh chain with the same bars and flows; the report
+    compares the three over the replay and the stress windows inside it."""
+    policy = control = None
     if options.compare_without_overlay and stop.signal is None:
-        say("replaying the same days without the overlay (no puts, same hedge policy and flows)")
-        bare = out / "without_overlay"
-        bare.mkdir(parents=True, exist_ok=True)
-        no_puts = replace(options.overlay, max_put_assets=0, covered_calls=False)
-        baseline, seconds_bare, _ = _replay(options, table, first, last, begin, bare, bare / "journal.sqlite", say,
-                                            (no_puts, vols), stop)
-        replay_seconds += seconds_bare
-        if stop.signal is not None:  # interrupted during the second replay: report the first alone
-            baseline = None
+        # The overlay run's policy (its cash buffer, no volatility target) without options.
+        spot = replace(options, cash_buffer_bps=options.options_cash_buffer_bps, volatility_target=None)
+        say("replaying the same days with the same policy in spot only (no options)")
+        for sub in ("policy", "control"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        policy, seconds, _ = _replay(spot, table, first, last, begin, out / "policy", out / "policy" / "journal.sqlite",
+                                     say, None, stop)
+        replay_seconds += seconds
+        if stop.signal is None:
+            say("replaying the same days as the same-net-delta control (spot and cash, the overlay run's net delta)")
+            control, seconds, _ = _replay(spot, table, first, last, begin, out / "control",
+                                          out / "control" / "journal.sqlite", say, None, stop,
+                                          control=NetDeltaControl("control", opt.net_delta))
+            replay_seconds += seconds
+        if stop.signal is not None:  # interrupted during a comparison replay: report the overlay run alone
+            policy = control = None
+    comparison = None
+    if policy is not None and control is not None:
+        comparison = _comparison(record, opt, policy, control)
     result = build_report(record, out, replay_seconds=replay_seconds, data_file=options.data, options=opt,
-                          baseline=baseline, interrupted=stop.signal)
+                          baseline=policy, comparison=comparison, interrupted=stop.signal)
     say(result["text"])
     return result
+
+
+def _run_series(name: str, record: DemoRecord, opt: OptionsRecord | None = None) -> RunSeries:
+    """A replay as the overlay report's :class:`~keeper.options_report.RunSeries`: the share price scaled to the
+    first bar's NAV (depositors' flows do not move it), spot turnover per bar (fraction of NAV), cumulative premium
+    paid and received (closing sales and settlement payouts), USD; net delta from the options record."""
+    share = np.asarray(record.share_prices) / record.share_prices[0] * record.navs[0]
+    turnover = np.zeros(len(record.dates))
+    row = {d.isoformat(): i for i, d in enumerate(record.dates)}
+    for tick in record.ticks:
+        if tick["status"] == "rebalanced":
+            turnover[row[tick["date"]]] += tick["turnover_bps"] / 1e4
+    paid, received = np.zeros(len(record.dates)), np.zeros(len(record.dates))
+    for e in opt.events if opt is not None else ():
+        i = row[e["date"]]
+        if e["kind"] == "buy":
+            paid[i] += e["premium"] / 10**BASE_DECIMALS
+        else:
+            received[i] += (e["premium"] if e["kind"] == "sell" else e["payout"]) / 10**BASE_DECIMALS
+    return RunSeries(name, list(record.dates), share, turnover, np.cumsum(paid), np.cumsum(received),
+                     dict(opt.net_delta) if opt is not None else {})
+
+
+def _comparison(record: DemoRecord, opt: OptionsRecord, policy: DemoRecord, control: DemoRecord) -> dict:
+    """:func:`keeper.options_report.compare_runs` over the replay and each stress window
+    (:data:`keeper.stress.DEFAULT_WINDOWS`) that lies inside it."""
+    runs = {"policy": _run_series("policy", policy), "overlay": _run_series("overlay", record, opt),
+            "control": _run_series("control", control)}
+    start, end = record.dates[0], record.dates[-1]
+    periods = {"demo window": {"start": start, "end": end}}
+    for w in DEFAULT_WINDOWS:
+        if start <= w.start and w.end <= end:
+            periods[w.name] = {"start": w.start, "end": w.end}
+    metrics, saved = compare_runs(runs, periods, whole_period="demo window")
+    held = [[opt.net_delta[d][s] for s in record.symbols] for d in record.dates]
+    return {"periods": periods, "metrics": metrics, "saved": saved,
+            "series": {"dates": [d.isoformat() for d in record.dates],
+                       **{f"share_price_{k}": list(r) for k, r in
+                          (("policy", policy.share_prices), ("overlay", record.share_prices),
+                           ("control", control.share_prices))},
+                       "overlay_net_delta": held}}
 
 
 def _check_reportable(record: DemoRecord, stop: "_StopOnSignals") -> None:
@@ -251,9 +318,11 @@ def _implied_vol_series(options: DemoOptions, table: PriceTable) -> dict[str, Im
 def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begin: int, out: Path, journal_path: Path,
             say: Callable[[str], None],
             overlay: tuple[OverlayConfig, dict[str, ImpliedVolSeries]] | None,
-            stop: "_StopOnSignals | None" = None) -> tuple[DemoRecord, float, OptionsRecord | None]:
+            stop: "_StopOnSignals | None" = None,
+            control: NetDeltaControl | None = None) -> tuple[DemoRecord, float, OptionsRecord | None]:
     """One replay on its own Anvil; ``overlay`` = (policy, implied-vol series) in options mode. A signal caught by
-    ``stop`` ends the replay after the current bar (Anvil is stopped on the way out)."""
+    ``stop`` ends the replay after the current bar (Anvil is stopped on the way out). ``control`` (spot mode only):
+    the keeper targets that strategy's NAV fractions instead of its policy's (:class:`_NetDeltaKeeper`)."""
     symbols = table.symbols
     bar = table.bar_seconds
     # The keeper reads a fixed time after each close, before the next bar's close.
@@ -328,7 +397,11 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
             transactions=TransactionSettings(slippage_budget_bps=options.slippage_budget_bps),
             operations=OperationsSettings(journal_path=journal_path),
         )
-        keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(journal_path))
+        if control is None:
+            keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(journal_path))
+        else:
+            keeper = _NetDeltaKeeper(config, control, table, w3=w3, private_key=ANVIL_KEYS[1],
+                                     journal=Journal(journal_path))
         record = DemoRecord(symbols=symbols, bar_seconds=bar,
                             volatility_target=options.volatility_target if overlay is None else None)
         one_share = 10 ** vault.functions.decimals().call()
@@ -376,6 +449,9 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
                 )
                 if overlay is not None:
                     opt_record.add_day(options_value / 10**BASE_DECIMALS)
+                    opt_record.add_net_delta(table.dates[t], _net_delta(keeper, report, balances, table.prices[t],
+                                                                        day_vols, nav,
+                                                                        max(ts + tick_after_close, latest + 1)))
                     if overlay_step is not None:
                         opt_record.add_step(table.dates[t], overlay_step)
                         record.add_overlay_step(table.dates[t], overlay_step, report)
@@ -417,6 +493,65 @@ def _day_reads(w3, vault, one_share: int, with_options: bool) -> Callable[[], tu
         return balances, decode_uint(results[1][1]), decode_uint(results[2][1]), options_value
 
     return read
+
+
+def _net_delta(keeper: Keeper, report, balances: Sequence[int], prices: np.ndarray,
+               day_vols: Sequence[tuple[float, bool]], nav_base_units: int, mined_at: int) -> dict[str, float]:
+    """Options mode: the vault's net delta per asset after the day's step, fraction of NAV
+    (:func:`keeper.options_report.net_delta_fractions`, as the backtest records it): spot units and the option
+    book read from the chain, deltas at the keeper's decision time (its tick's block, else the block mined for
+    it) with the day's implied vols as the vol feeds answer them."""
+    desk = keeper.overlay
+    assert desk is not None
+    book = read_option_book(desk.vault, desk.market, keeper.reader.assets)
+    now = report.block_timestamp if report is not None and report.block_timestamp else mined_at
+    symbols = keeper.reader.symbols
+    vols = {s: vol_to_answer(v) / 10**VOL_FEED_DECIMALS for s, (v, _) in zip(symbols, day_vols)}
+    units = np.array(balances[1:], dtype=np.float64) / 1e18
+    return net_delta_fractions(symbols, units, prices, book, now, vols, nav_base_units / 10**BASE_DECIMALS)
+
+
+class _NetDeltaKeeper(Keeper):
+    """The keeper of the same-net-delta control: where its policy would trade toward a target, it trades toward
+    ``control``'s NAV fractions for the bar's date instead (:class:`keeper.strategies.NetDeltaControl`, spot and
+    cash only), through the same :func:`keeper.policy.fixed_target` decision, triggers, planner and cost gate as
+    the backtest's control. A policy hold (the estimate refused) and a breaker's de-risking stay as they are. The
+    tick's journal row carries the control's decision (its NAV fractions), not the policy's it replaced."""
+
+    def __init__(self, config: KeeperConfig, control: NetDeltaControl, table: PriceTable, **kwargs) -> None:
+        super().__init__(config, **kwargs)
+        self.control = control
+        self._table = table
+        self._closes = [table.close_timestamp(t) for t in range(len(table.dates))]
+        self._control_decision: PolicyDecision | None = None
+
+    def plan_tick(self, timings: dict[str, float] | None = None, context: dict | None = None) -> TickReport:
+        context = {} if context is None else context
+        self._control_decision = None
+        planned = super().plan_tick(timings, context)
+        decision = self._control_decision
+        if decision is None:
+            return planned
+        fields = dict(policy=decision.as_dict(), **_decision_context(decision))
+        context.update(fields)  # the tick's final report is built from the context after the send
+        return dataclasses.replace(planned, **fields)
+
+    def decide(self, policy_decision: PolicyDecision | None, snapshot, state, timings, **kwargs):
+        if policy_decision is not None and policy_decision.action != "hold":
+            # The bar whose close the tick follows (the keeper reads a fixed time after each close).
+            row = bisect.bisect_right(self._closes, snapshot.block_timestamp) - 1
+            symbols = tuple(policy_decision.symbols)
+            prices = np.asarray(snapshot.prices_usd, dtype=np.float64)
+            # NetDeltaControl reads only the date and the symbols of its context.
+            ctx = DecisionContext(self._table.dates[row], symbols, prices, prices[None, :],
+                                  estimate=None)  # type: ignore[arg-type]
+            allocation = self.control(ctx)
+            policy_decision = fixed_target(symbols, allocation.nav_fractions, policy_decision.current_weights,
+                                           policy_decision.covariance, self.policy,
+                                           reason=f"{self.control.name}: fixed NAV fractions",
+                                           nav_base_units=state.total_assets)
+            self._control_decision = policy_decision
+        return super().decide(policy_decision, snapshot, state, timings, **kwargs)
 
 
 def _weights(balances: Sequence[int], prices: np.ndarray, nav_base_units: int) -> np.ndarray:

@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -43,13 +43,15 @@ from keeper.backtest import BacktestConfig, BacktestOptions, Market, StrategyRun
 from keeper.deployment import BASE_DECIMALS, RISK_DECIMALS
 from keeper.errors import ConfigError
 from keeper.hedging import HedgeTriggerConfig
+from keeper.option_orders import HeldSeries
 from keeper.overlay import OverlayConfig
 from keeper.price_panel import PricePanel
 from keeper.stress import DEFAULT_WINDOWS, StressWindow
 from keeper.strategies import NetDeltaControl, RiskParity, Strategy
 from keeper.units import WAD
 
-__all__ = ["OverlayReportConfig", "RunSeries", "run_overlay_report", "window_metrics", "format_report"]
+__all__ = ["OverlayReportConfig", "RunSeries", "run_overlay_report", "window_metrics", "format_report",
+           "net_delta_fractions", "replay_series", "replay_runs", "compare_runs", "format_periods"]
 
 
 def _default_candidates() -> tuple[OverlayConfig, ...]:
@@ -116,10 +118,49 @@ class RunSeries:
     net_delta: dict[dt.date, dict[str, float]]
 
 
-def _replay(market: Market, strategy: Strategy, config: BacktestConfig, first: int, last: int,
-            say: Callable[[str], None]) -> RunSeries:
-    """Replays rows ``first..last`` and records the series (net delta from the option book's Black-Scholes delta at
-    the decision time and the day's implied vols, as the keeper sees them)."""
+def net_delta_fractions(symbols: tuple[str, ...] | list[str], units: np.ndarray, spots_usd: np.ndarray,
+                        book: Sequence[HeldSeries], now: int, vols: Mapping[str, float],
+                        nav_usd: float) -> dict[str, float]:
+    """Net delta per asset, fraction of NAV: ``(units_i + Σ amount·Δ) · S_i / NAV`` (options included).
+
+    Parameters
+    ----------
+    symbols : sequence of str, shape (n,)
+    units : ndarray (n,)
+        Spot holdings, whole tokens.
+    spots_usd : ndarray (n,)
+        The day's closes, USD per token (a non-finite close gives 0 for that asset).
+    book : sequence of HeldSeries
+        The option positions (``strike`` 1e18 USD, ``amount`` 1e18 units, ``expiry`` Unix seconds).
+    now : int
+        Unix seconds at which the deltas are taken (the keeper's decision time).
+    vols : mapping of symbol to float
+        The day's implied vols as the vol feeds answer them (fraction a year).
+    nav_usd : float
+        The vault's NAV (options marked), USD.
+
+    Deltas are Black-Scholes (:func:`keeper.options.delta`); a series past expiry awaiting settlement counts
+    with its payoff's step delta. The backtest's replay and the on-chain demo both record the overlay's net delta
+    with this function, which the same-net-delta control then targets.
+    """
+    option_delta = np.zeros(len(symbols))
+    for held in book:
+        i = list(symbols).index(held.symbol)
+        strike = held.strike / WAD
+        tau = bs.year_fraction(max(held.expiry - now, 0))
+        if tau > 0:
+            d = float(bs.delta(spots_usd[i], strike, tau, vols[held.symbol], is_call=held.is_call))
+        else:  # expired, awaiting settlement: the payoff's step delta
+            d = float(spots_usd[i] > strike) if held.is_call else -float(strike > spots_usd[i])
+        option_delta[i] += held.amount / WAD * d
+    return {s: float((units[i] + option_delta[i]) * spots_usd[i] / nav_usd) if math.isfinite(spots_usd[i]) else 0.0
+            for i, s in enumerate(symbols)}
+
+
+def replay_series(market: Market, strategy: Strategy, config: BacktestConfig, first: int, last: int,
+                  say: Callable[[str], None]) -> RunSeries:
+    """Replays rows ``first..last`` and records the series (net delta by :func:`net_delta_fractions` from the
+    option book at the decision time and the day's implied vols, as the keeper sees them)."""
     run = StrategyRun(market, strategy, config)
     symbols = market.panel.symbols
     paid, received, net = [], [], {}
@@ -127,28 +168,30 @@ def _replay(market: Market, strategy: Strategy, config: BacktestConfig, first: i
     for t in range(first, last + 1):
         run.step(t)
         units = np.array([b / 10**RISK_DECIMALS for b in run.balances])
-        spots = market.panel.prices[t]
-        option_delta = np.zeros(len(symbols))
         book = run.option_book
+        vol: dict[str, float] = {}
         if book is not None and book.positions:
             _, _, vol = run._spot_and_vol(t)
-            now = run._now(t)
-            for (sym, _u, strike, expiry, is_call), amount in book.positions.items():
-                i = symbols.index(sym)
-                tau = bs.year_fraction(max(expiry - now, 0))
-                if tau > 0:
-                    d = float(bs.delta(spots[i], strike / WAD, tau, vol[sym], is_call=is_call))
-                else:  # expired, awaiting settlement: the payoff's step delta
-                    d = float(spots[i] > strike / WAD) if is_call else -float(strike / WAD > spots[i])
-                option_delta[i] += amount / WAD * d
-        nav = run.nav_vault[-1]
-        net[market.panel.dates[t]] = {s: float((units[i] + option_delta[i]) * spots[i] / nav) if math.isfinite(spots[i])
-                                      else 0.0 for i, s in enumerate(symbols)}
+        net[market.panel.dates[t]] = net_delta_fractions(
+            symbols, units, market.panel.prices[t], book.book() if book is not None else (), run._now(t), vol,
+            run.nav_vault[-1])
         paid.append(book.premium_paid / 10**BASE_DECIMALS if book else 0.0)
         received.append((book.premium_received + book.payouts) / 10**BASE_DECIMALS if book else 0.0)
     say(f"  {strategy.name}: {last - first + 1} days in {time.perf_counter() - t0:.0f} s")
     return RunSeries(strategy.name, list(run.dates), np.array(run.nav), np.array(run.turnover), np.array(paid),
                      np.array(received), net)
+
+
+def replay_runs(market: Market, config: BacktestConfig, policy: Strategy, overlay: Strategy, first: int, last: int,
+                say: Callable[[str], None] = print) -> dict[str, RunSeries]:
+    """The three runs over rows ``first..last``: ``policy``, ``overlay``, then the same-net-delta ``control``
+    (:class:`keeper.strategies.NetDeltaControl` on the overlay run's net delta). Keys ``"policy"``, ``"overlay"``,
+    ``"control"``."""
+    runs = {"policy": replay_series(market, policy, config, first, last, say)}
+    runs["overlay"] = replay_series(market, overlay, config, first, last, say)
+    runs["control"] = replay_series(market, NetDeltaControl("control", runs["overlay"].net_delta), config, first,
+                                    last, say)
+    return runs
 
 
 def window_metrics(series: RunSeries, start: dt.date, end: dt.date) -> dict[str, float]:
@@ -180,6 +223,50 @@ def window_metrics(series: RunSeries, start: dt.date, end: dt.date) -> dict[str,
         "turnover": float(np.sum(series.turnover[i0 + 1: i1 + 1])),
         "days": int(i1 - i0),
     }
+
+
+def compare_runs(runs: Mapping[str, RunSeries], periods: Mapping[str, Mapping[str, Any]],
+                 whole_period: str | None = None
+                 ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, Any]]]:
+    """Metrics per period and run (:func:`window_metrics`) and what the overlay saved per period.
+
+    Parameters
+    ----------
+    runs : mapping with keys ``"policy"``, ``"overlay"``, ``"control"`` of RunSeries
+    periods : mapping of name to {"start": date, "end": date, ...}
+    whole_period : str, optional
+        The period that is the whole replay: its net premium a year is the mean over the replay; any other
+        period's is over the 365 days to its end (within the replay).
+
+    Returns
+    -------
+    (metrics, saved)
+        ``metrics[period][run]``; ``saved[period]``: net premium in the window and a year (fractions of NAV),
+        drawdown saved against the policy and the control (points) and premium per point (bps of NAV a year;
+        None where no drawdown is saved), ``beats_control``.
+
+    Raises
+    ------
+    ConfigError
+        A period holding fewer than two replayed days.
+    """
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    saved: dict[str, dict[str, Any]] = {}
+    overlay_run = runs["overlay"]
+    for name, p in periods.items():
+        metrics[name] = {run: window_metrics(s, p["start"], p["end"]) for run, s in runs.items()}
+        m = metrics[name]
+        cost = (_net_premium_per_year(overlay_run, overlay_run.dates[0], overlay_run.dates[-1]) if name ==
+                whole_period else _net_premium_per_year(overlay_run, p["end"] - dt.timedelta(days=364), p["end"]))
+        out: dict[str, Any] = {"net_premium_in_window": m["overlay"]["premium_paid"] - m["overlay"]["premium_received"],
+                               "net_premium_year": cost}
+        for ref in ("policy", "control"):
+            points = (m[ref]["max_drawdown"] - m["overlay"]["max_drawdown"]) * 100.0
+            out[f"dd_saved_vs_{ref}_points"] = points
+            out[f"premium_bps_per_point_vs_{ref}"] = cost * 1e4 / points if points > 0 else None
+        out["beats_control"] = m["overlay"]["max_drawdown"] < m["control"]["max_drawdown"]
+        saved[name] = out
+    return metrics, saved
 
 
 def _net_premium_per_year(series: RunSeries, start: dt.date, end: dt.date) -> float:
@@ -236,7 +323,7 @@ def run_overlay_report(panel: PricePanel, implied_vols: dict, config: OverlayRep
     say(f"training {panel.dates[first]}..{panel.dates[last]}: {len(cfg.candidates)} overlay candidates")
     training = []
     for k, candidate in enumerate(cfg.candidates):
-        s = _replay(market, overlay_strategy(candidate, f"candidate {k}"), bt, first, last, say)
+        s = replay_series(market, overlay_strategy(candidate, f"candidate {k}"), bt, first, last, say)
         training.append({"candidate": k, "premium_budget_bps_per_year": candidate.premium_budget_bps_per_year,
                          "monetise_delta": candidate.monetise_delta, "calmar": _calmar(s),
                          **window_metrics(s, panel.dates[first], panel.dates[last])})
@@ -246,9 +333,7 @@ def run_overlay_report(panel: PricePanel, implied_vols: dict, config: OverlayRep
     # 2. The whole period: policy, overlay, then the control on the overlay's net delta.
     first, last = replay_window(panel, cfg.start, cfg.end, cfg.lookback_days)
     say(f"replaying {panel.dates[first]}..{panel.dates[last]}: policy, overlay (candidate {best}), control")
-    runs = {"policy": _replay(market, policy, bt, first, last, say)}
-    runs["overlay"] = _replay(market, overlay_strategy(chosen), bt, first, last, say)
-    runs["control"] = _replay(market, NetDeltaControl("control", runs["overlay"].net_delta), bt, first, last, say)
+    runs = replay_runs(market, bt, policy, overlay_strategy(chosen), first, last, say)
 
     periods: dict[str, dict[str, Any]] = {
         "whole period": {"start": panel.dates[first], "end": panel.dates[last], "sample": "in and out of"},
@@ -257,22 +342,7 @@ def run_overlay_report(panel: PricePanel, implied_vols: dict, config: OverlayRep
     for w in cfg.windows:
         periods[w.name] = {"start": w.start, "end": w.end,
                            "sample": "in" if w.end <= cfg.train_end else "out of"}
-    metrics: dict[str, dict[str, dict[str, float]]] = {}
-    saved: dict[str, dict[str, Any]] = {}
-    overlay_run = runs["overlay"]
-    for name, p in periods.items():
-        metrics[name] = {run: window_metrics(s, p["start"], p["end"]) for run, s in runs.items()}
-        m = metrics[name]
-        cost = (_net_premium_per_year(overlay_run, overlay_run.dates[0], overlay_run.dates[-1]) if p["sample"] ==
-                "in and out of" else _net_premium_per_year(overlay_run, p["end"] - dt.timedelta(days=364), p["end"]))
-        out: dict[str, Any] = {"net_premium_in_window": m["overlay"]["premium_paid"] - m["overlay"]["premium_received"],
-                               "net_premium_year": cost}
-        for ref in ("policy", "control"):
-            points = (m[ref]["max_drawdown"] - m["overlay"]["max_drawdown"]) * 100.0
-            out[f"dd_saved_vs_{ref}_points"] = points
-            out[f"premium_bps_per_point_vs_{ref}"] = cost * 1e4 / points if points > 0 else None
-        out["beats_control"] = m["overlay"]["max_drawdown"] < m["control"]["max_drawdown"]
-        saved[name] = out
+    metrics, saved = compare_runs(runs, periods, whole_period="whole period")
     years = (len(runs["overlay"].nav) - 1) / 365.0
     cost_per_year = {
         "premium_paid_per_year": float(runs["overlay"].premium_paid[-1] / np.mean(runs["overlay"].nav) / years),
@@ -296,15 +366,17 @@ def _pct(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.{digits}f}%"
 
 
-def format_report(rep: dict[str, Any]) -> str:
-    """The comparison as a text table (one block per period)."""
-    lines = []
+def format_periods(periods: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, Any],
+                   saved: Mapping[str, Any]) -> list[str]:
+    """Text lines of :func:`compare_runs`'s result: one table per period (runs by rows) and what was saved."""
+    lines: list[str] = []
     head = f"{'run':<9}{'maxDD':>8}{'return':>9}{'vol':>8}{'prem paid':>11}{'prem recv':>11}{'turnover':>10}"
-    for name, p in rep["periods"].items():
-        s = rep["saved"][name]
-        lines.append(f"{name}: {p['start']}..{p['end']} ({p['sample']} sample)")
+    for name, p in periods.items():
+        s = saved[name]
+        sample = f" ({p['sample']} sample)" if p.get("sample") else ""
+        lines.append(f"{name}: {p['start']}..{p['end']}{sample}")
         lines.append(head)
-        for run, m in rep["metrics"][name].items():
+        for run, m in metrics[name].items():
             lines.append(f"{run:<9}{_pct(m['max_drawdown']):>8}{_pct(m['return']):>9}{_pct(m['realised_vol']):>8}"
                          f"{_pct(m['premium_paid'], 2):>11}{_pct(m['premium_received'], 2):>11}"
                          f"{_pct(m['turnover'], 0):>10}")
@@ -312,13 +384,19 @@ def format_report(rep: dict[str, Any]) -> str:
         def per_point(x: float | None) -> str:
             return "n/a (no drawdown saved)" if x is None else f"{x:.0f} bps of NAV a year per point"
 
-        lines.append(f"  net premium a year (365 days to the window's end; whole period: its mean): "
-                     f"{_pct(s['net_premium_year'], 2)} of NAV")
+        lines.append(f"  net premium a year (the 365 days to the window's end within the replay; whole period: its "
+                     f"mean): {_pct(s['net_premium_year'], 2)} of NAV")
         lines.append(f"  drawdown saved: {s['dd_saved_vs_policy_points']:+.2f} points vs policy "
                      f"({per_point(s['premium_bps_per_point_vs_policy'])}), {s['dd_saved_vs_control_points']:+.2f} "
                      f"points vs control ({per_point(s['premium_bps_per_point_vs_control'])}); overlay beats the "
                      f"control: {'yes' if s['beats_control'] else 'no'}")
         lines.append("")
+    return lines
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """The comparison as a text table (one block per period)."""
+    lines = format_periods(rep["periods"], rep["metrics"], rep["saved"])
     c = rep["cost_per_year"]
     lines.append(f"overlay premium a year: paid {_pct(c['premium_paid_per_year'], 2)} of mean NAV, received "
                  f"{_pct(c['premium_received_per_year'], 2)} (sales and payouts)")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from keeper.options_report import format_periods
 from keeper.units import DAYS_PER_YEAR, SECONDS_PER_DAY, SECONDS_PER_YEAR
 
 
@@ -128,6 +129,8 @@ class OptionsRecord:
     overlay_transactions: int = 0
     hedge_transactions: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: Net delta per asset after each bar's step, fraction of NAV (options included), by date.
+    net_delta: dict[dt.date, dict[str, float]] = field(default_factory=dict)
 
     def add_vols(self, date: dt.date, vols: list[float], filled: list[bool]) -> None:
         self.vol_dates.append(date)
@@ -136,6 +139,9 @@ class OptionsRecord:
 
     def add_day(self, options_value_usd: float) -> None:
         self.options_value_usd.append(float(options_value_usd))
+
+    def add_net_delta(self, date: dt.date, net_delta: dict[str, float]) -> None:
+        self.net_delta[date] = dict(net_delta)
 
     def add_step(self, date: dt.date, step: Any) -> None:
         for s in step.settlements:
@@ -210,13 +216,16 @@ def _summary(name: str, series: np.ndarray, dates: list[dt.date], bar_seconds: i
 
 def build_report(record: DemoRecord, out_dir: Path, replay_seconds: float, data_file: Path,
                  options: OptionsRecord | None = None, baseline: DemoRecord | None = None,
-                 interrupted: str | None = None) -> dict[str, Any]:
+                 interrupted: str | None = None, comparison: dict[str, Any] | None = None) -> dict[str, Any]:
     """Computes the metrics, writes ``report.json`` and ``report.png`` into ``out_dir``, returns the report
     (with its text rendering under ``"text"``).
 
     Options mode: ``options`` adds the ``"options"`` section (premiums and payouts in USD, puts bought and
-    rolled, implied-vol sources with the days carried forward); ``baseline`` is the same replay without
-    the overlay, whose share-price drawdown is reported beside the overlay's."""
+    rolled, implied-vol sources with the days carried forward); ``baseline`` is the same policy without
+    options, whose share-price drawdown is reported beside the overlay's; ``comparison`` (``periods``, ``metrics``,
+    ``saved`` of :func:`keeper.options_report.compare_runs`, ``series``) is the three-way comparison of the policy,
+    the overlay and the same-net-delta control, stored as ``options.comparison`` and rendered as the backtest's
+    overlay report renders it."""
     prices = np.array(record.prices)
     share = np.array(record.share_prices)
     weights = np.array(record.weights)
@@ -290,6 +299,8 @@ def build_report(record: DemoRecord, out_dir: Path, replay_seconds: float, data_
     }
     if options is not None:
         report["options"] = _options_section(options, vault, baseline, record.dates)
+        if comparison is not None:
+            report["options"]["comparison"] = comparison
     if record.volatility_target is not None:
         report.update(_volatility_section(record, vault, rebal))
     if interrupted is not None:  # the replay was stopped by a signal: the report covers the bars replayed
@@ -368,8 +379,15 @@ def _render_options(o: dict[str, Any]) -> list[str]:
         lines.append(
             f"  max drawdown without the overlay {o['max_drawdown_without_overlay']:.1%} "
             f"({o['max_drawdown_without_overlay_window'][0]} → {o['max_drawdown_without_overlay_window'][1]}), "
-            f"return {o['total_return_without_overlay']:.1%} (same days, prices, flows and hedge policy)"
+            f"return {o['total_return_without_overlay']:.1%} "
+            "(the same policy in spot only: same days, prices and flows)"
         )
+    if "comparison" in o:
+        c = o["comparison"]
+        lines += ["", "policy without options, with the put overlay, and the same-net-delta control (spot and cash "
+                  "holding the overlay run's net delta per asset); premiums and turnover in fractions of the NAV at "
+                  "each window's start:"]
+        lines += ["  " + line if line else "" for line in format_periods(c["periods"], c["metrics"], c["saved"])][:-1]
     for sym, v in o["implied_vol_sources"].items():
         lines.append(f"  {sym} implied vol: {v['kind']} [{v['source']}], {v['days_carried_forward']} days carried forward")
     return lines

@@ -175,3 +175,116 @@ def test_options_backtest_matches_the_on_chain_options_demo(tmp_path) -> None:
     print(f"\nmax relative NAV difference, options mode: {gap:.3e} (tolerance {tolerance:.1e}, book <= "
           f"{option_share:.2%} of NAV)")
     assert gap < tolerance
+
+
+def test_the_demos_overlay_comparison_matches_the_backtests_overlay_report(tmp_path) -> None:
+    """``keeper demo --options`` and ``keeper backtest --overlay-report`` compare the same three runs (the policy in
+    spot only, the policy with the put overlay, the same-net-delta control) over the same window: the demo's three
+    share-price series match the backtest's (:func:`keeper.options_report.replay_runs`, the report's replays).
+
+    Tolerance, per run, from the on-chain path's integer rounding:
+
+    * NAV. Policy: ``TOLERANCE`` (the spot path's rounding, the first test). Overlay: ``TOLERANCE`` plus the option
+      book's time shift, ``OPTION_SHARE · 60 / (2 · 5 · 86,400)`` (the options test above).
+    * Control. It targets the overlay run's net delta per asset, recorded on each side by
+      :func:`keeper.options_report.net_delta_fractions`. The two records differ by the overlay NAV's error in the
+      denominator and in the spot units (<= 2 · tol_overlay · |w|, with |w| <= 1 the asset's net-delta weight) and
+      by the option deltas' time shift δt <= 60 s: |∂Δ/∂t| = φ(d1)·|d2| / (2τ) at zero rate, and
+      φ(d1)|d2| <= φ(d1)(|d1| + σ√τ) <= 0.242 + 0.399·σ√τ (max of x·φ(x) is φ(1)); with τ >= 4 days held (rolled
+      5 days before expiry, checked once a day), τ <= the tenor and the option notional at most the NAV, the
+      per-asset gap is at most 2·tol_overlay + (0.242 + 0.399·σ_max·√tenor)·60 / (2·4·86,400). That gap, held as
+      extra (or missing) exposure, moves the NAV by at most gap_i · R_i, R_i the asset's largest relative move
+      between two closes of the window; the control's NAV tolerance is TOLERANCE + Σ_i measured gap_i · R_i (the
+      measured gaps are first checked against their bound).
+    * Share price. The demo reads it as ``convertToAssets(1 share)`` in base units (6 decimals, floor), an error
+      below 1e-6 USD per reading; indexed to the first day, the series carry that error at t and at 0, and the NAV
+      errors at t and at 0: |q_t/q_0 ÷ (N_t/N_0) − 1| <= 2·tol_nav + 1e-6 · (1/min q + 1/q_0).
+    """
+    from keeper.backtest import BacktestOptions, replay_window
+    from keeper.data import load_prices
+    from keeper.implied_vol import load_dvol, realised_vol_proxy
+    from keeper.options_report import compare_runs, replay_runs, replay_series
+    from keeper.strategies import NetDeltaControl
+
+    options = DemoOptions(symbols=SYMBOLS, start=dt.date(2022, 5, 1), end=dt.date(2022, 6, 5), lookback_days=35,
+                          half_life_days=15, flows_every_days=0, out_dir=tmp_path, quiet=True, options_mode=True)
+    report = run_demo(options)
+    comparison = report["options"]["comparison"]
+    demo_dates = [dt.date.fromisoformat(d) for d in comparison["series"]["dates"]]
+    share = {run: np.array(comparison["series"][f"share_price_{run}"]) for run in ("policy", "overlay", "control")}
+    demo_net = np.array(comparison["series"]["overlay_net_delta"])
+    demo_nav = np.array(report["series"]["nav_usd"])
+    option_share = float(np.max(np.array(report["options"]["series"]["options_value_usd"]) / demo_nav))
+    assert 0 < option_share < 0.1 and report["options"]["puts_bought"] >= 2
+
+    panel = load_price_panel(DEFAULT_PRICES_CSV, SYMBOLS)
+    seed_row = panel.index_on_or_after(options.start) - (options.lookback_days + 1)
+    table = load_prices(DEFAULT_PRICES_CSV, SYMBOLS)
+    vols = {s: realised_vol_proxy(table, s) for s in SYMBOLS}
+    vols["BTC"] = load_dvol(options.dvol)
+    config = BacktestConfig(
+        half_life_days=options.half_life_days, lookback_days=options.lookback_days,
+        min_observations=min(30, options.lookback_days - 1), slippage_budget_bps=options.slippage_budget_bps,
+        policy=TriggerPolicy(weight_drift_bps=options.drift_threshold_bps),
+        pools=PoolModel(fee_pips=500, depth_usd=options.pool_depth_usd, liquidity="constant_liquidity",
+                        seed_prices_usd=dict(zip(SYMBOLS, panel.prices[seed_row]))),
+        gas=GasModel(charge_to_nav=False),
+        options=BacktestOptions(implied_vols=vols, overlay=options.overlay, hedge_trigger=options.hedge_trigger),
+    )
+    market = Market(panel, config.lookback_days)
+    first, last = replay_window(panel, options.start, options.end, config.lookback_days)
+    cash = options.options_cash_buffer_bps
+    runs = replay_runs(market, config, RiskParity("policy", cash),
+                       RiskParity("overlay", cash, with_options=True, overlay=options.overlay), first, last,
+                       say=lambda _: None)
+    for run in runs.values():
+        assert run.dates == demo_dates
+
+    tol_policy = TOLERANCE
+    tol_overlay = TOLERANCE + option_share * 60 / (2 * 5 * 86_400)
+    # The recorded net deltas, against their bound.
+    backtest_net = np.array([[runs["overlay"].net_delta[d][s] for s in SYMBOLS] for d in demo_dates])
+    net_gap = np.max(np.abs(backtest_net - demo_net), axis=0)
+    sigma_max = float(np.max(report["options"]["series"]["vols"]))
+    charm = 0.242 + 0.399 * sigma_max * np.sqrt(options.overlay.tenor_days / 365)
+    net_bound = 2 * tol_overlay + charm * 60 / (2 * 4 * 86_400)
+    print(f"\nmax net-delta gap per asset {net_gap} (bound {net_bound:.2e})")
+    assert np.all(net_gap < net_bound)
+    closes = panel.prices[first - 1: last + 1]
+    largest_move = np.array([np.max(np.abs(closes[:, i][None, :] / closes[:, i][:, None] - 1.0))
+                             for i in range(len(SYMBOLS))])
+    tol_control = TOLERANCE + float(np.sum(net_gap * largest_move))
+
+    tolerances = {}
+    for run, tol_nav in (("policy", tol_policy), ("overlay", tol_overlay), ("control", tol_control)):
+        q = share[run]
+        nav = runs[run].nav
+        tolerances[run] = tolerance = 2 * tol_nav + 1e-6 * (1 / q.min() + 1 / q[0])
+        gap = float(np.max(np.abs((q / q[0]) / (nav / nav[0]) - 1.0)))
+        print(f"{run}: max relative share-price gap {gap:.3e} (tolerance {tolerance:.2e})")
+        assert gap < tolerance, run
+        # The tolerance tells the runs apart: each demo series is far from the backtest's other two runs.
+        for other in set(runs) - {run}:
+            apart = float(np.max(np.abs((q / q[0]) / (runs[other].nav / runs[other].nav[0]) - 1.0)))
+            assert apart > 10 * tolerance, (run, other, apart)
+
+    # The report's metrics follow: drawdown and return of each run and period within twice the series' tolerance
+    # (each is a difference or ratio of two points of the indexed series).
+    periods = comparison["periods"]
+    assert list(periods) == ["demo window", "luna_may_2022"]
+    backtest_metrics, _ = compare_runs(runs, {name: {"start": dt.date.fromisoformat(str(p["start"])),
+                                                      "end": dt.date.fromisoformat(str(p["end"]))}
+                                               for name, p in periods.items()}, whole_period="demo window")
+    for name in periods:
+        for run, tolerance in tolerances.items():
+            demo_m, bt_m = comparison["metrics"][name][run], backtest_metrics[name][run]
+            for key in ("max_drawdown", "return"):
+                assert abs(demo_m[key] - bt_m[key]) < 2 * tolerance, (name, run, key, demo_m[key], bt_m[key])
+
+    # The control on the demo's own net-delta record: the spot path's rounding alone.
+    same_targets = replay_series(market, NetDeltaControl("control", runs["overlay"].net_delta | {
+        d: dict(zip(SYMBOLS, row)) for d, row in zip(demo_dates, demo_net)}), config, first, last, lambda _: None)
+    q = share["control"]
+    gap = float(np.max(np.abs((q / q[0]) / (same_targets.nav / same_targets.nav[0]) - 1.0)))
+    print(f"control on the demo's net delta: max relative share-price gap {gap:.3e}")
+    assert gap < 2 * TOLERANCE + 1e-6 * (1 / q.min() + 1 / q[0])

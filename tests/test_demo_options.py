@@ -1,6 +1,7 @@
 """A short options-mode replay (`keeper demo --options`) through the LUNA collapse of May 2022: puts bought and
 rolled on chain, BTC priced with DVOL and the others with the stated realised-vol proxy, premiums and payouts,
-and the drawdown with and without the overlay over the same days and flows."""
+and the comparison with the same policy without options and with the same-net-delta control over the same days
+and flows."""
 
 from __future__ import annotations
 
@@ -64,8 +65,58 @@ def test_report_has_the_overlay_fields(replay) -> None:
     saved = json.loads((out / "report.json").read_text())
     assert saved["options"]["puts_bought"] == o["puts_bought"]
     assert "premium spent" in report["text"] and "without the overlay" in report["text"]
-    for name in ("report.png", "journal.sqlite", "options_deployment.json", "without_overlay/journal.sqlite"):
+    for name in ("report.png", "journal.sqlite", "options_deployment.json", "policy/journal.sqlite",
+                 "control/journal.sqlite"):
         assert (out / name).stat().st_size > 0
+
+
+def test_the_three_way_comparison_covers_the_replay_and_the_stress_window_inside_it(replay) -> None:
+    report, out = replay
+    o = report["options"]
+    c = o["comparison"]
+    # The LUNA window (2022-05-04..05-27) lies inside the replay; no other default window does.
+    assert list(c["periods"]) == ["demo window", "luna_may_2022"]
+    series = c["series"]
+    assert series["share_price_overlay"] == report["series"]["share_price_usd"]
+    assert series["share_price_policy"] == o["share_price_without_overlay"]
+    assert len(series["share_price_control"]) == report["days"]
+    for period, runs in c["metrics"].items():
+        assert list(runs) == ["policy", "overlay", "control"]
+        for run, m in runs.items():
+            assert 0.0 <= m["max_drawdown"] < 1.0 and m["turnover"] >= 0.0, (period, run, m)
+            if run != "overlay":  # spot and cash only
+                assert m["premium_paid"] == m["premium_received"] == 0.0
+    whole = c["metrics"]["demo window"]
+    assert whole["overlay"]["max_drawdown"] == pytest.approx(o["max_drawdown_with_overlay"], rel=1e-12)
+    assert whole["policy"]["max_drawdown"] == pytest.approx(o["max_drawdown_without_overlay"], rel=1e-12)
+    # Premiums in fractions of the NAV at the window's start (the first bar: the deposits are in).
+    nav0 = report["series"]["nav_usd"][0]
+    assert whole["overlay"]["premium_paid"] == pytest.approx(o["premium_spent_usd"] / nav0, rel=1e-9)
+    assert whole["overlay"]["premium_received"] == pytest.approx(o["payouts_received_usd"] / nav0, rel=1e-9)
+    saved = c["saved"]["demo window"]
+    points = (whole["policy"]["max_drawdown"] - whole["overlay"]["max_drawdown"]) * 100
+    assert saved["dd_saved_vs_policy_points"] == pytest.approx(points)
+    assert saved["beats_control"] == (whole["overlay"]["max_drawdown"] < whole["control"]["max_drawdown"])
+    assert "same-net-delta control" in report["text"] and "luna_may_2022: 2022-05-04..2022-05-27" in report["text"]
+    saved_json = json.loads((out / "report.json").read_text())
+    assert saved_json["options"]["comparison"]["saved"]["luna_may_2022"]["beats_control"] == \
+        c["saved"]["luna_may_2022"]["beats_control"]
+
+
+def test_the_control_trades_toward_the_overlay_runs_net_delta(replay) -> None:
+    """Each control rebalance targets the overlay run's net delta per asset of that day (long only, at most the
+    NAV in total), and its journal row carries that decision."""
+    report, out = replay
+    net = report["options"]["comparison"]["series"]["overlay_net_delta"]
+    dates = report["series"]["dates"]
+    rows = [r for r in Journal(out / "control" / "journal.sqlite").ticks() if r["status"] == "rebalanced"]
+    assert rows
+    for r in rows:
+        date = dt.datetime.fromtimestamp(r["block_timestamp"] - 86_400, dt.timezone.utc).date().isoformat()
+        policy = r["detail"]["policy"]
+        assert policy["allocation"]["allocator"] == "fixed" and policy["reasons"] == ["control: fixed NAV fractions"]
+        held = np.clip(net[dates.index(date)], 0.0, None)
+        np.testing.assert_allclose(policy["target_weights"], held / max(held.sum(), 1.0), rtol=1e-12, atol=1e-15)
 
 
 def test_vol_sources_are_stated_and_dvol_gaps_flagged(replay) -> None:
