@@ -56,7 +56,6 @@ from keeper.deployment import (
     BASE_DECIMALS,
     MAX_UINT256,
     VOL_FEED_DECIMALS,
-    Arbitrageur,
     BatchArbitrageur,
     FeedPusher,
     deploy_options,
