@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--quiet", action="store_true")
     demo.add_argument("--options", action="store_true",
                       help="options mode: protective-put overlay on an option market priced with DVOL (BTC) and a "
-                           "realised-vol proxy (others), delta-hedged; also replays without the overlay to compare "
+                           "realised-vol proxy (others), hedged to the budget; also replays the same policy without options "
+                           "and a same-net-delta spot-and-cash control, and compares the three "
                            "(assets default to BTC,ETH,SOL)")
 
     run = sub.add_parser("run", help="run ticks on a schedule against a deployed vault")
