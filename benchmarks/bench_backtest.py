@@ -7,7 +7,10 @@ Prints, for the shipped Binance history (nine assets, blank cells before each li
   * the default six strategies side by side (what ``keeper backtest`` runs), then with a 5 % ES limit,
   * the decision policy alone (:func:`keeper.policy.decide_targets`) per call on a 180-day window,
   * the walk-forward on two years,
-with asset-days/second = (days × assets with a close) / wall seconds, and the time per tick.
+with asset-days/second = (days × assets with a close, summed over the strategies run) / wall seconds, and the
+time per tick. The process CPU seconds are printed beside the wall seconds: on a shared machine the wall time
+includes the time other processes hold the cores, the CPU time does not (the replay is single-threaded with
+``OPENBLAS_NUM_THREADS=1``), so asset-days per CPU second is the figure to compare between runs.
 """
 
 from __future__ import annotations
@@ -42,27 +45,37 @@ def main() -> int:
     config = BacktestConfig()
 
     print(f"\n{'strategy':<20}{'cache':>7}{'days':>7}{'asset-days':>12}{'seconds':>9}{'asset-days/s':>14}"
-          f"{'ms/tick':>9}")
+          f"{'ms/tick':>9}{'cpu s':>8}{'asset-days/cpu s':>18}")
     market = Market(panel, config.lookback_days)
     for strategy in default_strategies():
         for cache in ("cold", "warm"):
             if cache == "cold":
                 market = Market(panel, config.lookback_days)
+            cpu = time.process_time()
             run = run_backtest(panel, [strategy], config, start, market=market)
+            cpu = time.process_time() - cpu
             print(f"{strategy.name:<20}{cache:>7}{run['days']:>7}{run['asset_days']:>12,}{run['seconds']:>9.2f}"
-                  f"{run['speed_asset_days_per_second']:>14,.0f}{run['seconds'] / run['days'] * 1e3:>9.2f}")
+                  f"{run['speed_asset_days_per_second']:>14,.0f}{run['seconds'] / run['days'] * 1e3:>9.2f}"
+                  f"{cpu:>8.2f}{run['asset_days'] / cpu:>18,.0f}")
 
+    cpu = time.process_time()
     run = run_backtest(panel, default_strategies(), config, start)
+    cpu = time.process_time() - cpu
     print(f"\nsix strategies side by side: {run['days']} days, {run['asset_days']:,} asset-days in "
           f"{run['seconds']:.1f} s "
           f"= {run['speed_asset_days_per_second']:,.0f} asset-days/s "
-          f"({run['seconds'] / run['days'] / len(run['results']) * 1e3:.2f} ms per strategy-day)")
+          f"({run['seconds'] / run['days'] / len(run['results']) * 1e3:.2f} ms per strategy-day); "
+          f"{cpu:.1f} CPU s = {run['asset_days'] / cpu:,.0f} asset-days/CPU s "
+          f"({cpu / run['days'] / len(run['results']) * 1e3:.2f} CPU ms per strategy-day)")
 
     limited = dataclasses.replace(config, es_limit=0.05)
+    cpu = time.process_time()
     run = run_backtest(panel, default_strategies(), limited, start)
+    cpu = time.process_time() - cpu
     binding = {r.name: r.metrics["es_limit_binding"] for r in run["results"]}
     print(f"same with a 5 % historical 99 % 1-day ES limit: {run['seconds']:.1f} s "
-          f"= {run['speed_asset_days_per_second']:,.0f} asset-days/s; ticks where the limit bound: {binding}")
+          f"= {run['speed_asset_days_per_second']:,.0f} asset-days/s, {run['asset_days'] / cpu:,.0f} asset-days/CPU s; "
+          f"ticks where the limit bound: {binding}")
 
     t_last = len(panel.dates) - 1
     universe = list(market.universe(t_last))

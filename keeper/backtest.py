@@ -279,27 +279,66 @@ class Market:
             count = np.where(valid[t], count + 1, 0)
             run[t] = count
         self.active = run >= self.lookback_bars + 1
-        self._answers: dict[tuple[int, int], int] = {}
+        self._answers: dict[int, list[int | None]] = {}
+        self._universes: dict[int, tuple[int, ...]] = {}
+        self._returns: dict[tuple[int, tuple[int, ...]], tuple[FloatArray, FloatArray | InvalidPriceError]] = {}
         self._gates: dict[tuple, GateDecision] = {}
         self.eth_index = panel.symbols.index("ETH") if "ETH" in panel.symbols else None
         self.estimator_calls = 0
 
+    def answers(self, t: int) -> list[int | None]:
+        """Feed answers (8 decimals) of row t's closes, as the demo pushes them; None where there is no close
+        (computed once per row and shared by every strategy; callers must not mutate the list)."""
+        row = self._answers.get(t)
+        if row is None:
+            row = self._answers[t] = [price_to_answer(p) if math.isfinite(p) else None
+                                      for p in self.panel.prices[t].tolist()]
+        return row
+
     def answer(self, t: int, i: int) -> int:
-        """Feed answer (8 decimals) of asset i's close on row t, as the demo pushes it."""
-        key = (t, i)
-        value = self._answers.get(key)
+        """Feed answer (8 decimals) of asset i's close on row t, as the demo pushes it.
+
+        Raises
+        ------
+        BacktestDataError
+            Asset i has no close on row t.
+        """
+        value = self.answers(t)[i]
         if value is None:
-            price = self.panel.prices[t, i]
-            if not math.isfinite(price):
-                raise BacktestDataError(
-                    f"{self.panel.symbols[i]} has no close on {self.panel.label(t)} but is needed that bar: "
-                    "fill the gap in the CSV or drop the asset (closes are never forward-filled)"
-                )
-            value = self._answers[key] = price_to_answer(price)
+            raise BacktestDataError(
+                f"{self.panel.symbols[i]} has no close on {self.panel.label(t)} but is needed that bar: "
+                "fill the gap in the CSV or drop the asset (closes are never forward-filled)"
+            )
         return value
 
     def universe(self, t: int) -> tuple[int, ...]:
-        return tuple(int(i) for i in np.flatnonzero(self.active[t]))
+        """Indices of the assets active on row t (a full window of consecutive closes), ascending."""
+        cached = self._universes.get(t)
+        if cached is None:
+            cached = self._universes[t] = tuple(int(i) for i in np.flatnonzero(self.active[t]))
+        return cached
+
+    def window(self, t: int, universe: tuple[int, ...]) -> tuple[FloatArray, FloatArray | InvalidPriceError]:
+        """Closes of rows ``t − lookback .. t`` of ``universe``'s assets, shape (lookback_bars + 1, n), and their
+        :func:`~keeper.returns.simple_returns` (or the :class:`~keeper.errors.InvalidPriceError` it raised).
+
+        Computed once per row and universe and shared by every strategy of the day, so both arrays are
+        read-only. Only the latest row is kept (the replay advances every strategy one row at a time).
+        """
+        key = (t, universe)
+        cached = self._returns.get(key)
+        if cached is None:
+            if len(self._returns) > 8:
+                self._returns.clear()
+            window = self.panel.prices[t - self.lookback_bars: t + 1][:, list(universe)]
+            window.setflags(write=False)
+            try:
+                returns: FloatArray | InvalidPriceError = simple_returns(window)
+                returns.setflags(write=False)  # type: ignore[union-attr]
+            except InvalidPriceError as exc:
+                returns = exc
+            cached = self._returns[key] = (window, returns)
+        return cached
 
     def gate(self, t: int, universe: tuple[int, ...], config: BacktestConfig) -> GateDecision:
         """The conditioning gate (:func:`keeper.conditioning_gate.gated_covariance`) on the returns of rows
@@ -310,10 +349,11 @@ class Market:
                config.periods_per_year, config.max_condition_number)
         cached = self._gates.get(key)
         if cached is None:
-            window = self.panel.prices[t - self.lookback_bars: t + 1][:, list(universe)]
+            _, returns = self.window(t, universe)
             try:
-                cached = gated_covariance(simple_returns(window), config.estimator_config(),
-                                          config.max_condition_number)
+                if isinstance(returns, InvalidPriceError):
+                    raise returns
+                cached = gated_covariance(returns, config.estimator_config(), config.max_condition_number)
             except InvalidPriceError as exc:
                 cached = GateDecision("hold", f"no returns ({type(exc).__name__}: {exc}); hold current positions",
                                       None, config.max_condition_number, ())
@@ -384,7 +424,7 @@ class StrategyRun:
         self.steps = 0
         self.funded = False
         self.seed_prices: dict[str, float] = {}
-        self._infos: dict[tuple[int, int], RiskAssetInfo] = {}
+        self._infos: dict[int, list[RiskAssetInfo]] = {}
         # Daily records.
         self.dates: list[dt.date | dt.datetime] = []  # bar labels
         self.timestamps: list[int] = []  # bar closes, Unix seconds
@@ -436,17 +476,30 @@ class StrategyRun:
     # -- valuation ----------------------------------------------------------
     def _info(self, i: int) -> RiskAssetInfo:
         """The modelled token: the symbol stands for its address and feed, decimals as deployed."""
-        key = (i, self.config.pools.fee_pips)
-        info = self._infos.get(key)
-        if info is None:
-            symbol = self.market.panel.symbols[i]
-            info = self._infos[key] = RiskAssetInfo(symbol, symbol, symbol, RISK_DECIMALS, FEED_DECIMALS,
-                                                    2 * SECONDS_PER_DAY, self.config.pools.fee_pips)
-        return info
+        return self._info_row()[i]
+
+    def _info_row(self) -> list[RiskAssetInfo]:
+        """:meth:`_info` of every asset of the panel under the current config (built once per fee tier)."""
+        fee_pips = self.config.pools.fee_pips
+        row = self._infos.get(fee_pips)
+        if row is None:
+            row = self._infos[fee_pips] = [
+                RiskAssetInfo(symbol, symbol, symbol, RISK_DECIMALS, FEED_DECIMALS, 2 * SECONDS_PER_DAY, fee_pips)
+                for symbol in self.market.panel.symbols]
+        return row
 
     def _values(self, t: int) -> list[int]:
-        """Oracle value of each holding, base units (the vault's ``_valueOf``, floor)."""
-        return [value_of(b, self.market.answer(t, i), self._info(i), BASE_DECIMALS) if b else 0
+        """Oracle value of each holding, base units (the vault's ``_valueOf``, floor).
+
+        Raises
+        ------
+        BacktestDataError
+            A held asset has no close on row t.
+        """
+        infos = self._info_row()
+        answers = self.market.answers(t)
+        return [(value_of(b, answers[i], infos[i], BASE_DECIMALS) if answers[i] is not None
+                 else value_of(b, self.market.answer(t, i), infos[i], BASE_DECIMALS)) if b else 0
                 for i, b in enumerate(self.balances)]
 
     # -- one day --------------------------------------------------------------
@@ -469,12 +522,13 @@ class StrategyRun:
         w = np.array(values, dtype=np.float64) / nav_vault if nav_vault else np.zeros(len(values))
         rrc = np.zeros(len(values))
         vol = math.nan
-        held = [i for i in universe if w[i] > 0]
-        if estimate is not None and held and set(held) <= set(universe):
-            pos = [universe.index(i) for i in held]
-            cov = estimate.covariance[np.ix_(pos, pos)]
-            rrc[held] = relative_risk_contributions(w[held], cov)
-            vol = portfolio_volatility(w[held], cov)
+        if estimate is not None:
+            pos = [k for k, i in enumerate(universe) if w[i] > 0]
+            if pos:
+                held = [universe[k] for k in pos]
+                cov = estimate.covariance if len(pos) == len(universe) else estimate.covariance[np.ix_(pos, pos)]
+                rrc[held] = relative_risk_contributions(w[held], cov)
+                vol = portfolio_volatility(w[held], cov)
         self.dates.append(self.market.panel.labels[t])
         self.timestamps.append(self.market.panel.close_timestamp(t))
         self.nav_vault.append(nav_vault / 10**BASE_DECIMALS)
@@ -539,10 +593,11 @@ class StrategyRun:
             return None
         estimate = gate.estimate
         symbols = tuple(market.panel.symbols[i] for i in universe)
-        window = market.panel.prices[t - market.lookback_bars: t + 1][:, list(universe)]
-
-        infos = [self._info(i) for i in universe]
-        answers = tuple(market.answer(t, i) for i in universe)
+        window, returns = market.window(t, universe)
+        info_row = self._info_row()
+        infos = [info_row[i] for i in universe]
+        answer_row = market.answers(t)
+        answers = tuple(answer_row[i] if answer_row[i] is not None else market.answer(t, i) for i in universe)
         if self.option_book is not None:
             # Settlement of expired series is an action of its own before the decision (the payouts are then
             # in the NAV it sees), as the live keeper settles before it plans.
@@ -562,7 +617,8 @@ class StrategyRun:
             previous = self.previous_target[1]
         ctx = DecisionContext(date, symbols, window[-1].copy(), window, estimate, gate=gate,
                               current_weights=current, previous_target=previous, policy=self._policy(),
-                              nav_base_units=total_assets)
+                              nav_base_units=total_assets,
+                              window_returns=None if isinstance(returns, InvalidPriceError) else returns)
         try:
             allocation = self.strategy(ctx)
         except KeeperError as exc:
@@ -807,10 +863,13 @@ def run_backtest(
     returns = asset_returns(panel.prices)
     t0 = time.perf_counter()
     results = []
-    for strategy in strategies:
-        run = StrategyRun(market, strategy, config)
-        for t in range(first, last + 1):
+    # Day by day, every strategy in turn: the day's market state (answers, window, returns, gate) is computed
+    # once and shared; each strategy's run depends on its own state and that shared, causal data only.
+    runs = [StrategyRun(market, strategy, config) for strategy in strategies]
+    for t in range(first, last + 1):
+        for run in runs:
             run.step(t)
+    for run in runs:
         results.append(strategy_result(run, returns, slice(first, last + 1)))
     seconds = time.perf_counter() - t0
     asset_days = int(np.isfinite(panel.prices[first: last + 1]).sum()) * len(strategies)

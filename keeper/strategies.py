@@ -67,6 +67,9 @@ class DecisionContext:
         :class:`PolicyStrategy` applies its own fields on top.
     nav_base_units : int, optional
         The vault's NAV before the tick, base-asset units.
+    window_returns : ndarray of shape (lookback_days, n), optional
+        ``simple_returns(history_usd)`` when the caller has it already (the replay computes it once a day for
+        every strategy); :attr:`returns` computes it otherwise.
     """
 
     date: dt.date
@@ -79,6 +82,7 @@ class DecisionContext:
     previous_target: FloatArray | None = None
     policy: PolicyConfig | None = None
     nav_base_units: int | None = None
+    window_returns: FloatArray | None = None
 
     @property
     def covariance(self) -> FloatArray:
@@ -87,6 +91,8 @@ class DecisionContext:
     @property
     def returns(self) -> FloatArray:
         """Daily simple returns of the window, shape (lookback_days, n)."""
+        if self.window_returns is not None:
+            return self.window_returns
         return simple_returns(self.history_usd)
 
 

@@ -196,6 +196,40 @@ def test_the_replay_uses_the_live_estimator_and_reaches_the_erc_target(tmp_path)
     assert np.allclose(res.rrc[-1], 1 / 3, atol=1e-3)
 
 
+def test_strategies_side_by_side_replay_exactly_as_each_alone(tmp_path) -> None:
+    # The side-by-side replay advances every strategy one day at a time and shares the day's answers, window,
+    # returns and gate: no strategy may see another's state, so each result is bit for bit its solo run
+    # (same inputs, same operations, same order: exact equality, no tolerance).
+    panel = load_price_panel(_synthetic(tmp_path, blanks={"SOL": 70}))
+    cfg = _config()
+    together = run_backtest(panel, default_strategies(), cfg)["results"]
+    for strategy, shared in zip(default_strategies(), together):
+        alone = run_backtest(panel, [strategy], cfg)["results"][0]
+        assert shared.name == alone.name
+        assert shared.nav.tolist() == alone.nav.tolist()
+        assert shared.weights.tolist() == alone.weights.tolist()
+        assert np.array_equal(shared.rrc, alone.rrc) and np.array_equal(shared.ex_ante_vol, alone.ex_ante_vol,
+                                                                          equal_nan=True)
+        assert [d.as_dict() for d in shared.decisions] == [d.as_dict() for d in alone.decisions]
+        # JSON text: NaN metrics (e.g. no vol target) compare equal as text, not as floats.
+        assert json.dumps(shared.metrics, default=str, sort_keys=True) == json.dumps(alone.metrics, default=str,
+                                                                                     sort_keys=True)
+
+
+def test_the_shared_window_cannot_be_changed_by_a_strategy(tmp_path) -> None:
+    # The day's closes and returns are one array for every strategy: a strategy writing into them would
+    # change what the next one sees, so they are read-only and the write raises.
+    class Scribbler:
+        name = "scribbler"
+
+        def __call__(self, ctx):
+            ctx.returns[0, 0] = 0.0
+            return Allocation(np.full(len(ctx.symbols), 1.0 / len(ctx.symbols)), 0.5)
+
+    with pytest.raises(ValueError, match="read-only"):
+        run_backtest(load_price_panel(_synthetic(tmp_path)), [Scribbler()], _config())
+
+
 def test_nav_accounting_adds_up_to_the_costs(tmp_path) -> None:
     panel = load_price_panel(_synthetic(tmp_path))
     cfg = _config(policy=TriggerPolicy(weight_drift_bps=100.0))
