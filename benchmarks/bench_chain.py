@@ -115,20 +115,32 @@ TICK_KEYS = ("read", "compute", "quote", "simulate", "send")
 
 
 class RpcCounter:
-    """Counts JSON-RPC requests made through one Web3's provider (wraps ``make_request``), in total and per
-    method (``since(mark)`` gives the methods called after a ``mark = counter.n``)."""
+    """Counts the round trips (HTTP requests: one per ``make_request``, one per ``make_batch_request`` whatever
+    it carries) made through one Web3's provider, and the JSON-RPC calls per method inside them
+    (``since(mark)`` gives the methods called after a ``mark = counter.calls``; ``n`` counts round trips)."""
 
     def __init__(self, w3: Any) -> None:
         self.n = 0
         self.methods: list[str] = []
         inner = w3.provider.make_request
+        inner_batch = w3.provider.make_batch_request
 
         def counting(method: str, params: Any) -> Any:
             self.n += 1
             self.methods.append(str(method))
             return inner(method, params)
 
+        def counting_batch(requests: Any) -> Any:
+            self.n += 1
+            self.methods.extend(str(method) for method, _ in requests)
+            return inner_batch(requests)
+
         w3.provider.make_request = counting
+        w3.provider.make_batch_request = counting_batch
+
+    @property
+    def calls(self) -> int:
+        return len(self.methods)
 
     def since(self, mark: int) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -214,10 +226,10 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
             push_day(pusher, prices.prices[t])
             arb.align_all([price_to_answer(p) for p in prices.prices[t]])
             rpc(w3, "evm_mine", [prices.close_timestamp(t) + 3600])
-            c0 = counter.n
+            c0, m0 = counter.n, counter.calls
             reports.append(keeper.run_once())
             rpc_counts.append(counter.n - c0)
-            rpc_methods.append(counter.since(c0))
+            rpc_methods.append(counter.since(m0))
             if sum(r.status == "rebalanced" for r in reports[1:]) >= STEADY_TICKS:
                 break
 

@@ -3,6 +3,12 @@ exact transaction with ``eth_call``, price it from ``eth_feeHistory`` under the 
 sign, journal (write-ahead), send (privately when configured) and wait for the receipt, replacing the
 transaction with bumped fees while it is stuck (:mod:`keeper.txmanager`).
 
+Round trips: the quotes of every leg (one Multicall3 ``aggregate3``), the simulation, the gas estimate, the
+fee history and the block height travel in one JSON-RPC batch (:meth:`Executor.quote`); the send then uses
+that pre-check when it is for the same calldata and fresh (:attr:`Executor.precheck_max_age_seconds`), else
+makes the batch again without the quotes. Then the send, and the receipt (the NAV after the trade is the
+vault's ``Rebalanced`` event in it).
+
 Refuses to send, raising a :class:`~keeper.errors.KeeperError`, while an earlier transaction of the
 keeper is still pending, when a quote is below a leg's ``minAmountOut``, when the simulation reverts (a
 lost race for the epoch shows up here and costs no gas), or when gas is above the cap or the gate.
@@ -22,13 +28,71 @@ from web3 import Web3
 
 from keeper.chain import call_raw, connect, contract, decode_revert
 from keeper.costs import GasModel, TradeCost, cost_from_quotes, gas_cost_base_units
-from keeper.errors import QuoteBelowBoundError, SimulationRevertedError, TransactionFailedError
-from keeper.gas import FeePolicy, Fees
+from keeper.errors import GasPriceTooHighError, KeeperError, QuoteBelowBoundError, RpcUnavailableError, SimulationRevertedError, TransactionFailedError
+from keeper.gas import FeeHistory, FeePolicy, Fees
 from keeper.journal import Journal, TxRecord
+from keeper.multicall import MULTICALL3_ADDRESS, Call, batch_request, decode_aggregate3, encode_aggregate3, selector
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, value_of
 from keeper.txmanager import ReconcileReport, TxManager, TxPolicy
 from keeper.units import BPS
+
+#: ``QuoterV2.quoteExactInputSingle((tokenIn, tokenOut, amountIn, fee, sqrtPriceLimitX96))``.
+QUOTE_EXACT_INPUT_SINGLE = selector("quoteExactInputSingle((address,address,uint256,uint24,uint160))")
+
+
+def _word_address(address: str) -> bytes:
+    return bytes(12) + bytes.fromhex(address[2:] if address.startswith("0x") else address)
+
+
+def _call_outcome(response: dict[str, Any], method: str) -> tuple[bool, bytes]:
+    """``(ok, return data or revert data)`` of one ``eth_call``/``eth_estimateGas`` response object.
+
+    Raises
+    ------
+    RuntimeError
+        The node failed the call without revert data (not a revert: the node or the request is at fault).
+    """
+    if "error" in response:
+        err = response["error"]
+        data = err.get("data") if isinstance(err, dict) else None
+        if isinstance(data, dict):
+            data = data.get("data")
+        if isinstance(data, str) and data.startswith("0x"):
+            return False, bytes.fromhex(data[2:])
+        raise RuntimeError(f"{method} failed without revert data: {err}")
+    result = response["result"]
+    return True, bytes.fromhex(result[2:]) if isinstance(result, str) else b""
+
+
+@dataclass(frozen=True)
+class Precheck:
+    """What the node said about one transaction just before it is sent, from one JSON-RPC batch.
+
+    Attributes
+    ----------
+    calldata : str
+        The transaction's calldata (hex), from the keeper to the vault.
+    simulation : (bool, bytes)
+        ``eth_call``: success and return data, or revert data.
+    gas_estimate : int or None
+        ``eth_estimateGas``, gas units; ``None`` when it failed (``estimate_error`` says why).
+    fee_history : FeeHistory or None
+        ``eth_feeHistory``; ``None`` when it failed (``fee_error`` says why).
+    block_number : int
+        ``eth_blockNumber``: the height the transaction's age in blocks starts from.
+    checked_at : float
+        ``time.monotonic()`` when the answer arrived, seconds.
+    """
+
+    calldata: str
+    simulation: tuple[bool, bytes]
+    gas_estimate: int | None
+    estimate_error: str | None
+    fee_history: FeeHistory | None
+    fee_error: str | None
+    block_number: int
+    checked_at: float
 
 
 
@@ -60,8 +124,9 @@ class ChainQuoter:
         Gas units per rebalance by number of legs.
     gas_price_wei : callable() -> int
         Base fee + tip of the next block, wei per gas (the cap when the fee cannot be read: an upper bound,
-        so the cost gate errs toward not trading). Called once, the first time a quoted plan is costed: a
-        tick that stops at its triggers reads no fee.
+        so the cost gate errs toward not trading). Called at most once, the first time a quoted plan is
+        costed, and only when the quotes' batch brought no fee history (:meth:`Executor.precheck_fee_history`):
+        a tick that stops at its triggers reads no fee.
     eth_price_usd : float
         USD per ETH, to value the gas.
     """
@@ -86,7 +151,15 @@ class ChainQuoter:
         state = self.state
         gas_units = self.gas_model.gas_units(len(plan.legs))
         if self._gas_price_wei is None:
-            self._gas_price_wei = self._gas_price_source()
+            history = self.executor.precheck_fee_history()
+            if history is not None:  # read with the quotes: no request of its own
+                try:
+                    fees = self.executor.fee_policy.fees_from_history(history, gate=False)
+                    self._gas_price_wei = fees.base_fee_per_gas + fees.max_priority_fee_per_gas
+                except KeeperError:
+                    self._gas_price_wei = self.executor.fee_policy.max_fee_per_gas_wei  # above the cap: price at it
+            else:
+                self._gas_price_wei = self._gas_price_source()
         gas = gas_cost_base_units(gas_units, self._gas_price_wei, self.eth_price_usd, state.base_decimals)
         value_of_risk = {
             info.symbol: (lambda amount, answer=answer, info=info: value_of(amount, answer, info, state.base_decimals))
@@ -145,6 +218,9 @@ class Executor:
         Private submission endpoint.
     fault_hook : callable, optional
         ``fault_hook(checkpoint, record)`` at the transaction manager's checkpoints (tests).
+    precheck_max_age_seconds : float
+        A send reuses the simulation, gas estimate and fees read with the quotes (:meth:`quote`) for up to
+        this long, seconds; older, or for other calldata, they are read again (one batch) before sending.
     """
 
     def __init__(
@@ -161,7 +237,12 @@ class Executor:
         tx_policy: TxPolicy | None = None,
         send_w3: Web3 | None = None,
         fault_hook: Callable[[str, TxRecord], None] | None = None,
+        precheck_max_age_seconds: float = 2.0,
     ) -> None:
+        if not precheck_max_age_seconds >= 0:
+            raise ValueError(f"precheck_max_age_seconds must be >= 0 seconds, got {precheck_max_age_seconds}")
+        self.precheck_max_age_seconds = float(precheck_max_age_seconds)
+        self._precheck: Precheck | None = None
         self.w3 = w3
         self.vault = contract(w3, "RiskParityVault", vault_address)
         self.quoter = contract(w3, "QuoterV2", quoter_address)
@@ -173,6 +254,8 @@ class Executor:
         self._pool_fees: dict[str, int] = {}
         leg_event = next(e for e in self.vault.abi if e.get("type") == "event" and e["name"] == "LegExecuted")
         self._leg_topic = "0x" + event_abi_to_log_topic(leg_event).hex()
+        rebalanced = next(e for e in self.vault.abi if e.get("type") == "event" and e["name"] == "Rebalanced")
+        self._rebalanced_topic = "0x" + event_abi_to_log_topic(rebalanced).hex()
         self.journal = journal if journal is not None else Journal(":memory:")
         self.tx = TxManager(w3, self.account, self.journal, fee_policy, tx_policy, send_w3=send_w3,
                             validator=self.still_valid, fault_hook=fault_hook)
@@ -257,23 +340,45 @@ class Executor:
         )
 
     def quote(self, plan: RebalancePlan, pool_fees: dict[str, int]) -> tuple[int, ...]:
-        """QuoterV2 output of every leg (each leg trades its own pool, so quotes are independent).
+        """QuoterV2 output of every leg (each leg trades its own pool, so quotes are independent), in one
+        round trip: one Multicall3 ``aggregate3`` ``eth_call`` of every leg's ``quoteExactInputSingle``
+        (``allowFailure`` per leg), batched with the pre-check of the plan's exact transaction (simulation,
+        gas estimate, fee history, block height: :class:`Precheck`), which :meth:`send` then uses.
 
         Raises
         ------
         QuoteBelowBoundError
-            A quote is below the leg's ``minAmountOut``: the pool is off the oracle price or too shallow.
+            A quote is below the leg's ``minAmountOut`` (the pool is off the oracle price or too shallow),
+            or QuoterV2 reverted for a leg (named).
+        RpcUnavailableError
+            The node refused the ``aggregate3`` call itself (e.g. no Multicall3 on the chain).
         """
-        quotes = []
+        calls = []
         for leg in plan.legs:
             risk = leg.token_out if leg.side == "buy" else leg.token_in
-            fn = self.quoter.functions.quoteExactInputSingle(
-                (leg.token_in, leg.token_out, leg.amount_in, pool_fees[risk], 0)
-            )
-            ok, data = call_raw(self.w3, {"to": self.quoter.address, "data": fn._encode_transaction_data()})
+            calls.append(Call.to(self.quoter.address, QUOTE_EXACT_INPUT_SINGLE + _word_address(leg.token_in)
+                                 + _word_address(leg.token_out) + int(leg.amount_in).to_bytes(32, "big")
+                                 + int(pool_fees[risk]).to_bytes(32, "big") + bytes(32)))
+        quote_request = ("eth_call", [{"to": MULTICALL3_ADDRESS, "data": "0x" + encode_aggregate3(calls).hex()},
+                                      "latest"])
+        data = self.calldata(plan)
+        responses = batch_request(self.w3, [quote_request, *self._precheck_requests(data)])
+        if "error" in responses[0]:
+            raise RpcUnavailableError(f"Multicall3 aggregate3 of {len(calls)} QuoterV2 quotes failed: "
+                                      f"{responses[0]['error']}")
+        self._precheck = self._read_precheck(data, responses[1:])
+        results = decode_aggregate3(bytes.fromhex(responses[0]["result"][2:]))
+        if len(results) != len(plan.legs):
+            raise RpcUnavailableError(f"Multicall3 answered {len(results)} results for {len(plan.legs)} quotes: "
+                                      f"no Multicall3 at {MULTICALL3_ADDRESS}?")
+        quotes = []
+        for leg, (ok, out) in zip(plan.legs, results):
             if not ok:
-                raise QuoteBelowBoundError(f"QuoterV2 reverted for the {leg.symbol} {leg.side} leg: {decode_revert(data)}")
-            amount_out = int.from_bytes(data[:32], "big")
+                raise QuoteBelowBoundError(f"QuoterV2 reverted for the {leg.symbol} {leg.side} leg: {decode_revert(out)}")
+            if len(out) < 32:
+                raise QuoteBelowBoundError(f"QuoterV2 returned {len(out)} bytes for the {leg.symbol} {leg.side} leg "
+                                           "(expected amountOut first): is quoter_address a QuoterV2?")
+            amount_out = int.from_bytes(out[:32], "big")
             if amount_out < leg.min_amount_out:
                 shortfall = (1 - amount_out / leg.oracle_amount_out) * BPS
                 raise QuoteBelowBoundError(
@@ -283,6 +388,49 @@ class Executor:
                 )
             quotes.append(amount_out)
         return tuple(quotes)
+
+    def _precheck_requests(self, data: str) -> list[tuple[str, list[Any]]]:
+        tx = {"from": self.address, "to": self.vault.address, "data": data}
+        return [("eth_call", [tx, "latest"]), ("eth_estimateGas", [tx]), self.fee_policy.fee_history_request(),
+                ("eth_blockNumber", [])]
+
+    def _read_precheck(self, data: str, responses: list[dict[str, Any]]) -> Precheck:
+        simulation, estimate, fee, height = responses
+        sim = _call_outcome(simulation, "eth_call")
+        gas_estimate, estimate_error = None, None
+        if "error" in estimate:
+            estimate_error = str(estimate["error"])
+        else:
+            gas_estimate = int(estimate["result"], 16)
+        fee_history, fee_error = None, None
+        try:
+            fee_history = self.fee_policy.parse_fee_history(fee)
+        except KeeperError as exc:
+            fee_error = str(exc)
+        if "error" in height:
+            raise RpcUnavailableError(f"eth_blockNumber failed: {height['error']}")
+        return Precheck(data, sim, gas_estimate, estimate_error, fee_history, fee_error, int(height["result"], 16),
+                        time.monotonic())
+
+    def precheck(self, data: str) -> Precheck:
+        """Simulation, gas estimate, fee history and block height of the transaction with calldata ``data``:
+        the one read with the quotes when fresh, else one batch now. Consumed: a second send re-checks."""
+        held, self._precheck = self._precheck, None
+        if (held is not None and held.calldata == data
+                and time.monotonic() - held.checked_at <= self.precheck_max_age_seconds):
+            return held
+        return self._read_precheck(data, batch_request(self.w3, self._precheck_requests(data)))
+
+    def precheck_fee_history(self) -> FeeHistory | None:
+        """Fee history read with the latest quotes (``None`` when none, stale or failed)."""
+        held = self._precheck
+        if held is None or time.monotonic() - held.checked_at > self.precheck_max_age_seconds:
+            return None
+        return held.fee_history
+
+    def discard_precheck(self) -> None:
+        """Forgets the pre-check read with the quotes (e.g. after a wait before sending): the send re-checks."""
+        self._precheck = None
 
     def simulate(self, data: str, block: str = "latest") -> None:
         """``eth_call`` of the exact transaction from the keeper's address.
@@ -340,14 +488,21 @@ class Executor:
         t0 = time.perf_counter()
         self.ensure_idle()
         data = data or self.calldata(plan)
-        self.simulate(data)
+        check = self.precheck(data)
+        ok, out = check.simulation
+        if not ok:
+            raise SimulationRevertedError(f"rebalance simulation reverted with {decode_revert(out)}; nothing was sent")
+        if check.gas_estimate is None:
+            raise SimulationRevertedError(f"rebalance gas estimate failed ({check.estimate_error}) although its "
+                                          "eth_call passed; nothing was sent")
         timings["simulate"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        fees: Fees = self.fee_policy.estimate(self.w3)
-        tx = {"from": self.address, "to": self.vault.address, "data": data}
-        gas = int(self.w3.eth.estimate_gas(tx) * self.gas_limit_margin)  # type: ignore[arg-type]
+        if check.fee_history is None:
+            raise GasPriceTooHighError(f"{check.fee_error}; nothing was sent")
+        fees: Fees = self.fee_policy.fees_from_history(check.fee_history)
+        gas = int(check.gas_estimate * self.gas_limit_margin)
         record = self.tx.submit(to=self.vault.address, data=data, gas_limit=gas, fees=fees, kind="rebalance",
-                                epoch=plan.expected_epoch, deadline=plan.deadline)
+                                epoch=plan.expected_epoch, deadline=plan.deadline, sent_block=check.block_number)
         outcome = self.tx.wait(record, self.receipt_timeout_seconds)
         receipt = outcome.receipt
         timings["send"] = time.perf_counter() - t1
@@ -363,15 +518,24 @@ class Executor:
                 "the next tick re-plans from the new state"
             )
         legs = []
+        nav_after: int | None = None
         for log in receipt["logs"]:
-            if log["topics"][0] != self._leg_topic or log["address"].lower() != self.vault.address.lower():
+            if log["address"].lower() != self.vault.address.lower():
+                continue
+            if log["topics"][0] == self._rebalanced_topic:
+                # Rebalanced(epoch indexed, navBefore, navAfter, turnoverBps, legCount): the vault's own NAV
+                # after the trades, the one its guards checked.
+                nav_after = int(log["data"][2 + 64:2 + 128], 16)
+                continue
+            if log["topics"][0] != self._leg_topic:
                 continue
             raw = bytes.fromhex(log["data"][2:])
             index, amount_in, amount_out, oracle_out = (int.from_bytes(raw[i : i + 32], "big") for i in range(0, 128, 32))
             leg = plan.legs[index]
             slip = (1 - amount_out / oracle_out) * BPS if oracle_out else 0.0
             legs.append(LegResult(leg.symbol, leg.side, amount_in, amount_out, oracle_out, slip))
-        nav_after = self.vault.functions.totalAssets().call(block_identifier=int(receipt["blockNumber"], 16))
+        if nav_after is None:  # no Rebalanced event (not expected of a mined rebalance): read it
+            nav_after = self.vault.functions.totalAssets().call(block_identifier=int(receipt["blockNumber"], 16))
         return ExecutionResult(
             tx_hash=tx_hex,
             block_number=int(receipt["blockNumber"], 16),

@@ -152,6 +152,36 @@ def call_encoded(w3: Web3, calldata: bytes, block: int | str = "latest") -> byte
     return result
 
 
+def batch_request(w3: Web3, requests: Sequence[tuple[str, list]]) -> list[dict]:
+    """Several JSON-RPC requests in one HTTP round trip (a JSON-RPC 2.0 batch); responses in request order.
+
+    Each response is the node's object for that request (``"result"`` or ``"error"``: an error of one call
+    does not fail the others). A provider without batch support (``make_batch_request`` missing or raising
+    ``NotImplementedError``) gets the requests one by one, with the same result.
+
+    Raises
+    ------
+    RpcUnavailableError
+        The node answered the batch as a whole with an error (e.g. it refuses batches) or with the wrong
+        number of responses.
+    """
+    if not requests:
+        return []
+    make_batch = getattr(w3.provider, "make_batch_request", None)
+    if make_batch is not None and len(requests) > 1:
+        try:
+            responses = make_batch(list(requests))
+        except NotImplementedError:
+            responses = None
+        if responses is not None:
+            if not isinstance(responses, list) or len(responses) != len(requests):
+                raise RpcUnavailableError(
+                    f"batch of {len(requests)} JSON-RPC requests ({', '.join(m for m, _ in requests)}) answered with "
+                    f"{responses!r:.300}: the node refuses batch requests")
+            return [dict(r) for r in responses]
+    return [dict(w3.provider.make_request(method, params)) for method, params in requests]  # type: ignore[arg-type]
+
+
 def has_multicall3(w3: Web3, block: int | str = "latest") -> bool:
     """Whether :data:`MULTICALL3_ADDRESS` holds code."""
     tag = hex(block) if isinstance(block, int) else block
@@ -226,6 +256,7 @@ __all__ = [
     "MAX_CALLS_PER_REQUEST",
     "MULTICALL3_ADDRESS",
     "aggregate3",
+    "batch_request",
     "call_encoded",
     "decode_address",
     "decode_aggregate3",
