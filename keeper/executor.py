@@ -4,10 +4,13 @@ sign, journal (write-ahead), send (privately when configured) and wait for the r
 transaction with bumped fees while it is stuck (:mod:`keeper.txmanager`).
 
 Round trips: the quotes of every leg (one Multicall3 ``aggregate3``), the simulation, the gas estimate, the
-fee history and the block height travel in one JSON-RPC batch (:meth:`Executor.quote`); the send then uses
-that pre-check when it is for the same calldata and fresh (:attr:`Executor.precheck_max_age_seconds`), else
-makes the batch again without the quotes. Then the send, and the receipt (the NAV after the trade is the
-vault's ``Rebalanced`` event in it).
+fee history and the block height travel in one JSON-RPC batch (:meth:`Executor.quote`); once a plan of
+the same shape (swap legs, option legs) was estimated, the simulation runs under that learned gas limit
+instead and the estimate is left out (a failure under it is checked again with an estimate). A send made right
+after the decision (``send(plan, reuse_precheck=True)``, the keeper's tick) uses that pre-check when it is for
+the same calldata and younger than :attr:`Executor.precheck_max_age_seconds`; any other send makes the batch
+again without the quotes. Then the send, and the receipt (the NAV after the trade is the vault's
+``Rebalanced`` event in it).
 
 Refuses to send, raising a :class:`~keeper.errors.KeeperError`, while an earlier transaction of the
 keeper is still pending, when a quote is below a leg's ``minAmountOut``, when the simulation reverts (a
@@ -65,6 +68,11 @@ def _call_outcome(response: dict[str, Any], method: str) -> tuple[bool, bytes]:
     return True, bytes.fromhex(result[2:]) if isinstance(result, str) else b""
 
 
+def _shape(plan: RebalancePlan) -> tuple[int, int]:
+    """(swap legs, option legs): plans of one shape take similar gas."""
+    return len(plan.legs), len(plan.option_legs)
+
+
 @dataclass(frozen=True)
 class Precheck:
     """What the node said about one transaction just before it is sent, from one JSON-RPC batch.
@@ -75,23 +83,33 @@ class Precheck:
         The transaction's calldata (hex), from the keeper to the vault.
     simulation : (bool, bytes)
         ``eth_call``: success and return data, or revert data.
-    gas_estimate : int or None
-        ``eth_estimateGas``, gas units; ``None`` when it failed (``estimate_error`` says why).
+    simulation_error : str or None
+        The node failed the ``eth_call`` without revert data (then ``simulation`` is ``(False, b"")``).
+    gas_limit : int or None
+        Gas limit to send with, gas units: ``eth_estimateGas`` × the margin, or (``gas_limit_simulated``) a
+        limit learned from an earlier estimate for a plan of the same shape, under which the simulation ran;
+        ``None`` when the estimate failed (``estimate_error`` says why).
+    gas_limit_simulated : bool
+        The ``eth_call`` ran with ``gas`` = ``gas_limit``: its success shows the transaction succeeds with that
+        limit on the state it saw, and no estimate was requested.
     fee_history : FeeHistory or None
         ``eth_feeHistory``; ``None`` when it failed (``fee_error`` says why).
-    block_number : int
-        ``eth_blockNumber``: the height the transaction's age in blocks starts from.
+    block_number : int or None
+        ``eth_blockNumber``: the height the transaction's age in blocks starts from (``None``: read after
+        the send).
     checked_at : float
         ``time.monotonic()`` when the answer arrived, seconds.
     """
 
     calldata: str
     simulation: tuple[bool, bytes]
-    gas_estimate: int | None
+    simulation_error: str | None
+    gas_limit: int | None
+    gas_limit_simulated: bool
     estimate_error: str | None
     fee_history: FeeHistory | None
     fee_error: str | None
-    block_number: int
+    block_number: int | None
     checked_at: float
 
 
@@ -219,8 +237,9 @@ class Executor:
     fault_hook : callable, optional
         ``fault_hook(checkpoint, record)`` at the transaction manager's checkpoints (tests).
     precheck_max_age_seconds : float
-        A send reuses the simulation, gas estimate and fees read with the quotes (:meth:`quote`) for up to
-        this long, seconds; older, or for other calldata, they are read again (one batch) before sending.
+        A send with ``reuse_precheck`` uses the simulation, gas estimate and fees read with the quotes
+        (:meth:`quote`) for up to this long, seconds (the decision's compute between quote and send takes
+        milliseconds; an Ethereum slot is 12 s); older, or for other calldata, they are read again.
     """
 
     def __init__(
@@ -243,6 +262,8 @@ class Executor:
             raise ValueError(f"precheck_max_age_seconds must be >= 0 seconds, got {precheck_max_age_seconds}")
         self.precheck_max_age_seconds = float(precheck_max_age_seconds)
         self._precheck: Precheck | None = None
+        # Gas limit per plan shape (swap legs, option legs): the last successful estimate × margin.
+        self._gas_limits: dict[tuple[int, int], int] = {}
         self.w3 = w3
         self.vault = contract(w3, "RiskParityVault", vault_address)
         self.quoter = contract(w3, "QuoterV2", quoter_address)
@@ -362,11 +383,12 @@ class Executor:
         quote_request = ("eth_call", [{"to": MULTICALL3_ADDRESS, "data": "0x" + encode_aggregate3(calls).hex()},
                                       "latest"])
         data = self.calldata(plan)
-        responses = batch_request(self.w3, [quote_request, *self._precheck_requests(data)])
+        gas_limit = self._gas_limits.get(_shape(plan))
+        responses = batch_request(self.w3, [quote_request, *self._precheck_requests(data, gas_limit)])
         if "error" in responses[0]:
             raise RpcUnavailableError(f"Multicall3 aggregate3 of {len(calls)} QuoterV2 quotes failed: "
                                       f"{responses[0]['error']}")
-        self._precheck = self._read_precheck(data, responses[1:])
+        self._precheck = self._read_precheck(data, responses[1:], gas_limit)
         results = decode_aggregate3(bytes.fromhex(responses[0]["result"][2:]))
         if len(results) != len(plan.legs):
             raise RpcUnavailableError(f"Multicall3 answered {len(results)} results for {len(plan.legs)} quotes: "
@@ -389,37 +411,62 @@ class Executor:
             quotes.append(amount_out)
         return tuple(quotes)
 
-    def _precheck_requests(self, data: str) -> list[tuple[str, list[Any]]]:
-        tx = {"from": self.address, "to": self.vault.address, "data": data}
+    def _precheck_requests(self, data: str, gas_limit: int | None) -> list[tuple[str, list[Any]]]:
+        """Simulation (under ``gas_limit`` when given), the gas estimate (only without ``gas_limit``), fee
+        history, height."""
+        tx: dict[str, Any] = {"from": self.address, "to": self.vault.address, "data": data}
+        if gas_limit is not None:
+            return [("eth_call", [tx | {"gas": hex(gas_limit)}, "latest"]), self.fee_policy.fee_history_request(),
+                    ("eth_blockNumber", [])]
         return [("eth_call", [tx, "latest"]), ("eth_estimateGas", [tx]), self.fee_policy.fee_history_request(),
                 ("eth_blockNumber", [])]
 
-    def _read_precheck(self, data: str, responses: list[dict[str, Any]]) -> Precheck:
-        simulation, estimate, fee, height = responses
-        sim = _call_outcome(simulation, "eth_call")
-        gas_estimate, estimate_error = None, None
-        if "error" in estimate:
-            estimate_error = str(estimate["error"])
+    def _read_precheck(self, data: str, responses: list[dict[str, Any]], gas_limit: int | None) -> Precheck:
+        simulated = gas_limit is not None
+        if simulated:
+            simulation, fee, height = responses
+            estimate: dict[str, Any] = {}
         else:
-            gas_estimate = int(estimate["result"], 16)
+            simulation, estimate, fee, height = responses
+        try:
+            sim = _call_outcome(simulation, "eth_call")
+            simulation_error = None
+        except RuntimeError as exc:  # the node failed the call without revert data
+            sim, simulation_error = (False, b""), str(exc)
+        estimate_error = None
+        if gas_limit is None:
+            if "error" in estimate:
+                estimate_error = str(estimate["error"])
+            else:
+                gas_limit = int(int(estimate["result"], 16) * self.gas_limit_margin)
         fee_history, fee_error = None, None
         try:
             fee_history = self.fee_policy.parse_fee_history(fee)
         except KeeperError as exc:
             fee_error = str(exc)
-        if "error" in height:
-            raise RpcUnavailableError(f"eth_blockNumber failed: {height['error']}")
-        return Precheck(data, sim, gas_estimate, estimate_error, fee_history, fee_error, int(height["result"], 16),
-                        time.monotonic())
+        block_number = None if "error" in height else int(height["result"], 16)
+        return Precheck(data, sim, simulation_error, gas_limit, simulated, estimate_error, fee_history, fee_error,
+                        block_number, time.monotonic())
 
-    def precheck(self, data: str) -> Precheck:
-        """Simulation, gas estimate, fee history and block height of the transaction with calldata ``data``:
-        the one read with the quotes when fresh, else one batch now. Consumed: a second send re-checks."""
+    def _checked(self, data: str, shape: tuple[int, int]) -> Precheck:
+        gas_limit = self._gas_limits.get(shape)
+        return self._read_precheck(data, batch_request(self.w3, self._precheck_requests(data, gas_limit)), gas_limit)
+
+    def precheck(self, data: str, reuse: bool = False, shape: tuple[int, int] | None = None) -> Precheck:
+        """Simulation, gas limit, fee history and block height of the transaction with calldata ``data``:
+        one batch now, or with ``reuse`` the one read with the quotes when it is for ``data`` and fresh. The
+        held pre-check is consumed either way: it serves one send at most.
+
+        ``shape`` = (swap legs, option legs) of the plan: with a gas limit learned for that shape (the last
+        successful estimate × margin), the simulation runs under that exact limit and no estimate is asked
+        (``eth_estimateGas`` re-executes the transaction some twenty times in its search); without one, the
+        estimate is in the batch.
+        """
         held, self._precheck = self._precheck, None
-        if (held is not None and held.calldata == data
+        if (reuse and held is not None and held.calldata == data
                 and time.monotonic() - held.checked_at <= self.precheck_max_age_seconds):
             return held
-        return self._read_precheck(data, batch_request(self.w3, self._precheck_requests(data)))
+        return self._checked(data, shape if shape is not None else (-1, -1))
 
     def precheck_fee_history(self) -> FeeHistory | None:
         """Fee history read with the latest quotes (``None`` when none, stale or failed)."""
@@ -469,8 +516,12 @@ class Executor:
             raise TransactionFailedError(f"{kind} {outcome.record.hash} failed on chain (or was cancelled as stuck)")
         return outcome.receipt
 
-    def send(self, plan: RebalancePlan, data: str | None = None) -> ExecutionResult:
+    def send(self, plan: RebalancePlan, data: str | None = None, *, reuse_precheck: bool = False) -> ExecutionResult:
         """Simulates, prices, signs, journals and sends ``plan``; waits for the receipt.
+
+        With ``reuse_precheck`` (only right after the decision that quoted ``plan``), the simulation, gas
+        estimate and fee history read in the quotes' batch are used when fresh (:meth:`precheck`), saving a
+        round trip; else they are read now, in one batch.
 
         Raises
         ------
@@ -488,19 +539,29 @@ class Executor:
         t0 = time.perf_counter()
         self.ensure_idle()
         data = data or self.calldata(plan)
-        check = self.precheck(data)
+        shape = _shape(plan)
+        check = self.precheck(data, reuse=reuse_precheck, shape=shape)
+        if check.gas_limit_simulated and (check.simulation_error is not None or not check.simulation[0]):
+            # Under the learned limit it failed: out of gas, or a real revert. Forget the limit and check
+            # again with an estimate (one more round trip, on this path only) to tell which.
+            self._gas_limits.pop(shape, None)
+            check = self._checked(data, shape)
         ok, out = check.simulation
+        if check.simulation_error is not None:
+            raise RpcUnavailableError(f"rebalance simulation could not run: {check.simulation_error}; nothing was sent")
         if not ok:
             raise SimulationRevertedError(f"rebalance simulation reverted with {decode_revert(out)}; nothing was sent")
-        if check.gas_estimate is None:
+        if check.gas_limit is None:
             raise SimulationRevertedError(f"rebalance gas estimate failed ({check.estimate_error}) although its "
                                           "eth_call passed; nothing was sent")
+        if not check.gas_limit_simulated:
+            self._gas_limits[shape] = check.gas_limit
         timings["simulate"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         if check.fee_history is None:
             raise GasPriceTooHighError(f"{check.fee_error}; nothing was sent")
         fees: Fees = self.fee_policy.fees_from_history(check.fee_history)
-        gas = int(check.gas_estimate * self.gas_limit_margin)
+        gas = check.gas_limit
         record = self.tx.submit(to=self.vault.address, data=data, gas_limit=gas, fees=fees, kind="rebalance",
                                 epoch=plan.expected_epoch, deadline=plan.deadline, sent_block=check.block_number)
         outcome = self.tx.wait(record, self.receipt_timeout_seconds)

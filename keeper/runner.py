@@ -417,7 +417,8 @@ class Keeper:
                                             settlements=planned.settlements)
                 execution = step.execution
             else:
-                execution = self.executor.send(plan)
+                # Right after the decision: the simulation, gas estimate and fees read with the quotes serve.
+                execution = self.executor.send(plan, reuse_precheck=True)
         except Exception as exc:
             # Another keeper may have rebalanced this epoch between our read and our send: the
             # simulation (or gas estimate) reverts with EpochMismatch and nothing is sent; a send that
