@@ -97,6 +97,8 @@ class Precheck:
     block_number : int or None
         ``eth_blockNumber``: the height the transaction's age in blocks starts from (``None``: read after
         the send).
+    pending_nonce : int or None
+        The account's pending nonce, asked for only while the transaction manager keeps none.
     checked_at : float
         ``time.monotonic()`` when the answer arrived, seconds.
     """
@@ -110,6 +112,7 @@ class Precheck:
     fee_history: FeeHistory | None
     fee_error: str | None
     block_number: int | None
+    pending_nonce: int | None
     checked_at: float
 
 
@@ -262,6 +265,7 @@ class Executor:
             raise ValueError(f"precheck_max_age_seconds must be >= 0 seconds, got {precheck_max_age_seconds}")
         self.precheck_max_age_seconds = float(precheck_max_age_seconds)
         self._precheck: Precheck | None = None
+        self._precheck_plan: RebalancePlan | None = None  # the plan object the held pre-check was made for
         # Gas limit per plan shape (swap legs, option legs): the last successful estimate × margin.
         self._gas_limits: dict[tuple[int, int], int] = {}
         self.w3 = w3
@@ -385,6 +389,7 @@ class Executor:
         data = self.calldata(plan)
         gas_limit = self._gas_limits.get(_shape(plan))
         responses = batch_request(self.w3, [quote_request, *self._precheck_requests(data, gas_limit)])
+        self._precheck_plan = plan
         if "error" in responses[0]:
             raise RpcUnavailableError(f"Multicall3 aggregate3 of {len(calls)} QuoterV2 quotes failed: "
                                       f"{responses[0]['error']}")
@@ -413,15 +418,22 @@ class Executor:
 
     def _precheck_requests(self, data: str, gas_limit: int | None) -> list[tuple[str, list[Any]]]:
         """Simulation (under ``gas_limit`` when given), the gas estimate (only without ``gas_limit``), fee
-        history, height."""
+        history, height, and the account's pending nonce while the transaction manager does not keep one."""
         tx: dict[str, Any] = {"from": self.address, "to": self.vault.address, "data": data}
+        nonce = self.tx.nonce_request()
+        tail = [self.fee_policy.fee_history_request(), ("eth_blockNumber", [])] + ([nonce] if nonce else [])
         if gas_limit is not None:
-            return [("eth_call", [tx | {"gas": hex(gas_limit)}, "latest"]), self.fee_policy.fee_history_request(),
-                    ("eth_blockNumber", [])]
-        return [("eth_call", [tx, "latest"]), ("eth_estimateGas", [tx]), self.fee_policy.fee_history_request(),
-                ("eth_blockNumber", [])]
+            return [("eth_call", [tx | {"gas": hex(gas_limit)}, "latest"]), *tail]
+        return [("eth_call", [tx, "latest"]), ("eth_estimateGas", [tx]), *tail]
 
     def _read_precheck(self, data: str, responses: list[dict[str, Any]], gas_limit: int | None) -> Precheck:
+        base = 3 if gas_limit is not None else 4
+        pending_nonce = None
+        if len(responses) > base:  # the pending nonce asked for by _precheck_requests
+            answer = responses[base]
+            if "error" not in answer and isinstance(answer.get("result"), str):
+                pending_nonce = int(answer["result"], 16)
+            responses = responses[:base]
         simulated = gas_limit is not None
         if simulated:
             simulation, fee, height = responses
@@ -446,7 +458,7 @@ class Executor:
             fee_error = str(exc)
         block_number = None if "error" in height else int(height["result"], 16)
         return Precheck(data, sim, simulation_error, gas_limit, simulated, estimate_error, fee_history, fee_error,
-                        block_number, time.monotonic())
+                        block_number, pending_nonce, time.monotonic())
 
     def _checked(self, data: str, shape: tuple[int, int]) -> Precheck:
         gas_limit = self._gas_limits.get(shape)
@@ -462,7 +474,7 @@ class Executor:
         (``eth_estimateGas`` re-executes the transaction some twenty times in its search); without one, the
         estimate is in the batch.
         """
-        held, self._precheck = self._precheck, None
+        held, self._precheck, self._precheck_plan = self._precheck, None, None
         if (reuse and held is not None and held.calldata == data
                 and time.monotonic() - held.checked_at <= self.precheck_max_age_seconds):
             return held
@@ -477,7 +489,7 @@ class Executor:
 
     def discard_precheck(self) -> None:
         """Forgets the pre-check read with the quotes (e.g. after a wait before sending): the send re-checks."""
-        self._precheck = None
+        self._precheck, self._precheck_plan = None, None
 
     def simulate(self, data: str, block: str = "latest") -> None:
         """``eth_call`` of the exact transaction from the keeper's address.
@@ -538,6 +550,8 @@ class Executor:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         self.ensure_idle()
+        if data is None and reuse_precheck and self._precheck is not None and self._precheck_plan is plan:
+            data = self._precheck.calldata  # encoded for the quotes' batch: the same plan object
         data = data or self.calldata(plan)
         shape = _shape(plan)
         check = self.precheck(data, reuse=reuse_precheck, shape=shape)
@@ -563,7 +577,8 @@ class Executor:
         fees: Fees = self.fee_policy.fees_from_history(check.fee_history)
         gas = check.gas_limit
         record = self.tx.submit(to=self.vault.address, data=data, gas_limit=gas, fees=fees, kind="rebalance",
-                                epoch=plan.expected_epoch, deadline=plan.deadline, sent_block=check.block_number)
+                                epoch=plan.expected_epoch, deadline=plan.deadline, sent_block=check.block_number,
+                                chain_nonce=check.pending_nonce)
         outcome = self.tx.wait(record, self.receipt_timeout_seconds)
         receipt = outcome.receipt
         timings["send"] = time.perf_counter() - t1

@@ -218,7 +218,7 @@ class TxManager:
         """Transaction count of the account at ``block`` (``"pending"`` includes the node's mempool)."""
         return int(self._rpc("eth_getTransactionCount", [self.address, block]), 16)
 
-    def next_nonce(self) -> int:
+    def next_nonce(self, chain_nonce: int | None = None) -> int:
         """``max(chain pending nonce, highest live journalled nonce + 1)``.
 
         The chain term covers transactions sent by anyone else from this account; the journal term covers
@@ -226,11 +226,20 @@ class TxManager:
         is read (``eth_getTransactionCount``) only while unknown: after a receipt of ours at nonce n it is
         n + 1 with no request. Another sender of the account then shows up as "nonce too low" at send,
         which forgets the kept value and takes a fresh one (:meth:`submit`); every drop of a row, refusal
-        or unreachable send forgets it too, so a nonce left unused is never skipped.
+        or unreachable send forgets it too, so a nonce left unused is never skipped. ``chain_nonce``: the
+        pending nonce read just before (in a batch, :meth:`nonce_request`), used when none is kept.
         """
         live = self.journal.highest_live_nonce(self.address)
-        chain = self._nonce_hint if self._nonce_hint is not None else self.chain_nonce("pending")
+        if self._nonce_hint is not None:
+            chain = self._nonce_hint
+        else:
+            chain = chain_nonce if chain_nonce is not None else self.chain_nonce("pending")
         return chain if live is None else max(chain, live + 1)
+
+    def nonce_request(self) -> tuple[str, list[Any]] | None:
+        """The ``eth_getTransactionCount(pending)`` request :meth:`next_nonce` would make, to send in a batch
+        just before :meth:`submit` (its answer as ``submit(chain_nonce=...)``); ``None`` when the nonce is kept."""
+        return None if self._nonce_hint is not None else ("eth_getTransactionCount", [self.address, "pending"])
 
     def forget_nonce(self) -> None:
         """The next :meth:`next_nonce` reads the chain's pending nonce again."""
@@ -258,6 +267,7 @@ class TxManager:
         replaces: int | None = None,
         max_nonce_retries: int = 3,
         sent_block: int | None = None,
+        chain_nonce: int | None = None,
     ) -> TxRecord:
         """Signs, journals (committed) and then sends a transaction; returns its ``sent`` row.
 
@@ -265,7 +275,8 @@ class TxManager:
         sender of the account got there first), the row is journalled ``dropped`` and the transaction is
         signed again at a fresh nonce, up to ``max_nonce_retries`` times. With ``nonce`` given (a deliberate
         replacement) a taken nonce is not retried. ``sent_block`` is the chain height just before the send
-        (the start of the transaction's age in blocks), read after the send when omitted.
+        (the start of the transaction's age in blocks), read after the send when omitted; ``chain_nonce``
+        the account's pending nonce read just before (first attempt only, see :meth:`next_nonce`).
 
         Raises
         ------
@@ -276,8 +287,8 @@ class TxManager:
             could be reached (the row stays ``intended``: it may have reached the network, and the next
             reconciliation settles it).
         """
-        for _ in range(max_nonce_retries if nonce is None else 1):
-            use_nonce = self.next_nonce() if nonce is None else nonce
+        for attempt in range(max_nonce_retries if nonce is None else 1):
+            use_nonce = self.next_nonce(chain_nonce if attempt == 0 else None) if nonce is None else nonce
             tx = {
                 "type": 2,
                 "chainId": self.chain_id,
@@ -508,6 +519,9 @@ class TxManager:
         delay = poll_seconds
         problem = ""
         height: int | None = None
+        # A node that mines on receipt (a dev chain) indexes the receipt a moment after accepting the
+        # transaction: one poll interval first saves a poll that would only find it missing.
+        time.sleep(poll_seconds)
         while True:
             outcome = self.poll(record.nonce)
             if outcome is not None:
@@ -586,7 +600,7 @@ class TxManager:
                 "intended": "not sent",
             }[new.status]
             entries.append(ReconcileEntry(tx_id, old.hash, old.nonce, old.kind, old.status, new.status, action))
-        for row in self.journal.transactions(sender=self.address):
+        for row in self.journal.transactions(sender=self.address) if actions else ():
             if row.id not in before and row.id in actions:  # replacements and cancels made here
                 entries.append(
                     ReconcileEntry(row.id, row.hash, row.nonce, row.kind, "new", row.status, actions[row.id])

@@ -21,6 +21,8 @@ QUOTE_AND_PRECHECK = ("eth_call", "eth_call", "eth_estimateGas", "eth_feeHistory
 QUOTE_AND_SIMULATE_UNDER_LIMIT = ("eth_call", "eth_call", "eth_feeHistory", "eth_blockNumber")
 PRECHECK = ("eth_call", "eth_estimateGas", "eth_feeHistory", "eth_blockNumber")
 SIMULATE_UNDER_LIMIT = ("eth_call", "eth_feeHistory", "eth_blockNumber")
+#: Appended to the batch while the keeper keeps no nonce (before its first receipt, after a failure).
+NONCE = ("eth_getTransactionCount",)
 
 
 class RoundTrips:
@@ -64,9 +66,9 @@ def test_a_steady_rebalancing_tick_is_two_round_trips_then_the_send_and_its_rece
     cold = keeper.run_once()
     assert cold.status == "rebalanced", cold.reason
     cold_trips = trips.since(mark)
-    # Cold: the round history in batched multicalls, the nonce once; then the same path as a steady tick.
-    assert len(cold_trips) <= 7, cold_trips
-    assert cold_trips.count(("eth_getTransactionCount",)) == 1
+    # Cold: the round history in batched multicalls; the nonce in the quotes' batch; then as a steady tick.
+    assert len(cold_trips) <= 5, cold_trips
+    assert QUOTE_AND_PRECHECK + NONCE in cold_trips and NONCE not in cold_trips, cold_trips
     for _ in range(2):
         shapes = set(keeper.executor._gas_limits)
         report, steady = _next_day_tick(chain, keeper, trips)
@@ -99,7 +101,7 @@ def test_the_quotes_of_every_leg_are_one_request_and_each_failure_names_its_leg(
     trips = RoundTrips(chain.w3, monkeypatch)
     mark = trips.mark()
     quotes = keeper.executor.quote(plan, fees)
-    assert trips.since(mark) == [QUOTE_AND_PRECHECK]
+    assert trips.since(mark) == [QUOTE_AND_PRECHECK + NONCE]
     # Each decoded quote is the single-call QuoterV2 answer for that leg.
     for leg, amount_out in zip(plan.legs, quotes):
         risk = leg.token_out if leg.side == "buy" else leg.token_in
@@ -133,7 +135,8 @@ def test_a_move_halved_for_shallow_pools_requotes_once_per_step_and_sends_the_la
     assert report.status == "rebalanced", report.reason
     batches = [t for t in trips.since(mark) if len(t) > 1]
     # One batch per attempt, the last one's check serving the send.
-    assert len(batches) >= 2 and all(t in (QUOTE_AND_PRECHECK, QUOTE_AND_SIMULATE_UNDER_LIMIT) for t in batches), batches
+    assert len(batches) >= 2 and all(t in (QUOTE_AND_PRECHECK + NONCE, QUOTE_AND_SIMULATE_UNDER_LIMIT + NONCE)
+                                     for t in batches), batches
     assert ("eth_sendRawTransaction",) in trips.since(mark)
 
 
@@ -151,7 +154,7 @@ def test_a_send_outside_the_tick_checks_again_and_a_stale_check_is_not_trusted(c
     mark = trips.mark()
     with pytest.raises(SimulationRevertedError, match="EpochMismatch"):
         second.executor.send(planned.plan, reuse_precheck=True)
-    assert PRECHECK in trips.since(mark) and ("eth_sendRawTransaction",) not in trips.since(mark)
+    assert PRECHECK + NONCE in trips.since(mark) and ("eth_sendRawTransaction",) not in trips.since(mark)
     assert chain.w3.eth.get_transaction_count(chain.keeper) == nonce
     # A send not made right after its decision (no reuse) checks again, in one batch, even with a fresh check held.
     second.executor.precheck_max_age_seconds = 60.0
@@ -159,7 +162,7 @@ def test_a_send_outside_the_tick_checks_again_and_a_stale_check_is_not_trusted(c
     mark = trips.mark()
     with pytest.raises(SimulationRevertedError, match="EpochMismatch"):
         second.executor.send(planned.plan)
-    assert trips.since(mark) == [PRECHECK], trips.since(mark)
+    assert trips.since(mark) == [PRECHECK + NONCE], trips.since(mark)
 
 
 def test_a_learned_gas_limit_too_low_is_never_sent(chain: System, monkeypatch) -> None:
