@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import USDC, System
 
-from keeper.errors import QuoteBelowBoundError, RpcUnavailableError, SimulationRevertedError
+from keeper.errors import QuoteBelowBoundError, SimulationRevertedError
 from keeper.multicall import batch_request
 from keeper.planner import plan_rebalance
 
@@ -238,7 +238,12 @@ class _NoBatchProvider:
 
 
 class _BatchRefusingProvider(_NoBatchProvider):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
     def make_batch_request(self, requests):
+        self.batches += 1
         return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "batch requests are disabled"}}
 
 
@@ -247,14 +252,19 @@ class _W3:
         self.provider = provider
 
 
-def test_batch_request_falls_back_to_single_requests_and_reports_a_refused_batch() -> None:
+def test_batch_request_falls_back_to_single_requests_without_batch_support_or_when_refused(caplog) -> None:
     provider = _NoBatchProvider()
     out = batch_request(_W3(provider), [("a", []), ("bad", []), ("c", [])])
     assert [r.get("result") for r in out] == ["a", None, "c"] and out[1]["error"]["message"] == "boom"
     assert provider.calls == ["a", "bad", "c"]
     assert batch_request(_W3(provider), []) == []
-    with pytest.raises(RpcUnavailableError, match="refuses batch requests"):
-        batch_request(_W3(_BatchRefusingProvider()), [("a", []), ("b", [])])
+    # A node that refuses batches: the same answers one by one, and no batch is tried again.
+    refusing = _BatchRefusingProvider()
+    for _ in range(2):
+        out = batch_request(_W3(refusing), [("a", []), ("b", [])])
+        assert [r["result"] for r in out] == ["a", "b"]
+    assert refusing.batches == 1 and refusing.calls == ["a", "b", "a", "b"]
+    assert "refused a batch of 2 JSON-RPC requests" in caplog.text
 
 
 def test_a_failed_batch_member_does_not_fail_the_others(chain: System) -> None:
