@@ -31,7 +31,14 @@ from web3 import Web3
 
 from keeper.chain import call_raw, connect, contract, decode_revert
 from keeper.costs import GasModel, TradeCost, cost_from_quotes, gas_cost_base_units
-from keeper.errors import GasPriceTooHighError, KeeperError, QuoteBelowBoundError, RpcUnavailableError, SimulationRevertedError, TransactionFailedError
+from keeper.errors import (
+    GasPriceTooHighError,
+    KeeperError,
+    QuoteBelowBoundError,
+    RpcUnavailableError,
+    SimulationRevertedError,
+    TransactionFailedError,
+)
 from keeper.gas import FeeHistory, FeePolicy, Fees
 from keeper.journal import Journal, TxRecord
 from keeper.multicall import MULTICALL3_ADDRESS, Call, batch_request, decode_aggregate3, encode_aggregate3, selector
@@ -416,10 +423,11 @@ class Executor:
             quotes.append(amount_out)
         return tuple(quotes)
 
-    def _precheck_requests(self, data: str, gas_limit: int | None) -> list[tuple[str, list[Any]]]:
+    def _precheck_requests(self, data: str, gas_limit: int | None, to: str | None = None) -> list[tuple[str, list[Any]]]:
         """Simulation (under ``gas_limit`` when given), the gas estimate (only without ``gas_limit``), fee
-        history, height, and the account's pending nonce while the transaction manager does not keep one."""
-        tx: dict[str, Any] = {"from": self.address, "to": self.vault.address, "data": data}
+        history, height, and the account's pending nonce while the transaction manager does not keep one;
+        a call from the keeper to ``to`` (the vault by default)."""
+        tx: dict[str, Any] = {"from": self.address, "to": to or self.vault.address, "data": data}
         nonce = self.tx.nonce_request()
         tail = [self.fee_policy.fee_history_request(), ("eth_blockNumber", [])] + ([nonce] if nonce else [])
         if gas_limit is not None:
@@ -516,13 +524,21 @@ class Executor:
             Mined with a failure status, or cancelled as stuck.
         """
         self.ensure_idle()
-        tx = {"from": self.address, "to": to, "data": data}
-        ok, out = call_raw(self.w3, tx)
+        # Simulation, estimate, fee history, height (and the nonce while unknown): one batch.
+        check = self._read_precheck(data, batch_request(self.w3, self._precheck_requests(data, None, to)), None)
+        ok, out = check.simulation
+        if check.simulation_error is not None:
+            raise RpcUnavailableError(f"{kind} simulation could not run: {check.simulation_error}; nothing was sent")
         if not ok:
             raise SimulationRevertedError(f"{kind} simulation reverted with {decode_revert(out)}; nothing was sent")
-        fees: Fees = self.fee_policy.estimate(self.w3)
-        gas = int(self.w3.eth.estimate_gas(tx) * self.gas_limit_margin)  # type: ignore[arg-type]
-        record = self.tx.submit(to=to, data=data, gas_limit=gas, fees=fees, kind=kind)
+        if check.gas_limit is None:
+            raise SimulationRevertedError(f"{kind} gas estimate failed ({check.estimate_error}) although its eth_call "
+                                          "passed; nothing was sent")
+        if check.fee_history is None:
+            raise GasPriceTooHighError(f"{check.fee_error}; nothing was sent")
+        fees: Fees = self.fee_policy.fees_from_history(check.fee_history)
+        record = self.tx.submit(to=to, data=data, gas_limit=check.gas_limit, fees=fees, kind=kind,
+                                sent_block=check.block_number, chain_nonce=check.pending_nonce)
         outcome = self.tx.wait(record, self.receipt_timeout_seconds)
         if outcome.record.kind == "cancel" or int(outcome.receipt["status"], 16) != 1:
             raise TransactionFailedError(f"{kind} {outcome.record.hash} failed on chain (or was cancelled as stuck)")
