@@ -163,6 +163,13 @@ def test_a_send_outside_the_tick_checks_again_and_a_stale_check_is_not_trusted(c
     with pytest.raises(SimulationRevertedError, match="EpochMismatch"):
         second.executor.send(planned.plan)
     assert trips.since(mark) == [PRECHECK + NONCE], trips.since(mark)
+    # A held check is for one calldata: another plan sent with reuse is checked again.
+    second.executor.quote(planned.plan, {a.token: a.pool_fee for a in second.reader.assets})
+    other = dataclasses.replace(planned.plan, deadline=planned.plan.deadline - 1)
+    mark = trips.mark()
+    with pytest.raises(SimulationRevertedError, match="EpochMismatch"):
+        second.executor.send(other, reuse_precheck=True)
+    assert trips.since(mark) == [PRECHECK + NONCE], trips.since(mark)
 
 
 def test_a_learned_gas_limit_too_low_is_never_sent(chain: System, monkeypatch) -> None:
