@@ -3,6 +3,15 @@ exact transaction with ``eth_call``, price it from ``eth_feeHistory`` under the 
 sign, journal (write-ahead), send (privately when configured) and wait for the receipt, replacing the
 transaction with bumped fees while it is stuck (:mod:`keeper.txmanager`).
 
+Round trips: the quotes of every leg (one Multicall3 ``aggregate3``), the simulation, the gas estimate, the
+fee history and the block height travel in one JSON-RPC batch (:meth:`Executor.quote`); once a plan of
+the same shape (swap legs, option legs) was estimated, the simulation runs under that learned gas limit
+instead and the estimate is left out (a failure under it is checked again with an estimate). A send made right
+after the decision (``send(plan, reuse_precheck=True)``, the keeper's tick) uses that pre-check when it is for
+the same calldata and younger than :attr:`Executor.precheck_max_age_seconds`; any other send makes the batch
+again without the quotes. Then the send, and the receipt (the NAV after the trade is the vault's
+``Rebalanced`` event in it).
+
 Refuses to send, raising a :class:`~keeper.errors.KeeperError`, while an earlier transaction of the
 keeper is still pending, when a quote is below a leg's ``minAmountOut``, when the simulation reverts (a
 lost race for the epoch shows up here and costs no gas), or when gas is above the cap or the gate.
@@ -22,13 +31,96 @@ from web3 import Web3
 
 from keeper.chain import call_raw, connect, contract, decode_revert
 from keeper.costs import GasModel, TradeCost, cost_from_quotes, gas_cost_base_units
-from keeper.errors import QuoteBelowBoundError, SimulationRevertedError, TransactionFailedError
-from keeper.gas import FeePolicy, Fees
+from keeper.errors import (
+    GasPriceTooHighError,
+    KeeperError,
+    QuoteBelowBoundError,
+    RpcUnavailableError,
+    SimulationRevertedError,
+    TransactionFailedError,
+)
+from keeper.gas import FeeHistory, FeePolicy, Fees
 from keeper.journal import Journal, TxRecord
+from keeper.multicall import MULTICALL3_ADDRESS, Call, batch_request, decode_aggregate3, encode_aggregate3, selector
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, value_of
 from keeper.txmanager import ReconcileReport, TxManager, TxPolicy
 from keeper.units import BPS
+
+#: ``QuoterV2.quoteExactInputSingle((tokenIn, tokenOut, amountIn, fee, sqrtPriceLimitX96))``.
+QUOTE_EXACT_INPUT_SINGLE = selector("quoteExactInputSingle((address,address,uint256,uint24,uint160))")
+
+
+def _word_address(address: str) -> bytes:
+    return bytes(12) + bytes.fromhex(address[2:] if address.startswith("0x") else address)
+
+
+def _call_outcome(response: dict[str, Any], method: str) -> tuple[bool, bytes]:
+    """``(ok, return data or revert data)`` of one ``eth_call``/``eth_estimateGas`` response object.
+
+    Raises
+    ------
+    RuntimeError
+        The node failed the call without revert data (not a revert: the node or the request is at fault).
+    """
+    if "error" in response:
+        err = response["error"]
+        data = err.get("data") if isinstance(err, dict) else None
+        if isinstance(data, dict):
+            data = data.get("data")
+        if isinstance(data, str) and data.startswith("0x"):
+            return False, bytes.fromhex(data[2:])
+        raise RuntimeError(f"{method} failed without revert data: {err}")
+    result = response["result"]
+    return True, bytes.fromhex(result[2:]) if isinstance(result, str) else b""
+
+
+def _shape(plan: RebalancePlan) -> tuple[int, int]:
+    """(swap legs, option legs): plans of one shape take similar gas."""
+    return len(plan.legs), len(plan.option_legs)
+
+
+@dataclass(frozen=True)
+class Precheck:
+    """What the node said about one transaction just before it is sent, from one JSON-RPC batch.
+
+    Attributes
+    ----------
+    calldata : str
+        The transaction's calldata (hex), from the keeper to the vault.
+    simulation : (bool, bytes)
+        ``eth_call``: success and return data, or revert data.
+    simulation_error : str or None
+        The node failed the ``eth_call`` without revert data (then ``simulation`` is ``(False, b"")``).
+    gas_limit : int or None
+        Gas limit to send with, gas units: ``eth_estimateGas`` × the margin, or (``gas_limit_simulated``) a
+        limit learned from an earlier estimate for a plan of the same shape, under which the simulation ran;
+        ``None`` when the estimate failed (``estimate_error`` says why).
+    gas_limit_simulated : bool
+        The ``eth_call`` ran with ``gas`` = ``gas_limit``: its success shows the transaction succeeds with that
+        limit on the state it saw, and no estimate was requested.
+    fee_history : FeeHistory or None
+        ``eth_feeHistory``; ``None`` when it failed (``fee_error`` says why).
+    block_number : int or None
+        ``eth_blockNumber``: the height the transaction's age in blocks starts from (``None``: read after
+        the send).
+    pending_nonce : int or None
+        The account's pending nonce, asked for only while the transaction manager keeps none.
+    checked_at : float
+        ``time.monotonic()`` when the answer arrived, seconds.
+    """
+
+    calldata: str
+    simulation: tuple[bool, bytes]
+    simulation_error: str | None
+    gas_limit: int | None
+    gas_limit_simulated: bool
+    estimate_error: str | None
+    fee_history: FeeHistory | None
+    fee_error: str | None
+    block_number: int | None
+    pending_nonce: int | None
+    checked_at: float
 
 
 
@@ -60,8 +152,9 @@ class ChainQuoter:
         Gas units per rebalance by number of legs.
     gas_price_wei : callable() -> int
         Base fee + tip of the next block, wei per gas (the cap when the fee cannot be read: an upper bound,
-        so the cost gate errs toward not trading). Called once, the first time a quoted plan is costed: a
-        tick that stops at its triggers reads no fee.
+        so the cost gate errs toward not trading). Called at most once, the first time a quoted plan is
+        costed, and only when the quotes' batch brought no fee history (:meth:`Executor.precheck_fee_history`):
+        a tick that stops at its triggers reads no fee.
     eth_price_usd : float
         USD per ETH, to value the gas.
     """
@@ -86,7 +179,15 @@ class ChainQuoter:
         state = self.state
         gas_units = self.gas_model.gas_units(len(plan.legs))
         if self._gas_price_wei is None:
-            self._gas_price_wei = self._gas_price_source()
+            history = self.executor.precheck_fee_history()
+            if history is not None:  # read with the quotes: no request of its own
+                try:
+                    fees = self.executor.fee_policy.fees_from_history(history, gate=False)
+                    self._gas_price_wei = fees.base_fee_per_gas + fees.max_priority_fee_per_gas
+                except KeeperError:
+                    self._gas_price_wei = self.executor.fee_policy.max_fee_per_gas_wei  # above the cap: price at it
+            else:
+                self._gas_price_wei = self._gas_price_source()
         gas = gas_cost_base_units(gas_units, self._gas_price_wei, self.eth_price_usd, state.base_decimals)
         value_of_risk = {
             info.symbol: (lambda amount, answer=answer, info=info: value_of(amount, answer, info, state.base_decimals))
@@ -145,6 +246,10 @@ class Executor:
         Private submission endpoint.
     fault_hook : callable, optional
         ``fault_hook(checkpoint, record)`` at the transaction manager's checkpoints (tests).
+    precheck_max_age_seconds : float
+        A send with ``reuse_precheck`` uses the simulation, gas estimate and fees read with the quotes
+        (:meth:`quote`) for up to this long, seconds (the decision's compute between quote and send takes
+        milliseconds; an Ethereum slot is 12 s); older, or for other calldata, they are read again.
     """
 
     def __init__(
@@ -161,7 +266,15 @@ class Executor:
         tx_policy: TxPolicy | None = None,
         send_w3: Web3 | None = None,
         fault_hook: Callable[[str, TxRecord], None] | None = None,
+        precheck_max_age_seconds: float = 2.0,
     ) -> None:
+        if not precheck_max_age_seconds >= 0:
+            raise ValueError(f"precheck_max_age_seconds must be >= 0 seconds, got {precheck_max_age_seconds}")
+        self.precheck_max_age_seconds = float(precheck_max_age_seconds)
+        self._precheck: Precheck | None = None
+        self._precheck_plan: RebalancePlan | None = None  # the plan object the held pre-check was made for
+        # Gas limit per plan shape (swap legs, option legs): the last successful estimate × margin.
+        self._gas_limits: dict[tuple[int, int], int] = {}
         self.w3 = w3
         self.vault = contract(w3, "RiskParityVault", vault_address)
         self.quoter = contract(w3, "QuoterV2", quoter_address)
@@ -173,6 +286,8 @@ class Executor:
         self._pool_fees: dict[str, int] = {}
         leg_event = next(e for e in self.vault.abi if e.get("type") == "event" and e["name"] == "LegExecuted")
         self._leg_topic = "0x" + event_abi_to_log_topic(leg_event).hex()
+        rebalanced = next(e for e in self.vault.abi if e.get("type") == "event" and e["name"] == "Rebalanced")
+        self._rebalanced_topic = "0x" + event_abi_to_log_topic(rebalanced).hex()
         self.journal = journal if journal is not None else Journal(":memory:")
         self.tx = TxManager(w3, self.account, self.journal, fee_policy, tx_policy, send_w3=send_w3,
                             validator=self.still_valid, fault_hook=fault_hook)
@@ -257,23 +372,47 @@ class Executor:
         )
 
     def quote(self, plan: RebalancePlan, pool_fees: dict[str, int]) -> tuple[int, ...]:
-        """QuoterV2 output of every leg (each leg trades its own pool, so quotes are independent).
+        """QuoterV2 output of every leg (each leg trades its own pool, so quotes are independent), in one
+        round trip: one Multicall3 ``aggregate3`` ``eth_call`` of every leg's ``quoteExactInputSingle``
+        (``allowFailure`` per leg), batched with the pre-check of the plan's exact transaction (simulation,
+        gas estimate, fee history, block height: :class:`Precheck`), which :meth:`send` then uses.
 
         Raises
         ------
         QuoteBelowBoundError
-            A quote is below the leg's ``minAmountOut``: the pool is off the oracle price or too shallow.
+            A quote is below the leg's ``minAmountOut`` (the pool is off the oracle price or too shallow),
+            or QuoterV2 reverted for a leg (named).
+        RpcUnavailableError
+            The node refused the ``aggregate3`` call itself (e.g. no Multicall3 on the chain).
         """
-        quotes = []
+        calls = []
         for leg in plan.legs:
             risk = leg.token_out if leg.side == "buy" else leg.token_in
-            fn = self.quoter.functions.quoteExactInputSingle(
-                (leg.token_in, leg.token_out, leg.amount_in, pool_fees[risk], 0)
-            )
-            ok, data = call_raw(self.w3, {"to": self.quoter.address, "data": fn._encode_transaction_data()})
+            calls.append(Call.to(self.quoter.address, QUOTE_EXACT_INPUT_SINGLE + _word_address(leg.token_in)
+                                 + _word_address(leg.token_out) + int(leg.amount_in).to_bytes(32, "big")
+                                 + int(pool_fees[risk]).to_bytes(32, "big") + bytes(32)))
+        quote_request = ("eth_call", [{"to": MULTICALL3_ADDRESS, "data": "0x" + encode_aggregate3(calls).hex()},
+                                      "latest"])
+        data = self.calldata(plan)
+        gas_limit = self._gas_limits.get(_shape(plan))
+        responses = batch_request(self.w3, [quote_request, *self._precheck_requests(data, gas_limit)])
+        self._precheck_plan = plan
+        if "error" in responses[0]:
+            raise RpcUnavailableError(f"Multicall3 aggregate3 of {len(calls)} QuoterV2 quotes failed: "
+                                      f"{responses[0]['error']}")
+        self._precheck = self._read_precheck(data, responses[1:], gas_limit)
+        results = decode_aggregate3(bytes.fromhex(responses[0]["result"][2:]))
+        if len(results) != len(plan.legs):
+            raise RpcUnavailableError(f"Multicall3 answered {len(results)} results for {len(plan.legs)} quotes: "
+                                      f"no Multicall3 at {MULTICALL3_ADDRESS}?")
+        quotes = []
+        for leg, (ok, out) in zip(plan.legs, results):
             if not ok:
-                raise QuoteBelowBoundError(f"QuoterV2 reverted for the {leg.symbol} {leg.side} leg: {decode_revert(data)}")
-            amount_out = int.from_bytes(data[:32], "big")
+                raise QuoteBelowBoundError(f"QuoterV2 reverted for the {leg.symbol} {leg.side} leg: {decode_revert(out)}")
+            if len(out) < 32:
+                raise QuoteBelowBoundError(f"QuoterV2 returned {len(out)} bytes for the {leg.symbol} {leg.side} leg "
+                                           "(expected amountOut first): is quoter_address a QuoterV2?")
+            amount_out = int.from_bytes(out[:32], "big")
             if amount_out < leg.min_amount_out:
                 shortfall = (1 - amount_out / leg.oracle_amount_out) * BPS
                 raise QuoteBelowBoundError(
@@ -283,6 +422,82 @@ class Executor:
                 )
             quotes.append(amount_out)
         return tuple(quotes)
+
+    def _precheck_requests(self, data: str, gas_limit: int | None, to: str | None = None) -> list[tuple[str, list[Any]]]:
+        """Simulation (under ``gas_limit`` when given), the gas estimate (only without ``gas_limit``), fee
+        history, height, and the account's pending nonce while the transaction manager does not keep one;
+        a call from the keeper to ``to`` (the vault by default)."""
+        tx: dict[str, Any] = {"from": self.address, "to": to or self.vault.address, "data": data}
+        nonce = self.tx.nonce_request()
+        tail = [self.fee_policy.fee_history_request(), ("eth_blockNumber", [])] + ([nonce] if nonce else [])
+        if gas_limit is not None:
+            return [("eth_call", [tx | {"gas": hex(gas_limit)}, "latest"]), *tail]
+        return [("eth_call", [tx, "latest"]), ("eth_estimateGas", [tx]), *tail]
+
+    def _read_precheck(self, data: str, responses: list[dict[str, Any]], gas_limit: int | None) -> Precheck:
+        base = 3 if gas_limit is not None else 4
+        pending_nonce = None
+        if len(responses) > base:  # the pending nonce asked for by _precheck_requests
+            answer = responses[base]
+            if "error" not in answer and isinstance(answer.get("result"), str):
+                pending_nonce = int(answer["result"], 16)
+            responses = responses[:base]
+        simulated = gas_limit is not None
+        if simulated:
+            simulation, fee, height = responses
+            estimate: dict[str, Any] = {}
+        else:
+            simulation, estimate, fee, height = responses
+        try:
+            sim = _call_outcome(simulation, "eth_call")
+            simulation_error = None
+        except RuntimeError as exc:  # the node failed the call without revert data
+            sim, simulation_error = (False, b""), str(exc)
+        estimate_error = None
+        if gas_limit is None:
+            if "error" in estimate:
+                estimate_error = str(estimate["error"])
+            else:
+                gas_limit = int(int(estimate["result"], 16) * self.gas_limit_margin)
+        fee_history, fee_error = None, None
+        try:
+            fee_history = self.fee_policy.parse_fee_history(fee)
+        except KeeperError as exc:
+            fee_error = str(exc)
+        block_number = None if "error" in height else int(height["result"], 16)
+        return Precheck(data, sim, simulation_error, gas_limit, simulated, estimate_error, fee_history, fee_error,
+                        block_number, pending_nonce, time.monotonic())
+
+    def _checked(self, data: str, shape: tuple[int, int]) -> Precheck:
+        gas_limit = self._gas_limits.get(shape)
+        return self._read_precheck(data, batch_request(self.w3, self._precheck_requests(data, gas_limit)), gas_limit)
+
+    def precheck(self, data: str, reuse: bool = False, shape: tuple[int, int] | None = None) -> Precheck:
+        """Simulation, gas limit, fee history and block height of the transaction with calldata ``data``:
+        one batch now, or with ``reuse`` the one read with the quotes when it is for ``data`` and fresh. The
+        held pre-check is consumed either way: it serves one send at most.
+
+        ``shape`` = (swap legs, option legs) of the plan: with a gas limit learned for that shape (the last
+        successful estimate × margin), the simulation runs under that exact limit and no estimate is asked
+        (``eth_estimateGas`` re-executes the transaction some twenty times in its search); without one, the
+        estimate is in the batch.
+        """
+        held, self._precheck, self._precheck_plan = self._precheck, None, None
+        if (reuse and held is not None and held.calldata == data
+                and time.monotonic() - held.checked_at <= self.precheck_max_age_seconds):
+            return held
+        return self._checked(data, shape if shape is not None else (-1, -1))
+
+    def precheck_fee_history(self) -> FeeHistory | None:
+        """Fee history read with the latest quotes (``None`` when none, stale or failed)."""
+        held = self._precheck
+        if held is None or time.monotonic() - held.checked_at > self.precheck_max_age_seconds:
+            return None
+        return held.fee_history
+
+    def discard_precheck(self) -> None:
+        """Forgets the pre-check read with the quotes (e.g. after a wait before sending): the send re-checks."""
+        self._precheck, self._precheck_plan = None, None
 
     def simulate(self, data: str, block: str = "latest") -> None:
         """``eth_call`` of the exact transaction from the keeper's address.
@@ -309,20 +524,32 @@ class Executor:
             Mined with a failure status, or cancelled as stuck.
         """
         self.ensure_idle()
-        tx = {"from": self.address, "to": to, "data": data}
-        ok, out = call_raw(self.w3, tx)
+        # Simulation, estimate, fee history, height (and the nonce while unknown): one batch.
+        check = self._read_precheck(data, batch_request(self.w3, self._precheck_requests(data, None, to)), None)
+        ok, out = check.simulation
+        if check.simulation_error is not None:
+            raise RpcUnavailableError(f"{kind} simulation could not run: {check.simulation_error}; nothing was sent")
         if not ok:
             raise SimulationRevertedError(f"{kind} simulation reverted with {decode_revert(out)}; nothing was sent")
-        fees: Fees = self.fee_policy.estimate(self.w3)
-        gas = int(self.w3.eth.estimate_gas(tx) * self.gas_limit_margin)  # type: ignore[arg-type]
-        record = self.tx.submit(to=to, data=data, gas_limit=gas, fees=fees, kind=kind)
+        if check.gas_limit is None:
+            raise SimulationRevertedError(f"{kind} gas estimate failed ({check.estimate_error}) although its eth_call "
+                                          "passed; nothing was sent")
+        if check.fee_history is None:
+            raise GasPriceTooHighError(f"{check.fee_error}; nothing was sent")
+        fees: Fees = self.fee_policy.fees_from_history(check.fee_history)
+        record = self.tx.submit(to=to, data=data, gas_limit=check.gas_limit, fees=fees, kind=kind,
+                                sent_block=check.block_number, chain_nonce=check.pending_nonce)
         outcome = self.tx.wait(record, self.receipt_timeout_seconds)
         if outcome.record.kind == "cancel" or int(outcome.receipt["status"], 16) != 1:
             raise TransactionFailedError(f"{kind} {outcome.record.hash} failed on chain (or was cancelled as stuck)")
         return outcome.receipt
 
-    def send(self, plan: RebalancePlan, data: str | None = None) -> ExecutionResult:
+    def send(self, plan: RebalancePlan, data: str | None = None, *, reuse_precheck: bool = False) -> ExecutionResult:
         """Simulates, prices, signs, journals and sends ``plan``; waits for the receipt.
+
+        With ``reuse_precheck`` (only right after the decision that quoted ``plan``), the simulation, gas
+        estimate and fee history read in the quotes' batch are used when fresh (:meth:`precheck`), saving a
+        round trip; else they are read now, in one batch.
 
         Raises
         ------
@@ -339,15 +566,35 @@ class Executor:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         self.ensure_idle()
+        if data is None and reuse_precheck and self._precheck is not None and self._precheck_plan is plan:
+            data = self._precheck.calldata  # encoded for the quotes' batch: the same plan object
         data = data or self.calldata(plan)
-        self.simulate(data)
+        shape = _shape(plan)
+        check = self.precheck(data, reuse=reuse_precheck, shape=shape)
+        if check.gas_limit_simulated and (check.simulation_error is not None or not check.simulation[0]):
+            # Under the learned limit it failed: out of gas, or a real revert. Forget the limit and check
+            # again with an estimate (one more round trip, on this path only) to tell which.
+            self._gas_limits.pop(shape, None)
+            check = self._checked(data, shape)
+        ok, out = check.simulation
+        if check.simulation_error is not None:
+            raise RpcUnavailableError(f"rebalance simulation could not run: {check.simulation_error}; nothing was sent")
+        if not ok:
+            raise SimulationRevertedError(f"rebalance simulation reverted with {decode_revert(out)}; nothing was sent")
+        if check.gas_limit is None:
+            raise SimulationRevertedError(f"rebalance gas estimate failed ({check.estimate_error}) although its "
+                                          "eth_call passed; nothing was sent")
+        if not check.gas_limit_simulated:
+            self._gas_limits[shape] = check.gas_limit
         timings["simulate"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        fees: Fees = self.fee_policy.estimate(self.w3)
-        tx = {"from": self.address, "to": self.vault.address, "data": data}
-        gas = int(self.w3.eth.estimate_gas(tx) * self.gas_limit_margin)  # type: ignore[arg-type]
+        if check.fee_history is None:
+            raise GasPriceTooHighError(f"{check.fee_error}; nothing was sent")
+        fees: Fees = self.fee_policy.fees_from_history(check.fee_history)
+        gas = check.gas_limit
         record = self.tx.submit(to=self.vault.address, data=data, gas_limit=gas, fees=fees, kind="rebalance",
-                                epoch=plan.expected_epoch, deadline=plan.deadline)
+                                epoch=plan.expected_epoch, deadline=plan.deadline, sent_block=check.block_number,
+                                chain_nonce=check.pending_nonce)
         outcome = self.tx.wait(record, self.receipt_timeout_seconds)
         receipt = outcome.receipt
         timings["send"] = time.perf_counter() - t1
@@ -363,15 +610,24 @@ class Executor:
                 "the next tick re-plans from the new state"
             )
         legs = []
+        nav_after: int | None = None
         for log in receipt["logs"]:
-            if log["topics"][0] != self._leg_topic or log["address"].lower() != self.vault.address.lower():
+            if log["address"].lower() != self.vault.address.lower():
+                continue
+            if log["topics"][0] == self._rebalanced_topic:
+                # Rebalanced(epoch indexed, navBefore, navAfter, turnoverBps, legCount): the vault's own NAV
+                # after the trades, the one its guards checked.
+                nav_after = int(log["data"][2 + 64:2 + 128], 16)
+                continue
+            if log["topics"][0] != self._leg_topic:
                 continue
             raw = bytes.fromhex(log["data"][2:])
             index, amount_in, amount_out, oracle_out = (int.from_bytes(raw[i : i + 32], "big") for i in range(0, 128, 32))
             leg = plan.legs[index]
             slip = (1 - amount_out / oracle_out) * BPS if oracle_out else 0.0
             legs.append(LegResult(leg.symbol, leg.side, amount_in, amount_out, oracle_out, slip))
-        nav_after = self.vault.functions.totalAssets().call(block_identifier=int(receipt["blockNumber"], 16))
+        if nav_after is None:  # no Rebalanced event (not expected of a mined rebalance): read it
+            nav_after = self.vault.functions.totalAssets().call(block_identifier=int(receipt["blockNumber"], 16))
         return ExecutionResult(
             tx_hash=tx_hex,
             block_number=int(receipt["blockNumber"], 16),

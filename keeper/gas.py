@@ -212,11 +212,34 @@ class FeePolicy:
         BaseFeeAboveGateError, GasPriceTooHighError
             As :meth:`fees`; also when the node reports no base fee.
         """
-        blocks = max(self.fee_history_blocks, 1)
-        response = w3.provider.make_request("eth_feeHistory", [hex(blocks), "latest", [self.priority_fee_percentile]])
+        method, params = self.fee_history_request()
+        return self.fees_from_history(self.parse_fee_history(w3.provider.make_request(method, params)), gate=gate)
+
+    def fee_history_request(self) -> tuple[str, list[Any]]:
+        """The ``eth_feeHistory`` request (method, params) behind :meth:`estimate`, to send in a batch."""
+        return "eth_feeHistory", [hex(max(self.fee_history_blocks, 1)), "latest", [self.priority_fee_percentile]]
+
+    @staticmethod
+    def parse_fee_history(response: dict[str, Any]) -> FeeHistory:
+        """The node's response object to :meth:`fee_history_request`.
+
+        Raises
+        ------
+        GasPriceTooHighError
+            The node answered with an error or without a base fee: the transaction cannot be priced.
+        """
         if "error" in response:
             raise GasPriceTooHighError(f"eth_feeHistory failed: {response['error']}; cannot price the transaction")
-        history = FeeHistory.from_rpc(response["result"])
+        return FeeHistory.from_rpc(response["result"])
+
+    def fees_from_history(self, history: FeeHistory, *, gate: bool = True) -> Fees:
+        """Fees for the block after ``history``'s newest: :meth:`fees` at its next base fee and :meth:`tip`.
+
+        Raises
+        ------
+        BaseFeeAboveGateError, GasPriceTooHighError
+            As :meth:`fees`.
+        """
         return self.fees(history.next_base_fee_per_gas, self.tip(history), gate=gate)
 
     def bump(self, previous: Fees, market: Fees | None = None, factor_e4: int = 11_250) -> Fees:

@@ -17,6 +17,7 @@ Both follow the Solidity ABI specification (head/tail encoding of a dynamic arra
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -26,6 +27,8 @@ from web3 import Web3
 
 from keeper.build import PROJECT_ROOT
 from keeper.errors import ConfigError, RpcUnavailableError
+
+log = logging.getLogger("keeper.multicall")
 
 #: Multicall3's address on every network (deployed from 0x05f32B3cC3888453ff71B01135B34FF8e41263F2, nonce 0).
 MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
@@ -152,6 +155,36 @@ def call_encoded(w3: Web3, calldata: bytes, block: int | str = "latest") -> byte
     return result
 
 
+def batch_request(w3: Web3, requests: Sequence[tuple[str, list]]) -> list[dict]:
+    """Several JSON-RPC requests in one HTTP round trip (a JSON-RPC 2.0 batch); responses in request order.
+
+    Each response is the node's object for that request (``"result"`` or ``"error"``: an error of one call
+    does not fail the others). A provider without batch support (``make_batch_request`` missing or raising
+    ``NotImplementedError``), or a node that refuses the batch as a whole (an error object instead of a list,
+    or a list of the wrong length: some hosted endpoints disable batches), gets the requests one by one, with
+    the same result; a refusal is logged once per provider.
+    """
+    if not requests:
+        return []
+    provider = w3.provider
+    make_batch = getattr(provider, "make_batch_request", None)
+    if make_batch is not None and len(requests) > 1 and not getattr(provider, "_keeper_batch_refused", False):
+        try:
+            responses = make_batch(list(requests))
+        except NotImplementedError:
+            responses = None
+        if isinstance(responses, list) and len(responses) == len(requests):
+            return [dict(r) for r in responses]
+        if responses is not None:
+            log.warning("the node refused a batch of %d JSON-RPC requests (%.300r); sending them one by one from now on",
+                        len(requests), responses)
+            try:
+                provider._keeper_batch_refused = True  # type: ignore[union-attr]
+            except AttributeError:  # a provider with __slots__: ask again next time
+                pass
+    return [dict(provider.make_request(method, params)) for method, params in requests]  # type: ignore[arg-type]
+
+
 def has_multicall3(w3: Web3, block: int | str = "latest") -> bool:
     """Whether :data:`MULTICALL3_ADDRESS` holds code."""
     tag = hex(block) if isinstance(block, int) else block
@@ -226,6 +259,7 @@ __all__ = [
     "MAX_CALLS_PER_REQUEST",
     "MULTICALL3_ADDRESS",
     "aggregate3",
+    "batch_request",
     "call_encoded",
     "decode_address",
     "decode_aggregate3",

@@ -402,12 +402,14 @@ class Keeper:
                      plan.expected_epoch)
             if self._stop.wait(cfg.operations.standby_delay_seconds):
                 raise ShutdownRequestedError("shutdown requested during the standby delay; nothing was sent")
+            self.executor.discard_precheck()  # the simulation read with the quotes predates the wait
             epoch = self.reader.vault.functions.rebalanceEpoch().call()
             if epoch != plan.expected_epoch:
                 return self._lost_race(plan, epoch, timings, context, onchain=False)
         if self._stop.is_set():
             raise ShutdownRequestedError("shutdown requested before sending; nothing was sent")
-        nonce_before = self.w3.eth.get_transaction_count(self.executor.address, "latest")
+        # Receipts of ours settled so far: one more after a failed send means it reached the chain (no request).
+        receipts_before = self.executor.tx.receipts_settled
         step = None
         try:
             if planned.options_inputs is not None and planned.choice is not None and planned.choice.hedge is not None:
@@ -415,7 +417,8 @@ class Keeper:
                                             settlements=planned.settlements)
                 execution = step.execution
             else:
-                execution = self.executor.send(plan)
+                # Right after the decision: the simulation, gas estimate and fees read with the quotes serve.
+                execution = self.executor.send(plan, reuse_precheck=True)
         except Exception as exc:
             # Another keeper may have rebalanced this epoch between our read and our send: the
             # simulation (or gas estimate) reverts with EpochMismatch and nothing is sent; a send that
@@ -427,12 +430,11 @@ class Keeper:
                 if epoch == plan.expected_epoch:
                     raise exc
                 winner = self._rebalancer_of(plan.expected_epoch, context.get("block_number") or 0)
-                nonce_after = self.w3.eth.get_transaction_count(self.executor.address, "latest")
             except Exception:  # noqa: BLE001 - keep the original failure
                 raise exc from None
             if winner is not None and winner.lower() == self.executor.address.lower():
                 raise exc
-            return self._lost_race(plan, epoch, timings, context, onchain=nonce_after > nonce_before, cause=exc,
+            return self._lost_race(plan, epoch, timings, context, onchain=self.executor.tx.receipts_settled > receipts_before, cause=exc,
                                    winner=winner)
         timings.update(execution.timings)
         log.info("rebalanced epoch %d: %d legs, gas %d, tx %s", plan.expected_epoch, len(plan.legs),

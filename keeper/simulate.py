@@ -22,6 +22,7 @@ from keeper.chain import AnvilProcess, call_raw, connect, decode_revert, rpc, wa
 from keeper.config import KeeperConfig
 from keeper.errors import ConfigError, KeeperError
 from keeper.journal import Journal
+from keeper.multicall import batch_request
 from keeper.units import BPS
 
 #: ETH given to the impersonated keeper on the fork, wei.
@@ -113,11 +114,18 @@ def _execute_impersonated(w3: Any, keeper: Any, plan: Any, address: str, epoch_b
     rpc(w3, "anvil_setBalance", [address, hex(FORK_KEEPER_BALANCE_WEI)])
     data = keeper.executor.calldata(plan)
     tx = {"from": address, "to": vault.address, "data": data}
-    ok, out = call_raw(w3, tx)
-    if not ok:
-        return {"status": "reverted", "reason": f"rebalance would revert with {decode_revert(out)}",
+    simulation, estimated = batch_request(w3, [("eth_call", [tx, "latest"]), ("eth_estimateGas", [tx])])
+    if "error" in simulation:
+        err = simulation["error"]
+        revert = err.get("data") if isinstance(err, dict) else None
+        revert = revert.get("data") if isinstance(revert, dict) else revert
+        if not (isinstance(revert, str) and revert.startswith("0x")):
+            raise RuntimeError(f"eth_call of the rebalance failed without revert data: {err}")
+        return {"status": "reverted", "reason": f"rebalance would revert with {decode_revert(bytes.fromhex(revert[2:]))}",
                 "epoch_after": epoch_before}
-    estimate = int(rpc(w3, "eth_estimateGas", [tx]), 16)
+    if "error" in estimated:
+        raise RuntimeError(f"eth_estimateGas of the rebalance failed although its eth_call passed: {estimated['error']}")
+    estimate = int(estimated["result"], 16)
     tx_hash = rpc(w3, "eth_sendTransaction", [tx | {"gas": hex(int(estimate * keeper.config.transactions.gas_limit_margin))}])
     receipt = wait_for_receipt(w3, tx_hash, timeout_seconds=60)
     block = int(receipt["blockNumber"], 16)
@@ -127,9 +135,17 @@ def _execute_impersonated(w3: Any, keeper: Any, plan: Any, address: str, epoch_b
                 "tx_hash": tx_hash, "gas_used": int(receipt["gasUsed"], 16), "epoch_after": epoch_before}
     leg_event = next(e for e in vault.abi if e.get("type") == "event" and e["name"] == "LegExecuted")
     topic = "0x" + event_abi_to_log_topic(leg_event).hex()
+    rebalanced = next(e for e in vault.abi if e.get("type") == "event" and e["name"] == "Rebalanced")
+    rebalanced_topic = "0x" + event_abi_to_log_topic(rebalanced).hex()
     leg_results = []
+    nav_after = None
     for log in receipt["logs"]:
-        if log["topics"][0] != topic or log["address"].lower() != vault.address.lower():
+        if log["address"].lower() != vault.address.lower():
+            continue
+        if log["topics"][0] == rebalanced_topic:  # Rebalanced(epoch indexed, navBefore, navAfter, ...)
+            nav_after = int(log["data"][2 + 64:2 + 128], 16)
+            continue
+        if log["topics"][0] != topic:
             continue
         raw = bytes.fromhex(log["data"][2:])
         index, amount_in, amount_out, oracle_out = (int.from_bytes(raw[i : i + 32], "big") for i in range(0, 128, 32))
@@ -139,7 +155,8 @@ def _execute_impersonated(w3: Any, keeper: Any, plan: Any, address: str, epoch_b
             "oracle_amount_out": oracle_out, "min_amount_out": leg.min_amount_out,
             "realised_slippage_bps": (1 - amount_out / oracle_out) * BPS if oracle_out else 0.0,
         })
-    nav_after = vault.functions.totalAssets().call(block_identifier=block)
+    if nav_after is None:  # no Rebalanced event (not expected of a mined rebalance): read it
+        nav_after = vault.functions.totalAssets().call(block_identifier=block)
     return {
         "status": "rebalanced",
         "reason": None,

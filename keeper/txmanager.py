@@ -11,8 +11,9 @@ Life of a transaction (statuses of :mod:`keeper.journal`)::
         -> nonce consumed by a transaction not in the journal, or never broadcast and no longer valid: "dropped"
 
 Invariants: a transaction reaches the network only after its journal row is committed; a new nonce is
-``max(chain pending nonce, highest live journalled nonce + 1)``, so two live transactions share a nonce
-only when one deliberately replaces the other; every live row is reconciled with the chain before the
+``max(chain pending nonce, highest live journalled nonce + 1)``, the chain term read once and then kept
+(one past the newest nonce of ours settled by a receipt) until a failure or a drop makes it doubtful, so two
+live transactions share a nonce only when one deliberately replaces the other; every live row is reconciled with the chain before the
 keeper sends anything new.
 """
 
@@ -201,6 +202,11 @@ class TxManager:
         self.validator = validator
         self.fault_hook = fault_hook
         self.chain_id = int(w3.eth.chain_id)
+        # One past the newest nonce of ours that a receipt settled: the chain's nonce without asking the node.
+        # None = unknown (start, a refused or unreachable send, a dropped row): the next nonce is read.
+        self._nonce_hint: int | None = None
+        #: Receipts of this account's transactions found so far (mined or reverted), by this manager.
+        self.receipts_settled = 0
 
     @property
     def address(self) -> str:
@@ -212,15 +218,37 @@ class TxManager:
         """Transaction count of the account at ``block`` (``"pending"`` includes the node's mempool)."""
         return int(self._rpc("eth_getTransactionCount", [self.address, block]), 16)
 
-    def next_nonce(self) -> int:
+    def next_nonce(self, chain_nonce: int | None = None) -> int:
         """``max(chain pending nonce, highest live journalled nonce + 1)``.
 
         The chain term covers transactions sent by anyone else from this account; the journal term covers
-        our own transactions that this node has not seen (private relay, a node restart).
+        our own transactions that this node has not seen (private relay, a node restart). The chain term
+        is read (``eth_getTransactionCount``) only while unknown: after a receipt of ours at nonce n it is
+        n + 1 with no request. Another sender of the account then shows up as "nonce too low" at send,
+        which forgets the kept value and takes a fresh one (:meth:`submit`); every drop of a row, refusal
+        or unreachable send forgets it too, so a nonce left unused is never skipped. ``chain_nonce``: the
+        pending nonce read just before (in a batch, :meth:`nonce_request`), used when none is kept.
         """
         live = self.journal.highest_live_nonce(self.address)
-        chain = self.chain_nonce("pending")
+        if self._nonce_hint is not None:
+            chain = self._nonce_hint
+        else:
+            chain = chain_nonce if chain_nonce is not None else self.chain_nonce("pending")
         return chain if live is None else max(chain, live + 1)
+
+    def nonce_request(self) -> tuple[str, list[Any]] | None:
+        """The ``eth_getTransactionCount(pending)`` request :meth:`next_nonce` would make, to send in a batch
+        just before :meth:`submit` (its answer as ``submit(chain_nonce=...)``); ``None`` when the nonce is kept."""
+        return None if self._nonce_hint is not None else ("eth_getTransactionCount", [self.address, "pending"])
+
+    def forget_nonce(self) -> None:
+        """The next :meth:`next_nonce` reads the chain's pending nonce again."""
+        self._nonce_hint = None
+
+    def _drop(self, tx_id: int, note: str) -> TxRecord:
+        """Journals a row ``dropped``; its nonce may be unused, so the kept nonce is forgotten."""
+        self._nonce_hint = None
+        return self.journal.finalize_tx(tx_id, "dropped", note=note)
 
     # --- Sending --------------------------------------------------------------------------------------
 
@@ -238,13 +266,17 @@ class TxManager:
         nonce: int | None = None,
         replaces: int | None = None,
         max_nonce_retries: int = 3,
+        sent_block: int | None = None,
+        chain_nonce: int | None = None,
     ) -> TxRecord:
         """Signs, journals (committed) and then sends a transaction; returns its ``sent`` row.
 
         With ``nonce`` omitted, the next nonce is taken and, when the node says it is already used (another
         sender of the account got there first), the row is journalled ``dropped`` and the transaction is
         signed again at a fresh nonce, up to ``max_nonce_retries`` times. With ``nonce`` given (a deliberate
-        replacement) a taken nonce is not retried.
+        replacement) a taken nonce is not retried. ``sent_block`` is the chain height just before the send
+        (the start of the transaction's age in blocks), read after the send when omitted; ``chain_nonce``
+        the account's pending nonce read just before (first attempt only, see :meth:`next_nonce`).
 
         Raises
         ------
@@ -255,8 +287,8 @@ class TxManager:
             could be reached (the row stays ``intended``: it may have reached the network, and the next
             reconciliation settles it).
         """
-        for _ in range(max_nonce_retries if nonce is None else 1):
-            use_nonce = self.next_nonce() if nonce is None else nonce
+        for attempt in range(max_nonce_retries if nonce is None else 1):
+            use_nonce = self.next_nonce(chain_nonce if attempt == 0 else None) if nonce is None else nonce
             tx = {
                 "type": 2,
                 "chainId": self.chain_id,
@@ -290,7 +322,7 @@ class TxManager:
             try:
                 self._broadcast(raw)
             except _NonceTaken as exc:
-                self.journal.finalize_tx(record.id, "dropped", note=f"refused at send: {exc}")
+                self._drop(record.id, f"refused at send: {exc}")
                 log.warning("nonce %d of %s is taken (%s)", use_nonce, self.address, exc)
                 if nonce is not None:
                     raise NonceConflictError(
@@ -299,12 +331,13 @@ class TxManager:
                     ) from exc
                 continue
             except _Unreachable:
+                self._nonce_hint = None
                 raise  # the row stays "intended": reconciliation finds out whether it went out
             except SubmissionError as exc:
-                self.journal.finalize_tx(record.id, "dropped", note=f"refused at send: {exc}")
+                self._drop(record.id, f"refused at send: {exc}")
                 raise
             self._checkpoint("after_send", record)
-            return self.journal.mark_tx_sent(record.id, self._block_number())
+            return self.journal.mark_tx_sent(record.id, self._block_number() if sent_block is None else sent_block)
         raise NonceConflictError(
             f"nonce of {self.address} taken by another sender {max_nonce_retries} times in a row; "
             "another process is sending from the keeper's account: stop it"
@@ -368,9 +401,7 @@ class TxManager:
                 # receipt is not indexed yet (a node may report the new nonce a moment before the receipt).
                 return None
             for row in live:
-                self.journal.finalize_tx(
-                    row.id, "dropped", note=f"nonce {nonce} consumed by a transaction not in the journal"
-                )
+                self._drop(row.id, f"nonce {nonce} consumed by a transaction not in the journal")
         return None
 
     def _settle_from_receipts(self, nonce: int) -> TxOutcome | None:
@@ -395,6 +426,10 @@ class TxManager:
                         other.id, "cancelled" if winner.kind == "cancel" else "replaced", replaced_by=winner.id
                     )
             attempts = tuple(self.journal.transactions(sender=self.address, nonce=nonce))
+            self.receipts_settled += 1
+            # Nonce ``nonce`` is consumed on chain: the next is at least nonce + 1 (a row of ours below it that
+            # ends dropped, its nonce perhaps unused, forgets this value again).
+            self._nonce_hint = max(self._nonce_hint or 0, nonce + 1)
             return TxOutcome(winner, receipt, attempts)
         return None
 
@@ -484,6 +519,9 @@ class TxManager:
         delay = poll_seconds
         problem = ""
         height: int | None = None
+        # A node that mines on receipt (a dev chain) indexes the receipt a moment after accepting the
+        # transaction: one poll interval first saves a poll that would only find it missing.
+        time.sleep(poll_seconds)
         while True:
             outcome = self.poll(record.nonce)
             if outcome is not None:
@@ -562,7 +600,7 @@ class TxManager:
                 "intended": "not sent",
             }[new.status]
             entries.append(ReconcileEntry(tx_id, old.hash, old.nonce, old.kind, old.status, new.status, action))
-        for row in self.journal.transactions(sender=self.address):
+        for row in self.journal.transactions(sender=self.address) if actions else ():
             if row.id not in before and row.id in actions:  # replacements and cancels made here
                 entries.append(
                     ReconcileEntry(row.id, row.hash, row.nonce, row.kind, "new", row.status, actions[row.id])
@@ -598,7 +636,7 @@ class TxManager:
         reason = self.validator(candidate) if (self.validator is not None and candidate.kind != "cancel") else None
         if reason is not None:
             for row in live:
-                self.journal.finalize_tx(row.id, "dropped", note=f"never mined and no longer valid: {reason}")
+                self._drop(row.id, f"never mined and no longer valid: {reason}")
             return
         try:
             self._broadcast(candidate.raw_tx)
@@ -615,9 +653,7 @@ class TxManager:
                 new = self.unstick(candidate)
             except (ReplacementFeeCapError, TransactionStuckError, NonceConflictError, SubmissionError) as exc:
                 for row in self.journal.transactions(sender=self.address, nonce=nonce, live=True):
-                    self.journal.finalize_tx(
-                        row.id, "dropped", note=f"refused on rebroadcast ({refused}) and not replaced ({exc})"
-                    )
+                    self._drop(row.id, f"refused on rebroadcast ({refused}) and not replaced ({exc})")
                 return
             actions[new.id] = f"replacement of #{candidate.id}, whose rebroadcast was refused: {refused}"
             self.poll(nonce)
