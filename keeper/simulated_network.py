@@ -14,7 +14,8 @@ The router: the network's kind (Uniswap lists ``SwapRouter02`` on these testnets
 with the listed factory, position manager and WETH9 as its immutables; the network lists no Uniswap V2 factory,
 so ``factoryV2`` is the zero address and only its V3 functions (the ones the vault calls) work. Its only
 initialised storage, the ``amountInCached`` sentinel, is copied with it. The original ``SwapRouter``
-(v3-periphery, ``SwapRouter(factory, WETH9)``) is placed instead when asked for.
+(v3-periphery, ``SwapRouter(factory, WETH9)``) is placed instead when asked for. Multicall3, which every public
+network has at its canonical address and the keeper reads through, is placed there too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from keeper.build import load_artifacts
 from keeper.chain import DevSender, rpc
 from keeper.deployment import router_artifact
 from keeper.errors import ConfigError
+from keeper.multicall import ensure_multicall3
 from keeper.networks import NetworkAddresses, RouterKind
 
 #: Storage slots copied with each placed contract (their initialised state lives in the first few).
@@ -140,6 +142,7 @@ def simulate_network(w3: Web3, network: NetworkAddresses, deployer: str,
                           f"(it serves {w3.eth.chain_id})")
     router = place_uniswap(w3, network, deployer, router_kind or network.router_kind)
     feeds = place_feeds(w3, network, deployer, history)
+    ensure_multicall3(w3)  # at its canonical address, as on every public network
     return {"router": router, "feeds": feeds}
 
 
