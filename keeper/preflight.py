@@ -85,6 +85,13 @@ def preflight_problems(w3: Web3, chain: Any, keeper_address: str | None) -> list
             problems.append(PreflightProblem(
                 "code", f"{field} {address} has no contract code on chain {_chain_name(actual)}",
                 f"set {field} to the deployed address (deployments/<network>.json, or chain.deployment_file)"))
+    from keeper.multicall import MULTICALL3_ADDRESS
+
+    if len(w3.eth.get_code(Web3.to_checksum_address(MULTICALL3_ADDRESS))) == 0:
+        problems.append(PreflightProblem(
+            "code", f"no Multicall3 at its canonical address {MULTICALL3_ADDRESS} on chain {_chain_name(actual)}: "
+            "the keeper reads the chain through it", "on a local Anvil place it with "
+            "keeper.multicall.ensure_multicall3 (keeper local-up and the deploy script do); every public network has it"))
     if "chain.vault_address" in empty:
         return problems
     from keeper.chain import contract

@@ -39,6 +39,22 @@ def test_addresses_without_code_are_named(system):
     assert [p.check for p in problems] == ["code"] and "chain.quoter_address" in problems[0].problem
 
 
+def test_a_chain_without_multicall3_is_named_with_the_fix(system):
+    from keeper.chain import rpc
+    from keeper.multicall import MULTICALL3_ADDRESS
+
+    chain = _chain(system, chain_id=system.w3.eth.chain_id)
+    code = system.w3.eth.get_code(MULTICALL3_ADDRESS)
+    rpc(system.w3, "anvil_setCode", [MULTICALL3_ADDRESS, "0x"])
+    try:
+        problems = preflight_problems(system.w3, chain, system.keeper)
+    finally:
+        rpc(system.w3, "anvil_setCode", [MULTICALL3_ADDRESS, "0x" + bytes(code).hex()])
+    assert [p.check for p in problems] == ["code"]
+    assert MULTICALL3_ADDRESS in problems[0].problem and "ensure_multicall3" in problems[0].fix
+    assert preflight_problems(system.w3, chain, system.keeper) == []
+
+
 def test_a_key_without_the_keeper_role_is_refused_with_the_grant_to_make(system):
     outsider = dev_accounts()[7]
     problems = preflight_problems(system.w3, _chain(system), outsider)
