@@ -188,9 +188,19 @@ def explorer_target(network: Any) -> ExplorerTarget:
     """
     import os
 
+    from ape.utils import ManagerAccessMixin
+    from ape_etherscan import Etherscan
+
     name = f"{network.ecosystem.name}:{network.name}"
-    explorer = network.explorer
-    if explorer is None or type(explorer).__name__ != "Etherscan":
+    configured = ManagerAccessMixin.config_manager.get_config("etherscan")
+    if network.ecosystem.name in configured and network.name in configured[network.ecosystem.name]:
+        # The explorer ape would pick for this configured network; built directly because ape, once connected,
+        # first asks every other registered explorer whether it supports the chain id, which ape-etherscan
+        # answers by downloading etherscan.io's chain list.
+        explorer = Etherscan(name="etherscan", network=network)
+    else:
+        explorer = network.explorer
+    if explorer is None or not isinstance(explorer, Etherscan):
         raise ConfigError(f"--verify: {name} has no Etherscan explorer (verification works on "
                           f"{', '.join(VERIFIABLE_NETWORKS)}; the etherscan: section of ape-config.yaml)")
     try:
