@@ -207,7 +207,7 @@ def explorer_target(network: Any) -> ExplorerTarget:
         uri, api_uri = explorer.etherscan_uri, explorer.etherscan_api_uri
     except Exception as exc:  # noqa: BLE001 - the plugin asks etherscan.io's chain list when unconfigured
         raise ConfigError(f"--verify: no explorer API URL for {name}: set etherscan.{network.ecosystem.name}."
-                          f"{network.name}.api_uri in ape-config.yaml ({exc})") from exc
+                          f"{network.name}.uri and .api_uri in ape-config.yaml ({type(exc).__name__})") from exc
     if not api_uri or api_uri == "None" or not uri or uri == "None":
         raise ConfigError(f"--verify: no explorer URL for {name}: set uri and api_uri under etherscan."
                           f"{network.ecosystem.name}.{network.name} in ape-config.yaml")

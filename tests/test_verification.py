@@ -280,3 +280,25 @@ def test_verify_on_the_local_network_is_refused_in_one_line(tmp_path):
     assert ("--verify: ethereum:local has no explorer; verify on ethereum:sepolia, arbitrum:sepolia or base:sepolia"
             in done.stdout + done.stderr)
     assert not (tmp_path / "ethereum-local.json").exists()
+
+
+@pytest.mark.parametrize(("ape_network", "uri", "chain_id"), [
+    ("ethereum:sepolia", "https://sepolia.etherscan.io", 11155111),
+    ("arbitrum:sepolia", "https://sepolia.arbiscan.io", 421614),
+    ("base:sepolia", "https://sepolia.basescan.org", 84532),
+])
+def test_each_testnet_resolves_to_its_configured_explorer(monkeypatch, ape_network, uri, chain_id):
+    from ape import networks
+
+    from keeper.errors import ConfigError
+    from keeper.verification import explorer_target
+
+    network = networks.get_ecosystem(ape_network.split(":")[0]).get_network("sepolia")
+    assert network.chain_id == chain_id
+    monkeypatch.delenv("ETHERSCAN_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"^--verify: set ETHERSCAN_API_KEY \(an Etherscan API v2 key"):
+        explorer_target(network)
+    monkeypatch.setenv("ETHERSCAN_API_KEY", API_KEY)
+    target = explorer_target(network)
+    assert (target.ape_network, target.uri, target.api_uri) == (
+        ape_network, uri, f"https://api.etherscan.io/v2/api?chainid={chain_id}")
