@@ -305,12 +305,54 @@ def _wait(client: Any, item: DeployedContract, guid: str, poll_seconds: float, m
 
 
 def write_results(path: Path, deployed: list[DeployedContract], results: list[VerificationResult]) -> Path:
-    """Writes the deployed contracts (with constructor arguments) and their verification results as JSON."""
+    """Writes the deployed contracts (with constructor arguments) and their verification results as JSON: what
+    :func:`load_deployed` reads to verify again (``ape run deploy --verify-from PATH``)."""
     path.write_text(json.dumps({"contracts": [asdict(d) for d in deployed],
                                 "verifications": [asdict(r) for r in results]}, indent=1) + "\n")
     return path
 
 
+def load_deployed(path: Path) -> list[DeployedContract]:
+    """The contracts of a file :func:`write_results` wrote.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or not such a file (the message names it).
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+        return [DeployedContract(**item) for item in data["contracts"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--verify-from {path}: not a deployments/<network>.verification.json written by "
+                          f"`ape run deploy` ({type(exc).__name__}: {exc})") from exc
+
+
+def check_deployed_code(w3: Any, deployed: list[DeployedContract], artifacts: dict[str, Artifact]) -> None:
+    """Checks that each contract's deploy transaction carried the current build's creation code followed by the
+    recorded constructor arguments, so that what is submitted is what is on chain.
+
+    Raises
+    ------
+    ConfigError
+        A transaction that is missing, or whose data differs (a different build or another checkout deployed it:
+        the message says which contract).
+    """
+    for item in deployed:
+        try:
+            tx = w3.eth.get_transaction(item.tx_hash)
+        except Exception as exc:  # noqa: BLE001 - web3 raises TransactionNotFound
+            raise ConfigError(f"--verify: the deploy transaction {item.tx_hash} of {item.name} is not on this chain "
+                              f"({type(exc).__name__})") from exc
+        sent = tx["input"] if isinstance(tx["input"], str) else "0x" + bytes(tx["input"]).hex()
+        artifact = artifacts.get(item.name)
+        expected = (artifact.bytecode.removeprefix("0x") if artifact else "") + item.constructor_args_hex
+        if artifact is None or sent.removeprefix("0x") != expected:
+            raise ConfigError(f"--verify: {item.name} at {item.address} was deployed from other bytecode than this "
+                              "checkout's build (sources, compiler or checkout path differ): verify from the "
+                              "checkout and build that deployed it")
+
+
 __all__ = ["API_KEY_ENV", "CompilationInput", "DeployedContract", "ExplorerTarget", "RecordingSender",
-           "VerificationResult", "explorer_target", "license_code", "publish", "standard_json_input",
-           "write_results"]
+           "VerificationResult", "check_deployed_code", "explorer_target", "license_code", "load_deployed",
+           "publish", "standard_json_input", "write_results"]

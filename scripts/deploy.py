@@ -26,7 +26,8 @@ APE_ACCOUNTS_<ALIAS>_PASSPHRASE). A feed address keeper/networks.py marks unconf
 --accept-unconfirmed; --feed SYMBOL=0x... adds or replaces one. ``--verify`` then verifies every contract deployed
 (vault, option market, test tokens, implied-volatility feeds) on the network's explorer (keeper.verification;
 the explorer URLs in ape-config.yaml's ``etherscan:`` section, the key in ETHERSCAN_API_KEY) and writes
-``deployments/<network>.verification.json``.
+``deployments/<network>.verification.json``; ``--verify-from`` that file verifies again without deploying (after
+the explorer refused or the run was interrupted).
 """
 
 from __future__ import annotations
@@ -207,9 +208,29 @@ def run(ape_network: str, rpc_url: str, *, explorer=None, **options) -> Path:  #
     if explorer is not None:
         from keeper.verification import publish, write_results
 
-        results = publish(explorer, deployed)
-        print(f"wrote {write_results(path.with_suffix('.verification.json'), deployed, results)}")
+        # Written first, so that a verification the explorer refuses can be retried with --verify-from.
+        results_path = write_results(path.with_suffix(".verification.json"), deployed, [])
+        print(f"wrote {write_results(results_path, deployed, publish(explorer, deployed))}")
     return path
+
+
+def verify_from_file(path: Path, rpc_url: str, explorer) -> Path:  # noqa: ANN001 - keeper.verification.ExplorerTarget
+    """Verifies again the contracts of a ``<record>.verification.json`` (after a refused or interrupted
+    verification): each deploy transaction is first checked to carry this checkout's build; rewrites the file.
+
+    Raises
+    ------
+    ConfigError
+        A bad file, a deploy transaction not on the chain or built otherwise, a failed verification.
+    """
+    from keeper.build import load_artifacts
+    from keeper.chain import connect
+    from keeper.verification import check_deployed_code, load_deployed, publish, write_results
+
+    deployed = load_deployed(path)
+    check_deployed_code(connect(rpc_url), deployed, load_artifacts())
+    print(f"wrote {write_results(Path(path), deployed, publish(explorer, deployed))}")
+    return Path(path)
 
 
 try:  # `ape run deploy`: a click command in ape's network context
@@ -232,17 +253,22 @@ try:  # `ape run deploy`: a click command in ape's network context
     @click.option("--out-dir", type=click.Path(path_type=Path), default=None, help="default: deployments/")
     @click.option("--verify", is_flag=True,
                   help="verify every contract deployed on the network's explorer (ape-etherscan; ETHERSCAN_API_KEY)")
-    def cli(network, provider, verify, **options):  # noqa: ANN001 - click's signature
+    @click.option("--verify-from", type=click.Path(path_type=Path), default=None,
+                  help="deploy nothing; verify again the contracts of a deployments/<network>.verification.json")
+    def cli(network, provider, verify, verify_from, **options):  # noqa: ANN001 - click's signature
         options = {k: v for k, v in options.items() if v is not None}
         try:
             explorer = None
-            if verify:  # refused before anything is sent: no explorer, no URL or no API key
+            if verify or verify_from:  # refused before anything is sent: no explorer, no URL or no API key
                 if network.name == "local":
                     raise ConfigError(f"--verify: {network.ecosystem.name}:local has no explorer; verify on "
                                       "ethereum:sepolia, arbitrum:sepolia or base:sepolia")
                 from keeper.verification import explorer_target
 
                 explorer = explorer_target(network)
+            if verify_from is not None:
+                verify_from_file(verify_from, provider.uri, explorer)
+                return
             run(f"{network.ecosystem.name}:{network.name}", provider.uri, explorer=explorer, **options)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc

@@ -262,6 +262,33 @@ def test_a_failed_verification_names_the_contract_and_the_explorer_reason(sepoli
     assert (f"--verify: the explorer failed RiskParityVault at {vault}: Fail - Unable to verify: bytecode does not "
             "match") in done.stdout + done.stderr
 
+    # The deployment and its contracts were written before verifying: --verify-from retries without deploying.
+    saved = tmp_path / "out" / "ethereum-sepolia.verification.json"
+    contracts = json.loads(saved.read_text())["contracts"]
+    assert len(contracts) == 7 and vault in [c["address"] for c in contracts]
+    env = _ape_env(SEPOLIA_RPC_URL=node.rpc_url, ETHERSCAN_API_KEY=API_KEY)
+    retry = [APE, "run", "deploy", "--network", "ethereum:sepolia:node", "--verify-from", str(saved)]
+
+    # A file whose constructor arguments are not what the deploy transaction carried is refused, nothing sent.
+    tampered = tmp_path / "tampered.json"
+    bad = [dict(c, constructor_args_hex=c["constructor_args_hex"][:-1] + "f") if c["name"] == "OptionMarket" else c
+           for c in contracts]
+    tampered.write_text(json.dumps({"contracts": bad, "verifications": []}))
+    sent_before = len(explorer.submissions)
+    refused = subprocess.run(retry[:-1] + [str(tampered)], cwd=project, env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert refused.returncode != 0 and len(explorer.submissions) == sent_before
+    market = next(c["address"] for c in contracts if c["name"] == "OptionMarket")
+    assert (f"--verify: OptionMarket at {market} was deployed from other bytecode than this checkout's build"
+            in refused.stdout + refused.stderr)
+
+    explorer.fail_with = None
+    again = subprocess.run(retry, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    resent = [s["contractaddress"] for s in explorer.submissions[sent_before:]]
+    assert sorted(resent) == sorted(c["address"] for c in contracts) and resent[0] == vault
+    assert {r["status"] for r in json.loads(saved.read_text())["verifications"]} == {"Pass - Verified"}
+
 
 def test_verify_without_an_api_key_is_refused_before_anything_is_sent(sepolia, tmp_path):
     node, w3 = sepolia
