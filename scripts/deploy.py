@@ -23,7 +23,11 @@ Uniswap V3 factory, QuoterV2, position manager and router (``SwapRouter02``, the
 says what is deployed). The deployer's key comes from the environment variable named by --deployer-key-env
 (default DEPLOYER_PRIVATE_KEY) or from an ape account (--account ALIAS, unlocked with
 APE_ACCOUNTS_<ALIAS>_PASSPHRASE). A feed address keeper/networks.py marks unconfirmed is refused unless
---accept-unconfirmed; --feed SYMBOL=0x... adds or replaces one.
+--accept-unconfirmed; --feed SYMBOL=0x... adds or replaces one. ``--verify`` then verifies every contract deployed
+(vault, option market, test tokens, implied-volatility feeds) on the network's explorer (keeper.verification;
+the explorer URLs in ape-config.yaml's ``etherscan:`` section, the key in ETHERSCAN_API_KEY) and writes
+``deployments/<network>.verification.json``; ``--verify-from`` that file verifies again without deploying (after
+the explorer refused or the run was interrupted).
 """
 
 from __future__ import annotations
@@ -105,8 +109,9 @@ def deployer_key(key_env: str, ape_account: str | None) -> str:
 
 def deploy_public(rpc_url: str, ape_network: str, *, keeper: str, guardian: str, symbols: list[str] | None,
                   extra_feeds: dict[str, str], accept_unconfirmed: bool, router: str | None, router_kind: str | None,
-                  key: str, pool_depth_usd: float, out_dir: Path) -> Path:
+                  key: str, pool_depth_usd: float, out_dir: Path, deployed: list | None = None) -> Path:
     """The system on a network with Uniswap V3 and Chainlink (keeper.public_deployment); returns the record's path.
+    Every contract created is appended to ``deployed`` (``keeper.verification.DeployedContract``) when given.
 
     Raises
     ------
@@ -117,7 +122,8 @@ def deploy_public(rpc_url: str, ape_network: str, *, keeper: str, guardian: str,
 
     from keeper.chain import connect
     from keeper.networks import network_addresses, record_path, write_abis
-    from keeper.public_deployment import KeySender, PublicDeployOptions, deploy_on_network
+    from keeper.public_deployment import PublicDeployOptions, deploy_on_network
+    from keeper.verification import RecordingSender
 
     network = network_addresses(ape_network)
     wanted = symbols or [s for s, f in network.price_feeds.items() if f is not None] + \
@@ -136,11 +142,15 @@ def deploy_public(rpc_url: str, ape_network: str, *, keeper: str, guardian: str,
                               "check it, then pass --accept-unconfirmed (or --feed SYMBOL=0x...)")
         feeds[symbol] = listed.address
     w3 = connect(rpc_url)
-    sender = KeySender(w3, key)
+    sender = RecordingSender(w3, key)
     options = PublicDeployOptions(feeds=feeds, router=router or network.router.address,
                                   router_kind=router_kind or network.router_kind, keeper=keeper, guardian=guardian,
                                   pool_depth_usd=pool_depth_usd)
-    record = deploy_on_network(w3, sender, network, options, ape_network)
+    try:
+        record = deploy_on_network(w3, sender, network, options, ape_network)
+    finally:
+        if deployed is not None:
+            deployed.extend(sender.deployed)
     path = record_path(ape_network, out_dir)
     record.to_json(path)
     write_abis(out_dir)
@@ -157,11 +167,23 @@ def _feeds(values: tuple[str, ...] | list[str]) -> dict[str, str]:
     return out
 
 
-def run(ape_network: str, rpc_url: str, **options) -> Path:
-    """Dispatches to :func:`deploy_local` (``*:local``) or :func:`deploy_public`; prints and returns the record."""
+def run(ape_network: str, rpc_url: str, *, explorer=None, **options) -> Path:  # noqa: ANN001 - ExplorerTarget
+    """Dispatches to :func:`deploy_local` (``*:local``) or :func:`deploy_public`; prints and returns the record.
+    With ``explorer`` (``keeper.verification.ExplorerTarget``) every contract deployed is then verified on it and
+    the submissions are written to ``<record>.verification.json``.
+
+    Raises
+    ------
+    ConfigError
+        Bad options (the message names the fix); ``explorer`` given for a local network; a failed verification.
+    """
     out_dir = Path(options.get("out_dir") or ROOT / "deployments")
     symbols = [s.strip().upper() for s in options["assets"].split(",")] if options.get("assets") else None
+    deployed: list = []
     if ape_network.split(":")[1] == "local":
+        if explorer is not None:
+            raise ConfigError(f"--verify: {ape_network} has no explorer; verify on ethereum:sepolia, "
+                              "arbitrum:sepolia or base:sepolia")
         path = deploy_local(rpc_url, symbols or ["BTC", "ETH", "SOL"], options.get("pool_depth_usd", 50e6),
                             options.get("timelock_delay", 0), out_dir, ":".join(ape_network.split(":")[:2]),
                             router_kind=options.get("router_kind") or "swaprouter")
@@ -174,7 +196,8 @@ def run(ape_network: str, rpc_url: str, **options) -> Path:
                              router_kind=options.get("router_kind"),
                              key=deployer_key(options.get("deployer_key_env") or "DEPLOYER_PRIVATE_KEY",
                                               options.get("account")),
-                             pool_depth_usd=options.get("pool_depth_usd", 50e6), out_dir=out_dir)
+                             pool_depth_usd=options.get("pool_depth_usd", 50e6), out_dir=out_dir,
+                             deployed=deployed)
     import json
 
     record = json.loads(path.read_text())
@@ -182,7 +205,32 @@ def run(ape_network: str, rpc_url: str, **options) -> Path:
           f"option market {record['option_market']}\nquoter {record['quoter']}\nrouter {record['router']} "
           f"({record['router_kind']})\n" + "".join(f"{a['symbol']}: token {a['token']} feed {a['feed']} pool "
                                                   f"{a['pool']}\n" for a in record["assets"]) + f"wrote {path}")
+    if explorer is not None:
+        from keeper.verification import publish, write_results
+
+        # Written first, so that a verification the explorer refuses can be retried with --verify-from.
+        results_path = write_results(path.with_suffix(".verification.json"), deployed, [])
+        print(f"wrote {write_results(results_path, deployed, publish(explorer, deployed))}")
     return path
+
+
+def verify_from_file(path: Path, rpc_url: str, explorer) -> Path:  # noqa: ANN001 - keeper.verification.ExplorerTarget
+    """Verifies again the contracts of a ``<record>.verification.json`` (after a refused or interrupted
+    verification): each deploy transaction is first checked to carry this checkout's build; rewrites the file.
+
+    Raises
+    ------
+    ConfigError
+        A bad file, a deploy transaction not on the chain or built otherwise, a failed verification.
+    """
+    from keeper.build import load_artifacts
+    from keeper.chain import connect
+    from keeper.verification import check_deployed_code, load_deployed, publish, write_results
+
+    deployed = load_deployed(path)
+    check_deployed_code(connect(rpc_url), deployed, load_artifacts())
+    print(f"wrote {write_results(Path(path), deployed, publish(explorer, deployed))}")
+    return Path(path)
 
 
 try:  # `ape run deploy`: a click command in ape's network context
@@ -203,10 +251,25 @@ try:  # `ape run deploy`: a click command in ape's network context
     @click.option("--pool-depth-usd", type=float, default=None, help="each side of each seeded pool, USD")
     @click.option("--timelock-delay", type=int, default=0, help="local: seconds every admin action waits (0: none)")
     @click.option("--out-dir", type=click.Path(path_type=Path), default=None, help="default: deployments/")
-    def cli(network, provider, **options):  # noqa: ANN001 - click's signature
+    @click.option("--verify", is_flag=True,
+                  help="verify every contract deployed on the network's explorer (ape-etherscan; ETHERSCAN_API_KEY)")
+    @click.option("--verify-from", type=click.Path(path_type=Path), default=None,
+                  help="deploy nothing; verify again the contracts of a deployments/<network>.verification.json")
+    def cli(network, provider, verify, verify_from, **options):  # noqa: ANN001 - click's signature
         options = {k: v for k, v in options.items() if v is not None}
         try:
-            run(f"{network.ecosystem.name}:{network.name}", provider.uri, **options)
+            explorer = None
+            if verify or verify_from:  # refused before anything is sent: no explorer, no URL or no API key
+                if network.name == "local":
+                    raise ConfigError(f"--verify: {network.ecosystem.name}:local has no explorer; verify on "
+                                      "ethereum:sepolia, arbitrum:sepolia or base:sepolia")
+                from keeper.verification import explorer_target
+
+                explorer = explorer_target(network)
+            if verify_from is not None:
+                verify_from_file(verify_from, provider.uri, explorer)
+                return
+            run(f"{network.ecosystem.name}:{network.name}", provider.uri, explorer=explorer, **options)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from exc
 except ImportError:  # plain Python without ape
