@@ -19,14 +19,14 @@ import numpy.typing as npt
 
 from keeper.build import PROJECT_ROOT
 from keeper.errors import ConfigError
-from keeper.price_panel import read_price_csv
-from keeper.units import SECONDS_PER_DAY, SECONDS_PER_YEAR
+from keeper.price_panel import BarClock, read_price_csv
+from keeper.units import SECONDS_PER_DAY
 
 DEFAULT_PRICES_CSV = PROJECT_ROOT / "data" / "crypto_daily_close_binance_aligned.csv"
 
 
 @dataclass(frozen=True)
-class PriceTable:
+class PriceTable(BarClock):
     """Closes of every chosen asset on every bar: ``prices[t, i]`` is ``symbols[i]``'s USD close of bar ``t``.
 
     ``timestamps[t]`` is the Unix second bar ``t`` opens (midnight UTC of ``dates[t]`` for daily bars),
@@ -46,18 +46,6 @@ class PriceTable:
             object.__setattr__(self, "timestamps", tuple(
                 int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc).timestamp()) for d in self.dates))
 
-    @property
-    def daily(self) -> bool:
-        return self.bar_seconds == SECONDS_PER_DAY
-
-    @property
-    def periods_per_year(self) -> float:
-        """Bars per 365-day year."""
-        return SECONDS_PER_YEAR / self.bar_seconds
-
-    def close_timestamp(self, t: int) -> int:
-        """Unix seconds of the close of bar ``t``: its open + ``bar_seconds`` (midnight UTC ending a daily bar)."""
-        return self.timestamps[t] + self.bar_seconds
 
     def label(self, t: int) -> str:
         """ISO 8601 label of bar ``t`` (the date for daily bars, the UTC date-time of its open otherwise)."""

@@ -34,7 +34,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 import numpy as np
 import numpy.typing as npt
 from keeper.build import PROJECT_ROOT
@@ -282,8 +282,29 @@ def _jump_test(data: PriceCsv) -> None:
 # --------------------------------------------------------------------------- #
 # The backtest's panel
 # --------------------------------------------------------------------------- #
+class BarClock:
+    """The bar arithmetic shared by the tables of closes (:class:`PricePanel`, :class:`keeper.data.PriceTable`):
+    ``timestamps`` (unix seconds of each bar's open) and ``bar_seconds`` come from the class using it."""
+
+    timestamps: Any
+    bar_seconds: int
+
+    @property
+    def daily(self) -> bool:
+        return self.bar_seconds == SECONDS_PER_DAY
+
+    @property
+    def periods_per_year(self) -> float:
+        """Bars per 365-day year (365 for daily bars, 8,760 for hourly)."""
+        return SECONDS_PER_YEAR / self.bar_seconds
+
+    def close_timestamp(self, t: int) -> int:
+        """Unix seconds of the close of bar ``t`` (its open + ``bar_seconds``; midnight UTC ending a daily bar)."""
+        return int(self.timestamps[t]) + self.bar_seconds
+
+
 @dataclass(frozen=True, eq=False)
-class PricePanel:
+class PricePanel(BarClock):
     """Closes with blanks kept: ``prices[t, i]`` is ``symbols[i]``'s USD close of bar ``t`` or NaN when the
     file has no close for it.
 
@@ -311,18 +332,6 @@ class PricePanel:
             object.__setattr__(self, "labels", self.dates if self.daily else tuple(
                 dt.datetime.fromtimestamp(int(s), dt.timezone.utc).replace(tzinfo=None) for s in self.timestamps))
 
-    @property
-    def daily(self) -> bool:
-        return self.bar_seconds == SECONDS_PER_DAY
-
-    @property
-    def periods_per_year(self) -> float:
-        """Bars per 365-day year (365 for daily bars, 8,760 for hourly)."""
-        return SECONDS_PER_YEAR / self.bar_seconds
-
-    def close_timestamp(self, t: int) -> int:
-        """Unix seconds of the close of bar ``t`` (its open + ``bar_seconds``; midnight UTC ending a daily bar)."""
-        return int(self.timestamps[t]) + self.bar_seconds  # type: ignore[index]
 
     def label(self, t: int) -> str:
         """ISO 8601 label of bar ``t`` (a date for daily bars)."""
