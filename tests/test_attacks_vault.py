@@ -654,6 +654,9 @@ def test_management_fee_accrues_per_second_and_nobody_dodges_or_pays_twice(chain
 def test_performance_fee_is_charged_once_over_the_high_water_mark(chain: System) -> None:
     v = chain.vault.functions
     chain.deposit(chain.alice, 1_000_000)
+    # Fees accrue at most once a second: the rebalance must land in a later second than the deposit to move the
+    # mark to the price the entry fee raised (a fast tick can otherwise share the deposit's second).
+    rpc(chain.w3, "evm_increaseTime", [1])
     assert chain.make_keeper(drift_threshold_bps=0).run_once().status == "rebalanced"
     chain.tx.transact(chain.owner, v.setFees(FEE_RECIPIENT, 0, 2_000))  # 20 % of gains
     nav0, supply = v.totalAssets().call(), v.totalSupply().call()
