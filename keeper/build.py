@@ -85,9 +85,13 @@ def find_solc() -> list[str]:
 
 
 def _sources() -> dict[str, str]:
+    """The project's Solidity files under ``contracts/``. Hidden folders are not sources: ``ape compile`` keeps
+    its copies of the npm dependencies in ``contracts/.cache`` (where a package's ``artifacts/X.sol/`` is a
+    folder), and those are compiled from ``node_modules`` through the remappings instead."""
     return {
         str(path.relative_to(PROJECT_ROOT)): path.read_text()
         for path in sorted(CONTRACTS_DIR.rglob("*.sol"))
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(CONTRACTS_DIR).parts)
     }
 
 
