@@ -182,29 +182,25 @@ class FailoverHTTPProvider(JSONBaseProvider):
             Every attempt failed transiently (the message names each endpoint's last error).
         """
         payload = self.encode_rpc_request(method, params)
-        retry = retry_if_exception_type(TransientRpcError) & _retry_send_only_if_undelivered(method in SEND_METHODS)
-        return self._with_retries(retry, method, payload, False)
-
-    def _with_retries(self, retry: Any, what: str, payload: bytes, batch: bool) -> Any:
-        """One request (or batch) through :meth:`_attempt` under the provider's failover, backoff and limits."""
+        is_send = method in SEND_METHODS
         stop = stop_after_attempt(self.max_attempts)
         if self.max_elapsed_seconds is not None:
             stop = stop | stop_after_delay(self.max_elapsed_seconds)
         retrying = Retrying(
             stop=stop,
             wait=wait_random_exponential(multiplier=self.backoff_initial_seconds, max=self.backoff_max_seconds),
-            retry=retry,
+            retry=retry_if_exception_type(TransientRpcError) & _retry_send_only_if_undelivered(is_send),
             before_sleep=self._before_retry,
             reraise=True,
         )
         try:
-            return retrying(self._attempt, what, payload, batch)
+            return retrying(self._attempt, method, payload)
         except TransientRpcError as exc:
             with self._lock:
                 self.stats.exhausted += 1
             tried = "; ".join(f"{e.url}: {e.last_error}" for e in self.stats.endpoints if e.last_error)
             raise RpcUnavailableError(
-                f"{what} failed on every RPC endpoint after {retrying.statistics.get('attempt_number', 1)} "
+                f"{method} failed on every RPC endpoint after {retrying.statistics.get('attempt_number', 1)} "
                 f"attempt(s) (last: {exc.detail}; {tried}): check the nodes or add rpc_fallback_urls"
             ) from exc
 
@@ -228,8 +224,27 @@ class FailoverHTTPProvider(JSONBaseProvider):
         if any(method in SEND_METHODS for method, _ in requests):
             raise NotImplementedError("a JSON-RPC batch never carries a transaction: send it on its own")
         payload = self.encode_batch_rpc_request(list(requests))
-        responses = self._with_retries(retry_if_exception_type(TransientRpcError),
-                                       f"a batch of {len(requests)} JSON-RPC requests", payload, True)
+        stop = stop_after_attempt(self.max_attempts)
+        if self.max_elapsed_seconds is not None:
+            stop = stop | stop_after_delay(self.max_elapsed_seconds)
+        retrying = Retrying(
+            stop=stop,
+            wait=wait_random_exponential(multiplier=self.backoff_initial_seconds, max=self.backoff_max_seconds),
+            retry=retry_if_exception_type(TransientRpcError),
+            before_sleep=self._before_retry,
+            reraise=True,
+        )
+        try:
+            responses = retrying(self._attempt, "batch", payload, True)
+        except TransientRpcError as exc:
+            with self._lock:
+                self.stats.exhausted += 1
+            tried = "; ".join(f"{e.url}: {e.last_error}" for e in self.stats.endpoints if e.last_error)
+            raise RpcUnavailableError(
+                f"a batch of {len(requests)} JSON-RPC requests failed on every RPC endpoint after "
+                f"{retrying.statistics.get('attempt_number', 1)} attempt(s) (last: {exc.detail}; {tried}): "
+                "check the nodes or add rpc_fallback_urls"
+            ) from exc
         if isinstance(responses, list):
             # JSON-RPC 2.0 lets a node answer a batch in any order: match by id.
             by_id = {r.get("id"): r for r in responses if isinstance(r, dict)}
