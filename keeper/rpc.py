@@ -27,7 +27,6 @@ again).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -204,55 +203,6 @@ class FailoverHTTPProvider(JSONBaseProvider):
                 f"attempt(s) (last: {exc.detail}; {tried}): check the nodes or add rpc_fallback_urls"
             ) from exc
 
-    def make_batch_request(self, requests: Sequence[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
-        """Sends several JSON-RPC requests in one HTTP round trip (a JSON-RPC 2.0 batch) with the same failover
-        and retries as :meth:`make_request`; returns the node's responses in request order.
-
-        A batch never carries a transaction: one that would raises ``NotImplementedError`` (the caller,
-        :func:`keeper.multicall.batch_request`, then sends the requests one by one, so a send keeps its own
-        delivered-or-not retry rule). A batch whose answer holds a transient error for any request ("later":
-        rate limit, busy node) is retried as a whole: every request in it is a read. A node that refuses
-        batches answers one error object, which is returned as it is (the caller then stops batching).
-
-        Raises
-        ------
-        NotImplementedError
-            A request of the batch is a send (``eth_sendRawTransaction``, ``eth_sendTransaction``).
-        RpcUnavailableError
-            Every attempt failed transiently.
-        """
-        if any(method in SEND_METHODS for method, _ in requests):
-            raise NotImplementedError("a JSON-RPC batch never carries a transaction: send it on its own")
-        payload = self.encode_batch_rpc_request(list(requests))
-        stop = stop_after_attempt(self.max_attempts)
-        if self.max_elapsed_seconds is not None:
-            stop = stop | stop_after_delay(self.max_elapsed_seconds)
-        retrying = Retrying(
-            stop=stop,
-            wait=wait_random_exponential(multiplier=self.backoff_initial_seconds, max=self.backoff_max_seconds),
-            retry=retry_if_exception_type(TransientRpcError),
-            before_sleep=self._before_retry,
-            reraise=True,
-        )
-        try:
-            responses = retrying(self._attempt, "batch", payload, True)
-        except TransientRpcError as exc:
-            with self._lock:
-                self.stats.exhausted += 1
-            tried = "; ".join(f"{e.url}: {e.last_error}" for e in self.stats.endpoints if e.last_error)
-            raise RpcUnavailableError(
-                f"a batch of {len(requests)} JSON-RPC requests failed on every RPC endpoint after "
-                f"{retrying.statistics.get('attempt_number', 1)} attempt(s) (last: {exc.detail}; {tried}): "
-                "check the nodes or add rpc_fallback_urls"
-            ) from exc
-        if isinstance(responses, list):
-            # JSON-RPC 2.0 lets a node answer a batch in any order: match by id.
-            by_id = {r.get("id"): r for r in responses if isinstance(r, dict)}
-            ids = [request["id"] for request in json.loads(payload)]
-            if len(by_id) == len(ids) and all(i in by_id for i in ids):
-                return [by_id[i] for i in ids]
-        return responses
-
     def is_connected(self, show_traceback: bool = False) -> bool:
         try:
             response = self.make_request(RPCEndpoint("web3_clientVersion"), [])
@@ -271,7 +221,7 @@ class FailoverHTTPProvider(JSONBaseProvider):
             self._local.session = session
         return session
 
-    def _attempt(self, method: str, payload: bytes, batch: bool = False) -> Any:
+    def _attempt(self, method: str, payload: bytes) -> RPCResponse:
         index = self._current
         url = self.endpoint_uris[index]
         stats = self.stats.endpoints[index]
@@ -294,13 +244,6 @@ class FailoverHTTPProvider(JSONBaseProvider):
             body = response.json()
         except ValueError as exc:
             raise self._fail(index, f"HTTP {response.status_code} with a non-JSON body", True) from exc
-        if batch and isinstance(body, list):
-            for item in body:
-                error = item.get("error") if isinstance(item, dict) else None
-                if isinstance(error, dict) and is_transient_rpc_error(error):
-                    raise self._fail(index, f"JSON-RPC error {error.get('code')} in a batch: {error.get('message')}",
-                                     False)
-            return body
         if not isinstance(body, dict):
             raise self._fail(index, f"unexpected JSON-RPC body of type {type(body).__name__}", True)
         error = body.get("error")

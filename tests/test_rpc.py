@@ -82,7 +82,7 @@ class RpcProxy:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 request = json.loads(body)
-                method = request.get("method", "?") if isinstance(request, dict) else "batch"
+                method = request.get("method", "?")
                 with proxy._lock:
                     proxy.seen.append(method)
                 mode = proxy._take_fault(method)
@@ -98,10 +98,8 @@ class RpcProxy:
                 if mode == "html":
                     return self._send(200, b"<html>gateway error</html>", "text/html")
                 if mode == "-32005":
-                    error = {"jsonrpc": "2.0", "id": request.get("id") if isinstance(request, dict) else None,
+                    error = {"jsonrpc": "2.0", "id": request.get("id"),
                              "error": {"code": -32005, "message": "limit exceeded"}}
-                    if isinstance(request, list):  # a node rate-limiting every request of a batch
-                        error = [{**error, "id": r.get("id")} for r in request]
                     return self._send(200, json.dumps(error).encode(), "application/json")
                 if proxy.hook is not None:
                     proxy.hook(method, request)
@@ -266,37 +264,3 @@ def test_bad_provider_settings_are_refused() -> None:
         FailoverHTTPProvider(["http://127.0.0.1:1"], max_attempts=0)
     with pytest.raises(ConfigError, match="out of range"):
         FailoverHTTPProvider(["http://127.0.0.1:1"], timeout_seconds=0)
-
-
-#: Anvil's first dev account (funded at genesis).
-DEV = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
-
-
-def test_a_batch_is_one_round_trip_with_the_answers_of_single_requests(proxy, anvil) -> None:
-    from keeper.multicall import batch_request
-
-    w3 = _w3(proxy.url)
-    requests_ = [("eth_blockNumber", []), ("eth_chainId", []), ("eth_getBalance", [DEV, "latest"])]
-    answers = batch_request(w3, requests_)
-    assert proxy.seen == ["batch"]
-    direct = Web3(Web3.HTTPProvider(anvil.rpc_url))
-    assert [a["result"] for a in answers] == [hex(direct.eth.block_number), hex(direct.eth.chain_id),
-                                              hex(direct.eth.get_balance(DEV))]
-
-
-@pytest.mark.parametrize("mode", ["503", "-32005", "drop"])
-def test_a_batch_of_reads_is_retried_as_a_whole_on_a_transient_failure(proxy, mode) -> None:
-    from keeper.multicall import batch_request
-
-    w3 = _w3(proxy.url)
-    proxy.fail(2, mode, {"batch"})
-    answers = batch_request(w3, [("eth_blockNumber", []), ("eth_chainId", [])])
-    assert proxy.seen == ["batch"] * 3
-    assert all("result" in a for a in answers) and w3.provider.stats.retries == 2
-
-
-def test_a_batch_never_carries_a_send(proxy) -> None:
-    w3 = _w3(proxy.url)
-    with pytest.raises(NotImplementedError, match="never carries a transaction"):
-        w3.provider.make_batch_request([("eth_blockNumber", []), ("eth_sendRawTransaction", ["0x00"])])
-    assert proxy.seen == []
