@@ -180,6 +180,7 @@ library BlackScholes {
             // a·(1/√(2π)) = S·φ(d1) with S and φ both 1e18 fixed point (product scale 1e36).
             int256 sPdf = a * INV_SQRT_2PI_WAD >> 64;
             // Γ = φ/(S·σ√τ): φ·1e36 = sPdf·1e18/S ≤ 4e35, ·2^96/σ√τ (σ√τ ≥ 1.7e-7·2^96) < 2^215, then /S.
+            // slither-disable-next-line divide-before-multiply (the order keeps every intermediate below 2^255; the bounds are in the comment above)
             g.gamma = uint256(sPdf * WAD / s * ONE / sigmaSqrtT / s);
             // vega = S·φ·√τ: (S·φ in 1e36·2^-32 < 2^127) × √τ (Q96, < 2^98), then to 1e18 with one floor.
             g.vega = uint256((sPdf >> 32) * sqrtT / WAD >> 64);
@@ -199,6 +200,7 @@ library BlackScholes {
         unchecked {
             int256 a = (x < 0 ? -x : x) * ONE / WAD;
             // Q(|x|) = e^(−x²/2)·M(|x|): Q128 × Q80 → Q128, then to 1e18.
+            // slither-disable-next-line divide-before-multiply (a is |x| converted from 1e18 to Q96 once; the floor is part of the stated error bound)
             int256 tail = (_expNeg(a * a >> 97) * _mills(a) >> 80) * WAD >> 128;
             return x > 0 ? WAD - tail : tail;
         }
@@ -209,6 +211,7 @@ library BlackScholes {
         if (x >= D_CLAMP || x <= -D_CLAMP) return 0;
         unchecked {
             int256 a = (x < 0 ? -x : x) * ONE / WAD;
+            // slither-disable-next-line divide-before-multiply (a is |x| converted from 1e18 to Q96 once; the floor is part of the stated error bound)
             return _expNeg(a * a >> 97) * INV_SQRT_2PI_WAD >> 128;
         }
     }
@@ -256,6 +259,7 @@ library BlackScholes {
             int256 d2 = d1 - sigmaSqrtT;
             int256 a1 = d1 < 0 ? -d1 : d1;
             int256 a2 = d2 < 0 ? -d2 : d2;
+ // slither-disable-next-line uninitialized-local (every branch below assigns it before use)
             int256 bracket;
             if (a1 < D_CLAMP_Q96 || a2 < D_CLAMP_Q96) {
                 // One exponential: S·e^(−d1²/2) = Kd·e^(−d2²/2); take the smaller |d| (the larger density).
@@ -354,6 +358,7 @@ library BlackScholes {
     function _sqrt(uint256 n) private pure returns (uint256 x) {
         uint256 msb = _msb(n);
         assembly ("memory-safe") {
+            // slither-disable-next-line incorrect-shift (Yul shl(shift, value): 1 shifted left by msb/2 + 1, as intended)
             x := shl(add(shr(1, msb), 1), 1)
             x := shr(1, add(x, div(n, x)))
             x := shr(1, add(x, div(n, x)))

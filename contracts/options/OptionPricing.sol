@@ -209,6 +209,7 @@ abstract contract OptionPricing is IOptionMarket, AccessControl {
     /// liability, the vault's `totalAssets`) pay for.
     function _fair(address underlying, uint256 strike, uint256 expiry, bool isCall) internal view returns (uint256) {
         (, BlackScholes.Inputs memory p) = _pricingInputs(underlying, strike, expiry);
+        // slither-disable-next-line incorrect-equality (timeToExpiry is clamped at 0 at and after expiry: 0 is exactly "expired")
         if (p.timeToExpiry == 0) return _payoff(strike, isCall, p.spot);
         if (!isCall) return BlackScholes.price(p, false);
         uint256 call = BlackScholes.price(p, true);
@@ -228,6 +229,7 @@ abstract contract OptionPricing is IOptionMarket, AccessControl {
     {
         (Underlying storage u, BlackScholes.Inputs memory p) = _pricingInputs(underlying, strike, expiry);
         uint256 spot = p.spot;
+        // slither-disable-next-line incorrect-equality (timeToExpiry is clamped at 0 at and after expiry: 0 is exactly "expired")
         if (p.timeToExpiry == 0) return (_payoff(strike, isCall, spot), 0);
         BlackScholes.Greeks memory g = BlackScholes.greeks(p);
         uint256 delta;
