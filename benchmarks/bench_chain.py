@@ -20,12 +20,9 @@ day, as ``keeper demo`` does. Three sections:
    keeper's own reader (cache filled), with JSON-RPC request counts; then each figure beside the previous
    reader's (:data:`PREVIOUS`).
 
-2. **Gas per rebalance** with 1, 3 and 9 legs, sent to ``RiskParityVault.rebalance`` from the keeper
-   account, against the same swaps made directly on the ``SwapRouter`` (``exactInputSingle``) from an EOA
-   that holds every token. Legs are built by hand with ``keeper.planner.value_of`` /
-   ``amount_for_value`` (the vault's exact integer formulas), ``minAmountOut`` 50 bps under the oracle
-   (the vault's bound is 100 bps). Both variants start from the same ``evm_snapshot`` with the same fixed
-   block timestamps, and each is run twice to show the gas is repeatable.
+2. **Gas per rebalance** with 1, 3 and 9 legs against the same swaps sent directly to the router, with the
+   per-part breakdown and the targets: ``benchmarks/bench_rebalance_gas.py`` (its ``report``), run here with
+   the original ``SwapRouter``.
 
 3. **Demo replay throughput.** ``keeper.demo.run_demo`` (quiet) over 2022 with 9 assets and the demo's
    90-day lookback (``--demo-end`` for a shorter window); the replay loop's wall time split into the harness's
@@ -53,7 +50,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Callable, Sequence  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -77,7 +74,6 @@ from keeper.data import PriceTable, load_prices  # noqa: E402
 from keeper.deployment import (  # noqa: E402
     BASE_DECIMALS,
     MAX_UINT256,
-    POOL_FEE,
     BatchArbitrageur,
     FeedPusher,
     deploy_system,
@@ -85,10 +81,8 @@ from keeper.deployment import (  # noqa: E402
 )
 from keeper.journal import Journal  # noqa: E402
 from keeper.oracle import ChainReader  # noqa: E402
-from keeper.planner import SwapLeg, amount_for_value, value_of  # noqa: E402
 from keeper.runner import Keeper  # noqa: E402
 
-BPS = 10_000
 LOOKBACK_DAYS = 40
 #: Section 1: replay starts on this date (first tick), genesis LOOKBACK_DAYS + 1 days earlier.
 TICK_START = dt.date(2022, 1, 1)
@@ -96,15 +90,6 @@ TICK_START = dt.date(2022, 1, 1)
 STEADY_TICKS = 20
 COLD_READS, WARM_READS = 5, 20
 DEPOSIT_USD = 1_000_000.0
-#: Section 2.
-GAS_DAY = dt.date(2022, 6, 1)
-SEED_BUY_USD = 60_000.0
-LEG_USD = 10_000.0
-LEG_SLIPPAGE_BPS = 50
-LEG_COUNTS = (1, 3, 9)
-GAS_REPEATS = 2
-GAS_LIMIT = 8_000_000
-#: Section 3.
 #: Section 3: the demo's own defaults (2022, 9 assets, lookback 90 days), the window of the speed target.
 DEMO_START, DEMO_END = dt.date(2022, 1, 1), dt.date(2022, 12, 31)
 DEMO_LOOKBACK_DAYS = 90
@@ -361,157 +346,10 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
 
 
 def bench_gas(prices: PriceTable) -> None:
-    section("2. Gas per rebalance vs the same swaps sent directly to SwapRouter.exactInputSingle")
-    day = prices.index_of(GAS_DAY)
-    genesis = prices.close_timestamp(day) - 3600
-    with AnvilProcess(timestamp=genesis) as node:
-        w3 = connect(node.rpc_url)
-        accounts = dev_accounts()
-        deployer, keeper_addr, guardian, trader, depositor = (accounts[0], accounts[1], accounts[2],
-                                                              accounts[5], accounts[4])
-        tx = DevSender(w3)
-        dep = deploy_system(w3, deployer, keeper_addr, guardian, prices.symbols, prices.prices[day])
-        vault = contract(w3, "RiskParityVault", dep.vault)
-        base = contract(w3, "TestToken", dep.base_asset)
-        router = contract(w3, "SwapRouter", dep.swap_router)
-        reader = ChainReader(w3, dep.vault)
-        assets = reader.assets
-        bd = reader.base_decimals
+    """Section 2: :func:`bench_rebalance_gas.report` with the original SwapRouter (one set-up, one table)."""
+    from bench_rebalance_gas import report
 
-        amount = int(DEPOSIT_USD * 10**BASE_DECIMALS)
-        tx.transact(deployer, base.functions.mint(depositor, amount))
-        tx.transact(depositor, base.functions.approve(vault.address, MAX_UINT256))
-        tx.transact(depositor, vault.functions.deposit(amount, depositor))
-
-        # The EOA trader holds every token (non-zero balances on both sides, like the vault) and has
-        # approved the router once, with the maximum allowance.
-        snap = reader.snapshot()
-        tx.transact(deployer, base.functions.mint(trader, int(1e8 * 10**BASE_DECIMALS)))
-        tx.transact(trader, base.functions.approve(router.address, MAX_UINT256))
-        for info, answer in zip(assets, snap.answers):
-            token = contract(w3, "TestToken", info.token)
-            tx.transact(deployer, token.functions.mint(trader, amount_for_value(10**7 * 10**bd, answer, info, bd)))
-            tx.transact(trader, token.functions.approve(router.address, MAX_UINT256))
-
-        max_slip = vault.functions.maxSlippageBps().call()
-
-        def leg(i: int, side: str, usd: float, answer: int) -> SwapLeg:
-            info = assets[i]
-            value = int(usd * 10**bd)
-            if side == "sell":
-                amount_in = amount_for_value(value, answer, info, bd)
-                oracle_out = value_of(amount_in, answer, info, bd)  # vault: fairOut = _valueOf(amountIn)
-                token_in, token_out, value = info.token, base.address, oracle_out
-            else:
-                amount_in = value
-                oracle_out = amount_for_value(value, answer, info, bd)  # vault: valueIn × 10^(td+fd) / (p × 10^bd)
-                token_in, token_out = base.address, info.token
-            min_out = -(-oracle_out * (BPS - LEG_SLIPPAGE_BPS) // BPS)
-            bound = -(-oracle_out * (BPS - max_slip) // BPS)  # the vault's MinAmountOutBelowOracleBound check
-            if min_out < bound:
-                raise RuntimeError(f"leg {info.symbol} {side}: minAmountOut {min_out} < oracle bound {bound}")
-            return SwapLeg(info.symbol, side, token_in, token_out, amount_in, min_out, oracle_out, value)
-
-        def rebalance_data(legs: Sequence[SwapLeg], deadline: int) -> str:
-            state = reader.vault_state()
-            allowance = sum(-(-lg.value * LEG_SLIPPAGE_BPS // BPS) + 1 for lg in legs)
-            return vault.encode_abi("rebalance", [[lg.as_tuple() for lg in legs],
-                                                  state.total_assets - allowance, state.rebalance_epoch, deadline])
-
-        # Seed: one keeper rebalance buying every asset, so the vault holds all nine (like a live vault).
-        snap = reader.snapshot()
-        seed = [leg(i, "buy", SEED_BUY_USD, snap.answers[i]) for i in range(len(assets))]
-        tx.send(keeper_addr, vault.address, rebalance_data(seed, snap.block_timestamp + 3600), gas=GAS_LIMIT)
-
-        # Measured legs: $10k each; even-indexed assets sold, odd-indexed bought; sells first.
-        snap = reader.snapshot()
-        t_measure = snap.block_timestamp + 600
-        deadline = t_measure + 3600
-
-        def legs_for(n: int) -> list[SwapLeg]:
-            idx = range(n)
-            sells = [leg(i, "sell", LEG_USD, snap.answers[i]) for i in idx if i % 2 == 0]
-            buys = [leg(i, "buy", LEG_USD, snap.answers[i]) for i in idx if i % 2 == 1]
-            return sells + buys
-
-        def with_snapshot(fn: Callable[[], Any]) -> Any:
-            sid = rpc(w3, "evm_snapshot", [])
-            try:
-                return fn()
-            finally:
-                rpc(w3, "evm_revert", [sid])
-
-        def via_vault(legs: Sequence[SwapLeg]) -> int:
-            data = rebalance_data(legs, deadline)
-            rpc(w3, "evm_setNextBlockTimestamp", [t_measure])
-            # Explicit limit (no estimate): gasUsed does not depend on it, and an estimate made at the
-            # previous block's timestamp could miss the pools' oracle-observation writes.
-            receipt = tx.send(keeper_addr, vault.address, data, gas=GAS_LIMIT)
-            return int(receipt["gasUsed"], 16)
-
-        def direct(legs: Sequence[SwapLeg]) -> list[int]:
-            gas = []
-            for k, lg in enumerate(legs):
-                rpc(w3, "evm_setNextBlockTimestamp", [t_measure + k])
-                receipt = tx.transact(trader, router.functions.exactInputSingle(
-                    (lg.token_in, lg.token_out, POOL_FEE, trader, deadline, lg.amount_in, lg.min_amount_out, 0)),
-                    gas=GAS_LIMIT)
-                gas.append(int(receipt["gasUsed"], 16))
-            return gas
-
-        results: dict[int, tuple[list[int], list[list[int]], list[SwapLeg]]] = {}
-        for n in LEG_COUNTS:
-            legs = legs_for(n)
-            vault_runs = [with_snapshot(lambda: via_vault(legs)) for _ in range(GAS_REPEATS)]
-            direct_runs = [with_snapshot(lambda: direct(legs)) for _ in range(GAS_REPEATS)]
-            results[n] = (vault_runs, direct_runs, legs)
-
-    repeatable = all(len(set(v)) == 1 and all(d == dr[0] for d in dr) for v, dr, _ in results.values())
-    print(f"  9 listed assets, pools 0.05% full range $50M a side; vault holds ${SEED_BUY_USD:,.0f} of each asset.")
-    print(f"  Legs ${LEG_USD:,.0f} each: sells of even-indexed assets first, then buys of odd-indexed; "
-          f"minAmountOut {LEG_SLIPPAGE_BPS} bps under the oracle.")
-    print(f"  Each variant from the same evm_snapshot, txs at fixed timestamps, run {GAS_REPEATS}x: "
-          f"{'identical gas in every repeat' if repeatable else 'GAS DIFFERED BETWEEN REPEATS'}")
-    print()
-    rows = []
-    for n, (vault_runs, direct_runs, legs) in results.items():
-        g_vault = vault_runs[0]
-        per_swap = direct_runs[0]
-        g_direct = sum(per_swap)
-        exec_direct = g_direct - 21_000 * n
-        rows.append([
-            n,
-            f"{sum(lg.side == 'sell' for lg in legs)}/{sum(lg.side == 'buy' for lg in legs)}",
-            f"{g_vault:,}",
-            f"{g_vault / n:,.0f}",
-            f"{g_direct:,}",
-            f"{g_direct / n:,.0f}",
-            f"{g_vault - g_direct:+,}",
-            f"{(g_vault - g_direct) / n:+,.0f}",
-            f"{(g_vault - 21_000 - exec_direct) / n:+,.0f}",
-        ])
-    print(table(["legs", "sell/buy", "vault.rebalance", "per leg", "direct swaps (sum)", "per swap",
-                 "overhead", "overhead/leg", "overhead/leg excl. 21k/tx"], rows))
-    print("  (direct = one exactInputSingle tx per leg from an EOA; overhead = rebalance − Σ direct; the last "
-          "column counts\n   each direct swap without its 21,000 intrinsic gas, i.e. what batching does not save)")
-
-    ns = np.array(LEG_COUNTS, dtype=float)
-    gv = np.array([results[n][0][0] for n in LEG_COUNTS], dtype=float)
-    gd = np.array([sum(results[n][1][0]) for n in LEG_COUNTS], dtype=float)
-    bv, av = np.polyfit(ns, gv, 1)
-    bd_, ad = np.polyfit(ns, gd, 1)
-    print()
-    print(table(["linear fit over 1/3/9 legs", "fixed", "per extra leg"],
-                [["vault.rebalance", f"{av:,.0f}", f"{bv:,.0f}"],
-                 ["direct swaps", f"{ad:,.0f}", f"{bd_:,.0f}"],
-                 ["difference", f"{av - ad:+,.0f}", f"{bv - bd_:+,.0f}"]]))
-
-    print()
-    legs9 = results[9][2]
-    per_swap9 = results[9][1][0]
-    print(table(["9-leg run: leg", "asset", "side", "direct gas"],
-                [[k, lg.symbol, lg.side, f"{g:,}"] for k, (lg, g) in enumerate(zip(legs9, per_swap9))],
-                align="><<>"))
+    report(prices, "swaprouter")
 
 
 # --- section 3: demo replay throughput -------------------------------------------------------------

@@ -4,7 +4,7 @@ Run from the repository root::
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_rebalance_gas.py
 
-Set-up (as section 2 of ``benchmarks/bench_chain.py``): a local Anvil at a date of the shipped price file,
+Set-up: a local Anvil at a date of the shipped price file,
 ``keeper.deployment.deploy_system`` with the 9 assets of the file, one deposit of $1M, a seed rebalance
 buying $60k of every asset (so the vault holds all nine, like a live vault), then legs of $10k each:
 even-indexed assets sold first, odd-indexed bought, ``minAmountOut`` 50 bps under the oracle (the
@@ -265,10 +265,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--router", choices=ROUTER_KINDS, default="swaprouter")
     args = parser.parse_args()
-    prices = load_prices()
-    section(f"Gas of vault.rebalance vs the same swaps sent directly ({args.router}, "
+    report(load_prices(), args.router)
+
+
+def report(prices: PriceTable, router_kind: str) -> None:
+    """Runs :func:`run` and prints the totals against the direct swaps, the linear fit, the targets and the
+    per-part breakdown (also section 2 of ``benchmarks/bench_chain.py``)."""
+    section(f"Gas of vault.rebalance vs the same swaps sent directly ({router_kind}, "
             f"{len(prices.symbols)} listed assets, vault holds ${SEED_BUY_USD:,.0f} of each)")
-    results, parts = run(prices, args.router)
+    results, parts = run(prices, router_kind)
     repeatable = all(len(set(v)) == 1 and all(d == dr[0] for d in dr) for v, dr, _ in results.values())
     print(f"  legs ${LEG_USD:,.0f} each, sells first; each variant from one evm_snapshot at fixed timestamps, "
           f"run {REPEATS}x: {'identical gas in every repeat' if repeatable else 'GAS DIFFERED BETWEEN REPEATS'}")
