@@ -193,9 +193,10 @@ class FailoverHTTPProvider(JSONBaseProvider):
         payload = self.encode_rpc_request(method, params)
         return self._with_retries(method, payload, self._single_answer, is_send=method in SEND_METHODS)
 
-    def make_batch_request(self, requests: Sequence[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
-        """Sends the ``(method, params)`` reads as one JSON-RPC 2.0 batch (one HTTP round trip) with the failover
-        and retries of :meth:`make_request`; returns the node's response objects in request order.
+    def make_batch_request(self, batch_requests: Sequence[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
+        """Sends the ``(method, params)`` reads of ``batch_requests`` as one JSON-RPC 2.0 batch (one HTTP round
+        trip) with the failover and retries of :meth:`make_request`; returns the node's response objects in
+        request order.
 
         As web3's ``HTTPProvider``: a request's JSON-RPC error that is not transient (a revert, invalid params)
         is returned in that request's response object, the others keep their results; a node that refuses the
@@ -212,22 +213,22 @@ class FailoverHTTPProvider(JSONBaseProvider):
             Every attempt failed transiently: the HTTP request failed, or a request in the batch got a transient
             error, or the answer was malformed (not a list, a request's id missing or twice: the message names it).
         """
-        requests = list(requests)
-        sends = sorted({str(method) for method, _ in requests if method in SEND_METHODS})
+        calls = list(batch_requests)
+        sends = sorted({str(method) for method, _ in calls if method in SEND_METHODS})
         if sends:
             raise NotImplementedError(f"a JSON-RPC batch never carries a transaction ({', '.join(sends)}): "
                                       "send it on its own")
-        if not requests:
+        if not calls:
             return []
         ids, parts = [], []
-        for method, params in requests:
+        for method, params in calls:
             request_id = next(self.request_counter)
             ids.append(request_id)
             parts.append(FriendlyJsonSerde().json_encode(
                 {"jsonrpc": "2.0", "method": method, "params": params or [], "id": request_id}, Web3JsonEncoder))
         payload = to_bytes(text="[" + ", ".join(parts) + "]")
-        methods = dict(zip(ids, (str(method) for method, _ in requests)))
-        what = f"a batch of {len(requests)} JSON-RPC requests ({', '.join(methods.values())})"
+        methods = dict(zip(ids, (str(method) for method, _ in calls)))
+        what = f"a batch of {len(calls)} JSON-RPC requests ({', '.join(methods.values())})"
         return self._with_retries(what, payload, partial(self._batch_answer, methods), is_send=False)
 
     def is_connected(self, show_traceback: bool = False) -> bool:
