@@ -18,7 +18,9 @@ day, as ``keeper demo`` does. Three sections:
    the post-trade NAV read and receipt decoding). A second table times the read phase alone
    (``read`` + ``history``) at one fixed block with a fresh ``ChainReader`` (empty round cache) against the
    keeper's own reader (cache filled), with JSON-RPC request counts; then each figure beside the previous
-   reader's (:data:`PREVIOUS`).
+   reader's (:data:`PREVIOUS`). Last, the same node and vault ticked by a second keeper through the keeper's
+   production provider (:class:`keeper.rpc.FailoverHTTPProvider`, as ``keeper run`` connects): its cold tick
+   and :data:`FAILOVER_STEADY_TICKS` steady ticks, round trips beside the plain ``HTTPProvider``'s.
 
 2. **Gas per rebalance** with 1, 3 and 9 legs against the same swaps sent directly to the router, with the
    per-part breakdown and the targets: ``benchmarks/bench_rebalance_gas.py`` (its ``report``), run here with
@@ -65,6 +67,7 @@ from keeper.chain import (  # noqa: E402
     DevSender,
     anvil_binary,
     connect,
+    connect_failover,
     contract,
     dev_accounts,
     rpc,
@@ -88,6 +91,8 @@ LOOKBACK_DAYS = 40
 TICK_START = dt.date(2022, 1, 1)
 #: Section 1: one cold tick, then this many steady-state ticks.
 STEADY_TICKS = 20
+#: Section 1: steady ticks of the second keeper, through FailoverHTTPProvider (after its own cold tick).
+FAILOVER_STEADY_TICKS = 5
 COLD_READS, WARM_READS = 5, 20
 DEPOSIT_USD = 1_000_000.0
 #: Section 3: the demo's own defaults (2022, 9 assets, lookback 90 days), the window of the speed target.
@@ -119,10 +124,17 @@ class RpcCounter:
             return inner(method, params)
 
         def counting_batch(requests: Any) -> Any:
+            n, calls = self.n, len(self.methods)
             self.n += 1
             self.methods.extend(str(method) for method, _ in requests)
             self.trips.append(tuple(str(method) for method, _ in requests))
-            return inner_batch(requests)
+            try:
+                return inner_batch(requests)
+            except NotImplementedError:
+                # A provider without batches made no request: the caller sends the calls one by one (counted).
+                self.n = n
+                del self.methods[calls:], self.trips[-1]
+                raise
 
         w3.provider.make_request = counting
         w3.provider.make_batch_request = counting_batch
@@ -218,19 +230,26 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
         keeper = Keeper(config, w3=w3, private_key=ANVIL_KEYS[1], journal=Journal(workdir / "ticks.sqlite"))
         setup_s = time.perf_counter() - t_setup
 
-        reports, rpc_counts, rpc_methods, rpc_trips = [], [], [], []
-        for t in range(first, first + n_days):
-            rpc(w3, "evm_setNextBlockTimestamp", [prices.close_timestamp(t)])
-            push_day(pusher, prices.prices[t])
-            arb.align_all([price_to_answer(p) for p in prices.prices[t]])
-            rpc(w3, "evm_mine", [prices.close_timestamp(t) + 3600])
-            c0, m0 = counter.n, counter.calls
-            reports.append(keeper.run_once())
-            rpc_counts.append(counter.n - c0)
-            rpc_methods.append(counter.since(m0))
-            rpc_trips.append(counter.trips[c0:])
-            if sum(r.status == "rebalanced" for r in reports[1:]) >= STEADY_TICKS:
-                break
+        def run_ticks(keeper: Keeper, counter: RpcCounter, days: range, steady_wanted: int) -> tuple[list, ...]:
+            """One tick per day (prices pushed, pools aligned, a block an hour later) until ``steady_wanted``
+            ticks after the first rebalanced; each tick's report, round trips, calls by method, trips."""
+            reports, rpc_counts, rpc_methods, rpc_trips = [], [], [], []
+            for t in days:
+                rpc(w3, "evm_setNextBlockTimestamp", [prices.close_timestamp(t)])
+                push_day(pusher, prices.prices[t])
+                arb.align_all([price_to_answer(p) for p in prices.prices[t]])
+                rpc(w3, "evm_mine", [prices.close_timestamp(t) + 3600])
+                c0, m0 = counter.n, counter.calls
+                reports.append(keeper.run_once())
+                rpc_counts.append(counter.n - c0)
+                rpc_methods.append(counter.since(m0))
+                rpc_trips.append(counter.trips[c0:])
+                if sum(r.status == "rebalanced" for r in reports[1:]) >= steady_wanted:
+                    break
+            return reports, rpc_counts, rpc_methods, rpc_trips
+
+        reports, rpc_counts, rpc_methods, rpc_trips = run_ticks(keeper, counter, range(first, first + n_days),
+                                                                STEADY_TICKS)
 
         # Read phase alone, at one fixed block: fresh reader (cold cache) vs the keeper's reader (warm).
         def timed_read(reader: ChainReader) -> tuple[float, int]:
@@ -246,6 +265,16 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
             cold.append(timed_read(fresh))
         warm = [timed_read(keeper.reader) for _ in range(WARM_READS)]
         rounds_per_feed = len([r for r in keeper.reader._rounds[keeper.reader.assets[0].feed].rounds.values() if r])
+
+        # The same vault, the following days, ticked by a keeper connected as `keeper run` connects (the plain
+        # keeper has stopped: its last transaction is mined, so the new keeper reads the nonce at its cold tick).
+        failover_w3 = connect_failover(config)
+        failover_counter = RpcCounter(failover_w3)
+        failover_keeper = Keeper(config, w3=failover_w3, private_key=ANVIL_KEYS[1],
+                                 journal=Journal(workdir / "ticks-failover.sqlite"))
+        after = first + len(reports)
+        failover = run_ticks(failover_keeper, failover_counter, range(after, after + FAILOVER_STEADY_TICKS + 4),
+                             FAILOVER_STEADY_TICKS)
 
     print(f"  setup (anvil, deploy, {LOOKBACK_DAYS + 1}-day feed warm-up, deposit): {setup_s:.1f} s; "
           f"vault NAV ${DEPOSIT_USD:,.0f}; days {prices.dates[first]} .. {prices.dates[first + len(reports) - 1]}")
@@ -340,6 +369,31 @@ def bench_ticks(prices: PriceTable, workdir: Path) -> None:
         ["median tick, ms (incl. mining)", f"{PREVIOUS['median_tick_ms']:.0f}", f"{PREVIOUS_TICK_MS['median_tick_ms']:.0f}", ms(float(np.median(col('total', st)))), "-"],
         ["median read, ms", f"{PREVIOUS['median_read_ms']:.0f}", f"{PREVIOUS_TICK_MS['median_read_ms']:.1f}", ms(steady_read), "<= 20"],
     ]))
+
+    def trip_figures(ticks: Sequence[Any], trips: Sequence[Sequence[tuple[str, ...]]]) -> tuple[list[Any], list[tuple[str, ...]]]:
+        """Round trips of the cold tick (whole, up to and incl. the send) and the median of the steady
+        rebalancing ticks (whole, up to and incl. the send, after it); the median steady tick's trips."""
+        idx = [i for i, r in enumerate(ticks) if i > 0 and r.status == "rebalanced"]
+        whole = [len(trips[i]) for i in idx]
+        upto = [before_send(trips[i]) + 1 for i in idx]
+        median = idx[int(np.argsort(whole)[len(idx) // 2])]
+        return ([len(trips[0]), before_send(trips[0]) + 1, f"{np.median(whole):.0f} (n={len(idx)})",
+                 f"{np.median(upto):.0f}", f"{np.median(whole) - np.median(upto):.0f}"], list(trips[median]))
+
+    f_reports, _, _, f_trips = failover
+    plain_figures, _ = trip_figures(reports, rpc_trips)
+    failover_figures, failover_median = trip_figures(f_reports, f_trips)
+    print()
+    print("  Round trips through the keeper's production provider (FailoverHTTPProvider, a second keeper on the")
+    print(f"  following days: {len(f_reports)} ticks, {sum(r.status == 'rebalanced' for r in f_reports)} rebalanced) "
+          "beside the plain HTTPProvider")
+    labels = ["cold tick, whole", "cold tick, up to and incl. the send", "steady tick, whole (median)",
+              "steady tick, up to and incl. the send (median)", "steady tick, after the send (median)"]
+    print(table(["round trips", "HTTPProvider", "FailoverHTTPProvider"],
+                [[label, a, b] for label, a, b in zip(labels, plain_figures, failover_figures)]))
+    print("  the median steady tick through FailoverHTTPProvider, in order:")
+    for i, trip in enumerate(failover_median, 1):
+        print(f"    {i}. {' + '.join(trip)}")
 
 
 # --- section 2: gas per rebalance ------------------------------------------------------------------

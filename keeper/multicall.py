@@ -160,9 +160,10 @@ def batch_request(w3: Web3, requests: Sequence[tuple[str, list]]) -> list[dict]:
 
     Each response is the node's object for that request (``"result"`` or ``"error"``: an error of one call
     does not fail the others). A provider without batch support (``make_batch_request`` missing or raising
-    ``NotImplementedError``), or a node that refuses the batch as a whole (an error object instead of a list,
-    or a list of the wrong length: some hosted endpoints disable batches), gets the requests one by one, with
-    the same result; a refusal is logged once per provider.
+    ``NotImplementedError``, as :class:`keeper.rpc.FailoverHTTPProvider` does for a batch holding a send), or a
+    node that refuses the batch as a whole (an error object instead of a list, or a list of the wrong length:
+    some hosted endpoints disable batches), gets the requests one by one, with the same result; a refusal is
+    logged once per provider.
     """
     if not requests:
         return []

@@ -20,6 +20,13 @@ connection was refused) or a node answered 429/503 *before* processing it. A rea
 after the bytes were sent is not retried: the transaction may be in a mempool, and the caller's nonce
 bookkeeping decides what to do.
 
+Reads can go as one JSON-RPC 2.0 batch (:meth:`FailoverHTTPProvider.make_batch_request`, one HTTP round trip)
+under the same policy: the batch is retried or failed over as a whole when its HTTP request fails as above, when
+the node answers it with a transient error, or when any request in it gets a transient error (every request of a
+batch is a read, so repeating them is harmless). Answers are matched to requests by ``id`` (a node may reorder
+them); an answer without a request's id, or with an id twice, is a malformed answer (retried, and named in the
+error when it persists). A transaction is never sent in a batch.
+
 When every attempt fails, :class:`~keeper.errors.RpcUnavailableError` is raised (a
 :class:`~keeper.errors.KeeperError`: the tick ends ``skipped`` with the reason and the next tick tries
 again).
@@ -31,9 +38,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import requests
+from eth_utils import to_bytes
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -42,6 +51,7 @@ from tenacity import (
     stop_after_delay,
     wait_random_exponential,
 )
+from web3._utils.encoding import FriendlyJsonSerde, Web3JsonEncoder
 from web3.providers.base import JSONBaseProvider
 from web3.types import RPCEndpoint, RPCResponse
 
@@ -73,7 +83,7 @@ class TransientRpcError(Exception):
 
 @dataclass
 class EndpointStats:
-    """Counters of one endpoint since the provider was made."""
+    """Counters of one endpoint since the provider was made (``requests``: HTTP requests, a batch is one)."""
 
     url: str
     requests: int = 0
@@ -181,27 +191,45 @@ class FailoverHTTPProvider(JSONBaseProvider):
             Every attempt failed transiently (the message names each endpoint's last error).
         """
         payload = self.encode_rpc_request(method, params)
-        is_send = method in SEND_METHODS
-        stop = stop_after_attempt(self.max_attempts)
-        if self.max_elapsed_seconds is not None:
-            stop = stop | stop_after_delay(self.max_elapsed_seconds)
-        retrying = Retrying(
-            stop=stop,
-            wait=wait_random_exponential(multiplier=self.backoff_initial_seconds, max=self.backoff_max_seconds),
-            retry=retry_if_exception_type(TransientRpcError) & _retry_send_only_if_undelivered(is_send),
-            before_sleep=self._before_retry,
-            reraise=True,
-        )
-        try:
-            return retrying(self._attempt, method, payload)
-        except TransientRpcError as exc:
-            with self._lock:
-                self.stats.exhausted += 1
-            tried = "; ".join(f"{e.url}: {e.last_error}" for e in self.stats.endpoints if e.last_error)
-            raise RpcUnavailableError(
-                f"{method} failed on every RPC endpoint after {retrying.statistics.get('attempt_number', 1)} "
-                f"attempt(s) (last: {exc.detail}; {tried}): check the nodes or add rpc_fallback_urls"
-            ) from exc
+        return self._with_retries(method, payload, self._single_answer, is_send=method in SEND_METHODS)
+
+    def make_batch_request(self, batch_requests: Sequence[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
+        """Sends the ``(method, params)`` reads of ``batch_requests`` as one JSON-RPC 2.0 batch (one HTTP round
+        trip) with the failover and retries of :meth:`make_request`; returns the node's response objects in
+        request order.
+
+        As web3's ``HTTPProvider``: a request's JSON-RPC error that is not transient (a revert, invalid params)
+        is returned in that request's response object, the others keep their results; a node that refuses the
+        batch as a whole answers one error object, returned as it is. An empty batch makes no request and
+        returns ``[]``.
+
+        Raises
+        ------
+        NotImplementedError
+            A request is a send (``eth_sendRawTransaction``, ``eth_sendTransaction``): a transaction is never
+            batched (:func:`keeper.multicall.batch_request` then sends the requests one by one, the send under
+            its own retry rule).
+        RpcUnavailableError
+            Every attempt failed transiently: the HTTP request failed, or a request in the batch got a transient
+            error, or the answer was malformed (not a list, a request's id missing or twice: the message names it).
+        """
+        calls = list(batch_requests)
+        sends = sorted({str(method) for method, _ in calls if method in SEND_METHODS})
+        if sends:
+            raise NotImplementedError(f"a JSON-RPC batch never carries a transaction ({', '.join(sends)}): "
+                                      "send it on its own")
+        if not calls:
+            return []
+        ids, parts = [], []
+        for method, params in calls:
+            request_id = next(self.request_counter)
+            ids.append(request_id)
+            parts.append(FriendlyJsonSerde().json_encode(
+                {"jsonrpc": "2.0", "method": method, "params": params or [], "id": request_id}, Web3JsonEncoder))
+        payload = to_bytes(text="[" + ", ".join(parts) + "]")
+        methods = dict(zip(ids, (str(method) for method, _ in calls)))
+        what = f"a batch of {len(calls)} JSON-RPC requests ({', '.join(methods.values())})"
+        return self._with_retries(what, payload, partial(self._batch_answer, methods), is_send=False)
 
     def is_connected(self, show_traceback: bool = False) -> bool:
         try:
@@ -221,7 +249,38 @@ class FailoverHTTPProvider(JSONBaseProvider):
             self._local.session = session
         return session
 
-    def _attempt(self, method: str, payload: bytes) -> RPCResponse:
+    def _with_retries(self, what: str, payload: bytes, answer: Callable[[int, Any], Any], is_send: bool) -> Any:
+        """Posts ``payload`` until ``answer(endpoint index, decoded body)`` accepts a body (it raises
+        :class:`TransientRpcError` through :meth:`_fail` otherwise), under the provider's failover, backoff and
+        limits; a send is retried only when it provably never reached a node.
+
+        Raises
+        ------
+        RpcUnavailableError
+            Every attempt failed transiently; the message starts with ``what``.
+        """
+        stop = stop_after_attempt(self.max_attempts)
+        if self.max_elapsed_seconds is not None:
+            stop = stop | stop_after_delay(self.max_elapsed_seconds)
+        retrying = Retrying(
+            stop=stop,
+            wait=wait_random_exponential(multiplier=self.backoff_initial_seconds, max=self.backoff_max_seconds),
+            retry=retry_if_exception_type(TransientRpcError) & _retry_send_only_if_undelivered(is_send),
+            before_sleep=self._before_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, payload, answer)
+        except TransientRpcError as exc:
+            with self._lock:
+                self.stats.exhausted += 1
+            tried = "; ".join(f"{e.url}: {e.last_error}" for e in self.stats.endpoints if e.last_error)
+            raise RpcUnavailableError(
+                f"{what} failed on every RPC endpoint after {retrying.statistics.get('attempt_number', 1)} "
+                f"attempt(s) (last: {exc.detail}; {tried}): check the nodes or add rpc_fallback_urls"
+            ) from exc
+
+    def _attempt(self, payload: bytes, answer: Callable[[int, Any], Any]) -> Any:
         index = self._current
         url = self.endpoint_uris[index]
         stats = self.stats.endpoints[index]
@@ -244,6 +303,10 @@ class FailoverHTTPProvider(JSONBaseProvider):
             body = response.json()
         except ValueError as exc:
             raise self._fail(index, f"HTTP {response.status_code} with a non-JSON body", True) from exc
+        return answer(index, body)
+
+    def _single_answer(self, index: int, body: Any) -> RPCResponse:
+        """The response object of one request; a transient error or a body that is not one raises."""
         if not isinstance(body, dict):
             raise self._fail(index, f"unexpected JSON-RPC body of type {type(body).__name__}", True)
         error = body.get("error")
@@ -251,6 +314,37 @@ class FailoverHTTPProvider(JSONBaseProvider):
             # The node answered "later": it did not act on the request.
             raise self._fail(index, f"JSON-RPC error {error.get('code')}: {error.get('message')}", False)
         return body  # type: ignore[return-value]
+
+    def _batch_answer(self, methods: dict[int, str], index: int, body: Any) -> list[RPCResponse] | RPCResponse:
+        """The response objects of a batch (request id -> method in ``methods``), in request order; one error
+        object when the node refused the batch as a whole. Transient errors and malformed answers raise."""
+        if isinstance(body, dict):  # the batch as a whole: refused ("batches disabled") or "later"
+            return self._single_answer(index, body)
+        if not isinstance(body, list):
+            raise self._fail(index, f"unexpected JSON-RPC batch body of type {type(body).__name__}", True)
+        by_id: dict[Any, dict[str, Any]] = {}
+        for item in body:
+            if not isinstance(item, dict):
+                raise self._fail(index, f"a JSON-RPC batch answer holds a {type(item).__name__}, not a response object",
+                                 True)
+            request_id = item.get("id")
+            if request_id in by_id:
+                raise self._fail(index, f"the JSON-RPC batch answer has id {request_id!r} twice", True)
+            if request_id not in methods:
+                raise self._fail(index, f"the JSON-RPC batch answer has id {request_id!r}, which no request of "
+                                        f"the batch has (ids {min(methods)}..{max(methods)})", True)
+            by_id[request_id] = item
+        for request_id, method in methods.items():
+            item = by_id.get(request_id)
+            if item is None:
+                raise self._fail(index, f"the JSON-RPC batch answer has no response for id {request_id} ({method})",
+                                 True)
+            error = item.get("error")
+            if isinstance(error, dict) and is_transient_rpc_error(error):
+                # "Later" for one read of the batch: the batch (reads only) is asked again as a whole.
+                raise self._fail(index, f"JSON-RPC error {error.get('code')} for id {request_id} ({method}) in a "
+                                        f"batch: {error.get('message')}", False)
+        return [by_id[request_id] for request_id in methods]  # type: ignore[misc]
 
     def _fail(self, index: int, detail: str, delivered: bool) -> TransientRpcError:
         url = self.endpoint_uris[index]

@@ -327,19 +327,35 @@ def test_three_keepers_race_one_rebalances_the_others_lose_in_simulation(node: K
     arrived = threading.Barrier(3)
     order = iter(range(3))
     lock = threading.Lock()
+    held: list[str] = []  # the keepers whose simulation the gate held, in arrival order
 
     def hold(method: str, request: dict[str, Any]) -> None:
-        if method == "eth_call" and str(request["params"][0].get("data", "")).startswith(selector):
-            arrived.wait(timeout=200)
-            with lock:
-                turn = next(order, 3)
-            time.sleep(1.5 * turn)
+        # A keeper's simulation: its eth_call of the vault's rebalance, alone or inside the batch with its quotes
+        # (the gate runs per request of a batch, the quotes before it already answered). The gas estimate of
+        # the same calldata is not a simulation; a keeper's later simulations (after the race) pass freely.
+        if method != "eth_call":
+            return
+        call = request["params"][0]
+        sender = str(call.get("from", "")).lower()
+        if not str(call.get("data", "")).startswith(selector):
+            return
+        with lock:
+            if sender in held:
+                return
+            held.append(sender)
+        arrived.wait(timeout=200)
+        with lock:
+            turn = next(order)
+        time.sleep(1.5 * turn)
 
     gate.hook = hold
     try:
         journals, before, after, events = _race(node, gate.url, tmp_path, delays=[0.0, 0.0, 0.0])
     finally:
         gate.stop()
+    assert sorted(held) == sorted(address.lower() for address, _ in RACERS)  # each keeper's simulation was held
+    # ... inside the batch with its quotes (the keepers' production provider batches reads): quote, simulation, ...
+    assert sum(r[:2] == ("eth_call", "eth_call") for r in gate.http_requests) >= 3, gate.http_requests
     assert len(events) == 1 and events[0]["args"]["epoch"] == 0 and after["epoch"] == before["epoch"] + 1
     outcomes = [[t for t in j if t["epoch"] == 0 and t["status"] != "shutdown"][0] for j in journals]
     winners = [i for i, t in enumerate(outcomes) if t["status"] == "rebalanced"]

@@ -4,6 +4,7 @@ failures are retried (with failover), reverts and definite node errors are not."
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -24,6 +25,10 @@ from keeper.rpc import FailoverHTTPProvider, is_transient_rpc_error
 REVERTING_INIT_CODE = "0x63deadbeef60e01b60005260046000fd"
 
 
+#: Proxy faults that fail a whole HTTP request, a batch included (a "-32005" fault answers its own request only).
+WHOLE_REQUEST_FAULTS = ("drop", "503", "502", "429", "html")
+
+
 class RpcProxy:
     """A JSON-RPC proxy on localhost in front of ``upstream`` that fails on command.
 
@@ -33,6 +38,16 @@ class RpcProxy:
     connection without answering). ``hook(method, request)`` runs before forwarding (fault injection
     mid-tick) and ``after_hook(method, request, response_body)`` after the upstream answered, before
     the client gets the answer. ``seen`` lists every method received, in order.
+
+    A JSON-RPC batch (a list) is one HTTP request holding several requests, and everything above applies
+    per request inside it: ``seen`` lists each request's method; a fault is taken for each request in
+    order, and a ``"drop"``, HTTP status or ``"html"`` fault fails the whole HTTP request (the first
+    such fault decides it), a ``"timeout"`` delays the whole answer, a ``"-32005"`` answers that request
+    with the error (not forwarded) while the others get their answers; the others are forwarded to the
+    upstream one by one, in order, ``hook`` right before each and ``after_hook`` right after its answer
+    (with that request's answer), so a hook can hold one request of a batch while the ones before it
+    have run. ``batch_answer(answers)`` may rewrite the list of answers (in request order) before it is
+    sent back (reordered, an answer dropped or doubled: a misbehaving node).
     """
 
     def __init__(self, upstream: str, slow_seconds: float = 1.0) -> None:
@@ -41,6 +56,9 @@ class RpcProxy:
         self.seen: list[str] = []
         self.hook: Callable[[str, dict[str, Any]], None] | None = None
         self.after_hook: Callable[[str, dict[str, Any], bytes], None] | None = None
+        self.batch_answer: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+        #: Methods of each HTTP request, one tuple per request (a batch's in request order).
+        self.http_requests: list[tuple[str, ...]] = []
         self._faults: list[tuple[str, frozenset[str] | None]] = []
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -82,35 +100,51 @@ class RpcProxy:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 request = json.loads(body)
-                method = request.get("method", "?")
+                batch = isinstance(request, list)
+                items = request if batch else [request]
+                methods = [str(item.get("method", "?")) if isinstance(item, dict) else "?" for item in items]
                 with proxy._lock:
-                    proxy.seen.append(method)
-                mode = proxy._take_fault(method)
-                if mode == "drop":
+                    proxy.seen.extend(methods)
+                    proxy.http_requests.append(tuple(methods))
+                modes = [proxy._take_fault(method) for method in methods]
+                whole = next((mode for mode in modes if mode in WHOLE_REQUEST_FAULTS), None)
+                if whole == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                if mode == "timeout":
-                    time.sleep(proxy.slow_seconds)
-                    mode = None
-                if mode in ("503", "502", "429"):
-                    return self._send(int(mode), b"upstream unavailable", "text/plain")
-                if mode == "html":
+                if whole == "html":
                     return self._send(200, b"<html>gateway error</html>", "text/html")
-                if mode == "-32005":
-                    error = {"jsonrpc": "2.0", "id": request.get("id"),
-                             "error": {"code": -32005, "message": "limit exceeded"}}
-                    return self._send(200, json.dumps(error).encode(), "application/json")
-                if proxy.hook is not None:
-                    proxy.hook(method, request)
-                try:
-                    upstream = requests.post(proxy.upstream, data=body, headers={"Content-Type": "application/json"},
-                                             timeout=30)
-                except requests.RequestException:
-                    return self._send(502, b"upstream down", "text/plain")
-                if proxy.after_hook is not None:
-                    proxy.after_hook(method, request, upstream.content)
-                self._send(upstream.status_code, upstream.content, "application/json")
+                if whole is not None:
+                    return self._send(int(whole), b"upstream unavailable", "text/plain")
+                if "timeout" in modes:
+                    time.sleep(proxy.slow_seconds)
+                answers: list[bytes] = []
+                for item, method, mode in zip(items, methods, modes):
+                    if mode == "-32005":
+                        error = {"jsonrpc": "2.0", "id": item.get("id"),
+                                 "error": {"code": -32005, "message": "limit exceeded"}}
+                        answers.append(json.dumps(error).encode())
+                        continue
+                    if proxy.hook is not None:
+                        proxy.hook(method, item)
+                    try:
+                        upstream = requests.post(proxy.upstream, data=body if not batch else json.dumps(item),
+                                                 headers={"Content-Type": "application/json"}, timeout=30)
+                    except requests.RequestException:
+                        return self._send(502, b"upstream down", "text/plain")
+                    if batch and upstream.status_code != 200:
+                        return self._send(upstream.status_code, upstream.content, "application/json")
+                    if proxy.after_hook is not None:
+                        proxy.after_hook(method, item, upstream.content)
+                    if not batch:
+                        return self._send(upstream.status_code, upstream.content, "application/json")
+                    answers.append(upstream.content)
+                if not batch:
+                    return self._send(200, answers[0], "application/json")
+                decoded = [json.loads(answer) for answer in answers]
+                if proxy.batch_answer is not None:
+                    decoded = proxy.batch_answer(decoded)
+                self._send(200, json.dumps(decoded).encode(), "application/json")
 
             def _send(self, code: int, payload: bytes, kind: str) -> None:
                 self.send_response(code)
@@ -264,3 +298,130 @@ def test_bad_provider_settings_are_refused() -> None:
         FailoverHTTPProvider(["http://127.0.0.1:1"], max_attempts=0)
     with pytest.raises(ConfigError, match="out of range"):
         FailoverHTTPProvider(["http://127.0.0.1:1"], timeout_seconds=0)
+
+
+# --- JSON-RPC batches ----------------------------------------------------------------------------------
+
+#: Anvil's first dev account (funded at genesis).
+DEV = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+READS = [("eth_blockNumber", []), ("eth_chainId", []), ("eth_getBalance", [DEV, "latest"])]
+
+
+def _direct_reads(anvil: AnvilProcess) -> list[str]:
+    """The answers of :data:`READS` asked one by one of the node itself (no proxy, web3's own provider)."""
+    direct = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    return [hex(direct.eth.block_number), hex(direct.eth.chain_id), hex(direct.eth.get_balance(DEV))]
+
+
+def test_a_batch_is_one_http_request_with_the_answers_of_single_requests(proxy, anvil) -> None:
+    from keeper.multicall import batch_request
+
+    w3 = _w3(proxy.url)
+    answers = batch_request(w3, READS)
+    assert proxy.http_requests == [("eth_blockNumber", "eth_chainId", "eth_getBalance")]
+    assert proxy.seen == ["eth_blockNumber", "eth_chainId", "eth_getBalance"]
+    assert [a["result"] for a in answers] == _direct_reads(anvil)
+    assert w3.provider.stats.endpoints[0].requests == 1 and w3.provider.stats.retries == 0
+    assert w3.provider.make_batch_request([]) == [] and len(proxy.http_requests) == 1
+
+
+def test_a_batch_answered_in_another_order_is_matched_by_id(proxy, anvil) -> None:
+    w3 = _w3(proxy.url)
+    proxy.batch_answer = lambda answers: answers[::-1]
+    answers = w3.provider.make_batch_request(READS)
+    assert [a["result"] for a in answers] == _direct_reads(anvil)
+    assert len(proxy.http_requests) == 1 and w3.provider.stats.retries == 0
+    # The ids sent are in request order and each answer carries its own.
+    assert [a["id"] for a in answers] == sorted(a["id"] for a in answers)
+
+
+@pytest.mark.parametrize("damage, message, named", [
+    (lambda answers: answers[:-1], r"no response for id (\d+) \(eth_getBalance\)", 2),
+    (lambda answers: answers + answers[:1], r"has id (\d+) twice", 0),
+])
+def test_a_batch_answer_missing_or_doubling_an_id_is_an_error_naming_it(proxy, damage, message, named) -> None:
+    w3 = _w3(proxy.url, max_attempts=3)
+    proxy.batch_answer = damage
+    sent_ids: list[int] = []
+    proxy.hook = lambda method, request: sent_ids.append(request["id"])
+    with pytest.raises(RpcUnavailableError, match=r"a batch of 3 JSON-RPC requests \(eth_blockNumber, eth_chainId, "
+                                                  r"eth_getBalance\) failed on every RPC endpoint after 3 attempt") as info:
+        w3.provider.make_batch_request(READS)
+    assert len(proxy.http_requests) == 3  # a malformed answer is asked again, like an unparsable one
+    # The same batch (same ids) each time; the error names the id missing (the last request's) or doubled (the first's).
+    assert sent_ids == sent_ids[:3] * 3
+    found = re.search(message, str(info.value))
+    assert found is not None and int(found.group(1)) == sent_ids[named], info.value
+
+
+@pytest.mark.parametrize("mode", ["503", "502", "429", "html", "drop", "timeout", "-32005"])
+def test_a_batch_whose_http_request_fails_once_is_retried_and_succeeds(proxy, anvil, mode) -> None:
+    w3 = _w3(proxy.url, timeout_seconds=0.3)  # the proxy's "timeout" answers after 0.6 s
+    proxy.fail(1, mode, {"eth_chainId"})  # one request of the batch: the whole HTTP request fails once
+    answers = w3.provider.make_batch_request(READS)
+    assert [a["result"] for a in answers] == _direct_reads(anvil)
+    assert proxy.http_requests == [("eth_blockNumber", "eth_chainId", "eth_getBalance")] * 2
+    assert w3.provider.stats.retries == 1 and w3.provider.stats.exhausted == 0
+
+
+def test_a_batch_on_a_dead_primary_fails_over_to_the_secondary(proxy, anvil) -> None:
+    w3 = _w3(_dead_url(), proxy.url)
+    answers = w3.provider.make_batch_request(READS)
+    assert [a["result"] for a in answers] == _direct_reads(anvil)
+    stats = w3.provider.stats
+    assert stats.failovers == 1 and stats.endpoints[0].failures == 1 and "connection" in stats.endpoints[0].last_error
+    assert proxy.http_requests == [("eth_blockNumber", "eth_chainId", "eth_getBalance")]
+    assert w3.provider.endpoint_uri == proxy.url
+
+
+def test_a_batch_on_every_endpoint_down_raises_rpc_unavailable(proxy) -> None:
+    w3 = _w3(proxy.url, _dead_url(), max_attempts=4)
+    proxy.fail(10, "503")
+    with pytest.raises(RpcUnavailableError, match=r"a batch of 3 JSON-RPC requests .* after 4 attempt.*HTTP 503"):
+        w3.provider.make_batch_request(READS)
+    assert len(proxy.http_requests) == 2 and w3.provider.stats.exhausted == 1  # attempts 1 and 3 hit the proxy
+
+
+def test_an_error_of_one_request_is_returned_for_that_request_only(proxy, anvil) -> None:
+    w3 = _w3(proxy.url)
+    reads = [("eth_blockNumber", []), ("eth_call", [{"data": REVERTING_INIT_CODE}, "latest"]), ("eth_chainId", [])]
+    answers = w3.provider.make_batch_request(reads)
+    plain = Web3.HTTPProvider(anvil.rpc_url).make_batch_request(reads)
+    assert "result" not in answers[1] and answers[1]["error"] == plain[1]["error"]
+    assert answers[1]["error"]["data"] == "0xdeadbeef"  # the revert data, as the node sent it
+    assert [answers[0]["result"], answers[2]["result"]] == [plain[0]["result"], plain[2]["result"]]
+    assert len(proxy.http_requests) == 1 and w3.provider.stats.retries == 0  # a revert is an answer: not retried
+
+
+def test_a_batch_refused_as_a_whole_is_returned_and_sent_one_by_one(proxy, anvil) -> None:
+    from keeper.multicall import batch_request
+
+    w3 = _w3(proxy.url)
+    refusal = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "batch requests are disabled"}}
+    proxy.batch_answer = lambda answers: refusal
+    assert w3.provider.make_batch_request(READS) == refusal
+    answers = batch_request(w3, READS)  # refused again, then one by one (and no batch from now on)
+    assert [a["result"] for a in answers] == _direct_reads(anvil)
+    batch_request(w3, READS)
+    assert proxy.http_requests == [tuple(m for m, _ in READS)] * 2 + [(m,) for m, _ in READS] * 2
+
+
+def test_a_send_is_never_put_in_a_batch(proxy, anvil) -> None:
+    from keeper.multicall import batch_request
+
+    w3 = _w3(proxy.url)
+    account = Account.from_key(ANVIL_KEYS[7])
+    nonce = w3.eth.get_transaction_count(account.address)
+    raw = account.sign_transaction({"type": 2, "chainId": 31337, "nonce": nonce, "to": account.address, "value": 1,
+                                    "gas": 21_000, "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9}).raw_transaction
+    send = ("eth_sendRawTransaction", ["0x" + raw.hex()])
+    with pytest.raises(NotImplementedError, match="never carries a transaction"):
+        w3.provider.make_batch_request([("eth_blockNumber", []), send])
+    mark = len(proxy.http_requests)
+    assert mark == 1  # the nonce read above; the refused batch sent nothing
+    # Through batch_request: the read and the send go one by one, the send on its own.
+    height, sent = batch_request(w3, [("eth_blockNumber", []), send])
+    assert proxy.http_requests[mark:] == [("eth_blockNumber",), ("eth_sendRawTransaction",)]
+    assert "result" in height and "error" not in sent
+    wait_for_receipt(w3, sent["result"], timeout_seconds=30)
+    assert w3.eth.get_transaction_count(account.address) == nonce + 1
