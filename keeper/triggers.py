@@ -293,6 +293,36 @@ def rrc_budget_gap(current_weights: npt.ArrayLike, risk_budget: npt.ArrayLike, c
     return float(np.max(np.abs(rrc[budgeted] / share - 1.0)))
 
 
+# L^-1 of the last few reference covariances A = L L^T, keyed on A's exact bytes: the reference stays the
+# same from one rebalance to the next while the current covariance changes every tick, so the factorisation
+# is made once per reference (a different reference is a different key: never stale).
+_INVERSE_CHOLESKY: dict[tuple, FloatArray] = {}
+_INVERSE_CHOLESKY_SIZE = 16
+
+
+def _inverse_cholesky(a: FloatArray) -> FloatArray:
+    """``inv(cholesky((a + a.T) / 2))``, read-only, shape (n, n) (kept for the last few distinct ``a``).
+
+    Raises
+    ------
+    SingularCovarianceError
+        ``a`` is not positive definite.
+    """
+    key = (a.shape, a.tobytes())
+    inv = _INVERSE_CHOLESKY.get(key)
+    if inv is None:
+        try:
+            chol = np.linalg.cholesky(0.5 * (a + a.T))
+        except np.linalg.LinAlgError as exc:
+            raise SingularCovarianceError(f"reference covariance is not positive definite: {exc}") from exc
+        inv = np.linalg.inv(chol)
+        inv.setflags(write=False)
+        if len(_INVERSE_CHOLESKY) >= _INVERSE_CHOLESKY_SIZE:
+            del _INVERSE_CHOLESKY[next(iter(_INVERSE_CHOLESKY))]  # the oldest entry
+        _INVERSE_CHOLESKY[key] = inv
+    return inv
+
+
 def covariance_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> float:
     """Affine-invariant (Förstner-Moonen) distance between two covariances, per asset.
 
@@ -321,11 +351,7 @@ def covariance_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> flo
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape != b.shape or a.shape[0] == 0:
         raise ConfigError(f"covariances of shapes {a.shape} and {b.shape} cannot be compared")
     # Eigenvalues of A^-1 B are those of the symmetric L^-1 B L^-T, with A = L L^T (Cholesky).
-    try:
-        chol = np.linalg.cholesky(0.5 * (a + a.T))
-    except np.linalg.LinAlgError as exc:
-        raise SingularCovarianceError(f"reference covariance is not positive definite: {exc}") from exc
-    inv = np.linalg.inv(chol)
+    inv = _inverse_cholesky(a)
     m = inv @ (0.5 * (b + b.T)) @ inv.T
     eig = np.linalg.eigvalsh(0.5 * (m + m.T))
     if not np.all(eig > 0):
