@@ -11,6 +11,7 @@ Value of ``amount`` of a risk token in base-asset units (the vault's ``_valueOf`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -123,6 +124,7 @@ def plan_rebalance(
     min_trade_value: int,
     deadline: int,
     fraction: float = 1.0,
+    holdings: Holdings | None = None,
 ) -> RebalancePlan:
     """Plans the legs that move the vault from its holdings to ``target_weights``.
 
@@ -146,6 +148,8 @@ def plan_rebalance(
     fraction : float
         Share of the move to make, in (0, 1]: a partial step toward the targets (used when the pools
         cannot absorb the whole move within the slippage budget).
+    holdings : Holdings, optional
+        ``value_holdings(snapshot, state, assets)`` when the caller has it already (valued once per tick).
 
     Raises
     ------
@@ -154,9 +158,11 @@ def plan_rebalance(
     """
     n = len(assets)
     w = np.asarray(target_weights, dtype=np.float64)
-    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < -1e-12) or abs(w.sum() - 1.0) > 1e-6:
+    # Each weight finite and >= -1e-12 (NaN fails the comparison), tested on a list: n is small.
+    if w.shape != (n,) or not all(-1e-12 <= x < math.inf for x in w.tolist()) or abs(w.sum() - 1.0) > 1e-6:
         raise ConfigError(f"target weights must be {n} non-negative numbers summing to 1, got {w!r}")
-    holdings = value_holdings(snapshot, state, assets)
+    if holdings is None:
+        holdings = value_holdings(snapshot, state, assets)
     nav = holdings.nav
     risky_fraction = 1.0 - cash_buffer_bps / BPS
     target_nav_fraction = w * risky_fraction
@@ -170,11 +176,14 @@ def plan_rebalance(
     if nav == 0:
         return skip("vault is empty")
     cash_now = holdings.base_balance / nav
-    drift = float(max(np.max(np.abs(current - target_nav_fraction)), abs(cash_now - (1.0 - risky_fraction)))) * BPS
+    # Element by element on lists (the same IEEE operations as the arrays'; the weights are finite).
+    targets = target_nav_fraction.tolist()
+    drift = float(max(max((abs(c - t) for c, t in zip(current.tolist(), targets)), default=-math.inf),
+                      abs(cash_now - (1.0 - risky_fraction)))) * BPS
     if drift < drift_threshold_bps:
         return skip(f"drift {drift:.1f} bps below threshold {drift_threshold_bps:.1f} bps", drift)
 
-    deltas = [int(round(nav * t)) - v for t, v in zip(target_nav_fraction, holdings.values)]
+    deltas = [int(round(nav * t)) - v for t, v in zip(targets, holdings.values)]
     # Scale the whole move down to respect the vault's turnover cap (with one bps of headroom for rounding).
     gross = sum(abs(d) for d in deltas)
     cap = max(state.max_turnover_bps - 1, 0) * nav // BPS

@@ -354,12 +354,14 @@ def covariance_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> flo
     inv = _inverse_cholesky(a)
     m = inv @ (0.5 * (b + b.T)) @ inv.T
     eig = np.linalg.eigvalsh(0.5 * (m + m.T))
-    if not np.all(eig > 0):
+    smallest = eig.min()
+    if not smallest > 0:  # NaN too
         raise SingularCovarianceError(
-            f"current covariance is not positive definite (generalised eigenvalue {eig.min():.3e}): "
+            f"current covariance is not positive definite (generalised eigenvalue {smallest:.3e}): "
             "re-estimate it before comparing regimes"
         )
-    return float(np.sqrt(np.mean(np.log(eig) ** 2)))
+    # np.mean without its Python wrapper: the same float64 sum divided by the count; sqrt is correctly rounded.
+    return math.sqrt(float(np.add.reduce(np.log(eig) ** 2)) / eig.size)
 
 
 def tracking_variance(weights: npt.ArrayLike, target_weights: npt.ArrayLike, covariance: npt.ArrayLike) -> float:
