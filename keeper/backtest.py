@@ -523,7 +523,8 @@ class StrategyRun:
         rrc = np.zeros(len(values))
         vol = math.nan
         if estimate is not None:
-            pos = [k for k, i in enumerate(universe) if w[i] > 0]
+            w_list = w.tolist()
+            pos = [k for k, i in enumerate(universe) if w_list[i] > 0]
             if pos:
                 held = [universe[k] for k in pos]
                 cov = estimate.covariance if len(pos) == len(universe) else estimate.covariance[np.ix_(pos, pos)]

@@ -89,14 +89,19 @@ class RebalancePlan:
     option_legs: tuple = ()
 
 
+# 10**k for the decimals a token, feed or base asset can have (ERC-20 decimals are a uint8): a table look-up
+# instead of an integer power in the valuation the replay runs for every holding of every day.
+_POW10 = tuple(10**k for k in range(2 * 256))
+
+
 def value_of(amount: int, answer: int, info: RiskAssetInfo, base_decimals: int) -> int:
     """Base-asset value of ``amount`` token units at feed ``answer`` (floor), as the vault computes it."""
-    return amount * answer * 10**base_decimals // 10 ** (info.token_decimals + info.feed_decimals)
+    return amount * answer * _POW10[base_decimals] // _POW10[info.token_decimals + info.feed_decimals]
 
 
 def amount_for_value(value: int, answer: int, info: RiskAssetInfo, base_decimals: int) -> int:
     """Token units worth ``value`` base units at feed ``answer`` (floor), as the vault computes it."""
-    return value * 10 ** (info.token_decimals + info.feed_decimals) // (answer * 10**base_decimals)
+    return value * _POW10[info.token_decimals + info.feed_decimals] // (answer * _POW10[base_decimals])
 
 
 def value_holdings(snapshot: PriceSnapshot, state: VaultState, assets: Sequence[RiskAssetInfo]) -> Holdings:

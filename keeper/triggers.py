@@ -298,6 +298,8 @@ def rrc_budget_gap(current_weights: npt.ArrayLike, risk_budget: npt.ArrayLike, c
 # is made once per reference (a different reference is a different key: never stale).
 _INVERSE_CHOLESKY: dict[tuple, FloatArray] = {}
 _INVERSE_CHOLESKY_SIZE = 16
+# covariance_distance of the last few (reference, current) pairs, keyed on both matrices' exact bytes.
+_DISTANCES: dict[tuple, float] = {}
 
 
 def _inverse_cholesky(a: FloatArray) -> FloatArray:
@@ -350,6 +352,11 @@ def covariance_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> flo
     b = np.asarray(current, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape != b.shape or a.shape[0] == 0:
         raise ConfigError(f"covariances of shapes {a.shape} and {b.shape} cannot be compared")
+    # Strategies that last rebalanced on the same day compare the same pair on a later day: one computation.
+    key = (a.shape, a.tobytes(), b.tobytes())
+    distance = _DISTANCES.get(key)
+    if distance is not None:
+        return distance
     # Eigenvalues of A^-1 B are those of the symmetric L^-1 B L^-T, with A = L L^T (Cholesky).
     inv = _inverse_cholesky(a)
     m = inv @ (0.5 * (b + b.T)) @ inv.T
@@ -361,7 +368,11 @@ def covariance_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> flo
             "re-estimate it before comparing regimes"
         )
     # np.mean without its Python wrapper: the same float64 sum divided by the count; sqrt is correctly rounded.
-    return math.sqrt(float(np.add.reduce(np.log(eig) ** 2)) / eig.size)
+    distance = math.sqrt(float(np.add.reduce(np.log(eig) ** 2)) / eig.size)
+    if len(_DISTANCES) >= _INVERSE_CHOLESKY_SIZE:
+        del _DISTANCES[next(iter(_DISTANCES))]  # the oldest entry
+    _DISTANCES[key] = distance
+    return distance
 
 
 def tracking_variance(weights: npt.ArrayLike, target_weights: npt.ArrayLike, covariance: npt.ArrayLike) -> float:
