@@ -217,7 +217,7 @@ def _sleeve_risk(
             "the sleeve. Re-estimate the covariance."
         )
     rrc = sleeve * sigma_w / variance
-    return math.sqrt(variance), rrc, float(np.max(np.abs(rrc - budget)))
+    return math.sqrt(variance), rrc, float(np.abs(rrc - budget).max())
 
 
 def _bound_indices(

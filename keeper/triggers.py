@@ -206,7 +206,7 @@ def weight_drift_bps(
         raise ConfigError(f"weights of shapes {w.shape} and {t.shape} cannot be compared")
     cash_now = 1.0 - float(w.sum()) if current_cash is None else current_cash
     cash_target = 1.0 - float(t.sum()) if target_cash is None else target_cash
-    return float(max(np.max(np.abs(w - t), initial=0.0), abs(cash_now - cash_target))) * BPS
+    return float(max(np.abs(w - t).max(initial=0.0), abs(cash_now - cash_target))) * BPS
 
 
 def _sleeve_rrc(weights: FloatArray, covariance: FloatArray) -> FloatArray | None:
@@ -244,7 +244,7 @@ def rrc_drift(current_weights: npt.ArrayLike, target_weights: npt.ArrayLike, cov
     a, b = _sleeve_rrc(w, cov), _sleeve_rrc(t, cov)
     if a is None or b is None:
         return 0.0 if a is None and b is None else 1.0
-    return float(np.max(np.abs(a - b)))
+    return float(np.abs(a - b).max())
 
 
 def rrc_budget_gap(current_weights: npt.ArrayLike, risk_budget: npt.ArrayLike, covariance: npt.ArrayLike) -> float:
@@ -414,6 +414,11 @@ def expected_risk_benefit(
     return float(nav) * 0.5 * risk_aversion * gain * (horizon_seconds / SECONDS_PER_DAY) / DAYS_PER_YEAR
 
 
+def _total(weights: npt.ArrayLike) -> float:
+    """``float(np.sum(weights))``; an array's own ``sum`` (the same reduction) skips ``np.sum``'s dispatch."""
+    return float(weights.sum() if isinstance(weights, np.ndarray) else np.sum(weights))
+
+
 def check_triggers(
     policy: TriggerPolicy,
     *,
@@ -464,7 +469,7 @@ def check_triggers(
     """
     fired: list[str] = []
     metrics: dict[str, float] = {"drift_bps": float(drift_bps)}
-    if float(np.sum(current_weights)) <= 0.0 < float(np.sum(target_weights)):
+    if _total(current_weights) <= 0.0 < _total(target_weights):
         fired.append("first allocation")
     elif universe_changed:
         fired.append("universe changed")
@@ -475,7 +480,7 @@ def check_triggers(
         metrics["rrc_drift"] = d
         if d >= policy.rrc_band:
             fired.append(f"risk-contribution drift {d:.4f} >= band {policy.rrc_band:.4f}")
-    if policy.rrc_budget_band is not None and float(np.sum(target_weights)) > 0.0:
+    if policy.rrc_budget_band is not None and _total(target_weights) > 0.0:
         cov = np.asarray(covariance, dtype=np.float64)
         budget = risk_budget
         if budget is None:
