@@ -204,17 +204,19 @@ def plan_rebalance(
         raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
     scale = min(fraction, cap / gross) if gross else fraction
 
+    smallest = max(min_trade_value, 1)
+    answers, base_decimals, base_asset = snapshot.answers, state.base_decimals, state.base_asset
     sells: list[SwapLeg] = []
     buys_wanted: list[tuple[int, int]] = []
     for i, (info, d) in enumerate(zip(assets, deltas)):
         d = int(d * scale)
-        if -d >= max(min_trade_value, 1):
-            amount = min(amount_for_value(-d, snapshot.answers[i], info, state.base_decimals), state.balances[i])
-            oracle_out = value_of(amount, snapshot.answers[i], info, state.base_decimals)
-            if amount > 0 and oracle_out >= max(min_trade_value, 1):
-                sells.append(SwapLeg(info.symbol, "sell", info.token, state.base_asset, amount,
+        if -d >= smallest:
+            amount = min(amount_for_value(-d, answers[i], info, base_decimals), state.balances[i])
+            oracle_out = value_of(amount, answers[i], info, base_decimals)
+            if amount > 0 and oracle_out >= smallest:
+                sells.append(SwapLeg(info.symbol, "sell", info.token, base_asset, amount,
                                      _min_out(oracle_out, slippage), oracle_out, oracle_out))
-        elif d >= max(min_trade_value, 1):
+        elif d >= smallest:
             buys_wanted.append((i, d))
 
     cash = holdings.base_balance + sum(leg.min_amount_out for leg in sells)
@@ -224,9 +226,9 @@ def plan_rebalance(
         info = assets[i]
         # Integer pro-rata scaling: the buys never spend more than the guaranteed cash (no float rounding).
         spend = d if total_buys <= cash else d * cash // total_buys
-        oracle_out = amount_for_value(spend, snapshot.answers[i], info, state.base_decimals)
-        if spend >= max(min_trade_value, 1) and oracle_out > 0:
-            buys.append(SwapLeg(info.symbol, "buy", state.base_asset, info.token, spend,
+        oracle_out = amount_for_value(spend, answers[i], info, base_decimals)
+        if spend >= smallest and oracle_out > 0:
+            buys.append(SwapLeg(info.symbol, "buy", base_asset, info.token, spend,
                                 _min_out(oracle_out, slippage), oracle_out, spend))
     legs = tuple(sells + buys)
     if not legs:
