@@ -21,8 +21,10 @@ import datetime as dt
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's keeper, not an installed one
 
 from keeper.backtest import BacktestConfig, Market, run_backtest  # noqa: E402
 from keeper.price_panel import load_price_panel  # noqa: E402

@@ -33,7 +33,7 @@ from keeper.errors import (
     SingularCovarianceError,
     SolverDidNotConvergeError,
 )
-from keeper.risk_budgeting import FloatArray, _freeze, _validate_budget
+from keeper.risk_budgeting import FloatArray, TargetWeights, _freeze, _validate_budget
 
 __all__ = [
     "inverse_volatility_weights",
@@ -217,7 +217,7 @@ def _sleeve_risk(
             "the sleeve. Re-estimate the covariance."
         )
     rrc = sleeve * sigma_w / variance
-    return math.sqrt(variance), rrc, float(np.max(np.abs(rrc - budget)))
+    return math.sqrt(variance), rrc, float(np.abs(rrc - budget).max())
 
 
 def _bound_indices(
@@ -232,6 +232,34 @@ def _bound_indices(
 
 def _reason(method: str, error: Exception) -> str:
     return f"{method}: {type(error).__name__}: {error}"
+
+
+# The last few risk-budgeting solutions, keyed on the exact bytes of every input of the solve: two
+# allocations of the same covariance and budget (the backtest's ERC with and without a volatility target
+# on one day; a live tick that re-plans) solve it once.  A different input is a different key, so an entry
+# is never stale; the solution is read-only (TargetWeights freezes its arrays) and ``allocate`` copies it.
+_SOLVE_MEMO: dict[tuple, TargetWeights] = {}
+_SOLVE_MEMO_SIZE = 8
+
+
+def _solve_risk_budgeting_memo(
+    cov: FloatArray,
+    budget: FloatArray,
+    bounds: tuple[FloatArray, FloatArray] | None,
+    tol: float,
+    max_iter: int,
+) -> TargetWeights:
+    """:func:`solve_risk_budgeting` of these inputs, solved once for the last few distinct inputs (a failure
+    is not kept: it raises again)."""
+    key = (cov.shape, cov.tobytes(), budget.tobytes(),
+           None if bounds is None else (bounds[0].tobytes(), bounds[1].tobytes()), float(tol), int(max_iter))
+    result = _SOLVE_MEMO.get(key)
+    if result is None:
+        result = solve_risk_budgeting(cov, budget, bounds, tol, max_iter)
+        if len(_SOLVE_MEMO) >= _SOLVE_MEMO_SIZE:
+            del _SOLVE_MEMO[next(iter(_SOLVE_MEMO))]  # the oldest entry
+        _SOLVE_MEMO[key] = result
+    return result
 
 
 def allocate(
@@ -380,7 +408,7 @@ def allocate(
         )
 
     def risk_budgeting() -> Allocation:
-        result = solve_risk_budgeting(cov, budget, checked_bounds, tol, max_iter)
+        result = _solve_risk_budgeting_memo(cov, budget, checked_bounds, tol, max_iter)
         sleeve = np.array(result.weights)
         if not np.isfinite(sleeve).all():
             raise SolverDidNotConvergeError(

@@ -523,7 +523,8 @@ class StrategyRun:
         rrc = np.zeros(len(values))
         vol = math.nan
         if estimate is not None:
-            pos = [k for k, i in enumerate(universe) if w[i] > 0]
+            w_list = w.tolist()
+            pos = [k for k, i in enumerate(universe) if w_list[i] > 0]
             if pos:
                 held = [universe[k] for k in pos]
                 cov = estimate.covariance if len(pos) == len(universe) else estimate.covariance[np.ix_(pos, pos)]
@@ -765,15 +766,21 @@ class ModelQuoter:
         if self._last is not None and self._last[0] is plan:
             return self._last[1]
         run, market, t = self.run, self.run.market, self.t
-        position = {market.panel.symbols[i]: i for i in self.universe}
+        symbols = market.panel.symbols
+        position = {symbols[i]: i for i in self.universe}
+        infos = run._info_row()
+        answers = market.answers(t)
+        pools = run.config.pools
         quotes = []
         for leg in plan.legs:
             i = position[leg.symbol]
-            info = run._info(i)
-            answer = market.answer(t, i)
-            seed = run.seed_prices.setdefault(leg.symbol, float(market.panel.prices[t, i]))
-            reserves = run.config.pools.reserves(leg.symbol, answer, FEED_DECIMALS, RISK_DECIMALS, BASE_DECIMALS, seed)
-            quotes.append(quote_leg(leg, reserves, run.config.pools.fee_pips,
+            info = infos[i]
+            answer = answers[i] if answers[i] is not None else market.answer(t, i)
+            seed = run.seed_prices.get(leg.symbol)
+            if seed is None:
+                seed = run.seed_prices[leg.symbol] = float(market.panel.prices[t, i])
+            reserves = pools.reserves(leg.symbol, answer, FEED_DECIMALS, RISK_DECIMALS, BASE_DECIMALS, seed)
+            quotes.append(quote_leg(leg, reserves, pools.fee_pips,
                                     lambda amount, a=answer, inf=info: value_of(amount, a, inf, BASE_DECIMALS)))
         self._last = (plan, quotes)
         return quotes

@@ -11,6 +11,7 @@ Value of ``amount`` of a risk token in base-asset units (the vault's ``_valueOf`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -88,14 +89,19 @@ class RebalancePlan:
     option_legs: tuple = ()
 
 
+# 10**k for the decimals a token, feed or base asset can have (ERC-20 decimals are a uint8): a table look-up
+# instead of an integer power in the valuation the replay runs for every holding of every day.
+_POW10 = tuple(10**k for k in range(2 * 256))
+
+
 def value_of(amount: int, answer: int, info: RiskAssetInfo, base_decimals: int) -> int:
     """Base-asset value of ``amount`` token units at feed ``answer`` (floor), as the vault computes it."""
-    return amount * answer * 10**base_decimals // 10 ** (info.token_decimals + info.feed_decimals)
+    return amount * answer * _POW10[base_decimals] // _POW10[info.token_decimals + info.feed_decimals]
 
 
 def amount_for_value(value: int, answer: int, info: RiskAssetInfo, base_decimals: int) -> int:
     """Token units worth ``value`` base units at feed ``answer`` (floor), as the vault computes it."""
-    return value * 10 ** (info.token_decimals + info.feed_decimals) // (answer * 10**base_decimals)
+    return value * _POW10[info.token_decimals + info.feed_decimals] // (answer * _POW10[base_decimals])
 
 
 def value_holdings(snapshot: PriceSnapshot, state: VaultState, assets: Sequence[RiskAssetInfo]) -> Holdings:
@@ -123,6 +129,7 @@ def plan_rebalance(
     min_trade_value: int,
     deadline: int,
     fraction: float = 1.0,
+    holdings: Holdings | None = None,
 ) -> RebalancePlan:
     """Plans the legs that move the vault from its holdings to ``target_weights``.
 
@@ -146,6 +153,8 @@ def plan_rebalance(
     fraction : float
         Share of the move to make, in (0, 1]: a partial step toward the targets (used when the pools
         cannot absorb the whole move within the slippage budget).
+    holdings : Holdings, optional
+        ``value_holdings(snapshot, state, assets)`` when the caller has it already (valued once per tick).
 
     Raises
     ------
@@ -154,9 +163,11 @@ def plan_rebalance(
     """
     n = len(assets)
     w = np.asarray(target_weights, dtype=np.float64)
-    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < -1e-12) or abs(w.sum() - 1.0) > 1e-6:
+    # Each weight finite and >= -1e-12 (NaN fails the comparison), tested on a list: n is small.
+    if w.shape != (n,) or not all(-1e-12 <= x < math.inf for x in w.tolist()) or abs(w.sum() - 1.0) > 1e-6:
         raise ConfigError(f"target weights must be {n} non-negative numbers summing to 1, got {w!r}")
-    holdings = value_holdings(snapshot, state, assets)
+    if holdings is None:
+        holdings = value_holdings(snapshot, state, assets)
     nav = holdings.nav
     risky_fraction = 1.0 - cash_buffer_bps / BPS
     target_nav_fraction = w * risky_fraction
@@ -170,11 +181,14 @@ def plan_rebalance(
     if nav == 0:
         return skip("vault is empty")
     cash_now = holdings.base_balance / nav
-    drift = float(max(np.max(np.abs(current - target_nav_fraction)), abs(cash_now - (1.0 - risky_fraction)))) * BPS
+    # Element by element on lists (the same IEEE operations as the arrays'; the weights are finite).
+    targets = target_nav_fraction.tolist()
+    drift = float(max(max((abs(c - t) for c, t in zip(current.tolist(), targets)), default=-math.inf),
+                      abs(cash_now - (1.0 - risky_fraction)))) * BPS
     if drift < drift_threshold_bps:
         return skip(f"drift {drift:.1f} bps below threshold {drift_threshold_bps:.1f} bps", drift)
 
-    deltas = [int(round(nav * t)) - v for t, v in zip(target_nav_fraction, holdings.values)]
+    deltas = [int(round(nav * t)) - v for t, v in zip(targets, holdings.values)]
     # Scale the whole move down to respect the vault's turnover cap (with one bps of headroom for rounding).
     gross = sum(abs(d) for d in deltas)
     cap = max(state.max_turnover_bps - 1, 0) * nav // BPS
@@ -190,17 +204,19 @@ def plan_rebalance(
         raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
     scale = min(fraction, cap / gross) if gross else fraction
 
+    smallest = max(min_trade_value, 1)
+    answers, base_decimals, base_asset = snapshot.answers, state.base_decimals, state.base_asset
     sells: list[SwapLeg] = []
     buys_wanted: list[tuple[int, int]] = []
     for i, (info, d) in enumerate(zip(assets, deltas)):
         d = int(d * scale)
-        if -d >= max(min_trade_value, 1):
-            amount = min(amount_for_value(-d, snapshot.answers[i], info, state.base_decimals), state.balances[i])
-            oracle_out = value_of(amount, snapshot.answers[i], info, state.base_decimals)
-            if amount > 0 and oracle_out >= max(min_trade_value, 1):
-                sells.append(SwapLeg(info.symbol, "sell", info.token, state.base_asset, amount,
+        if -d >= smallest:
+            amount = min(amount_for_value(-d, answers[i], info, base_decimals), state.balances[i])
+            oracle_out = value_of(amount, answers[i], info, base_decimals)
+            if amount > 0 and oracle_out >= smallest:
+                sells.append(SwapLeg(info.symbol, "sell", info.token, base_asset, amount,
                                      _min_out(oracle_out, slippage), oracle_out, oracle_out))
-        elif d >= max(min_trade_value, 1):
+        elif d >= smallest:
             buys_wanted.append((i, d))
 
     cash = holdings.base_balance + sum(leg.min_amount_out for leg in sells)
@@ -210,9 +226,9 @@ def plan_rebalance(
         info = assets[i]
         # Integer pro-rata scaling: the buys never spend more than the guaranteed cash (no float rounding).
         spend = d if total_buys <= cash else d * cash // total_buys
-        oracle_out = amount_for_value(spend, snapshot.answers[i], info, state.base_decimals)
-        if spend >= max(min_trade_value, 1) and oracle_out > 0:
-            buys.append(SwapLeg(info.symbol, "buy", state.base_asset, info.token, spend,
+        oracle_out = amount_for_value(spend, answers[i], info, base_decimals)
+        if spend >= smallest and oracle_out > 0:
+            buys.append(SwapLeg(info.symbol, "buy", base_asset, info.token, spend,
                                 _min_out(oracle_out, slippage), oracle_out, spend))
     legs = tuple(sells + buys)
     if not legs:

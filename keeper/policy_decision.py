@@ -325,7 +325,8 @@ def _check_fractions(name: str, values: npt.ArrayLike, n: int) -> FloatArray:
     w = np.array(values, dtype=np.float64)
     if w.shape != (n,):
         raise PolicyInputError(f"{name} has shape {w.shape}; expected ({n},), one fraction of NAV per symbol.")
-    if not np.all(np.isfinite(w)) or np.any(w < 0.0):
+    # Finite and >= 0 (NaN fails the comparison), tested on a list: n is small.
+    if not all(0.0 <= x < math.inf for x in w.tolist()):
         raise PolicyInputError(f"{name} {w.tolist()} must be finite and >= 0 (long-only fractions of NAV).")
     total = float(w.sum())
     if total > 1.0 + _WEIGHT_SUM_ATOL:

@@ -206,7 +206,7 @@ def weight_drift_bps(
         raise ConfigError(f"weights of shapes {w.shape} and {t.shape} cannot be compared")
     cash_now = 1.0 - float(w.sum()) if current_cash is None else current_cash
     cash_target = 1.0 - float(t.sum()) if target_cash is None else target_cash
-    return float(max(np.max(np.abs(w - t), initial=0.0), abs(cash_now - cash_target))) * BPS
+    return float(max(np.abs(w - t).max(initial=0.0), abs(cash_now - cash_target))) * BPS
 
 
 def _sleeve_rrc(weights: FloatArray, covariance: FloatArray) -> FloatArray | None:
@@ -244,7 +244,7 @@ def rrc_drift(current_weights: npt.ArrayLike, target_weights: npt.ArrayLike, cov
     a, b = _sleeve_rrc(w, cov), _sleeve_rrc(t, cov)
     if a is None or b is None:
         return 0.0 if a is None and b is None else 1.0
-    return float(np.max(np.abs(a - b)))
+    return float(np.abs(a - b).max())
 
 
 def rrc_budget_gap(current_weights: npt.ArrayLike, risk_budget: npt.ArrayLike, covariance: npt.ArrayLike) -> float:
@@ -293,6 +293,38 @@ def rrc_budget_gap(current_weights: npt.ArrayLike, risk_budget: npt.ArrayLike, c
     return float(np.max(np.abs(rrc[budgeted] / share - 1.0)))
 
 
+# L^-1 of the last few reference covariances A = L L^T, keyed on A's exact bytes: the reference stays the
+# same from one rebalance to the next while the current covariance changes every tick, so the factorisation
+# is made once per reference (a different reference is a different key: never stale).
+_INVERSE_CHOLESKY: dict[tuple, FloatArray] = {}
+_INVERSE_CHOLESKY_SIZE = 16
+# covariance_distance of the last few (reference, current) pairs, keyed on both matrices' exact bytes.
+_DISTANCES: dict[tuple, float] = {}
+
+
+def _inverse_cholesky(a: FloatArray) -> FloatArray:
+    """``inv(cholesky((a + a.T) / 2))``, read-only, shape (n, n) (kept for the last few distinct ``a``).
+
+    Raises
+    ------
+    SingularCovarianceError
+        ``a`` is not positive definite.
+    """
+    key = (a.shape, a.tobytes())
+    inv = _INVERSE_CHOLESKY.get(key)
+    if inv is None:
+        try:
+            chol = np.linalg.cholesky(0.5 * (a + a.T))
+        except np.linalg.LinAlgError as exc:
+            raise SingularCovarianceError(f"reference covariance is not positive definite: {exc}") from exc
+        inv = np.linalg.inv(chol)
+        inv.setflags(write=False)
+        if len(_INVERSE_CHOLESKY) >= _INVERSE_CHOLESKY_SIZE:
+            del _INVERSE_CHOLESKY[next(iter(_INVERSE_CHOLESKY))]  # the oldest entry
+        _INVERSE_CHOLESKY[key] = inv
+    return inv
+
+
 def covariance_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> float:
     """Affine-invariant (Förstner-Moonen) distance between two covariances, per asset.
 
@@ -320,20 +352,27 @@ def covariance_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> flo
     b = np.asarray(current, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape != b.shape or a.shape[0] == 0:
         raise ConfigError(f"covariances of shapes {a.shape} and {b.shape} cannot be compared")
+    # Strategies that last rebalanced on the same day compare the same pair on a later day: one computation.
+    key = (a.shape, a.tobytes(), b.tobytes())
+    distance = _DISTANCES.get(key)
+    if distance is not None:
+        return distance
     # Eigenvalues of A^-1 B are those of the symmetric L^-1 B L^-T, with A = L L^T (Cholesky).
-    try:
-        chol = np.linalg.cholesky(0.5 * (a + a.T))
-    except np.linalg.LinAlgError as exc:
-        raise SingularCovarianceError(f"reference covariance is not positive definite: {exc}") from exc
-    inv = np.linalg.inv(chol)
+    inv = _inverse_cholesky(a)
     m = inv @ (0.5 * (b + b.T)) @ inv.T
     eig = np.linalg.eigvalsh(0.5 * (m + m.T))
-    if not np.all(eig > 0):
+    smallest = eig.min()
+    if not smallest > 0:  # NaN too
         raise SingularCovarianceError(
-            f"current covariance is not positive definite (generalised eigenvalue {eig.min():.3e}): "
+            f"current covariance is not positive definite (generalised eigenvalue {smallest:.3e}): "
             "re-estimate it before comparing regimes"
         )
-    return float(np.sqrt(np.mean(np.log(eig) ** 2)))
+    # np.mean without its Python wrapper: the same float64 sum divided by the count; sqrt is correctly rounded.
+    distance = math.sqrt(float(np.add.reduce(np.log(eig) ** 2)) / eig.size)
+    if len(_DISTANCES) >= _INVERSE_CHOLESKY_SIZE:
+        del _DISTANCES[next(iter(_DISTANCES))]  # the oldest entry
+    _DISTANCES[key] = distance
+    return distance
 
 
 def tracking_variance(weights: npt.ArrayLike, target_weights: npt.ArrayLike, covariance: npt.ArrayLike) -> float:
@@ -373,6 +412,11 @@ def expected_risk_benefit(
         post_trade_weights, target_weights, covariance
     )
     return float(nav) * 0.5 * risk_aversion * gain * (horizon_seconds / SECONDS_PER_DAY) / DAYS_PER_YEAR
+
+
+def _total(weights: npt.ArrayLike) -> float:
+    """``float(np.sum(weights))``; an array's own ``sum`` (the same reduction) skips ``np.sum``'s dispatch."""
+    return float(weights.sum() if isinstance(weights, np.ndarray) else np.sum(weights))
 
 
 def check_triggers(
@@ -425,7 +469,7 @@ def check_triggers(
     """
     fired: list[str] = []
     metrics: dict[str, float] = {"drift_bps": float(drift_bps)}
-    if float(np.sum(current_weights)) <= 0.0 < float(np.sum(target_weights)):
+    if _total(current_weights) <= 0.0 < _total(target_weights):
         fired.append("first allocation")
     elif universe_changed:
         fired.append("universe changed")
@@ -436,7 +480,7 @@ def check_triggers(
         metrics["rrc_drift"] = d
         if d >= policy.rrc_band:
             fired.append(f"risk-contribution drift {d:.4f} >= band {policy.rrc_band:.4f}")
-    if policy.rrc_budget_band is not None and float(np.sum(target_weights)) > 0.0:
+    if policy.rrc_budget_band is not None and _total(target_weights) > 0.0:
         cov = np.asarray(covariance, dtype=np.float64)
         budget = risk_budget
         if budget is None:
