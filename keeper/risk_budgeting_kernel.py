@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 from numba import types as numba_types
+from numba.np.linalg import _LAPACK as _numba_lapack
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -69,26 +70,39 @@ _TINY32 = float(np.finfo(np.float32).tiny)
 # Largest |entry| of a correlation matrix computed in float64 from a positive definite
 # covariance: |corr_ij| < 1 exactly, and each computed entry a_ij (v_i v_j) is within 2 roundings.
 _CORRELATION_LIMIT = 1.0 + 2.0**-49
+# LAPACK ?potrf through numba's wrapper of scipy's LAPACK (the function behind numba's
+# np.linalg.cholesky), called on a buffer the kernel fills itself.
+_spotrf = _numba_lapack().numba_xxpotrf(numba_types.float32)
+_KIND_FLOAT32 = ord("s")
+_LOWER = ord("L")
 
 
 @njit(cache=True, nogil=True)
 def _cholesky_succeeds(a: FloatArray) -> bool:  # pragma: no cover - compiled
     """Unblocked in-place Cholesky ``a = R'R`` (``R`` upper, stored in ``a``'s upper
-    triangle); ``True`` iff every pivot is positive, i.e. ``a`` is positive definite."""
+    triangle; the strict lower triangle is not read); ``True`` iff every pivot is positive,
+    i.e. ``a`` is positive definite.
+
+    Right-looking by rows: once row ``k`` of ``R`` is known, it is subtracted from the rows
+    below, scaled, as contiguous AXPYs that vectorise.  Every entry still receives its
+    subtractions in the order ``k = 0, 1, ...`` and then its one division, as in the
+    textbook (left-looking) loop, so ``R`` is the same to the last bit.
+    """
     n = a.shape[0]
-    for j in range(n):
-        pivot = a[j, j]
-        for k in range(j):
-            pivot -= a[k, j] * a[k, j]
+    for k in range(n):
+        pivot = a[k, k]
         if not pivot > 0.0:
             return False
         r = math.sqrt(pivot)
-        a[j, j] = r
-        for i in range(j + 1, n):
-            s = a[j, i]
-            for k in range(j):
-                s -= a[k, j] * a[k, i]
-            a[j, i] = s / r
+        a_k = a[k]
+        a_k[k] = r
+        for j in range(k + 1, n):
+            a_k[j] = a_k[j] / r
+        for i in range(k + 1, n):
+            f = a_k[i]
+            a_i = a[i]
+            for j in range(i, n):
+                a_i[j] -= f * a_k[j]
     return True
 
 
@@ -108,9 +122,11 @@ def _is_positive_definite(a: FloatArray, inv_vols: FloatArray) -> bool:  # pragm
     n = a.shape[0]
     if n <= _KERNEL_CHOLESKY_MAX_N:
         corr = np.empty((n, n))
-        for i in range(n):
-            for j in range(n):
-                corr[i, j] = a[i, j] * (inv_vols[i] * inv_vols[j])
+        for i in range(n):  # the upper triangle, all the Cholesky reads
+            v = inv_vols[i]
+            a_i, corr_i = a[i], corr[i]
+            for j in range(i, n):
+                corr_i[j] = a_i[j] * (v * inv_vols[j])
         return _cholesky_succeeds(corr)
     if _certifies_positive_definite(a, inv_vols):
         return True
@@ -138,7 +154,7 @@ def _certifies_positive_definite(a: FloatArray, inv_vols: FloatArray) -> bool:  
     """``True`` only if the symmetric ``a`` is positive definite, proved by a Cholesky
     factorisation in binary32 of its shifted correlation matrix; ``False`` proves nothing.
 
-    LAPACK ``spotrf`` (numba's ``np.linalg.cholesky`` on float32) on
+    LAPACK ``spotrf`` (called in place on the one triangle it reads) on
     ``Y = fl32(D a D) - c I``, ``D = diag(inv_vols)``, ``c = _certificate_shift(n)``: about
     half the time of the float64 ``dpotrf`` test (twice the SIMD lanes, half the memory).
     ``False`` when a pivot is not positive (``a`` indefinite, or positive definite with a
@@ -165,23 +181,24 @@ def _certifies_positive_definite(a: FloatArray, inv_vols: FloatArray) -> bool:  
     n = a.shape[0]
     shift = _certificate_shift(n)
     y = np.empty((n, n), dtype=np.float32)
-    columns = np.uint64(n)  # unsigned indices: no negative-index wraparound, so the loop vectorises
     too_large = 0
-    for i in range(n):
+    for i in range(n):  # the upper triangle of y, the lower one of y in Fortran order
         v = inv_vols[i]
         a_i, y_i = a[i], y[i]
-        for j in range(np.uint64(0), columns):
+        diagonal = a_i[i] * (v * v)
+        too_large += abs(diagonal) > _CORRELATION_LIMIT
+        y_i[i] = diagonal - shift
+        # Unsigned indices: no negative-index wraparound, so the loop vectorises.
+        for j in range(np.uint64(i + 1), np.uint64(n)):
             m = a_i[j] * (v * inv_vols[j])
             too_large += abs(m) > _CORRELATION_LIMIT  # a is finite: no NaN here
             y_i[j] = m
-        y_i[i] = a_i[i] * (v * v) - shift
     if too_large:
         return False
-    try:
-        np.linalg.cholesky(y.T)  # LAPACK spotrf on a copy (y is symmetric: y.T is y, F-ordered)
-    except Exception:  # numpy.linalg.LinAlgError: a pivot is not positive
-        return False
-    return True
+    # LAPACK spotrf in place, on the triangle written above: no copy of y, no finiteness scan
+    # and no zeroing of the other triangle, as np.linalg.cholesky would do.  0: every pivot
+    # positive; > 0: a pivot is not; < 0 (an invalid argument, impossible here): no proof.
+    return _spotrf(_KIND_FLOAT32, _LOWER, n, y.ctypes, n) == 0
 
 
 @njit(cache=True, nogil=True)
@@ -300,9 +317,9 @@ def _newton_step(
 
 
 @njit(cache=True, nogil=True)
-def _ccd_kernel(
-    cov: FloatArray, budget: FloatArray, tol: float, max_sweeps: int, check_pd: bool
-) -> tuple[int, FloatArray, float, int, float]:  # pragma: no cover - compiled
+def _ccd_kernel_into(
+    cov: FloatArray, budget: FloatArray, out: FloatArray, tol: float, max_sweeps: int, check_pd: bool
+) -> tuple[int, float, int, float]:  # pragma: no cover - compiled
     """Validate, solve by cyclical coordinate descent and decompose risk, in one call.
 
     Parameters
@@ -311,6 +328,8 @@ def _ccd_kernel(
         Covariance as given (not yet symmetrised); never written.
     budget : FloatArray, shape (n,) or (0,)
         Risk budget as given, or empty for the equal budget ``1/n``.
+    out : FloatArray, shape (4, n), C-contiguous
+        Receives the result (see Returns); any content on entry.
     tol : float
         Target of :math:`\\max_i |RRC_i - b_i|`, certified with an exactly
         recomputed :math:`\\Sigma x` (the sweeps update it incrementally).
@@ -321,16 +340,17 @@ def _ccd_kernel(
 
     Returns
     -------
-    (status, out, sigma, sweeps, error)
+    (status, sigma, sweeps, error)
         ``status``: ``_KERNEL_OK``, ``_KERNEL_INVALID`` (some check of
         ``_validate_covariance`` / ``_validate_budget`` fails) or
-        ``_KERNEL_SLOW``.  For ``_KERNEL_OK``: ``out`` (shape (4, n)) holds
-        the weights, the normalised budget, the relative and the absolute risk
+        ``_KERNEL_SLOW``.  For ``_KERNEL_OK``: ``out`` holds (rows) the
+        weights, the normalised budget, the relative and the absolute risk
         contributions; ``sigma`` the volatility, ``error`` the achieved
         :math:`\\max_i |RRC_i - b_i|`.  ``sweeps`` is the number of sweeps.
+        The array is filled by the kernel rather than returned by it: handing
+        a new array back to Python costs more than the whole solve at n ~ 5.
     """
     n = cov.shape[0]
-    out = np.empty((4, n))
     # One allocation for the working vectors: vols, 1/vols, x, Σx (see _ccd_solve).
     work = np.empty((4, n))
     vols, inv_vols = work[0], work[1]
@@ -340,7 +360,7 @@ def _ccd_kernel(
     for i in range(n):
         d = cov[i, i]
         if not (d > 0.0 and d <= _LARGEST_FLOAT):  # Cholesky fails at this pivot at the latest
-            return _KERNEL_INVALID, out, 0.0, 0, 0.0
+            return _KERNEL_INVALID, 0.0, 0, 0.0
         scale = max(scale, d)
         vols[i] = math.sqrt(d)
         inv_vols[i] = 1.0 / vols[i]
@@ -351,7 +371,7 @@ def _ccd_kernel(
     asymmetry = _asymmetry(cov)
     limit = _SYMMETRY_RTOL * scale
     if not asymmetry <= limit * limit:  # NaN: a non-finite entry
-        return _KERNEL_INVALID, out, 0.0, 0, 0.0
+        return _KERNEL_INVALID, 0.0, 0, 0.0
     if asymmetry == 0.0:
         return _ccd_solve(cov, work, budget, tol, max_sweeps, check_pd, out)
     symmetric = np.empty((n, n))
@@ -370,8 +390,8 @@ def _ccd_solve(
     max_sweeps: int,
     check_pd: bool,
     out: FloatArray,
-) -> tuple[int, FloatArray, float, int, float]:  # pragma: no cover - compiled
-    """:func:`_ccd_kernel` after the covariance checks, on the exactly symmetric ``a``;
+) -> tuple[int, float, int, float]:  # pragma: no cover - compiled
+    """:func:`_ccd_kernel_into` after the covariance checks, on the exactly symmetric ``a``;
     ``work`` (shape (4, n)) holds the volatilities and their inverses in its first rows.
 
     Notes
@@ -399,17 +419,17 @@ def _ccd_solve(
     n = a.shape[0]
     vols, inv_vols, x, sx = work[0], work[1], work[2], work[3]  # x = y / s and Σx
     if check_pd and not _is_positive_definite(a, inv_vols):
-        return _KERNEL_INVALID, out, 0.0, 0, 0.0
+        return _KERNEL_INVALID, 0.0, 0, 0.0
     b = out[1]
     if budget.size == 0:
         b[:] = 1.0 / n
     else:
         for i in range(n):
             if not (budget[i] > 0.0 and budget[i] <= _LARGEST_FLOAT):
-                return _KERNEL_INVALID, out, 0.0, 0, 0.0
+                return _KERNEL_INVALID, 0.0, 0, 0.0
         total = _compensated_sum(budget)
         if abs(total - 1.0) > _BUDGET_SUM_ATOL:
-            return _KERNEL_INVALID, out, 0.0, 0, 0.0
+            return _KERNEL_INVALID, 0.0, 0, 0.0
         for i in range(n):
             b[i] = budget[i] / total
 
@@ -493,7 +513,7 @@ def _ccd_solve(
             ):
                 break
     if not converged:
-        return _KERNEL_SLOW, out, 0.0, sweeps, 0.0
+        return _KERNEL_SLOW, 0.0, sweeps, 0.0
 
     # Weights w = x / sum(x); RRC_i = w_i (Σw)_i / w'Σw.
     w = out[0]
@@ -506,7 +526,7 @@ def _ccd_solve(
     for i in range(n):
         variance += w[i] * sw[i]
     if not variance > 0.0:  # only without the positive-definiteness test
-        return _KERNEL_INVALID, out, 0.0, sweeps, 0.0
+        return _KERNEL_INVALID, 0.0, sweeps, 0.0
     sigma = math.sqrt(variance)
     rrc, rc = out[2], out[3]
     error = 0.0
@@ -516,29 +536,39 @@ def _ccd_solve(
         e = abs(rrc[i] - b[i])
         if e > error:
             error = e
-    return _KERNEL_OK, out, sigma, sweeps, error
+    return _KERNEL_OK, sigma, sweeps, error
 
 
-# The compiled kernel for exactly the argument types the wrapper passes (C-contiguous float64
-# arrays, float, int, bool), called without the dispatcher's per-call type resolution
-# (~1 µs, a fifth of a call at n ~ 5).  Filled after the first call has compiled or loaded it.
-_KERNEL_ENTRY: list[Callable[..., tuple[int, FloatArray, float, int, float]] | None] = [None]
+def _ccd_kernel(
+    cov: FloatArray, budget: FloatArray, tol: float, max_sweeps: int, check_pd: bool
+) -> tuple[int, FloatArray, float, int, float]:
+    """:func:`_ccd_kernel_into` with a new output array: ``(status, out, sigma, sweeps, error)``."""
+    out = np.empty((4, cov.shape[0]))
+    status, sigma, sweeps, error = _ccd_kernel_into(cov, budget, out, tol, max_sweeps, check_pd)
+    return status, out, sigma, sweeps, error
+
+
+# The compiled kernel for exactly the argument types the public call passes (C-contiguous
+# float64 arrays, float, int, bool), called without the dispatcher's per-call type resolution
+# (~1 µs, a fifth of a call at n ~ 5).  Set by the first call (_first_kernel_call).
+_KERNEL_ENTRY: list[Callable[..., tuple[int, float, int, float]] | None] = [None]
 
 
 def _announce_first_compile() -> None:
     """Logs one line before the first call compiles the kernel (no on-disk cache yet).
 
-    numba compiles ``_ccd_kernel`` on its first call (about 10 s on a 2-core machine) and writes
-    the machine code to its cache; later processes load it in milliseconds. The cache index is
-    looked up where numba keeps it; if numba lays its cache out differently, nothing is logged.
+    numba compiles ``_ccd_kernel_into`` on its first call (about 10 s on a 2-core machine) and
+    writes the machine code to its cache; later processes load it in milliseconds. The cache
+    index is looked up where numba keeps it; if numba lays its cache out differently, nothing
+    is logged.
     """
-    cache = getattr(_ccd_kernel, "_cache", None)
+    cache = getattr(_ccd_kernel_into, "_cache", None)
     index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
     if index is not None and not os.path.exists(index):
         logging.getLogger(__name__).warning("compiling the solver kernel once, ~10 s (cached for later runs)")
 
 
-def _compiled_entry_point() -> Callable[..., tuple[int, FloatArray, float, int, float]] | None:
+def _compiled_entry_point() -> Callable[..., tuple[int, float, int, float]] | None:
     """The kernel's compiled entry point for the wrapper's argument types, if available.
 
     ``np.ascontiguousarray(..., dtype=np.float64)`` guarantees the array types except
@@ -546,44 +576,26 @@ def _compiled_entry_point() -> Callable[..., tuple[int, FloatArray, float, int, 
     ``None`` (keep using the dispatcher) if this numba version lays the dispatcher out
     differently.
     """
+    matrix = numba_types.Array(numba_types.float64, 2, "C")
     signature = (
-        numba_types.Array(numba_types.float64, 2, "C"),
+        matrix,
         numba_types.Array(numba_types.float64, 1, "C"),
+        matrix,
         numba_types.float64,
         numba_types.int64,
         numba_types.boolean,
     )
-    compiled = getattr(_ccd_kernel, "overloads", {}).get(signature)
+    compiled = getattr(_ccd_kernel_into, "overloads", {}).get(signature)
     return getattr(compiled, "entry_point", None)
 
 
-_FLOAT64 = np.dtype(np.float64)  # a dtype object: ~0.1 µs cheaper per conversion than the type
-_as_c_array = np.ascontiguousarray
-
-
-def _run_kernel(
-    covariance: npt.ArrayLike,
-    risk_budget: npt.ArrayLike | None,
-    tol: float,
-    max_iter: int,
-    check_pd: bool,
-) -> tuple[int, FloatArray, float, int, float]:
-    """:func:`_ccd_kernel` on the inputs as float64 C-contiguous arrays; ``_KERNEL_INVALID``
-    without calling it when their shapes are wrong (the reference path then raises)."""
-    cov = _as_c_array(covariance, dtype=_FLOAT64)
-    n = cov.shape[0] if cov.ndim == 2 else 0
-    if risk_budget is None:
-        budget = _NO_BUDGET
-    else:
-        budget = _as_c_array(risk_budget, dtype=_FLOAT64)
-        if budget.shape != (n,):
-            n = 0
-    if not n or cov.shape[1] != n:
-        return _KERNEL_INVALID, _NO_BUDGET, 0.0, 0, 0.0
-    entry = _KERNEL_ENTRY[0]
-    if entry is None:
-        _announce_first_compile()
-        result = _ccd_kernel(cov, budget, tol, max_iter, check_pd)
-        _KERNEL_ENTRY[0] = _compiled_entry_point()
-        return result
-    return entry(cov, budget, tol, max_iter, check_pd)
+def _first_kernel_call(
+    cov: FloatArray, budget: FloatArray, out: FloatArray, tol: float, max_sweeps: int, check_pd: bool
+) -> tuple[int, float, int, float]:
+    """:func:`_ccd_kernel_into` through numba's dispatcher (which compiles it, or loads it from
+    the cache), then keeps its compiled entry point in ``_KERNEL_ENTRY`` for later calls (the
+    dispatcher itself if there is none, e.g. with ``NUMBA_DISABLE_JIT=1``)."""
+    _announce_first_compile()
+    result = _ccd_kernel_into(cov, budget, out, tol, max_sweeps, check_pd)
+    _KERNEL_ENTRY[0] = _compiled_entry_point() or _ccd_kernel_into
+    return result
