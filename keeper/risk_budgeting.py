@@ -554,7 +554,7 @@ def solve_equal_risk_contribution(
         iterations if Newton takes over.
     check_positive_definite : bool, default True
         Test that :math:`\\Sigma` is positive definite (Cholesky: compiled up
-        to n = 48; above, a float32 Cholesky of the shifted correlation matrix
+        to n = 24; above, a float32 Cholesky of the shifted correlation matrix
         whose success is a proof, with LAPACK ``dpotrf`` deciding only when it
         proves nothing -- see
         :func:`keeper.risk_budgeting_kernel._certifies_positive_definite`).
