@@ -517,7 +517,7 @@ def solve_equal_risk_contribution(
     * first, a compiled (numba) kernel that validates the input, runs cyclical
       coordinate descent with the closed-form coordinate update of
       Griveau-Billion, Richard & Roncalli [7]_ (:math:`O(n^2)` per sweep,
-      one contiguous pass over :math:`\\Sigma`; about 13 sweeps to ``1e-12``
+      one contiguous pass over :math:`\\Sigma`; 9-12 sweeps to ``1e-12``
       on realistic factor-model covariances) and
       computes the risk decomposition, in one call;
     * if coordinate descent cannot reach ``tol`` within ``max_iter`` sweeps at
@@ -560,8 +560,8 @@ def solve_equal_risk_contribution(
         :func:`keeper.risk_budgeting_kernel._certifies_positive_definite`).
         ``False`` (only ``False``: any other value keeps the test) skips this
         :math:`O(n^3/3)` test -- the largest cost of a call beyond n ~ 50
-        (about 30 µs at n = 100 and 130 µs at n = 200 on one core in
-        ``benchmarks/bench_solvers.py``, as much as the solve itself) -- for a
+        (about 40 µs at n = 100 and 100-150 µs at n = 200 on one core in
+        ``benchmarks/bench_solvers.py``, more than the solve itself) -- for a
         caller that guarantees it (e.g. a
         covariance that passed the estimator's conditioning gate, whose
         eigenvalues prove it).  A matrix that is not positive definite is then

@@ -14,6 +14,8 @@ same code as plain Python (CI runs the numeric tests once that way).
 
 References
 ----------
+.. [4] D. Chaves, J. Hsu, F. Li, O. Shakernia, "Efficient algorithms for
+   computing risk parity portfolio weights", Journal of Investing 21(3), 2012.
 .. [7] T. Griveau-Billion, J.-C. Richard, T. Roncalli, "A fast algorithm for
    computing high-dimensional risk parity portfolios", SSRN 2325255, 2013.
 """
@@ -27,9 +29,11 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+from numba import config as numba_config
 from numba import njit
 from numba import types as numba_types
 from numba.np.linalg import _LAPACK as _numba_lapack
+from scipy.linalg.lapack import spotrf as _scipy_spotrf
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -77,6 +81,22 @@ _CORRELATION_LIMIT = 1.0 + 2.0**-49
 _spotrf = _numba_lapack().numba_xxpotrf(numba_types.float32)
 _KIND_FLOAT32 = ord("s")
 _LOWER = ord("L")
+
+if numba_config.DISABLE_JIT:  # plain Python: numba's LAPACK wrapper is compiled code only
+
+    def _spotrf_upper_rows(y: npt.NDArray[np.float32]) -> int:
+        """LAPACK ``spotrf`` in place on the C-ordered ``y``'s upper triangle (the lower
+        triangle of ``y.T`` in Fortran order): its ``info``, 0 iff every pivot is positive."""
+        return int(_scipy_spotrf(y.T, lower=1, clean=0, overwrite_a=1)[1])
+
+else:
+
+    @njit(cache=True, nogil=True)
+    def _spotrf_upper_rows(y: npt.NDArray[np.float32]) -> int:  # pragma: no cover - compiled
+        """LAPACK ``spotrf`` in place on the C-ordered ``y``'s upper triangle (the lower
+        triangle of ``y.T`` in Fortran order): its ``info``, 0 iff every pivot is positive."""
+        n = y.shape[0]
+        return _spotrf(_KIND_FLOAT32, _LOWER, n, y.ctypes, n)
 
 
 @njit(cache=True, nogil=True)
@@ -220,7 +240,7 @@ def _certifies_positive_definite(a: FloatArray, inv_vols: FloatArray) -> bool:  
     # LAPACK spotrf in place, on the triangle written above: no copy of y, no finiteness scan
     # and no zeroing of the other triangle, as np.linalg.cholesky would do.  0: every pivot
     # positive; > 0: a pivot is not; < 0 (an invalid argument, impossible here): no proof.
-    return _spotrf(_KIND_FLOAT32, _LOWER, n, y.ctypes, n) == 0
+    return _spotrf_upper_rows(y) == 0
 
 
 @njit(cache=True, nogil=True)
@@ -461,11 +481,22 @@ def _ccd_solve(
         for i in range(n):
             b[i] = budget[i] / total
 
-    # Start y = b / sqrt(b'Cb), on the scale of the solution (y'Cy = 1); exact for a
-    # diagonal or constant correlation with equal budgets.  In x: u = b / s, b'Cb = u'Σu.
+    # Start: one step of the fixed-point map y_i <- b_i / (Cy)_i of Chaves et al. [4]_ from
+    # y = b, when every (Cb)_i > 0 (the usual, positively correlated case; otherwise y = b),
+    # scaled to y'Cy = 1 (the scale of the solution); exact for a diagonal or constant
+    # correlation with equal budgets.  It costs one product with Σ and saves about one
+    # sweep on realistic correlations.  In x = y / s: u = b / s, (Cb)_i = (Σu)_i / s_i, so
+    # the map gives x_i = b_i / (Σu)_i.
     for i in range(n):
         x[i] = b[i] * inv_vols[i]
     _symv(a, x, sx)
+    positive = True
+    for i in range(n):
+        positive = positive and sx[i] > 0.0
+    if positive:
+        for i in range(n):
+            x[i] = b[i] / sx[i]
+        _symv(a, x, sx)
     variance = 0.0
     for i in range(n):
         variance += x[i] * sx[i]
