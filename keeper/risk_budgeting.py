@@ -63,7 +63,14 @@ from scipy.linalg.lapack import dposv as _lapack_dposv
 from scipy.linalg.lapack import dpotrf as _lapack_dpotrf
 
 from keeper.errors import ConfigError, SingularCovarianceError, SolverDidNotConvergeError
-from keeper.risk_budgeting_kernel import _BUDGET_SUM_ATOL, _KERNEL_OK, _SYMMETRY_RTOL, _run_kernel
+from keeper.risk_budgeting_kernel import (
+    _BUDGET_SUM_ATOL,
+    _KERNEL_ENTRY,
+    _KERNEL_OK,
+    _NO_BUDGET,
+    _SYMMETRY_RTOL,
+    _first_kernel_call,
+)
 
 __all__ = [
     "FloatArray",
@@ -478,35 +485,12 @@ def _newton_risk_budgeting(
 # --------------------------------------------------------------------------- #
 # Entry point: the compiled kernel first, damped Newton when it cannot finish
 # --------------------------------------------------------------------------- #
-def _target_weights(out: FloatArray, sigma: float, iterations: int, error: float) -> TargetWeights:
-    """:class:`TargetWeights` from the kernel's packed output (read-only views of ``out``).
-
-    Sets the frozen dataclass's ``__dict__`` in one assignment: the object the generated
-    ``__init__`` builds, ~1.5 µs cheaper (a quarter of the whole call at n ~ 5).
-    """
-    out.setflags(write=False)  # the row views below inherit it
-    result = _new_object(TargetWeights)
-    _set_attribute(
-        result,
-        "__dict__",
-        {
-            "weights": out[0],
-            "risk_budget": out[1],
-            "risk_contributions": out[3],
-            "relative_risk_contributions": out[2],
-            "portfolio_volatility": sigma,
-            "iterations": iterations,
-            "max_budget_error": error,
-            "lower_bound_active": (),
-            "upper_bound_active": (),
-            "max_free_budget_error": error,
-        },
-    )
-    return result
-
-
 _new_object = object.__new__
 _set_attribute = object.__setattr__
+_as_c_array = np.ascontiguousarray
+_empty = np.empty
+_FLOAT64 = np.dtype(np.float64)  # a dtype object: ~0.1 µs cheaper per conversion than the type
+_INFINITY = math.inf
 
 
 def solve_equal_risk_contribution(
@@ -533,7 +517,7 @@ def solve_equal_risk_contribution(
     * first, a compiled (numba) kernel that validates the input, runs cyclical
       coordinate descent with the closed-form coordinate update of
       Griveau-Billion, Richard & Roncalli [7]_ (:math:`O(n^2)` per sweep,
-      one contiguous pass over :math:`\\Sigma`; about 13 sweeps to ``1e-12``
+      one contiguous pass over :math:`\\Sigma`; 9-12 sweeps to ``1e-12``
       on realistic factor-model covariances) and
       computes the risk decomposition, in one call;
     * if coordinate descent cannot reach ``tol`` within ``max_iter`` sweeps at
@@ -570,14 +554,14 @@ def solve_equal_risk_contribution(
         iterations if Newton takes over.
     check_positive_definite : bool, default True
         Test that :math:`\\Sigma` is positive definite (Cholesky: compiled up
-        to n = 48; above, a float32 Cholesky of the shifted correlation matrix
+        to n = 24; above, a float32 Cholesky of the shifted correlation matrix
         whose success is a proof, with LAPACK ``dpotrf`` deciding only when it
         proves nothing -- see
         :func:`keeper.risk_budgeting_kernel._certifies_positive_definite`).
         ``False`` (only ``False``: any other value keeps the test) skips this
         :math:`O(n^3/3)` test -- the largest cost of a call beyond n ~ 50
-        (about 30 µs at n = 100 and 130 µs at n = 200 on one core in
-        ``benchmarks/bench_solvers.py``, as much as the solve itself) -- for a
+        (about 40 µs at n = 100 and 100-150 µs at n = 200 on one core in
+        ``benchmarks/bench_solvers.py``, more than the solve itself) -- for a
         caller that guarantees it (e.g. a
         covariance that passed the estimator's conditioning gate, whose
         eigenvalues prove it).  A matrix that is not positive definite is then
@@ -613,23 +597,54 @@ def solve_equal_risk_contribution(
     .. [1] F. Spinu, "An algorithm for computing risk parity weights", 2013.
     .. [7] Griveau-Billion, Richard, Roncalli, SSRN 2325255, 2013.
     """
+    # One Python frame from here to the record (a call costs ~0.1 µs, 2-4 % at n ~ 5).
     if not (tol.__class__ is float and 0.0 < tol < _INFINITY and max_iter.__class__ is int
             and max_iter >= 1):
         tol, max_iter = _solver_arguments(tol, max_iter)
-    status, out, sigma, sweeps, error = _run_kernel(
-        covariance, risk_budget, tol, max_iter, check_positive_definite is not False
-    )
-    if status == _KERNEL_OK:
-        return _target_weights(out, sigma, sweeps, error)
+    # The kernel's argument types: C-contiguous float64 arrays (no copy if they already are).
+    cov = _as_c_array(covariance, dtype=_FLOAT64)
+    n = cov.shape[0] if cov.ndim == 2 else 0
+    if risk_budget is None:
+        budget = _NO_BUDGET
+    else:
+        budget = _as_c_array(risk_budget, dtype=_FLOAT64)
+        if budget.shape != (n,):
+            n = 0
+    sweeps = 0
+    if n and cov.shape[1] == n:
+        out = _empty((4, n))
+        status, sigma, sweeps, error = (_KERNEL_ENTRY[0] or _first_kernel_call)(
+            cov, budget, out, tol, max_iter, check_positive_definite is not False
+        )
+        if status == _KERNEL_OK:
+            # The record: read-only row views of ``out``, and the frozen dataclass's
+            # ``__dict__`` set in one assignment -- the object the generated ``__init__``
+            # builds, ~1.5 µs cheaper (a quarter of the whole call at n ~ 5).
+            out.setflags(write=False)  # the row views inherit it
+            result = _new_object(TargetWeights)
+            _set_attribute(
+                result,
+                "__dict__",
+                {
+                    "weights": out[0],
+                    "risk_budget": out[1],
+                    "risk_contributions": out[3],
+                    "relative_risk_contributions": out[2],
+                    "portfolio_volatility": sigma,
+                    "iterations": sweeps,
+                    "max_budget_error": error,
+                    "lower_bound_active": (),
+                    "upper_bound_active": (),
+                    "max_free_budget_error": error,
+                },
+            )
+            return result
     # Invalid input (raises the documented error) or a problem coordinate descent
     # cannot finish in max_iter sweeps: damped Newton.
     result = _newton_risk_budgeting(covariance, risk_budget, tol, max_iter)
     if sweeps:
         result = dataclasses.replace(result, iterations=result.iterations + sweeps)
     return result
-
-
-_INFINITY = math.inf
 
 
 def _solver_arguments(tol: float, max_iter: int) -> tuple[float, int]:
