@@ -428,7 +428,8 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
                 # The keeper reads at a block a fixed time after the close (an hour for daily bars, half a bar for
                 # shorter ones), the same offset every bar, so its grid (block time − k bars) falls after every
                 # feed's push of each bar, whatever the seconds between the pushes and the swaps were.
-                latest = w3.eth.get_block("latest")["timestamp"]
+                # The push's block is at ``ts`` exactly; only a depositor's transaction adds a later block.
+                latest = w3.eth.get_block("latest")["timestamp"] if _flows_day(step, flows_every) else ts
                 rpc(w3, "evm_mine", [max(ts + tick_after_close, latest + 1)])
                 report = None
                 if step % tick_every == 0:
@@ -559,18 +560,23 @@ def _weights(balances: Sequence[int], prices: np.ndarray, nav_base_units: int) -
     return values / (nav_base_units / 10**BASE_DECIMALS)
 
 
+def _flows_day(step: int, every: int) -> bool:
+    """Whether :func:`_depositor_flows` sends transactions on day ``step``."""
+    return step == 0 or (every > 0 and step % every == 0)
+
+
 def _depositor_flows(step: int, depositors: Sequence[str], vault, tx: DevSender, every: int) -> float:
     """Depositors' activity on day ``step``: initial deposits, then every ``every`` days one deposit and
     one redemption (of up to 20% of that depositor's shares, within ``maxRedeem``). Returns net USD in."""
     net = 0.0
+    if not _flows_day(step, every):
+        return net
     if step == 0:
         for who, usd in zip(depositors, INITIAL_DEPOSITS_USD):
             amount = int(usd * 10**BASE_DECIMALS)
             tx.transact(who, vault.functions.deposit(amount, who))
             net += usd
         return net
-    if every <= 0 or step % every:
-        return 0.0
     k = step // every
     giver = depositors[k % len(depositors)]
     taker = depositors[(k + 1) % len(depositors)]
