@@ -86,6 +86,15 @@ INITIAL_DEPOSITS_USD = (400_000.0, 350_000.0, 250_000.0)
 #: Seconds after each day's close at which the keeper reads (one hour: after every push and swap of the day).
 TICK_AFTER_CLOSE_SECONDS = 3600
 
+#: The replay's chain runs the Cancun rules, the EVM version the contracts are compiled for (``foundry.toml``).
+#: Prague's EIP-2935 block-hash history contract adds a storage slot every block, and this Anvil rebuilds its
+#: whole state trie per block, so each block of a Prague chain costs more than the last (≈ 2 µs of Anvil CPU per
+#: block already mined: 10 ms per block after 5,000 blocks); a Cancun chain mines each block in constant time.
+#: Cancun is the older rule set: nothing of Prague's that the contracts use is missing (they use no EIP-7702,
+#: BLS or history-contract call), and the replay's figures (prices, trades, gas per rebalance) are the same.
+DEMO_ANVIL_ARGS = ("--hardfork", "cancun")
+
+
 @dataclass
 class DemoOptions:
     """Parameters of a replay. Dates are inclusive; ``None`` means the file's bounds."""
@@ -332,7 +341,7 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
     for suffix in ("", "-wal", "-shm"):
         Path(str(journal_path) + suffix).unlink(missing_ok=True)
     t_start = time.perf_counter()
-    with AnvilProcess(timestamp=table.close_timestamp(begin) - tick_after_close) as node:
+    with AnvilProcess(timestamp=table.close_timestamp(begin) - tick_after_close, extra_args=DEMO_ANVIL_ARGS) as node:
         w3 = connect(node.rpc_url)
         accounts = dev_accounts()
         deployer, keeper_addr, guardian, arb_addr = accounts[:4]
