@@ -96,8 +96,9 @@ TICK_AFTER_CLOSE_SECONDS = 3600
 #: Prague's EIP-2935 block-hash history contract adds a storage slot every block, and this Anvil rebuilds its
 #: whole state trie per block, so each block of a Prague chain costs more than the last (≈ 2 µs of Anvil CPU per
 #: block already mined: 10 ms per block after 5,000 blocks); a Cancun chain mines each block in constant time.
-#: Cancun is the older rule set: nothing of Prague's that the contracts use is missing (they use no EIP-7702,
-#: BLS or history-contract call), and the replay's figures (prices, trades, gas per rebalance) are the same.
+#: Cancun is the older rule set and enables nothing Prague forbids; the contracts use none of Prague's additions
+#: (EIP-7702, the BLS precompiles, the history contract), and EIP-7623's calldata floor does not bind on the
+#: keeper's transactions: the replay's figures, gas per rebalance included, are those of a Prague chain.
 DEMO_ANVIL_ARGS = ("--hardfork", "cancun")
 
 
