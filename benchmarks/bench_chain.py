@@ -144,10 +144,11 @@ class RpcCounter:
 
 #: Figures of the previous reader (one ``eth_call`` per value and per round), measured with this script on the
 #: same machine before the change; and of the previous demo harness (web3-encoded ``pushAndAlign``, receipts
-#: polled, a Prague chain, web3's HTTP provider for the harness's requests) on the same 2-core machine: 2022
-#: idle (128 ms/day), the whole file (1,961 days) while other jobs ran (load average 4-5).
+#: polled, a Prague chain, web3's HTTP provider for the harness's requests) on the same 2-core machine while
+#: other jobs ran: 2022 in runs interleaved with the new harness's (load average about 2), the whole file
+#: (1,961 days) at a load average of 4 to 5.
 PREVIOUS = {"steady_requests": 37, "cold_requests": 397, "median_tick_ms": 104.0, "median_read_ms": 36.0,
-            "demo_days_per_s": "7.8", "demo_2022_replay_s": 46.7, "demo_full_replay_s": "702 (loaded)",
+            "demo_days_per_s": "12.7", "demo_2022_replay_s": 28.7, "demo_full_replay_s": "702",
             "demo_harness": "web3-encoded pushAndAlign, polled receipts, Prague chain"}
 #: Requests of a tick by method with the one-request read but one ``eth_call`` per quote, a separate simulation,
 #: estimate, two fee reads, two nonce reads and a post-trade NAV read (this script, section 1, before the quote
