@@ -496,8 +496,9 @@ class _LocalRpc(JSONBaseProvider):
     """JSON-RPC over one kept-alive ``http.client`` connection to the replay's own Anvil: the same requests as
     web3's ``HTTPProvider``, at a fraction of its CPU per request (no session, adapter or caching layers).
 
-    A connection that the node closed while idle is reopened and the request sent again (it never reached the
-    node); any other failure is raised (``OSError``, ``http.client.HTTPException``).
+    A kept-alive connection found closed or reset when reused is reopened and the request sent once more (the
+    node closed it while idle); a failure on a fresh connection, and any other failure, is raised (``OSError``,
+    ``http.client.HTTPException``).
     """
 
     def __init__(self, url: str, timeout_seconds: float = 120.0) -> None:
