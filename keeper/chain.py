@@ -285,11 +285,15 @@ class DevSender:
     """Sends transactions from Anvil's unlocked dev accounts (``eth_sendTransaction``). Local chains only.
 
     Every send waits for its receipt and raises :class:`TransactionFailedError` with the decoded revert
-    when the transaction fails.
+    when the transaction fails. A node that offers ``eth_sendTransactionSync`` (Anvil) answers the send with
+    the receipt once the transaction is mined (one round trip); another one is sent ``eth_sendTransaction``
+    and its receipt polled (:func:`wait_for_receipt`).
     """
 
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
+        #: Whether the node answers ``eth_sendTransactionSync``; unknown (None) until the first send.
+        self.sync: bool | None = None
 
     def send(self, sender: str, to: str | None, data: bytes | str, value: int = 0, gas: int | None = None) -> Any:
         data_hex = data if isinstance(data, str) else "0x" + data.hex()
@@ -303,7 +307,16 @@ class DevSender:
                 gas = int(estimate["result"], 16) * 13 // 10 + 20_000
         if gas is not None:
             tx["gas"] = hex(gas)
-        response = self.w3.provider.make_request("eth_sendTransaction", [tx])  # type: ignore[arg-type]
+        receipt = None
+        if self.sync is not False:
+            response = self.w3.provider.make_request("eth_sendTransactionSync", [tx])  # type: ignore[arg-type]
+            unknown = response.get("error", {}).get("code") == -32601  # method not found
+            self.sync = not unknown
+            if not unknown and "error" not in response:
+                receipt = response["result"]
+                response = {"result": receipt["transactionHash"]}
+        if self.sync is False:
+            response = self.w3.provider.make_request("eth_sendTransaction", [tx])  # type: ignore[arg-type]
         if "error" in response:
             err = response["error"]
             data_field = err.get("data")
@@ -311,7 +324,8 @@ class DevSender:
                 data_field = data_field.get("data")
             detail = decode_revert(data_field) if isinstance(data_field, str) else err.get("message")
             raise TransactionFailedError(f"transaction from {sender} to {to} refused: {detail}")
-        receipt = wait_for_receipt(self.w3, response["result"])
+        if receipt is None:
+            receipt = wait_for_receipt(self.w3, response["result"])
         if int(receipt["status"], 16) != 1:
             # Replay as a call on the resulting state to recover the revert reason for the message.
             call = {k: v for k, v in tx.items() if k != "gas"}
