@@ -96,6 +96,10 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     uint256 public constant BUDGET_PREMIUM = 2;
     /// @inheritdoc IRiskParityVault
     uint256 public constant BUDGET_BUCKETS = 8;
+    /// @dev Ring slots of a budget: the `BUDGET_BUCKETS + 1` buckets a window counts lie in 5 bucket pairs.
+    uint256 internal constant BUDGET_PAIR_SLOTS = BUDGET_BUCKETS / 2 + 1;
+    /// @dev Mask of one bucket's amount (112 bits; a charge that would overflow it reverts).
+    uint256 internal constant BUCKET_AMOUNT_MASK = type(uint112).max;
     /// @dev Upper bound of the rolling NAV-loss budget, bps of NAV per window. (internal: no getter, to keep the runtime code under EIP-170).
     uint256 internal constant MAX_NAV_LOSS_BUDGET_BPS = 5_000;
     /// @dev Upper bound of the rolling turnover budget, bps of NAV per window. (internal: no getter, to keep the runtime code under EIP-170).
@@ -143,8 +147,10 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     uint256[3] public budgetBps;
     /// @inheritdoc IRiskParityVault
     uint256[3] public budgetPeriod;
-    /// @dev Per budget, a ring of `BUDGET_BUCKETS + 1` buckets: `bucketStart << 192 | amountCharged`.
-    uint256[BUDGET_BUCKETS + 1][3] private _buckets;
+    /// @dev Per budget, a ring of `BUDGET_PAIR_SLOTS` slots, each holding two consecutive buckets (ids 2p and
+    /// 2p + 1, id = timestamp / width): `p << 224 | amount(2p + 1) << 112 | amount(2p)`, slot `p % BUDGET_PAIR_SLOTS`.
+    /// The window's 9 buckets span at most 5 pairs, so a budget reads 5 slots instead of 9.
+    uint256[BUDGET_PAIR_SLOTS][3] private _buckets;
     /// @inheritdoc IRiskParityVault
     uint256 public entryExitFeeBps;
     /// @inheritdoc IRiskParityVault
@@ -496,12 +502,17 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
 
     /// @inheritdoc IRiskParityVault
     function budgetSpent(uint256 kind) public view returns (uint256 spent) {
-        uint256 width = budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
-        // slither-disable-next-line weak-prng (not randomness: aligns the window to bucket boundaries)
-        uint256 oldest = block.timestamp - block.timestamp % width - BUDGET_BUCKETS * width;
-        for (uint256 i; i <= BUDGET_BUCKETS; ++i) {
+        uint256 current = block.timestamp / budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
+        // The window counts bucket ids current − 8 … current: pairs (current − 8) / 2 … current / 2, five slots.
+        uint256 oldest = current < BUDGET_BUCKETS ? 0 : current - BUDGET_BUCKETS;
+        for (uint256 i; i < BUDGET_PAIR_SLOTS; ++i) {
             uint256 slot = _buckets[kind][i];
-            if (slot >> 192 >= oldest) spent += uint192(slot);
+            uint256 pair = slot >> 224;
+            // A slot written for a pair outside the window holds nothing it counts; the ring never holds a
+            // future pair. Id 2·pair counts when ≥ oldest; id 2·pair + 1 always does once its pair is in the window.
+            if (2 * pair + 1 < oldest) continue;
+            if (2 * pair >= oldest) spent += slot & BUCKET_AMOUNT_MASK;
+            spent += (slot >> 112) & BUCKET_AMOUNT_MASK;
         }
     }
 
@@ -713,18 +724,20 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         if (ok && amount != 0) _addToBucket(kind, amount);
     }
 
-    /// @dev Adds `amount` to the current bucket of budget `kind` (a slot holding an older bucket is dead:
-    /// the ring has one slot more than the window counts).
+    /// @dev Adds `amount` to the current bucket of budget `kind`. The current pair's slot held an older pair
+    /// (five pairs back or more: out of the window) unless its tag is the current pair; then it starts afresh.
     function _addToBucket(uint256 kind, uint256 amount) internal {
-        uint256 width = budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
-        // slither-disable-next-line weak-prng (not randomness: the start of the current bucket)
-        uint256 start = block.timestamp - block.timestamp % width;
-        // slither-disable-next-line weak-prng (not randomness: the ring slot of the current bucket)
-        uint256 i = (block.timestamp / width) % (BUDGET_BUCKETS + 1);
+        uint256 current = block.timestamp / budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
+        uint256 pair = current / 2;
+        // slither-disable-next-line weak-prng (not randomness: the ring slot of the current pair)
+        uint256 i = pair % BUDGET_PAIR_SLOTS;
         uint256 slot = _buckets[kind][i];
-        // slither-disable-next-line incorrect-equality (bucket starts the vault wrote: "the slot holds this bucket")
-        uint256 held = slot >> 192 == start ? uint192(slot) : 0;
-        _buckets[kind][i] = (start << 192) | (held + amount);
+        // slither-disable-next-line incorrect-equality (pair tags the vault wrote: "the slot holds this pair")
+        if (slot >> 224 != pair) slot = pair << 224;
+        uint256 shift = (current % 2) * 112;
+        uint256 held = ((slot >> shift) & BUCKET_AMOUNT_MASK) + amount;
+        if (held > BUCKET_AMOUNT_MASK) revert LimitOutOfRange(held, BUCKET_AMOUNT_MASK);
+        _buckets[kind][i] = (slot & ~(BUCKET_AMOUNT_MASK << shift)) | (held << shift);
     }
 
     function _setLimits(uint256 slippageBps, uint256 turnoverBps, uint256 navLossBps) internal {

@@ -251,6 +251,37 @@ def test_rolling_budget_holds_over_every_window_of_the_period(chain: System) -> 
           f"budget {nav_cap / USDC:,.0f} USD")
 
 
+def test_budget_spent_counts_exactly_the_current_and_eight_previous_buckets(chain: System) -> None:
+    """The packed ring (two buckets per slot) against a plain model: at every probe, ``budgetSpent`` is the sum of
+    the charges whose bucket id (block time // width) is within 8 of the current one. Gaps of up to ~6 pairs make
+    slots be reused by a later pair and skip pairs entirely, so a stale pair in a slot would show."""
+    import random
+
+    v = chain.vault.functions
+    chain.deposit(chain.alice, 100_000)
+    period = 3_600
+    width = -(-period // 8)  # ceil, as the vault
+    chain.tx.transact(chain.owner, v.setBudget(TURNOVER, 200_000, period))  # never refuses here
+    rng = random.Random(11)
+    charged: list[tuple[int, int]] = []
+
+    def model(now: int) -> int:
+        return sum(a for t, a in charged if t // width >= now // width - 8)
+
+    for _ in range(30):
+        rpc(chain.w3, "evm_increaseTime", [rng.choice([0, 1, width - 1, width, 2 * width + 7, rng.randrange(0, 5_400)])])
+        rpc(chain.w3, "evm_mine", [])
+        now = chain.w3.eth.get_block("latest")["timestamp"]
+        assert v.budgetSpent(TURNOVER).call() == model(now)
+        amount_in = rng.randrange(10, 200) * USDC
+        fair = amount_in * 10**26 // (_answer(chain, 0) * USDC)
+        leg = (chain.base.address, chain.tokens[0].address, amount_in, _ceil(fair * 9_900, BPS))
+        receipt = chain.tx.transact(chain.keeper, _rebalance(chain, [leg]))
+        charged.append((chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"], amount_in))
+        assert v.budgetSpent(TURNOVER).call() == model(charged[-1][0])
+    assert len({t // width for t, _ in charged}) > 15  # many buckets, most of them in different pairs
+
+
 def test_budget_admin_bounds_events_and_period_change_keeps_spending(chain: System) -> None:
     v = chain.vault.functions
     with pytest.raises(TransactionFailedError, match="AccessControlUnauthorizedAccount"):
