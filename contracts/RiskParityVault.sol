@@ -734,6 +734,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         uint256 slot = _buckets[kind][i];
         // slither-disable-next-line incorrect-equality (pair tags the vault wrote: "the slot holds this pair")
         if (slot >> 224 != pair) slot = pair << 224;
+        // slither-disable-next-line weak-prng (not randomness: which half of the pair's slot the current bucket is)
         uint256 shift = (current % 2) * 112;
         uint256 held = ((slot >> shift) & BUCKET_AMOUNT_MASK) + amount;
         if (held > BUCKET_AMOUNT_MASK) revert LimitOutOfRange(held, BUCKET_AMOUNT_MASK);
