@@ -379,14 +379,14 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @inheritdoc IRiskParityVault
     function setBudget(uint256 kind, uint256 budgetBps_, uint256 period) external onlyRole(DEFAULT_ADMIN_ROLE) {
         uint256 cap = kind == BUDGET_NAV_LOSS ? MAX_NAV_LOSS_BUDGET_BPS : MAX_TURNOVER_BUDGET_BPS;
-        if (kind > BUDGET_TURNOVER) revert LimitOutOfRange(kind, BUDGET_TURNOVER);
-        if (budgetBps_ > cap) revert LimitOutOfRange(budgetBps_, cap);
+        _checkLimit(kind, BUDGET_TURNOVER);
+        _checkLimit(budgetBps_, cap);
         _setBudget(kind, budgetBps_, period);
     }
 
     /// @inheritdoc IRiskParityVault
     function setEntryExitFee(uint256 feeBps) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        if (feeBps > MAX_ENTRY_EXIT_FEE_BPS) revert LimitOutOfRange(feeBps, MAX_ENTRY_EXIT_FEE_BPS);
+        _checkLimit(feeBps, MAX_ENTRY_EXIT_FEE_BPS);
         uint256 n = _riskAssets.length;
         for (uint256 i; i < n; ++i) {
             uint256 deviation = riskAssetConfig[_assetAt(i)].deviationBps;
@@ -401,8 +401,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
     {
-        if (managementBps > MAX_MANAGEMENT_FEE_BPS) revert LimitOutOfRange(managementBps, MAX_MANAGEMENT_FEE_BPS);
-        if (performanceBps > MAX_PERFORMANCE_FEE_BPS) revert LimitOutOfRange(performanceBps, MAX_PERFORMANCE_FEE_BPS);
+        _checkLimit(managementBps, MAX_MANAGEMENT_FEE_BPS);
+        _checkLimit(performanceBps, MAX_PERFORMANCE_FEE_BPS);
         if (recipient == address(0) && managementBps + performanceBps != 0) revert InvalidFeeRecipient(recipient);
         _accrueFees();
         feeRecipient = recipient;
@@ -687,7 +687,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Sets the feed of listed `token`; raises the entry/exit fee to `deviationBps` when lower.
     function _setFeed(address token, AggregatorV3Interface feed, uint32 heartbeat, uint16 deviationBps) internal {
         if (heartbeat == 0) revert AssetConfigInvalid(token);
-        if (deviationBps > MAX_ENTRY_EXIT_FEE_BPS) revert LimitOutOfRange(deviationBps, MAX_ENTRY_EXIT_FEE_BPS);
+        _checkLimit(deviationBps, MAX_ENTRY_EXIT_FEE_BPS);
         RiskAsset storage config = riskAssetConfig[token];
         config.feed = feed;
         config.heartbeat = heartbeat;
@@ -736,14 +736,19 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         if (slot >> 224 != pair) slot = pair << 224;
         uint256 shift = (current % 2) * 112;
         uint256 held = ((slot >> shift) & BUCKET_AMOUNT_MASK) + amount;
-        if (held > BUCKET_AMOUNT_MASK) revert LimitOutOfRange(held, BUCKET_AMOUNT_MASK);
+        _checkLimit(held, BUCKET_AMOUNT_MASK);
         _buckets[kind][i] = (slot & ~(BUCKET_AMOUNT_MASK << shift)) | (held << shift);
     }
 
+    /// @dev Reverts with `LimitOutOfRange(value, max)` when `value > max` (one revert site for every bound).
+    function _checkLimit(uint256 value, uint256 max) internal pure {
+        if (value > max) revert LimitOutOfRange(value, max);
+    }
+
     function _setLimits(uint256 slippageBps, uint256 turnoverBps, uint256 navLossBps) internal {
-        if (slippageBps > MAX_SLIPPAGE_BPS_LIMIT) revert LimitOutOfRange(slippageBps, MAX_SLIPPAGE_BPS_LIMIT);
-        if (turnoverBps > MAX_TURNOVER_BPS_LIMIT) revert LimitOutOfRange(turnoverBps, MAX_TURNOVER_BPS_LIMIT);
-        if (navLossBps > MAX_NAV_LOSS_BPS_LIMIT) revert LimitOutOfRange(navLossBps, MAX_NAV_LOSS_BPS_LIMIT);
+        _checkLimit(slippageBps, MAX_SLIPPAGE_BPS_LIMIT);
+        _checkLimit(turnoverBps, MAX_TURNOVER_BPS_LIMIT);
+        _checkLimit(navLossBps, MAX_NAV_LOSS_BPS_LIMIT);
         maxSlippageBps = slippageBps;
         maxTurnoverBps = turnoverBps;
         maxNavLossBps = navLossBps;
@@ -751,9 +756,9 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     }
 
     function _setOptionLimits(uint256 premiumBps, uint256 premiumBudget, uint256 period, uint256 openSeriesCap) internal {
-        if (premiumBps > MAX_PREMIUM_BPS_LIMIT) revert LimitOutOfRange(premiumBps, MAX_PREMIUM_BPS_LIMIT);
-        if (premiumBudget > MAX_PREMIUM_BUDGET_BPS_LIMIT) revert LimitOutOfRange(premiumBudget, MAX_PREMIUM_BUDGET_BPS_LIMIT);
-        if (openSeriesCap > MAX_OPEN_SERIES_LIMIT) revert LimitOutOfRange(openSeriesCap, MAX_OPEN_SERIES_LIMIT);
+        _checkLimit(premiumBps, MAX_PREMIUM_BPS_LIMIT);
+        _checkLimit(premiumBudget, MAX_PREMIUM_BUDGET_BPS_LIMIT);
+        _checkLimit(openSeriesCap, MAX_OPEN_SERIES_LIMIT);
         _setBudget(BUDGET_PREMIUM, premiumBudget, period);
         maxPremiumBps = premiumBps;
         maxOpenSeries = openSeriesCap;
