@@ -128,14 +128,17 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     address[] private _riskAssets;
     /// @inheritdoc IRiskParityVault
     mapping(address token => RiskAsset) public riskAssetConfig;
+    // The epoch and the three per-call limits share one slot (a rebalance reads all four). The limits are
+    // stored only by `_setLimits` after their bound checks (each bound is at most 20,000 < 2^16); the epoch
+    // only by `_finishRebalance`, in checked uint64 arithmetic.
     /// @inheritdoc IRiskParityVault
-    uint256 public rebalanceEpoch;
+    uint64 public rebalanceEpoch;
     /// @inheritdoc IRiskParityVault
-    uint256 public maxSlippageBps;
+    uint16 public maxSlippageBps;
     /// @inheritdoc IRiskParityVault
-    uint256 public maxTurnoverBps;
+    uint16 public maxTurnoverBps;
     /// @inheritdoc IRiskParityVault
-    uint256 public maxNavLossBps;
+    uint16 public maxNavLossBps;
     /// @inheritdoc IRiskParityVault
     IOptionMarket public optionMarket;
     /// @inheritdoc IRiskParityVault
@@ -155,16 +158,19 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     uint256 public entryExitFeeBps;
     /// @inheritdoc IRiskParityVault
     mapping(bytes32 seriesId => uint256) public ownOptionAmount;
+    // The fee settings and the accrual time share one slot (every fee accrual reads them all). The two fees
+    // are stored only by `setFees` after their bound checks (at most 3,000 < 2^16); the time is a block
+    // timestamp, below 2^40 until the year 36,812.
     /// @inheritdoc IRiskParityVault
     address public feeRecipient;
     /// @inheritdoc IRiskParityVault
-    uint256 public managementFeeBps;
+    uint16 public managementFeeBps;
     /// @inheritdoc IRiskParityVault
-    uint256 public performanceFeeBps;
+    uint16 public performanceFeeBps;
+    /// @inheritdoc IRiskParityVault
+    uint40 public lastFeeAccrual;
     /// @inheritdoc IRiskParityVault
     uint256 public highWaterMark;
-    /// @inheritdoc IRiskParityVault
-    uint256 public lastFeeAccrual;
     /// @dev NAV + 1 computed at the start of the running deposit/mint/withdraw/redeem, valid until its
     /// transfer (`_deposit`/`_withdraw` clear it); 0 outside. Transient (EIP-1153): it never outlives the
     /// transaction, and a revert discards it. Saves the NAV the max check and the preview would recompute.
@@ -204,7 +210,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         _setBudget(BUDGET_NAV_LOSS, 500, 1 days);
         _setBudget(BUDGET_TURNOVER, 50_000, 1 days);
         highWaterMark = 1e18 / 10 ** DECIMALS_OFFSET;
-        lastFeeAccrual = block.timestamp;
+        lastFeeAccrual = uint40(block.timestamp); // < 2^40 until the year 36,812
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -406,8 +412,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         if (recipient == address(0) && managementBps + performanceBps != 0) revert InvalidFeeRecipient(recipient);
         _accrueFees();
         feeRecipient = recipient;
-        managementFeeBps = managementBps;
-        performanceFeeBps = performanceBps;
+        managementFeeBps = uint16(managementBps); // checked above: <= MAX_MANAGEMENT_FEE_BPS < 2^16
+        performanceFeeBps = uint16(performanceBps); // checked above: <= MAX_PERFORMANCE_FEE_BPS < 2^16
         emit FeesSet(recipient, managementBps, performanceBps);
     }
 
@@ -613,14 +619,16 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     {
         mark = highWaterMark;
         // slither-disable-next-line incorrect-equality (a timestamp the vault wrote: "already accrued in this block")
-        if (lastFeeAccrual == block.timestamp) return (0, 0, mark);
-        management = supply.mulDiv(managementFeeBps * (block.timestamp - lastFeeAccrual), BPS * 365 days);
+        uint256 last = lastFeeAccrual;
+        if (last == block.timestamp) return (0, 0, mark);
+        management = supply.mulDiv(managementFeeBps * (block.timestamp - last), BPS * 365 days);
         if (!withNav) return (management, 0, mark);
         uint256 virtualSupply = supply + management + 10 ** DECIMALS_OFFSET;
         uint256 price = (nav + 1).mulDiv(1e18, virtualSupply);
         if (price > mark) {
-            if (supply != 0 && performanceFeeBps != 0) {
-                uint256 feeAssets = (price - mark).mulDiv(virtualSupply, 1e18).mulDiv(performanceFeeBps, BPS);
+            uint256 performanceBps = performanceFeeBps;
+            if (supply != 0 && performanceBps != 0) {
+                uint256 feeAssets = (price - mark).mulDiv(virtualSupply, 1e18).mulDiv(performanceBps, BPS);
                 performance = feeAssets.mulDiv(virtualSupply, nav + 1 - feeAssets);
                 price = (nav + 1).mulDiv(1e18, virtualSupply + performance);
             }
@@ -632,11 +640,16 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         if (lastFeeAccrual != block.timestamp) _accrueFees(totalAssets(), true);
     }
 
+    /// @dev Accrues the fees due on `nav` unless already accrued in this block.
+    function _accrueFeesIfDue(uint256 nav) internal {
+        if (lastFeeAccrual != block.timestamp) _accrueFees(nav, true);
+    }
+
     /// @dev Start of every deposit/mint/withdraw/redeem: one NAV (reverting without a price), the fees due
     /// accrued on it, and the NAV kept for the max check and the preview until the transfer.
     function _beginShareChange() internal {
         uint256 nav = totalAssets();
-        if (lastFeeAccrual != block.timestamp) _accrueFees(nav, true);
+        _accrueFeesIfDue(nav);
         _navPlusOne = nav + 1;
     }
 
@@ -658,7 +671,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Mints the fee shares due (see `_feeShares`) and moves the accrual time and the mark.
     function _accrueFees(uint256 nav, bool withNav) internal {
         (uint256 management, uint256 performance, uint256 mark) = _feeShares(nav, totalSupply(), withNav);
-        lastFeeAccrual = block.timestamp;
+        lastFeeAccrual = uint40(block.timestamp); // < 2^40 until the year 36,812
         highWaterMark = mark;
         if (management + performance != 0) {
             _mint(feeRecipient, management + performance);
@@ -749,9 +762,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         _checkLimit(slippageBps, MAX_SLIPPAGE_BPS_LIMIT);
         _checkLimit(turnoverBps, MAX_TURNOVER_BPS_LIMIT);
         _checkLimit(navLossBps, MAX_NAV_LOSS_BPS_LIMIT);
-        maxSlippageBps = slippageBps;
-        maxTurnoverBps = turnoverBps;
-        maxNavLossBps = navLossBps;
+        // Checked above: each at most its limit (1,000, 20,000, 1,000), below 2^16.
+        (maxSlippageBps, maxTurnoverBps, maxNavLossBps) = (uint16(slippageBps), uint16(turnoverBps), uint16(navLossBps));
         emit LimitsSet(slippageBps, turnoverBps, navLossBps);
     }
 
@@ -768,7 +780,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Keeper call preamble shared by both rebalance entry points: deadline, then epoch.
     function _checkCall(uint256 expectedEpoch, uint256 deadline) internal view {
         if (block.timestamp > deadline) revert DeadlinePassed(deadline, block.timestamp);
-        if (expectedEpoch != rebalanceEpoch) revert EpochMismatch(expectedEpoch, rebalanceEpoch);
+        uint256 epoch = rebalanceEpoch;
+        if (expectedEpoch != epoch) revert EpochMismatch(expectedEpoch, epoch);
     }
 
     /// @dev NAV floor and NAV loss bound after the trades, then the epoch bump and the summary event.
@@ -781,14 +794,16 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     ) internal {
         (uint256 epoch, uint256 minNavAfter) = (b.expectedEpoch, b.minNavAfter);
         if (navAfter < minNavAfter) revert NavBelowFloor(navAfter, minNavAfter);
-        if (navAfter < navBefore.mulDiv(BPS - maxNavLossBps, BPS, Math.Rounding.Ceil)) {
-            revert NavLossExceeded(navBefore, navAfter, maxNavLossBps);
+        uint256 maxLoss = maxNavLossBps;
+        if (navAfter < navBefore.mulDiv(BPS - maxLoss, BPS, Math.Rounding.Ceil)) {
+            revert NavLossExceeded(navBefore, navAfter, maxLoss);
         }
         if (navAfter < navBefore) {
             (bool ok, uint256 spent, uint256 budget) = _charge(BUDGET_NAV_LOSS, navBefore - navAfter, navBefore);
             if (!ok) revert NavLossBudgetExceeded(spent, budget);
         }
-        rebalanceEpoch = epoch + 1;
+        // epoch == rebalanceEpoch (`_checkCall`), so uint64(epoch) is exact; the increment is checked.
+        rebalanceEpoch = uint64(epoch) + 1;
         emit Rebalanced(epoch, navBefore, navAfter, turnoverBps, legCount);
     }
 
@@ -816,7 +831,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         uint256[] memory answers = new uint256[](_riskAssets.length);
         uint256 book = _bookValue();
         uint256 navBefore = _spotValue(answers) + book;
-        if (lastFeeAccrual != block.timestamp) _accrueFees(navBefore, true); // minting fee shares keeps NAV
+        _accrueFeesIfDue(navBefore); // minting fee shares keeps NAV
 
         uint256 turnoverBps;
         {
@@ -840,7 +855,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     function _checkTurnover(uint256 tradedValue, uint256 navBefore) internal returns (uint256 turnoverBps) {
         // slither-disable-next-line incorrect-equality (division-by-zero guard: NAV 0 sets the maximum so the cap refuses; donations only raise NAV)
         turnoverBps = navBefore == 0 ? type(uint256).max : tradedValue.mulDiv(BPS, navBefore, Math.Rounding.Ceil);
-        if (turnoverBps > maxTurnoverBps) revert TurnoverCapExceeded(turnoverBps, maxTurnoverBps);
+        uint256 maxTurnover = maxTurnoverBps;
+        if (turnoverBps > maxTurnover) revert TurnoverCapExceeded(turnoverBps, maxTurnover);
         (bool ok, uint256 spent, uint256 budget) = _charge(BUDGET_TURNOVER, tradedValue, navBefore);
         if (!ok) revert TurnoverBudgetExceeded(spent, budget);
     }
