@@ -271,9 +271,9 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         uint256 paid = shares - _feeOnTotal(shares);
         uint256 n = _riskAssets.length;
         amounts = new uint256[](n + 1);
-        amounts[0] = IERC20(asset()).balanceOf(address(this)).mulDiv(paid, supply, Math.Rounding.Floor);
+        amounts[0] = _balanceOf(asset()).mulDiv(paid, supply, Math.Rounding.Floor);
         for (uint256 i; i < n; ++i) {
-            amounts[i + 1] = IERC20(_assetAt(i)).balanceOf(address(this)).mulDiv(paid, supply, Math.Rounding.Floor);
+            amounts[i + 1] = _balanceOf(_assetAt(i)).mulDiv(paid, supply, Math.Rounding.Floor);
         }
         // Burn before transferring so a reentrant token sees the reduced supply.
         _burn(owner, shares);
@@ -482,17 +482,16 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         tokens = new address[](n + 1);
         balances = new uint256[](n + 1);
         tokens[0] = asset();
-        balances[0] = IERC20(tokens[0]).balanceOf(address(this));
+        balances[0] = _balanceOf(tokens[0]);
         for (uint256 i; i < n; ++i) {
             tokens[i + 1] = _assetAt(i);
-            balances[i + 1] = IERC20(_assetAt(i)).balanceOf(address(this));
+            balances[i + 1] = _balanceOf(_assetAt(i));
         }
     }
 
     /// @inheritdoc IRiskParityVault
     function oraclePrice(address token) external view returns (uint256 answer, uint8 feedDecimals) {
-        RiskAsset memory config = riskAssetConfig[token];
-        if (!config.listed) revert AssetNotListed(token);
+        RiskAsset memory config = _listed(token);
         return (_checkedAnswer(config), config.feedDecimals);
     }
 
@@ -569,7 +568,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         assets = previewRedeem(shares);
         // Both conversions round against the owner; step one unit down if the round trip needs more shares.
         if (assets != 0 && previewWithdraw(assets) > shares) --assets;
-        assets = Math.min(assets, IERC20(asset()).balanceOf(address(this)));
+        assets = Math.min(assets, _balanceOf(asset()));
     }
 
     /// @inheritdoc ERC4626
@@ -577,7 +576,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// down); zero while paused or while `totalAssets()` reverts.
     function maxRedeem(address owner) public view override returns (uint256) {
         if (_closed()) return 0;
-        uint256 idle = IERC20(asset()).balanceOf(address(this)).mulDiv(BPS + entryExitFeeBps, BPS, Math.Rounding.Floor);
+        uint256 idle = _balanceOf(asset()).mulDiv(BPS + entryExitFeeBps, BPS, Math.Rounding.Floor);
         return Math.min(balanceOf(owner), _convertToShares(idle, Math.Rounding.Floor));
     }
 
@@ -1068,12 +1067,17 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Base balance + Σ balanceᵢ × answerᵢ over the listed assets, base-asset units (floor); balances are
     /// read anew, an asset's answer only when it is held (`_answer`). `answers[i]` belongs to `_riskAssets[i]`.
     function _spotValue(uint256[] memory answers) internal view returns (uint256 value) {
-        value = IERC20(asset()).balanceOf(address(this));
+        value = _balanceOf(asset());
         uint256 n = answers.length;
         for (uint256 i; i < n; ++i) {
-            uint256 balance = IERC20(_assetAt(i)).balanceOf(address(this));
+            uint256 balance = _balanceOf(_assetAt(i));
             if (balance != 0) value += _value(answers, i, balance);
         }
+    }
+
+    /// @dev The vault's balance of `token` (one call site for every balance read).
+    function _balanceOf(address token) internal view returns (uint256) {
+        return IERC20(token).balanceOf(address(this));
     }
 
     /// @dev `_riskAssets[i]` for an `i` the caller knows to be below the length (a loop over the list, or an
