@@ -53,6 +53,12 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         uint256 deadline;
     }
 
+    /// @dev A rolling budget's bound (bps of NAV) and window (seconds); see `_budgets`.
+    struct BudgetConfig {
+        uint32 bps;
+        uint32 period;
+    }
+
 
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
@@ -146,10 +152,10 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @inheritdoc IRiskParityVault
     uint256 public maxOpenSeries;
     bytes32[] private _openSeries;
-    /// @inheritdoc IRiskParityVault
-    uint256[3] public budgetBps;
-    /// @inheritdoc IRiskParityVault
-    uint256[3] public budgetPeriod;
+    /// @dev Per budget kind its bps and period in one slot (a charge reads both). Stored only by `_setBudget`,
+    /// whose callers bound the bps (at most `MAX_TURNOVER_BUDGET_BPS` = 200,000) and which bounds the period (at
+    /// most `MAX_PREMIUM_PERIOD`, 31,536,000 s): both below 2^32. Read through `budgetBps`/`budgetPeriod`.
+    BudgetConfig[3] private _budgets;
     /// @dev Per budget, a ring of `BUDGET_PAIR_SLOTS` slots, each holding two consecutive buckets (ids 2p and
     /// 2p + 1, id = timestamp / width): `p << 224 | amount(2p + 1) << 112 | amount(2p)`, slot `p % BUDGET_PAIR_SLOTS`.
     /// The window's 9 buckets span at most 5 pairs, so a budget reads 5 slots instead of 9.
@@ -497,17 +503,27 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
 
     /// @inheritdoc IRiskParityVault
     function premiumBudgetBps() external view returns (uint256) {
-        return budgetBps[BUDGET_PREMIUM];
+        return _budgets[BUDGET_PREMIUM].bps;
     }
 
     /// @inheritdoc IRiskParityVault
     function premiumPeriod() external view returns (uint256) {
-        return budgetPeriod[BUDGET_PREMIUM];
+        return _budgets[BUDGET_PREMIUM].period;
+    }
+
+    /// @inheritdoc IRiskParityVault
+    function budgetBps(uint256 kind) external view returns (uint256) {
+        return _budgets[kind].bps;
+    }
+
+    /// @inheritdoc IRiskParityVault
+    function budgetPeriod(uint256 kind) public view returns (uint256) {
+        return _budgets[kind].period;
     }
 
     /// @inheritdoc IRiskParityVault
     function budgetSpent(uint256 kind) public view returns (uint256 spent) {
-        uint256 current = block.timestamp / budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
+        uint256 current = block.timestamp / budgetPeriod(kind).ceilDiv(BUDGET_BUCKETS);
         // The window counts bucket ids current − 8 … current: pairs (current − 8) / 2 … current / 2, five slots.
         uint256 oldest = current < BUDGET_BUCKETS ? 0 : current - BUDGET_BUCKETS;
         for (uint256 i; i < BUDGET_PAIR_SLOTS; ++i) {
@@ -716,10 +732,10 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// the new one (conservative: a charge never stops counting early because the period changed).
     function _setBudget(uint256 kind, uint256 bps, uint256 period) internal {
         if (period < MIN_PREMIUM_PERIOD || period > MAX_PREMIUM_PERIOD) revert LimitOutOfRange(period, MAX_PREMIUM_PERIOD);
-        uint256 carried = budgetPeriod[kind] == 0 ? 0 : budgetSpent(kind);
+        uint256 carried = budgetPeriod(kind) == 0 ? 0 : budgetSpent(kind);
         delete _buckets[kind];
-        budgetBps[kind] = bps;
-        budgetPeriod[kind] = period;
+        // Casts exact: the callers bound `bps` by at most 200,000 and `period` is bounded above; both < 2^32.
+        _budgets[kind] = BudgetConfig(uint32(bps), uint32(period));
         if (carried != 0) _addToBucket(kind, carried);
         emit BudgetSet(kind, bps, period);
     }
@@ -731,7 +747,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         returns (bool ok, uint256 spent, uint256 budget)
     {
         spent = budgetSpent(kind) + amount;
-        budget = nav.mulDiv(budgetBps[kind], BPS, Math.Rounding.Floor);
+        budget = nav.mulDiv(_budgets[kind].bps, BPS, Math.Rounding.Floor);
         ok = spent <= budget;
         if (ok && amount != 0) _addToBucket(kind, amount);
     }
@@ -739,7 +755,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Adds `amount` to the current bucket of budget `kind`. The current pair's slot held an older pair
     /// (five pairs back or more: out of the window) unless its tag is the current pair; then it starts afresh.
     function _addToBucket(uint256 kind, uint256 amount) internal {
-        uint256 current = block.timestamp / budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
+        uint256 current = block.timestamp / budgetPeriod(kind).ceilDiv(BUDGET_BUCKETS);
         uint256 pair = current / 2;
         // slither-disable-next-line weak-prng (not randomness: the ring slot of the current pair)
         uint256 i = pair % BUDGET_PAIR_SLOTS;
