@@ -633,8 +633,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         returns (uint256 management, uint256 performance, uint256 mark)
     {
         mark = highWaterMark;
-        // slither-disable-next-line incorrect-equality (a timestamp the vault wrote: "already accrued in this block")
         uint256 last = lastFeeAccrual;
+        // slither-disable-next-line incorrect-equality (a timestamp the vault wrote: "already accrued in this block")
         if (last == block.timestamp) return (0, 0, mark);
         management = supply.mulDiv(managementFeeBps * (block.timestamp - last), BPS * 365 days);
         if (!withNav) return (management, 0, mark);
@@ -762,6 +762,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         uint256 slot = _buckets[kind][i];
         // slither-disable-next-line incorrect-equality (pair tags the vault wrote: "the slot holds this pair")
         if (slot >> 224 != pair) slot = pair << 224;
+        // slither-disable-next-line weak-prng (not randomness: which half of the slot holds the current bucket)
         uint256 shift = (current % 2) * 112;
         uint256 held = ((slot >> shift) & BUCKET_AMOUNT_MASK) + amount;
         _checkLimit(held, BUCKET_AMOUNT_MASK);
@@ -1083,10 +1084,11 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Base balance + Σ balanceᵢ × answerᵢ over the listed assets, base-asset units (floor); balances are
     /// read anew, an asset's answer only when it is held (`_answer`). `answers[i]` belongs to `_riskAssets[i]`.
     function _spotValue(uint256[] memory answers) internal view returns (uint256 value) {
-        value = _balanceOf(asset());
+        // The two calls stay inline (not `_balanceOf`): this loop is every NAV's hot path.
+        value = IERC20(asset()).balanceOf(address(this));
         uint256 n = answers.length;
         for (uint256 i; i < n; ++i) {
-            uint256 balance = _balanceOf(_assetAt(i));
+            uint256 balance = IERC20(_assetAt(i)).balanceOf(address(this));
             if (balance != 0) value += _value(answers, i, balance);
         }
     }
