@@ -53,6 +53,12 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         uint256 deadline;
     }
 
+    /// @dev A rolling budget's bound (bps of NAV) and window (seconds); see `_budgets`.
+    struct BudgetConfig {
+        uint32 bps;
+        uint32 period;
+    }
+
 
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
@@ -128,14 +134,17 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     address[] private _riskAssets;
     /// @inheritdoc IRiskParityVault
     mapping(address token => RiskAsset) public riskAssetConfig;
+    // The epoch and the three per-call limits share one slot (a rebalance reads all four). The limits are
+    // stored only by `_setLimits` after their bound checks (each bound is at most 20,000 < 2^16); the epoch
+    // only by `_finishRebalance`, in checked uint64 arithmetic.
     /// @inheritdoc IRiskParityVault
-    uint256 public rebalanceEpoch;
+    uint64 public rebalanceEpoch;
     /// @inheritdoc IRiskParityVault
-    uint256 public maxSlippageBps;
+    uint16 public maxSlippageBps;
     /// @inheritdoc IRiskParityVault
-    uint256 public maxTurnoverBps;
+    uint16 public maxTurnoverBps;
     /// @inheritdoc IRiskParityVault
-    uint256 public maxNavLossBps;
+    uint16 public maxNavLossBps;
     /// @inheritdoc IRiskParityVault
     IOptionMarket public optionMarket;
     /// @inheritdoc IRiskParityVault
@@ -143,10 +152,10 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @inheritdoc IRiskParityVault
     uint256 public maxOpenSeries;
     bytes32[] private _openSeries;
-    /// @inheritdoc IRiskParityVault
-    uint256[3] public budgetBps;
-    /// @inheritdoc IRiskParityVault
-    uint256[3] public budgetPeriod;
+    /// @dev Per budget kind its bps and period in one slot (a charge reads both). Stored only by `_setBudget`,
+    /// whose callers bound the bps (at most `MAX_TURNOVER_BUDGET_BPS` = 200,000) and which bounds the period (at
+    /// most `MAX_PREMIUM_PERIOD`, 31,536,000 s): both below 2^32. Read through `budgetBps`/`budgetPeriod`.
+    BudgetConfig[3] private _budgets;
     /// @dev Per budget, a ring of `BUDGET_PAIR_SLOTS` slots, each holding two consecutive buckets (ids 2p and
     /// 2p + 1, id = timestamp / width): `p << 224 | amount(2p + 1) << 112 | amount(2p)`, slot `p % BUDGET_PAIR_SLOTS`.
     /// The window's 9 buckets span at most 5 pairs, so a budget reads 5 slots instead of 9.
@@ -155,16 +164,19 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     uint256 public entryExitFeeBps;
     /// @inheritdoc IRiskParityVault
     mapping(bytes32 seriesId => uint256) public ownOptionAmount;
+    // The fee settings and the accrual time share one slot (every fee accrual reads them all). The two fees
+    // are stored only by `setFees` after their bound checks (at most 3,000 < 2^16); the time is a block
+    // timestamp, below 2^40 until the year 36,812.
     /// @inheritdoc IRiskParityVault
     address public feeRecipient;
     /// @inheritdoc IRiskParityVault
-    uint256 public managementFeeBps;
+    uint16 public managementFeeBps;
     /// @inheritdoc IRiskParityVault
-    uint256 public performanceFeeBps;
+    uint16 public performanceFeeBps;
+    /// @inheritdoc IRiskParityVault
+    uint40 public lastFeeAccrual;
     /// @inheritdoc IRiskParityVault
     uint256 public highWaterMark;
-    /// @inheritdoc IRiskParityVault
-    uint256 public lastFeeAccrual;
     /// @dev NAV + 1 computed at the start of the running deposit/mint/withdraw/redeem, valid until its
     /// transfer (`_deposit`/`_withdraw` clear it); 0 outside. Transient (EIP-1153): it never outlives the
     /// transaction, and a revert discards it. Saves the NAV the max check and the preview would recompute.
@@ -204,7 +216,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         _setBudget(BUDGET_NAV_LOSS, 500, 1 days);
         _setBudget(BUDGET_TURNOVER, 50_000, 1 days);
         highWaterMark = 1e18 / 10 ** DECIMALS_OFFSET;
-        lastFeeAccrual = block.timestamp;
+        lastFeeAccrual = uint40(block.timestamp); // < 2^40 until the year 36,812
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -265,9 +277,9 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         uint256 paid = shares - _feeOnTotal(shares);
         uint256 n = _riskAssets.length;
         amounts = new uint256[](n + 1);
-        amounts[0] = IERC20(asset()).balanceOf(address(this)).mulDiv(paid, supply, Math.Rounding.Floor);
+        amounts[0] = _balanceOf(asset()).mulDiv(paid, supply, Math.Rounding.Floor);
         for (uint256 i; i < n; ++i) {
-            amounts[i + 1] = IERC20(_assetAt(i)).balanceOf(address(this)).mulDiv(paid, supply, Math.Rounding.Floor);
+            amounts[i + 1] = _balanceOf(_assetAt(i)).mulDiv(paid, supply, Math.Rounding.Floor);
         }
         // Burn before transferring so a reentrant token sees the reduced supply.
         _burn(owner, shares);
@@ -379,14 +391,14 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @inheritdoc IRiskParityVault
     function setBudget(uint256 kind, uint256 budgetBps_, uint256 period) external onlyRole(DEFAULT_ADMIN_ROLE) {
         uint256 cap = kind == BUDGET_NAV_LOSS ? MAX_NAV_LOSS_BUDGET_BPS : MAX_TURNOVER_BUDGET_BPS;
-        if (kind > BUDGET_TURNOVER) revert LimitOutOfRange(kind, BUDGET_TURNOVER);
-        if (budgetBps_ > cap) revert LimitOutOfRange(budgetBps_, cap);
+        _checkLimit(kind, BUDGET_TURNOVER);
+        _checkLimit(budgetBps_, cap);
         _setBudget(kind, budgetBps_, period);
     }
 
     /// @inheritdoc IRiskParityVault
     function setEntryExitFee(uint256 feeBps) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        if (feeBps > MAX_ENTRY_EXIT_FEE_BPS) revert LimitOutOfRange(feeBps, MAX_ENTRY_EXIT_FEE_BPS);
+        _checkLimit(feeBps, MAX_ENTRY_EXIT_FEE_BPS);
         uint256 n = _riskAssets.length;
         for (uint256 i; i < n; ++i) {
             uint256 deviation = riskAssetConfig[_assetAt(i)].deviationBps;
@@ -401,13 +413,13 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
     {
-        if (managementBps > MAX_MANAGEMENT_FEE_BPS) revert LimitOutOfRange(managementBps, MAX_MANAGEMENT_FEE_BPS);
-        if (performanceBps > MAX_PERFORMANCE_FEE_BPS) revert LimitOutOfRange(performanceBps, MAX_PERFORMANCE_FEE_BPS);
+        _checkLimit(managementBps, MAX_MANAGEMENT_FEE_BPS);
+        _checkLimit(performanceBps, MAX_PERFORMANCE_FEE_BPS);
         if (recipient == address(0) && managementBps + performanceBps != 0) revert InvalidFeeRecipient(recipient);
         _accrueFees();
         feeRecipient = recipient;
-        managementFeeBps = managementBps;
-        performanceFeeBps = performanceBps;
+        managementFeeBps = uint16(managementBps); // checked above: <= MAX_MANAGEMENT_FEE_BPS < 2^16
+        performanceFeeBps = uint16(performanceBps); // checked above: <= MAX_PERFORMANCE_FEE_BPS < 2^16
         emit FeesSet(recipient, managementBps, performanceBps);
     }
 
@@ -476,33 +488,42 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         tokens = new address[](n + 1);
         balances = new uint256[](n + 1);
         tokens[0] = asset();
-        balances[0] = IERC20(tokens[0]).balanceOf(address(this));
+        balances[0] = _balanceOf(tokens[0]);
         for (uint256 i; i < n; ++i) {
             tokens[i + 1] = _assetAt(i);
-            balances[i + 1] = IERC20(_assetAt(i)).balanceOf(address(this));
+            balances[i + 1] = _balanceOf(_assetAt(i));
         }
     }
 
     /// @inheritdoc IRiskParityVault
     function oraclePrice(address token) external view returns (uint256 answer, uint8 feedDecimals) {
-        RiskAsset memory config = riskAssetConfig[token];
-        if (!config.listed) revert AssetNotListed(token);
+        RiskAsset memory config = _listed(token);
         return (_checkedAnswer(config), config.feedDecimals);
     }
 
     /// @inheritdoc IRiskParityVault
     function premiumBudgetBps() external view returns (uint256) {
-        return budgetBps[BUDGET_PREMIUM];
+        return _budgets[BUDGET_PREMIUM].bps;
     }
 
     /// @inheritdoc IRiskParityVault
     function premiumPeriod() external view returns (uint256) {
-        return budgetPeriod[BUDGET_PREMIUM];
+        return _budgets[BUDGET_PREMIUM].period;
+    }
+
+    /// @inheritdoc IRiskParityVault
+    function budgetBps(uint256 kind) external view returns (uint256) {
+        return _budgets[kind].bps;
+    }
+
+    /// @inheritdoc IRiskParityVault
+    function budgetPeriod(uint256 kind) public view returns (uint256) {
+        return _budgets[kind].period;
     }
 
     /// @inheritdoc IRiskParityVault
     function budgetSpent(uint256 kind) public view returns (uint256 spent) {
-        uint256 current = block.timestamp / budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
+        uint256 current = block.timestamp / budgetPeriod(kind).ceilDiv(BUDGET_BUCKETS);
         // The window counts bucket ids current − 8 … current: pairs (current − 8) / 2 … current / 2, five slots.
         uint256 oldest = current < BUDGET_BUCKETS ? 0 : current - BUDGET_BUCKETS;
         for (uint256 i; i < BUDGET_PAIR_SLOTS; ++i) {
@@ -563,7 +584,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         assets = previewRedeem(shares);
         // Both conversions round against the owner; step one unit down if the round trip needs more shares.
         if (assets != 0 && previewWithdraw(assets) > shares) --assets;
-        assets = Math.min(assets, IERC20(asset()).balanceOf(address(this)));
+        assets = Math.min(assets, _balanceOf(asset()));
     }
 
     /// @inheritdoc ERC4626
@@ -571,7 +592,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// down); zero while paused or while `totalAssets()` reverts.
     function maxRedeem(address owner) public view override returns (uint256) {
         if (_closed()) return 0;
-        uint256 idle = IERC20(asset()).balanceOf(address(this)).mulDiv(BPS + entryExitFeeBps, BPS, Math.Rounding.Floor);
+        uint256 idle = _balanceOf(asset()).mulDiv(BPS + entryExitFeeBps, BPS, Math.Rounding.Floor);
         return Math.min(balanceOf(owner), _convertToShares(idle, Math.Rounding.Floor));
     }
 
@@ -612,15 +633,17 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         returns (uint256 management, uint256 performance, uint256 mark)
     {
         mark = highWaterMark;
+        uint256 last = lastFeeAccrual;
         // slither-disable-next-line incorrect-equality (a timestamp the vault wrote: "already accrued in this block")
-        if (lastFeeAccrual == block.timestamp) return (0, 0, mark);
-        management = supply.mulDiv(managementFeeBps * (block.timestamp - lastFeeAccrual), BPS * 365 days);
+        if (last == block.timestamp) return (0, 0, mark);
+        management = supply.mulDiv(managementFeeBps * (block.timestamp - last), BPS * 365 days);
         if (!withNav) return (management, 0, mark);
         uint256 virtualSupply = supply + management + 10 ** DECIMALS_OFFSET;
         uint256 price = (nav + 1).mulDiv(1e18, virtualSupply);
         if (price > mark) {
-            if (supply != 0 && performanceFeeBps != 0) {
-                uint256 feeAssets = (price - mark).mulDiv(virtualSupply, 1e18).mulDiv(performanceFeeBps, BPS);
+            uint256 performanceBps = performanceFeeBps;
+            if (supply != 0 && performanceBps != 0) {
+                uint256 feeAssets = (price - mark).mulDiv(virtualSupply, 1e18).mulDiv(performanceBps, BPS);
                 performance = feeAssets.mulDiv(virtualSupply, nav + 1 - feeAssets);
                 price = (nav + 1).mulDiv(1e18, virtualSupply + performance);
             }
@@ -632,11 +655,16 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         if (lastFeeAccrual != block.timestamp) _accrueFees(totalAssets(), true);
     }
 
+    /// @dev Accrues the fees due on `nav` unless already accrued in this block.
+    function _accrueFeesIfDue(uint256 nav) internal {
+        if (lastFeeAccrual != block.timestamp) _accrueFees(nav, true);
+    }
+
     /// @dev Start of every deposit/mint/withdraw/redeem: one NAV (reverting without a price), the fees due
     /// accrued on it, and the NAV kept for the max check and the preview until the transfer.
     function _beginShareChange() internal {
         uint256 nav = totalAssets();
-        if (lastFeeAccrual != block.timestamp) _accrueFees(nav, true);
+        _accrueFeesIfDue(nav);
         _navPlusOne = nav + 1;
     }
 
@@ -658,7 +686,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Mints the fee shares due (see `_feeShares`) and moves the accrual time and the mark.
     function _accrueFees(uint256 nav, bool withNav) internal {
         (uint256 management, uint256 performance, uint256 mark) = _feeShares(nav, totalSupply(), withNav);
-        lastFeeAccrual = block.timestamp;
+        lastFeeAccrual = uint40(block.timestamp); // < 2^40 until the year 36,812
         highWaterMark = mark;
         if (management + performance != 0) {
             _mint(feeRecipient, management + performance);
@@ -687,7 +715,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Sets the feed of listed `token`; raises the entry/exit fee to `deviationBps` when lower.
     function _setFeed(address token, AggregatorV3Interface feed, uint32 heartbeat, uint16 deviationBps) internal {
         if (heartbeat == 0) revert AssetConfigInvalid(token);
-        if (deviationBps > MAX_ENTRY_EXIT_FEE_BPS) revert LimitOutOfRange(deviationBps, MAX_ENTRY_EXIT_FEE_BPS);
+        _checkLimit(deviationBps, MAX_ENTRY_EXIT_FEE_BPS);
         RiskAsset storage config = riskAssetConfig[token];
         config.feed = feed;
         config.heartbeat = heartbeat;
@@ -704,10 +732,10 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// the new one (conservative: a charge never stops counting early because the period changed).
     function _setBudget(uint256 kind, uint256 bps, uint256 period) internal {
         if (period < MIN_PREMIUM_PERIOD || period > MAX_PREMIUM_PERIOD) revert LimitOutOfRange(period, MAX_PREMIUM_PERIOD);
-        uint256 carried = budgetPeriod[kind] == 0 ? 0 : budgetSpent(kind);
+        uint256 carried = budgetPeriod(kind) == 0 ? 0 : budgetSpent(kind);
         delete _buckets[kind];
-        budgetBps[kind] = bps;
-        budgetPeriod[kind] = period;
+        // Casts exact: the callers bound `bps` by at most 200,000 and `period` is bounded above; both < 2^32.
+        _budgets[kind] = BudgetConfig(uint32(bps), uint32(period));
         if (carried != 0) _addToBucket(kind, carried);
         emit BudgetSet(kind, bps, period);
     }
@@ -719,7 +747,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         returns (bool ok, uint256 spent, uint256 budget)
     {
         spent = budgetSpent(kind) + amount;
-        budget = nav.mulDiv(budgetBps[kind], BPS, Math.Rounding.Floor);
+        budget = nav.mulDiv(_budgets[kind].bps, BPS, Math.Rounding.Floor);
         ok = spent <= budget;
         if (ok && amount != 0) _addToBucket(kind, amount);
     }
@@ -727,34 +755,38 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Adds `amount` to the current bucket of budget `kind`. The current pair's slot held an older pair
     /// (five pairs back or more: out of the window) unless its tag is the current pair; then it starts afresh.
     function _addToBucket(uint256 kind, uint256 amount) internal {
-        uint256 current = block.timestamp / budgetPeriod[kind].ceilDiv(BUDGET_BUCKETS);
+        uint256 current = block.timestamp / budgetPeriod(kind).ceilDiv(BUDGET_BUCKETS);
         uint256 pair = current / 2;
         // slither-disable-next-line weak-prng (not randomness: the ring slot of the current pair)
         uint256 i = pair % BUDGET_PAIR_SLOTS;
         uint256 slot = _buckets[kind][i];
         // slither-disable-next-line incorrect-equality (pair tags the vault wrote: "the slot holds this pair")
         if (slot >> 224 != pair) slot = pair << 224;
-        // slither-disable-next-line weak-prng (not randomness: which half of the pair's slot the current bucket is)
+        // slither-disable-next-line weak-prng (not randomness: which half of the slot holds the current bucket)
         uint256 shift = (current % 2) * 112;
         uint256 held = ((slot >> shift) & BUCKET_AMOUNT_MASK) + amount;
-        if (held > BUCKET_AMOUNT_MASK) revert LimitOutOfRange(held, BUCKET_AMOUNT_MASK);
+        _checkLimit(held, BUCKET_AMOUNT_MASK);
         _buckets[kind][i] = (slot & ~(BUCKET_AMOUNT_MASK << shift)) | (held << shift);
     }
 
+    /// @dev Reverts with `LimitOutOfRange(value, max)` when `value > max` (one revert site for every bound).
+    function _checkLimit(uint256 value, uint256 max) internal pure {
+        if (value > max) revert LimitOutOfRange(value, max);
+    }
+
     function _setLimits(uint256 slippageBps, uint256 turnoverBps, uint256 navLossBps) internal {
-        if (slippageBps > MAX_SLIPPAGE_BPS_LIMIT) revert LimitOutOfRange(slippageBps, MAX_SLIPPAGE_BPS_LIMIT);
-        if (turnoverBps > MAX_TURNOVER_BPS_LIMIT) revert LimitOutOfRange(turnoverBps, MAX_TURNOVER_BPS_LIMIT);
-        if (navLossBps > MAX_NAV_LOSS_BPS_LIMIT) revert LimitOutOfRange(navLossBps, MAX_NAV_LOSS_BPS_LIMIT);
-        maxSlippageBps = slippageBps;
-        maxTurnoverBps = turnoverBps;
-        maxNavLossBps = navLossBps;
+        _checkLimit(slippageBps, MAX_SLIPPAGE_BPS_LIMIT);
+        _checkLimit(turnoverBps, MAX_TURNOVER_BPS_LIMIT);
+        _checkLimit(navLossBps, MAX_NAV_LOSS_BPS_LIMIT);
+        // Checked above: each at most its limit (1,000, 20,000, 1,000), below 2^16.
+        (maxSlippageBps, maxTurnoverBps, maxNavLossBps) = (uint16(slippageBps), uint16(turnoverBps), uint16(navLossBps));
         emit LimitsSet(slippageBps, turnoverBps, navLossBps);
     }
 
     function _setOptionLimits(uint256 premiumBps, uint256 premiumBudget, uint256 period, uint256 openSeriesCap) internal {
-        if (premiumBps > MAX_PREMIUM_BPS_LIMIT) revert LimitOutOfRange(premiumBps, MAX_PREMIUM_BPS_LIMIT);
-        if (premiumBudget > MAX_PREMIUM_BUDGET_BPS_LIMIT) revert LimitOutOfRange(premiumBudget, MAX_PREMIUM_BUDGET_BPS_LIMIT);
-        if (openSeriesCap > MAX_OPEN_SERIES_LIMIT) revert LimitOutOfRange(openSeriesCap, MAX_OPEN_SERIES_LIMIT);
+        _checkLimit(premiumBps, MAX_PREMIUM_BPS_LIMIT);
+        _checkLimit(premiumBudget, MAX_PREMIUM_BUDGET_BPS_LIMIT);
+        _checkLimit(openSeriesCap, MAX_OPEN_SERIES_LIMIT);
         _setBudget(BUDGET_PREMIUM, premiumBudget, period);
         maxPremiumBps = premiumBps;
         maxOpenSeries = openSeriesCap;
@@ -764,7 +796,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Keeper call preamble shared by both rebalance entry points: deadline, then epoch.
     function _checkCall(uint256 expectedEpoch, uint256 deadline) internal view {
         if (block.timestamp > deadline) revert DeadlinePassed(deadline, block.timestamp);
-        if (expectedEpoch != rebalanceEpoch) revert EpochMismatch(expectedEpoch, rebalanceEpoch);
+        uint256 epoch = rebalanceEpoch;
+        if (expectedEpoch != epoch) revert EpochMismatch(expectedEpoch, epoch);
     }
 
     /// @dev NAV floor and NAV loss bound after the trades, then the epoch bump and the summary event.
@@ -777,14 +810,16 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     ) internal {
         (uint256 epoch, uint256 minNavAfter) = (b.expectedEpoch, b.minNavAfter);
         if (navAfter < minNavAfter) revert NavBelowFloor(navAfter, minNavAfter);
-        if (navAfter < navBefore.mulDiv(BPS - maxNavLossBps, BPS, Math.Rounding.Ceil)) {
-            revert NavLossExceeded(navBefore, navAfter, maxNavLossBps);
+        uint256 maxLoss = maxNavLossBps;
+        if (navAfter < navBefore.mulDiv(BPS - maxLoss, BPS, Math.Rounding.Ceil)) {
+            revert NavLossExceeded(navBefore, navAfter, maxLoss);
         }
         if (navAfter < navBefore) {
             (bool ok, uint256 spent, uint256 budget) = _charge(BUDGET_NAV_LOSS, navBefore - navAfter, navBefore);
             if (!ok) revert NavLossBudgetExceeded(spent, budget);
         }
-        rebalanceEpoch = epoch + 1;
+        // epoch == rebalanceEpoch (`_checkCall`), so uint64(epoch) is exact; the increment is checked.
+        rebalanceEpoch = uint64(epoch) + 1;
         emit Rebalanced(epoch, navBefore, navAfter, turnoverBps, legCount);
     }
 
@@ -812,7 +847,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         uint256[] memory answers = new uint256[](_riskAssets.length);
         uint256 book = _bookValue();
         uint256 navBefore = _spotValue(answers) + book;
-        if (lastFeeAccrual != block.timestamp) _accrueFees(navBefore, true); // minting fee shares keeps NAV
+        _accrueFeesIfDue(navBefore); // minting fee shares keeps NAV
 
         uint256 turnoverBps;
         {
@@ -836,7 +871,8 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     function _checkTurnover(uint256 tradedValue, uint256 navBefore) internal returns (uint256 turnoverBps) {
         // slither-disable-next-line incorrect-equality (division-by-zero guard: NAV 0 sets the maximum so the cap refuses; donations only raise NAV)
         turnoverBps = navBefore == 0 ? type(uint256).max : tradedValue.mulDiv(BPS, navBefore, Math.Rounding.Ceil);
-        if (turnoverBps > maxTurnoverBps) revert TurnoverCapExceeded(turnoverBps, maxTurnoverBps);
+        uint256 maxTurnover = maxTurnoverBps;
+        if (turnoverBps > maxTurnover) revert TurnoverCapExceeded(turnoverBps, maxTurnover);
         (bool ok, uint256 spent, uint256 budget) = _charge(BUDGET_TURNOVER, tradedValue, navBefore);
         if (!ok) revert TurnoverBudgetExceeded(spent, budget);
     }
@@ -1048,12 +1084,18 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Base balance + Σ balanceᵢ × answerᵢ over the listed assets, base-asset units (floor); balances are
     /// read anew, an asset's answer only when it is held (`_answer`). `answers[i]` belongs to `_riskAssets[i]`.
     function _spotValue(uint256[] memory answers) internal view returns (uint256 value) {
+        // The two calls stay inline (not `_balanceOf`): this loop is every NAV's hot path.
         value = IERC20(asset()).balanceOf(address(this));
         uint256 n = answers.length;
         for (uint256 i; i < n; ++i) {
             uint256 balance = IERC20(_assetAt(i)).balanceOf(address(this));
             if (balance != 0) value += _value(answers, i, balance);
         }
+    }
+
+    /// @dev The vault's balance of `token` (one call site for every balance read).
+    function _balanceOf(address token) internal view returns (uint256) {
+        return IERC20(token).balanceOf(address(this));
     }
 
     /// @dev `_riskAssets[i]` for an `i` the caller knows to be below the length (a loop over the list, or an

@@ -384,16 +384,16 @@ interface IRiskParityVault {
         );
 
     /// @notice Number of rebalances done; a rebalance must name it (replay protection).
-    function rebalanceEpoch() external view returns (uint256);
+    function rebalanceEpoch() external view returns (uint64);
 
     /// @notice Largest shortfall of a leg's `minAmountOut` below its oracle-fair output, bps.
-    function maxSlippageBps() external view returns (uint256);
+    function maxSlippageBps() external view returns (uint16);
 
     /// @notice Largest Σ leg value (base units) per rebalance, bps of NAV before.
-    function maxTurnoverBps() external view returns (uint256);
+    function maxTurnoverBps() external view returns (uint16);
 
     /// @notice Largest fall of NAV across one rebalance, bps of NAV before.
-    function maxNavLossBps() external view returns (uint256);
+    function maxNavLossBps() external view returns (uint16);
 
     /// @notice Market the option legs trade with (zero: options disabled).
     function optionMarket() external view returns (IOptionMarket);
@@ -422,17 +422,17 @@ interface IRiskParityVault {
     function feeRecipient() external view returns (address);
 
     /// @notice Management fee: shares minted per second = supply × managementFeeBps / (10_000 × 365 days).
-    function managementFeeBps() external view returns (uint256);
+    function managementFeeBps() external view returns (uint16);
 
     /// @notice Performance fee, bps of the gain of assets per share over `highWaterMark`.
-    function performanceFeeBps() external view returns (uint256);
+    function performanceFeeBps() external view returns (uint16);
 
     /// @notice Highest assets per share (1e18 fixed point, ERC-4626 virtual shares and asset included) the
     /// performance fee has been charged up to.
     function highWaterMark() external view returns (uint256);
 
     /// @notice Time of the last fee accrual, Unix seconds.
-    function lastFeeAccrual() external view returns (uint256);
+    function lastFeeAccrual() external view returns (uint40);
 
     /// @notice Σ over held option series of `IOptionMarket.positionValue` (Black-Scholes before expiry, the
     /// settlement payout after expiry, the payout once settled), base units, rounded down.
