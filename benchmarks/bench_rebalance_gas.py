@@ -213,12 +213,19 @@ def run(prices: PriceTable, router_kind: str) -> tuple[dict[int, Any], dict[int,
             return vault.encode_abi("rebalance", [[lg.as_tuple() for lg in legs],
                                                   state.total_assets - allowance, state.rebalance_epoch, deadline])
 
+        # Fixed block times (the set-up's own blocks follow the wall clock from genesis): the vault's gas
+        # depends on where a charge falls in its rolling budgets' buckets (a new bucket pair's slot is a fresh
+        # write), so the seed and the measured rebalance get the same times on every run: 30 and 40 minutes
+        # after genesis, both in one bucket.
+        t_seed, t_measure = genesis + 1800, genesis + 2400
         snap = reader.snapshot()
+        if snap.block_timestamp >= t_seed:
+            raise RuntimeError(f"set-up took past the seed time {t_seed} (block time {snap.block_timestamp})")
         seed = [leg(i, "buy", SEED_BUY_USD, snap.answers[i]) for i in range(len(assets))]
-        tx.send(keeper_addr, vault.address, rebalance_data(seed, snap.block_timestamp + 3600), gas=GAS_LIMIT)
+        rpc(w3, "evm_setNextBlockTimestamp", [t_seed])
+        tx.send(keeper_addr, vault.address, rebalance_data(seed, t_seed + 3600), gas=GAS_LIMIT)
 
         snap = reader.snapshot()
-        t_measure = snap.block_timestamp + 600
         deadline = t_measure + 3600
 
         def legs_for(n: int) -> list[SwapLeg]:
