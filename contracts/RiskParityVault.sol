@@ -1033,11 +1033,24 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     function _swap(uint256 epoch, uint256 i, SwapLeg calldata leg, uint256 oracleOut, uint256 deadline) internal {
         address risk = leg.tokenIn == asset() ? leg.tokenOut : leg.tokenIn;
         uint24 fee = riskAssetConfig[risk].poolFee;
-        // `SwapRouter.exactInputSingle(ExactInputSingleParams)`: a static struct encodes as its eight words.
-        bytes memory data = abi.encodeWithSelector(
-            ISwapRouter.exactInputSingle.selector,
-            leg.tokenIn, leg.tokenOut, fee, address(this), deadline, leg.amountIn, leg.minAmountOut, uint256(0)
-        );
+        // `SwapRouter.exactInputSingle(ExactInputSingleParams)`: a static struct encodes as its eight words
+        // (tokenIn, tokenOut, fee, recipient, deadline, amountIn, amountOutMinimum, sqrtPriceLimitX96 = 0),
+        // written in place after the selector. The leg is a static struct of four words in calldata whose two
+        // addresses `_checkLeg` has read through the ABI decoder's checks (a dirty address reverted there).
+        bytes memory data;
+        bytes4 selector = ISwapRouter.exactInputSingle.selector;
+        assembly ("memory-safe") {
+            data := mload(0x40)
+            mstore(data, 260) // 4 + 8 words
+            mstore(add(data, 32), selector)
+            calldatacopy(add(data, 36), leg, 64) // tokenIn, tokenOut
+            mstore(add(data, 100), fee)
+            mstore(add(data, 132), address())
+            mstore(add(data, 164), deadline)
+            calldatacopy(add(data, 196), add(leg, 64), 64) // amountIn, minAmountOut
+            mstore(add(data, 260), 0)
+            mstore(0x40, add(data, 320))
+        }
         if (routerKind == RouterKind.SwapRouter02) _toRouter02(data);
         // slither-disable-next-line low-level-calls (one call site for two router ABIs; failure and a short answer revert)
         (bool ok, bytes memory answer) = address(swapRouter).call(data);
