@@ -459,7 +459,7 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     /// @dev Reverts with `StalePrice` or `InvalidPrice` if the feed of a held asset is stale or non-positive,
     /// and with the market's errors if a feed an open option is marked with is.
     function totalAssets() public view override returns (uint256 nav) {
-        return _spotValue(new uint256[](_riskAssets.length)) + _bookValue();
+        return _spotValue(new uint256[](2 * _riskAssets.length)) + _bookValue();
     }
 
     /// @inheritdoc IRiskParityVault
@@ -842,9 +842,9 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
             revert InvalidOptionLegCount(optionLegs.length, MAX_OPTION_LEGS);
         }
         if (optionLegs.length != 0 && address(optionMarket) == address(0)) revert OptionMarketNotSet();
-        // Every feed is read once (`_answer`); the NAV after uses the same answers, so it differs from the NAV
+        // Every feed is read once (`_price`); the NAV after uses the same prices, so it differs from the NAV
         // before only by what the legs changed.
-        uint256[] memory answers = new uint256[](_riskAssets.length);
+        uint256[] memory answers = new uint256[](2 * _riskAssets.length);
         uint256 book = _bookValue();
         uint256 navBefore = _spotValue(answers) + book;
         _accrueFeesIfDue(navBefore); // minting fee shares keeps NAV
@@ -884,10 +884,15 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         returns (uint256[] memory oracleOut, uint256 tradedValue)
     {
         oracleOut = new uint256[](legs.length);
+        // Each leg's asset is looked for from the index after the previous leg's (at most the length): legs
+        // usually follow the list order (`_indexOf`).
+        uint256 start = 0;
+        uint256 keepBps = BPS - maxSlippageBps; // one read for every leg's bound
         for (uint256 i; i < legs.length; ++i) {
             uint256 valueIn;
-            (valueIn, oracleOut[i]) = _checkLeg(i, legs[i], answers);
+            (valueIn, oracleOut[i], start) = _checkLeg(i, legs[i], answers, start, keepBps);
             tradedValue += valueIn;
+            ++start;
         }
     }
 
@@ -990,32 +995,30 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         return false;
     }
 
-    /// @dev Validates a leg and returns its input value (base units, floor) and oracle-fair output (floor).
-    /// The risk asset's answer is the call's (`_answer`).
-    function _checkLeg(uint256 i, SwapLeg calldata leg, uint256[] memory answers)
+    /// @dev Validates a leg and returns its input value (base units, floor), oracle-fair output (floor) and
+    /// its risk asset's index (the scan starts at `hint`, at most the length; see `_indexOf`). The asset's price is
+    /// the call's (`_price`); `keepBps` is `BPS - maxSlippageBps`.
+    function _checkLeg(uint256 i, SwapLeg calldata leg, uint256[] memory answers, uint256 hint, uint256 keepBps)
         internal
         view
-        returns (uint256 valueIn, uint256 fairOut)
+        returns (uint256 valueIn, uint256 fairOut, uint256 k)
     {
         address base = asset();
         if (leg.tokenIn == base) {
-            uint256 k = _indexOf(leg.tokenOut);
-            RiskAsset memory out = riskAssetConfig[leg.tokenOut];
+            k = _indexOf(leg.tokenOut, hint, answers.length / 2);
+            (uint256 num, uint256 den) = _price(answers, k);
             valueIn = leg.amountIn;
             // fairOut = valueIn × 10^(tokenDecimals + feedDecimals) / (answer × 10^baseDecimals)
-            fairOut = valueIn.mulDiv(
-                10 ** (uint256(out.tokenDecimals) + out.feedDecimals),
-                _answer(answers, k, out) * 10 ** _baseDecimals,
-                Math.Rounding.Floor
-            );
+            fairOut = valueIn.mulDiv(den, num, Math.Rounding.Floor);
         } else if (leg.tokenOut == base) {
-            valueIn = _value(answers, _indexOf(leg.tokenIn), leg.amountIn);
+            k = _indexOf(leg.tokenIn, hint, answers.length / 2);
+            valueIn = _value(answers, k, leg.amountIn);
             fairOut = valueIn;
         } else {
             revert InvalidLeg(i, leg.tokenIn, leg.tokenOut);
         }
         // The bound rounds up: the keeper may never ask for less than the exact bound.
-        uint256 bound = fairOut.mulDiv(BPS - maxSlippageBps, BPS, Math.Rounding.Ceil);
+        uint256 bound = fairOut.mulDiv(keepBps, BPS, Math.Rounding.Ceil);
         if (leg.minAmountOut < bound) revert MinAmountOutBelowOracleBound(i, leg.tokenOut, leg.minAmountOut, bound);
     }
 
@@ -1030,11 +1033,24 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     function _swap(uint256 epoch, uint256 i, SwapLeg calldata leg, uint256 oracleOut, uint256 deadline) internal {
         address risk = leg.tokenIn == asset() ? leg.tokenOut : leg.tokenIn;
         uint24 fee = riskAssetConfig[risk].poolFee;
-        // `SwapRouter.exactInputSingle(ExactInputSingleParams)`: a static struct encodes as its eight words.
-        bytes memory data = abi.encodeWithSelector(
-            ISwapRouter.exactInputSingle.selector,
-            leg.tokenIn, leg.tokenOut, fee, address(this), deadline, leg.amountIn, leg.minAmountOut, uint256(0)
-        );
+        // `SwapRouter.exactInputSingle(ExactInputSingleParams)`: a static struct encodes as its eight words
+        // (tokenIn, tokenOut, fee, recipient, deadline, amountIn, amountOutMinimum, sqrtPriceLimitX96 = 0),
+        // written in place after the selector. The leg is a static struct of four words in calldata whose two
+        // addresses `_checkLeg` has read through the ABI decoder's checks (a dirty address reverted there).
+        bytes memory data;
+        bytes4 selector = ISwapRouter.exactInputSingle.selector;
+        assembly ("memory-safe") {
+            data := mload(0x40)
+            mstore(data, 260) // 4 + 8 words
+            mstore(add(data, 32), selector)
+            calldatacopy(add(data, 36), leg, 64) // tokenIn, tokenOut
+            mstore(add(data, 100), fee)
+            mstore(add(data, 132), address())
+            mstore(add(data, 164), deadline)
+            calldatacopy(add(data, 196), add(leg, 64), 64) // amountIn, minAmountOut
+            mstore(add(data, 260), 0)
+            mstore(0x40, add(data, 320))
+        }
         if (routerKind == RouterKind.SwapRouter02) _toRouter02(data);
         // slither-disable-next-line low-level-calls (one call site for two router ABIs; failure and a short answer revert)
         (bool ok, bytes memory answer) = address(swapRouter).call(data);
@@ -1082,11 +1098,12 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
     }
 
     /// @dev Base balance + Σ balanceᵢ × answerᵢ over the listed assets, base-asset units (floor); balances are
-    /// read anew, an asset's answer only when it is held (`_answer`). `answers[i]` belongs to `_riskAssets[i]`.
+    /// read anew, an asset's price only when it is held (`_price`). `answers` holds 2 words per listed asset
+    /// (see `_price`), all 0 when new.
     function _spotValue(uint256[] memory answers) internal view returns (uint256 value) {
         // The two calls stay inline (not `_balanceOf`): this loop is every NAV's hot path.
         value = IERC20(asset()).balanceOf(address(this));
-        uint256 n = answers.length;
+        uint256 n = answers.length / 2;
         for (uint256 i; i < n; ++i) {
             uint256 balance = IERC20(_assetAt(i)).balanceOf(address(this));
             if (balance != 0) value += _value(answers, i, balance);
@@ -1112,35 +1129,44 @@ contract RiskParityVault is IRiskParityVault, ERC4626, AccessControl, Pausable, 
         return _openSeries.length != 0 ? optionsValue() : 0;
     }
 
-    /// @dev Index of `token` in `_riskAssets`; reverts with `AssetNotListed` when absent.
-    function _indexOf(address token) internal view returns (uint256 i) {
-        uint256 n = _riskAssets.length;
-        for (; i < n; ++i) {
+    /// @dev Index of `token` in `_riskAssets`, whose length `n` the caller passes (the length of its price
+    /// cache, see `_price`: the list does not change within a call); reverts with `AssetNotListed` when
+    /// absent. The scan starts at `start` (at most `n`) and wraps around, so it visits every index once; a
+    /// rebalance starts each leg's scan after the previous leg's index, and legs in list order find theirs
+    /// in one step.
+    function _indexOf(address token, uint256 start, uint256 n) internal view returns (uint256) {
+        for (uint256 j; j < n; ++j) {
+            uint256 i = start + j; // < 2n: start <= n, j < n
+            if (i >= n) i -= n;
             if (_assetAt(i) == token) return i;
         }
         revert AssetNotListed(token);
     }
 
-    /// @dev Answer of `_riskAssets[k]`: `answers[k]` when already read in this call, else read through
-    /// `_checkedAnswer` (every check) and kept in `answers[k]`. Within a rebalance every feed is thus read
-    /// once, and the NAV before and after, and every leg's bound, use the same prices.
-    function _answer(uint256[] memory answers, uint256 k, RiskAsset memory config) internal view returns (uint256 answer) {
-        answer = answers[k];
-        if (answer == 0) {
-            answer = _checkedAnswer(config);
-            answers[k] = answer;
+    /// @dev Price factors of `_riskAssets[k]`: num = answer × 10^baseDecimals and den = 10^(tokenDecimals +
+    /// feedDecimals), kept in `answers[k]` and `answers[n + k]` (n = `answers.length / 2`, the list's length)
+    /// once the feed was read through `_checkedAnswer` (every check; its answer is positive, so num = 0
+    /// means "not read yet"). Within a rebalance every feed is thus read once, and the NAV before and after,
+    /// and every leg's bound, use the same prices; a repeated valuation reads neither the config nor the feed.
+    function _price(uint256[] memory answers, uint256 k) internal view returns (uint256 num, uint256 den) {
+        uint256 n = answers.length / 2;
+        num = answers[k];
+        if (num == 0) {
+            RiskAsset memory config = riskAssetConfig[_assetAt(k)];
+            num = _checkedAnswer(config) * 10 ** _baseDecimals;
+            den = 10 ** (uint256(config.tokenDecimals) + config.feedDecimals);
+            answers[k] = num;
+            answers[n + k] = den;
+        } else {
+            den = answers[n + k];
         }
     }
 
     /// @dev value = amount × answer × 10^baseDecimals / 10^(tokenDecimals + feedDecimals) of `_riskAssets[k]`,
-    /// base-asset units, rounded down.
+    /// base-asset units, rounded down (`_price`).
     function _value(uint256[] memory answers, uint256 k, uint256 amount) internal view returns (uint256) {
-        RiskAsset memory config = riskAssetConfig[_assetAt(k)];
-        return amount.mulDiv(
-            _answer(answers, k, config) * 10 ** _baseDecimals,
-            10 ** (uint256(config.tokenDecimals) + config.feedDecimals),
-            Math.Rounding.Floor
-        );
+        (uint256 num, uint256 den) = _price(answers, k);
+        return amount.mulDiv(num, den, Math.Rounding.Floor);
     }
 
     /// @dev The feed's latest answer through `ChainlinkReader`, refusing non-positive answers (`InvalidPrice`)

@@ -163,6 +163,28 @@ def test_unlisted_token_and_malformed_legs_are_refused(chain: System) -> None:
     assert v.rebalanceEpoch().call() == 0
 
 
+
+def test_a_leg_token_with_dirty_upper_bits_is_refused_before_any_swap(chain: System) -> None:
+    # The vault copies a leg's two token words into the router's calldata as they are: what keeps a word
+    # with bits above its address from reaching a router is the ABI check of `_checkLeg`, which reads both
+    # tokens of every leg before the first swap.
+    chain.deposit(chain.alice, 100_000)
+    plan = _plan(chain, chain.make_keeper())
+    assert plan.legs
+    data = bytes.fromhex(_rebalance_call(chain, plan.legs)._encode_transaction_data()[2:])
+    legs_at = 4 + 4 * 32 + 32  # selector, head (legs offset, min NAV, epoch, deadline), legs length
+    for k, leg in enumerate(plan.legs):
+        for field, token in ((0, leg.token_in), (1, leg.token_out)):
+            word = legs_at + (k * 4 + field) * 32
+            assert data[word + 12:word + 32] == bytes.fromhex(token[2:])
+            dirty = bytearray(data)
+            dirty[word + 11] |= 1  # bit 160 of the address word
+            ok, revert = call_raw(chain.w3, {"from": chain.keeper, "to": chain.vault.address, "data": "0x" + dirty.hex()})
+            assert not ok and revert == b"", (k, field, revert.hex())
+    ok, _ = call_raw(chain.w3, {"from": chain.keeper, "to": chain.vault.address, "data": "0x" + data.hex()})
+    assert ok
+    assert chain.vault.functions.rebalanceEpoch().call() == 0
+
 def test_pool_pushed_off_the_oracle_price(chain: System) -> None:
     chain.deposit(chain.alice, 100_000)
     keeper = chain.make_keeper()
