@@ -33,6 +33,7 @@ from keeper.errors import (
     SingularCovarianceError,
     SolverDidNotConvergeError,
 )
+from keeper.memo import BoundedMemo, array_key
 from keeper.risk_budgeting import FloatArray, TargetWeights, _freeze, _validate_budget
 
 __all__ = [
@@ -234,12 +235,11 @@ def _reason(method: str, error: Exception) -> str:
     return f"{method}: {type(error).__name__}: {error}"
 
 
-# The last few risk-budgeting solutions, keyed on the exact bytes of every input of the solve: two
-# allocations of the same covariance and budget (the backtest's ERC with and without a volatility target
-# on one day; a live tick that re-plans) solve it once.  A different input is a different key, so an entry
-# is never stale; the solution is read-only (TargetWeights freezes its arrays) and ``allocate`` copies it.
-_SOLVE_MEMO: dict[tuple, TargetWeights] = {}
-_SOLVE_MEMO_SIZE = 8
+# The last few risk-budgeting solutions, keyed on the exact contents of every input of the solve: two
+# allocations of the same covariance and budget (the backtest's ERC with and without a volatility target on
+# one day; a live tick that re-plans) solve it once. The solution is read-only (TargetWeights freezes its
+# arrays) and ``allocate`` copies it.
+_SOLVE_MEMO: BoundedMemo[TargetWeights] = BoundedMemo(8)
 
 
 def _solve_risk_budgeting_memo(
@@ -251,15 +251,8 @@ def _solve_risk_budgeting_memo(
 ) -> TargetWeights:
     """:func:`solve_risk_budgeting` of these inputs, solved once for the last few distinct inputs (a failure
     is not kept: it raises again)."""
-    key = (cov.shape, cov.tobytes(), budget.tobytes(),
-           None if bounds is None else (bounds[0].tobytes(), bounds[1].tobytes()), float(tol), int(max_iter))
-    result = _SOLVE_MEMO.get(key)
-    if result is None:
-        result = solve_risk_budgeting(cov, budget, bounds, tol, max_iter)
-        if len(_SOLVE_MEMO) >= _SOLVE_MEMO_SIZE:
-            del _SOLVE_MEMO[next(iter(_SOLVE_MEMO))]  # the oldest entry
-        _SOLVE_MEMO[key] = result
-    return result
+    key = (array_key(cov, budget), None if bounds is None else array_key(*bounds), float(tol), int(max_iter))
+    return _SOLVE_MEMO.get(key, lambda: solve_risk_budgeting(cov, budget, bounds, tol, max_iter))
 
 
 def allocate(

@@ -76,6 +76,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from keeper.errors import ConfigError, SingularCovarianceError
+from keeper.memo import BoundedMemo, array_key
 from keeper.units import BPS, DAYS_PER_YEAR, SECONDS_PER_DAY
 
 __all__ = [
@@ -293,13 +294,12 @@ def rrc_budget_gap(current_weights: npt.ArrayLike, risk_budget: npt.ArrayLike, c
     return float(np.max(np.abs(rrc[budgeted] / share - 1.0)))
 
 
-# L^-1 of the last few reference covariances A = L L^T, keyed on A's exact bytes: the reference stays the
-# same from one rebalance to the next while the current covariance changes every tick, so the factorisation
-# is made once per reference (a different reference is a different key: never stale).
-_INVERSE_CHOLESKY: dict[tuple, FloatArray] = {}
-_INVERSE_CHOLESKY_SIZE = 16
-# covariance_distance of the last few (reference, current) pairs, keyed on both matrices' exact bytes.
-_DISTANCES: dict[tuple, float] = {}
+# L^-1 of the last few reference covariances A = L L^T: the reference stays the same from one rebalance to the
+# next while the current covariance changes every tick, so the factorisation is made once per reference.
+_INVERSE_CHOLESKY: BoundedMemo[FloatArray] = BoundedMemo(16)
+# covariance_distance of the last few (reference, current) pairs: strategies that last rebalanced on the same
+# day compare the same pair on a later day.
+_DISTANCES: BoundedMemo[float] = BoundedMemo(16)
 
 
 def _inverse_cholesky(a: FloatArray) -> FloatArray:
@@ -310,19 +310,16 @@ def _inverse_cholesky(a: FloatArray) -> FloatArray:
     SingularCovarianceError
         ``a`` is not positive definite.
     """
-    key = (a.shape, a.tobytes())
-    inv = _INVERSE_CHOLESKY.get(key)
-    if inv is None:
+    def compute() -> FloatArray:
         try:
             chol = np.linalg.cholesky(0.5 * (a + a.T))
         except np.linalg.LinAlgError as exc:
             raise SingularCovarianceError(f"reference covariance is not positive definite: {exc}") from exc
         inv = np.linalg.inv(chol)
         inv.setflags(write=False)
-        if len(_INVERSE_CHOLESKY) >= _INVERSE_CHOLESKY_SIZE:
-            del _INVERSE_CHOLESKY[next(iter(_INVERSE_CHOLESKY))]  # the oldest entry
-        _INVERSE_CHOLESKY[key] = inv
-    return inv
+        return inv
+
+    return _INVERSE_CHOLESKY.get(array_key(a), compute)
 
 
 def covariance_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> float:
@@ -352,11 +349,11 @@ def covariance_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> flo
     b = np.asarray(current, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape != b.shape or a.shape[0] == 0:
         raise ConfigError(f"covariances of shapes {a.shape} and {b.shape} cannot be compared")
-    # Strategies that last rebalanced on the same day compare the same pair on a later day: one computation.
-    key = (a.shape, a.tobytes(), b.tobytes())
-    distance = _DISTANCES.get(key)
-    if distance is not None:
-        return distance
+    return _DISTANCES.get(array_key(a, b), lambda: _distance(a, b))
+
+
+def _distance(a: FloatArray, b: FloatArray) -> float:
+    """:func:`covariance_distance` of two checked float64 square matrices of one shape."""
     # Eigenvalues of A^-1 B are those of the symmetric L^-1 B L^-T, with A = L L^T (Cholesky).
     inv = _inverse_cholesky(a)
     m = inv @ (0.5 * (b + b.T)) @ inv.T
@@ -368,11 +365,7 @@ def covariance_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> flo
             "re-estimate it before comparing regimes"
         )
     # np.mean without its Python wrapper: the same float64 sum divided by the count; sqrt is correctly rounded.
-    distance = math.sqrt(float(np.add.reduce(np.log(eig) ** 2)) / eig.size)
-    if len(_DISTANCES) >= _INVERSE_CHOLESKY_SIZE:
-        del _DISTANCES[next(iter(_DISTANCES))]  # the oldest entry
-    _DISTANCES[key] = distance
-    return distance
+    return math.sqrt(float(np.add.reduce(np.log(eig) ** 2)) / eig.size)
 
 
 def tracking_variance(weights: npt.ArrayLike, target_weights: npt.ArrayLike, covariance: npt.ArrayLike) -> float:
