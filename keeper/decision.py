@@ -23,6 +23,7 @@ units for values, as the vault computes them); ``*_bps`` are basis points of NAV
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
@@ -283,21 +284,6 @@ class RebalanceDecision:
         return self.action == "trade"
 
 
-def _planned_once(plan_at: Callable[[float], RebalancePlan]) -> Callable[[float], RebalancePlan]:
-    """``plan_at`` run once per fraction: the plan of the trigger check at the full step is the one
-    :func:`quote_with_halving` quotes first (the planner is a pure function of the tick's inputs and the
-    fraction, so the plan made once is the plan)."""
-    plans: dict[float, RebalancePlan] = {}
-
-    def planned(fraction: float) -> RebalancePlan:
-        plan = plans.get(fraction)
-        if plan is None:
-            plan = plans[fraction] = plan_at(fraction)
-        return plan
-
-    return planned
-
-
 def decide_rebalance(
     policy_decision: PolicyDecision | None,
     *,
@@ -352,7 +338,7 @@ def decide_rebalance(
     if derisk_reason is not None:
         sleeve = np.full(n, 1.0 / n)
 
-        @_planned_once
+        @functools.cache  # one plan per fraction (the planner is pure in the tick's inputs and the fraction)
         def plan_at(fraction: float) -> RebalancePlan:
             return plan_rebalance(snapshot, state, assets, sleeve, cash_buffer_bps=BPS, drift_threshold_bps=0.0,
                                   fraction=fraction, **plan_args)
@@ -383,7 +369,7 @@ def decide_rebalance(
     # values over the same NAV), so that the planner runs only when a trigger fires.
     holdings = value_holdings(snapshot, state, assets)
 
-    @_planned_once
+    @functools.cache  # the trigger check's full-step plan is the one quote_with_halving quotes first
     def plan_at(fraction: float) -> RebalancePlan:
         return plan_rebalance(snapshot, state, assets, sleeve, cash_buffer_bps=cash_buffer_bps,
                               drift_threshold_bps=0.0, fraction=fraction, holdings=holdings, **plan_args)
