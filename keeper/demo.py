@@ -37,6 +37,7 @@ import datetime as dt
 import http.client
 import itertools
 import json
+import logging
 import urllib.parse
 import signal
 import sys
@@ -57,6 +58,7 @@ from keeper.covariance import EstimatorConfig
 from keeper.policy_config import PolicyConfig
 from keeper.data import DEFAULT_PRICES_CSV, PriceTable, load_prices
 from keeper.price_panel import bars_for_seconds
+from keeper.service import log_tick
 from keeper.units import SECONDS_PER_DAY
 from keeper.deployment import (
     BASE_DECIMALS,
@@ -452,6 +454,7 @@ def _replay(options: DemoOptions, table: PriceTable, first: int, last: int, begi
                 report = None
                 if step % tick_every == 0:
                     report = keeper.run_once()
+                    log_tick(report, min_level=logging.WARNING)  # skips that name an exception or a breaker
                 overlay_step = None
                 if overlay is not None and report is not None:
                     overlay_step = keeper.last_overlay_step  # this tick's step, if it ran one

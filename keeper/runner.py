@@ -209,7 +209,8 @@ class Keeper:
     # --- one tick ------------------------------------------------------------------------------
 
     def run_once(self) -> TickReport:
-        """Runs one tick and journals it. Never raises for a failed tick."""
+        """Runs one tick and journals it. Never raises for a failed tick. Logs no line for the outcome (the
+        caller does: :func:`keeper.service.log_tick`), only an unexpected exception's traceback."""
         timings: dict[str, float] = {}
         context: dict[str, Any] = {}
         t0 = time.perf_counter()
@@ -219,7 +220,7 @@ class Keeper:
             code = "shutdown" if isinstance(exc, ShutdownRequestedError) else type(exc).__name__
             report = TickReport(status="skipped", reason=f"{type(exc).__name__}: {exc}", timings=timings,
                                 reason_code=code, **context)
-            log.warning("tick skipped: %s", report.reason, extra={"status": "skipped", "reason_code": code})
+            # No log line here: the tick's one line (keeper.service.log_tick) carries the reason.
         except Exception as exc:  # noqa: BLE001 - the tick boundary: log, journal, carry on
             report = TickReport(status="error", reason=f"{type(exc).__name__}: {exc}", timings=timings,
                                 reason_code=type(exc).__name__, **context)

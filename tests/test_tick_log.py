@@ -52,3 +52,34 @@ def test_a_quiet_skip_on_chain_logs_its_line(system, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "keeper.ticks"]
     assert report.status == "skipped" and len(lines) == 1
     assert lines[0].startswith("tick skipped") and report.reason.split()[0] in lines[0]
+
+
+def test_a_tick_skipped_by_an_exception_logs_one_line_at_warning(caplog):
+    """The runner logs nothing for a skip; the tick's one line names the exception (it used to log twice)."""
+    from keeper.errors import RpcUnavailableError
+    from keeper.runner import Keeper
+
+    keeper = Keeper.__new__(Keeper)  # only run_once's boundary is exercised: no chain, no journal
+
+    def tick(timings, context):
+        raise RpcUnavailableError("every endpoint failed: http://127.0.0.1:1 (connection refused)")
+
+    keeper._tick, keeper._record, keeper.metrics = tick, lambda report: None, None
+    with caplog.at_level(logging.DEBUG):
+        report = tick_and_log(keeper)
+    assert report.status == "skipped" and report.reason_code == "RpcUnavailableError"
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("keeper.ticks", logging.WARNING,
+         "tick skipped [RpcUnavailableError]: RpcUnavailableError: every endpoint failed: http://127.0.0.1:1 "
+         "(connection refused)")]
+
+
+def test_the_demo_logs_only_the_ticks_that_need_a_look(caplog):
+    from keeper.service import log_tick
+
+    with caplog.at_level(logging.DEBUG, logger="keeper.ticks"):
+        log_tick(TickReport(status="skipped", reason="drift 12 bps < 300 bps", reason_code="no_trade_needed"),
+                 min_level=logging.WARNING)
+        log_tick(TickReport(status="skipped", reason="RpcUnavailableError: down", reason_code="RpcUnavailableError"),
+                 min_level=logging.WARNING)
+    assert [r.getMessage() for r in caplog.records] == ["tick skipped [RpcUnavailableError]: RpcUnavailableError: down"]
