@@ -100,7 +100,16 @@ CREATE TABLE IF NOT EXISTS decisions (
 #: ``record_*`` methods and read back by the typed reads. The migration adds the column if it is missing and
 #: tags the rows of older keepers from their status and detail (:data:`_KIND_OF_UNTAGGED_ROW`).
 _SCHEMA_V4 = "CREATE INDEX IF NOT EXISTS ticks_kind ON ticks(kind);"
-_SCHEMA_VERSION = 4
+#: Version 5 binds the journal to the chain and vault its rows belong to (:meth:`Journal.bind`): one row,
+#: written by the first keeper that opens the file. A journal of an older keeper is bound on its next open.
+_SCHEMA_V5 = """
+CREATE TABLE IF NOT EXISTS binding (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    chain_id INTEGER NOT NULL,
+    vault TEXT NOT NULL
+);
+"""
+_SCHEMA_VERSION = 5
 
 #: Statuses of a journalled transaction. ``intended``: signed and recorded, maybe not yet sent;
 #: ``sent``: accepted by a node, unmined. The others are final.
@@ -616,6 +625,7 @@ class Journal:
     def __init__(self, path: Path | str, *, durable: bool = True) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
         self.conn = sqlite3.connect(str(path), check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         # A committed "intended" row must survive a power cut, not only a killed process: sync the WAL
@@ -667,6 +677,7 @@ class Journal:
         if str(path) == ":memory:" or not Path(path).exists():
             raise ConfigError(f"no keeper journal at {path}; check journal_path")
         journal = cls.__new__(cls)
+        journal.path = str(path)
         journal.conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, check_same_thread=False)
         journal._lock = threading.Lock()
         try:
@@ -677,7 +688,7 @@ class Journal:
         return journal
 
     def has_table(self, name: str) -> bool:
-        """Whether the journal has table ``name`` (``ticks``, ``transactions``, ``decisions``)."""
+        """Whether the journal has table ``name`` (``ticks``, ``transactions``, ``decisions``, ``binding``)."""
         with self._lock:
             row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
         return row is not None
@@ -873,7 +884,39 @@ class Journal:
                     self.conn.execute("ALTER TABLE ticks ADD COLUMN kind TEXT")
                 self.conn.executescript(_SCHEMA_V4)
                 self.conn.execute(f"UPDATE ticks SET kind = {_KIND_OF_UNTAGGED_ROW} WHERE kind IS NULL")
+            if version < 5:
+                self.conn.executescript(_SCHEMA_V5)
             self.conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    def bind(self, chain_id: int, vault: str) -> None:
+        """Binds the journal to chain ``chain_id`` (EIP-155) and ``vault`` (address, any case), or checks the
+        binding it has. The keeper binds its journal before it reconciles or reads anything back: the
+        write-ahead log's transactions, the last target and the last prices mean nothing on another chain or
+        vault, and a nonce of another chain would be "reconciled" against this one.
+
+        Raises
+        ------
+        ConfigError
+            The journal is bound to another chain or vault; the message names both and the fix (each vault
+            on each chain gets its own ``operations.journal_path``).
+        """
+        chain_id, vault = int(chain_id), vault.lower()
+        with self._lock, self.conn:
+            row = self.conn.execute("SELECT chain_id, vault FROM binding WHERE id = 1").fetchone()
+            if row is None:
+                self.conn.execute("INSERT INTO binding (id, chain_id, vault) VALUES (1, ?, ?)", (chain_id, vault))
+                return
+        if (int(row[0]), row[1]) != (chain_id, vault):
+            raise ConfigError(f"the journal {self.path} holds the records of vault {row[1]} on chain id {row[0]}, "
+                              f"not of vault {vault} on chain id {chain_id}: give this keeper its own "
+                              "operations.journal_path (or move the old file away)")
+
+    def binding(self) -> tuple[int, str] | None:
+        """``(chain_id, vault)`` the journal is bound to (:meth:`bind`; vault lower case), or None."""
+        if not self.has_table("binding"):
+            return None
+        row = self.conn.execute("SELECT chain_id, vault FROM binding WHERE id = 1").fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
 
     def record_intended_tx(
         self,

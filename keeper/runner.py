@@ -144,6 +144,8 @@ class Keeper:
         # The journal comes first: it is the executor's write-ahead log of every transaction.
         self.journal = journal or Journal(config.operations.journal_path)
         self.executor = Executor.from_config(config, self.w3, private_key or config.private_key(), self.journal)
+        # Before anything is read back or reconciled: this journal's rows are this vault's on this chain.
+        self.journal.bind(self.executor.chain_id, config.chain.vault_address)
         self.metrics = metrics
         symbols = self.reader.symbols
         if config.policy.risk_budget is not None:

@@ -254,7 +254,7 @@ def test_a_journal_written_before_the_transaction_log_opens_and_migrates_idempot
     for _ in range(2):  # opening twice migrates once and changes nothing the second time
         journal = Journal(path)
         assert [(t["status"], t["epoch"], t["detail"]) for t in journal.ticks()] == [("skipped", 4, {"a": 1})]
-        assert journal.schema_version() == _SCHEMA_VERSION == 4
+        assert journal.schema_version() == _SCHEMA_VERSION == 5
         if not journal.transactions():
             intended(journal)
         assert len(journal.transactions()) == 1
@@ -503,7 +503,7 @@ def test_a_version_3_journal_migrates_to_tagged_kinds_idempotently(tmp_path):
     readonly.close()
     for reopen in range(2):  # opening twice migrates once and changes nothing the second time
         journal = Journal(path)
-        assert journal.schema_version() == _SCHEMA_VERSION == 4
+        assert journal.schema_version() == _SCHEMA_VERSION == 5
         assert [t["kind"] for t in journal.ticks()] == ["tick", "overlay_step", "tick", "shutdown"] + ["tick"] * reopen
         ticks = journal.tick_records()
         assert [t.record.status for t in ticks[:2]] == ["skipped", "hedge_skipped"]
@@ -516,3 +516,48 @@ def test_a_version_3_journal_migrates_to_tagged_kinds_idempotently(tmp_path):
         if reopen == 0:
             journal.record_tick(TickRecord(status="skipped", reason="after the migration"))
         journal.close()
+
+
+def test_a_journal_binds_to_its_chain_and_vault_and_refuses_another(tmp_path):
+    path = tmp_path / "bound.sqlite"
+    vault = "0x5FC8d32690cc91D4c39d9d3abcBD16989F875707"
+    journal = Journal(path)
+    assert journal.binding() is None
+    journal.bind(11155111, vault)
+    journal.bind(11155111, vault.lower())  # the same binding, any case: nothing changes
+    journal.close()
+    journal = Journal(path)
+    assert journal.binding() == (11155111, vault.lower())
+    with pytest.raises(ConfigError, match=r"vault 0x5fc8.* on chain id 11155111, not of vault 0x5fc8.* on chain id 1: "
+                                          r"give this keeper its own operations.journal_path"):
+        journal.bind(1, vault)
+    other = "0x0000000000000000000000000000000000000001"
+    with pytest.raises(ConfigError, match=f"{path}.*not of vault {other} on chain id 11155111"):
+        journal.bind(11155111, other)
+    assert journal.binding() == (11155111, vault.lower())  # a refused bind changes nothing
+    journal.close()
+    assert Journal.read_only(path).binding() == (11155111, vault.lower())
+
+
+def test_a_journal_of_an_older_keeper_is_bound_on_its_next_open(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    _v2_journal(path)
+    journal = Journal(path)
+    assert journal.schema_version() == 5 and journal.binding() is None and len(journal.ticks()) == 3
+    journal.bind(31337, "0x5FC8d32690cc91D4c39d9d3abcBD16989F875707")
+    assert journal.binding() == (31337, "0x5fc8d32690cc91d4c39d9d3abcbd16989f875707")
+
+
+def test_a_keeper_refuses_a_journal_of_another_vault_before_it_reads_anything(system, tmp_path):
+    from keeper.runner import Keeper
+    from keeper.chain import ANVIL_KEYS
+
+    path = tmp_path / "journal.sqlite"
+    other = Journal(path)
+    other.bind(system.w3.eth.chain_id, "0x0000000000000000000000000000000000000001")
+    other.close()
+    with pytest.raises(ConfigError, match="own operations.journal_path"):
+        Keeper(system.keeper_config(), w3=system.w3, private_key=ANVIL_KEYS[1], journal=Journal(path))
+    fresh = Journal(tmp_path / "fresh.sqlite")
+    Keeper(system.keeper_config(), w3=system.w3, private_key=ANVIL_KEYS[1], journal=fresh)
+    assert fresh.binding() == (system.w3.eth.chain_id, system.deployment.vault.lower())

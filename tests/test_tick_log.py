@@ -83,3 +83,4 @@ def test_the_demo_logs_only_the_ticks_that_need_a_look(caplog):
         log_tick(TickReport(status="skipped", reason="RpcUnavailableError: down", reason_code="RpcUnavailableError"),
                  min_level=logging.WARNING)
     assert [r.getMessage() for r in caplog.records] == ["tick skipped [RpcUnavailableError]: RpcUnavailableError: down"]
+
