@@ -21,11 +21,14 @@ after the bytes were sent is not retried: the transaction may be in a mempool, a
 bookkeeping decides what to do.
 
 Reads can go as one JSON-RPC 2.0 batch (:meth:`FailoverHTTPProvider.make_batch_request`, one HTTP round trip)
-under the same policy: the batch is retried or failed over as a whole when its HTTP request fails as above, when
-the node answers it with a transient error, or when any request in it gets a transient error (every request of a
-batch is a read, so repeating them is harmless). Answers are matched to requests by ``id`` (a node may reorder
-them); an answer without a request's id, or with an id twice, is a malformed answer (retried, and named in the
-error when it persists). A transaction is never sent in a batch.
+under the same policy. Answers are matched to requests by ``id`` (a node may reorder them). Each good answer is
+kept; a retry (or failover) asks again only for the requests still unanswered: those that got a transient error
+("later" for one request: a rate limit counts every request of a batch), or whose answer the node left out.
+The last one left is asked on its own, not in a batch, so a node that keeps dropping it from batches still
+answers it. Every request of a batch is a read, so asking again is harmless. A failed HTTP request, a transient
+error for the batch as a whole or a malformed answer (not a list of response objects, an id twice or one no
+request has) keeps nothing from that answer; an id still unanswered when the attempts run out is named in the
+error. A transaction is never sent in a batch.
 
 When every attempt fails, :class:`~keeper.errors.RpcUnavailableError` is raised (a
 :class:`~keeper.errors.KeeperError`: the tick ends ``skipped`` with the reason and the next tick tries
@@ -191,12 +194,13 @@ class FailoverHTTPProvider(JSONBaseProvider):
             Every attempt failed transiently (the message names each endpoint's last error).
         """
         payload = self.encode_rpc_request(method, params)
-        return self._with_retries(method, payload, self._single_answer, is_send=method in SEND_METHODS)
+        return self._with_retries(method, lambda: payload, self._single_answer, is_send=method in SEND_METHODS)
 
     def make_batch_request(self, batch_requests: Sequence[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
         """Sends the ``(method, params)`` reads of ``batch_requests`` as one JSON-RPC 2.0 batch (one HTTP round
         trip) with the failover and retries of :meth:`make_request`; returns the node's response objects in
-        request order.
+        request order. A retry asks only for the requests still unanswered (the last one on its own; see the
+        module docstring).
 
         As web3's ``HTTPProvider``: a request's JSON-RPC error that is not transient (a revert, invalid params)
         is returned in that request's response object, the others keep their results; a node that refuses the
@@ -210,8 +214,9 @@ class FailoverHTTPProvider(JSONBaseProvider):
             batched (:func:`keeper.multicall.batch_request` then sends the requests one by one, the send under
             its own retry rule).
         RpcUnavailableError
-            Every attempt failed transiently: the HTTP request failed, or a request in the batch got a transient
-            error, or the answer was malformed (not a list, a request's id missing or twice: the message names it).
+            Some request was still unanswered when the attempts ran out: the HTTP request failed, or the request
+            got a transient error, or the answer left it out or was malformed (not a list, an id twice or
+            unknown); the message names the last failure.
         """
         calls = list(batch_requests)
         sends = sorted({str(method) for method, _ in calls if method in SEND_METHODS})
@@ -220,16 +225,14 @@ class FailoverHTTPProvider(JSONBaseProvider):
                                       "send it on its own")
         if not calls:
             return []
-        ids, parts = [], []
+        batch = _Batch()
         for method, params in calls:
             request_id = next(self.request_counter)
-            ids.append(request_id)
-            parts.append(FriendlyJsonSerde().json_encode(
+            batch.methods[request_id] = str(method)
+            batch.requests[request_id] = to_bytes(text=FriendlyJsonSerde().json_encode(
                 {"jsonrpc": "2.0", "method": method, "params": params or [], "id": request_id}, Web3JsonEncoder))
-        payload = to_bytes(text="[" + ", ".join(parts) + "]")
-        methods = dict(zip(ids, (str(method) for method, _ in calls)))
-        what = f"a batch of {len(calls)} JSON-RPC requests ({', '.join(methods.values())})"
-        return self._with_retries(what, payload, partial(self._batch_answer, methods), is_send=False)
+        what = f"a batch of {len(calls)} JSON-RPC requests ({', '.join(batch.methods.values())})"
+        return self._with_retries(what, batch.payload, partial(self._batch_answer, batch), is_send=False)
 
     def is_connected(self, show_traceback: bool = False) -> bool:
         try:
@@ -249,8 +252,10 @@ class FailoverHTTPProvider(JSONBaseProvider):
             self._local.session = session
         return session
 
-    def _with_retries(self, what: str, payload: bytes, answer: Callable[[int, Any], Any], is_send: bool) -> Any:
-        """Posts ``payload`` until ``answer(endpoint index, decoded body)`` accepts a body (it raises
+    def _with_retries(self, what: str, payload: Callable[[], bytes], answer: Callable[[int, Any], Any],
+                      is_send: bool) -> Any:
+        """Posts ``payload()`` (asked anew for each attempt) until ``answer(endpoint index, decoded body)``
+        accepts a body (it raises
         :class:`TransientRpcError` through :meth:`_fail` otherwise), under the provider's failover, backoff and
         limits; a send is retried only when it provably never reached a node.
 
@@ -280,7 +285,7 @@ class FailoverHTTPProvider(JSONBaseProvider):
                 f"attempt(s) (last: {exc.detail}; {tried}): check the nodes or add rpc_fallback_urls"
             ) from exc
 
-    def _attempt(self, payload: bytes, answer: Callable[[int, Any], Any]) -> Any:
+    def _attempt(self, payload: Callable[[], bytes], answer: Callable[[int, Any], Any]) -> Any:
         index = self._current
         url = self.endpoint_uris[index]
         stats = self.stats.endpoints[index]
@@ -288,7 +293,7 @@ class FailoverHTTPProvider(JSONBaseProvider):
             stats.requests += 1
         try:
             response = self._session().post(
-                url, data=payload, headers={"Content-Type": "application/json"}, timeout=self.timeout_seconds
+                url, data=payload(), headers={"Content-Type": "application/json"}, timeout=self.timeout_seconds
             )
         except requests.ConnectionError as exc:
             # A refused connection never reached a node; a reset after sending may have.
@@ -315,9 +320,23 @@ class FailoverHTTPProvider(JSONBaseProvider):
             raise self._fail(index, f"JSON-RPC error {error.get('code')}: {error.get('message')}", False)
         return body  # type: ignore[return-value]
 
-    def _batch_answer(self, methods: dict[int, str], index: int, body: Any) -> list[RPCResponse] | RPCResponse:
-        """The response objects of a batch (request id -> method in ``methods``), in request order; one error
-        object when the node refused the batch as a whole. Transient errors and malformed answers raise."""
+    def _batch_answer(self, batch: "_Batch", index: int, body: Any) -> list[RPCResponse] | RPCResponse:
+        """Keeps the good answers of ``body`` to the requests ``batch`` sent in this attempt; returns every
+        response object in request order once each request has one, or one error object when the node refused
+        the batch as a whole. A transient error, a request left unanswered or a malformed answer raises
+        (:meth:`_fail`): the retry asks for what is still unanswered."""
+        alone = batch.alone
+        if alone is not None:  # the last request left, sent on its own: a bare response object
+            error = body.get("error") if isinstance(body, dict) else None
+            if isinstance(error, dict) and is_transient_rpc_error(error):
+                raise self._fail(index, f"JSON-RPC error {error.get('code')} for id {alone} ({batch.methods[alone]}), "
+                                        f"asked on its own: {error.get('message')}", False)
+            response = self._single_answer(index, body)
+            if response.get("id") != alone:
+                raise self._fail(index, f"the answer to id {alone} ({batch.methods[alone]}) has id "
+                                        f"{response.get('id')!r}", True)
+            batch.kept[alone] = response
+            return batch.in_order()
         if isinstance(body, dict):  # the batch as a whole: refused ("batches disabled") or "later"
             return self._single_answer(index, body)
         if not isinstance(body, list):
@@ -330,21 +349,27 @@ class FailoverHTTPProvider(JSONBaseProvider):
             request_id = item.get("id")
             if request_id in by_id:
                 raise self._fail(index, f"the JSON-RPC batch answer has id {request_id!r} twice", True)
-            if request_id not in methods:
+            if request_id not in batch.sent:
                 raise self._fail(index, f"the JSON-RPC batch answer has id {request_id!r}, which no request of "
-                                        f"the batch has (ids {min(methods)}..{max(methods)})", True)
+                                        f"the batch has (ids {min(batch.sent)}..{max(batch.sent)})", True)
             by_id[request_id] = item
-        for request_id, method in methods.items():
-            item = by_id.get(request_id)
-            if item is None:
-                raise self._fail(index, f"the JSON-RPC batch answer has no response for id {request_id} ({method})",
-                                 True)
+        later = None
+        for request_id, item in by_id.items():
             error = item.get("error")
             if isinstance(error, dict) and is_transient_rpc_error(error):
-                # "Later" for one read of the batch: the batch (reads only) is asked again as a whole.
-                raise self._fail(index, f"JSON-RPC error {error.get('code')} for id {request_id} ({method}) in a "
-                                        f"batch: {error.get('message')}", False)
-        return [by_id[request_id] for request_id in methods]  # type: ignore[misc]
+                later = later or (request_id, error)  # "later" for this read: asked again, the others are kept
+            else:
+                batch.kept[request_id] = item  # type: ignore[assignment]
+        missing = [request_id for request_id in batch.sent if request_id not in batch.kept]
+        if later is not None:
+            request_id, error = later
+            raise self._fail(index, f"JSON-RPC error {error.get('code')} for id {request_id} "
+                                    f"({batch.methods[request_id]}) in a batch: {error.get('message')} "
+                                    f"({len(missing)} of {len(batch.sent)} to ask again)", False)
+        if missing:
+            raise self._fail(index, f"the JSON-RPC batch answer has no response for id {missing[0]} "
+                                    f"({batch.methods[missing[0]]})", True)
+        return batch.in_order()
 
     def _fail(self, index: int, detail: str, delivered: bool) -> TransientRpcError:
         url = self.endpoint_uris[index]
@@ -366,6 +391,29 @@ class FailoverHTTPProvider(JSONBaseProvider):
             "RPC attempt %d failed (%s); retrying on %s in %.2f s",
             state.attempt_number, exc, self.endpoint_uri, state.next_action.sleep if state.next_action else 0.0,
         )
+
+
+@dataclass
+class _Batch:
+    """One batch across its attempts: each request's method and encoded JSON by id (request order), the answers
+    kept so far, and what the current attempt sent (``alone``: the id of a request sent on its own)."""
+
+    methods: dict[int, str] = field(default_factory=dict)
+    requests: dict[int, bytes] = field(default_factory=dict)
+    kept: dict[int, RPCResponse] = field(default_factory=dict)
+    sent: tuple[int, ...] = ()
+    alone: int | None = None
+
+    def payload(self) -> bytes:
+        """The body of the next attempt: the requests without an answer, as a batch; the last one on its own."""
+        self.sent = tuple(request_id for request_id in self.requests if request_id not in self.kept)
+        self.alone = self.sent[0] if len(self.sent) == 1 and self.kept else None
+        if self.alone is not None:
+            return self.requests[self.alone]
+        return b"[" + b", ".join(self.requests[request_id] for request_id in self.sent) + b"]"
+
+    def in_order(self) -> list[RPCResponse]:
+        return [self.kept[request_id] for request_id in self.requests]
 
 
 def _retry_send_only_if_undelivered(is_send: bool):

@@ -335,23 +335,44 @@ def test_a_batch_answered_in_another_order_is_matched_by_id(proxy, anvil) -> Non
     assert [a["id"] for a in answers] == sorted(a["id"] for a in answers)
 
 
-@pytest.mark.parametrize("damage, message, named", [
-    (lambda answers: answers[:-1], r"no response for id (\d+) \(eth_getBalance\)", 2),
-    (lambda answers: answers + answers[:1], r"has id (\d+) twice", 0),
-])
-def test_a_batch_answer_missing_or_doubling_an_id_is_an_error_naming_it(proxy, damage, message, named) -> None:
+def test_a_batch_answer_doubling_an_id_is_an_error_naming_it(proxy) -> None:
     w3 = _w3(proxy.url, max_attempts=3)
-    proxy.batch_answer = damage
+    proxy.batch_answer = lambda answers: answers + answers[:1]
     sent_ids: list[int] = []
     proxy.hook = lambda method, request: sent_ids.append(request["id"])
     with pytest.raises(RpcUnavailableError, match=r"a batch of 3 JSON-RPC requests \(eth_blockNumber, eth_chainId, "
                                                   r"eth_getBalance\) failed on every RPC endpoint after 3 attempt") as info:
         w3.provider.make_batch_request(READS)
-    assert len(proxy.http_requests) == 3  # a malformed answer is asked again, like an unparsable one
-    # The same batch (same ids) each time; the error names the id missing (the last request's) or doubled (the first's).
-    assert sent_ids == sent_ids[:3] * 3
-    found = re.search(message, str(info.value))
-    assert found is not None and int(found.group(1)) == sent_ids[named], info.value
+    # A malformed answer keeps nothing: the same batch (same ids) is asked again, like an unparsable one.
+    assert len(proxy.http_requests) == 3 and sent_ids == sent_ids[:3] * 3
+    found = re.search(r"has id (\d+) twice", str(info.value))
+    assert found is not None and int(found.group(1)) == sent_ids[0], info.value
+
+
+def test_a_request_a_node_leaves_out_of_its_batch_answers_is_asked_again_on_its_own(proxy, anvil) -> None:
+    w3 = _w3(proxy.url)
+    proxy.batch_answer = lambda answers: answers[:-1]  # always drops the last answer of a batch
+    sent_ids: list[int] = []
+    proxy.hook = lambda method, request: sent_ids.append(request["id"])
+    answers = w3.provider.make_batch_request(READS)
+    assert [a["result"] for a in answers] == _direct_reads(anvil)
+    # The two answers are kept; only the third is asked again, with its id, and not in a batch.
+    assert proxy.http_requests == [("eth_blockNumber", "eth_chainId", "eth_getBalance"), ("eth_getBalance",)]
+    assert sent_ids[3] == sent_ids[2] and [a["id"] for a in answers] == sent_ids[:3]
+    assert w3.provider.stats.retries == 1
+
+
+def test_a_request_still_unanswered_when_the_attempts_run_out_is_named(proxy) -> None:
+    w3 = _w3(proxy.url, max_attempts=3)
+    proxy.fail(10, "-32005", {"eth_getBalance"})  # "later" for that read, every time
+    sent_ids: list[int] = []
+    proxy.hook = lambda method, request: sent_ids.append(request["id"])
+    with pytest.raises(RpcUnavailableError, match=r"a batch of 3 JSON-RPC requests .* after 3 attempt") as info:
+        w3.provider.make_batch_request(READS)
+    assert proxy.http_requests == [("eth_blockNumber", "eth_chainId", "eth_getBalance")] + [("eth_getBalance",)] * 2
+    # The faulted read never reaches the hook; its id is the next after the other two (one counter, request order).
+    assert sent_ids[:2] == [sent_ids[0], sent_ids[0] + 1]
+    assert f"error -32005 for id {sent_ids[0] + 2} (eth_getBalance)" in str(info.value), info.value
 
 
 @pytest.mark.parametrize("mode", ["503", "502", "429", "html", "drop", "timeout", "-32005"])
@@ -360,7 +381,10 @@ def test_a_batch_whose_http_request_fails_once_is_retried_and_succeeds(proxy, an
     proxy.fail(1, mode, {"eth_chainId"})  # one request of the batch: the whole HTTP request fails once
     answers = w3.provider.make_batch_request(READS)
     assert [a["result"] for a in answers] == _direct_reads(anvil)
-    assert proxy.http_requests == [("eth_blockNumber", "eth_chainId", "eth_getBalance")] * 2
+    # A failed HTTP request keeps nothing: the batch is asked again whole. "Later" for one read (-32005) keeps
+    # the other two answers: that read alone is asked again.
+    again = [("eth_chainId",)] if mode == "-32005" else [("eth_blockNumber", "eth_chainId", "eth_getBalance")]
+    assert proxy.http_requests == [("eth_blockNumber", "eth_chainId", "eth_getBalance")] + again
     assert w3.provider.stats.retries == 1 and w3.provider.stats.exhausted == 0
 
 
