@@ -142,7 +142,8 @@ def _journal_policy(record: DecisionRecord) -> dict[str, Any] | None:
 
 
 def _journal(results: Sequence[StrategyResult], path: Path) -> str:
-    from keeper.journal import BacktestTickRecord, Journal
+    from keeper.journal import Journal
+    from keeper.journal_records import BacktestTickRecord
 
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)

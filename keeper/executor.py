@@ -40,7 +40,8 @@ from keeper.errors import (
     TransactionFailedError,
 )
 from keeper.gas import FeeHistory, FeePolicy, Fees
-from keeper.journal import Journal, TxRecord
+from keeper.journal import Journal
+from keeper.journal_records import TxRecord
 from keeper.multicall import MULTICALL3_ADDRESS, Call, batch_request, decode_aggregate3, encode_aggregate3, selector
 from keeper.oracle import PriceSnapshot, RiskAssetInfo, VaultState
 from keeper.planner import RebalancePlan, value_of

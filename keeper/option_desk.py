@@ -27,7 +27,8 @@ from keeper.decision import OptionsInputs, RebalanceDecision
 from keeper.errors import KeeperError, ShutdownRequestedError
 from keeper.hedging import HedgeTriggerConfig
 from keeper.overlay import OverlayConfig
-from keeper.journal import Journal, OverlayStepRecord
+from keeper.journal import Journal
+from keeper.journal_records import OverlayStepRecord
 from keeper.option_chain import ChainOptionQuoter, read_implied_vols, read_option_book, settle_expired, vol_feeds_of
 from keeper.option_orders import OptionLeg, Settlement
 from keeper.oracle import ChainReader, PriceSnapshot

@@ -46,7 +46,8 @@ from keeper.returns import simple_returns
 from keeper.decision import OptionsInputs, RebalanceDecision, TradeLimits, decide_rebalance
 from keeper.executor import ChainQuoter, ExecutionResult, Executor
 from keeper.chain import contract
-from keeper.journal import Journal, TickRecord
+from keeper.journal import Journal
+from keeper.journal_records import TickRecord
 from keeper.metrics import KeeperMetrics
 from keeper.risk_contributions import relative_risk_contributions
 from keeper.option_desk import OptionsDesk, OverlayStepReport

@@ -40,7 +40,8 @@ from keeper.errors import (
     TransactionStuckError,
 )
 from keeper.gas import MULTIPLIER_SCALE, FeePolicy, Fees
-from keeper.journal import Journal, TxRecord
+from keeper.journal import Journal
+from keeper.journal_records import TxRecord
 
 log = logging.getLogger("keeper.tx")
 

@@ -31,7 +31,8 @@ from keeper.implied_vol import (
     load_dvol,
     realised_vol_proxy,
 )
-from keeper.journal import Journal, OverlayStepRecord
+from keeper.journal import Journal
+from keeper.journal_records import OverlayStepRecord
 from keeper.risk_contributions import relative_risk_contributions
 from keeper.risk_budgeting import solve_equal_risk_contribution
 from tolerances import ELEMENTARY_ULPS, U, black_scholes_two_path_bounds, gamma

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from keeper.errors import ConfigError
-from keeper.journal import (
+from keeper.journal import Journal
+from keeper.journal_records import (
     BacktestTickRecord,
-    Journal,
     Journalled,
     OverlayStepRecord,
     SettlementRecord,
@@ -154,7 +154,8 @@ def test_persists_across_reopen(tmp_path):
 
 import sqlite3  # noqa: E402
 
-from keeper.journal import _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_VERSION, TX_FINAL, TxRecord  # noqa: E402
+from keeper.journal import _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_VERSION  # noqa: E402
+from keeper.journal_records import TX_FINAL, TxRecord  # noqa: E402
 
 SENDER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 

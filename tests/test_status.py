@@ -12,7 +12,8 @@ from tolerances import gamma
 
 from keeper.chain import ANVIL_KEYS
 from keeper.cli import main
-from keeper.journal import Journal, TickRecord
+from keeper.journal import Journal
+from keeper.journal_records import TickRecord
 from keeper.runner import Keeper
 from keeper.status import collect_status, format_status, journal_summary, read_journal
 
