@@ -527,23 +527,38 @@ class Executor:
         self.ensure_idle()
         # Simulation, estimate, fee history, height (and the nonce while unknown): one batch.
         check = self._read_precheck(data, batch_request(self.w3, self._precheck_requests(data, None, to)), None)
-        ok, out = check.simulation
-        if check.simulation_error is not None:
-            raise RpcUnavailableError(f"{kind} simulation could not run: {check.simulation_error}; nothing was sent")
-        if not ok:
-            raise SimulationRevertedError(f"{kind} simulation reverted with {decode_revert(out)}; nothing was sent")
-        if check.gas_limit is None:
-            raise SimulationRevertedError(f"{kind} gas estimate failed ({check.estimate_error}) although its eth_call "
-                                          "passed; nothing was sent")
-        if check.fee_history is None:
-            raise GasPriceTooHighError(f"{check.fee_error}; nothing was sent")
-        fees: Fees = self.fee_policy.fees_from_history(check.fee_history)
+        fees = self._fees_to_send(check, kind)
         record = self.tx.submit(to=to, data=data, gas_limit=check.gas_limit, fees=fees, kind=kind,
                                 sent_block=check.block_number, chain_nonce=check.pending_nonce)
         outcome = self.tx.wait(record, self.receipt_timeout_seconds)
         if outcome.record.kind == "cancel" or int(outcome.receipt["status"], 16) != 1:
             raise TransactionFailedError(f"{kind} {outcome.record.hash} failed on chain (or was cancelled as stuck)")
         return outcome.receipt
+
+    def _fees_to_send(self, check: Precheck, what: str) -> Fees:
+        """The fees to send ``what`` with, once ``check`` shows it can be sent: the simulation ran and passed,
+        a gas limit is known and the fee history was read.
+
+        Raises
+        ------
+        RpcUnavailableError
+            The simulation could not run.
+        SimulationRevertedError
+            It reverted (decoded), or the gas estimate failed although it passed.
+        GasPriceTooHighError
+            No fee history (the fee read failed or the base fee is above the cap).
+        """
+        ok, out = check.simulation
+        if check.simulation_error is not None:
+            raise RpcUnavailableError(f"{what} simulation could not run: {check.simulation_error}; nothing was sent")
+        if not ok:
+            raise SimulationRevertedError(f"{what} simulation reverted with {decode_revert(out)}; nothing was sent")
+        if check.gas_limit is None:
+            raise SimulationRevertedError(f"{what} gas estimate failed ({check.estimate_error}) although its "
+                                          "eth_call passed; nothing was sent")
+        if check.fee_history is None:
+            raise GasPriceTooHighError(f"{check.fee_error}; nothing was sent")
+        return self.fee_policy.fees_from_history(check.fee_history)
 
     def send(self, plan: RebalancePlan, data: str | None = None, *, reuse_precheck: bool = False) -> ExecutionResult:
         """Simulates, prices, signs, journals and sends ``plan``; waits for the receipt.
@@ -577,21 +592,11 @@ class Executor:
             # again with an estimate (one more round trip, on this path only) to tell which.
             self._gas_limits.pop(shape, None)
             check = self._checked(data, shape)
-        ok, out = check.simulation
-        if check.simulation_error is not None:
-            raise RpcUnavailableError(f"rebalance simulation could not run: {check.simulation_error}; nothing was sent")
-        if not ok:
-            raise SimulationRevertedError(f"rebalance simulation reverted with {decode_revert(out)}; nothing was sent")
-        if check.gas_limit is None:
-            raise SimulationRevertedError(f"rebalance gas estimate failed ({check.estimate_error}) although its "
-                                          "eth_call passed; nothing was sent")
+        fees = self._fees_to_send(check, "rebalance")
         if not check.gas_limit_simulated:
             self._gas_limits[shape] = check.gas_limit
         timings["simulate"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        if check.fee_history is None:
-            raise GasPriceTooHighError(f"{check.fee_error}; nothing was sent")
-        fees: Fees = self.fee_policy.fees_from_history(check.fee_history)
         gas = check.gas_limit
         record = self.tx.submit(to=self.vault.address, data=data, gas_limit=gas, fees=fees, kind="rebalance",
                                 epoch=plan.expected_epoch, deadline=plan.deadline, sent_block=check.block_number,
