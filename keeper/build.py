@@ -87,7 +87,7 @@ def find_solc() -> list[str]:
 def _sources() -> dict[str, str]:
     """The project's Solidity files under ``contracts/``. Hidden folders are not sources: ``ape compile`` keeps
     its copies of the npm dependencies in ``contracts/.cache`` (where a package's ``artifacts/X.sol/`` is a
-    folder), and those are compiled from ``node_modules`` through the remappings instead."""
+    folder), and those are compiled from ``node_modules`` through the include path instead."""
     return {
         str(path.relative_to(PROJECT_ROOT)): path.read_text()
         for path in sorted(CONTRACTS_DIR.rglob("*.sol"))
@@ -96,15 +96,13 @@ def _sources() -> dict[str, str]:
 
 
 def _settings() -> dict[str, Any]:
-    """solc standard-JSON settings: optimizer, EVM version, remappings into ``node_modules``."""
+    """solc standard-JSON settings: optimizer, EVM version. No remappings: an import such as
+    ``@openzeppelin/contracts/...`` is found through the ``--include-path node_modules`` of the compile and keeps
+    that name as its source unit, so the metadata (and with it the metadata hash at the end of every bytecode)
+    holds no path of this checkout: any clone builds the same bytes."""
     return {
         "optimizer": {"enabled": True, "runs": 200},
         "evmVersion": EVM_VERSION,
-        "remappings": [
-            f"@openzeppelin/={NODE_MODULES}/@openzeppelin/",
-            f"@chainlink/={NODE_MODULES}/@chainlink/",
-            f"@uniswap/={NODE_MODULES}/@uniswap/",
-        ],
         "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}},
     }
 

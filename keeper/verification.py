@@ -2,10 +2,11 @@
 the ape-etherscan plugin's API client (``ape run deploy --verify``).
 
 What is submitted is the compilation that produced the deployed bytecode, not a recompilation by ape: the
-standard-JSON input :mod:`keeper.build` gave solc (the same ``contracts/`` sources, optimizer, EVM version and
-remappings), made self-contained by adding every imported file under the source-unit name solc gave it
-(:func:`standard_json_input`). ape's own compile would not do: the bytecode ends in the IPFS hash of the
-contract's metadata, which holds every source unit's name and the remappings, and ape-solidity names the
+standard-JSON input :mod:`keeper.build` gave solc (the same ``contracts/`` sources, optimizer and EVM version; no
+remappings, so no path of the checkout), made self-contained by adding every imported file under the source-unit
+name solc gave it (``@openzeppelin/contracts/...``; :func:`standard_json_input`). ape's own compile would not do:
+the bytecode ends in the IPFS hash of the contract's metadata, which holds every source unit's name and the
+remappings, and ape-solidity names the
 OpenZeppelin/Uniswap imports after its package cache, so its metadata (and bytecode) differ from ours.
 The constructor arguments are the exact bytes each deploy transaction appended to the creation code, recorded as
 the deployment sends them (:class:`RecordingSender`).
@@ -78,8 +79,8 @@ class RecordingSender(KeySender):
 class CompilationInput:
     """The self-contained solc standard-JSON input of the project's build and what solc says about it.
 
-    ``standard_json`` holds every source unit (``contracts/...`` and the imported files under the absolute
-    names the remappings give them) with its content, and :mod:`keeper.build`'s settings; ``compiler_version``
+    ``standard_json`` holds every source unit (``contracts/...`` and the imported files under their import
+    names, ``@openzeppelin/contracts/...``) with its content, and :mod:`keeper.build`'s settings; ``compiler_version``
     is solc's long version (``0.8.37+commit.f401782d``); ``source_ids`` maps each project contract's name to
     its source unit (``RiskParityVault`` -> ``contracts/RiskParityVault.sol``).
     """
@@ -349,7 +350,7 @@ def check_deployed_code(w3: Any, deployed: list[DeployedContract], artifacts: di
         expected = (artifact.bytecode.removeprefix("0x") if artifact else "") + item.constructor_args_hex
         if artifact is None or sent.removeprefix("0x") != expected:
             raise ConfigError(f"--verify: {item.name} at {item.address} was deployed from other bytecode than this "
-                              "checkout's build (sources, compiler or checkout path differ): verify from the "
+                              "checkout's build (sources or compiler differ): verify from the "
                               "checkout and build that deployed it")
 
 

@@ -206,6 +206,11 @@ def test_ape_run_deploy_verify_submits_the_exact_compilation_and_constructor_arg
 
     # The settings are keeper.build's; the project's sources are the files on disk.
     assert submitted_json["settings"] == _settings()
+    # No path of this checkout in the compilation (source unit names, settings): a clone anywhere builds the same
+    # bytes, metadata hash included, and can verify what another clone deployed.
+    assert str(ROOT) not in json.dumps(submitted_json["settings"])
+    assert not [unit for unit in submitted_json["sources"] if unit.startswith("/") or "node_modules" in unit]
+    assert "@openzeppelin/contracts/token/ERC20/extensions/ERC4626.sol" in submitted_json["sources"]
     assert submitted_json["sources"]["contracts/RiskParityVault.sol"]["content"] == \
         (ROOT / "contracts" / "RiskParityVault.sol").read_text()
 
