@@ -216,7 +216,6 @@ def main(argv: list[str] | None = None) -> int:
                 return 130 if report["interrupted"] == "SIGINT" else 143  # the shell's codes for those signals
         elif args.command == "run":
             from keeper.metrics import MetricsServer
-            from keeper.runner import Keeper
             from keeper.service import make_metrics, run_forever, start_when_reachable, tick_and_log
 
             config = _config(args)
