@@ -37,6 +37,7 @@ again).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -45,7 +46,6 @@ from functools import partial
 from typing import Any, Callable, Sequence
 
 import requests
-from eth_utils import to_bytes
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -54,7 +54,6 @@ from tenacity import (
     stop_after_delay,
     wait_random_exponential,
 )
-from web3._utils.encoding import FriendlyJsonSerde, Web3JsonEncoder
 from web3.providers.base import JSONBaseProvider
 from web3.types import RPCEndpoint, RPCResponse
 
@@ -227,10 +226,10 @@ class FailoverHTTPProvider(JSONBaseProvider):
             return []
         batch = _Batch()
         for method, params in calls:
-            request_id = next(self.request_counter)
+            request = self.encode_rpc_request(method, params)  # web3's encoding, with the provider's next id
+            request_id = json.loads(request)["id"]
             batch.methods[request_id] = str(method)
-            batch.requests[request_id] = to_bytes(text=FriendlyJsonSerde().json_encode(
-                {"jsonrpc": "2.0", "method": method, "params": params or [], "id": request_id}, Web3JsonEncoder))
+            batch.requests[request_id] = request
         what = f"a batch of {len(calls)} JSON-RPC requests ({', '.join(batch.methods.values())})"
         return self._with_retries(what, batch.payload, partial(self._batch_answer, batch), is_send=False)
 

@@ -21,7 +21,7 @@ from keeper.runner import Keeper
 log = logging.getLogger("keeper")
 
 __all__ = ["tick_trigger", "build_scheduler", "make_metrics", "start_when_reachable", "run_forever", "tick_and_log",
-           "tick_line", "tick_log_level", "log_tick"]
+           "tick_line", "log_tick"]
 
 #: The logger of the one line each tick's outcome gets (``keeper.ticks``).
 tick_log = logging.getLogger("keeper.ticks")
@@ -43,7 +43,7 @@ def tick_line(report: Any) -> str:
     return f"tick {report.status}{code}{block}: {reason}"
 
 
-def tick_log_level(report: Any) -> int:
+def _tick_log_level(report: Any) -> int:
     """The level of a tick's :func:`tick_line`: ERROR for an error; WARNING for a skip that names an exception
     (its ``reason_code`` is the exception's class name, ``...Error``) or a breaker; INFO otherwise."""
     code = report.reason_code or ""
@@ -55,10 +55,11 @@ def tick_log_level(report: Any) -> int:
 
 
 def log_tick(report: Any, min_level: int = logging.DEBUG) -> None:
-    """Logs a tick's :func:`tick_line` on ``keeper.ticks`` at :func:`tick_log_level`, if that is at least
-    ``min_level`` (the demo passes WARNING: only the ticks that need a look). The one log line of a tick's
-    outcome: :meth:`Keeper.run_once` logs nothing for a skip (an unexpected exception's traceback only)."""
-    level = tick_log_level(report)
+    """Logs a tick's :func:`tick_line` on ``keeper.ticks`` at its level (ERROR for an error; WARNING for a skip
+    that names an exception or a breaker; INFO otherwise), if that is at least ``min_level`` (the demo passes
+    WARNING: only the ticks that need a look). The one log line of a tick's outcome: :meth:`Keeper.run_once`
+    logs nothing for a skip (an unexpected exception's traceback only)."""
+    level = _tick_log_level(report)
     if level >= min_level:
         tick_log.log(level, tick_line(report), extra={"status": report.status, "reason_code": report.reason_code})
 
